@@ -1,0 +1,12 @@
+#!/usr/bin/env node
+// The `zipline` command. The TypeScript sources compile to dist/ (`npm run build`, run by
+// `npm start` and `npm test`); this file only loads the compiled entry point.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const entry = new URL('../dist/src/cli/main.js', import.meta.url);
+if (!existsSync(fileURLToPath(entry))) {
+  process.stderr.write('zipline: not built yet; run `npm run build` in the zipline checkout first\n');
+  process.exit(2);
+}
+await import(entry.href);

@@ -1,0 +1,38 @@
+/**
+ * A small live dashboard: polls `/stats` once a second and renders listeners and upstream
+ * servers. No build step, no external assets. When the admin token is set, the page asks for it
+ * once and keeps it in sessionStorage.
+ */
+export const DASHBOARD_HTML = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>zipline</title>
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#222}
+h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:1.5rem}
+table{border-collapse:collapse;min-width:40rem}td,th{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left}
+.up{color:#080}.down,.unhealthy{color:#b00}.probing{color:#a60}code{background:#f4f4f4;padding:0 .2rem}
+</style></head><body>
+<h1>zipline <span id="meta"></span></h1>
+<p>Links: <a href="/stats">/stats</a> · <a href="/metrics">/metrics</a> · <a href="/readyz">/readyz</a></p>
+<div id="out">loading…</div>
+<script>
+const esc=(s)=>String(s).replace(/[&<>"]/g,(c)=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
+async function tick(){
+  const headers={};const t=sessionStorage.getItem('zl-token');if(t)headers.authorization='Bearer '+t;
+  const r=await fetch('/stats',{headers});
+  if(r.status===401){const v=prompt('admin token');if(v){sessionStorage.setItem('zl-token',v)}return}
+  const s=await r.json();
+  document.getElementById('meta').textContent='v'+s.version+' · pid '+s.pid+' · up '+s.uptime_s+'s · generation '+s.generation+(s.draining?' · DRAINING':'');
+  let h='<h2>Listeners</h2><table><tr><th>name</th><th>protocol</th><th>address</th><th>upstream</th><th>active</th></tr>';
+  for(const [n,l] of Object.entries(s.listeners))h+='<tr><td>'+esc(n)+'</td><td>'+esc(l.protocol)+'</td><td><code>'+esc(l.address)+'</code></td><td>'+esc(l.upstream)+'</td><td>'+esc(l.active??l.sessions)+'</td></tr>';
+  h+='</table>';
+  for(const [n,u] of Object.entries(s.upstreams)){
+    h+='<h2>Upstream '+esc(n)+' <small>('+esc(u.balance)+', '+u.active+' active)</small></h2><table><tr><th>server</th><th>address</th><th>state</th><th>active</th><th>total</th><th>failures</th><th>latency ms</th></tr>';
+    for(const e of u.servers)h+='<tr><td>'+esc(e.server)+'</td><td><code>'+esc(e.address)+'</code></td><td class="'+esc(e.state)+'">'+esc(e.state)+'</td><td>'+e.active+'</td><td>'+e.total+'</td><td>'+e.failures+'</td><td>'+e.ewma_latency_ms+'</td></tr>';
+    h+='</table>';
+  }
+  document.getElementById('out').innerHTML=h;
+}
+tick();setInterval(()=>tick().catch(()=>{}),1000);
+</script></body></html>
+`;

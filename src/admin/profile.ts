@@ -1,0 +1,26 @@
+/** CPU profile on demand (`GET /debug/profile?seconds=N`), as Go's pprof endpoint. */
+import { Session } from 'node:inspector';
+
+let busy = false;
+
+export async function captureCpuProfile(seconds: number): Promise<string> {
+  if (busy) throw new Error('a profile is already being taken');
+  busy = true;
+  const session = new Session();
+  session.connect();
+  const post = (method: string, params?: object): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      session.post(method, params ?? {}, (err, result) => (err ? reject(err) : resolve(result)));
+    });
+  try {
+    await post('Profiler.enable');
+    await post('Profiler.setSamplingInterval', { interval: 100 });
+    await post('Profiler.start');
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    const result = (await post('Profiler.stop')) as { profile: unknown };
+    return JSON.stringify(result.profile);
+  } finally {
+    session.disconnect();
+    busy = false;
+  }
+}

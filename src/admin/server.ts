@@ -1,0 +1,146 @@
+/**
+ * The admin server: loopback by default, optional bearer token (all endpoints but `/healthz`).
+ *
+ *   GET  /healthz                 200 while the process serves
+ *   GET  /readyz                  200 when every listener is bound and every upstream has a healthy server
+ *   GET  /stats                   JSON: listeners, upstreams (per server), tunnel, shm
+ *   GET  /metrics                 Prometheus text
+ *   POST /reload                  as SIGHUP; 200 with what changed, 422 with why it was refused
+ *   GET  /debug/profile?seconds=N a .cpuprofile (1–60 s)
+ *   GET  /                        a small live dashboard
+ *
+ * Malformed requests get a 400 from the HTTP parser's `clientError` hook, never a crash.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { formatHostPort, parseHostPort } from '../config/units.js';
+import type { Runtime } from '../core/runtime.js';
+import { type ErrorCode, ZiplineError } from '../errors.js';
+import { registry } from '../metrics/catalog.js';
+import { tokenMatches } from './auth.js';
+import { DASHBOARD_HTML } from './dashboard.js';
+import { captureCpuProfile } from './profile.js';
+
+export class AdminServer {
+  private server: Server | null = null;
+
+  constructor(private readonly runtime: Runtime) {}
+
+  async start(listen: string): Promise<void> {
+    const hp = parseHostPort(listen, '127.0.0.1');
+    if (hp === undefined) throw new ZiplineError('ZL_LISTEN_FAILED', `bad admin address ${listen}`);
+    const server = createServer({ requestTimeout: 70_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) =>
+      this.handle(req, res).catch((err: unknown) => {
+        this.runtime.log.error({ err }, 'admin handler failed');
+        sendError(res, 'ZL_INTERNAL', 'internal error');
+      }),
+    );
+    server.on('clientError', onClientError);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new ZiplineError('ZL_LISTEN_FAILED', `admin: cannot listen on ${listen}: ${err.code ?? err.message}`)),
+      );
+      server.listen({ host: hp.host, port: hp.port }, () => resolve());
+    });
+    server.removeAllListeners('error');
+    server.on('error', (err) => this.runtime.log.error({ err }, 'admin server error'));
+    this.server = server;
+    this.runtime.log.info({ url: this.url() }, 'admin listening');
+  }
+
+  url(): string {
+    const a = this.server?.address();
+    return a !== null && typeof a === 'object' ? `http://${formatHostPort(a.address, a.port)}/` : '';
+  }
+
+  async rebind(listen: string): Promise<void> {
+    await this.close();
+    await this.start(listen);
+  }
+
+  close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (server === null) return Promise.resolve();
+    return new Promise((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const path = url.pathname;
+    if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
+    if (!tokenMatches(req.headers.authorization, this.runtime.config.admin.token)) {
+      res.setHeader('www-authenticate', 'Bearer');
+      return sendError(res, 'ZL_ADMIN_UNAUTHORIZED', 'a valid bearer token is required');
+    }
+    const method = req.method ?? 'GET';
+    switch (`${method} ${path}`) {
+      case 'GET /readyz': {
+        const r = this.runtime.readiness();
+        return sendJson(res, r.ready ? 200 : 503, { ready: r.ready, reasons: r.reasons });
+      }
+      case 'GET /stats':
+        return sendJson(res, 200, this.runtime.stats());
+      case 'GET /metrics': {
+        this.runtime.refreshGauges();
+        const text = await registry.metrics();
+        res.writeHead(200, { 'content-type': registry.contentType });
+        res.end(text);
+        return;
+      }
+      case 'POST /reload': {
+        req.resume();
+        const report = await this.runtime.reloadFromSource();
+        return sendJson(res, report.result === 'refused' ? 422 : 200, report);
+      }
+      case 'GET /debug/profile': {
+        const seconds = Number(url.searchParams.get('seconds') ?? '10');
+        if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60) {
+          return sendError(res, 'ZL_ADMIN_BAD_REQUEST', 'seconds must be an integer 1–60');
+        }
+        const profile = await captureCpuProfile(seconds);
+        res.writeHead(200, {
+          'content-type': 'application/json',
+          'content-disposition': `attachment; filename="zipline-${process.pid}-${Date.now()}.cpuprofile"`,
+        });
+        res.end(profile);
+        return;
+      }
+      case 'GET /':
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+        res.end(DASHBOARD_HTML);
+        return;
+      default:
+        return sendError(res, 'ZL_ADMIN_NOT_FOUND', `no endpoint ${method} ${path}`);
+    }
+  }
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body, null, 2)}\n`;
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, code: ErrorCode, message: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.setHeader('x-zipline-error', code);
+  sendJson(res, new ZiplineError(code, message).status, { error: code, message });
+}
+
+function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = '{"error":"ZL_ADMIN_BAD_REQUEST","message":"malformed HTTP request"}\n';
+  socket.end(
+    `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nx-zipline-error: ZL_ADMIN_BAD_REQUEST\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}

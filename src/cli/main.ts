@@ -1,0 +1,76 @@
+/**
+ * The `zipline` CLI: run | check | version | help.
+ *
+ * Exit codes: 0 success · 1 invalid configuration · 2 usage error · 3 could not start
+ * (an address in use, a permission) · 70 internal error.
+ */
+import { Command, CommanderError } from 'commander';
+import { loadConfigFile, formatIssue } from '../config/load.js';
+import { isZiplineError } from '../errors.js';
+import { ZIPLINE_VERSION } from '../version.js';
+import { runCommand } from './run.js';
+import { describeConfig } from './describe.js';
+
+export const EXIT = { ok: 0, config: 1, usage: 2, start: 3, internal: 70 } as const;
+
+function check(file: string): number {
+  const r = loadConfigFile(file);
+  if (!r.ok) {
+    process.stderr.write(`${file}: ${r.issues.length} problem${r.issues.length === 1 ? '' : 's'}\n`);
+    for (const i of r.issues) process.stderr.write(`  ${formatIssue(i)}\n`);
+    return EXIT.config;
+  }
+  process.stdout.write(`${file}: ok\n${describeConfig(r.config)}`);
+  return EXIT.ok;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command('zipline')
+    .description('A low-latency proxy and tunnel suite for Node.js')
+    .version(ZIPLINE_VERSION, '-v, --version', 'print the version')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  let code: number = EXIT.ok;
+  program
+    .command('run')
+    .description('run everything the config declares (SIGHUP reloads, SIGTERM/SIGINT drain and exit)')
+    .requiredOption('-c, --config <file>', 'config file (YAML)', 'zipline.yaml')
+    .action(async (opts: { config: string }) => {
+      code = await runCommand(opts.config);
+    });
+  program
+    .command('check')
+    .description('validate a config and print what it would run; exit 1 listing every problem')
+    .requiredOption('-c, --config <file>', 'config file (YAML)', 'zipline.yaml')
+    .action((opts: { config: string }) => {
+      code = check(opts.config);
+    });
+  program
+    .command('version')
+    .description('print the version')
+    .action(() => {
+      process.stdout.write(`zipline ${ZIPLINE_VERSION} (node ${process.version})\n`);
+    });
+  program.command('help [command]').description('show help for a command').action((name?: string) => {
+    const sub = program.commands.find((c) => c.name() === name);
+    (sub ?? program).outputHelp();
+  });
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (isZiplineError(err)) {
+      process.stderr.write(`zipline: ${err.code}: ${err.message}\n`);
+      return err.code === 'ZL_CONFIG_READ' || err.code === 'ZL_CONFIG_INVALID' ? EXIT.config : EXIT.start;
+    }
+    process.stderr.write(`zipline: internal error: ${(err as Error).stack ?? String(err)}\n`);
+    return EXIT.internal;
+  }
+}
+
+const code = await main(process.argv.slice(2));
+// `run` keeps the process alive through its servers and exits from its signal handlers
+if (code !== EXIT.ok) process.exit(code);

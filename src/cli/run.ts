@@ -1,0 +1,56 @@
+/** `zipline run`: start the runtime, wire signals, drain on exit. */
+import { formatIssue, loadConfigFile } from '../config/load.js';
+import { Runtime } from '../core/runtime.js';
+import { isZiplineError } from '../errors.js';
+import { createLogger } from '../log/logger.js';
+import { metrics } from '../metrics/catalog.js';
+
+export async function runCommand(file: string): Promise<number> {
+  const first = loadConfigFile(file);
+  if (!first.ok) {
+    process.stderr.write(`${file}: ${first.issues.length} problem(s)\n`);
+    for (const i of first.issues) process.stderr.write(`  ${formatIssue(i)}\n`);
+    return 1;
+  }
+  const log = createLogger(first.config.log.level);
+  const runtime = new Runtime(first.config, {
+    log,
+    reloadSource: () => {
+      try {
+        const r = loadConfigFile(file);
+        return r.ok ? { ok: true, config: r.config } : { ok: false, errors: r.issues.map(formatIssue) };
+      } catch (err) {
+        return { ok: false, errors: [(err as Error).message] };
+      }
+    },
+  });
+  process.on('uncaughtException', (err) => {
+    // A bug must not take every connection down with it: log loudly, count, keep serving.
+    log.error({ err, code: 'ZL_INTERNAL' }, 'uncaught exception');
+    metrics.connectionErrors.labels('process', 'ZL_INTERNAL').inc();
+  });
+  try {
+    await runtime.start();
+  } catch (err) {
+    log.error({ err, code: isZiplineError(err) ? err.code : 'ZL_INTERNAL' }, 'could not start');
+    return 3;
+  }
+  log.info({ config: file, admin: runtime.admin.url() }, 'zipline started');
+  process.on('SIGHUP', () => {
+    log.info('SIGHUP: reloading');
+    void runtime.reloadFromSource();
+  });
+  let signals = 0;
+  const stop = (sig: string): void => {
+    signals++;
+    if (signals > 1) {
+      log.warn({ signal: sig }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    log.info({ signal: sig }, 'draining before exit');
+    void runtime.drain().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  return 0;
+}

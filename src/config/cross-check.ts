@@ -1,0 +1,105 @@
+/**
+ * Checks that span several keys. They run on the interpolated raw data (not the schema output)
+ * so that they are reported together with schema problems in one pass; each check is defensive
+ * about types because the schema may have rejected the same value.
+ */
+import type { PathSegment } from './load.js';
+import { parseDuration, parseHostPort } from './units.js';
+
+type Report = (path: readonly PathSegment[], message: string) => void;
+
+function obj(v: unknown): Record<string, unknown> | undefined {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+}
+
+function dur(v: unknown): number | undefined {
+  return typeof v === 'string' ? parseDuration(v) : undefined;
+}
+
+const IMPLEMENTED_PROTOCOLS = new Set(['tcp', 'udp']);
+
+export function crossCheck(data: unknown, report: Report): void {
+  const root = obj(data);
+  if (root === undefined) return;
+  const upstreams = obj(root.upstreams) ?? {};
+  checkUpstreams(upstreams, report);
+  checkListeners(root.listeners, upstreams, report);
+  for (const section of ['tunnel', 'shm'] as const) {
+    if (root[section] !== undefined) report([section], `"${section}" is not implemented in this build yet`);
+  }
+  if (root.workers !== undefined && root.workers !== 1) {
+    report(['workers'], 'multi-process workers are not implemented in this build yet; use 1');
+  }
+}
+
+function checkUpstreams(upstreams: Record<string, unknown>, report: Report): void {
+  for (const [name, u] of Object.entries(upstreams)) {
+    const up = obj(u);
+    if (up === undefined) continue;
+    const hc = obj(up.health_check);
+    if (hc !== undefined) {
+      const interval = dur(hc.interval ?? '5s');
+      const timeout = dur(hc.timeout ?? '2s');
+      if (interval !== undefined && timeout !== undefined && timeout >= interval) {
+        report(['upstreams', name, 'health_check', 'timeout'], `timeout must be shorter than interval`);
+      }
+    }
+    const backoff = obj(obj(up.retry)?.backoff);
+    if (backoff !== undefined) {
+      const base = dur(backoff.base ?? '25ms');
+      const max = dur(backoff.max ?? '250ms');
+      if (base !== undefined && max !== undefined && base > max) {
+        report(['upstreams', name, 'retry', 'backoff', 'base'], 'base must not exceed max');
+      }
+    }
+    if (Array.isArray(up.servers)) {
+      const seen = new Set<string>();
+      up.servers.forEach((s, i) => {
+        const addr = typeof s === 'string' ? s : obj(s)?.address;
+        if (typeof addr !== 'string') return;
+        if (seen.has(addr)) report(['upstreams', name, 'servers', i], `duplicate server ${addr}`);
+        seen.add(addr);
+      });
+    }
+  }
+}
+
+function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, report: Report): void {
+  if (!Array.isArray(listeners)) return;
+  const names = new Map<string, number>();
+  const binds = new Map<string, number>();
+  listeners.forEach((l, i) => {
+    const listener = obj(l);
+    if (listener === undefined) return;
+    const protocol = listener.protocol;
+    if (typeof protocol === 'string' && !IMPLEMENTED_PROTOCOLS.has(protocol) && isKnownProtocol(protocol)) {
+      report(['listeners', i, 'protocol'], `protocol "${protocol}" is not implemented in this build yet`);
+    }
+    if (typeof listener.upstream === 'string' && !(listener.upstream in upstreams)) {
+      const known = Object.keys(upstreams);
+      report(
+        ['listeners', i, 'upstream'],
+        `upstream "${listener.upstream}" is not defined${known.length ? ` (defined: ${known.join(', ')})` : ''}`,
+      );
+    }
+    const name =
+      typeof listener.name === 'string' ? listener.name : `${String(protocol)}:${String(listener.listen)}`;
+    const prev = names.get(name);
+    if (prev !== undefined) report(['listeners', i, 'name'], `duplicate listener name "${name}" (also listeners[${prev}])`);
+    names.set(name, i);
+    if (typeof listener.listen === 'string') {
+      const hp = parseHostPort(listener.listen);
+      if (hp !== undefined && hp.port !== 0) {
+        const family = protocol === 'udp' ? 'udp' : 'tcp';
+        const key = `${family}/${hp.host}:${hp.port}`;
+        const other = binds.get(key);
+        if (other !== undefined) report(['listeners', i, 'listen'], `address already used by listeners[${other}]`);
+        binds.set(key, i);
+      }
+    }
+  });
+}
+
+function isKnownProtocol(p: string): boolean {
+  return ['tcp', 'udp', 'http', 'https', 'socks5', 'http_proxy'].includes(p);
+}

@@ -1,0 +1,142 @@
+/**
+ * Every config key, its default and its meaning, in one place. The schema reads its defaults from
+ * here (`def(path)`), `docs/CONFIG.md` is rendered from here, and a test walks the schema to make
+ * sure every key it accepts has an entry here and every entry names a real key.
+ *
+ * Paths use `*` for a map entry (`upstreams.*`) and `[]` for an array element (`listeners[]`).
+ */
+
+export interface KeyDoc {
+  /** The default as a user would write it in YAML; `undefined` when the key is required or unset. */
+  readonly default?: string | number | boolean | readonly (string | number)[];
+  readonly doc: string;
+}
+
+export const CONFIG_REFERENCE = {
+  admin: { doc: 'The admin server: health, readiness, stats, metrics, reload.' },
+  'admin.listen': { default: '127.0.0.1:9901', doc: 'Address of the admin server. Loopback by default; port 0 picks one.' },
+  'admin.token': {
+    default: '',
+    doc: 'If set, every admin endpoint except `/healthz` requires `Authorization: Bearer TOKEN` (compared in constant time). Use `${ENV}`; never logged.',
+  },
+  log: { doc: 'Process and access logs.' },
+  'log.level': { default: 'info', doc: 'Process log level: `trace` `debug` `info` `warn` `error`. Process logs go to stderr.' },
+  'log.access': {
+    default: 'stdout',
+    doc: 'Access log: `stdout`, `stderr`, `off`, or a file path (appended). One JSON line per L4 connection, UDP session or HTTP request.',
+  },
+  workers: { default: 1, doc: 'Processes serving traffic. `1` only in this build (multi-core workers are planned).' },
+  drain_timeout: {
+    default: '30s',
+    doc: 'On SIGTERM/SIGINT: stop accepting, let open connections finish for this long, then close them and exit 0.',
+  },
+  upstreams: { doc: 'Named pools of servers that listeners forward to.' },
+  'upstreams.*': { doc: 'One upstream (a cluster in Envoy terms).' },
+  'upstreams.*.balance': {
+    default: 'round_robin',
+    doc: '`round_robin` (smooth weighted, as nginx), `least_conn`, `p2c` (power of two choices on active connections), `random` (weighted), `hash` (consistent, ketama-style), `adaptive` (see docs/BALANCING.md).',
+  },
+  'upstreams.*.hash_key': {
+    default: 'client_ip',
+    doc: 'Key for `balance: hash`: `client_ip`, `path` (HTTP) or `header:NAME` (HTTP). L4 listeners always hash the client IP.',
+  },
+  'upstreams.*.resolve_interval': {
+    default: '30s',
+    doc: 'How often server host names are resolved again; added/removed addresses join/leave the pool, keeping the state of the others. `0` resolves once.',
+  },
+  'upstreams.*.servers': {
+    doc: 'Servers as `host:port` strings or objects. A host name becomes one endpoint per resolved address.',
+  },
+  'upstreams.*.servers[]': { doc: 'One server.' },
+  'upstreams.*.servers[].address': { doc: '`host:port` (required). IPv6 as `[::1]:9001`.' },
+  'upstreams.*.servers[].weight': { default: 1, doc: 'Relative weight, 1–1000 (round_robin, random, hash).' },
+  'upstreams.*.servers[].max_fails': {
+    default: 1,
+    doc: 'Passive health (nginx semantics): this many failures within `fail_timeout` mark the server down for `fail_timeout`. `0` disables. A lone server is never marked down.',
+  },
+  'upstreams.*.servers[].fail_timeout': { default: '10s', doc: 'Window for counting failures, and how long a failed server stays down.' },
+  'upstreams.*.servers[].max_connections': { default: 0, doc: 'Cap on active connections to this server; `0` is unlimited.' },
+  'upstreams.*.health_check': { doc: 'Active health checks (optional). Passive health is always on.' },
+  'upstreams.*.health_check.type': { default: 'tcp', doc: '`tcp` (connect succeeds) or `http` (GET `path` returns an expected status).' },
+  'upstreams.*.health_check.path': { default: '/', doc: 'Path for `type: http`.' },
+  'upstreams.*.health_check.host': { doc: 'Host header for `type: http` (default: the server address).' },
+  'upstreams.*.health_check.interval': { default: '5s', doc: 'Time between checks of one server.' },
+  'upstreams.*.health_check.timeout': { default: '2s', doc: 'A check slower than this fails. Must be shorter than `interval`.' },
+  'upstreams.*.health_check.rise': { default: 2, doc: 'Consecutive passes that bring a down server back.' },
+  'upstreams.*.health_check.fall': { default: 3, doc: 'Consecutive failures that take a server out of rotation.' },
+  'upstreams.*.health_check.expect_status': {
+    default: [],
+    doc: 'Statuses that pass an `http` check; empty means any 2xx or 3xx.',
+  },
+  'upstreams.*.keepalive': { doc: 'Upstream HTTP keep-alive pool (used by HTTP listeners).' },
+  'upstreams.*.keepalive.max_idle': { default: 32, doc: 'Idle connections kept per server.' },
+  'upstreams.*.keepalive.idle_timeout': { default: '60s', doc: 'An idle pooled connection is closed after this.' },
+  'upstreams.*.keepalive.max_requests': { default: 1000, doc: 'Requests per upstream connection before it is retired.' },
+  'upstreams.*.timeouts': { doc: 'Upstream-side timeouts.' },
+  'upstreams.*.timeouts.connect': { default: '3s', doc: 'TCP connect to a server.' },
+  'upstreams.*.timeouts.response_header': { default: '30s', doc: 'HTTP: time from request sent to response head received.' },
+  'upstreams.*.timeouts.idle': { default: '60s', doc: 'HTTP: longest gap between two reads from the server.' },
+  'upstreams.*.retry': { doc: 'Retries of failed attempts on other servers.' },
+  'upstreams.*.retry.attempts': {
+    default: 2,
+    doc: 'Extra tries after the first. L4: connect failures only (nothing has been sent yet).',
+  },
+  'upstreams.*.retry.backoff': { doc: 'Exponential backoff with full jitter between tries.' },
+  'upstreams.*.retry.backoff.base': {
+    default: '25ms',
+    doc: 'First backoff ceiling. A try on a server not yet tried for this request goes at once; backoff applies once every server was tried.',
+  },
+  'upstreams.*.retry.backoff.max': { default: '250ms', doc: 'Backoff ceiling.' },
+  'upstreams.*.retry.on': {
+    default: ['connect_failure', 'reset', 502, 503, 504],
+    doc: 'What is retried: `connect_failure`, `reset`, `timeout`, and HTTP statuses.',
+  },
+  'upstreams.*.retry.budget': { default: '20%', doc: 'Retries in flight never exceed this share of active requests (minimum 3).' },
+  'upstreams.*.circuit_breaker': { doc: 'Caps and failure-ratio breaker for the whole upstream.' },
+  'upstreams.*.circuit_breaker.max_connections': { default: 1024, doc: 'Active upstream connections across all servers.' },
+  'upstreams.*.circuit_breaker.max_pending': { default: 1024, doc: 'Requests waiting for a connection (HTTP).' },
+  'upstreams.*.circuit_breaker.failure_ratio': { default: 0.5, doc: 'Open when this share of the last `window` failed (HTTP).' },
+  'upstreams.*.circuit_breaker.min_requests': { default: 20, doc: '…over at least this many requests.' },
+  'upstreams.*.circuit_breaker.window': { default: '10s', doc: 'Window for the failure ratio.' },
+  'upstreams.*.circuit_breaker.open_for': { default: '30s', doc: 'Time open before one half-open probe decides.' },
+  listeners: { doc: 'What zipline accepts. Listeners are identified by `name` across reloads.' },
+  'listeners[]': { doc: 'One listener.' },
+  'listeners[].name': { doc: 'Unique name (default `PROTOCOL:LISTEN`). Used in metrics, logs and reloads.' },
+  'listeners[].protocol': {
+    doc: '`tcp`, `udp` (this build); `http`, `https`, `socks5`, `http_proxy` are refused by `check` until implemented.',
+  },
+  'listeners[].listen': { doc: '`host:port` to bind. Port 0 picks a free port (shown in `/stats`).' },
+  'listeners[].upstream': { doc: 'The upstream to forward to (must be defined under `upstreams`).' },
+  'listeners[].timeouts': { doc: 'Downstream timeouts.' },
+  'listeners[].timeouts.client_idle': {
+    default: '10m',
+    doc: 'tcp: a connection with no data in either direction for this long is closed (nginx `proxy_timeout`).',
+  },
+  'listeners[].limits': { doc: 'Downstream limits.' },
+  'listeners[].limits.max_connections': {
+    default: 10000,
+    doc: 'tcp: connections beyond this are accepted and closed at once (counted).',
+  },
+  'listeners[].udp': { doc: 'UDP session settings.' },
+  'listeners[].udp.responses': {
+    default: 0,
+    doc: 'Replies after which a session ends (nginx `proxy_responses`); `0` is unlimited.',
+  },
+  'listeners[].udp.idle_timeout': { default: '30s', doc: 'A session with no datagram either way for this long ends.' },
+  'listeners[].udp.max_sessions': { default: 10000, doc: 'Concurrent sessions; datagrams that would open more are dropped (counted).' },
+  'listeners[].udp.max_queue': {
+    default: 64,
+    doc: 'Datagrams held per session while its upstream socket is being set up; more are dropped (counted).',
+  },
+  tunnel: { doc: 'Tunnel relay/agent (refused by `check` until implemented).' },
+  shm: { doc: 'Shared-memory bridges (refused by `check` until implemented).' },
+} as const satisfies Record<string, KeyDoc>;
+
+export type ConfigPath = keyof typeof CONFIG_REFERENCE;
+
+/** The default of a key, typed loosely: the schema validates it like user input. */
+export function def(path: ConfigPath): never {
+  const entry: KeyDoc = CONFIG_REFERENCE[path];
+  if (entry.default === undefined) throw new Error(`no default for ${path}`);
+  return entry.default as never;
+}

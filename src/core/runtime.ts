@@ -1,0 +1,308 @@
+/**
+ * The running process: one config generation of upstreams and listeners, the admin server, logs.
+ * `reload()` moves to a new generation in place; `drain()` ends the process gracefully.
+ *
+ * Reload rules (nginx/HAProxy users expect these):
+ * - a listener keeps its socket when its name, protocol and listen address are unchanged; its
+ *   other settings apply to new connections only; established connections are never touched;
+ * - a removed or re-addressed listener stops accepting; its open connections run to their end;
+ * - an upstream keeps its endpoints (counters, passive and active health) when its name stays;
+ *   a changed policy gets a new balancer, changed servers join/leave individually.
+ */
+import type { ListenerConfig, ValidConfig } from '../config/schema.js';
+import { AdminServer } from '../admin/server.js';
+import type { ErrorCode } from '../errors.js';
+import type { L4Context } from '../l4/context.js';
+import type { Listener } from '../l4/listener.js';
+import { TcpListener } from '../l4/tcp-listener.js';
+import { UdpListener } from '../l4/udp-listener.js';
+import { type AccessLog, createAccessLog, createLogger, type Logger } from '../log/logger.js';
+import { metrics } from '../metrics/catalog.js';
+import { compileUpstream } from '../upstream/settings.js';
+import { ZIPLINE_VERSION } from '../version.js';
+import { type LookupAll, Upstream } from '../upstream/upstream.js';
+
+export interface RuntimeOptions {
+  readonly log?: Logger;
+  readonly lookup?: LookupAll;
+  /** Re-reads and validates the config file for SIGHUP / POST /reload. */
+  readonly reloadSource?: () => { ok: true; config: ValidConfig } | { ok: false; errors: string[] };
+}
+
+export interface ReloadReport {
+  readonly result: 'applied' | 'refused' | 'partial';
+  readonly errors: readonly string[];
+  readonly listeners: { added: string[]; removed: string[]; changed: string[]; rebound: string[] };
+  readonly upstreams: { added: string[]; removed: string[]; changed: string[] };
+}
+
+export function listenerName(l: ListenerConfig | { name?: string | undefined; protocol: string; listen?: unknown }): string {
+  return l.name ?? `${l.protocol}:${String(l.listen)}`;
+}
+
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+
+export class Runtime {
+  config: ValidConfig;
+  readonly log: Logger;
+  accessLog: AccessLog;
+  readonly upstreams = new Map<string, Upstream>();
+  readonly listeners = new Map<string, Listener>();
+  /** Listeners removed by a reload that still have connections. */
+  private readonly retired = new Set<Listener>();
+  readonly admin: AdminServer;
+  readonly startedAt = Date.now();
+  generation = 1;
+  private draining = false;
+  private drainPromise: Promise<void> | null = null;
+  private readonly ctx: L4Context;
+
+  constructor(
+    config: ValidConfig,
+    private readonly options: RuntimeOptions = {},
+  ) {
+    this.config = config;
+    this.log = options.log ?? createLogger(config.log.level);
+    this.accessLog = createAccessLog(config.log.access);
+    const self = this;
+    this.ctx = {
+      log: this.log,
+      get accessLog() {
+        return self.accessLog;
+      },
+      upstream: (name) => this.upstreams.get(name),
+      draining: () => this.draining,
+    };
+    this.admin = new AdminServer(this);
+  }
+
+  async start(): Promise<void> {
+    try {
+      await this.admin.start(this.config.admin.listen);
+      for (const [name, cfg] of Object.entries(this.config.upstreams)) this.addUpstream(name, cfg);
+      await Promise.all([...this.upstreams.values()].map((u) => u.start()));
+      for (const cfg of this.config.listeners) await this.addListener(cfg as ListenerConfig);
+    } catch (err) {
+      await this.shutdown();
+      throw err;
+    }
+    for (const l of this.listeners.values()) {
+      this.log.info({ listener: l.name, protocol: l.protocol, address: l.address() }, 'listening');
+    }
+  }
+
+  private addUpstream(name: string, cfg: ValidConfig['upstreams'][string]): Upstream {
+    const opts = this.options.lookup ? { log: this.log, lookup: this.options.lookup } : { log: this.log };
+    const up = new Upstream(compileUpstream(name, cfg), opts);
+    this.upstreams.set(name, up);
+    return up;
+  }
+
+  private async addListener(cfg: ListenerConfig): Promise<Listener> {
+    const name = listenerName(cfg);
+    const l: Listener =
+      cfg.protocol === 'tcp' ? new TcpListener(cfg, name, this.ctx) : new UdpListener(cfg, name, this.ctx);
+    await l.start();
+    this.listeners.set(name, l);
+    return l;
+  }
+
+  isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** Reload from the configured source (SIGHUP, POST /reload). */
+  async reloadFromSource(): Promise<ReloadReport> {
+    const src = this.options.reloadSource?.();
+    if (src === undefined) return refused(['this process was not started from a config file']);
+    if (!src.ok) {
+      metrics.reloads.labels('refused').inc();
+      this.log.error({ errors: src.errors }, 'reload refused: the new config is invalid; keeping the old one');
+      return refused(src.errors);
+    }
+    return this.reload(src.config);
+  }
+
+  async reload(next: ValidConfig): Promise<ReloadReport> {
+    if (this.draining) return refused(['the process is draining']);
+    const report: ReloadReport = {
+      result: 'applied',
+      errors: [],
+      listeners: { added: [], removed: [], changed: [], rebound: [] },
+      upstreams: { added: [], removed: [], changed: [] },
+    };
+    const errors = report.errors as string[];
+    // upstreams first: listeners look them up by name on every new connection
+    const removedUpstreams: Upstream[] = [];
+    for (const [name, cfg] of Object.entries(next.upstreams)) {
+      const cur = this.upstreams.get(name);
+      if (cur === undefined) {
+        await this.addUpstream(name, cfg).start();
+        report.upstreams.added.push(name);
+      } else if (!same(cur.settings.source, cfg)) {
+        cur.apply(compileUpstream(name, cfg));
+        report.upstreams.changed.push(name);
+      }
+    }
+    for (const [name, up] of this.upstreams) {
+      if (!(name in next.upstreams)) {
+        removedUpstreams.push(up);
+        this.upstreams.delete(name);
+        report.upstreams.removed.push(name);
+      }
+    }
+    // listeners: stop what goes away or moves, then bind what is new
+    const wanted = new Map(next.listeners.map((l) => [listenerName(l), l as ListenerConfig]));
+    const toStart: ListenerConfig[] = [];
+    for (const [name, l] of this.listeners) {
+      const cfg = wanted.get(name);
+      if (cfg === undefined || cfg.protocol !== l.protocol || cfg.listen !== l.source.listen) {
+        await this.retire(l);
+        if (cfg === undefined) report.listeners.removed.push(name);
+        else {
+          report.listeners.rebound.push(name);
+          toStart.push(cfg);
+        }
+      } else if (!same(cfg, l.source)) {
+        l.update(cfg);
+        report.listeners.changed.push(name);
+      }
+    }
+    for (const [name, cfg] of wanted) {
+      if (!this.listeners.has(name) && !toStart.includes(cfg)) {
+        toStart.push(cfg);
+        report.listeners.added.push(name);
+      }
+    }
+    for (const cfg of toStart) {
+      try {
+        const l = await this.addListener(cfg);
+        this.log.info({ listener: l.name, protocol: l.protocol, address: l.address() }, 'listening');
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+    for (const up of removedUpstreams) up.close();
+    await this.applyProcessSettings(next);
+    this.config = next;
+    this.generation++;
+    const result = errors.length > 0 ? 'partial' : 'applied';
+    metrics.reloads.labels(result).inc();
+    this.log.info({ generation: this.generation, ...report, result }, 'config reloaded');
+    return { ...report, result };
+  }
+
+  private async applyProcessSettings(next: ValidConfig): Promise<void> {
+    this.log.level = next.log.level;
+    if (next.log.access !== this.config.log.access) {
+      const old = this.accessLog;
+      this.accessLog = createAccessLog(next.log.access);
+      old.close();
+    }
+    if (next.admin.listen !== this.config.admin.listen) await this.admin.rebind(next.admin.listen);
+  }
+
+  private async retire(l: Listener): Promise<void> {
+    this.listeners.delete(l.name);
+    await l.stopAccepting();
+    if (l.activeCount() > 0) this.retired.add(l);
+  }
+
+  /** Open connections and sessions across current and retired listeners. */
+  activeCount(): number {
+    let n = 0;
+    for (const l of this.listeners.values()) n += l.activeCount();
+    for (const l of this.retired) {
+      const c = l.activeCount();
+      if (c === 0) this.retired.delete(l);
+      n += c;
+    }
+    return n;
+  }
+
+  readiness(): { ready: boolean; reasons: string[] } {
+    const reasons: string[] = [];
+    if (this.draining) reasons.push('draining');
+    const now = Date.now();
+    for (const [name, up] of this.upstreams) if (!up.isReady(now)) reasons.push(`upstream ${name}: no healthy server`);
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  /**
+   * Graceful drain: stop accepting everywhere, wait for open connections to finish, close what is
+   * left at `drain_timeout`. Resolves when everything is closed. Idempotent.
+   */
+  drain(): Promise<void> {
+    this.drainPromise ??= this.doDrain();
+    return this.drainPromise;
+  }
+
+  private async doDrain(): Promise<void> {
+    this.draining = true;
+    metrics.draining.set(1);
+    const started = Date.now();
+    this.log.info({ active: this.activeCount(), drain_timeout_ms: this.config.drain_timeout }, 'draining');
+    for (const l of [...this.listeners.values()]) {
+      this.retired.add(l);
+      await l.stopAccepting();
+    }
+    this.listeners.clear();
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (this.activeCount() === 0) return resolve();
+        if (Date.now() - started >= this.config.drain_timeout) {
+          const left = this.activeCount();
+          this.log.warn({ left, code: 'ZL_DRAIN_TIMEOUT' satisfies ErrorCode }, 'drain timeout: closing what is left');
+          for (const l of this.retired) l.destroyAll();
+          return resolve();
+        }
+        setTimeout(check, 50);
+      };
+      check();
+    });
+    await this.shutdown();
+    this.log.info({ ms: Date.now() - started }, 'drained');
+  }
+
+  private async shutdown(): Promise<void> {
+    for (const l of this.listeners.values()) await l.stopAccepting();
+    for (const up of this.upstreams.values()) up.close();
+    await this.admin.close();
+    this.accessLog.close();
+  }
+
+  stats(): Record<string, unknown> {
+    const now = Date.now();
+    const listeners: Record<string, unknown> = {};
+    for (const [name, l] of this.listeners) listeners[name] = l.stats();
+    const upstreams: Record<string, unknown> = {};
+    for (const [name, u] of this.upstreams) upstreams[name] = u.stats(now);
+    return {
+      version: ZIPLINE_VERSION,
+      pid: process.pid,
+      uptime_s: Math.round((now - this.startedAt) / 1000),
+      generation: this.generation,
+      draining: this.draining,
+      listeners,
+      upstreams,
+      retired_listeners: [...this.retired].map((l) => ({ name: l.name, active: l.activeCount() })),
+      tunnel: null,
+      shm: [],
+    };
+  }
+
+  refreshGauges(): void {
+    const now = Date.now();
+    for (const u of this.upstreams.values()) u.refreshGauges(now);
+  }
+}
+
+function refused(errors: string[]): ReloadReport {
+  return {
+    result: 'refused',
+    errors,
+    listeners: { added: [], removed: [], changed: [], rebound: [] },
+    upstreams: { added: [], removed: [], changed: [] },
+  };
+}
+

@@ -1,0 +1,104 @@
+/**
+ * The one errors module. Every failure zipline reports carries a stable `code` from the catalog
+ * below; callers match on `code`, never on message text. Codes are never reused or renamed.
+ * `docs/ERRORS.md` is generated from `ERROR_CATALOG` and a test keeps the two identical.
+ */
+
+export interface ErrorSpec {
+  /** HTTP status used when this failure ends an HTTP request (0: not HTTP-facing). */
+  readonly status: number;
+  /** One line for the docs table. */
+  readonly description: string;
+}
+
+export const ERROR_CATALOG = {
+  // configuration and process
+  ZL_CONFIG_INVALID: { status: 0, description: 'The configuration failed validation; every problem is listed.' },
+  ZL_CONFIG_READ: { status: 0, description: 'The configuration file could not be read or parsed as YAML.' },
+  ZL_NOT_IMPLEMENTED: { status: 0, description: 'The configuration asks for a feature this build does not have yet.' },
+  ZL_PLATFORM_UNSUPPORTED: { status: 0, description: 'A Linux-only feature was requested on another platform.' },
+  ZL_LISTEN_FAILED: { status: 0, description: 'A listener could not bind its address (in use, permission).' },
+  ZL_RELOAD_REFUSED: { status: 0, description: 'A reload was refused; the running configuration is kept.' },
+  ZL_DRAIN_TIMEOUT: { status: 0, description: 'Connections still open at `drain_timeout` were closed.' },
+  // upstream selection and connection (a closed set)
+  ZL_UPSTREAM_UNAVAILABLE: { status: 503, description: 'No server of the upstream is available (all down).' },
+  ZL_UPSTREAM_OVER_LIMIT: {
+    status: 503,
+    description: 'Every available server is at `max_connections`, or the upstream is at its cap.',
+  },
+  ZL_UPSTREAM_CONNECT_TIMEOUT: { status: 504, description: 'Connecting to the server took longer than `timeouts.connect`.' },
+  ZL_UPSTREAM_CONNECT_REFUSED: { status: 502, description: 'The server refused the connection (RST to SYN).' },
+  ZL_UPSTREAM_CONNECT_FAILED: { status: 502, description: 'Connecting failed for another reason (unreachable, DNS).' },
+  ZL_UPSTREAM_RESET: { status: 502, description: 'The server reset an established connection.' },
+  ZL_UPSTREAM_IDLE_TIMEOUT: { status: 504, description: 'Neither side sent data for the idle timeout.' },
+  // downstream
+  ZL_CLIENT_RESET: { status: 499, description: 'The client reset its connection.' },
+  ZL_CLIENT_IDLE_TIMEOUT: { status: 408, description: 'The client was idle for longer than `timeouts.client_idle`.' },
+  ZL_LISTENER_OVER_LIMIT: { status: 503, description: 'The listener is at `limits.max_connections`; the new one was closed.' },
+  ZL_DRAINING: { status: 503, description: 'The process is draining; no new work is accepted.' },
+  // UDP
+  ZL_UDP_SESSION_LIMIT: { status: 0, description: 'The UDP listener is at `udp.max_sessions`; the datagram was dropped.' },
+  ZL_UDP_QUEUE_FULL: {
+    status: 0,
+    description: 'A UDP session queued more datagrams than `udp.max_queue` while connecting; dropped.',
+  },
+  ZL_UDP_SEND_FAILED: { status: 0, description: 'Sending a datagram failed (ICMP unreachable, buffer full).' },
+  // admin
+  ZL_ADMIN_UNAUTHORIZED: { status: 401, description: 'The admin token was missing or wrong.' },
+  ZL_ADMIN_NOT_FOUND: { status: 404, description: 'No such admin endpoint.' },
+  ZL_ADMIN_BAD_REQUEST: { status: 400, description: 'The admin request was malformed.' },
+  ZL_INTERNAL: { status: 500, description: 'A bug: an unexpected exception. It is logged with its stack.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOG;
+
+export class ZiplineError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ZiplineError';
+    this.code = code;
+  }
+  get status(): number {
+    return ERROR_CATALOG[this.code].status;
+  }
+}
+
+export function isZiplineError(err: unknown): err is ZiplineError {
+  return err instanceof ZiplineError;
+}
+
+/** The one mapping from a socket-level error of an upstream connect to a coded failure. */
+export function upstreamConnectCode(err: NodeJS.ErrnoException | undefined): ErrorCode {
+  if (err === undefined) return 'ZL_UPSTREAM_CONNECT_FAILED';
+  if (isZiplineError(err)) return err.code;
+  switch (err.code) {
+    case 'ECONNREFUSED':
+      return 'ZL_UPSTREAM_CONNECT_REFUSED';
+    case 'ETIMEDOUT':
+      return 'ZL_UPSTREAM_CONNECT_TIMEOUT';
+    default:
+      return 'ZL_UPSTREAM_CONNECT_FAILED';
+  }
+}
+
+/** Renders docs/ERRORS.md; `test/unit/docs.test.ts` fails when the committed file differs. */
+export function renderErrorsDoc(): string {
+  const rows = Object.entries(ERROR_CATALOG).map(
+    ([code, spec]) => `| \`${code}\` | ${spec.status === 0 ? '—' : spec.status} | ${spec.description} |`,
+  );
+  return [
+    '# Error codes',
+    '',
+    '<!-- generated from src/errors.ts by `npm run docs`; do not edit by hand -->',
+    '',
+    'Every failure zipline reports carries one of these stable codes: in access-log lines (`error`),',
+    'in the `code` label of error metrics, in admin responses, and (from the HTTP proxy) in the',
+    '`x-zipline-error` response header. Codes are never reused or renamed.',
+    '',
+    '| code | HTTP status | meaning |',
+    '|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
+}

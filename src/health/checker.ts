@@ -1,0 +1,123 @@
+/**
+ * Active health checks for one upstream: every `interval`, each endpoint gets a `tcp` connect or
+ * an `http` GET bounded by `timeout`. `fall` consecutive failures take an endpoint out of
+ * rotation, `rise` consecutive passes bring it back. At most one check per endpoint is in flight.
+ */
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import type { Logger } from '../log/logger.js';
+import { metrics } from '../metrics/catalog.js';
+import type { Endpoint } from '../upstream/endpoint.js';
+import type { HealthSettings } from '../upstream/settings.js';
+
+export class HealthChecker {
+  private readonly inFlight = new Set<Endpoint>();
+  private timer: NodeJS.Timeout | null = null;
+  private readonly passCounter;
+  private readonly failCounter;
+
+  constructor(
+    private readonly upstream: string,
+    readonly settings: HealthSettings,
+    private readonly endpoints: () => readonly Endpoint[],
+    private readonly log: Logger,
+  ) {
+    this.passCounter = metrics.healthChecks.labels(upstream, 'pass');
+    this.failCounter = metrics.healthChecks.labels(upstream, 'fail');
+  }
+
+  start(): void {
+    if (this.timer !== null) return;
+    this.runOnce();
+    this.timer = setInterval(() => this.runOnce(), this.settings.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  runOnce(): void {
+    for (const e of this.endpoints()) {
+      if (this.inFlight.has(e)) continue;
+      this.inFlight.add(e);
+      this.check(e, (error) => {
+        this.inFlight.delete(e);
+        if (this.timer === null) return; // stopped meanwhile: the result belongs to nobody
+        this.record(e, error);
+      });
+    }
+  }
+
+  private record(e: Endpoint, error: string | null): void {
+    const { rise, fall } = this.settings;
+    if (error === null) {
+      this.passCounter.inc();
+      e.checkPasses++;
+      e.checkFails = 0;
+      e.lastCheckError = null;
+      if (!e.activeHealthy && e.checkPasses >= rise) {
+        e.activeHealthy = true;
+        this.log.info({ upstream: this.upstream, server: e.address }, 'health check: server is healthy again');
+      }
+    } else {
+      this.failCounter.inc();
+      e.checkFails++;
+      e.checkPasses = 0;
+      e.lastCheckError = error;
+      if (e.activeHealthy && e.checkFails >= fall) {
+        e.activeHealthy = false;
+        this.log.warn({ upstream: this.upstream, server: e.address, error }, 'health check: server taken out of rotation');
+      }
+    }
+  }
+
+  private check(e: Endpoint, done: (error: string | null) => void): void {
+    if (this.settings.type === 'tcp') checkTcp(e, this.settings.timeoutMs, done);
+    else checkHttp(e, this.settings, done);
+  }
+}
+
+function checkTcp(e: Endpoint, timeoutMs: number, done: (error: string | null) => void): void {
+  let finished = false;
+  const socket = connect({ host: e.ip, port: e.port });
+  const finish = (error: string | null): void => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    socket.destroy();
+    done(error);
+  };
+  const timer = setTimeout(() => finish('timeout'), timeoutMs);
+  socket.once('connect', () => finish(null));
+  socket.once('error', (err: NodeJS.ErrnoException) => finish(err.code ?? err.message));
+}
+
+function checkHttp(e: Endpoint, s: HealthSettings, done: (error: string | null) => void): void {
+  let finished = false;
+  const req = request({
+    host: e.ip,
+    port: e.port,
+    path: s.path,
+    method: 'GET',
+    agent: false,
+    headers: { host: s.host ?? e.server, 'user-agent': 'zipline-health-check', connection: 'close' },
+  });
+  const finish = (error: string | null): void => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    req.destroy();
+    done(error);
+  };
+  const timer = setTimeout(() => finish('timeout'), s.timeoutMs);
+  req.once('response', (res) => {
+    const code = res.statusCode ?? 0;
+    const ok = s.expectStatus.length > 0 ? s.expectStatus.includes(code) : code >= 200 && code < 400;
+    res.resume();
+    finish(ok ? null : `status ${code}`);
+  });
+  req.once('error', (err: NodeJS.ErrnoException) => finish(err.code ?? err.message));
+  req.end();
+}

@@ -1,0 +1,22 @@
+/** What the runtime needs from any listener, whatever its protocol. */
+import type { ListenerConfig } from '../config/schema.js';
+
+export interface Listener {
+  readonly name: string;
+  readonly protocol: ListenerConfig['protocol'];
+  /** The validated config it runs (for reload diffs). */
+  readonly source: ListenerConfig;
+  /** Binds; rejects with a coded error when the address cannot be had. */
+  start(): Promise<void>;
+  /** The bound address (`host:port`), known after `start()`. */
+  address(): string;
+  /** Applies a config with the same protocol and listen address without rebinding. */
+  update(source: ListenerConfig): void;
+  /** Stops accepting; established connections and sessions continue. */
+  stopAccepting(): Promise<void>;
+  /** Open connections (TCP) or sessions (UDP). */
+  activeCount(): number;
+  /** Closes every connection/session at once. */
+  destroyAll(): void;
+  stats(): Record<string, unknown>;
+}

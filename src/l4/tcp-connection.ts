@@ -1,0 +1,173 @@
+/**
+ * One proxied TCP connection: client ⇄ upstream, with backpressure, half-close, idle timeout,
+ * reset propagation and a teardown that runs exactly once.
+ *
+ * States: `dialing` (client paused, upstream being connected) → `open` (bytes flow; either side
+ * may half-close and the FIN is forwarded) → `closed` (both sockets closed; logged and counted).
+ *
+ * Hot path: the data/drain/end handlers are module-level functions shared by every connection;
+ * each socket carries its peer under a symbol, so no closure is created per connection for them
+ * and nothing is allocated per chunk.
+ */
+import type { Socket } from 'node:net';
+import type { ErrorCode } from '../errors.js';
+import { Dial } from '../upstream/dial.js';
+import type { Endpoint } from '../upstream/endpoint.js';
+import type { Upstream } from '../upstream/upstream.js';
+import type { TcpListener } from './tcp-listener.js';
+
+const kPeer = Symbol('zipline.peer');
+const kConn = Symbol('zipline.conn');
+
+interface ProxySocket extends Socket {
+  [kPeer]: ProxySocket | null;
+  [kConn]: TcpConnection;
+}
+
+export type TcpConnectionState = 'dialing' | 'open' | 'closed';
+
+export class TcpConnection {
+  state: TcpConnectionState = 'dialing';
+  readonly client: ProxySocket;
+  upstreamSocket: ProxySocket | null = null;
+  endpoint: Endpoint | null = null;
+  attempts = 0;
+  /** First abnormal cause, or null for a clean close. */
+  error: ErrorCode | null = null;
+  readonly startedAt = Date.now();
+  private openSockets = 1;
+  private dial: Dial | null = null;
+
+  constructor(
+    readonly listener: TcpListener,
+    client: Socket,
+    private readonly upstream: Upstream,
+    hash: number,
+  ) {
+    this.client = client as ProxySocket;
+    this.client[kConn] = this;
+    this.client[kPeer] = null;
+    client.setTimeout(listener.settings.idleTimeoutMs);
+    client.on('error', onSocketError);
+    client.on('close', onSocketClose);
+    client.on('timeout', onSocketTimeout);
+    this.dial = new Dial(upstream, hash, this);
+    this.dial.start();
+  }
+
+  get clientIp(): string {
+    return this.client.remoteAddress ?? '';
+  }
+
+  /** Dial callback: the upstream is connected; start pumping both ways. */
+  onConnected(socket: Socket, endpoint: Endpoint, attempts: number): void {
+    this.dial = null;
+    this.endpoint = endpoint;
+    this.attempts = attempts;
+    const up = socket as ProxySocket;
+    if (this.state !== 'dialing') {
+      // the client left while we were connecting
+      up.destroy();
+      this.upstream.release(endpoint);
+      return;
+    }
+    this.state = 'open';
+    this.upstreamSocket = up;
+    this.openSockets++;
+    up[kConn] = this;
+    up[kPeer] = this.client;
+    this.client[kPeer] = up;
+    up.setTimeout(this.listener.settings.idleTimeoutMs);
+    up.on('error', onSocketError);
+    up.on('close', onSocketClose);
+    up.on('timeout', onSocketTimeout);
+    for (const s of [this.client, up]) {
+      s.on('data', onData);
+      s.on('drain', onDrain);
+      s.on('end', onEnd);
+    }
+    this.client.resume();
+  }
+
+  /** Dial callback: no upstream could be connected. */
+  onFailed(code: ErrorCode, attempts: number, lastEndpoint: Endpoint | null): void {
+    this.dial = null;
+    this.attempts = attempts;
+    this.endpoint = lastEndpoint;
+    this.fail(code);
+    this.client.destroy();
+  }
+
+  /** Records the first abnormal cause. */
+  fail(code: ErrorCode): void {
+    if (this.error === null) this.error = code;
+  }
+
+  /** Immediate teardown of both sides (drain timeout, listener removal). */
+  destroy(code: ErrorCode): void {
+    this.fail(code);
+    this.dial?.cancel();
+    this.client.destroy();
+    this.upstreamSocket?.destroy();
+  }
+
+  onSocketClosed(socket: ProxySocket, hadError: boolean): void {
+    this.openSockets--;
+    if (this.state === 'dialing') {
+      // client gone before the upstream was up: stop the dial, free what it holds
+      this.state = 'closed';
+      this.dial?.cancel();
+      if (this.error === null && this.dial !== null) this.fail('ZL_CLIENT_RESET');
+      this.dial = null;
+      this.listener.onConnectionClosed(this);
+      return;
+    }
+    const peer = socket[kPeer];
+    // A clean close means both FINs were exchanged on this side, so the peer finishes by itself.
+    // After an error or a destroy, the peer must go too.
+    if (peer !== null && !peer.destroyed && (hadError || !socket.readableEnded || !socket.writableFinished)) {
+      peer.destroy();
+    }
+    if (this.openSockets > 0) return;
+    this.state = 'closed';
+    if (this.endpoint !== null) this.upstream.release(this.endpoint);
+    this.listener.onConnectionClosed(this);
+  }
+}
+
+function onData(this: ProxySocket, chunk: Buffer): void {
+  const peer = this[kPeer];
+  if (peer !== null && !peer.write(chunk)) this.pause();
+}
+
+function onDrain(this: ProxySocket): void {
+  this[kPeer]?.resume();
+}
+
+function onEnd(this: ProxySocket): void {
+  // half-close: forward the FIN, keep the other direction open
+  const peer = this[kPeer];
+  if (peer !== null && !peer.destroyed) peer.end();
+}
+
+function onSocketError(this: ProxySocket, err: NodeJS.ErrnoException): void {
+  const conn = this[kConn];
+  const fromClient = this === conn.client;
+  conn.fail(fromClient ? 'ZL_CLIENT_RESET' : 'ZL_UPSTREAM_RESET');
+  const peer = this[kPeer];
+  // an abortive close on one side is propagated as an abortive close (RST) on the other
+  if (peer !== null && !peer.destroyed) {
+    if (err.code === 'ECONNRESET' || err.code === 'EPIPE') peer.resetAndDestroy();
+    else peer.destroy();
+  }
+}
+
+function onSocketTimeout(this: ProxySocket): void {
+  const conn = this[kConn];
+  // one idle clock for the pair (nginx `proxy_timeout`): both sockets time out on no traffic
+  conn.destroy('ZL_CLIENT_IDLE_TIMEOUT');
+}
+
+function onSocketClose(this: ProxySocket, hadError: boolean): void {
+  this[kConn].onSocketClosed(this, hadError);
+}

@@ -1,0 +1,160 @@
+/**
+ * A `protocol: tcp` listener (nginx `stream { proxy_pass }`, HAProxy `mode tcp`): accepts,
+ * hands each connection to a `TcpConnection` against the current upstream of that name, logs
+ * one access line per connection when it ends.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { hash32 } from '../balancer/hash-fn.js';
+import type { TcpListenerConfig } from '../config/schema.js';
+import { formatHostPort, parseHostPort } from '../config/units.js';
+import { ERROR_CATALOG, ZiplineError } from '../errors.js';
+import { metrics } from '../metrics/catalog.js';
+import type { L4Context } from './context.js';
+import type { Listener } from './listener.js';
+import { TcpConnection } from './tcp-connection.js';
+
+export interface TcpListenerSettings {
+  readonly upstream: string;
+  readonly idleTimeoutMs: number;
+  readonly maxConnections: number;
+}
+
+function compile(cfg: TcpListenerConfig): TcpListenerSettings {
+  return Object.freeze({
+    upstream: cfg.upstream,
+    idleTimeoutMs: cfg.timeouts.client_idle,
+    maxConnections: cfg.limits.max_connections,
+  });
+}
+
+export class TcpListener implements Listener {
+  readonly protocol = 'tcp' as const;
+  readonly name: string;
+  source: TcpListenerConfig;
+  settings: TcpListenerSettings;
+  private readonly server: Server;
+  private readonly connections = new Set<TcpConnection>();
+  private readonly activeGauge;
+  private readonly totalCounter;
+  private readonly rxCounter;
+  private readonly txCounter;
+  private readonly duration;
+
+  constructor(
+    cfg: TcpListenerConfig,
+    name: string,
+    private readonly ctx: L4Context,
+  ) {
+    this.name = name;
+    this.source = cfg;
+    this.settings = compile(cfg);
+    this.activeGauge = metrics.downstreamActive.labels(name);
+    this.totalCounter = metrics.downstreamTotal.labels(name);
+    this.rxCounter = metrics.downstreamBytes.labels(name, 'rx');
+    this.txCounter = metrics.downstreamBytes.labels(name, 'tx');
+    this.duration = metrics.sessionDuration.labels(name);
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true, keepAlive: true });
+    this.server.maxConnections = this.settings.maxConnections;
+    this.server.on('connection', (socket) => this.onConnection(socket));
+    this.server.on('drop', () => metrics.downstreamRejected.labels(name, 'ZL_LISTENER_OVER_LIMIT').inc());
+    this.server.on('error', (err) => ctx.log.error({ listener: name, err }, 'listener error'));
+  }
+
+  start(): Promise<void> {
+    const hp = parseHostPort(this.source.listen);
+    if (hp === undefined) return Promise.reject(new Error(`bad listen address ${this.source.listen}`));
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        reject(new ZiplineError('ZL_LISTEN_FAILED', `listener ${this.name}: cannot listen on ${this.source.listen}: ${err.code ?? err.message}`, { cause: err }));
+      };
+      this.server.once('error', onError);
+      this.server.listen({ host: hp.host, port: hp.port, backlog: 1024 }, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  address(): string {
+    const a = this.server.address();
+    return a !== null && typeof a === 'object' ? formatHostPort(a.address, a.port) : '';
+  }
+
+  update(cfg: TcpListenerConfig): void {
+    this.source = cfg;
+    this.settings = compile(cfg);
+    this.server.maxConnections = this.settings.maxConnections;
+  }
+
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+      // server.close waits for connections; we only want the listening socket gone
+      setImmediate(resolve);
+    });
+  }
+
+  activeCount(): number {
+    return this.connections.size;
+  }
+
+  destroyAll(): void {
+    for (const c of this.connections) c.destroy('ZL_DRAIN_TIMEOUT');
+  }
+
+  private onConnection(socket: Socket): void {
+    if (this.ctx.draining()) {
+      metrics.downstreamRejected.labels(this.name, 'ZL_DRAINING').inc();
+      socket.destroy();
+      return;
+    }
+    const upstream = this.ctx.upstream(this.settings.upstream);
+    if (upstream === undefined) {
+      // cannot happen with a validated config; refuse rather than crash
+      socket.destroy();
+      return;
+    }
+    this.totalCounter.inc();
+    this.activeGauge.inc();
+    const conn = new TcpConnection(this, socket, upstream, hash32(socket.remoteAddress ?? ''));
+    this.connections.add(conn);
+  }
+
+  onConnectionClosed(conn: TcpConnection): void {
+    if (!this.connections.delete(conn)) return;
+    this.activeGauge.dec();
+    const c = conn.client;
+    const seconds = (Date.now() - conn.startedAt) / 1000;
+    this.rxCounter.inc(c.bytesRead);
+    this.txCounter.inc(c.bytesWritten);
+    this.duration.observe(seconds);
+    if (conn.error !== null) metrics.connectionErrors.labels(this.name, conn.error).inc();
+    if (this.ctx.accessLog.enabled) {
+      this.ctx.accessLog.write({
+        time: new Date().toISOString(),
+        listener: this.name,
+        protocol: 'tcp',
+        client_ip: conn.clientIp,
+        client_port: c.remotePort,
+        status: conn.error === null ? 200 : statusOf(conn.error),
+        upstream: this.settings.upstream,
+        upstream_addr: conn.endpoint?.address ?? null,
+        attempts: conn.attempts,
+        response_time: seconds,
+        bytes_in: c.bytesRead,
+        bytes_out: c.bytesWritten,
+        error: conn.error,
+      });
+    }
+  }
+
+  stats(): Record<string, unknown> {
+    return { protocol: 'tcp', address: this.address(), upstream: this.settings.upstream, active: this.connections.size };
+  }
+}
+
+/** nginx stream `$status` style: 200 ok, 502/503/504 upstream side, 499/408 client side. */
+function statusOf(code: keyof typeof ERROR_CATALOG): number {
+  return ERROR_CATALOG[code].status || 500;
+}

@@ -1,0 +1,200 @@
+/**
+ * A `protocol: udp` listener (nginx `stream { listen … udp; proxy_responses; }`): datagrams from
+ * one client address form a session with its own connected upstream socket, chosen by the
+ * balancer once per session. Replies go back from the listening socket. A session ends after
+ * `responses` replies (when set), after `idle_timeout` without traffic, or on an ICMP error.
+ *
+ * Order: a session's datagrams are sent in arrival order (queued in order while its socket
+ * connects; `dgram` sends in call order afterwards).
+ */
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { isIPv6 } from 'node:net';
+import { hash32 } from '../balancer/hash-fn.js';
+import type { UdpListenerConfig } from '../config/schema.js';
+import { formatHostPort, parseHostPort } from '../config/units.js';
+import { ZiplineError } from '../errors.js';
+import { metrics } from '../metrics/catalog.js';
+import type { L4Context } from './context.js';
+import type { Listener } from './listener.js';
+import { UdpSession } from './udp-session.js';
+
+export interface UdpListenerSettings {
+  readonly upstream: string;
+  readonly responses: number;
+  readonly idleTimeoutMs: number;
+  readonly maxSessions: number;
+  readonly maxQueue: number;
+}
+
+function compile(cfg: UdpListenerConfig): UdpListenerSettings {
+  return Object.freeze({
+    upstream: cfg.upstream,
+    responses: cfg.udp.responses,
+    idleTimeoutMs: cfg.udp.idle_timeout,
+    maxSessions: cfg.udp.max_sessions,
+    maxQueue: cfg.udp.max_queue,
+  });
+}
+
+export class UdpListener implements Listener {
+  readonly protocol = 'udp' as const;
+  readonly name: string;
+  source: UdpListenerConfig;
+  settings: UdpListenerSettings;
+  readonly socket: Socket;
+  private readonly sessions = new Map<string, UdpSession>();
+  private accepting = true;
+  readonly m;
+
+  constructor(
+    cfg: UdpListenerConfig,
+    name: string,
+    readonly ctx: L4Context,
+  ) {
+    this.name = name;
+    this.source = cfg;
+    this.settings = compile(cfg);
+    const hp = parseHostPort(cfg.listen);
+    this.socket = createSocket({ type: hp !== undefined && isIPv6(hp.host) ? 'udp6' : 'udp4' });
+    this.m = {
+      active: metrics.downstreamActive.labels(name),
+      total: metrics.downstreamTotal.labels(name),
+      rx: metrics.udpDatagrams.labels(name, 'rx'),
+      tx: metrics.udpDatagrams.labels(name, 'tx'),
+      bytesRx: metrics.downstreamBytes.labels(name, 'rx'),
+      bytesTx: metrics.downstreamBytes.labels(name, 'tx'),
+      duration: metrics.sessionDuration.labels(name),
+    };
+    this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
+    this.socket.on('error', (err) => ctx.log.warn({ listener: name, err }, 'udp listener error'));
+  }
+
+  start(): Promise<void> {
+    const hp = parseHostPort(this.source.listen);
+    if (hp === undefined) return Promise.reject(new Error(`bad listen address ${this.source.listen}`));
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        reject(new ZiplineError('ZL_LISTEN_FAILED', `listener ${this.name}: cannot bind ${this.source.listen}: ${err.code ?? err.message}`, { cause: err }));
+      };
+      this.socket.once('error', onError);
+      this.socket.bind({ address: hp.host, port: hp.port, exclusive: true }, () => {
+        this.socket.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  address(): string {
+    try {
+      const a = this.socket.address();
+      return formatHostPort(a.address, a.port);
+    } catch {
+      return '';
+    }
+  }
+
+  update(cfg: UdpListenerConfig): void {
+    this.source = cfg;
+    this.settings = compile(cfg);
+  }
+
+  /**
+   * UDP has no accept: stopping means no *new* sessions; datagrams of existing sessions are still
+   * relayed until they end, then the socket is closed.
+   */
+  stopAccepting(): Promise<void> {
+    this.accepting = false;
+    this.closeIfIdle();
+    return Promise.resolve();
+  }
+
+  activeCount(): number {
+    return this.sessions.size;
+  }
+
+  destroyAll(): void {
+    for (const s of [...this.sessions.values()]) s.close('ZL_DRAIN_TIMEOUT', 'drain');
+    this.closeIfIdle();
+  }
+
+  private closeIfIdle(): void {
+    if (!this.accepting && this.sessions.size === 0) {
+      try {
+        this.socket.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  private onMessage(msg: Buffer, rinfo: RemoteInfo): void {
+    const key = `${rinfo.address}:${rinfo.port}`;
+    let session = this.sessions.get(key);
+    if (session === undefined) {
+      if (!this.accepting || this.ctx.draining()) return this.drop('ZL_DRAINING');
+      if (this.sessions.size >= this.settings.maxSessions) return this.drop('ZL_UDP_SESSION_LIMIT');
+      const upstream = this.ctx.upstream(this.settings.upstream);
+      if (upstream === undefined) return this.drop('ZL_UPSTREAM_UNAVAILABLE');
+      const picked = upstream.pick(hash32(rinfo.address));
+      if (typeof picked === 'string') {
+        metrics.upstreamUnavailable.labels(upstream.name, picked).inc();
+        return this.drop(picked);
+      }
+      session = new UdpSession(this, key, rinfo.address, rinfo.port, upstream, picked);
+      this.sessions.set(key, session);
+      this.m.total.inc();
+      this.m.active.inc();
+    }
+    this.m.rx.inc();
+    this.m.bytesRx.inc(msg.length);
+    session.fromClient(msg);
+  }
+
+  drop(code: string): void {
+    metrics.udpDropped.labels(this.name, code).inc();
+  }
+
+  /** Sends a reply from the listening socket to the session's client. */
+  reply(session: UdpSession, msg: Buffer): void {
+    this.m.tx.inc();
+    this.m.bytesTx.inc(msg.length);
+    this.socket.send(msg, session.clientPort, session.clientIp);
+  }
+
+  onSessionClosed(session: UdpSession): void {
+    if (this.sessions.get(session.key) !== session) return;
+    this.sessions.delete(session.key);
+    this.m.active.dec();
+    const seconds = (Date.now() - session.startedAt) / 1000;
+    this.m.duration.observe(seconds);
+    if (session.error !== null) {
+      metrics.connectionErrors.labels(this.name, session.error).inc();
+    }
+    if (this.ctx.accessLog.enabled) {
+      this.ctx.accessLog.write({
+        time: new Date().toISOString(),
+        listener: this.name,
+        protocol: 'udp',
+        client_ip: session.clientIp,
+        client_port: session.clientPort,
+        status: session.error === null ? 200 : 502,
+        upstream: this.settings.upstream,
+        upstream_addr: session.endpoint.address,
+        attempts: 1,
+        response_time: seconds,
+        datagrams_in: session.datagramsIn,
+        datagrams_out: session.datagramsOut,
+        bytes_in: session.bytesIn,
+        bytes_out: session.bytesOut,
+        dropped: session.dropped,
+        error: session.error,
+        close: session.closeReason,
+      });
+    }
+    this.closeIfIdle();
+  }
+
+  stats(): Record<string, unknown> {
+    return { protocol: 'udp', address: this.address(), upstream: this.settings.upstream, sessions: this.sessions.size };
+  }
+}

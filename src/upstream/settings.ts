@@ -1,0 +1,85 @@
+/** The compiled, immutable form of one upstream's config: what the runtime reads. */
+import type { BalancePolicy } from '../balancer/index.js';
+import type { UpstreamConfig } from '../config/schema.js';
+import { parseHostPort } from '../config/units.js';
+import type { EndpointSettings } from './endpoint.js';
+
+export interface ServerSpec {
+  /** `host:port` exactly as configured. */
+  readonly server: string;
+  readonly host: string;
+  readonly port: number;
+  readonly settings: EndpointSettings;
+}
+
+export interface HealthSettings {
+  readonly type: 'tcp' | 'http';
+  readonly path: string;
+  readonly host: string | undefined;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly rise: number;
+  readonly fall: number;
+  readonly expectStatus: readonly number[];
+}
+
+export interface UpstreamSettings {
+  readonly name: string;
+  readonly policy: BalancePolicy;
+  readonly hashKey: string;
+  readonly resolveIntervalMs: number;
+  readonly servers: readonly ServerSpec[];
+  readonly health: HealthSettings | undefined;
+  readonly connectTimeoutMs: number;
+  readonly retryAttempts: number;
+  readonly backoffBaseMs: number;
+  readonly backoffMaxMs: number;
+  readonly maxConnections: number;
+  /** The validated config this was compiled from, for reload diffs. */
+  readonly source: UpstreamConfig;
+}
+
+export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSettings {
+  const servers = cfg.servers.map((s): ServerSpec => {
+    const hp = parseHostPort(s.address);
+    if (hp === undefined) throw new Error(`unreachable: address validated by schema: ${s.address}`);
+    return {
+      server: s.address,
+      host: hp.host,
+      port: hp.port,
+      settings: Object.freeze({
+        weight: s.weight,
+        maxFails: s.max_fails,
+        failTimeoutMs: s.fail_timeout,
+        maxConnections: s.max_connections,
+      }),
+    };
+  });
+  const hc = cfg.health_check;
+  return Object.freeze({
+    name,
+    policy: cfg.balance,
+    hashKey: cfg.hash_key,
+    resolveIntervalMs: cfg.resolve_interval,
+    servers,
+    health:
+      hc === undefined
+        ? undefined
+        : Object.freeze({
+            type: hc.type,
+            path: hc.path,
+            host: hc.host,
+            intervalMs: hc.interval,
+            timeoutMs: hc.timeout,
+            rise: hc.rise,
+            fall: hc.fall,
+            expectStatus: hc.expect_status,
+          }),
+    connectTimeoutMs: cfg.timeouts.connect,
+    retryAttempts: cfg.retry.attempts,
+    backoffBaseMs: cfg.retry.backoff.base,
+    backoffMaxMs: cfg.retry.backoff.max,
+    maxConnections: cfg.circuit_breaker.max_connections,
+    source: cfg,
+  });
+}
