@@ -1,0 +1,40 @@
+/** Renders docs/CONFIG.md from `CONFIG_REFERENCE`; a test keeps the committed file identical. */
+import { CONFIG_REFERENCE, type KeyDoc } from './reference.js';
+
+function fmt(v: KeyDoc['default']): string {
+  if (v === undefined) return '—';
+  if (Array.isArray(v)) return `\`[${v.join(', ')}]\``;
+  return v === '' ? '`""`' : `\`${String(v)}\``;
+}
+
+export function renderConfigDoc(): string {
+  const rows = Object.entries(CONFIG_REFERENCE).map(
+    ([path, d]: [string, KeyDoc]) => `| \`${path}\` | ${fmt(d.default)} | ${d.doc.replaceAll('|', '\\|')} |`,
+  );
+  return [
+    '# Configuration reference',
+    '',
+    '<!-- generated from src/config/reference.ts by `npm run docs`; do not edit by hand -->',
+    '',
+    'zipline reads one YAML file (`zipline run -c FILE`, `zipline check -c FILE`). The rules:',
+    '',
+    '- **Durations** are strings with a unit: `250ms`, `3s`, `1.5m`, `2h`, `1d` (`0` where zero is allowed).',
+    '  **Sizes**: `512`, `16KiB`, `8MiB`, `1GB`. **Shares**: `20%`.',
+    '- **Environment**: `${NAME}` in any value is replaced by the variable; an unset one is an error',
+    '  unless written `${NAME:-default}`. `$${` writes a literal `${`. Keys are never interpolated.',
+    '- **Strict**: unknown keys are errors (with a "did you mean" hint, also for names from nginx such',
+    '  as `max_conns`), and so are sections this build does not implement yet: nothing is silently ignored.',
+    '- **Every problem at once**: `zipline check` prints each as `path.to.key (line L:C): message` and',
+    '  exits 1. Cross-field checks: listeners name defined upstreams; names and TCP/UDP addresses are',
+    '  unique; a health-check `timeout` is shorter than its `interval`; `retry.backoff.base ≤ max`;',
+    '  no duplicate servers in an upstream.',
+    '- **Reload** (SIGHUP or `POST /reload`): see docs/OPERATIONS.md.',
+    '',
+    '`*` stands for a map key (an upstream name), `[]` for an array element.',
+    '',
+    '| key | default | meaning |',
+    '|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,116 @@
+/** Socket helpers for tests: fake upstreams that behave and misbehave, and small clients. */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { once } from 'node:events';
+import { readdirSync } from 'node:fs';
+import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
+
+export function port(server: Server | UdpSocket): number {
+  return (server.address() as AddressInfo).port;
+}
+
+export async function listen(server: Server, host = '127.0.0.1'): Promise<Server> {
+  server.listen(0, host);
+  await once(server, 'listening');
+  return server;
+}
+
+export function tcpEcho(): Promise<Server> {
+  return listen(
+    createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => s.destroy());
+      s.pipe(s);
+    }),
+  );
+}
+
+/** A port on which nothing listens: connections are refused. */
+export async function refusedPort(): Promise<number> {
+  const s = await listen(createServer());
+  const p = port(s);
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
+}
+
+/** A server whose handler is given each socket (for custom misbehaviour). */
+export function tcpServer(handler: (s: Socket) => void): Promise<Server> {
+  return listen(
+    createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => s.destroy());
+      handler(s);
+    }),
+  );
+}
+
+export function closeServer(s: Server): Promise<void> {
+  return new Promise((r) => {
+    s.close(() => r());
+  });
+}
+
+/** Connects and resolves once connected. */
+export async function dial(address: string): Promise<Socket> {
+  const [host, p] = splitAddress(address);
+  const s = connect({ host, port: p, allowHalfOpen: true });
+  await once(s, 'connect');
+  return s;
+}
+
+export function splitAddress(address: string): [string, number] {
+  const i = address.lastIndexOf(':');
+  return [address.slice(0, i).replace(/^\[|\]$/g, ''), Number(address.slice(i + 1))];
+}
+
+/** Reads everything until the peer's FIN; rejects on error. */
+export function readAll(s: Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.once('end', () => resolve(Buffer.concat(chunks)));
+    s.once('error', reject);
+  });
+}
+
+/**
+ * Resolves with the error (or null) when the socket closes. A FIN from the peer is answered with
+ * ours, as an ordinary client would (test sockets are half-open capable).
+ */
+export function closed(s: Socket): Promise<NodeJS.ErrnoException | null> {
+  return new Promise((resolve) => {
+    let error: NodeJS.ErrnoException | null = null;
+    s.once('end', () => s.end());
+    if (s.readableFlowing !== true) s.resume();
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      error = e;
+    });
+    s.once('close', () => resolve(error));
+  });
+}
+
+export function udpEcho(): Promise<UdpSocket> {
+  const s = createSocket('udp4');
+  s.on('message', (m, r) => s.send(m, r.port, r.address));
+  return new Promise((resolve) => s.bind(0, '127.0.0.1', () => resolve(s)));
+}
+
+export function udpClient(): Promise<UdpSocket> {
+  const s = createSocket('udp4');
+  return new Promise((resolve) => s.bind(0, '127.0.0.1', () => resolve(s)));
+}
+
+export function openFds(pid: number | 'self' = 'self'): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/**
+ * Waits until `check()` is truthy, re-checking every `everyMs`. For states that change through
+ * timers inside the system under test (health checks, expiries); fails with `what` at the deadline.
+ */
+export async function until<T>(check: () => T | Promise<T>, what: string, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

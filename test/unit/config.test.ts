@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { formatIssue, loadConfigText } from '../../src/config/load.js';
+
+function issues(yaml: string, env: NodeJS.ProcessEnv = {}): string[] {
+  const r = loadConfigText(yaml, env);
+  assert.equal(r.ok, false, 'expected the config to be refused');
+  return r.ok ? [] : r.issues.map(formatIssue);
+}
+
+const GOOD = `
+upstreams:
+  app:
+    servers: [127.0.0.1:9001, { address: 127.0.0.1:9002, weight: 3 }]
+listeners:
+  - { name: web, protocol: tcp, listen: 127.0.0.1:0, upstream: app }
+`;
+
+test('a valid config gets every default and is frozen', () => {
+  const r = loadConfigText(GOOD, {});
+  assert.ok(r.ok);
+  const c = r.config;
+  assert.equal(c.admin.listen, '127.0.0.1:9901');
+  assert.equal(c.drain_timeout, 30_000);
+  const app = c.upstreams.app;
+  assert.ok(app);
+  assert.equal(app.balance, 'round_robin');
+  assert.equal(app.timeouts.connect, 3000);
+  assert.equal(app.retry.budget, 0.2);
+  assert.deepEqual(
+    app.servers.map((s) => [s.address, s.weight, s.max_fails, s.fail_timeout]),
+    [
+      ['127.0.0.1:9001', 1, 1, 10_000],
+      ['127.0.0.1:9002', 3, 1, 10_000],
+    ],
+  );
+  assert.ok(Object.isFrozen(c) && Object.isFrozen(app.servers[0]));
+  assert.throws(() => {
+    (c as { drain_timeout: number }).drain_timeout = 1;
+  });
+});
+
+test('the four classic mistakes are all reported, with paths and line:col', () => {
+  const yaml = [
+    'upstreams:', //                              1
+    '  api:', //                                  2
+    '    servers: [127.0.0.1:9001]', //           3
+    '    timeouts: { conect: 3s }', //            4  misspelt key
+    '    health_check: { interval: 5 seconds }', // 5 bad duration
+    'listeners:', //                              6
+    '  - protocol: tcp', //                       7
+    '    listen: ${LISTEN_ADDR}', //              8  missing env var
+    '    upstream: apii', //                      9  undefined upstream
+  ].join('\n');
+  const out = issues(yaml);
+  assert.equal(out.length, 4, out.join('\n'));
+  assert.match(out[0] as string, /^upstreams\.api\.timeouts\.conect \(line 4:17\): unknown key "conect"; did you mean "connect"\?/);
+  assert.match(out[1] as string, /^upstreams\.api\.health_check\.interval \(line 5:21\): invalid duration "5 seconds"/);
+  assert.match(out[2] as string, /^listeners\[0\]\.listen \(line 8:5\): environment variable LISTEN_ADDR is not set/);
+  assert.match(out[3] as string, /^listeners\[0\]\.upstream \(line 9:5\): upstream "apii" is not defined \(defined: api\)/);
+});
+
+test('env interpolation with defaults and escapes', () => {
+  const yaml = `
+admin: { listen: "\${ADMIN:-127.0.0.1:0}", token: "$\${literal}" }
+upstreams: { a: { servers: ["127.0.0.1:\${PORT}"] } }
+`;
+  const r = loadConfigText(yaml, { PORT: '7000' });
+  assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+  assert.equal(r.config.admin.listen, '127.0.0.1:0');
+  assert.equal(r.config.admin.token, '${literal}');
+  assert.equal(r.config.upstreams.a?.servers[0]?.address, '127.0.0.1:7000');
+});
+
+test('renamed keys get a hint; unknown sections and protocols are refused', () => {
+  const out = issues(`
+upstreams:
+  a:
+    servers: [{ address: 127.0.0.1:1, max_conns: 4 }]
+listeners:
+  - { protocol: ftp, listen: 127.0.0.1:0, upstream: a }
+colour: blue
+`);
+  assert.ok(out.some((l) => /max_conns.*did you mean "max_connections"/.test(l)), out.join('\n'));
+  assert.ok(out.some((l) => /^listeners\[0\]\.protocol \(line 6:/.test(l)), out.join('\n'));
+  assert.ok(out.some((l) => /^colour \(line 7:1\): unknown key/.test(l)), out.join('\n'));
+});
+
+test('cross-field checks', () => {
+  const out = issues(`
+upstreams:
+  a:
+    servers: [127.0.0.1:1, 127.0.0.1:1]
+    health_check: { interval: 1s, timeout: 2s }
+    retry: { backoff: { base: 1s, max: 100ms } }
+listeners:
+  - { name: x, protocol: tcp, listen: 127.0.0.1:5000, upstream: a }
+  - { name: x, protocol: tcp, listen: 127.0.0.1:5000, upstream: a }
+  - { name: y, protocol: udp, listen: 127.0.0.1:5000, upstream: a }
+`);
+  const text = out.join('\n');
+  assert.match(text, /health_check\.timeout .*shorter than interval/);
+  assert.match(text, /backoff\.base .*must not exceed max/);
+  assert.match(text, /servers\[1\] .*duplicate server/);
+  assert.match(text, /listeners\[1\]\.name .*duplicate listener name/);
+  assert.match(text, /listeners\[1\]\.listen .*already used/);
+  assert.doesNotMatch(text, /listeners\[2\]\.listen/, 'udp and tcp may share a port');
+});
+
+test('features not in this build are refused clearly, not ignored', () => {
+  const out = issues(`
+workers: auto
+tunnel: { relay: { listen: 127.0.0.1:0 } }
+listeners:
+  - { name: web, protocol: http, listen: 127.0.0.1:0, routes: [] }
+`);
+  const text = out.join('\n');
+  assert.match(text, /workers .*not implemented/);
+  assert.match(text, /tunnel .*not implemented/);
+  assert.match(text, /listeners\[0\]\.protocol .*"http" is not implemented/);
+});
+
+test('YAML syntax errors and duplicate keys are located', () => {
+  assert.match((issues('upstreams:\n  a: [\n') )[0] as string, /\(line \d+:\d+\)/);
+  assert.match((issues('drain_timeout: 1s\ndrain_timeout: 2s\n'))[0] as string, /line 2:1/);
+});
