@@ -36,10 +36,14 @@ const env = {
   QUICKSTART_TCP_LISTEN: await pick('QUICKSTART_TCP_LISTEN', '127.0.0.1:7001'),
   QUICKSTART_UDP_LISTEN: process.env.QUICKSTART_UDP_LISTEN ?? '127.0.0.1:7002',
 };
-const child = spawn(process.execPath, [`${root}bin/zipline.js`, 'run', '-c', `${root}examples/quickstart.yaml`], {
-  env,
-  stdio: ['ignore', 'inherit', 'pipe'],
-});
+const child = spawn(
+  process.execPath,
+  [`${root}bin/zipline.js`, 'run', '-c', `${root}examples/quickstart.yaml`],
+  {
+    env,
+    stdio: ['ignore', 'inherit', 'pipe'],
+  },
+);
 let printed = false;
 let buffered = '';
 child.stderr.setEncoding('utf8');
@@ -51,7 +55,9 @@ child.stderr.on('data', async (chunk: string) => {
   if (m === null) return;
   printed = true;
   const admin = m[1] as string;
-  const stats = (await (await fetch(`${admin}stats`)).json()) as { listeners: Record<string, { address: string }> };
+  const stats = (await (await fetch(`${admin}stats`)).json()) as {
+    listeners: Record<string, { address: string }>;
+  };
   const tcp = stats.listeners.echo?.address ?? '?';
   const udp = stats.listeners.echo_udp?.address ?? '?';
   process.stdout.write(

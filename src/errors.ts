@@ -13,10 +13,19 @@ export interface ErrorSpec {
 
 export const ERROR_CATALOG = {
   // configuration and process
-  ZL_CONFIG_INVALID: { status: 0, description: 'The configuration failed validation; every problem is listed.' },
+  ZL_CONFIG_INVALID: {
+    status: 0,
+    description: 'The configuration failed validation; every problem is listed.',
+  },
   ZL_CONFIG_READ: { status: 0, description: 'The configuration file could not be read or parsed as YAML.' },
-  ZL_NOT_IMPLEMENTED: { status: 0, description: 'The configuration asks for a feature this build does not have yet.' },
-  ZL_PLATFORM_UNSUPPORTED: { status: 0, description: 'A Linux-only feature was requested on another platform.' },
+  ZL_NOT_IMPLEMENTED: {
+    status: 0,
+    description: 'The configuration asks for a feature this build does not have yet.',
+  },
+  ZL_PLATFORM_UNSUPPORTED: {
+    status: 0,
+    description: 'A Linux-only feature was requested on another platform.',
+  },
   ZL_LISTEN_FAILED: { status: 0, description: 'A listener could not bind its address (in use, permission).' },
   ZL_RELOAD_REFUSED: { status: 0, description: 'A reload was refused; the running configuration is kept.' },
   ZL_DRAIN_TIMEOUT: { status: 0, description: 'Connections still open at `drain_timeout` were closed.' },
@@ -26,23 +35,44 @@ export const ERROR_CATALOG = {
     status: 503,
     description: 'Every available server is at `max_connections`, or the upstream is at its cap.',
   },
-  ZL_UPSTREAM_CONNECT_TIMEOUT: { status: 504, description: 'Connecting to the server took longer than `timeouts.connect`.' },
-  ZL_UPSTREAM_CONNECT_REFUSED: { status: 502, description: 'The server refused the connection (RST to SYN).' },
-  ZL_UPSTREAM_CONNECT_FAILED: { status: 502, description: 'Connecting failed for another reason (unreachable, DNS).' },
+  ZL_UPSTREAM_CONNECT_TIMEOUT: {
+    status: 504,
+    description: 'Connecting to the server took longer than `timeouts.connect`.',
+  },
+  ZL_UPSTREAM_CONNECT_REFUSED: {
+    status: 502,
+    description: 'The server refused the connection (RST to SYN).',
+  },
+  ZL_UPSTREAM_CONNECT_FAILED: {
+    status: 502,
+    description: 'Connecting failed for another reason (unreachable, DNS).',
+  },
   ZL_UPSTREAM_RESET: { status: 502, description: 'The server reset an established connection.' },
   ZL_UPSTREAM_IDLE_TIMEOUT: { status: 504, description: 'Neither side sent data for the idle timeout.' },
   // downstream
   ZL_CLIENT_RESET: { status: 499, description: 'The client reset its connection.' },
-  ZL_CLIENT_IDLE_TIMEOUT: { status: 408, description: 'The client was idle for longer than `timeouts.client_idle`.' },
-  ZL_LISTENER_OVER_LIMIT: { status: 503, description: 'The listener is at `limits.max_connections`; the new one was closed.' },
+  ZL_CLIENT_IDLE_TIMEOUT: {
+    status: 408,
+    description: 'The client was idle for longer than `timeouts.client_idle`.',
+  },
+  ZL_LISTENER_OVER_LIMIT: {
+    status: 503,
+    description: 'The listener is at `limits.max_connections`; the new one was closed.',
+  },
   ZL_DRAINING: { status: 503, description: 'The process is draining; no new work is accepted.' },
   // UDP
-  ZL_UDP_SESSION_LIMIT: { status: 0, description: 'The UDP listener is at `udp.max_sessions`; the datagram was dropped.' },
+  ZL_UDP_SESSION_LIMIT: {
+    status: 0,
+    description: 'The UDP listener is at `udp.max_sessions`; the datagram was dropped.',
+  },
   ZL_UDP_QUEUE_FULL: {
     status: 0,
     description: 'A UDP session queued more datagrams than `udp.max_queue` while connecting; dropped.',
   },
-  ZL_UDP_SEND_FAILED: { status: 0, description: 'Sending a datagram failed (ICMP unreachable, buffer full).' },
+  ZL_UDP_SEND_FAILED: {
+    status: 0,
+    description: 'Sending a datagram failed (ICMP unreachable, buffer full).',
+  },
   // admin
   ZL_ADMIN_UNAUTHORIZED: { status: 401, description: 'The admin token was missing or wrong.' },
   ZL_ADMIN_NOT_FOUND: { status: 404, description: 'No such admin endpoint.' },

@@ -29,16 +29,23 @@ export class AdminServer {
   async start(listen: string): Promise<void> {
     const hp = parseHostPort(listen, '127.0.0.1');
     if (hp === undefined) throw new ZiplineError('ZL_LISTEN_FAILED', `bad admin address ${listen}`);
-    const server = createServer({ requestTimeout: 70_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) =>
-      this.handle(req, res).catch((err: unknown) => {
-        this.runtime.log.error({ err }, 'admin handler failed');
-        sendError(res, 'ZL_INTERNAL', 'internal error');
-      }),
+    const server = createServer(
+      { requestTimeout: 70_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 },
+      (req, res) =>
+        this.handle(req, res).catch((err: unknown) => {
+          this.runtime.log.error({ err }, 'admin handler failed');
+          sendError(res, 'ZL_INTERNAL', 'internal error');
+        }),
     );
     server.on('clientError', onClientError);
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new ZiplineError('ZL_LISTEN_FAILED', `admin: cannot listen on ${listen}: ${err.code ?? err.message}`)),
+        reject(
+          new ZiplineError(
+            'ZL_LISTEN_FAILED',
+            `admin: cannot listen on ${listen}: ${err.code ?? err.message}`,
+          ),
+        ),
       );
       server.listen({ host: hp.host, port: hp.port }, () => resolve());
     });

@@ -65,6 +65,8 @@ export function score(e: Endpoint, maxLatency: number, loadScale: number): numbe
   const latency = maxLatency > 0 ? e.ewmaLatencyMs / maxLatency : 0;
   const load = e.active / loadScale;
   return (
-    ADAPTIVE_WEIGHTS.latency * latency + ADAPTIVE_WEIGHTS.load * load + ADAPTIVE_WEIGHTS.stability * e.failureEwma
+    ADAPTIVE_WEIGHTS.latency * latency +
+    ADAPTIVE_WEIGHTS.load * load +
+    ADAPTIVE_WEIGHTS.stability * e.failureEwma
   );
 }

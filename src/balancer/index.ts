@@ -1,12 +1,12 @@
 import { AdaptiveBalancer } from './adaptive.js';
-import type { Balancer, BalancePolicy } from './balancer.js';
+import type { BalancePolicy, Balancer } from './balancer.js';
 import { HashBalancer } from './hash.js';
 import { LeastConnBalancer } from './least-conn.js';
 import { P2cBalancer } from './p2c.js';
 import { RandomBalancer } from './random.js';
 import { RoundRobinBalancer } from './round-robin.js';
 
-export type { Balancer, BalancePolicy, PickContext } from './balancer.js';
+export type { BalancePolicy, Balancer, PickContext } from './balancer.js';
 
 export const BALANCE_POLICIES: readonly BalancePolicy[] = [
   'round_robin',

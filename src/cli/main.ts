@@ -5,11 +5,11 @@
  * (an address in use, a permission) · 70 internal error.
  */
 import { Command, CommanderError } from 'commander';
-import { loadConfigFile, formatIssue } from '../config/load.js';
+import { formatIssue, loadConfigFile } from '../config/load.js';
 import { isZiplineError } from '../errors.js';
 import { ZIPLINE_VERSION } from '../version.js';
-import { runCommand } from './run.js';
 import { describeConfig } from './describe.js';
+import { runCommand } from './run.js';
 
 export const EXIT = { ok: 0, config: 1, usage: 2, start: 3, internal: 70 } as const;
 
@@ -51,10 +51,13 @@ export async function main(argv: string[]): Promise<number> {
     .action(() => {
       process.stdout.write(`zipline ${ZIPLINE_VERSION} (node ${process.version})\n`);
     });
-  program.command('help [command]').description('show help for a command').action((name?: string) => {
-    const sub = program.commands.find((c) => c.name() === name);
-    (sub ?? program).outputHelp();
-  });
+  program
+    .command('help [command]')
+    .description('show help for a command')
+    .action((name?: string) => {
+      const sub = program.commands.find((c) => c.name() === name);
+      (sub ?? program).outputHelp();
+    });
   try {
     await program.parseAsync(argv, { from: 'user' });
     return code;

@@ -9,7 +9,9 @@ import { parseDuration, parseHostPort } from './units.js';
 type Report = (path: readonly PathSegment[], message: string) => void;
 
 function obj(v: unknown): Record<string, unknown> | undefined {
-  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  return v !== null && typeof v === 'object' && !Array.isArray(v)
+    ? (v as Record<string, unknown>)
+    : undefined;
 }
 
 function dur(v: unknown): number | undefined {
@@ -85,7 +87,8 @@ function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, 
     const name =
       typeof listener.name === 'string' ? listener.name : `${String(protocol)}:${String(listener.listen)}`;
     const prev = names.get(name);
-    if (prev !== undefined) report(['listeners', i, 'name'], `duplicate listener name "${name}" (also listeners[${prev}])`);
+    if (prev !== undefined)
+      report(['listeners', i, 'name'], `duplicate listener name "${name}" (also listeners[${prev}])`);
     names.set(name, i);
     if (typeof listener.listen === 'string') {
       const hp = parseHostPort(listener.listen);
@@ -93,7 +96,8 @@ function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, 
         const family = protocol === 'udp' ? 'udp' : 'tcp';
         const key = `${family}/${hp.host}:${hp.port}`;
         const other = binds.get(key);
-        if (other !== undefined) report(['listeners', i, 'listen'], `address already used by listeners[${other}]`);
+        if (other !== undefined)
+          report(['listeners', i, 'listen'], `address already used by listeners[${other}]`);
         binds.set(key, i);
       }
     }

@@ -30,14 +30,17 @@ function interpolateString(
 ): string {
   if (!text.includes('${')) return text;
   const missing: string[] = [];
-  const out = text.replace(VAR_RE, (whole: string, name: string | undefined, fallback: string | undefined) => {
-    if (whole === '$${') return '${';
-    const v = env[name as string];
-    if (v !== undefined) return v;
-    if (fallback !== undefined) return fallback;
-    missing.push(name as string);
-    return whole;
-  });
+  const out = text.replace(
+    VAR_RE,
+    (whole: string, name: string | undefined, fallback: string | undefined) => {
+      if (whole === '$${') return '${';
+      const v = env[name as string];
+      if (v !== undefined) return v;
+      if (fallback !== undefined) return fallback;
+      missing.push(name as string);
+      return whole;
+    },
+  );
   for (const name of missing) {
     report(path, `environment variable ${name} is not set (write \${${name}:-default} to give a default)`);
   }

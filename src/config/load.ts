@@ -98,7 +98,11 @@ function editDistance(a: string, b: string): number {
     prev[0] = i;
     for (let j = 1; j <= b.length; j++) {
       const tmp = prev[j] as number;
-      prev[j] = Math.min((prev[j] as number) + 1, (prev[j - 1] as number) + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev[j] = Math.min(
+        (prev[j] as number) + 1,
+        (prev[j - 1] as number) + 1,
+        diag + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
       diag = tmp;
     }
   }
@@ -158,7 +162,12 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
   if (doc.errors.length > 0) {
     for (const e of doc.errors) {
       const pos = lineCounter.linePos(e.pos[0]);
-      issues.push({ path: '(yaml)', line: pos.line, col: pos.col, message: e.message.split('\n')[0] ?? e.message });
+      issues.push({
+        path: '(yaml)',
+        line: pos.line,
+        col: pos.col,
+        message: e.message.split('\n')[0] ?? e.message,
+      });
     }
     return { ok: false, issues };
   }
@@ -214,7 +223,9 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ZiplineError('ZL_CONFIG_READ', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+    throw new ZiplineError('ZL_CONFIG_READ', `cannot read ${file}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   return loadConfigText(text, env);
 }

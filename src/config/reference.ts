@@ -14,18 +14,27 @@ export interface KeyDoc {
 
 export const CONFIG_REFERENCE = {
   admin: { doc: 'The admin server: health, readiness, stats, metrics, reload.' },
-  'admin.listen': { default: '127.0.0.1:9901', doc: 'Address of the admin server. Loopback by default; port 0 picks one.' },
+  'admin.listen': {
+    default: '127.0.0.1:9901',
+    doc: 'Address of the admin server. Loopback by default; port 0 picks one.',
+  },
   'admin.token': {
     default: '',
     doc: 'If set, every admin endpoint except `/healthz` requires `Authorization: Bearer TOKEN` (compared in constant time). Use `${ENV}`; never logged.',
   },
   log: { doc: 'Process and access logs.' },
-  'log.level': { default: 'info', doc: 'Process log level: `trace` `debug` `info` `warn` `error`. Process logs go to stderr.' },
+  'log.level': {
+    default: 'info',
+    doc: 'Process log level: `trace` `debug` `info` `warn` `error`. Process logs go to stderr.',
+  },
   'log.access': {
     default: 'stdout',
     doc: 'Access log: `stdout`, `stderr`, `off`, or a file path (appended). One JSON line per L4 connection, UDP session or HTTP request.',
   },
-  workers: { default: 1, doc: 'Processes serving traffic. `1` only in this build (multi-core workers are planned).' },
+  workers: {
+    default: 1,
+    doc: 'Processes serving traffic. `1` only in this build (multi-core workers are planned).',
+  },
   drain_timeout: {
     default: '30s',
     doc: 'On SIGTERM/SIGINT: stop accepting, let open connections finish for this long, then close them and exit 0.',
@@ -54,28 +63,55 @@ export const CONFIG_REFERENCE = {
     default: 1,
     doc: 'Passive health (nginx semantics): this many failures within `fail_timeout` mark the server down for `fail_timeout`. `0` disables. A lone server is never marked down.',
   },
-  'upstreams.*.servers[].fail_timeout': { default: '10s', doc: 'Window for counting failures, and how long a failed server stays down.' },
-  'upstreams.*.servers[].max_connections': { default: 0, doc: 'Cap on active connections to this server; `0` is unlimited.' },
+  'upstreams.*.servers[].fail_timeout': {
+    default: '10s',
+    doc: 'Window for counting failures, and how long a failed server stays down.',
+  },
+  'upstreams.*.servers[].max_connections': {
+    default: 0,
+    doc: 'Cap on active connections to this server; `0` is unlimited.',
+  },
   'upstreams.*.health_check': { doc: 'Active health checks (optional). Passive health is always on.' },
-  'upstreams.*.health_check.type': { default: 'tcp', doc: '`tcp` (connect succeeds) or `http` (GET `path` returns an expected status).' },
+  'upstreams.*.health_check.type': {
+    default: 'tcp',
+    doc: '`tcp` (connect succeeds) or `http` (GET `path` returns an expected status).',
+  },
   'upstreams.*.health_check.path': { default: '/', doc: 'Path for `type: http`.' },
   'upstreams.*.health_check.host': { doc: 'Host header for `type: http` (default: the server address).' },
   'upstreams.*.health_check.interval': { default: '5s', doc: 'Time between checks of one server.' },
-  'upstreams.*.health_check.timeout': { default: '2s', doc: 'A check slower than this fails. Must be shorter than `interval`.' },
+  'upstreams.*.health_check.timeout': {
+    default: '2s',
+    doc: 'A check slower than this fails. Must be shorter than `interval`.',
+  },
   'upstreams.*.health_check.rise': { default: 2, doc: 'Consecutive passes that bring a down server back.' },
-  'upstreams.*.health_check.fall': { default: 3, doc: 'Consecutive failures that take a server out of rotation.' },
+  'upstreams.*.health_check.fall': {
+    default: 3,
+    doc: 'Consecutive failures that take a server out of rotation.',
+  },
   'upstreams.*.health_check.expect_status': {
     default: [],
     doc: 'Statuses that pass an `http` check; empty means any 2xx or 3xx.',
   },
   'upstreams.*.keepalive': { doc: 'Upstream HTTP keep-alive pool (used by HTTP listeners).' },
   'upstreams.*.keepalive.max_idle': { default: 32, doc: 'Idle connections kept per server.' },
-  'upstreams.*.keepalive.idle_timeout': { default: '60s', doc: 'An idle pooled connection is closed after this.' },
-  'upstreams.*.keepalive.max_requests': { default: 1000, doc: 'Requests per upstream connection before it is retired.' },
+  'upstreams.*.keepalive.idle_timeout': {
+    default: '60s',
+    doc: 'An idle pooled connection is closed after this.',
+  },
+  'upstreams.*.keepalive.max_requests': {
+    default: 1000,
+    doc: 'Requests per upstream connection before it is retired.',
+  },
   'upstreams.*.timeouts': { doc: 'Upstream-side timeouts.' },
   'upstreams.*.timeouts.connect': { default: '3s', doc: 'TCP connect to a server.' },
-  'upstreams.*.timeouts.response_header': { default: '30s', doc: 'HTTP: time from request sent to response head received.' },
-  'upstreams.*.timeouts.idle': { default: '60s', doc: 'HTTP: longest gap between two reads from the server.' },
+  'upstreams.*.timeouts.response_header': {
+    default: '30s',
+    doc: 'HTTP: time from request sent to response head received.',
+  },
+  'upstreams.*.timeouts.idle': {
+    default: '60s',
+    doc: 'HTTP: longest gap between two reads from the server.',
+  },
   'upstreams.*.retry': { doc: 'Retries of failed attempts on other servers.' },
   'upstreams.*.retry.attempts': {
     default: 2,
@@ -91,14 +127,29 @@ export const CONFIG_REFERENCE = {
     default: ['connect_failure', 'reset', 502, 503, 504],
     doc: 'What is retried: `connect_failure`, `reset`, `timeout`, and HTTP statuses.',
   },
-  'upstreams.*.retry.budget': { default: '20%', doc: 'Retries in flight never exceed this share of active requests (minimum 3).' },
+  'upstreams.*.retry.budget': {
+    default: '20%',
+    doc: 'Retries in flight never exceed this share of active requests (minimum 3).',
+  },
   'upstreams.*.circuit_breaker': { doc: 'Caps and failure-ratio breaker for the whole upstream.' },
-  'upstreams.*.circuit_breaker.max_connections': { default: 1024, doc: 'Active upstream connections across all servers.' },
-  'upstreams.*.circuit_breaker.max_pending': { default: 1024, doc: 'Requests waiting for a connection (HTTP).' },
-  'upstreams.*.circuit_breaker.failure_ratio': { default: 0.5, doc: 'Open when this share of the last `window` failed (HTTP).' },
+  'upstreams.*.circuit_breaker.max_connections': {
+    default: 1024,
+    doc: 'Active upstream connections across all servers.',
+  },
+  'upstreams.*.circuit_breaker.max_pending': {
+    default: 1024,
+    doc: 'Requests waiting for a connection (HTTP).',
+  },
+  'upstreams.*.circuit_breaker.failure_ratio': {
+    default: 0.5,
+    doc: 'Open when this share of the last `window` failed (HTTP).',
+  },
   'upstreams.*.circuit_breaker.min_requests': { default: 20, doc: '…over at least this many requests.' },
   'upstreams.*.circuit_breaker.window': { default: '10s', doc: 'Window for the failure ratio.' },
-  'upstreams.*.circuit_breaker.open_for': { default: '30s', doc: 'Time open before one half-open probe decides.' },
+  'upstreams.*.circuit_breaker.open_for': {
+    default: '30s',
+    doc: 'Time open before one half-open probe decides.',
+  },
   listeners: { doc: 'What zipline accepts. Listeners are identified by `name` across reloads.' },
   'listeners[]': { doc: 'One listener.' },
   'listeners[].name': { doc: 'Unique name (default `PROTOCOL:LISTEN`). Used in metrics, logs and reloads.' },
@@ -122,8 +173,14 @@ export const CONFIG_REFERENCE = {
     default: 0,
     doc: 'Replies after which a session ends (nginx `proxy_responses`); `0` is unlimited.',
   },
-  'listeners[].udp.idle_timeout': { default: '30s', doc: 'A session with no datagram either way for this long ends.' },
-  'listeners[].udp.max_sessions': { default: 10000, doc: 'Concurrent sessions; datagrams that would open more are dropped (counted).' },
+  'listeners[].udp.idle_timeout': {
+    default: '30s',
+    doc: 'A session with no datagram either way for this long ends.',
+  },
+  'listeners[].udp.max_sessions': {
+    default: 10000,
+    doc: 'Concurrent sessions; datagrams that would open more are dropped (counted).',
+  },
   'listeners[].udp.max_queue': {
     default: 64,
     doc: 'Datagrams held per session while its upstream socket is being set up; more are dropped (counted).',

@@ -123,7 +123,9 @@ const tcpListener = z.strictObject({
     .strictObject({ client_idle: duration.prefault(def('listeners[].timeouts.client_idle')) })
     .prefault({}),
   limits: z
-    .strictObject({ max_connections: count(1, 10_000_000).prefault(def('listeners[].limits.max_connections')) })
+    .strictObject({
+      max_connections: count(1, 10_000_000).prefault(def('listeners[].limits.max_connections')),
+    })
     .prefault({}),
 });
 
@@ -166,8 +168,12 @@ export const configSchema = z.strictObject({
     .prefault({}),
   workers: z.union([count(1, 256), z.literal('auto')]).prefault(def('workers')),
   drain_timeout: duration.prefault(def('drain_timeout')),
-  upstreams: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'use 1–64 letters, digits, _ . -'), upstream).prefault({}),
-  listeners: z.array(z.discriminatedUnion('protocol', [tcpListener, udpListener, plannedListener])).prefault([]),
+  upstreams: z
+    .record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'use 1–64 letters, digits, _ . -'), upstream)
+    .prefault({}),
+  listeners: z
+    .array(z.discriminatedUnion('protocol', [tcpListener, udpListener, plannedListener]))
+    .prefault([]),
   tunnel: z.unknown().optional(),
   shm: z.unknown().optional(),
 });

@@ -9,8 +9,9 @@
  * - an upstream keeps its endpoints (counters, passive and active health) when its name stays;
  *   a changed policy gets a new balancer, changed servers join/leave individually.
  */
-import type { ListenerConfig, ValidConfig } from '../config/schema.js';
+
 import { AdminServer } from '../admin/server.js';
+import type { ListenerConfig, ValidConfig } from '../config/schema.js';
 import type { ErrorCode } from '../errors.js';
 import type { L4Context } from '../l4/context.js';
 import type { Listener } from '../l4/listener.js';
@@ -19,8 +20,8 @@ import { UdpListener } from '../l4/udp-listener.js';
 import { type AccessLog, createAccessLog, createLogger, type Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { compileUpstream } from '../upstream/settings.js';
-import { ZIPLINE_VERSION } from '../version.js';
 import { type LookupAll, Upstream } from '../upstream/upstream.js';
+import { ZIPLINE_VERSION } from '../version.js';
 
 export interface RuntimeOptions {
   readonly log?: Logger;
@@ -36,7 +37,9 @@ export interface ReloadReport {
   readonly upstreams: { added: string[]; removed: string[]; changed: string[] };
 }
 
-export function listenerName(l: ListenerConfig | { name?: string | undefined; protocol: string; listen?: unknown }): string {
+export function listenerName(
+  l: ListenerConfig | { name?: string | undefined; protocol: string; listen?: unknown },
+): string {
   return l.name ?? `${l.protocol}:${String(l.listen)}`;
 }
 
@@ -117,7 +120,10 @@ export class Runtime {
     if (src === undefined) return refused(['this process was not started from a config file']);
     if (!src.ok) {
       metrics.reloads.labels('refused').inc();
-      this.log.error({ errors: src.errors }, 'reload refused: the new config is invalid; keeping the old one');
+      this.log.error(
+        { errors: src.errors },
+        'reload refused: the new config is invalid; keeping the old one',
+      );
       return refused(src.errors);
     }
     return this.reload(src.config);
@@ -224,7 +230,8 @@ export class Runtime {
     const reasons: string[] = [];
     if (this.draining) reasons.push('draining');
     const now = Date.now();
-    for (const [name, up] of this.upstreams) if (!up.isReady(now)) reasons.push(`upstream ${name}: no healthy server`);
+    for (const [name, up] of this.upstreams)
+      if (!up.isReady(now)) reasons.push(`upstream ${name}: no healthy server`);
     return { ready: reasons.length === 0, reasons };
   }
 
@@ -241,20 +248,28 @@ export class Runtime {
     this.draining = true;
     metrics.draining.set(1);
     const started = Date.now();
-    this.log.info({ active: this.activeCount(), drain_timeout_ms: this.config.drain_timeout }, 'draining');
     for (const l of [...this.listeners.values()]) {
       this.retired.add(l);
       await l.stopAccepting();
     }
     this.listeners.clear();
+    // logged once nothing accepts any more, so "draining" means no new connections
+    this.log.info({ active: this.activeCount(), drain_timeout_ms: this.config.drain_timeout }, 'draining');
     await new Promise<void>((resolve) => {
       const check = (): void => {
-        if (this.activeCount() === 0) return resolve();
+        if (this.activeCount() === 0) {
+          resolve();
+          return;
+        }
         if (Date.now() - started >= this.config.drain_timeout) {
           const left = this.activeCount();
-          this.log.warn({ left, code: 'ZL_DRAIN_TIMEOUT' satisfies ErrorCode }, 'drain timeout: closing what is left');
+          this.log.warn(
+            { left, code: 'ZL_DRAIN_TIMEOUT' satisfies ErrorCode },
+            'drain timeout: closing what is left',
+          );
           for (const l of this.retired) l.destroyAll();
-          return resolve();
+          resolve();
+          return;
         }
         setTimeout(check, 50);
       };
@@ -305,4 +320,3 @@ function refused(errors: string[]): ReloadReport {
     upstreams: { added: [], removed: [], changed: [] },
   };
 }
-

@@ -59,7 +59,10 @@ export class HealthChecker {
       e.lastCheckError = null;
       if (!e.activeHealthy && e.checkPasses >= rise) {
         e.activeHealthy = true;
-        this.log.info({ upstream: this.upstream, server: e.address }, 'health check: server is healthy again');
+        this.log.info(
+          { upstream: this.upstream, server: e.address },
+          'health check: server is healthy again',
+        );
       }
     } else {
       this.failCounter.inc();
@@ -68,7 +71,10 @@ export class HealthChecker {
       e.lastCheckError = error;
       if (e.activeHealthy && e.checkFails >= fall) {
         e.activeHealthy = false;
-        this.log.warn({ upstream: this.upstream, server: e.address, error }, 'health check: server taken out of rotation');
+        this.log.warn(
+          { upstream: this.upstream, server: e.address, error },
+          'health check: server taken out of rotation',
+        );
       }
     }
   }

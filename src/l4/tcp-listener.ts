@@ -65,7 +65,13 @@ export class TcpListener implements Listener {
     if (hp === undefined) return Promise.reject(new Error(`bad listen address ${this.source.listen}`));
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
-        reject(new ZiplineError('ZL_LISTEN_FAILED', `listener ${this.name}: cannot listen on ${this.source.listen}: ${err.code ?? err.message}`, { cause: err }));
+        reject(
+          new ZiplineError(
+            'ZL_LISTEN_FAILED',
+            `listener ${this.name}: cannot listen on ${this.source.listen}: ${err.code ?? err.message}`,
+            { cause: err },
+          ),
+        );
       };
       this.server.once('error', onError);
       this.server.listen({ host: hp.host, port: hp.port, backlog: 1024 }, () => {
@@ -150,7 +156,12 @@ export class TcpListener implements Listener {
   }
 
   stats(): Record<string, unknown> {
-    return { protocol: 'tcp', address: this.address(), upstream: this.settings.upstream, active: this.connections.size };
+    return {
+      protocol: 'tcp',
+      address: this.address(),
+      upstream: this.settings.upstream,
+      active: this.connections.size,
+    };
   }
 }
 

@@ -74,7 +74,13 @@ export class UdpListener implements Listener {
     if (hp === undefined) return Promise.reject(new Error(`bad listen address ${this.source.listen}`));
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
-        reject(new ZiplineError('ZL_LISTEN_FAILED', `listener ${this.name}: cannot bind ${this.source.listen}: ${err.code ?? err.message}`, { cause: err }));
+        reject(
+          new ZiplineError(
+            'ZL_LISTEN_FAILED',
+            `listener ${this.name}: cannot bind ${this.source.listen}: ${err.code ?? err.message}`,
+            { cause: err },
+          ),
+        );
       };
       this.socket.once('error', onError);
       this.socket.bind({ address: hp.host, port: hp.port, exclusive: true }, () => {
@@ -131,14 +137,24 @@ export class UdpListener implements Listener {
     const key = `${rinfo.address}:${rinfo.port}`;
     let session = this.sessions.get(key);
     if (session === undefined) {
-      if (!this.accepting || this.ctx.draining()) return this.drop('ZL_DRAINING');
-      if (this.sessions.size >= this.settings.maxSessions) return this.drop('ZL_UDP_SESSION_LIMIT');
+      if (!this.accepting || this.ctx.draining()) {
+        this.drop('ZL_DRAINING');
+        return;
+      }
+      if (this.sessions.size >= this.settings.maxSessions) {
+        this.drop('ZL_UDP_SESSION_LIMIT');
+        return;
+      }
       const upstream = this.ctx.upstream(this.settings.upstream);
-      if (upstream === undefined) return this.drop('ZL_UPSTREAM_UNAVAILABLE');
+      if (upstream === undefined) {
+        this.drop('ZL_UPSTREAM_UNAVAILABLE');
+        return;
+      }
       const picked = upstream.pick(hash32(rinfo.address));
       if (typeof picked === 'string') {
         metrics.upstreamUnavailable.labels(upstream.name, picked).inc();
-        return this.drop(picked);
+        this.drop(picked);
+        return;
       }
       session = new UdpSession(this, key, rinfo.address, rinfo.port, upstream, picked);
       this.sessions.set(key, session);
@@ -195,6 +211,11 @@ export class UdpListener implements Listener {
   }
 
   stats(): Record<string, unknown> {
-    return { protocol: 'udp', address: this.address(), upstream: this.settings.upstream, sessions: this.sessions.size };
+    return {
+      protocol: 'udp',
+      address: this.address(),
+      upstream: this.settings.upstream,
+      sessions: this.sessions.size,
+    };
   }
 }

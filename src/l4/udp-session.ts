@@ -83,7 +83,8 @@ export class UdpSession {
 
   private onError(err: NodeJS.ErrnoException): void {
     // ICMP port unreachable on a connected socket shows up as ECONNREFUSED
-    const code: ErrorCode = err.code === 'ECONNREFUSED' ? 'ZL_UPSTREAM_CONNECT_REFUSED' : 'ZL_UDP_SEND_FAILED';
+    const code: ErrorCode =
+      err.code === 'ECONNREFUSED' ? 'ZL_UPSTREAM_CONNECT_REFUSED' : 'ZL_UDP_SEND_FAILED';
     if (code === 'ZL_UPSTREAM_CONNECT_REFUSED') this.endpoint.recordFailure(Date.now());
     this.close(code, 'error');
   }

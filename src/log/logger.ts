@@ -2,7 +2,7 @@
  * Process logs (pino, JSON on stderr) and the access log (one JSON line per connection, session
  * or request; stdout, stderr, a file, or off). Disabled levels cost nothing (pino).
  */
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 
 export type { Logger };
 

@@ -6,7 +6,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export const registry = new Registry();
-collectDefaultMetrics({ register: registry, prefix: 'zipline_process_' });
+collectDefaultMetrics({ register: registry, prefix: 'zipline_' });
 
 interface MetricDoc {
   readonly name: string;
@@ -24,22 +24,33 @@ function gauge<L extends string>(name: string, help: string, labels: readonly L[
   METRIC_DOCS.push({ name, type: 'gauge', labels, help });
   return new Gauge({ name, help, labelNames: labels, registers: [registry] });
 }
-function histogram<L extends string>(name: string, help: string, labels: readonly L[], buckets: number[]): Histogram<L> {
+function histogram<L extends string>(
+  name: string,
+  help: string,
+  labels: readonly L[],
+  buckets: number[],
+): Histogram<L> {
   METRIC_DOCS.push({ name, type: 'histogram', labels, help });
   return new Histogram({ name, help, labelNames: labels, buckets, registers: [registry] });
 }
 
-const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const LATENCY_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
 const SESSION_BUCKETS = [0.001, 0.01, 0.1, 1, 10, 60, 600, 3600];
 
 export const metrics = {
   // downstream
-  downstreamActive: gauge('zipline_downstream_connections_active', 'Open client connections (UDP: sessions).', [
-    'listener',
-  ]),
-  downstreamTotal: counter('zipline_downstream_connections_total', 'Accepted client connections (UDP: sessions).', [
-    'listener',
-  ]),
+  downstreamActive: gauge(
+    'zipline_downstream_connections_active',
+    'Open client connections (UDP: sessions).',
+    ['listener'],
+  ),
+  downstreamTotal: counter(
+    'zipline_downstream_connections_total',
+    'Accepted client connections (UDP: sessions).',
+    ['listener'],
+  ),
   downstreamRejected: counter(
     'zipline_downstream_rejected_total',
     'Connections or datagrams refused by a listener limit or drain.',
@@ -49,21 +60,26 @@ export const metrics = {
     'listener',
     'direction',
   ]),
-  connectionErrors: counter('zipline_connection_errors_total', 'Connections or sessions that ended with an error code.', [
-    'listener',
-    'code',
-  ]),
+  connectionErrors: counter(
+    'zipline_connection_errors_total',
+    'Connections or sessions that ended with an error code.',
+    ['listener', 'code'],
+  ),
   sessionDuration: histogram(
     'zipline_session_duration_seconds',
     'L4 connection and UDP session lifetimes.',
     ['listener'],
     SESSION_BUCKETS,
   ),
-  udpDatagrams: counter('zipline_udp_datagrams_total', 'UDP datagrams relayed (rx from client, tx to client).', [
+  udpDatagrams: counter(
+    'zipline_udp_datagrams_total',
+    'UDP datagrams relayed (rx from client, tx to client).',
+    ['listener', 'direction'],
+  ),
+  udpDropped: counter('zipline_udp_dropped_total', 'UDP datagrams dropped, by reason code.', [
     'listener',
-    'direction',
+    'code',
   ]),
-  udpDropped: counter('zipline_udp_dropped_total', 'UDP datagrams dropped, by reason code.', ['listener', 'code']),
   // HTTP (issue 3 fills these; declared here so the catalog is whole)
   requestsActive: gauge('zipline_requests_active', 'HTTP requests in flight.', ['listener']),
   requestDuration: histogram(
@@ -97,21 +113,31 @@ export const metrics = {
     'Picks that found no server (all down or at their limits).',
     ['upstream', 'code'],
   ),
-  healthChecks: counter('zipline_health_checks_total', 'Active health check outcomes.', ['upstream', 'result']),
+  healthChecks: counter('zipline_health_checks_total', 'Active health check outcomes.', [
+    'upstream',
+    'result',
+  ]),
   retries: counter('zipline_retries_total', 'Extra attempts on another (or the same) server.', ['upstream']),
   circuitOpen: gauge('zipline_circuit_open', '1 while the upstream circuit breaker is open.', ['upstream']),
-  dnsResolutions: counter('zipline_dns_resolutions_total', 'Server host name resolutions.', ['upstream', 'result']),
+  dnsResolutions: counter('zipline_dns_resolutions_total', 'Server host name resolutions.', [
+    'upstream',
+    'result',
+  ]),
   // tunnel (issue 4)
   tunnelSessions: gauge('zipline_tunnel_sessions_active', 'Tunnel sessions.', ['role']),
   tunnelFrames: counter('zipline_tunnel_frames_total', 'Tunnel frames.', ['type', 'direction']),
-  tunnelProtocolErrors: counter('zipline_tunnel_protocol_errors_total', 'Tunnel sessions ended by a protocol error.', [
-    'code',
-  ]),
+  tunnelProtocolErrors: counter(
+    'zipline_tunnel_protocol_errors_total',
+    'Tunnel sessions ended by a protocol error.',
+    ['code'],
+  ),
   tunnelRtt: gauge('zipline_tunnel_rtt_seconds', 'Smoothed PING round trip per relay.', ['relay']),
   // shared memory (issue 5)
   shmMessages: counter('zipline_shm_messages_total', 'Shared-memory messages.', ['bridge', 'direction']),
   // process and config
-  reloads: counter('zipline_config_reloads_total', 'Config reloads by result (applied, refused).', ['result']),
+  reloads: counter('zipline_config_reloads_total', 'Config reloads by result (applied, refused).', [
+    'result',
+  ]),
   draining: gauge('zipline_draining', '1 while the process drains before exit.', []),
 } as const;
 
@@ -125,7 +151,7 @@ export function renderMetricsDoc(): string {
     '<!-- generated from src/metrics/catalog.ts by `npm run docs`; do not edit by hand -->',
     '',
     '`GET /metrics` on the admin server, Prometheus text format. Node process metrics are exported',
-    'with the prefix `zipline_process_` (CPU, memory, event-loop lag, GC, handles).',
+    'with the prefix `zipline_` (`zipline_process_*`, `zipline_nodejs_*`: CPU, memory, event-loop lag, GC, handles).',
     '',
     '| name | type | labels | meaning |',
     '|---|---|---|---|',

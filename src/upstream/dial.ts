@@ -55,7 +55,10 @@ export class Dial {
 
   private next(): void {
     const up = this.upstream;
-    if (this.attempts > up.settings.retryAttempts) return this.fail(this.lastCode);
+    if (this.attempts > up.settings.retryAttempts) {
+      this.fail(this.lastCode);
+      return;
+    }
     let picked = up.pick(this.hash, this.tried);
     if (typeof picked === 'string' && this.tried.length > 0) {
       // everything eligible was tried: back off, then allow the same servers again
@@ -72,7 +75,8 @@ export class Dial {
     }
     if (typeof picked === 'string') {
       metrics.upstreamUnavailable.labels(up.name, picked).inc();
-      return this.fail(this.attempts === 0 ? picked : this.lastCode);
+      this.fail(this.attempts === 0 ? picked : this.lastCode);
+      return;
     }
     this.connectTo(picked);
   }

@@ -96,7 +96,9 @@ export class Endpoint {
     this.failCount = 0;
     this.failureEwma *= 1 - FAILURE_ALPHA;
     this.ewmaLatencyMs =
-      this.latencySamples === 0 ? latencyMs : this.ewmaLatencyMs + LATENCY_ALPHA * (latencyMs - this.ewmaLatencyMs);
+      this.latencySamples === 0
+        ? latencyMs
+        : this.ewmaLatencyMs + LATENCY_ALPHA * (latencyMs - this.ewmaLatencyMs);
     this.latencySamples++;
   }
 

@@ -107,7 +107,8 @@ export class Upstream {
     if (settings.policy !== prev.policy) this.balancer = createBalancer(settings.policy);
     const servers = new Set(settings.servers.map((s) => s.server));
     for (const key of [...this.resolved.keys()]) if (!servers.has(key)) this.resolved.delete(key);
-    for (const spec of settings.servers) if (isIP(spec.host) !== 0) this.resolved.set(spec.server, [spec.host]);
+    for (const spec of settings.servers)
+      if (isIP(spec.host) !== 0) this.resolved.set(spec.server, [spec.host]);
     this.rebuildEndpoints();
     if (settings.resolveIntervalMs !== prev.resolveIntervalMs) this.scheduleResolve();
     void this.resolveAll();
@@ -158,7 +159,10 @@ export class Upstream {
         if (err !== null || addresses.length === 0) {
           metrics.dnsResolutions.labels(this.name, 'failure').inc();
           // keep what we had: a DNS outage must not empty a working pool
-          this.log.warn({ upstream: this.name, server: spec.server, err: err?.message }, 'DNS resolution failed');
+          this.log.warn(
+            { upstream: this.name, server: spec.server, err: err?.message },
+            'DNS resolution failed',
+          );
         } else {
           metrics.dnsResolutions.labels(this.name, 'success').inc();
           this.resolved.set(spec.server, [...new Set(addresses)].sort());

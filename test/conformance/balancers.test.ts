@@ -5,7 +5,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { hash32 } from '../../src/balancer/hash-fn.js';
-import { BALANCE_POLICIES, type BalancePolicy, createBalancer, type PickContext } from '../../src/balancer/index.js';
+import {
+  BALANCE_POLICIES,
+  type BalancePolicy,
+  createBalancer,
+  type PickContext,
+} from '../../src/balancer/index.js';
 import { Endpoint } from '../../src/upstream/endpoint.js';
 
 function endpoints(n: number, weights: number[] = []): Endpoint[] {
@@ -23,7 +28,12 @@ function endpoints(n: number, weights: number[] = []): Endpoint[] {
 
 const ctx = (hash = 0, tried: Endpoint[] = []): PickContext => ({ hash, tried, now: 1_000_000 });
 
-function counts(policy: BalancePolicy, eps: Endpoint[], picks: number, hashOf = (i: number) => hash32(`k${i}`)) {
+function counts(
+  policy: BalancePolicy,
+  eps: Endpoint[],
+  picks: number,
+  hashOf = (i: number) => hash32(`k${i}`),
+) {
   const b = createBalancer(policy);
   b.update(eps);
   const c = new Map<Endpoint, number>();
@@ -83,7 +93,10 @@ describe('policy properties', () => {
     const seq = Array.from({ length: 7 }, () => b.pick(ctx())?.address.slice(-4, -3));
     assert.deepEqual(seq.join(''), '1121311', 'a a b a c a a');
     const c = counts('round_robin', eps, 7000);
-    assert.deepEqual(eps.map((e) => c.get(e)), [5000, 1000, 1000]);
+    assert.deepEqual(
+      eps.map((e) => c.get(e)),
+      [5000, 1000, 1000],
+    );
   });
 
   test('random: weights honoured within ±5% of the expected share (20,000 picks)', () => {
@@ -102,7 +115,10 @@ describe('policy properties', () => {
     const expected = [0.5, 0.25, 0.25];
     eps.forEach((e, i) => {
       const share = (c.get(e) ?? 0) / 40_000;
-      assert.ok(Math.abs(share - (expected[i] as number)) < 0.1 * (expected[i] as number) * 4, `share ${share}`);
+      assert.ok(
+        Math.abs(share - (expected[i] as number)) < 0.1 * (expected[i] as number) * 4,
+        `share ${share}`,
+      );
     });
   });
 

@@ -105,7 +105,12 @@ export function openFds(pid: number | 'self' = 'self'): number {
  * Waits until `check()` is truthy, re-checking every `everyMs`. For states that change through
  * timers inside the system under test (health checks, expiries); fails with `what` at the deadline.
  */
-export async function until<T>(check: () => T | Promise<T>, what: string, timeoutMs = 10_000, everyMs = 20): Promise<T> {
+export async function until<T>(
+  check: () => T | Promise<T>,
+  what: string,
+  timeoutMs = 10_000,
+  everyMs = 20,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();

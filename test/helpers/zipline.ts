@@ -20,11 +20,20 @@ export interface AccessLine {
 export async function startRuntime(
   yaml: string,
   opts: { lookup?: LookupAll } = {},
-): Promise<{ rt: Runtime; access: AccessLine[]; addr: (listener: string) => string; stop: () => Promise<void> }> {
+): Promise<{
+  rt: Runtime;
+  access: AccessLine[];
+  addr: (listener: string) => string;
+  stop: () => Promise<void>;
+}> {
   const r = loadConfigText(yaml, {});
-  if (!r.ok) throw new Error(`bad test config:\n${r.issues.map((i) => `${i.path}: ${i.message}`).join('\n')}`);
+  if (!r.ok)
+    throw new Error(`bad test config:\n${r.issues.map((i) => `${i.path}: ${i.message}`).join('\n')}`);
   const config = { ...r.config, log: { ...r.config.log, access: 'off' } };
-  const rt = new Runtime(config, { log: pino({ level: 'silent' }), ...(opts.lookup ? { lookup: opts.lookup } : {}) });
+  const rt = new Runtime(config, {
+    log: pino({ level: 'silent' }),
+    ...(opts.lookup ? { lookup: opts.lookup } : {}),
+  });
   const access: AccessLine[] = [];
   rt.accessLog = { enabled: true, write: (e) => access.push(e), close() {} };
   await rt.start();
@@ -50,11 +59,19 @@ export interface ZiplineProcess {
   listener(name: string): Promise<string>;
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Resolves with the exit code when the process exits by itself. */
+  exited: Promise<number | null>;
 }
 
 export interface Stats {
   listeners: Record<string, { address: string; active?: number; sessions?: number }>;
-  upstreams: Record<string, { balance: string; servers: { address: string; state: string; total: number; failures: number; active: number }[] }>;
+  upstreams: Record<
+    string,
+    {
+      balance: string;
+      servers: { address: string; state: string; total: number; failures: number; active: number }[];
+    }
+  >;
   [k: string]: unknown;
 }
 
@@ -99,7 +116,10 @@ export async function spawnZipline(yaml: string, env: NodeJS.ProcessEnv = {}): P
     const seen = [...stdout, ...stderr].find((l) => re.test(l));
     if (seen !== undefined) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no log line matching ${re}; stderr:\n${stderr.join('\n')}`)), timeoutMs);
+      const t = setTimeout(
+        () => reject(new Error(`no log line matching ${re}; stderr:\n${stderr.join('\n')}`)),
+        timeoutMs,
+      );
       waiters.push({
         re,
         resolve: (l) => {
@@ -130,6 +150,7 @@ export async function spawnZipline(yaml: string, env: NodeJS.ProcessEnv = {}): P
       return l.address;
     },
     waitForLog,
+    exited,
     stop: async (signal = 'SIGTERM') => {
       if (proc.exitCode === null) proc.kill(signal);
       return exited;
@@ -138,7 +159,10 @@ export async function spawnZipline(yaml: string, env: NodeJS.ProcessEnv = {}): P
 }
 
 /** Runs the CLI to completion. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const proc = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
     let stdout = '';

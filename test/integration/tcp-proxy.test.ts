@@ -88,7 +88,10 @@ describe('tcp proxy', () => {
     const echo = await keep(tcpEcho());
     const dead = await refusedPort();
     const z = await startRuntime(
-      config([`{ address: 127.0.0.1:${dead}, max_fails: 2, fail_timeout: 400ms }`, `127.0.0.1:${port(echo)}`]),
+      config([
+        `{ address: 127.0.0.1:${dead}, max_fails: 2, fail_timeout: 400ms }`,
+        `127.0.0.1:${port(echo)}`,
+      ]),
     );
     try {
       const up = z.rt.upstreams.get('up');
@@ -120,7 +123,10 @@ describe('tcp proxy', () => {
       assert.equal(deadEp.state(Date.now()), 'down', 'a failed probe marks it down again');
       const lines = z.access.filter((l) => l.status === 200);
       assert.ok(lines.length >= 21);
-      assert.ok(z.access.some((l) => l.attempts === 2), 'some connections needed a second attempt');
+      assert.ok(
+        z.access.some((l) => l.attempts === 2),
+        'some connections needed a second attempt',
+      );
     } finally {
       await z.stop();
     }
@@ -199,7 +205,9 @@ describe('tcp proxy', () => {
 
   test('a client that sends nothing is closed at the idle timeout', async () => {
     const echo = await keep(tcpEcho());
-    const z = await startRuntime(config([`127.0.0.1:${port(echo)}`], '', ', timeouts: { client_idle: 300ms }'));
+    const z = await startRuntime(
+      config([`127.0.0.1:${port(echo)}`], '', ', timeouts: { client_idle: 300ms }'),
+    );
     try {
       const c = await dial(z.addr('t'));
       const t0 = Date.now();

@@ -54,10 +54,22 @@ test('the four classic mistakes are all reported, with paths and line:col', () =
   ].join('\n');
   const out = issues(yaml);
   assert.equal(out.length, 4, out.join('\n'));
-  assert.match(out[0] as string, /^upstreams\.api\.timeouts\.conect \(line 4:17\): unknown key "conect"; did you mean "connect"\?/);
-  assert.match(out[1] as string, /^upstreams\.api\.health_check\.interval \(line 5:21\): invalid duration "5 seconds"/);
-  assert.match(out[2] as string, /^listeners\[0\]\.listen \(line 8:5\): environment variable LISTEN_ADDR is not set/);
-  assert.match(out[3] as string, /^listeners\[0\]\.upstream \(line 9:5\): upstream "apii" is not defined \(defined: api\)/);
+  assert.match(
+    out[0] as string,
+    /^upstreams\.api\.timeouts\.conect \(line 4:17\): unknown key "conect"; did you mean "connect"\?/,
+  );
+  assert.match(
+    out[1] as string,
+    /^upstreams\.api\.health_check\.interval \(line 5:21\): invalid duration "5 seconds"/,
+  );
+  assert.match(
+    out[2] as string,
+    /^listeners\[0\]\.listen \(line 8:5\): environment variable LISTEN_ADDR is not set/,
+  );
+  assert.match(
+    out[3] as string,
+    /^listeners\[0\]\.upstream \(line 9:5\): upstream "apii" is not defined \(defined: api\)/,
+  );
 });
 
 test('env interpolation with defaults and escapes', () => {
@@ -81,9 +93,18 @@ listeners:
   - { protocol: ftp, listen: 127.0.0.1:0, upstream: a }
 colour: blue
 `);
-  assert.ok(out.some((l) => /max_conns.*did you mean "max_connections"/.test(l)), out.join('\n'));
-  assert.ok(out.some((l) => /^listeners\[0\]\.protocol \(line 6:/.test(l)), out.join('\n'));
-  assert.ok(out.some((l) => /^colour \(line 7:1\): unknown key/.test(l)), out.join('\n'));
+  assert.ok(
+    out.some((l) => /max_conns.*did you mean "max_connections"/.test(l)),
+    out.join('\n'),
+  );
+  assert.ok(
+    out.some((l) => /^listeners\[0\]\.protocol \(line 6:/.test(l)),
+    out.join('\n'),
+  );
+  assert.ok(
+    out.some((l) => /^colour \(line 7:1\): unknown key/.test(l)),
+    out.join('\n'),
+  );
 });
 
 test('cross-field checks', () => {
@@ -121,6 +142,6 @@ listeners:
 });
 
 test('YAML syntax errors and duplicate keys are located', () => {
-  assert.match((issues('upstreams:\n  a: [\n') )[0] as string, /\(line \d+:\d+\)/);
-  assert.match((issues('drain_timeout: 1s\ndrain_timeout: 2s\n'))[0] as string, /line 2:1/);
+  assert.match(issues('upstreams:\n  a: [\n')[0] as string, /\(line \d+:\d+\)/);
+  assert.match(issues('drain_timeout: 1s\ndrain_timeout: 2s\n')[0] as string, /line 2:1/);
 });

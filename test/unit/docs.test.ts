@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { GENERATED } from '../../scripts/gen-docs.js';
 import { CONFIG_REFERENCE } from '../../src/config/reference.js';
 import { configSchema } from '../../src/config/schema.js';
-import { GENERATED } from '../../scripts/gen-docs.js';
 import { ZIPLINE_VERSION } from '../../src/version.js';
 import { ROOT } from '../helpers/zipline.js';
 
@@ -26,9 +26,11 @@ function keyPaths(schema: unknown, prefix: string, out: Set<string>): void {
     case 'prefault':
     case 'default':
     case 'nullable':
-      return keyPaths(d.innerType, prefix, out);
+      keyPaths(d.innerType, prefix, out);
+      return;
     case 'pipe':
-      return keyPaths(defOf(d.in).type === 'transform' ? d.out : d.in, prefix, out);
+      keyPaths(defOf(d.in).type === 'transform' ? d.out : d.in, prefix, out);
+      return;
     case 'object':
       for (const [k, v] of Object.entries(d.shape as Record<string, unknown>)) {
         const p = prefix ? `${prefix}.${k}` : k;
@@ -38,10 +40,12 @@ function keyPaths(schema: unknown, prefix: string, out: Set<string>): void {
       return;
     case 'array':
       out.add(`${prefix}[]`);
-      return keyPaths(d.element, `${prefix}[]`, out);
+      keyPaths(d.element, `${prefix}[]`, out);
+      return;
     case 'record':
       out.add(`${prefix}.*`);
-      return keyPaths(d.valueType, `${prefix}.*`, out);
+      keyPaths(d.valueType, `${prefix}.*`, out);
+      return;
     case 'union':
       for (const o of d.options as unknown[]) keyPaths(o, prefix, out);
       return;
@@ -57,8 +61,16 @@ test('every config key the schema accepts is documented, and every documented ke
   const scalarArrays = ['upstreams.*.health_check.expect_status[]', 'upstreams.*.retry.on[]'];
   for (const p of scalarArrays) paths.delete(p);
   const documented = new Set(Object.keys(CONFIG_REFERENCE));
-  assert.deepEqual([...paths].filter((p) => !documented.has(p)), [], 'keys missing from reference.ts');
-  assert.deepEqual([...documented].filter((p) => !paths.has(p)), [], 'reference.ts names keys the schema lacks');
+  assert.deepEqual(
+    [...paths].filter((p) => !documented.has(p)),
+    [],
+    'keys missing from reference.ts',
+  );
+  assert.deepEqual(
+    [...documented].filter((p) => !paths.has(p)),
+    [],
+    'reference.ts names keys the schema lacks',
+  );
 });
 
 test('version matches package.json', () => {

@@ -51,10 +51,22 @@ test('max_connections and active health gate eligibility', () => {
 });
 
 test('full-jitter backoff stays within [0, min(max, base·2^n))', () => {
-  assert.equal(fullJitterBackoff(0, 25, 250, () => 0.999), 24);
-  assert.equal(fullJitterBackoff(3, 25, 250, () => 0.999), 199);
-  assert.equal(fullJitterBackoff(10, 25, 250, () => 0.999), 249);
-  assert.equal(fullJitterBackoff(10, 25, 250, () => 0), 0);
+  assert.equal(
+    fullJitterBackoff(0, 25, 250, () => 0.999),
+    24,
+  );
+  assert.equal(
+    fullJitterBackoff(3, 25, 250, () => 0.999),
+    199,
+  );
+  assert.equal(
+    fullJitterBackoff(10, 25, 250, () => 0.999),
+    249,
+  );
+  assert.equal(
+    fullJitterBackoff(10, 25, 250, () => 0),
+    0,
+  );
   for (let i = 0; i < 1000; i++) {
     const d = fullJitterBackoff(i % 12, 25, 250);
     assert.ok(d >= 0 && d < 250);

@@ -1,0 +1,159 @@
+/** The admin server: health, readiness, stats, metrics, auth, hostile input. */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, type Server } from 'node:net';
+import { after, describe, test } from 'node:test';
+import { closeServer, port, refusedPort, tcpEcho, until } from '../helpers/net.js';
+import { startRuntime } from '../helpers/zipline.js';
+
+const servers: Server[] = [];
+after(async () => {
+  for (const s of servers) await closeServer(s);
+});
+
+const CONTRACT_METRICS = [
+  'zipline_downstream_connections_active',
+  'zipline_requests_active',
+  'zipline_request_duration_seconds',
+  'zipline_upstream_server_healthy',
+  'zipline_upstream_connect_failures_total',
+  'zipline_retries_total',
+  'zipline_circuit_open',
+  'zipline_tunnel_sessions_active',
+  'zipline_tunnel_frames_total',
+  'zipline_tunnel_protocol_errors_total',
+  'zipline_tunnel_rtt_seconds',
+  'zipline_shm_messages_total',
+  'zipline_process_cpu_seconds_total',
+  'zipline_process_resident_memory_bytes',
+];
+
+async function raw(address: string, bytes: string | Buffer): Promise<string> {
+  const [host, p] = [address.split(':')[0], Number(address.split(':')[1])];
+  const s = connect({ host, port: p });
+  await once(s, 'connect');
+  s.write(bytes);
+  const chunks: Buffer[] = [];
+  s.on('data', (c: Buffer) => chunks.push(c));
+  await once(s, 'close');
+  return Buffer.concat(chunks).toString();
+}
+
+describe('admin', () => {
+  test('healthz, readyz, stats per server, metrics with the contract names', async () => {
+    const echo = await tcpEcho();
+    servers.push(echo);
+    const dead = await refusedPort();
+    const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  up: { servers: ["127.0.0.1:${port(echo)}", "127.0.0.1:${dead}"] }
+  gone: { servers: ["127.0.0.1:${dead}"], health_check: { type: tcp, interval: 100ms, timeout: 50ms, fall: 1 } }
+listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
+`);
+    try {
+      const base = z.rt.admin.url();
+      assert.equal((await fetch(`${base}healthz`)).status, 200);
+      await until(
+        async () => (await fetch(`${base}readyz`)).status === 503,
+        'readyz 503: upstream gone has no healthy server',
+      );
+      const ready = (await (await fetch(`${base}readyz`)).json()) as { reasons: string[] };
+      assert.deepEqual(ready.reasons, ['upstream gone: no healthy server']);
+      const stats = (await (await fetch(`${base}stats`)).json()) as {
+        listeners: Record<string, { address: string }>;
+        upstreams: Record<
+          string,
+          {
+            servers: {
+              address: string;
+              state: string;
+              active: number;
+              total: number;
+              failures: number;
+              ewma_latency_ms: number;
+            }[];
+          }
+        >;
+      };
+      assert.equal(stats.listeners.t?.address, z.addr('t'));
+      const up = stats.upstreams.up?.servers ?? [];
+      assert.equal(up.length, 2);
+      for (const s of up)
+        for (const k of ['state', 'active', 'total', 'failures', 'ewma_latency_ms']) assert.ok(k in s, k);
+      assert.equal(stats.upstreams.gone?.servers[0]?.state, 'unhealthy');
+      const res = await fetch(`${base}metrics`);
+      assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
+      const text = await res.text();
+      for (const name of CONTRACT_METRICS) assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
+      assert.match(
+        text,
+        new RegExp(`zipline_upstream_server_healthy\\{upstream="gone",server="127.0.0.1:${dead}"\\} 0`),
+      );
+      assert.match(
+        text,
+        new RegExp(`zipline_upstream_server_healthy\\{upstream="up",server="127.0.0.1:${port(echo)}"\\} 1`),
+      );
+      const dash = await fetch(base);
+      assert.match(await dash.text(), /<title>zipline<\/title>/);
+      assert.equal((await fetch(`${base}nope`)).headers.get('x-zipline-error'), 'ZL_ADMIN_NOT_FOUND');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('garbage on the admin port gets a 400, not a crash', async () => {
+    const z = await startRuntime('admin: { listen: 127.0.0.1:0 }\n');
+    try {
+      const addr = z.rt.admin.url().slice(7, -1);
+      assert.match(
+        await raw(addr, Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff, 0x01, 0x00, 0x00])),
+        /^HTTP\/1\.1 400 /,
+      );
+      assert.match(
+        await raw(
+          addr,
+          'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n',
+        ),
+        /^HTTP\/1\.1 400 /,
+      );
+      assert.match(await raw(addr, `GET /${'a'.repeat(100_000)} HTTP/1.1\r\n\r\n`), /^HTTP\/1\.1 4\d\d /);
+      assert.equal((await fetch(`${z.rt.admin.url()}healthz`)).status, 200, 'still serving');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('a token protects everything but /healthz', async () => {
+    const z = await startRuntime('admin: { listen: 127.0.0.1:0, token: s3cret }\n');
+    try {
+      const base = z.rt.admin.url();
+      assert.equal((await fetch(`${base}healthz`)).status, 200);
+      const no = await fetch(`${base}stats`);
+      assert.equal(no.status, 401);
+      assert.equal(no.headers.get('x-zipline-error'), 'ZL_ADMIN_UNAUTHORIZED');
+      assert.equal((await fetch(`${base}stats`, { headers: { authorization: 'Bearer wrong' } })).status, 401);
+      assert.equal(
+        (await fetch(`${base}metrics`, { headers: { authorization: 'Bearer s3cret' } })).status,
+        200,
+      );
+      assert.equal((await fetch(`${base}reload`, { method: 'POST' })).status, 401);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('/debug/profile returns a CPU profile', async () => {
+    const z = await startRuntime('admin: { listen: 127.0.0.1:0 }\n');
+    try {
+      const res = await fetch(`${z.rt.admin.url()}debug/profile?seconds=1`);
+      assert.equal(res.status, 200);
+      const profile = (await res.json()) as { nodes: unknown[]; startTime: number; endTime: number };
+      assert.ok(Array.isArray(profile.nodes) && profile.nodes.length > 0);
+      assert.ok(profile.endTime > profile.startTime);
+      assert.equal((await fetch(`${z.rt.admin.url()}debug/profile?seconds=0`)).status, 400);
+    } finally {
+      await z.stop();
+    }
+  });
+});

@@ -1,0 +1,95 @@
+/** The `zipline` command as a user runs it. */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { runCli, writeConfig } from '../helpers/zipline.js';
+
+describe('zipline CLI', () => {
+  test('check: a config with a misspelt key, a bad duration, an undefined upstream and a missing env var', async () => {
+    const file = writeConfig(
+      [
+        'upstreams:',
+        '  api:',
+        '    servers: [127.0.0.1:9001]',
+        '    balence: round_robin',
+        '    timeouts: { connect: 3 sec }',
+        'listeners:',
+        '  - name: pg',
+        '    protocol: tcp',
+        '    listen: ${PG_LISTEN}',
+        '    upstream: postgres',
+        '',
+      ].join('\n'),
+    );
+    const r = await runCli(['check', '-c', file], { PG_LISTEN: undefined });
+    assert.equal(r.code, 1, r.stderr);
+    const lines = r.stderr
+      .trim()
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim());
+    assert.deepEqual(lines, [
+      'upstreams.api.balence (line 4:5): unknown key "balence"; did you mean "balance"?',
+      'upstreams.api.timeouts.connect (line 5:17): invalid duration "3 sec": use a number with a unit (250ms, 3s, 2m, 1h)',
+      'listeners[0].listen (line 9:5): environment variable PG_LISTEN is not set (write ${PG_LISTEN:-default} to give a default)',
+      'listeners[0].upstream (line 10:5): upstream "postgres" is not defined (defined: api)',
+    ]);
+  });
+
+  test('check: a good config prints what would run, without secrets, exit 0', async () => {
+    const file = writeConfig(`
+admin: { token: "\${TOKEN}" }
+upstreams: { api: { servers: [127.0.0.1:9001, 127.0.0.1:9002], balance: least_conn } }
+listeners: [{ name: pg, protocol: tcp, listen: 127.0.0.1:6432, upstream: api }]
+`);
+    const r = await runCli(['check', '-c', file], { TOKEN: 'super-secret-token' });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /listener pg: tcp 127\.0\.0\.1:6432 -> api/);
+    assert.match(r.stdout, /upstream api: least_conn, 127\.0\.0\.1:9001 127\.0\.0\.1:9002/);
+    assert.match(r.stdout, /token set/);
+    assert.doesNotMatch(r.stdout + r.stderr, /super-secret-token/);
+  });
+
+  test('a missing config file is exit 1 with a coded message; run refuses an invalid config with exit 1', async () => {
+    const r = await runCli(['check', '-c', '/nonexistent/zipline.yaml']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /ZL_CONFIG_READ: cannot read \/nonexistent\/zipline\.yaml/);
+    const bad = writeConfig('listeners: [{ protocol: tcp, listen: 127.0.0.1:0, upstream: nope }]\n');
+    const run = await runCli(['run', '-c', bad]);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /upstream "nope" is not defined/);
+  });
+
+  test('an address in use is exit 3', async () => {
+    const { createServer } = await import('node:net');
+    const s = createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => s.once('listening', r));
+    const p = (s.address() as { port: number }).port;
+    const file = writeConfig(`
+admin: { listen: 127.0.0.1:0 }
+upstreams: { a: { servers: [127.0.0.1:1] } }
+listeners: [{ protocol: tcp, listen: 127.0.0.1:${p}, upstream: a }]
+`);
+    const r = await runCli(['run', '-c', file]);
+    s.close();
+    assert.equal(r.code, 3);
+    assert.match(r.stderr, /ZL_LISTEN_FAILED/);
+  });
+
+  test('version, help, and usage errors', async () => {
+    const v = await runCli(['version']);
+    assert.equal(v.code, 0);
+    assert.match(v.stdout, /^zipline \d+\.\d+\.\d+ \(node v20/);
+    const h = await runCli(['help']);
+    assert.equal(h.code, 0);
+    assert.match(h.stdout, /run \[options\]/);
+    assert.match(h.stdout, /check \[options\]/);
+    const sub = await runCli(['run', '--help']);
+    assert.equal(sub.code, 0);
+    assert.match(sub.stdout, /--config <file>/);
+    const bad = await runCli(['run', '--no-such-flag']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /unknown option/);
+    const cmd = await runCli(['frobnicate']);
+    assert.equal(cmd.code, 2);
+  });
+});

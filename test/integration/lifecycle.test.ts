@@ -1,0 +1,182 @@
+/** The real `zipline run` process: reload under load (SIGHUP, POST /reload) and graceful drain. */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
+import type { Server, Socket } from 'node:net';
+import { describe, test } from 'node:test';
+import { closed, closeServer, dial, port, readAll, tcpEcho } from '../helpers/net.js';
+import { spawnZipline } from '../helpers/zipline.js';
+
+function config(a: number, b: number, balance: string, extraListener = ''): string {
+  return `
+admin: { listen: 127.0.0.1:0 }
+log: { access: off }
+drain_timeout: 10s
+upstreams:
+  up: { balance: ${balance}, servers: [127.0.0.1:${a}, 127.0.0.1:${b}] }
+listeners:
+  - { name: main, protocol: tcp, listen: 127.0.0.1:0, upstream: up }
+${extraListener}
+`;
+}
+
+/** A client that streams and checks its echo until stopped. */
+class Streamer {
+  sent = 0;
+  received = 0;
+  error: Error | null = null;
+  private stopping = false;
+  private readonly chunk = Buffer.alloc(16 * 1024, 0x61);
+  constructor(readonly socket: Socket) {
+    socket.on('data', (d: Buffer) => {
+      this.received += d.length;
+    });
+    socket.on('error', (e) => {
+      this.error = e;
+    });
+    this.pump();
+  }
+  private pump(): void {
+    while (!this.stopping && this.sent - this.received < 256 * 1024) {
+      this.sent += this.chunk.length;
+      if (!this.socket.write(this.chunk)) return void this.socket.once('drain', () => this.pump());
+    }
+    if (!this.stopping) setImmediate(() => this.pump());
+  }
+  async finish(): Promise<void> {
+    this.stopping = true;
+    this.socket.end();
+    await once(this.socket, 'end');
+  }
+}
+
+describe('lifecycle', () => {
+  test('SIGHUP under load: 50 streaming connections survive a reload that adds a listener and changes the balancer', async () => {
+    const a = await tcpEcho();
+    const b = await tcpEcho();
+    const z = await spawnZipline(config(port(a), port(b), 'round_robin'));
+    try {
+      const main = await z.listener('main');
+      const streams: Streamer[] = [];
+      for (let i = 0; i < 50; i++) streams.push(new Streamer(await dial(main)));
+      const before = streams.reduce((n, s) => n + s.received, 0);
+      writeFileSync(
+        z.configFile,
+        config(
+          port(a),
+          port(b),
+          'least_conn',
+          '  - { name: extra, protocol: tcp, listen: 127.0.0.1:0, upstream: up }',
+        ),
+      );
+      z.proc.kill('SIGHUP');
+      await z.waitForLog(/"msg":"config reloaded"/);
+      const stats = await z.stats();
+      assert.equal(stats.upstreams.up?.balance, 'least_conn');
+      const extra = await z.listener('extra');
+      const c = await dial(extra);
+      c.end('via the new listener');
+      assert.equal((await readAll(c)).toString(), 'via the new listener');
+      // the old connections kept flowing across the reload
+      const mid = streams.reduce((n, s) => n + s.received, 0);
+      await new Promise<void>((resolve) => {
+        const check = (): void => {
+          if (
+            streams.every((s) => s.received > 0) &&
+            streams.reduce((n, s) => n + s.received, 0) > mid + 50 * 65536
+          )
+            resolve();
+          else setTimeout(check, 20);
+        };
+        check();
+      });
+      await Promise.all(streams.map((s) => s.finish()));
+      for (const s of streams) {
+        assert.equal(s.error, null);
+        assert.equal(s.received, s.sent, 'every byte echoed');
+      }
+      assert.ok(mid > before);
+      assert.equal(await z.listener('main'), main, 'the unchanged listener kept its socket');
+
+      // a broken config is refused and reported; the old one keeps running
+      writeFileSync(z.configFile, 'upstreams: { up: { servers: [nope] } }\nlisteners: 7\n');
+      z.proc.kill('SIGHUP');
+      const refusedLine = await z.waitForLog(/"msg":"reload refused/);
+      assert.match(refusedLine, /servers\[0\]/);
+      const res = await fetch(`${z.admin}reload`, { method: 'POST' });
+      assert.equal(res.status, 422);
+      const body = (await res.json()) as { result: string; errors: string[] };
+      assert.equal(body.result, 'refused');
+      assert.ok(
+        body.errors.some((e) => /^listeners \(line 2:1\)/.test(e)),
+        body.errors.join('\n'),
+      );
+      const again = await dial(main);
+      again.end('still here');
+      assert.equal((await readAll(again)).toString(), 'still here');
+      // and a good one via POST /reload reports what changed
+      writeFileSync(z.configFile, config(port(a), port(b), 'p2c'));
+      const ok = (await (await fetch(`${z.admin}reload`, { method: 'POST' })).json()) as {
+        result: string;
+        listeners: { removed: string[] };
+        upstreams: { changed: string[] };
+      };
+      assert.equal(ok.result, 'applied');
+      assert.deepEqual(ok.listeners.removed, ['extra']);
+      assert.deepEqual(ok.upstreams.changed, ['up']);
+    } finally {
+      await z.stop();
+      await closeServer(a);
+      await closeServer(b);
+    }
+  });
+
+  test('SIGTERM drains: no new connections, open ones finish, then exit 0', async () => {
+    const a: Server = await tcpEcho();
+    const z = await spawnZipline(
+      config(port(a), port(a) + 0, 'round_robin').replace(
+        /servers: \[[^\]]+\]/,
+        `servers: [127.0.0.1:${port(a)}]`,
+      ),
+    );
+    try {
+      const main = await z.listener('main');
+      const open = await dial(main);
+      open.write('before');
+      await once(open, 'data');
+      z.proc.kill('SIGTERM');
+      await z.waitForLog(/"msg":"draining"/);
+      await assert.rejects(dial(main), /ECONNREFUSED/, 'the listener is closed');
+      open.write('during');
+      const [echoed] = (await once(open, 'data')) as [Buffer];
+      assert.equal(echoed.toString(), 'during', 'open connections keep working while draining');
+      assert.equal(z.proc.exitCode, null, 'still running while a connection is open');
+      open.end();
+      await closed(open);
+      assert.equal(await z.exited, 0, 'exits by itself once the last connection is gone');
+    } finally {
+      await closeServer(a);
+    }
+  });
+
+  test('drain_timeout bounds the drain: a connection that never ends is closed, exit 0', async () => {
+    const a = await tcpEcho();
+    const z = await spawnZipline(
+      config(port(a), port(a), 'round_robin')
+        .replace('drain_timeout: 10s', 'drain_timeout: 300ms')
+        .replace(/servers: \[[^\]]+\]/, `servers: [127.0.0.1:${port(a)}]`),
+    );
+    try {
+      const open = await dial(await z.listener('main'));
+      const gone = closed(open);
+      const t0 = Date.now();
+      z.proc.kill('SIGTERM');
+      await gone;
+      assert.equal(await z.exited, 0);
+      assert.ok(Date.now() - t0 < 5000);
+      await z.waitForLog(/"msg":"drain timeout: closing what is left"/);
+    } finally {
+      await closeServer(a);
+    }
+  });
+});

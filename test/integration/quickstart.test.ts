@@ -1,0 +1,54 @@
+/** `npm start`'s quickstart as a new user meets it: the banner, then socat through the proxy. */
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ROOT } from '../helpers/zipline.js';
+
+function socat(args: string[], input: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = execFile('socat', args, { timeout: 10_000 }, (err, stdout) =>
+      err ? reject(err) : resolve(stdout),
+    );
+    p.stdin?.end(input);
+  });
+}
+
+test('quickstart: prints the admin URL, and socat echoes through the TCP and UDP listeners', async () => {
+  const qs = spawn(process.execPath, [join(ROOT, 'dist/scripts/quickstart.js')], {
+    env: {
+      ...process.env,
+      ZIPLINE_ADMIN_LISTEN: '127.0.0.1:0',
+      QUICKSTART_TCP_LISTEN: '127.0.0.1:0',
+      QUICKSTART_UDP_LISTEN: '127.0.0.1:0',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  try {
+    let out = '';
+    qs.stdout.setEncoding('utf8');
+    await new Promise<void>((resolve, reject) => {
+      qs.stdout.on('data', (c: string) => {
+        out += c;
+        if (/Ctrl-C/.test(out)) resolve();
+      });
+      qs.once('exit', (code) => reject(new Error(`quickstart exited ${code}: ${out}`)));
+    });
+    const admin = /admin \/ dashboard:\s+(http:\S+)/.exec(out)?.[1];
+    const tcp = /socat - (TCP:\S+)/.exec(out)?.[1];
+    const udp = /socat - (UDP:\S+)/.exec(out)?.[1];
+    assert.ok(admin && tcp && udp, out);
+    assert.equal((await fetch(`${admin}healthz`)).status, 200);
+    assert.equal(await socat(['-t', '2', '-', tcp], 'hello through zipline\n'), 'hello through zipline\n');
+    assert.equal(await socat(['-t', '2', '-', udp], 'udp hello\n'), 'udp hello\n');
+    const stats = (await (await fetch(`${admin}stats`)).json()) as {
+      upstreams: { echo: { servers: unknown[] } };
+    };
+    assert.equal(stats.upstreams.echo.servers.length, 2, 'two demo origins');
+  } finally {
+    qs.kill('SIGINT');
+    const [code] = (await once(qs, 'exit')) as [number | null];
+    assert.equal(code, 0, 'Ctrl-C drains and exits 0');
+  }
+});

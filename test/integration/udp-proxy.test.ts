@@ -1,0 +1,140 @@
+/** The UDP proxy on real loopback sockets. */
+import assert from 'node:assert/strict';
+import type { Socket as UdpSocket } from 'node:dgram';
+import { once } from 'node:events';
+import { after, describe, test } from 'node:test';
+import { port, splitAddress, udpClient, udpEcho, until } from '../helpers/net.js';
+import { startRuntime } from '../helpers/zipline.js';
+
+const sockets: UdpSocket[] = [];
+after(() => {
+  for (const s of sockets) s.close();
+});
+
+async function echo(): Promise<UdpSocket> {
+  const s = await udpEcho();
+  sockets.push(s);
+  return s;
+}
+async function client(): Promise<UdpSocket> {
+  const s = await udpClient();
+  sockets.push(s);
+  return s;
+}
+
+function config(servers: string[], udp: string): string {
+  return `
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 2s
+upstreams:
+  dns: { servers: [${servers.join(', ')}] }
+listeners:
+  - { name: u, protocol: udp, listen: 127.0.0.1:0, upstream: dns, udp: ${udp} }
+`;
+}
+
+async function ask(c: UdpSocket, to: string, msg: string): Promise<string> {
+  const [host, p] = splitAddress(to);
+  c.send(msg, p, host);
+  const [reply] = (await once(c, 'message')) as [Buffer];
+  return reply.toString();
+}
+
+describe('udp proxy', () => {
+  test('request/response; responses: 1 ends the session after one reply', async () => {
+    const e = await echo();
+    const z = await startRuntime(config([`127.0.0.1:${port(e)}`], '{ responses: 1, idle_timeout: 30s }'));
+    try {
+      const c = await client();
+      assert.equal(await ask(c, z.addr('u'), 'q1'), 'q1');
+      await until(() => z.access.length === 1, 'session to end after one response');
+      assert.equal(z.access[0]?.close, 'responses');
+      assert.equal(z.access[0]?.datagrams_out, 1);
+      assert.equal(await ask(c, z.addr('u'), 'q2'), 'q2', 'a new session for the next query');
+      await until(() => z.access.length === 2, 'second session to end');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('idle sessions expire', async () => {
+    const e = await echo();
+    const z = await startRuntime(config([`127.0.0.1:${port(e)}`], '{ idle_timeout: 200ms }'));
+    try {
+      const c = await client();
+      assert.equal(await ask(c, z.addr('u'), 'hi'), 'hi');
+      assert.equal(z.rt.listeners.get('u')?.activeCount(), 1);
+      const t0 = Date.now();
+      await until(() => z.access.length === 1, 'idle expiry', 5000);
+      assert.ok(Date.now() - t0 >= 100);
+      assert.equal(z.access[0]?.close, 'idle');
+      assert.equal(z.rt.listeners.get('u')?.activeCount(), 0);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('10,000 datagrams at a moderate rate arrive with no loss and in order', async () => {
+    const e = await echo();
+    const z = await startRuntime(config([`127.0.0.1:${port(e)}`], '{ idle_timeout: 30s }'));
+    try {
+      const c = await client();
+      const [host, p] = splitAddress(z.addr('u'));
+      const total = 10_000;
+      const window = 32; // at most this many in flight: a moderate rate, no buffer overruns
+      const received: number[] = [];
+      let sent = 0;
+      await new Promise<void>((resolve) => {
+        const send = (): void => {
+          while (sent < total && sent - received.length < window) {
+            const b = Buffer.alloc(64);
+            b.writeUInt32BE(sent++, 0);
+            c.send(b, p, host);
+          }
+        };
+        c.on('message', (m: Buffer) => {
+          received.push(m.readUInt32BE(0));
+          if (received.length === total) resolve();
+          else send();
+        });
+        send();
+      });
+      for (let i = 0; i < total; i++) assert.equal(received[i], i, `datagram ${i} out of order`);
+      assert.equal(z.rt.listeners.get('u')?.activeCount(), 1, 'one session for one client');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('sessions are balanced per client; the session cap drops (and counts) the excess', async () => {
+    const a = await echo();
+    const b = await echo();
+    const z = await startRuntime(
+      config([`127.0.0.1:${port(a)}`, `127.0.0.1:${port(b)}`], '{ idle_timeout: 30s, max_sessions: 2 }'),
+    );
+    try {
+      const c1 = await client();
+      const c2 = await client();
+      const c3 = await client();
+      assert.equal(await ask(c1, z.addr('u'), 'x'), 'x');
+      assert.equal(await ask(c2, z.addr('u'), 'y'), 'y');
+      const up = z.rt.upstreams.get('dns');
+      assert.deepEqual(
+        up?.endpoints.map((e) => e.total),
+        [1, 1],
+        'round robin per session',
+      );
+      const [host, p] = splitAddress(z.addr('u'));
+      c3.send('z', p, host);
+      const { metrics } = await import('../../src/metrics/catalog.js');
+      await until(
+        async () =>
+          (await metrics.udpDropped.get()).values.some((v) => v.labels.code === 'ZL_UDP_SESSION_LIMIT'),
+        'drop counted',
+      );
+      assert.equal(z.rt.listeners.get('u')?.activeCount(), 2);
+    } finally {
+      await z.stop();
+    }
+  });
+});
