@@ -19,4 +19,6 @@ export interface Listener {
   /** Closes every connection/session at once. */
   destroyAll(): void;
   stats(): Record<string, unknown>;
+  /** Brings counters kept off the hot path up to date (called before a metrics scrape). */
+  refreshMetrics(): void;
 }

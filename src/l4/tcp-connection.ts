@@ -36,6 +36,9 @@ export class TcpConnection {
   error: ErrorCode | null = null;
   readonly startedAt = Date.now();
   private openSockets = 1;
+  /** Idle bookkeeping for the listener's coarse sweep (no per-chunk timer work). */
+  lastActivity = -1;
+  idleMs = 0;
   private dial: Dial | null = null;
 
   constructor(
@@ -47,12 +50,17 @@ export class TcpConnection {
     this.client = client as ProxySocket;
     this.client[kConn] = this;
     this.client[kPeer] = null;
-    client.setTimeout(listener.settings.idleTimeoutMs);
     client.on('error', onSocketError);
     client.on('close', onSocketClose);
-    client.on('timeout', onSocketTimeout);
     this.dial = new Dial(upstream, hash, this);
     this.dial.start();
+  }
+
+  /** Bytes moved so far, both sockets, both directions: changes iff there was traffic. */
+  activity(): number {
+    const c = this.client;
+    const u = this.upstreamSocket;
+    return c.bytesRead + c.bytesWritten + (u === null ? 0 : u.bytesRead + u.bytesWritten);
   }
 
   get clientIp(): string {
@@ -77,10 +85,8 @@ export class TcpConnection {
     up[kConn] = this;
     up[kPeer] = this.client;
     this.client[kPeer] = up;
-    up.setTimeout(this.listener.settings.idleTimeoutMs);
     up.on('error', onSocketError);
     up.on('close', onSocketClose);
-    up.on('timeout', onSocketTimeout);
     for (const s of [this.client, up]) {
       s.on('data', onData);
       s.on('drain', onDrain);
@@ -160,12 +166,6 @@ function onSocketError(this: ProxySocket, err: NodeJS.ErrnoException): void {
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE') peer.resetAndDestroy();
     else peer.destroy();
   }
-}
-
-function onSocketTimeout(this: ProxySocket): void {
-  const conn = this[kConn];
-  // one idle clock for the pair (nginx `proxy_timeout`): both sockets time out on no traffic
-  conn.destroy('ZL_CLIENT_IDLE_TIMEOUT');
 }
 
 function onSocketClose(this: ProxySocket, hadError: boolean): void {

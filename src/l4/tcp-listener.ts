@@ -39,6 +39,8 @@ export class TcpListener implements Listener {
   private readonly rxCounter;
   private readonly txCounter;
   private readonly duration;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private sweepEveryMs = 0;
 
   constructor(
     cfg: TcpListenerConfig,
@@ -58,6 +60,7 @@ export class TcpListener implements Listener {
     this.server.on('connection', (socket) => this.onConnection(socket));
     this.server.on('drop', () => metrics.downstreamRejected.labels(name, 'ZL_LISTENER_OVER_LIMIT').inc());
     this.server.on('error', (err) => ctx.log.error({ listener: name, err }, 'listener error'));
+    this.scheduleSweep();
   }
 
   start(): Promise<void> {
@@ -90,9 +93,42 @@ export class TcpListener implements Listener {
     this.source = cfg;
     this.settings = compile(cfg);
     this.server.maxConnections = this.settings.maxConnections;
+    this.scheduleSweep();
+  }
+
+  /**
+   * Idle timeout without per-chunk timer work: a coarse sweep every idle/4 (at most 1 s) compares
+   * each connection's byte counters with the previous sweep; a connection whose counters have not
+   * moved for `client_idle` is closed. Precision: between idle and idle + one sweep period.
+   */
+  private scheduleSweep(): void {
+    const idle = this.settings.idleTimeoutMs;
+    const every = idle === 0 ? 0 : Math.max(10, Math.min(1000, Math.floor(idle / 4)));
+    if (every === this.sweepEveryMs && (this.sweepTimer !== null || every === 0)) return;
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    this.sweepEveryMs = every;
+    if (every === 0) return;
+    this.sweepTimer = setInterval(() => this.sweep(every), every);
+    this.sweepTimer.unref();
+  }
+
+  private sweep(elapsedMs: number): void {
+    const idle = this.settings.idleTimeoutMs;
+    if (idle === 0) return;
+    for (const conn of this.connections) {
+      const a = conn.activity();
+      if (a !== conn.lastActivity) {
+        conn.lastActivity = a;
+        conn.idleMs = 0;
+      } else if ((conn.idleMs += elapsedMs) >= idle) {
+        conn.destroy('ZL_CLIENT_IDLE_TIMEOUT');
+      }
+    }
   }
 
   stopAccepting(): Promise<void> {
+    // the sweep keeps running for the connections that remain; it is unref'd
     return new Promise((resolve) => {
       if (!this.server.listening) return resolve();
       this.server.close(() => resolve());
@@ -129,6 +165,10 @@ export class TcpListener implements Listener {
 
   onConnectionClosed(conn: TcpConnection): void {
     if (!this.connections.delete(conn)) return;
+    if (this.connections.size === 0 && !this.server.listening && this.sweepTimer !== null) {
+      clearInterval(this.sweepTimer); // a retired listener's last connection: nothing left to sweep
+      this.sweepTimer = null;
+    }
     this.activeGauge.dec();
     const c = conn.client;
     const seconds = (Date.now() - conn.startedAt) / 1000;
@@ -153,6 +193,10 @@ export class TcpListener implements Listener {
         error: conn.error,
       });
     }
+  }
+
+  refreshMetrics(): void {
+    // TCP byte counters are added when a connection ends (socket.bytesRead/bytesWritten)
   }
 
   stats(): Record<string, unknown> {

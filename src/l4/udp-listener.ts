@@ -44,6 +44,7 @@ export class UdpListener implements Listener {
   readonly socket: Socket;
   private readonly sessions = new Map<string, UdpSession>();
   private accepting = true;
+  private sweepTimer: NodeJS.Timeout | null = null;
   readonly m;
 
   constructor(
@@ -67,6 +68,7 @@ export class UdpListener implements Listener {
     };
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.socket.on('error', (err) => ctx.log.warn({ listener: name, err }, 'udp listener error'));
+    this.scheduleSweep();
   }
 
   start(): Promise<void> {
@@ -100,8 +102,10 @@ export class UdpListener implements Listener {
   }
 
   update(cfg: UdpListenerConfig): void {
+    const idleChanged = cfg.udp.idle_timeout !== this.settings.idleTimeoutMs;
     this.source = cfg;
     this.settings = compile(cfg);
+    if (idleChanged) this.scheduleSweep();
   }
 
   /**
@@ -125,6 +129,8 @@ export class UdpListener implements Listener {
 
   private closeIfIdle(): void {
     if (!this.accepting && this.sessions.size === 0) {
+      if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+      this.sweepTimer = null;
       try {
         this.socket.close();
       } catch {
@@ -161,8 +167,6 @@ export class UdpListener implements Listener {
       this.m.total.inc();
       this.m.active.inc();
     }
-    this.m.rx.inc();
-    this.m.bytesRx.inc(msg.length);
     session.fromClient(msg);
   }
 
@@ -172,8 +176,6 @@ export class UdpListener implements Listener {
 
   /** Sends a reply from the listening socket to the session's client. */
   reply(session: UdpSession, msg: Buffer): void {
-    this.m.tx.inc();
-    this.m.bytesTx.inc(msg.length);
     this.socket.send(msg, session.clientPort, session.clientIp);
   }
 
@@ -181,6 +183,7 @@ export class UdpListener implements Listener {
     if (this.sessions.get(session.key) !== session) return;
     this.sessions.delete(session.key);
     this.m.active.dec();
+    this.report(session);
     const seconds = (Date.now() - session.startedAt) / 1000;
     this.m.duration.observe(seconds);
     if (session.error !== null) {
@@ -208,6 +211,47 @@ export class UdpListener implements Listener {
       });
     }
     this.closeIfIdle();
+  }
+
+  /** Adds what a session moved since the last report to the counters (scrape, close). */
+  private report(s: UdpSession): void {
+    const r = s.reported;
+    this.m.rx.inc(s.datagramsIn - r.dIn);
+    this.m.tx.inc(s.datagramsOut - r.dOut);
+    this.m.bytesRx.inc(s.bytesIn - r.bIn);
+    this.m.bytesTx.inc(s.bytesOut - r.bOut);
+    r.dIn = s.datagramsIn;
+    r.dOut = s.datagramsOut;
+    r.bIn = s.bytesIn;
+    r.bOut = s.bytesOut;
+  }
+
+  /** Brings the datagram and byte counters up to date (before a metrics scrape). */
+  refreshMetrics(): void {
+    for (const s of this.sessions.values()) this.report(s);
+  }
+
+  /**
+   * Idle expiry by a coarse sweep every idle/4 (at most 1 s): a session whose datagram counters
+   * have not moved for `idle_timeout` ends. Precision: idle … idle + one sweep period.
+   */
+  private scheduleSweep(): void {
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    const every = Math.max(10, Math.min(1000, Math.floor(this.settings.idleTimeoutMs / 4)));
+    this.sweepTimer = setInterval(() => this.sweep(every), every);
+    this.sweepTimer.unref();
+  }
+
+  private sweep(elapsedMs: number): void {
+    for (const s of [...this.sessions.values()]) {
+      const a = s.activity();
+      if (a !== s.lastActivity) {
+        s.lastActivity = a;
+        s.idleMs = 0;
+      } else if ((s.idleMs += elapsedMs) >= this.settings.idleTimeoutMs) {
+        s.close(null, 'idle');
+      }
+    }
   }
 
   stats(): Record<string, unknown> {

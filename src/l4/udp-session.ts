@@ -1,6 +1,8 @@
 /**
- * One UDP session: a client address, its own connected upstream socket, counters, and the idle
- * timer. States: `connecting` (datagrams queued, at most `max_queue`) → `open` → `closed`.
+ * One UDP session: a client address, its own connected upstream socket and its counters.
+ * States: `connecting` (datagrams queued, at most `max_queue`) → `open` → `closed`.
+ * Per datagram only plain fields change; the listener's sweep reads them for idle expiry and
+ * metrics (no timer refresh, no metric call per datagram).
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
@@ -23,8 +25,12 @@ export class UdpSession {
   bytesIn = 0;
   bytesOut = 0;
   dropped = 0;
+  /** Counter values already added to the listener's metrics. */
+  reported = { dIn: 0, dOut: 0, bIn: 0, bOut: 0 };
+  /** Idle bookkeeping for the listener's sweep. */
+  lastActivity = 0;
+  idleMs = 0;
   private queue: Buffer[] = [];
-  private readonly timer: NodeJS.Timeout;
 
   constructor(
     private readonly listener: UdpListener,
@@ -47,12 +53,15 @@ export class UdpSession {
       this.queue = [];
       for (const msg of queued) this.send(msg);
     });
-    this.timer = setTimeout(onIdle, listener.settings.idleTimeoutMs, this);
+  }
+
+  /** Datagrams either way so far: changes iff there was traffic. */
+  activity(): number {
+    return this.datagramsIn + this.datagramsOut;
   }
 
   fromClient(msg: Buffer): void {
     if (this.state === 'closed') return;
-    this.timer.refresh();
     this.datagramsIn++;
     this.bytesIn += msg.length;
     if (this.state === 'connecting') {
@@ -73,7 +82,6 @@ export class UdpSession {
 
   private fromUpstream(msg: Buffer): void {
     if (this.state === 'closed') return;
-    this.timer.refresh();
     this.datagramsOut++;
     this.bytesOut += msg.length;
     this.listener.reply(this, msg);
@@ -94,7 +102,6 @@ export class UdpSession {
     this.state = 'closed';
     this.error = error;
     this.closeReason = reason;
-    clearTimeout(this.timer);
     this.queue = [];
     this.upstream.release(this.endpoint);
     try {
@@ -104,8 +111,4 @@ export class UdpSession {
     }
     this.listener.onSessionClosed(this);
   }
-}
-
-function onIdle(session: UdpSession): void {
-  session.close(null, 'idle');
 }

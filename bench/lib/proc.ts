@@ -1,0 +1,91 @@
+/** Process plumbing for benchmarks: pinned child processes, CPU accounting, ports, tools. */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+
+export function have(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as { port: number };
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** Starts `cmd` pinned to one CPU (when taskset exists). */
+export function pinned(
+  cpu: number,
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): ChildProcess {
+  const [file, argv] = have('taskset') ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args];
+  return spawn(file, argv, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** Runs `cmd` pinned and returns its stdout. */
+export function runPinned(cpu: number, cmd: string, args: string[]): string {
+  const [file, argv] = have('taskset') ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args];
+  return execFileSync(file, argv, { encoding: 'utf8', timeout: 300_000 });
+}
+
+export async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`port ${port} did not open`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const TICK_S = 0.01; // USER_HZ is 100 on Linux
+
+/** user+system CPU seconds of a process and all its descendants. */
+export function cpuSeconds(pid: number): number {
+  let ticks = 0;
+  const visit = (p: number): void => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+      for (const t of readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/)) {
+        if (t) visit(Number(t));
+      }
+    } catch {
+      // the process ended
+    }
+  };
+  visit(pid);
+  return ticks * TICK_S;
+}
+
+export function stop(p: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (p.exitCode !== null || p.signalCode !== null) return resolve();
+    p.once('exit', () => resolve());
+    p.kill('SIGKILL');
+  });
+}
+
+export function machineLine(): string {
+  const cpu = existsSync('/proc/cpuinfo')
+    ? (/model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown cpu')
+    : 'unknown cpu';
+  return `${cpu}, ${execFileSync('nproc', { encoding: 'utf8' }).trim()} cores, Linux ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()}, Node ${process.version}`;
+}

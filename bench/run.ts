@@ -1,0 +1,41 @@
+/**
+ * `npm run bench -- SUITE`: runs a benchmark suite and writes bench/results/DATE-SUITE.md, and
+ * the latest summary into bench/README.md between the suite's markers. Never part of `npm test`.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runL4 } from './l4.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const SUITES: Record<string, (root: string) => Promise<string>> = { l4: runL4 };
+
+const names = process.argv.slice(2).filter((a) => a !== '--');
+const chosen = names.length > 0 ? names : Object.keys(SUITES);
+for (const name of chosen) {
+  const suite = SUITES[name];
+  if (suite === undefined) {
+    process.stderr.write(`unknown suite ${name}; suites: ${Object.keys(SUITES).join(', ')}\n`);
+    process.exit(2);
+  }
+  const markdown = await suite(root);
+  mkdirSync(join(root, 'bench/results'), { recursive: true });
+  const file = join(root, 'bench/results', `${new Date().toISOString().slice(0, 10)}-${name}.md`);
+  writeFileSync(file, `# zipline benchmark: ${name}\n\n${markdown}`);
+  updateReadme(name, markdown);
+  process.stdout.write(`${markdown}\nwritten to ${file}\n`);
+}
+
+function updateReadme(name: string, markdown: string): void {
+  const readme = join(root, 'bench/README.md');
+  const begin = `<!-- bench:${name}:begin -->`;
+  const end = `<!-- bench:${name}:end -->`;
+  const text = existsSync(readme) ? readFileSync(readme, 'utf8') : '# Benchmarks\n';
+  const block = `${begin}\n${markdown}\n${end}`;
+  const i = text.indexOf(begin);
+  const j = text.indexOf(end);
+  writeFileSync(
+    readme,
+    i >= 0 && j > i ? text.slice(0, i) + block + text.slice(j + end.length) : `${text}\n${block}\n`,
+  );
+}
