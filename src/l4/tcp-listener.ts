@@ -10,6 +10,7 @@ import { formatHostPort, parseHostPort } from '../config/units.js';
 import { ERROR_CATALOG, ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { L4Context } from './context.js';
+import { sweepIdle, sweepPeriod } from './idle-sweep.js';
 import type { Listener } from './listener.js';
 import { TcpConnection } from './tcp-connection.js';
 
@@ -96,14 +97,9 @@ export class TcpListener implements Listener {
     this.scheduleSweep();
   }
 
-  /**
-   * Idle timeout without per-chunk timer work: a coarse sweep every idle/4 (at most 1 s) compares
-   * each connection's byte counters with the previous sweep; a connection whose counters have not
-   * moved for `client_idle` is closed. Precision: between idle and idle + one sweep period.
-   */
+  /** `client_idle` by a coarse sweep over the connections' byte counters (see idle-sweep.ts). */
   private scheduleSweep(): void {
-    const idle = this.settings.idleTimeoutMs;
-    const every = idle === 0 ? 0 : Math.max(10, Math.min(1000, Math.floor(idle / 4)));
+    const every = sweepPeriod(this.settings.idleTimeoutMs);
     if (every === this.sweepEveryMs && (this.sweepTimer !== null || every === 0)) return;
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
@@ -115,16 +111,7 @@ export class TcpListener implements Listener {
 
   private sweep(elapsedMs: number): void {
     const idle = this.settings.idleTimeoutMs;
-    if (idle === 0) return;
-    for (const conn of this.connections) {
-      const a = conn.activity();
-      if (a !== conn.lastActivity) {
-        conn.lastActivity = a;
-        conn.idleMs = 0;
-      } else if ((conn.idleMs += elapsedMs) >= idle) {
-        conn.destroy('ZL_CLIENT_IDLE_TIMEOUT');
-      }
-    }
+    if (idle > 0) sweepIdle(this.connections, elapsedMs, idle, expireConnection);
   }
 
   stopAccepting(): Promise<void> {
@@ -212,4 +199,8 @@ export class TcpListener implements Listener {
 /** nginx stream `$status` style: 200 ok, 502/503/504 upstream side, 499/408 client side. */
 function statusOf(code: keyof typeof ERROR_CATALOG): number {
   return ERROR_CATALOG[code].status || 500;
+}
+
+function expireConnection(conn: TcpConnection): void {
+  conn.destroy('ZL_CLIENT_IDLE_TIMEOUT');
 }

@@ -15,6 +15,7 @@ import { formatHostPort, parseHostPort } from '../config/units.js';
 import { ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { L4Context } from './context.js';
+import { sweepIdle, sweepPeriod } from './idle-sweep.js';
 import type { Listener } from './listener.js';
 import { UdpSession } from './udp-session.js';
 
@@ -231,27 +232,18 @@ export class UdpListener implements Listener {
     for (const s of this.sessions.values()) this.report(s);
   }
 
-  /**
-   * Idle expiry by a coarse sweep every idle/4 (at most 1 s): a session whose datagram counters
-   * have not moved for `idle_timeout` ends. Precision: idle … idle + one sweep period.
-   */
+  /** `udp.idle_timeout` by a coarse sweep over the sessions' datagram counters (see idle-sweep.ts). */
   private scheduleSweep(): void {
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
-    const every = Math.max(10, Math.min(1000, Math.floor(this.settings.idleTimeoutMs / 4)));
+    this.sweepTimer = null;
+    const every = sweepPeriod(this.settings.idleTimeoutMs);
+    if (every === 0) return; // idle_timeout: 0 — sessions end by responses or errors only
     this.sweepTimer = setInterval(() => this.sweep(every), every);
     this.sweepTimer.unref();
   }
 
   private sweep(elapsedMs: number): void {
-    for (const s of [...this.sessions.values()]) {
-      const a = s.activity();
-      if (a !== s.lastActivity) {
-        s.lastActivity = a;
-        s.idleMs = 0;
-      } else if ((s.idleMs += elapsedMs) >= this.settings.idleTimeoutMs) {
-        s.close(null, 'idle');
-      }
-    }
+    sweepIdle(this.sessions.values(), elapsedMs, this.settings.idleTimeoutMs, expireSession);
   }
 
   stats(): Record<string, unknown> {
@@ -262,4 +254,8 @@ export class UdpListener implements Listener {
       sessions: this.sessions.size,
     };
   }
+}
+
+function expireSession(session: UdpSession): void {
+  session.close(null, 'idle');
 }

@@ -1,0 +1,37 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { type IdleTracked, sweepIdle, sweepPeriod } from '../../src/l4/idle-sweep.js';
+
+class Item implements IdleTracked {
+  lastActivity = -1;
+  idleMs = 0;
+  count = 0;
+  activity(): number {
+    return this.count;
+  }
+}
+
+test('sweepIdle expires only items without traffic for the whole idle timeout', () => {
+  const busy = new Item();
+  const quiet = new Item();
+  const items = new Set([busy, quiet]);
+  const expired: Item[] = [];
+  const expire = (i: Item): void => {
+    expired.push(i);
+    items.delete(i); // removal during the sweep is allowed
+  };
+  for (let t = 0; t < 5; t++) {
+    busy.count++;
+    sweepIdle(items, 100, 300, expire);
+  }
+  assert.deepEqual(expired, [quiet], 'quiet expired after 300 ms without activity; busy never');
+  assert.equal(quiet.idleMs, 300);
+  assert.equal(busy.idleMs, 0);
+});
+
+test('sweepPeriod: idle/4 within [10 ms, 1 s]; 0 disables', () => {
+  assert.equal(sweepPeriod(0), 0);
+  assert.equal(sweepPeriod(20), 10);
+  assert.equal(sweepPeriod(2000), 500);
+  assert.equal(sweepPeriod(600_000), 1000);
+});
