@@ -171,7 +171,14 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
     }
     return { ok: false, issues };
   }
-  const raw: unknown = doc.toJS() ?? {};
+  let raw: unknown;
+  try {
+    // throws on unresolved aliases and on alias expansion beyond maxAliasCount (billion laughs)
+    raw = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (err) {
+    issues.push({ path: '(yaml)', line: 1, col: 1, message: (err as Error).message });
+    return { ok: false, issues };
+  }
   const badEnvPaths = new Set<string>();
   const data = interpolate(raw, env, (path, message) => {
     badEnvPaths.add(formatPath(path));

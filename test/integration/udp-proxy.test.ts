@@ -138,3 +138,22 @@ describe('udp proxy', () => {
     }
   });
 });
+
+describe('udp proxy faults', () => {
+  test('ICMP port unreachable from the server ends the session with a coded error', async () => {
+    const { refusedPort } = await import('../helpers/net.js');
+    const dead = await refusedPort(); // nothing listens on this UDP port either
+    const z = await startRuntime(config([`127.0.0.1:${dead}`], '{ idle_timeout: 30s }'));
+    try {
+      const c = await client();
+      const [host, p] = splitAddress(z.addr('u'));
+      c.send('anyone?', p, host);
+      await until(() => z.access.length === 1, 'the session to end on ICMP unreachable');
+      assert.equal(z.access[0]?.error, 'ZL_UPSTREAM_CONNECT_REFUSED');
+      assert.equal(z.access[0]?.close, 'error');
+      assert.equal(z.rt.listeners.get('u')?.activeCount(), 0);
+    } finally {
+      await z.stop();
+    }
+  });
+});

@@ -145,3 +145,15 @@ test('YAML syntax errors and duplicate keys are located', () => {
   assert.match(issues('upstreams:\n  a: [\n')[0] as string, /\(line \d+:\d+\)/);
   assert.match(issues('drain_timeout: 1s\ndrain_timeout: 2s\n')[0] as string, /line 2:1/);
 });
+
+test('regression (found by the fuzzer): an unresolved alias or an alias bomb is an issue, not a crash', () => {
+  assert.match(issues('drain_timeout: *nope\n')[0] as string, /^\(yaml\) \(line 1:1\): .*alias/i);
+  const bomb = [
+    'a: &a ["x","x","x","x","x","x","x","x","x","x"]',
+    'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]',
+    'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]',
+    'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]',
+    'e: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]',
+  ].join('\n');
+  assert.match(issues(bomb)[0] as string, /^\(yaml\) /);
+});
