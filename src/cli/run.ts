@@ -27,7 +27,7 @@ export async function runCommand(file: string): Promise<number> {
   process.on('uncaughtException', (err) => {
     // A bug must not take every connection down with it: log loudly, count, keep serving.
     log.error({ err, code: 'ZL_INTERNAL' }, 'uncaught exception');
-    metrics.connectionErrors.labels('process', 'ZL_INTERNAL').inc();
+    metrics.internalErrors.inc();
   });
   try {
     await runtime.start();

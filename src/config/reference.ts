@@ -51,7 +51,7 @@ export const CONFIG_REFERENCE = {
   },
   'upstreams.*.resolve_interval': {
     default: '30s',
-    doc: 'How often server host names are resolved again; added/removed addresses join/leave the pool, keeping the state of the others. `0` resolves once.',
+    doc: 'How often server host names are resolved again; added/removed addresses join/leave the pool, keeping the state of the others. `0` resolves once. A lookup slower than 5 s counts as failed; a failed one keeps the last good addresses.',
   },
   'upstreams.*.servers': {
     doc: 'Servers as `host:port` strings or objects. A host name becomes one endpoint per resolved address.',

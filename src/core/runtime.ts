@@ -57,6 +57,8 @@ export class Runtime {
   readonly startedAt = Date.now();
   generation = 1;
   private draining = false;
+  /** True once every listener of the first config is bound. */
+  private started = false;
   private drainPromise: Promise<void> | null = null;
   private readonly ctx: L4Context;
 
@@ -92,6 +94,7 @@ export class Runtime {
     for (const l of this.listeners.values()) {
       this.log.info({ listener: l.name, protocol: l.protocol, address: l.address() }, 'listening');
     }
+    this.started = true;
   }
 
   private addUpstream(name: string, cfg: ValidConfig['upstreams'][string]): Upstream {
@@ -228,6 +231,7 @@ export class Runtime {
 
   readiness(): { ready: boolean; reasons: string[] } {
     const reasons: string[] = [];
+    if (!this.started) reasons.push('starting: listeners are not all bound yet');
     if (this.draining) reasons.push('draining');
     const now = Date.now();
     for (const [name, up] of this.upstreams)

@@ -139,6 +139,11 @@ export const metrics = {
     'result',
   ]),
   draining: gauge('zipline_draining', '1 while the process drains before exit.', []),
+  internalErrors: counter(
+    'zipline_internal_errors_total',
+    'Uncaught exceptions (bugs); each is logged with its stack.',
+    [],
+  ),
 } as const;
 
 export function renderMetricsDoc(): string {

@@ -28,6 +28,8 @@ export interface UpstreamOptions {
 }
 
 const NO_TRIED: readonly Endpoint[] = Object.freeze([]);
+/** A resolution slower than this counts as failed (the last good addresses stay). */
+export const RESOLVE_TIMEOUT_MS = 5000;
 
 export class Upstream {
   settings: UpstreamSettings;
@@ -155,7 +157,18 @@ export class Upstream {
       return Promise.resolve();
     }
     return new Promise((resolve) => {
+      // getaddrinfo can hang for resolv.conf's whole retry budget: bound it, keep what we had
+      let done = false;
+      const timer = setTimeout(() => {
+        done = true;
+        metrics.dnsResolutions.labels(this.name, 'timeout').inc();
+        this.log.warn({ upstream: this.name, server: spec.server }, 'DNS resolution timed out');
+        resolve();
+      }, RESOLVE_TIMEOUT_MS);
       this.lookup(spec.host, (err, addresses) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
         if (err !== null || addresses.length === 0) {
           metrics.dnsResolutions.labels(this.name, 'failure').inc();
           // keep what we had: a DNS outage must not empty a working pool

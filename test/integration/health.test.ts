@@ -160,3 +160,24 @@ upstreams:
     }
   });
 });
+
+describe('DNS timeouts', () => {
+  test('a lookup that never answers does not block start-up; it times out and is counted', async (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    const { Upstream, RESOLVE_TIMEOUT_MS } = await import('../../src/upstream/upstream.js');
+    const { compileUpstream } = await import('../../src/upstream/settings.js');
+    const { loadConfigText } = await import('../../src/config/load.js');
+    const { pino } = await import('pino');
+    const r = loadConfigText('upstreams: { up: { servers: [hang.test:1], resolve_interval: "0" } }\n', {});
+    assert.ok(r.ok);
+    const cfg = r.config.upstreams.up;
+    assert.ok(cfg);
+    const up = new Upstream(compileUpstream('up', cfg), { log: pino({ level: 'silent' }), lookup: () => {} });
+    const started = up.start();
+    t.mock.timers.tick(RESOLVE_TIMEOUT_MS);
+    await started;
+    assert.equal(up.endpoints.length, 0);
+    assert.equal(up.isReady(), false);
+    up.close();
+  });
+});
