@@ -168,6 +168,10 @@ export const CONFIG_REFERENCE = {
     default: 10000,
     doc: 'tcp: connections beyond this are accepted and closed at once (counted).',
   },
+  'listeners[].splice': {
+    default: 'auto',
+    doc: 'tcp: `auto` moves established connections to the native splice pump (Linux, when built at install: bytes never enter JavaScript, as HAProxy `option splice-auto`); `off` keeps the JavaScript pump. Behaviour is the same either way.',
+  },
   'listeners[].udp': { doc: 'UDP session settings.' },
   'listeners[].udp.responses': {
     default: 0,

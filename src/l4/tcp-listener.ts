@@ -18,6 +18,8 @@ export interface TcpListenerSettings {
   readonly upstream: string;
   readonly idleTimeoutMs: number;
   readonly maxConnections: number;
+  /** Use the native splice pump when it is available. */
+  readonly splice: boolean;
 }
 
 function compile(cfg: TcpListenerConfig): TcpListenerSettings {
@@ -25,6 +27,7 @@ function compile(cfg: TcpListenerConfig): TcpListenerSettings {
     upstream: cfg.upstream,
     idleTimeoutMs: cfg.timeouts.client_idle,
     maxConnections: cfg.limits.max_connections,
+    splice: cfg.splice === 'auto',
   });
 }
 
@@ -159,8 +162,10 @@ export class TcpListener implements Listener {
     this.activeGauge.dec();
     const c = conn.client;
     const seconds = (Date.now() - conn.startedAt) / 1000;
-    this.rxCounter.inc(c.bytesRead);
-    this.txCounter.inc(c.bytesWritten);
+    const bytesIn = conn.bytesIn();
+    const bytesOut = conn.bytesOut();
+    this.rxCounter.inc(bytesIn);
+    this.txCounter.inc(bytesOut);
     this.duration.observe(seconds);
     if (conn.error !== null) metrics.connectionErrors.labels(this.name, conn.error).inc();
     if (this.ctx.accessLog.enabled) {
@@ -174,9 +179,10 @@ export class TcpListener implements Listener {
         upstream: this.settings.upstream,
         upstream_addr: conn.endpoint?.address ?? null,
         attempts: conn.attempts,
+        pump: conn.pump,
         response_time: seconds,
-        bytes_in: c.bytesRead,
-        bytes_out: c.bytesWritten,
+        bytes_in: bytesIn,
+        bytes_out: bytesOut,
         error: conn.error,
       });
     }

@@ -92,6 +92,8 @@ export class Dial {
     this.startedAt = performance.now();
     const socket = connect({ host: e.ip, port: e.port, noDelay: true, allowHalfOpen: true, keepAlive: true });
     this.socket = socket;
+    // nothing may read before the connection's pump is chosen (the native pump reads the fd itself)
+    socket.pause();
     socket.once('connect', () => this.onConnect(socket, e));
     socket.once('error', (err: NodeJS.ErrnoException) => this.onError(socket, e, upstreamConnectCode(err)));
     this.timer = setTimeout(onConnectTimeout, up.settings.connectTimeoutMs, this, socket, e);
