@@ -135,6 +135,38 @@ function measure(l4: string, run: Running, r: Result): void {
 
 type TargetDef = Target & { skip?: string | undefined };
 
+function ziplineTarget(root: string, name: string, splice: 'auto' | 'off'): TargetDef {
+  return {
+    name,
+    async start(work, o) {
+      const [tcp, bulk, udp, admin] = [
+        await freePort(),
+        await freePort(),
+        await freePort(),
+        await freePort(),
+      ];
+      const cfg = join(work, `${name}-l4.yaml`);
+      writeFileSync(
+        cfg,
+        `admin: { listen: 127.0.0.1:${admin} }
+log: { level: warn, access: off }
+upstreams:
+  echo: { servers: [127.0.0.1:${o.echo}] }
+  sink: { servers: [127.0.0.1:${o.sink}] }
+  udp: { servers: [127.0.0.1:${o.udp}] }
+listeners:
+  - { name: tcp, protocol: tcp, listen: 127.0.0.1:${tcp}, upstream: echo, splice: ${splice} }
+  - { name: bulk, protocol: tcp, listen: 127.0.0.1:${bulk}, upstream: sink, splice: ${splice} }
+  - { name: udp, protocol: udp, listen: 127.0.0.1:${udp}, upstream: udp }
+`,
+      );
+      const p = pinned(1, process.execPath, [join(root, 'bin/zipline.js'), 'run', '-c', cfg]);
+      await waitForPort(tcp);
+      return { tcp, bulk, udp, pids: [p.pid ?? 0], stop: () => stop(p) };
+    },
+  };
+}
+
 function makeTargets(root: string): TargetDef[] {
   const node = process.execPath;
   return [
@@ -144,35 +176,8 @@ function makeTargets(root: string): TargetDef[] {
         return { tcp: o.echo, bulk: o.sink, udp: o.udp, pids: [], stop: async () => {} };
       },
     },
-    {
-      name: 'zipline',
-      async start(work, o) {
-        const [tcp, bulk, udp, admin] = [
-          await freePort(),
-          await freePort(),
-          await freePort(),
-          await freePort(),
-        ];
-        const cfg = join(work, 'zipline-l4.yaml');
-        writeFileSync(
-          cfg,
-          `admin: { listen: 127.0.0.1:${admin} }
-log: { level: warn, access: off }
-upstreams:
-  echo: { servers: [127.0.0.1:${o.echo}] }
-  sink: { servers: [127.0.0.1:${o.sink}] }
-  udp: { servers: [127.0.0.1:${o.udp}] }
-listeners:
-  - { name: tcp, protocol: tcp, listen: 127.0.0.1:${tcp}, upstream: echo }
-  - { name: bulk, protocol: tcp, listen: 127.0.0.1:${bulk}, upstream: sink }
-  - { name: udp, protocol: udp, listen: 127.0.0.1:${udp}, upstream: udp }
-`,
-        );
-        const p = pinned(1, node, [join(root, 'bin/zipline.js'), 'run', '-c', cfg]);
-        await waitForPort(tcp);
-        return { tcp, bulk, udp, pids: [p.pid ?? 0], stop: () => stop(p) };
-      },
-    },
+    ziplineTarget(root, 'zipline', 'auto'),
+    ziplineTarget(root, 'zipline-js', 'off'),
     {
       name: 'nginx',
       skip: have('nginx')
