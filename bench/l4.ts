@@ -135,7 +135,7 @@ function measure(l4: string, run: Running, r: Result): void {
 
 type TargetDef = Target & { skip?: string | undefined };
 
-function ziplineTarget(root: string, name: string, splice: 'auto' | 'off'): TargetDef {
+function ziplineTarget(root: string, name: string, native: 'auto' | 'off'): TargetDef {
   return {
     name,
     async start(work, o) {
@@ -155,8 +155,8 @@ upstreams:
   sink: { servers: [127.0.0.1:${o.sink}] }
   udp: { servers: [127.0.0.1:${o.udp}] }
 listeners:
-  - { name: tcp, protocol: tcp, listen: 127.0.0.1:${tcp}, upstream: echo, splice: ${splice} }
-  - { name: bulk, protocol: tcp, listen: 127.0.0.1:${bulk}, upstream: sink, splice: ${splice} }
+  - { name: tcp, protocol: tcp, listen: 127.0.0.1:${tcp}, upstream: echo, native: ${native} }
+  - { name: bulk, protocol: tcp, listen: 127.0.0.1:${bulk}, upstream: sink, native: ${native} }
   - { name: udp, protocol: udp, listen: 127.0.0.1:${udp}, upstream: udp }
 `,
       );

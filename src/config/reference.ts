@@ -168,9 +168,9 @@ export const CONFIG_REFERENCE = {
     default: 10000,
     doc: 'tcp: connections beyond this are accepted and closed at once (counted).',
   },
-  'listeners[].splice': {
+  'listeners[].native': {
     default: 'auto',
-    doc: 'tcp: `auto` moves established connections to the native splice pump (Linux, when built at install: bytes never enter JavaScript, as HAProxy `option splice-auto`); `off` keeps the JavaScript pump. Behaviour is the same either way.',
+    doc: '`auto` runs the data path natively when the native module was built (Linux, at `npm install`): TCP connections move to the splice pump (bytes never enter JavaScript, as HAProxy `option splice-auto`), UDP datagrams are relayed by the native thread. `off` keeps the JavaScript data path. Behaviour is the same either way.',
   },
   'listeners[].udp': { doc: 'UDP session settings.' },
   'listeners[].udp.responses': {

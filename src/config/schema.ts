@@ -127,7 +127,7 @@ const tcpListener = z.strictObject({
       max_connections: count(1, 10_000_000).prefault(def('listeners[].limits.max_connections')),
     })
     .prefault({}),
-  splice: z.enum(['auto', 'off']).prefault(def('listeners[].splice')),
+  native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
 });
 
 const udpListener = z.strictObject({

@@ -2,7 +2,7 @@
  * The optional native splice pump (native/pump/pump.c), loaded when it was built (Linux, at
  * `npm install`). When present, established TCP connections are handed to it: bytes move
  * socket → pipe → socket in the kernel on one native thread, never through JavaScript. When
- * absent (other platforms, a failed build, `splice: off`), the JavaScript pump is used; both
+ * absent (other platforms, a failed build, `native: off`), the JavaScript pump is used; both
  * behave the same (half-close, reset propagation, idle timeout, byte counts), and the TCP test
  * suite runs against both.
  */

@@ -45,7 +45,7 @@ export class TcpConnection implements PumpClient {
   /** The native pump's id for this connection while it holds it, or null. */
   private pumpId: number | null = null;
   /** Which data path carried the bytes (for the access log). */
-  pump: 'splice' | 'js' | null = null;
+  dataPath: 'native' | 'js' | null = null;
   /** Bytes client→upstream and upstream→client counted by the native pump. */
   private nativeBytes: [number, number] = [0, 0];
 
@@ -109,11 +109,11 @@ export class TcpConnection implements PumpClient {
     this.client[kPeer] = up;
     up.on('error', onSocketError);
     up.on('close', onSocketClose);
-    if (this.listener.settings.splice) {
+    if (this.listener.settings.native) {
       // neither socket has started reading (pauseOnConnect, and the dial pauses the upstream)
       this.pumpId = nativePump.add(this, this.client, up, this.listener.settings.idleTimeoutMs);
       if (this.pumpId !== null) {
-        this.pump = 'splice';
+        this.dataPath = 'native';
         return;
       }
     }
@@ -121,7 +121,7 @@ export class TcpConnection implements PumpClient {
   }
 
   private startJsPump(up: ProxySocket): void {
-    this.pump = 'js';
+    this.dataPath = 'js';
     for (const s of [this.client, up]) {
       s.on('data', onData);
       s.on('drain', onDrain);

@@ -19,7 +19,7 @@ export interface TcpListenerSettings {
   readonly idleTimeoutMs: number;
   readonly maxConnections: number;
   /** Use the native splice pump when it is available. */
-  readonly splice: boolean;
+  readonly native: boolean;
 }
 
 function compile(cfg: TcpListenerConfig): TcpListenerSettings {
@@ -27,7 +27,7 @@ function compile(cfg: TcpListenerConfig): TcpListenerSettings {
     upstream: cfg.upstream,
     idleTimeoutMs: cfg.timeouts.client_idle,
     maxConnections: cfg.limits.max_connections,
-    splice: cfg.splice === 'auto',
+    native: cfg.native === 'auto',
   });
 }
 
@@ -179,7 +179,7 @@ export class TcpListener implements Listener {
         upstream: this.settings.upstream,
         upstream_addr: conn.endpoint?.address ?? null,
         attempts: conn.attempts,
-        pump: conn.pump,
+        data_path: conn.dataPath,
         response_time: seconds,
         bytes_in: bytesIn,
         bytes_out: bytesOut,

@@ -28,7 +28,7 @@ async function keep(s: Promise<Server>): Promise<Server> {
   return server;
 }
 
-let splice: 'auto' | 'off' = 'auto';
+let native: 'auto' | 'off' = 'auto';
 
 function config(upstreamServers: string[], extra = '', listenerExtra = ''): string {
   return `
@@ -40,15 +40,15 @@ upstreams:
     retry: { attempts: 2, backoff: { base: 5ms, max: 20ms } }
 ${extra}
 listeners:
-  - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up, splice: ${splice} ${listenerExtra} }
+  - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up, native: ${native} ${listenerExtra} }
 `;
 }
 
 // One suite, both data paths: the native splice pump (Linux, when built) and the JavaScript pump.
 for (const mode of ['auto', 'off'] as const) {
-  describe(`tcp proxy (splice: ${mode})`, () => {
+  describe(`tcp proxy (native: ${mode})`, () => {
     before(() => {
-      splice = mode;
+      native = mode;
     });
 
     test('echo through the proxy, one access line per connection', async () => {
@@ -68,6 +68,7 @@ for (const mode of ['auto', 'off'] as const) {
         assert.equal(line.status, 200);
         assert.equal(line.error, null);
         assert.equal(typeof line.response_time, 'number');
+        assert.equal(line.data_path, mode === 'auto' && nativePump.available ? 'native' : 'js');
       } finally {
         await z.stop();
       }
