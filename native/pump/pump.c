@@ -14,7 +14,9 @@
  * every connection's state. Completions go back through a threadsafe function. A connection's
  * fds are removed from epoll before its completion is posted, so JS may close them at once.
  */
-#define _GNU_SOURCE
+#include "pump.h"
+
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <node_api.h>
@@ -24,7 +26,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
+#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,74 +51,74 @@ typedef struct conn {
   uint64_t last_active_ms;
   uint32_t idle_ms;
   struct conn *prev, *next;
-  /* epoll tags: one per fd, pointing back at the connection */
-  struct tag { struct conn *c; } tags[2];
+  tag_t tags[2]; /* epoll tags, one per fd */
 } conn_t;
 
-typedef struct cmd {
-  int kind; /* 1 add, 2 cancel */
-  uint32_t id;
-  int fa, fb;
-  uint32_t idle_ms;
-  struct cmd *next;
-} cmd_t;
-
-typedef struct {
-  uint32_t id;
-  int reason;
-  int err; /* errno of the failure, 0 otherwise */
-  uint64_t ab, ba;
-} done_t;
+int pump_ep = -1;
 
 static struct {
   int started;
-  int ep, evfd;
+  int evfd;
+  tag_t cmd_tag;
   pthread_t thread;
   pthread_mutex_t mu;
   cmd_t *head, *tail;
   conn_t *conns;
-  conn_t *dead; /* finished in this epoll batch; freed after it (events may still name them) */
+  void **dead; /* freed after the current epoll batch (its events may still name them) */
+  size_t ndead, capdead;
   napi_threadsafe_function tsfn;
 } P;
 
-static uint64_t now_ms(void) {
+uint64_t pump_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void post(conn_t *c, int reason, int err) {
-  done_t *d = malloc(sizeof *d);
-  if (d == NULL) return;
-  d->id = c->id;
-  d->reason = reason;
-  d->err = err;
-  d->ab = c->d[0].bytes;
-  d->ba = c->d[1].bytes;
-  napi_call_threadsafe_function(P.tsfn, d, napi_tsfn_blocking);
+void pump_post(event_t *ev) {
+  if (napi_call_threadsafe_function(P.tsfn, ev, napi_tsfn_blocking) != napi_ok) free(ev);
+}
+
+void pump_defer_free(void *p) {
+  if (P.ndead == P.capdead) {
+    size_t cap = P.capdead ? P.capdead * 2 : 64;
+    void **grown = realloc(P.dead, cap * sizeof *grown);
+    if (grown == NULL) return; /* leak rather than free too early */
+    P.dead = grown;
+    P.capdead = cap;
+  }
+  P.dead[P.ndead++] = p;
+}
+
+static void free_dead(void) {
+  for (size_t i = 0; i < P.ndead; i++) free(P.dead[i]);
+  P.ndead = 0;
+}
+
+static void post_tcp(conn_t *c, int reason, int err) {
+  event_t *ev = calloc(1, sizeof *ev);
+  if (ev == NULL) return;
+  ev->type = EV_TCP_DONE;
+  ev->id = c->id;
+  ev->reason = reason;
+  ev->err = err;
+  ev->n[0] = (double)c->d[0].bytes;
+  ev->n[1] = (double)c->d[1].bytes;
+  pump_post(ev);
 }
 
 static void finish(conn_t *c, int reason, int err) {
   for (int i = 0; i < 2; i++) {
-    epoll_ctl(P.ep, EPOLL_CTL_DEL, c->fd[i], NULL);
+    epoll_ctl(pump_ep, EPOLL_CTL_DEL, c->fd[i], NULL);
     if (c->d[i].pr >= 0) close(c->d[i].pr);
     if (c->d[i].pw >= 0) close(c->d[i].pw);
   }
   if (c->prev) c->prev->next = c->next;
   else P.conns = c->next;
   if (c->next) c->next->prev = c->prev;
-  post(c, reason, err);
-  c->tags[0].c = c->tags[1].c = NULL;
-  c->next = P.dead;
-  P.dead = c;
-}
-
-static void free_dead(void) {
-  while (P.dead != NULL) {
-    conn_t *next = P.dead->next;
-    free(P.dead);
-    P.dead = next;
-  }
+  post_tcp(c, reason, err);
+  c->tags[0].obj = c->tags[1].obj = NULL;
+  pump_defer_free(c);
 }
 
 /* Moves what it can in one direction. Returns 0, or the failing side (1 = in, 2 = out) with errno set. */
@@ -127,7 +129,7 @@ static int pump_dir(conn_t *c, dir_t *d) {
       if (n > 0) {
         d->pending -= (size_t)n;
         d->bytes += (uint64_t)n;
-        c->last_active_ms = now_ms();
+        c->last_active_ms = pump_now_ms();
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
@@ -144,7 +146,7 @@ static int pump_dir(conn_t *c, dir_t *d) {
     ssize_t n = splice(d->in, NULL, d->pw, NULL, PIPE_SIZE, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
       d->pending += (size_t)n;
-      c->last_active_ms = now_ms();
+      c->last_active_ms = pump_now_ms();
       continue;
     }
     if (n == 0) {
@@ -177,8 +179,8 @@ static void add_conn(cmd_t *m) {
   c->id = m->id;
   c->fd[0] = m->fa;
   c->fd[1] = m->fb;
-  c->idle_ms = m->idle_ms;
-  c->last_active_ms = now_ms();
+  c->idle_ms = m->u[0];
+  c->last_active_ms = pump_now_ms();
   c->next = P.conns;
   if (P.conns) P.conns->prev = c;
   P.conns = c;
@@ -197,9 +199,10 @@ static void add_conn(cmd_t *m) {
     fcntl(d->pw, F_SETPIPE_SZ, PIPE_SIZE); /* best effort: the default 64 KiB also works */
   }
   for (int i = 0; i < 2; i++) {
-    c->tags[i].c = c;
+    c->tags[i].kind = TAG_TCP;
+    c->tags[i].obj = c;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &c->tags[i]};
-    if (epoll_ctl(P.ep, EPOLL_CTL_ADD, c->fd[i], &ev) < 0) {
+    if (epoll_ctl(pump_ep, EPOLL_CTL_ADD, c->fd[i], &ev) < 0) {
       finish(c, R_SETUP, errno);
       return;
     }
@@ -216,24 +219,25 @@ static void run_commands(void) {
   pthread_mutex_unlock(&P.mu);
   while (m != NULL) {
     cmd_t *next = m->next;
-    if (m->kind == 1) {
+    if (m->kind == CMD_TCP_ADD) {
       add_conn(m);
-    } else {
+    } else if (m->kind == CMD_TCP_CANCEL) {
       for (conn_t *c = P.conns; c != NULL; c = c->next) {
         if (c->id == m->id) {
           finish(c, R_CANCEL, 0);
           break;
         }
       }
+    } else {
+      udp_command(m);
     }
     free(m);
     m = next;
   }
-  free_dead();
 }
 
 static void sweep_idle(void) {
-  uint64_t now = now_ms();
+  uint64_t now = pump_now_ms();
   conn_t *c = P.conns;
   while (c != NULL) {
     conn_t *next = c->next;
@@ -245,22 +249,21 @@ static void sweep_idle(void) {
 static void *loop(void *arg) {
   (void)arg;
   struct epoll_event evs[256];
-  uint64_t last_sweep = now_ms();
+  uint64_t last_sweep = pump_now_ms();
   for (;;) {
-    int n = epoll_wait(P.ep, evs, 256, 250);
+    int n = epoll_wait(pump_ep, evs, 256, 250);
     for (int i = 0; i < n; i++) {
-      if (evs[i].data.ptr == NULL) {
-        run_commands();
-        continue;
-      }
-      struct tag *t = evs[i].data.ptr;
-      if (t->c == NULL) continue; /* finished earlier in this batch */
-      pump(t->c);
+      tag_t *t = evs[i].data.ptr;
+      if (t->kind == TAG_CMD) run_commands();
+      else if (t->obj == NULL) continue; /* finished earlier in this batch */
+      else if (t->kind == TAG_TCP) pump(t->obj);
+      else udp_event(t, evs[i].events);
     }
     free_dead();
-    uint64_t now = now_ms();
+    uint64_t now = pump_now_ms();
     if (now - last_sweep >= 250) {
       sweep_idle();
+      udp_sweep(now);
       free_dead();
       last_sweep = now;
     }
@@ -268,20 +271,24 @@ static void *loop(void *arg) {
   return NULL;
 }
 
+/* callback(type, id, lid, reason, err, n0, n1, n2, n3, ip, port) */
 static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
   (void)ctx;
-  done_t *d = data;
+  event_t *e = data;
   if (env != NULL && cb != NULL) {
-    napi_value argv[5], undef;
-    napi_create_uint32(env, d->id, &argv[0]);
-    napi_create_int32(env, d->reason, &argv[1]);
-    napi_create_int32(env, d->err, &argv[2]);
-    napi_create_double(env, (double)d->ab, &argv[3]);
-    napi_create_double(env, (double)d->ba, &argv[4]);
+    napi_value argv[11], undef;
+    napi_create_int32(env, e->type, &argv[0]);
+    napi_create_uint32(env, e->id, &argv[1]);
+    napi_create_uint32(env, e->lid, &argv[2]);
+    napi_create_int32(env, e->reason, &argv[3]);
+    napi_create_int32(env, e->err, &argv[4]);
+    for (int i = 0; i < 4; i++) napi_create_double(env, e->n[i], &argv[5 + i]);
+    napi_create_string_utf8(env, e->ip, NAPI_AUTO_LENGTH, &argv[9]);
+    napi_create_int32(env, e->port, &argv[10]);
     napi_get_undefined(env, &undef);
-    napi_call_function(env, undef, cb, 5, argv, NULL);
+    napi_call_function(env, undef, cb, 11, argv, NULL);
   }
-  free(d);
+  free(e);
 }
 
 static napi_value js_start(napi_env env, napi_callback_info info) {
@@ -295,10 +302,12 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_unref_threadsafe_function(env, P.tsfn); /* the sockets keep the process alive, not the pump */
-  P.ep = epoll_create1(EPOLL_CLOEXEC);
+  pump_ep = epoll_create1(EPOLL_CLOEXEC);
   P.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-  if (P.ep < 0 || P.evfd < 0 || epoll_ctl(P.ep, EPOLL_CTL_ADD, P.evfd, &ev) < 0) {
+  P.cmd_tag.kind = TAG_CMD;
+  P.cmd_tag.obj = &P;
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &P.cmd_tag};
+  if (pump_ep < 0 || P.evfd < 0 || epoll_ctl(pump_ep, EPOLL_CTL_ADD, P.evfd, &ev) < 0) {
     napi_throw_error(env, "ZL_PUMP", "epoll/eventfd setup failed");
     return NULL;
   }
@@ -322,48 +331,116 @@ static void enqueue(cmd_t *m) {
   if (write(P.evfd, &one, sizeof one) < 0) { /* the counter saturates only after 2^64 pokes */ }
 }
 
-/* add(id, fdA, fdB, idleMs) */
-static napi_value js_add(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+static int get_u32(napi_env env, napi_value v, uint32_t *out) { return napi_get_value_uint32(env, v, out) == napi_ok; }
+
+/* command(kind, id, lid, fa, fb, u0, u1, u2, u3, ip, port): queue a command for the thread */
+static napi_value js_command(napi_env env, napi_callback_info info) {
+  size_t argc = 11;
+  napi_value argv[11];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  cmd_t *m = calloc(1, sizeof *m);
-  if (m == NULL || !P.started) {
-    free(m);
-    napi_throw_error(env, "ZL_PUMP", "pump not started or out of memory");
+  if (!P.started || argc < 11) {
+    napi_throw_error(env, "ZL_PUMP", "native pump not started, or a bad command");
     return NULL;
   }
-  m->kind = 1;
-  napi_get_value_uint32(env, argv[0], &m->id);
-  napi_get_value_int32(env, argv[1], &m->fa);
-  napi_get_value_int32(env, argv[2], &m->fb);
-  napi_get_value_uint32(env, argv[3], &m->idle_ms);
+  cmd_t *m = calloc(1, sizeof *m);
+  if (m == NULL) {
+    napi_throw_error(env, "ZL_PUMP", "out of memory");
+    return NULL;
+  }
+  uint32_t kind = 0;
+  get_u32(env, argv[0], &kind);
+  m->kind = (int)kind;
+  get_u32(env, argv[1], &m->id);
+  get_u32(env, argv[2], &m->lid);
+  napi_get_value_int32(env, argv[3], &m->fa);
+  napi_get_value_int32(env, argv[4], &m->fb);
+  for (int i = 0; i < 4; i++) get_u32(env, argv[5 + i], &m->u[i]);
+  size_t len = 0;
+  napi_get_value_string_utf8(env, argv[9], m->ip, sizeof m->ip, &len);
+  napi_get_value_int32(env, argv[10], &m->port);
   enqueue(m);
   return NULL;
 }
 
-/* cancel(id) */
-static napi_value js_cancel(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+/* udpBind(ip, port) -> [fd, boundPort]: a non-blocking UDP socket, bound now so errors are synchronous */
+static napi_value js_udp_bind(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  cmd_t *m = calloc(1, sizeof *m);
-  if (m == NULL || !P.started) {
-    free(m);
+  char ip[64] = {0};
+  size_t len = 0;
+  int32_t port = 0;
+  napi_get_value_string_utf8(env, argv[0], ip, sizeof ip, &len);
+  napi_get_value_int32(env, argv[1], &port);
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t slen;
+  int family;
+  struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+  if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+    family = AF_INET;
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    slen = sizeof *a4;
+  } else if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+    family = AF_INET6;
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons((uint16_t)port);
+    slen = sizeof *a6;
+  } else {
+    napi_throw_error(env, "EINVAL", "not an IP address");
     return NULL;
   }
-  m->kind = 2;
-  napi_get_value_uint32(env, argv[0], &m->id);
-  enqueue(m);
-  return NULL;
+  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&ss, slen) < 0) {
+    int e = errno;
+    if (fd >= 0) close(fd);
+    napi_throw_error(env, e == EADDRINUSE ? "EADDRINUSE" : e == EACCES ? "EACCES" : "EBIND", strerror(e));
+    return NULL;
+  }
+  getsockname(fd, (struct sockaddr *)&ss, &slen);
+  int bound = family == AF_INET ? ntohs(a4->sin_port) : ntohs(a6->sin6_port);
+  napi_value out, vfd, vport;
+  napi_create_array_with_length(env, 2, &out);
+  napi_create_int32(env, fd, &vfd);
+  napi_create_int32(env, bound, &vport);
+  napi_set_element(env, out, 0, vfd);
+  napi_set_element(env, out, 1, vport);
+  return out;
 }
+
+/* udpCounters(lid) -> [datagramsIn, datagramsOut, bytesIn, bytesOut, dropLimit, dropDraining, dropQueue, dropSend, sessions] */
+static napi_value js_udp_counters(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  uint32_t lid = 0;
+  get_u32(env, argv[0], &lid);
+  double c[9] = {0};
+  pthread_mutex_lock(&P.mu);
+  udp_counters(lid, c);
+  pthread_mutex_unlock(&P.mu);
+  napi_create_array_with_length(env, 9, &out);
+  for (uint32_t i = 0; i < 9; i++) {
+    napi_value v;
+    napi_create_double(env, c[i], &v);
+    napi_set_element(env, out, i, v);
+  }
+  return out;
+}
+
+/* lets udp.c change its listener list under the same lock udpCounters reads it with */
+void pump_lock(void) { pthread_mutex_lock(&P.mu); }
+void pump_unlock(void) { pthread_mutex_unlock(&P.mu); }
 
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor props[] = {
       {"start", NULL, js_start, NULL, NULL, NULL, napi_default, NULL},
-      {"add", NULL, js_add, NULL, NULL, NULL, napi_default, NULL},
-      {"cancel", NULL, js_cancel, NULL, NULL, NULL, napi_default, NULL},
+      {"command", NULL, js_command, NULL, NULL, NULL, napi_default, NULL},
+      {"udpBind", NULL, js_udp_bind, NULL, NULL, NULL, napi_default, NULL},
+      {"udpCounters", NULL, js_udp_counters, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_define_properties(env, exports, 3, props);
+  napi_define_properties(env, exports, 4, props);
   return exports;
 }

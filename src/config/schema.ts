@@ -143,6 +143,7 @@ const udpListener = z.strictObject({
       max_queue: count(1, 100_000).prefault(def('listeners[].udp.max_queue')),
     })
     .prefault({}),
+  native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
 });
 
 /**

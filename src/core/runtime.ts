@@ -15,8 +15,10 @@ import type { ListenerConfig, ValidConfig } from '../config/schema.js';
 import type { ErrorCode } from '../errors.js';
 import type { L4Context } from '../l4/context.js';
 import type { Listener } from '../l4/listener.js';
+import { nativePump } from '../l4/native-pump.js';
 import { TcpListener } from '../l4/tcp-listener.js';
 import { UdpListener } from '../l4/udp-listener.js';
+import { NativeUdpListener } from '../l4/udp-native-listener.js';
 import { type AccessLog, createAccessLog, createLogger, type Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { compileUpstream } from '../upstream/settings.js';
@@ -107,7 +109,11 @@ export class Runtime {
   private async addListener(cfg: ListenerConfig): Promise<Listener> {
     const name = listenerName(cfg);
     const l: Listener =
-      cfg.protocol === 'tcp' ? new TcpListener(cfg, name, this.ctx) : new UdpListener(cfg, name, this.ctx);
+      cfg.protocol === 'tcp'
+        ? new TcpListener(cfg, name, this.ctx)
+        : cfg.native === 'auto' && nativePump.available
+          ? new NativeUdpListener(cfg, name, this.ctx)
+          : new UdpListener(cfg, name, this.ctx);
     await l.start();
     this.listeners.set(name, l);
     return l;

@@ -1,10 +1,10 @@
 /**
- * The optional native splice pump (native/pump/pump.c), loaded when it was built (Linux, at
- * `npm install`). When present, established TCP connections are handed to it: bytes move
- * socket → pipe → socket in the kernel on one native thread, never through JavaScript. When
- * absent (other platforms, a failed build, `native: off`), the JavaScript pump is used; both
- * behave the same (half-close, reset propagation, idle timeout, byte counts), and the TCP test
- * suite runs against both.
+ * The optional native data path (native/pump/), loaded when it was built (Linux, at
+ * `npm install`). One native thread serves it: established TCP connections are handed to its
+ * splice pump (bytes move socket → pipe → socket in the kernel, never through JavaScript), and
+ * UDP listeners can hand it their data plane (see udp-native-listener.ts). When absent (other
+ * platforms, a failed build, `native: off`), the JavaScript data path is used; both behave the
+ * same, and the TCP and UDP test suites run against both.
  */
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
@@ -19,10 +19,85 @@ export interface PumpClient {
   onPumpDone(reason: PumpReason, errno: number, bytesAtoB: number, bytesBtoA: number): void;
 }
 
+/** Events and commands; mirror native/pump/pump.h. */
+const EV = { tcpDone: 0, udpNew: 1, udpEnd: 2 } as const;
+const CMD = {
+  tcpAdd: 1,
+  tcpCancel: 2,
+  udpListen: 3,
+  udpAccept: 4,
+  udpRefuse: 5,
+  udpEnd: 6,
+  udpStopAccepting: 7,
+  udpUpdate: 8,
+  udpClose: 9,
+} as const;
+
+/** How a native UDP session ended; mirrors udp.c. */
+export const UDP_END = { responses: 0, idle: 1, error: 2, cancel: 3, setup: 4 } as const;
+export type UdpEndReason = (typeof UDP_END)[keyof typeof UDP_END];
+
+export interface UdpCounters {
+  datagramsIn: number;
+  datagramsOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  dropLimit: number;
+  dropDraining: number;
+  dropQueue: number;
+  dropSend: number;
+  sessions: number;
+}
+
+export interface UdpSettingsNative {
+  responses: number;
+  idleTimeoutMs: number;
+  maxQueue: number;
+  maxSessions: number;
+}
+
+/** What a native UDP listener answers to. */
+export interface NativeUdpOwner {
+  onNewClient(sessionId: number, ip: string, port: number): void;
+  onSessionEnd(
+    sessionId: number,
+    reason: UdpEndReason,
+    errno: number,
+    counts: { datagramsIn: number; datagramsOut: number; bytesIn: number; bytesOut: number; dropped: number },
+  ): void;
+}
+
+type Callback = (
+  type: number,
+  id: number,
+  lid: number,
+  reason: number,
+  errno: number,
+  n0: number,
+  n1: number,
+  n2: number,
+  n3: number,
+  ip: string,
+  port: number,
+) => void;
+
 interface Binding {
-  start(cb: (id: number, reason: number, errno: number, ab: number, ba: number) => void): void;
-  add(id: number, fdA: number, fdB: number, idleMs: number): void;
-  cancel(id: number): void;
+  start(cb: Callback): void;
+  command(
+    kind: number,
+    id: number,
+    lid: number,
+    fa: number,
+    fb: number,
+    u0: number,
+    u1: number,
+    u2: number,
+    u3: number,
+    ip: string,
+    port: number,
+  ): void;
+  udpBind(ip: string, port: number): [number, number];
+  udpCounters(lid: number): number[];
 }
 
 function load(): Binding | null {
@@ -38,8 +113,10 @@ function load(): Binding | null {
 
 class NativePump {
   private readonly binding: Binding | null;
-  private readonly clients = new Map<number, PumpClient>();
+  private readonly tcp = new Map<number, PumpClient>();
+  private readonly udp = new Map<number, NativeUdpOwner>();
   private nextId = 1;
+  private nextListenerId = 1;
   private started = false;
 
   constructor() {
@@ -50,32 +127,116 @@ class NativePump {
     return this.binding !== null;
   }
 
-  /** Hands two connected, non-reading sockets to the pump. False when it cannot take them. */
+  private ensureStarted(b: Binding): void {
+    if (this.started) return;
+    b.start((type, id, lid, reason, errno, n0, n1, n2, n3, ip, port) => {
+      if (type === EV.tcpDone) {
+        const client = this.tcp.get(id);
+        if (client === undefined) return;
+        this.tcp.delete(id);
+        client.onPumpDone(reason as PumpReason, errno, n0, n1);
+      } else if (type === EV.udpNew) {
+        this.udp.get(lid)?.onNewClient(id, ip, port);
+      } else if (type === EV.udpEnd) {
+        this.udp.get(lid)?.onSessionEnd(id, reason as UdpEndReason, errno, {
+          datagramsIn: n0,
+          datagramsOut: n1,
+          bytesIn: n2,
+          bytesOut: n3,
+          dropped: port,
+        });
+      }
+    });
+    this.started = true;
+  }
+
+  /** Hands two connected, non-reading sockets to the splice pump; null when it cannot take them. */
   add(client: PumpClient, a: Socket, b: Socket, idleMs: number): number | null {
     const binding = this.binding;
     const fa = fdOf(a);
     const fb = fdOf(b);
     if (binding === null || fa < 0 || fb < 0) return null;
-    if (!this.started) {
-      binding.start((id, reason, errno, ab, ba) => this.done(id, reason as PumpReason, errno, ab, ba));
-      this.started = true;
-    }
+    this.ensureStarted(binding);
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffff_fffe ? 1 : this.nextId + 1;
-    this.clients.set(id, client);
-    binding.add(id, fa, fb, idleMs);
+    this.tcp.set(id, client);
+    binding.command(CMD.tcpAdd, id, 0, fa, fb, idleMs, 0, 0, 0, '', 0);
     return id;
   }
 
   cancel(id: number): void {
-    this.binding?.cancel(id);
+    this.binding?.command(CMD.tcpCancel, id, 0, -1, -1, 0, 0, 0, 0, '', 0);
   }
 
-  private done(id: number, reason: PumpReason, errno: number, ab: number, ba: number): void {
-    const client = this.clients.get(id);
-    if (client === undefined) return;
-    this.clients.delete(id);
-    client.onPumpDone(reason, errno, ab, ba);
+  /** Binds a UDP socket the native thread will serve. Throws (with an errno-like code) when it cannot. */
+  udpListen(
+    owner: NativeUdpOwner,
+    ip: string,
+    port: number,
+    s: UdpSettingsNative,
+  ): { lid: number; port: number } {
+    const b = this.binding;
+    if (b === null) throw new Error('native data path not available');
+    this.ensureStarted(b);
+    const [fd, bound] = b.udpBind(ip, port);
+    const lid = this.nextListenerId++;
+    this.udp.set(lid, owner);
+    b.command(CMD.udpListen, 0, lid, fd, -1, s.responses, s.idleTimeoutMs, s.maxQueue, s.maxSessions, '', 0);
+    return { lid, port: bound };
+  }
+
+  udpAccept(sessionId: number, ip: string, port: number): void {
+    this.binding?.command(CMD.udpAccept, sessionId, 0, -1, -1, 0, 0, 0, 0, ip, port);
+  }
+
+  udpRefuse(sessionId: number): void {
+    this.binding?.command(CMD.udpRefuse, sessionId, 0, -1, -1, 0, 0, 0, 0, '', 0);
+  }
+
+  udpEnd(sessionId: number): void {
+    this.binding?.command(CMD.udpEnd, sessionId, 0, -1, -1, 0, 0, 0, 0, '', 0);
+  }
+
+  udpStopAccepting(lid: number): void {
+    this.binding?.command(CMD.udpStopAccepting, 0, lid, -1, -1, 0, 0, 0, 0, '', 0);
+  }
+
+  udpUpdate(lid: number, s: UdpSettingsNative): void {
+    this.binding?.command(
+      CMD.udpUpdate,
+      0,
+      lid,
+      -1,
+      -1,
+      s.responses,
+      s.idleTimeoutMs,
+      s.maxQueue,
+      s.maxSessions,
+      '',
+      0,
+    );
+  }
+
+  /** Closes the listening socket (ending any session left); the owner hears nothing more. */
+  udpClose(lid: number): void {
+    this.binding?.command(CMD.udpClose, 0, lid, -1, -1, 0, 0, 0, 0, '', 0);
+    this.udp.delete(lid);
+  }
+
+  udpCounters(lid: number): UdpCounters {
+    const c = this.binding?.udpCounters(lid) ?? [];
+    const n = (i: number): number => c[i] ?? 0;
+    return {
+      datagramsIn: n(0),
+      datagramsOut: n(1),
+      bytesIn: n(2),
+      bytesOut: n(3),
+      dropLimit: n(4),
+      dropDraining: n(5),
+      dropQueue: n(6),
+      dropSend: n(7),
+      sessions: n(8),
+    };
   }
 }
 

@@ -17,25 +17,14 @@ import { metrics } from '../metrics/catalog.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
 import type { Listener } from './listener.js';
+import {
+  compileUdp,
+  recordUdpSessionEnd,
+  type UdpListenerSettings,
+  type UdpMetrics,
+  udpMetrics,
+} from './udp-common.js';
 import { UdpSession } from './udp-session.js';
-
-export interface UdpListenerSettings {
-  readonly upstream: string;
-  readonly responses: number;
-  readonly idleTimeoutMs: number;
-  readonly maxSessions: number;
-  readonly maxQueue: number;
-}
-
-function compile(cfg: UdpListenerConfig): UdpListenerSettings {
-  return Object.freeze({
-    upstream: cfg.upstream,
-    responses: cfg.udp.responses,
-    idleTimeoutMs: cfg.udp.idle_timeout,
-    maxSessions: cfg.udp.max_sessions,
-    maxQueue: cfg.udp.max_queue,
-  });
-}
 
 export class UdpListener implements Listener {
   readonly protocol = 'udp' as const;
@@ -46,7 +35,7 @@ export class UdpListener implements Listener {
   private readonly sessions = new Map<string, UdpSession>();
   private accepting = true;
   private sweepTimer: NodeJS.Timeout | null = null;
-  readonly m;
+  readonly m: UdpMetrics;
 
   constructor(
     cfg: UdpListenerConfig,
@@ -55,18 +44,10 @@ export class UdpListener implements Listener {
   ) {
     this.name = name;
     this.source = cfg;
-    this.settings = compile(cfg);
+    this.settings = compileUdp(cfg);
     const hp = parseHostPort(cfg.listen);
     this.socket = createSocket({ type: hp !== undefined && isIPv6(hp.host) ? 'udp6' : 'udp4' });
-    this.m = {
-      active: metrics.downstreamActive.labels(name),
-      total: metrics.downstreamTotal.labels(name),
-      rx: metrics.udpDatagrams.labels(name, 'rx'),
-      tx: metrics.udpDatagrams.labels(name, 'tx'),
-      bytesRx: metrics.downstreamBytes.labels(name, 'rx'),
-      bytesTx: metrics.downstreamBytes.labels(name, 'tx'),
-      duration: metrics.sessionDuration.labels(name),
-    };
+    this.m = udpMetrics(name);
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.socket.on('error', (err) => ctx.log.warn({ listener: name, err }, 'udp listener error'));
     this.scheduleSweep();
@@ -105,7 +86,7 @@ export class UdpListener implements Listener {
   update(cfg: UdpListenerConfig): void {
     const idleChanged = cfg.udp.idle_timeout !== this.settings.idleTimeoutMs;
     this.source = cfg;
-    this.settings = compile(cfg);
+    this.settings = compileUdp(cfg);
     if (idleChanged) this.scheduleSweep();
   }
 
@@ -183,34 +164,21 @@ export class UdpListener implements Listener {
   onSessionClosed(session: UdpSession): void {
     if (this.sessions.get(session.key) !== session) return;
     this.sessions.delete(session.key);
-    this.m.active.dec();
     this.report(session);
-    const seconds = (Date.now() - session.startedAt) / 1000;
-    this.m.duration.observe(seconds);
-    if (session.error !== null) {
-      metrics.connectionErrors.labels(this.name, session.error).inc();
-    }
-    if (this.ctx.accessLog.enabled) {
-      this.ctx.accessLog.write({
-        time: new Date().toISOString(),
-        listener: this.name,
-        protocol: 'udp',
-        client_ip: session.clientIp,
-        client_port: session.clientPort,
-        status: session.error === null ? 200 : 502,
-        upstream: this.settings.upstream,
-        upstream_addr: session.endpoint.address,
-        attempts: 1,
-        response_time: seconds,
-        datagrams_in: session.datagramsIn,
-        datagrams_out: session.datagramsOut,
-        bytes_in: session.bytesIn,
-        bytes_out: session.bytesOut,
-        dropped: session.dropped,
-        error: session.error,
-        close: session.closeReason,
-      });
-    }
+    recordUdpSessionEnd(this.ctx, this.name, this.settings, this.m, {
+      clientIp: session.clientIp,
+      clientPort: session.clientPort,
+      upstreamAddr: session.endpoint.address,
+      startedAt: session.startedAt,
+      datagramsIn: session.datagramsIn,
+      datagramsOut: session.datagramsOut,
+      bytesIn: session.bytesIn,
+      bytesOut: session.bytesOut,
+      dropped: session.dropped,
+      error: session.error,
+      closeReason: session.closeReason,
+      dataPath: 'js',
+    });
     this.closeIfIdle();
   }
 

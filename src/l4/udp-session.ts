@@ -9,10 +9,10 @@ import { isIPv6 } from 'node:net';
 import type { ErrorCode } from '../errors.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
+import type { UdpCloseReason } from './udp-common.js';
 import type { UdpListener } from './udp-listener.js';
 
 export type UdpSessionState = 'connecting' | 'open' | 'closed';
-export type UdpCloseReason = 'responses' | 'idle' | 'error' | 'drain';
 
 export class UdpSession {
   state: UdpSessionState = 'connecting';
