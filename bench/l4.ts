@@ -1,6 +1,7 @@
 /**
  * `npm run bench -- l4`: TCP 64-byte ping-pong (p50/p99 over 20,000 round trips), bulk MB/s
- * (1 GiB one way) and UDP 64-byte ping-pong, through zipline and its peers, in the same run.
+ * (1 GiB one way), UDP 64-byte ping-pong and UDP request/response rate (32 in flight), through
+ * zipline and its peers, in the same run.
  *
  * Rules (testing.md): the proxy under test gets CPU 1 alone (`taskset -c 1`), origin and load
  * generator share CPU 0; every peer gets one worker; three repetitions, medians with min–max;
@@ -11,12 +12,23 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cpuSeconds, freePort, have, machineLine, pinned, runPinned, stop, waitForPort } from './lib/proc.js';
+import {
+  cpuSeconds,
+  freePorts,
+  have,
+  machineLine,
+  pinned,
+  runPinned,
+  stop,
+  waitForPort,
+} from './lib/proc.js';
 import { fmt, ratio, type Spread, spread } from './lib/stats.js';
 
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const RTTS = Number(process.env.BENCH_RTTS ?? 20_000);
 const BULK_BYTES = Number(process.env.BENCH_BULK_BYTES ?? 1024 ** 3);
+const UDP_FLOOD = Number(process.env.BENCH_UDP_FLOOD ?? 300_000);
+const UDP_WINDOW = 32;
 
 interface Target {
   name: string;
@@ -44,6 +56,9 @@ interface Result {
   cpuPerGb: number[];
   udpP50: number[];
   udpP99: number[];
+  udpCpuPerRtt: number[];
+  udpRate: number[];
+  udpCpuPerDgram: number[];
 }
 
 function tool(root: string): string {
@@ -56,7 +71,8 @@ function tool(root: string): string {
 export async function runL4(root: string): Promise<string> {
   const l4 = tool(root);
   const work = join(root, 'bench/work');
-  const origins: Origins = { echo: await freePort(), sink: await freePort(), udp: await freePort() };
+  const [echo, sink, udp] = await freePorts(3);
+  const origins: Origins = { echo: echo as number, sink: sink as number, udp: udp as number };
   const servers = [
     pinned(0, l4, ['echo-server', String(origins.echo)]),
     pinned(0, l4, ['sink-server', String(origins.sink)]),
@@ -82,6 +98,9 @@ export async function runL4(root: string): Promise<string> {
           cpuPerGb: [],
           udpP50: [],
           udpP99: [],
+          udpCpuPerRtt: [],
+          udpRate: [],
+          udpCpuPerDgram: [],
         };
         results.set(t.name, r);
         const run = await t.start(work, origins);
@@ -122,6 +141,7 @@ function measure(l4: string, run: Running, r: Result): void {
   r.mbs.push(bulk.mb_s);
   if (measured) r.cpuPerGb.push((cpu() - cpu0) / (BULK_BYTES / 1e9));
   if (run.udp !== null) {
+    cpu0 = cpu();
     const u = JSON.parse(
       runPinned(0, l4, ['udp-pingpong', '127.0.0.1', String(run.udp), String(RTTS), '64']),
     ) as {
@@ -130,6 +150,22 @@ function measure(l4: string, run: Running, r: Result): void {
     };
     r.udpP50.push(u.p50_us);
     r.udpP99.push(u.p99_us);
+    if (measured) r.udpCpuPerRtt.push(((cpu() - cpu0) / totalRtts) * 1e6);
+    cpu0 = cpu();
+    const f = JSON.parse(
+      runPinned(0, l4, [
+        'udp-flood',
+        '127.0.0.1',
+        String(run.udp),
+        String(UDP_FLOOD),
+        '64',
+        String(UDP_WINDOW),
+      ]),
+    ) as { received: number; dgrams_s: number };
+    if (f.received === UDP_FLOOD) {
+      r.udpRate.push(f.dgrams_s);
+      if (measured) r.udpCpuPerDgram.push(((cpu() - cpu0) / UDP_FLOOD) * 1e6);
+    }
   }
 }
 
@@ -139,12 +175,7 @@ function ziplineTarget(root: string, name: string, native: 'auto' | 'off'): Targ
   return {
     name,
     async start(work, o) {
-      const [tcp, bulk, udp, admin] = [
-        await freePort(),
-        await freePort(),
-        await freePort(),
-        await freePort(),
-      ];
+      const [tcp, bulk, udp, admin] = (await freePorts(4)) as [number, number, number, number];
       const cfg = join(work, `${name}-l4.yaml`);
       writeFileSync(
         cfg,
@@ -157,7 +188,7 @@ upstreams:
 listeners:
   - { name: tcp, protocol: tcp, listen: 127.0.0.1:${tcp}, upstream: echo, native: ${native} }
   - { name: bulk, protocol: tcp, listen: 127.0.0.1:${bulk}, upstream: sink, native: ${native} }
-  - { name: udp, protocol: udp, listen: 127.0.0.1:${udp}, upstream: udp }
+  - { name: udp, protocol: udp, listen: 127.0.0.1:${udp}, upstream: udp, native: ${native} }
 `,
       );
       const p = pinned(1, process.execPath, [join(root, 'bin/zipline.js'), 'run', '-c', cfg]);
@@ -184,7 +215,7 @@ function makeTargets(root: string): TargetDef[] {
         ? undefined
         : 'nginx not installed (apt-get install nginx-light libnginx-mod-stream)',
       async start(work, o) {
-        const [tcp, bulk, udp] = [await freePort(), await freePort(), await freePort()];
+        const [tcp, bulk, udp] = (await freePorts(3)) as [number, number, number];
         const conf = join(work, 'nginx-l4.conf');
         writeFileSync(
           conf,
@@ -210,7 +241,7 @@ stream {
       name: 'haproxy',
       skip: have('haproxy') ? undefined : 'haproxy not installed (apt-get install haproxy)',
       async start(work, o) {
-        const [tcp, bulk] = [await freePort(), await freePort()];
+        const [tcp, bulk] = (await freePorts(2)) as [number, number];
         const conf = join(work, 'haproxy-l4.cfg');
         writeFileSync(
           conf,
@@ -237,7 +268,7 @@ listen sink
     {
       name: 'node-pipe',
       async start(_w, o) {
-        const [tcp, bulk, udp] = [await freePort(), await freePort(), await freePort()];
+        const [tcp, bulk, udp] = (await freePorts(3)) as [number, number, number];
         const script = join(root, 'dist/bench/peers/node-pipe.js');
         // two processes (echo and bulk) would double the baseline's CPU; one process, two listeners
         const p = pinned(1, node, [script, String(tcp), String(o.echo), String(udp), String(o.udp)]);
@@ -302,13 +333,30 @@ function report(results: Map<string, Result>, skipped: string[]): string {
     );
   }
   lines.push('', '### UDP 64-byte round trip (one session)', '');
-  lines.push('| target | p50 µs | p99 µs | added p50 µs | added p50 ÷ nginx |', '|---|---|---|---|---|');
+  lines.push(
+    '| target | p50 µs | p99 µs | added p50 µs | proxy CPU µs / round trip | added p50 ÷ nginx | CPU ÷ nginx |',
+    '|---|---|---|---|---|---|---|',
+  );
+  const ngUdpCpu = get('nginx', 'udpCpuPerRtt')?.median;
   const ngUdp = added('nginx', 'udpP50');
   for (const n of names) {
     if (get(n, 'udpP50') === undefined) continue;
     const a = added(n, 'udpP50');
     lines.push(
-      `| ${n} | ${fmt(get(n, 'udpP50'))} | ${fmt(get(n, 'udpP99'))} | ${n === 'direct' ? '—' : (a?.toFixed(1) ?? '—')} | ${n === 'direct' ? '—' : ratio(a, ngUdp)} |`,
+      `| ${n} | ${fmt(get(n, 'udpP50'))} | ${fmt(get(n, 'udpP99'))} | ${n === 'direct' ? '—' : (a?.toFixed(1) ?? '—')} | ${fmt(get(n, 'udpCpuPerRtt'))} | ${n === 'direct' ? '—' : ratio(a, ngUdp)} | ${ratio(get(n, 'udpCpuPerRtt')?.median, ngUdpCpu)} |`,
+    );
+  }
+  lines.push(
+    '',
+    `### UDP request/response rate (${UDP_FLOOD} datagrams, ${UDP_WINDOW} in flight, one session)`,
+    '',
+  );
+  lines.push('| target | round trips/s | proxy CPU µs / round trip | rate ÷ nginx |', '|---|---|---|---|');
+  const ngRate = get('nginx', 'udpRate')?.median;
+  for (const n of names) {
+    if (get(n, 'udpRate') === undefined) continue;
+    lines.push(
+      `| ${n} | ${fmt(get(n, 'udpRate'), 0)} | ${fmt(get(n, 'udpCpuPerDgram'), 2)} | ${ratio(get(n, 'udpRate')?.median, ngRate)} |`,
     );
   }
   if (skipped.length > 0) lines.push('', `Skipped: ${skipped.join('; ')}.`);

@@ -8,6 +8,7 @@
  *   l4bench pingpong HOST PORT N SIZE   N round trips of SIZE bytes on one connection
  *   l4bench bulk HOST PORT BYTES        sends BYTES, waits for the sink's count
  *   l4bench udp-pingpong HOST PORT N SIZE
+ *   l4bench udp-flood HOST PORT N SIZE WINDOW   N datagrams, at most WINDOW unanswered; datagrams/s
  *
  * Results are printed as one JSON line (latencies in microseconds).
  */
@@ -159,6 +160,29 @@ static void bulk(const char *host, int port, uint64_t bytes) {
   close(fd);
 }
 
+/* Keeps up to `window` datagrams in flight; a reply frees a slot. A lost datagram would stall
+   the window, so a 1 s receive timeout ends the run and reports how many came back. */
+static void udp_flood(const char *host, int port, long n, int size, int window) {
+  int fd = dial(host, port, SOCK_DGRAM);
+  struct timeval tv = {.tv_sec = 1};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char *buf = calloc(1, size);
+  long sent = 0, got = 0;
+  double t0 = now_us();
+  while (got < n) {
+    while (sent < n && sent - got < window) {
+      if (write(fd, buf, size) != size) die("write");
+      sent++;
+    }
+    if (read(fd, buf, size) <= 0) break;
+    got++;
+  }
+  double secs = (now_us() - t0) / 1e6;
+  printf("{\"kind\":\"udp-flood\",\"sent\":%ld,\"received\":%ld,\"seconds\":%.4f,\"dgrams_s\":%.0f}\n", sent, got, secs,
+         got / secs);
+  close(fd);
+}
+
 static void udp_echo(int port) {
   int fd = listen_on(port, SOCK_DGRAM);
   char buf[65536];
@@ -181,6 +205,7 @@ int main(int argc, char **argv) {
   else if (!strcmp(cmd, "udp-echo-server")) udp_echo(atoi(argv[2]));
   else if (!strcmp(cmd, "pingpong") && argc == 6) pingpong(argv[2], atoi(argv[3]), atol(argv[4]), atoi(argv[5]), SOCK_STREAM);
   else if (!strcmp(cmd, "udp-pingpong") && argc == 6) pingpong(argv[2], atoi(argv[3]), atol(argv[4]), atoi(argv[5]), SOCK_DGRAM);
+  else if (!strcmp(cmd, "udp-flood") && argc == 7) udp_flood(argv[2], atoi(argv[3]), atol(argv[4]), atoi(argv[5]), atoi(argv[6]));
   else if (!strcmp(cmd, "bulk") && argc == 5) bulk(argv[2], atoi(argv[3]), strtoull(argv[4], NULL, 10));
   else {
     fprintf(stderr, "bad arguments\n");

@@ -12,12 +12,13 @@ export function have(cmd: string): boolean {
   }
 }
 
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as { port: number };
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+/** `n` distinct free ports: all held open together while they are picked, then released. */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = Array.from({ length: n }, () => createServer());
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  return ports;
 }
 
 /** Starts `cmd` pinned to one CPU (when taskset exists). */
@@ -75,11 +76,19 @@ export function cpuSeconds(pid: number): number {
   return ticks * TICK_S;
 }
 
+/**
+ * Stops a peer the way its operator would (SIGTERM: nginx's master then stops its workers too),
+ * and SIGKILLs it if it has not exited within 3 s.
+ */
 export function stop(p: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
     if (p.exitCode !== null || p.signalCode !== null) return resolve();
-    p.once('exit', () => resolve());
-    p.kill('SIGKILL');
+    const force = setTimeout(() => p.kill('SIGKILL'), 3000);
+    p.once('exit', () => {
+      clearTimeout(force);
+      resolve();
+    });
+    p.kill('SIGTERM');
   });
 }
 
