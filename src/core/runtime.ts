@@ -265,26 +265,17 @@ export class Runtime {
     this.listeners.clear();
     // logged once nothing accepts any more, so "draining" means no new connections
     this.log.info({ active: this.activeCount(), drain_timeout_ms: this.config.drain_timeout }, 'draining');
-    await new Promise<void>((resolve) => {
-      const check = (): void => {
-        if (this.activeCount() === 0) {
-          resolve();
-          return;
-        }
-        if (Date.now() - started >= this.config.drain_timeout) {
-          const left = this.activeCount();
-          this.log.warn(
-            { left, code: 'ZL_DRAIN_TIMEOUT' satisfies ErrorCode },
-            'drain timeout: closing what is left',
-          );
-          for (const l of this.retired) l.destroyAll();
-          resolve();
-          return;
-        }
-        setTimeout(check, 50);
-      };
-      check();
-    });
+    await waitFor(() => this.activeCount() === 0, this.config.drain_timeout);
+    const left = this.activeCount();
+    if (left > 0) {
+      this.log.warn(
+        { left, code: 'ZL_DRAIN_TIMEOUT' satisfies ErrorCode },
+        'drain timeout: closing what is left',
+      );
+      for (const l of this.retired) l.destroyAll();
+      // native data paths confirm asynchronously: let their last access lines be written first
+      await waitFor(() => this.activeCount() === 0, 1000);
+    }
     await this.shutdown();
     this.log.info({ ms: Date.now() - started }, 'drained');
   }
@@ -331,4 +322,16 @@ function refused(errors: string[]): ReloadReport {
     listeners: { added: [], removed: [], changed: [], rebound: [] },
     upstreams: { added: [], removed: [], changed: [] },
   };
+}
+
+/** Resolves when `done()` holds or after `ms` (checked every 10 ms; drain is not a hot path). */
+function waitFor(done: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  return new Promise((resolve) => {
+    const check = (): void => {
+      if (done() || Date.now() >= deadline) resolve();
+      else setTimeout(check, 10);
+    };
+    check();
+  });
 }

@@ -30,12 +30,15 @@ export function createAccessLog(target: string): AccessLog {
   if (target === 'off') return OFF;
   const dest = target === 'stdout' ? 1 : target === 'stderr' ? 2 : target;
   const stream = pino.destination({ dest, sync: false, mkdir: typeof dest === 'string', append: true });
+  let closed = false;
   return {
     enabled: true,
     write(entry) {
-      stream.write(`${JSON.stringify(entry)}\n`);
+      if (!closed) stream.write(`${JSON.stringify(entry)}\n`);
     },
     close() {
+      if (closed) return;
+      closed = true;
       try {
         stream.flushSync();
       } catch {

@@ -161,6 +161,23 @@ for (const mode of ['auto', 'off'] as const) {
       native = mode;
     });
 
+    test('drain: a session still open at drain_timeout is ended and logged before drain resolves', async () => {
+      const e = await echo();
+      const z = await startRuntime(
+        config([`127.0.0.1:${port(e)}`], '{ idle_timeout: 30s }').replace(
+          'drain_timeout: 2s',
+          'drain_timeout: 200ms',
+        ),
+      );
+      const c = await client();
+      assert.equal(await ask(c, z.addr('u'), 'still here'), 'still here');
+      await z.stop();
+      assert.equal(z.access.length, 1, 'the session was logged before drain() resolved');
+      assert.equal(z.access[0]?.close, 'drain');
+      assert.equal(z.access[0]?.error, 'ZL_DRAIN_TIMEOUT');
+      assert.equal(z.rt.activeCount(), 0);
+    });
+
     test('ICMP port unreachable from the server ends the session with a coded error', async () => {
       const { refusedPort } = await import('../helpers/net.js');
       const dead = await refusedPort(); // nothing listens on this UDP port either
