@@ -77,12 +77,12 @@ export class TcpConnection implements PumpClient {
 
   /** Bytes received from the client. */
   bytesIn(): number {
-    return this.pumpId !== null || this.nativeBytes[0] > 0 ? this.nativeBytes[0] : this.client.bytesRead;
+    return this.dataPath === 'native' ? this.nativeBytes[0] : this.client.bytesRead;
   }
 
   /** Bytes sent to the client. */
   bytesOut(): number {
-    return this.pumpId !== null || this.nativeBytes[1] > 0 ? this.nativeBytes[1] : this.client.bytesWritten;
+    return this.dataPath === 'native' ? this.nativeBytes[1] : this.client.bytesWritten;
   }
 
   get clientIp(): string {

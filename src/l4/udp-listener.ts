@@ -220,6 +220,7 @@ export class UdpListener implements Listener {
       address: this.address(),
       upstream: this.settings.upstream,
       sessions: this.sessions.size,
+      data_path: 'js',
     };
   }
 }
