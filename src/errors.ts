@@ -73,6 +73,20 @@ export const ERROR_CATALOG = {
     status: 0,
     description: 'Sending a datagram failed (ICMP unreachable, buffer full).',
   },
+  // HTTP message parsing (the connection is closed after the response)
+  ZL_HTTP_BAD_REQUEST: {
+    status: 400,
+    description:
+      'Malformed or ambiguous request framing (RFC 9112): bare CR/LF, obs-fold, CL+TE, conflicting lengths, bad chunk.',
+  },
+  ZL_HTTP_HEADERS_TOO_LARGE: {
+    status: 431,
+    description: 'The request head exceeds `limits.max_header_bytes` (or 200 fields).',
+  },
+  ZL_HTTP_VERSION_NOT_SUPPORTED: {
+    status: 505,
+    description: 'An HTTP version other than 1.0 and 1.1 on an HTTP/1 connection.',
+  },
   // admin
   ZL_ADMIN_UNAUTHORIZED: { status: 401, description: 'The admin token was missing or wrong.' },
   ZL_ADMIN_NOT_FOUND: { status: 404, description: 'No such admin endpoint.' },

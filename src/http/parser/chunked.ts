@@ -1,0 +1,171 @@
+/**
+ * Chunked transfer coding decoder (RFC 9112 §7.1) as a state machine over any split of the byte
+ * stream: data is handed out as subarrays of the input (zero-copy), nothing is buffered but the
+ * state. Strict: hex sizes only (at most 13 digits), CRLF only, chunk extensions bounded and
+ * free of control characters, trailer fields well-formed and bounded. Any violation is a
+ * `ZL_HTTP_BAD_REQUEST`; the connection must then be closed.
+ *
+ * States: size → (ext) → size-LF → data → data-CR → data-LF → size … → last chunk (size 0) →
+ * trailer lines → done. `feed` returns how many bytes it consumed: all of them until the message
+ * ends, then the offset just after it (what follows belongs to the next message).
+ */
+import { ZiplineError } from '../../errors.js';
+import { isTchar } from './tokens.js';
+
+type State =
+  | 'size'
+  | 'ext'
+  | 'size_lf'
+  | 'data'
+  | 'data_cr'
+  | 'data_lf'
+  | 'trailer_start'
+  | 'trailer_line'
+  | 'trailer_lf'
+  | 'end_lf'
+  | 'done';
+
+const CR = 0x0d;
+const LF = 0x0a;
+const HTAB = 0x09;
+const MAX_SIZE_DIGITS = 13; // < 2^52: exact in a double
+const MAX_EXT_BYTES = 4096;
+const MAX_TRAILER_BYTES = 16 * 1024;
+
+export type ChunkSink = (data: Buffer) => void;
+
+export class ChunkedDecoder {
+  state: State = 'size';
+  /** Body bytes decoded so far. */
+  received = 0;
+  private size = 0;
+  private digits = 0;
+  private remaining = 0;
+  private extBytes = 0;
+  private trailerBytes = 0;
+  private lineStart = true;
+  private sawColon = false;
+  private nameOk = true;
+
+  get done(): boolean {
+    return this.state === 'done';
+  }
+
+  /** Decodes `buf[start, end)`; returns the offset where it stopped (end, or the message's end). */
+  feed(buf: Buffer, start: number, end: number, sink: ChunkSink): number {
+    let i = start;
+    while (i < end && this.state !== 'done') {
+      if (this.state === 'data') {
+        const n = Math.min(this.remaining, end - i);
+        sink(buf.subarray(i, i + n));
+        this.remaining -= n;
+        this.received += n;
+        i += n;
+        if (this.remaining === 0) this.state = 'data_cr';
+        continue;
+      }
+      this.step(buf[i] as number);
+      i++;
+    }
+    return i;
+  }
+
+  /** One byte of framing (everything but chunk data). Long by design: one case per state. */
+  private step(c: number): void {
+    switch (this.state) {
+      case 'size': {
+        const v = hexValue(c);
+        if (v >= 0) {
+          if (++this.digits > MAX_SIZE_DIGITS) throw bad('chunk size too large');
+          this.size = this.size * 16 + v;
+          return;
+        }
+        if (this.digits === 0) throw bad('missing chunk size');
+        if (c === CR) this.state = 'size_lf';
+        else if (c === 0x3b /* ; */) this.state = 'ext';
+        else throw bad('invalid chunk size');
+        return;
+      }
+      case 'ext':
+        if (c === CR) this.state = 'size_lf';
+        else if ((c < 0x20 && c !== HTAB) || c === 0x7f) throw bad('control character in chunk extension');
+        else if (++this.extBytes > MAX_EXT_BYTES) throw bad('chunk extension too long');
+        return;
+      case 'size_lf':
+        if (c !== LF) throw bad('chunk size line not ended by CRLF');
+        this.digits = 0;
+        this.extBytes = 0;
+        if (this.size === 0) {
+          this.state = 'trailer_start';
+        } else {
+          this.remaining = this.size;
+          this.size = 0;
+          this.state = 'data';
+        }
+        return;
+      case 'data_cr':
+        if (c !== CR) throw bad('chunk data not followed by CRLF');
+        this.state = 'data_lf';
+        return;
+      case 'data_lf':
+        if (c !== LF) throw bad('chunk data not followed by CRLF');
+        this.state = 'size';
+        return;
+      case 'trailer_start':
+        // an empty line ends the message; anything else starts a trailer field
+        if (c === CR) {
+          this.state = 'end_lf';
+          return;
+        }
+        this.lineStart = true;
+        this.sawColon = false;
+        this.nameOk = true;
+        this.state = 'trailer_line';
+        this.trailerByte(c);
+        return;
+      case 'trailer_line':
+        if (c === CR) {
+          if (!this.sawColon || !this.nameOk) throw bad('malformed trailer field');
+          this.state = 'trailer_lf';
+          return;
+        }
+        this.trailerByte(c);
+        return;
+      case 'trailer_lf':
+        if (c !== LF) throw bad('trailer field not ended by CRLF');
+        this.state = 'trailer_start';
+        return;
+      case 'end_lf':
+        if (c !== LF) throw bad('chunked message not ended by CRLF');
+        this.state = 'done';
+        return;
+      default:
+        return;
+    }
+  }
+
+  private trailerByte(c: number): void {
+    if (++this.trailerBytes > MAX_TRAILER_BYTES) throw bad('trailer section too large');
+    if (c === LF || (c < 0x20 && c !== HTAB) || c === 0x7f) throw bad('control character in trailer');
+    if (!this.sawColon) {
+      if (c === 0x3a /* : */) {
+        if (this.lineStart) throw bad('empty trailer field name');
+        this.sawColon = true;
+      } else if (!isTchar(c)) {
+        this.nameOk = false;
+      }
+    }
+    this.lineStart = false;
+  }
+}
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x57;
+  if (c >= 0x41 && c <= 0x46) return c - 0x37;
+  return -1;
+}
+
+function bad(message: string): ZiplineError {
+  return new ZiplineError('ZL_HTTP_BAD_REQUEST', message);
+}

@@ -1,0 +1,250 @@
+/**
+ * HTTP/1.1 request head parsing over raw bytes (RFC 9112), strict where leniency enables request
+ * smuggling. The head is parsed in one pass once its end (CRLF CRLF) is known; field names and
+ * values stay in the caller's buffer as offsets (no string per header unless asked for).
+ *
+ * Refused (and the connection must then be closed, RFC 9112 §6.3):
+ * - any line ending that is not CRLF (bare LF or bare CR), obs-fold continuation lines,
+ *   whitespace between a field name and its colon, control characters in values;
+ * - Transfer-Encoding together with Content-Length; Transfer-Encoding in HTTP/1.0;
+ *   a Transfer-Encoding whose final coding is not exactly `chunked`, or `chunked` twice;
+ * - Content-Length that is not all digits, or several that disagree;
+ * - HTTP/1.1 without exactly one Host; a head larger than the limit (431).
+ */
+import { ZiplineError } from '../../errors.js';
+import { isTchar, lowerAscii } from './tokens.js';
+
+export interface RequestHead {
+  readonly method: string;
+  readonly target: string;
+  /** HTTP/1.<minor> */
+  readonly minor: 0 | 1;
+  /** The buffer the head was parsed from (not copied). */
+  readonly raw: Buffer;
+  /** Per field: [nameStart, nameEnd, valueStart, valueEnd) offsets into `raw`. */
+  readonly fields: Uint32Array;
+  readonly fieldCount: number;
+  /** Offset just after the CRLF CRLF that ends the head: the body starts here. */
+  readonly headEnd: number;
+  /** Declared body length; -1 when there is none (see `chunked`). */
+  readonly contentLength: number;
+  readonly chunked: boolean;
+  readonly keepAlive: boolean;
+  readonly expectContinue: boolean;
+  /** The Upgrade header when `Connection: upgrade` asks for one. */
+  readonly upgrade: string | null;
+  readonly host: string | null;
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+const SP = 0x20;
+const HTAB = 0x09;
+const COLON = 0x3a;
+
+const MAX_METHOD = 32;
+const MAX_FIELDS = 200;
+
+/**
+ * Where the head ends in `buf[0, end)`: the offset after CRLF CRLF, or -1 when more bytes are
+ * needed. Throws 431 once more than `maxBytes` arrive without an end, and 400 at the first bare
+ * LF (a head ended by LF LF would otherwise wait for bytes that never come).
+ */
+export function findHeadEnd(buf: Buffer, end: number, maxBytes: number): number {
+  for (let i = 0; i < end; i++) {
+    if (buf[i] !== LF) continue;
+    if (i === 0 || buf[i - 1] !== CR) throw bad('bare LF in request head');
+    if (i >= 3 && buf[i - 2] === LF && buf[i - 3] === CR) {
+      if (i + 1 > maxBytes) throw tooLarge();
+      return i + 1;
+    }
+  }
+  if (end > maxBytes) throw tooLarge();
+  return -1;
+}
+
+function tooLarge(): ZiplineError {
+  return new ZiplineError('ZL_HTTP_HEADERS_TOO_LARGE', 'request head larger than limits.max_header_bytes');
+}
+
+/** Parses a complete head: `buf[0, headEnd)` as found by `findHeadEnd`. */
+export function parseRequestHead(buf: Buffer, headEnd: number): RequestHead {
+  const lineEnd = buf.indexOf('\r\n', 0, 'latin1');
+  const { method, target, minor } = parseRequestLine(buf, lineEnd);
+  const fields = new Uint32Array(MAX_FIELDS * 4);
+  let count = 0;
+  let pos = lineEnd + 2;
+  while (pos < headEnd - 2) {
+    const eol = buf.indexOf('\r\n', pos, 'latin1');
+    if (count === MAX_FIELDS) throw new ZiplineError('ZL_HTTP_HEADERS_TOO_LARGE', 'too many header fields');
+    parseField(buf, pos, eol, fields, count);
+    count++;
+    pos = eol + 2;
+  }
+  return frame(buf, method, target, minor, fields, count, headEnd);
+}
+
+function parseRequestLine(buf: Buffer, lineEnd: number): { method: string; target: string; minor: 0 | 1 } {
+  checkLine(buf, 0, lineEnd);
+  let i = 0;
+  while (i < lineEnd && isTchar(buf[i] as number)) i++;
+  if (i === 0 || i > MAX_METHOD || buf[i] !== SP) throw bad('malformed request method');
+  const method = buf.toString('latin1', 0, i);
+  const targetStart = ++i;
+  while (i < lineEnd && (buf[i] as number) > SP && (buf[i] as number) < 0x7f) i++;
+  if (i === targetStart || buf[i] !== SP) throw bad('malformed request target');
+  const target = buf.toString('latin1', targetStart, i);
+  const version = buf.toString('latin1', i + 1, lineEnd);
+  if (version === 'HTTP/1.1') return { method, target, minor: 1 };
+  if (version === 'HTTP/1.0') return { method, target, minor: 0 };
+  if (/^HTTP\/\d\.\d$/.test(version)) {
+    throw new ZiplineError('ZL_HTTP_VERSION_NOT_SUPPORTED', `unsupported version ${version}`);
+  }
+  throw bad('malformed HTTP version');
+}
+
+function parseField(buf: Buffer, start: number, eol: number, out: Uint32Array, n: number): void {
+  checkLine(buf, start, eol);
+  const first = buf[start] as number;
+  if (first === SP || first === HTAB) throw bad('obsolete line folding in header field');
+  let i = start;
+  while (i < eol && isTchar(buf[i] as number)) i++;
+  if (i === start || buf[i] !== COLON) throw bad('malformed header field name');
+  const nameEnd = i++;
+  while (i < eol && (buf[i] === SP || buf[i] === HTAB)) i++;
+  let valueEnd = eol;
+  while (valueEnd > i && (buf[valueEnd - 1] === SP || buf[valueEnd - 1] === HTAB)) valueEnd--;
+  for (let j = i; j < valueEnd; j++) {
+    const c = buf[j] as number;
+    if ((c < SP && c !== HTAB) || c === 0x7f) throw bad('control character in header field value');
+  }
+  const k = n * 4;
+  out[k] = start;
+  out[k + 1] = nameEnd;
+  out[k + 2] = i;
+  out[k + 3] = valueEnd;
+}
+
+/** No bare CR inside a line (bare LF cannot occur: lines are split on CRLF and checked by findHeadEnd). */
+function checkLine(buf: Buffer, start: number, end: number): void {
+  const cr = buf.indexOf(CR, start);
+  if (cr >= 0 && cr < end) throw bad('bare CR in request head');
+  const lf = buf.indexOf(LF, start);
+  if (lf >= 0 && lf < end) throw bad('bare LF in request head');
+}
+
+/** Message framing and connection semantics from the fields (RFC 9112 §6, §9). */
+function frame(
+  raw: Buffer,
+  method: string,
+  target: string,
+  minor: 0 | 1,
+  fields: Uint32Array,
+  fieldCount: number,
+  headEnd: number,
+): RequestHead {
+  let contentLength = -1;
+  let te: string | null = null;
+  let hosts = 0;
+  let host: string | null = null;
+  let connection = '';
+  let upgradeHeader: string | null = null;
+  let expectContinue = false;
+  for (let f = 0; f < fieldCount; f++) {
+    const k = f * 4;
+    const name = lowerAscii(raw, fields[k] as number, fields[k + 1] as number);
+    const value = (): string => raw.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
+    switch (name) {
+      case 'content-length':
+        contentLength = mergeContentLength(contentLength, value());
+        break;
+      case 'transfer-encoding':
+        te = te === null ? value() : `${te},${value()}`;
+        break;
+      case 'host':
+        hosts++;
+        host = value();
+        break;
+      case 'connection':
+        connection = connection === '' ? value() : `${connection},${value()}`;
+        break;
+      case 'upgrade':
+        upgradeHeader = value();
+        break;
+      case 'expect':
+        expectContinue = value().toLowerCase() === '100-continue';
+        break;
+    }
+  }
+  let chunked = false;
+  if (te !== null) {
+    if (minor === 0) throw bad('Transfer-Encoding in an HTTP/1.0 request');
+    if (contentLength !== -1) throw bad('both Transfer-Encoding and Content-Length');
+    chunked = finalCodingIsChunked(te);
+  }
+  if (minor === 1 && hosts !== 1)
+    throw bad(hosts === 0 ? 'missing Host header' : 'more than one Host header');
+  if (host !== null && !/^[A-Za-z0-9.\-_~!$&'()*+,;=%:[\]]*$/.test(host)) throw bad('malformed Host header');
+  const tokens = connection
+    .toLowerCase()
+    .split(',')
+    .map((t) => t.trim());
+  const keepAlive = minor === 1 ? !tokens.includes('close') : tokens.includes('keep-alive');
+  const upgrade = tokens.includes('upgrade') && upgradeHeader !== null ? upgradeHeader : null;
+  return {
+    method,
+    target,
+    minor,
+    raw,
+    fields,
+    fieldCount,
+    headEnd,
+    contentLength,
+    chunked,
+    keepAlive,
+    expectContinue,
+    upgrade,
+    host,
+  };
+}
+
+/** Content-Length may repeat (or be a list) only with one value (RFC 9110 §8.6). */
+function mergeContentLength(current: number, text: string): number {
+  let value = current;
+  for (const part of text.split(',')) {
+    const t = part.trim();
+    if (!/^\d{1,15}$/.test(t)) throw bad('malformed Content-Length');
+    const n = Number(t);
+    if (value !== -1 && value !== n) throw bad('conflicting Content-Length values');
+    value = n;
+  }
+  return value;
+}
+
+/** The codings list must end with exactly one `chunked` (RFC 9112 §6.1). */
+function finalCodingIsChunked(te: string): boolean {
+  const codings = te
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '');
+  const chunkedAt = codings.indexOf('chunked');
+  if (codings.length === 0 || chunkedAt !== codings.length - 1) {
+    throw bad('Transfer-Encoding must end with chunked, exactly once');
+  }
+  return true;
+}
+
+function bad(message: string): ZiplineError {
+  return new ZiplineError('ZL_HTTP_BAD_REQUEST', message);
+}
+
+/** The value of the first field called `name` (lower case), or undefined. */
+export function headerValue(head: RequestHead, name: string): string | undefined {
+  for (let f = 0; f < head.fieldCount; f++) {
+    const k = f * 4;
+    if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) === name) {
+      return head.raw.toString('latin1', head.fields[k + 2] as number, head.fields[k + 3] as number);
+    }
+  }
+  return undefined;
+}

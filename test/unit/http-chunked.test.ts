@@ -1,0 +1,83 @@
+/** The chunked decoder: RFC 9112 §7.1 framing, any split of the input, strict refusals. */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { isZiplineError } from '../../src/errors.js';
+import { ChunkedDecoder } from '../../src/http/parser/chunked.js';
+
+function decode(text: string, split = 0): { body: string; used: number; done: boolean } {
+  const buf = Buffer.from(text, 'latin1');
+  const d = new ChunkedDecoder();
+  const parts: Buffer[] = [];
+  let pos = 0;
+  const step = split || buf.length;
+  while (pos < buf.length && !d.done) {
+    const end = Math.min(buf.length, pos + step);
+    pos = d.feed(buf, pos, end, (b) => parts.push(Buffer.from(b)));
+  }
+  return { body: Buffer.concat(parts).toString('latin1'), used: pos, done: d.done };
+}
+
+function refused(text: string): void {
+  for (const split of [0, 1]) {
+    assert.throws(
+      () => decode(text, split),
+      (e: unknown) => isZiplineError(e) && e.code === 'ZL_HTTP_BAD_REQUEST',
+      JSON.stringify(text),
+    );
+  }
+}
+
+describe('chunked decoding', () => {
+  const msg = '5\r\nhello\r\n6;ext=1;q="x"\r\n world\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n';
+
+  test('decodes data, extensions and trailers; stops at the end of the message', () => {
+    const r = decode(`${msg}GET /next`);
+    assert.equal(r.body, 'hello world0123456789');
+    assert.equal(r.done, true);
+    assert.equal(r.used, msg.length, 'what follows belongs to the next message');
+  });
+
+  test('every split of the input decodes the same (1-byte feeds, every cut point)', () => {
+    assert.equal(decode(msg, 1).body, 'hello world0123456789');
+    for (let cut = 1; cut < msg.length; cut++) {
+      const buf = Buffer.from(msg, 'latin1');
+      const d = new ChunkedDecoder();
+      const parts: Buffer[] = [];
+      let pos = d.feed(buf, 0, cut, (b) => parts.push(Buffer.from(b)));
+      assert.equal(pos, cut);
+      pos = d.feed(buf, pos, buf.length, (b) => parts.push(Buffer.from(b)));
+      assert.equal(Buffer.concat(parts).toString(), 'hello world0123456789', `cut at ${cut}`);
+      assert.equal(d.done, true);
+    }
+  });
+
+  test('data is handed out without copying', () => {
+    const buf = Buffer.from('3\r\nabc\r\n0\r\n\r\n');
+    const d = new ChunkedDecoder();
+    let slice: Buffer | undefined;
+    d.feed(buf, 0, buf.length, (b) => {
+      slice = b;
+    });
+    assert.ok(slice && slice.buffer === buf.buffer && slice.byteOffset === buf.byteOffset + 3);
+  });
+
+  test('refuses malformed framing', () => {
+    refused('g\r\nx\r\n0\r\n\r\n');
+    refused('\r\n');
+    refused('5\nhello\r\n0\r\n\r\n');
+    refused('5\r\nhelloXX0\r\n\r\n');
+    refused('5\r\nhello\r0\r\n\r\n');
+    refused('0\r\n\r\r');
+    refused('-1\r\n');
+    refused(' 5\r\nhello\r\n0\r\n\r\n');
+    refused('5 \r\nhello\r\n0\r\n\r\n');
+    refused(`${'f'.repeat(14)}\r\n`);
+    refused('5;a\u0000b\r\nhello\r\n0\r\n\r\n');
+    refused(`5;${'e'.repeat(5000)}\r\n`);
+    refused('0\r\nNoColon\r\n\r\n');
+    refused('0\r\n: empty\r\n\r\n');
+    refused('0\r\nBad Name: v\r\n\r\n');
+    refused('0\r\nX: a\nb\r\n\r\n');
+    refused(`0\r\nX: ${'v'.repeat(17 * 1024)}\r\n\r\n`);
+  });
+});

@@ -1,0 +1,135 @@
+/** RFC 9112 request head parsing, including the request-smuggling cases a proxy must refuse. */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { isZiplineError } from '../../src/errors.js';
+import {
+  findHeadEnd,
+  headerValue,
+  parseRequestHead,
+  type RequestHead,
+} from '../../src/http/parser/request-head.js';
+
+function parse(text: string, max = 16 * 1024): RequestHead {
+  const buf = Buffer.from(text, 'latin1');
+  const end = findHeadEnd(buf, buf.length, max);
+  assert.ok(end > 0, 'head end not found');
+  return parseRequestHead(buf, end);
+}
+
+function refused(text: string, code = 'ZL_HTTP_BAD_REQUEST', max = 16 * 1024): void {
+  assert.throws(
+    () => parse(text, max),
+    (err: unknown) => isZiplineError(err) && err.code === code,
+    `expected ${code} for ${JSON.stringify(text)}`,
+  );
+}
+
+describe('request head: valid requests', () => {
+  test('a plain GET', () => {
+    const h = parse('GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nX-Custom-Header:  v1 \r\n\r\nBODY');
+    assert.equal(h.method, 'GET');
+    assert.equal(h.target, '/a?b=c');
+    assert.equal(h.minor, 1);
+    assert.equal(h.host, 'example.com');
+    assert.equal(h.contentLength, -1);
+    assert.equal(h.chunked, false);
+    assert.equal(h.keepAlive, true);
+    assert.equal(h.fieldCount, 2);
+    assert.equal(h.raw.toString('latin1', h.fields[4], h.fields[5]), 'X-Custom-Header', 'name case kept');
+    assert.equal(headerValue(h, 'x-custom-header'), 'v1', 'OWS trimmed');
+    assert.equal(h.raw.toString('latin1', h.headEnd), 'BODY');
+  });
+
+  test('framing and connection semantics', () => {
+    assert.equal(parse('POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n').contentLength, 5);
+    assert.equal(
+      parse('POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n').contentLength,
+      5,
+    );
+    assert.equal(parse('POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n').contentLength, 5);
+    assert.equal(parse('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n').chunked, true);
+    assert.equal(
+      parse('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n').chunked,
+      true,
+    );
+    assert.equal(
+      parse('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n')
+        .chunked,
+      true,
+    );
+    assert.equal(parse('GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n').keepAlive, false);
+    assert.equal(parse('GET / HTTP/1.0\r\n\r\n').keepAlive, false, 'HTTP/1.0 needs no Host');
+    assert.equal(parse('GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n').keepAlive, true);
+    assert.equal(
+      parse('POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n').expectContinue,
+      true,
+    );
+    const ws = parse(
+      'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n',
+    );
+    assert.equal(ws.upgrade, 'websocket');
+    assert.equal(
+      parse('GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n').upgrade,
+      null,
+      'Upgrade without Connection: upgrade',
+    );
+    assert.equal(parse('GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n').host, '[::1]:8080');
+  });
+});
+
+describe('request head: refused (smuggling and malformed framing)', () => {
+  test('Content-Length with Transfer-Encoding, in either order', () => {
+    refused('POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n');
+    refused('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n');
+  });
+  test('conflicting or malformed Content-Length', () => {
+    refused('POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n');
+    refused('POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 5\r\n\r\n');
+    for (const v of ['+4', '-1', '4 4', '0x10', '', '1234567890123456', '4a']) {
+      refused(`POST / HTTP/1.1\r\nHost: a\r\nContent-Length: ${v}\r\n\r\n`);
+    }
+  });
+  test('Transfer-Encoding that does not end in exactly one chunked, or in HTTP/1.0', () => {
+    for (const v of ['chunked, gzip', 'chunkedx', 'xchunked', 'chunked, chunked', 'gzip', ',']) {
+      refused(`POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ${v}\r\n\r\n`);
+    }
+    refused('POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n');
+  });
+  test('line endings, folding, whitespace and control characters', () => {
+    refused('GET / HTTP/1.1\nHost: a\n\n');
+    refused('GET / HTTP/1.1\r\nHost: a\n\r\n');
+    refused('GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n');
+    refused('GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n');
+    refused('GET / HTTP/1.1\r\nHost: a\r\nX : b\r\n\r\n');
+    refused('GET / HTTP/1.1\r\nHost: a\r\nX\u0000: b\r\n\r\n');
+    refused('GET / HTTP/1.1\r\nHost: a\r\nX: a\u0000b\r\n\r\n');
+    refused('GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n');
+  });
+  test('Host: missing, repeated or malformed in HTTP/1.1', () => {
+    refused('GET / HTTP/1.1\r\n\r\n');
+    refused('GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n');
+    refused('GET / HTTP/1.1\r\nHost: a b\r\n\r\n');
+    refused('GET / HTTP/1.1\r\nHost: a/b\r\n\r\n');
+  });
+  test('request line', () => {
+    refused('GET  / HTTP/1.1\r\nHost: a\r\n\r\n');
+    refused('GET / HTTP/1.1 \r\nHost: a\r\n\r\n');
+    refused('G(T / HTTP/1.1\r\nHost: a\r\n\r\n');
+    refused('GET /a b HTTP/1.1\r\nHost: a\r\n\r\n');
+    refused('GET / HTTP/1.1x\r\nHost: a\r\n\r\n');
+    refused('GET / HTTP/2.0\r\nHost: a\r\n\r\n', 'ZL_HTTP_VERSION_NOT_SUPPORTED');
+    refused(`${'A'.repeat(40)} / HTTP/1.1\r\nHost: a\r\n\r\n`);
+  });
+  test('a head over the limit is 431, also before it is complete', () => {
+    refused(`GET / HTTP/1.1\r\nHost: a\r\nX: ${'v'.repeat(200)}\r\n\r\n`, 'ZL_HTTP_HEADERS_TOO_LARGE', 100);
+    const partial = Buffer.from(`GET / HTTP/1.1\r\nX: ${'v'.repeat(200)}`);
+    assert.throws(() => findHeadEnd(partial, partial.length, 100), /limits.max_header_bytes/);
+    const fields = Array.from({ length: 201 }, (_, i) => `X${i}: v\r\n`).join('');
+    refused(`GET / HTTP/1.1\r\nHost: a\r\n${fields}\r\n`, 'ZL_HTTP_HEADERS_TOO_LARGE');
+  });
+  test('findHeadEnd waits for more bytes, and never reads past `end`', () => {
+    const buf = Buffer.from('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    for (let end = 0; end < buf.length; end++) assert.equal(findHeadEnd(buf, end, 1024), -1);
+    assert.equal(findHeadEnd(buf, buf.length, 1024), buf.length);
+  });
+});
