@@ -48,6 +48,11 @@ export const ERROR_CATALOG = {
     description: 'Connecting failed for another reason (unreachable, DNS).',
   },
   ZL_UPSTREAM_RESET: { status: 502, description: 'The server reset an established connection.' },
+  ZL_UPSTREAM_BAD_RESPONSE: {
+    status: 502,
+    description:
+      'The server sent a malformed or ambiguous response head (RFC 9112); its connection is not reused.',
+  },
   ZL_UPSTREAM_IDLE_TIMEOUT: { status: 504, description: 'Neither side sent data for the idle timeout.' },
   // downstream
   ZL_CLIENT_RESET: { status: 499, description: 'The client reset its connection.' },

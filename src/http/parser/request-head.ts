@@ -12,6 +12,14 @@
  * - HTTP/1.1 without exactly one Host; a head larger than the limit (431).
  */
 import { ZiplineError } from '../../errors.js';
+import {
+  bad,
+  checkLine,
+  finalCodingIsChunked,
+  MAX_FIELDS,
+  mergeContentLength,
+  parseField,
+} from './fields.js';
 import { isTchar, lowerAscii } from './tokens.js';
 
 export interface RequestHead {
@@ -39,11 +47,8 @@ export interface RequestHead {
 const CR = 0x0d;
 const LF = 0x0a;
 const SP = 0x20;
-const HTAB = 0x09;
-const COLON = 0x3a;
 
 const MAX_METHOD = 32;
-const MAX_FIELDS = 200;
 
 /**
  * Where the head ends in `buf[0, end)`: the offset after CRLF CRLF, or -1 when more bytes are
@@ -101,36 +106,6 @@ function parseRequestLine(buf: Buffer, lineEnd: number): { method: string; targe
     throw new ZiplineError('ZL_HTTP_VERSION_NOT_SUPPORTED', `unsupported version ${version}`);
   }
   throw bad('malformed HTTP version');
-}
-
-function parseField(buf: Buffer, start: number, eol: number, out: Uint32Array, n: number): void {
-  checkLine(buf, start, eol);
-  const first = buf[start] as number;
-  if (first === SP || first === HTAB) throw bad('obsolete line folding in header field');
-  let i = start;
-  while (i < eol && isTchar(buf[i] as number)) i++;
-  if (i === start || buf[i] !== COLON) throw bad('malformed header field name');
-  const nameEnd = i++;
-  while (i < eol && (buf[i] === SP || buf[i] === HTAB)) i++;
-  let valueEnd = eol;
-  while (valueEnd > i && (buf[valueEnd - 1] === SP || buf[valueEnd - 1] === HTAB)) valueEnd--;
-  for (let j = i; j < valueEnd; j++) {
-    const c = buf[j] as number;
-    if ((c < SP && c !== HTAB) || c === 0x7f) throw bad('control character in header field value');
-  }
-  const k = n * 4;
-  out[k] = start;
-  out[k + 1] = nameEnd;
-  out[k + 2] = i;
-  out[k + 3] = valueEnd;
-}
-
-/** No bare CR inside a line (bare LF cannot occur: lines are split on CRLF and checked by findHeadEnd). */
-function checkLine(buf: Buffer, start: number, end: number): void {
-  const cr = buf.indexOf(CR, start);
-  if (cr >= 0 && cr < end) throw bad('bare CR in request head');
-  const lf = buf.indexOf(LF, start);
-  if (lf >= 0 && lf < end) throw bad('bare LF in request head');
 }
 
 /** Message framing and connection semantics from the fields (RFC 9112 §6, §9). */
@@ -206,36 +181,6 @@ function frame(
     upgrade,
     host,
   };
-}
-
-/** Content-Length may repeat (or be a list) only with one value (RFC 9110 §8.6). */
-function mergeContentLength(current: number, text: string): number {
-  let value = current;
-  for (const part of text.split(',')) {
-    const t = part.trim();
-    if (!/^\d{1,15}$/.test(t)) throw bad('malformed Content-Length');
-    const n = Number(t);
-    if (value !== -1 && value !== n) throw bad('conflicting Content-Length values');
-    value = n;
-  }
-  return value;
-}
-
-/** The codings list must end with exactly one `chunked` (RFC 9112 §6.1). */
-function finalCodingIsChunked(te: string): boolean {
-  const codings = te
-    .split(',')
-    .map((c) => c.trim().toLowerCase())
-    .filter((c) => c !== '');
-  const chunkedAt = codings.indexOf('chunked');
-  if (codings.length === 0 || chunkedAt !== codings.length - 1) {
-    throw bad('Transfer-Encoding must end with chunked, exactly once');
-  }
-  return true;
-}
-
-function bad(message: string): ZiplineError {
-  return new ZiplineError('ZL_HTTP_BAD_REQUEST', message);
 }
 
 /** The value of the first field called `name` (lower case), or undefined. */
