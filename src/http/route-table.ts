@@ -1,0 +1,111 @@
+/**
+ * The compiled route table of an HTTP listener: built once from config, then each request is one
+ * host lookup and a scan of that host's routes, longest path prefix first.
+ *
+ * Host matching: exact names first, then wildcards (`*.example.com` matches `a.example.com` and
+ * `a.b.example.com`, not `example.com`; the longest suffix wins), then routes without a host.
+ * Within a host, the longest `path_prefix` that is a plain string prefix of the path wins (as an
+ * nginx prefix `location`); when none of a host's routes match, the routes without a host are
+ * tried. Host names compare case-insensitively and without the port.
+ */
+
+export interface RouteSpec<T> {
+  readonly host?: string | undefined;
+  readonly pathPrefix?: string | undefined;
+  readonly stripPrefix?: boolean | undefined;
+  readonly value: T;
+}
+
+export interface Route<T> {
+  readonly host: string | null;
+  readonly pathPrefix: string;
+  readonly stripPrefix: boolean;
+  readonly value: T;
+}
+
+export interface RouteMatch<T> {
+  readonly route: Route<T>;
+  /** The path to send upstream (`strip_prefix` applied; always starts with `/`). */
+  readonly path: string;
+}
+
+export class RouteTable<T> {
+  private readonly exact = new Map<string, Route<T>[]>();
+  /** [suffix including the dot, routes], longest suffix first. */
+  private readonly wildcards: [string, Route<T>[]][] = [];
+  private readonly any: Route<T>[] = [];
+
+  constructor(specs: readonly RouteSpec<T>[]) {
+    const wild = new Map<string, Route<T>[]>();
+    for (const s of specs) {
+      const route: Route<T> = {
+        host: s.host === undefined ? null : s.host.toLowerCase(),
+        pathPrefix: s.pathPrefix ?? '/',
+        stripPrefix: s.stripPrefix ?? false,
+        value: s.value,
+      };
+      if (route.host === null) this.any.push(route);
+      else if (route.host.startsWith('*.')) push(wild, route.host.slice(1), route);
+      else push(this.exact, route.host, route);
+    }
+    for (const list of [...this.exact.values(), ...wild.values(), this.any]) {
+      list.sort((a, b) => b.pathPrefix.length - a.pathPrefix.length);
+    }
+    this.wildcards.push(...[...wild.entries()].sort((a, b) => b[0].length - a[0].length));
+  }
+
+  /** The route for `host` (the Host header, port allowed) and the request target's path. */
+  match(hostHeader: string | null, target: string): RouteMatch<T> | null {
+    const host = hostHeader === null ? '' : stripPort(hostHeader).toLowerCase();
+    const path = pathOf(target);
+    const byHost = this.exact.get(host) ?? this.wildcardFor(host);
+    return (byHost === undefined ? null : pick(byHost, path)) ?? pick(this.any, path);
+  }
+
+  private wildcardFor(host: string): Route<T>[] | undefined {
+    for (const [suffix, routes] of this.wildcards) {
+      if (host.length > suffix.length && host.endsWith(suffix)) return routes;
+    }
+    return undefined;
+  }
+}
+
+function push<T>(map: Map<string, Route<T>[]>, key: string, route: Route<T>): void {
+  const list = map.get(key);
+  if (list === undefined) map.set(key, [route]);
+  else list.push(route);
+}
+
+function pick<T>(routes: readonly Route<T>[], path: string): RouteMatch<T> | null {
+  for (const route of routes) {
+    if (!path.startsWith(route.pathPrefix)) continue;
+    if (!route.stripPrefix) return { route, path };
+    const rest = path.slice(route.pathPrefix.length);
+    return { route, path: rest.startsWith('/') ? rest : `/${rest}` };
+  }
+  return null;
+}
+
+/** `host:port` → `host`; `[::1]:80` → `[::1]`. */
+function stripPort(host: string): string {
+  if (host.startsWith('[')) {
+    const end = host.indexOf(']');
+    return end < 0 ? host : host.slice(0, end + 1);
+  }
+  const colon = host.lastIndexOf(':');
+  return colon < 0 ? host : host.slice(0, colon);
+}
+
+/**
+ * The path of a request target, with the query kept: origin-form as is; absolute-form
+ * (`http://h/p?q`) reduced to its path; `*` (OPTIONS) as is.
+ */
+export function pathOf(target: string): string {
+  if (target.startsWith('/') || target === '*') return target;
+  const scheme = target.indexOf('://');
+  if (scheme < 0) return target;
+  const slash = target.indexOf('/', scheme + 3);
+  const query = target.indexOf('?', scheme + 3);
+  if (slash < 0) return query < 0 ? '/' : `/${target.slice(query)}`;
+  return query >= 0 && query < slash ? `/${target.slice(query)}` : target.slice(slash);
+}
