@@ -5,7 +5,7 @@
  * JS raw-socket design costs per request beside nginx. Usage: node http-raw.js LISTEN_PORT UPSTREAM_PORT
  */
 import { BlockList, connect, createServer, type Socket } from 'node:net';
-import { buildForwardHead } from '../../src/http/forward-head.js';
+import { buildForwardHead, isTrustedProxy } from '../../src/http/forward-head.js';
 import { findHeadEnd, parseRequestHead } from '../../src/http/parser/request-head.js';
 import { parseResponseHead } from '../../src/http/parser/response-head.js';
 
@@ -21,6 +21,7 @@ createServer({ noDelay: true }, (client) => {
   let resBodyLeft = 0;
   let method = 'GET';
   let waiting = false; // a response head is expected
+  const clientTrusted = isTrustedProxy(trusted, client.remoteAddress ?? '');
   const fail = (s: Socket): void => {
     client.destroy();
     upstream.destroy();
@@ -47,7 +48,7 @@ createServer({ noDelay: true }, (client) => {
       const fwd = buildForwardHead(head, {
         clientIp: client.remoteAddress ?? '',
         proto: 'http',
-        trusted,
+        trusted: clientTrusted,
         path: head.target,
         rules,
       });

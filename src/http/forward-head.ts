@@ -12,10 +12,10 @@
  *   is generated;
  * - the route's header rules: `remove` then `set` (set replaces every field of that name).
  */
-import { randomBytes } from 'node:crypto';
 import type { BlockList } from 'node:net';
 import type { RequestHead } from './parser/request-head.js';
 import { lowerAscii } from './parser/tokens.js';
+import { nextRequestId } from './request-id.js';
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -46,8 +46,8 @@ export interface HeaderRules {
 export interface ForwardContext {
   readonly clientIp: string;
   readonly proto: 'http' | 'https';
-  /** Addresses whose forwarding headers are believed (`trusted_proxies`). */
-  readonly trusted: BlockList;
+  /** The client is in `trusted_proxies` (decide once per connection: `isTrustedProxy`). */
+  readonly trusted: boolean;
   /** The path to send (after `strip_prefix`), query included. */
   readonly path: string;
   readonly rules: HeaderRules;
@@ -61,7 +61,7 @@ export interface ForwardedHead {
 }
 
 export function buildForwardHead(req: RequestHead, ctx: ForwardContext): ForwardedHead {
-  const trusted = isTrusted(ctx.trusted, ctx.clientIp);
+  const trusted = ctx.trusted;
   const named = connectionNamed(req);
   let out = `${req.method} ${ctx.path} HTTP/1.1\r\n`;
   let xff: string | null = null;
@@ -89,7 +89,7 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
       continue;
     out += `${req.raw.toString('latin1', nameStart, nameEnd)}: ${value}\r\n`;
   }
-  const id = requestId ?? randomBytes(16).toString('hex');
+  const id = requestId ?? nextRequestId();
   out += `X-Forwarded-For: ${xff === null ? ctx.clientIp : `${xff}, ${ctx.clientIp}`}\r\n`;
   out += `X-Forwarded-Proto: ${xfProto ?? ctx.proto}\r\n`;
   out += `X-Forwarded-Host: ${xfHost ?? req.host ?? ''}\r\n`;
@@ -102,8 +102,12 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
   return { head: `${out}\r\n`, requestId: id };
 }
 
-/** BlockList matches IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`) against IPv4 rules too. */
-function isTrusted(list: BlockList, ip: string): boolean {
+/**
+ * Whether a client's forwarding headers are believed. Once per connection: `BlockList.check`
+ * builds a SocketAddress per call. It matches IPv4-mapped IPv6 (`::ffff:10.1.2.3`) against IPv4
+ * rules too.
+ */
+export function isTrustedProxy(list: BlockList, ip: string): boolean {
   return list.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4');
 }
 

@@ -2,8 +2,9 @@
 import assert from 'node:assert/strict';
 import { BlockList } from 'node:net';
 import { describe, test } from 'node:test';
-import { buildForwardHead, type ForwardContext } from '../../src/http/forward-head.js';
+import { buildForwardHead, type ForwardContext, isTrustedProxy } from '../../src/http/forward-head.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from '../../src/http/parser/request-head.js';
+import { nextRequestId } from '../../src/http/request-id.js';
 import { pathOf, RouteTable } from '../../src/http/route-table.js';
 
 describe('route table', () => {
@@ -48,13 +49,15 @@ function head(text: string): RequestHead {
   return parseRequestHead(buf, findHeadEnd(buf, buf.length, 16384));
 }
 
+const trustedProxies = new BlockList();
+trustedProxies.addSubnet('10.0.0.0', 8);
+
 function ctx(over: Partial<ForwardContext> = {}): ForwardContext {
-  const trusted = new BlockList();
-  trusted.addSubnet('10.0.0.0', 8);
+  const clientIp = over.clientIp ?? '192.0.2.7';
   return {
-    clientIp: '192.0.2.7',
+    clientIp,
     proto: 'http',
-    trusted,
+    trusted: isTrustedProxy(trustedProxies, clientIp),
     path: '/p',
     rules: { remove: new Set(['x-debug']), set: new Map([['X-Env', 'prod']]) },
     ...over,
@@ -136,6 +139,10 @@ describe('upstream request head', () => {
     const plain = head('GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: bad id\r\nContent-Length: 0\r\n\r\n');
     const r = buildForwardHead(plain, ctx());
     assert.match(r.requestId, /^[0-9a-f]{32}$/);
+    const a = nextRequestId();
+    const b = nextRequestId();
+    assert.notEqual(a, b);
+    assert.equal(a.slice(0, 16), b.slice(0, 16), 'one random prefix per process');
     assert.ok(r.head.includes('Content-Length: 0\r\n'));
     const ws = head(
       'GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n',
