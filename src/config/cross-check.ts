@@ -4,7 +4,7 @@
  * about types because the schema may have rejected the same value.
  */
 import type { PathSegment } from './load.js';
-import { parseDuration, parseHostPort } from './units.js';
+import { normalizeListen, parseDuration, parseHostPort } from './units.js';
 
 type Report = (path: readonly PathSegment[], message: string) => void;
 
@@ -84,14 +84,14 @@ function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, 
         `upstream "${listener.upstream}" is not defined${known.length ? ` (defined: ${known.join(', ')})` : ''}`,
       );
     }
-    const name =
-      typeof listener.name === 'string' ? listener.name : `${String(protocol)}:${String(listener.listen)}`;
+    const listen = normalizeListen(listener.listen);
+    const name = typeof listener.name === 'string' ? listener.name : `${String(protocol)}:${String(listen)}`;
     const prev = names.get(name);
     if (prev !== undefined)
       report(['listeners', i, 'name'], `duplicate listener name "${name}" (also listeners[${prev}])`);
     names.set(name, i);
-    if (typeof listener.listen === 'string') {
-      const hp = parseHostPort(listener.listen);
+    if (typeof listen === 'string') {
+      const hp = parseHostPort(listen);
       if (hp !== undefined && hp.port !== 0) {
         const family = protocol === 'udp' ? 'udp' : 'tcp';
         const key = `${family}/${hp.host}:${hp.port}`;

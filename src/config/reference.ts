@@ -156,7 +156,9 @@ export const CONFIG_REFERENCE = {
   'listeners[].protocol': {
     doc: '`tcp`, `udp` (this build); `http`, `https`, `socks5`, `http_proxy` are refused by `check` until implemented.',
   },
-  'listeners[].listen': { doc: '`host:port` to bind. Port 0 picks a free port (shown in `/stats`).' },
+  'listeners[].listen': {
+    doc: '`host:port` to bind (IPv6 as `[::]:port`); a bare port (`6432`) means all interfaces, as nginx `listen 6432;`. Port 0 picks a free port (shown in `/stats`).',
+  },
   'listeners[].upstream': { doc: 'The upstream to forward to (must be defined under `upstreams`).' },
   'listeners[].timeouts': { doc: 'Downstream timeouts.' },
   'listeners[].timeouts.client_idle': {

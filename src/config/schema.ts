@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { def } from './reference.js';
-import { parseDuration, parseHostPort, parsePercent } from './units.js';
+import { normalizeListen, parseDuration, parseHostPort, parsePercent } from './units.js';
 
 const duration = z.string().transform((text, ctx) => {
   const ms = parseDuration(text);
@@ -33,6 +33,9 @@ const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, {
 });
 
 const count = (min: number, max: number) => z.int().min(min).max(max);
+
+/** A listen address; a bare port (`6432` or `"6432"`) means all interfaces, as nginx `listen 6432;`. */
+const listenAddress = z.preprocess(normalizeListen, hostPort);
 
 const serverObject = z.strictObject({
   address: hostPort,
@@ -117,7 +120,7 @@ const listenerName = z
 const tcpListener = z.strictObject({
   name: listenerName,
   protocol: z.literal('tcp'),
-  listen: hostPort,
+  listen: listenAddress,
   upstream: z.string().min(1),
   timeouts: z
     .strictObject({ client_idle: duration.prefault(def('listeners[].timeouts.client_idle')) })
@@ -133,7 +136,7 @@ const tcpListener = z.strictObject({
 const udpListener = z.strictObject({
   name: listenerName,
   protocol: z.literal('udp'),
-  listen: hostPort,
+  listen: listenAddress,
   upstream: z.string().min(1),
   udp: z
     .strictObject({

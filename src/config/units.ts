@@ -80,3 +80,8 @@ export function parseHostPort(text: string, defaultHost = '0.0.0.0'): HostPort |
 export function formatHostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/** A listen value as written: a bare port (`6432`, `"6432"`) means all interfaces. */
+export function normalizeListen(v: unknown): unknown {
+  return typeof v === 'number' || (typeof v === 'string' && /^\d{1,5}$/.test(v)) ? `0.0.0.0:${v}` : v;
+}

@@ -72,6 +72,18 @@ test('the four classic mistakes are all reported, with paths and line:col', () =
   );
 });
 
+test('a bare port listens on all interfaces (nginx `listen 6432;`)', () => {
+  const r = loadConfigText(
+    'upstreams: { a: { servers: [127.0.0.1:1] } }\nlisteners:\n  - { name: x, protocol: tcp, listen: 6432, upstream: a }\n  - { name: y, protocol: udp, listen: "5353", upstream: a }\n',
+    {},
+  );
+  assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+  assert.deepEqual(
+    r.config.listeners.map((l) => l.listen),
+    ['0.0.0.0:6432', '0.0.0.0:5353'],
+  );
+});
+
 test('env interpolation with defaults and escapes', () => {
   const yaml = `
 admin: { listen: "\${ADMIN:-127.0.0.1:0}", token: "$\${literal}" }
@@ -118,6 +130,8 @@ listeners:
   - { name: x, protocol: tcp, listen: 127.0.0.1:5000, upstream: a }
   - { name: x, protocol: tcp, listen: 127.0.0.1:5000, upstream: a }
   - { name: y, protocol: udp, listen: 127.0.0.1:5000, upstream: a }
+  - { protocol: tcp, listen: 7000, upstream: a }
+  - { protocol: tcp, listen: "0.0.0.0:7000", upstream: a }
 `);
   const text = out.join('\n');
   assert.match(text, /health_check\.timeout .*shorter than interval/);
@@ -126,6 +140,12 @@ listeners:
   assert.match(text, /listeners\[1\]\.name .*duplicate listener name/);
   assert.match(text, /listeners\[1\]\.listen .*already used/);
   assert.doesNotMatch(text, /listeners\[2\]\.listen/, 'udp and tcp may share a port');
+  assert.match(
+    text,
+    /listeners\[4\]\.name .*duplicate listener name "tcp:0\.0\.0\.0:7000"/,
+    'bare port normalised',
+  );
+  assert.match(text, /listeners\[4\]\.listen .*already used by listeners\[3\]/);
 });
 
 test('features not in this build are refused clearly, not ignored', () => {
