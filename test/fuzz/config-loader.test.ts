@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
+import { rng } from '../helpers/rng.js';
 
 const SEED_DOC = `admin: { listen: 127.0.0.1:9901, token: "\${T:-}" }
 log: { level: info, access: stdout }
@@ -56,18 +57,6 @@ const TOKENS = [
   '  - ',
   ': :',
 ];
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x1_0000_0000;
-  };
-}
 
 test('20,000 mutated configs: the loader never throws; refusals are located', () => {
   const r = rng(0x5eed);

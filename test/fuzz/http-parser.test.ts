@@ -8,6 +8,7 @@ import { isZiplineError } from '../../src/errors.js';
 import { ChunkedDecoder } from '../../src/http/parser/chunked.js';
 import { findHeadEnd, parseRequestHead } from '../../src/http/parser/request-head.js';
 import { parseResponseHead } from '../../src/http/parser/response-head.js';
+import { rng } from '../helpers/rng.js';
 
 const SEEDS = [
   'GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',
@@ -36,18 +37,6 @@ const TOKENS = [
   'Transfer-Encoding: chunked\r\n',
   'Host: b\r\n',
 ];
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x1_0000_0000;
-  };
-}
 
 function expectCoded(fn: () => void, input: string): void {
   try {
