@@ -4,8 +4,11 @@
  * for the idle timeout. Precision: between idle and idle + one sweep period.
  */
 export interface IdleTracked {
-  /** A number that changes whenever there was traffic (bytes or datagrams moved). */
-  activity(): number;
+  /**
+   * A number that changes whenever there was traffic (bytes or datagrams moved), or null when
+   * something else enforces this item's idle timeout (the native data path): the sweep skips it.
+   */
+  activity(): number | null;
   lastActivity: number;
   idleMs: number;
 }
@@ -25,6 +28,7 @@ export function sweepIdle<T extends IdleTracked>(
   const expired: T[] = [];
   for (const item of items) {
     const a = item.activity();
+    if (a === null) continue;
     if (a !== item.lastActivity) {
       item.lastActivity = a;
       item.idleMs = 0;

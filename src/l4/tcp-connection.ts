@@ -65,11 +65,11 @@ export class TcpConnection implements PumpClient {
   }
 
   /**
-   * Bytes moved so far, both sockets, both directions: changes iff there was traffic. On the
-   * native pump the pump enforces the idle timeout itself, so this always reports activity.
+   * Bytes moved so far, both sockets, both directions: changes iff there was traffic. Null while
+   * the native pump holds the connection: it enforces the idle timeout itself.
    */
-  activity(): number {
-    if (this.pumpId !== null) return this.lastActivity + 1;
+  activity(): number | null {
+    if (this.pumpId !== null) return null;
     const c = this.client;
     const u = this.upstreamSocket;
     return c.bytesRead + c.bytesWritten + (u === null ? 0 : u.bytesRead + u.bytesWritten);

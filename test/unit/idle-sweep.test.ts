@@ -6,8 +6,9 @@ class Item implements IdleTracked {
   lastActivity = -1;
   idleMs = 0;
   count = 0;
-  activity(): number {
-    return this.count;
+  elsewhere = false;
+  activity(): number | null {
+    return this.elsewhere ? null : this.count;
   }
 }
 
@@ -27,6 +28,15 @@ test('sweepIdle expires only items without traffic for the whole idle timeout', 
   assert.deepEqual(expired, [quiet], 'quiet expired after 300 ms without activity; busy never');
   assert.equal(quiet.idleMs, 300);
   assert.equal(busy.idleMs, 0);
+});
+
+test('items whose idle timeout is enforced elsewhere (activity() === null) are never expired', () => {
+  const native = new Item();
+  native.elsewhere = true;
+  const expired: Item[] = [];
+  for (let t = 0; t < 10; t++) sweepIdle([native], 100, 300, (i) => expired.push(i));
+  assert.deepEqual(expired, []);
+  assert.equal(native.idleMs, 0);
 });
 
 test('sweepPeriod: idle/4 within [10 ms, 1 s]; 0 disables', () => {
