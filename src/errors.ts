@@ -18,16 +18,11 @@ export const ERROR_CATALOG = {
     description: 'The configuration failed validation; every problem is listed.',
   },
   ZL_CONFIG_READ: { status: 0, description: 'The configuration file could not be read or parsed as YAML.' },
-  ZL_NOT_IMPLEMENTED: {
-    status: 0,
-    description: 'The configuration asks for a feature this build does not have yet.',
-  },
-  ZL_PLATFORM_UNSUPPORTED: {
-    status: 0,
-    description: 'A Linux-only feature was requested on another platform.',
-  },
   ZL_LISTEN_FAILED: { status: 0, description: 'A listener could not bind its address (in use, permission).' },
-  ZL_RELOAD_REFUSED: { status: 0, description: 'A reload was refused; the running configuration is kept.' },
+  ZL_RELOAD_REFUSED: {
+    status: 0,
+    description: 'A reload was refused (invalid config, draining); the running configuration is kept.',
+  },
   ZL_DRAIN_TIMEOUT: { status: 0, description: 'Connections still open at `drain_timeout` were closed.' },
   // upstream selection and connection (a closed set)
   ZL_UPSTREAM_UNAVAILABLE: { status: 503, description: 'No server of the upstream is available (all down).' },
@@ -53,7 +48,6 @@ export const ERROR_CATALOG = {
     description:
       'The server sent a malformed or ambiguous response head (RFC 9112); its connection is not reused.',
   },
-  ZL_UPSTREAM_IDLE_TIMEOUT: { status: 504, description: 'Neither side sent data for the idle timeout.' },
   // downstream
   ZL_CLIENT_RESET: { status: 499, description: 'The client reset its connection.' },
   ZL_CLIENT_IDLE_TIMEOUT: {

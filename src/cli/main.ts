@@ -5,21 +5,16 @@
  * (an address in use, a permission) · 70 internal error.
  */
 import { Command, CommanderError } from 'commander';
-import { formatIssue, loadConfigFile } from '../config/load.js';
+import { loadConfigFile } from '../config/load.js';
 import { isZiplineError } from '../errors.js';
 import { ZIPLINE_VERSION } from '../version.js';
 import { describeConfig } from './describe.js';
+import { EXIT, reportInvalidConfig } from './exit.js';
 import { runCommand } from './run.js';
-
-export const EXIT = { ok: 0, config: 1, usage: 2, start: 3, internal: 70 } as const;
 
 function check(file: string): number {
   const r = loadConfigFile(file);
-  if (!r.ok) {
-    process.stderr.write(`${file}: ${r.issues.length} problem${r.issues.length === 1 ? '' : 's'}\n`);
-    for (const i of r.issues) process.stderr.write(`  ${formatIssue(i)}\n`);
-    return EXIT.config;
-  }
+  if (!r.ok) return reportInvalidConfig(file, r.issues);
   process.stdout.write(`${file}: ok\n${describeConfig(r.config)}`);
   return EXIT.ok;
 }
@@ -67,7 +62,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (isZiplineError(err)) {
       process.stderr.write(`zipline: ${err.code}: ${err.message}\n`);
-      return err.code === 'ZL_CONFIG_READ' || err.code === 'ZL_CONFIG_INVALID' ? EXIT.config : EXIT.start;
+      return err.code === 'ZL_CONFIG_READ' ? EXIT.config : EXIT.start;
     }
     process.stderr.write(`zipline: internal error: ${(err as Error).stack ?? String(err)}\n`);
     return EXIT.internal;

@@ -4,14 +4,11 @@ import { Runtime } from '../core/runtime.js';
 import { isZiplineError } from '../errors.js';
 import { createLogger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
+import { EXIT, reportInvalidConfig } from './exit.js';
 
 export async function runCommand(file: string): Promise<number> {
   const first = loadConfigFile(file);
-  if (!first.ok) {
-    process.stderr.write(`${file}: ${first.issues.length} problem(s)\n`);
-    for (const i of first.issues) process.stderr.write(`  ${formatIssue(i)}\n`);
-    return 1;
-  }
+  if (!first.ok) return reportInvalidConfig(file, first.issues);
   const log = createLogger(first.config.log.level);
   const runtime = new Runtime(first.config, {
     log,
@@ -33,7 +30,7 @@ export async function runCommand(file: string): Promise<number> {
     await runtime.start();
   } catch (err) {
     log.error({ err, code: isZiplineError(err) ? err.code : 'ZL_INTERNAL' }, 'could not start');
-    return 3;
+    return EXIT.start;
   }
   log.info({ config: file, admin: runtime.admin.url() }, 'zipline started');
   process.on('SIGHUP', () => {
@@ -45,12 +42,12 @@ export async function runCommand(file: string): Promise<number> {
     signals++;
     if (signals > 1) {
       log.warn({ signal: sig }, 'second signal: exiting now');
-      process.exit(1);
+      process.exit(1); // documented in OPERATIONS.md: a second signal forces exit 1
     }
     log.info({ signal: sig }, 'draining before exit');
-    void runtime.drain().then(() => process.exit(0));
+    void runtime.drain().then(() => process.exit(EXIT.ok));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  return 0;
+  return EXIT.ok;
 }

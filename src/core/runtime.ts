@@ -34,6 +34,8 @@ export interface RuntimeOptions {
 
 export interface ReloadReport {
   readonly result: 'applied' | 'refused' | 'partial';
+  /** `ZL_RELOAD_REFUSED` when refused. */
+  readonly error?: ErrorCode;
   readonly errors: readonly string[];
   readonly listeners: { added: string[]; removed: string[]; changed: string[]; rebound: string[] };
   readonly upstreams: { added: string[]; removed: string[]; changed: string[] };
@@ -119,10 +121,6 @@ export class Runtime {
     return l;
   }
 
-  isDraining(): boolean {
-    return this.draining;
-  }
-
   /** Reload from the configured source (SIGHUP, POST /reload). */
   async reloadFromSource(): Promise<ReloadReport> {
     const src = this.options.reloadSource?.();
@@ -130,7 +128,7 @@ export class Runtime {
     if (!src.ok) {
       metrics.reloads.labels('refused').inc();
       this.log.error(
-        { errors: src.errors },
+        { errors: src.errors, code: 'ZL_RELOAD_REFUSED' satisfies ErrorCode },
         'reload refused: the new config is invalid; keeping the old one',
       );
       return refused(src.errors);
@@ -318,6 +316,7 @@ export class Runtime {
 function refused(errors: string[]): ReloadReport {
   return {
     result: 'refused',
+    error: 'ZL_RELOAD_REFUSED',
     errors,
     listeners: { added: [], removed: [], changed: [], rebound: [] },
     upstreams: { added: [], removed: [], changed: [] },

@@ -12,7 +12,7 @@ import { isIPv6 } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
 import type { UdpListenerConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
-import { ZiplineError } from '../errors.js';
+import { type ErrorCode, ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
@@ -152,7 +152,7 @@ export class UdpListener implements Listener {
     session.fromClient(msg);
   }
 
-  drop(code: string): void {
+  drop(code: ErrorCode): void {
     metrics.udpDropped.labels(this.name, code).inc();
   }
 

@@ -22,6 +22,7 @@ describe('zipline CLI', () => {
     );
     const r = await runCli(['check', '-c', file], { PG_LISTEN: undefined });
     assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr.split('\n')[0] ?? '', /: ZL_CONFIG_INVALID: 4 problems$/);
     const lines = r.stderr
       .trim()
       .split('\n')

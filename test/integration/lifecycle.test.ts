@@ -105,8 +105,10 @@ describe('lifecycle', () => {
       assert.match(refusedLine, /servers\[0\]/);
       const res = await fetch(`${z.admin}reload`, { method: 'POST' });
       assert.equal(res.status, 422);
-      const body = (await res.json()) as { result: string; errors: string[] };
+      const body = (await res.json()) as { result: string; error: string; errors: string[] };
       assert.equal(body.result, 'refused');
+      assert.equal(body.error, 'ZL_RELOAD_REFUSED');
+      assert.match(refusedLine, /"code":"ZL_RELOAD_REFUSED"/);
       assert.ok(
         body.errors.some((e) => /^listeners \(line 2:1\)/.test(e)),
         body.errors.join('\n'),
