@@ -184,11 +184,15 @@ static void add_conn(cmd_t *m) {
   c->next = P.conns;
   if (P.conns) P.conns->prev = c;
   P.conns = c;
+  /* both directions first: a failure below calls finish(), which closes every pipe fd >= 0, and
+     calloc's zeroes would otherwise name fd 0 */
+  for (int i = 0; i < 2; i++) {
+    c->d[i].in = c->fd[i];
+    c->d[i].out = c->fd[1 - i];
+    c->d[i].pr = c->d[i].pw = -1;
+  }
   for (int i = 0; i < 2; i++) {
     dir_t *d = &c->d[i];
-    d->in = c->fd[i];
-    d->out = c->fd[1 - i];
-    d->pr = d->pw = -1;
     int p[2];
     if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
       finish(c, R_SETUP, errno);
