@@ -172,7 +172,7 @@ export const CONFIG_REFERENCE = {
   },
   'listeners[].native': {
     default: 'auto',
-    doc: '`auto` runs the data path natively when the native module was built (Linux, at `npm install`): TCP connections move to the splice pump (bytes never enter JavaScript, as HAProxy `option splice-auto`), UDP datagrams are relayed by the native thread. `off` keeps the JavaScript data path. Behaviour is the same either way.',
+    doc: '`auto` runs the data path natively when the native module was built (Linux, at `npm install`): TCP connections move to the splice pump (bytes never enter JavaScript, as HAProxy `option splice-auto`), UDP datagrams are relayed by the native thread. `off` keeps the JavaScript data path. Behaviour is the same either way. A reload applies a change to new TCP connections; a UDP listener keeps its data path until restart (the reload says so).',
   },
   'listeners[].udp': { doc: 'UDP session settings.' },
   'listeners[].udp.responses': {

@@ -177,6 +177,13 @@ export class Runtime {
           toStart.push(cfg);
         }
       } else if (!same(cfg, l.source)) {
+        if (cfg.protocol === 'udp' && l.source.protocol === 'udp' && cfg.native !== l.source.native) {
+          // the data path of a UDP listener is chosen when it binds; its sessions still reply
+          // through that socket, so it cannot be swapped in place
+          errors.push(
+            `listener ${name}: "native" of a UDP listener takes effect at restart; the rest was applied`,
+          );
+        }
         l.update(cfg);
         report.listeners.changed.push(name);
       }
