@@ -90,6 +90,7 @@ export const ERROR_CATALOG = {
   ZL_ADMIN_UNAUTHORIZED: { status: 401, description: 'The admin token was missing or wrong.' },
   ZL_ADMIN_NOT_FOUND: { status: 404, description: 'No such admin endpoint.' },
   ZL_ADMIN_BAD_REQUEST: { status: 400, description: 'The admin request was malformed.' },
+  ZL_ADMIN_BUSY: { status: 409, description: 'Another CPU profile is being taken; one at a time.' },
   ZL_INTERNAL: { status: 500, description: 'A bug: an unexpected exception. It is logged with its stack.' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -1,10 +1,12 @@
 /** CPU profile on demand (`GET /debug/profile?seconds=N`), as Go's pprof endpoint. */
 import { Session } from 'node:inspector';
+import { ZiplineError } from '../errors.js';
 
 let busy = false;
 
 export async function captureCpuProfile(seconds: number): Promise<string> {
-  if (busy) throw new Error('a profile is already being taken');
+  if (busy)
+    throw new ZiplineError('ZL_ADMIN_BUSY', 'a CPU profile is already being taken; try again when it ends');
   busy = true;
   const session = new Session();
   session.connect();

@@ -15,7 +15,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import { formatHostPort, parseHostPort } from '../config/units.js';
 import type { Runtime } from '../core/runtime.js';
-import { type ErrorCode, ZiplineError } from '../errors.js';
+import { type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { registry } from '../metrics/catalog.js';
 import { tokenMatches } from './auth.js';
 import { DASHBOARD_HTML } from './dashboard.js';
@@ -33,6 +33,10 @@ export class AdminServer {
       { requestTimeout: 70_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 },
       (req, res) =>
         this.handle(req, res).catch((err: unknown) => {
+          if (isZiplineError(err)) {
+            sendError(res, err.code, err.message);
+            return;
+          }
           this.runtime.log.error({ err }, 'admin handler failed');
           sendError(res, 'ZL_INTERNAL', 'internal error');
         }),

@@ -146,7 +146,16 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
   test('/debug/profile returns a CPU profile', async () => {
     const z = await startRuntime('admin: { listen: 127.0.0.1:0 }\n');
     try {
-      const res = await fetch(`${z.rt.admin.url()}debug/profile?seconds=1`);
+      // two at once: whichever arrives second is refused (either order)
+      const both = await Promise.all([
+        fetch(`${z.rt.admin.url()}debug/profile?seconds=1`),
+        fetch(`${z.rt.admin.url()}debug/profile?seconds=1`),
+      ]);
+      const busy = both.filter((r) => r.status === 409);
+      assert.equal(busy.length, 1, 'one profile at a time');
+      assert.equal(busy[0]?.headers.get('x-zipline-error'), 'ZL_ADMIN_BUSY');
+      const res = both.find((r) => r.status !== 409);
+      assert.ok(res);
       assert.equal(res.status, 200);
       const profile = (await res.json()) as { nodes: unknown[]; startTime: number; endTime: number };
       assert.ok(Array.isArray(profile.nodes) && profile.nodes.length > 0);
