@@ -19,9 +19,9 @@ export interface PumpClient {
   onPumpDone(reason: PumpReason, errno: number, bytesAtoB: number, bytesBtoA: number): void;
 }
 
-/** Events and commands; mirror native/pump/pump.h. */
-const EV = { tcpDone: 0, udpNew: 1, udpEnd: 2 } as const;
-const CMD = {
+/** Events and commands; mirror native/pump/pump.h (pinned by test/unit/native-constants.test.ts). */
+export const EV = { tcpDone: 0, udpNew: 1, udpEnd: 2 } as const;
+export const CMD = {
   tcpAdd: 1,
   tcpCancel: 2,
   udpListen: 3,
