@@ -55,9 +55,13 @@ child.stderr.on('data', async (chunk: string) => {
   if (m === null) return;
   printed = true;
   const admin = m[1] as string;
-  const stats = (await (await fetch(`${admin}stats`)).json()) as {
-    listeners: Record<string, { address: string }>;
-  };
+  const stats = (await fetch(`${admin}stats`)
+    .then((r) => r.json())
+    .catch((err: unknown) => {
+      // the banner is a convenience: zipline keeps running and its own log has the addresses
+      process.stderr.write(`quickstart: could not read ${admin}stats: ${String(err)}\n`);
+      return { listeners: {} };
+    })) as { listeners: Record<string, { address: string }> };
   const tcp = stats.listeners.echo?.address ?? '?';
   const udp = stats.listeners.echo_udp?.address ?? '?';
   process.stdout.write(
