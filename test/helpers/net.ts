@@ -1,7 +1,7 @@
 /** Socket helpers for tests: fake upstreams that behave and misbehave, and small clients. */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
 
 export function port(server: Server | UdpSocket): number {
@@ -95,6 +95,25 @@ export function udpEcho(): Promise<UdpSocket> {
 export function udpClient(): Promise<UdpSocket> {
   const s = createSocket('udp4');
   return new Promise((resolve) => s.bind(0, '127.0.0.1', () => resolve(s)));
+}
+
+/**
+ * The most the kernel may buffer for one TCP socket pair direction on loopback: the largest
+ * receive buffer autotuning may grow to plus the largest send buffer (Linux `tcp_rmem`/`tcp_wmem`
+ * maxima; common defaults elsewhere). Bytes in flight beyond the kernel's share are the proxy's.
+ */
+export function kernelTcpBufferMax(): number {
+  const max = (file: string, fallback: number): number => {
+    try {
+      const v = Number(readFileSync(file, 'utf8').trim().split(/\s+/)[2]);
+      return Number.isFinite(v) && v > 0 ? v : fallback;
+    } catch {
+      return fallback;
+    }
+  };
+  return (
+    max('/proc/sys/net/ipv4/tcp_rmem', 6 * 1024 * 1024) + max('/proc/sys/net/ipv4/tcp_wmem', 4 * 1024 * 1024)
+  );
 }
 
 export function openFds(pid: number | 'self' = 'self'): number {
