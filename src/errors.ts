@@ -48,7 +48,33 @@ export const ERROR_CATALOG = {
     description:
       'The server sent a malformed or ambiguous response head (RFC 9112); its connection is not reused.',
   },
+  ZL_UPSTREAM_PREMATURE_CLOSE: {
+    status: 502,
+    description:
+      'The server closed the connection before a complete response (before the head: 502; mid-body: the client connection is aborted so the truncated body is never presented as complete).',
+  },
+  ZL_UPSTREAM_RESPONSE_TIMEOUT: {
+    status: 504,
+    description: 'No response head within `timeouts.response_header` of the request being sent.',
+  },
+  ZL_UPSTREAM_IDLE_TIMEOUT: {
+    status: 504,
+    description: 'No bytes either way for `timeouts.idle` while a request or response body was streaming.',
+  },
+  ZL_CIRCUIT_OPEN: {
+    status: 503,
+    description: 'The upstream circuit breaker is open (too many recent failures); requests fail fast.',
+  },
+  ZL_UPSTREAM_PENDING_LIMIT: {
+    status: 503,
+    description:
+      'The upstream is at `circuit_breaker.max_connections` and `max_pending` requests already wait.',
+  },
   // downstream
+  ZL_CLIENT_ABORTED: {
+    status: 499,
+    description: 'HTTP: the client closed its connection before the response was complete (logged as 499).',
+  },
   ZL_CLIENT_RESET: { status: 499, description: 'The client reset its connection.' },
   ZL_CLIENT_IDLE_TIMEOUT: {
     status: 408,
@@ -82,9 +108,23 @@ export const ERROR_CATALOG = {
     status: 431,
     description: 'The request head exceeds `limits.max_header_bytes` (or 200 fields).',
   },
+  ZL_HTTP_HEADER_TIMEOUT: {
+    status: 408,
+    description: 'The request head (or TLS handshake) was not complete within `timeouts.client_header`.',
+  },
+  ZL_HTTP_NO_ROUTE: { status: 404, description: 'No route of the listener matches the host and path.' },
+  ZL_HTTP_BODY_TIMEOUT: {
+    status: 408,
+    description:
+      'The client sent no request body bytes for `timeouts.client_idle` while the body was incomplete.',
+  },
   ZL_HTTP_VERSION_NOT_SUPPORTED: {
     status: 505,
     description: 'An HTTP version other than 1.0 and 1.1 on an HTTP/1 connection.',
+  },
+  ZL_TLS_CONFIG: {
+    status: 0,
+    description: 'A certificate or key of an https listener could not be read or does not match.',
   },
   // admin
   ZL_ADMIN_UNAUTHORIZED: { status: 401, description: 'The admin token was missing or wrong.' },

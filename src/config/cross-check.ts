@@ -18,7 +18,7 @@ function dur(v: unknown): number | undefined {
   return typeof v === 'string' ? parseDuration(v) : undefined;
 }
 
-const IMPLEMENTED_PROTOCOLS = new Set(['tcp', 'udp']);
+const IMPLEMENTED_PROTOCOLS = new Set(['tcp', 'udp', 'http', 'https']);
 
 export function crossCheck(data: unknown, report: Report): void {
   const root = obj(data);
@@ -84,6 +84,7 @@ function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, 
         `upstream "${listener.upstream}" is not defined${known.length ? ` (defined: ${known.join(', ')})` : ''}`,
       );
     }
+    if (protocol === 'http' || protocol === 'https') checkHttpListener(listener, i, upstreams, report);
     const listen = normalizeListen(listener.listen);
     const name = typeof listener.name === 'string' ? listener.name : `${String(protocol)}:${String(listen)}`;
     const prev = names.get(name);
@@ -106,4 +107,48 @@ function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, 
 
 function isKnownProtocol(p: string): boolean {
   return ['tcp', 'udp', 'http', 'https', 'socks5', 'http_proxy'].includes(p);
+}
+
+function checkHttpListener(
+  listener: Record<string, unknown>,
+  i: number,
+  upstreams: Record<string, unknown>,
+  report: Report,
+): void {
+  const routes = Array.isArray(listener.routes) ? listener.routes : [];
+  if (routes.length === 0 && listener.upstream === undefined) {
+    report(['listeners', i], 'an http listener needs `routes` or an `upstream`');
+  }
+  const seen = new Map<string, number>();
+  routes.forEach((r, j) => {
+    const route = obj(r);
+    if (route === undefined) return;
+    if (typeof route.upstream === 'string' && !(route.upstream in upstreams)) {
+      const known = Object.keys(upstreams);
+      report(
+        ['listeners', i, 'routes', j, 'upstream'],
+        `upstream "${route.upstream}" is not defined${known.length ? ` (defined: ${known.join(', ')})` : ''}`,
+      );
+    }
+    const match = obj(route.match) ?? {};
+    const key = `${String(match.host ?? '').toLowerCase()} ${String(match.path_prefix ?? '/')}`;
+    const prev = seen.get(key);
+    if (prev !== undefined) report(['listeners', i, 'routes', j, 'match'], `same match as routes[${prev}]`);
+    seen.set(key, j);
+  });
+  const tls = obj(listener.tls);
+  if (listener.protocol === 'https') {
+    const certs = Array.isArray(tls?.certificates) ? tls.certificates : [];
+    if (tls === undefined || (tls.cert === undefined && certs.length === 0)) {
+      report(
+        ['listeners', i, 'tls'],
+        'an https listener needs `tls.cert` and `tls.key` (or `tls.certificates`)',
+      );
+    }
+  } else if (tls !== undefined) {
+    report(['listeners', i, 'tls'], '`tls` is for `protocol: https`');
+  }
+  if (tls !== undefined && (tls.cert === undefined) !== (tls.key === undefined)) {
+    report(['listeners', i, 'tls'], '`tls.cert` and `tls.key` go together');
+  }
 }

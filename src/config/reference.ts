@@ -154,21 +154,89 @@ export const CONFIG_REFERENCE = {
   'listeners[]': { doc: 'One listener.' },
   'listeners[].name': { doc: 'Unique name (default `PROTOCOL:LISTEN`). Used in metrics, logs and reloads.' },
   'listeners[].protocol': {
-    doc: '`tcp`, `udp` (this build); `http`, `https`, `socks5`, `http_proxy` are refused by `check` until implemented.',
+    doc: '`tcp`, `udp`, `http`, `https` (this build); `socks5`, `http_proxy` are refused by `check` until implemented.',
   },
   'listeners[].listen': {
     doc: '`host:port` to bind (IPv6 as `[::]:port`); a bare port (`6432`) means all interfaces, as nginx `listen 6432;`. Port 0 picks a free port (shown in `/stats`).',
   },
-  'listeners[].upstream': { doc: 'The upstream to forward to (must be defined under `upstreams`).' },
+  'listeners[].upstream': {
+    doc: 'tcp/udp: the upstream to forward to (must be defined under `upstreams`). http/https: the upstream of requests no route matches (a catch-all route after `routes`); without it such requests get 404.',
+  },
+  'listeners[].routes': {
+    doc: 'http/https: routes, compiled once into a table. Host first (exact, then the longest `*.suffix`, then routes without a host), then the longest `path_prefix` (a plain prefix, as an nginx prefix `location`). No match: 404 `ZL_HTTP_NO_ROUTE`.',
+  },
+  'listeners[].routes[]': { doc: 'One route.' },
+  'listeners[].routes[].match': { doc: 'What the route matches.' },
+  'listeners[].routes[].match.host': {
+    doc: 'Host name (case-insensitive, port ignored), or `*.example.com` (any depth of subdomain, not `example.com` itself). Omitted: any host.',
+  },
+  'listeners[].routes[].match.path_prefix': {
+    default: '/',
+    doc: 'Path prefix (the query is not part of it).',
+  },
+  'listeners[].routes[].upstream': { doc: 'Upstream of the matched requests (must be defined).' },
+  'listeners[].routes[].strip_prefix': {
+    default: false,
+    doc: 'Remove `path_prefix` from the path sent upstream (`/api/v1/x` with prefix `/api` → `/v1/x`).',
+  },
+  'listeners[].routes[].headers': { doc: 'Header rules of the route: `remove` runs first, then `set`.' },
+  'listeners[].routes[].headers.request': { doc: 'Rules for the request sent upstream.' },
+  'listeners[].routes[].headers.request.set': {
+    default: '{}',
+    doc: 'Fields to set (replacing every field of that name the client sent).',
+  },
+  'listeners[].routes[].headers.request.remove': {
+    default: [],
+    doc: 'Field names to drop (case-insensitive).',
+  },
+  'listeners[].routes[].headers.response': { doc: 'Rules for the response sent to the client.' },
+  'listeners[].routes[].headers.response.set': { default: '{}', doc: 'Fields to set on the response.' },
+  'listeners[].routes[].headers.response.remove': {
+    default: [],
+    doc: 'Field names to drop from the response.',
+  },
+  'listeners[].trusted_proxies': {
+    default: [],
+    doc: 'http/https: addresses or CIDR blocks whose `X-Forwarded-For`/`-Proto`/`-Host` and `X-Real-IP` are kept (XFF appended to). From anyone else they are replaced with what zipline saw.',
+  },
+  'listeners[].tls': {
+    doc: "https: TLS termination. `cert`/`key` are the default certificate; `certificates` add more, chosen by SNI from each certificate's names (SAN DNS entries, wildcards included).",
+  },
+  'listeners[].tls.cert': { doc: 'PEM certificate chain file (leaf first).' },
+  'listeners[].tls.key': { doc: 'PEM private key file. Read at start and reload; never logged.' },
+  'listeners[].tls.certificates': { default: [], doc: 'More `{ cert, key }` pairs for SNI.' },
+  'listeners[].tls.certificates[]': { doc: 'One certificate and key.' },
+  'listeners[].tls.certificates[].cert': { doc: 'PEM certificate chain file.' },
+  'listeners[].tls.certificates[].key': { doc: 'PEM private key file.' },
+  'listeners[].tls.min_version': {
+    default: 'TLSv1.2',
+    doc: '`TLSv1.2` or `TLSv1.3`. TLS 1.3 is always offered.',
+  },
+  'listeners[].tls.alpn': {
+    default: ['h2', 'http/1.1'],
+    doc: 'Protocols offered by ALPN, in preference order. `h2` serves HTTP/2 to clients that ask for it (browsers, `curl --http2`); upstreams are always spoken to in HTTP/1.1.',
+  },
   'listeners[].timeouts': { doc: 'Downstream timeouts.' },
+  'listeners[].timeouts.client_header': {
+    default: '10s',
+    doc: 'http/https: a request head (and the TLS handshake) not complete this long after its first byte gets 408 and the connection is closed (nginx `client_header_timeout`).',
+  },
   'listeners[].timeouts.client_idle': {
     default: '10m',
-    doc: 'tcp: a connection with no data in either direction for this long is closed (nginx `proxy_timeout`).',
+    doc: 'tcp: a connection with no data in either direction for this long is closed (nginx `proxy_timeout`). http/https (default `60s`): a keep-alive connection idle between requests this long is closed (nginx `keepalive_timeout`), and so is an upgraded (WebSocket) connection with no data either way.',
   },
   'listeners[].limits': { doc: 'Downstream limits.' },
   'listeners[].limits.max_connections': {
     default: 10000,
-    doc: 'tcp: connections beyond this are accepted and closed at once (counted).',
+    doc: 'Connections beyond this are accepted and closed at once (counted).',
+  },
+  'listeners[].limits.max_header_bytes': {
+    default: '16KiB',
+    doc: 'http/https: a request head larger than this gets 431 and the connection is closed.',
+  },
+  'listeners[].limits.max_body_replay': {
+    default: '64KiB',
+    doc: 'http/https: request bodies up to this size are kept until the response starts, so a failed attempt can be retried with the body; a larger body is streamed and its request is not retried once body bytes were sent.',
   },
   'listeners[].native': {
     default: 'auto',
@@ -194,6 +262,9 @@ export const CONFIG_REFERENCE = {
   tunnel: { doc: 'Tunnel relay/agent (refused by `check` until implemented).' },
   shm: { doc: 'Shared-memory bridges (refused by `check` until implemented).' },
 } as const satisfies Record<string, KeyDoc>;
+
+/** `listeners[].timeouts.client_idle` for http/https listeners (tcp uses the key's default). */
+export const HTTP_CLIENT_IDLE_DEFAULT = '60s';
 
 export type ConfigPath = keyof typeof CONFIG_REFERENCE;
 

@@ -3,8 +3,15 @@
  * units parsed here so everything downstream sees milliseconds and bytes.
  */
 import { z } from 'zod';
-import { def } from './reference.js';
-import { normalizeListen, parseDuration, parseHostPort, parsePercent } from './units.js';
+import { def, HTTP_CLIENT_IDLE_DEFAULT } from './reference.js';
+import {
+  normalizeListen,
+  parseCidr,
+  parseDuration,
+  parseHostPort,
+  parsePercent,
+  parseSize,
+} from './units.js';
 
 const duration = z.string().transform((text, ctx) => {
   const ms = parseDuration(text);
@@ -149,13 +156,97 @@ const udpListener = z.strictObject({
   native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
 });
 
+const size = z.union([z.int().min(0), z.string()]).transform((v, ctx) => {
+  const n = typeof v === 'number' ? v : parseSize(v);
+  if (n === undefined) {
+    ctx.issues.push({ code: 'custom', input: v, message: `invalid size "${v}": use 512, 16KiB, 8MiB` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+/** A header field name (RFC 9110 token). */
+const fieldName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'expected a header field name');
+/** A header field value: visible characters, spaces and tabs; no CR/LF. */
+const fieldValue = z
+  .string()
+  .regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'header values may not contain CR, LF or controls');
+
+const headerRules = z
+  .strictObject({
+    set: z.record(fieldName, fieldValue).prefault({}),
+    remove: z.array(fieldName).prefault([]),
+  })
+  .prefault({});
+
+const httpRoute = z.strictObject({
+  match: z
+    .strictObject({
+      host: z
+        .string()
+        .regex(/^(\*\.)?[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$/, 'expected a host name, *.suffix or [IPv6]')
+        .optional(),
+      path_prefix: z.string().startsWith('/').prefault(def('listeners[].routes[].match.path_prefix')),
+    })
+    .prefault({}),
+  upstream: z.string().min(1),
+  strip_prefix: z.boolean().prefault(def('listeners[].routes[].strip_prefix')),
+  headers: z.strictObject({ request: headerRules, response: headerRules }).prefault({}),
+});
+
+/** An address or CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`). */
+const cidr = z.string().refine((s) => parseCidr(s) !== undefined, {
+  message: 'expected an IP address or CIDR block (10.0.0.0/8)',
+});
+
+const tlsCert = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
+
+const tlsSettings = z.strictObject({
+  cert: z.string().min(1).optional(),
+  key: z.string().min(1).optional(),
+  certificates: z.array(tlsCert).prefault([]),
+  min_version: z.enum(['TLSv1.2', 'TLSv1.3']).prefault(def('listeners[].tls.min_version')),
+  alpn: z
+    .array(z.enum(['h2', 'http/1.1']))
+    .min(1)
+    .prefault(def('listeners[].tls.alpn')),
+});
+
+function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
+  return z.strictObject({
+    name: listenerName,
+    protocol: z.literal(protocol),
+    listen: listenAddress,
+    upstream: z.string().min(1).optional(),
+    routes: z.array(httpRoute).prefault([]),
+    trusted_proxies: z.array(cidr).prefault(def('listeners[].trusted_proxies')),
+    tls: protocol === 'https' ? tlsSettings : tlsSettings.optional(),
+    timeouts: z
+      .strictObject({
+        client_header: duration.prefault(def('listeners[].timeouts.client_header')),
+        client_idle: duration.prefault(HTTP_CLIENT_IDLE_DEFAULT as never),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        max_connections: count(1, 10_000_000).prefault(def('listeners[].limits.max_connections')),
+        max_header_bytes: size.prefault(def('listeners[].limits.max_header_bytes')),
+        max_body_replay: size.prefault(def('listeners[].limits.max_body_replay')),
+      })
+      .prefault({}),
+  });
+}
+
+const httpListener = httpListenerOf('http');
+const httpsListener = httpListenerOf('https');
+
 /**
  * Protocols of the contract that this build does not run yet. Their shape is accepted loosely so
  * that `check` reports one clear "not implemented" issue instead of a cascade of unknown keys.
  */
 const plannedListener = z.looseObject({
   name: listenerName,
-  protocol: z.enum(['http', 'https', 'socks5', 'http_proxy']),
+  protocol: z.enum(['socks5', 'http_proxy']),
 });
 
 export const configSchema = z.strictObject({
@@ -177,7 +268,15 @@ export const configSchema = z.strictObject({
     .record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'use 1–64 letters, digits, _ . -'), upstream)
     .prefault({}),
   listeners: z
-    .array(z.discriminatedUnion('protocol', [tcpListener, udpListener, plannedListener]))
+    .array(
+      z.discriminatedUnion('protocol', [
+        tcpListener,
+        udpListener,
+        httpListener,
+        httpsListener,
+        plannedListener,
+      ]),
+    )
     .prefault([]),
   tunnel: z.unknown().optional(),
   shm: z.unknown().optional(),
@@ -189,4 +288,6 @@ export type ServerConfig = z.output<typeof serverObject>;
 export type HealthCheckConfig = z.output<typeof healthCheck>;
 export type TcpListenerConfig = z.output<typeof tcpListener>;
 export type UdpListenerConfig = z.output<typeof udpListener>;
-export type ListenerConfig = TcpListenerConfig | UdpListenerConfig;
+export type HttpListenerConfig = z.output<typeof httpListener> | z.output<typeof httpsListener>;
+export type HttpRouteConfig = z.output<typeof httpRoute>;
+export type ListenerConfig = TcpListenerConfig | UdpListenerConfig | HttpListenerConfig;

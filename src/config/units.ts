@@ -2,6 +2,7 @@
  * Duration, size, percentage and address strings as the config contract writes them.
  * Each parser returns `undefined` on bad input so callers can turn that into a located issue.
  */
+import { isIP } from 'node:net';
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
 const DURATION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -84,4 +85,23 @@ export function formatHostPort(host: string, port: number): string {
 /** A listen value as written: a bare port (`6432`, `"6432"`) means all interfaces. */
 export function normalizeListen(v: unknown): unknown {
   return typeof v === 'number' || (typeof v === 'string' && /^\d{1,5}$/.test(v)) ? `0.0.0.0:${v}` : v;
+}
+
+export interface Cidr {
+  readonly address: string;
+  readonly prefix: number;
+  readonly family: 'ipv4' | 'ipv6';
+}
+
+/** `10.0.0.0/8`, `::1`, `fd00::/8` (a bare address is a /32 or /128). */
+export function parseCidr(text: string): Cidr | undefined {
+  const [address = '', prefixText, extra] = text.trim().split('/');
+  if (extra !== undefined) return undefined;
+  const v = isIP(address);
+  if (v === 0) return undefined;
+  const max = v === 4 ? 32 : 128;
+  if (prefixText !== undefined && !/^\d{1,3}$/.test(prefixText)) return undefined;
+  const prefix = prefixText === undefined ? max : Number(prefixText);
+  if (prefix > max) return undefined;
+  return { address, prefix, family: v === 4 ? 'ipv4' : 'ipv6' };
 }

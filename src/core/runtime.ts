@@ -13,6 +13,8 @@
 import { AdminServer } from '../admin/server.js';
 import type { ListenerConfig, ValidConfig } from '../config/schema.js';
 import type { ErrorCode } from '../errors.js';
+import { HttpListener } from '../http/listener.js';
+import { existingPool } from '../http/pool.js';
 import type { L4Context } from '../l4/context.js';
 import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
@@ -110,12 +112,11 @@ export class Runtime {
 
   private async addListener(cfg: ListenerConfig): Promise<Listener> {
     const name = listenerName(cfg);
-    const l: Listener =
-      cfg.protocol === 'tcp'
-        ? new TcpListener(cfg, name, this.ctx)
-        : cfg.native === 'auto' && nativePump.available
-          ? new NativeUdpListener(cfg, name, this.ctx)
-          : new UdpListener(cfg, name, this.ctx);
+    let l: Listener;
+    if (cfg.protocol === 'tcp') l = new TcpListener(cfg, name, this.ctx);
+    else if (cfg.protocol === 'http' || cfg.protocol === 'https') l = new HttpListener(cfg, name, this.ctx);
+    else if (cfg.native === 'auto' && nativePump.available) l = new NativeUdpListener(cfg, name, this.ctx);
+    else l = new UdpListener(cfg, name, this.ctx);
     await l.start();
     this.listeners.set(name, l);
     return l;
@@ -202,7 +203,10 @@ export class Runtime {
         errors.push((err as Error).message);
       }
     }
-    for (const up of removedUpstreams) up.close();
+    for (const up of removedUpstreams) {
+      up.close();
+      existingPool(up)?.close();
+    }
     await this.applyProcessSettings(next);
     this.config = next;
     this.generation++;
@@ -287,7 +291,10 @@ export class Runtime {
 
   private async shutdown(): Promise<void> {
     for (const l of this.listeners.values()) await l.stopAccepting();
-    for (const up of this.upstreams.values()) up.close();
+    for (const up of this.upstreams.values()) {
+      up.close();
+      existingPool(up)?.close();
+    }
     await this.admin.close();
     this.accessLog.close();
   }

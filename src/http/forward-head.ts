@@ -10,7 +10,9 @@
  *   client address is in `trusted_proxies`; otherwise replaced with what zipline saw;
  * - `X-Request-Id`: a well-formed incoming id (1–200 visible characters) is propagated, else one
  *   is generated;
- * - the route's header rules: `remove` then `set` (set replaces every field of that name).
+ * - the route's header rules: `remove` then `set` (set replaces every field of that name);
+ * - `Expect: 100-continue` is answered by zipline (once an upstream connection is ready) and not
+ *   forwarded, as nginx does; this keeps the request retryable.
  */
 import type { BlockList } from 'node:net';
 import type { RequestHead } from './parser/request-head.js';
@@ -26,6 +28,8 @@ const HOP_BY_HOP = new Set([
   'transfer-encoding',
   'upgrade',
   'proxy-authorization',
+  // framing, re-declared below from the parsed head
+  'content-length',
 ]);
 const FORWARDING = new Set([
   'x-forwarded-for',
@@ -85,6 +89,7 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
       }
       continue;
     }
+    if (lower === 'expect' && req.expectContinue) continue; // zipline answers 100-continue itself
     if (HOP_BY_HOP.has(lower) || named.has(lower) || ctx.rules.remove.has(lower) || hasSet(ctx.rules, lower))
       continue;
     out += `${req.raw.toString('latin1', nameStart, nameEnd)}: ${value}\r\n`;

@@ -80,7 +80,7 @@ export const metrics = {
     'listener',
     'code',
   ]),
-  // HTTP (issue 3 fills these; declared here so the catalog is whole)
+  // HTTP
   requestsActive: gauge('zipline_requests_active', 'HTTP requests in flight.', ['listener']),
   requestDuration: histogram(
     'zipline_request_duration_seconds',
@@ -88,7 +88,22 @@ export const metrics = {
     ['listener', 'route', 'upstream', 'code_class'],
     LATENCY_BUCKETS,
   ),
+  httpErrors: counter(
+    'zipline_http_errors_total',
+    'HTTP requests that ended with an error code (parse errors, timeouts, upstream failures, client aborts).',
+    ['listener', 'code'],
+  ),
   // upstreams
+  upstreamRequests: counter(
+    'zipline_upstream_requests_total',
+    'HTTP requests sent upstream, by whether the pooled connection was new or reused.',
+    ['upstream', 'connection'],
+  ),
+  retriesRefused: counter(
+    'zipline_retries_refused_total',
+    'Retries not made although the policy allowed one: the retry budget was spent.',
+    ['upstream'],
+  ),
   upstreamHealthy: gauge('zipline_upstream_server_healthy', '1 when the server endpoint is in rotation.', [
     'upstream',
     'server',

@@ -35,8 +35,29 @@ export interface UpstreamSettings {
   readonly backoffBaseMs: number;
   readonly backoffMaxMs: number;
   readonly maxConnections: number;
+  // HTTP
+  readonly keepaliveMaxIdle: number;
+  readonly keepaliveIdleTimeoutMs: number;
+  readonly keepaliveMaxRequests: number;
+  readonly responseHeaderTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly retryOnConnectFailure: boolean;
+  readonly retryOnReset: boolean;
+  readonly retryOnTimeout: boolean;
+  /** HTTP statuses that are retried (and count as failures for passive health and the breaker). */
+  readonly retryStatuses: ReadonlySet<number>;
+  readonly retryBudget: number;
+  readonly breaker: BreakerSettings;
   /** The validated config this was compiled from, for reload diffs. */
   readonly source: UpstreamConfig;
+}
+
+export interface BreakerSettings {
+  readonly maxPending: number;
+  readonly failureRatio: number;
+  readonly minRequests: number;
+  readonly windowMs: number;
+  readonly openForMs: number;
 }
 
 export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSettings {
@@ -80,6 +101,23 @@ export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSett
     backoffBaseMs: cfg.retry.backoff.base,
     backoffMaxMs: cfg.retry.backoff.max,
     maxConnections: cfg.circuit_breaker.max_connections,
+    keepaliveMaxIdle: cfg.keepalive.max_idle,
+    keepaliveIdleTimeoutMs: cfg.keepalive.idle_timeout,
+    keepaliveMaxRequests: cfg.keepalive.max_requests,
+    responseHeaderTimeoutMs: cfg.timeouts.response_header,
+    idleTimeoutMs: cfg.timeouts.idle,
+    retryOnConnectFailure: cfg.retry.on.includes('connect_failure'),
+    retryOnReset: cfg.retry.on.includes('reset'),
+    retryOnTimeout: cfg.retry.on.includes('timeout'),
+    retryStatuses: new Set(cfg.retry.on.filter((x): x is number => typeof x === 'number')),
+    retryBudget: cfg.retry.budget,
+    breaker: Object.freeze({
+      maxPending: cfg.circuit_breaker.max_pending,
+      failureRatio: cfg.circuit_breaker.failure_ratio,
+      minRequests: cfg.circuit_breaker.min_requests,
+      windowMs: cfg.circuit_breaker.window,
+      openForMs: cfg.circuit_breaker.open_for,
+    }),
     source: cfg,
   });
 }

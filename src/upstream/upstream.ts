@@ -13,6 +13,7 @@ import type { ErrorCode } from '../errors.js';
 import { HealthChecker } from '../health/checker.js';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
+import { CircuitBreaker } from './circuit-breaker.js';
 import { Endpoint } from './endpoint.js';
 import type { ServerSpec, UpstreamSettings } from './settings.js';
 
@@ -28,6 +29,7 @@ export interface UpstreamOptions {
 }
 
 const NO_TRIED: readonly Endpoint[] = Object.freeze([]);
+const MIN_RETRY_CONCURRENCY = 3;
 /** A resolution slower than this counts as failed (the last good addresses stay). */
 export const RESOLVE_TIMEOUT_MS = 5000;
 
@@ -36,6 +38,11 @@ export class Upstream {
   endpoints: readonly Endpoint[] = [];
   /** Active connections across all endpoints (for `circuit_breaker.max_connections`). */
   active = 0;
+  /** HTTP requests in flight through this upstream (for the retry budget). */
+  activeRequests = 0;
+  /** HTTP retries in flight (waiting out a backoff or attempting). */
+  activeRetries = 0;
+  readonly breaker: CircuitBreaker;
   private balancer: Balancer;
   private checker: HealthChecker | null = null;
   private resolveTimer: NodeJS.Timeout | null = null;
@@ -52,6 +59,19 @@ export class Upstream {
     this.log = options.log;
     this.lookup = options.lookup ?? systemLookup;
     this.balancer = createBalancer(settings.policy);
+    this.breaker = new CircuitBreaker(settings.breaker, (state) => {
+      metrics.circuitOpen.labels(settings.name).set(state === 'open' ? 1 : 0);
+      this.log.warn({ upstream: settings.name, state }, `circuit breaker ${state.replace('_', '-')}`);
+    });
+  }
+
+  /**
+   * The retry budget (Envoy `retry_budget`): retries in flight stay within `retry.budget` of the
+   * requests in flight, but at least 3 may always run so a quiet upstream can still fail over.
+   */
+  retryAllowed(): boolean {
+    const cap = Math.max(MIN_RETRY_CONCURRENCY, Math.floor(this.settings.retryBudget * this.activeRequests));
+    return this.activeRetries < cap;
   }
 
   get name(): string {
@@ -107,6 +127,7 @@ export class Upstream {
     const prev = this.settings;
     this.settings = settings;
     if (settings.policy !== prev.policy) this.balancer = createBalancer(settings.policy);
+    this.breaker.update(settings.breaker);
     const servers = new Set(settings.servers.map((s) => s.server));
     for (const key of [...this.resolved.keys()]) if (!servers.has(key)) this.resolved.delete(key);
     for (const spec of settings.servers)
@@ -221,6 +242,9 @@ export class Upstream {
     return {
       balance: this.settings.policy,
       active: this.active,
+      requests_active: this.activeRequests,
+      retries_active: this.activeRetries,
+      circuit: { state: this.breaker.state, opened: this.breaker.opened },
       max_connections: this.settings.maxConnections,
       health_check: this.settings.health?.type ?? null,
       servers: this.endpoints.map((e) => ({

@@ -1,0 +1,418 @@
+/**
+ * One HTTP/1.1 client connection on a raw socket (as HAProxy owns its framing): heads are parsed
+ * from the bytes as they arrive (`parser/`), request bodies are delimited here (Content-Length or
+ * validated chunked coding, passed through as framed) and handed to the request's `Exchange`,
+ * which streams them upstream. One request at a time; pipelined requests wait in `pending`
+ * (bounded: reading pauses beyond it) and are served in order.
+ *
+ * Keep-alive follows RFC 9112 §9.3 (HTTP/1.1 persistent unless `Connection: close`; HTTP/1.0
+ * only with `keep-alive`). The connection closes after a response when either side asked for it,
+ * the request body was not fully read, the response was close-delimited, or the process drains.
+ */
+
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import { hash32 } from '../balancer/hash-fn.js';
+import { ERROR_CATALOG, type ErrorCode, isZiplineError } from '../errors.js';
+import type { Downstream } from './downstream.js';
+import { Exchange } from './exchange.js';
+import { isTrustedProxy } from './forward-head.js';
+import { buildClientHead, buildInterimHead, type ClientFraming } from './forward-response.js';
+import type { HttpListener } from './listener.js';
+import { ChunkedDecoder } from './parser/chunked.js';
+import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
+import type { ResponseHead } from './parser/response-head.js';
+import { UpgradePump } from './upgrade-pump.js';
+
+const CR = 0x0d;
+const LF = 0x0a;
+const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
+/** Pipelined bytes held beyond the head limit before reading pauses. */
+const PIPELINE_SLACK = 64 * 1024;
+
+type Reading = 'head' | 'body' | 'none';
+
+export class ClientConnection implements Downstream {
+  readonly clientIp: string;
+  readonly clientPort: number;
+  readonly trusted: boolean;
+  readonly clientHash: number;
+  passesChunked = true;
+  exchange: Exchange | null = null;
+  upgraded: UpgradePump | null = null;
+  requests = 0;
+  closed = false;
+  readonly startedAt = Date.now();
+  /** Set when the head of a request started arriving but is not complete (client_header). */
+  headStartedAt = 0;
+  // idle tracking for the sweep
+  private idleMark = -1;
+  private idleAt = Date.now();
+
+  private pending: Buffer | null = null;
+  private reading: Reading = 'head';
+  private remaining = 0;
+  private decoder: ChunkedDecoder | null = null;
+  private keepAlive = true;
+  private responseKeepAlive = true;
+  private clientEnded = false;
+  private method = '';
+
+  constructor(
+    readonly socket: Socket,
+    private readonly listener: HttpListener,
+  ) {
+    this.clientIp = socket.remoteAddress ?? '';
+    this.clientPort = socket.remotePort ?? 0;
+    const s = listener.settings;
+    this.trusted = s.trustsAnyone && this.clientIp !== '' && isTrustedProxy(s.trusted, this.clientIp);
+    this.clientHash = hash32(this.clientIp);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', ignoreError);
+    socket.on('close', () => this.onClose());
+    socket.on('drain', () => this.exchange?.onClientDrain());
+  }
+
+  // ---- reading ----------------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    if (this.closed || this.upgraded !== null) return;
+    switch (this.reading) {
+      case 'body': {
+        const used = this.feedBody(chunk, 0);
+        if (used < chunk.length && !this.closed) this.stash(chunk.subarray(used));
+        return;
+      }
+      case 'none':
+        this.stash(chunk);
+        return;
+      case 'head': {
+        const buf = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
+        this.pending = null;
+        this.parseHead(buf);
+        return;
+      }
+    }
+  }
+
+  private stash(bytes: Buffer): void {
+    this.pending = this.pending === null ? bytes : Buffer.concat([this.pending, bytes]);
+    if (this.pending.length > this.listener.settings.maxHeaderBytes + PIPELINE_SLACK) this.socket.pause();
+  }
+
+  private parseHead(input: Buffer): void {
+    let buf = input;
+    // RFC 9112 §2.2: empty lines before a request line are ignored
+    let start = 0;
+    while (start + 1 < buf.length && buf[start] === CR && buf[start + 1] === LF) start += 2;
+    if (start > 0) buf = buf.subarray(start);
+    if (buf.length === 0) return;
+    let head: RequestHead;
+    let end: number;
+    try {
+      end = findHeadEnd(buf, buf.length, this.listener.settings.maxHeaderBytes);
+      if (end < 0) {
+        this.pending = buf;
+        if (this.headStartedAt === 0) this.headStartedAt = Date.now();
+        return;
+      }
+      head = parseRequestHead(buf, end);
+    } catch (err) {
+      if (!isZiplineError(err)) throw err;
+      this.reject(err.code);
+      return;
+    }
+    this.headStartedAt = 0;
+    this.beginRequest(head, buf, end);
+  }
+
+  private beginRequest(head: RequestHead, buf: Buffer, end: number): void {
+    this.requests++;
+    this.method = head.method;
+    this.keepAlive = head.keepAlive && !this.clientEnded && !this.listener.draining();
+    this.passesChunked = head.minor === 1;
+    if (head.chunked) {
+      this.decoder = new ChunkedDecoder();
+      this.reading = 'body';
+    } else if (head.contentLength > 0) {
+      this.remaining = head.contentLength;
+      this.reading = 'body';
+    } else {
+      this.reading = 'none';
+    }
+    const match = this.listener.settings.routes.match(head.host, head.target);
+    const upstream = match === null ? undefined : this.listener.upstream(match.route.value.upstream);
+    if (match === null || upstream === undefined) {
+      this.listener.localError(this, head, 'ZL_HTTP_NO_ROUTE');
+      this.afterLocalResponse(buf, end, 'ZL_HTTP_NO_ROUTE');
+      return;
+    }
+    const ex = new Exchange(this.listener, this, head, match, upstream, this.listener.settings.proto);
+    this.exchange = ex;
+    this.listener.onExchangeStart();
+    // the rest of this read (body bytes, or the next pipelined request) is taken in before the
+    // exchange starts, so that anything it does synchronously sees a consistent connection
+    if (end < buf.length) {
+      const rest = buf.subarray(end);
+      if (this.reading === 'body') {
+        const used = this.feedBody(rest, 0);
+        if (used < rest.length && !this.closed) this.stash(rest.subarray(used));
+      } else {
+        this.stash(rest);
+      }
+    }
+    if (this.exchange === ex) ex.start();
+  }
+
+  /** A request answered by zipline itself (no route): its body, if any, is not read. */
+  private afterLocalResponse(buf: Buffer, end: number, code: ErrorCode): void {
+    const keep = this.keepAlive && this.reading === 'none';
+    this.writeError(code, keep, null);
+    if (!keep) {
+      this.closeAfterWrite();
+      return;
+    }
+    if (end < buf.length) this.stash(buf.subarray(end));
+    this.nextRequest();
+  }
+
+  /** Request body bytes in `buf[start…)`; returns the offset after the body's last byte. */
+  private feedBody(buf: Buffer, start: number): number {
+    const ex = this.exchange;
+    const decoder = this.decoder;
+    if (decoder !== null) {
+      let stop: number;
+      try {
+        stop = decoder.feed(buf, start, buf.length, ignoreData);
+      } catch (err) {
+        if (!isZiplineError(err)) throw err;
+        this.badBody();
+        return buf.length;
+      }
+      if (stop > start) ex?.bodyChunk(start === 0 && stop === buf.length ? buf : buf.subarray(start, stop));
+      if (decoder.done) {
+        this.reading = 'none';
+        this.decoder = null;
+        ex?.bodyEnd();
+      }
+      return stop;
+    }
+    const n = Math.min(this.remaining, buf.length - start);
+    if (n > 0) ex?.bodyChunk(start === 0 && n === buf.length ? buf : buf.subarray(start, start + n));
+    this.remaining -= n;
+    if (this.remaining === 0) {
+      this.reading = 'none';
+      ex?.bodyEnd();
+    }
+    return start + n;
+  }
+
+  /** Malformed chunked request body: 400 if nothing was answered yet, else abort. */
+  private badBody(): void {
+    this.keepAlive = false;
+    this.reading = 'none';
+    this.decoder = null;
+    const ex = this.exchange;
+    if (ex !== null) ex.fail('ZL_HTTP_BAD_REQUEST');
+    else this.socket.destroy();
+  }
+
+  /** A request that cannot be parsed: its coded status, then the connection is closed. */
+  private reject(code: ErrorCode): void {
+    this.headStartedAt = 0;
+    this.pending = null;
+    this.reading = 'none';
+    this.listener.localError(this, null, code);
+    this.writeError(code, false, null);
+    this.closeAfterWrite();
+  }
+
+  private onEnd(): void {
+    this.clientEnded = true;
+    // a half-closed client still gets the response to a request it completed
+    if (this.exchange === null && this.upgraded === null) this.closeAfterWrite();
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pending = null;
+    const ex = this.exchange;
+    this.exchange = null;
+    ex?.clientGone();
+    this.listener.onConnectionClosed(this);
+  }
+
+  // ---- Downstream -------------------------------------------------------------------------------
+
+  sendContinue(): void {
+    if (this.passesChunked && !this.closed) this.socket.write(CONTINUE, 'latin1');
+  }
+
+  sendInterim(resp: ResponseHead): void {
+    if (this.passesChunked && !this.closed) this.socket.write(buildInterimHead(resp), 'latin1');
+  }
+
+  sendHead(ex: Exchange, resp: ResponseHead): void {
+    if (this.closed) return;
+    const framing: ClientFraming =
+      resp.body === 'close' || (resp.body === 'chunked' && !this.passesChunked) ? 'close' : 'same';
+    this.responseKeepAlive = this.keepAlive && framing === 'same' && ex.bodyDone && !this.listener.draining();
+    const head = buildClientHead(resp, {
+      framing,
+      keepAlive: this.responseKeepAlive,
+      clientMinor: this.passesChunked ? 1 : 0,
+      rules: ex.route.response,
+    });
+    // head and first body bytes in one write: corked until the end of this tick
+    this.socket.cork();
+    this.socket.write(head, 'latin1');
+    process.nextTick(uncork, this.socket);
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.closed) return true;
+    return this.socket.write(chunk);
+  }
+
+  finish(ex: Exchange): void {
+    if (this.exchange !== ex) return;
+    this.exchange = null;
+    if (this.closed) return;
+    if (!this.responseKeepAlive || this.clientEnded || this.reading === 'body') {
+      this.closeAfterWrite();
+      return;
+    }
+    this.nextRequest();
+  }
+
+  fail(ex: Exchange, code: ErrorCode): void {
+    if (this.exchange !== ex) return;
+    this.exchange = null;
+    if (this.closed) return;
+    if (ex.headSent) {
+      // mid-body: never let a truncated response look complete
+      this.socket.destroy();
+      return;
+    }
+    const keep =
+      this.keepAlive && this.reading === 'none' && code !== 'ZL_HTTP_BAD_REQUEST' && !this.clientEnded;
+    this.writeError(code, keep, ex.requestId);
+    if (keep) this.nextRequest();
+    else this.closeAfterWrite();
+  }
+
+  pauseBody(): void {
+    if (this.reading === 'body') this.socket.pause();
+  }
+
+  resumeBody(): void {
+    if (!this.closed && this.upgraded === null) this.socket.resume();
+  }
+
+  upgrade(ex: Exchange, upstream: import('node:net').Socket, head: string, upstreamRest: Buffer): boolean {
+    if (this.exchange !== ex || this.closed) return false;
+    this.exchange = null;
+    const early = this.pending;
+    this.pending = null;
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('end');
+    this.socket.removeAllListeners('drain');
+    this.socket.write(head, 'latin1');
+    this.upgraded = new UpgradePump(this.socket, upstream, early, upstreamRest);
+    this.socket.resume();
+    return true;
+  }
+
+  // ---- helpers ----------------------------------------------------------------------------------
+
+  private nextRequest(): void {
+    this.reading = 'head';
+    this.decoder = null;
+    this.remaining = 0;
+    if (this.socket.isPaused()) this.socket.resume();
+    const p = this.pending;
+    if (p !== null) {
+      this.pending = null;
+      this.parseHead(p);
+    } else if (this.clientEnded) {
+      this.closeAfterWrite();
+    }
+  }
+
+  private writeError(code: ErrorCode, keepAlive: boolean, requestId: string | null): void {
+    if (this.closed) return;
+    const status = ERROR_CATALOG[code].status || 500;
+    // 499 is a log-only status: nobody is there to read it
+    const body = `${status} ${STATUS_CODES[status] ?? 'Error'} (${code})\n`;
+    let head =
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n` +
+      `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n` +
+      `X-Zipline-Error: ${code}\r\n`;
+    if (requestId !== null) head += `X-Request-Id: ${requestId}\r\n`;
+    if (!keepAlive) head += 'Connection: close\r\n';
+    this.socket.write(this.method === 'HEAD' ? `${head}\r\n` : `${head}\r\n${body}`, 'latin1');
+  }
+
+  /** Ends the connection once what was written is flushed (FIN, then close). */
+  private closeAfterWrite(): void {
+    if (this.closed) return;
+    this.reading = 'none';
+    this.pending = null;
+    this.socket.end();
+    // a client that never reads must not hold the socket: destroySoon semantics via the sweep
+  }
+
+  /** Timeouts, from the listener's sweep. */
+  tick(now: number): void {
+    if (this.closed) return;
+    const s = this.listener.settings;
+    if (this.upgraded !== null) {
+      const mark = this.upgraded.activity();
+      if (mark !== this.idleMark) {
+        this.idleMark = mark;
+        this.idleAt = now;
+      } else if (s.clientIdleMs > 0 && now - this.idleAt >= s.clientIdleMs) {
+        this.upgraded.destroy();
+      }
+      return;
+    }
+    const ex = this.exchange;
+    if (ex !== null) {
+      ex.tick(now, s.clientIdleMs);
+      return;
+    }
+    if (this.headStartedAt > 0) {
+      if (now - this.headStartedAt >= s.clientHeaderMs) this.reject('ZL_HTTP_HEADER_TIMEOUT');
+      return;
+    }
+    const mark = this.socket.bytesRead + this.requests;
+    if (mark !== this.idleMark) {
+      this.idleMark = mark;
+      this.idleAt = now;
+      return;
+    }
+    // waiting for a request: the first within client_header, later ones within client_idle
+    const limit = this.requests === 0 ? s.clientHeaderMs : s.clientIdleMs;
+    if (limit > 0 && now - this.idleAt >= limit) this.socket.destroy();
+  }
+
+  /** Drain: close now if no request is in flight (the next response says `Connection: close`). */
+  closeIfIdle(): void {
+    if (this.exchange === null && this.upgraded === null && this.headStartedAt === 0) this.socket.end();
+  }
+
+  destroy(): void {
+    this.upgraded?.destroy();
+    this.socket.destroy();
+  }
+}
+
+function uncork(socket: Socket): void {
+  socket.uncork();
+}
+
+function ignoreError(): void {}
+
+function ignoreData(): void {}

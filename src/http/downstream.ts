@@ -1,0 +1,37 @@
+/**
+ * What an exchange needs from the client side, whatever protocol the client speaks: the HTTP/1.1
+ * connection (`ClientConnection`) or an HTTP/2 stream (`H2Downstream`).
+ */
+import type { Socket } from 'node:net';
+import type { ErrorCode } from '../errors.js';
+import type { Exchange } from './exchange.js';
+import type { ResponseHead } from './parser/response-head.js';
+
+export interface Downstream {
+  readonly clientIp: string;
+  readonly clientPort: number;
+  readonly trusted: boolean;
+  /** Hash of the client address (for `balance: hash` on `client_ip`). */
+  readonly clientHash: number;
+  /** The response body can be passed with the upstream's chunked framing as is (HTTP/1.1 client). */
+  readonly passesChunked: boolean;
+  /** `100 Continue` to a client that sent `Expect: 100-continue`. */
+  sendContinue(): void;
+  /** An informational (1xx other than 101) response. */
+  sendInterim(resp: ResponseHead): void;
+  /** The final response head; `bodyKind` after any re-framing. */
+  sendHead(ex: Exchange, resp: ResponseHead): void;
+  /** Response body bytes; false when the client is not keeping up (wait for `onClientDrain`). */
+  write(chunk: Buffer): boolean;
+  /** The response is complete. */
+  finish(ex: Exchange): void;
+  /**
+   * The exchange failed: before the head, an error response with this code; after it, the client
+   * connection (or stream) is aborted so a truncated body is never taken for a complete one.
+   */
+  fail(ex: Exchange, code: ErrorCode): void;
+  pauseBody(): void;
+  resumeBody(): void;
+  /** 101 from upstream: switch to a raw two-way pump (HTTP/1.1 only; false if not possible). */
+  upgrade(ex: Exchange, upstream: Socket, head: string, upstreamRest: Buffer): boolean;
+}

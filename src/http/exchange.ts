@@ -1,0 +1,683 @@
+/**
+ * One proxied HTTP request: route → upstream attempt(s) → response streamed back.
+ *
+ * Attempts: pick an endpoint (`Upstream.pick`), take a pooled connection or open one, write the
+ * forwarded head and whatever body is at hand, then stream the rest of the body both ways with
+ * backpressure (a full socket pauses its source). An attempt that fails before any response
+ * byte reached the client may be retried (see `mayRetry`): a server not yet tried goes at once,
+ * once every server was tried a full-jitter backoff comes first, and the retry budget of the
+ * upstream caps retries in flight. A request that failed on a *reused* connection before any
+ * response byte (the keep-alive race: the server closed it as we sent) is replayed once on a
+ * fresh connection to the same server, without counting as an attempt, when it is replayable.
+ *
+ * Exactly one of three ends: `complete()` (response done), `fail(code)` (error response, or abort
+ * once the head was sent), `clientGone()` (499). Each releases the endpoint, the connection (to
+ * the pool only when it is clean) and the counters once.
+ */
+import { hash32 } from '../balancer/hash-fn.js';
+import { ERROR_CATALOG, type ErrorCode, isZiplineError } from '../errors.js';
+import { metrics } from '../metrics/catalog.js';
+import { fullJitterBackoff } from '../upstream/backoff.js';
+import type { Admission } from '../upstream/circuit-breaker.js';
+import type { Endpoint } from '../upstream/endpoint.js';
+import type { Upstream } from '../upstream/upstream.js';
+import type { Downstream } from './downstream.js';
+import { buildForwardHead } from './forward-head.js';
+import { buildSwitchingHead } from './forward-response.js';
+import { ChunkedDecoder } from './parser/chunked.js';
+import { findHeadEnd, headerValue, type RequestHead } from './parser/request-head.js';
+import { parseResponseHead, type ResponseHead } from './parser/response-head.js';
+import { type HttpPool, poolOf } from './pool.js';
+import type { RouteMatch } from './route-table.js';
+import type { CompiledRoute } from './settings.js';
+import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.js';
+
+/** RFC 9110 §9.2.2 idempotent methods. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+const MAX_RESPONSE_HEAD = 64 * 1024;
+/** A Retry-After longer than this is capped when taking a server out of rotation. */
+const MAX_RETRY_AFTER_MS = 300_000;
+
+export type ExchangeState =
+  | 'picking'
+  | 'queued'
+  | 'backoff'
+  | 'connecting'
+  | 'waiting'
+  | 'streaming'
+  | 'done';
+type FailureKind = 'connect' | 'reset' | 'timeout' | 'status';
+
+/** What an exchange needs from its listener. */
+export interface ExchangeHost {
+  readonly name: string;
+  readonly maxBodyReplay: number;
+  onExchangeEnd(ex: Exchange): void;
+}
+
+export class Exchange implements UpstreamOwner {
+  state: ExchangeState = 'picking';
+  readonly startedAt = performance.now();
+  readonly requestId: string;
+  /** Tries on a server (connects included). */
+  attempts = 0;
+  /** The error that ended it, if any. */
+  code: ErrorCode | null = null;
+  /** Status sent (or that would have been sent) to the client; 0 until known. */
+  status = 0;
+  endpoint: Endpoint | null = null;
+  /** Request body bytes received from the client, response body bytes sent to it. */
+  bodyBytes = 0;
+  bytesOut = 0;
+  /** The client has the response head: no retry, and failures abort the client. */
+  headSent = false;
+  /** The request body was fully received. */
+  bodyDone = false;
+
+  private readonly forward: string;
+  private readonly hash: number;
+  private readonly pool: HttpPool;
+  private conn: UpstreamConnection | null = null;
+  private cancelConnect: (() => void) | null = null;
+  private readonly tried: Endpoint[] = [];
+  private backoffRound = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private acquired = false;
+  private admission: Admission = 'normal';
+  private retrying = false;
+  private staleRetried = false;
+  private lastCode: ErrorCode = 'ZL_UPSTREAM_UNAVAILABLE';
+  // request body
+  private body: Buffer[] = [];
+  private replayable = true;
+  private bodyLost = false;
+  private sentContinue = false;
+  // response
+  private pendingHead: Buffer | null = null;
+  private respBytes = 0;
+  private resp: ResponseHead | null = null;
+  private remaining = 0;
+  private decoder: ChunkedDecoder | null = null;
+  private dirty = false;
+  // timeouts (checked by the listener's sweep)
+  private requestSentAt = 0;
+  private progressMark = -1;
+  private progressAt = 0;
+
+  constructor(
+    private readonly host: ExchangeHost,
+    readonly down: Downstream,
+    readonly head: RequestHead,
+    readonly match: RouteMatch<CompiledRoute>,
+    readonly upstream: Upstream,
+    proto: 'http' | 'https',
+  ) {
+    const fwd = buildForwardHead(head, {
+      clientIp: down.clientIp,
+      proto,
+      trusted: down.trusted,
+      path: match.path,
+      rules: match.route.value.request,
+    });
+    this.forward = fwd.head;
+    this.requestId = fwd.requestId;
+    this.hash = requestHash(upstream, down, head, match.path);
+    this.pool = poolOf(upstream);
+    if (head.contentLength <= 0 && !head.chunked) this.bodyDone = true;
+  }
+
+  get route(): CompiledRoute {
+    return this.match.route.value;
+  }
+
+  start(): void {
+    this.upstream.activeRequests++;
+    this.admission = this.upstream.breaker.admit(Date.now());
+    if (this.admission === 'refused') {
+      this.fail('ZL_CIRCUIT_OPEN');
+      return;
+    }
+    this.attempt();
+  }
+
+  // ---- attempts -------------------------------------------------------------------------------
+
+  private attempt(): void {
+    if (this.state === 'done') return;
+    this.state = 'picking';
+    const up = this.upstream;
+    let picked = up.pick(this.hash, this.tried);
+    if (typeof picked === 'string' && this.tried.length > 0) {
+      const again = up.pick(this.hash);
+      if (typeof again !== 'string') {
+        // every eligible server was tried: back off, then allow them again
+        this.tried.length = 0;
+        this.state = 'backoff';
+        const s = up.settings;
+        const delay = fullJitterBackoff(this.backoffRound++, s.backoffBaseMs, s.backoffMaxMs);
+        this.timer = setTimeout(resumeAttempt, delay, this);
+        return;
+      }
+      picked = again;
+    }
+    if (typeof picked === 'string') {
+      if (picked === 'ZL_UPSTREAM_OVER_LIMIT' && this.attempts === 0) {
+        if (this.pool.wait(this)) {
+          this.state = 'queued';
+          this.timer = setTimeout(queueTimedOut, up.settings.connectTimeoutMs, this);
+          return;
+        }
+        picked = 'ZL_UPSTREAM_PENDING_LIMIT';
+      }
+      metrics.upstreamUnavailable.labels(up.name, picked).inc();
+      this.fail(this.attempts === 0 ? picked : this.lastCode);
+      return;
+    }
+    this.connectTo(picked, false);
+  }
+
+  /** @internal capacity was freed while queued (`PoolWaiter`). */
+  wake(): void {
+    if (this.state !== 'queued') return;
+    this.clearTimer();
+    this.attempt();
+  }
+
+  /** @internal */
+  queueTimedOut(): void {
+    this.timer = null;
+    if (this.state !== 'queued') return;
+    this.pool.unwait(this);
+    this.fail('ZL_UPSTREAM_OVER_LIMIT');
+  }
+
+  /** @internal */
+  resumeAfterBackoff(): void {
+    this.timer = null;
+    if (this.state === 'backoff') this.attempt();
+  }
+
+  private connectTo(e: Endpoint, fresh: boolean): void {
+    const up = this.upstream;
+    this.attempts++;
+    if (this.attempts > 1) metrics.retries.labels(up.name).inc();
+    this.tried.push(e);
+    this.endpoint = e;
+    up.acquire(e);
+    this.acquired = true;
+    this.state = 'connecting';
+    const cancel = this.pool.connection(e, fresh, (conn, code) => this.onConnection(conn, code));
+    if (this.state === 'connecting' && this.conn === null) this.cancelConnect = cancel;
+  }
+
+  private onConnection(conn: UpstreamConnection | null, code: ErrorCode | null): void {
+    this.cancelConnect = null;
+    if (this.state !== 'connecting') {
+      conn?.destroy();
+      return;
+    }
+    if (conn === null) {
+      const c = code ?? 'ZL_UPSTREAM_CONNECT_FAILED';
+      const e = this.endpoint;
+      if (e !== null) metrics.upstreamConnectFailures.labels(this.upstream.name, e.address, c).inc();
+      this.attemptFailed(c, 'connect', false);
+      return;
+    }
+    this.conn = conn;
+    conn.owner = this;
+    this.respBytes = 0;
+    this.pendingHead = null;
+    this.dirty = false;
+    this.state = 'waiting';
+    const socket = conn.socket;
+    socket.cork();
+    let ok = socket.write(this.forward, 'latin1');
+    for (const chunk of this.body) ok = socket.write(chunk);
+    socket.uncork();
+    if (!this.replayable) {
+      if (this.body.length > 0) this.bodyLost = true;
+      this.body = [];
+    }
+    if (this.bodyDone) this.requestSentAt = Date.now();
+    else if (this.head.expectContinue && !this.sentContinue) {
+      this.sentContinue = true;
+      this.down.sendContinue();
+    }
+    if (ok) this.down.resumeBody();
+    else this.down.pauseBody();
+  }
+
+  /**
+   * An attempt failed before the client got anything. `stale`: it ran on a reused connection
+   * that died before any response byte (the keep-alive race), which is not the server's fault.
+   */
+  private attemptFailed(code: ErrorCode, kind: FailureKind, stale: boolean): void {
+    const e = this.endpoint;
+    const now = Date.now();
+    this.dropConnection();
+    this.lastCode = code;
+    if (stale && !this.staleRetried && this.replayableRequest() && e !== null) {
+      this.staleRetried = true;
+      this.releaseEndpoint();
+      this.attempts--; // not an attempt of the retry policy
+      this.tried.pop();
+      this.connectTo(e, true);
+      return;
+    }
+    if (e !== null && kind !== 'status') {
+      e.recordFailure(now);
+      this.upstream.breaker.record(this.admission, false, now);
+    }
+    this.releaseEndpoint();
+    if (this.mayRetry(kind)) {
+      if (!this.retrying) {
+        this.retrying = true;
+        this.upstream.activeRetries++;
+      }
+      this.attempt();
+      return;
+    }
+    this.fail(code);
+  }
+
+  /** The retry policy: `retry.on`, attempts left, safe to repeat, body replayable, budget. */
+  private mayRetry(kind: FailureKind): boolean {
+    const s = this.upstream.settings;
+    if (this.headSent || this.attempts > s.retryAttempts) return false;
+    if (kind === 'connect' && !s.retryOnConnectFailure) return false;
+    if (kind === 'reset' && !s.retryOnReset) return false;
+    if (kind === 'timeout' && !s.retryOnTimeout) return false;
+    // after a connect failure nothing was sent: any method may go elsewhere
+    if (kind !== 'connect' && !this.replayableRequest()) return false;
+    if (this.bodyLost) return false;
+    if (!this.retrying && !this.upstream.retryAllowed()) {
+      metrics.retriesRefused.labels(this.upstream.name).inc();
+      return false;
+    }
+    return true;
+  }
+
+  /** Idempotent (RFC 9110 §9.2.2) or carrying an `Idempotency-Key`, and its body still at hand. */
+  private replayableRequest(): boolean {
+    if (this.bodyLost) return false;
+    return IDEMPOTENT.has(this.head.method) || headerValue(this.head, 'idempotency-key') !== undefined;
+  }
+
+  // ---- request body (from the downstream) -----------------------------------------------------
+
+  /** Request body bytes as framed for the upstream (Content-Length bytes, or chunked coding). */
+  bodyChunk(chunk: Buffer): void {
+    if (this.state === 'done') return;
+    this.bodyBytes += chunk.length;
+    if (this.replayable && this.bodyBytes > this.host.maxBodyReplay) this.replayable = false;
+    const conn = this.conn;
+    if (conn === null) {
+      // not connected yet: hold it (bounded: the client is paused once past the replay limit)
+      this.body.push(chunk);
+      if (!this.replayable) this.down.pauseBody();
+      return;
+    }
+    if (this.replayable) this.body.push(chunk);
+    else if (this.body.length > 0) {
+      this.body = [];
+      this.bodyLost = true;
+    } else this.bodyLost = true;
+    if (!conn.socket.write(chunk)) this.down.pauseBody();
+  }
+
+  bodyEnd(): void {
+    this.bodyDone = true;
+    if (this.conn !== null && this.state === 'waiting') this.requestSentAt = Date.now();
+  }
+
+  // ---- upstream events ------------------------------------------------------------------------
+
+  onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void {
+    if (conn !== this.conn) return;
+    this.respBytes += chunk.length;
+    if (this.state === 'streaming') this.onBodyBytes(chunk, 0);
+    else if (this.state === 'waiting') this.onHeadBytes(chunk);
+  }
+
+  onUpstreamEnd(conn: UpstreamConnection): void {
+    if (conn !== this.conn) return;
+    if (this.state === 'streaming' && this.resp?.body === 'close') {
+      this.complete();
+      return;
+    }
+    this.upstreamGone(conn, 'ZL_UPSTREAM_PREMATURE_CLOSE');
+  }
+
+  onUpstreamClose(conn: UpstreamConnection, code: ErrorCode): void {
+    if (conn !== this.conn) return;
+    this.conn = null;
+    this.upstreamGone(conn, code);
+  }
+
+  onUpstreamDrain(conn: UpstreamConnection): void {
+    if (conn === this.conn) this.down.resumeBody();
+  }
+
+  /** The client can take more response bytes. */
+  onClientDrain(): void {
+    this.conn?.socket.resume();
+  }
+
+  private upstreamGone(conn: UpstreamConnection, code: ErrorCode): void {
+    if (this.state === 'waiting') {
+      if (this.respBytes === 0) {
+        const kind: FailureKind = code === 'ZL_UPSTREAM_IDLE_TIMEOUT' ? 'timeout' : 'reset';
+        this.attemptFailed(code, kind, conn.reused);
+      } else {
+        this.badResponse(); // a partial head: never retried
+      }
+      return;
+    }
+    if (this.state === 'streaming')
+      this.fail(code === 'ZL_UPSTREAM_RESET' ? code : 'ZL_UPSTREAM_PREMATURE_CLOSE');
+  }
+
+  private onHeadBytes(chunk: Buffer): void {
+    let buf = this.pendingHead === null ? chunk : Buffer.concat([this.pendingHead, chunk]);
+    this.pendingHead = null;
+    for (;;) {
+      let end: number;
+      let resp: ResponseHead;
+      try {
+        end = findHeadEnd(buf, buf.length, MAX_RESPONSE_HEAD);
+        if (end < 0) {
+          this.pendingHead = buf;
+          return;
+        }
+        resp = parseResponseHead(buf, end, this.head.method);
+      } catch (err) {
+        if (!isZiplineError(err)) throw err;
+        this.badResponse();
+        return;
+      }
+      if (resp.status >= 200) {
+        this.onResponseHead(resp, buf, end);
+        return;
+      }
+      if (resp.status === 101) {
+        if (this.head.upgrade === null) this.badResponse();
+        else this.switchProtocols(resp, buf.subarray(end));
+        return;
+      }
+      if (resp.status !== 100 || !this.sentContinue) this.down.sendInterim(resp);
+      if (end === buf.length) return;
+      buf = buf.subarray(end);
+    }
+  }
+
+  private badResponse(): void {
+    const e = this.endpoint;
+    if (e !== null) {
+      const now = Date.now();
+      e.recordFailure(now);
+      this.upstream.breaker.record(this.admission, false, now);
+    }
+    this.dropConnection();
+    this.fail('ZL_UPSTREAM_BAD_RESPONSE');
+  }
+
+  private onResponseHead(resp: ResponseHead, buf: Buffer, end: number): void {
+    const s = this.upstream.settings;
+    const e = this.endpoint as Endpoint;
+    const now = Date.now();
+    if (s.retryStatuses.has(resp.status)) {
+      e.recordFailure(now);
+      this.upstream.breaker.record(this.admission, false, now);
+      if (resp.status === 503) honourRetryAfter(e, resp, now);
+      if (this.mayRetry('status')) {
+        this.attemptFailed(codeForStatus(resp.status), 'status', false);
+        return;
+      }
+    } else {
+      e.recordSuccess(performance.now() - this.startedAt);
+      this.upstream.breaker.record(this.admission, true, now);
+    }
+    this.resp = resp;
+    this.status = resp.status;
+    this.state = 'streaming';
+    this.headSent = true;
+    this.down.sendHead(this, resp);
+    switch (resp.body) {
+      case 'none':
+        this.dirty = end < buf.length;
+        this.complete();
+        return;
+      case 'length':
+        this.remaining = resp.contentLength;
+        if (this.remaining === 0) {
+          this.dirty = end < buf.length;
+          this.complete();
+          return;
+        }
+        break;
+      case 'chunked':
+        this.decoder = new ChunkedDecoder();
+        break;
+      case 'close':
+        break;
+    }
+    if (end < buf.length) this.onBodyBytes(buf, end);
+  }
+
+  private onBodyBytes(buf: Buffer, start: number): void {
+    const resp = this.resp as ResponseHead;
+    if (resp.body === 'length') {
+      const n = Math.min(this.remaining, buf.length - start);
+      if (n > 0) this.out(start === 0 && n === buf.length ? buf : buf.subarray(start, start + n));
+      this.remaining -= n;
+      if (this.remaining === 0 && this.state === 'streaming') {
+        this.dirty = start + n < buf.length;
+        this.complete();
+      }
+      return;
+    }
+    if (resp.body === 'chunked') {
+      const decoder = this.decoder as ChunkedDecoder;
+      let stop: number;
+      try {
+        stop = decoder.feed(buf, start, buf.length, this.down.passesChunked ? ignoreData : this.sink);
+      } catch (err) {
+        if (!isZiplineError(err)) throw err;
+        this.fail('ZL_UPSTREAM_BAD_RESPONSE');
+        return;
+      }
+      if (this.down.passesChunked && stop > start) this.out(buf.subarray(start, stop));
+      if (decoder.done && this.state === 'streaming') {
+        this.dirty = stop < buf.length;
+        this.complete();
+      }
+      return;
+    }
+    this.out(start === 0 ? buf : buf.subarray(start));
+  }
+
+  private readonly sink = (data: Buffer): void => this.out(data);
+
+  private out(chunk: Buffer): void {
+    this.bytesOut += chunk.length;
+    if (!this.down.write(chunk)) this.conn?.socket.pause();
+  }
+
+  private switchProtocols(resp: ResponseHead, rest: Buffer): void {
+    const conn = this.conn as UpstreamConnection;
+    this.conn = null;
+    conn.owner = null;
+    const socket = conn.socket;
+    for (const ev of ['data', 'end', 'drain', 'close', 'error']) socket.removeAllListeners(ev);
+    this.pool.forget(conn);
+    this.endpoint?.recordSuccess(performance.now() - this.startedAt);
+    this.upstream.breaker.record(this.admission, true, Date.now());
+    this.status = 101;
+    this.headSent = true;
+    this.state = 'done';
+    this.releaseEndpoint();
+    this.finished();
+    if (!this.down.upgrade(this, socket, buildSwitchingHead(resp, this.route.response), rest))
+      socket.destroy();
+  }
+
+  // ---- ends -------------------------------------------------------------------------------------
+
+  private complete(): void {
+    this.state = 'done';
+    const conn = this.conn;
+    this.conn = null;
+    if (conn !== null) {
+      const resp = this.resp as ResponseHead;
+      conn.socket.resume(); // it may have been paused for backpressure
+      if (resp.keepAlive && this.bodyDone && !this.dirty && !conn.closed) this.pool.release(conn);
+      else conn.destroy();
+    }
+    this.releaseEndpoint();
+    this.finished();
+    this.down.finish(this);
+  }
+
+  /** Ends the exchange with an error: an error response, or an abort once the head was sent. */
+  fail(code: ErrorCode): void {
+    if (this.state === 'done') return;
+    this.state = 'done';
+    this.code = code;
+    if (!this.headSent) this.status = ERROR_CATALOG[code].status;
+    this.cleanup();
+    this.finished();
+    this.down.fail(this, code);
+  }
+
+  /** The client went away (499). */
+  clientGone(): void {
+    if (this.state === 'done') return;
+    this.state = 'done';
+    this.code = 'ZL_CLIENT_ABORTED';
+    if (!this.headSent) this.status = 499;
+    this.upstream.breaker.abandon(this.admission);
+    this.cleanup();
+    this.finished();
+  }
+
+  /** Timeouts, called by the listener's sweep with the current time. */
+  tick(now: number, clientIdleMs: number): void {
+    if (this.state === 'waiting') {
+      if (this.requestSentAt > 0) {
+        if (now - this.requestSentAt >= this.upstream.settings.responseHeaderTimeoutMs) {
+          this.attemptFailed('ZL_UPSTREAM_RESPONSE_TIMEOUT', 'timeout', false);
+        }
+        return;
+      }
+      // still receiving the request body
+      if (this.progressed(now) || clientIdleMs === 0) return;
+      if (now - this.progressAt >= clientIdleMs) this.fail('ZL_HTTP_BODY_TIMEOUT');
+      return;
+    }
+    if (this.state === 'streaming') {
+      const idle = this.upstream.settings.idleTimeoutMs;
+      if (this.progressed(now) || idle === 0) return;
+      if (now - this.progressAt >= idle) this.fail('ZL_UPSTREAM_IDLE_TIMEOUT');
+    }
+  }
+
+  private progressed(now: number): boolean {
+    const mark = this.respBytes + this.bodyBytes + this.bytesOut;
+    if (mark !== this.progressMark) {
+      this.progressMark = mark;
+      this.progressAt = now;
+      return true;
+    }
+    return false;
+  }
+
+  private cleanup(): void {
+    this.clearTimer();
+    if (this.cancelConnect !== null) {
+      this.cancelConnect();
+      this.cancelConnect = null;
+    }
+    this.pool.unwait(this);
+    this.dropConnection();
+    this.releaseEndpoint();
+  }
+
+  private dropConnection(): void {
+    const conn = this.conn;
+    this.conn = null;
+    if (conn !== null) conn.destroy();
+  }
+
+  private releaseEndpoint(): void {
+    if (!this.acquired || this.endpoint === null) return;
+    this.acquired = false;
+    this.upstream.release(this.endpoint);
+    this.pool.wakeOne();
+  }
+
+  private finished(): void {
+    this.upstream.activeRequests--;
+    if (this.retrying) {
+      this.retrying = false;
+      this.upstream.activeRetries--;
+    }
+    this.body = [];
+    this.host.onExchangeEnd(this);
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
+function resumeAttempt(ex: Exchange): void {
+  ex.resumeAfterBackoff();
+}
+
+function queueTimedOut(ex: Exchange): void {
+  ex.queueTimedOut();
+}
+
+function ignoreData(): void {}
+
+function codeForStatus(status: number): ErrorCode {
+  if (status === 503) return 'ZL_UPSTREAM_UNAVAILABLE';
+  if (status === 504) return 'ZL_UPSTREAM_RESPONSE_TIMEOUT';
+  return 'ZL_UPSTREAM_BAD_RESPONSE';
+}
+
+/** `balance: hash` key of this request: client address, path, or a header. */
+function requestHash(up: Upstream, down: Downstream, head: RequestHead, path: string): number {
+  if (up.settings.policy !== 'hash') return down.clientHash;
+  const key = up.settings.hashKey;
+  if (key === 'path') return hash32(path);
+  if (key.startsWith('header:')) return hash32(headerValue(head, key.slice(7).toLowerCase()) ?? '');
+  return down.clientHash;
+}
+
+/**
+ * `Retry-After` on a 503 (RFC 9110 §10.2.3): delay-seconds or an HTTP-date. The server is kept
+ * out of rotation that long (at most 5 minutes), unless it is the upstream's only server.
+ */
+export function retryAfterMs(value: string | undefined, now: number): number {
+  if (value === undefined) return 0;
+  const v = value.trim();
+  if (/^\d{1,9}$/.test(v)) return Math.min(Number(v) * 1000, MAX_RETRY_AFTER_MS);
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? 0 : Math.max(0, Math.min(at - now, MAX_RETRY_AFTER_MS));
+}
+
+function honourRetryAfter(e: Endpoint, resp: ResponseHead, now: number): void {
+  if (e.lone) return;
+  let value: string | undefined;
+  for (let f = 0; f < resp.fieldCount; f++) {
+    const k = f * 4;
+    const ns = resp.fields[k] as number;
+    if ((resp.fields[k + 1] as number) - ns !== 11) continue;
+    if (resp.raw.toString('latin1', ns, ns + 11).toLowerCase() !== 'retry-after') continue;
+    value = resp.raw.toString('latin1', resp.fields[k + 2] as number, resp.fields[k + 3] as number);
+  }
+  const ms = retryAfterMs(value, now);
+  if (ms > 0) e.downUntil = Math.max(e.downUntil, now + ms);
+}

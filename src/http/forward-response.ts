@@ -1,0 +1,126 @@
+/**
+ * The response head zipline sends the client, built from the upstream's parsed head (RFC 9110
+ * §7.6.1, RFC 9112 §6): hop-by-hop fields (and those the upstream's Connection names) dropped,
+ * name case, order and repeated fields (`Set-Cookie`) kept, framing re-declared for the client,
+ * the route's response rules applied (`remove`, then `set`).
+ */
+
+import type { HeaderRules } from './forward-head.js';
+import type { ResponseHead } from './parser/response-head.js';
+import { lowerAscii } from './parser/tokens.js';
+
+/** How the body reaches the client. */
+export type ClientFraming =
+  /** as the upstream framed it (Content-Length, or chunked passed through to an HTTP/1.1 client) */
+  | 'same'
+  /** no framing: the body ends when zipline closes the connection (HTTP/1.0 client, close-delimited) */
+  | 'close';
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-authenticate',
+]);
+
+export interface ClientHeadOptions {
+  readonly framing: ClientFraming;
+  /** The client connection stays open after this response. */
+  readonly keepAlive: boolean;
+  /** The client speaks HTTP/1.0 (keep-alive must then be announced). */
+  readonly clientMinor: 0 | 1;
+  readonly rules: HeaderRules;
+}
+
+export function buildClientHead(resp: ResponseHead, opts: ClientHeadOptions): string {
+  const raw = resp.raw;
+  const named = resp.fieldCount > 0 ? connectionNamed(resp) : null;
+  let out = `HTTP/1.1 ${resp.status} ${resp.reason}\r\n`;
+  const rules = opts.rules;
+  const hasRules = rules.remove.size > 0 || rules.set.size > 0;
+  for (let f = 0; f < resp.fieldCount; f++) {
+    const k = f * 4;
+    const ns = resp.fields[k] as number;
+    const ne = resp.fields[k + 1] as number;
+    if (mayBeHopByHop(raw, ns, ne)) {
+      const lower = lowerAscii(raw, ns, ne);
+      if (HOP_BY_HOP.has(lower)) continue;
+    }
+    if (named !== null || hasRules) {
+      const lower = lowerAscii(raw, ns, ne);
+      if (named?.has(lower) || rules.remove.has(lower) || isSet(rules, lower)) continue;
+    }
+    out += raw.toString('latin1', ns, resp.fields[k + 3] as number);
+    out += '\r\n';
+  }
+  for (const [name, value] of rules.set) out += `${name}: ${value}\r\n`;
+  if (resp.body === 'chunked' && opts.framing === 'same') out += 'Transfer-Encoding: chunked\r\n';
+  if (!opts.keepAlive) out += 'Connection: close\r\n';
+  else if (opts.clientMinor === 0) out += 'Connection: keep-alive\r\n';
+  return `${out}\r\n`;
+}
+
+/** Interim (1xx, not 101) heads are passed as they came, minus hop-by-hop fields. */
+export function buildInterimHead(resp: ResponseHead): string {
+  let out = `HTTP/1.1 ${resp.status} ${resp.reason}\r\n`;
+  for (let f = 0; f < resp.fieldCount; f++) {
+    const k = f * 4;
+    const ns = resp.fields[k] as number;
+    const ne = resp.fields[k + 1] as number;
+    if (HOP_BY_HOP.has(lowerAscii(resp.raw, ns, ne))) continue;
+    out += `${resp.raw.toString('latin1', ns, resp.fields[k + 3] as number)}\r\n`;
+  }
+  return `${out}\r\n`;
+}
+
+/** 101 Switching Protocols: Connection and Upgrade are the point of it, so they stay. */
+export function buildSwitchingHead(resp: ResponseHead, rules: HeaderRules): string {
+  let out = `HTTP/1.1 101 ${resp.reason}\r\n`;
+  for (let f = 0; f < resp.fieldCount; f++) {
+    const k = f * 4;
+    const lower = lowerAscii(resp.raw, resp.fields[k] as number, resp.fields[k + 1] as number);
+    if (lower === 'keep-alive' || lower === 'proxy-connection' || rules.remove.has(lower)) continue;
+    out += `${resp.raw.toString('latin1', resp.fields[k] as number, resp.fields[k + 3] as number)}\r\n`;
+  }
+  for (const [name, value] of rules.set) out += `${name}: ${value}\r\n`;
+  return `${out}\r\n`;
+}
+
+/**
+ * Cheap pre-filter: every hop-by-hop name above starts with c, k, p, t or u (either case) and is
+ * 2–19 bytes long; most response fields (content-type, date, server, set-cookie…) fail here
+ * without a string being built.
+ */
+function mayBeHopByHop(raw: Buffer, start: number, end: number): boolean {
+  const len = end - start;
+  if (len < 2 || len > 19) return false;
+  const c = (raw[start] as number) | 0x20;
+  if (c === 0x63 /* c */) return len === 10; // connection (content-* are longer or shorter)
+  return c === 0x6b || c === 0x70 || c === 0x74 || c === 0x75;
+}
+
+function connectionNamed(resp: ResponseHead): Set<string> | null {
+  let names: Set<string> | null = null;
+  for (let f = 0; f < resp.fieldCount; f++) {
+    const k = f * 4;
+    const ns = resp.fields[k] as number;
+    const ne = resp.fields[k + 1] as number;
+    if (ne - ns !== 10 || lowerAscii(resp.raw, ns, ne) !== 'connection') continue;
+    const value = resp.raw.toString('latin1', resp.fields[k + 2] as number, resp.fields[k + 3] as number);
+    for (const token of value.split(',')) {
+      const t = token.trim().toLowerCase();
+      if (t === '' || t === 'close' || t === 'keep-alive') continue;
+      names ??= new Set();
+      names.add(t);
+    }
+  }
+  return names;
+}
+
+function isSet(rules: HeaderRules, lower: string): boolean {
+  for (const name of rules.set.keys()) if (name.toLowerCase() === lower) return true;
+  return false;
+}

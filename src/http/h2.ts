@@ -1,0 +1,279 @@
+/**
+ * HTTP/2 for clients that negotiate `h2` by ALPN on an https listener. Node's `http2` does the
+ * framing; each stream becomes an HTTP/1.1 request head (validated by the same strict parser),
+ * runs through the same `Exchange` (routing, pool, retries, breaker) and its response is sent
+ * back as HTTP/2. Upstreams are always spoken to in HTTP/1.1.
+ *
+ * Request bodies without a content-length are sent upstream chunked; responses are de-chunked
+ * (HTTP/2 has its own framing). Hop-by-hop and connection-specific fields are dropped both ways
+ * (RFC 9113 §8.2.2). The HTTP/1.1 raw path stays the fast path; this one favours reach.
+ */
+
+import { STATUS_CODES } from 'node:http';
+import {
+  constants,
+  createServer,
+  type Http2Server,
+  type Http2Session,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { hash32 } from '../balancer/hash-fn.js';
+import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
+import type { Downstream } from './downstream.js';
+import { Exchange } from './exchange.js';
+import { isTrustedProxy } from './forward-head.js';
+import type { HttpListener } from './listener.js';
+import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
+import type { ResponseHead } from './parser/response-head.js';
+import { lowerAscii } from './parser/tokens.js';
+
+const DROP_REQUEST = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  'te',
+  'http2-settings',
+]);
+const DROP_RESPONSE = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'trailer',
+]);
+const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
+
+export class H2Front {
+  private readonly server: Http2Server;
+  private readonly sessions = new Set<Http2Session>();
+  readonly streams = new Set<H2Downstream>();
+
+  constructor(private readonly listener: HttpListener) {
+    this.server = createServer({ maxSessionMemory: 16, settings: { maxConcurrentStreams: 256 } });
+    this.server.on('session', (session: Http2Session) => {
+      this.sessions.add(session);
+      listener.trackSession(session);
+      session.on('close', () => this.sessions.delete(session));
+      session.on('error', () => {});
+      const idle = listener.settings.clientIdleMs;
+      if (idle > 0) session.setTimeout(idle, () => session.close());
+    });
+    this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      new H2Downstream(this, listener, stream, headers).begin();
+    });
+  }
+
+  accept(socket: TLSSocket): void {
+    this.server.emit('connection', socket);
+  }
+
+  sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  tick(now: number): void {
+    for (const s of [...this.streams]) s.exchange?.tick(now, this.listener.settings.clientIdleMs);
+  }
+
+  closeIdle(): void {
+    for (const s of this.sessions) s.close(); // GOAWAY: open streams finish, no new ones
+  }
+
+  destroyAll(): void {
+    for (const s of this.sessions) s.destroy();
+  }
+}
+
+export class H2Downstream implements Downstream {
+  readonly clientIp: string;
+  readonly clientPort: number;
+  readonly trusted: boolean;
+  readonly clientHash: number;
+  readonly passesChunked = false;
+  exchange: Exchange | null = null;
+  private chunkedBody = false;
+  private responded = false;
+
+  constructor(
+    private readonly front: H2Front,
+    private readonly listener: HttpListener,
+    private readonly stream: ServerHttp2Stream,
+    private readonly headers: IncomingHttpHeaders,
+  ) {
+    const socket = stream.session?.socket as Socket | undefined;
+    this.clientIp = socket?.remoteAddress ?? '';
+    this.clientPort = socket?.remotePort ?? 0;
+    const s = listener.settings;
+    this.trusted = s.trustsAnyone && this.clientIp !== '' && isTrustedProxy(s.trusted, this.clientIp);
+    this.clientHash = hash32(this.clientIp);
+    stream.on('error', () => {});
+  }
+
+  begin(): void {
+    let head: RequestHead;
+    try {
+      head = this.requestHead();
+    } catch (err) {
+      if (!isZiplineError(err)) throw err;
+      this.listener.localError(this, null, err.code);
+      this.respondError(err.code, null);
+      return;
+    }
+    const match = this.listener.settings.routes.match(head.host, head.target);
+    const upstream = match === null ? undefined : this.listener.upstream(match.route.value.upstream);
+    if (match === null || upstream === undefined) {
+      this.listener.localError(this, head, 'ZL_HTTP_NO_ROUTE');
+      this.respondError('ZL_HTTP_NO_ROUTE', null);
+      return;
+    }
+    const ex = new Exchange(this.listener, this, head, match, upstream, 'https');
+    this.exchange = ex;
+    this.front.streams.add(this);
+    this.listener.onExchangeStart();
+    const stream = this.stream;
+    stream.on('data', (chunk: Buffer) => {
+      if (this.chunkedBody) {
+        if (chunk.length === 0) return;
+        ex.bodyChunk(Buffer.from(`${chunk.length.toString(16)}\r\n`, 'latin1'));
+        ex.bodyChunk(chunk);
+        ex.bodyChunk(CRLF);
+      } else ex.bodyChunk(chunk);
+    });
+    stream.on('end', () => {
+      if (this.chunkedBody) ex.bodyChunk(LAST_CHUNK);
+      if (!ex.bodyDone) ex.bodyEnd();
+    });
+    stream.on('close', () => {
+      this.front.streams.delete(this);
+      const current = this.exchange;
+      this.exchange = null;
+      current?.clientGone();
+    });
+    stream.on('drain', () => this.exchange?.onClientDrain());
+    ex.start();
+  }
+
+  /** The stream's request as an HTTP/1.1 head, parsed by the same strict parser as HTTP/1.1. */
+  private requestHead(): RequestHead {
+    const h = this.headers;
+    const method = String(h[':method'] ?? '');
+    const path = String(h[':path'] ?? '');
+    const authority = String(h[':authority'] ?? h.host ?? '');
+    if (method === 'CONNECT' || path === '' || authority === '') {
+      throw new ZiplineError(
+        'ZL_HTTP_BAD_REQUEST',
+        'HTTP/2 request without method, path or authority (or CONNECT)',
+      );
+    }
+    let text = `${method} ${path} HTTP/1.1\r\nHost: ${authority}\r\n`;
+    let hasLength = false;
+    for (const [name, value] of Object.entries(h)) {
+      if (name.startsWith(':') || DROP_REQUEST.has(name) || value === undefined) continue;
+      if (name === 'content-length') hasLength = true;
+      if (Array.isArray(value)) {
+        text +=
+          name === 'cookie'
+            ? `cookie: ${value.join('; ')}\r\n`
+            : value.map((v) => `${name}: ${v}\r\n`).join('');
+      } else text += `${name}: ${value}\r\n`;
+    }
+    if (!this.stream.endAfterHeaders && !hasLength) {
+      this.chunkedBody = true;
+      text += 'transfer-encoding: chunked\r\n';
+    }
+    const buf = Buffer.from(`${text}\r\n`, 'latin1');
+    const end = findHeadEnd(buf, buf.length, this.listener.settings.maxHeaderBytes);
+    return parseRequestHead(buf, end);
+  }
+
+  sendContinue(): void {
+    if (!this.stream.destroyed) this.stream.additionalHeaders({ ':status': 100 });
+  }
+
+  sendInterim(resp: ResponseHead): void {
+    if (!this.stream.destroyed && resp.status !== 100)
+      this.stream.additionalHeaders({ ':status': resp.status });
+  }
+
+  sendHead(ex: Exchange, resp: ResponseHead): void {
+    if (this.stream.destroyed) return;
+    const headers: OutgoingHttpHeaders = { ':status': resp.status };
+    const rules = ex.route.response;
+    for (let f = 0; f < resp.fieldCount; f++) {
+      const k = f * 4;
+      const name = lowerAscii(resp.raw, resp.fields[k] as number, resp.fields[k + 1] as number);
+      if (DROP_RESPONSE.has(name) || rules.remove.has(name)) continue;
+      const value = resp.raw.toString('latin1', resp.fields[k + 2] as number, resp.fields[k + 3] as number);
+      const prev = headers[name];
+      if (prev === undefined) headers[name] = value;
+      else if (Array.isArray(prev)) prev.push(value);
+      else if (name === 'set-cookie') headers[name] = [String(prev), value];
+      else headers[name] = `${String(prev)}, ${value}`;
+    }
+    for (const [name, value] of rules.set) headers[name.toLowerCase()] = value;
+    if (resp.body === 'chunked') delete headers['content-length'];
+    this.responded = true;
+    this.stream.respond(headers, { endStream: resp.body === 'none' });
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.stream.destroyed) return true;
+    return this.stream.write(chunk);
+  }
+
+  finish(ex: Exchange): void {
+    if (this.exchange !== ex) return;
+    this.exchange = null;
+    this.front.streams.delete(this);
+    if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
+  }
+
+  fail(ex: Exchange, code: ErrorCode): void {
+    if (this.exchange !== ex) return;
+    this.exchange = null;
+    this.front.streams.delete(this);
+    if (ex.headSent || this.responded) {
+      this.stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    this.respondError(code, ex.requestId);
+  }
+
+  private respondError(code: ErrorCode, requestId: string | null): void {
+    if (this.stream.destroyed) return;
+    const status = ERROR_CATALOG[code].status || 500;
+    const body = `${status} ${STATUS_CODES[status] ?? 'Error'} (${code})\n`;
+    const headers: OutgoingHttpHeaders = {
+      ':status': status,
+      'content-type': 'text/plain; charset=utf-8',
+      'x-zipline-error': code,
+    };
+    if (requestId !== null) headers['x-request-id'] = requestId;
+    this.responded = true;
+    this.stream.respond(headers);
+    this.stream.end(body);
+  }
+
+  pauseBody(): void {
+    this.stream.pause();
+  }
+
+  resumeBody(): void {
+    if (!this.stream.destroyed) this.stream.resume();
+  }
+
+  upgrade(): boolean {
+    return false;
+  }
+}
+
+const CRLF = Buffer.from('\r\n', 'latin1');

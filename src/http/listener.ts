@@ -1,0 +1,301 @@
+/**
+ * A `protocol: http` or `https` listener (nginx `server { proxy_pass }`, Caddy `reverse_proxy`):
+ * accepts, terminates TLS (https), serves HTTP/1.1 on raw sockets (`ClientConnection`) or HTTP/2
+ * for clients that chose `h2` by ALPN (`h2.ts`), and proxies each request through an `Exchange`.
+ * It owns the timeouts sweep of its connections, the per-request metrics and the access log.
+ */
+import type { Http2Session } from 'node:http2';
+import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls';
+import type { HttpListenerConfig } from '../config/schema.js';
+import { formatHostPort, parseHostPort } from '../config/units.js';
+import { ERROR_CATALOG, type ErrorCode, ZiplineError } from '../errors.js';
+import type { L4Context } from '../l4/context.js';
+import type { Listener } from '../l4/listener.js';
+import { metrics } from '../metrics/catalog.js';
+import type { Upstream } from '../upstream/upstream.js';
+import { ClientConnection } from './client-connection.js';
+import type { Exchange, ExchangeHost } from './exchange.js';
+import { H2Front } from './h2.js';
+import type { RequestHead } from './parser/request-head.js';
+import { compileHttpListener, type HttpListenerSettings } from './settings.js';
+import { tlsServerOptions } from './tls.js';
+
+const CODE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+
+type Observer = { observe(v: number): void };
+
+export class HttpListener implements Listener, ExchangeHost {
+  readonly protocol: 'http' | 'https';
+  readonly name: string;
+  source: HttpListenerConfig;
+  settings: HttpListenerSettings;
+  private readonly server: Server | TlsServer;
+  readonly connections = new Set<ClientConnection>();
+  private readonly h2: H2Front | null;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private sweepEveryMs = 0;
+  private readonly activeGauge;
+  private readonly totalCounter;
+  /** `zipline_request_duration_seconds` children by route, upstream and class (labels() is not free). */
+  private readonly durations = new Map<string, Observer>();
+
+  constructor(
+    cfg: HttpListenerConfig,
+    name: string,
+    private readonly ctx: L4Context,
+  ) {
+    this.protocol = cfg.protocol;
+    this.name = name;
+    this.source = cfg;
+    this.settings = compileHttpListener(cfg);
+    this.activeGauge = metrics.requestsActive.labels(name);
+    this.totalCounter = metrics.downstreamTotal.labels(name);
+    const onSocket = (socket: Socket): void => this.onConnection(socket);
+    if (cfg.protocol === 'https' && cfg.tls !== undefined) {
+      const tls = createTlsServer({
+        ...tlsServerOptions(cfg.tls, this.settings.clientHeaderMs),
+        allowHalfOpen: true,
+      } as Parameters<typeof createTlsServer>[0]);
+      tls.on('secureConnection', (socket: TLSSocket) => {
+        if (socket.alpnProtocol === 'h2') this.h2?.accept(socket);
+        else onSocket(socket);
+      });
+      tls.on('tlsClientError', (_err, socket) => {
+        metrics.httpErrors.labels(name, 'ZL_HTTP_BAD_REQUEST').inc();
+        socket.destroy();
+      });
+      this.server = tls;
+      this.h2 = new H2Front(this);
+    } else {
+      this.server = createServer({ allowHalfOpen: true, noDelay: true, keepAlive: true }, onSocket);
+      this.h2 = null;
+    }
+    this.server.maxConnections = this.settings.maxConnections;
+    this.server.on('drop', () => metrics.downstreamRejected.labels(name, 'ZL_LISTENER_OVER_LIMIT').inc());
+    this.server.on('error', (err) => ctx.log.error({ listener: name, err }, 'listener error'));
+    this.scheduleSweep();
+  }
+
+  // ---- Listener ---------------------------------------------------------------------------------
+
+  start(): Promise<void> {
+    const hp = parseHostPort(this.source.listen);
+    if (hp === undefined) return Promise.reject(new Error(`bad listen address ${this.source.listen}`));
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        reject(
+          new ZiplineError(
+            'ZL_LISTEN_FAILED',
+            `listener ${this.name}: cannot listen on ${this.source.listen}: ${err.code ?? err.message}`,
+            { cause: err },
+          ),
+        );
+      };
+      this.server.once('error', onError);
+      this.server.listen({ host: hp.host, port: hp.port, backlog: 1024 }, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  address(): string {
+    const a = this.server.address();
+    return a !== null && typeof a === 'object' ? formatHostPort(a.address, a.port) : '';
+  }
+
+  update(cfg: HttpListenerConfig): void {
+    const next = compileHttpListener(cfg);
+    if (cfg.tls !== undefined && 'setSecureContext' in this.server) {
+      // new certificates for new handshakes; throws ZL_TLS_CONFIG (the reload reports it)
+      this.server.setSecureContext(tlsServerOptions(cfg.tls, next.clientHeaderMs));
+    }
+    this.source = cfg;
+    this.settings = next;
+    this.server.maxConnections = next.maxConnections;
+    this.scheduleSweep();
+  }
+
+  stopAccepting(): Promise<void> {
+    for (const c of this.connections) c.closeIfIdle();
+    this.h2?.closeIdle();
+    return new Promise((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+      setImmediate(resolve);
+    });
+  }
+
+  activeCount(): number {
+    return this.connections.size + (this.h2?.sessionCount() ?? 0);
+  }
+
+  destroyAll(): void {
+    for (const c of this.connections) c.destroy();
+    this.h2?.destroyAll();
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      protocol: this.protocol,
+      address: this.address(),
+      routes: this.source.routes.length + (this.source.upstream === undefined ? 0 : 1),
+      active: this.connections.size,
+      h2_sessions: this.h2?.sessionCount() ?? 0,
+    };
+  }
+
+  refreshMetrics(): void {}
+
+  // ---- what connections and exchanges use -------------------------------------------------------
+
+  get maxBodyReplay(): number {
+    return this.settings.maxBodyReplay;
+  }
+
+  upstream(name: string): Upstream | undefined {
+    return this.ctx.upstream(name);
+  }
+
+  draining(): boolean {
+    return this.ctx.draining();
+  }
+
+  onExchangeStart(): void {
+    this.activeGauge.inc();
+  }
+
+  onExchangeEnd(ex: Exchange): void {
+    this.activeGauge.dec();
+    const seconds = (performance.now() - ex.startedAt) / 1000;
+    const cls = CODE_CLASSES[Math.floor(ex.status / 100) - 1] ?? '5xx';
+    const route = ex.route;
+    const key = `${route.name}\u0000${route.upstream}\u0000${cls}`;
+    let obs = this.durations.get(key);
+    if (obs === undefined) {
+      obs = metrics.requestDuration.labels(this.name, route.name, route.upstream, cls);
+      this.durations.set(key, obs);
+    }
+    obs.observe(seconds);
+    if (ex.code !== null) metrics.httpErrors.labels(this.name, ex.code).inc();
+    const log = this.ctx.accessLog;
+    if (!log.enabled) return;
+    const head = ex.head;
+    log.write({
+      time: new Date().toISOString(),
+      listener: this.name,
+      protocol: this.protocol,
+      client_ip: ex.down.clientIp,
+      client_port: ex.down.clientPort,
+      method: head.method,
+      host: head.host,
+      path: head.target,
+      status: ex.status,
+      route: route.name,
+      upstream: route.upstream,
+      upstream_addr: ex.endpoint?.address ?? null,
+      attempts: ex.attempts,
+      response_time: seconds,
+      bytes_in: ex.bodyBytes,
+      bytes_out: ex.bytesOut,
+      request_id: ex.requestId,
+      error: ex.code,
+    });
+  }
+
+  /** A request zipline answered itself (parse error, no route, header timeout). */
+  localError(
+    conn: { clientIp: string; clientPort: number },
+    head: RequestHead | null,
+    code: ErrorCode,
+  ): void {
+    metrics.httpErrors.labels(this.name, code).inc();
+    const log = this.ctx.accessLog;
+    if (!log.enabled) return;
+    log.write({
+      time: new Date().toISOString(),
+      listener: this.name,
+      protocol: this.protocol,
+      client_ip: conn.clientIp,
+      client_port: conn.clientPort,
+      method: head?.method ?? null,
+      host: head?.host ?? null,
+      path: head?.target ?? null,
+      status: statusOf(code),
+      route: null,
+      upstream: null,
+      upstream_addr: null,
+      attempts: 0,
+      response_time: 0,
+      bytes_in: 0,
+      bytes_out: 0,
+      request_id: null,
+      error: code,
+    });
+  }
+
+  private onConnection(socket: Socket): void {
+    if (this.ctx.draining()) {
+      metrics.downstreamRejected.labels(this.name, 'ZL_DRAINING').inc();
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    this.totalCounter.inc();
+    this.connections.add(new ClientConnection(socket, this));
+  }
+
+  onConnectionClosed(conn: ClientConnection): void {
+    this.connections.delete(conn);
+  }
+
+  // ---- timeouts ---------------------------------------------------------------------------------
+
+  /**
+   * One sweep for every timeout of this listener's connections and their exchanges: a period of
+   * a quarter of the shortest timeout involved (10 ms – 1 s), so a timeout fires within 25 % late.
+   */
+  private scheduleSweep(): void {
+    const s = this.settings;
+    let shortest = Math.min(positive(s.clientHeaderMs), positive(s.clientIdleMs));
+    for (const name of s.upstreams) {
+      const up = this.ctx.upstream(name);
+      if (up === undefined) continue;
+      shortest = Math.min(
+        shortest,
+        positive(up.settings.responseHeaderTimeoutMs),
+        positive(up.settings.idleTimeoutMs),
+      );
+    }
+    const every = Math.max(10, Math.min(1000, Math.floor(shortest / 4)));
+    if (every === this.sweepEveryMs && this.sweepTimer !== null) return;
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepEveryMs = every;
+    this.sweepTimer = setInterval(() => this.sweep(), every);
+    this.sweepTimer.unref();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const c of [...this.connections]) c.tick(now);
+    this.h2?.tick(now);
+    if (this.connections.size === 0 && !this.server.listening && (this.h2?.sessionCount() ?? 0) === 0) {
+      if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+      this.sweepTimer = null;
+    }
+  }
+
+  /** @internal for h2.ts */
+  trackSession(_session: Http2Session): void {
+    this.totalCounter.inc();
+  }
+}
+
+function positive(ms: number): number {
+  return ms > 0 ? ms : Number.POSITIVE_INFINITY;
+}
+
+function statusOf(code: ErrorCode): number {
+  return ERROR_CATALOG[code].status || 500;
+}

@@ -1,0 +1,90 @@
+/** The compiled form of an http/https listener's config: what the hot path reads. */
+import { BlockList } from 'node:net';
+import type { HttpListenerConfig, HttpRouteConfig } from '../config/schema.js';
+import { parseCidr } from '../config/units.js';
+import type { HeaderRules } from './forward-head.js';
+import { RouteTable } from './route-table.js';
+
+export interface CompiledRoute {
+  /** Label for metrics and logs: `host/prefix` (`*` for any host), or `default` for `listener.upstream`. */
+  readonly name: string;
+  readonly upstream: string;
+  readonly request: HeaderRules;
+  readonly response: HeaderRules;
+}
+
+export interface HttpListenerSettings {
+  readonly proto: 'http' | 'https';
+  readonly routes: RouteTable<CompiledRoute>;
+  /** Upstream names the routes use (for timeouts of the sweep). */
+  readonly upstreams: readonly string[];
+  readonly trusted: BlockList;
+  readonly trustsAnyone: boolean;
+  readonly clientHeaderMs: number;
+  readonly clientIdleMs: number;
+  readonly maxConnections: number;
+  readonly maxHeaderBytes: number;
+  readonly maxBodyReplay: number;
+}
+
+const NO_RULES: HeaderRules = Object.freeze({ remove: new Set<string>(), set: new Map<string, string>() });
+
+function rules(r: { set: Record<string, string>; remove: string[] }): HeaderRules {
+  if (r.remove.length === 0 && Object.keys(r.set).length === 0) return NO_RULES;
+  return Object.freeze({
+    remove: new Set(r.remove.map((n) => n.toLowerCase())),
+    set: new Map(Object.entries(r.set)),
+  });
+}
+
+function route(r: HttpRouteConfig): CompiledRoute {
+  return Object.freeze({
+    name: `${r.match.host ?? '*'}${r.match.path_prefix}`,
+    upstream: r.upstream,
+    request: rules(r.headers.request),
+    response: rules(r.headers.response),
+  });
+}
+
+export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettings {
+  const specs = cfg.routes.map((r) => ({
+    host: r.match.host,
+    pathPrefix: r.match.path_prefix,
+    stripPrefix: r.strip_prefix,
+    value: route(r),
+  }));
+  if (cfg.upstream !== undefined) {
+    // the listener's own upstream: a catch-all tried after every route (nginx `location /` last)
+    specs.push({
+      host: undefined,
+      pathPrefix: '',
+      stripPrefix: false,
+      value: Object.freeze({
+        name: 'default',
+        upstream: cfg.upstream,
+        request: NO_RULES,
+        response: NO_RULES,
+      }),
+    });
+  }
+  const trusted = new BlockList();
+  for (const text of cfg.trusted_proxies) {
+    const c = parseCidr(text);
+    if (c === undefined) continue; // validated by the schema
+    trusted.addSubnet(c.address, c.prefix, c.family);
+    // IPv4 clients on a dual-stack socket appear as ::ffff:a.b.c.d
+    if (c.family === 'ipv4') trusted.addSubnet(`::ffff:${c.address}`, 96 + c.prefix, 'ipv6');
+  }
+  return Object.freeze({
+    proto: cfg.protocol,
+    routes: new RouteTable(specs),
+    upstreams: [...new Set(specs.map((s) => s.value.upstream))],
+    trusted,
+    trustsAnyone: cfg.trusted_proxies.length > 0,
+    clientHeaderMs: cfg.timeouts.client_header,
+    clientIdleMs: cfg.timeouts.client_idle,
+    maxConnections: cfg.limits.max_connections,
+    maxHeaderBytes: cfg.limits.max_header_bytes,
+    maxBodyReplay: cfg.limits.max_body_replay,
+  });
+}

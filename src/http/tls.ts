@@ -1,0 +1,96 @@
+/**
+ * TLS termination settings of an https listener: certificates read from files (never logged),
+ * one default and any number more chosen by SNI from each certificate's DNS names (exact names
+ * first, then the wildcard of the parent domain, as nginx `server_name`), TLS 1.2+ (1.3 always
+ * offered), ALPN `h2` / `http/1.1`.
+ */
+
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createSecureContext, type SecureContext, type TlsOptions } from 'node:tls';
+import type { HttpListenerConfig } from '../config/schema.js';
+import { ZiplineError } from '../errors.js';
+
+type TlsConfig = NonNullable<HttpListenerConfig['tls']>;
+
+interface Loaded {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly names: string[];
+}
+
+function read(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ZiplineError(
+      'ZL_TLS_CONFIG',
+      `cannot read TLS ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`,
+    );
+  }
+}
+
+function load(certPath: string, keyPath: string): Loaded {
+  const cert = read(certPath, 'certificate');
+  const key = read(keyPath, 'key');
+  let names: string[] = [];
+  try {
+    const x509 = new X509Certificate(cert);
+    names = (x509.subjectAltName ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s.startsWith('DNS:'))
+      .map((s) => s.slice(4).toLowerCase());
+    const cn = /CN=([^\n,]+)/.exec(x509.subject)?.[1];
+    if (names.length === 0 && cn !== undefined) names = [cn.toLowerCase()];
+  } catch (err) {
+    throw new ZiplineError(
+      'ZL_TLS_CONFIG',
+      `${certPath} is not a PEM certificate: ${(err as Error).message}`,
+    );
+  }
+  return { cert, key, names };
+}
+
+function context(l: Loaded, minVersion: TlsConfig['min_version'], where: string): SecureContext {
+  try {
+    return createSecureContext({ cert: l.cert, key: l.key, minVersion });
+  } catch (err) {
+    throw new ZiplineError('ZL_TLS_CONFIG', `${where}: ${(err as Error).message}`);
+  }
+}
+
+/** Server options for `tls.createServer` / `server.setSecureContext`; throws `ZL_TLS_CONFIG`. */
+export function tlsServerOptions(cfg: TlsConfig, handshakeTimeoutMs: number): TlsOptions {
+  const pairs = [
+    ...(cfg.cert !== undefined && cfg.key !== undefined ? [{ cert: cfg.cert, key: cfg.key }] : []),
+    ...cfg.certificates,
+  ];
+  const loaded = pairs.map((p) => ({ ...load(p.cert, p.key), where: p.cert }));
+  const first = loaded[0];
+  if (first === undefined) throw new ZiplineError('ZL_TLS_CONFIG', 'no certificate configured');
+  const exact = new Map<string, SecureContext>();
+  const wildcard = new Map<string, SecureContext>();
+  for (const l of loaded) {
+    const ctx = context(l, cfg.min_version, l.where);
+    for (const name of l.names) {
+      const map = name.startsWith('*.') ? wildcard : exact;
+      const key = name.startsWith('*.') ? name.slice(2) : name;
+      if (!map.has(key)) map.set(key, ctx);
+    }
+  }
+  // the default context: validated like the others (key matches certificate)
+  context(first, cfg.min_version, first.where);
+  return {
+    cert: first.cert,
+    key: first.key,
+    minVersion: cfg.min_version,
+    ALPNProtocols: [...cfg.alpn],
+    handshakeTimeout: handshakeTimeoutMs,
+    SNICallback: (servername, cb) => {
+      const name = servername.toLowerCase();
+      const dot = name.indexOf('.');
+      cb(null, exact.get(name) ?? (dot > 0 ? wildcard.get(name.slice(dot + 1)) : undefined));
+    },
+  };
+}

@@ -1,0 +1,48 @@
+/**
+ * After `101 Switching Protocols` (WebSocket, h2c…): a raw two-way pump between the client and
+ * the upstream socket with the L4 rules: backpressure both ways (a full side pauses the other's
+ * reads), half-close passed on (FIN → `end()`), a reset or error on either side destroys both,
+ * and the connection counts as idle (for `client_idle`) when no byte moved either way.
+ */
+import type { Socket } from 'node:net';
+
+export class UpgradePump {
+  private done = false;
+
+  constructor(
+    private readonly client: Socket,
+    private readonly upstream: Socket,
+    early: Buffer | null,
+    upstreamRest: Buffer,
+  ) {
+    if (upstreamRest.length > 0) client.write(upstreamRest);
+    if (early !== null && early.length > 0) upstream.write(early);
+    this.wire(client, upstream);
+    this.wire(upstream, client);
+    upstream.on('close', () => this.destroy());
+    upstream.on('error', () => this.destroy());
+    client.on('close', () => this.destroy());
+    upstream.resume();
+  }
+
+  private wire(from: Socket, to: Socket): void {
+    from.on('data', (chunk: Buffer) => {
+      if (!to.write(chunk)) from.pause();
+    });
+    to.on('drain', () => from.resume());
+    // FIN is passed on; once both sides sent theirs the sockets close by themselves
+    from.on('end', () => to.end());
+  }
+
+  /** Changes whenever bytes moved (for the idle sweep). */
+  activity(): number {
+    return this.client.bytesRead + this.upstream.bytesRead;
+  }
+
+  destroy(): void {
+    if (this.done) return;
+    this.done = true;
+    this.client.destroy();
+    this.upstream.destroy();
+  }
+}
