@@ -228,10 +228,21 @@ export class ClientConnection implements Downstream {
     this.closeAfterWrite();
   }
 
+  /**
+   * The client sent FIN. As nginx does (`proxy_ignore_client_abort off`), a FIN while a request
+   * is in flight means the client gave up: the exchange ends as 499 and the upstream request is
+   * cancelled. Between requests it simply ends the connection.
+   */
   private onEnd(): void {
     this.clientEnded = true;
-    // a half-closed client still gets the response to a request it completed
-    if (this.exchange === null && this.upgraded === null) this.closeAfterWrite();
+    const ex = this.exchange;
+    if (ex !== null) {
+      this.exchange = null;
+      ex.clientGone();
+      this.socket.destroy();
+      return;
+    }
+    if (this.upgraded === null) this.closeAfterWrite();
   }
 
   private onClose(): void {

@@ -1,0 +1,204 @@
+/** HTTP test peers: a counting origin (node:http), raw-socket clients, and response parsing. */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import { splitAddress } from './net.js';
+
+export interface Origin {
+  readonly server: Server;
+  readonly address: string;
+  /** TCP connections accepted so far. */
+  connections: number;
+  /** Requests seen so far. */
+  requests: number;
+  close(): Promise<void>;
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
+
+/** Echoes method, url, headers and body length as JSON unless a handler answers. */
+export const echoHandler: Handler = (req, res, body) => {
+  const json = JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body: body.length });
+  res.setHeader('Content-Type', 'application/json');
+  res.end(`${json}\n`);
+};
+
+export async function startOrigin(
+  handler: Handler = echoHandler,
+  keepAliveTimeoutMs = 5000,
+): Promise<Origin> {
+  const server = createServer((req, res) => {
+    origin.requests++;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => handler(req, res, Buffer.concat(chunks)));
+  });
+  server.keepAliveTimeout = keepAliveTimeoutMs;
+  const origin: Origin = {
+    server,
+    address: '',
+    connections: 0,
+    requests: 0,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+  server.on('connection', () => origin.connections++);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const a = server.address();
+  (origin as { address: string }).address = typeof a === 'object' && a !== null ? `127.0.0.1:${a.port}` : '';
+  return origin;
+}
+
+export interface RawResponse {
+  readonly status: number;
+  readonly head: string;
+  readonly headers: Map<string, string[]>;
+  readonly body: Buffer;
+}
+
+/** Parses one complete response from `buf` (Content-Length, chunked or close-delimited). */
+export function parseResponse(buf: Buffer, method = 'GET'): { resp: RawResponse; rest: Buffer } | null {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) return null;
+  const head = buf.toString('latin1', 0, end);
+  const [line = '', ...lines] = head.split('\r\n');
+  const status = Number(line.split(' ')[1]);
+  const headers = new Map<string, string[]>();
+  for (const l of lines) {
+    const i = l.indexOf(':');
+    const name = l.slice(0, i).toLowerCase();
+    headers.set(name, [...(headers.get(name) ?? []), l.slice(i + 1).trim()]);
+  }
+  let pos = end + 4;
+  if (status < 200 || status === 204 || status === 304 || method === 'HEAD') {
+    return { resp: { status, head, headers, body: Buffer.alloc(0) }, rest: buf.subarray(pos) };
+  }
+  const cl = headers.get('content-length')?.[0];
+  if (cl !== undefined) {
+    const n = Number(cl);
+    if (buf.length < pos + n) return null;
+    return { resp: { status, head, headers, body: buf.subarray(pos, pos + n) }, rest: buf.subarray(pos + n) };
+  }
+  if (headers.get('transfer-encoding')?.[0]?.toLowerCase() === 'chunked') {
+    const parts: Buffer[] = [];
+    for (;;) {
+      const eol = buf.indexOf('\r\n', pos);
+      if (eol < 0) return null;
+      const size = Number.parseInt(buf.toString('latin1', pos, eol), 16);
+      if (size === 0) {
+        const fin = buf.indexOf('\r\n\r\n', eol);
+        if (fin < 0) return null;
+        return { resp: { status, head, headers, body: Buffer.concat(parts) }, rest: buf.subarray(fin + 4) };
+      }
+      if (buf.length < eol + 2 + size + 2) return null;
+      parts.push(buf.subarray(eol + 2, eol + 2 + size));
+      pos = eol + 2 + size + 2;
+    }
+  }
+  return null; // close-delimited: complete only at close
+}
+
+export interface RawResult {
+  /** Everything the server sent until it closed (or until the deadline). */
+  readonly data: Buffer;
+  /** The server closed the connection (FIN or reset) before the deadline. */
+  readonly closed: boolean;
+  readonly reset: boolean;
+}
+
+/**
+ * Sends raw bytes, collects what comes back until the server closes, the deadline passes, or
+ * (with `complete`) the bytes so far satisfy it.
+ */
+export function rawRequest(
+  address: string,
+  bytes: string | Buffer | (string | Buffer)[],
+  timeoutMs = 5000,
+  complete?: (data: Buffer) => boolean,
+): Promise<RawResult> {
+  const [host, p] = splitAddress(address);
+  return new Promise((resolve) => {
+    const s: Socket = connect(p, host);
+    const chunks: Buffer[] = [];
+    let reset = false;
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve({ data: Buffer.concat(chunks), closed: false, reset });
+    }, timeoutMs);
+    s.on('data', (c: Buffer) => {
+      chunks.push(c);
+      if (complete?.(Buffer.concat(chunks))) {
+        clearTimeout(timer);
+        s.destroy();
+        resolve({ data: Buffer.concat(chunks), closed: false, reset });
+      }
+    });
+    s.on('error', () => {
+      reset = true;
+    });
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve({ data: Buffer.concat(chunks), closed: true, reset });
+    });
+    const parts = Array.isArray(bytes) ? bytes : [bytes];
+    for (const part of parts) s.write(part);
+  });
+}
+
+/**
+ * A keep-alive client on one connection: `send(raw)` resolves with the next complete response.
+ */
+export class KeepAliveClient {
+  private buf = Buffer.alloc(0);
+  private waiting: { method: string; resolve: (r: RawResponse) => void; reject: (e: Error) => void }[] = [];
+  closed = false;
+
+  private constructor(readonly socket: Socket) {
+    socket.on('data', (c: Buffer) => {
+      this.buf = Buffer.concat([this.buf, c]);
+      this.drain();
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      this.closed = true;
+      for (const w of this.waiting.splice(0)) w.reject(new Error('connection closed'));
+    });
+  }
+
+  static open(address: string): Promise<KeepAliveClient> {
+    const [host, p] = splitAddress(address);
+    return new Promise((resolve, reject) => {
+      const s = connect(p, host, () => resolve(new KeepAliveClient(s)));
+      s.once('error', reject);
+    });
+  }
+
+  send(raw: string | Buffer, method = 'GET'): Promise<RawResponse> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ method, resolve, reject });
+      this.socket.write(raw);
+    });
+  }
+
+  private drain(): void {
+    for (;;) {
+      const w = this.waiting[0];
+      if (w === undefined) return;
+      const parsed = parseResponse(this.buf, w.method);
+      if (parsed === null) return;
+      this.buf = Buffer.from(parsed.rest);
+      this.waiting.shift();
+      w.resolve(parsed.resp);
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+export function get(path: string, host = 'x.test', extra = ''): string {
+  return `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}\r\n`;
+}

@@ -1,0 +1,463 @@
+/** The HTTP reverse proxy on real loopback sockets: forwarding semantics, routing, hostile input. */
+import assert from 'node:assert/strict';
+import type { Server, Socket } from 'node:net';
+import { after, describe, test } from 'node:test';
+import { metrics } from '../../src/metrics/catalog.js';
+import {
+  get,
+  KeepAliveClient,
+  type Origin,
+  parseResponse,
+  rawRequest,
+  startOrigin,
+} from '../helpers/http.js';
+import { closeServer, port, tcpServer, until } from '../helpers/net.js';
+import { startRuntime } from '../helpers/zipline.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+async function origin(...args: Parameters<typeof startOrigin>): Promise<Origin> {
+  const o = await startOrigin(...args);
+  cleanups.push(() => o.close());
+  return o;
+}
+/** A raw TCP origin for misbehaviour; its sockets are destroyed at the end. */
+async function raw(handler: Parameters<typeof tcpServer>[0]): Promise<Server> {
+  const sockets = new Set<Socket>();
+  const s = await tcpServer((socket) => {
+    sockets.add(socket);
+    handler(socket);
+  });
+  cleanups.push(() => {
+    for (const socket of sockets) socket.destroy();
+    return closeServer(s);
+  });
+  return s;
+}
+
+function config(servers: string[], listenerExtra = '', upstreamExtra = ''): string {
+  return `
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 2s
+upstreams:
+  app:
+    servers: [${servers.join(', ')}]
+    retry: { attempts: 2, backoff: { base: 5ms, max: 20ms } }
+${upstreamExtra}
+listeners:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:0
+    upstream: app
+${listenerExtra}
+`;
+}
+
+type Echo = { method: string; url: string; headers: Record<string, string>; body: number };
+
+/** One request on a new connection; resolves at the first complete response or at close. */
+async function one(address: string, request: string | Buffer, method = 'GET') {
+  const r = await rawRequest(address, request, 5000, (d) => {
+    const p = parseResponse(d, method);
+    // a response that closes the connection is awaited until the close, to observe it
+    return p !== null && p.resp.headers.get('connection')?.[0] !== 'close';
+  });
+  const parsed = parseResponse(r.data, method);
+  assert.ok(parsed, `no complete response in: ${r.data.toString('latin1').slice(0, 300)}`);
+  return { ...parsed.resp, closed: r.closed, raw: r.data.toString('latin1') };
+}
+
+describe('forwarding semantics', () => {
+  test('GET, POST with Content-Length and chunked, HEAD; bodies and methods arrive intact', async () => {
+    const o = await origin();
+    const z = await startRuntime(config([o.address]));
+    try {
+      const c = await KeepAliveClient.open(z.addr('web'));
+      const g = await c.send(get('/a?b=1'));
+      assert.equal(g.status, 200);
+      const e = JSON.parse(g.body.toString()) as Echo;
+      assert.equal(e.url, '/a?b=1');
+      const p = await c.send('POST /p HTTP/1.1\r\nHost: x.test\r\nContent-Length: 5\r\n\r\nhello');
+      assert.equal((JSON.parse(p.body.toString()) as Echo).body, 5);
+      const ch = await c.send(
+        'PUT /c HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\nX-Trailer: t\r\n\r\n',
+      );
+      const ce = JSON.parse(ch.body.toString()) as Echo;
+      assert.equal(ce.method, 'PUT');
+      assert.equal(ce.body, 7);
+      assert.equal(ce.headers['transfer-encoding'], 'chunked');
+      const h = await c.send(get('/h').replace('GET', 'HEAD'), 'HEAD');
+      assert.equal(h.status, 200);
+      assert.equal(h.body.length, 0);
+      // all on one client connection, served by one pooled upstream connection
+      assert.equal(o.connections, 1);
+      c.close();
+      assert.equal(z.access.length, 4);
+      const line = z.access[1] as Record<string, unknown>;
+      for (const k of [
+        'time',
+        'listener',
+        'client_ip',
+        'method',
+        'path',
+        'status',
+        'upstream',
+        'upstream_addr',
+        'attempts',
+        'response_time',
+        'bytes_in',
+        'bytes_out',
+        'error',
+      ]) {
+        assert.ok(k in line, `access log has ${k}`);
+      }
+      assert.equal(line.method, 'POST');
+      assert.equal(line.status, 200);
+      assert.equal(line.bytes_in, 5);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('204 and 304 carry no body; chunked responses pass through; Set-Cookie repeats and name case are kept', async () => {
+    const o = await origin((req, res) => {
+      if (req.url === '/204') {
+        res.statusCode = 204;
+        res.end();
+      } else if (req.url === '/304') {
+        res.statusCode = 304;
+        res.end();
+      } else {
+        res.setHeader('Set-Cookie', ['a=1', 'b=2']);
+        res.setHeader('X-MiXeD-Case', 'yes');
+        res.write('part1-');
+        res.end('part2');
+      }
+    });
+    const z = await startRuntime(config([o.address]));
+    try {
+      const c = await KeepAliveClient.open(z.addr('web'));
+      assert.equal((await c.send(get('/204'))).status, 204);
+      assert.equal((await c.send(get('/304'))).status, 304);
+      const r = await c.send(get('/cookies'));
+      assert.equal(r.body.toString(), 'part1-part2');
+      assert.deepEqual(r.headers.get('set-cookie'), ['a=1', 'b=2']);
+      assert.match(r.head, /\r\nX-MiXeD-Case: yes\r\n/);
+      assert.equal(r.headers.get('transfer-encoding')?.[0], 'chunked');
+      c.close();
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('hop-by-hop fields are removed (also those named in Connection); Host is preserved', async () => {
+    const o = await origin();
+    const z = await startRuntime(config([o.address]));
+    try {
+      const r = await one(
+        z.addr('web'),
+        get(
+          '/',
+          'Example.COM:8080',
+          'Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: x\r\nX-Kept: 2\r\nConnection: close\r\n',
+        ),
+      );
+      const e = JSON.parse(r.body.toString()) as Echo;
+      assert.equal(e.headers.host, 'Example.COM:8080');
+      assert.equal(e.headers['x-secret'], undefined);
+      assert.equal(e.headers['keep-alive'], undefined);
+      assert.equal(e.headers.te, undefined);
+      assert.equal(e.headers['proxy-connection'], undefined);
+      assert.equal(e.headers['x-kept'], '2');
+      assert.equal(r.headers.get('connection')?.[0], 'close');
+      assert.ok(r.closed, 'Connection: close honoured');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('X-Forwarded-* and X-Real-IP: replaced for untrusted clients, appended for trusted proxies; X-Request-Id kept or made', async () => {
+    const o = await origin();
+    const spoof =
+      'X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Request-Id: abc-123\r\n';
+    const z1 = await startRuntime(config([o.address]));
+    try {
+      const e = JSON.parse((await one(z1.addr('web'), get('/', 'h.test', spoof))).body.toString()) as Echo;
+      assert.equal(e.headers['x-forwarded-for'], '127.0.0.1');
+      assert.equal(e.headers['x-real-ip'], '127.0.0.1');
+      assert.equal(e.headers['x-forwarded-proto'], 'http');
+      assert.equal(e.headers['x-forwarded-host'], 'h.test');
+      assert.equal(e.headers['x-request-id'], 'abc-123');
+      const e2 = JSON.parse((await one(z1.addr('web'), get('/'))).body.toString()) as Echo;
+      assert.match(e2.headers['x-request-id'] ?? '', /^[0-9a-f]{32}$/);
+    } finally {
+      await z1.stop();
+    }
+    const z2 = await startRuntime(config([o.address], '    trusted_proxies: [127.0.0.0/8]'));
+    try {
+      const e = JSON.parse((await one(z2.addr('web'), get('/', 'h.test', spoof))).body.toString()) as Echo;
+      assert.equal(e.headers['x-forwarded-for'], '6.6.6.6, 127.0.0.1');
+      assert.equal(e.headers['x-real-ip'], '6.6.6.6');
+      assert.equal(e.headers['x-forwarded-proto'], 'https');
+    } finally {
+      await z2.stop();
+    }
+  });
+
+  test('Expect: 100-continue is answered once the upstream is ready, then the body flows', async () => {
+    const o = await origin();
+    const z = await startRuntime(config([o.address]));
+    try {
+      const c = await KeepAliveClient.open(z.addr('web'));
+      const interim = await c.send(
+        'POST /e HTTP/1.1\r\nHost: x.test\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n',
+      );
+      assert.equal(interim.status, 100);
+      const final = await c.send('body');
+      assert.equal(final.status, 200);
+      const e = JSON.parse(final.body.toString()) as Echo;
+      assert.equal(e.body, 4);
+      assert.equal(e.headers.expect, undefined);
+      c.close();
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('pipelined requests are answered in order', async () => {
+    const o = await origin();
+    const z = await startRuntime(config([o.address]));
+    try {
+      const r = await rawRequest(
+        z.addr('web'),
+        `${get('/1')}${get('/2')}${get('/3', 'x.test', 'Connection: close\r\n')}`,
+      );
+      let buf = r.data;
+      const urls: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const p = parseResponse(buf);
+        assert.ok(p);
+        urls.push((JSON.parse(p.resp.body.toString()) as Echo).url);
+        buf = p.rest;
+      }
+      assert.deepEqual(urls, ['/1', '/2', '/3']);
+      assert.ok(r.closed);
+    } finally {
+      await z.stop();
+    }
+  });
+});
+
+describe('routing', () => {
+  test('exact host, wildcard host, longest prefix, strip_prefix, header rules, 404 with a coded body', async () => {
+    const a = await origin((req, res) =>
+      res.end(`a ${req.url} ${req.headers['x-env'] ?? ''} ${req.headers['x-debug'] ?? ''}`),
+    );
+    const b = await origin((req, res) => {
+      res.setHeader('Server', 'secret/1.0');
+      res.end(`b ${req.url}`);
+    });
+    const yaml = `
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  a: { servers: [${a.address}] }
+  b: { servers: [${b.address}] }
+listeners:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:0
+    routes:
+      - match: { host: api.example.com, path_prefix: /api/ }
+        upstream: a
+        strip_prefix: true
+        headers: { request: { set: { X-Env: prod }, remove: [X-Debug] } }
+      - match: { host: api.example.com, path_prefix: /api/v2/ }
+        upstream: b
+        headers: { response: { remove: [Server], set: { X-Served-By: zipline } } }
+      - match: { host: "*.example.com" }
+        upstream: b
+      - match: { path_prefix: /static/ }
+        upstream: a
+`;
+    const z = await startRuntime(yaml);
+    try {
+      const addr = z.addr('web');
+      const r1 = await one(addr, get('/api/users?x=1', 'API.example.com:443', 'X-Debug: 1\r\n'));
+      assert.equal(r1.body.toString(), 'a /users?x=1 prod ');
+      const r2 = await one(addr, get('/api/v2/z', 'api.example.com'));
+      assert.equal(r2.body.toString(), 'b /api/v2/z');
+      assert.equal(r2.headers.get('server'), undefined);
+      assert.equal(r2.headers.get('x-served-by')?.[0], 'zipline');
+      assert.equal((await one(addr, get('/', 'deep.sub.example.com'))).body.toString(), 'b /');
+      assert.equal(
+        (await one(addr, get('/static/x.css', 'other.test'))).body.toString().startsWith('a /static/x.css'),
+        true,
+      );
+      const miss = await one(addr, get('/nothing', 'example.com'));
+      assert.equal(miss.status, 404);
+      assert.equal(miss.headers.get('x-zipline-error')?.[0], 'ZL_HTTP_NO_ROUTE');
+      assert.match(miss.body.toString(), /404 Not Found \(ZL_HTTP_NO_ROUTE\)/);
+    } finally {
+      await z.stop();
+    }
+  });
+});
+
+describe('bad input', () => {
+  const badRequests: [string, string][] = [
+    [
+      'CL and TE together',
+      'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    ],
+    [
+      'two different Content-Lengths',
+      'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd',
+    ],
+    [
+      'an invalid chunk size',
+      'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n',
+    ],
+    [
+      'a chunk size with a sign',
+      'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-3\r\nabc\r\n0\r\n\r\n',
+    ],
+    ['obs-fold', 'GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n'],
+    ['a bare LF', 'GET / HTTP/1.1\nHost: x\r\n\r\n'],
+    ['no Host', 'GET / HTTP/1.1\r\n\r\n'],
+    ['garbage', '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n'],
+  ];
+  for (const [what, request] of badRequests) {
+    test(`${what} → 400 and the connection closed; nothing reaches the origin`, async () => {
+      const o = await origin();
+      const z = await startRuntime(config([o.address]));
+      try {
+        const r = await one(z.addr('web'), request);
+        assert.equal(r.status, 400, r.raw);
+        assert.equal(r.headers.get('x-zipline-error')?.[0], 'ZL_HTTP_BAD_REQUEST');
+        assert.ok(r.closed);
+        assert.equal(o.requests, 0);
+        assert.equal(z.access.at(-1)?.error, 'ZL_HTTP_BAD_REQUEST');
+      } finally {
+        await z.stop();
+      }
+    });
+  }
+
+  test('a head over max_header_bytes → 431; a client dribbling its head → 408 at client_header', async () => {
+    const o = await origin();
+    const z = await startRuntime(
+      config([o.address], '    limits: { max_header_bytes: 2KiB }\n    timeouts: { client_header: 300ms }'),
+    );
+    try {
+      const big = await one(z.addr('web'), get('/', 'x', `X-Big: ${'a'.repeat(3000)}\r\n`));
+      assert.equal(big.status, 431);
+      assert.ok(big.closed);
+      const t0 = Date.now();
+      const slow = await rawRequest(z.addr('web'), 'GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n', 5000);
+      const elapsed = Date.now() - t0;
+      assert.ok(slow.closed);
+      assert.match(slow.data.toString(), /^HTTP\/1\.1 408 /);
+      assert.match(slow.data.toString(), /ZL_HTTP_HEADER_TIMEOUT/);
+      assert.ok(elapsed >= 300 && elapsed < 2000, `408 after ${elapsed} ms`);
+      assert.equal(o.requests, 0);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('an origin that sends garbage → 502 ZL_UPSTREAM_BAD_RESPONSE', async () => {
+    const bad = await raw((s) => {
+      s.once('data', () => s.end('HTTP/1.1 two hundred OK\r\n\r\n'));
+    });
+    const z = await startRuntime(config([`127.0.0.1:${port(bad)}`]));
+    try {
+      const r = await one(z.addr('web'), get('/'));
+      assert.equal(r.status, 502);
+      assert.equal(r.headers.get('x-zipline-error')?.[0], 'ZL_UPSTREAM_BAD_RESPONSE');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('an origin that stops mid-body → the client connection is aborted, never a short body taken as complete', async () => {
+    const cut = await raw((s) => {
+      s.once('data', () => {
+        s.write('HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n');
+        s.end('only-some-bytes');
+      });
+    });
+    const cutChunked = await raw((s) => {
+      s.once('data', () => {
+        s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
+        s.destroy();
+      });
+    });
+    for (const srv of [cut, cutChunked]) {
+      const z = await startRuntime(config([`127.0.0.1:${port(srv)}`]));
+      try {
+        const r = await rawRequest(z.addr('web'), get('/'));
+        assert.ok(r.closed, 'closed, not hanging');
+        assert.equal(parseResponse(r.data), null, 'the response is incomplete as framed');
+        assert.match(r.data.toString(), /^HTTP\/1\.1 200/);
+        await until(() => z.access.length === 1, 'access line');
+        assert.equal(z.access[0]?.error, 'ZL_UPSTREAM_PREMATURE_CLOSE');
+      } finally {
+        await z.stop();
+      }
+    }
+  });
+
+  test('an origin that never answers → 504 at response_header; the request is not retried by default', async () => {
+    let seen = 0;
+    const silent = await raw((s) => {
+      s.on('data', () => seen++);
+    });
+    const z = await startRuntime(
+      config([`127.0.0.1:${port(silent)}`], '', '    timeouts: { response_header: 200ms }'),
+    );
+    try {
+      const r = await one(z.addr('web'), get('/'));
+      assert.equal(r.status, 504);
+      assert.equal(r.headers.get('x-zipline-error')?.[0], 'ZL_UPSTREAM_RESPONSE_TIMEOUT');
+      assert.equal(seen, 1);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('a client that leaves before the response is logged as 499 and its upstream request is cancelled', async () => {
+    let upstreamClosed = false;
+    const slow = await raw((s) => {
+      s.on('end', () => {
+        upstreamClosed = true;
+      });
+      s.resume();
+    });
+    const z = await startRuntime(config([`127.0.0.1:${port(slow)}`]));
+    try {
+      await rawRequest(z.addr('web'), get('/'), 100);
+      await until(() => z.access.length === 1, 'access line');
+      assert.equal(z.access[0]?.status, 499);
+      assert.equal(z.access[0]?.error, 'ZL_CLIENT_ABORTED');
+      await until(() => upstreamClosed, 'upstream connection closed');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('coded errors are counted in zipline_http_errors_total', async () => {
+    const z = await startRuntime(config(['127.0.0.1:1']));
+    try {
+      await one(z.addr('web'), 'GET / HTTP/1.1\r\n\r\n');
+      const text = await metrics.httpErrors.get();
+      const v = text.values.find(
+        (x) => x.labels.listener === 'web' && x.labels.code === 'ZL_HTTP_BAD_REQUEST',
+      );
+      assert.ok(v !== undefined && v.value >= 1);
+    } finally {
+      await z.stop();
+    }
+  });
+});
