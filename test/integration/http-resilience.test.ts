@@ -1,0 +1,313 @@
+/**
+ * The HTTP proxy when upstreams fail: failover and retries (what is and is not retried), the
+ * retry budget under a total outage, the circuit breaker, the keep-alive pool (reuse, the stale
+ * connection race, origins closing idle connections), and descriptor leaks.
+ */
+import assert from 'node:assert/strict';
+import { request as httpRequest, Agent } from 'node:http';
+import type { Server, Socket } from 'node:net';
+import { after, describe, test } from 'node:test';
+import { metrics } from '../../src/metrics/catalog.js';
+import { get, KeepAliveClient, type Origin, parseResponse, rawRequest, startOrigin } from '../helpers/http.js';
+import { closeServer, openFds, port, refusedPort, splitAddress, tcpServer, until } from '../helpers/net.js';
+import { startRuntime } from '../helpers/zipline.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+async function origin(...args: Parameters<typeof startOrigin>): Promise<Origin> {
+  const o = await startOrigin(...args);
+  cleanups.push(() => o.close());
+  return o;
+}
+async function raw(handler: (s: Socket) => void): Promise<Server> {
+  const sockets = new Set<Socket>();
+  const s = await tcpServer((socket) => {
+    sockets.add(socket);
+    handler(socket);
+  });
+  cleanups.push(() => {
+    for (const socket of sockets) socket.destroy();
+    return closeServer(s);
+  });
+  return s;
+}
+
+function config(servers: string[], upstreamExtra = '', listenerExtra = ''): string {
+  return `
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 2s
+upstreams:
+  app:
+    servers: [${servers.join(', ')}]
+${upstreamExtra}
+listeners:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:0
+    upstream: app
+${listenerExtra}
+`;
+}
+
+/** Sends `n` requests with up to `concurrency` in flight through a keep-alive agent. */
+async function load(
+  address: string,
+  n: number,
+  concurrency: number,
+  opts: { method?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<number[]> {
+  const [host, p] = splitAddress(address);
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const statuses: number[] = [];
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < n) {
+      next++;
+      statuses.push(
+        await new Promise<number>((resolve) => {
+          const req = httpRequest(
+            { host, port: p, agent, method: opts.method ?? 'GET', path: '/', headers: opts.headers },
+            (res) => {
+              res.resume();
+              res.on('end', () => resolve(res.statusCode ?? 0));
+            },
+          );
+          req.on('error', () => resolve(-1));
+          req.end(opts.body);
+        }),
+      );
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  agent.destroy();
+  return statuses;
+}
+
+async function counter(c: { get(): Promise<{ values: { labels: Record<string, unknown>; value: number }[] }> }, labels: Record<string, string>): Promise<number> {
+  const v = (await c.get()).values.filter((x) => Object.entries(labels).every(([k, val]) => x.labels[k] === val));
+  return v.reduce((a, x) => a + x.value, 0);
+}
+
+describe('failover and retries', () => {
+  test('one of two origins down: every idempotent request succeeds', async () => {
+    const ok = await origin();
+    const down = await refusedPort();
+    const z = await startRuntime(
+      config([ok.address, `127.0.0.1:${down}`], '    retry: { attempts: 2, backoff: { base: 5ms, max: 20ms } }'),
+    );
+    try {
+      const statuses = await load(z.addr('web'), 200, 4);
+      assert.deepEqual(new Set(statuses), new Set([200]));
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('an origin that resets after reading: GET and keyed POST are retried elsewhere, a plain POST is not', async () => {
+    let resetSeen = 0;
+    const resetter = await raw((s) => {
+      s.once('data', () => {
+        resetSeen++;
+        s.resetAndDestroy();
+      });
+    });
+    const ok = await origin();
+    const z = await startRuntime(
+      config(
+        [`127.0.0.1:${port(resetter)}`, ok.address],
+        '    balance: round_robin\n    retry: { attempts: 1, backoff: { base: 5ms, max: 20ms } }\n',
+      ).replace(`127.0.0.1:${port(resetter)}`, `{ address: "127.0.0.1:${port(resetter)}", max_fails: 0 }`),
+    );
+    try {
+      const addr = z.addr('web');
+      const post = 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi';
+      const keyed = 'POST / HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k1\r\nContent-Length: 2\r\n\r\nhi';
+      const results: Record<string, number[]> = { get: [], post: [], keyed: [] };
+      for (let i = 0; i < 6; i++) {
+        for (const [name, req] of [['get', get('/')], ['post', post], ['keyed', keyed]] as const) {
+          const r = await rawRequest(addr, req, 5000, (d) => parseResponse(d) !== null);
+          results[name]?.push(parseResponse(r.data)?.resp.status ?? 0);
+        }
+      }
+      assert.deepEqual(new Set(results.get), new Set([200]));
+      assert.deepEqual(new Set(results.keyed), new Set([200]));
+      // round robin sends half of the plain POSTs to the resetter: those fail with 502, not retried
+      assert.ok(results.post?.includes(502), `plain POSTs: ${results.post}`);
+      assert.ok(results.post?.includes(200));
+      const failed = z.access.filter((l) => l.method === 'POST' && l.status === 502);
+      for (const l of failed) assert.equal(l.attempts, 1);
+      assert.ok(resetSeen > 0);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('503 with Retry-After (seconds) takes that server out for that long; the request goes to the other', async () => {
+    const busy = await origin((_req, res) => {
+      res.statusCode = 503;
+      res.setHeader('Retry-After', '30');
+      res.end('busy');
+    });
+    const ok = await origin();
+    const z = await startRuntime(config([busy.address, ok.address], '    balance: round_robin'));
+    try {
+      const statuses = await load(z.addr('web'), 20, 1);
+      assert.deepEqual(new Set(statuses), new Set([200]));
+      assert.equal(busy.requests, 1, 'the busy server is asked once, then left alone for 30 s');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('the retry budget caps retries under a total outage', async () => {
+    const fail = await origin((_req, res) => {
+      res.statusCode = 503;
+      res.end();
+    });
+    const fail2 = await origin((_req, res) => {
+      res.statusCode = 503;
+      res.end();
+    });
+    const measure = async (budget: string): Promise<number> => {
+      const z = await startRuntime(
+        config(
+          [`{ address: "${fail.address}", max_fails: 0 }`, `{ address: "${fail2.address}", max_fails: 0 }`],
+          `    retry: { attempts: 3, budget: ${budget}, backoff: { base: 20ms, max: 40ms } }\n    circuit_breaker: { min_requests: 1000000 }`,
+        ),
+      );
+      try {
+        const before = await counter(metrics.retries, { upstream: 'app' });
+        const statuses = await load(z.addr('web'), 200, 50);
+        assert.deepEqual(new Set(statuses), new Set([503]));
+        return (await counter(metrics.retries, { upstream: 'app' })) - before;
+      } finally {
+        await z.stop();
+      }
+    };
+    const unbounded = await measure('100%');
+    const budgeted = await measure('20%');
+    // without a budget every request makes its 3 retries; with 20 % of 50 in flight, ≤ 10 at a time
+    assert.equal(unbounded, 600);
+    assert.ok(budgeted <= 0.25 * unbounded, `retries with a 20% budget: ${budgeted} (unbounded ${unbounded})`);
+    assert.ok(budgeted > 0, 'the budget still allows some retries');
+    const refused = await counter(metrics.retriesRefused, { upstream: 'app' });
+    assert.ok(refused > 0);
+  });
+});
+
+describe('circuit breaker', () => {
+  test('opens under a failing origin, fails fast, half-opens after open_for and closes on a good probe', async () => {
+    let failing = true;
+    const o = await origin((_req, res) => {
+      res.statusCode = failing ? 502 : 200;
+      res.end(failing ? 'bad' : 'good');
+    });
+    const z = await startRuntime(
+      config(
+        [o.address],
+        '    retry: { attempts: 0 }\n    circuit_breaker: { failure_ratio: 0.5, min_requests: 10, window: 10s, open_for: 300ms }',
+      ),
+    );
+    try {
+      const first = await load(z.addr('web'), 10, 1);
+      assert.deepEqual(new Set(first), new Set([502]));
+      const seen = o.requests;
+      const open = await load(z.addr('web'), 20, 4);
+      assert.deepEqual(new Set(open), new Set([503]));
+      assert.equal(o.requests, seen, 'nothing reaches the origin while open');
+      assert.equal(z.access.at(-1)?.error, 'ZL_CIRCUIT_OPEN');
+      const gauge = await counter(metrics.circuitOpen, { upstream: 'app' });
+      assert.equal(gauge, 1);
+      failing = false;
+      // half-open after open_for: the probe succeeds and closes the breaker
+      await until(async () => (await load(z.addr('web'), 1, 1))[0] === 200, 'half-open probe', 5000, 50);
+      const after = await load(z.addr('web'), 20, 4);
+      assert.deepEqual(new Set(after), new Set([200]));
+      assert.equal(await counter(metrics.circuitOpen, { upstream: 'app' }), 0);
+    } finally {
+      await z.stop();
+    }
+  });
+});
+
+describe('keep-alive pool', () => {
+  test('10,000 sequential requests reuse at most max_idle upstream connections', async () => {
+    const o = await origin();
+    const z = await startRuntime(config([o.address], '    keepalive: { max_idle: 4, max_requests: 100000 }'));
+    try {
+      const statuses = await load(z.addr('web'), 10_000, 4);
+      assert.equal(statuses.filter((s) => s === 200).length, 10_000);
+      assert.ok(o.connections <= 4, `origin saw ${o.connections} connections`);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('max_requests retires a connection after that many requests', async () => {
+    const o = await origin();
+    const z = await startRuntime(config([o.address], '    keepalive: { max_requests: 10 }'));
+    try {
+      await load(z.addr('web'), 100, 1);
+      assert.equal(o.connections, 10);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('an origin closing idle connections (and one closing after each response) causes no client-visible error', async () => {
+    const quick = await origin(undefined, 30); // keepAliveTimeout 30 ms
+    let served = 0;
+    // answers one request per connection and closes without saying so: every reuse is stale
+    const closer = await raw((s) => {
+      s.once('data', () => {
+        served++;
+        s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+      });
+    });
+    for (const address of [quick.address, `127.0.0.1:${port(closer)}`]) {
+      const z = await startRuntime(config([address], '    retry: { attempts: 0 }'));
+      try {
+        const c = await KeepAliveClient.open(z.addr('web'));
+        for (let i = 0; i < 40; i++) {
+          const r = await c.send(get('/'));
+          assert.equal(r.status, 200, `request ${i}`);
+          if (i % 4 === 0) await new Promise((r) => setTimeout(r, 35)); // let idle timeouts race us
+        }
+        c.close();
+      } finally {
+        await z.stop();
+      }
+    }
+    assert.equal(served, 40);
+  });
+});
+
+describe('leaks', () => {
+  test('after 10,000 requests, aborted ones included, descriptors return to the baseline', async () => {
+    const o = await origin((req, res) => {
+      if (req.url === '/slow') setTimeout(() => res.end('late'), 50);
+      else res.end('ok');
+    });
+    const z = await startRuntime(config([o.address]));
+    try {
+      const base = openFds();
+      const addr = z.addr('web');
+      await load(addr, 9_000, 8);
+      // 1,000 more: half aborted by the client mid-wait, half cut mid-request
+      const aborted: Promise<unknown>[] = [];
+      for (let i = 0; i < 500; i++) {
+        aborted.push(rawRequest(addr, get('/slow'), 5));
+        aborted.push(rawRequest(addr, 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly-part', 5));
+        if (aborted.length >= 40) await Promise.all(aborted.splice(0));
+      }
+      await Promise.all(aborted);
+      await until(() => z.rt.activeCount() === 0, 'connections closed');
+      // the pool keeps up to max_idle connections open by design; the origin's side of them too
+      await until(() => openFds() <= base + 2 * 32, `fds back to baseline (${openFds()} vs ${base})`);
+    } finally {
+      await z.stop();
+    }
+  });
+});
