@@ -4,11 +4,18 @@
  * connection race, origins closing idle connections), and descriptor leaks.
  */
 import assert from 'node:assert/strict';
-import { request as httpRequest, Agent } from 'node:http';
+import { Agent, request as httpRequest } from 'node:http';
 import type { Server, Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { metrics } from '../../src/metrics/catalog.js';
-import { get, KeepAliveClient, type Origin, parseResponse, rawRequest, startOrigin } from '../helpers/http.js';
+import {
+  get,
+  KeepAliveClient,
+  type Origin,
+  parseResponse,
+  rawRequest,
+  startOrigin,
+} from '../helpers/http.js';
 import { closeServer, openFds, port, refusedPort, splitAddress, tcpServer, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
@@ -85,8 +92,13 @@ async function load(
   return statuses;
 }
 
-async function counter(c: { get(): Promise<{ values: { labels: Record<string, unknown>; value: number }[] }> }, labels: Record<string, string>): Promise<number> {
-  const v = (await c.get()).values.filter((x) => Object.entries(labels).every(([k, val]) => x.labels[k] === val));
+async function counter(
+  c: { get(): Promise<{ values: { labels: Record<string, unknown>; value: number }[] }> },
+  labels: Record<string, string>,
+): Promise<number> {
+  const v = (await c.get()).values.filter((x) =>
+    Object.entries(labels).every(([k, val]) => x.labels[k] === val),
+  );
   return v.reduce((a, x) => a + x.value, 0);
 }
 
@@ -95,7 +107,10 @@ describe('failover and retries', () => {
     const ok = await origin();
     const down = await refusedPort();
     const z = await startRuntime(
-      config([ok.address, `127.0.0.1:${down}`], '    retry: { attempts: 2, backoff: { base: 5ms, max: 20ms } }'),
+      config(
+        [ok.address, `127.0.0.1:${down}`],
+        '    retry: { attempts: 2, backoff: { base: 5ms, max: 20ms } }',
+      ),
     );
     try {
       const statuses = await load(z.addr('web'), 200, 4);
@@ -126,7 +141,11 @@ describe('failover and retries', () => {
       const keyed = 'POST / HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k1\r\nContent-Length: 2\r\n\r\nhi';
       const results: Record<string, number[]> = { get: [], post: [], keyed: [] };
       for (let i = 0; i < 6; i++) {
-        for (const [name, req] of [['get', get('/')], ['post', post], ['keyed', keyed]] as const) {
+        for (const [name, req] of [
+          ['get', get('/')],
+          ['post', post],
+          ['keyed', keyed],
+        ] as const) {
           const r = await rawRequest(addr, req, 5000, (d) => parseResponse(d) !== null);
           results[name]?.push(parseResponse(r.data)?.resp.status ?? 0);
         }
@@ -190,7 +209,10 @@ describe('failover and retries', () => {
     const budgeted = await measure('20%');
     // without a budget every request makes its 3 retries; with 20 % of 50 in flight, ≤ 10 at a time
     assert.equal(unbounded, 600);
-    assert.ok(budgeted <= 0.25 * unbounded, `retries with a 20% budget: ${budgeted} (unbounded ${unbounded})`);
+    assert.ok(
+      budgeted <= 0.25 * unbounded,
+      `retries with a 20% budget: ${budgeted} (unbounded ${unbounded})`,
+    );
     assert.ok(budgeted > 0, 'the budget still allows some retries');
     const refused = await counter(metrics.retriesRefused, { upstream: 'app' });
     assert.ok(refused > 0);
@@ -299,7 +321,9 @@ describe('leaks', () => {
       const aborted: Promise<unknown>[] = [];
       for (let i = 0; i < 500; i++) {
         aborted.push(rawRequest(addr, get('/slow'), 5));
-        aborted.push(rawRequest(addr, 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly-part', 5));
+        aborted.push(
+          rawRequest(addr, 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly-part', 5),
+        );
         if (aborted.length >= 40) await Promise.all(aborted.splice(0));
       }
       await Promise.all(aborted);

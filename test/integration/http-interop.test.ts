@@ -1,0 +1,350 @@
+/**
+ * The HTTP proxy with real clients and origins: curl (HTTP/1.1, HTTPS with SNI, HTTP/2, TLS 1.2,
+ * Expect: 100-continue, chunked uploads, HEAD), nginx as an origin that closes idle keep-alive
+ * connections after 1 s, a WebSocket echo through the proxy (`ws`), and 1 GiB up and down through
+ * the real zipline process with matching SHA-256 and bounded memory.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { WebSocket, WebSocketServer } from 'ws';
+import { type Origin, startOrigin } from '../helpers/http.js';
+import { refusedPort, splitAddress, until } from '../helpers/net.js';
+import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+async function origin(...args: Parameters<typeof startOrigin>): Promise<Origin> {
+  const o = await startOrigin(...args);
+  cleanups.push(() => o.close());
+  return o;
+}
+
+const have = (tool: string): boolean => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+const TLS = join(ROOT, 'test/fixtures/tls');
+
+function curl(args: string[], input?: Buffer): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      'curl',
+      ['-sS', ...args],
+      { maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? 1), stdout, stderr });
+      },
+    );
+    if (input !== undefined) child.stdin?.end(input);
+    else child.stdin?.end();
+  });
+}
+
+function config(servers: string[], listeners: string): string {
+  return `
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 2s
+upstreams:
+  app:
+    servers: [${servers.join(', ')}]
+listeners:
+${listeners}
+`;
+}
+
+describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
+  test('GET, POST (fixed), PUT (chunked), HEAD and Expect: 100-continue', async () => {
+    const o = await origin();
+    const z = await startRuntime(
+      config([o.address], '  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app }'),
+    );
+    try {
+      const url = `http://${z.addr('web')}/curl`;
+      const g = await curl(['-w', '\n%{http_code}', url]);
+      assert.match(g.stdout, /\n200$/);
+      const p = await curl(['-w', '\n%{http_code}', '-d', 'x'.repeat(1000), url]);
+      assert.equal(JSON.parse(p.stdout.split('\n')[0] ?? '').body, 1000);
+      const body = Buffer.alloc(300_000, 'y');
+      const put = await curl(
+        ['-w', '\n%{http_code}', '-T', '-', '-H', 'Transfer-Encoding: chunked', url],
+        body,
+      );
+      const pe = JSON.parse(put.stdout.split('\n')[0] ?? '');
+      assert.equal(pe.method, 'PUT');
+      assert.equal(pe.body, 300_000);
+      const h = await curl(['-I', url]);
+      assert.match(h.stdout, /^HTTP\/1\.1 200/);
+      const file = join(mkdtempSync(join(tmpdir(), 'zl-')), 'body');
+      writeFileSync(file, Buffer.alloc(2_000_000, 'z'));
+      const e = await curl([
+        '-v',
+        '-H',
+        'Expect: 100-continue',
+        '--data-binary',
+        `@${file}`,
+        '-w',
+        '\n%{http_code}',
+        url,
+      ]);
+      assert.match(e.stderr, /HTTP\/1\.1 100 Continue/);
+      assert.equal(JSON.parse(e.stdout.split('\n')[0] ?? '').body, 2_000_000);
+      assert.match(e.stdout, /\n200$/);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('https: SNI picks the certificate, TLS 1.2 and 1.3, HTTP/2 by ALPN (GET and POST)', async () => {
+    const o = await origin();
+    const z = await startRuntime(
+      config(
+        [o.address],
+        `  - name: tls
+    protocol: https
+    listen: 127.0.0.1:0
+    upstream: app
+    tls:
+      cert: ${TLS}/a.crt
+      key: ${TLS}/a.key
+      certificates: [{ cert: ${TLS}/b.crt, key: ${TLS}/b.key }]`,
+      ),
+    );
+    try {
+      const [, p] = splitAddress(z.addr('tls'));
+      const base = (name: string, ca: string): string[] => [
+        '--resolve',
+        `${name}:${p}:127.0.0.1`,
+        '--cacert',
+        `${TLS}/${ca}.crt`,
+        '-w',
+        '\n%{http_code} %{http_version}',
+        `https://${name}:${p}/tls`,
+      ];
+      const a = await curl(['--http1.1', ...base('a.test', 'a')]);
+      assert.match(a.stdout, /\n200 1\.1$/, a.stderr);
+      assert.equal(JSON.parse(a.stdout.split('\n')[0] ?? '').headers['x-forwarded-proto'], 'https');
+      const b = await curl(['--http1.1', ...base('www.b.test', 'b')]);
+      assert.match(b.stdout, /\n200 1\.1$/, `SNI chose b's certificate: ${b.stderr}`);
+      const wrong = await curl(['--http1.1', ...base('www.b.test', 'a')]);
+      assert.notEqual(wrong.code, 0, 'verification against the other CA fails');
+      const v12 = await curl(['--http1.1', '--tlsv1.2', '--tls-max', '1.2', ...base('a.test', 'a')]);
+      assert.match(v12.stdout, /\n200 1\.1$/, v12.stderr);
+      const h2 = await curl(['--http2', ...base('a.test', 'a')]);
+      assert.match(h2.stdout, /\n200 2$/, h2.stderr);
+      const h2post = await curl(['--http2', '-d', 'hello-h2', ...base('a.test', 'a')]);
+      const pe = JSON.parse(h2post.stdout.split('\n')[0] ?? '');
+      assert.equal(pe.method, 'POST');
+      assert.equal(pe.body, 8);
+      assert.match(h2post.stdout, /\n200 2$/);
+      await until(() => z.access.length >= 5, 'access lines');
+      assert.ok(z.access.every((l) => l.status === 200 && l.protocol === 'https'));
+    } finally {
+      await z.stop();
+    }
+  });
+});
+
+describe('nginx as the origin', {
+  skip: have('nginx') ? false : 'nginx not installed (apt-get install nginx-light)',
+}, () => {
+  test('an origin closing idle keep-alive connections after 1 s causes no client-visible error', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'zl-nginx-'));
+    const p = await refusedPort();
+    writeFileSync(
+      join(work, 'nginx.conf'),
+      `worker_processes 1;
+daemon off;
+pid ${work}/nginx.pid;
+error_log ${work}/error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path ${work};
+  keepalive_timeout 1s;
+  server {
+    listen 127.0.0.1:${p};
+    location / { return 200 "nginx-ok"; }
+  }
+}
+`,
+    );
+    const nginx = spawn(
+      'nginx',
+      ['-c', join(work, 'nginx.conf'), '-p', work, '-e', join(work, 'error.log')],
+      {
+        stdio: 'ignore',
+      },
+    );
+    cleanups.push(() => {
+      nginx.kill('SIGTERM');
+    });
+    const z = await startRuntime(
+      config(
+        [`127.0.0.1:${p}`],
+        '  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app }',
+      ).replace(`servers: [127.0.0.1:${p}]`, `servers: [127.0.0.1:${p}]\n    retry: { attempts: 0 }`),
+    );
+    try {
+      const [host, zp] = splitAddress(z.addr('web'));
+      const getOnce = (): Promise<number> =>
+        new Promise((resolve) => {
+          const req = httpRequest({ host, port: zp, path: '/' }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          });
+          req.on('error', () => resolve(-1));
+          req.end();
+        });
+      await until(async () => (await getOnce()) === 200, 'nginx up', 5000, 50);
+      // idle gaps around nginx's 1 s keepalive_timeout: the pooled connection dies as we reuse it
+      for (const gap of [980, 1000, 1020, 1100]) {
+        await new Promise((r) => setTimeout(r, gap));
+        assert.equal(await getOnce(), 200, `after ${gap} ms idle`);
+      }
+      assert.deepEqual(
+        z.access.slice(-4).map((l) => [l.status, l.error]),
+        Array(4).fill([200, null]),
+      );
+    } finally {
+      await z.stop();
+    }
+  });
+});
+
+describe('WebSocket', () => {
+  test('an echo through the proxy: 101, messages both ways, close', async () => {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise((r) => wss.once('listening', r));
+    cleanups.push(() => new Promise<void>((r) => wss.close(() => r())));
+    wss.on('connection', (ws) => ws.on('message', (m, binary) => ws.send(m, { binary })));
+    const wsPort = (wss.address() as { port: number }).port;
+    const z = await startRuntime(
+      config(
+        [`127.0.0.1:${wsPort}`],
+        '  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app }',
+      ),
+    );
+    try {
+      const ws = new WebSocket(`ws://${z.addr('web')}/chat`);
+      await new Promise((resolve, reject) => {
+        ws.once('open', resolve);
+        ws.once('error', reject);
+      });
+      const got: string[] = [];
+      const all = new Promise<void>((resolve) => {
+        ws.on('message', (m) => {
+          got.push(m.toString());
+          if (got.length === 100) resolve();
+        });
+      });
+      for (let i = 0; i < 100; i++) ws.send(`message ${i} ${'x'.repeat(i * 100)}`);
+      await all;
+      assert.equal(got[99], `message 99 ${'x'.repeat(9900)}`);
+      ws.close();
+      await new Promise((r) => ws.once('close', r));
+      assert.equal(z.access[0]?.status, 101);
+      await until(() => z.rt.activeCount() === 0, 'upgraded connection torn down');
+    } finally {
+      await z.stop();
+    }
+  });
+});
+
+describe('bulk', () => {
+  test('1 GiB up and 1 GiB down through the real process: SHA-256 match, memory stays flat', async () => {
+    const GiB = 1024 ** 3;
+    const block = createHash('sha512').update('zipline').digest(); // 64 bytes
+    const mib = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < mib.length; i += 64) block.copy(mib, i);
+    for (let i = 0; i < mib.length; i += 4096) mib.writeUInt32BE(i, i); // not one repeated block
+    const expected = createHash('sha256');
+    for (let i = 0; i < 1024; i++) expected.update(mib);
+    const want = expected.digest('hex');
+    let uploadHash = '';
+    const o = await origin((req, res, body) => {
+      void body;
+      res.end(req.url);
+    });
+    // a streaming origin (the helper buffers bodies): hash uploads, stream downloads
+    o.server.removeAllListeners('request');
+    o.server.on('request', (req, res) => {
+      if (req.method === 'POST') {
+        const h = createHash('sha256');
+        req.on('data', (d: Buffer) => h.update(d));
+        req.on('end', () => {
+          uploadHash = h.digest('hex');
+          res.end('stored');
+        });
+        return;
+      }
+      res.setHeader('Content-Length', GiB);
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < 1024) {
+          sent++;
+          if (!res.write(mib)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    const z = await spawnZipline(
+      config([o.address], '  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app }').replace(
+        'drain_timeout: 2s',
+        'drain_timeout: 2s\nlog: { access: off }',
+      ),
+    );
+    try {
+      const [host, p] = splitAddress(await z.listener('web'));
+      // download
+      const down = await new Promise<{ hash: string; bytes: number }>((resolve, reject) => {
+        httpRequest({ host, port: p, path: '/big' }, (res) => {
+          const h = createHash('sha256');
+          let bytes = 0;
+          res.on('data', (d: Buffer) => {
+            h.update(d);
+            bytes += d.length;
+          });
+          res.on('end', () => resolve({ hash: h.digest('hex'), bytes }));
+          res.on('error', reject);
+        })
+          .on('error', reject)
+          .end();
+      });
+      assert.equal(down.bytes, GiB);
+      assert.equal(down.hash, want);
+      // upload (fixed length)
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = httpRequest(
+          { host, port: p, path: '/up', method: 'POST', headers: { 'content-length': GiB } },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on('error', reject);
+        let sent = 0;
+        const pump = (): void => {
+          while (sent < 1024) {
+            sent++;
+            if (!req.write(mib)) return void req.once('drain', pump);
+          }
+          req.end();
+        };
+        pump();
+      });
+      assert.equal(status, 200);
+      assert.equal(uploadHash, want);
+      const pid = z.proc.pid as number;
+      const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+      assert.ok(hwm < 160 * 1024 * 1024, `peak RSS ${Math.round(hwm / 1048576)} MiB`);
+    } finally {
+      await z.stop();
+    }
+  });
+});
