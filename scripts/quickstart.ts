@@ -1,5 +1,5 @@
 /**
- * `npm start`: two demo TCP echo origins and a UDP echo origin, zipline in front of them
+ * `npm start`: two demo HTTP origins, two TCP echo origins and a UDP echo origin, zipline in front of them
  * (examples/quickstart.yaml), and the URLs printed. Ctrl-C drains zipline and exits.
  */
 import { spawn } from 'node:child_process';
@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { startTcpEcho, startUdpEcho } from '../src/demo/echo.js';
+import { startHttpOrigin } from '../src/demo/http-origin.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -27,11 +28,16 @@ async function pick(envName: string, preferred: string): Promise<string> {
 const a = await startTcpEcho();
 const b = await startTcpEcho();
 const u = await startUdpEcho();
+const ha = await startHttpOrigin('demo-a');
+const hb = await startHttpOrigin('demo-b');
 const env = {
   ...process.env,
   DEMO_ECHO_PORT_A: String((a.address() as AddressInfo).port),
   DEMO_ECHO_PORT_B: String((b.address() as AddressInfo).port),
   DEMO_UDP_ECHO_PORT: String(u.address().port),
+  DEMO_HTTP_PORT_A: String((ha.address() as AddressInfo).port),
+  DEMO_HTTP_PORT_B: String((hb.address() as AddressInfo).port),
+  QUICKSTART_HTTP_LISTEN: await pick('QUICKSTART_HTTP_LISTEN', '127.0.0.1:8080'),
   ZIPLINE_ADMIN_LISTEN: await pick('ZIPLINE_ADMIN_LISTEN', '127.0.0.1:9901'),
   QUICKSTART_TCP_LISTEN: await pick('QUICKSTART_TCP_LISTEN', '127.0.0.1:7001'),
   QUICKSTART_UDP_LISTEN: process.env.QUICKSTART_UDP_LISTEN ?? '127.0.0.1:7002',
@@ -62,6 +68,7 @@ child.stderr.on('data', async (chunk: string) => {
       process.stderr.write(`quickstart: could not read ${admin}stats: ${String(err)}\n`);
       return { listeners: {} };
     })) as { listeners: Record<string, { address: string }> };
+  const http = stats.listeners.web?.address ?? '?';
   const tcp = stats.listeners.echo?.address ?? '?';
   const udp = stats.listeners.echo_udp?.address ?? '?';
   process.stdout.write(
@@ -70,6 +77,7 @@ child.stderr.on('data', async (chunk: string) => {
       'zipline quickstart is running',
       `  admin / dashboard:  ${admin}`,
       `  metrics:            ${admin}metrics`,
+      `  HTTP (2 origins, round robin):      curl http://${http}/hello`,
       `  TCP echo (2 origins, round robin):  socat - TCP:${tcp}`,
       `  UDP echo:                           socat - UDP:${udp}`,
       '  Ctrl-C drains and exits.',
@@ -86,5 +94,7 @@ child.on('exit', (code) => {
   a.close();
   b.close();
   u.close();
+  ha.close();
+  hb.close();
   process.exit(code ?? 0);
 });

@@ -220,7 +220,7 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
     upstream: z.string().min(1).optional(),
     routes: z.array(httpRoute).prefault([]),
     trusted_proxies: z.array(cidr).prefault(def('listeners[].trusted_proxies')),
-    tls: protocol === 'https' ? tlsSettings : tlsSettings.optional(),
+    tls: tlsSettings.optional(),
     timeouts: z
       .strictObject({
         client_header: duration.prefault(def('listeners[].timeouts.client_header')),

@@ -15,12 +15,21 @@ function socat(args: string[], input: string): Promise<string> {
   });
 }
 
-test('quickstart: prints the admin URL, and socat echoes through the TCP and UDP listeners', async () => {
+function curlGet(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('curl', ['-sS', '--fail', url], { timeout: 10_000 }, (err, stdout) =>
+      err ? reject(err) : resolve(stdout),
+    );
+  });
+}
+
+test('quickstart: prints the admin URL; curl reaches both HTTP origins; socat echoes over TCP and UDP', async () => {
   const qs = spawn(process.execPath, [join(ROOT, 'dist/scripts/quickstart.js')], {
     env: {
       ...process.env,
       ZIPLINE_ADMIN_LISTEN: '127.0.0.1:0',
       QUICKSTART_TCP_LISTEN: '127.0.0.1:0',
+      QUICKSTART_HTTP_LISTEN: '127.0.0.1:0',
       QUICKSTART_UDP_LISTEN: '127.0.0.1:0',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -38,7 +47,14 @@ test('quickstart: prints the admin URL, and socat echoes through the TCP and UDP
     const admin = /admin \/ dashboard:\s+(http:\S+)/.exec(out)?.[1];
     const tcp = /socat - (TCP:\S+)/.exec(out)?.[1];
     const udp = /socat - (UDP:\S+)/.exec(out)?.[1];
-    assert.ok(admin && tcp && udp, out);
+    const http = /curl (http:\S+)/.exec(out)?.[1];
+    assert.ok(admin && tcp && udp && http, out);
+    const origins = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      const body = await curlGet(http);
+      origins.add((JSON.parse(body) as { origin: string }).origin);
+    }
+    assert.deepEqual([...origins].sort(), ['demo-a', 'demo-b'], 'round robin over the two demo origins');
     assert.equal((await fetch(`${admin}healthz`)).status, 200);
     assert.equal(await socat(['-t', '2', '-', tcp], 'hello through zipline\n'), 'hello through zipline\n');
     assert.equal(await socat(['-t', '2', '-', udp], 'udp hello\n'), 'udp hello\n');

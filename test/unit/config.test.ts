@@ -153,12 +153,43 @@ test('features not in this build are refused clearly, not ignored', () => {
 workers: auto
 tunnel: { relay: { listen: 127.0.0.1:0 } }
 listeners:
-  - { name: web, protocol: http, listen: 127.0.0.1:0, routes: [] }
+  - { name: s5, protocol: socks5, listen: 127.0.0.1:0 }
 `);
   const text = out.join('\n');
   assert.match(text, /workers .*not implemented/);
   assert.match(text, /tunnel .*not implemented/);
-  assert.match(text, /listeners\[0\]\.protocol .*"http" is not implemented/);
+  assert.match(text, /listeners\[0\]\.protocol .*"socks5" is not implemented/);
+});
+
+test('http listeners: routes need defined upstreams, https needs a certificate, tls only on https', () => {
+  const text = issues(`
+upstreams: { app: { servers: [127.0.0.1:1] } }
+listeners:
+  - { name: a, protocol: http, listen: 127.0.0.1:0 }
+  - name: b
+    protocol: http
+    listen: 127.0.0.1:0
+    routes: [{ match: { path_prefix: /x }, upstream: nope }, { match: { path_prefix: /x }, upstream: app }]
+    tls: { cert: a.crt, key: a.key }
+  - { name: c, protocol: https, listen: 127.0.0.1:0, upstream: app }
+  - name: d
+    protocol: http
+    listen: 127.0.0.1:0
+    upstream: app
+    trusted_proxies: [10.0.0.0/33]
+    limits: { max_header_bytes: lots }
+    routes: [{ match: { path_prefix: api }, upstream: app, headers: { request: { set: { "bad name": x } } } }]
+`).join('\n');
+  assert.match(text, /listeners\[0\] .*needs `routes` or an `upstream`/);
+  assert.match(text, /listeners\[1\]\.routes\[0\]\.upstream .*"nope" is not defined/);
+  assert.match(text, /listeners\[1\]\.routes\[1\]\.match .*same match as routes\[0\]/);
+  assert.match(text, /listeners\[1\]\.tls .*is for `protocol: https`/);
+  assert.match(text, /listeners\[2\]\.tls .*needs `tls\.cert`/);
+  assert.match(text, /listeners\[3\]\.trusted_proxies\[0\] .*CIDR/);
+  assert.match(text, /listeners\[3\]\.limits\.max_header_bytes .*invalid size/);
+  assert.match(text, /listeners\[3\]\.routes\[0\]\.match\.path_prefix/);
+  assert.match(text, /headers\.request\.set\.bad name .*Invalid key/);
+  assert.doesNotMatch(text, /expected object, received undefined/);
 });
 
 test('YAML syntax errors and duplicate keys are located', () => {
