@@ -5,10 +5,11 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runHttp } from './http.js';
 import { runL4 } from './l4.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const SUITES: Record<string, (root: string) => Promise<string>> = { l4: runL4 };
+const SUITES: Record<string, (root: string) => Promise<string>> = { l4: runL4, http: runHttp };
 
 const names = process.argv.slice(2).filter((a) => a !== '--');
 const chosen = names.length > 0 ? names : Object.keys(SUITES);
