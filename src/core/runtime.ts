@@ -321,7 +321,10 @@ export class Runtime {
 
   refreshGauges(): void {
     const now = Date.now();
-    for (const u of this.upstreams.values()) u.refreshGauges(now);
+    for (const u of this.upstreams.values()) {
+      u.refreshGauges(now);
+      existingPool(u)?.refreshMetrics();
+    }
     for (const l of this.listeners.values()) l.refreshMetrics();
     for (const l of this.retired) l.refreshMetrics();
   }

@@ -23,6 +23,7 @@ import { ChunkedDecoder } from './parser/chunked.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
 import { UpgradePump } from './upgrade-pump.js';
+import type { UpstreamConnection } from './upstream-connection.js';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -265,7 +266,7 @@ export class ClientConnection implements Downstream {
     if (this.passesChunked && !this.closed) this.socket.write(buildInterimHead(resp), 'latin1');
   }
 
-  sendHead(ex: Exchange, resp: ResponseHead): void {
+  sendHead(ex: Exchange, resp: ResponseHead, inline: Buffer | null): void {
     if (this.closed) return;
     const framing: ClientFraming =
       resp.body === 'close' || (resp.body === 'chunked' && !this.passesChunked) ? 'close' : 'same';
@@ -276,6 +277,10 @@ export class ClientConnection implements Downstream {
       clientMinor: this.passesChunked ? 1 : 0,
       rules: ex.route.response,
     });
+    if (inline !== null) {
+      this.socket.write(head + inline.toString('latin1'), 'latin1');
+      return;
+    }
     // head and first body bytes in one write: corked until the end of this tick
     this.socket.cork();
     this.socket.write(head, 'latin1');
@@ -322,7 +327,7 @@ export class ClientConnection implements Downstream {
     if (!this.closed && this.upgraded === null) this.socket.resume();
   }
 
-  upgrade(ex: Exchange, upstream: import('node:net').Socket, head: string, upstreamRest: Buffer): boolean {
+  upgrade(ex: Exchange, upstream: UpstreamConnection, head: string, upstreamRest: Buffer): boolean {
     if (this.exchange !== ex || this.closed) return false;
     this.exchange = null;
     const early = this.pending;
@@ -331,7 +336,9 @@ export class ClientConnection implements Downstream {
     this.socket.removeAllListeners('end');
     this.socket.removeAllListeners('drain');
     this.socket.write(head, 'latin1');
-    this.upgraded = new UpgradePump(this.socket, upstream, early, upstreamRest);
+    const pump = new UpgradePump(this.socket, upstream.socket, early, upstreamRest);
+    upstream.divert = (view) => pump.fromUpstream(view);
+    this.upgraded = pump;
     this.socket.resume();
     return true;
   }

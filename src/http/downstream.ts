@@ -2,10 +2,10 @@
  * What an exchange needs from the client side, whatever protocol the client speaks: the HTTP/1.1
  * connection (`ClientConnection`) or an HTTP/2 stream (`H2Downstream`).
  */
-import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors.js';
 import type { Exchange } from './exchange.js';
 import type { ResponseHead } from './parser/response-head.js';
+import type { UpstreamConnection } from './upstream-connection.js';
 
 export interface Downstream {
   readonly clientIp: string;
@@ -19,8 +19,11 @@ export interface Downstream {
   sendContinue(): void;
   /** An informational (1xx other than 101) response. */
   sendInterim(resp: ResponseHead): void;
-  /** The final response head; `bodyKind` after any re-framing. */
-  sendHead(ex: Exchange, resp: ResponseHead): void;
+  /**
+   * The final response head, with the whole body when it is small and already at hand (`inline`:
+   * one write for both; the exchange completes right after).
+   */
+  sendHead(ex: Exchange, resp: ResponseHead, inline: Buffer | null): void;
   /** Response body bytes; false when the client is not keeping up (wait for `onClientDrain`). */
   write(chunk: Buffer): boolean;
   /** The response is complete. */
@@ -32,6 +35,9 @@ export interface Downstream {
   fail(ex: Exchange, code: ErrorCode): void;
   pauseBody(): void;
   resumeBody(): void;
-  /** 101 from upstream: switch to a raw two-way pump (HTTP/1.1 only; false if not possible). */
-  upgrade(ex: Exchange, upstream: Socket, head: string, upstreamRest: Buffer): boolean;
+  /**
+   * 101 from upstream: switch to a raw two-way pump (HTTP/1.1 only; false if not possible).
+   * The upstream connection's reads must then be diverted to the pump.
+   */
+  upgrade(ex: Exchange, upstream: UpstreamConnection, head: string, upstreamRest: Buffer): boolean;
 }

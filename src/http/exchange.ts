@@ -25,6 +25,7 @@ import type { Downstream } from './downstream.js';
 import { buildForwardHead } from './forward-head.js';
 import { buildSwitchingHead } from './forward-response.js';
 import { ChunkedDecoder } from './parser/chunked.js';
+import { F, fieldName } from './parser/names.js';
 import { findHeadEnd, headerValue, type RequestHead } from './parser/request-head.js';
 import { parseResponseHead, type ResponseHead } from './parser/response-head.js';
 import { type HttpPool, poolOf } from './pool.js';
@@ -35,6 +36,8 @@ import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.js
 /** RFC 9110 §9.2.2 idempotent methods. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const MAX_RESPONSE_HEAD = 64 * 1024;
+/** Response bodies up to this size that arrived with their head go out in the head's write. */
+const INLINE_BODY_MAX = 8 * 1024;
 /** A Retry-After longer than this is capped when taking a server out of rotation. */
 const MAX_RETRY_AFTER_MS = 300_000;
 
@@ -300,7 +303,7 @@ export class Exchange implements UpstreamOwner {
   /** Idempotent (RFC 9110 §9.2.2) or carrying an `Idempotency-Key`, and its body still at hand. */
   private replayableRequest(): boolean {
     if (this.bodyLost) return false;
-    return IDEMPOTENT.has(this.head.method) || headerValue(this.head, 'idempotency-key') !== undefined;
+    return IDEMPOTENT.has(this.head.method) || this.head.idempotencyKey;
   }
 
   // ---- request body (from the downstream) -----------------------------------------------------
@@ -441,7 +444,16 @@ export class Exchange implements UpstreamOwner {
     this.status = resp.status;
     this.state = 'streaming';
     this.headSent = true;
-    this.down.sendHead(this, resp);
+    const len = resp.contentLength;
+    if (resp.body === 'length' && len > 0 && len <= INLINE_BODY_MAX && buf.length - end >= len) {
+      // the common small response: head and body in one write
+      this.down.sendHead(this, resp, buf.subarray(end, end + len));
+      this.bytesOut += len;
+      this.dirty = end + len < buf.length;
+      this.complete();
+      return;
+    }
+    this.down.sendHead(this, resp, null);
     switch (resp.body) {
       case 'none':
         this.dirty = end < buf.length;
@@ -480,6 +492,7 @@ export class Exchange implements UpstreamOwner {
       const decoder = this.decoder as ChunkedDecoder;
       let stop: number;
       try {
+        this.sink ??= (data: Buffer): void => this.out(data);
         stop = decoder.feed(buf, start, buf.length, this.down.passesChunked ? ignoreData : this.sink);
       } catch (err) {
         if (!isZiplineError(err)) throw err;
@@ -496,7 +509,8 @@ export class Exchange implements UpstreamOwner {
     this.out(start === 0 ? buf : buf.subarray(start));
   }
 
-  private readonly sink = (data: Buffer): void => this.out(data);
+  /** De-chunked body data to the client (made on first use: HTTP/1.0 and HTTP/2 clients). */
+  private sink: ((data: Buffer) => void) | null = null;
 
   private out(chunk: Buffer): void {
     this.bytesOut += chunk.length;
@@ -508,7 +522,8 @@ export class Exchange implements UpstreamOwner {
     this.conn = null;
     conn.owner = null;
     const socket = conn.socket;
-    for (const ev of ['data', 'end', 'drain', 'close', 'error']) socket.removeAllListeners(ev);
+    // the pump takes over: reads arrive through `divert`, the rest it wires itself
+    for (const ev of ['end', 'drain', 'close', 'error']) socket.removeAllListeners(ev);
     this.pool.forget(conn);
     this.endpoint?.recordSuccess(performance.now() - this.startedAt);
     this.upstream.breaker.record(this.admission, true, Date.now());
@@ -517,8 +532,8 @@ export class Exchange implements UpstreamOwner {
     this.state = 'done';
     this.releaseEndpoint();
     this.finished();
-    if (!this.down.upgrade(this, socket, buildSwitchingHead(resp, this.route.response), rest))
-      socket.destroy();
+    const head = buildSwitchingHead(resp, this.route.response);
+    if (!this.down.upgrade(this, conn, head, rest)) socket.destroy();
   }
 
   // ---- ends -------------------------------------------------------------------------------------
@@ -673,9 +688,8 @@ function honourRetryAfter(e: Endpoint, resp: ResponseHead, now: number): void {
   let value: string | undefined;
   for (let f = 0; f < resp.fieldCount; f++) {
     const k = f * 4;
-    const ns = resp.fields[k] as number;
-    if ((resp.fields[k + 1] as number) - ns !== 11) continue;
-    if (resp.raw.toString('latin1', ns, ns + 11).toLowerCase() !== 'retry-after') continue;
+    if (fieldName(resp.raw, resp.fields[k] as number, resp.fields[k + 1] as number) !== F.RETRY_AFTER)
+      continue;
     value = resp.raw.toString('latin1', resp.fields[k + 2] as number, resp.fields[k + 3] as number);
   }
   const ms = retryAfterMs(value, now);

@@ -15,29 +15,11 @@
  *   forwarded, as nginx does; this keeps the request retryable.
  */
 import type { BlockList } from 'node:net';
+import { F, fieldName } from './parser/names.js';
 import type { RequestHead } from './parser/request-head.js';
 import { lowerAscii } from './parser/tokens.js';
 import { nextRequestId } from './request-id.js';
 
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'proxy-authorization',
-  // framing, re-declared below from the parsed head
-  'content-length',
-]);
-const FORWARDING = new Set([
-  'x-forwarded-for',
-  'x-forwarded-proto',
-  'x-forwarded-host',
-  'x-real-ip',
-  'x-request-id',
-]);
 const REQUEST_ID_RE = /^[\x21-\x7e]{1,200}$/;
 
 export interface HeaderRules {
@@ -45,6 +27,8 @@ export interface HeaderRules {
   readonly remove: ReadonlySet<string>;
   /** Fields to set, replacing any of the same name (names as written in config). */
   readonly set: ReadonlyMap<string, string>;
+  /** The names of `set`, lower case. */
+  readonly setNames: ReadonlySet<string>;
 }
 
 export interface ForwardContext {
@@ -66,41 +50,77 @@ export interface ForwardedHead {
 
 export function buildForwardHead(req: RequestHead, ctx: ForwardContext): ForwardedHead {
   const trusted = ctx.trusted;
+  const raw = req.raw;
+  const fields = req.fields;
   const named = connectionNamed(req);
+  const rules = ctx.rules;
+  const byName = named !== null || rules.remove.size > 0 || rules.setNames.size > 0;
   let out = `${req.method} ${ctx.path} HTTP/1.1\r\n`;
   let xff: string | null = null;
   let xfProto: string | null = null;
   let xfHost: string | null = null;
   let realIp: string | null = null;
   let requestId: string | null = null;
+  // kept field lines are copied as they came, consecutive ones in one slice
+  let run = -1;
   for (let f = 0; f < req.fieldCount; f++) {
     const k = f * 4;
-    const nameStart = req.fields[k] as number;
-    const nameEnd = req.fields[k + 1] as number;
-    const lower = lowerAscii(req.raw, nameStart, nameEnd);
-    const value = req.raw.toString('latin1', req.fields[k + 2] as number, req.fields[k + 3] as number);
-    if (FORWARDING.has(lower)) {
-      if (lower === 'x-request-id') requestId ??= REQUEST_ID_RE.test(value) ? value : null;
-      else if (trusted) {
-        if (lower === 'x-forwarded-for') xff = xff === null ? value : `${xff}, ${value}`;
-        else if (lower === 'x-forwarded-proto') xfProto ??= value;
-        else if (lower === 'x-forwarded-host') xfHost ??= value;
-        else realIp ??= value;
+    const nameStart = fields[k] as number;
+    const nameEnd = fields[k + 1] as number;
+    const id = fieldName(raw, nameStart, nameEnd);
+    let keep = true;
+    switch (id) {
+      case F.OTHER:
+        break;
+      case F.X_REQUEST_ID: {
+        const value = raw.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
+        requestId ??= REQUEST_ID_RE.test(value) ? value : null;
+        keep = false;
+        break;
       }
-      continue;
+      case F.X_FORWARDED_FOR:
+      case F.X_FORWARDED_PROTO:
+      case F.X_FORWARDED_HOST:
+      case F.X_REAL_IP:
+        keep = false;
+        if (trusted) {
+          const value = raw.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
+          if (id === F.X_FORWARDED_FOR) xff = xff === null ? value : `${xff}, ${value}`;
+          else if (id === F.X_FORWARDED_PROTO) xfProto ??= value;
+          else if (id === F.X_FORWARDED_HOST) xfHost ??= value;
+          else realIp ??= value;
+        }
+        break;
+      case F.EXPECT:
+        keep = !req.expectContinue; // zipline answers 100-continue itself
+        break;
+      case F.HOST:
+      case F.IDEMPOTENCY_KEY:
+      case F.RETRY_AFTER:
+      case F.PROXY_AUTHENTICATE:
+        break;
+      default:
+        keep = false; // hop-by-hop, or framing that is re-declared below
     }
-    if (lower === 'expect' && req.expectContinue) continue; // zipline answers 100-continue itself
-    if (HOP_BY_HOP.has(lower) || named.has(lower) || ctx.rules.remove.has(lower) || hasSet(ctx.rules, lower))
-      continue;
-    out += `${req.raw.toString('latin1', nameStart, nameEnd)}: ${value}\r\n`;
+    if (keep && byName) {
+      const lower = lowerAscii(raw, nameStart, nameEnd);
+      keep = !(named?.has(lower) || rules.remove.has(lower) || rules.setNames.has(lower));
+    }
+    if (keep) {
+      if (run < 0) run = nameStart;
+    } else if (run >= 0) {
+      out += raw.toString('latin1', run, nameStart);
+      run = -1;
+    }
   }
+  if (run >= 0) out += `${raw.toString('latin1', run, req.headEnd - 2)}`;
   const id = requestId ?? nextRequestId();
   out += `X-Forwarded-For: ${xff === null ? ctx.clientIp : `${xff}, ${ctx.clientIp}`}\r\n`;
   out += `X-Forwarded-Proto: ${xfProto ?? ctx.proto}\r\n`;
   out += `X-Forwarded-Host: ${xfHost ?? req.host ?? ''}\r\n`;
   out += `X-Real-IP: ${realIp ?? ctx.clientIp}\r\n`;
   out += `X-Request-Id: ${id}\r\n`;
-  for (const [name, value] of ctx.rules.set) out += `${name}: ${value}\r\n`;
+  for (const [name, value] of rules.set) out += `${name}: ${value}\r\n`;
   if (req.chunked) out += 'Transfer-Encoding: chunked\r\n';
   else if (req.contentLength >= 0) out += `Content-Length: ${req.contentLength}\r\n`;
   if (req.upgrade !== null) out += `Connection: upgrade\r\nUpgrade: ${req.upgrade}\r\n`;
@@ -116,22 +136,19 @@ export function isTrustedProxy(list: BlockList, ip: string): boolean {
   return list.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4');
 }
 
-/** Lower-case names listed in the Connection header(s): hop-by-hop for this message. */
-function connectionNamed(req: RequestHead): Set<string> {
-  const names = new Set<string>();
+/** Lower-case names listed in the Connection header(s) (other than close/keep-alive/upgrade). */
+function connectionNamed(req: RequestHead): Set<string> | null {
+  let names: Set<string> | null = null;
   for (let f = 0; f < req.fieldCount; f++) {
     const k = f * 4;
-    if (lowerAscii(req.raw, req.fields[k] as number, req.fields[k + 1] as number) !== 'connection') continue;
+    if (fieldName(req.raw, req.fields[k] as number, req.fields[k + 1] as number) !== F.CONNECTION) continue;
     const value = req.raw.toString('latin1', req.fields[k + 2] as number, req.fields[k + 3] as number);
     for (const token of value.split(',')) {
       const t = token.trim().toLowerCase();
-      if (t !== '') names.add(t);
+      if (t === '' || t === 'close' || t === 'keep-alive' || t === 'upgrade') continue;
+      names ??= new Set();
+      names.add(t);
     }
   }
   return names;
-}
-
-function hasSet(rules: HeaderRules, lower: string): boolean {
-  for (const name of rules.set.keys()) if (name.toLowerCase() === lower) return true;
-  return false;
 }

@@ -6,6 +6,7 @@
  */
 
 import type { HeaderRules } from './forward-head.js';
+import { F, type FieldId, fieldName } from './parser/names.js';
 import type { ResponseHead } from './parser/response-head.js';
 import { lowerAscii } from './parser/tokens.js';
 
@@ -15,6 +16,16 @@ export type ClientFraming =
   | 'same'
   /** no framing: the body ends when zipline closes the connection (HTTP/1.0 client, close-delimited) */
   | 'close';
+
+const HOP_BY_HOP_IDS = new Set<FieldId>([
+  F.CONNECTION,
+  F.KEEP_ALIVE,
+  F.PROXY_CONNECTION,
+  F.TE,
+  F.TRANSFER_ENCODING,
+  F.UPGRADE,
+  F.PROXY_AUTHENTICATE,
+]);
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -45,13 +56,10 @@ export function buildClientHead(resp: ResponseHead, opts: ClientHeadOptions): st
     const k = f * 4;
     const ns = resp.fields[k] as number;
     const ne = resp.fields[k + 1] as number;
-    if (mayBeHopByHop(raw, ns, ne)) {
-      const lower = lowerAscii(raw, ns, ne);
-      if (HOP_BY_HOP.has(lower)) continue;
-    }
+    if (HOP_BY_HOP_IDS.has(fieldName(raw, ns, ne))) continue;
     if (named !== null || hasRules) {
       const lower = lowerAscii(raw, ns, ne);
-      if (named?.has(lower) || rules.remove.has(lower) || isSet(rules, lower)) continue;
+      if (named?.has(lower) || rules.remove.has(lower) || rules.setNames.has(lower)) continue;
     }
     out += raw.toString('latin1', ns, resp.fields[k + 3] as number);
     out += '\r\n';
@@ -89,26 +97,13 @@ export function buildSwitchingHead(resp: ResponseHead, rules: HeaderRules): stri
   return `${out}\r\n`;
 }
 
-/**
- * Cheap pre-filter: every hop-by-hop name above starts with c, k, p, t or u (either case) and is
- * 2–19 bytes long; most response fields (content-type, date, server, set-cookie…) fail here
- * without a string being built.
- */
-function mayBeHopByHop(raw: Buffer, start: number, end: number): boolean {
-  const len = end - start;
-  if (len < 2 || len > 19) return false;
-  const c = (raw[start] as number) | 0x20;
-  if (c === 0x63 /* c */) return len === 10; // connection (content-* are longer or shorter)
-  return c === 0x6b || c === 0x70 || c === 0x74 || c === 0x75;
-}
-
 function connectionNamed(resp: ResponseHead): Set<string> | null {
   let names: Set<string> | null = null;
   for (let f = 0; f < resp.fieldCount; f++) {
     const k = f * 4;
     const ns = resp.fields[k] as number;
     const ne = resp.fields[k + 1] as number;
-    if (ne - ns !== 10 || lowerAscii(resp.raw, ns, ne) !== 'connection') continue;
+    if (fieldName(resp.raw, ns, ne) !== F.CONNECTION) continue;
     const value = resp.raw.toString('latin1', resp.fields[k + 2] as number, resp.fields[k + 3] as number);
     for (const token of value.split(',')) {
       const t = token.trim().toLowerCase();
@@ -118,9 +113,4 @@ function connectionNamed(resp: ResponseHead): Set<string> | null {
     }
   }
   return names;
-}
-
-function isSet(rules: HeaderRules, lower: string): boolean {
-  for (const name of rules.set.keys()) if (name.toLowerCase() === lower) return true;
-  return false;
 }

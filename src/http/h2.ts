@@ -204,7 +204,7 @@ export class H2Downstream implements Downstream {
       this.stream.additionalHeaders({ ':status': resp.status });
   }
 
-  sendHead(ex: Exchange, resp: ResponseHead): void {
+  sendHead(ex: Exchange, resp: ResponseHead, inline: Buffer | null): void {
     if (this.stream.destroyed) return;
     const headers: OutgoingHttpHeaders = { ':status': resp.status };
     const rules = ex.route.response;
@@ -223,6 +223,7 @@ export class H2Downstream implements Downstream {
     if (resp.body === 'chunked') delete headers['content-length'];
     this.responded = true;
     this.stream.respond(headers, { endStream: resp.body === 'none' });
+    if (inline !== null) this.stream.write(inline);
   }
 
   write(chunk: Buffer): boolean {

@@ -39,6 +39,7 @@ export class HttpListener implements Listener, ExchangeHost {
   private readonly totalCounter;
   /** `zipline_request_duration_seconds` children by route, upstream and class (labels() is not free). */
   private readonly durations = new Map<string, Observer>();
+  private activeRequests = 0;
 
   constructor(
     cfg: HttpListenerConfig,
@@ -146,7 +147,10 @@ export class HttpListener implements Listener, ExchangeHost {
     };
   }
 
-  refreshMetrics(): void {}
+  /** `zipline_requests_active` is set from a plain counter at scrape time (no gauge call per request). */
+  refreshMetrics(): void {
+    this.activeGauge.set(this.activeRequests);
+  }
 
   // ---- what connections and exchanges use -------------------------------------------------------
 
@@ -163,11 +167,11 @@ export class HttpListener implements Listener, ExchangeHost {
   }
 
   onExchangeStart(): void {
-    this.activeGauge.inc();
+    this.activeRequests++;
   }
 
   onExchangeEnd(ex: Exchange): void {
-    this.activeGauge.dec();
+    this.activeRequests--;
     const seconds = (performance.now() - ex.startedAt) / 1000;
     const cls = CODE_CLASSES[Math.floor(ex.status / 100) - 1] ?? '5xx';
     const route = ex.route;

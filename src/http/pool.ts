@@ -45,7 +45,6 @@ export class HttpPool implements ConnectionHome {
         if (conn.closed) continue;
         conn.requests++;
         this.reusedRequests++;
-        this.reusedCounter.inc();
         cb(conn, null);
         return noop;
       }
@@ -71,7 +70,6 @@ export class HttpPool implements ConnectionHome {
         .labels(this.upstream.name)
         .observe((performance.now() - started) / 1000);
       this.opened++;
-      this.newCounter.inc();
       const conn = new UpstreamConnection(socket, e, this);
       conn.requests = 1;
       finish(conn, null);
@@ -124,6 +122,17 @@ export class HttpPool implements ConnectionHome {
     if (stack === undefined) return;
     const i = stack.indexOf(conn);
     if (i >= 0) stack.splice(i, 1);
+  }
+
+  private flushedOpened = 0;
+  private flushedReused = 0;
+
+  /** Adds what happened since the last scrape to the counters (no counter call per request). */
+  refreshMetrics(): void {
+    this.newCounter.inc(this.opened - this.flushedOpened);
+    this.reusedCounter.inc(this.reusedRequests - this.flushedReused);
+    this.flushedOpened = this.opened;
+    this.flushedReused = this.reusedRequests;
   }
 
   idleCount(): number {

@@ -27,13 +27,18 @@ export interface HttpListenerSettings {
   readonly maxBodyReplay: number;
 }
 
-const NO_RULES: HeaderRules = Object.freeze({ remove: new Set<string>(), set: new Map<string, string>() });
+const NO_RULES: HeaderRules = Object.freeze({
+  remove: new Set<string>(),
+  set: new Map<string, string>(),
+  setNames: new Set<string>(),
+});
 
 function rules(r: { set: Record<string, string>; remove: string[] }): HeaderRules {
   if (r.remove.length === 0 && Object.keys(r.set).length === 0) return NO_RULES;
   return Object.freeze({
     remove: new Set(r.remove.map((n) => n.toLowerCase())),
     set: new Map(Object.entries(r.set)),
+    setNames: new Set(Object.keys(r.set).map((n) => n.toLowerCase())),
   });
 }
 

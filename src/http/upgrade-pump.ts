@@ -17,21 +17,24 @@ export class UpgradePump {
   ) {
     if (upstreamRest.length > 0) client.write(upstreamRest);
     if (early !== null && early.length > 0) upstream.write(early);
-    this.wire(client, upstream);
-    this.wire(upstream, client);
+    // client → upstream: 'data' events; upstream → client: `fromUpstream` (the upstream
+    // connection's reads are diverted here, see upstream-connection.ts)
+    client.on('data', (chunk: Buffer) => {
+      if (!upstream.write(chunk)) client.pause();
+    });
+    upstream.on('drain', () => client.resume());
+    client.on('drain', () => upstream.resume());
+    // FIN is passed on; once both sides sent theirs the sockets close by themselves
+    client.on('end', () => upstream.end());
+    upstream.on('end', () => client.end());
     upstream.on('close', () => this.destroy());
     upstream.on('error', () => this.destroy());
     client.on('close', () => this.destroy());
     upstream.resume();
   }
 
-  private wire(from: Socket, to: Socket): void {
-    from.on('data', (chunk: Buffer) => {
-      if (!to.write(chunk)) from.pause();
-    });
-    to.on('drain', () => from.resume());
-    // FIN is passed on; once both sides sent theirs the sockets close by themselves
-    from.on('end', () => to.end());
+  fromUpstream(view: Buffer): void {
+    if (!this.client.write(view)) this.upstream.pause();
   }
 
   /** Changes whenever bytes moved (for the idle sweep). */

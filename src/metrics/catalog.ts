@@ -4,6 +4,7 @@
  * `docs/METRICS.md` is generated from `METRIC_DOCS` and a test keeps it in step.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { FastHistogram } from './fast-histogram.js';
 
 export const registry = new Registry();
 collectDefaultMetrics({ register: registry, prefix: 'zipline_' });
@@ -32,6 +33,16 @@ function histogram<L extends string>(
 ): Histogram<L> {
   METRIC_DOCS.push({ name, type: 'histogram', labels, help });
   return new Histogram({ name, help, labelNames: labels, buckets, registers: [registry] });
+}
+
+function fastHistogram<L extends string>(
+  name: string,
+  help: string,
+  labels: readonly L[],
+  buckets: number[],
+): FastHistogram<L> {
+  METRIC_DOCS.push({ name, type: 'histogram', labels, help });
+  return new FastHistogram(name, help, labels, buckets, registry);
 }
 
 const LATENCY_BUCKETS = [
@@ -82,7 +93,7 @@ export const metrics = {
   ]),
   // HTTP
   requestsActive: gauge('zipline_requests_active', 'HTTP requests in flight.', ['listener']),
-  requestDuration: histogram(
+  requestDuration: fastHistogram(
     'zipline_request_duration_seconds',
     'HTTP request duration.',
     ['listener', 'route', 'upstream', 'code_class'],

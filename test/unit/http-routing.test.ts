@@ -59,7 +59,7 @@ function ctx(over: Partial<ForwardContext> = {}): ForwardContext {
     proto: 'http',
     trusted: isTrustedProxy(trustedProxies, clientIp),
     path: '/p',
-    rules: { remove: new Set(['x-debug']), set: new Map([['X-Env', 'prod']]) },
+    rules: { remove: new Set(['x-debug']), set: new Map([['X-Env', 'prod']]), setNames: new Set(['x-env']) },
     ...over,
   };
 }

@@ -48,8 +48,15 @@ export function checkLine(buf: Buffer, start: number, end: number): void {
   if (lf >= 0 && lf < end) throw bad('bare LF in message head');
 }
 
+const DIGITS = /^\d{1,15}$/;
+
 /** Content-Length may repeat (or be a list) only with one value (RFC 9110 §8.6). */
 export function mergeContentLength(current: number, text: string): number {
+  if (DIGITS.test(text)) {
+    const n = Number(text);
+    if (current !== -1 && current !== n) throw bad('conflicting Content-Length values');
+    return n;
+  }
   let value = current;
   for (const part of text.split(',')) {
     const t = part.trim();

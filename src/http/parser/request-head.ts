@@ -20,6 +20,7 @@ import {
   mergeContentLength,
   parseField,
 } from './fields.js';
+import { F, fieldName } from './names.js';
 import { isTchar, lowerAscii } from './tokens.js';
 
 export interface RequestHead {
@@ -42,6 +43,8 @@ export interface RequestHead {
   /** The Upgrade header when `Connection: upgrade` asks for one. */
   readonly upgrade: string | null;
   readonly host: string | null;
+  /** An `Idempotency-Key` field is present (the request may be retried). */
+  readonly idempotencyKey: boolean;
 }
 
 const CR = 0x0d;
@@ -49,6 +52,7 @@ const LF = 0x0a;
 const SP = 0x20;
 
 const MAX_METHOD = 32;
+const CRLF = Buffer.from('\r\n', 'latin1');
 
 /**
  * Where the head ends in `buf[0, end)`: the offset after CRLF CRLF, or -1 when more bytes are
@@ -73,20 +77,23 @@ function tooLarge(): ZiplineError {
 }
 
 /** Parses a complete head: `buf[0, headEnd)` as found by `findHeadEnd`. */
+/** Scratch space for field offsets; each head keeps an exact-size copy. */
+const SCRATCH = new Uint32Array(MAX_FIELDS * 4);
+
 export function parseRequestHead(buf: Buffer, headEnd: number): RequestHead {
-  const lineEnd = buf.indexOf('\r\n', 0, 'latin1');
+  const lineEnd = buf.indexOf(CRLF, 0);
   const { method, target, minor } = parseRequestLine(buf, lineEnd);
-  const fields = new Uint32Array(MAX_FIELDS * 4);
+  const scratch = SCRATCH;
   let count = 0;
   let pos = lineEnd + 2;
   while (pos < headEnd - 2) {
-    const eol = buf.indexOf('\r\n', pos, 'latin1');
+    const eol = buf.indexOf(CRLF, pos);
     if (count === MAX_FIELDS) throw new ZiplineError('ZL_HTTP_HEADERS_TOO_LARGE', 'too many header fields');
-    parseField(buf, pos, eol, fields, count);
+    parseField(buf, pos, eol, scratch, count);
     count++;
     pos = eol + 2;
   }
-  return frame(buf, method, target, minor, fields, count, headEnd);
+  return frame(buf, method, target, minor, scratch.slice(0, count * 4), count, headEnd);
 }
 
 function parseRequestLine(buf: Buffer, lineEnd: number): { method: string; target: string; minor: 0 | 1 } {
@@ -125,29 +132,34 @@ function frame(
   let connection = '';
   let upgradeHeader: string | null = null;
   let expectContinue = false;
+  let idempotencyKey = false;
   for (let f = 0; f < fieldCount; f++) {
     const k = f * 4;
-    const name = lowerAscii(raw, fields[k] as number, fields[k + 1] as number);
+    const id = fieldName(raw, fields[k] as number, fields[k + 1] as number);
+    if (id === F.OTHER) continue;
     const value = (): string => raw.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
-    switch (name) {
-      case 'content-length':
+    switch (id) {
+      case F.CONTENT_LENGTH:
         contentLength = mergeContentLength(contentLength, value());
         break;
-      case 'transfer-encoding':
+      case F.TRANSFER_ENCODING:
         te = te === null ? value() : `${te},${value()}`;
         break;
-      case 'host':
+      case F.HOST:
         hosts++;
         host = value();
         break;
-      case 'connection':
+      case F.CONNECTION:
         connection = connection === '' ? value() : `${connection},${value()}`;
         break;
-      case 'upgrade':
+      case F.UPGRADE:
         upgradeHeader = value();
         break;
-      case 'expect':
+      case F.EXPECT:
         expectContinue = value().toLowerCase() === '100-continue';
+        break;
+      case F.IDEMPOTENCY_KEY:
+        idempotencyKey = true;
         break;
     }
   }
@@ -159,13 +171,17 @@ function frame(
   }
   if (minor === 1 && hosts !== 1)
     throw bad(hosts === 0 ? 'missing Host header' : 'more than one Host header');
-  if (host !== null && !/^[A-Za-z0-9.\-_~!$&'()*+,;=%:[\]]*$/.test(host)) throw bad('malformed Host header');
-  const tokens = connection
-    .toLowerCase()
-    .split(',')
-    .map((t) => t.trim());
-  const keepAlive = minor === 1 ? !tokens.includes('close') : tokens.includes('keep-alive');
-  const upgrade = tokens.includes('upgrade') && upgradeHeader !== null ? upgradeHeader : null;
+  if (host !== null && !HOST_RE.test(host)) throw bad('malformed Host header');
+  let keepAlive = minor === 1;
+  let upgrade: string | null = null;
+  if (connection !== '') {
+    const tokens = connection
+      .toLowerCase()
+      .split(',')
+      .map((t) => t.trim());
+    keepAlive = minor === 1 ? !tokens.includes('close') : tokens.includes('keep-alive');
+    upgrade = tokens.includes('upgrade') && upgradeHeader !== null ? upgradeHeader : null;
+  }
   return {
     method,
     target,
@@ -180,8 +196,11 @@ function frame(
     expectContinue,
     upgrade,
     host,
+    idempotencyKey,
   };
 }
+
+const HOST_RE = /^[A-Za-z0-9.\-_~!$&'()*+,;=%:[\]]*$/;
 
 /** The value of the first field called `name` (lower case), or undefined. */
 export function headerValue(head: RequestHead, name: string): string | undefined {

@@ -6,7 +6,7 @@
  */
 import { isZiplineError, ZiplineError } from '../../errors.js';
 import { checkLine, finalCodingIsChunked, MAX_FIELDS, mergeContentLength, parseField } from './fields.js';
-import { lowerAscii } from './tokens.js';
+import { F, fieldName } from './names.js';
 
 /** How the body is delimited: none at all, a length, chunked coding, or the connection's close. */
 export type BodyKind = 'none' | 'length' | 'chunked' | 'close';
@@ -16,6 +16,10 @@ export interface ResponseHead {
   readonly reason: string;
   readonly minor: 0 | 1;
   readonly raw: Buffer;
+  /**
+   * Field offsets as in `RequestHead`, in a scratch array shared by every response parse: valid
+   * until the next `parseResponseHead` call (the head is used synchronously, then dropped).
+   */
   readonly fields: Uint32Array;
   readonly fieldCount: number;
   readonly headEnd: number;
@@ -38,34 +42,42 @@ export function parseResponseHead(buf: Buffer, headEnd: number, method: string):
   }
 }
 
+const SCRATCH = new Uint32Array(MAX_FIELDS * 4);
+const CRLF = Buffer.from('\r\n', 'latin1');
+
 function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
-  const lineEnd = buf.indexOf('\r\n', 0, 'latin1');
+  const lineEnd = buf.indexOf(CRLF, 0);
   checkLine(buf, 0, lineEnd);
   const { minor, status, reason } = parseStatusLine(buf, lineEnd);
-  const fields = new Uint32Array(MAX_FIELDS * 4);
+  const fields = SCRATCH;
   let count = 0;
   let pos = lineEnd + 2;
   let contentLength = -1;
   let te: string | null = null;
   let connection = '';
   while (pos < headEnd - 2) {
-    const eol = buf.indexOf('\r\n', pos, 'latin1');
+    const eol = buf.indexOf(CRLF, pos);
     if (count === MAX_FIELDS) throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'too many header fields');
     parseField(buf, pos, eol, fields, count);
     const k = count * 4;
-    const name = lowerAscii(buf, fields[k] as number, fields[k + 1] as number);
-    const value = buf.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
-    if (name === 'content-length') contentLength = mergeContentLength(contentLength, value);
-    else if (name === 'transfer-encoding') te = te === null ? value : `${te},${value}`;
-    else if (name === 'connection') connection = connection === '' ? value : `${connection},${value}`;
+    const id = fieldName(buf, fields[k] as number, fields[k + 1] as number);
+    if (id === F.CONTENT_LENGTH || id === F.TRANSFER_ENCODING || id === F.CONNECTION) {
+      const value = buf.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
+      if (id === F.CONTENT_LENGTH) contentLength = mergeContentLength(contentLength, value);
+      else if (id === F.TRANSFER_ENCODING) te = te === null ? value : `${te},${value}`;
+      else connection = connection === '' ? value : `${connection},${value}`;
+    }
     count++;
     pos = eol + 2;
   }
-  const tokens = connection
-    .toLowerCase()
-    .split(',')
-    .map((t) => t.trim());
-  let keepAlive = minor === 1 ? !tokens.includes('close') : tokens.includes('keep-alive');
+  let keepAlive = minor === 1;
+  if (connection !== '') {
+    const tokens = connection
+      .toLowerCase()
+      .split(',')
+      .map((t) => t.trim());
+    keepAlive = minor === 1 ? !tokens.includes('close') : tokens.includes('keep-alive');
+  }
   let body: BodyKind;
   if (method === 'HEAD' || status < 200 || status === 204 || status === 304) {
     body = 'none'; // §6.3 rules 1 and 2: whatever the fields say
