@@ -53,7 +53,8 @@ const NAMES: [string, FieldId][] = [
 /** Candidates by name length; each as lower-case bytes. */
 const BY_LENGTH: { bytes: Uint8Array; id: FieldId }[][] = [];
 for (const [name, id] of NAMES) {
-  const list = (BY_LENGTH[name.length] ??= []);
+  const list = BY_LENGTH[name.length] ?? [];
+  BY_LENGTH[name.length] = list;
   list.push({ bytes: Buffer.from(name, 'latin1'), id });
 }
 
