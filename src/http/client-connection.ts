@@ -375,7 +375,7 @@ export class ClientConnection implements Downstream {
 
   /** Ends the connection once what was written is flushed (FIN, then close). */
   private closeAfterWrite(): void {
-    if (this.closed) return;
+    if (this.closed || this.socket.writableEnded) return;
     this.reading = 'none';
     this.pending = null;
     this.socket.end();
@@ -418,7 +418,7 @@ export class ClientConnection implements Downstream {
 
   /** Drain: close now if no request is in flight (the next response says `Connection: close`). */
   closeIfIdle(): void {
-    if (this.exchange === null && this.upgraded === null && this.headStartedAt === 0) this.socket.end();
+    if (this.exchange === null && this.upgraded === null && this.headStartedAt === 0) this.closeAfterWrite();
   }
 
   destroy(): void {

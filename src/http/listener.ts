@@ -59,6 +59,7 @@ export class HttpListener implements Listener, ExchangeHost {
         allowHalfOpen: true,
       } as Parameters<typeof createTlsServer>[0]);
       tls.on('secureConnection', (socket: TLSSocket) => {
+        socket.setNoDelay(true);
         if (socket.alpnProtocol === 'h2') this.h2?.accept(socket);
         else onSocket(socket);
       });
@@ -69,7 +70,7 @@ export class HttpListener implements Listener, ExchangeHost {
       this.server = tls;
       this.h2 = new H2Front(this);
     } else {
-      this.server = createServer({ allowHalfOpen: true, noDelay: true, keepAlive: true }, onSocket);
+      this.server = createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
       this.h2 = null;
     }
     this.server.maxConnections = this.settings.maxConnections;
@@ -245,7 +246,6 @@ export class HttpListener implements Listener, ExchangeHost {
       socket.destroy();
       return;
     }
-    socket.setNoDelay(true);
     this.totalCounter.inc();
     this.connections.add(new ClientConnection(socket, this));
   }
