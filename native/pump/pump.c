@@ -232,6 +232,8 @@ static void run_commands(void) {
           break;
         }
       }
+    } else if (m->kind == CMD_ACCEPT_ADD || m->kind == CMD_ACCEPT_REMOVE) {
+      accept_command(m);
     } else {
       udp_command(m);
     }
@@ -261,6 +263,7 @@ static void *loop(void *arg) {
       if (t->kind == TAG_CMD) run_commands();
       else if (t->obj == NULL) continue; /* finished earlier in this batch */
       else if (t->kind == TAG_TCP) pump(t->obj);
+      else if (t->kind == TAG_ACCEPT) accept_event(t);
       else udp_event(t, evs[i].events);
     }
     free_dead();

@@ -10,14 +10,14 @@
 #include <sys/socket.h>
 
 /* what an epoll registration points at */
-enum { TAG_CMD = 0, TAG_TCP = 1, TAG_UDP_LISTENER = 2, TAG_UDP_SESSION = 3 };
+enum { TAG_CMD = 0, TAG_TCP = 1, TAG_UDP_LISTENER = 2, TAG_UDP_SESSION = 3, TAG_ACCEPT = 4 };
 typedef struct tag {
   int kind;
   void *obj; /* NULL once the owner finished (events already fetched in this batch are skipped) */
 } tag_t;
 
 /* events to JavaScript (mirrored in src/l4/native-pump.ts) */
-enum { EV_TCP_DONE = 0, EV_UDP_NEW = 1, EV_UDP_END = 2 };
+enum { EV_TCP_DONE = 0, EV_UDP_NEW = 1, EV_UDP_END = 2, EV_ACCEPTED = 3 };
 typedef struct {
   int type;
   uint32_t id;  /* TCP connection id or UDP session id */
@@ -40,6 +40,8 @@ enum {
   CMD_UDP_STOP_ACCEPTING,
   CMD_UDP_UPDATE,
   CMD_UDP_CLOSE,
+  CMD_ACCEPT_ADD,
+  CMD_ACCEPT_REMOVE,
 };
 typedef struct cmd {
   int kind;
@@ -63,4 +65,8 @@ void udp_command(cmd_t *m);
 void udp_event(tag_t *t, uint32_t events);
 void udp_sweep(uint64_t now);
 int udp_counters(uint32_t lid, double out[9]);
+
+/* accept.c */
+void accept_command(cmd_t *m);
+void accept_event(tag_t *t);
 #endif

@@ -234,6 +234,7 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
         max_body_replay: size.prefault(def('listeners[].limits.max_body_replay')),
       })
       .prefault({}),
+    native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
   });
 }
 

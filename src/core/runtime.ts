@@ -304,7 +304,21 @@ export class Runtime {
     const listeners: Record<string, unknown> = {};
     for (const [name, l] of this.listeners) listeners[name] = l.stats();
     const upstreams: Record<string, unknown> = {};
-    for (const [name, u] of this.upstreams) upstreams[name] = u.stats(now);
+    for (const [name, u] of this.upstreams) {
+      const pool = existingPool(u);
+      upstreams[name] =
+        pool === undefined
+          ? u.stats(now)
+          : {
+              ...u.stats(now),
+              http_pool: {
+                idle: pool.idleCount(),
+                opened: pool.opened,
+                reused_requests: pool.reusedRequests,
+                pending: pool.pending,
+              },
+            };
+    }
     return {
       version: ZIPLINE_VERSION,
       pid: process.pid,

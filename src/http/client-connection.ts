@@ -416,6 +416,15 @@ export class ClientConnection implements Downstream {
     if (limit > 0 && now - this.idleAt >= limit) this.socket.destroy();
   }
 
+  /** For /stats: what the connection is doing. */
+  state(): string {
+    if (this.upgraded !== null) return 'upgraded';
+    if (this.exchange !== null) return `exchange:${this.exchange.state}`;
+    if (this.headStartedAt > 0) return 'reading_head';
+    if (this.socket.isPaused()) return 'paused';
+    return this.reading === 'head' ? 'idle' : `reading_${this.reading}`;
+  }
+
   /** Drain: close now if no request is in flight (the next response says `Connection: close`). */
   closeIfIdle(): void {
     if (this.exchange === null && this.upgraded === null && this.headStartedAt === 0) this.closeAfterWrite();

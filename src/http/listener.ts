@@ -4,14 +4,17 @@
  * for clients that chose `h2` by ALPN (`h2.ts`), and proxies each request through an `Exchange`.
  * It owns the timeouts sweep of its connections, the per-request metrics and the access log.
  */
+
+import { closeSync } from 'node:fs';
 import type { Http2Session } from 'node:http2';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls';
 import type { HttpListenerConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
 import { ERROR_CATALOG, type ErrorCode, ZiplineError } from '../errors.js';
 import type { L4Context } from '../l4/context.js';
 import type { Listener } from '../l4/listener.js';
+import { nativePump } from '../l4/native-pump.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { ClientConnection } from './client-connection.js';
@@ -39,6 +42,8 @@ export class HttpListener implements Listener, ExchangeHost {
   private readonly totalCounter;
   /** `zipline_request_duration_seconds` children by route, upstream and class (labels() is not free). */
   private readonly durations = new Map<string, Observer>();
+  /** The native acceptor draining this listener's queue, if any. */
+  private acceptId: number | null = null;
   private activeRequests = 0;
 
   constructor(
@@ -95,8 +100,11 @@ export class HttpListener implements Listener, ExchangeHost {
         );
       };
       this.server.once('error', onError);
-      this.server.listen({ host: hp.host, port: hp.port, backlog: 1024 }, () => {
+      this.server.listen({ host: hp.host, port: hp.port, backlog: 4096 }, () => {
         this.server.off('error', onError);
+        if (this.source.native === 'auto') {
+          this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));
+        }
         resolve();
       });
     });
@@ -120,6 +128,8 @@ export class HttpListener implements Listener, ExchangeHost {
   }
 
   stopAccepting(): Promise<void> {
+    if (this.acceptId !== null) nativePump.acceptOff(this.acceptId);
+    this.acceptId = null;
     for (const c of this.connections) c.closeIfIdle();
     this.h2?.closeIdle();
     return new Promise((resolve) => {
@@ -144,6 +154,7 @@ export class HttpListener implements Listener, ExchangeHost {
       address: this.address(),
       routes: this.source.routes.length + (this.source.upstream === undefined ? 0 : 1),
       active: this.connections.size,
+      connections: countStates(this.connections),
       h2_sessions: this.h2?.sessionCount() ?? 0,
     };
   }
@@ -240,6 +251,25 @@ export class HttpListener implements Listener, ExchangeHost {
     });
   }
 
+  /** A connection the native thread accepted (native/pump/accept.c). */
+  private acceptFd(fd: number): void {
+    let socket: Socket;
+    try {
+      socket = new Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
+    } catch {
+      closeSync(fd);
+      return;
+    }
+    if (this.connections.size + (this.h2?.sessionCount() ?? 0) >= this.settings.maxConnections) {
+      metrics.downstreamRejected.labels(this.name, 'ZL_LISTENER_OVER_LIMIT').inc();
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    // the same path as a libuv-accepted connection (for https: the TLS server's handshake)
+    this.server.emit('connection', socket);
+  }
+
   private onConnection(socket: Socket): void {
     if (this.ctx.draining()) {
       metrics.downstreamRejected.labels(this.name, 'ZL_DRAINING').inc();
@@ -302,4 +332,13 @@ function positive(ms: number): number {
 
 function statusOf(code: ErrorCode): number {
   return ERROR_CATALOG[code].status || 500;
+}
+
+function countStates(conns: Iterable<ClientConnection>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const c of conns) {
+    const s = c.state();
+    out[s] = (out[s] ?? 0) + 1;
+  }
+  return out;
 }

@@ -6,6 +6,7 @@
  * platforms, a failed build, `native: off`), the JavaScript data path is used; both behave the
  * same, and the TCP and UDP test suites run against both.
  */
+import { closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +21,7 @@ export interface PumpClient {
 }
 
 /** Events and commands; mirror native/pump/pump.h (pinned by test/unit/native-constants.test.ts). */
-export const EV = { tcpDone: 0, udpNew: 1, udpEnd: 2 } as const;
+export const EV = { tcpDone: 0, udpNew: 1, udpEnd: 2, accepted: 3 } as const;
 export const CMD = {
   tcpAdd: 1,
   tcpCancel: 2,
@@ -31,6 +32,8 @@ export const CMD = {
   udpStopAccepting: 7,
   udpUpdate: 8,
   udpClose: 9,
+  acceptAdd: 10,
+  acceptRemove: 11,
 } as const;
 
 /** How a native UDP session ended; mirrors udp.c. */
@@ -115,6 +118,7 @@ class NativePump {
   private readonly binding: Binding | null;
   private readonly tcp = new Map<number, PumpClient>();
   private readonly udp = new Map<number, NativeUdpOwner>();
+  private readonly acceptors = new Map<number, (fd: number) => void>();
   private nextId = 1;
   private nextListenerId = 1;
   private started = false;
@@ -137,6 +141,11 @@ class NativePump {
         client.onPumpDone(reason as PumpReason, errno, n0, n1);
       } else if (type === EV.udpNew) {
         this.udp.get(lid)?.onNewClient(id, ip, port);
+      } else if (type === EV.accepted) {
+        const onFd = this.acceptors.get(lid);
+        if (onFd === undefined)
+          closeSync(id); // the listener stopped meanwhile
+        else onFd(id);
       } else if (type === EV.udpEnd) {
         this.udp.get(lid)?.onSessionEnd(id, reason as UdpEndReason, errno, {
           datagramsIn: n0,
@@ -162,6 +171,28 @@ class NativePump {
     this.tcp.set(id, client);
     binding.command(CMD.tcpAdd, id, 0, fa, fb, idleMs, 0, 0, 0, '', 0);
     return id;
+  }
+
+  /**
+   * Drains `listening`'s accept queue on the native thread (see native/pump/accept.c); each new
+   * connection's fd goes to `onFd` on the event loop. Returns an id for `acceptOff`, or null when
+   * the native path is not available.
+   */
+  acceptOn(listening: { _handle?: unknown }, onFd: (fd: number) => void): number | null {
+    const b = this.binding;
+    const handle = listening._handle as { fd?: number } | null | undefined;
+    const fd = typeof handle?.fd === 'number' ? handle.fd : -1;
+    if (b === null || fd < 0) return null;
+    this.ensureStarted(b);
+    const lid = this.nextListenerId++;
+    this.acceptors.set(lid, onFd);
+    b.command(CMD.acceptAdd, 0, lid, fd, -1, 0, 0, 0, 0, '', 0);
+    return lid;
+  }
+
+  acceptOff(lid: number): void {
+    this.acceptors.delete(lid);
+    this.binding?.command(CMD.acceptRemove, 0, lid, -1, -1, 0, 0, 0, 0, '', 0);
   }
 
   cancel(id: number): void {

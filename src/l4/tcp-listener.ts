@@ -81,7 +81,7 @@ export class TcpListener implements Listener {
         );
       };
       this.server.once('error', onError);
-      this.server.listen({ host: hp.host, port: hp.port, backlog: 1024 }, () => {
+      this.server.listen({ host: hp.host, port: hp.port, backlog: 4096 }, () => {
         this.server.off('error', onError);
         resolve();
       });

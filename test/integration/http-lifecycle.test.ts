@@ -1,0 +1,136 @@
+/**
+ * HTTP listeners across reloads and drains, and random bytes thrown at them: a reload changes
+ * routes for the next request (keep-alive connections stay open), a drain lets the request in
+ * flight finish with `Connection: close` and closes idle keep-alive connections at once, and
+ * garbage never takes the process down.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import { loadConfigText } from '../../src/config/load.js';
+import { existingPool } from '../../src/http/pool.js';
+import {
+  get,
+  KeepAliveClient,
+  type Origin,
+  parseResponse,
+  rawRequest,
+  startOrigin,
+} from '../helpers/http.js';
+import { openFds, until } from '../helpers/net.js';
+import { rng } from '../helpers/rng.js';
+import { startRuntime } from '../helpers/zipline.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+async function origin(...args: Parameters<typeof startOrigin>): Promise<Origin> {
+  const o = await startOrigin(...args);
+  cleanups.push(() => o.close());
+  return o;
+}
+
+function yaml(a: string, b: string, prefixForB: string): string {
+  return `
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 3s
+upstreams:
+  a: { servers: [${a}] }
+  b: { servers: [${b}] }
+listeners:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:0
+    upstream: a
+    routes: [{ match: { path_prefix: ${prefixForB} }, upstream: b }]
+`;
+}
+
+describe('http lifecycle', () => {
+  test('a reload changes routing for the next request on an open keep-alive connection', async () => {
+    const a = await origin((_req, res) => res.end('a'));
+    const b = await origin((_req, res) => res.end('b'));
+    const z = await startRuntime(yaml(a.address, b.address, '/b/'));
+    try {
+      const c = await KeepAliveClient.open(z.addr('web'));
+      assert.equal((await c.send(get('/b/x'))).body.toString(), 'b');
+      assert.equal((await c.send(get('/c/x'))).body.toString(), 'a');
+      const next = loadConfigText(yaml(a.address, b.address, '/c/'), {});
+      assert.ok(next.ok);
+      const report = await z.rt.reload(next.config);
+      assert.deepEqual(report.listeners.changed, ['web']);
+      assert.equal((await c.send(get('/b/x'))).body.toString(), 'a');
+      assert.equal((await c.send(get('/c/x'))).body.toString(), 'b');
+      assert.equal(c.closed, false, 'the client connection survived the reload');
+      c.close();
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('drain: the request in flight completes with Connection: close, idle keep-alive connections close at once', async () => {
+    let release: () => void = () => {};
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    const slow = await origin((req, res) => {
+      if (req.url === '/slow') void held.then(() => res.end('finally'));
+      else res.end('quick');
+    });
+    const z = await startRuntime(yaml(slow.address, slow.address, '/never/'));
+    const idle = await KeepAliveClient.open(z.addr('web'));
+    assert.equal((await idle.send(get('/quick'))).status, 200);
+    const busy = await KeepAliveClient.open(z.addr('web'));
+    const inFlight = busy.send(get('/slow'));
+    await until(() => slow.requests === 2, 'slow request at the origin');
+    const drained = z.stop();
+    await until(() => idle.closed, 'idle keep-alive connection closed by the drain', 2000);
+    release();
+    const r = await inFlight;
+    assert.equal(r.body.toString(), 'finally');
+    assert.equal(r.headers.get('connection')?.[0], 'close');
+    await drained;
+    await until(() => busy.closed, 'busy connection closed after its response');
+  });
+
+  test('random bytes on the listener: coded 4xx or a close, never a crash; fds return', async () => {
+    const o = await origin();
+    const z = await startRuntime(yaml(o.address, o.address, '/b/'));
+    try {
+      const base = openFds();
+      const rand = rng(7);
+      const seeds = [
+        'GET / HTTP/1.1\r\nHost: x\r\n\r\n',
+        'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+        'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello',
+      ];
+      let answered = 0;
+      for (let i = 0; i < 300; i++) {
+        const seed = Buffer.from(seeds[i % seeds.length] as string, 'latin1');
+        const bytes = Buffer.from(seed);
+        const flips = 1 + Math.floor(rand() * 4);
+        for (let f = 0; f < flips; f++) bytes[Math.floor(rand() * bytes.length)] = Math.floor(rand() * 256);
+        const payload =
+          i % 10 === 0 ? Buffer.from(Array.from({ length: 64 }, () => Math.floor(rand() * 256))) : bytes;
+        const r = await rawRequest(z.addr('web'), payload, 300, (d) => parseResponse(d) !== null);
+        const p = parseResponse(r.data);
+        if (p !== null) {
+          answered++;
+          assert.ok([200, 400, 404, 431, 505].includes(p.resp.status), `status ${p.resp.status}`);
+        }
+      }
+      assert.ok(answered > 100);
+      // the process still serves
+      const ok = await rawRequest(z.addr('web'), get('/', 'x', 'Connection: close\r\n'));
+      assert.match(ok.data.toString(), /^HTTP\/1\.1 200/);
+      await until(() => z.rt.activeCount() === 0, 'connections closed');
+      const pooled = 2 * (existingPool(z.rt.upstreams.get('a') as never)?.idleCount() ?? 0);
+      await until(
+        () => openFds() <= base + pooled,
+        `fds back to baseline (${openFds()} vs ${base} + ${pooled})`,
+      );
+    } finally {
+      await z.stop();
+    }
+  });
+});
