@@ -9,8 +9,8 @@
  * starved; libuv keeps watching the same socket and may still accept some itself (each
  * connection is accepted exactly once by whoever calls accept4 first).
  *
- * The thread works on its own dup() of the listening fd, so JavaScript may close its fd at any
- * time; CMD_ACCEPT_REMOVE closes the dup. An fd posted after JavaScript stopped the listener is
+ * The thread works on its own dup() of the listening fd (made on the JavaScript thread when the
+ * command is queued), so JavaScript may close its fd at any time; CMD_ACCEPT_REMOVE closes the dup. An fd posted after JavaScript stopped the listener is
  * closed there.
  */
 #include "pump.h"
@@ -46,13 +46,12 @@ static void post_fd(uint32_t lid, int fd) {
 void accept_command(cmd_t *m) {
   if (m->kind == CMD_ACCEPT_ADD) {
     acceptor_t *a = calloc(1, sizeof *a);
-    if (a == NULL) return;
-    a->lid = m->lid;
-    a->fd = dup(m->fa);
-    if (a->fd < 0) {
-      free(a);
+    if (a == NULL) {
+      close(m->fa);
       return;
     }
+    a->lid = m->lid;
+    a->fd = m->fa; /* already our dup (pump.c) */
     a->tag.kind = TAG_ACCEPT;
     a->tag.obj = a;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &a->tag};

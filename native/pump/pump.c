@@ -234,6 +234,8 @@ static void run_commands(void) {
       }
     } else if (m->kind == CMD_ACCEPT_ADD || m->kind == CMD_ACCEPT_REMOVE) {
       accept_command(m);
+    } else if (m->kind == CMD_BODY_ADD || m->kind == CMD_BODY_CANCEL) {
+      body_command(m);
     } else {
       udp_command(m);
     }
@@ -264,6 +266,7 @@ static void *loop(void *arg) {
       else if (t->obj == NULL) continue; /* finished earlier in this batch */
       else if (t->kind == TAG_TCP) pump(t->obj);
       else if (t->kind == TAG_ACCEPT) accept_event(t);
+      else if (t->kind == TAG_BODY) body_event(t);
       else udp_event(t, evs[i].events);
     }
     free_dead();
@@ -271,6 +274,7 @@ static void *loop(void *arg) {
     if (now - last_sweep >= 250) {
       sweep_idle();
       udp_sweep(now);
+      body_sweep(now);
       free_dead();
       last_sweep = now;
     }
@@ -365,6 +369,19 @@ static napi_value js_command(napi_env env, napi_callback_info info) {
   size_t len = 0;
   napi_get_value_string_utf8(env, argv[9], m->ip, sizeof m->ip, &len);
   napi_get_value_int32(env, argv[10], &m->port);
+  if (m->kind == CMD_BODY_ADD || m->kind == CMD_ACCEPT_ADD) {
+    /* the thread's own fds, taken now: JS may close its sockets before the thread sees the command */
+    int a = fcntl(m->fa, F_DUPFD_CLOEXEC, 0);
+    int b = (a < 0 || m->kind == CMD_ACCEPT_ADD) ? -1 : fcntl(m->fb, F_DUPFD_CLOEXEC, 0);
+    if (a < 0 || (m->kind == CMD_BODY_ADD && b < 0)) {
+      if (a >= 0) close(a);
+      free(m);
+      napi_throw_error(env, "ZL_PUMP", "cannot duplicate a socket for the native thread");
+      return NULL;
+    }
+    m->fa = a;
+    m->fb = b;
+  }
   enqueue(m);
   return NULL;
 }

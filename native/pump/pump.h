@@ -10,14 +10,14 @@
 #include <sys/socket.h>
 
 /* what an epoll registration points at */
-enum { TAG_CMD = 0, TAG_TCP = 1, TAG_UDP_LISTENER = 2, TAG_UDP_SESSION = 3, TAG_ACCEPT = 4 };
+enum { TAG_CMD = 0, TAG_TCP = 1, TAG_UDP_LISTENER = 2, TAG_UDP_SESSION = 3, TAG_ACCEPT = 4, TAG_BODY = 5 };
 typedef struct tag {
   int kind;
   void *obj; /* NULL once the owner finished (events already fetched in this batch are skipped) */
 } tag_t;
 
 /* events to JavaScript (mirrored in src/l4/native-pump.ts) */
-enum { EV_TCP_DONE = 0, EV_UDP_NEW = 1, EV_UDP_END = 2, EV_ACCEPTED = 3 };
+enum { EV_TCP_DONE = 0, EV_UDP_NEW = 1, EV_UDP_END = 2, EV_ACCEPTED = 3, EV_BODY_DONE = 4 };
 typedef struct {
   int type;
   uint32_t id;  /* TCP connection id or UDP session id */
@@ -42,6 +42,8 @@ enum {
   CMD_UDP_CLOSE,
   CMD_ACCEPT_ADD,
   CMD_ACCEPT_REMOVE,
+  CMD_BODY_ADD,
+  CMD_BODY_CANCEL,
 };
 typedef struct cmd {
   int kind;
@@ -69,4 +71,9 @@ int udp_counters(uint32_t lid, double out[9]);
 /* accept.c */
 void accept_command(cmd_t *m);
 void accept_event(tag_t *t);
+
+/* body.c */
+void body_command(cmd_t *m);
+void body_event(tag_t *t);
+void body_sweep(uint64_t now);
 #endif

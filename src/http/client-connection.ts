@@ -319,6 +319,12 @@ export class ClientConnection implements Downstream {
     else this.closeAfterWrite();
   }
 
+  spliceTarget(): Socket | null {
+    if (this.closed || this.listener.protocol !== 'http') return null;
+    this.socket.uncork(); // the head was corked until the end of this tick
+    return this.socket.writableLength === 0 ? this.socket : null;
+  }
+
   pauseBody(): void {
     if (this.reading === 'body') this.socket.pause();
   }

@@ -33,6 +33,11 @@ export interface Downstream {
    * connection (or stream) is aborted so a truncated body is never taken for a complete one.
    */
   fail(ex: Exchange, code: ErrorCode): void;
+  /**
+   * The plain TCP socket response bytes may be spliced into natively, once everything written so
+   * far has left Node (flushed now); null when not possible (TLS, HTTP/2, bytes still queued).
+   */
+  spliceTarget(): import('node:net').Socket | null;
   pauseBody(): void;
   resumeBody(): void;
   /**

@@ -14,8 +14,8 @@
  * once the head was sent), `clientGone()` (499). Each releases the endpoint, the connection (to
  * the pool only when it is clean) and the counters once.
  */
-import { hash32 } from '../balancer/hash-fn.js';
-import { ERROR_CATALOG, type ErrorCode, isZiplineError } from '../errors.js';
+import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
+import { type BodyClient, nativePump, PUMP_REASON, type PumpReason } from '../l4/native-pump.js';
 import { metrics } from '../metrics/catalog.js';
 import { fullJitterBackoff } from '../upstream/backoff.js';
 import type { Admission } from '../upstream/circuit-breaker.js';
@@ -24,22 +24,27 @@ import type { Upstream } from '../upstream/upstream.js';
 import type { Downstream } from './downstream.js';
 import { buildForwardHead } from './forward-head.js';
 import { buildSwitchingHead } from './forward-response.js';
-import { ChunkedDecoder } from './parser/chunked.js';
-import { F, fieldName } from './parser/names.js';
-import { findHeadEnd, headerValue, type RequestHead } from './parser/request-head.js';
-import { parseResponseHead, type ResponseHead } from './parser/response-head.js';
+import type { RequestHead } from './parser/request-head.js';
+import type { ResponseHead } from './parser/response-head.js';
 import { type HttpPool, poolOf } from './pool.js';
+import { RequestBody } from './request-body.js';
+import { type ResponseEvents, ResponseReader } from './response-reader.js';
+import {
+  codeForStatus,
+  type FailureKind,
+  honourRetryAfter,
+  requestHash,
+  retryOn,
+  safeToRepeat,
+} from './retry-policy.js';
 import type { RouteMatch } from './route-table.js';
 import type { CompiledRoute } from './settings.js';
 import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.js';
 
-/** RFC 9110 §9.2.2 idempotent methods. */
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-const MAX_RESPONSE_HEAD = 64 * 1024;
 /** Response bodies up to this size that arrived with their head go out in the head's write. */
 const INLINE_BODY_MAX = 8 * 1024;
-/** A Retry-After longer than this is capped when taking a server out of rotation. */
-const MAX_RETRY_AFTER_MS = 300_000;
+/** Content-Length bodies with at least this much left are spliced natively (when available). */
+const NATIVE_BODY_MIN = 64 * 1024;
 
 export type ExchangeState =
   | 'picking'
@@ -49,16 +54,17 @@ export type ExchangeState =
   | 'waiting'
   | 'streaming'
   | 'done';
-type FailureKind = 'connect' | 'reset' | 'timeout' | 'status';
 
 /** What an exchange needs from its listener. */
 export interface ExchangeHost {
   readonly name: string;
   readonly maxBodyReplay: number;
+  /** Large Content-Length response bodies may go through the native splice pump. */
+  readonly spliceBodies: boolean;
   onExchangeEnd(ex: Exchange): void;
 }
 
-export class Exchange implements UpstreamOwner {
+export class Exchange implements UpstreamOwner, ResponseEvents, BodyClient {
   state: ExchangeState = 'picking';
   readonly startedAt = performance.now();
   readonly requestId: string;
@@ -69,13 +75,10 @@ export class Exchange implements UpstreamOwner {
   /** Status sent (or that would have been sent) to the client; 0 until known. */
   status = 0;
   endpoint: Endpoint | null = null;
-  /** Request body bytes received from the client, response body bytes sent to it. */
-  bodyBytes = 0;
+  /** Response body bytes sent to the client. */
   bytesOut = 0;
   /** The client has the response head: no retry, and failures abort the client. */
   headSent = false;
-  /** The request body was fully received. */
-  bodyDone = false;
 
   private readonly forward: string;
   private readonly hash: number;
@@ -90,18 +93,15 @@ export class Exchange implements UpstreamOwner {
   private retrying = false;
   private staleRetried = false;
   private lastCode: ErrorCode = 'ZL_UPSTREAM_UNAVAILABLE';
-  // request body
-  private body: Buffer[] = [];
-  private replayable = true;
-  private bodyLost = false;
+  private readonly body: RequestBody;
   private sentContinue = false;
   // response
-  private pendingHead: Buffer | null = null;
-  private respBytes = 0;
-  private resp: ResponseHead | null = null;
-  private remaining = 0;
-  private decoder: ChunkedDecoder | null = null;
+  private reader: ResponseReader | null = null;
   private dirty = false;
+  /** The native body job carrying the rest of the response body, if any. */
+  private nativeBody: number | null = null;
+  /** Response body bytes that went through the native splice pump. */
+  splicedBytes = 0;
   // timeouts (checked by the listener's sweep)
   private requestSentAt = 0;
   private progressMark = -1;
@@ -124,9 +124,19 @@ export class Exchange implements UpstreamOwner {
     });
     this.forward = fwd.head;
     this.requestId = fwd.requestId;
-    this.hash = requestHash(upstream, down, head, match.path);
+    this.hash = requestHash(upstream, down.clientHash, head, match.path);
     this.pool = poolOf(upstream);
-    if (head.contentLength <= 0 && !head.chunked) this.bodyDone = true;
+    this.body = new RequestBody(host.maxBodyReplay, head.contentLength <= 0 && !head.chunked);
+  }
+
+  /** Request body bytes received from the client. */
+  get bodyBytes(): number {
+    return this.body.bytes;
+  }
+
+  /** The request body was fully received. */
+  get bodyDone(): boolean {
+    return this.body.done;
   }
 
   get route(): CompiledRoute {
@@ -228,20 +238,15 @@ export class Exchange implements UpstreamOwner {
     }
     this.conn = conn;
     conn.owner = this;
-    this.respBytes = 0;
-    this.pendingHead = null;
+    this.reader = new ResponseReader(this.head.method, this.down.passesChunked, this);
     this.dirty = false;
     this.state = 'waiting';
     const socket = conn.socket;
     socket.cork();
-    let ok = socket.write(this.forward, 'latin1');
-    for (const chunk of this.body) ok = socket.write(chunk);
+    socket.write(this.forward, 'latin1');
+    const ok = this.body.sendTo(socket);
     socket.uncork();
-    if (!this.replayable) {
-      if (this.body.length > 0) this.bodyLost = true;
-      this.body = [];
-    }
-    if (this.bodyDone) this.requestSentAt = Date.now();
+    if (this.body.done) this.requestSentAt = Date.now();
     else if (this.head.expectContinue && !this.sentContinue) {
       this.sentContinue = true;
       this.down.sendContinue();
@@ -286,13 +291,10 @@ export class Exchange implements UpstreamOwner {
   /** The retry policy: `retry.on`, attempts left, safe to repeat, body replayable, budget. */
   private mayRetry(kind: FailureKind): boolean {
     const s = this.upstream.settings;
-    if (this.headSent || this.attempts > s.retryAttempts) return false;
-    if (kind === 'connect' && !s.retryOnConnectFailure) return false;
-    if (kind === 'reset' && !s.retryOnReset) return false;
-    if (kind === 'timeout' && !s.retryOnTimeout) return false;
+    if (this.headSent || this.attempts > s.retryAttempts || !retryOn(kind, s)) return false;
     // after a connect failure nothing was sent: any method may go elsewhere
     if (kind !== 'connect' && !this.replayableRequest()) return false;
-    if (this.bodyLost) return false;
+    if (this.body.lost) return false;
     if (!this.retrying && !this.upstream.retryAllowed()) {
       metrics.retriesRefused.labels(this.upstream.name).inc();
       return false;
@@ -300,10 +302,9 @@ export class Exchange implements UpstreamOwner {
     return true;
   }
 
-  /** Idempotent (RFC 9110 §9.2.2) or carrying an `Idempotency-Key`, and its body still at hand. */
+  /** Safe to repeat (see retry-policy.ts) and its body still at hand. */
   private replayableRequest(): boolean {
-    if (this.bodyLost) return false;
-    return IDEMPOTENT.has(this.head.method) || this.head.idempotencyKey;
+    return !this.body.lost && safeToRepeat(this.head);
   }
 
   // ---- request body (from the downstream) -----------------------------------------------------
@@ -311,40 +312,25 @@ export class Exchange implements UpstreamOwner {
   /** Request body bytes as framed for the upstream (Content-Length bytes, or chunked coding). */
   bodyChunk(chunk: Buffer): void {
     if (this.state === 'done') return;
-    this.bodyBytes += chunk.length;
-    if (this.replayable && this.bodyBytes > this.host.maxBodyReplay) this.replayable = false;
-    const conn = this.conn;
-    if (conn === null) {
-      // not connected yet: hold it (bounded: the client is paused once past the replay limit)
-      this.body.push(chunk);
-      if (!this.replayable) this.down.pauseBody();
-      return;
-    }
-    if (this.replayable) this.body.push(chunk);
-    else if (this.body.length > 0) {
-      this.body = [];
-      this.bodyLost = true;
-    } else this.bodyLost = true;
-    if (!conn.socket.write(chunk)) this.down.pauseBody();
+    if (!this.body.add(chunk, this.conn?.socket ?? null)) this.down.pauseBody();
   }
 
   bodyEnd(): void {
-    this.bodyDone = true;
+    this.body.done = true;
     if (this.conn !== null && this.state === 'waiting') this.requestSentAt = Date.now();
   }
 
   // ---- upstream events ------------------------------------------------------------------------
 
   onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void {
-    if (conn !== this.conn) return;
-    this.respBytes += chunk.length;
-    if (this.state === 'streaming') this.onBodyBytes(chunk, 0);
-    else if (this.state === 'waiting') this.onHeadBytes(chunk);
+    if (conn === this.conn && (this.state === 'waiting' || this.state === 'streaming')) {
+      this.reader?.feed(chunk);
+    }
   }
 
   onUpstreamEnd(conn: UpstreamConnection): void {
     if (conn !== this.conn) return;
-    if (this.state === 'streaming' && this.resp?.body === 'close') {
+    if (this.state === 'streaming' && this.reader?.closeDelimited === true) {
       this.complete();
       return;
     }
@@ -368,7 +354,7 @@ export class Exchange implements UpstreamOwner {
 
   private upstreamGone(conn: UpstreamConnection, code: ErrorCode): void {
     if (this.state === 'waiting') {
-      if (this.respBytes === 0) {
+      if (this.reader?.bytes === 0) {
         const kind: FailureKind = code === 'ZL_UPSTREAM_IDLE_TIMEOUT' ? 'timeout' : 'reset';
         this.attemptFailed(code, kind, conn.reused);
       } else {
@@ -380,37 +366,31 @@ export class Exchange implements UpstreamOwner {
       this.fail(code === 'ZL_UPSTREAM_RESET' ? code : 'ZL_UPSTREAM_PREMATURE_CLOSE');
   }
 
-  private onHeadBytes(chunk: Buffer): void {
-    let buf = this.pendingHead === null ? chunk : Buffer.concat([this.pendingHead, chunk]);
-    this.pendingHead = null;
-    for (;;) {
-      let end: number;
-      let resp: ResponseHead;
-      try {
-        end = findHeadEnd(buf, buf.length, MAX_RESPONSE_HEAD);
-        if (end < 0) {
-          this.pendingHead = buf;
-          return;
-        }
-        resp = parseResponseHead(buf, end, this.head.method);
-      } catch (err) {
-        if (!isZiplineError(err)) throw err;
-        this.badResponse();
-        return;
-      }
-      if (resp.status >= 200) {
-        this.onResponseHead(resp, buf, end);
-        return;
-      }
-      if (resp.status === 101) {
-        if (this.head.upgrade === null) this.badResponse();
-        else this.switchProtocols(resp, buf.subarray(end));
-        return;
-      }
-      if (resp.status !== 100 || !this.sentContinue) this.down.sendInterim(resp);
-      if (end === buf.length) return;
-      buf = buf.subarray(end);
-    }
+  // ---- the response (ResponseEvents) ----------------------------------------------------------
+
+  onInterim(resp: ResponseHead): void {
+    if (resp.status !== 100 || !this.sentContinue) this.down.sendInterim(resp);
+  }
+
+  onSwitching(resp: ResponseHead, rest: Buffer): void {
+    if (this.head.upgrade === null) this.badResponse();
+    else this.switchProtocols(resp, rest);
+  }
+
+  onMalformed(): void {
+    if (this.state === 'waiting') this.badResponse();
+    else this.fail('ZL_UPSTREAM_BAD_RESPONSE');
+  }
+
+  onBody(chunk: Buffer): void {
+    this.bytesOut += chunk.length;
+    if (!this.down.write(chunk)) this.conn?.socket.pause();
+  }
+
+  onComplete(extra: boolean): void {
+    if (this.state !== 'streaming') return;
+    this.dirty = extra;
+    this.complete();
   }
 
   private badResponse(): void {
@@ -424,7 +404,7 @@ export class Exchange implements UpstreamOwner {
     this.fail('ZL_UPSTREAM_BAD_RESPONSE');
   }
 
-  private onResponseHead(resp: ResponseHead, buf: Buffer, end: number): void {
+  onFinalHead(resp: ResponseHead, buf: Buffer, end: number): void {
     const s = this.upstream.settings;
     const e = this.endpoint as Endpoint;
     const now = Date.now();
@@ -440,7 +420,6 @@ export class Exchange implements UpstreamOwner {
       e.recordSuccess(performance.now() - this.startedAt);
       this.upstream.breaker.record(this.admission, true, now);
     }
-    this.resp = resp;
     this.status = resp.status;
     this.state = 'streaming';
     this.headSent = true;
@@ -454,67 +433,51 @@ export class Exchange implements UpstreamOwner {
       return;
     }
     this.down.sendHead(this, resp, null);
-    switch (resp.body) {
-      case 'none':
-        this.dirty = end < buf.length;
-        this.complete();
-        return;
-      case 'length':
-        this.remaining = resp.contentLength;
-        if (this.remaining === 0) {
-          this.dirty = end < buf.length;
-          this.complete();
-          return;
-        }
-        break;
-      case 'chunked':
-        this.decoder = new ChunkedDecoder();
-        break;
-      case 'close':
-        break;
-    }
-    if (end < buf.length) this.onBodyBytes(buf, end);
+    (this.reader as ResponseReader).startBody(resp, buf, end);
+    if (this.state === 'streaming' && this.host.spliceBodies) this.spliceRest();
   }
 
-  private onBodyBytes(buf: Buffer, start: number): void {
-    const resp = this.resp as ResponseHead;
-    if (resp.body === 'length') {
-      const n = Math.min(this.remaining, buf.length - start);
-      if (n > 0) this.out(start === 0 && n === buf.length ? buf : buf.subarray(start, start + n));
-      this.remaining -= n;
-      if (this.remaining === 0 && this.state === 'streaming') {
-        this.dirty = start + n < buf.length;
-        this.complete();
-      }
+  /**
+   * Hands the rest of a large Content-Length body to the native splice pump (native/pump/body.c):
+   * libuv stops reading the upstream socket (nothing of it is buffered in Node at this point, we
+   * are in its read callback) and the client socket has nothing queued; when the job is done the
+   * upstream is read again and the exchange completes as usual.
+   */
+  private spliceRest(): void {
+    const reader = this.reader;
+    const conn = this.conn;
+    if (reader === null || conn === null || reader.remainingBody < NATIVE_BODY_MIN) return;
+    const up = conn.socket;
+    const handle = (up as unknown as { _handle?: { readStop?(): number; readStart?(): number } })._handle;
+    if (up.readableLength > 0 || handle?.readStop === undefined) return;
+    const target = this.down.spliceTarget();
+    if (target === null) return;
+    handle.readStop();
+    const id = nativePump.body(this, up, target, reader.remainingBody, this.upstream.settings.idleTimeoutMs);
+    if (id === null) {
+      handle.readStart?.();
       return;
     }
-    if (resp.body === 'chunked') {
-      const decoder = this.decoder as ChunkedDecoder;
-      let stop: number;
-      try {
-        this.sink ??= (data: Buffer): void => this.out(data);
-        stop = decoder.feed(buf, start, buf.length, this.down.passesChunked ? ignoreData : this.sink);
-      } catch (err) {
-        if (!isZiplineError(err)) throw err;
-        this.fail('ZL_UPSTREAM_BAD_RESPONSE');
-        return;
-      }
-      if (this.down.passesChunked && stop > start) this.out(buf.subarray(start, stop));
-      if (decoder.done && this.state === 'streaming') {
-        this.dirty = stop < buf.length;
-        this.complete();
-      }
-      return;
-    }
-    this.out(start === 0 ? buf : buf.subarray(start));
+    this.nativeBody = id;
+    reader.stop();
   }
 
-  /** De-chunked body data to the client (made on first use: HTTP/1.0 and HTTP/2 clients). */
-  private sink: ((data: Buffer) => void) | null = null;
-
-  private out(chunk: Buffer): void {
-    this.bytesOut += chunk.length;
-    if (!this.down.write(chunk)) this.conn?.socket.pause();
+  /** @internal the native body job ended (BodyClient). */
+  onBodyDone(reason: PumpReason, _errno: number, bytes: number): void {
+    this.nativeBody = null;
+    if (this.state !== 'streaming') return;
+    this.bytesOut += bytes;
+    this.splicedBytes = bytes;
+    if (reason === PUMP_REASON.done) {
+      const handle = (this.conn?.socket as unknown as { _handle?: { readStart?(): number } } | undefined)
+        ?._handle;
+      handle?.readStart?.();
+      this.complete();
+      return;
+    }
+    if (reason === PUMP_REASON.errorB) this.fail('ZL_CLIENT_ABORTED');
+    else if (reason === PUMP_REASON.idle) this.fail('ZL_UPSTREAM_IDLE_TIMEOUT');
+    else this.fail('ZL_UPSTREAM_PREMATURE_CLOSE');
   }
 
   private switchProtocols(resp: ResponseHead, rest: Buffer): void {
@@ -543,9 +506,9 @@ export class Exchange implements UpstreamOwner {
     const conn = this.conn;
     this.conn = null;
     if (conn !== null) {
-      const resp = this.resp as ResponseHead;
+      const resp = this.reader?.resp;
       conn.socket.resume(); // it may have been paused for backpressure
-      if (resp.keepAlive && this.bodyDone && !this.dirty && !conn.closed) this.pool.release(conn);
+      if (resp?.keepAlive === true && this.body.done && !this.dirty && !conn.closed) this.pool.release(conn);
       else conn.destroy();
     }
     this.releaseEndpoint();
@@ -589,7 +552,7 @@ export class Exchange implements UpstreamOwner {
       if (now - this.progressAt >= clientIdleMs) this.fail('ZL_HTTP_BODY_TIMEOUT');
       return;
     }
-    if (this.state === 'streaming') {
+    if (this.state === 'streaming' && this.nativeBody === null) {
       const idle = this.upstream.settings.idleTimeoutMs;
       if (this.progressed(now) || idle === 0) return;
       if (now - this.progressAt >= idle) this.fail('ZL_UPSTREAM_IDLE_TIMEOUT');
@@ -597,7 +560,7 @@ export class Exchange implements UpstreamOwner {
   }
 
   private progressed(now: number): boolean {
-    const mark = this.respBytes + this.bodyBytes + this.bytesOut;
+    const mark = (this.reader?.bytes ?? 0) + this.body.bytes + this.bytesOut;
     if (mark !== this.progressMark) {
       this.progressMark = mark;
       this.progressAt = now;
@@ -608,6 +571,10 @@ export class Exchange implements UpstreamOwner {
 
   private cleanup(): void {
     this.clearTimer();
+    if (this.nativeBody !== null) {
+      nativePump.bodyCancel(this.nativeBody); // the job holds its own copies of the fds
+      this.nativeBody = null;
+    }
     if (this.cancelConnect !== null) {
       this.cancelConnect();
       this.cancelConnect = null;
@@ -636,7 +603,7 @@ export class Exchange implements UpstreamOwner {
       this.retrying = false;
       this.upstream.activeRetries--;
     }
-    this.body = [];
+    this.body.release();
     this.host.onExchangeEnd(this);
   }
 
@@ -652,46 +619,4 @@ function resumeAttempt(ex: Exchange): void {
 
 function queueTimedOut(ex: Exchange): void {
   ex.queueTimedOut();
-}
-
-function ignoreData(): void {}
-
-function codeForStatus(status: number): ErrorCode {
-  if (status === 503) return 'ZL_UPSTREAM_UNAVAILABLE';
-  if (status === 504) return 'ZL_UPSTREAM_RESPONSE_TIMEOUT';
-  return 'ZL_UPSTREAM_BAD_RESPONSE';
-}
-
-/** `balance: hash` key of this request: client address, path, or a header. */
-function requestHash(up: Upstream, down: Downstream, head: RequestHead, path: string): number {
-  if (up.settings.policy !== 'hash') return down.clientHash;
-  const key = up.settings.hashKey;
-  if (key === 'path') return hash32(path);
-  if (key.startsWith('header:')) return hash32(headerValue(head, key.slice(7).toLowerCase()) ?? '');
-  return down.clientHash;
-}
-
-/**
- * `Retry-After` on a 503 (RFC 9110 §10.2.3): delay-seconds or an HTTP-date. The server is kept
- * out of rotation that long (at most 5 minutes), unless it is the upstream's only server.
- */
-export function retryAfterMs(value: string | undefined, now: number): number {
-  if (value === undefined) return 0;
-  const v = value.trim();
-  if (/^\d{1,9}$/.test(v)) return Math.min(Number(v) * 1000, MAX_RETRY_AFTER_MS);
-  const at = Date.parse(v);
-  return Number.isNaN(at) ? 0 : Math.max(0, Math.min(at - now, MAX_RETRY_AFTER_MS));
-}
-
-function honourRetryAfter(e: Endpoint, resp: ResponseHead, now: number): void {
-  if (e.lone) return;
-  let value: string | undefined;
-  for (let f = 0; f < resp.fieldCount; f++) {
-    const k = f * 4;
-    if (fieldName(resp.raw, resp.fields[k] as number, resp.fields[k + 1] as number) !== F.RETRY_AFTER)
-      continue;
-    value = resp.raw.toString('latin1', resp.fields[k + 2] as number, resp.fields[k + 3] as number);
-  }
-  const ms = retryAfterMs(value, now);
-  if (ms > 0) e.downUntil = Math.max(e.downUntil, now + ms);
 }

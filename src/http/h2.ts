@@ -272,6 +272,10 @@ export class H2Downstream implements Downstream {
     if (!this.stream.destroyed) this.stream.resume();
   }
 
+  spliceTarget(): null {
+    return null;
+  }
+
   upgrade(): boolean {
     return false;
   }

@@ -170,6 +170,10 @@ export class HttpListener implements Listener, ExchangeHost {
     return this.settings.maxBodyReplay;
   }
 
+  get spliceBodies(): boolean {
+    return this.protocol === 'http' && this.source.native === 'auto' && nativePump.available;
+  }
+
   upstream(name: string): Upstream | undefined {
     return this.ctx.upstream(name);
   }
@@ -215,6 +219,7 @@ export class HttpListener implements Listener, ExchangeHost {
       response_time: seconds,
       bytes_in: ex.bodyBytes,
       bytes_out: ex.bytesOut,
+      data_path: ex.splicedBytes > 0 ? 'native' : 'js',
       request_id: ex.requestId,
       error: ex.code,
     });

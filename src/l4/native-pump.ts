@@ -15,13 +15,19 @@ import { fileURLToPath } from 'node:url';
 export const PUMP_REASON = { done: 0, errorA: 1, errorB: 2, idle: 3, cancel: 4, setup: 5 } as const;
 export type PumpReason = (typeof PUMP_REASON)[keyof typeof PUMP_REASON];
 
+/** What a native HTTP body job reports to (native/pump/body.c). */
+export interface BodyClient {
+  /** Once, on the event loop; the job has closed its own copies of both sockets. */
+  onBodyDone(reason: PumpReason, errno: number, bytes: number): void;
+}
+
 export interface PumpClient {
   /** Called once, on the event loop, when the pump has let go of both sockets. */
   onPumpDone(reason: PumpReason, errno: number, bytesAtoB: number, bytesBtoA: number): void;
 }
 
 /** Events and commands; mirror native/pump/pump.h (pinned by test/unit/native-constants.test.ts). */
-export const EV = { tcpDone: 0, udpNew: 1, udpEnd: 2, accepted: 3 } as const;
+export const EV = { tcpDone: 0, udpNew: 1, udpEnd: 2, accepted: 3, bodyDone: 4 } as const;
 export const CMD = {
   tcpAdd: 1,
   tcpCancel: 2,
@@ -34,6 +40,8 @@ export const CMD = {
   udpClose: 9,
   acceptAdd: 10,
   acceptRemove: 11,
+  bodyAdd: 12,
+  bodyCancel: 13,
 } as const;
 
 /** How a native UDP session ended; mirrors udp.c. */
@@ -119,6 +127,7 @@ class NativePump {
   private readonly tcp = new Map<number, PumpClient>();
   private readonly udp = new Map<number, NativeUdpOwner>();
   private readonly acceptors = new Map<number, (fd: number) => void>();
+  private readonly bodies = new Map<number, BodyClient>();
   private nextId = 1;
   private nextListenerId = 1;
   private started = false;
@@ -141,6 +150,11 @@ class NativePump {
         client.onPumpDone(reason as PumpReason, errno, n0, n1);
       } else if (type === EV.udpNew) {
         this.udp.get(lid)?.onNewClient(id, ip, port);
+      } else if (type === EV.bodyDone) {
+        const client = this.bodies.get(id);
+        if (client === undefined) return;
+        this.bodies.delete(id);
+        client.onBodyDone(reason as PumpReason, errno, n0);
       } else if (type === EV.accepted) {
         const onFd = this.acceptors.get(lid);
         if (onFd === undefined)
@@ -193,6 +207,36 @@ class NativePump {
   acceptOff(lid: number): void {
     this.acceptors.delete(lid);
     this.binding?.command(CMD.acceptRemove, 0, lid, -1, -1, 0, 0, 0, 0, '', 0);
+  }
+
+  /**
+   * Splices exactly `bytes` from `from` to `to` on the native thread (an HTTP body). The caller
+   * has stopped libuv reading `from` and has nothing queued on `to`. Null when not available.
+   */
+  body(client: BodyClient, from: Socket, to: Socket, bytes: number, idleMs: number): number | null {
+    const b = this.binding;
+    const fa = fdOf(from);
+    const fb = fdOf(to);
+    if (b === null || fa < 0 || fb < 0) return null;
+    this.ensureStarted(b);
+    const id = this.nextId;
+    this.nextId = this.nextId >= 0xffff_fffe ? 1 : this.nextId + 1;
+    this.bodies.set(id, client);
+    const lo = bytes % 0x1_0000_0000;
+    const hi = Math.floor(bytes / 0x1_0000_0000);
+    try {
+      b.command(CMD.bodyAdd, id, 0, fa, fb, lo, hi, idleMs, 0, '', 0);
+    } catch {
+      this.bodies.delete(id);
+      return null;
+    }
+    return id;
+  }
+
+  /** Ends a body job; its `onBodyDone` is not called. */
+  bodyCancel(id: number): void {
+    if (!this.bodies.delete(id)) return;
+    this.binding?.command(CMD.bodyCancel, id, 0, -1, -1, 0, 0, 0, 0, '', 0);
   }
 
   cancel(id: number): void {

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import type { Server, Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
+import { nativePump } from '../../src/l4/native-pump.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import {
   get,
@@ -460,4 +461,52 @@ describe('bad input', () => {
       await z.stop();
     }
   });
+});
+
+describe('large bodies (spliced natively on Linux, streamed in JavaScript elsewhere)', () => {
+  const big = Buffer.alloc(2 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 4) big.writeUInt32BE(i, i);
+  for (const native of ['auto', 'off'] as const) {
+    test(`native: ${native}: a 2 MiB body arrives intact, the connections are reused after it; a cut upstream aborts the client`, async () => {
+      const o = await origin((req, res) => {
+        if (req.url === '/big') res.end(big);
+        else res.end('small');
+      });
+      const cut = await raw((s) => {
+        s.once('data', () => {
+          s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${big.length}\r\n\r\n`);
+          s.end(big.subarray(0, 300 * 1024));
+        });
+      });
+      const z = await startRuntime(
+        `${config([o.address])}    native: ${native}\n  - { name: cut, protocol: http, listen: 127.0.0.1:0, upstream: cut, native: ${native} }\n`.replace(
+          'upstreams:\n',
+          `upstreams:\n  cut: { servers: [127.0.0.1:${port(cut)}], retry: { attempts: 0 } }\n`,
+        ),
+      );
+      try {
+        const c = await KeepAliveClient.open(z.addr('web'));
+        for (let i = 0; i < 3; i++) {
+          const r = await c.send(get('/big'));
+          assert.equal(r.status, 200);
+          assert.ok(r.body.equals(big), `body ${i} intact`);
+          assert.equal((await c.send(get('/small'))).body.toString(), 'small');
+        }
+        c.close();
+        assert.equal(o.connections, 1, 'one upstream connection served all six');
+        const paths = new Set(z.access.filter((l) => l.path === '/big').map((l) => l.data_path));
+        assert.deepEqual([...paths], [native === 'auto' && nativePump.available ? 'native' : 'js']);
+        const r = await rawRequest(z.addr('cut'), get('/'));
+        assert.ok(r.closed);
+        assert.equal(parseResponse(r.data), null, 'the truncated body is not complete as framed');
+        await until(() => z.access.some((l) => l.listener === 'cut'), 'access line');
+        assert.equal(z.access.find((l) => l.listener === 'cut')?.error, 'ZL_UPSTREAM_PREMATURE_CLOSE');
+        // a client that leaves mid-body: everything is torn down
+        await rawRequest(z.addr('web'), get('/big'), 20);
+        await until(() => z.rt.activeCount() === 0, 'connections closed');
+      } finally {
+        await z.stop();
+      }
+    });
+  }
 });
