@@ -185,8 +185,13 @@ export class Runtime {
             `listener ${name}: "native" of a UDP listener takes effect at restart; the rest was applied`,
           );
         }
-        l.update(cfg);
-        report.listeners.changed.push(name);
+        try {
+          l.update(cfg);
+          report.listeners.changed.push(name);
+        } catch (err) {
+          // e.g. an https listener's new certificate cannot be read: it keeps the old settings
+          errors.push(`listener ${name}: ${(err as Error).message}; its previous settings stay`);
+        }
       }
     }
     for (const [name, cfg] of wanted) {

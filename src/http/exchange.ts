@@ -92,6 +92,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, BodyClient {
   private admission: Admission = 'normal';
   private retrying = false;
   private staleRetried = false;
+  private started = false;
   private lastCode: ErrorCode = 'ZL_UPSTREAM_UNAVAILABLE';
   private readonly body: RequestBody;
   private sentContinue = false;
@@ -144,6 +145,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, BodyClient {
   }
 
   start(): void {
+    this.started = true;
     this.upstream.activeRequests++;
     this.admission = this.upstream.breaker.admit(Date.now());
     if (this.admission === 'refused') {
@@ -598,7 +600,8 @@ export class Exchange implements UpstreamOwner, ResponseEvents, BodyClient {
   }
 
   private finished(): void {
-    this.upstream.activeRequests--;
+    // an exchange can end before it started (a malformed body read with its head)
+    if (this.started) this.upstream.activeRequests--;
     if (this.retrying) {
       this.retrying = false;
       this.upstream.activeRetries--;

@@ -22,7 +22,7 @@ import type { Exchange, ExchangeHost } from './exchange.js';
 import { H2Front } from './h2.js';
 import type { RequestHead } from './parser/request-head.js';
 import { compileHttpListener, type HttpListenerSettings } from './settings.js';
-import { tlsServerOptions } from './tls.js';
+import { TlsState } from './tls.js';
 
 const CODE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 
@@ -36,6 +36,7 @@ export class HttpListener implements Listener, ExchangeHost {
   private readonly server: Server | TlsServer;
   readonly connections = new Set<ClientConnection>();
   private readonly h2: H2Front | null;
+  private tls: TlsState | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweepEveryMs = 0;
   private readonly activeGauge;
@@ -59,8 +60,9 @@ export class HttpListener implements Listener, ExchangeHost {
     this.totalCounter = metrics.downstreamTotal.labels(name);
     const onSocket = (socket: Socket): void => this.onConnection(socket);
     if (cfg.protocol === 'https' && cfg.tls !== undefined) {
+      this.tls = new TlsState(cfg.tls);
       const tls = createTlsServer({
-        ...tlsServerOptions(cfg.tls, this.settings.clientHeaderMs),
+        ...this.tls.options(cfg.tls, this.settings.clientHeaderMs),
         allowHalfOpen: true,
       } as Parameters<typeof createTlsServer>[0]);
       tls.on('secureConnection', (socket: TLSSocket) => {
@@ -117,9 +119,9 @@ export class HttpListener implements Listener, ExchangeHost {
 
   update(cfg: HttpListenerConfig): void {
     const next = compileHttpListener(cfg);
-    if (cfg.tls !== undefined && 'setSecureContext' in this.server) {
+    if (cfg.tls !== undefined && this.tls !== null && 'setSecureContext' in this.server) {
       // new certificates for new handshakes; throws ZL_TLS_CONFIG (the reload reports it)
-      this.server.setSecureContext(tlsServerOptions(cfg.tls, next.clientHeaderMs));
+      this.server.setSecureContext(this.tls.reload(cfg.tls));
     }
     this.source = cfg;
     this.settings = next;

@@ -60,8 +60,13 @@ function context(l: Loaded, minVersion: TlsConfig['min_version'], where: string)
   }
 }
 
-/** Server options for `tls.createServer` / `server.setSecureContext`; throws `ZL_TLS_CONFIG`. */
-export function tlsServerOptions(cfg: TlsConfig, handshakeTimeoutMs: number): TlsOptions {
+interface Contexts {
+  readonly exact: Map<string, SecureContext>;
+  readonly wildcard: Map<string, SecureContext>;
+  readonly first: Loaded;
+}
+
+function build(cfg: TlsConfig): Contexts {
   const pairs = [
     ...(cfg.cert !== undefined && cfg.key !== undefined ? [{ cert: cfg.cert, key: cfg.key }] : []),
     ...cfg.certificates,
@@ -79,18 +84,42 @@ export function tlsServerOptions(cfg: TlsConfig, handshakeTimeoutMs: number): Tl
       if (!map.has(key)) map.set(key, ctx);
     }
   }
-  // the default context: validated like the others (key matches certificate)
-  context(first, cfg.min_version, first.where);
-  return {
-    cert: first.cert,
-    key: first.key,
-    minVersion: cfg.min_version,
-    ALPNProtocols: [...cfg.alpn],
-    handshakeTimeout: handshakeTimeoutMs,
-    SNICallback: (servername, cb) => {
-      const name = servername.toLowerCase();
-      const dot = name.indexOf('.');
-      cb(null, exact.get(name) ?? (dot > 0 ? wildcard.get(name.slice(dot + 1)) : undefined));
-    },
-  };
+  return { exact, wildcard, first };
+}
+
+/**
+ * The TLS state of one https listener: server options for `tls.createServer`, and `reload()`
+ * for a config reload (new certificates serve new handshakes; a bad file throws `ZL_TLS_CONFIG`
+ * and changes nothing).
+ */
+export class TlsState {
+  private contexts: Contexts;
+
+  constructor(cfg: TlsConfig) {
+    this.contexts = build(cfg);
+  }
+
+  options(cfg: TlsConfig, handshakeTimeoutMs: number): TlsOptions {
+    const first = this.contexts.first;
+    return {
+      cert: first.cert,
+      key: first.key,
+      minVersion: cfg.min_version,
+      ALPNProtocols: [...cfg.alpn],
+      handshakeTimeout: handshakeTimeoutMs,
+      SNICallback: (servername, cb) => {
+        const { exact, wildcard } = this.contexts;
+        const name = servername.toLowerCase();
+        const dot = name.indexOf('.');
+        cb(null, exact.get(name) ?? (dot > 0 ? wildcard.get(name.slice(dot + 1)) : undefined));
+      },
+    };
+  }
+
+  /** Loads `cfg`'s certificates; returns the default context's options for `setSecureContext`. */
+  reload(cfg: TlsConfig): TlsOptions {
+    const next = build(cfg);
+    this.contexts = next;
+    return { cert: next.first.cert, key: next.first.key, minVersion: cfg.min_version };
+  }
 }

@@ -7,12 +7,15 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
+import { loadConfigText } from '../../src/config/load.js';
 import { type Origin, startOrigin } from '../helpers/http.js';
 import { refusedPort, splitAddress, until } from '../helpers/net.js';
 import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
@@ -55,6 +58,21 @@ upstreams:
 listeners:
 ${listeners}
 `;
+}
+
+/** An https listener whose default certificate is `first`, with `second` for SNI. */
+function httpsYaml(origin: string, first: string, second: string): string {
+  return config(
+    [origin],
+    `  - name: tls
+    protocol: https
+    listen: 127.0.0.1:0
+    upstream: app
+    tls:
+      cert: ${TLS}/${first}.crt
+      key: ${TLS}/${first}.key
+      certificates: [{ cert: ${TLS}/${second}.crt, key: ${TLS}/${second}.key }]`,
+  );
 }
 
 describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
@@ -101,19 +119,7 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
 
   test('https: SNI picks the certificate, TLS 1.2 and 1.3, HTTP/2 by ALPN (GET and POST)', async () => {
     const o = await origin();
-    const z = await startRuntime(
-      config(
-        [o.address],
-        `  - name: tls
-    protocol: https
-    listen: 127.0.0.1:0
-    upstream: app
-    tls:
-      cert: ${TLS}/a.crt
-      key: ${TLS}/a.key
-      certificates: [{ cert: ${TLS}/b.crt, key: ${TLS}/b.key }]`,
-      ),
-    );
+    const z = await startRuntime(httpsYaml(o.address, 'a', 'b'));
     try {
       const [, p] = splitAddress(z.addr('tls'));
       const base = (name: string, ca: string): string[] => [
@@ -143,6 +149,34 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
       assert.match(h2post.stdout, /\n200 2$/);
       await until(() => z.access.length >= 5, 'access lines');
       assert.ok(z.access.every((l) => l.status === 200 && l.protocol === 'https'));
+      // reload: b becomes the default certificate for names nobody claims; a bad file is refused
+      const defaultCn = async (): Promise<string> => {
+        const s = tlsConnect({
+          host: '127.0.0.1',
+          port: p,
+          servername: 'other.test',
+          rejectUnauthorized: false,
+        });
+        await once(s, 'secureConnect');
+        const cn = String(s.getPeerCertificate().subject.CN);
+        s.destroy();
+        return cn;
+      };
+      assert.equal(await defaultCn(), 'a.test');
+      const swapped = loadConfigText(httpsYaml(o.address, 'b', 'a'), {});
+      assert.ok(swapped.ok);
+      const ok = await z.rt.reload(swapped.config);
+      assert.equal(ok.result, 'applied', ok.errors.join('; '));
+      assert.equal(await defaultCn(), 'b.test');
+      const broken = loadConfigText(
+        httpsYaml(o.address, 'b', 'a').replace(`${TLS}/b.crt`, `${TLS}/missing.crt`),
+        {},
+      );
+      assert.ok(broken.ok);
+      const refused = await z.rt.reload(broken.config);
+      assert.equal(refused.result, 'partial');
+      assert.match(refused.errors.join('\n'), /missing\.crt/);
+      assert.equal(await defaultCn(), 'b.test', 'the previous certificates stay');
     } finally {
       await z.stop();
     }
