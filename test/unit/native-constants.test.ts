@@ -40,7 +40,7 @@ test('command and event numbers match pump.h', () => {
   assert.equal(evs.size, Object.keys(EV).length);
 });
 
-test('completion reasons match pump.c and udp.c', () => {
+test('completion reasons match pump.c, body.c and udp.c', () => {
   const tcp = cEnum('pump.c', 'R_DONE');
   const names: Record<keyof typeof PUMP_REASON, string> = {
     done: 'R_DONE',
@@ -52,6 +52,10 @@ test('completion reasons match pump.c and udp.c', () => {
   };
   for (const [k, v] of Object.entries(PUMP_REASON))
     assert.equal(tcp.get(names[k as keyof typeof names]), v, k);
+  // HTTP body jobs report with the same numbers (body.c: B_DONE …)
+  const body = cEnum('body.c', 'B_DONE');
+  for (const [k, v] of Object.entries(PUMP_REASON))
+    assert.equal(body.get(names[k as keyof typeof names].replace('R_', 'B_')), v, k);
   const udp = cEnum('udp.c', 'END_RESPONSES');
   for (const [k, v] of Object.entries(UDP_END)) assert.equal(udp.get(`END_${k.toUpperCase()}`), v, k);
   assert.equal(udp.size, Object.keys(UDP_END).length);
