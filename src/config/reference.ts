@@ -168,7 +168,7 @@ export const CONFIG_REFERENCE = {
   'listeners[].routes[]': { doc: 'One route.' },
   'listeners[].routes[].match': { doc: 'What the route matches.' },
   'listeners[].routes[].match.host': {
-    doc: 'Host name (case-insensitive, port ignored), or `*.example.com` (any depth of subdomain, not `example.com` itself). Omitted: any host.',
+    doc: 'Host name (case-insensitive, port ignored), or `*.example.com` (any depth of subdomain, not `example.com` itself). Omitted: every host.',
   },
   'listeners[].routes[].match.path_prefix': {
     default: '/',

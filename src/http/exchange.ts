@@ -15,7 +15,6 @@
  * the pool only when it is clean) and the counters once.
  */
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
-import { type BodyClient, nativePump, PUMP_REASON, type PumpReason } from '../l4/native-pump.js';
 import { metrics } from '../metrics/catalog.js';
 import { fullJitterBackoff } from '../upstream/backoff.js';
 import type { Admission } from '../upstream/circuit-breaker.js';
@@ -39,12 +38,11 @@ import {
 } from './retry-policy.js';
 import type { RouteMatch } from './route-table.js';
 import type { CompiledRoute } from './settings.js';
+import { SPLICE_MIN, SplicedBody, type SpliceOwner } from './spliced-body.js';
 import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.js';
 
 /** Response bodies up to this size that arrived with their head go out in the head's write. */
 const INLINE_BODY_MAX = 8 * 1024;
-/** Content-Length bodies with at least this much left are spliced natively (when available). */
-const NATIVE_BODY_MIN = 64 * 1024;
 
 export type ExchangeState =
   | 'picking'
@@ -64,7 +62,7 @@ export interface ExchangeHost {
   onExchangeEnd(ex: Exchange): void;
 }
 
-export class Exchange implements UpstreamOwner, ResponseEvents, BodyClient {
+export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner {
   state: ExchangeState = 'picking';
   readonly startedAt = performance.now();
   readonly requestId: string;
@@ -99,8 +97,8 @@ export class Exchange implements UpstreamOwner, ResponseEvents, BodyClient {
   // response
   private reader: ResponseReader | null = null;
   private dirty = false;
-  /** The native body job carrying the rest of the response body, if any. */
-  private nativeBody: number | null = null;
+  /** The native job carrying the rest of the response body, if any. */
+  private spliced: SplicedBody | null = null;
   /** Response body bytes that went through the native splice pump. */
   splicedBytes = 0;
   // timeouts (checked by the listener's sweep)
@@ -294,7 +292,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, BodyClient {
   private mayRetry(kind: FailureKind): boolean {
     const s = this.upstream.settings;
     if (this.headSent || this.attempts > s.retryAttempts || !retryOn(kind, s)) return false;
-    // after a connect failure nothing was sent: any method may go elsewhere
+    // after a connect failure nothing was sent: every method may go elsewhere
     if (kind !== 'connect' && !this.replayableRequest()) return false;
     if (this.body.lost) return false;
     if (!this.retrying && !this.upstream.retryAllowed()) {
@@ -439,47 +437,26 @@ export class Exchange implements UpstreamOwner, ResponseEvents, BodyClient {
     if (this.state === 'streaming' && this.host.spliceBodies) this.spliceRest();
   }
 
-  /**
-   * Hands the rest of a large Content-Length body to the native splice pump (native/pump/body.c):
-   * libuv stops reading the upstream socket (nothing of it is buffered in Node at this point, we
-   * are in its read callback) and the client socket has nothing queued; when the job is done the
-   * upstream is read again and the exchange completes as usual.
-   */
+  /** Large Content-Length bodies: the rest goes through the native splice pump when it can. */
   private spliceRest(): void {
     const reader = this.reader;
     const conn = this.conn;
-    if (reader === null || conn === null || reader.remainingBody < NATIVE_BODY_MIN) return;
-    const up = conn.socket;
-    const handle = (up as unknown as { _handle?: { readStop?(): number; readStart?(): number } })._handle;
-    if (up.readableLength > 0 || handle?.readStop === undefined) return;
+    if (reader === null || conn === null || reader.remainingBody < SPLICE_MIN) return;
     const target = this.down.spliceTarget();
     if (target === null) return;
-    handle.readStop();
-    const id = nativePump.body(this, up, target, reader.remainingBody, this.upstream.settings.idleTimeoutMs);
-    if (id === null) {
-      handle.readStart?.();
-      return;
-    }
-    this.nativeBody = id;
-    reader.stop();
+    const idle = this.upstream.settings.idleTimeoutMs;
+    this.spliced = SplicedBody.start(this, conn.socket, target, reader.remainingBody, idle);
+    if (this.spliced !== null) reader.stop();
   }
 
-  /** @internal the native body job ended (BodyClient). */
-  onBodyDone(reason: PumpReason, _errno: number, bytes: number): void {
-    this.nativeBody = null;
+  /** @internal the native body job ended (SpliceOwner). */
+  onSpliced(error: ErrorCode | null, bytes: number): void {
+    this.spliced = null;
     if (this.state !== 'streaming') return;
     this.bytesOut += bytes;
     this.splicedBytes = bytes;
-    if (reason === PUMP_REASON.done) {
-      const handle = (this.conn?.socket as unknown as { _handle?: { readStart?(): number } } | undefined)
-        ?._handle;
-      handle?.readStart?.();
-      this.complete();
-      return;
-    }
-    if (reason === PUMP_REASON.errorB) this.fail('ZL_CLIENT_ABORTED');
-    else if (reason === PUMP_REASON.idle) this.fail('ZL_UPSTREAM_IDLE_TIMEOUT');
-    else this.fail('ZL_UPSTREAM_PREMATURE_CLOSE');
+    if (error === null) this.complete();
+    else this.fail(error);
   }
 
   private switchProtocols(resp: ResponseHead, rest: Buffer): void {
@@ -554,7 +531,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, BodyClient {
       if (now - this.progressAt >= clientIdleMs) this.fail('ZL_HTTP_BODY_TIMEOUT');
       return;
     }
-    if (this.state === 'streaming' && this.nativeBody === null) {
+    if (this.state === 'streaming' && this.spliced === null) {
       const idle = this.upstream.settings.idleTimeoutMs;
       if (this.progressed(now) || idle === 0) return;
       if (now - this.progressAt >= idle) this.fail('ZL_UPSTREAM_IDLE_TIMEOUT');
@@ -573,10 +550,8 @@ export class Exchange implements UpstreamOwner, ResponseEvents, BodyClient {
 
   private cleanup(): void {
     this.clearTimer();
-    if (this.nativeBody !== null) {
-      nativePump.bodyCancel(this.nativeBody); // the job holds its own copies of the fds
-      this.nativeBody = null;
-    }
+    this.spliced?.cancel();
+    this.spliced = null;
     if (this.cancelConnect !== null) {
       this.cancelConnect();
       this.cancelConnect = null;
