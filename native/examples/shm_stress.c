@@ -1,0 +1,122 @@
+/*
+ * Test tool for the shared-memory library (driven by test/integration/shm-c.test.ts):
+ *   shm_stress write NAME SECONDS            a fast snapshot writer (payload: every 8-byte word = version)
+ *   shm_stress read NAME SECONDS checked|unchecked   counts reads and torn reads; prints JSON
+ *   shm_stress hold NAME                     takes the writer lock, starts a write, stops forever
+ *   shm_stress put NAME TEXT                 one snapshot write; prints JSON with the time it took
+ *   shm_stress get NAME                      one snapshot read; prints JSON
+ *   shm_stress ring NAME COUNT               sends COUNT messages C -> Node
+ *   shm_stress attach NAME CAPACITY          attach only, expecting that snapshot capacity; prints the result
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "zipline_shm.h"
+
+int zl_shm__snapshot_read_unchecked(zl_shm *s, void *out, uint32_t cap, uint32_t *len_out, uint64_t *version_out);
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* attaches whatever layout the segment has; creates a small one when it is missing */
+static zl_shm *open_or_die(const char *name) {
+  zl_shm_options any = {.create = 0};
+  zl_shm *s;
+  int r = zl_shm_open(name, &any, &s);
+  if (r == ZL_SHM_OK) return s;
+  zl_shm_options o = {.create = 1, .snapshot_capacity = 4096, .ring_slots = 64, .ring_slot_size = 128};
+  if (r == ZL_SHM_ENOENT) r = zl_shm_open(name, &o, &s);
+  if (r != ZL_SHM_OK) {
+    fprintf(stderr, "open: %s\n", zl_shm_strerror(r));
+    exit(1);
+  }
+  return s;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) return 2;
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "attach") == 0) {
+    zl_shm_options o = {.create = 0, .snapshot_capacity = (uint32_t)atoi(argv[3])};
+    zl_shm *a = NULL;
+    int r = zl_shm_open(argv[2], &o, &a);
+    printf("{\"result\":%d,\"error\":\"%s\"}\n", r, zl_shm_strerror(r));
+    if (a) zl_shm_close(a);
+    return 0;
+  }
+  zl_shm *s = open_or_die(argv[2]);
+  static uint64_t buf[512];
+  if (strcmp(cmd, "write") == 0) {
+    double end = now_s() + atof(argv[3]);
+    uint64_t writes = 0;
+    while (now_s() < end) {
+      uint64_t v = writes + 1;
+      for (int i = 0; i < 512; i++) buf[i] = v;
+      if (zl_shm_snapshot_write(s, buf, sizeof buf, NULL) == ZL_SHM_OK) writes++;
+    }
+    printf("{\"writes\":%llu}\n", (unsigned long long)writes);
+  } else if (strcmp(cmd, "read") == 0) {
+    int checked = strcmp(argv[4], "checked") == 0;
+    double end = now_s() + atof(argv[3]);
+    uint64_t reads = 0, torn = 0;
+    while (now_s() < end) {
+      uint32_t len = 0;
+      uint64_t version = 0;
+      int r = checked ? zl_shm_snapshot_read(s, buf, sizeof buf, &len, &version)
+                      : zl_shm__snapshot_read_unchecked(s, buf, sizeof buf, &len, &version);
+      if (r != ZL_SHM_OK) continue;
+      reads++;
+      for (uint32_t i = 1; i < len / 8; i++) {
+        if (buf[i] != buf[0]) {
+          torn++;
+          break;
+        }
+      }
+    }
+    printf("{\"reads\":%llu,\"torn\":%llu}\n", (unsigned long long)reads, (unsigned long long)torn);
+  } else if (strcmp(cmd, "hold") == 0) {
+    /* take the lock and die mid-write: what a crash looks like to the next writer */
+    zl_shm_header *h = zl_shm_header_of(s);
+    uint32_t expected = 0;
+    if (!atomic_compare_exchange_strong(&h->snap.lock, &expected, (uint32_t)getpid())) return 1;
+    uint32_t next = 1u - atomic_load(&h->snap.active);
+    zl_shm_snapshot_buffer *b =
+        (zl_shm_snapshot_buffer *)((uint8_t *)h + h->id.snapshot_offset + next * h->id.snapshot_stride);
+    atomic_fetch_add(&b->seq, 1u); /* odd: a write in progress */
+    memset((uint8_t *)(b + 1), 'X', 100);
+    printf("holding\n");
+    fflush(stdout);
+    for (;;) pause();
+  } else if (strcmp(cmd, "put") == 0) {
+    double t0 = now_s();
+    uint64_t v = 0;
+    int r = zl_shm_snapshot_write(s, argv[3], (uint32_t)strlen(argv[3]), &v);
+    printf("{\"result\":%d,\"version\":%llu,\"ms\":%.3f,\"steals\":%llu}\n", r, (unsigned long long)v,
+           (now_s() - t0) * 1000, (unsigned long long)atomic_load(&zl_shm_header_of(s)->snap.steals));
+  } else if (strcmp(cmd, "get") == 0) {
+    char text[4096];
+    uint32_t len = 0;
+    uint64_t v = 0;
+    int r = zl_shm_snapshot_read(s, text, sizeof text - 1, &len, &v);
+    text[r == ZL_SHM_OK ? len : 0] = 0;
+    printf("{\"result\":%d,\"version\":%llu,\"text\":\"%s\"}\n", r, (unsigned long long)v, text);
+  } else if (strcmp(cmd, "ring") == 0) {
+    int n = atoi(argv[3]);
+    for (int i = 0; i < n; i++) {
+      char m[32];
+      int len = snprintf(m, sizeof m, "m%d", i);
+      zl_shm_send(s, m, (uint32_t)len);
+    }
+    printf("{\"sent\":%d}\n", n);
+  }
+  zl_shm_close(s);
+  return 0;
+}

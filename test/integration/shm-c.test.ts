@@ -1,0 +1,134 @@
+/**
+ * The shared-memory C library (native/lib/zipline_shm.c) between real processes: the torn-read
+ * stress with its control run, a writer killed while holding the lock, layout mismatches on
+ * attach, the segment's mode, and the example program. Segments are named /zl-test-PID-N and
+ * removed at the end; a check confirms none is left in /dev/shm.
+ */
+import assert from 'node:assert/strict';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { SHM_ERRORS } from '../../src/shm/layout.js';
+import { ROOT } from '../helpers/zipline.js';
+
+const linux = process.platform === 'linux' && existsSync('/dev/shm');
+let dir = '';
+let stress = '';
+let example = '';
+let n = 0;
+const segments: string[] = [];
+function segment(): string {
+  const name = `/zl-test-${process.pid}-${n++}`;
+  segments.push(name);
+  return name;
+}
+
+function run(args: string[]): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    execFile(stress, args, { timeout: 30_000 }, (err, stdout) => {
+      if (err) reject(err);
+      else resolve(JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>);
+    });
+  });
+}
+
+describe('shared memory, C library', {
+  skip: linux ? false : 'POSIX shared memory under /dev/shm (Linux)',
+}, () => {
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'zl-shm-'));
+    stress = join(dir, 'shm_stress');
+    example = join(dir, 'shm_example');
+    const lib = join(ROOT, 'native/lib/zipline_shm.c');
+    const inc = ['-I', join(ROOT, 'native/include')];
+    execFileSync('cc', [
+      '-std=c11',
+      '-O2',
+      '-Wall',
+      '-Werror',
+      ...inc,
+      join(ROOT, 'native/examples/shm_stress.c'),
+      lib,
+      '-o',
+      stress,
+    ]);
+    // the one-line build the docs promise for a C program
+    execFileSync('cc', [
+      '-std=c11',
+      '-O2',
+      ...inc,
+      join(ROOT, 'native/examples/shm_example.c'),
+      lib,
+      '-o',
+      example,
+    ]);
+  });
+
+  after(() => {
+    for (const name of segments) rmSync(`/dev/shm${name}`, { force: true });
+    rmSync(dir, { recursive: true, force: true });
+    const left = readdirSync('/dev/shm').filter((f) => f.startsWith(`zl-test-${process.pid}-`));
+    assert.deepEqual(left, [], 'no segment left behind');
+  });
+
+  test('torn-read stress, 5 s: a fast writer and two readers; the seqlock check sees 0 torn, the control run does', async () => {
+    const name = segment();
+    await run(['put', name, 'start']);
+    const [w, checked, unchecked] = await Promise.all([
+      run(['write', name, '5']),
+      run(['read', name, '5', 'checked']),
+      run(['read', name, '5', 'unchecked']),
+    ]);
+    assert.ok(Number(w.writes) > 10_000, `writes: ${w.writes}`);
+    assert.ok(Number(checked.reads) > 10_000, `checked reads: ${checked.reads}`);
+    assert.equal(checked.torn, 0);
+    // the control: without the check, the same race is seen (so the test can fail)
+    assert.ok(Number(unchecked.torn) > 0, `unchecked reads ${unchecked.reads} saw ${unchecked.torn} torn`);
+  });
+
+  test('a writer killed while holding the lock mid-write: the next write succeeds at once, readers keep the last committed value', async () => {
+    const name = segment();
+    assert.equal((await run(['put', name, 'committed'])).result, 0);
+    const holder = spawn(stress, ['hold', name], { stdio: ['ignore', 'pipe', 'ignore'] });
+    await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+    holder.kill('SIGKILL');
+    await new Promise((r) => holder.once('exit', r));
+    const read = await run(['get', name]);
+    assert.equal(read.text, 'committed', 'the half-written buffer is never shown');
+    const put = await run(['put', name, 'after']);
+    assert.equal(put.result, 0);
+    assert.ok(Number(put.ms) < 10, `the steal took ${put.ms} ms`);
+    assert.equal(put.steals, 1, 'the steal is counted');
+    assert.equal((await run(['get', name])).text, 'after');
+  });
+
+  test('attach refuses a mismatched layout with a clear error; the segment is created 0600', async () => {
+    const name = segment();
+    await run(['put', name, 'x']);
+    assert.equal(statSync(`/dev/shm${name}`).mode & 0o777, 0o600);
+    const size = await run(['attach', name, '8192']);
+    assert.equal(size.result, SHM_ERRORS.esize);
+    assert.match(String(size.error), /sizes/);
+    // another layout version, and something that is not a zipline segment at all
+    const file = `/dev/shm${name}`;
+    const bytes = readFileSync(file);
+    bytes[8] = 2; // version 2
+    writeFileSync(file, bytes);
+    const version = await run(['attach', name, '4096']);
+    assert.equal(version.result, SHM_ERRORS.eversion);
+    const junk = segment();
+    writeFileSync(`/dev/shm${junk}`, Buffer.alloc(8192, 0x41));
+    assert.equal((await run(['attach', junk, '4096'])).result, SHM_ERRORS.emagic);
+    assert.equal((await run(['attach', '/zl-test-missing', '4096'])).result, SHM_ERRORS.enoent);
+  });
+
+  test('the example program builds with one cc line and publishes a snapshot', async () => {
+    const name = segment();
+    const out = execFileSync(example, [name, 'hello from C', '3'], { encoding: 'utf8', timeout: 10_000 });
+    assert.match(out, /snapshot version 1/);
+    assert.match(out, /from node: \(timed out/); // nothing on the Node side yet in this test
+    assert.equal((await run(['get', name])).text, 'hello from C');
+  });
+});
