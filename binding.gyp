@@ -5,6 +5,13 @@
       "sources": ["native/pump/pump.c", "native/pump/udp.c", "native/pump/accept.c", "native/pump/body.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/pump/pump.c", "native/pump/udp.c", "native/pump/accept.c", "native/pump/body.c"] }]]
+    },
+    {
+      "target_name": "zipline_shm",
+      "sources": ["native/addon/shm_addon.c", "native/lib/zipline_shm.c"],
+      "include_dirs": ["native/include"],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/addon/shm_addon.c", "native/lib/zipline_shm.c"] }]]
     }
   ]
 }

@@ -126,6 +126,31 @@ export const ERROR_CATALOG = {
     status: 0,
     description: 'A certificate or key of an https listener could not be read or does not match.',
   },
+  // shared memory
+  ZL_SHM_UNAVAILABLE: {
+    status: 0,
+    description:
+      'The shared-memory addon is not available (not Linux, or `npm install` could not build it); the rest of zipline runs.',
+  },
+  ZL_SHM_ATTACH: {
+    status: 0,
+    description:
+      'A segment could not be opened or attached: missing, not a zipline segment, another version or other sizes.',
+  },
+  ZL_SHM_NOT_FOUND: { status: 404, description: 'No shared-memory bridge of that name.' },
+  ZL_SHM_TOO_LARGE: {
+    status: 413,
+    description: 'The body is larger than the snapshot capacity (or a ring slot, for messages).',
+  },
+  ZL_SHM_PRECONDITION: {
+    status: 412,
+    description: '`If-Match` names a version that is no longer the current one.',
+  },
+  ZL_SHM_BUSY: {
+    status: 503,
+    description:
+      'The snapshot lock is held by a live writer beyond a ~2 ms spin, or the ring to C is full; retry.',
+  },
   // admin
   ZL_ADMIN_UNAUTHORIZED: { status: 401, description: 'The admin token was missing or wrong.' },
   ZL_ADMIN_NOT_FOUND: { status: 404, description: 'No such admin endpoint.' },

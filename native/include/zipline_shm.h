@@ -150,11 +150,14 @@ typedef struct {
 #define ZL_SHM_ETRUNC (-10)     /* the caller's buffer is too small; *len_out says how much is needed */
 #define ZL_SHM_EINVAL (-11)     /* bad arguments */
 #define ZL_SHM_ESYS (-12)       /* a system call failed; errno says which */
+#define ZL_SHM_ECONFLICT (-13)  /* write_if: the published version is not the expected one */
 
 /* One handle per thread for the rings (each ring has one producer and one consumer). */
 int zl_shm_open(const char *name, const zl_shm_options *opts, zl_shm **out);
 int zl_shm_snapshot_write(zl_shm *shm, const void *buf, uint32_t len, uint64_t *version_out);
 int zl_shm_snapshot_read(zl_shm *shm, void *buf, uint32_t cap, uint32_t *len_out, uint64_t *version_out);
+/* compare-and-set: writes only when the published version is `expected` (0: nothing published yet) */
+int zl_shm_snapshot_write_if(zl_shm *shm, const void *buf, uint32_t len, uint64_t expected, uint64_t *version_out);
 int zl_shm_send(zl_shm *shm, const void *msg, uint32_t len); /* to the other side's ring */
 int zl_shm_recv(zl_shm *shm, void *buf, uint32_t cap, uint32_t *len_out, int timeout_ms);
 void zl_shm_close(zl_shm *shm);

@@ -276,12 +276,18 @@ static int lock(zl_shm *s) {
 
 static void unlock(zl_shm *s) { atomic_store(&s->h->snap.lock, 0u); }
 
-int zl_shm_snapshot_write(zl_shm *s, const void *data, uint32_t len, uint64_t *version_out) {
+static int write_snapshot(zl_shm *s, const void *data, uint32_t len, int check, uint64_t expected,
+                          uint64_t *version_out) {
   if (s == NULL || (data == NULL && len != 0)) return ZL_SHM_EINVAL;
   if (len > s->h->id.snapshot_capacity) return ZL_SHM_ETOOBIG;
   int r = lock(s);
   if (r != ZL_SHM_OK) return r;
   zl_shm_snapshot_writer *w = &s->h->snap;
+  if (check && atomic_load(&w->version) != expected) {
+    unlock(s);
+    if (version_out) *version_out = atomic_load(&w->version);
+    return ZL_SHM_ECONFLICT;
+  }
   uint32_t next = 1u - atomic_load(&w->active);
   zl_shm_snapshot_buffer *b = buffer(s, next);
   uint64_t version = atomic_load(&w->version) + 1u;
@@ -300,6 +306,14 @@ int zl_shm_snapshot_write(zl_shm *s, const void *data, uint32_t len, uint64_t *v
   futex_wake(&w->notify);
   if (version_out) *version_out = version;
   return ZL_SHM_OK;
+}
+
+int zl_shm_snapshot_write(zl_shm *s, const void *data, uint32_t len, uint64_t *version_out) {
+  return write_snapshot(s, data, len, 0, 0, version_out);
+}
+
+int zl_shm_snapshot_write_if(zl_shm *s, const void *data, uint32_t len, uint64_t expected, uint64_t *version_out) {
+  return write_snapshot(s, data, len, 1, expected, version_out);
 }
 
 /* Tests only: a read without the sequence check, to show what the check prevents. */
@@ -421,6 +435,7 @@ const char *zl_shm_strerror(int code) {
     case ZL_SHM_ETRUNC: return "the buffer is too small";
     case ZL_SHM_EINVAL: return "invalid arguments";
     case ZL_SHM_ESYS: return "a system call failed (see errno)";
+    case ZL_SHM_ECONFLICT: return "the snapshot changed since the expected version";
     default: return "unknown error";
   }
 }

@@ -1,5 +1,5 @@
 /**
- * The `zipline` CLI: run | check | version | help.
+ * The `zipline` CLI: run | check | shm | version | help.
  *
  * Exit codes: 0 success · 1 invalid configuration · 2 usage error · 3 could not start
  * (an address in use, a permission) · 70 internal error.
@@ -11,6 +11,7 @@ import { ZIPLINE_VERSION } from '../version.js';
 import { describeConfig } from './describe.js';
 import { EXIT, reportInvalidConfig } from './exit.js';
 import { runCommand } from './run.js';
+import { type ShmCreateOptions, shmCommand } from './shm.js';
 
 function check(file: string): number {
   const r = loadConfigFile(file);
@@ -39,6 +40,16 @@ export async function main(argv: string[]): Promise<number> {
     .requiredOption('-c, --config <file>', 'config file (YAML)', 'zipline.yaml')
     .action((opts: { config: string }) => {
       code = check(opts.config);
+    });
+  program
+    .command('shm <action> <name>')
+    .description('shared-memory segments: create (if missing) | inspect | rm NAME (e.g. /zipline-telemetry)')
+    .option('--capacity <size>', 'snapshot capacity, for create', '64KiB')
+    .option('--slots <n>', 'slots per ring (a power of two), for create', '1024')
+    .option('--slot-size <size>', 'bytes per ring slot, for create', '4KiB')
+    .option('--mode <octal>', 'permissions, for create', '0600')
+    .action((action: string, name: string, opts: ShmCreateOptions) => {
+      code = shmCommand(action, name, opts);
     });
   program
     .command('version')

@@ -26,7 +26,8 @@ export function crossCheck(data: unknown, report: Report): void {
   const upstreams = obj(root.upstreams) ?? {};
   checkUpstreams(upstreams, report);
   checkListeners(root.listeners, upstreams, report);
-  for (const section of ['tunnel', 'shm'] as const) {
+  checkShm(root.shm, report);
+  for (const section of ['tunnel'] as const) {
     if (root[section] !== undefined) report([section], `"${section}" is not implemented in this build yet`);
   }
   if (root.workers !== undefined && root.workers !== 1) {
@@ -151,4 +152,24 @@ function checkHttpListener(
   if (tls !== undefined && (tls.cert === undefined) !== (tls.key === undefined)) {
     report(['listeners', i, 'tls'], '`tls.cert` and `tls.key` go together');
   }
+}
+
+function checkShm(bridges: unknown, report: Report): void {
+  if (!Array.isArray(bridges)) return;
+  const names = new Map<string, number>();
+  const segments = new Map<string, number>();
+  bridges.forEach((b, i) => {
+    const bridge = obj(b);
+    if (bridge === undefined) return;
+    for (const [key, seen] of [
+      ['name', names],
+      ['segment', segments],
+    ] as const) {
+      const v = bridge[key];
+      if (typeof v !== 'string') continue;
+      const prev = seen.get(v);
+      if (prev !== undefined) report(['shm', i, key], `duplicate ${key} "${v}" (also shm[${prev}])`);
+      seen.set(v, i);
+    }
+  });
 }

@@ -260,7 +260,35 @@ export const CONFIG_REFERENCE = {
     doc: 'Datagrams held per session while its upstream socket is being set up; more are dropped (counted).',
   },
   tunnel: { doc: 'Tunnel relay/agent (refused by `check` until implemented).' },
-  shm: { doc: 'Shared-memory bridges (refused by `check` until implemented).' },
+  shm: {
+    doc: 'Shared-memory bridges with C programs (docs/SHM.md). Linux in this build; elsewhere `run` refuses them with `ZL_SHM_UNAVAILABLE`.',
+  },
+  'shm[]': { doc: 'One bridge: a POSIX shared-memory segment and its `/shm` HTTP API.' },
+  'shm[].name': {
+    doc: 'Bridge name: served at `/shm/NAME` (and `/shm` when it is the only one on its address).',
+  },
+  'shm[].segment': {
+    doc: 'POSIX shared-memory name (`/zipline-telemetry`), as C programs pass to `zl_shm_open`.',
+  },
+  'shm[].snapshot_capacity': { default: '64KiB', doc: 'Largest snapshot (POST body) in bytes.' },
+  'shm[].slots': { default: 1024, doc: 'Slots per ring (C→Node and Node→C), a power of two.' },
+  'shm[].slot_size': {
+    default: '4KiB',
+    doc: 'Bytes per ring slot including its 16-byte prefix (a message holds slot_size − 16); a multiple of 16.',
+  },
+  'shm[].http': {
+    default: '127.0.0.1:8090',
+    doc: 'Address of the `/shm` HTTP API (loopback by default). Bridges with the same address share one server.',
+  },
+  'shm[].create': {
+    default: true,
+    doc: 'Create the segment when missing (else attach only). An existing segment must have the same sizes.',
+  },
+  'shm[].mode': { default: '0600', doc: 'Permissions of a segment zipline creates.' },
+  'shm[].remove_on_exit': {
+    default: false,
+    doc: 'Remove the segment when zipline exits (else it stays for the C side; `zipline shm rm NAME` removes it).',
+  },
 } as const satisfies Record<string, KeyDoc>;
 
 /** `listeners[].timeouts.client_idle` for http/https listeners (tcp uses the key's default). */

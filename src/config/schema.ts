@@ -250,6 +250,25 @@ const plannedListener = z.looseObject({
   protocol: z.enum(['socks5', 'http_proxy']),
 });
 
+const shmBridge = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'use 1–64 letters, digits, _ . -'),
+  segment: z.string().regex(/^\/[A-Za-z0-9_.-]{1,200}$/, 'a POSIX shared-memory name: /name'),
+  snapshot_capacity: size.prefault(def('shm[].snapshot_capacity')),
+  slots: count(2, 1 << 20)
+    .refine((n) => (n & (n - 1)) === 0, 'slots must be a power of two')
+    .prefault(def('shm[].slots')),
+  slot_size: size
+    .refine((n) => n >= 32 && n % 16 === 0 && n <= 1 << 20, 'slot_size: 32 B–1 MiB, a multiple of 16')
+    .prefault(def('shm[].slot_size')),
+  http: hostPort.prefault(def('shm[].http')),
+  create: z.boolean().prefault(def('shm[].create')),
+  mode: z
+    .string()
+    .regex(/^0?[0-7]{3}$/, 'an octal mode such as 0600')
+    .prefault(def('shm[].mode')),
+  remove_on_exit: z.boolean().prefault(def('shm[].remove_on_exit')),
+});
+
 export const configSchema = z.strictObject({
   admin: z
     .strictObject({
@@ -280,7 +299,7 @@ export const configSchema = z.strictObject({
     )
     .prefault([]),
   tunnel: z.unknown().optional(),
-  shm: z.unknown().optional(),
+  shm: z.array(shmBridge).prefault([]),
 });
 
 export type ValidConfig = z.output<typeof configSchema>;
@@ -290,5 +309,6 @@ export type HealthCheckConfig = z.output<typeof healthCheck>;
 export type TcpListenerConfig = z.output<typeof tcpListener>;
 export type UdpListenerConfig = z.output<typeof udpListener>;
 export type HttpListenerConfig = z.output<typeof httpListener> | z.output<typeof httpsListener>;
+export type ShmBridgeConfig = z.output<typeof shmBridge>;
 export type HttpRouteConfig = z.output<typeof httpRoute>;
 export type ListenerConfig = TcpListenerConfig | UdpListenerConfig | HttpListenerConfig;

@@ -23,6 +23,7 @@ import { UdpListener } from '../l4/udp-listener.js';
 import { NativeUdpListener } from '../l4/udp-native-listener.js';
 import { type AccessLog, createAccessLog, createLogger, type Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
+import { ShmBridges } from '../shm/bridges.js';
 import { compileUpstream } from '../upstream/settings.js';
 import { type LookupAll, Upstream } from '../upstream/upstream.js';
 import { ZIPLINE_VERSION } from '../version.js';
@@ -60,6 +61,7 @@ export class Runtime {
   /** Listeners removed by a reload that still have connections. */
   private readonly retired = new Set<Listener>();
   readonly admin: AdminServer;
+  readonly shm: ShmBridges;
   readonly startedAt = Date.now();
   generation = 1;
   private draining = false;
@@ -85,6 +87,7 @@ export class Runtime {
       draining: () => this.draining,
     };
     this.admin = new AdminServer(this);
+    this.shm = new ShmBridges(this.log);
   }
 
   async start(): Promise<void> {
@@ -93,6 +96,7 @@ export class Runtime {
       for (const [name, cfg] of Object.entries(this.config.upstreams)) this.addUpstream(name, cfg);
       await Promise.all([...this.upstreams.values()].map((u) => u.start()));
       for (const cfg of this.config.listeners) await this.addListener(cfg as ListenerConfig);
+      if (this.config.shm.length > 0) await this.shm.start(this.config.shm);
     } catch (err) {
       await this.shutdown();
       throw err;
@@ -212,6 +216,9 @@ export class Runtime {
       up.close();
       existingPool(up)?.close();
     }
+    if (!same(next.shm, this.config.shm)) {
+      errors.push('shm: bridge changes take effect at restart (segments outlive config generations)');
+    }
     await this.applyProcessSettings(next);
     this.config = next;
     this.generation++;
@@ -295,6 +302,7 @@ export class Runtime {
   }
 
   private async shutdown(): Promise<void> {
+    await this.shm.close();
     for (const l of this.listeners.values()) await l.stopAccepting();
     for (const up of this.upstreams.values()) {
       up.close();
@@ -334,7 +342,7 @@ export class Runtime {
       upstreams,
       retired_listeners: [...this.retired].map((l) => ({ name: l.name, active: l.activeCount() })),
       tunnel: null,
-      shm: [],
+      shm: this.shm.stats(),
     };
   }
 

@@ -65,4 +65,5 @@ export const SHM_ERRORS = {
   etrunc: -10,
   einval: -11,
   esys: -12,
+  econflict: -13,
 } as const;

@@ -5,72 +5,26 @@
  * removed at the end; a check confirms none is left in /dev/shm.
  */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { SHM_ERRORS } from '../../src/shm/layout.js';
-import { ROOT } from '../helpers/zipline.js';
+import { buildShmTools, type ShmTools } from '../helpers/shm.js';
 
 const linux = process.platform === 'linux' && existsSync('/dev/shm');
-let dir = '';
-let stress = '';
-let example = '';
-let n = 0;
-const segments: string[] = [];
-function segment(): string {
-  const name = `/zl-test-${process.pid}-${n++}`;
-  segments.push(name);
-  return name;
-}
-
-function run(args: string[]): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    execFile(stress, args, { timeout: 30_000 }, (err, stdout) => {
-      if (err) reject(err);
-      else resolve(JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as Record<string, unknown>);
-    });
-  });
-}
+let tools: ShmTools | undefined;
+const segment = (): string => (tools as ShmTools).segment();
+const run = (args: string[]): Promise<Record<string, unknown>> => (tools as ShmTools).run(args);
 
 describe('shared memory, C library', {
   skip: linux ? false : 'POSIX shared memory under /dev/shm (Linux)',
 }, () => {
   before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'zl-shm-'));
-    stress = join(dir, 'shm_stress');
-    example = join(dir, 'shm_example');
-    const lib = join(ROOT, 'native/lib/zipline_shm.c');
-    const inc = ['-I', join(ROOT, 'native/include')];
-    execFileSync('cc', [
-      '-std=c11',
-      '-O2',
-      '-Wall',
-      '-Werror',
-      ...inc,
-      join(ROOT, 'native/examples/shm_stress.c'),
-      lib,
-      '-o',
-      stress,
-    ]);
-    // the one-line build the docs promise for a C program
-    execFileSync('cc', [
-      '-std=c11',
-      '-O2',
-      ...inc,
-      join(ROOT, 'native/examples/shm_example.c'),
-      lib,
-      '-o',
-      example,
-    ]);
+    tools = buildShmTools();
   });
 
   after(() => {
-    for (const name of segments) rmSync(`/dev/shm${name}`, { force: true });
-    rmSync(dir, { recursive: true, force: true });
-    const left = readdirSync('/dev/shm').filter((f) => f.startsWith(`zl-test-${process.pid}-`));
-    assert.deepEqual(left, [], 'no segment left behind');
+    assert.deepEqual(tools?.cleanup() ?? [], [], 'no segment left behind');
   });
 
   test('torn-read stress, 5 s: a fast writer and two readers; the seqlock check sees 0 torn, the control run does', async () => {
@@ -91,7 +45,7 @@ describe('shared memory, C library', {
   test('a writer killed while holding the lock mid-write: the next write succeeds at once, readers keep the last committed value', async () => {
     const name = segment();
     assert.equal((await run(['put', name, 'committed'])).result, 0);
-    const holder = spawn(stress, ['hold', name], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const holder = spawn((tools as ShmTools).stress, ['hold', name], { stdio: ['ignore', 'pipe', 'ignore'] });
     await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
     holder.kill('SIGKILL');
     await new Promise((r) => holder.once('exit', r));
@@ -126,7 +80,10 @@ describe('shared memory, C library', {
 
   test('the example program builds with one cc line and publishes a snapshot', async () => {
     const name = segment();
-    const out = execFileSync(example, [name, 'hello from C', '3'], { encoding: 'utf8', timeout: 10_000 });
+    const out = execFileSync((tools as ShmTools).example, [name, 'hello from C', '3'], {
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
     assert.match(out, /snapshot version 1/);
     assert.match(out, /from node: \(timed out/); // nothing on the Node side yet in this test
     assert.equal((await run(['get', name])).text, 'hello from C');

@@ -1,0 +1,369 @@
+/*
+ * zipline's N-API addon for the shared-memory bridge (Linux): opens a segment through the C
+ * library (native/lib/zipline_shm.c, role Node), exposes snapshot read/write, ring send/recv and
+ * the header's figures, and runs two waiter threads per bridge that sleep on the two futex words
+ * ("new snapshot", "C -> Node ring not empty") and posts to the event loop when either moves
+ * (0 % CPU while idle). Calls from JavaScript never block longer than the library's bounded
+ * ~2 ms lock spin.
+ *
+ * The wake-up words are the library's: C writers bump `snap.notify` and wake on every publish;
+ * the C ring producer wakes `c2n_prod.notify` when `c2n_cons.waiting` is set.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/futex.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "zipline_shm.h"
+
+typedef struct bridge {
+  zl_shm *shm;
+  zl_shm_header *h;
+  napi_threadsafe_function tsfn;
+  pthread_t waiter_snap, waiter_ring;
+  int watching;
+  _Atomic int stop;
+  _Atomic int exited;
+} bridge_t;
+
+static void throw_code(napi_env env, int code) {
+  char c[16];
+  snprintf(c, sizeof c, "%d", code);
+  napi_throw_error(env, c, zl_shm_strerror(code));
+}
+
+static bridge_t *unwrap(napi_env env, napi_value v) {
+  bridge_t *b = NULL;
+  napi_get_value_external(env, v, (void **)&b);
+  if (b == NULL || b->shm == NULL) napi_throw_error(env, "EINVAL", "shared-memory bridge is closed");
+  return b != NULL && b->shm != NULL ? b : NULL;
+}
+
+static void stop_waiter(bridge_t *b) {
+  if (!b->watching) return;
+  atomic_store(&b->stop, 1);
+  /* FUTEX_WAKE wakes sleepers whatever the word's value: nothing shared is changed */
+  for (int i = 0; i < 50 && (b->watching & 3); i++) {
+    syscall(SYS_futex, (uint32_t *)&b->h->snap.notify, FUTEX_WAKE, 1 << 30, NULL, NULL, 0);
+    syscall(SYS_futex, (uint32_t *)&b->h->c2n_prod.notify, FUTEX_WAKE, 1 << 30, NULL, NULL, 0);
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+    if (atomic_load(&b->exited) == 2) break;
+  }
+  pthread_join(b->waiter_snap, NULL);
+  pthread_join(b->waiter_ring, NULL);
+  b->watching = 0;
+  napi_release_threadsafe_function(b->tsfn, napi_tsfn_release);
+}
+
+static void finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  bridge_t *b = data;
+  if (b->shm != NULL) {
+    stop_waiter(b);
+    zl_shm_close(b->shm);
+  }
+  free(b);
+}
+
+/* open(name, create, mode, capacity, slots, slotSize) -> external */
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char name[256] = {0};
+  size_t len = 0;
+  napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len);
+  bool create = false;
+  napi_get_value_bool(env, argv[1], &create);
+  uint32_t mode = 0, cap = 0, slots = 0, slot = 0;
+  napi_get_value_uint32(env, argv[2], &mode);
+  napi_get_value_uint32(env, argv[3], &cap);
+  napi_get_value_uint32(env, argv[4], &slots);
+  napi_get_value_uint32(env, argv[5], &slot);
+  zl_shm_options o = {.create = create, .mode = mode, .snapshot_capacity = cap, .ring_slots = slots,
+                      .ring_slot_size = slot, .role = ZL_SHM_ROLE_NODE};
+  zl_shm *shm = NULL;
+  int r = zl_shm_open(name, &o, &shm);
+  if (r != ZL_SHM_OK) {
+    throw_code(env, r);
+    return NULL;
+  }
+  bridge_t *b = calloc(1, sizeof *b);
+  b->shm = shm;
+  b->h = zl_shm_header_of(shm);
+  napi_value ext;
+  napi_create_external(env, b, finalize, NULL, &ext);
+  return ext;
+}
+
+/* snapshotRead(b) -> [version, Buffer] | null */
+static napi_value js_snapshot_read(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = unwrap(env, argv[0]);
+  if (b == NULL) return NULL;
+  uint32_t cap = b->h->id.snapshot_capacity;
+  void *data = NULL;
+  napi_value buf;
+  napi_create_buffer(env, cap, &data, &buf);
+  uint32_t len = 0;
+  uint64_t version = 0;
+  int r = zl_shm_snapshot_read(b->shm, data, cap, &len, &version);
+  napi_value out;
+  if (r == ZL_SHM_EEMPTY) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  if (r != ZL_SHM_OK) {
+    throw_code(env, r);
+    return NULL;
+  }
+  napi_value v, slice, start, end, fn;
+  napi_create_double(env, (double)version, &v);
+  /* buf.subarray(0, len) */
+  napi_get_named_property(env, buf, "subarray", &fn);
+  napi_create_uint32(env, 0, &start);
+  napi_create_uint32(env, len, &end);
+  napi_value args[2] = {start, end};
+  napi_call_function(env, buf, fn, 2, args, &slice);
+  napi_create_array_with_length(env, 2, &out);
+  napi_set_element(env, out, 0, v);
+  napi_set_element(env, out, 1, slice);
+  return out;
+}
+
+/* snapshotWrite(b, buffer, expected) -> version (expected < 0: unconditional); throws a code */
+static napi_value js_snapshot_write(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = unwrap(env, argv[0]);
+  if (b == NULL) return NULL;
+  void *data = NULL;
+  size_t len = 0;
+  napi_get_buffer_info(env, argv[1], &data, &len);
+  double expected = -1;
+  napi_get_value_double(env, argv[2], &expected);
+  uint64_t version = 0;
+  int r = expected < 0 ? zl_shm_snapshot_write(b->shm, data, (uint32_t)len, &version)
+                       : zl_shm_snapshot_write_if(b->shm, data, (uint32_t)len, (uint64_t)expected, &version);
+  if (len > UINT32_MAX) r = ZL_SHM_ETOOBIG;
+  if (r != ZL_SHM_OK) {
+    throw_code(env, r);
+    return NULL;
+  }
+  napi_value out;
+  napi_create_double(env, (double)version, &out);
+  return out;
+}
+
+/* send(b, buffer) -> code (0 or EFULL / ETOOBIG) */
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = unwrap(env, argv[0]);
+  if (b == NULL) return NULL;
+  void *data = NULL;
+  size_t len = 0;
+  napi_get_buffer_info(env, argv[1], &data, &len);
+  int r = zl_shm_send(b->shm, data, (uint32_t)len);
+  napi_value out;
+  napi_create_int32(env, r, &out);
+  return out;
+}
+
+/* recv(b) -> [seq, Buffer] | null: one C -> Node message, without waiting */
+static napi_value js_recv(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = unwrap(env, argv[0]);
+  if (b == NULL) return NULL;
+  uint8_t tmp[65536];
+  uint32_t len = 0;
+  uint64_t seq = atomic_load(&b->h->c2n_cons.tail);
+  int r = zl_shm_recv(b->shm, tmp, sizeof tmp, &len, 0);
+  napi_value out;
+  if (r == ZL_SHM_EEMPTY) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  if (r != ZL_SHM_OK) {
+    throw_code(env, r);
+    return NULL;
+  }
+  void *data;
+  napi_value buf, s;
+  napi_create_buffer_copy(env, len, tmp, &data, &buf);
+  napi_create_double(env, (double)seq, &s);
+  napi_create_array_with_length(env, 2, &out);
+  napi_set_element(env, out, 0, s);
+  napi_set_element(env, out, 1, buf);
+  return out;
+}
+
+/* stats(b) -> numbers from the header */
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = unwrap(env, argv[0]);
+  if (b == NULL) return NULL;
+  zl_shm_header *h = b->h;
+  double v[] = {
+      h->id.snapshot_capacity, h->id.ring_slots, h->id.ring_slot_size, (double)h->id.total_size,
+      (double)atomic_load(&h->snap.version), atomic_load(&h->snap.lock), (double)atomic_load(&h->snap.steals),
+      (double)atomic_load(&h->snap.writes), (double)atomic_load(&h->c2n_prod.head),
+      (double)atomic_load(&h->c2n_cons.tail), (double)atomic_load(&h->c2n_prod.dropped),
+      (double)atomic_load(&h->n2c_prod.head), (double)atomic_load(&h->n2c_cons.tail),
+      (double)atomic_load(&h->n2c_prod.dropped), atomic_load(&h->c2n_prod.pid), atomic_load(&h->n2c_cons.pid),
+      (double)atomic_load(&h->c2n_prod.heartbeat_ms), (double)atomic_load(&h->n2c_cons.heartbeat_ms),
+      h->id.creator_pid};
+  napi_value out;
+  size_t n = sizeof v / sizeof v[0];
+  napi_create_array_with_length(env, n, &out);
+  for (size_t i = 0; i < n; i++) {
+    napi_value x;
+    napi_create_double(env, v[i], &x);
+    napi_set_element(env, out, (uint32_t)i, x);
+  }
+  return out;
+}
+
+/* ---- the waiter thread ---- */
+
+static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
+  (void)ctx;
+  (void)data;
+  if (env != NULL && cb != NULL) {
+    napi_value undef;
+    napi_get_undefined(env, &undef);
+    napi_call_function(env, undef, cb, 0, NULL, NULL);
+  }
+}
+
+/* A sleeping waiter looks at `stop` at least this often (close() also wakes it at once). */
+static const struct timespec STOP_CHECK = {1, 0};
+
+/* Two waiter threads, one per futex word (a thread can sleep on one word only): each posts to
+   the event loop when its word moves and sleeps again; 0 % CPU while nothing happens. */
+static void *wait_snapshot(void *arg) {
+  bridge_t *b = arg;
+  _Atomic uint32_t *word = &b->h->snap.notify;
+  uint32_t seen = atomic_load(word);
+  while (!atomic_load(&b->stop)) {
+    uint32_t now = atomic_load(word);
+    if (now != seen) {
+      seen = now;
+      napi_call_threadsafe_function(b->tsfn, NULL, napi_tsfn_nonblocking);
+      continue;
+    }
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, seen, &STOP_CHECK, NULL, 0);
+  }
+  atomic_fetch_add(&b->exited, 1);
+  return NULL;
+}
+
+static void *wait_ring(void *arg) {
+  bridge_t *b = arg;
+  zl_shm_header *h = b->h;
+  uint64_t head = atomic_load(&h->c2n_prod.head);
+  while (!atomic_load(&b->stop)) {
+    uint64_t now = atomic_load(&h->c2n_prod.head);
+    if (now != head) {
+      head = now;
+      napi_call_threadsafe_function(b->tsfn, NULL, napi_tsfn_nonblocking);
+      continue;
+    }
+    /* the producer wakes us only when we say we wait; re-check after saying it */
+    atomic_store(&h->c2n_cons.waiting, 1u);
+    if (atomic_load(&h->c2n_prod.head) == head)
+      syscall(SYS_futex, (uint32_t *)&h->c2n_prod.notify, FUTEX_WAIT, (uint32_t)head, &STOP_CHECK, NULL, 0);
+    atomic_store(&h->c2n_cons.waiting, 0u);
+  }
+  atomic_fetch_add(&b->exited, 1);
+  return NULL;
+}
+
+/* watch(b, callback): starts the waiter thread (idempotent) */
+static napi_value js_watch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], name;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = unwrap(env, argv[0]);
+  if (b == NULL || b->watching) return NULL;
+  napi_create_string_utf8(env, "zipline-shm", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[1], NULL, name, 64, 1, NULL, NULL, NULL, call_js, &b->tsfn) != napi_ok) {
+    napi_throw_error(env, "ESYS", "cannot create the wake-up callback");
+    return NULL;
+  }
+  napi_unref_threadsafe_function(env, b->tsfn);
+  atomic_store(&b->stop, 0);
+  atomic_store(&b->exited, 0);
+  if (pthread_create(&b->waiter_snap, NULL, wait_snapshot, b) != 0) {
+    napi_release_threadsafe_function(b->tsfn, napi_tsfn_release);
+    napi_throw_error(env, "ESYS", "cannot start the waiter thread");
+    return NULL;
+  }
+  if (pthread_create(&b->waiter_ring, NULL, wait_ring, b) != 0) {
+    atomic_store(&b->stop, 1);
+    syscall(SYS_futex, (uint32_t *)&b->h->snap.notify, FUTEX_WAKE, 1 << 30, NULL, NULL, 0);
+    pthread_join(b->waiter_snap, NULL);
+    napi_release_threadsafe_function(b->tsfn, napi_tsfn_release);
+    napi_throw_error(env, "ESYS", "cannot start the waiter thread");
+    return NULL;
+  }
+  b->watching = 3;
+  return NULL;
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = NULL;
+  napi_get_value_external(env, argv[0], (void **)&b);
+  if (b == NULL || b->shm == NULL) return NULL;
+  stop_waiter(b);
+  zl_shm_close(b->shm);
+  b->shm = NULL;
+  return NULL;
+}
+
+static napi_value js_unlink(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char name[256] = {0};
+  size_t len = 0;
+  napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len);
+  napi_create_int32(env, zl_shm_unlink(name), &out);
+  return out;
+}
+
+NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
+  napi_property_descriptor props[] = {
+      {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
+      {"snapshotRead", NULL, js_snapshot_read, NULL, NULL, NULL, napi_default, NULL},
+      {"snapshotWrite", NULL, js_snapshot_write, NULL, NULL, NULL, napi_default, NULL},
+      {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
+      {"recv", NULL, js_recv, NULL, NULL, NULL, napi_default, NULL},
+      {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"watch", NULL, js_watch, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+      {"unlink", NULL, js_unlink, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}

@@ -1,0 +1,194 @@
+/**
+ * One shared-memory bridge: a segment opened (or created) with the Node role, its snapshot as a
+ * versioned latest value, the C → Node ring drained into a bounded replay buffer for SSE
+ * subscribers, and sends to C. Wake-ups come from the addon's futex waiter threads, so an idle
+ * bridge costs no CPU.
+ */
+import { ZiplineError } from '../errors.js';
+import { metrics } from '../metrics/catalog.js';
+import { SHM_ERRORS } from './layout.js';
+import { loadShm, type ShmBinding, type ShmHandle, shmCode } from './native.js';
+
+export interface ShmBridgeSettings {
+  readonly name: string;
+  readonly segment: string;
+  readonly snapshotCapacity: number;
+  readonly slots: number;
+  readonly slotSize: number;
+  readonly create: boolean;
+  readonly mode: number;
+  readonly removeOnExit: boolean;
+  readonly http: string;
+}
+
+export interface ShmMessage {
+  readonly seq: number;
+  readonly data: Buffer;
+}
+
+type Listener = () => void;
+
+export class ShmBridge {
+  private readonly binding: ShmBinding;
+  private handle: ShmHandle | null = null;
+  /** Recent C → Node messages, oldest first, at most `slots` of them (SSE replay). */
+  readonly recent: ShmMessage[] = [];
+  private readonly snapshotListeners = new Set<Listener>();
+  private readonly messageListeners = new Set<(m: ShmMessage) => void>();
+  private lastVersion = 0;
+  private readonly rx;
+  private readonly tx;
+
+  constructor(readonly settings: ShmBridgeSettings) {
+    this.binding = loadShm();
+    this.rx = metrics.shmMessages.labels(settings.name, 'c_to_node');
+    this.tx = metrics.shmMessages.labels(settings.name, 'node_to_c');
+  }
+
+  open(): void {
+    const s = this.settings;
+    try {
+      this.handle = this.binding.open(s.segment, s.create, s.mode, s.snapshotCapacity, s.slots, s.slotSize);
+    } catch (err) {
+      throw new ZiplineError('ZL_SHM_ATTACH', `shm ${s.name} (${s.segment}): ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    this.lastVersion = this.read()?.version ?? 0;
+    this.drain();
+    this.binding.watch(this.handle, () => this.onWake());
+  }
+
+  private get h(): ShmHandle {
+    if (this.handle === null)
+      throw new ZiplineError('ZL_SHM_NOT_FOUND', `shm ${this.settings.name} is closed`);
+    return this.handle;
+  }
+
+  read(): { version: number; data: Buffer } | null {
+    const r = this.binding.snapshotRead(this.h);
+    return r === null ? null : { version: r[0], data: r[1] };
+  }
+
+  /** Replaces the snapshot; `ifMatch` makes it a compare-and-set. Returns the new version. */
+  write(data: Buffer, ifMatch: number | null): number {
+    try {
+      return this.binding.snapshotWrite(this.h, data, ifMatch ?? -1);
+    } catch (err) {
+      const code = shmCode(err);
+      if (code === SHM_ERRORS.etoobig)
+        throw new ZiplineError(
+          'ZL_SHM_TOO_LARGE',
+          `larger than the snapshot capacity (${this.settings.snapshotCapacity} bytes)`,
+        );
+      if (code === SHM_ERRORS.econflict)
+        throw new ZiplineError('ZL_SHM_PRECONDITION', 'the snapshot changed since the version in If-Match');
+      if (code === SHM_ERRORS.ebusy)
+        throw new ZiplineError('ZL_SHM_BUSY', 'the snapshot lock is held by a live writer');
+      throw err;
+    }
+  }
+
+  /** A message to C (the Node → C ring). */
+  send(data: Buffer): void {
+    const r = this.binding.send(this.h, data);
+    if (r === SHM_ERRORS.ok) {
+      this.tx.inc();
+      return;
+    }
+    if (r === SHM_ERRORS.etoobig)
+      throw new ZiplineError(
+        'ZL_SHM_TOO_LARGE',
+        `larger than a ring slot (${this.settings.slotSize - 16} bytes)`,
+      );
+    throw new ZiplineError(
+      'ZL_SHM_BUSY',
+      'the ring to C is full (its reader is behind); the message was dropped',
+    );
+  }
+
+  onSnapshot(l: Listener): () => void {
+    this.snapshotListeners.add(l);
+    return () => this.snapshotListeners.delete(l);
+  }
+
+  onMessage(l: (m: ShmMessage) => void): () => void {
+    this.messageListeners.add(l);
+    return () => this.messageListeners.delete(l);
+  }
+
+  /** SSE subscribers and long-polls waiting on this bridge. */
+  get subscribers(): number {
+    return this.snapshotListeners.size + this.messageListeners.size;
+  }
+
+  get version(): number {
+    return this.lastVersion;
+  }
+
+  private onWake(): void {
+    if (this.handle === null) return;
+    const v = this.read()?.version ?? 0;
+    if (v !== this.lastVersion) {
+      this.lastVersion = v;
+      for (const l of [...this.snapshotListeners]) l();
+    }
+    this.drain();
+  }
+
+  /** Takes every waiting C → Node message off the ring. */
+  private drain(): void {
+    for (;;) {
+      const m = this.binding.recv(this.h);
+      if (m === null) return;
+      const msg = { seq: m[0], data: m[1] };
+      this.rx.inc();
+      this.recent.push(msg);
+      if (this.recent.length > this.settings.slots) this.recent.shift();
+      for (const l of [...this.messageListeners]) l(msg);
+    }
+  }
+
+  stats(): Record<string, unknown> {
+    const n = this.binding.stats(this.h);
+    const at = (i: number): number => n[i] ?? 0;
+    const now = Date.now();
+    return {
+      name: this.settings.name,
+      segment: this.settings.segment,
+      http: this.settings.http,
+      layout: { snapshot_capacity: at(0), ring_slots: at(1), ring_slot_size: at(2), total_size: at(3) },
+      snapshot: { version: at(4), lock_owner: at(5) || null, steals: at(6), writes: at(7) },
+      c_to_node: {
+        head: at(8),
+        tail: at(9),
+        lag: at(8) - at(9),
+        dropped: at(10),
+        producer_pid: at(14) || null,
+      },
+      node_to_c: {
+        head: at(11),
+        tail: at(12),
+        lag: at(11) - at(12),
+        dropped: at(13),
+        consumer_pid: at(15) || null,
+      },
+      heartbeat_age_ms: {
+        c_producer: at(16) ? now - at(16) : null,
+        c_consumer: at(17) ? now - at(17) : null,
+      },
+      creator_pid: at(18),
+      recent_messages: this.recent.length,
+      subscribers: this.subscribers,
+    };
+  }
+
+  close(): void {
+    if (this.handle === null) return;
+    this.binding.close(this.handle);
+    this.handle = null;
+    if (this.settings.removeOnExit) this.binding.unlink(this.settings.segment);
+    this.snapshotListeners.clear();
+    this.messageListeners.clear();
+  }
+}

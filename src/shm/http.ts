@@ -1,0 +1,298 @@
+/**
+ * The `/shm` HTTP API (docs/SHM.md) for the bridges that share one `http` address. Off the proxy's
+ * hot path, so plain `node:http`. Every handler is bounded: reads and writes of the segment never
+ * block the event loop beyond the library's ~2 ms lock spin.
+ *
+ *   GET  /shm/NAME            latest snapshot; ETag "V"; If-None-Match → 304; 204 before the first
+ *                             write; ?since=V&timeout=MS long-polls for a version after V
+ *   POST /shm/NAME (or PUT)   replace it; If-Match "V" → compare-and-set (412); 413 over capacity;
+ *                             503 + Retry-After when a live writer holds the lock
+ *   GET  /shm/NAME/stream     Server-Sent Events: each new version (id = version)
+ *   GET  /shm/NAME/messages   Server-Sent Events of C → Node messages (id = sequence; Last-Event-ID
+ *                             replays what is still kept, else a `gap` event)
+ *   POST /shm/NAME/messages   one message to C
+ *   GET  /shm/NAME/stats      layout, versions, lock owner, ring positions, peers
+ * `/shm` alone names the bridge when only one is served here.
+ */
+import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
+import { parseHostPort } from '../config/units.js';
+import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import type { ShmBridge, ShmMessage } from './bridge.js';
+
+const MAX_LONG_POLL_MS = 60_000;
+const SSE_HEARTBEAT_MS = 15_000;
+
+export class ShmHttpServer {
+  private server: Server | null = null;
+  private readonly streams = new Set<ServerResponse>();
+
+  constructor(
+    readonly listen: string,
+    private readonly bridges: Map<string, ShmBridge>,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    const hp = parseHostPort(this.listen, '127.0.0.1');
+    if (hp === undefined) throw new ZiplineError('ZL_LISTEN_FAILED', `bad shm http address ${this.listen}`);
+    const server = createServer({ requestTimeout: 120_000, headersTimeout: 10_000 }, (req, res) => {
+      this.handle(req, res).catch((err: unknown) => this.error(res, err));
+    });
+    server.on('clientError', (_err, socket) => socket.destroy());
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          new ZiplineError(
+            'ZL_LISTEN_FAILED',
+            `shm http: cannot listen on ${this.listen}: ${err.code ?? err.message}`,
+          ),
+        ),
+      );
+      server.listen({ host: hp.host, port: hp.port }, () => resolve());
+    });
+    server.removeAllListeners('error');
+    server.on('error', (err) => this.log.error({ err }, 'shm http server error'));
+    this.server = server;
+  }
+
+  address(): string {
+    const a = this.server?.address();
+    return a !== null && typeof a === 'object' && a !== undefined ? `${a.address}:${a.port}` : '';
+  }
+
+  close(): Promise<void> {
+    for (const res of this.streams) res.destroy();
+    this.streams.clear();
+    return new Promise((resolve) => {
+      if (this.server === null) return resolve();
+      this.server.closeAllConnections();
+      this.server.close(() => resolve());
+    });
+  }
+
+  private bridgeFor(name: string | undefined): ShmBridge {
+    if (name === undefined || name === '') {
+      if (this.bridges.size === 1) return [...this.bridges.values()][0] as ShmBridge;
+      throw new ZiplineError(
+        'ZL_SHM_NOT_FOUND',
+        `several bridges are served here: use /shm/NAME (${[...this.bridges.keys()].join(', ')})`,
+      );
+    }
+    const b = this.bridges.get(name);
+    if (b === undefined) throw new ZiplineError('ZL_SHM_NOT_FOUND', `no shm bridge "${name}"`);
+    return b;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const m = /^\/shm(?:\/([A-Za-z0-9_.-]+))?(?:\/(stream|messages|stats))?\/?$/.exec(url.pathname);
+    if (m === null) throw new ZiplineError('ZL_SHM_NOT_FOUND', 'not an /shm path');
+    // /shm/stats with one bridge: "stats" is the sub-resource, not a bridge name
+    let name = m[1];
+    let sub = m[2];
+    if (
+      sub === undefined &&
+      name !== undefined &&
+      ['stream', 'messages', 'stats'].includes(name) &&
+      !this.bridges.has(name)
+    ) {
+      sub = name;
+      name = undefined;
+    }
+    const bridge = this.bridgeFor(name);
+    const method = req.method ?? 'GET';
+    if (sub === undefined && (method === 'GET' || method === 'HEAD')) return this.get(bridge, req, res, url);
+    if (sub === undefined && (method === 'POST' || method === 'PUT')) return this.put(bridge, req, res);
+    if (sub === 'stream' && method === 'GET') return this.stream(bridge, req, res);
+    if (sub === 'messages' && method === 'GET') return this.messages(bridge, req, res);
+    if (sub === 'messages' && method === 'POST') {
+      bridge.send(await body(req, bridge.settings.slotSize - 16));
+      res.writeHead(202).end();
+      return;
+    }
+    if (sub === 'stats' && method === 'GET') {
+      json(res, 200, bridge.stats());
+      return;
+    }
+    res.writeHead(405, { Allow: 'GET, POST, PUT' }).end();
+  }
+
+  private async get(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const since = url.searchParams.get('since');
+    if (since !== null) {
+      const after = Number(since);
+      const timeout = Math.min(Number(url.searchParams.get('timeout') ?? '30000') || 0, MAX_LONG_POLL_MS);
+      if (bridge.version <= after && timeout > 0) await waitForVersion(bridge, after, timeout, req);
+    }
+    const snap = bridge.read();
+    if (snap === null) {
+      res.writeHead(204).end();
+      return;
+    }
+    const etag = `"${snap.version}"`;
+    if (req.headers['if-none-match'] === etag) {
+      res.writeHead(304, { ETag: etag }).end();
+      return;
+    }
+    res.writeHead(200, {
+      ETag: etag,
+      'Content-Type': 'application/octet-stream',
+      'Content-Length': snap.data.length,
+      'Cache-Control': 'no-cache',
+    });
+    res.end(req.method === 'HEAD' ? undefined : snap.data);
+  }
+
+  private async put(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const data = await body(req, bridge.settings.snapshotCapacity);
+    const ifMatch = req.headers['if-match'];
+    let expected: number | null = null;
+    if (typeof ifMatch === 'string') {
+      const m = /^"?(\d+)"?$/.exec(ifMatch.trim());
+      if (m === null) throw new ZiplineError('ZL_SHM_PRECONDITION', 'If-Match must be a version ETag ("7")');
+      expected = Number(m[1]);
+    }
+    const version = bridge.write(data, expected);
+    res.writeHead(200, { ETag: `"${version}"`, 'Content-Type': 'application/json' });
+    res.end(`{"version":${version}}\n`);
+  }
+
+  private stream(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): void {
+    this.openSse(res);
+    const send = (): void => {
+      const snap = bridge.read();
+      if (snap !== null) res.write(`id: ${snap.version}\nevent: snapshot\n${dataLines(snap.data)}\n`);
+    };
+    send();
+    const off = bridge.onSnapshot(send);
+    req.on('close', () => {
+      off();
+      this.streams.delete(res);
+    });
+  }
+
+  private messages(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): void {
+    this.openSse(res);
+    const send = (m: ShmMessage): void => {
+      res.write(`id: ${m.seq}\nevent: message\n${dataLines(m.data)}\n`);
+    };
+    const last = req.headers['last-event-id'];
+    if (typeof last === 'string' && /^\d+$/.test(last)) {
+      const from = Number(last) + 1;
+      const oldest = bridge.recent[0]?.seq;
+      if (oldest !== undefined && oldest > from) {
+        res.write(`event: gap\ndata: {"from":${from},"to":${oldest - 1}}\n\n`);
+      }
+      for (const m of bridge.recent) if (m.seq >= from) send(m);
+    }
+    const off = bridge.onMessage(send);
+    req.on('close', () => {
+      off();
+      this.streams.delete(res);
+    });
+  }
+
+  private openSse(res: ServerResponse): void {
+    res.writeHead(200, {
+      'Content-Type': 'text/event-stream',
+      'Cache-Control': 'no-cache',
+      Connection: 'keep-alive',
+    });
+    res.write(': zipline shm\n\n');
+    this.streams.add(res);
+    const beat = setInterval(() => res.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS);
+    beat.unref();
+    res.on('close', () => clearInterval(beat));
+  }
+
+  private error(res: ServerResponse, err: unknown): void {
+    let code: ErrorCode = 'ZL_INTERNAL';
+    let message = 'internal error';
+    if (isZiplineError(err)) {
+      code = err.code;
+      message = err.message;
+    } else this.log.error({ err }, 'shm http handler failed');
+    const status = ERROR_CATALOG[code].status || 500;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const headers: Record<string, string> = { 'X-Zipline-Error': code };
+    if (status === 503) headers['Retry-After'] = '1';
+    json(res, status, { error: code, message, status: STATUS_CODES[status] }, headers);
+  }
+}
+
+function json(
+  res: ServerResponse,
+  status: number,
+  value: unknown,
+  headers: Record<string, string> = {},
+): void {
+  const text = `${JSON.stringify(value)}\n`;
+  res.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Content-Length': Buffer.byteLength(text),
+    ...headers,
+  });
+  res.end(text);
+}
+
+/** The request body, refused with 413 as soon as it exceeds `limit`. */
+function body(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? '0');
+  if (declared > limit)
+    return Promise.reject(new ZiplineError('ZL_SHM_TOO_LARGE', `body over ${limit} bytes`));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        reject(new ZiplineError('ZL_SHM_TOO_LARGE', `body over ${limit} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+/** SSE `data:` lines (one per line of the payload, as text). */
+function dataLines(data: Buffer): string {
+  return `${data
+    .toString('utf8')
+    .split(/\r?\n/)
+    .map((l) => `data: ${l}`)
+    .join('\n')}\n`;
+}
+
+function waitForVersion(
+  bridge: ShmBridge,
+  after: number,
+  timeoutMs: number,
+  req: IncomingMessage,
+): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      off();
+      clearTimeout(timer);
+      req.off('close', done);
+      resolve();
+    };
+    const off = bridge.onSnapshot(() => {
+      if (bridge.version > after) done();
+    });
+    const timer = setTimeout(done, timeoutMs);
+    req.on('close', done);
+  });
+}

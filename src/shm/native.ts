@@ -1,0 +1,62 @@
+/**
+ * The shared-memory addon (native/addon/shm_addon.c, built by `npm install` on Linux). Loading
+ * it elsewhere, or when the build failed, throws one clear `ZL_SHM_UNAVAILABLE`; nothing else
+ * in zipline depends on it.
+ */
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { ZiplineError } from '../errors.js';
+
+/** An opened segment (an N-API external). */
+export type ShmHandle = { readonly __shm: unique symbol };
+
+export interface ShmBinding {
+  open(
+    name: string,
+    create: boolean,
+    mode: number,
+    capacity: number,
+    slots: number,
+    slotSize: number,
+  ): ShmHandle;
+  /** [version, data] or null before the first write. */
+  snapshotRead(h: ShmHandle): [number, Buffer] | null;
+  /** The new version; `expected` < 0 writes unconditionally. Throws an error whose code is the library's. */
+  snapshotWrite(h: ShmHandle, data: Buffer, expected: number): number;
+  /** 0, or a negative library code (EFULL, ETOOBIG). */
+  send(h: ShmHandle, data: Buffer): number;
+  /** [sequence, data] of the next C → Node message, or null. */
+  recv(h: ShmHandle): [number, Buffer] | null;
+  stats(h: ShmHandle): number[];
+  watch(h: ShmHandle, onWake: () => void): void;
+  close(h: ShmHandle): void;
+  unlink(name: string): number;
+}
+
+let cached: ShmBinding | null = null;
+
+export function loadShm(): ShmBinding {
+  if (cached !== null) return cached;
+  if (process.platform !== 'linux') {
+    throw new ZiplineError(
+      'ZL_SHM_UNAVAILABLE',
+      `shared-memory bridges need Linux in this build (running on ${process.platform}); see docs/SHM.md for the Windows design`,
+    );
+  }
+  try {
+    const require = createRequire(import.meta.url);
+    const path = fileURLToPath(new URL('../../../build/Release/zipline_shm.node', import.meta.url));
+    cached = require(path) as ShmBinding;
+    return cached;
+  } catch (err) {
+    throw new ZiplineError(
+      'ZL_SHM_UNAVAILABLE',
+      `the shared-memory addon is not built (run npm install with a C compiler): ${(err as Error).message}`,
+    );
+  }
+}
+
+/** The library's numeric code of an error thrown by the addon (NaN when it is not one). */
+export function shmCode(err: unknown): number {
+  return Number((err as { code?: unknown }).code);
+}

@@ -1,0 +1,210 @@
+/**
+ * zipline's shared-memory bridge with real C processes and real HTTP clients: curl reads what C
+ * wrote and C reads what curl posted; ETag/304/204/412/413; a writer killed holding the lock
+ * does not stop the next POST; C → Node messages over SSE with Last-Event-ID replay; Node → C
+ * messages; long-poll and the snapshot stream; `zipline shm` commands.
+ */
+import assert from 'node:assert/strict';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { request } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { metrics } from '../../src/metrics/catalog.js';
+import { until } from '../helpers/net.js';
+import { buildShmTools, type ShmTools } from '../helpers/shm.js';
+import { runCli, startRuntime } from '../helpers/zipline.js';
+
+const linux = process.platform === 'linux' && existsSync('/dev/shm');
+let tools: ShmTools | undefined;
+const t = (): ShmTools => tools as ShmTools;
+
+function curl(args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile('curl', ['-sS', ...args], (err, stdout) =>
+      resolve({ code: err === null ? 0 : ((err as { code?: number }).code ?? 1), out: stdout }),
+    );
+  });
+}
+
+function yaml(segment: string, extra = ''): string {
+  return `
+admin: { listen: 127.0.0.1:0 }
+shm:
+  - { name: tele, segment: ${segment}, snapshot_capacity: 4KiB, slots: 64, slot_size: 128, http: 127.0.0.1:0, remove_on_exit: true }
+${extra}`;
+}
+
+/** Reads Server-Sent Events until `count` events arrived; returns them. */
+function sse(
+  url: string,
+  count: number,
+  headers: Record<string, string> = {},
+): Promise<{ id: string; event: string; data: string }[]> {
+  return new Promise((resolve, reject) => {
+    const events: { id: string; event: string; data: string }[] = [];
+    const req = request(url, { headers }, (res) => {
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        buf += c;
+        let i = buf.indexOf('\n\n');
+        while (i >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          const ev = { id: '', event: 'message', data: '' };
+          let has = false;
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) continue;
+            const [k, ...rest] = line.split(': ');
+            const v = rest.join(': ');
+            if (k === 'id') ev.id = v;
+            else if (k === 'event') ev.event = v;
+            else if (k === 'data') ev.data = ev.data === '' ? v : `${ev.data}\n${v}`;
+            has = true;
+          }
+          if (has) events.push(ev);
+          if (events.length >= count) {
+            req.destroy();
+            resolve(events);
+            return;
+          }
+          i = buf.indexOf('\n\n');
+        }
+      });
+    });
+    req.on('error', (e) => (events.length >= count ? undefined : reject(e)));
+    req.end();
+  });
+}
+
+describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX shared memory (Linux)' }, () => {
+  before(() => {
+    tools = buildShmTools();
+  });
+  after(() => {
+    assert.deepEqual(tools?.cleanup() ?? [], [], 'no segment left behind');
+  });
+
+  test('curl reads what C wrote and C reads what curl posted; ETag, 304, 204, 412, 413', async () => {
+    const seg = t().segment();
+    const z = await startRuntime(yaml(seg));
+    try {
+      const base = `http://${z.rt.shm.address('tele')}/shm/tele`;
+      assert.equal(statSync(`/dev/shm${seg}`).mode & 0o777, 0o600);
+      assert.match((await curl(['-i', base])).out, /^HTTP\/1\.1 204/);
+      assert.equal((await t().run(['put', seg, 'written by C'])).result, 0);
+      const got = await curl(['-i', base]);
+      assert.match(got.out, /^HTTP\/1\.1 200/);
+      assert.match(got.out, /ETag: "1"/i);
+      assert.match(got.out, /written by C$/);
+      assert.match((await curl(['-i', '-H', 'If-None-Match: "1"', base])).out, /^HTTP\/1\.1 304/);
+      // with one bridge on this address, /shm alone names it
+      assert.match((await curl([`http://${z.rt.shm.address('tele')}/shm`])).out, /written by C/);
+      const post = await curl(['-i', '-d', 'posted by curl', base]);
+      assert.match(post.out, /^HTTP\/1\.1 200/);
+      assert.match(post.out, /"version":2/);
+      assert.equal((await t().run(['get', seg])).text, 'posted by curl');
+      const stale = await curl(['-i', '-H', 'If-Match: "1"', '-d', 'x', base]);
+      assert.match(stale.out, /^HTTP\/1\.1 412/);
+      assert.match(stale.out, /ZL_SHM_PRECONDITION/);
+      assert.match((await curl(['-i', '-H', 'If-Match: "2"', '-d', 'cas', base])).out, /^HTTP\/1\.1 200/);
+      const big = await curl(['-i', '-d', 'x'.repeat(5000), base]);
+      assert.match(big.out, /^HTTP\/1\.1 413/);
+      const stats = JSON.parse((await curl([`${base}/stats`])).out) as { snapshot: { version: number } };
+      assert.equal(stats.snapshot.version, 3);
+    } finally {
+      await z.stop();
+    }
+    assert.equal(existsSync(`/dev/shm${seg}`), false, 'remove_on_exit removed the segment');
+  });
+
+  test('a C writer killed holding the lock: the next POST succeeds at once; the steal is counted', async () => {
+    const seg = t().segment();
+    const z = await startRuntime(yaml(seg));
+    try {
+      const base = `http://${z.rt.shm.address('tele')}/shm/tele`;
+      await curl(['-d', 'committed', base]);
+      const holder = spawn(t().stress, ['hold', seg], { stdio: ['ignore', 'pipe', 'ignore'] });
+      await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+      holder.kill('SIGKILL');
+      await new Promise((r) => holder.once('exit', r));
+      assert.equal((await curl([base])).out, 'committed', 'readers keep the last committed value');
+      const t0 = performance.now();
+      const r = await curl(['-i', '-d', 'after crash', base]);
+      assert.match(r.out, /^HTTP\/1\.1 200/);
+      assert.ok(performance.now() - t0 < 500, 'no wait on a dead owner');
+      const stats = JSON.parse((await curl([`${base}/stats`])).out) as { snapshot: { steals: number } };
+      assert.equal(stats.snapshot.steals, 1);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('C → Node messages over SSE with Last-Event-ID replay; Node → C messages; long-poll and stream wake on C writes', async () => {
+    const seg = t().segment();
+    const z = await startRuntime(yaml(seg));
+    try {
+      const base = `http://${z.rt.shm.address('tele')}/shm/tele`;
+      const bridge = z.rt.shm.bridges.get('tele');
+      const live = sse(`${base}/messages`, 5);
+      await until(() => bridge?.subscribers === 1, 'SSE subscribed');
+      await t().run(['ring', seg, '5']);
+      const got = await live;
+      assert.deepEqual(
+        got.map((e) => e.data),
+        ['m0', 'm1', 'm2', 'm3', 'm4'],
+      );
+      const replay = await sse(`${base}/messages`, 2, { 'Last-Event-ID': got[2]?.id ?? '' });
+      assert.deepEqual(
+        replay.map((e) => e.data),
+        ['m3', 'm4'],
+      );
+      // Node → C: the example program prints the first message it receives
+      assert.match((await curl(['-i', '-d', 'hello C', `${base}/messages`])).out, /^HTTP\/1\.1 202/);
+      const out = execFileSync(t().example, [seg, 'snap from example', '0'], { encoding: 'utf8' });
+      assert.match(out, /from node: hello C/);
+      // long-poll: wakes when C writes
+      const current = Number(JSON.parse((await curl([`${base}/stats`])).out).snapshot.version);
+      const poll = curl(['-i', `${base}?since=${current}&timeout=5000`]);
+      const stream = sse(`${base}/stream`, 2); // the current value, then the next one
+      await until(() => bridge?.subscribers === 2, 'long-poll and stream waiting');
+      await t().run(['put', seg, 'woke them']);
+      assert.match((await poll).out, /woke them$/);
+      assert.equal((await stream)[1]?.data, 'woke them');
+      const rx = (await metrics.shmMessages.get()).values.find(
+        (v) => v.labels.bridge === 'tele' && v.labels.direction === 'c_to_node',
+      );
+      assert.ok((rx?.value ?? 0) >= 5);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('zipline shm create | inspect | rm', async () => {
+    const seg = t().segment();
+    const created = await runCli([
+      'shm',
+      'create',
+      seg,
+      '--capacity',
+      '1KiB',
+      '--slots',
+      '16',
+      '--slot-size',
+      '64',
+    ]);
+    assert.equal(created.code, 0, created.stderr);
+    assert.equal(
+      (JSON.parse(created.stdout) as { layout: { snapshot_capacity: number } }).layout.snapshot_capacity,
+      1024,
+    );
+    await t().run(['put', seg, 'from C']);
+    const inspected = await runCli(['shm', 'inspect', seg]);
+    assert.equal((JSON.parse(inspected.stdout) as { snapshot: { version: number } }).snapshot.version, 1);
+    assert.equal((await runCli(['shm', 'rm', seg])).code, 0);
+    assert.equal(existsSync(`/dev/shm${seg}`), false);
+    const again = await runCli(['shm', 'inspect', seg]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /ZL_SHM_ATTACH/);
+  });
+});
