@@ -213,6 +213,64 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* recvBatch(b, maxBytes) -> [firstSeq, count, Buffer] | null: every waiting C -> Node message that
+   fits, each as [u32 little-endian length][bytes], in one Buffer (one call per wake-up, not per
+   message). */
+static napi_value js_recv_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = unwrap(env, argv[0]);
+  if (b == NULL) return NULL;
+  uint32_t max = 0;
+  napi_get_value_uint32(env, argv[1], &max);
+  uint32_t slot = b->h->id.ring_slot_size;
+  if (max < slot + 4) max = slot + 4;
+  uint8_t *tmp = malloc(max);
+  if (tmp == NULL) {
+    napi_throw_error(env, "ESYS", "out of memory");
+    return NULL;
+  }
+  uint64_t first = atomic_load(&b->h->c2n_cons.tail);
+  uint32_t used = 0, count = 0;
+  while (used + 4 + (slot - ZL_SHM_PREFIX) <= max) {
+    uint32_t len = 0;
+    int r = zl_shm_recv(b->shm, tmp + used + 4, max - used - 4, &len, 0);
+    if (r != ZL_SHM_OK) break;
+    memcpy(tmp + used, &len, 4);
+    used += 4 + len;
+    count++;
+  }
+  napi_value out;
+  if (count == 0) {
+    free(tmp);
+    napi_get_null(env, &out);
+    return out;
+  }
+  void *data;
+  napi_value buf, f, c;
+  napi_create_buffer_copy(env, used, tmp, &data, &buf);
+  free(tmp);
+  napi_create_double(env, (double)first, &f);
+  napi_create_uint32(env, count, &c);
+  napi_create_array_with_length(env, 3, &out);
+  napi_set_element(env, out, 0, f);
+  napi_set_element(env, out, 1, c);
+  napi_set_element(env, out, 2, buf);
+  return out;
+}
+
+/* version(b) -> the published snapshot version (0: none yet) */
+static napi_value js_version(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = unwrap(env, argv[0]);
+  if (b == NULL) return NULL;
+  napi_create_double(env, (double)atomic_load(&b->h->snap.version), &out);
+  return out;
+}
+
 /* stats(b) -> numbers from the header */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -243,13 +301,14 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
 
 /* ---- the waiter thread ---- */
 
+/* callback(kind): 1 = a new snapshot, 2 = C -> Node messages */
 static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
   (void)ctx;
-  (void)data;
   if (env != NULL && cb != NULL) {
-    napi_value undef;
+    napi_value undef, kind;
     napi_get_undefined(env, &undef);
-    napi_call_function(env, undef, cb, 0, NULL, NULL);
+    napi_create_int32(env, (int32_t)(intptr_t)data, &kind);
+    napi_call_function(env, undef, cb, 1, &kind, NULL);
   }
 }
 
@@ -266,7 +325,7 @@ static void *wait_snapshot(void *arg) {
     uint32_t now = atomic_load(word);
     if (now != seen) {
       seen = now;
-      napi_call_threadsafe_function(b->tsfn, NULL, napi_tsfn_nonblocking);
+      napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)1, napi_tsfn_nonblocking);
       continue;
     }
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, seen, &STOP_CHECK, NULL, 0);
@@ -283,7 +342,7 @@ static void *wait_ring(void *arg) {
     uint64_t now = atomic_load(&h->c2n_prod.head);
     if (now != head) {
       head = now;
-      napi_call_threadsafe_function(b->tsfn, NULL, napi_tsfn_nonblocking);
+      napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)2, napi_tsfn_nonblocking);
       continue;
     }
     /* the producer wakes us only when we say we wait; re-check after saying it */
@@ -359,7 +418,9 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"snapshotWrite", NULL, js_snapshot_write, NULL, NULL, NULL, napi_default, NULL},
       {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
       {"recv", NULL, js_recv, NULL, NULL, NULL, napi_default, NULL},
+      {"recvBatch", NULL, js_recv_batch, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"version", NULL, js_version, NULL, NULL, NULL, napi_default, NULL},
       {"watch", NULL, js_watch, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"unlink", NULL, js_unlink, NULL, NULL, NULL, napi_default, NULL},

@@ -36,6 +36,7 @@ function open(name: string, create: boolean, o?: ShmCreateOptions): ShmBridge {
     mode: o === undefined ? 0o600 : Number.parseInt(o.mode, 8),
     removeOnExit: false,
     http: '',
+    wake: 'futex',
   });
   bridge.open();
   return bridge;

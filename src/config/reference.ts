@@ -285,6 +285,10 @@ export const CONFIG_REFERENCE = {
     doc: 'Create the segment when missing (else attach only). An existing segment must have the same sizes.',
   },
   'shm[].mode': { default: '0600', doc: 'Permissions of a segment zipline creates.' },
+  'shm[].wake': {
+    default: 'futex',
+    doc: "`futex`: two native threads sleep on the segment's wake-up words and post to the event loop (0 % CPU idle; ~20 µs C→Node). `poll`: the event loop checks the segment on every turn (`setImmediate`), for a spare core: ~2 µs C→Node, and the process stays busy.",
+  },
   'shm[].remove_on_exit': {
     default: false,
     doc: 'Remove the segment when zipline exits (else it stays for the C side; `zipline shm rm NAME` removes it).',

@@ -267,6 +267,7 @@ const shmBridge = z.strictObject({
     .regex(/^0?[0-7]{3}$/, 'an octal mode such as 0600')
     .prefault(def('shm[].mode')),
   remove_on_exit: z.boolean().prefault(def('shm[].remove_on_exit')),
+  wake: z.enum(['futex', 'poll']).prefault(def('shm[].wake')),
 });
 
 export const configSchema = z.strictObject({

@@ -19,6 +19,8 @@ export interface ShmBridgeSettings {
   readonly mode: number;
   readonly removeOnExit: boolean;
   readonly http: string;
+  /** `futex`: native waiter threads (idle at 0 % CPU); `poll`: check on every event-loop turn. */
+  readonly wake: 'futex' | 'poll';
 }
 
 export interface ShmMessage {
@@ -28,20 +30,29 @@ export interface ShmMessage {
 
 type Listener = () => void;
 
+/** The addon's wake-up kinds (native/addon/shm_addon.c). */
+const WAKE_MESSAGES = 2;
+/** Bytes taken off the C → Node ring per native call. */
+const BATCH_BYTES = 256 * 1024;
+
 export class ShmBridge {
   private readonly binding: ShmBinding;
   private handle: ShmHandle | null = null;
-  /** Recent C → Node messages, oldest first, at most `slots` of them (SSE replay). */
-  readonly recent: ShmMessage[] = [];
+  /** Recent C → Node messages (SSE replay): a ring of the last `slots`, see `recentMessages()`. */
+  private readonly recentRing: (ShmMessage | undefined)[];
+  private recentNext = 0;
+  private recentCount = 0;
   private readonly snapshotListeners = new Set<Listener>();
   private readonly messageListeners = new Set<(m: ShmMessage) => void>();
   private lastVersion = 0;
+  private pollTimer: NodeJS.Immediate | null = null;
   private readonly rx;
   private readonly tx;
 
   constructor(readonly settings: ShmBridgeSettings) {
     this.binding = loadShm();
     this.rx = metrics.shmMessages.labels(settings.name, 'c_to_node');
+    this.recentRing = new Array(settings.slots);
     this.tx = metrics.shmMessages.labels(settings.name, 'node_to_c');
   }
 
@@ -54,9 +65,17 @@ export class ShmBridge {
         cause: err,
       });
     }
-    this.lastVersion = this.read()?.version ?? 0;
+    this.lastVersion = this.binding.version(this.handle);
     this.drain();
-    this.binding.watch(this.handle, () => this.onWake());
+    if (s.wake === 'poll') this.poll();
+    else this.binding.watch(this.handle, (kind) => (kind === WAKE_MESSAGES ? this.drain() : this.onWake()));
+  }
+
+  /** Busy-poll from the event loop: one check per turn, other work runs in between. */
+  private poll(): void {
+    if (this.handle === null) return;
+    this.onWake();
+    this.pollTimer = setImmediate(() => this.poll());
   }
 
   private get h(): ShmHandle {
@@ -126,9 +145,10 @@ export class ShmBridge {
     return this.lastVersion;
   }
 
+  /** A new snapshot may be there (and, when polling, messages too). */
   private onWake(): void {
     if (this.handle === null) return;
-    const v = this.read()?.version ?? 0;
+    const v = this.binding.version(this.handle);
     if (v !== this.lastVersion) {
       this.lastVersion = v;
       for (const l of [...this.snapshotListeners]) l();
@@ -136,16 +156,37 @@ export class ShmBridge {
     this.drain();
   }
 
-  /** Takes every waiting C → Node message off the ring. */
+  /** The kept C → Node messages, oldest first. */
+  recentMessages(): ShmMessage[] {
+    const out: ShmMessage[] = [];
+    const n = this.recentRing.length;
+    for (let i = this.recentCount; i > 0; i--) {
+      const m = this.recentRing[(this.recentNext - i + n) % n];
+      if (m !== undefined) out.push(m);
+    }
+    return out;
+  }
+
+  /** Takes every waiting C → Node message off the ring, in batches (one native call each). */
   private drain(): void {
+    if (this.handle === null) return;
+    const listeners = this.messageListeners.size > 0 ? [...this.messageListeners] : null;
+    const ring = this.recentRing;
     for (;;) {
-      const m = this.binding.recv(this.h);
-      if (m === null) return;
-      const msg = { seq: m[0], data: m[1] };
-      this.rx.inc();
-      this.recent.push(msg);
-      if (this.recent.length > this.settings.slots) this.recent.shift();
-      for (const l of [...this.messageListeners]) l(msg);
+      const batch = this.binding.recvBatch(this.h, BATCH_BYTES);
+      if (batch === null) return;
+      const [first, count, buf] = batch;
+      this.rx.inc(count);
+      let at = 0;
+      for (let i = 0; i < count; i++) {
+        const len = buf.readUInt32LE(at);
+        const msg: ShmMessage = { seq: first + i, data: buf.subarray(at + 4, at + 4 + len) };
+        at += 4 + len;
+        ring[this.recentNext] = msg;
+        this.recentNext = (this.recentNext + 1) % ring.length;
+        if (this.recentCount < ring.length) this.recentCount++;
+        if (listeners !== null) for (const l of listeners) l(msg);
+      }
     }
   }
 
@@ -178,12 +219,14 @@ export class ShmBridge {
         c_consumer: at(17) ? now - at(17) : null,
       },
       creator_pid: at(18),
-      recent_messages: this.recent.length,
+      recent_messages: this.recentCount,
       subscribers: this.subscribers,
     };
   }
 
   close(): void {
+    if (this.pollTimer !== null) clearImmediate(this.pollTimer);
+    this.pollTimer = null;
     if (this.handle === null) return;
     this.binding.close(this.handle);
     this.handle = null;

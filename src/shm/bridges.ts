@@ -19,6 +19,7 @@ export function bridgeSettings(cfg: ShmBridgeConfig): ShmBridgeSettings {
     mode: Number.parseInt(cfg.mode, 8),
     removeOnExit: cfg.remove_on_exit,
     http: cfg.http,
+    wake: cfg.wake,
   });
 }
 

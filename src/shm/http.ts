@@ -186,11 +186,12 @@ export class ShmHttpServer {
     const last = req.headers['last-event-id'];
     if (typeof last === 'string' && /^\d+$/.test(last)) {
       const from = Number(last) + 1;
-      const oldest = bridge.recent[0]?.seq;
+      const kept = bridge.recentMessages();
+      const oldest = kept[0]?.seq;
       if (oldest !== undefined && oldest > from) {
         res.write(`event: gap\ndata: {"from":${from},"to":${oldest - 1}}\n\n`);
       }
-      for (const m of bridge.recent) if (m.seq >= from) send(m);
+      for (const m of kept) if (m.seq >= from) send(m);
     }
     const off = bridge.onMessage(send);
     req.on('close', () => {

@@ -27,8 +27,13 @@ export interface ShmBinding {
   send(h: ShmHandle, data: Buffer): number;
   /** [sequence, data] of the next C → Node message, or null. */
   recv(h: ShmHandle): [number, Buffer] | null;
+  /** [first sequence, count, buffer of (u32 LE length, bytes)…] of every waiting message that fits, or null. */
+  recvBatch(h: ShmHandle, maxBytes: number): [number, number, Buffer] | null;
   stats(h: ShmHandle): number[];
-  watch(h: ShmHandle, onWake: () => void): void;
+  /** The published snapshot version (0 before the first write), without copying it. */
+  version(h: ShmHandle): number;
+  /** Starts the waiter threads; `onWake(1)` after a new snapshot, `onWake(2)` after C → Node messages. */
+  watch(h: ShmHandle, onWake: (kind: number) => void): void;
   close(h: ShmHandle): void;
   unlink(name: string): number;
 }

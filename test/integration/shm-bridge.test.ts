@@ -180,6 +180,24 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
     }
   });
 
+  test('wake: poll delivers C → Node messages from the event loop (no waiter threads)', async () => {
+    const seg = t().segment();
+    const z = await startRuntime(yaml(seg).replace('remove_on_exit: true }', 'remove_on_exit: true, wake: poll }'));
+    try {
+      const bridge = z.rt.shm.bridges.get('tele');
+      await t().run(['ring', seg, '3']);
+      await until(() => bridge?.recentMessages().length === 3, 'messages polled');
+      assert.deepEqual(
+        bridge?.recentMessages().map((m) => m.data.toString()),
+        ['m0', 'm1', 'm2'],
+      );
+      await t().run(['put', seg, 'polled']);
+      await until(() => bridge?.version === 1, 'snapshot version seen');
+    } finally {
+      await z.stop();
+    }
+  });
+
   test('zipline shm create | inspect | rm', async () => {
     const seg = t().segment();
     const created = await runCli([
