@@ -182,7 +182,9 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
 
   test('wake: poll delivers C → Node messages from the event loop (no waiter threads)', async () => {
     const seg = t().segment();
-    const z = await startRuntime(yaml(seg).replace('remove_on_exit: true }', 'remove_on_exit: true, wake: poll }'));
+    const z = await startRuntime(
+      yaml(seg).replace('remove_on_exit: true }', 'remove_on_exit: true, wake: poll }'),
+    );
     try {
       const bridge = z.rt.shm.bridges.get('tele');
       await t().run(['ring', seg, '3']);
