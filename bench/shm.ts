@@ -7,6 +7,8 @@
  *   CLOCK_MONOTONIC); p50/p99. The Unix socket row uses the same C sender and a Node `net` reader.
  * - throughput: the C program sends 2,000,000 messages as fast as the ring takes them; messages/s
  *   until the bridge has received them all.
+ * - Node → C: zipline sends 20,000 stamped messages 50 µs apart; the C side waits on the futex
+ *   (`zl_shm_recv`) and reports p50/p99.
  * - GET /shm: 5,000 sequential requests from Node's http client over keep-alive; p50/p99.
  * The C side runs on CPU 0, zipline on CPU 1 when taskset exists.
  */
@@ -97,6 +99,48 @@ async function throughput(tool: string, wake: 'futex' | 'poll'): Promise<number>
   }
 }
 
+/** Node → C: zipline sends stamped messages 50 µs apart; the C side (futex wait) times them. */
+async function nodeToC(tool: string): Promise<{ p50: number; p99: number }> {
+  const seg = `/zl-bench-${process.pid}-n2c`;
+  const b = bridge(seg, 'futex');
+  const [file, argv] = have('taskset') ? ['taskset', ['-c', '0', tool]] : [tool, []];
+  const child = spawn(file, [...argv, 'recv', seg, String(LAT_COUNT)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  const ready = new Promise<void>((resolve) =>
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      if (out.includes('ready')) resolve();
+    }),
+  );
+  const done = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  try {
+    await ready;
+    const msg = Buffer.alloc(64, 0x5a);
+    for (let i = 0; i < LAT_COUNT; i++) {
+      msg.writeBigUInt64LE(now(), 0);
+      for (;;) {
+        try {
+          b.send(msg);
+          break;
+        } catch {
+          // ring full: the reader is behind; try again
+        }
+      }
+      const next = now() + 50_000n;
+      while (now() < next) {
+        // pace 50 µs apart, as the C sender does
+      }
+    }
+    await done;
+  } finally {
+    b.close();
+  }
+  const r = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as { p50_us: number; p99_us: number };
+  return { p50: r.p50_us, p99: r.p99_us };
+}
+
 async function unixLatency(tool: string, work: string): Promise<number[]> {
   const path = join(work, 'shmbench.sock');
   rmSync(path, { force: true });
@@ -177,6 +221,8 @@ export async function runShm(root: string): Promise<string> {
       `| zipline bridge, wake: ${wake} | ${fmt(percentile(s, 0.5))} | ${fmt(percentile(s, 0.99))} | ${(rate / 1e6).toFixed(2)} M |`,
     );
   }
+  const n2c = await nodeToC(tool);
+  rows.push(`| Node→C (zipline sends, C waits on the futex) | ${fmt(n2c.p50)} | ${fmt(n2c.p99)} | — |`);
   const u = await unixLatency(tool, work);
   rows.push(
     `| Unix stream socket (Node \`net\` reader) | ${fmt(percentile(u, 0.5))} | ${fmt(percentile(u, 0.99))} | — |`,
@@ -185,7 +231,7 @@ export async function runShm(root: string): Promise<string> {
   return [
     `${machineLine()}; C sender on CPU 0, the Node side in this process; ${LAT_COUNT} messages 50 µs apart (10 % warm-up), ${FLOOD} for throughput.`,
     '',
-    '| path | C→Node p50 µs | p99 µs | C→Node messages/s |',
+    '| path | one-way p50 µs | p99 µs | C→Node messages/s |',
     '|---|---|---|---|',
     ...rows,
     '',

@@ -4,6 +4,8 @@
  *                                         CLOCK_MONOTONIC send time (ns, first 8 bytes), GAP_US apart
  *   shmbench flood NAME COUNT             as fast as the ring takes them (a full ring is retried)
  *   shmbench unix PATH COUNT GAP_US       the same stamped 64-byte messages over a Unix stream socket
+ *   shmbench recv NAME COUNT              receives COUNT Node -> C messages (futex wait) and prints the
+ *                                         one-way latency p50/p99 from their stamps
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -26,6 +28,11 @@ static void gap(uint64_t us) {
   uint64_t until = now_ns() + us * 1000u;
   while (now_ns() < until) {
   }
+}
+
+int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv) {
@@ -55,6 +62,30 @@ int main(int argc, char **argv) {
   if (r != ZL_SHM_OK) {
     fprintf(stderr, "open: %s\n", zl_shm_strerror(r));
     return 1;
+  }
+  if (strcmp(mode, "recv") == 0) {
+    double *lat = malloc(sizeof(double) * (size_t)count);
+    long got = 0;
+    uint8_t buf[256];
+    printf("ready\n");
+    fflush(stdout);
+    while (got < count) {
+      uint32_t len = 0;
+      r = zl_shm_recv(s, buf, sizeof buf, &len, 5000);
+      if (r == ZL_SHM_ETIMEDOUT) break;
+      if (r != ZL_SHM_OK || len < 8) continue;
+      uint64_t t;
+      memcpy(&t, buf, 8);
+      lat[got++] = (double)(now_ns() - t) / 1000.0;
+    }
+    long skip = got / 10;
+    qsort(lat + skip, (size_t)(got - skip), sizeof(double), cmp);
+    long n = got - skip;
+    printf("{\"received\":%ld,\"p50_us\":%.2f,\"p99_us\":%.2f}\n", got, n ? lat[skip + n / 2] : 0.0,
+           n ? lat[skip + (long)(n * 0.99)] : 0.0);
+    free(lat);
+    zl_shm_close(s);
+    return 0;
   }
   uint64_t t0 = now_ns(), retries = 0;
   for (long i = 0; i < count; i++) {
