@@ -202,7 +202,17 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
 
   test('a segment of other sizes is refused at start with ZL_SHM_ATTACH; the process does not run half-configured', async () => {
     const seg = t().segment();
-    const created = await runCli(['shm', 'create', seg, '--capacity', '1KiB', '--slots', '16', '--slot-size', '64']);
+    const created = await runCli([
+      'shm',
+      'create',
+      seg,
+      '--capacity',
+      '1KiB',
+      '--slots',
+      '16',
+      '--slot-size',
+      '64',
+    ]);
     assert.equal(created.code, 0, created.stderr);
     await assert.rejects(startRuntime(yaml(seg)), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'ZL_SHM_ATTACH');
