@@ -226,11 +226,19 @@ static napi_value js_recv_batch(napi_env env, napi_callback_info info) {
   napi_get_value_uint32(env, argv[1], &max);
   uint32_t slot = b->h->id.ring_slot_size;
   if (max < slot + 4) max = slot + 4;
-  uint8_t *tmp = malloc(max);
-  if (tmp == NULL) {
-    napi_throw_error(env, "ESYS", "out of memory");
-    return NULL;
+  /* one scratch buffer for all calls (they all run on the JS thread); grown, never shrunk */
+  static uint8_t *scratch = NULL;
+  static uint32_t scratch_size = 0;
+  if (scratch_size < max) {
+    uint8_t *grown = realloc(scratch, max);
+    if (grown == NULL) {
+      napi_throw_error(env, "ESYS", "out of memory");
+      return NULL;
+    }
+    scratch = grown;
+    scratch_size = max;
   }
+  uint8_t *tmp = scratch;
   uint64_t first = atomic_load(&b->h->c2n_cons.tail);
   uint32_t used = 0, count = 0;
   while (used + 4 + (slot - ZL_SHM_PREFIX) <= max) {
@@ -243,14 +251,12 @@ static napi_value js_recv_batch(napi_env env, napi_callback_info info) {
   }
   napi_value out;
   if (count == 0) {
-    free(tmp);
     napi_get_null(env, &out);
     return out;
   }
   void *data;
   napi_value buf, f, c;
   napi_create_buffer_copy(env, used, tmp, &data, &buf);
-  free(tmp);
   napi_create_double(env, (double)first, &f);
   napi_create_uint32(env, count, &c);
   napi_create_array_with_length(env, 3, &out);
