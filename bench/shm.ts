@@ -84,8 +84,8 @@ async function throughput(tool: string, wake: 'futex' | 'poll'): Promise<number>
   const b = bridge(seg, wake);
   let received = 0;
   let lastAt = 0n;
-  b.onMessage(() => {
-    received++;
+  b.onBatch((batch) => {
+    received += batch.count;
     lastAt = now();
   });
   try {

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -340,21 +341,32 @@ static void *wait_snapshot(void *arg) {
   return NULL;
 }
 
+/* While JavaScript is behind (tail != head) the waiter does not ask the producer for wake-ups
+   (a futex_wake per message would slow a flooding C producer to a syscall per message): it posts
+   once per new head and naps briefly. Once JavaScript has caught up it announces `waiting` and
+   sleeps on the producer's word until the next message. */
 static void *wait_ring(void *arg) {
   bridge_t *b = arg;
   zl_shm_header *h = b->h;
-  uint64_t head = atomic_load(&h->c2n_prod.head);
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0); /* naps as asked, not + 50 µs of default slack */
+  uint64_t posted = atomic_load(&h->c2n_prod.head);
   while (!atomic_load(&b->stop)) {
-    uint64_t now = atomic_load(&h->c2n_prod.head);
-    if (now != head) {
-      head = now;
-      napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)2, napi_tsfn_nonblocking);
+    uint64_t head = atomic_load(&h->c2n_prod.head);
+    uint64_t tail = atomic_load(&h->c2n_cons.tail);
+    if (head != tail) {
+      if (head != posted) {
+        posted = head;
+        napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)2, napi_tsfn_nonblocking);
+      }
+      /* 50 µs: measured against 20 µs (34 vs 43 µs p50 for a trickle, but half the flood
+         throughput: the checks compete with JavaScript for the CPU) */
+      struct timespec nap = {0, 50000};
+      nanosleep(&nap, NULL);
       continue;
     }
-    /* the producer wakes us only when we say we wait; re-check after saying it */
     atomic_store(&h->c2n_cons.waiting, 1u);
-    if (atomic_load(&h->c2n_prod.head) == head)
-      syscall(SYS_futex, (uint32_t *)&h->c2n_prod.notify, FUTEX_WAIT, (uint32_t)head, &STOP_CHECK, NULL, 0);
+    if (atomic_load(&h->c2n_prod.head) == tail)
+      syscall(SYS_futex, (uint32_t *)&h->c2n_prod.notify, FUTEX_WAIT, (uint32_t)tail, &STOP_CHECK, NULL, 0);
     atomic_store(&h->c2n_cons.waiting, 0u);
   }
   atomic_fetch_add(&b->exited, 1);

@@ -28,6 +28,23 @@ export interface ShmMessage {
   readonly data: Buffer;
 }
 
+/** Messages taken off the ring in one native call: `count` × (u32 LE length, bytes) in `buf`. */
+export interface ShmBatch {
+  readonly first: number;
+  readonly count: number;
+  readonly buf: Buffer;
+}
+
+/** The messages of a batch (a view per message: made only for consumers that want them). */
+export function* messagesOf(batch: ShmBatch): Generator<ShmMessage> {
+  let at = 0;
+  for (let i = 0; i < batch.count; i++) {
+    const len = batch.buf.readUInt32LE(at);
+    yield { seq: batch.first + i, data: batch.buf.subarray(at + 4, at + 4 + len) };
+    at += 4 + len;
+  }
+}
+
 type Listener = () => void;
 
 /** The addon's wake-up kinds (native/addon/shm_addon.c). */
@@ -38,10 +55,10 @@ const BATCH_BYTES = 256 * 1024;
 export class ShmBridge {
   private readonly binding: ShmBinding;
   private handle: ShmHandle | null = null;
-  /** Recent C → Node messages (SSE replay): a ring of the last `slots`, see `recentMessages()`. */
-  private readonly recentRing: (ShmMessage | undefined)[];
-  private recentNext = 0;
+  /** Recent C → Node batches (SSE replay): at least the last `slots` messages, see `recentMessages()`. */
+  private readonly recent: ShmBatch[] = [];
   private recentCount = 0;
+  private readonly batchListeners = new Set<(b: ShmBatch) => void>();
   private readonly snapshotListeners = new Set<Listener>();
   private readonly messageListeners = new Set<(m: ShmMessage) => void>();
   private lastVersion = 0;
@@ -52,7 +69,6 @@ export class ShmBridge {
   constructor(readonly settings: ShmBridgeSettings) {
     this.binding = loadShm();
     this.rx = metrics.shmMessages.labels(settings.name, 'c_to_node');
-    this.recentRing = new Array(settings.slots);
     this.tx = metrics.shmMessages.labels(settings.name, 'node_to_c');
   }
 
@@ -131,6 +147,12 @@ export class ShmBridge {
     return () => this.snapshotListeners.delete(l);
   }
 
+  /** Whole batches, for consumers that count or copy in bulk (no object per message). */
+  onBatch(l: (b: ShmBatch) => void): () => void {
+    this.batchListeners.add(l);
+    return () => this.batchListeners.delete(l);
+  }
+
   onMessage(l: (m: ShmMessage) => void): () => void {
     this.messageListeners.add(l);
     return () => this.messageListeners.delete(l);
@@ -138,7 +160,7 @@ export class ShmBridge {
 
   /** SSE subscribers and long-polls waiting on this bridge. */
   get subscribers(): number {
-    return this.snapshotListeners.size + this.messageListeners.size;
+    return this.snapshotListeners.size + this.messageListeners.size + this.batchListeners.size;
   }
 
   get version(): number {
@@ -156,36 +178,34 @@ export class ShmBridge {
     this.drain();
   }
 
-  /** The kept C → Node messages, oldest first. */
+  /** The kept C → Node messages, oldest first (at least the last `slots`). */
   recentMessages(): ShmMessage[] {
     const out: ShmMessage[] = [];
-    const n = this.recentRing.length;
-    for (let i = this.recentCount; i > 0; i--) {
-      const m = this.recentRing[(this.recentNext - i + n) % n];
-      if (m !== undefined) out.push(m);
-    }
+    for (const batch of this.recent) for (const m of messagesOf(batch)) out.push(m);
     return out;
   }
 
   /** Takes every waiting C → Node message off the ring, in batches (one native call each). */
   private drain(): void {
     if (this.handle === null) return;
-    const listeners = this.messageListeners.size > 0 ? [...this.messageListeners] : null;
-    const ring = this.recentRing;
     for (;;) {
-      const batch = this.binding.recvBatch(this.h, BATCH_BYTES);
-      if (batch === null) return;
-      const [first, count, buf] = batch;
-      this.rx.inc(count);
-      let at = 0;
-      for (let i = 0; i < count; i++) {
-        const len = buf.readUInt32LE(at);
-        const msg: ShmMessage = { seq: first + i, data: buf.subarray(at + 4, at + 4 + len) };
-        at += 4 + len;
-        ring[this.recentNext] = msg;
-        this.recentNext = (this.recentNext + 1) % ring.length;
-        if (this.recentCount < ring.length) this.recentCount++;
-        if (listeners !== null) for (const l of listeners) l(msg);
+      const r = this.binding.recvBatch(this.h, BATCH_BYTES);
+      if (r === null) return;
+      const batch: ShmBatch = { first: r[0], count: r[1], buf: r[2] };
+      this.rx.inc(batch.count);
+      this.recent.push(batch);
+      this.recentCount += batch.count;
+      // keep whole batches while the rest still holds `slots` messages
+      while (
+        this.recent.length > 1 &&
+        this.recentCount - (this.recent[0] as ShmBatch).count >= this.settings.slots
+      ) {
+        this.recentCount -= (this.recent.shift() as ShmBatch).count;
+      }
+      for (const l of this.batchListeners) l(batch);
+      if (this.messageListeners.size > 0) {
+        const listeners = [...this.messageListeners];
+        for (const m of messagesOf(batch)) for (const l of listeners) l(m);
       }
     }
   }
@@ -233,5 +253,6 @@ export class ShmBridge {
     if (this.settings.removeOnExit) this.binding.unlink(this.settings.segment);
     this.snapshotListeners.clear();
     this.messageListeners.clear();
+    this.batchListeners.clear();
   }
 }
