@@ -267,6 +267,40 @@ static napi_value js_recv_batch(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* spin(b, version, microseconds) -> 0 nothing, 1 the snapshot version differs from `version`,
+   2 C -> Node messages wait, 3 both: checks the segment in a tight loop for at most the given
+   time (wake: poll), so that one event-loop turn sees a message within a fraction of a µs. */
+static napi_value js_spin(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = unwrap(env, argv[0]);
+  if (b == NULL) return NULL;
+  double seen = 0;
+  uint32_t us = 0;
+  napi_get_value_double(env, argv[1], &seen);
+  napi_get_value_uint32(env, argv[2], &us);
+  zl_shm_header *h = b->h;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t start = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  int32_t r = 0;
+  for (uint32_t i = 0;; i++) {
+    if ((double)atomic_load_explicit(&h->snap.version, memory_order_acquire) != seen) r |= 1;
+    if (atomic_load_explicit(&h->c2n_prod.head, memory_order_acquire) != atomic_load(&h->c2n_cons.tail)) r |= 2;
+    if (r != 0) break;
+    if ((i & 63) == 63) {
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      if ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec - start >= (uint64_t)us * 1000u) break;
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  napi_create_int32(env, r, &out);
+  return out;
+}
+
 /* version(b) -> the published snapshot version (0: none yet) */
 static napi_value js_version(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -439,6 +473,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"recvBatch", NULL, js_recv_batch, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
       {"version", NULL, js_version, NULL, NULL, NULL, napi_default, NULL},
+      {"spin", NULL, js_spin, NULL, NULL, NULL, napi_default, NULL},
       {"watch", NULL, js_watch, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"unlink", NULL, js_unlink, NULL, NULL, NULL, napi_default, NULL},

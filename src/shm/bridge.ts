@@ -49,6 +49,8 @@ type Listener = () => void;
 
 /** The addon's wake-up kinds (native/addon/shm_addon.c). */
 const WAKE_MESSAGES = 2;
+/** How long one event-loop turn spins on the segment in `wake: poll` (other work runs between turns). */
+const POLL_SPIN_US = 50;
 /** Bytes taken off the C → Node ring per native call. */
 const BATCH_BYTES = 256 * 1024;
 
@@ -87,10 +89,15 @@ export class ShmBridge {
     else this.binding.watch(this.handle, (kind) => (kind === WAKE_MESSAGES ? this.drain() : this.onWake()));
   }
 
-  /** Busy-poll from the event loop: one check per turn, other work runs in between. */
+  /**
+   * Busy-poll from the event loop: each turn spins natively for up to POLL_SPIN_US checking the
+   * segment, then lets other work run (I/O, timers) before the next turn.
+   */
   private poll(): void {
     if (this.handle === null) return;
-    this.onWake();
+    const r = this.binding.spin(this.handle, this.lastVersion, POLL_SPIN_US);
+    if (r & 1) this.onWake();
+    else if (r & 2) this.drain();
     this.pollTimer = setImmediate(() => this.poll());
   }
 

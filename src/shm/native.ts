@@ -32,6 +32,8 @@ export interface ShmBinding {
   stats(h: ShmHandle): number[];
   /** The published snapshot version (0 before the first write), without copying it. */
   version(h: ShmHandle): number;
+  /** Checks the segment in a tight native loop for up to `us` µs: bit 1 snapshot ≠ `version`, bit 2 messages. */
+  spin(h: ShmHandle, version: number, us: number): number;
   /** Starts the waiter threads; `onWake(1)` after a new snapshot, `onWake(2)` after C → Node messages. */
   watch(h: ShmHandle, onWake: (kind: number) => void): void;
   close(h: ShmHandle): void;
