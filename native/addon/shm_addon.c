@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +31,8 @@ typedef struct bridge {
   int watching;
   _Atomic int stop;
   _Atomic int exited;
+  _Atomic uint32_t drained;  /* bumped by JS after each drain (caughtUp); the ring waiter naps on it */
+  _Atomic uint32_t napping;
 } bridge_t;
 
 static void throw_code(napi_env env, int code) {
@@ -54,6 +55,8 @@ static void stop_waiter(bridge_t *b) {
   for (int i = 0; i < 50 && (b->watching & 3); i++) {
     syscall(SYS_futex, (uint32_t *)&b->h->snap.notify, FUTEX_WAKE, 1 << 30, NULL, NULL, 0);
     syscall(SYS_futex, (uint32_t *)&b->h->c2n_prod.notify, FUTEX_WAKE, 1 << 30, NULL, NULL, 0);
+    atomic_fetch_add(&b->drained, 1u);
+    syscall(SYS_futex, (uint32_t *)&b->drained, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
     struct timespec ts = {0, 100000};
     nanosleep(&ts, NULL);
     if (atomic_load(&b->exited) == 2) break;
@@ -377,14 +380,15 @@ static void *wait_snapshot(void *arg) {
 
 /* While JavaScript is behind (tail != head) the waiter does not ask the producer for wake-ups
    (a futex_wake per message would slow a flooding C producer to a syscall per message): it posts
-   once per new head and naps briefly. Once JavaScript has caught up it announces `waiting` and
-   sleeps on the producer's word until the next message. */
+   once per new head and naps on a private word that JavaScript bumps when it has drained
+   (`caughtUp`), at most 1 ms. Once JavaScript has caught up it announces `waiting` and sleeps on
+   the producer's word until the next message. */
 static void *wait_ring(void *arg) {
   bridge_t *b = arg;
   zl_shm_header *h = b->h;
-  prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0); /* naps as asked, not + 50 µs of default slack */
   uint64_t posted = atomic_load(&h->c2n_prod.head);
   while (!atomic_load(&b->stop)) {
+    uint32_t drained = atomic_load(&b->drained);
     uint64_t head = atomic_load(&h->c2n_prod.head);
     uint64_t tail = atomic_load(&h->c2n_cons.tail);
     if (head != tail) {
@@ -392,10 +396,11 @@ static void *wait_ring(void *arg) {
         posted = head;
         napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)2, napi_tsfn_nonblocking);
       }
-      /* 50 µs: measured against 20 µs (34 vs 43 µs p50 for a trickle, but half the flood
-         throughput: the checks compete with JavaScript for the CPU) */
-      struct timespec nap = {0, 50000};
-      nanosleep(&nap, NULL);
+      struct timespec nap = {0, 1000000}; /* a backstop: caughtUp() ends the nap */
+      atomic_store(&b->napping, 1u);
+      if (atomic_load(&b->drained) == drained)
+        syscall(SYS_futex, (uint32_t *)&b->drained, FUTEX_WAIT_PRIVATE, drained, &nap, NULL, 0);
+      atomic_store(&b->napping, 0u);
       continue;
     }
     atomic_store(&h->c2n_cons.waiting, 1u);
@@ -404,6 +409,18 @@ static void *wait_ring(void *arg) {
     atomic_store(&h->c2n_cons.waiting, 0u);
   }
   atomic_fetch_add(&b->exited, 1);
+  return NULL;
+}
+
+/* caughtUp(b): JS drained the ring; a napping ring waiter goes back to sleeping on the producer */
+static napi_value js_caught_up(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = unwrap(env, argv[0]);
+  if (b == NULL) return NULL;
+  atomic_fetch_add(&b->drained, 1u);
+  if (atomic_load(&b->napping)) syscall(SYS_futex, (uint32_t *)&b->drained, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
   return NULL;
 }
 
@@ -474,6 +491,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
       {"version", NULL, js_version, NULL, NULL, NULL, napi_default, NULL},
       {"spin", NULL, js_spin, NULL, NULL, NULL, napi_default, NULL},
+      {"caughtUp", NULL, js_caught_up, NULL, NULL, NULL, napi_default, NULL},
       {"watch", NULL, js_watch, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"unlink", NULL, js_unlink, NULL, NULL, NULL, napi_default, NULL},

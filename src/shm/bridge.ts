@@ -86,7 +86,13 @@ export class ShmBridge {
     this.lastVersion = this.binding.version(this.handle);
     this.drain();
     if (s.wake === 'poll') this.poll();
-    else this.binding.watch(this.handle, (kind) => (kind === WAKE_MESSAGES ? this.drain() : this.onWake()));
+    else
+      this.binding.watch(this.handle, (kind) => {
+        if (kind === WAKE_MESSAGES) {
+          this.drain();
+          if (this.handle !== null) this.binding.caughtUp(this.handle);
+        } else this.onWake();
+      });
   }
 
   /**

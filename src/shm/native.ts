@@ -34,6 +34,8 @@ export interface ShmBinding {
   version(h: ShmHandle): number;
   /** Checks the segment in a tight native loop for up to `us` µs: bit 1 snapshot ≠ `version`, bit 2 messages. */
   spin(h: ShmHandle, version: number, us: number): number;
+  /** JavaScript drained the C → Node ring (`wake: futex`): the ring waiter stops napping. */
+  caughtUp(h: ShmHandle): void;
   /** Starts the waiter threads; `onWake(1)` after a new snapshot, `onWake(2)` after C → Node messages. */
   watch(h: ShmHandle, onWake: (kind: number) => void): void;
   close(h: ShmHandle): void;
