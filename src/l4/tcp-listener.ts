@@ -3,7 +3,8 @@
  * hands each connection to a `TcpConnection` against the current upstream of that name, logs
  * one access line per connection when it ends.
  */
-import { createServer, type Server, type Socket } from 'node:net';
+import { closeSync } from 'node:fs';
+import { createServer, type Server, Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
 import type { TcpListenerConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
@@ -12,6 +13,7 @@ import { metrics } from '../metrics/catalog.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
 import type { Listener } from './listener.js';
+import { nativePump } from './native-pump.js';
 import { TcpConnection } from './tcp-connection.js';
 
 export interface TcpListenerSettings {
@@ -44,6 +46,8 @@ export class TcpListener implements Listener {
   private readonly txCounter;
   private readonly duration;
   private sweepTimer: NodeJS.Timeout | null = null;
+  /** The native acceptor draining this listener's queue, if any. */
+  private acceptId: number | null = null;
   private sweepEveryMs = 0;
 
   constructor(
@@ -83,6 +87,9 @@ export class TcpListener implements Listener {
       this.server.once('error', onError);
       this.server.listen({ host: hp.host, port: hp.port, backlog: 4096 }, () => {
         this.server.off('error', onError);
+        // drain the accept queue on the native thread: libuv accepts one per loop iteration
+        if (this.settings.native)
+          this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));
         resolve();
       });
     });
@@ -118,6 +125,8 @@ export class TcpListener implements Listener {
   }
 
   stopAccepting(): Promise<void> {
+    if (this.acceptId !== null) nativePump.acceptOff(this.acceptId);
+    this.acceptId = null;
     // the sweep keeps running for the connections that remain; it is unref'd
     return new Promise((resolve) => {
       if (!this.server.listening) return resolve();
@@ -133,6 +142,31 @@ export class TcpListener implements Listener {
 
   destroyAll(): void {
     for (const c of this.connections) c.destroy('ZL_DRAIN_TIMEOUT');
+  }
+
+  /** A connection the native thread accepted: paused, as `pauseOnConnect` gives them. */
+  private acceptFd(fd: number): void {
+    let socket: Socket;
+    try {
+      socket = new Socket({
+        fd,
+        allowHalfOpen: true,
+        readable: true,
+        writable: true,
+        pauseOnCreate: true,
+      } as never);
+    } catch {
+      closeSync(fd);
+      return;
+    }
+    if (this.connections.size >= this.settings.maxConnections) {
+      metrics.downstreamRejected.labels(this.name, 'ZL_LISTENER_OVER_LIMIT').inc();
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true);
+    this.onConnection(socket);
   }
 
   private onConnection(socket: Socket): void {
