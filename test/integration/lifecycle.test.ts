@@ -170,6 +170,10 @@ describe('lifecycle', () => {
     );
     try {
       const open = await dial(await z.listener('main'));
+      // an echoed byte proves zipline accepted and connected it (the kernel completes the
+      // handshake before the process accepts)
+      open.write('x');
+      await once(open, 'data');
       const gone = closed(open);
       const t0 = Date.now();
       z.proc.kill('SIGTERM');
