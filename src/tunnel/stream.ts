@@ -1,0 +1,166 @@
+/**
+ * One logical stream of a tunnel session, as a Node Duplex. Writes queue bytes for the session's
+ * writer (which sends them within this stream's and the connection's send windows); received DATA
+ * is pushed to the reader, and credit goes back to the peer (WINDOW_UPDATE) as the application
+ * *consumes* it, so a stalled reader stops its own sender and nobody else's. The receive window
+ * starts at `initialWindow` and doubles (up to `maxWindow`) when the reader drains a whole window
+ * within one PING interval.
+ */
+import { Duplex } from 'node:stream';
+import { ERROR, type TunnelErrorCode } from './constants.js';
+
+export interface StreamHost {
+  /** New bytes are queued on `s`: schedule the writer. */
+  wakeWriter(s: TunnelStream): void;
+  /** Credit for `bytes` consumed by the application. */
+  sendWindowUpdate(s: TunnelStream, bytes: number): void;
+  /** The application reset the stream. */
+  sendReset(s: TunnelStream, code: TunnelErrorCode): void;
+  /** The stream is done both ways (or reset): forget it. */
+  release(s: TunnelStream): void;
+  readonly pingIntervalMs: number;
+}
+
+export class TunnelStream extends Duplex {
+  /** Bytes waiting to be framed, and their callbacks (called once framed: backpressure). */
+  readonly queue: Buffer[] = [];
+  queuedBytes = 0;
+  private readonly queueCallbacks: ((err?: Error | null) => void)[] = [];
+  /** The peer's credit for us. */
+  sendWindow: number;
+  /** Our FIN is queued (after the queued bytes). */
+  finQueued = false;
+  finSent = false;
+  finReceived = false;
+  reset = false;
+  /** Bytes received and not yet consumed / credited. */
+  private unacked = 0;
+  private recvWindow: number;
+  private recvBuffered = 0;
+  private windowStartedAt = Date.now();
+  bytesIn = 0;
+  bytesOut = 0;
+
+  constructor(
+    readonly id: number,
+    private readonly host: StreamHost,
+    initialSendWindow: number,
+    initialWindow: number,
+    private readonly maxWindow: number,
+  ) {
+    super({ allowHalfOpen: true, highWaterMark: 64 * 1024 });
+    this.sendWindow = initialSendWindow;
+    this.recvWindow = initialWindow;
+  }
+
+  get receiveWindow(): number {
+    return this.recvWindow;
+  }
+
+  // ---- from the peer -----------------------------------------------------------------------
+
+  /** DATA for this stream; false when it exceeds what we allowed (FLOW_CONTROL_ERROR). */
+  receive(payload: Buffer, fin: boolean): boolean {
+    if (payload.length > 0) {
+      this.recvBuffered += payload.length;
+      if (this.recvBuffered > this.recvWindow) return false;
+      this.bytesIn += payload.length;
+      this.push(payload);
+    }
+    if (fin && !this.finReceived) {
+      this.finReceived = true;
+      this.push(null);
+    }
+    return true;
+  }
+
+  /** The peer reset it. */
+  resetByPeer(code: number): void {
+    if (this.reset) return;
+    this.reset = true;
+    const err = new Error(`stream reset by peer (code ${code})`);
+    this.abort(Object.assign(err, { code: 'ZL_TUNNEL_RESET', tunnelCode: code }));
+  }
+
+  /** Destroys with `err` when someone listens for errors, else quietly (no crash). */
+  abort(err: Error): void {
+    if (this.listenerCount('error') > 0) this.destroy(err);
+    else this.destroy();
+  }
+
+  // ---- Duplex ---------------------------------------------------------------------------------
+
+  override _read(): void {
+    // the application took what was pushed: everything buffered beyond Node's queue is consumed
+    const consumed = this.recvBuffered - this.readableLength;
+    if (consumed <= 0) return;
+    this.recvBuffered -= consumed;
+    this.unacked += consumed;
+    if (this.unacked >= this.recvWindow / 2) {
+      const now = Date.now();
+      let grow = 0;
+      if (now - this.windowStartedAt < this.host.pingIntervalMs && this.recvWindow < this.maxWindow) {
+        grow = Math.min(this.recvWindow, this.maxWindow - this.recvWindow); // a fast reader: double it
+        this.recvWindow += grow;
+      }
+      this.windowStartedAt = now;
+      this.host.sendWindowUpdate(this, this.unacked + grow);
+      this.unacked = 0;
+    }
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.reset) {
+      cb(new Error('stream was reset'));
+      return;
+    }
+    this.queue.push(chunk);
+    this.queuedBytes += chunk.length;
+    this.queueCallbacks.push(cb);
+    this.host.wakeWriter(this);
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.finQueued = true;
+    this.host.wakeWriter(this);
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (!this.reset && !(this.finSent && this.finReceived)) {
+      this.reset = true;
+      this.host.sendReset(this, ERROR.CANCEL);
+    }
+    for (const c of this.queueCallbacks.splice(0)) c(err ?? new Error('stream destroyed'));
+    this.queue.length = 0;
+    this.queuedBytes = 0;
+    this.host.release(this);
+    cb(err);
+  }
+
+  /**
+   * Takes up to `max` queued bytes for one DATA frame (the writer calls this); the write callbacks
+   * of fully taken chunks run, so the application may write more.
+   */
+  takeChunk(max: number): Buffer | null {
+    if (this.queue.length === 0 || max <= 0) return null;
+    const head = this.queue[0] as Buffer;
+    let out: Buffer;
+    if (head.length <= max) {
+      out = head;
+      this.queue.shift();
+      (this.queueCallbacks.shift() as (err?: Error | null) => void)();
+    } else {
+      out = head.subarray(0, max);
+      this.queue[0] = head.subarray(max);
+    }
+    this.queuedBytes -= out.length;
+    this.bytesOut += out.length;
+    return out;
+  }
+
+  /** Both directions finished: the session may forget it. */
+  get done(): boolean {
+    return this.finSent && this.finReceived;
+  }
+}
