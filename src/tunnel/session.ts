@@ -12,6 +12,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
+import { metrics } from '../metrics/catalog.js';
 import { DEFAULT_MAX_PAYLOAD, ERROR, FLAG, FRAME, OPEN_STATUS, type TunnelErrorCode } from './constants.js';
 import { FrameDecoder, FrameWriter, TunnelProtocolError } from './frame.js';
 import { type StreamHost, TunnelStream } from './stream.js';
@@ -33,6 +34,8 @@ export interface OpenRequest {
   /** The OPEN payload after the kind byte: address type, address, port (SOCKS5 encoding). */
   readonly address: Buffer;
 }
+
+const ERROR_NAMES: Record<number, string> = Object.fromEntries(Object.entries(ERROR).map(([k, v]) => [v, k]));
 
 /** Socket bytes queued beyond this stop the DATA lane until 'drain'. */
 const SOCKET_HIGH_WATER = 256 * 1024;
@@ -375,6 +378,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.control.push(FRAME.GOAWAY, 0, 0, p);
     const bytes = this.control.take();
     if (bytes !== null) this.socket.end(bytes);
+    metrics.tunnelProtocolErrors.labels(ERROR_NAMES[code] ?? String(code)).inc();
     this.emit('fatal', code, reason);
     this.teardown();
   }

@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
+import { metrics } from '../../src/metrics/catalog.js';
 import { ADDRESS, ERROR, FRAME, OPEN_KIND, OPEN_STATUS } from '../../src/tunnel/constants.js';
 import { FrameDecoder } from '../../src/tunnel/frame.js';
 import { TunnelSession } from '../../src/tunnel/session.js';
@@ -164,6 +165,10 @@ describe('tunnel session', () => {
     const goaway = frames.find((f) => f.type === FRAME.GOAWAY);
     assert.ok(goaway);
     assert.equal(goaway.payload.readUInt32BE(4), ERROR.PROTOCOL_ERROR);
+    const counted = (await metrics.tunnelProtocolErrors.get()).values.find(
+      (v) => v.labels.code === 'PROTOCOL_ERROR',
+    );
+    assert.ok((counted?.value ?? 0) >= 1, 'zipline_tunnel_protocol_errors_total{code="PROTOCOL_ERROR"}');
     raw.destroy();
 
     // a peer that says nothing at all: dead after misses × interval
