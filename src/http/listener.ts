@@ -5,14 +5,14 @@
  * It owns the timeouts sweep of its connections, the per-request metrics and the access log.
  */
 
-import { closeSync } from 'node:fs';
 import type { Http2Session } from 'node:http2';
-import { createServer, type Server, Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls';
 import type { HttpListenerConfig } from '../config/schema.js';
-import { formatHostPort, parseHostPort } from '../config/units.js';
-import { ERROR_CATALOG, type ErrorCode, ZiplineError } from '../errors.js';
+import { formatHostPort } from '../config/units.js';
+import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
 import type { L4Context } from '../l4/context.js';
+import { listenOn, socketFromFd } from '../l4/listen.js';
 import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
 import { metrics } from '../metrics/catalog.js';
@@ -88,28 +88,11 @@ export class HttpListener implements Listener, ExchangeHost {
 
   // ---- Listener ---------------------------------------------------------------------------------
 
-  start(): Promise<void> {
-    const hp = parseHostPort(this.source.listen);
-    if (hp === undefined) return Promise.reject(new Error(`bad listen address ${this.source.listen}`));
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        reject(
-          new ZiplineError(
-            'ZL_LISTEN_FAILED',
-            `listener ${this.name}: cannot listen on ${this.source.listen}: ${err.code ?? err.message}`,
-            { cause: err },
-          ),
-        );
-      };
-      this.server.once('error', onError);
-      this.server.listen({ host: hp.host, port: hp.port, backlog: 4096 }, () => {
-        this.server.off('error', onError);
-        if (this.source.native === 'auto') {
-          this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));
-        }
-        resolve();
-      });
-    });
+  async start(): Promise<void> {
+    await listenOn(this.server, this.source.listen, this.name);
+    if (this.source.native === 'auto') {
+      this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));
+    }
   }
 
   address(): string {
@@ -260,13 +243,8 @@ export class HttpListener implements Listener, ExchangeHost {
 
   /** A connection the native thread accepted (native/pump/accept.c). */
   private acceptFd(fd: number): void {
-    let socket: Socket;
-    try {
-      socket = new Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
-    } catch {
-      closeSync(fd);
-      return;
-    }
+    const socket = socketFromFd(fd, false);
+    if (socket === null) return;
     if (this.connections.size + (this.h2?.sessionCount() ?? 0) >= this.settings.maxConnections) {
       metrics.downstreamRejected.labels(this.name, 'ZL_LISTENER_OVER_LIMIT').inc();
       socket.destroy();

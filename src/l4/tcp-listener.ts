@@ -3,15 +3,15 @@
  * hands each connection to a `TcpConnection` against the current upstream of that name, logs
  * one access line per connection when it ends.
  */
-import { closeSync } from 'node:fs';
-import { createServer, type Server, Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
 import type { TcpListenerConfig } from '../config/schema.js';
-import { formatHostPort, parseHostPort } from '../config/units.js';
-import { ERROR_CATALOG, ZiplineError } from '../errors.js';
+import { formatHostPort } from '../config/units.js';
+import { ERROR_CATALOG } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
+import { listenOn, socketFromFd } from './listen.js';
 import type { Listener } from './listener.js';
 import { nativePump } from './native-pump.js';
 import { TcpConnection } from './tcp-connection.js';
@@ -71,28 +71,11 @@ export class TcpListener implements Listener {
     this.scheduleSweep();
   }
 
-  start(): Promise<void> {
-    const hp = parseHostPort(this.source.listen);
-    if (hp === undefined) return Promise.reject(new Error(`bad listen address ${this.source.listen}`));
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        reject(
-          new ZiplineError(
-            'ZL_LISTEN_FAILED',
-            `listener ${this.name}: cannot listen on ${this.source.listen}: ${err.code ?? err.message}`,
-            { cause: err },
-          ),
-        );
-      };
-      this.server.once('error', onError);
-      this.server.listen({ host: hp.host, port: hp.port, backlog: 4096 }, () => {
-        this.server.off('error', onError);
-        // drain the accept queue on the native thread: libuv accepts one per loop iteration
-        if (this.settings.native)
-          this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));
-        resolve();
-      });
-    });
+  async start(): Promise<void> {
+    await listenOn(this.server, this.source.listen, this.name);
+    // drain the accept queue on the native thread: libuv accepts one per loop iteration
+    if (this.settings.native)
+      this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));
   }
 
   address(): string {
@@ -146,19 +129,8 @@ export class TcpListener implements Listener {
 
   /** A connection the native thread accepted: paused, as `pauseOnConnect` gives them. */
   private acceptFd(fd: number): void {
-    let socket: Socket;
-    try {
-      socket = new Socket({
-        fd,
-        allowHalfOpen: true,
-        readable: true,
-        writable: true,
-        pauseOnCreate: true,
-      } as never);
-    } catch {
-      closeSync(fd);
-      return;
-    }
+    const socket = socketFromFd(fd, true);
+    if (socket === null) return;
     if (this.connections.size >= this.settings.maxConnections) {
       metrics.downstreamRejected.labels(this.name, 'ZL_LISTENER_OVER_LIMIT').inc();
       socket.destroy();
