@@ -1,7 +1,7 @@
 /** HTTP test peers: a counting origin (node:http), raw-socket clients, and response parsing. */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect, type Socket } from 'node:net';
-import { splitAddress } from './net.js';
+import { connect, type Server as NetServer, type Socket } from 'node:net';
+import { closeServer, splitAddress, tcpServer } from './net.js';
 
 export interface Origin {
   readonly server: Server;
@@ -201,4 +201,39 @@ export class KeepAliveClient {
 
 export function get(path: string, host = 'x.test', extra = ''): string {
   return `GET ${path} HTTP/1.1\r\nHost: ${host}\r\n${extra}\r\n`;
+}
+
+/**
+ * Origins for one test file, closed when the file ends: `peers.origin()` (node:http),
+ * `peers.raw(handler)` (a raw TCP origin for misbehaviour; its sockets are destroyed at the end),
+ * `peers.defer(fn)` for anything else. Call `peers.cleanup()` from the file's `after`.
+ */
+export function testPeers() {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  return {
+    async origin(...args: Parameters<typeof startOrigin>): Promise<Origin> {
+      const o = await startOrigin(...args);
+      cleanups.push(() => o.close());
+      return o;
+    },
+    async raw(handler: (s: Socket) => void): Promise<NetServer> {
+      const sockets = new Set<Socket>();
+      const s = await tcpServer((socket) => {
+        sockets.add(socket);
+        handler(socket);
+      });
+      cleanups.push(() => {
+        for (const socket of sockets) socket.destroy();
+        return closeServer(s);
+      });
+      return s;
+    },
+    defer(fn: () => Promise<void> | void): void {
+      cleanups.push(fn);
+    },
+    async cleanup(): Promise<void> {
+      for (const c of cleanups.reverse()) await c();
+      cleanups.length = 0;
+    },
+  };
 }

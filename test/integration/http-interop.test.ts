@@ -16,19 +16,13 @@ import { after, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import { loadConfigText } from '../../src/config/load.js';
-import { type Origin, startOrigin } from '../helpers/http.js';
+import { testPeers } from '../helpers/http.js';
 import { refusedPort, splitAddress, until } from '../helpers/net.js';
 import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
 
-const cleanups: (() => Promise<void> | void)[] = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
-async function origin(...args: Parameters<typeof startOrigin>): Promise<Origin> {
-  const o = await startOrigin(...args);
-  cleanups.push(() => o.close());
-  return o;
-}
+const peers = testPeers();
+after(() => peers.cleanup());
+const origin = peers.origin;
 
 const have = (tool: string): boolean => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
 const TLS = join(ROOT, 'test/fixtures/tls');
@@ -214,7 +208,7 @@ http {
         stdio: 'ignore',
       },
     );
-    cleanups.push(() => {
+    peers.defer(() => {
       nginx.kill('SIGTERM');
     });
     const z = await startRuntime(
@@ -254,7 +248,7 @@ describe('WebSocket', () => {
   test('an echo through the proxy: 101, messages both ways, close', async () => {
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
     await new Promise((r) => wss.once('listening', r));
-    cleanups.push(() => new Promise<void>((r) => wss.close(() => r())));
+    peers.defer(() => new Promise<void>((r) => wss.close(() => r())));
     wss.on('connection', (ws) => ws.on('message', (m, binary) => ws.send(m, { binary })));
     const wsPort = (wss.address() as { port: number }).port;
     const z = await startRuntime(

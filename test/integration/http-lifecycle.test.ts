@@ -8,27 +8,14 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
 import { existingPool } from '../../src/http/pool.js';
-import {
-  get,
-  KeepAliveClient,
-  type Origin,
-  parseResponse,
-  rawRequest,
-  startOrigin,
-} from '../helpers/http.js';
+import { get, KeepAliveClient, parseResponse, rawRequest, testPeers } from '../helpers/http.js';
 import { openFds, until } from '../helpers/net.js';
 import { rng } from '../helpers/rng.js';
 import { startRuntime } from '../helpers/zipline.js';
 
-const cleanups: (() => Promise<void>)[] = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
-async function origin(...args: Parameters<typeof startOrigin>): Promise<Origin> {
-  const o = await startOrigin(...args);
-  cleanups.push(() => o.close());
-  return o;
-}
+const peers = testPeers();
+after(() => peers.cleanup());
+const origin = peers.origin;
 
 function yaml(a: string, b: string, prefixForB: string): string {
   return `

@@ -1,42 +1,16 @@
 /** The HTTP reverse proxy on real loopback sockets: forwarding semantics, routing, hostile input. */
 import assert from 'node:assert/strict';
-import type { Server, Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { nativePump } from '../../src/l4/native-pump.js';
 import { metrics } from '../../src/metrics/catalog.js';
-import {
-  get,
-  KeepAliveClient,
-  type Origin,
-  parseResponse,
-  rawRequest,
-  startOrigin,
-} from '../helpers/http.js';
-import { closeServer, port, tcpServer, until } from '../helpers/net.js';
+import { get, KeepAliveClient, parseResponse, rawRequest, testPeers } from '../helpers/http.js';
+import { port, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
-const cleanups: (() => Promise<void>)[] = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
-async function origin(...args: Parameters<typeof startOrigin>): Promise<Origin> {
-  const o = await startOrigin(...args);
-  cleanups.push(() => o.close());
-  return o;
-}
-/** A raw TCP origin for misbehaviour; its sockets are destroyed at the end. */
-async function raw(handler: Parameters<typeof tcpServer>[0]): Promise<Server> {
-  const sockets = new Set<Socket>();
-  const s = await tcpServer((socket) => {
-    sockets.add(socket);
-    handler(socket);
-  });
-  cleanups.push(() => {
-    for (const socket of sockets) socket.destroy();
-    return closeServer(s);
-  });
-  return s;
-}
+const peers = testPeers();
+after(() => peers.cleanup());
+const origin = peers.origin;
+const raw = peers.raw;
 
 function config(servers: string[], listenerExtra = '', upstreamExtra = ''): string {
   return `

@@ -5,43 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { Agent, request as httpRequest } from 'node:http';
-import type { Server, Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { existingPool, type HttpPool } from '../../src/http/pool.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
-import {
-  get,
-  KeepAliveClient,
-  type Origin,
-  parseResponse,
-  rawRequest,
-  startOrigin,
-} from '../helpers/http.js';
-import { closeServer, openFds, port, refusedPort, splitAddress, tcpServer, until } from '../helpers/net.js';
+import { get, KeepAliveClient, parseResponse, rawRequest, testPeers } from '../helpers/http.js';
+import { openFds, port, refusedPort, splitAddress, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
-const cleanups: (() => Promise<void>)[] = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
-async function origin(...args: Parameters<typeof startOrigin>): Promise<Origin> {
-  const o = await startOrigin(...args);
-  cleanups.push(() => o.close());
-  return o;
-}
-async function raw(handler: (s: Socket) => void): Promise<Server> {
-  const sockets = new Set<Socket>();
-  const s = await tcpServer((socket) => {
-    sockets.add(socket);
-    handler(socket);
-  });
-  cleanups.push(() => {
-    for (const socket of sockets) socket.destroy();
-    return closeServer(s);
-  });
-  return s;
-}
+const peers = testPeers();
+after(() => peers.cleanup());
+const origin = peers.origin;
+const raw = peers.raw;
 
 function config(servers: string[], upstreamExtra = '', listenerExtra = ''): string {
   return `
