@@ -77,6 +77,11 @@ function sse(
   });
 }
 
+/** `zipline shm create` of a segment smaller than the bridges in these tests use. */
+function createSmall(seg: string): ReturnType<typeof runCli> {
+  return runCli(['shm', 'create', seg, '--capacity', '1KiB', '--slots', '16', '--slot-size', '64']);
+}
+
 describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX shared memory (Linux)' }, () => {
   before(() => {
     tools = buildShmTools();
@@ -202,17 +207,7 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
 
   test('a segment of other sizes is refused at start with ZL_SHM_ATTACH; the process does not run half-configured', async () => {
     const seg = t().segment();
-    const created = await runCli([
-      'shm',
-      'create',
-      seg,
-      '--capacity',
-      '1KiB',
-      '--slots',
-      '16',
-      '--slot-size',
-      '64',
-    ]);
+    const created = await createSmall(seg);
     assert.equal(created.code, 0, created.stderr);
     await assert.rejects(startRuntime(yaml(seg)), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'ZL_SHM_ATTACH');
@@ -224,17 +219,7 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
 
   test('zipline shm create | inspect | rm', async () => {
     const seg = t().segment();
-    const created = await runCli([
-      'shm',
-      'create',
-      seg,
-      '--capacity',
-      '1KiB',
-      '--slots',
-      '16',
-      '--slot-size',
-      '64',
-    ]);
+    const created = await createSmall(seg);
     assert.equal(created.code, 0, created.stderr);
     assert.equal(
       (JSON.parse(created.stdout) as { layout: { snapshot_capacity: number } }).layout.snapshot_capacity,
