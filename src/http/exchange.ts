@@ -16,7 +16,6 @@
  */
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
-import { fullJitterBackoff } from '../upstream/backoff.js';
 import type { Admission } from '../upstream/circuit-breaker.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
@@ -37,6 +36,7 @@ import {
   safeToRepeat,
 } from './retry-policy.js';
 import type { RouteMatch } from './route-table.js';
+import { type PickOwner, ServerPicker } from './server-picker.js';
 import type { CompiledRoute } from './settings.js';
 import { SPLICE_MIN, SplicedBody, type SpliceOwner } from './spliced-body.js';
 import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.js';
@@ -62,7 +62,7 @@ export interface ExchangeHost {
   onExchangeEnd(ex: Exchange): void;
 }
 
-export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner {
+export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, PickOwner {
   state: ExchangeState = 'picking';
   readonly startedAt = performance.now();
   readonly requestId: string;
@@ -79,13 +79,10 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner {
   headSent = false;
 
   private readonly forward: string;
-  private readonly hash: number;
   private readonly pool: HttpPool;
   private conn: UpstreamConnection | null = null;
   private cancelConnect: (() => void) | null = null;
-  private readonly tried: Endpoint[] = [];
-  private backoffRound = 0;
-  private timer: NodeJS.Timeout | null = null;
+  private readonly picker: ServerPicker;
   private acquired = false;
   private admission: Admission = 'normal';
   private retrying = false;
@@ -123,8 +120,13 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner {
     });
     this.forward = fwd.head;
     this.requestId = fwd.requestId;
-    this.hash = requestHash(upstream, down.clientHash, head, match.path);
     this.pool = poolOf(upstream);
+    this.picker = new ServerPicker(
+      upstream,
+      this.pool,
+      requestHash(upstream, down.clientHash, head, match.path),
+      this,
+    );
     this.body = new RequestBody(host.maxBodyReplay, head.contentLength <= 0 && !head.chunked);
   }
 
@@ -158,63 +160,28 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner {
   private attempt(): void {
     if (this.state === 'done') return;
     this.state = 'picking';
-    const up = this.upstream;
-    let picked = up.pick(this.hash, this.tried);
-    if (typeof picked === 'string' && this.tried.length > 0) {
-      const again = up.pick(this.hash);
-      if (typeof again !== 'string') {
-        // every eligible server was tried: back off, then allow them again
-        this.tried.length = 0;
-        this.state = 'backoff';
-        const s = up.settings;
-        const delay = fullJitterBackoff(this.backoffRound++, s.backoffBaseMs, s.backoffMaxMs);
-        this.timer = setTimeout(resumeAttempt, delay, this);
-        return;
-      }
-      picked = again;
-    }
-    if (typeof picked === 'string') {
-      if (picked === 'ZL_UPSTREAM_OVER_LIMIT' && this.attempts === 0) {
-        if (this.pool.wait(this)) {
-          this.state = 'queued';
-          this.timer = setTimeout(queueTimedOut, up.settings.connectTimeoutMs, this);
-          return;
-        }
-        picked = 'ZL_UPSTREAM_PENDING_LIMIT';
-      }
-      metrics.upstreamUnavailable.labels(up.name, picked).inc();
-      this.fail(this.attempts === 0 ? picked : this.lastCode);
-      return;
-    }
-    this.connectTo(picked, false);
+    this.picker.next(this.attempts === 0);
   }
 
-  /** @internal capacity was freed while queued (`PoolWaiter`). */
-  wake(): void {
-    if (this.state !== 'queued') return;
-    this.clearTimer();
-    this.attempt();
+  /** @internal PickOwner */
+  onPicked(e: Endpoint): void {
+    this.connectTo(e, false);
   }
 
-  /** @internal */
-  queueTimedOut(): void {
-    this.timer = null;
-    if (this.state !== 'queued') return;
-    this.pool.unwait(this);
-    this.fail('ZL_UPSTREAM_OVER_LIMIT');
+  /** @internal PickOwner */
+  onWaiting(state: 'backoff' | 'queued'): void {
+    this.state = state;
   }
 
-  /** @internal */
-  resumeAfterBackoff(): void {
-    this.timer = null;
-    if (this.state === 'backoff') this.attempt();
+  /** @internal PickOwner */
+  onNoServer(code: ErrorCode): void {
+    this.fail(this.attempts === 0 ? code : this.lastCode);
   }
 
   private connectTo(e: Endpoint, fresh: boolean): void {
     const up = this.upstream;
     this.attempts++;
     if (this.attempts > 1) metrics.retries.labels(up.name).inc();
-    this.tried.push(e);
     this.endpoint = e;
     up.acquire(e);
     this.acquired = true;
@@ -268,7 +235,6 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner {
       this.staleRetried = true;
       this.releaseEndpoint();
       this.attempts--; // not an attempt of the retry policy
-      this.tried.pop();
       this.connectTo(e, true);
       return;
     }
@@ -549,14 +515,13 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner {
   }
 
   private cleanup(): void {
-    this.clearTimer();
+    this.picker.cancel();
     this.spliced?.cancel();
     this.spliced = null;
     if (this.cancelConnect !== null) {
       this.cancelConnect();
       this.cancelConnect = null;
     }
-    this.pool.unwait(this);
     this.dropConnection();
     this.releaseEndpoint();
   }
@@ -584,17 +549,4 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner {
     this.body.release();
     this.host.onExchangeEnd(this);
   }
-
-  private clearTimer(): void {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-  }
-}
-
-function resumeAttempt(ex: Exchange): void {
-  ex.resumeAfterBackoff();
-}
-
-function queueTimedOut(ex: Exchange): void {
-  ex.queueTimedOut();
 }

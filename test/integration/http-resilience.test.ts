@@ -231,6 +231,36 @@ describe('circuit breaker', () => {
   });
 });
 
+describe('connection limits', () => {
+  test('at max_connections, requests queue up to max_pending (served in turn); beyond it, 503 ZL_UPSTREAM_PENDING_LIMIT', async () => {
+    const held: (() => void)[] = [];
+    const o = await origin((_req, res) => {
+      held.push(() => res.end('done'));
+    });
+    const z = await startRuntime(
+      config([o.address], '    circuit_breaker: { max_connections: 1, max_pending: 1 }'),
+    );
+    try {
+      const addr = z.addr('web');
+      const first = rawRequest(addr, get('/1'), 5000, (d) => parseResponse(d) !== null);
+      await until(() => held.length === 1, 'first request at the origin');
+      const second = rawRequest(addr, get('/2'), 5000, (d) => parseResponse(d) !== null);
+      await until(() => z.rt.upstreams.get('app')?.stats().requests_active === 2, 'second request queued');
+      const third = await rawRequest(addr, get('/3'), 5000, (d) => parseResponse(d) !== null);
+      const refused = parseResponse(third.data)?.resp;
+      assert.equal(refused?.status, 503);
+      assert.equal(refused?.headers.get('x-zipline-error')?.[0], 'ZL_UPSTREAM_PENDING_LIMIT');
+      (held.shift() as () => void)();
+      assert.equal(parseResponse((await first).data)?.resp.status, 200);
+      await until(() => held.length === 1, 'the queued request reached the origin once capacity was freed');
+      (held.shift() as () => void)();
+      assert.equal(parseResponse((await second).data)?.resp.status, 200);
+    } finally {
+      await z.stop();
+    }
+  });
+});
+
 describe('keep-alive pool', () => {
   test('10,000 sequential requests reuse at most max_idle upstream connections', async () => {
     const o = await origin();
