@@ -151,6 +151,19 @@ export const ERROR_CATALOG = {
     description:
       'The snapshot lock is held by a live writer beyond a ~2 ms spin, or the ring to C is full; retry.',
   },
+  // tunnel
+  ZL_TUNNEL_CLOSED: {
+    status: 0,
+    description: 'The tunnel session ended (or is going away): its streams end, new streams are refused.',
+  },
+  ZL_TUNNEL_RESET: {
+    status: 0,
+    description: 'The peer reset the tunnel stream (RST; its code is in `tunnelCode`).',
+  },
+  ZL_TUNNEL_OPEN_REFUSED: {
+    status: 0,
+    description: 'The peer answered OPEN with a non-zero status (SOCKS5 reply meaning, in `openStatus`).',
+  },
   // admin
   ZL_ADMIN_UNAUTHORIZED: { status: 401, description: 'The admin token was missing or wrong.' },
   ZL_ADMIN_NOT_FOUND: { status: 404, description: 'No such admin endpoint.' },

@@ -12,6 +12,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
+import { ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import { DEFAULT_MAX_PAYLOAD, ERROR, FLAG, FRAME, OPEN_STATUS, type TunnelErrorCode } from './constants.js';
 import { FrameDecoder, FrameWriter, TunnelProtocolError } from './frame.js';
@@ -100,7 +101,11 @@ export class TunnelSession extends EventEmitter implements StreamHost {
 
   /** Opens a stream to `address` (SOCKS5 encoding: type, address, port). Resolves on OPEN_ACK 0. */
   open(kind: number, address: Buffer): Promise<TunnelStream> {
-    if (this.closed || this.goneAway) return Promise.reject(new Error('session is closed or going away'));
+    if (this.closed || this.goneAway) {
+      return Promise.reject(
+        new ZiplineError('ZL_TUNNEL_CLOSED', 'the tunnel session is closed or going away'),
+      );
+    }
     const id = this.nextId;
     this.nextId += 2;
     const stream = this.newStream(id);
@@ -109,12 +114,19 @@ export class TunnelSession extends EventEmitter implements StreamHost {
       stream.once('open-ack', (status: number) => {
         if (status === OPEN_STATUS.OK) resolve(stream);
         else {
-          const err = Object.assign(new Error(`OPEN refused with status ${status}`), { openStatus: status });
+          const err = Object.assign(
+            new ZiplineError('ZL_TUNNEL_OPEN_REFUSED', `OPEN refused with status ${status}`),
+            {
+              openStatus: status,
+            },
+          );
           stream.destroy();
           reject(err);
         }
       });
-      stream.once('close', () => reject(new Error('stream closed before OPEN_ACK')));
+      stream.once('close', () =>
+        reject(new ZiplineError('ZL_TUNNEL_CLOSED', 'stream closed before OPEN_ACK')),
+      );
     });
   }
 
@@ -394,7 +406,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     clearInterval(this.timer);
     for (const s of [...this.streams.values()]) {
       s.reset = true;
-      s.abort(Object.assign(new Error('tunnel session closed'), { code: 'ZL_TUNNEL_CLOSED' }));
+      s.abort(new ZiplineError('ZL_TUNNEL_CLOSED', 'tunnel session closed'));
     }
     this.streams.clear();
     this.emit('close');

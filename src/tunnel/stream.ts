@@ -7,6 +7,7 @@
  * within one PING interval.
  */
 import { Duplex } from 'node:stream';
+import { ZiplineError } from '../errors.js';
 import { ERROR, type TunnelErrorCode } from './constants.js';
 
 export interface StreamHost {
@@ -78,8 +79,8 @@ export class TunnelStream extends Duplex {
   resetByPeer(code: number): void {
     if (this.reset) return;
     this.reset = true;
-    const err = new Error(`stream reset by peer (code ${code})`);
-    this.abort(Object.assign(err, { code: 'ZL_TUNNEL_RESET', tunnelCode: code }));
+    const err = new ZiplineError('ZL_TUNNEL_RESET', `stream reset by peer (code ${code})`);
+    this.abort(Object.assign(err, { tunnelCode: code }));
   }
 
   /** Destroys with `err` when someone listens for errors, else quietly (no crash). */
@@ -111,7 +112,7 @@ export class TunnelStream extends Duplex {
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     if (this.reset) {
-      cb(new Error('stream was reset'));
+      cb(new ZiplineError('ZL_TUNNEL_RESET', 'the stream was reset'));
       return;
     }
     this.queue.push(chunk);
@@ -131,7 +132,8 @@ export class TunnelStream extends Duplex {
       this.reset = true;
       this.host.sendReset(this, ERROR.CANCEL);
     }
-    for (const c of this.queueCallbacks.splice(0)) c(err ?? new Error('stream destroyed'));
+    for (const c of this.queueCallbacks.splice(0))
+      c(err ?? new ZiplineError('ZL_TUNNEL_CLOSED', 'stream destroyed'));
     this.queue.length = 0;
     this.queuedBytes = 0;
     this.host.release(this);
