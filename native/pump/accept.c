@@ -64,7 +64,8 @@ void accept_command(cmd_t *m) {
     acceptors = a;
     return;
   }
-  /* CMD_ACCEPT_REMOVE */
+  /* CMD_ACCEPT_REMOVE: close our copy, then tell JavaScript, which closes the listening socket
+     only after this (while our dup is open the socket still listens and would take connections) */
   for (acceptor_t **p = &acceptors; *p != NULL; p = &(*p)->next) {
     acceptor_t *a = *p;
     if (a->lid != m->lid) continue;
@@ -73,8 +74,13 @@ void accept_command(cmd_t *m) {
     close(a->fd);
     a->tag.obj = NULL;
     pump_defer_free(a);
-    return;
+    break;
   }
+  event_t *ev = calloc(1, sizeof *ev);
+  if (ev == NULL) return;
+  ev->type = EV_ACCEPT_CLOSED;
+  ev->lid = m->lid;
+  pump_post(ev);
 }
 
 void accept_event(tag_t *t) {

@@ -112,9 +112,12 @@ export class HttpListener implements Listener, ExchangeHost {
     this.scheduleSweep();
   }
 
-  stopAccepting(): Promise<void> {
-    if (this.acceptId !== null) nativePump.acceptOff(this.acceptId);
-    this.acceptId = null;
+  async stopAccepting(): Promise<void> {
+    if (this.acceptId !== null) {
+      const id = this.acceptId;
+      this.acceptId = null;
+      await nativePump.acceptOff(id);
+    }
     for (const c of this.connections) c.closeIfIdle();
     this.h2?.closeIdle();
     return new Promise((resolve) => {

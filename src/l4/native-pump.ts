@@ -27,7 +27,7 @@ export interface PumpClient {
 }
 
 /** Events and commands; mirror native/pump/pump.h (pinned by test/unit/native-constants.test.ts). */
-export const EV = { tcpDone: 0, udpNew: 1, udpEnd: 2, accepted: 3, bodyDone: 4 } as const;
+export const EV = { tcpDone: 0, udpNew: 1, udpEnd: 2, accepted: 3, bodyDone: 4, acceptClosed: 5 } as const;
 export const CMD = {
   tcpAdd: 1,
   tcpCancel: 2,
@@ -128,6 +128,7 @@ class NativePump {
   private readonly udp = new Map<number, NativeUdpOwner>();
   private readonly acceptors = new Map<number, (fd: number) => void>();
   private readonly bodies = new Map<number, BodyClient>();
+  private readonly acceptClosing = new Map<number, () => void>();
   private nextId = 1;
   private nextListenerId = 1;
   private started = false;
@@ -155,6 +156,9 @@ class NativePump {
         if (client === undefined) return;
         this.bodies.delete(id);
         client.onBodyDone(reason as PumpReason, errno, n0);
+      } else if (type === EV.acceptClosed) {
+        this.acceptClosing.get(lid)?.();
+        this.acceptClosing.delete(lid);
       } else if (type === EV.accepted) {
         const onFd = this.acceptors.get(lid);
         if (onFd === undefined)
@@ -204,9 +208,23 @@ class NativePump {
     return lid;
   }
 
-  acceptOff(lid: number): void {
+  /**
+   * Stops the native acceptor; resolves once the thread has closed its copy of the listening
+   * socket (only then does closing the server stop the port from listening). Connections it
+   * accepted meanwhile are closed.
+   */
+  acceptOff(lid: number): Promise<void> {
     this.acceptors.delete(lid);
-    this.binding?.command(CMD.acceptRemove, 0, lid, -1, -1, 0, 0, 0, 0, '', 0);
+    const b = this.binding;
+    if (b === null) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, 1000); // a backstop; the thread answers in microseconds
+      this.acceptClosing.set(lid, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      b.command(CMD.acceptRemove, 0, lid, -1, -1, 0, 0, 0, 0, '', 0);
+    });
   }
 
   /**

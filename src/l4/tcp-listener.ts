@@ -107,9 +107,12 @@ export class TcpListener implements Listener {
     if (idle > 0) sweepIdle(this.connections, elapsedMs, idle, expireConnection);
   }
 
-  stopAccepting(): Promise<void> {
-    if (this.acceptId !== null) nativePump.acceptOff(this.acceptId);
-    this.acceptId = null;
+  async stopAccepting(): Promise<void> {
+    if (this.acceptId !== null) {
+      const id = this.acceptId;
+      this.acceptId = null;
+      await nativePump.acceptOff(id);
+    }
     // the sweep keeps running for the connections that remain; it is unref'd
     return new Promise((resolve) => {
       if (!this.server.listening) return resolve();
