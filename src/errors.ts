@@ -164,6 +164,58 @@ export const ERROR_CATALOG = {
     status: 0,
     description: 'The peer answered OPEN with a non-zero status (SOCKS5 reply meaning, in `openStatus`).',
   },
+  ZL_TUNNEL_AUTH_FAILED: {
+    status: 0,
+    description:
+      'The relay refused the agent (wrong token, stale or replayed HELLO, or too many failures from that address): GOAWAY AUTH_FAILED.',
+  },
+  ZL_TUNNEL_HANDSHAKE: {
+    status: 0,
+    description: 'No valid HELLO / HELLO_ACK within the handshake timeout (10 s), or a malformed one.',
+  },
+  ZL_TUNNEL_TLS: {
+    status: 0,
+    description:
+      "The tunnel's TLS handshake failed: timeout, or the relay's certificate matches neither the pinned fingerprint nor the CA.",
+  },
+  ZL_TUNNEL_PROTOCOL: {
+    status: 0,
+    description:
+      'A tunnel session ended on a protocol error (bad magic, CRC, size, flow control); the GOAWAY code is logged and counted.',
+  },
+  ZL_TUNNEL_NO_RELAY: {
+    status: 0,
+    description: 'No relay session was up within `connect_timeout` to carry a new stream.',
+  },
+  ZL_TUNNEL_NOT_ALLOWED: {
+    status: 0,
+    description: "The destination is not on the relay's `allow` list (OPEN_ACK 2, SOCKS5 reply 2, HTTP 403).",
+  },
+  ZL_TUNNEL_DIAL_FAILED: {
+    status: 0,
+    description:
+      'The relay could not reach the destination (refused, unreachable, timeout: the OPEN_ACK status says which).',
+  },
+  ZL_TUNNEL_LIMIT: {
+    status: 0,
+    description:
+      "A session's stream cap (`max_streams`) or the relay's session cap was reached: RST REFUSED_STREAM / GOAWAY ENHANCE_YOUR_CALM.",
+  },
+  ZL_TUNNEL_VIA: {
+    status: 0,
+    description:
+      'The egress proxy (`via`: HTTP CONNECT or SOCKS5) refused or failed the connection to the relay.',
+  },
+  ZL_TUNNEL_CODEC_UNAVAILABLE: {
+    status: 0,
+    description:
+      '`compression: zstd` was asked for but the optional `zstd-napi` module is not installed; the tunnel runs uncompressed.',
+  },
+  ZL_PROXY_BAD_REQUEST: {
+    status: 400,
+    description:
+      "A SOCKS5 or HTTP-proxy client sent a malformed or unsupported request (the entry answers with the protocol's error and closes).",
+  },
   // admin
   ZL_ADMIN_UNAUTHORIZED: { status: 401, description: 'The admin token was missing or wrong.' },
   ZL_ADMIN_NOT_FOUND: { status: 404, description: 'No such admin endpoint.' },

@@ -23,5 +23,28 @@ export function describeConfig(c: ValidConfig): string {
       `shm ${b.name}: ${b.segment}, snapshot ${b.snapshot_capacity} B, rings ${b.slots} × ${b.slot_size} B, wake ${b.wake}, http://${b.http}/shm/${b.name}`,
     );
   }
+  const relay = c.tunnel?.relay;
+  if (relay !== undefined) {
+    const tls =
+      relay.tls === 'off'
+        ? 'plain TCP'
+        : relay.tls === 'auto'
+          ? `TLS auto (${relay.state_dir})`
+          : 'TLS files';
+    lines.push(
+      `tunnel relay: ${relay.listen}, ${tls}, ${relay.tokens.length} token(s), allow ${relay.allow.length ? relay.allow.join(' ') : '(nothing)'}`,
+    );
+  }
+  const agent = c.tunnel?.agent;
+  if (agent !== undefined) {
+    const entries = [
+      ...agent.forwards.map((f) => `${f.protocol} ${f.listen} -> ${f.to}`),
+      ...(agent.socks5 !== undefined ? [`socks5 ${agent.socks5}`] : []),
+      ...(agent.http_proxy !== undefined ? [`http_proxy ${agent.http_proxy}`] : []),
+    ];
+    lines.push(
+      `tunnel agent: relays ${agent.relays.map((r) => r.address).join(' ')}, compression ${agent.compression}; ${entries.join(', ') || 'no entries'}`,
+    );
+  }
   return `${lines.join('\n')}\n`;
 }

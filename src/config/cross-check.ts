@@ -18,18 +18,14 @@ function dur(v: unknown): number | undefined {
   return typeof v === 'string' ? parseDuration(v) : undefined;
 }
 
-const IMPLEMENTED_PROTOCOLS = new Set(['tcp', 'udp', 'http', 'https']);
-
 export function crossCheck(data: unknown, report: Report): void {
   const root = obj(data);
   if (root === undefined) return;
   const upstreams = obj(root.upstreams) ?? {};
   checkUpstreams(upstreams, report);
-  checkListeners(root.listeners, upstreams, report);
+  const binds = checkListeners(root.listeners, upstreams, report);
   checkShm(root.shm, report);
-  for (const section of ['tunnel'] as const) {
-    if (root[section] !== undefined) report([section], `"${section}" is not implemented in this build yet`);
-  }
+  checkTunnel(obj(root.tunnel), binds, report);
   if (root.workers !== undefined && root.workers !== 1) {
     report(['workers'], 'multi-process workers are not implemented in this build yet; use 1');
   }
@@ -67,17 +63,35 @@ function checkUpstreams(upstreams: Record<string, unknown>, report: Report): voi
   }
 }
 
-function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, report: Report): void {
-  if (!Array.isArray(listeners)) return;
+/** Bound addresses (`tcp/host:port`, `udp/host:port`) → where they were declared. */
+type Binds = Map<string, string>;
+
+function claim(
+  binds: Binds,
+  family: 'tcp' | 'udp',
+  listen: unknown,
+  where: string,
+  path: readonly PathSegment[],
+  report: Report,
+): void {
+  const text = normalizeListen(listen);
+  if (typeof text !== 'string') return;
+  const hp = parseHostPort(text);
+  if (hp === undefined || hp.port === 0) return;
+  const key = `${family}/${hp.host}:${hp.port}`;
+  const other = binds.get(key);
+  if (other !== undefined) report(path, `address already used by ${other}`);
+  else binds.set(key, where);
+}
+
+function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, report: Report): Binds {
+  const binds: Binds = new Map();
+  if (!Array.isArray(listeners)) return binds;
   const names = new Map<string, number>();
-  const binds = new Map<string, number>();
   listeners.forEach((l, i) => {
     const listener = obj(l);
     if (listener === undefined) return;
     const protocol = listener.protocol;
-    if (typeof protocol === 'string' && !IMPLEMENTED_PROTOCOLS.has(protocol) && isKnownProtocol(protocol)) {
-      report(['listeners', i, 'protocol'], `protocol "${protocol}" is not implemented in this build yet`);
-    }
     if (typeof listener.upstream === 'string' && !(listener.upstream in upstreams)) {
       const known = Object.keys(upstreams);
       report(
@@ -92,22 +106,55 @@ function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, 
     if (prev !== undefined)
       report(['listeners', i, 'name'], `duplicate listener name "${name}" (also listeners[${prev}])`);
     names.set(name, i);
-    if (typeof listen === 'string') {
-      const hp = parseHostPort(listen);
-      if (hp !== undefined && hp.port !== 0) {
-        const family = protocol === 'udp' ? 'udp' : 'tcp';
-        const key = `${family}/${hp.host}:${hp.port}`;
-        const other = binds.get(key);
-        if (other !== undefined)
-          report(['listeners', i, 'listen'], `address already used by listeners[${other}]`);
-        binds.set(key, i);
-      }
-    }
+    claim(
+      binds,
+      protocol === 'udp' ? 'udp' : 'tcp',
+      listen,
+      `listeners[${i}]`,
+      ['listeners', i, 'listen'],
+      report,
+    );
   });
+  return binds;
 }
 
-function isKnownProtocol(p: string): boolean {
-  return ['tcp', 'udp', 'http', 'https', 'socks5', 'http_proxy'].includes(p);
+function checkTunnel(tunnel: Record<string, unknown> | undefined, binds: Binds, report: Report): void {
+  if (tunnel === undefined) return;
+  const relay = obj(tunnel.relay);
+  if (relay !== undefined) {
+    claim(binds, 'tcp', relay.listen, 'tunnel.relay.listen', ['tunnel', 'relay', 'listen'], report);
+  }
+  const agent = obj(tunnel.agent);
+  if (agent === undefined) return;
+  for (const key of ['socks5', 'http_proxy'] as const) {
+    claim(binds, 'tcp', agent[key], `tunnel.agent.${key}`, ['tunnel', 'agent', key], report);
+  }
+  if (Array.isArray(agent.forwards)) {
+    agent.forwards.forEach((f, i) => {
+      const fw = obj(f);
+      if (fw === undefined) return;
+      const family = fw.protocol === 'udp' ? 'udp' : 'tcp';
+      claim(
+        binds,
+        family,
+        fw.listen,
+        `tunnel.agent.forwards[${i}]`,
+        ['tunnel', 'agent', 'forwards', i, 'listen'],
+        report,
+      );
+    });
+  }
+  if (Array.isArray(agent.relays)) {
+    agent.relays.forEach((r, i) => {
+      const ref = obj(r);
+      if (ref !== undefined && ref.fingerprint !== undefined && ref.ca !== undefined) {
+        report(['tunnel', 'agent', 'relays', i], 'use `fingerprint` or `ca`, not both');
+      }
+      if (ref !== undefined && ref.tls === false && (ref.fingerprint !== undefined || ref.ca !== undefined)) {
+        report(['tunnel', 'agent', 'relays', i], '`fingerprint`/`ca` need `tls: true`');
+      }
+    });
+  }
 }
 
 function checkHttpListener(

@@ -3,6 +3,8 @@
  * units parsed here so everything downstream sees milliseconds and bytes.
  */
 import { z } from 'zod';
+import { parseAllowEntry } from '../tunnel/allow-list.js';
+import { normalizeFingerprint } from '../tunnel/tls.js';
 import { def, HTTP_CLIENT_IDLE_DEFAULT } from './reference.js';
 import {
   normalizeListen,
@@ -241,13 +243,123 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
 const httpListener = httpListenerOf('http');
 const httpsListener = httpListenerOf('https');
 
+/** A relay `allow` entry (src/tunnel/allow-list.ts). */
+const allowEntry = z.string().superRefine((text, ctx) => {
+  const r = parseAllowEntry(text);
+  if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r });
+});
+
 /**
- * Protocols of the contract that this build does not run yet. Their shape is accepted loosely so
- * that `check` reports one clear "not implemented" issue instead of a cascade of unknown keys.
+ * `socks5` / `http_proxy` listeners: forward proxies that dial destinations directly (the tunnel
+ * agent's entries dial through the tunnel instead). Destinations must be on `allow`.
  */
-const plannedListener = z.looseObject({
-  name: listenerName,
-  protocol: z.enum(['socks5', 'http_proxy']),
+function proxyListenerOf<P extends 'socks5' | 'http_proxy'>(protocol: P) {
+  return z.strictObject({
+    name: listenerName,
+    protocol: z.literal(protocol),
+    listen: listenAddress,
+    allow: z.array(allowEntry).min(1, 'name the destinations this proxy may reach'),
+    timeouts: z
+      .strictObject({
+        connect: duration.prefault(def('listeners[].timeouts.connect')),
+        client_header: duration.prefault(def('listeners[].timeouts.client_header')),
+        client_idle: duration.prefault(def('listeners[].timeouts.client_idle')),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        max_connections: count(1, 10_000_000).prefault(def('listeners[].limits.max_connections')),
+      })
+      .prefault({}),
+  });
+}
+
+const heartbeat = z
+  .strictObject({
+    interval: duration.prefault(def('tunnel.relay.heartbeat.interval')),
+    misses: count(1, 100).prefault(def('tunnel.relay.heartbeat.misses')),
+  })
+  .prefault({});
+
+const tunnelLimits = z
+  .strictObject({
+    max_streams: count(1, 1_000_000).prefault(def('tunnel.relay.limits.max_streams')),
+    session_window: size
+      .refine((n) => n >= 65_536 && n <= 0x7fff_ffff, '64KiB – 2GiB')
+      .prefault(def('tunnel.relay.limits.session_window')),
+    stream_window: size
+      .refine((n) => n >= 16_384 && n <= 0x7fff_ffff, '16KiB – 2GiB')
+      .prefault(def('tunnel.relay.limits.stream_window')),
+    max_stream_window: size
+      .refine((n) => n >= 16_384 && n <= 0x7fff_ffff, '16KiB – 2GiB')
+      .prefault(def('tunnel.relay.limits.max_stream_window')),
+    max_payload: size
+      .refine((n) => n >= 1024 && n <= 65_536, '1KiB – 64KiB')
+      .prefault(def('tunnel.relay.limits.max_payload')),
+  })
+  .prefault({});
+
+const tunnelToken = z.string().min(16, 'tokens must be at least 16 characters (use ${ENV} or a file)');
+
+const tunnelRelay = z.strictObject({
+  listen: listenAddress,
+  tls: z
+    .union([z.enum(['auto', 'off']), z.strictObject({ cert: z.string().min(1), key: z.string().min(1) })])
+    .prefault(def('tunnel.relay.tls')),
+  ciphers: z.string().min(1).prefault(def('tunnel.relay.ciphers')),
+  state_dir: z.string().min(1).prefault(def('tunnel.relay.state_dir')),
+  tokens: z.array(tunnelToken).min(1, 'a relay needs at least one token'),
+  allow: z.array(allowEntry).prefault([]),
+  connect_timeout: duration.prefault(def('tunnel.relay.connect_timeout')),
+  idle_timeout: duration.prefault(def('tunnel.relay.idle_timeout')),
+  udp_idle_timeout: duration.prefault(def('tunnel.relay.udp_idle_timeout')),
+  max_sessions: count(1, 1_000_000).prefault(def('tunnel.relay.max_sessions')),
+  heartbeat,
+  limits: tunnelLimits,
+});
+
+const relayRef = z.preprocess(
+  (v) => (typeof v === 'string' ? { address: v } : v),
+  z.strictObject({
+    address: hostPort,
+    fingerprint: z
+      .string()
+      .refine((f) => normalizeFingerprint(f) !== null, 'expected sha256: followed by 64 hex digits')
+      .optional(),
+    ca: z.string().min(1).optional(),
+    tls: z.boolean().prefault(def('tunnel.agent.relays[].tls')),
+    server_name: z.string().min(1).optional(),
+  }),
+);
+
+const forward = z.strictObject({
+  listen: listenAddress,
+  to: hostPort,
+  protocol: z.enum(['tcp', 'udp']).prefault(def('tunnel.agent.forwards[].protocol')),
+});
+
+const tunnelAgent = z.strictObject({
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9._:@-]{1,128}$/, 'use 1–128 letters, digits, . _ : @ -')
+    .optional(),
+  relays: z.array(relayRef).min(1, 'an agent needs at least one relay'),
+  token: tunnelToken,
+  via: z
+    .string()
+    .refine(
+      (v) => v === '' || /^(https?|socks5h?):\/\/([^@/]+@)?[^/]+:\d+\/?$/.test(v),
+      'expected http://[user:pass@]host:port or socks5://host:port',
+    )
+    .optional(),
+  compression: z.enum(['none', 'zstd']).prefault(def('tunnel.agent.compression')),
+  heartbeat,
+  connect_timeout: duration.prefault(def('tunnel.agent.connect_timeout')),
+  idle_timeout: duration.prefault(def('tunnel.agent.idle_timeout')),
+  forwards: z.array(forward).prefault([]),
+  socks5: listenAddress.optional(),
+  http_proxy: listenAddress.optional(),
+  limits: tunnelLimits,
 });
 
 const shmBridge = z.strictObject({
@@ -295,11 +407,15 @@ export const configSchema = z.strictObject({
         udpListener,
         httpListener,
         httpsListener,
-        plannedListener,
+        proxyListenerOf('socks5'),
+        proxyListenerOf('http_proxy'),
       ]),
     )
     .prefault([]),
-  tunnel: z.unknown().optional(),
+  tunnel: z
+    .strictObject({ relay: tunnelRelay.optional(), agent: tunnelAgent.optional() })
+    .refine((t) => t.relay !== undefined || t.agent !== undefined, 'name a relay, an agent or both')
+    .optional(),
   shm: z.array(shmBridge).prefault([]),
 });
 
@@ -312,4 +428,10 @@ export type UdpListenerConfig = z.output<typeof udpListener>;
 export type HttpListenerConfig = z.output<typeof httpListener> | z.output<typeof httpsListener>;
 export type ShmBridgeConfig = z.output<typeof shmBridge>;
 export type HttpRouteConfig = z.output<typeof httpRoute>;
-export type ListenerConfig = TcpListenerConfig | UdpListenerConfig | HttpListenerConfig;
+export type ProxyListenerConfig =
+  | z.output<ReturnType<typeof proxyListenerOf<'socks5'>>>
+  | z.output<ReturnType<typeof proxyListenerOf<'http_proxy'>>>;
+export type ListenerConfig = TcpListenerConfig | UdpListenerConfig | HttpListenerConfig | ProxyListenerConfig;
+export type TunnelRelayConfig = z.output<typeof tunnelRelay>;
+export type TunnelAgentConfig = z.output<typeof tunnelAgent>;
+export type TunnelLimitsConfig = z.output<typeof tunnelLimits>;

@@ -23,7 +23,10 @@ import { UdpListener } from '../l4/udp-listener.js';
 import { NativeUdpListener } from '../l4/udp-native-listener.js';
 import { type AccessLog, createAccessLog, createLogger, type Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
+import { ProxyListener } from '../proxy/proxy-listener.js';
 import { ShmBridges } from '../shm/bridges.js';
+import { TunnelAgent } from '../tunnel/agent.js';
+import { TunnelRelay } from '../tunnel/relay.js';
 import { compileUpstream } from '../upstream/settings.js';
 import { type LookupAll, Upstream } from '../upstream/upstream.js';
 import { ZIPLINE_VERSION } from '../version.js';
@@ -62,6 +65,8 @@ export class Runtime {
   private readonly retired = new Set<Listener>();
   readonly admin: AdminServer;
   readonly shm: ShmBridges;
+  relay: TunnelRelay | null = null;
+  agent: TunnelAgent | null = null;
   readonly startedAt = Date.now();
   generation = 1;
   private draining = false;
@@ -97,6 +102,15 @@ export class Runtime {
       await Promise.all([...this.upstreams.values()].map((u) => u.start()));
       for (const cfg of this.config.listeners) await this.addListener(cfg as ListenerConfig);
       if (this.config.shm.length > 0) await this.shm.start(this.config.shm);
+      const tunnel = this.config.tunnel;
+      if (tunnel?.relay !== undefined) {
+        this.relay = new TunnelRelay(tunnel.relay, this.ctx);
+        await this.relay.start();
+      }
+      if (tunnel?.agent !== undefined) {
+        this.agent = new TunnelAgent(tunnel.agent, this.ctx);
+        await this.agent.start();
+      }
     } catch (err) {
       await this.shutdown();
       throw err;
@@ -119,6 +133,8 @@ export class Runtime {
     let l: Listener;
     if (cfg.protocol === 'tcp') l = new TcpListener(cfg, name, this.ctx);
     else if (cfg.protocol === 'http' || cfg.protocol === 'https') l = new HttpListener(cfg, name, this.ctx);
+    else if (cfg.protocol === 'socks5' || cfg.protocol === 'http_proxy')
+      l = new ProxyListener(cfg, name, this.ctx);
     else if (cfg.native === 'auto' && nativePump.available) l = new NativeUdpListener(cfg, name, this.ctx);
     else l = new UdpListener(cfg, name, this.ctx);
     await l.start();
@@ -219,6 +235,7 @@ export class Runtime {
     if (!same(next.shm, this.config.shm)) {
       errors.push('shm: bridge changes take effect at restart (segments outlive config generations)');
     }
+    this.reloadTunnel(next, errors);
     await this.applyProcessSettings(next);
     this.config = next;
     this.generation++;
@@ -226,6 +243,36 @@ export class Runtime {
     metrics.reloads.labels(result).inc();
     this.log.info({ generation: this.generation, ...report, result }, 'config reloaded');
     return { ...report, result };
+  }
+
+  /**
+   * Relay tokens, allow list, timeouts and limits, and the agent's token, timeouts and
+   * compression apply at once (new sessions and streams); addresses, TLS, relays and entries
+   * take effect at restart (sessions and local ports outlive a config generation).
+   */
+  private reloadTunnel(next: ValidConfig, errors: string[]): void {
+    const cur = this.config.tunnel;
+    const nxt = next.tunnel;
+    if (same(cur, nxt)) return;
+    const r0 = cur?.relay;
+    const r1 = nxt?.relay;
+    if (
+      this.relay !== null &&
+      r0 !== undefined &&
+      r1 !== undefined &&
+      r0.listen === r1.listen &&
+      same(r0.tls, r1.tls) &&
+      r0.ciphers === r1.ciphers
+    ) {
+      this.relay.update(r1);
+    } else if (!same(r0, r1))
+      errors.push('tunnel.relay: listen/tls changes (or adding/removing the relay) take effect at restart');
+    const a0 = cur?.agent;
+    const a1 = nxt?.agent;
+    const fixed = (a: typeof a0) =>
+      a === undefined ? null : [a.relays, a.forwards, a.socks5, a.http_proxy, a.id];
+    if (this.agent !== null && a1 !== undefined && same(fixed(a0), fixed(a1))) this.agent.update(a1);
+    else if (!same(a0, a1)) errors.push('tunnel.agent: relays, entries and id take effect at restart');
   }
 
   private async applyProcessSettings(next: ValidConfig): Promise<void> {
@@ -253,7 +300,7 @@ export class Runtime {
       if (c === 0) this.retired.delete(l);
       n += c;
     }
-    return n;
+    return n + (this.relay?.activeCount() ?? 0) + (this.agent?.activeCount() ?? 0);
   }
 
   readiness(): { ready: boolean; reasons: string[] } {
@@ -263,6 +310,8 @@ export class Runtime {
     const now = Date.now();
     for (const [name, up] of this.upstreams)
       if (!up.isReady(now)) reasons.push(`upstream ${name}: no healthy server`);
+    if (this.agent !== null && !this.agent.links.some((l) => l.state === 'up'))
+      reasons.push('tunnel agent: no relay session is up');
     return { ready: reasons.length === 0, reasons };
   }
 
@@ -284,6 +333,8 @@ export class Runtime {
       await l.stopAccepting();
     }
     this.listeners.clear();
+    await this.relay?.stopAccepting();
+    await this.agent?.stopAccepting();
     // logged once nothing accepts any more, so "draining" means no new connections
     this.log.info({ active: this.activeCount(), drain_timeout_ms: this.config.drain_timeout }, 'draining');
     await waitFor(() => this.activeCount() === 0, this.config.drain_timeout);
@@ -294,6 +345,8 @@ export class Runtime {
         'drain timeout: closing what is left',
       );
       for (const l of this.retired) l.destroyAll();
+      this.agent?.destroyAll();
+      this.relay?.destroyAll();
       // native data paths confirm asynchronously: let their last access lines be written first
       await waitFor(() => this.activeCount() === 0, 1000);
     }
@@ -303,6 +356,14 @@ export class Runtime {
 
   private async shutdown(): Promise<void> {
     await this.shm.close();
+    if (this.agent !== null) {
+      await this.agent.stopAccepting();
+      this.agent.close();
+    }
+    if (this.relay !== null) {
+      await this.relay.stopAccepting();
+      this.relay.destroyAll();
+    }
     for (const l of this.listeners.values()) await l.stopAccepting();
     for (const up of this.upstreams.values()) {
       up.close();
@@ -341,7 +402,10 @@ export class Runtime {
       listeners,
       upstreams,
       retired_listeners: [...this.retired].map((l) => ({ name: l.name, active: l.activeCount() })),
-      tunnel: null,
+      tunnel:
+        this.relay === null && this.agent === null
+          ? null
+          : { relay: this.relay?.stats() ?? null, agent: this.agent?.stats() ?? null },
       shm: this.shm.stats(),
     };
   }
@@ -354,6 +418,8 @@ export class Runtime {
     }
     for (const l of this.listeners.values()) l.refreshMetrics();
     for (const l of this.retired) l.refreshMetrics();
+    this.relay?.refreshMetrics();
+    this.agent?.refreshMetrics();
   }
 }
 

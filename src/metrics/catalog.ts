@@ -158,6 +158,34 @@ export const metrics = {
     ['code'],
   ),
   tunnelRtt: gauge('zipline_tunnel_rtt_seconds', 'Smoothed PING round trip per relay.', ['relay']),
+  tunnelStreams: gauge('zipline_tunnel_streams_active', 'Open tunnel streams.', ['role']),
+  tunnelRelayUp: gauge('zipline_tunnel_relay_up', '1 while the agent has a session with this relay.', [
+    'relay',
+  ]),
+  tunnelRelayScore: gauge(
+    'zipline_tunnel_relay_score',
+    "The agent's adaptive score of a relay (lower is better; docs/TUNNEL.md).",
+    ['relay'],
+  ),
+  tunnelReconnects: counter('zipline_tunnel_reconnects_total', 'Agent session attempts by result.', [
+    'relay',
+    'result',
+  ]),
+  tunnelAuthFailures: counter(
+    'zipline_tunnel_auth_failures_total',
+    'Relay: agents refused (bad_proof, malformed, rate_limited).',
+    ['reason'],
+  ),
+  tunnelRejected: counter(
+    'zipline_tunnel_rejected_total',
+    'Relay: connections refused before a session (max_sessions, handshake_timeout).',
+    ['reason'],
+  ),
+  tunnelCompressedBytes: counter(
+    'zipline_tunnel_compression_bytes_total',
+    'DATA bytes offered to zstd (before) and sent (after) by the agent.',
+    ['stage'],
+  ),
   // shared memory (issue 5)
   shmMessages: counter('zipline_shm_messages_total', 'Shared-memory messages.', ['bridge', 'direction']),
   // process and config

@@ -14,6 +14,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
+import { StreamCompressor, StreamDecompressor } from './compression.js';
 import { DEFAULT_MAX_PAYLOAD, ERROR, FLAG, FRAME, OPEN_STATUS, type TunnelErrorCode } from './constants.js';
 import { FrameDecoder, FrameWriter, TunnelProtocolError } from './frame.js';
 import { type StreamHost, TunnelStream } from './stream.js';
@@ -28,6 +29,10 @@ export interface SessionOptions {
   readonly misses?: number;
   /** Frames decoded per turn before yielding (PINGs stay on time under load). */
   readonly framesPerTurn?: number;
+  /** Streams the peer may have open at once; more OPENs get RST REFUSED_STREAM. */
+  readonly maxStreams?: number;
+  /** An OPEN not answered within this ends with status 6 (TTL expired / timeout). */
+  readonly openTimeoutMs?: number;
 }
 
 export interface OpenRequest {
@@ -36,7 +41,12 @@ export interface OpenRequest {
   readonly address: Buffer;
 }
 
-const ERROR_NAMES: Record<number, string> = Object.fromEntries(Object.entries(ERROR).map(([k, v]) => [v, k]));
+export const ERROR_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(ERROR).map(([k, v]) => [v, k]),
+);
+const FRAME_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(FRAME).map(([k, v]) => [v, k.toLowerCase()]),
+);
 
 /** Socket bytes queued beyond this stop the DATA lane until 'drain'. */
 const SOCKET_HIGH_WATER = 256 * 1024;
@@ -57,11 +67,16 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private nextId: number;
   private connSendWindow: number;
   private connRecvUnacked = 0;
+  /** Received DATA not yet consumed: never more than our connection window (the memory cap). */
+  private connRecvOutstanding = 0;
   private lastPeerStream = 0;
-  private readonly maxPayload: number;
-  private readonly initialWindow: number;
+  readonly maxPayload: number;
+  readonly initialWindow: number;
+  /** DATA/DATAGRAM payloads we send: min(ours, the peer's). */
+  private sendPayload: number;
+  private peerInitialWindow: number;
   private readonly maxWindow: number;
-  private readonly connWindow: number;
+  readonly connWindow: number;
   private lastFrameAt = Date.now();
   private lastTickWall = Date.now();
   private lastTickMono = performance.now();
@@ -70,6 +85,25 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private pendingAt = 0;
   private readonly framesPerTurn: number;
   private readonly misses: number;
+  private readonly maxStreams: number;
+  private readonly openTimeoutMs: number;
+  /** Peer-opened streams now open. */
+  private peerStreams = 0;
+  /** zstd on DATA this session sends and receives (negotiated in HELLO/HELLO_ACK). */
+  compression = false;
+  /** Frames by type, in and out (added to the metric at scrape time: no per-frame label lookups). */
+  readonly framesIn = new Float64Array(256);
+  readonly framesOut = new Float64Array(256);
+  private readonly flushedIn = new Float64Array(256);
+  private readonly flushedOut = new Float64Array(256);
+  bytesIn = 0;
+  bytesOut = 0;
+  datagramsDropped = 0;
+  /** DATA bytes given to zstd and what was sent for them (ratio = in / out). */
+  compressIn = 0;
+  compressOut = 0;
+  streamsOpened = 0;
+  readonly openedAt = Date.now();
 
   constructor(
     readonly socket: Duplex,
@@ -82,9 +116,13 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.maxWindow = opts.maxWindow ?? 8 * 1024 * 1024;
     this.connWindow = opts.connectionWindow ?? 32 * 1024 * 1024;
     this.connSendWindow = this.connWindow;
+    this.sendPayload = this.maxPayload;
+    this.peerInitialWindow = this.initialWindow;
     this.pingIntervalMs = opts.pingIntervalMs ?? 2000;
     this.misses = opts.misses ?? 3;
     this.framesPerTurn = opts.framesPerTurn ?? 256;
+    this.maxStreams = opts.maxStreams ?? 1024;
+    this.openTimeoutMs = opts.openTimeoutMs ?? 15_000;
     this.decoder = new FrameDecoder((t, f, s, p) => this.onFrame(t, f, s, p), this.maxPayload);
     // frames are coalesced per turn already: Nagle would only add delayed-ACK stalls
     (socket as Duplex & { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
@@ -111,7 +149,11 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     const stream = this.newStream(id);
     this.controlFrame(FRAME.OPEN, 0, id, Buffer.concat([Buffer.from([kind]), address]));
     return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        stream.emit('open-ack', OPEN_STATUS.TIMEOUT);
+      }, this.openTimeoutMs);
       stream.once('open-ack', (status: number) => {
+        clearTimeout(timer);
         if (status === OPEN_STATUS.OK) resolve(stream);
         else {
           const err = Object.assign(
@@ -124,9 +166,10 @@ export class TunnelSession extends EventEmitter implements StreamHost {
           reject(err);
         }
       });
-      stream.once('close', () =>
-        reject(new ZiplineError('ZL_TUNNEL_CLOSED', 'stream closed before OPEN_ACK')),
-      );
+      stream.once('close', () => {
+        clearTimeout(timer);
+        reject(new ZiplineError('ZL_TUNNEL_CLOSED', 'stream closed before OPEN_ACK'));
+      });
     });
   }
 
@@ -139,16 +182,61 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     }
   }
 
+  /** What the peer accepts (from HELLO / HELLO_ACK): sizes we send within. */
+  setPeer(peer: { maxPayload: number; initialWindow: number; connectionWindow: number }): void {
+    this.sendPayload = Math.max(1024, Math.min(this.maxPayload, peer.maxPayload));
+    this.peerInitialWindow = peer.initialWindow;
+    this.connSendWindow = peer.connectionWindow;
+    this.scheduleFlush();
+  }
+
   private newStream(id: number): TunnelStream {
-    const s = new TunnelStream(id, this, this.initialWindow, this.initialWindow, this.maxWindow);
+    const s = new TunnelStream(id, this, this.peerInitialWindow, this.initialWindow, this.maxWindow);
+    if (this.compression) {
+      s.compressor = new StreamCompressor();
+      s.decompressor = new StreamDecompressor(this.maxPayload);
+    }
     this.streams.set(id, s);
+    this.streamsOpened++;
     return s;
+  }
+
+  /** A frame for the layers above (HELLO, HELLO_ACK, REQUEST, RESPONSE) on the control lane. */
+  sendControl(type: number, flags: number, id: number, payload: Buffer | null): void {
+    this.controlFrame(type, flags, id, payload);
+  }
+
+  /**
+   * A DATAGRAM for association `id` (payload: address + datagram). Not window-controlled: dropped
+   * and counted when the socket already holds more than its high-water mark.
+   */
+  sendDatagram(id: number, payload: Buffer): boolean {
+    if (this.closed || payload.length > this.sendPayload || this.socket.writableLength > SOCKET_HIGH_WATER) {
+      this.datagramsDropped++;
+      return false;
+    }
+    this.data.push(FRAME.DATAGRAM, 0, id, payload);
+    bump(this.framesOut, FRAME.DATAGRAM);
+    this.scheduleFlush();
+    return true;
+  }
+
+  /** Streams opened by the peer that are still open. */
+  get peerStreamCount(): number {
+    return this.peerStreams;
+  }
+
+  /** Adds frame counts since the last call to the metric (scrape time). */
+  flushFrameMetrics(): void {
+    flushCounts(this.framesIn, this.flushedIn, 'in');
+    flushCounts(this.framesOut, this.flushedOut, 'out');
   }
 
   // ---- reading --------------------------------------------------------------------------------
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
+    this.bytesIn += chunk.length;
     if (this.pendingChunk !== null) {
       // still working through an earlier chunk: keep order
       this.pendingChunk = Buffer.concat([this.pendingChunk.subarray(this.pendingAt), chunk]);
@@ -184,16 +272,30 @@ export class TunnelSession extends EventEmitter implements StreamHost {
 
   private onFrame(type: number, flags: number, id: number, payload: Buffer): void {
     this.lastFrameAt = Date.now();
+    bump(this.framesIn, type);
     switch (type) {
       case FRAME.DATA: {
         const s = this.streams.get(id);
-        this.connRecvUnacked += payload.length;
-        if (this.connRecvUnacked >= this.connWindow / 2) {
-          this.controlFrame(FRAME.WINDOW_UPDATE, 0, 0, u32(this.connRecvUnacked));
-          this.connRecvUnacked = 0;
+        let data = payload;
+        if (s !== undefined && s.decompressor !== null) {
+          if (flags & FLAG.COMPRESSED) data = s.decompressor.decompress(payload);
+          else if (payload.length > 0) s.decompressor.reset();
+        } else if (flags & FLAG.COMPRESSED && s !== undefined) {
+          this.fatal(ERROR.PROTOCOL_ERROR, 'COMPRESSED DATA on a session without a codec');
+          return;
         }
-        if (s === undefined) return; // a stream we already reset: its in-flight data is dropped
-        if (!s.receive(payload, (flags & FLAG.FIN) !== 0)) {
+        this.connRecvOutstanding += data.length;
+        if (this.connRecvOutstanding > this.connWindow) {
+          this.fatal(ERROR.FLOW_CONTROL_ERROR, 'DATA beyond the connection window');
+          return;
+        }
+        if (s === undefined) {
+          // a stream we already reset: its in-flight data is dropped, and its credit returned
+          // (for a COMPRESSED payload the count is approximate: the sender counted more)
+          this.consumed(data.length);
+          return;
+        }
+        if (!s.receive(data, (flags & FLAG.FIN) !== 0)) {
           this.fatal(ERROR.FLOW_CONTROL_ERROR, `stream ${id} sent beyond its window`);
           return;
         }
@@ -201,7 +303,11 @@ export class TunnelSession extends EventEmitter implements StreamHost {
         return;
       }
       case FRAME.WINDOW_UPDATE: {
-        const delta = payload.readUInt32BE(0);
+        const delta = payload.length === 4 ? payload.readUInt32BE(0) : 0;
+        if (delta === 0 || delta > 0x7fff_ffff) {
+          this.fatal(ERROR.FLOW_CONTROL_ERROR, `WINDOW_UPDATE delta ${delta}`);
+          return;
+        }
         if (id === 0) {
           this.connSendWindow += delta;
           if (this.connSendWindow > 0x7fff_ffff)
@@ -217,12 +323,19 @@ export class TunnelSession extends EventEmitter implements StreamHost {
         return;
       }
       case FRAME.OPEN: {
-        if (this.goneAway || this.streams.has(id) || (id & 1) === (this.nextId & 1) || payload.length < 1) {
+        if ((id & 1) === (this.nextId & 1) || id <= this.lastPeerStream) {
+          this.fatal(ERROR.PROTOCOL_ERROR, `OPEN with stream id ${id}: wrong parity or not increasing`);
+          return;
+        }
+        this.lastPeerStream = id;
+        if (this.goneAway || this.closingDown || payload.length < 1 || this.peerStreams >= this.maxStreams) {
           this.controlFrame(FRAME.RST, 0, id, u32(ERROR.REFUSED_STREAM));
+          this.emit('refused', id);
           return;
         }
         const s = this.newStream(id);
-        this.lastPeerStream = Math.max(this.lastPeerStream, id);
+        this.peerStreams++;
+        s.once('close', () => this.peerStreams--);
         this.emit('stream', s, {
           kind: payload[0] as number,
           address: payload.subarray(1),
@@ -247,6 +360,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
         return;
       }
       case FRAME.GOAWAY: {
+        if (this.goneAway) return;
         this.goneAway = true;
         const code = payload.length >= 8 ? payload.readUInt32BE(4) : ERROR.NO_ERROR;
         this.emit('goaway', code, payload.length >= 12 ? payload.readUInt32BE(8) : 0);
@@ -276,6 +390,15 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     if (!this.closed) this.controlFrame(FRAME.RST, 0, s.id, u32(code));
   }
 
+  consumed(bytes: number): void {
+    this.connRecvOutstanding -= bytes;
+    this.connRecvUnacked += bytes;
+    if (this.connRecvUnacked >= this.connWindow / 4 && !this.closed) {
+      this.controlFrame(FRAME.WINDOW_UPDATE, 0, 0, u32(this.connRecvUnacked));
+      this.connRecvUnacked = 0;
+    }
+  }
+
   release(s: TunnelStream): void {
     this.streams.delete(s.id);
     this.readySet.delete(s);
@@ -290,6 +413,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private controlFrame(type: number, flags: number, id: number, payload: Buffer | null): void {
     if (this.closed) return;
     this.control.push(type, flags, id, payload);
+    bump(this.framesOut, type);
     this.scheduleFlush();
   }
 
@@ -312,7 +436,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
       progress = false;
       for (let n = this.ready.length; n > 0 && budget > 0; n--) {
         const s = this.ready.shift() as TunnelStream;
-        const max = Math.min(this.maxPayload, s.sendWindow, this.connSendWindow, budget);
+        const max = Math.min(this.sendPayload, s.sendWindow, this.connSendWindow, budget);
         const chunk = s.takeChunk(max);
         if (chunk !== null) {
           s.sendWindow -= chunk.length;
@@ -322,7 +446,19 @@ export class TunnelSession extends EventEmitter implements StreamHost {
         }
         const fin = s.finQueued && !s.finSent && s.queuedBytes === 0;
         if (chunk !== null || fin) {
-          this.data.push(FRAME.DATA, fin ? FLAG.FIN : 0, s.id, chunk);
+          let payload = chunk;
+          let flags = fin ? FLAG.FIN : 0;
+          if (chunk !== null && s.compressor !== null) {
+            const z = s.compressor.compress(chunk);
+            if (z !== null) {
+              payload = z;
+              flags |= FLAG.COMPRESSED;
+            }
+            this.compressIn += chunk.length;
+            this.compressOut += (payload as Buffer).length;
+          }
+          this.data.push(FRAME.DATA, flags, s.id, payload);
+          bump(this.framesOut, FRAME.DATA);
           if (fin) {
             s.finSent = true;
             progress = true;
@@ -336,8 +472,14 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     const data = this.data.take();
     if (data !== null) parts.push(data);
     let ok = true;
-    if (parts.length === 1) ok = this.socket.write(parts[0] as Buffer);
-    else if (parts.length > 1) ok = this.socket.write(Buffer.concat(parts));
+    if (parts.length === 1) {
+      this.bytesOut += (parts[0] as Buffer).length;
+      ok = this.socket.write(parts[0] as Buffer);
+    } else if (parts.length > 1) {
+      const out = Buffer.concat(parts);
+      this.bytesOut += out.length;
+      ok = this.socket.write(out);
+    }
     // more to send within the windows: after 'drain' if the socket is full, else on the next turn
     if (ok && this.connSendWindow > 0 && this.ready.some((x) => x.sendWindow > 0 || x.queuedBytes === 0)) {
       if (!this.flushScheduled) {
@@ -370,8 +512,12 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.controlFrame(FRAME.PING, 0, 0, p);
   }
 
+  /** We sent GOAWAY: peer OPENs are refused. */
+  closingDown = false;
+
   /** Graceful: GOAWAY (no new streams); the connection closes once the streams are done. */
   goAway(code: TunnelErrorCode = ERROR.NO_ERROR, retryAfterMs = 0): void {
+    this.closingDown = true;
     const p = Buffer.alloc(12);
     p.writeUInt32BE(this.lastPeerStream, 0); // the last stream the peer opened that we took
     p.writeUInt32BE(code, 4);
@@ -388,6 +534,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     p.writeUInt32BE(0, 8);
     p.write(reason, 12);
     this.control.push(FRAME.GOAWAY, 0, 0, p);
+    bump(this.framesOut, FRAME.GOAWAY);
     const bytes = this.control.take();
     if (bytes !== null) this.socket.end(bytes);
     metrics.tunnelProtocolErrors.labels(ERROR_NAMES[code] ?? String(code)).inc();
@@ -410,6 +557,20 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     }
     this.streams.clear();
     this.emit('close');
+  }
+}
+
+function bump(counts: Float64Array, type: number): void {
+  counts[type] = (counts[type] as number) + 1;
+}
+
+function flushCounts(counts: Float64Array, flushed: Float64Array, direction: 'in' | 'out'): void {
+  for (let t = 0; t < 256; t++) {
+    const d = (counts[t] as number) - (flushed[t] as number);
+    if (d > 0) {
+      metrics.tunnelFrames.labels(FRAME_NAMES[t] ?? `0x${t.toString(16)}`, direction).inc(d);
+      flushed[t] = counts[t] as number;
+    }
   }
 }
 

@@ -8,6 +8,7 @@
  */
 import { Duplex } from 'node:stream';
 import { ZiplineError } from '../errors.js';
+import type { StreamCompressor, StreamDecompressor } from './compression.js';
 import { ERROR, type TunnelErrorCode } from './constants.js';
 
 export interface StreamHost {
@@ -17,6 +18,8 @@ export interface StreamHost {
   sendWindowUpdate(s: TunnelStream, bytes: number): void;
   /** The application reset the stream. */
   sendReset(s: TunnelStream, code: TunnelErrorCode): void;
+  /** The application consumed `bytes` (connection-level credit goes back as it does). */
+  consumed(bytes: number): void;
   /** The stream is done both ways (or reset): forget it. */
   release(s: TunnelStream): void;
   readonly pingIntervalMs: number;
@@ -41,6 +44,11 @@ export class TunnelStream extends Duplex {
   private windowStartedAt = Date.now();
   bytesIn = 0;
   bytesOut = 0;
+  /** Set when the session negotiated zstd (src/tunnel/compression.ts). */
+  compressor: StreamCompressor | null = null;
+  decompressor: StreamDecompressor | null = null;
+  /** Free-form labels for access lines and /stats (destination, entry). */
+  info: { kind?: number; dest?: string; relay?: string; openedAt?: number } = {};
 
   constructor(
     readonly id: number,
@@ -97,6 +105,7 @@ export class TunnelStream extends Duplex {
     if (consumed <= 0) return;
     this.recvBuffered -= consumed;
     this.unacked += consumed;
+    this.host.consumed(consumed);
     if (this.unacked >= this.recvWindow / 2) {
       const now = Date.now();
       let grow = 0;
@@ -136,6 +145,9 @@ export class TunnelStream extends Duplex {
       c(err ?? new ZiplineError('ZL_TUNNEL_CLOSED', 'stream destroyed'));
     this.queue.length = 0;
     this.queuedBytes = 0;
+    // bytes received and never read still held connection credit
+    if (this.recvBuffered > 0) this.host.consumed(this.recvBuffered);
+    this.recvBuffered = 0;
     this.host.release(this);
     cb(err);
   }

@@ -149,16 +149,40 @@ listeners:
 });
 
 test('features not in this build are refused clearly, not ignored', () => {
-  const out = issues(`
-workers: auto
-tunnel: { relay: { listen: 127.0.0.1:0 } }
-listeners:
-  - { name: s5, protocol: socks5, listen: 127.0.0.1:0 }
-`);
-  const text = out.join('\n');
+  const text = issues('workers: auto\n').join('\n');
   assert.match(text, /workers .*not implemented/);
-  assert.match(text, /tunnel .*not implemented/);
-  assert.match(text, /listeners\[0\]\.protocol .*"socks5" is not implemented/);
+});
+
+test('tunnel and proxy listeners: tokens, allow entries, pins and addresses are checked', () => {
+  const text = issues(`
+listeners:
+  - { name: s5, protocol: socks5, listen: 127.0.0.1:7100 }
+  - { name: hp, protocol: http_proxy, listen: 127.0.0.1:7101, allow: ["*:*"] }
+tunnel:
+  relay:
+    listen: 127.0.0.1:7100
+    tokens: [short]
+    allow: ["10.0.0.0/33:5432", "db.internal:99999", "ok.internal:5432"]
+  agent:
+    relays:
+      - { address: a:7000, fingerprint: "sha256:zz", ca: ca.pem }
+      - { address: b:7000, tls: false, fingerprint: "sha256:${'ab'.repeat(32)}" }
+    token: "0123456789abcdef"
+    via: "ftp://proxy"
+    socks5: 127.0.0.1:7101
+`).join('\n');
+  assert.match(text, /listeners\[0\]\.allow .*Invalid input|listeners\[0\]\.allow/);
+  assert.match(text, /listeners\[1\]\.allow\[0\] .*bare "\*"/);
+  assert.match(text, /tunnel\.relay\.listen .*already used by listeners\[0\]/);
+  assert.match(text, /tunnel\.relay\.tokens\[0\] .*at least 16/);
+  assert.match(text, /tunnel\.relay\.allow\[0\] .*bad CIDR/);
+  assert.match(text, /tunnel\.relay\.allow\[1\] .*bad port/);
+  assert.doesNotMatch(text, /allow\[2\]/);
+  assert.match(text, /tunnel\.agent\.relays\[0\]\.fingerprint .*64 hex/);
+  assert.match(text, /tunnel\.agent\.relays\[0\] .*not both/);
+  assert.match(text, /tunnel\.agent\.relays\[1\] .*need `tls: true`/);
+  assert.match(text, /tunnel\.agent\.via .*http:\/\//);
+  assert.match(text, /tunnel\.agent\.socks5 .*already used by listeners\[1\]/);
 });
 
 test('http listeners: routes need defined upstreams, https needs a certificate, tls only on https', () => {

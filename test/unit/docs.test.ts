@@ -63,6 +63,9 @@ test('every config key the schema accepts is documented, and every documented ke
     'upstreams.*.retry.on[]',
     'listeners[].trusted_proxies[]',
     'listeners[].tls.alpn[]',
+    'listeners[].allow[]',
+    'tunnel.relay.tokens[]',
+    'tunnel.relay.allow[]',
     'listeners[].routes[].headers.request.remove[]',
     'listeners[].routes[].headers.response.remove[]',
     // header maps: any field name

@@ -1,0 +1,98 @@
+/**
+ * A TCP server whose connections are each served by an entry handler (SOCKS5, HTTP proxy, a
+ * tunnel forward). It tracks open connections (for drain and leak checks), caps them, and
+ * reports one result per connection (the access line). Used by the `socks5`/`http_proxy`
+ * listeners and by the tunnel agent's entries.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { formatHostPort } from '../config/units.js';
+import { listenOn } from '../l4/listen.js';
+import type { EntryResult } from './socks5.js';
+
+export type EntryHandler = (socket: Socket, done: (r: EntryResult) => void) => void;
+
+export interface EntryEvents {
+  onResult(socket: { remoteAddress: string; remotePort: number }, r: EntryResult, startedAt: number): void;
+  /** Called for a connection refused over the cap or while draining. */
+  onRejected(reason: 'over_limit' | 'draining'): void;
+}
+
+export class EntryServer {
+  private readonly server: Server;
+  readonly sockets = new Set<Socket>();
+  total = 0;
+
+  constructor(
+    readonly name: string,
+    private handler: EntryHandler,
+    private maxConnections: number,
+    private readonly events: EntryEvents,
+    private readonly draining: () => boolean = () => false,
+  ) {
+    this.server = createServer({ allowHalfOpen: true, noDelay: true, keepAlive: true });
+    this.server.on('connection', (s) => this.onConnection(s));
+    this.server.on('error', () => {});
+  }
+
+  setHandler(handler: EntryHandler, maxConnections: number): void {
+    this.handler = handler;
+    this.maxConnections = maxConnections;
+  }
+
+  listen(address: string): Promise<void> {
+    return listenOn(this.server, address, this.name);
+  }
+
+  address(): string {
+    const a = this.server.address();
+    return a !== null && typeof a === 'object' ? formatHostPort(a.address, a.port) : '';
+  }
+
+  private onConnection(socket: Socket): void {
+    if (this.draining()) {
+      this.events.onRejected('draining');
+      socket.destroy();
+      return;
+    }
+    if (this.sockets.size >= this.maxConnections) {
+      this.events.onRejected('over_limit');
+      socket.destroy();
+      return;
+    }
+    this.total++;
+    this.sockets.add(socket);
+    const peer = { remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0 };
+    const startedAt = Date.now();
+    let reported = false;
+    let closed = false;
+    let pending: EntryResult | null = null;
+    const finish = (): void => {
+      if (reported || pending === null || !closed) return;
+      reported = true;
+      this.events.onResult(peer, pending, startedAt);
+    };
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      closed = true;
+      finish();
+    });
+    socket.on('error', () => {});
+    this.handler(socket, (r) => {
+      pending ??= r;
+      finish();
+    });
+  }
+
+  /** Stops accepting; open connections continue. */
+  stop(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+      setImmediate(resolve);
+    });
+  }
+
+  destroyAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+}

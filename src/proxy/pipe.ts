@@ -1,0 +1,72 @@
+/**
+ * Joins a stream (a tunnel stream or a socket to a destination) and a client socket both ways: bytes with backpressure (pipe), half-close
+ * carried as FIN both ways, and one teardown on the first error, reset or idle timeout. `done`
+ * runs exactly once, when both sides are closed, with the first error code if any.
+ */
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { ErrorCode } from '../errors.js';
+import { isZiplineError } from '../errors.js';
+
+export interface PipeResult {
+  /** Bytes the socket read and wrote over its life (handshakes included). */
+  readonly fromSocket: number;
+  readonly toSocket: number;
+  readonly error: ErrorCode | 'idle_timeout' | null;
+}
+
+/** The far side: a tunnel stream (`reset` when the peer reset it) or a socket. */
+export type FarSide = Duplex & { reset?: boolean };
+
+export function pipeStream(
+  stream: FarSide,
+  socket: Socket,
+  idleTimeoutMs: number,
+  done: (r: PipeResult) => void,
+): void {
+  let error: PipeResult['error'] = null;
+  let closed = 0;
+  let finished = false;
+  const finish = (): void => {
+    if (finished || ++closed < 2) return;
+    finished = true;
+    done({ fromSocket: socket.bytesRead, toSocket: socket.bytesWritten, error });
+  };
+  const abort = (code: PipeResult['error']): void => {
+    error ??= code;
+    socket.destroy();
+    stream.destroy();
+  };
+  socket.setNoDelay(true);
+  if (idleTimeoutMs > 0) {
+    socket.setTimeout(idleTimeoutMs, () => abort('idle_timeout'));
+  }
+  socket.on('error', () => abort(null));
+  stream.on('error', (err: Error) => abort(isZiplineError(err) ? err.code : null));
+  socket.once('close', () => {
+    // a socket that closed without both FINs (reset) takes the stream with it
+    if (!stream.destroyed && !(stream.writableFinished && stream.readableEnded)) stream.destroy();
+    finish();
+  });
+  stream.once('close', () => {
+    if (!socket.destroyed && !(socket.writableFinished && socket.readableEnded)) {
+      // the stream was reset (or its session ended): abortive, as the peer intended
+      if (stream.reset === true) socket.resetAndDestroy();
+      else socket.destroy();
+    }
+    finish();
+  });
+  // both halves ended cleanly: close what is left
+  const maybeClose = (): void => {
+    if (stream.readableEnded && socket.readableEnded && stream.writableFinished && socket.writableFinished) {
+      socket.destroy();
+      stream.destroy();
+    }
+  };
+  socket.on('end', maybeClose);
+  stream.on('end', maybeClose);
+  socket.on('finish', maybeClose);
+  stream.on('finish', maybeClose);
+  socket.pipe(stream);
+  stream.pipe(socket);
+}

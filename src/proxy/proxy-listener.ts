@@ -1,0 +1,126 @@
+/**
+ * `protocol: socks5` and `protocol: http_proxy` listeners: forward proxies that dial allowed
+ * destinations directly (the same entries the tunnel agent runs over the tunnel).
+ */
+import type { ProxyListenerConfig } from '../config/schema.js';
+import type { L4Context } from '../l4/context.js';
+import type { Listener } from '../l4/listener.js';
+import { metrics } from '../metrics/catalog.js';
+import { AllowList } from '../tunnel/allow-list.js';
+import { DirectDialer } from './dialer.js';
+import { type EntryHandler, EntryServer } from './entry-server.js';
+import { serveHttpProxy } from './http-proxy.js';
+import { serveSocks5 } from './socks5.js';
+
+function handlerFor(cfg: ProxyListenerConfig, dialer: DirectDialer): EntryHandler {
+  const opts = { headerTimeoutMs: cfg.timeouts.client_header, idleTimeoutMs: cfg.timeouts.client_idle };
+  return cfg.protocol === 'socks5'
+    ? (s, done) => void serveSocks5(s, dialer, opts, done)
+    : (s, done) => void serveHttpProxy(s, dialer, opts, done);
+}
+
+export class ProxyListener implements Listener {
+  readonly protocol: ProxyListenerConfig['protocol'];
+  source: ProxyListenerConfig;
+  private readonly dialer: DirectDialer;
+  private readonly entry: EntryServer;
+
+  constructor(
+    cfg: ProxyListenerConfig,
+    readonly name: string,
+    ctx: L4Context,
+  ) {
+    this.protocol = cfg.protocol;
+    this.source = cfg;
+    this.dialer = new DirectDialer({
+      allow: new AllowList(cfg.allow),
+      connectTimeoutMs: cfg.timeouts.connect,
+    });
+    const active = metrics.downstreamActive.labels(name);
+    this.entry = new EntryServer(
+      name,
+      (s) => s.destroy(), // replaced just below
+      cfg.limits.max_connections,
+      {
+        onResult: (peer, r, startedAt) => {
+          active.dec();
+          if (r.error !== null) metrics.connectionErrors.labels(name, r.error).inc();
+          if (!ctx.accessLog.enabled) return;
+          ctx.accessLog.write({
+            time: new Date().toISOString(),
+            listener: name,
+            protocol: cfg.protocol,
+            client_ip: peer.remoteAddress,
+            client_port: peer.remotePort,
+            method: r.method,
+            path: r.dest,
+            status: r.status,
+            ...(r.reply !== undefined ? { reply: r.reply } : {}),
+            upstream: null,
+            upstream_addr: r.dest,
+            attempts: 1,
+            response_time: (Date.now() - startedAt) / 1000,
+            bytes_in: r.bytesIn,
+            bytes_out: r.bytesOut,
+            error: r.error,
+          });
+        },
+        onRejected: (reason) =>
+          metrics.downstreamRejected
+            .labels(name, reason === 'draining' ? 'ZL_DRAINING' : 'ZL_LISTENER_OVER_LIMIT')
+            .inc(),
+      },
+      ctx.draining,
+    );
+    this.applyHandler(cfg);
+  }
+
+  /** The EntryServer calls the handler for accepted connections only: counted there. */
+  private applyHandler(cfg: ProxyListenerConfig): void {
+    const inner = handlerFor(cfg, this.dialer);
+    const active = metrics.downstreamActive.labels(this.name);
+    const total = metrics.downstreamTotal.labels(this.name);
+    this.entry.setHandler((s, done) => {
+      active.inc();
+      total.inc();
+      inner(s, done);
+    }, cfg.limits.max_connections);
+  }
+
+  start(): Promise<void> {
+    return this.entry.listen(this.source.listen);
+  }
+
+  address(): string {
+    return this.entry.address();
+  }
+
+  update(cfg: ProxyListenerConfig): void {
+    this.source = cfg;
+    this.dialer.update({ allow: new AllowList(cfg.allow), connectTimeoutMs: cfg.timeouts.connect });
+    this.applyHandler(cfg);
+  }
+
+  stopAccepting(): Promise<void> {
+    return this.entry.stop();
+  }
+
+  activeCount(): number {
+    return this.entry.sockets.size;
+  }
+
+  destroyAll(): void {
+    this.entry.destroyAll();
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      protocol: this.protocol,
+      address: this.address(),
+      active: this.entry.sockets.size,
+      total: this.entry.total,
+    };
+  }
+
+  refreshMetrics(): void {}
+}

@@ -1,0 +1,217 @@
+/**
+ * A SOCKS5 server for one client connection (RFC 1928): method "no authentication", CONNECT and
+ * UDP ASSOCIATE (BIND is answered 7, command not supported). Reply codes are the dialer's
+ * statuses, which are the tunnel's OPEN_ACK statuses: 2 not allowed, 5 refused, 6 timeout …
+ * UDP: the association lives as long as its TCP connection; fragmented datagrams (FRAG ≠ 0) are
+ * dropped, as most servers do; only the client's own address may use the relay port.
+ */
+import { createSocket } from 'node:dgram';
+import { isIP, type Socket } from 'node:net';
+import { type ErrorCode, isZiplineError } from '../errors.js';
+import { addressLength, type Destination, readAddress, writeAddress } from '../tunnel/address.js';
+import { OPEN_STATUS } from '../tunnel/constants.js';
+import { type Dialer, httpStatusOfReply, statusOf } from './dialer.js';
+import { HandshakeReader, type ParseStep } from './handshake-reader.js';
+import { pipeStream } from './pipe.js';
+
+export interface EntryOptions {
+  readonly headerTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+}
+
+/** What an entry reports when its connection ends (an access line). */
+export interface EntryResult {
+  readonly method: string;
+  readonly dest: string;
+  /** HTTP-style, as every access line: 200 ok, 403 not allowed, 502 failed, 504 timeout, 400 bad request. */
+  readonly status: number;
+  /** SOCKS5 / OPEN_ACK reply when there was one. */
+  readonly reply?: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly error: ErrorCode | 'idle_timeout' | null;
+}
+
+const CMD = { CONNECT: 1, BIND: 2, UDP_ASSOCIATE: 3 } as const;
+
+interface Socks5Request {
+  readonly cmd: number;
+  readonly dest: Destination;
+}
+
+const BAD = Symbol('bad');
+
+function parseGreeting(b: Buffer): ParseStep<boolean | typeof BAD> {
+  if (b.length < 2) return { need: true };
+  if (b[0] !== 5) return { done: BAD, used: b.length };
+  const n = b[1] as number;
+  if (b.length < 2 + n) return { need: true };
+  return { done: b.subarray(2, 2 + n).includes(0), used: 2 + n };
+}
+
+function parseRequest(b: Buffer): ParseStep<Socks5Request | typeof BAD> {
+  if (b.length < 5) return { need: true };
+  if (b[0] !== 5 || b[2] !== 0) return { done: BAD, used: b.length };
+  const type = b[3];
+  const need =
+    type === 1 ? 4 + 4 + 2 : type === 4 ? 4 + 16 + 2 : type === 3 ? 4 + 1 + (b[4] as number) + 2 : -1;
+  if (need < 0) return { done: BAD, used: b.length };
+  if (b.length < need) return { need: true };
+  const a = readAddress(b, 3);
+  if (a === null) return { done: BAD, used: b.length };
+  return { done: { cmd: b[1] as number, dest: a.dest }, used: a.end };
+}
+
+function reply(status: number, bound: Destination = { host: '0.0.0.0', port: 0 }): Buffer {
+  const out = Buffer.alloc(3 + addressLength(bound));
+  out[0] = 5;
+  out[1] = status;
+  writeAddress(out, 3, bound);
+  return out;
+}
+
+export async function serveSocks5(
+  socket: Socket,
+  dialer: Dialer,
+  opts: EntryOptions,
+  done: (r: EntryResult) => void,
+): Promise<void> {
+  const reader = new HandshakeReader(socket, 1024);
+  const timer = setTimeout(() => socket.destroy(), opts.headerTimeoutMs);
+  let result: EntryResult = { method: 'SOCKS5', dest: '', status: 400, bytesIn: 0, bytesOut: 0, error: null };
+  const fail = (status: number, error: ErrorCode | null): void => {
+    clearTimeout(timer);
+    result = { ...result, status: httpStatusOfReply(status), reply: status, error };
+    if (!socket.destroyed) socket.end(reply(status));
+    socket.destroySoon();
+    done(result);
+  };
+  socket.on('error', () => {});
+  try {
+    const acceptable = await reader.read(parseGreeting);
+    if (acceptable === BAD) {
+      clearTimeout(timer);
+      socket.destroy();
+      done({ ...result, status: 400, error: 'ZL_PROXY_BAD_REQUEST' });
+      return;
+    }
+    if (!acceptable) {
+      // no method we offer (we offer "no authentication" only)
+      clearTimeout(timer);
+      socket.end(Buffer.from([5, 0xff]));
+      done({ ...result, status: 400, error: 'ZL_PROXY_BAD_REQUEST' });
+      return;
+    }
+    socket.write(Buffer.from([5, 0]));
+    const req = await reader.read(parseRequest);
+    if (req === BAD) {
+      fail(OPEN_STATUS.FAILURE, 'ZL_PROXY_BAD_REQUEST');
+      return;
+    }
+    result = { ...result, dest: `${req.dest.host}:${req.dest.port}` };
+    if (req.cmd === CMD.CONNECT) {
+      result = { ...result, method: 'CONNECT' };
+      let far: Awaited<ReturnType<Dialer['connectTcp']>>;
+      try {
+        far = await dialer.connectTcp(req.dest);
+      } catch (err) {
+        fail(statusOf(err), isZiplineError(err) ? err.code : null);
+        return;
+      }
+      clearTimeout(timer);
+      if (socket.destroyed) {
+        far.destroy();
+        done({ ...result, status: 499, reply: OPEN_STATUS.OK, error: 'ZL_CLIENT_ABORTED' });
+        return;
+      }
+      const early = reader.detach();
+      socket.write(reply(OPEN_STATUS.OK));
+      if (early.length > 0) far.write(early);
+      pipeStream(far, socket, opts.idleTimeoutMs, (r) =>
+        done({
+          ...result,
+          status: 200,
+          reply: OPEN_STATUS.OK,
+          bytesIn: r.fromSocket,
+          bytesOut: r.toSocket,
+          error: r.error,
+        }),
+      );
+      return;
+    }
+    if (req.cmd === CMD.UDP_ASSOCIATE) {
+      result = { ...result, method: 'UDP_ASSOCIATE' };
+      clearTimeout(timer);
+      reader.detach();
+      await udpAssociate(socket, dialer, req.dest, (r) => done({ ...result, ...r }));
+      return;
+    }
+    fail(7, 'ZL_PROXY_BAD_REQUEST'); // command not supported
+  } catch {
+    clearTimeout(timer);
+    socket.destroy();
+    done({ ...result, error: result.error ?? 'ZL_PROXY_BAD_REQUEST' });
+  }
+}
+
+async function udpAssociate(
+  control: Socket,
+  dialer: Dialer,
+  hint: Destination,
+  done: (r: Partial<EntryResult>) => void,
+): Promise<void> {
+  const local = control.localAddress ?? '127.0.0.1';
+  const family = isIP(local) === 6 ? 'udp6' : 'udp4';
+  const relay = createSocket(family);
+  let channel: Awaited<ReturnType<Dialer['openUdp']>>;
+  try {
+    channel = await dialer.openUdp(hint);
+  } catch (err) {
+    relay.close();
+    control.end(reply(statusOf(err)));
+    done({
+      status: httpStatusOfReply(statusOf(err)),
+      reply: statusOf(err),
+      error: isZiplineError(err) ? err.code : null,
+    });
+    return;
+  }
+  let client: { address: string; port: number } | null = null;
+  let bytesIn = 0;
+  let bytesOut = 0;
+  let ended = false;
+  const end = (): void => {
+    if (ended) return;
+    ended = true;
+    relay.close();
+    channel.close();
+    control.destroy();
+    done({ status: 200, reply: OPEN_STATUS.OK, bytesIn, bytesOut, error: null });
+  };
+  relay.on('error', end);
+  relay.on('message', (msg, rinfo) => {
+    // only the client that asked may use this relay port
+    if (rinfo.address !== control.remoteAddress && !(control.remoteAddress ?? '').endsWith(rinfo.address))
+      return;
+    if (msg.length < 4 || msg[0] !== 0 || msg[1] !== 0 || msg[2] !== 0) return; // RSV, FRAG 0
+    const a = readAddress(msg, 3);
+    if (a === null) return;
+    client = { address: rinfo.address, port: rinfo.port };
+    bytesIn += msg.length - a.end;
+    channel.send(a.dest, msg.subarray(a.end));
+  });
+  channel.onMessage((from, data) => {
+    if (client === null) return;
+    const head = Buffer.alloc(3 + addressLength(from));
+    writeAddress(head, 3, from);
+    bytesOut += data.length;
+    relay.send([head, data], client.port, client.address);
+  });
+  channel.onClose(end);
+  control.on('close', end);
+  control.on('data', () => {}); // RFC 1928: the TCP connection only marks the association's life
+  relay.bind(0, local, () => {
+    const a = relay.address();
+    control.write(reply(OPEN_STATUS.OK, { host: a.address, port: a.port }));
+  });
+}

@@ -1,0 +1,152 @@
+/**
+ * UDP through the tunnel, agent side. `TunnelUdpChannel` is one association (an OPEN of kind UDP;
+ * each datagram travels as DATAGRAM with its destination, replies come back with their source).
+ * `UdpForward` is a local UDP port: one association per client address, ended when the relay
+ * ends it (its `udp_idle_timeout`) or after the same idle time here.
+ */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { isIP } from 'node:net';
+import type { UdpChannel } from '../proxy/dialer.js';
+import { addressLength, type Destination, readAddress, writeAddress } from './address.js';
+import type { TunnelSession } from './session.js';
+import type { TunnelStream } from './stream.js';
+
+export class TunnelUdpChannel implements UdpChannel {
+  private messageCb: (from: Destination, data: Buffer) => void = () => {};
+  private readonly closeCbs: (() => void)[] = [];
+  private closed = false;
+  bytesIn = 0;
+  bytesOut = 0;
+
+  constructor(
+    private readonly session: TunnelSession,
+    private readonly stream: TunnelStream,
+    sinks: Map<number, (payload: Buffer) => void>,
+  ) {
+    sinks.set(stream.id, (p) => {
+      const a = readAddress(p, 0);
+      if (a === null) return;
+      this.bytesIn += p.length - a.end;
+      this.messageCb(a.dest, p.subarray(a.end));
+    });
+    stream.on('data', () => {});
+    stream.on('error', () => {});
+    stream.on('end', () => stream.destroy());
+    stream.once('close', () => {
+      sinks.delete(stream.id);
+      this.close();
+    });
+  }
+
+  send(dest: Destination, data: Buffer): void {
+    if (this.closed) return;
+    const p = Buffer.allocUnsafe(addressLength(dest) + data.length);
+    data.copy(p, writeAddress(p, 0, dest));
+    this.bytesOut += data.length;
+    this.session.sendDatagram(this.stream.id, p);
+  }
+
+  onMessage(cb: (from: Destination, data: Buffer) => void): void {
+    this.messageCb = cb;
+  }
+
+  onClose(cb: () => void): void {
+    this.closeCbs.push(cb);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stream.destroy();
+    for (const cb of this.closeCbs.splice(0)) cb();
+  }
+}
+
+export class UdpForward {
+  private readonly socket: UdpSocket;
+  private readonly clients = new Map<
+    string,
+    { ch: UdpChannel | null; queue: Buffer[]; timer: NodeJS.Timeout }
+  >();
+  dropped = 0;
+
+  constructor(
+    private readonly listen: { host: string; port: number },
+    private readonly to: Destination,
+    private readonly open: (to: Destination) => Promise<UdpChannel>,
+    private readonly idleMs: number,
+  ) {
+    this.socket = createSocket({ type: isIP(listen.host) === 6 ? 'udp6' : 'udp4' });
+    this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo.address, rinfo.port));
+    this.socket.on('error', () => {});
+  }
+
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.socket.once('error', reject);
+      this.socket.bind(this.listen.port, this.listen.host, () => {
+        this.socket.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  address(): string {
+    const a = this.socket.address();
+    return a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+  }
+
+  get sessions(): number {
+    return this.clients.size;
+  }
+
+  private onMessage(msg: Buffer, address: string, port: number): void {
+    const key = `${address}|${port}`;
+    let c = this.clients.get(key);
+    if (c === undefined) {
+      const entry = {
+        ch: null as UdpChannel | null,
+        queue: [msg],
+        timer: setTimeout(() => this.end(key), this.idleMs),
+      };
+      entry.timer.unref();
+      c = entry;
+      this.clients.set(key, entry);
+      this.open(this.to).then(
+        (ch) => {
+          if (this.clients.get(key) !== entry) {
+            ch.close();
+            return;
+          }
+          entry.ch = ch;
+          ch.onMessage((_from, data) => {
+            entry.timer.refresh();
+            this.socket.send(data, port, address);
+          });
+          ch.onClose(() => this.end(key));
+          for (const q of entry.queue.splice(0)) ch.send(this.to, q);
+        },
+        () => this.end(key),
+      );
+      return;
+    }
+    c.timer.refresh();
+    if (c.ch === null) {
+      if (c.queue.length < 64) c.queue.push(msg);
+      else this.dropped++;
+    } else c.ch.send(this.to, msg);
+  }
+
+  private end(key: string): void {
+    const c = this.clients.get(key);
+    if (c === undefined) return;
+    this.clients.delete(key);
+    clearTimeout(c.timer);
+    c.ch?.close();
+  }
+
+  close(): void {
+    for (const key of [...this.clients.keys()]) this.end(key);
+    this.socket.close();
+  }
+}

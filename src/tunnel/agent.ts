@@ -1,0 +1,330 @@
+/**
+ * The agent: keeps a session with every configured relay (`RelayLink`), sends each new stream to
+ * the relay with the best adaptive score (src/tunnel/score.ts), and runs the local entries —
+ * TCP/UDP forwards, SOCKS5, HTTP proxy — through it. Entries never stop accepting while relays
+ * come and go: a new connection waits up to `connect_timeout` for some relay to be up. An OPEN
+ * that dies with its session before OPEN_ACK (no byte was delivered) is tried once on another
+ * relay.
+ */
+import type { Socket } from 'node:net';
+import type { TunnelAgentConfig } from '../config/schema.js';
+import { parseHostPort } from '../config/units.js';
+import { isZiplineError } from '../errors.js';
+import type { L4Context } from '../l4/context.js';
+import { metrics } from '../metrics/catalog.js';
+import { type Dialer, dialError, httpStatusOfReply, type UdpChannel } from '../proxy/dialer.js';
+import { type EntryHandler, EntryServer } from '../proxy/entry-server.js';
+import { serveHttpProxy } from '../proxy/http-proxy.js';
+import { pipeStream } from '../proxy/pipe.js';
+import { type EntryResult, serveSocks5 } from '../proxy/socks5.js';
+import { type Destination, encodeAddress, formatDestination } from './address.js';
+import { TunnelUdpChannel, UdpForward } from './agent-udp.js';
+import { zstdAvailable } from './compression.js';
+import { OPEN_KIND, OPEN_STATUS } from './constants.js';
+import { RelayLink } from './relay-link.js';
+import { choose, scores } from './score.js';
+import type { TunnelStream } from './stream.js';
+
+const UDP_IDLE_MS = 60_000;
+
+export class TunnelAgent implements Dialer {
+  cfg: TunnelAgentConfig;
+  readonly links: RelayLink[];
+  private preferred = -1;
+  private readonly entries: { kind: string; server: EntryServer }[] = [];
+  private readonly udpForwards: UdpForward[] = [];
+  private readonly waiters = new Set<() => void>();
+  private readonly scoreTimer: NodeJS.Timeout;
+  private readonly streamsGauge = metrics.tunnelStreams.labels('agent');
+
+  constructor(
+    cfg: TunnelAgentConfig,
+    private readonly ctx: L4Context,
+  ) {
+    this.cfg = cfg;
+    this.links = cfg.relays.map((r) => new RelayLink(r, cfg, ctx.log));
+    for (const l of this.links) l.on('change', () => this.rescore());
+    this.scoreTimer = setInterval(() => this.rescore(), 2000);
+    this.scoreTimer.unref();
+    if (cfg.compression === 'zstd' && !zstdAvailable) {
+      ctx.log.warn(
+        { code: 'ZL_TUNNEL_CODEC_UNAVAILABLE' },
+        'tunnel: compression zstd needs the optional zstd-napi module; running uncompressed',
+      );
+    }
+  }
+
+  async start(): Promise<void> {
+    const opts = { headerTimeoutMs: 10_000, idleTimeoutMs: this.cfg.idle_timeout };
+    const add = async (kind: string, listen: string, handler: EntryHandler): Promise<void> => {
+      const name = `tunnel.agent.${kind}`;
+      const server = new EntryServer(
+        name,
+        handler,
+        10_000,
+        {
+          onResult: (peer, r, startedAt) => this.logEntry(name, peer, r, startedAt),
+          onRejected: () => {},
+        },
+        this.ctx.draining,
+      );
+      await server.listen(listen);
+      this.entries.push({ kind, server });
+    };
+    try {
+      for (const [i, f] of this.cfg.forwards.entries()) {
+        const to = parseHostPort(f.to) as Destination;
+        if (f.protocol === 'udp') {
+          const listen = parseHostPort(f.listen) as Destination;
+          const fw = new UdpForward(listen, to, (d) => this.openUdp(d), UDP_IDLE_MS);
+          await fw.start();
+          this.udpForwards.push(fw);
+        } else {
+          await add(`forwards[${i}]`, f.listen, (s, done) => this.forwardTcp(s, to, done));
+        }
+      }
+      if (this.cfg.socks5 !== undefined) {
+        await add('socks5', this.cfg.socks5, (s, done) => void serveSocks5(s, this, opts, done));
+      }
+      if (this.cfg.http_proxy !== undefined) {
+        await add('http_proxy', this.cfg.http_proxy, (s, done) => void serveHttpProxy(s, this, opts, done));
+      }
+    } catch (err) {
+      await this.stopAccepting();
+      throw err;
+    }
+    for (const l of this.links) l.start();
+    for (const e of this.entries)
+      this.ctx.log.info({ entry: e.kind, address: e.server.address() }, 'tunnel agent entry listening');
+    for (const f of this.udpForwards)
+      this.ctx.log.info({ entry: 'udp forward', address: f.address() }, 'tunnel agent entry listening');
+  }
+
+  /** Entry addresses by kind (`socks5`, `http_proxy`, `forwards[0]`, `udp[0]`). */
+  addresses(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const e of this.entries) out[e.kind] = e.server.address();
+    this.udpForwards.forEach((f, i) => {
+      out[`udp[${i}]`] = f.address();
+    });
+    return out;
+  }
+
+  // ---- choosing a relay -----------------------------------------------------------------------
+
+  private rescore(): void {
+    const now = Date.now();
+    const raw = scores(
+      this.links.map((l) => ({ rttMs: l.rttMs, load: l.load, failures: l.failures })),
+      now,
+    );
+    const candidate = raw.map((s, i) => (this.links[i]?.state === 'up' ? s : Number.NaN));
+    this.links.forEach((l, i) => {
+      l.score = raw[i] as number;
+      metrics.tunnelRelayScore.labels(l.address).set(raw[i] as number);
+    });
+    this.preferred = choose(candidate, this.preferred);
+    if (this.preferred >= 0) for (const w of [...this.waiters]) w();
+  }
+
+  /** The link new streams go to, waiting up to `connect_timeout` for one. */
+  private async link(exclude: RelayLink | null): Promise<RelayLink> {
+    const pick = (): RelayLink | null => {
+      this.rescore();
+      const p = this.links[this.preferred];
+      if (p !== undefined && p !== exclude && p.state === 'up') return p;
+      // the preferred one is excluded: the best other that is up
+      let best: RelayLink | null = null;
+      for (const l of this.links) {
+        if (l === exclude || l.state !== 'up') continue;
+        if (best === null || l.score < best.score) best = l;
+      }
+      return best;
+    };
+    const now = pick();
+    if (now !== null) return now;
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        const l = pick();
+        if (l === null) return;
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve(l);
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(dialError('ZL_TUNNEL_NO_RELAY', OPEN_STATUS.NETWORK_UNREACHABLE, 'no tunnel relay is up'));
+      }, this.cfg.connect_timeout);
+      this.waiters.add(check);
+      for (const l of this.links) l.once('change', check);
+    });
+  }
+
+  /** Opens a stream of `kind` to `dest` on the best relay, once more elsewhere if the session dies first. */
+  private async openStream(kind: number, dest: Destination): Promise<TunnelStream> {
+    let tried: RelayLink | null = null;
+    for (let round = 0; round < 2; round++) {
+      const link = await this.link(tried);
+      const session = link.session;
+      if (session === null) {
+        tried = link;
+        continue;
+      }
+      try {
+        const stream = await session.open(kind, encodeAddress(dest));
+        stream.info = { kind, dest: formatDestination(dest), relay: link.address, openedAt: Date.now() };
+        this.streamsGauge.inc();
+        stream.once('close', () => this.streamsGauge.dec());
+        return stream;
+      } catch (err) {
+        const status = (err as { openStatus?: number }).openStatus;
+        if (status !== undefined) {
+          throw dialError(
+            status === OPEN_STATUS.NOT_ALLOWED ? 'ZL_TUNNEL_NOT_ALLOWED' : 'ZL_TUNNEL_DIAL_FAILED',
+            status,
+            `the relay ${link.address} answered OPEN with status ${status}`,
+          );
+        }
+        // the session ended before OPEN_ACK: nothing was delivered, another relay may take it
+        tried = link;
+        if (round === 1) throw dialError('ZL_TUNNEL_CLOSED', OPEN_STATUS.FAILURE, (err as Error).message);
+      }
+    }
+    throw dialError('ZL_TUNNEL_NO_RELAY', OPEN_STATUS.NETWORK_UNREACHABLE, 'no tunnel relay is up');
+  }
+
+  connectTcp(dest: Destination): Promise<TunnelStream> {
+    return this.openStream(OPEN_KIND.TCP, dest);
+  }
+
+  async openUdp(first: Destination): Promise<UdpChannel> {
+    const stream = await this.openStream(OPEN_KIND.UDP, first);
+    const link = this.links.find((l) => l.address === stream.info.relay);
+    const session = link?.session;
+    if (link === undefined || session === null || session === undefined) {
+      stream.destroy();
+      throw dialError('ZL_TUNNEL_CLOSED', OPEN_STATUS.FAILURE, 'the session ended');
+    }
+    return new TunnelUdpChannel(session, stream, link.datagramSinks);
+  }
+
+  private forwardTcp(socket: Socket, to: Destination, done: (r: EntryResult) => void): void {
+    const base: EntryResult = {
+      method: 'FORWARD',
+      dest: formatDestination(to),
+      status: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      error: null,
+    };
+    socket.pause();
+    socket.on('error', () => {});
+    this.connectTcp(to).then(
+      (stream) => {
+        if (socket.destroyed) {
+          stream.destroy();
+          done({ ...base, status: 499, error: 'ZL_CLIENT_ABORTED' });
+          return;
+        }
+        pipeStream(stream, socket, this.cfg.idle_timeout, (r) =>
+          done({
+            ...base,
+            status: 200,
+            reply: OPEN_STATUS.OK,
+            bytesIn: r.fromSocket,
+            bytesOut: r.toSocket,
+            error: r.error,
+          }),
+        );
+      },
+      (err) => {
+        socket.resetAndDestroy();
+        const status = (err as { openStatus?: number }).openStatus ?? OPEN_STATUS.FAILURE;
+        done({
+          ...base,
+          status: httpStatusOfReply(status),
+          reply: status,
+          error: isZiplineError(err) ? err.code : 'ZL_TUNNEL_DIAL_FAILED',
+        });
+      },
+    );
+  }
+
+  private logEntry(
+    name: string,
+    peer: { remoteAddress: string; remotePort: number },
+    r: EntryResult,
+    startedAt: number,
+  ): void {
+    if (r.error !== null) metrics.connectionErrors.labels(name, r.error).inc();
+    if (!this.ctx.accessLog.enabled) return;
+    this.ctx.accessLog.write({
+      time: new Date().toISOString(),
+      listener: name,
+      protocol: 'tunnel',
+      client_ip: peer.remoteAddress,
+      client_port: peer.remotePort,
+      method: r.method,
+      path: r.dest,
+      status: r.status,
+      ...(r.reply !== undefined ? { reply: r.reply } : {}),
+      upstream: null,
+      upstream_addr: r.dest,
+      attempts: 1,
+      response_time: (Date.now() - startedAt) / 1000,
+      bytes_in: r.bytesIn,
+      bytes_out: r.bytesOut,
+      error: r.error,
+    });
+  }
+
+  update(cfg: TunnelAgentConfig): void {
+    this.cfg = cfg;
+    for (const l of this.links) l.update(cfg);
+  }
+
+  async stopAccepting(): Promise<void> {
+    for (const e of this.entries) await e.server.stop();
+    for (const f of this.udpForwards) f.close();
+  }
+
+  /** Closes the relay sessions (after the entries' connections ended or were closed). */
+  close(): void {
+    clearInterval(this.scoreTimer);
+    for (const l of this.links) l.stop();
+  }
+
+  activeCount(): number {
+    let n = 0;
+    for (const e of this.entries) n += e.server.sockets.size;
+    return n;
+  }
+
+  destroyAll(): void {
+    for (const e of this.entries) e.server.destroyAll();
+  }
+
+  stats(): Record<string, unknown> {
+    const pref = this.links[this.preferred];
+    return {
+      id: this.links[0]?.agentId,
+      preferred: pref?.address ?? null,
+      relays: this.links.map((l) => l.stats()),
+      entries: Object.fromEntries(
+        this.entries.map((e) => [
+          e.kind,
+          { address: e.server.address(), active: e.server.sockets.size, total: e.server.total },
+        ]),
+      ),
+      udp_forwards: this.udpForwards.map((f) => ({
+        address: f.address(),
+        sessions: f.sessions,
+        dropped: f.dropped,
+      })),
+    };
+  }
+
+  refreshMetrics(): void {
+    for (const l of this.links) l.session?.flushFrameMetrics();
+  }
+}

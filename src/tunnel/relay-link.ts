@@ -1,0 +1,371 @@
+/**
+ * The agent's link to one relay: dial (directly or `via` a proxy), TLS 1.3 with the pin or CA,
+ * HELLO → HELLO_ACK, then a live `TunnelSession` until it ends; then reconnect with full-jitter
+ * backoff (base 0.5 s, cap 30 s, reset after 60 s up; a GOAWAY retry-after is honoured). Every
+ * failed attempt destroys what it made (sockets, session, timers).
+ */
+import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { hostname } from 'node:os';
+import type { TLSSocket } from 'node:tls';
+import type { TunnelAgentConfig } from '../config/schema.js';
+import { parseHostPort } from '../config/units.js';
+import { isZiplineError, ZiplineError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import { metrics } from '../metrics/catalog.js';
+import { fullJitterBackoff } from '../upstream/backoff.js';
+import { zstdAvailable } from './compression.js';
+import { ERROR, FRAME } from './constants.js';
+import { dialRelay, proxyFor } from './egress.js';
+import { CODEC, channelBinding, decodeHelloAck, encodeHello } from './handshake.js';
+import { ewma } from './score.js';
+import { ERROR_NAMES, TunnelSession } from './session.js';
+import { connectTls, DEFAULT_TUNNEL_CIPHERS, normalizeFingerprint } from './tls.js';
+
+export type RelayRef = TunnelAgentConfig['relays'][number];
+export type LinkState = 'connecting' | 'up' | 'draining' | 'backoff' | 'stopped';
+
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 30_000;
+const HEALTHY_RESET_MS = 60_000;
+const LOAD_POLL_MS = 10_000;
+
+export class RelayLink extends EventEmitter {
+  state: LinkState = 'backoff';
+  session: TunnelSession | null = null;
+  rttMs: number | null = null;
+  load = 0;
+  readonly failures: number[] = [];
+  score = Number.NaN;
+  private attempt = 0;
+  private upSince = 0;
+  private retryAfterMs = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private requestId = 0;
+  lastError: string | null = null;
+  sessionsOpened = 0;
+  readonly host: string;
+  readonly port: number;
+  private readonly caFile: Buffer | undefined;
+  /** The session being set up (destroyed if the link stops meanwhile). */
+  private connecting: {
+    transport: Socket | null;
+    tls: TLSSocket | null;
+    session: TunnelSession | null;
+  } | null = null;
+  /** DATAGRAM frames by association id (the agent's UDP channels). */
+  readonly datagramSinks = new Map<number, (payload: Buffer) => void>();
+
+  constructor(
+    readonly ref: RelayRef,
+    private cfg: TunnelAgentConfig,
+    private readonly log: Logger,
+  ) {
+    super();
+    const hp = parseHostPort(ref.address) as { host: string; port: number };
+    this.host = hp.host;
+    this.port = hp.port;
+    this.caFile = ref.ca !== undefined ? readFileSync(ref.ca) : undefined;
+  }
+
+  get address(): string {
+    return this.ref.address;
+  }
+
+  get agentId(): string {
+    return (
+      this.cfg.id ??
+      hostname()
+        .replace(/[^A-Za-z0-9._:@-]/g, '-')
+        .slice(0, 128)
+    );
+  }
+
+  /** A method, so a check after an await is not narrowed away. */
+  private isStopped(): boolean {
+    return this.state === 'stopped';
+  }
+
+  start(): void {
+    if (this.state === 'stopped') return;
+    void this.connect();
+  }
+
+  update(cfg: TunnelAgentConfig): void {
+    this.cfg = cfg;
+  }
+
+  private async connect(): Promise<void> {
+    this.state = 'connecting';
+    const cfg = this.cfg;
+    const deadline = Date.now() + cfg.connect_timeout;
+    const left = (): number => Math.max(1, deadline - Date.now());
+    const attempt = {
+      transport: null as Socket | null,
+      tls: null as TLSSocket | null,
+      session: null as TunnelSession | null,
+    };
+    this.connecting = attempt;
+    try {
+      const via = proxyFor(this.host, this.port, cfg.via);
+      attempt.transport = await dialRelay(this.host, this.port, via, left());
+      if (this.isStopped()) throw new ZiplineError('ZL_TUNNEL_CLOSED', 'stopped');
+      let sock: Socket | TLSSocket = attempt.transport;
+      if (this.ref.tls) {
+        attempt.tls = await connectTls(
+          attempt.transport,
+          {
+            host: this.host,
+            fingerprint:
+              this.ref.fingerprint !== undefined
+                ? (normalizeFingerprint(this.ref.fingerprint) ?? undefined)
+                : undefined,
+            ca: this.caFile,
+            serverName: this.ref.server_name,
+            ciphers: `${DEFAULT_TUNNEL_CIPHERS}:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256`,
+          },
+          left(),
+        );
+        sock = attempt.tls;
+      }
+      const session = new TunnelSession(sock, {
+        role: 'agent',
+        maxPayload: cfg.limits.max_payload,
+        initialWindow: cfg.limits.stream_window,
+        maxWindow: cfg.limits.max_stream_window,
+        connectionWindow: cfg.limits.session_window,
+        pingIntervalMs: cfg.heartbeat.interval,
+        misses: cfg.heartbeat.misses,
+        maxStreams: cfg.limits.max_streams,
+        openTimeoutMs: cfg.connect_timeout,
+      });
+      attempt.session = session;
+      const want = cfg.compression === 'zstd' && zstdAvailable ? CODEC.ZSTD : 0;
+      session.sendControl(
+        FRAME.HELLO,
+        0,
+        0,
+        encodeHello(
+          {
+            agentId: this.agentId,
+            codecs: zstdAvailable ? CODEC.ZSTD : 0,
+            want,
+            maxPayload: cfg.limits.max_payload,
+            initialWindow: cfg.limits.stream_window,
+            connectionWindow: cfg.limits.session_window,
+          },
+          cfg.token,
+          channelBinding(sock),
+        ),
+      );
+      const ack = await new Promise<ReturnType<typeof decodeHelloAck>>((resolve, reject) => {
+        const t = setTimeout(
+          () =>
+            reject(new ZiplineError('ZL_TUNNEL_HANDSHAKE', `no HELLO_ACK within ${cfg.connect_timeout} ms`)),
+          left(),
+        );
+        session.on('frame', (type: number, _f: number, id: number, payload: Buffer) => {
+          if (type === FRAME.HELLO_ACK && id === 0) {
+            clearTimeout(t);
+            resolve(decodeHelloAck(payload));
+          }
+        });
+        session.once('goaway', (code: number, retryAfter: number) => {
+          clearTimeout(t);
+          this.retryAfterMs = retryAfter;
+          reject(
+            code === ERROR.AUTH_FAILED
+              ? new ZiplineError('ZL_TUNNEL_AUTH_FAILED', 'the relay refused our token (GOAWAY AUTH_FAILED)')
+              : new ZiplineError(
+                  'ZL_TUNNEL_CLOSED',
+                  `GOAWAY ${ERROR_NAMES[code] ?? code} during the handshake`,
+                ),
+          );
+        });
+        session.once('close', () => {
+          clearTimeout(t);
+          reject(
+            new ZiplineError('ZL_TUNNEL_HANDSHAKE', 'the relay closed the connection during the handshake'),
+          );
+        });
+      });
+      if (ack === null) throw new ZiplineError('ZL_TUNNEL_HANDSHAKE', 'malformed HELLO_ACK');
+      if (this.isStopped()) throw new ZiplineError('ZL_TUNNEL_CLOSED', 'stopped');
+      session.removeAllListeners('goaway');
+      session.removeAllListeners('close');
+      session.compression = (ack.codecs & CODEC.ZSTD) !== 0;
+      session.setPeer(ack);
+      this.connecting = null;
+      this.up(session, ack.loadPermille / 1000, ack.codecs);
+      if (want !== 0 && !session.compression) {
+        this.log.warn({ relay: this.address }, 'tunnel: the relay does not offer zstd; running uncompressed');
+      }
+    } catch (err) {
+      attempt.session?.close();
+      attempt.tls?.destroy();
+      attempt.transport?.destroy();
+      this.connecting = null;
+      metrics.tunnelReconnects.labels(this.address, 'failed').inc();
+      this.lastError = isZiplineError(err) ? `${err.code}: ${err.message}` : (err as Error).message;
+      if (!this.isStopped()) {
+        this.log.warn(
+          {
+            relay: this.address,
+            code: isZiplineError(err) ? err.code : 'ZL_UPSTREAM_CONNECT_FAILED',
+            err: (err as Error).message,
+          },
+          'tunnel: cannot reach relay',
+        );
+        this.down(isZiplineError(err) && err.code === 'ZL_TUNNEL_AUTH_FAILED' ? 10_000 : 0);
+      }
+    }
+  }
+
+  private up(session: TunnelSession, load: number, codecs: number): void {
+    this.session = session;
+    this.state = 'up';
+    this.upSince = Date.now();
+    this.load = load;
+    this.lastError = null;
+    this.sessionsOpened++;
+    metrics.tunnelReconnects.labels(this.address, 'up').inc();
+    metrics.tunnelSessions.labels('agent').inc();
+    metrics.tunnelRelayUp.labels(this.address).set(1);
+    this.log.info(
+      { relay: this.address, agent: this.agentId, compression: codecs & CODEC.ZSTD ? 'zstd' : 'none' },
+      'tunnel session up',
+    );
+    session.on('rtt', (ms: number) => {
+      this.rttMs = ewma(this.rttMs, ms);
+      metrics.tunnelRtt.labels(this.address).set(this.rttMs / 1000);
+      this.emit('change');
+    });
+    session.on('frame', (type: number, _f: number, id: number, payload: Buffer) => {
+      if (type === FRAME.DATAGRAM) this.datagramSinks.get(id)?.(payload);
+      else if (type === FRAME.RESPONSE) this.onResponse(payload);
+    });
+    session.on('goaway', (code: number, retryAfter: number) => {
+      // no new streams here; the session closes when its streams are done
+      this.retryAfterMs = retryAfter;
+      this.state = 'draining';
+      this.log.info({ relay: this.address, code: ERROR_NAMES[code] ?? code }, 'tunnel: relay going away');
+      this.emit('change');
+      this.closeWhenIdle();
+    });
+    session.on('fatal', (code: number, reason: string) => {
+      this.log.warn(
+        { relay: this.address, code: ERROR_NAMES[code] ?? code, reason },
+        'tunnel session failed',
+      );
+    });
+    session.once('close', () => {
+      metrics.tunnelSessions.labels('agent').dec();
+      metrics.tunnelRelayUp.labels(this.address).set(0);
+      if (this.pollTimer !== null) clearInterval(this.pollTimer);
+      this.pollTimer = null;
+      this.session = null;
+      this.datagramSinks.clear();
+      if (this.state === 'stopped') return;
+      this.log.warn({ relay: this.address }, 'tunnel session lost');
+      this.down(0);
+    });
+    session.ping(); // an RTT sample at once
+    this.pollTimer = setInterval(() => this.pollLoad(), LOAD_POLL_MS);
+    this.pollTimer.unref();
+    this.emit('change');
+  }
+
+  private closeWhenIdle(): void {
+    const s = this.session;
+    if (s === null) return;
+    if (s.streams.size === 0) s.close();
+    else
+      for (const st of s.streams.values()) st.once('close', () => setImmediate(() => this.closeWhenIdle()));
+  }
+
+  private pollLoad(): void {
+    const s = this.session;
+    if (s === null || this.state !== 'up') return;
+    const p = Buffer.allocUnsafe(4 + 4);
+    p.writeUInt32BE(++this.requestId >>> 0, 0);
+    p.write('load', 4);
+    s.sendControl(FRAME.REQUEST, 0, 0, p);
+  }
+
+  private onResponse(payload: Buffer): void {
+    if (payload.length < 5 || payload[4] !== 0) return;
+    try {
+      const body = JSON.parse(payload.toString('utf8', 5)) as { load_permille?: unknown };
+      if (typeof body.load_permille === 'number') {
+        this.load = body.load_permille / 1000;
+        this.emit('change');
+      }
+    } catch {
+      // a malformed answer changes nothing
+    }
+  }
+
+  /** The session ended or an attempt failed: count it, back off, try again. */
+  private down(minDelayMs: number): void {
+    const now = Date.now();
+    this.failures.push(now);
+    while (this.failures.length > 50) this.failures.shift();
+    if (this.upSince > 0 && now - this.upSince >= HEALTHY_RESET_MS) this.attempt = 0;
+    this.upSince = 0;
+    const delay = Math.max(
+      minDelayMs,
+      this.retryAfterMs,
+      fullJitterBackoff(this.attempt++, BACKOFF_BASE_MS, BACKOFF_CAP_MS),
+    );
+    this.retryAfterMs = 0;
+    this.state = 'backoff';
+    this.emit('change');
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.connect();
+    }, delay);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    this.state = 'stopped';
+    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.pollTimer !== null) clearInterval(this.pollTimer);
+    this.timer = null;
+    this.pollTimer = null;
+    const c = this.connecting;
+    if (c !== null) {
+      c.session?.close();
+      c.tls?.destroy();
+      c.transport?.destroy();
+    }
+    if (this.session !== null) {
+      this.session.goAway(ERROR.NO_ERROR);
+      const s = this.session;
+      setImmediate(() => s.close());
+    }
+  }
+
+  stats(): Record<string, unknown> {
+    const s = this.session;
+    const zIn = s?.compressIn ?? 0;
+    const zOut = s?.compressOut ?? 0;
+    return {
+      address: this.address,
+      state: this.state,
+      rtt_ms: this.rttMs === null ? null : Math.round(this.rttMs * 1000) / 1000,
+      load: Math.round(this.load * 1000) / 1000,
+      score: Number.isNaN(this.score) ? null : Math.round(this.score * 1000) / 1000,
+      failures_10m: this.failures.filter((t) => Date.now() - t <= 600_000).length,
+      streams: s?.streams.size ?? 0,
+      bytes_in: s?.bytesIn ?? 0,
+      bytes_out: s?.bytesOut ?? 0,
+      compression: s?.compression ? 'zstd' : 'none',
+      compression_ratio: zOut > 0 ? Math.round((zIn / zOut) * 100) / 100 : null,
+      sessions_opened: this.sessionsOpened,
+      last_error: this.lastError,
+    };
+  }
+}

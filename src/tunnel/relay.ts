@@ -1,0 +1,291 @@
+/**
+ * The relay: accepts agent sessions (TLS 1.3 by default), authenticates each with its HELLO,
+ * and opens the streams agents ask for to destinations on the allow list. One `RelaySession`
+ * per agent connection; a second session with the same agent id replaces the first (GOAWAY
+ * REPLACED). Failed authentication is rate-limited per source address.
+ */
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { createSecureContext, type SecureContext, TLSSocket } from 'node:tls';
+import type { TunnelRelayConfig } from '../config/schema.js';
+import { formatHostPort } from '../config/units.js';
+import type { L4Context } from '../l4/context.js';
+import { listenOn } from '../l4/listen.js';
+import { metrics } from '../metrics/catalog.js';
+import { DirectDialer, statusOf } from '../proxy/dialer.js';
+import { AllowList } from './allow-list.js';
+import { zstdAvailable } from './compression.js';
+import { ERROR, FRAME } from './constants.js';
+import {
+  AuthLimiter,
+  CODEC,
+  channelBinding,
+  decodeHello,
+  encodeHelloAck,
+  NonceCache,
+  verifyProof,
+} from './handshake.js';
+import { RelaySession } from './relay-session.js';
+import { type RelayTls, relaySecureOptions, relayTls } from './tls.js';
+
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export class TunnelRelay {
+  cfg: TunnelRelayConfig;
+  dialer: DirectDialer;
+  readonly sessions = new Set<RelaySession>();
+  private readonly byAgent = new Map<string, RelaySession>();
+  private readonly server: Server;
+  private readonly limiter = new AuthLimiter();
+  private readonly nonces = new NonceCache();
+  private tls: RelayTls | null = null;
+  private secureContext: SecureContext | null = null;
+  /** Connections still in TLS or HELLO. */
+  private readonly pending = new Set<Socket>();
+  private elu = performance.eventLoopUtilization();
+  private loadPermille = 0;
+  private readonly loadTimer: NodeJS.Timeout;
+  authFailures = 0;
+
+  constructor(
+    cfg: TunnelRelayConfig,
+    readonly ctx: L4Context,
+  ) {
+    this.cfg = cfg;
+    this.dialer = new DirectDialer({
+      allow: new AllowList(cfg.allow),
+      connectTimeoutMs: cfg.connect_timeout,
+    });
+    this.server = createServer({ allowHalfOpen: false, noDelay: true, keepAlive: true });
+    this.server.on('connection', (s) => this.onConnection(s));
+    this.server.on('error', (err) => ctx.log.error({ err }, 'tunnel relay listener error'));
+    this.loadTimer = setInterval(() => {
+      const now = performance.eventLoopUtilization();
+      this.loadPermille = Math.round(performance.eventLoopUtilization(now, this.elu).utilization * 1000);
+      this.elu = now;
+    }, 2000);
+    this.loadTimer.unref();
+  }
+
+  async start(): Promise<void> {
+    if (this.cfg.tls !== 'off') {
+      const files = this.cfg.tls === 'auto' ? 'auto' : { ...this.cfg.tls, ciphers: this.cfg.ciphers };
+      this.tls = await relayTls(files, this.cfg.state_dir, this.cfg.ciphers);
+      this.secureContext = createSecureContext(relaySecureOptions(this.tls));
+    }
+    await listenOn(this.server, this.cfg.listen, 'tunnel.relay');
+    this.ctx.log.info(
+      {
+        address: this.address(),
+        tls: this.tls === null ? 'off' : 'TLSv1.3',
+        ciphers: this.tls?.ciphers,
+        fingerprint: this.tls?.fingerprint,
+        certificate: this.tls?.certPath,
+        created: this.tls?.created,
+      },
+      this.tls === null
+        ? 'tunnel relay listening (plain TCP)'
+        : `tunnel relay listening; fingerprint ${this.tls.fingerprint}`,
+    );
+  }
+
+  get fingerprint(): string | null {
+    return this.tls?.fingerprint ?? null;
+  }
+
+  address(): string {
+    const a = this.server.address();
+    return a !== null && typeof a === 'object' ? formatHostPort(a.address, a.port) : '';
+  }
+
+  /** Tokens, allow list, timeouts and limits apply to new streams and sessions at once. */
+  update(cfg: TunnelRelayConfig): void {
+    this.cfg = cfg;
+    this.dialer.update({ allow: new AllowList(cfg.allow), connectTimeoutMs: cfg.connect_timeout });
+  }
+
+  get load(): number {
+    return this.loadPermille;
+  }
+
+  private onConnection(socket: Socket): void {
+    const source = socket.remoteAddress ?? '';
+    if (this.ctx.draining() || this.limiter.blocked(source)) {
+      if (!this.ctx.draining()) metrics.tunnelAuthFailures.labels('rate_limited').inc();
+      socket.destroy();
+      return;
+    }
+    if (this.sessions.size + this.pending.size >= this.cfg.max_sessions) {
+      metrics.tunnelRejected.labels('max_sessions').inc();
+      socket.destroy();
+      return;
+    }
+    socket.on('error', () => {});
+    this.pending.add(socket);
+    socket.once('close', () => this.pending.delete(socket));
+    const deadline = setTimeout(() => {
+      metrics.tunnelRejected.labels('handshake_timeout').inc();
+      socket.destroy();
+    }, HANDSHAKE_TIMEOUT_MS);
+    socket.once('close', () => clearTimeout(deadline));
+    if (this.secureContext === null) {
+      this.beginSession(socket, socket, source, deadline);
+      return;
+    }
+    const tls = new TLSSocket(socket, { isServer: true, secureContext: this.secureContext });
+    tls.on('error', () => socket.destroy());
+    tls.once('secure', () => this.beginSession(tls, socket, source, deadline));
+  }
+
+  private beginSession(
+    transport: Socket | TLSSocket,
+    raw: Socket,
+    source: string,
+    deadline: NodeJS.Timeout,
+  ): void {
+    const limits = this.cfg.limits;
+    const rs = new RelaySession(this, transport, source, {
+      role: 'relay',
+      maxPayload: limits.max_payload,
+      initialWindow: limits.stream_window,
+      maxWindow: limits.max_stream_window,
+      connectionWindow: limits.session_window,
+      pingIntervalMs: this.cfg.heartbeat.interval,
+      misses: this.cfg.heartbeat.misses,
+      maxStreams: limits.max_streams,
+    });
+    const session = rs.session;
+    session.on('frame', (type: number, _flags: number, id: number, payload: Buffer) => {
+      if (type === FRAME.HELLO && id === 0 && !rs.authenticated) {
+        clearTimeout(deadline);
+        this.pending.delete(raw);
+        this.onHello(rs, transport, source, payload);
+      }
+    });
+    session.once('close', () => {
+      clearTimeout(deadline);
+      this.pending.delete(raw);
+    });
+  }
+
+  private onHello(rs: RelaySession, transport: Socket | TLSSocket, source: string, payload: Buffer): void {
+    const hello = decodeHello(payload);
+    const binding = channelBinding(transport);
+    const plain = this.secureContext === null;
+    const ok =
+      hello !== null &&
+      hello.version === 1 &&
+      verifyProof(this.cfg.tokens, binding, hello) &&
+      // over plain TCP the proof is not bound to the connection: accept each HELLO once
+      (!plain || this.nonces.accept(hello.timestampMs, hello.nonce));
+    if (!ok || hello === null) {
+      this.limiter.fail(source);
+      this.authFailures++;
+      metrics.tunnelAuthFailures.labels(hello === null ? 'malformed' : 'bad_proof').inc();
+      this.ctx.log.warn({ source, code: 'ZL_TUNNEL_AUTH_FAILED' }, 'tunnel agent failed authentication');
+      rs.session.fatal(ERROR.AUTH_FAILED, 'authentication failed');
+      return;
+    }
+    const codecs = hello.want & hello.codecs & CODEC.ZSTD && zstdAvailable ? CODEC.ZSTD : 0;
+    rs.session.compression = codecs !== 0;
+    rs.session.setPeer(hello);
+    const previous = this.byAgent.get(hello.agentId);
+    if (previous !== undefined && previous !== rs) {
+      previous.session.fatal(ERROR.REPLACED, 'a new session from the same agent id');
+    }
+    rs.authenticate(hello.agentId, randomBytes(16));
+    this.sessions.add(rs);
+    this.byAgent.set(hello.agentId, rs);
+    metrics.tunnelSessions.labels('relay').inc();
+    const limits = this.cfg.limits;
+    rs.session.sendControl(
+      FRAME.HELLO_ACK,
+      0,
+      0,
+      encodeHelloAck({
+        sessionId: rs.sessionId,
+        codecs,
+        maxPayload: limits.max_payload,
+        initialWindow: limits.stream_window,
+        connectionWindow: limits.session_window,
+        sessions: this.sessions.size,
+        streams: this.streamCount(),
+        loadPermille: this.loadPermille,
+      }),
+    );
+    this.ctx.log.info(
+      {
+        agent: hello.agentId,
+        source,
+        session: rs.sessionId.toString('hex'),
+        compression: codecs ? 'zstd' : 'none',
+      },
+      'tunnel session up',
+    );
+  }
+
+  /** A RelaySession ended. */
+  forget(rs: RelaySession): void {
+    if (!this.sessions.delete(rs)) return;
+    metrics.tunnelSessions.labels('relay').dec();
+    if (this.byAgent.get(rs.agentId) === rs) this.byAgent.delete(rs.agentId);
+    this.ctx.log.info({ agent: rs.agentId, session: rs.sessionId.toString('hex') }, 'tunnel session closed');
+  }
+
+  streamCount(): number {
+    let n = 0;
+    for (const s of this.sessions) n += s.session.streams.size;
+    return n;
+  }
+
+  /** Stops accepting; sessions are told GOAWAY SHUTTING_DOWN and end when their streams do. */
+  async stopAccepting(): Promise<void> {
+    for (const s of this.pending) s.destroy();
+    for (const rs of this.sessions) rs.drain();
+    await new Promise<void>((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+      setImmediate(resolve);
+    });
+    clearInterval(this.loadTimer);
+  }
+
+  /** Open streams (drain waits for them). */
+  activeCount(): number {
+    let n = 0;
+    for (const rs of this.sessions) n += rs.session.streams.size;
+    return n + this.pending.size;
+  }
+
+  destroyAll(): void {
+    for (const rs of [...this.sessions]) rs.session.close();
+    for (const s of this.pending) s.destroy();
+  }
+
+  stats(): Record<string, unknown> {
+    return {
+      address: this.address(),
+      tls:
+        this.tls === null
+          ? 'off'
+          : { fingerprint: this.tls.fingerprint, ciphers: this.tls.ciphers, certificate: this.tls.certPath },
+      sessions: [...this.sessions].map((rs) => rs.stats()),
+      auth_failures: this.authFailures,
+      load_permille: this.loadPermille,
+    };
+  }
+
+  refreshMetrics(): void {
+    for (const rs of this.sessions) rs.session.flushFrameMetrics();
+  }
+
+  /** For access lines. */
+  logStream(entry: Record<string, unknown>): void {
+    if (this.ctx.accessLog.enabled) this.ctx.accessLog.write(entry);
+  }
+
+  statusOf(err: unknown): number {
+    return statusOf(err);
+  }
+}
