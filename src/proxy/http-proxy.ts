@@ -117,6 +117,7 @@ export async function serveHttpProxy(
     }
     return;
   }
+  clearTimeout(timer); // the head is in; dialing has its own timeout
   result = { ...result, method: head.method };
   let dest: Destination;
   let forward: Buffer | null = null;

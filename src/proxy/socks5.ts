@@ -104,6 +104,7 @@ export async function serveSocks5(
     }
     socket.write(Buffer.from([5, 0]));
     const req = await reader.read(parseRequest);
+    clearTimeout(timer); // the handshake is in; dialing has its own timeout
     if (req === BAD) {
       fail(OPEN_STATUS.FAILURE, 'ZL_PROXY_BAD_REQUEST');
       return;

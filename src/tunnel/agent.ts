@@ -43,7 +43,11 @@ export class TunnelAgent implements Dialer {
   ) {
     this.cfg = cfg;
     this.links = cfg.relays.map((r) => new RelayLink(r, cfg, ctx.log));
-    for (const l of this.links) l.on('change', () => this.rescore());
+    for (const l of this.links)
+      l.on('change', () => {
+        this.rescore();
+        if (this.preferred >= 0) for (const w of [...this.waiters]) w();
+      });
     this.scoreTimer = setInterval(() => this.rescore(), 2000);
     this.scoreTimer.unref();
     if (cfg.compression === 'zstd' && !zstdAvailable) {
@@ -124,13 +128,11 @@ export class TunnelAgent implements Dialer {
       metrics.tunnelRelayScore.labels(l.address).set(raw[i] as number);
     });
     this.preferred = choose(candidate, this.preferred);
-    if (this.preferred >= 0) for (const w of [...this.waiters]) w();
   }
 
   /** The link new streams go to, waiting up to `connect_timeout` for one. */
   private async link(exclude: RelayLink | null): Promise<RelayLink> {
     const pick = (): RelayLink | null => {
-      this.rescore();
       const p = this.links[this.preferred];
       if (p !== undefined && p !== exclude && p.state === 'up') return p;
       // the preferred one is excluded: the best other that is up
@@ -141,6 +143,7 @@ export class TunnelAgent implements Dialer {
       }
       return best;
     };
+    this.rescore();
     const now = pick();
     if (now !== null) return now;
     return new Promise((resolve, reject) => {
@@ -155,8 +158,8 @@ export class TunnelAgent implements Dialer {
         this.waiters.delete(check);
         reject(dialError('ZL_TUNNEL_NO_RELAY', OPEN_STATUS.NETWORK_UNREACHABLE, 'no tunnel relay is up'));
       }, this.cfg.connect_timeout);
+      // links announce every state change ('change'), after which the scores are fresh
       this.waiters.add(check);
-      for (const l of this.links) l.once('change', check);
     });
   }
 

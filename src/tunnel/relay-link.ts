@@ -108,6 +108,7 @@ export class RelayLink extends EventEmitter {
       session: null as TunnelSession | null,
     };
     this.connecting = attempt;
+    let established: { session: TunnelSession; load: number; codecs: number } | null = null;
     try {
       const via = proxyFor(this.host, this.port, cfg.via);
       attempt.transport = await dialRelay(this.host, this.port, via, left());
@@ -198,12 +199,12 @@ export class RelayLink extends EventEmitter {
       session.compression = (ack.codecs & CODEC.ZSTD) !== 0;
       session.setPeer(ack);
       this.connecting = null;
-      this.up(session, ack.loadPermille / 1000, ack.codecs);
+      established = { session, load: ack.loadPermille / 1000, codecs: ack.codecs };
       if (want !== 0 && !session.compression) {
         this.log.warn({ relay: this.address }, 'tunnel: the relay does not offer zstd; running uncompressed');
       }
     } catch (err) {
-      attempt.session?.close();
+      attempt.session?.destroy();
       attempt.tls?.destroy();
       attempt.transport?.destroy();
       this.connecting = null;
@@ -220,7 +221,10 @@ export class RelayLink extends EventEmitter {
         );
         this.down(isZiplineError(err) && err.code === 'ZL_TUNNEL_AUTH_FAILED' ? 10_000 : 0);
       }
+      return;
     }
+    // outside the try: a failure from here on is a bug to surface, not a failed attempt
+    if (established !== null) this.up(established.session, established.load, established.codecs);
   }
 
   private up(session: TunnelSession, load: number, codecs: number): void {
@@ -337,7 +341,7 @@ export class RelayLink extends EventEmitter {
     this.pollTimer = null;
     const c = this.connecting;
     if (c !== null) {
-      c.session?.close();
+      c.session?.destroy();
       c.tls?.destroy();
       c.transport?.destroy();
     }

@@ -259,7 +259,7 @@ export class TunnelRelay {
   }
 
   destroyAll(): void {
-    for (const rs of [...this.sessions]) rs.session.close();
+    for (const rs of [...this.sessions]) rs.session.destroy();
     for (const s of this.pending) s.destroy();
   }
 

@@ -542,7 +542,20 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.teardown();
   }
 
+  /** Closes now: frames still queued (a GOAWAY just sent) are written first, then FIN. */
   close(): void {
+    if (this.closed) return;
+    const ctl = this.control.take();
+    this.teardown();
+    if (ctl !== null) this.socket.end(ctl);
+    else this.socket.end();
+    // a peer that never closes its side must not keep the socket: destroy soon after
+    const s = this.socket;
+    setTimeout(() => s.destroy(), 1000).unref();
+  }
+
+  /** Closes at once, dropping anything queued. */
+  destroy(): void {
     this.teardown();
     this.socket.destroy();
   }
