@@ -145,7 +145,11 @@ export class UdpForward {
     c.ch?.close();
   }
 
+  private closed = false;
+
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     for (const key of [...this.clients.keys()]) this.end(key);
     this.socket.close();
   }

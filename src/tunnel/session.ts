@@ -48,6 +48,9 @@ const FRAME_NAMES: Record<number, string> = Object.fromEntries(
   Object.entries(FRAME).map(([k, v]) => [v, k.toLowerCase()]),
 );
 
+/** The contract's backstop: a session silent this long is dead whatever the PING settings. */
+const READ_DEADLINE_MS = 30_000;
+
 /** Socket bytes queued beyond this stop the DATA lane until 'drain'. */
 const SOCKET_HIGH_WATER = 256 * 1024;
 
@@ -81,6 +84,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private lastTickWall = Date.now();
   private lastTickMono = performance.now();
   private readonly timer: NodeJS.Timeout;
+  private deadlineTimer: NodeJS.Timeout | null = null;
   private pendingChunk: Buffer | null = null;
   private pendingAt = 0;
   private readonly framesPerTurn: number;
@@ -448,7 +452,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
         if (chunk !== null || fin) {
           let payload = chunk;
           let flags = fin ? FLAG.FIN : 0;
-          if (chunk !== null && s.compressor !== null) {
+          if (chunk !== null && s.compressor !== null && !s.compressor.off) {
             const z = s.compressor.compress(chunk);
             if (z !== null) {
               payload = z;
@@ -497,12 +501,30 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     const jumped = Math.abs(wall - this.lastTickWall - (mono - this.lastTickMono)) > this.pingIntervalMs;
     this.lastTickWall = wall;
     this.lastTickMono = mono;
-    if (!jumped && wall - this.lastFrameAt > this.pingIntervalMs * this.misses) {
-      this.fatal(ERROR.IDLE_TIMEOUT, `no frame for ${this.misses} PING intervals`);
-      return;
-    }
     if (jumped) this.lastFrameAt = wall; // a sleep/resume: give the peer a fresh chance
-    this.ping();
+    if (this.checkAlive(wall)) this.ping();
+  }
+
+  /**
+   * Dead after `misses` intervals (30 s at most: the read-deadline backstop) without any frame.
+   * The PING tick alone would see that up to one interval late, so when the limit falls before
+   * the next tick, a one-off timer checks at the limit itself.
+   */
+  private checkAlive(now: number): boolean {
+    const limit = Math.min(this.pingIntervalMs * this.misses, READ_DEADLINE_MS);
+    const silent = now - this.lastFrameAt;
+    if (silent >= limit) {
+      this.fatal(ERROR.IDLE_TIMEOUT, `no frame for ${silent} ms (${this.misses} PING intervals)`);
+      return false;
+    }
+    if (silent + this.pingIntervalMs > limit && this.deadlineTimer === null) {
+      this.deadlineTimer = setTimeout(() => {
+        this.deadlineTimer = null;
+        if (!this.closed) this.checkAlive(Date.now());
+      }, limit - silent);
+      this.deadlineTimer.unref();
+    }
+    return true;
   }
 
   /** Sends a PING now (its ACK updates `rttMs`). */
@@ -564,6 +586,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer);
     for (const s of [...this.streams.values()]) {
       s.reset = true;
       s.abort(new ZiplineError('ZL_TUNNEL_CLOSED', 'tunnel session closed'));

@@ -7,9 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -18,14 +17,25 @@ import { closeServer, listen, port, splitAddress, until } from '../helpers/net.j
 import { spawnZipline, type ZiplineProcess } from '../helpers/zipline.js';
 
 const TOKEN = randomBytes(24).toString('hex');
-const skip = have('curl') && have('nginx') ? false : 'curl and nginx are needed (apt-get install curl nginx-light)';
+const skip =
+  have('curl') && have('nginx') ? false : 'curl and nginx are needed (apt-get install curl nginx-light)';
 
 interface TunnelStats {
   tunnel: {
-    relay: { address: string; tls: { fingerprint: string }; sessions: { agent: string; streams: number }[] } | null;
+    relay: {
+      address: string;
+      tls: { fingerprint: string };
+      sessions: { agent: string; streams: number }[];
+    } | null;
     agent: {
       preferred: string | null;
-      relays: { address: string; state: string; rtt_ms: number | null; streams: number; sessions_opened: number }[];
+      relays: {
+        address: string;
+        state: string;
+        rtt_ms: number | null;
+        streams: number;
+        sessions_opened: number;
+      }[];
       entries: Record<string, { address: string; active: number }>;
     } | null;
   };
@@ -97,7 +107,9 @@ describe('tunnel: agent and relay processes with real clients', { skip }, () => 
   const env = { ZIPLINE_TUNNEL_TOKEN: TOKEN };
 
   before(async () => {
-    nginx = await startNginx((p) => `server { listen 127.0.0.1:${p}; location / { return 200 "nginx-ok\\n"; } }`);
+    nginx = await startNginx(
+      (p) => `server { listen 127.0.0.1:${p}; location / { return 200 "nginx-ok\\n"; } }`,
+    );
     if (have('redis-server')) redis = await startRedis();
     bulk = await bulkServer(block);
     relay = await spawnZipline(relayYaml('127.0.0.1:0', stateDir), env);
@@ -126,7 +138,10 @@ tunnel:
 `,
       env,
     );
-    await until(async () => (await fetch(`${agent.admin}readyz`)).status === 200, 'agent ready (a relay session up)');
+    await until(
+      async () => (await fetch(`${agent.admin}readyz`)).status === 200,
+      'agent ready (a relay session up)',
+    );
   });
 
   after(async () => {
@@ -153,7 +168,9 @@ tunnel:
     const tunnelled = await run('curl', ['-sS', '-m', '10', '-p', '--proxy', proxy, url]);
     assert.equal(tunnelled.stdout, 'nginx-ok\n', tunnelled.stderr);
     // one access line per stream on the relay, and per connection on the agent
-    await relay.waitForLog(new RegExp(`"listener":"tunnel.relay".*"path":"localhost:${nginx.port}".*"status":200`));
+    await relay.waitForLog(
+      new RegExp(`"listener":"tunnel.relay".*"path":"localhost:${nginx.port}".*"status":200`),
+    );
     await agent.waitForLog(/"listener":"tunnel.agent.socks5".*"method":"CONNECT".*"status":200/);
   });
 
@@ -168,12 +185,30 @@ tunnel:
     await new Promise((r) => s.once('close', r));
     const all = Buffer.concat(replies);
     assert.deepEqual([...all.subarray(0, 4)], [5, 0, 5, 2], 'method 0 accepted, then reply 2 (not allowed)');
-    const viaProxy = await run('curl', ['-sS', '-m', '10', '-o', '/dev/null', '-w', '%{http_code}', '--proxy', `http://${await entry('http_proxy')}`, 'http://127.0.0.2:80/']);
+    const viaProxy = await run('curl', [
+      '-sS',
+      '-m',
+      '10',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      '--proxy',
+      `http://${await entry('http_proxy')}`,
+      'http://127.0.0.2:80/',
+    ]);
     assert.equal(viaProxy.stdout, '403');
-    await relay.waitForLog(/"listener":"tunnel.relay".*"path":"127.0.0.2:80".*"reply":2.*"error":"ZL_TUNNEL_NOT_ALLOWED"/);
+    await relay.waitForLog(
+      /"listener":"tunnel.relay".*"path":"127.0.0.2:80".*"reply":2.*"error":"ZL_TUNNEL_NOT_ALLOWED"/,
+    );
   });
 
-  test('redis-cli through a forward to redis-server', { skip: have('redis-cli') && have('redis-server') ? false : 'redis-server and redis-cli are needed (apt-get install redis-server redis-tools)' }, async () => {
+  test('redis-cli through a forward to redis-server', {
+    skip:
+      have('redis-cli') && have('redis-server')
+        ? false
+        : 'redis-server and redis-cli are needed (apt-get install redis-server redis-tools)',
+  }, async () => {
     const [h, p] = splitAddress(await entry('forwards[0]'));
     const set = await run('redis-cli', ['-h', h, '-p', String(p), 'SET', 'zipline', 'through-the-tunnel']);
     assert.equal(set.stdout.trim(), 'OK', set.stderr);
@@ -285,10 +320,13 @@ tunnel:
     relay = await spawnZipline(relayYaml(relayAddr, stateDir), env);
     assert.equal((await tstats(relay)).relay?.tls.fingerprint, fingerprint);
     const r = await pending;
-    assert.equal(r.stdout, 'nginx-ok\n', `${r.stderr}\n${agent.stdout.slice(-15).join('\n')}\n${agent.stderr.slice(-15).join('\n')}`);
+    assert.equal(
+      r.stdout,
+      'nginx-ok\n',
+      `${r.stderr}\n${agent.stdout.slice(-15).join('\n')}\n${agent.stderr.slice(-15).join('\n')}`,
+    );
     const a = (await tstats(agent)).agent;
     assert.equal(a?.relays[0]?.state, 'up');
     assert.ok((a?.relays[0]?.sessions_opened ?? 0) >= 2);
   });
 });
-

@@ -1,0 +1,442 @@
+/**
+ * The relay under attack and the agent's data paths, in one process (real loopback sockets):
+ * malformed frames each end only their own session with the right GOAWAY code and a metric while
+ * a real agent keeps working; a second session with the same agent id replaces the first;
+ * failed authentication is rate-limited per address; no payload byte is visible on the wire with
+ * TLS; UDP through a forward and SOCKS5 UDP ASSOCIATE; zstd; 10,000 streams leave nothing behind.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import { mkdtempSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { registry } from '../../src/metrics/catalog.js';
+import { ERROR, FRAME } from '../../src/tunnel/constants.js';
+import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
+import { encodeHello } from '../../src/tunnel/handshake.js';
+import { closeServer, listen, openFds, port, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
+import { startRuntime } from '../helpers/zipline.js';
+
+const TOKEN = 'test-token-0123456789abcdef';
+const cleanup: (() => Promise<void> | void)[] = [];
+after(async () => {
+  for (const c of cleanup.reverse()) await c();
+});
+
+function relayYaml(extra = '', tls = 'off'): string {
+  return `
+admin: { listen: 127.0.0.1:0 }
+tunnel:
+  relay:
+    listen: 127.0.0.1:0
+    tls: ${tls}
+    state_dir: ${mkdtempSync(join(tmpdir(), 'zl-relay-'))}
+    tokens: ["${TOKEN}"]
+    allow: ["127.0.0.1:*"]
+    heartbeat: { interval: 500ms, misses: 3 }
+${extra}`;
+}
+
+function agentYaml(relay: string, body: string, relayExtra: string): string {
+  return `
+admin: { listen: 127.0.0.1:0 }
+tunnel:
+  agent:
+    id: agent-under-test
+    relays: [{ address: "${relay}", ${relayExtra} }]
+    token: "${TOKEN}"
+    connect_timeout: 5s
+    heartbeat: { interval: 500ms, misses: 3 }
+${body}`;
+}
+
+/** A relay and an agent runtime; with `tls`, the agent pins the relay's `tls: auto` certificate. */
+async function startPair(
+  agentBody: string,
+  opts: { tls?: boolean; agent?: string; relayAddr?: (a: string) => Promise<string> } = {},
+) {
+  const relay = await startRuntime(relayYaml('', opts.tls === true ? 'auto' : 'off'));
+  cleanup.push(() => relay.stop());
+  const relayAddr = relay.rt.relay?.address() ?? '';
+  const ref = opts.tls === true ? `fingerprint: "${relay.rt.relay?.fingerprint}"` : 'tls: false';
+  const target = opts.relayAddr ? await opts.relayAddr(relayAddr) : relayAddr;
+  const agent = await startRuntime(agentYaml(target, `${opts.agent ?? ''}\n${agentBody}`, ref));
+  cleanup.push(() => agent.stop());
+  await until(() => agent.rt.agent?.links[0]?.state === 'up', 'agent session up');
+  const entry = (name: string): string => agent.rt.agent?.addresses()[name] ?? '';
+  return { relay, agent, relayAddr, entry };
+}
+
+/** A raw client speaking frames to a plain relay: HELLO (valid or not), then whatever the test sends. */
+async function rawSession(
+  relayAddr: string,
+  agentId: string,
+  token = TOKEN,
+): Promise<{ sock: Socket; frames: { type: number; payload: Buffer }[]; closed: Promise<void> }> {
+  const [h, p] = splitAddress(relayAddr);
+  const sock = connect(p, h);
+  await new Promise((r) => sock.once('connect', r));
+  const frames: { type: number; payload: Buffer }[] = [];
+  const dec = new FrameDecoder(
+    (type, _f, _id, payload) => frames.push({ type, payload: Buffer.from(payload) }),
+    65536,
+  );
+  sock.on('data', (c: Buffer) => {
+    try {
+      dec.feed(c);
+    } catch {
+      // the test inspects frames only
+    }
+  });
+  sock.on('error', () => {});
+  const closed = new Promise<void>((r) => sock.once('close', () => r()));
+  const hello = encodeHello(
+    { agentId, codecs: 0, want: 0, maxPayload: 16384, initialWindow: 262144, connectionWindow: 32 << 20 },
+    token,
+    Buffer.alloc(32),
+  );
+  sock.write(encodeFrame(FRAME.HELLO, 0, 0, hello));
+  return { sock, frames, closed };
+}
+
+const goawayCode = (frames: { type: number; payload: Buffer }[]): number | undefined =>
+  frames.find((f) => f.type === FRAME.GOAWAY)?.payload.readUInt32BE(4);
+
+async function metricValue(name: string, labels: string): Promise<number> {
+  const text = await registry.metrics();
+  const m = new RegExp(`^${name}\\{${labels}\\} (\\S+)$`, 'm').exec(text);
+  return m === null ? 0 : Number(m[1]);
+}
+
+describe('the relay under attack', () => {
+  test('each malformed frame ends only its own session, with the right GOAWAY code and a metric', async () => {
+    const echo = await tcpEcho();
+    cleanup.push(() => closeServer(echo));
+    const { relayAddr, entry } = await startPair(
+      `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)} }]`,
+    );
+    const [fh, fp] = splitAddress(entry('forwards[0]'));
+    const roundTrip = async (): Promise<string> => {
+      const s = connect(fp, fh);
+      s.end('still-working');
+      let out = '';
+      for await (const c of s) out += String(c);
+      return out;
+    };
+    assert.equal(await roundTrip(), 'still-working');
+    const frame = (type: number, id: number, payload: Buffer): Buffer => encodeFrame(type, 0, id, payload);
+    const badCrc = frame(FRAME.PING, 0, Buffer.alloc(8));
+    badCrc.writeUInt32BE(badCrc.readUInt32BE(badCrc.length - 4) ^ 1, badCrc.length - 4);
+    const huge = Buffer.alloc(12);
+    huge.writeUInt16BE(0x4d53, 0);
+    huge.writeUInt32BE(0x7fff_0000, 2); // a length far over any limit, before any allocation
+    huge[6] = FRAME.DATA;
+    huge.writeUInt32BE(1, 8);
+    const u32 = (v: number): Buffer => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32BE(v);
+      return b;
+    };
+    const attacks: [string, Buffer, number, string][] = [
+      ['bad magic', Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), ERROR.PROTOCOL_ERROR, 'PROTOCOL_ERROR'],
+      ['bad CRC', badCrc, ERROR.CRC_ERROR, 'CRC_ERROR'],
+      ['oversized length', huge, ERROR.FRAME_SIZE_ERROR, 'FRAME_SIZE_ERROR'],
+      ['unknown core type', frame(0x30, 0, Buffer.alloc(0)), ERROR.PROTOCOL_ERROR, 'PROTOCOL_ERROR'],
+      [
+        'connection WINDOW_UPDATE overflow',
+        Buffer.concat([
+          frame(FRAME.WINDOW_UPDATE, 0, u32(0x7fff_ffff)),
+          frame(FRAME.WINDOW_UPDATE, 0, u32(0x7fff_ffff)),
+        ]),
+        ERROR.FLOW_CONTROL_ERROR,
+        'FLOW_CONTROL_ERROR',
+      ],
+      [
+        'WINDOW_UPDATE of 0',
+        frame(FRAME.WINDOW_UPDATE, 0, u32(0)),
+        ERROR.FLOW_CONTROL_ERROR,
+        'FLOW_CONTROL_ERROR',
+      ],
+    ];
+    for (const [what, bytes, code, name] of attacks) {
+      const before = await metricValue('zipline_tunnel_protocol_errors_total', `code="${name}"`);
+      const raw = await rawSession(relayAddr, `attacker-${what.replaceAll(' ', '-')}`);
+      await until(() => raw.frames.some((f) => f.type === FRAME.HELLO_ACK), `${what}: HELLO_ACK`);
+      raw.sock.write(bytes);
+      await raw.closed;
+      assert.equal(goawayCode(raw.frames), code, `${what}: GOAWAY code`);
+      assert.equal(
+        await metricValue('zipline_tunnel_protocol_errors_total', `code="${name}"`),
+        before + 1,
+        `${what}: metric`,
+      );
+      assert.equal(await roundTrip(), 'still-working', `${what}: the real agent's session carries on`);
+    }
+  });
+
+  test('frames before HELLO, and a second session with the same agent id (REPLACED)', async () => {
+    const relay = await startRuntime(relayYaml());
+    cleanup.push(() => relay.stop());
+    const addr = relay.rt.relay?.address() ?? '';
+    const first = await rawSession(addr, 'same-id');
+    await until(() => first.frames.some((f) => f.type === FRAME.HELLO_ACK), 'first HELLO_ACK');
+    const second = await rawSession(addr, 'same-id');
+    await until(() => second.frames.some((f) => f.type === FRAME.HELLO_ACK), 'second HELLO_ACK');
+    await first.closed;
+    assert.equal(goawayCode(first.frames), ERROR.REPLACED);
+    assert.equal(relay.rt.relay?.sessions.size, 1);
+    second.sock.destroy();
+    // an OPEN before any HELLO is a protocol error
+    const [h, p] = splitAddress(addr);
+    const s = connect(p, h);
+    const got: number[] = [];
+    const dec = new FrameDecoder((t, _f, _i, pl) => {
+      if (t === FRAME.GOAWAY) got.push(pl.readUInt32BE(4));
+    }, 65536);
+    s.on('data', (c: Buffer) => dec.feed(c));
+    s.write(encodeFrame(FRAME.OPEN, 0, 1, Buffer.from([1, 1, 127, 0, 0, 1, 0, 80])));
+    await new Promise((r) => s.once('close', r));
+    assert.deepEqual(got, [ERROR.PROTOCOL_ERROR]);
+  });
+
+  test('wrong tokens: AUTH_FAILED, and after 5 failures the address is shut out for a while', async () => {
+    const relay = await startRuntime(relayYaml());
+    cleanup.push(() => relay.stop());
+    const addr = relay.rt.relay?.address() ?? '';
+    for (let i = 0; i < 5; i++) {
+      const raw = await rawSession(addr, 'guesser', `wrong-token-${i}-padding-padding`);
+      await raw.closed;
+      assert.equal(goawayCode(raw.frames), ERROR.AUTH_FAILED, `attempt ${i}`);
+    }
+    // even the right token is not heard now: the connection is closed before any frame
+    const blocked = await rawSession(addr, 'guesser');
+    await blocked.closed;
+    assert.equal(blocked.frames.length, 0);
+    assert.ok((await metricValue('zipline_tunnel_auth_failures_total', 'reason="rate_limited"')) >= 1);
+    assert.equal(relay.rt.relay?.authFailures, 5);
+  });
+
+  test('a replayed plain-TCP HELLO is refused', async () => {
+    const relay = await startRuntime(relayYaml());
+    cleanup.push(() => relay.stop());
+    const [h, p] = splitAddress(relay.rt.relay?.address() ?? '');
+    const hello = encodeFrame(
+      FRAME.HELLO,
+      0,
+      0,
+      encodeHello(
+        {
+          agentId: 'replay',
+          codecs: 0,
+          want: 0,
+          maxPayload: 16384,
+          initialWindow: 262144,
+          connectionWindow: 32 << 20,
+        },
+        TOKEN,
+        Buffer.alloc(32),
+      ),
+    );
+    const codes: (number | undefined)[] = [];
+    for (let i = 0; i < 2; i++) {
+      const s = connect(p, h);
+      const frames: { type: number; payload: Buffer }[] = [];
+      const dec = new FrameDecoder(
+        (type, _f, _id, payload) => frames.push({ type, payload: Buffer.from(payload) }),
+        65536,
+      );
+      s.on('data', (c: Buffer) => dec.feed(c));
+      s.write(hello);
+      await until(() => frames.length > 0, 'an answer');
+      codes.push(frames[0]?.type === FRAME.HELLO_ACK ? 0 : goawayCode(frames));
+      s.destroy();
+    }
+    assert.deepEqual(codes, [0, ERROR.AUTH_FAILED]);
+  });
+});
+
+describe('the agent data paths', () => {
+  test('with TLS no payload byte is visible on the wire (and without TLS it is: the check can fail)', async () => {
+    const echo = await tcpEcho();
+    cleanup.push(() => closeServer(echo));
+    const marker = `ZIPLINE-SECRET-${randomBytes(8).toString('hex')}`;
+    for (const tls of ['auto', 'off'] as const) {
+      let captured = Buffer.alloc(0);
+      let tap: Server | null = null;
+      const { entry } = await startPair(
+        `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)} }]`,
+        {
+          tls: tls === 'auto',
+          relayAddr: async (relayAddr) => {
+            // a tap between agent and relay records every byte both ways
+            const [rh, rp] = splitAddress(relayAddr);
+            tap = await listen(
+              createServer((c) => {
+                const up = connect(rp, rh);
+                c.on('data', (d: Buffer) => {
+                  captured = Buffer.concat([captured, d]);
+                  up.write(d);
+                });
+                up.on('data', (d: Buffer) => {
+                  captured = Buffer.concat([captured, d]);
+                  c.write(d);
+                });
+                c.on('close', () => up.destroy());
+                up.on('close', () => c.destroy());
+                c.on('error', () => {});
+                up.on('error', () => {});
+              }),
+            );
+            return `127.0.0.1:${port(tap)}`;
+          },
+        },
+      );
+      const tapServer = tap as Server | null;
+      if (tapServer !== null) cleanup.push(() => closeServer(tapServer));
+      const [h, p] = splitAddress(entry('forwards[0]'));
+      const s = connect(p, h);
+      s.end(marker);
+      let out = '';
+      for await (const c of s) out += String(c);
+      assert.equal(out, marker);
+      const seen = captured.includes(Buffer.from(marker));
+      assert.equal(seen, tls === 'off', `marker ${seen ? 'seen' : 'not seen'} on the wire with tls ${tls}`);
+    }
+  });
+
+  test('UDP: a forward to a UDP echo, and SOCKS5 UDP ASSOCIATE', async () => {
+    const echo = await udpEcho();
+    cleanup.push(() => {
+      echo.close();
+    });
+    const { entry, agent } = await startPair(
+      `    socks5: 127.0.0.1:0\n    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)}, protocol: udp }]`,
+    );
+    const client = createSocket('udp4');
+    cleanup.push(() => {
+      client.close();
+    });
+    const replies: Buffer[] = [];
+    client.on('message', (m) => replies.push(m));
+    const [uh, up] = splitAddress(agent.rt.agent?.addresses()['udp[0]'] ?? '');
+    for (let i = 0; i < 5; i++) client.send(`dgram-${i}`, up, uh);
+    await until(() => replies.length === 5, '5 echoed datagrams');
+    assert.deepEqual(
+      replies.map(String).sort(),
+      [0, 1, 2, 3, 4].map((i) => `dgram-${i}`),
+    );
+    // SOCKS5: greeting, UDP ASSOCIATE, then datagrams with the SOCKS5 UDP header
+    const [sh, sp] = splitAddress(entry('socks5'));
+    const ctl = connect(sp, sh);
+    let reply = Buffer.alloc(0);
+    ctl.on('data', (c: Buffer) => {
+      reply = Buffer.concat([reply, c]);
+    });
+    ctl.write(Buffer.from([5, 1, 0]));
+    ctl.write(Buffer.from([5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
+    await until(() => reply.length >= 2 + 10, 'UDP ASSOCIATE reply');
+    assert.deepEqual([...reply.subarray(2, 4)], [5, 0]);
+    const relayPort = reply.readUInt16BE(2 + 8);
+    const u = createSocket('udp4');
+    cleanup.push(() => {
+      u.close();
+    });
+    const got: Buffer[] = [];
+    u.on('message', (m) => got.push(m));
+    const head = Buffer.from([0, 0, 0, 1, 127, 0, 0, 1, 0, 0]);
+    head.writeUInt16BE(port(echo), 8);
+    u.send(Buffer.concat([head, Buffer.from('via-socks5')]), relayPort, '127.0.0.1');
+    await until(() => got.length === 1, 'a SOCKS5 UDP reply');
+    const m = got[0] as Buffer;
+    assert.deepEqual([...m.subarray(0, 4)], [0, 0, 0, 1]);
+    assert.equal(m.readUInt16BE(8), port(echo), 'the reply names its source');
+    assert.equal(m.subarray(10).toString(), 'via-socks5');
+    ctl.destroy();
+  });
+
+  test('zstd: JSON-like data compresses (ratio in /stats), random data passes intact and stops being compressed', async () => {
+    const echo = await tcpEcho();
+    cleanup.push(() => closeServer(echo));
+    const { entry, agent } = await startPair(
+      `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)} }]`,
+      {
+        agent: '    compression: zstd',
+      },
+    );
+    const link = agent.rt.agent?.links[0];
+    assert.equal(link?.session?.compression, true, 'zstd negotiated');
+    const [h, p] = splitAddress(entry('forwards[0]'));
+    const through = async (data: Buffer): Promise<Buffer> => {
+      const s = connect(p, h);
+      s.end(data);
+      const parts: Buffer[] = [];
+      for await (const c of s) parts.push(c as Buffer);
+      return Buffer.concat(parts);
+    };
+    const json = Buffer.from(
+      JSON.stringify(
+        Array.from({ length: 20000 }, (_, i) => ({
+          id: i,
+          name: `user-${i}`,
+          active: i % 3 === 0,
+          tags: ['a', 'b'],
+        })),
+      ),
+    );
+    const back = await through(json);
+    assert.equal(
+      createHash('sha256').update(back).digest('hex'),
+      createHash('sha256').update(json).digest('hex'),
+    );
+    const ratio = (link?.stats() as { compression_ratio: number }).compression_ratio;
+    assert.ok(ratio > 3, `compression ratio ${ratio}`);
+    const offeredBefore = link?.session?.compressIn ?? 0;
+    const random = randomBytes(4 << 20);
+    assert.ok((await through(random)).equals(random));
+    // the stream gave up after 8 payloads that did not compress: the rest went as they were
+    const offered = (link?.session?.compressIn ?? 0) - offeredBefore;
+    assert.ok(offered <= 8 * 16384, `${offered} bytes offered to zstd out of ${random.length}`);
+  });
+
+  test('10,000 streams opened and closed leave no streams, sockets or descriptors behind', async () => {
+    const echo = await tcpEcho();
+    cleanup.push(() => closeServer(echo));
+    const { entry, agent, relay } = await startPair(
+      `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)} }]`,
+    );
+    const [h, p] = splitAddress(entry('forwards[0]'));
+    const one = (): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const s = connect(p, h);
+        s.on('error', reject);
+        s.end('x');
+        s.on('data', () => {});
+        s.on('close', () => resolve());
+      });
+    // warm up, then take the baseline
+    for (let i = 0; i < 20; i++) await one();
+    await until(() => (agent.rt.agent?.activeCount() ?? 1) === 0, 'warm-up done');
+    const baseline = openFds();
+    let done = 0;
+    const worker = async (): Promise<void> => {
+      while (done < 10_000) {
+        done++;
+        await one();
+      }
+    };
+    await Promise.all(Array.from({ length: 50 }, worker));
+    const session = agent.rt.agent?.links[0]?.session;
+    await until(
+      () =>
+        agent.rt.agent?.activeCount() === 0 &&
+        session?.streams.size === 0 &&
+        relay.rt.relay?.activeCount() === 0 &&
+        openFds() <= baseline,
+      'streams, sockets and fds back to the baseline',
+    );
+    assert.ok((session?.streamsOpened ?? 0) >= 10_000);
+  });
+});
