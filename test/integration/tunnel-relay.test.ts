@@ -391,7 +391,8 @@ describe('the agent data paths', () => {
       createHash('sha256').update(back).digest('hex'),
       createHash('sha256').update(json).digest('hex'),
     );
-    const ratio = (link?.stats() as { compression_ratio: number }).compression_ratio;
+    assert.ok(link);
+    const ratio = (link.stats() as { compression_ratio: number }).compression_ratio;
     assert.ok(ratio > 3, `compression ratio ${ratio}`);
     const offeredBefore = link?.session?.compressIn ?? 0;
     const random = randomBytes(4 << 20);
