@@ -29,6 +29,7 @@ after(async () => {
 function relayYaml(extra = '', tls = 'off'): string {
   return `
 admin: { listen: 127.0.0.1:0 }
+drain_timeout: 1s
 tunnel:
   relay:
     listen: 127.0.0.1:0
@@ -43,6 +44,7 @@ ${extra}`;
 function agentYaml(relay: string, body: string, relayExtra: string): string {
   return `
 admin: { listen: 127.0.0.1:0 }
+drain_timeout: 1s
 tunnel:
   agent:
     id: agent-under-test
@@ -266,6 +268,7 @@ describe('the agent data paths', () => {
     for (const tls of ['auto', 'off'] as const) {
       let captured = Buffer.alloc(0);
       let tap: Server | null = null;
+      const tapped = new Set<Socket>();
       const { entry } = await startPair(
         `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)} }]`,
         {
@@ -290,12 +293,16 @@ describe('the agent data paths', () => {
                 up.on('error', () => {});
               }),
             );
+            // registered before the agent starts, so it runs after the agent has stopped
+            const server = tap;
+            cleanup.push(() => {
+              for (const t of tapped) t.destroy();
+              return closeServer(server);
+            });
             return `127.0.0.1:${port(tap)}`;
           },
         },
       );
-      const tapServer = tap as Server | null;
-      if (tapServer !== null) cleanup.push(() => closeServer(tapServer));
       const [h, p] = splitAddress(entry('forwards[0]'));
       const s = connect(p, h);
       s.end(marker);
