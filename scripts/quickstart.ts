@@ -1,13 +1,17 @@
 /**
  * `npm start`: two demo HTTP origins, two TCP echo origins and a UDP echo origin, zipline in front of them
- * (examples/quickstart.yaml), and the URLs printed. Ctrl-C drains zipline and exits.
+ * (examples/quickstart.yaml) with a tunnel relay and agent on loopback, and the URLs printed.
+ * Ctrl-C drains zipline and exits.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startTcpEcho, startUdpEcho } from '../src/demo/echo.js';
 import { startHttpOrigin } from '../src/demo/http-origin.js';
+import { relayTls } from '../src/tunnel/tls.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -17,6 +21,16 @@ function portFree(hostPort: string): Promise<boolean> {
     const s = createServer();
     s.once('error', () => resolve(false));
     s.listen(Number(port), host, () => s.close(() => resolve(true)));
+  });
+}
+
+function freePort(): Promise<string> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address() as AddressInfo;
+      s.close(() => resolve(`127.0.0.1:${a.port}`));
+    });
   });
 }
 
@@ -30,8 +44,21 @@ const b = await startTcpEcho();
 const u = await startUdpEcho();
 const ha = await startHttpOrigin('demo-a');
 const hb = await startHttpOrigin('demo-b');
+// the relay's certificate is made (or found) now, so the agent can pin its fingerprint
+const stateDir = join(root, '.zipline');
+const relayCert = await relayTls('auto', stateDir, 'TLS_CHACHA20_POLY1305_SHA256');
+// a free port for the relay, known before start: the agent's config names it
+const relayListen = await pick('QUICKSTART_RELAY_LISTEN', '127.0.0.1:7000');
+const relayAddress = relayListen.endsWith(':0') ? await freePort() : relayListen;
 const env = {
   ...process.env,
+  QUICKSTART_STATE_DIR: stateDir,
+  QUICKSTART_RELAY_LISTEN: relayAddress,
+  QUICKSTART_RELAY_ADDRESS: relayAddress,
+  QUICKSTART_RELAY_FINGERPRINT: relayCert.fingerprint,
+  ZIPLINE_TUNNEL_TOKEN: process.env.ZIPLINE_TUNNEL_TOKEN ?? randomBytes(24).toString('hex'),
+  QUICKSTART_SOCKS5_LISTEN: await pick('QUICKSTART_SOCKS5_LISTEN', '127.0.0.1:1080'),
+  QUICKSTART_HTTP_PROXY_LISTEN: await pick('QUICKSTART_HTTP_PROXY_LISTEN', '127.0.0.1:8118'),
   DEMO_ECHO_PORT_A: String((a.address() as AddressInfo).port),
   DEMO_ECHO_PORT_B: String((b.address() as AddressInfo).port),
   DEMO_UDP_ECHO_PORT: String(u.address().port),
@@ -67,10 +94,18 @@ child.stderr.on('data', async (chunk: string) => {
       // the banner is a convenience: zipline keeps running and its own log has the addresses
       process.stderr.write(`quickstart: could not read ${admin}stats: ${String(err)}\n`);
       return { listeners: {} };
-    })) as { listeners: Record<string, { address: string }> };
+    })) as {
+    listeners: Record<string, { address: string }>;
+    tunnel?: {
+      agent?: { entries: Record<string, { address: string }> } | null;
+      relay?: { tls: { fingerprint: string } } | null;
+    } | null;
+  };
   const http = stats.listeners.web?.address ?? '?';
   const tcp = stats.listeners.echo?.address ?? '?';
   const udp = stats.listeners.echo_udp?.address ?? '?';
+  const socks = stats.tunnel?.agent?.entries.socks5?.address ?? '?';
+  const httpProxy = stats.tunnel?.agent?.entries.http_proxy?.address ?? '?';
   process.stdout.write(
     [
       '',
@@ -80,6 +115,9 @@ child.stderr.on('data', async (chunk: string) => {
       `  HTTP (2 origins, round robin):      curl http://${http}/hello`,
       `  TCP echo (2 origins, round robin):  socat - TCP:${tcp}`,
       `  UDP echo:                           socat - UDP:${udp}`,
+      `  tunnel SOCKS5 (agent → relay, TLS):  curl --socks5-hostname ${socks} http://${http}/hello`,
+      `  tunnel HTTP proxy:                  curl --proxy http://${httpProxy} http://${http}/hello`,
+      `  relay fingerprint:                  ${relayCert.fingerprint}`,
       '  Ctrl-C drains and exits.',
       '',
     ].join('\n'),

@@ -23,7 +23,7 @@ function curlGet(url: string): Promise<string> {
   });
 }
 
-test('quickstart: prints the admin URL; curl reaches both HTTP origins; socat echoes over TCP and UDP', async () => {
+test('quickstart: prints the admin URL; curl reaches both HTTP origins (directly and through the tunnel); socat echoes over TCP and UDP', async () => {
   const qs = spawn(process.execPath, [join(ROOT, 'dist/scripts/quickstart.js')], {
     env: {
       ...process.env,
@@ -31,6 +31,9 @@ test('quickstart: prints the admin URL; curl reaches both HTTP origins; socat ec
       QUICKSTART_TCP_LISTEN: '127.0.0.1:0',
       QUICKSTART_HTTP_LISTEN: '127.0.0.1:0',
       QUICKSTART_UDP_LISTEN: '127.0.0.1:0',
+      QUICKSTART_RELAY_LISTEN: '127.0.0.1:0',
+      QUICKSTART_SOCKS5_LISTEN: '127.0.0.1:0',
+      QUICKSTART_HTTP_PROXY_LISTEN: '127.0.0.1:0',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -48,7 +51,8 @@ test('quickstart: prints the admin URL; curl reaches both HTTP origins; socat ec
     const tcp = /socat - (TCP:\S+)/.exec(out)?.[1];
     const udp = /socat - (UDP:\S+)/.exec(out)?.[1];
     const http = /curl (http:\S+)/.exec(out)?.[1];
-    assert.ok(admin && tcp && udp && http, out);
+    const socks = /curl --socks5-hostname (\S+) (http:\S+)/.exec(out);
+    assert.ok(admin && tcp && udp && http && socks, out);
     const origins = new Set<string>();
     for (let i = 0; i < 4; i++) {
       const body = await curlGet(http);
@@ -56,6 +60,15 @@ test('quickstart: prints the admin URL; curl reaches both HTTP origins; socat ec
     }
     assert.deepEqual([...origins].sort(), ['demo-a', 'demo-b'], 'round robin over the two demo origins');
     assert.equal((await fetch(`${admin}healthz`)).status, 200);
+    const viaTunnel = await new Promise<string>((resolve, reject) => {
+      execFile(
+        'curl',
+        ['-sS', '--fail', '--socks5-hostname', socks[1] as string, socks[2] as string],
+        { timeout: 20_000 },
+        (err, stdout) => (err ? reject(err) : resolve(stdout)),
+      );
+    });
+    assert.match((JSON.parse(viaTunnel) as { origin: string }).origin, /^demo-[ab]$/);
     assert.equal(await socat(['-t', '2', '-', tcp], 'hello through zipline\n'), 'hello through zipline\n');
     assert.equal(await socat(['-t', '2', '-', udp], 'udp hello\n'), 'udp hello\n');
     const stats = (await (await fetch(`${admin}stats`)).json()) as {
