@@ -115,7 +115,7 @@ child.stderr.on('data', async (chunk: string) => {
       `  HTTP (2 origins, round robin):      curl http://${http}/hello`,
       `  TCP echo (2 origins, round robin):  socat - TCP:${tcp}`,
       `  UDP echo:                           socat - UDP:${udp}`,
-      `  tunnel SOCKS5 (agent → relay, TLS):  curl --socks5-hostname ${socks} http://${http}/hello`,
+      `  tunnel SOCKS5 (agent→relay, TLS):   curl --socks5-hostname ${socks} http://${http}/hello`,
       `  tunnel HTTP proxy:                  curl --proxy http://${httpProxy} http://${http}/hello`,
       `  relay fingerprint:                  ${relayCert.fingerprint}`,
       '  Ctrl-C drains and exits.',

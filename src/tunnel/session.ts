@@ -131,6 +131,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     // frames are coalesced per turn already: Nagle would only add delayed-ACK stalls
     (socket as Duplex & { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.resume(); // it may come paused (a proxy handshake read before us)
     socket.on('drain', () => this.scheduleFlush());
     socket.on('error', () => {});
     socket.on('close', () => this.teardown());

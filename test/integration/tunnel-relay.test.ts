@@ -448,3 +448,59 @@ describe('the agent data paths', () => {
     assert.ok((session?.streamsOpened ?? 0) >= 10_000);
   });
 });
+
+describe('egress through a proxy (via)', () => {
+  test('HTTP CONNECT with basic auth, and SOCKS5 (a zipline socks5 listener), both reach the relay', async () => {
+    const echo = await tcpEcho();
+    cleanup.push(() => closeServer(echo));
+    // a corporate-style proxy that insists on credentials
+    const seen: string[] = [];
+    const corp = await listen(
+      createServer((c) => {
+        c.once('data', (head: Buffer) => {
+          const text = head.toString('latin1');
+          seen.push(text.split('\r\n')[0] as string);
+          const auth = /^Proxy-Authorization: Basic (\S+)/im.exec(text)?.[1];
+          if (Buffer.from(auth ?? '', 'base64').toString() !== 'alice:s3cret') {
+            c.end('HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n');
+            return;
+          }
+          const [, host, p] = /^CONNECT (\S+):(\d+) /.exec(text) ?? [];
+          const up = connect(Number(p), host as string, () =>
+            c.write('HTTP/1.1 200 Connection established\r\n\r\n'),
+          );
+          c.pipe(up).pipe(c);
+          c.on('error', () => up.destroy());
+          up.on('error', () => c.destroy());
+        });
+      }),
+    );
+    cleanup.push(() => closeServer(corp));
+    const socksProxy = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 1s
+listeners:
+  - { name: s5, protocol: socks5, listen: 127.0.0.1:0, allow: ["127.0.0.1:*"] }
+`);
+    cleanup.push(() => socksProxy.stop());
+    for (const via of [`http://alice:s3cret@127.0.0.1:${port(corp)}`, `socks5://${socksProxy.addr('s5')}`]) {
+      const { entry } = await startPair(
+        `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)} }]`,
+        {
+          agent: `    via: "${via}"`,
+        },
+      );
+      const [h, p] = splitAddress(entry('forwards[0]'));
+      const s = connect(p, h);
+      s.end('via');
+      let out = '';
+      for await (const c of s) out += String(c);
+      assert.equal(out, 'via', via);
+    }
+    assert.match(seen[0] ?? '', /^CONNECT 127\.0\.0\.1:\d+ HTTP\/1\.1$/);
+    assert.ok(
+      socksProxy.access.some((l) => l.method === 'CONNECT' && l.status === 200),
+      'the socks5 listener carried it',
+    );
+  });
+});
