@@ -8,9 +8,15 @@ import { fileURLToPath } from 'node:url';
 import { runHttp } from './http.js';
 import { runL4 } from './l4.js';
 import { runShm } from './shm.js';
+import { runTunnel } from './tunnel.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const SUITES: Record<string, (root: string) => Promise<string>> = { l4: runL4, http: runHttp, shm: runShm };
+const SUITES: Record<string, (root: string) => Promise<string>> = {
+  l4: runL4,
+  http: runHttp,
+  shm: runShm,
+  tunnel: runTunnel,
+};
 
 const names = process.argv.slice(2).filter((a) => a !== '--');
 const chosen = names.length > 0 ? names : Object.keys(SUITES);

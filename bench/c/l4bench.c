@@ -7,6 +7,9 @@
  *   l4bench udp-echo-server PORT        UDP echo
  *   l4bench pingpong HOST PORT N SIZE   N round trips of SIZE bytes on one connection
  *   l4bench bulk HOST PORT BYTES        sends BYTES, waits for the sink's count
+ *   l4bench count-server PORT           reads an 8-byte length N, then N bytes; answers the count
+ *   l4bench bulkn HOST PORT BYTES       bulk for count-server: no half-close needed (for tunnels
+ *                                       such as ss-tunnel that close both ways on EOF)
  *   l4bench udp-pingpong HOST PORT N SIZE
  *   l4bench udp-flood HOST PORT N SIZE WINDOW   N datagrams, at most WINDOW unanswered; datagrams/s
  *
@@ -140,6 +143,48 @@ static void pingpong(const char *host, int port, long n, int size, int type) {
   close(fd);
 }
 
+static void *count_conn(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  static __thread char buf[1 << 18];
+  uint64_t want = 0, total = 0;
+  size_t have = 0;
+  while (have < sizeof want) {
+    ssize_t n = read(fd, (char *)&want + have, sizeof want - have);
+    if (n <= 0) goto out;
+    have += (size_t)n;
+  }
+  while (total < want) {
+    size_t ask = want - total < sizeof buf ? (size_t)(want - total) : sizeof buf;
+    ssize_t n = read(fd, buf, ask);
+    if (n <= 0) break;
+    total += (uint64_t)n;
+  }
+  if (write(fd, &total, sizeof total) != sizeof total) { /* peer gone */ }
+out:
+  close(fd);
+  return NULL;
+}
+
+static void bulkn(const char *host, int port, uint64_t bytes) {
+  int fd = dial(host, port, SOCK_STREAM);
+  size_t chunk = 1 << 18;
+  char *buf = calloc(1, chunk);
+  double t0 = now_us();
+  if (write(fd, &bytes, sizeof bytes) != sizeof bytes) die("write length");
+  for (uint64_t sent = 0; sent < bytes;) {
+    size_t want = bytes - sent < chunk ? (size_t)(bytes - sent) : chunk;
+    ssize_t w = write(fd, buf, want);
+    if (w <= 0) die("write");
+    sent += (uint64_t)w;
+  }
+  uint64_t total = 0;
+  if (read(fd, &total, sizeof total) != sizeof total) die("read count");
+  double secs = (now_us() - t0) / 1e6;
+  printf("{\"kind\":\"bulk\",\"bytes\":%llu,\"received\":%llu,\"seconds\":%.4f,\"mb_s\":%.1f}\n",
+         (unsigned long long)bytes, (unsigned long long)total, secs, bytes / secs / 1e6);
+  close(fd);
+}
+
 static void bulk(const char *host, int port, uint64_t bytes) {
   int fd = dial(host, port, SOCK_STREAM);
   size_t chunk = 1 << 18;
@@ -202,6 +247,8 @@ int main(int argc, char **argv) {
   const char *cmd = argv[1];
   if (!strcmp(cmd, "echo-server")) serve(atoi(argv[2]), echo_conn);
   else if (!strcmp(cmd, "sink-server")) serve(atoi(argv[2]), sink_conn);
+  else if (!strcmp(cmd, "count-server")) serve(atoi(argv[2]), count_conn);
+  else if (!strcmp(cmd, "bulkn") && argc == 5) bulkn(argv[2], atoi(argv[3]), strtoull(argv[4], NULL, 10));
   else if (!strcmp(cmd, "udp-echo-server")) udp_echo(atoi(argv[2]));
   else if (!strcmp(cmd, "pingpong") && argc == 6) pingpong(argv[2], atoi(argv[3]), atol(argv[4]), atoi(argv[5]), SOCK_STREAM);
   else if (!strcmp(cmd, "udp-pingpong") && argc == 6) pingpong(argv[2], atoi(argv[3]), atol(argv[4]), atoi(argv[5]), SOCK_DGRAM);
