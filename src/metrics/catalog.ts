@@ -178,7 +178,7 @@ export const metrics = {
   ),
   tunnelRejected: counter(
     'zipline_tunnel_rejected_total',
-    'Relay: connections refused before a session (max_sessions, handshake_timeout).',
+    'Relay: connections refused before a session (max_sessions, handshake_timeout, tls_handshake).',
     ['reason'],
   ),
   tunnelCompressedBytes: counter(

@@ -134,7 +134,11 @@ export class TunnelRelay {
       return;
     }
     const tls = new TLSSocket(socket, { isServer: true, secureContext: this.secureContext });
-    tls.on('error', () => socket.destroy());
+    tls.on('error', () => {
+      // not TLS, a failed handshake, or a peer that went away mid-handshake
+      if (this.pending.has(socket)) metrics.tunnelRejected.labels('tls_handshake').inc();
+      socket.destroy();
+    });
     tls.once('secure', () => this.beginSession(tls, socket, source, deadline));
   }
 

@@ -260,6 +260,36 @@ describe('the relay under attack', () => {
   });
 });
 
+test('garbage on a TLS relay port: that connection is closed and counted; the session beside it carries on', async () => {
+  const echo = await tcpEcho();
+  cleanup.push(() => closeServer(echo));
+  const { relayAddr, entry } = await startPair(
+    `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)} }]`,
+    {
+      tls: true,
+    },
+  );
+  const before = await metricValue('zipline_tunnel_rejected_total', 'reason="tls_handshake"');
+  const [h, p] = splitAddress(relayAddr);
+  for (const junk of [
+    Buffer.from('GET / HTTP/1.1\r\n\r\n'),
+    randomBytes(4096),
+    encodeFrame(FRAME.HELLO, 0, 0, Buffer.alloc(10)),
+  ]) {
+    const s = connect(p, h);
+    s.on('error', () => {});
+    s.end(junk);
+    await new Promise((r) => s.once('close', r));
+  }
+  assert.equal(await metricValue('zipline_tunnel_rejected_total', 'reason="tls_handshake"'), before + 3);
+  const [fh, fp] = splitAddress(entry('forwards[0]'));
+  const s = connect(fp, fh);
+  s.end('fine');
+  let out = '';
+  for await (const c of s) out += String(c);
+  assert.equal(out, 'fine');
+});
+
 describe('the agent data paths', () => {
   test('with TLS no payload byte is visible on the wire (and without TLS it is: the check can fail)', async () => {
     const echo = await tcpEcho();
