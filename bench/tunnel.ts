@@ -9,6 +9,7 @@
  * skipped with a note. Then two zipline-only scenarios: 100 concurrent streams with one reader
  * stalled (the other 99's throughput against 99 alone, and the processes' memory), and zstd on
  * JSON-like and on random data (MB/s and ratio against `compression: none`).
+ * BENCH_ONLY=substring limits the targets; BENCH_SCENARIOS=0 skips the two scenarios.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -311,7 +312,12 @@ export async function runTunnel(root: string): Promise<string> {
   await waitForPort(sink);
   const results = new Map<string, Result>();
   const skipped: string[] = [];
-  const targets = makeTargets(root);
+  // BENCH_ONLY=zipline (a substring) measures only matching targets (direct is always kept)
+  const only = process.env.BENCH_ONLY;
+  const targets = makeTargets(root).filter(
+    (t) => only === undefined || t.name === 'direct' || t.name.includes(only),
+  );
+  const scenarios = process.env.BENCH_SCENARIOS !== '0';
   const extra: string[] = [];
   try {
     for (let rep = 0; rep < REPS; rep++) {
@@ -333,7 +339,8 @@ export async function runTunnel(root: string): Promise<string> {
         );
       }
     }
-    extra.push(...(await stalledScenario(root, work)), ...(await zstdScenario(root, work, { echo, sink })));
+    if (scenarios)
+      extra.push(...(await stalledScenario(root, work)), ...(await zstdScenario(root, work, { echo, sink })));
   } finally {
     for (const s of servers) await stop(s);
   }

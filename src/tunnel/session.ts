@@ -485,8 +485,18 @@ export class TunnelSession extends EventEmitter implements StreamHost {
       this.bytesOut += out.length;
       ok = this.socket.write(out);
     }
-    // more to send within the windows: after 'drain' if the socket is full, else on the next turn
-    if (ok && this.connSendWindow > 0 && this.ready.some((x) => x.sendWindow > 0 || x.queuedBytes === 0)) {
+    // More to send within the windows: on the next turn while the socket takes it. A full socket
+    // (budget spent, or this write said so) resumes on 'drain' instead: rescheduling then would
+    // spin the event loop until the kernel takes bytes. Streams out of window resume on
+    // WINDOW_UPDATE.
+    const sendable = (x: TunnelStream): boolean =>
+      (x.queuedBytes > 0 && x.sendWindow > 0) || (x.finQueued && !x.finSent && x.queuedBytes === 0);
+    if (
+      ok &&
+      SOCKET_HIGH_WATER - this.socket.writableLength > 0 &&
+      this.connSendWindow > 0 &&
+      this.ready.some(sendable)
+    ) {
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
