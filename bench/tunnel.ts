@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { relayTls } from '../src/tunnel/tls.js';
 import {
   cpuSeconds,
   freePorts,
@@ -59,6 +60,48 @@ function l4tool(root: string): string {
 }
 
 /** A zipline relay and agent (two processes on CPU 1) with forwards to the echo and sink origins. */
+/** Agent and relay in one zipline process (as stunnel runs both services in one), on CPU 1. */
+async function startZiplineOne(
+  root: string,
+  work: string,
+  o: { echo: number; sink: number },
+  ciphers: string,
+): Promise<Running> {
+  const [relay, admin, echo, sink] = (await freePorts(4)) as [number, number, number, number];
+  const stateDir = join(work, 'tunnel-state');
+  const { fingerprint } = await relayTls('auto', stateDir, ciphers);
+  const cfg = join(work, 'one-process.yaml');
+  writeFileSync(
+    cfg,
+    `admin: { listen: 127.0.0.1:${admin} }
+log: { level: warn, access: off }
+tunnel:
+  relay:
+    listen: 127.0.0.1:${relay}
+    tls: auto
+    state_dir: ${stateDir}
+    ciphers: ${ciphers}
+    tokens: ["${TOKEN}"]
+    allow: ["127.0.0.1:*"]
+  agent:
+    relays: [{ address: 127.0.0.1:${relay}, fingerprint: "${fingerprint}" }]
+    token: "${TOKEN}"
+    via: ""
+    forwards:
+      - { listen: 127.0.0.1:${echo}, to: 127.0.0.1:${o.echo} }
+      - { listen: 127.0.0.1:${sink}, to: 127.0.0.1:${o.sink} }
+`,
+  );
+  const p = pinned(1, process.execPath, [join(root, 'bin/zipline.js'), 'run', '-c', cfg]);
+  await waitForPort(echo);
+  for (let i = 0; i < 200; i++) {
+    const r = await fetch(`http://127.0.0.1:${admin}/readyz`).catch(() => null);
+    if (r?.status === 200) break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  return { echo, sink, pids: [p.pid ?? 0], stop: () => stop(p) };
+}
+
 async function startZipline(
   root: string,
   work: string,
@@ -191,6 +234,10 @@ function makeTargets(root: string): Target[] {
     {
       name: 'zipline TLS 1.3 AES-256-GCM',
       start: (w, o) => startZipline(root, w, o, 'aes', 'TLS_AES_256_GCM_SHA384'),
+    },
+    {
+      name: 'zipline one process CHACHA20-POLY1305',
+      start: (w, o) => startZiplineOne(root, w, o, 'TLS_CHACHA20_POLY1305_SHA256'),
     },
     {
       name: 'stunnel TLS 1.3 AES-256-GCM',
@@ -461,11 +508,13 @@ function report(results: Map<string, Result>, skipped: string[], extra: string[]
     return `| ${name} | ${fmt(p50)} | ${fmt(p99)} | ${add} | ${fmt(spread(r.mbs), 0)} | ${r.cpuPerGb.length ? fmt(spread(r.cpuPerGb), 2) : '—'} |`;
   });
   const chacha = results.get('zipline TLS 1.3 CHACHA20-POLY1305');
+  const one = results.get('zipline one process CHACHA20-POLY1305');
   const aes = results.get('zipline TLS 1.3 AES-256-GCM');
   const ssChacha = results.get('shadowsocks-libev chacha20-ietf-poly1305');
   const stunnel = results.get('stunnel TLS 1.3 AES-256-GCM');
   const med = (r: Result | undefined, k: keyof Result): number | undefined =>
     r ? spread(r[k]).median : undefined;
+  const added = (r: Result | undefined): number => (med(r, 'p50') ?? Number.NaN) - d50;
   return [
     `${new Date().toISOString().slice(0, 10)} · ${machineLine()} · both halves of each tunnel on CPU 1, origins and client on CPU 0 · ${REPS} runs, median (min–max)`,
     '',
@@ -473,7 +522,7 @@ function report(results: Map<string, Result>, skipped: string[], extra: string[]
     '|---|---|---|---|---|---|',
     ...rows,
     '',
-    `Goals, same run: ChaCha20 bulk ÷ shadowsocks chacha20 = ${ratio(med(chacha, 'mbs'), med(ssChacha, 'mbs'))} (≥ 1); AES-GCM bulk ÷ stunnel = ${ratio(med(aes, 'mbs'), med(stunnel, 'mbs'))} (≥ 0.9); added p50 ÷ stunnel's = ${ratio((med(chacha, 'p50') ?? 0) - d50, (med(stunnel, 'p50') ?? 0) - d50)} (≤ 1).`,
+    `Goals, same run (agent and relay as two processes / as one process): ChaCha20 bulk ÷ shadowsocks chacha20 = ${ratio(med(chacha, 'mbs'), med(ssChacha, 'mbs'))} / ${ratio(med(one, 'mbs'), med(ssChacha, 'mbs'))} (≥ 1); AES-GCM bulk ÷ stunnel = ${ratio(med(aes, 'mbs'), med(stunnel, 'mbs'))} (≥ 0.9); added p50 ÷ stunnel's = ${ratio(added(chacha), added(stunnel))} / ${ratio(added(one), added(stunnel))} (≤ 1).`,
     '',
     ...extra,
     ...(skipped.length ? ['Skipped:', ...skipped.map((s) => `- ${s}`), ''] : []),
