@@ -18,7 +18,7 @@ import { ERROR, FRAME } from '../../src/tunnel/constants.js';
 import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
 import { encodeHello } from '../../src/tunnel/handshake.js';
 import { closeServer, listen, openFds, port, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
-import { startRuntime } from '../helpers/zipline.js';
+import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
 const cleanup: (() => Promise<void> | void)[] = [];
@@ -288,6 +288,48 @@ test('garbage on a TLS relay port: that connection is closed and counted; the se
   let out = '';
   for await (const c of s) out += String(c);
   assert.equal(out, 'fine');
+});
+
+test('relay certificate from files, verified by the agent against a CA and a name', async () => {
+  const tlsDir = join(ROOT, 'test/fixtures/tls');
+  const relay = await startRuntime(
+    relayYaml('').replace(
+      'tls: off',
+      `tls: { cert: ${join(tlsDir, 'a.crt')}, key: ${join(tlsDir, 'a.key')} }`,
+    ),
+  );
+  cleanup.push(() => relay.stop());
+  const addr = relay.rt.relay?.address() ?? '';
+  const good = await startRuntime(agentYaml(addr, '', `ca: ${join(tlsDir, 'a.crt')}, server_name: a.test`));
+  cleanup.push(() => good.stop());
+  await until(() => good.rt.agent?.links[0]?.state === 'up', 'the agent verified a.test against its CA');
+  const wrong = await startRuntime(agentYaml(addr, '', `ca: ${join(tlsDir, 'a.crt')}, server_name: b.test`));
+  cleanup.push(() => wrong.stop());
+  await until(
+    () => /ZL_TUNNEL_TLS/.test(wrong.rt.agent?.links[0]?.lastError ?? ''),
+    'a name mismatch refused',
+  );
+  assert.notEqual(wrong.rt.agent?.links[0]?.state, 'up');
+});
+
+test('a session refuses OPENs beyond max_streams with RST REFUSED_STREAM', async () => {
+  const relay = await startRuntime(relayYaml('    limits: { max_streams: 2 }'));
+  cleanup.push(() => relay.stop());
+  const raw = await rawSession(relay.rt.relay?.address() ?? '', 'greedy');
+  await until(() => raw.frames.some((f) => f.type === FRAME.HELLO_ACK), 'HELLO_ACK');
+  // three OPENs to a port nobody listens on would fail anyway: use the relay's own admin port,
+  // which accepts and keeps the streams open
+  const admin = Number(new URL(relay.rt.admin.url()).port);
+  const dest = Buffer.from([1, 1, 127, 0, 0, 1, admin >> 8, admin & 0xff]);
+  for (const id of [1, 3, 5]) raw.sock.write(encodeFrame(FRAME.OPEN, 0, id, dest));
+  await until(
+    () => raw.frames.filter((f) => f.type === FRAME.OPEN_ACK || f.type === FRAME.RST).length >= 3,
+    'three answers',
+  );
+  const rst = raw.frames.find((f) => f.type === FRAME.RST);
+  assert.equal(rst?.payload.readUInt32BE(0), ERROR.REFUSED_STREAM);
+  assert.equal(raw.frames.filter((f) => f.type === FRAME.OPEN_ACK && f.payload[0] === 0).length, 2);
+  raw.sock.destroy();
 });
 
 describe('the agent data paths', () => {
