@@ -15,7 +15,15 @@ import type { Duplex } from 'node:stream';
 import { ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import { StreamCompressor, StreamDecompressor } from './compression.js';
-import { DEFAULT_MAX_PAYLOAD, ERROR, FLAG, FRAME, OPEN_STATUS, type TunnelErrorCode } from './constants.js';
+import {
+  DEFAULT_MAX_PAYLOAD,
+  ERROR,
+  FLAG,
+  FRAME,
+  FRAME_OVERHEAD,
+  OPEN_STATUS,
+  type TunnelErrorCode,
+} from './constants.js';
 import { FrameDecoder, FrameWriter, TunnelProtocolError } from './frame.js';
 import { type StreamHost, TunnelStream } from './stream.js';
 
@@ -120,7 +128,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.maxWindow = opts.maxWindow ?? 8 * 1024 * 1024;
     this.connWindow = opts.connectionWindow ?? 32 * 1024 * 1024;
     this.connSendWindow = this.connWindow;
-    this.sendPayload = this.maxPayload;
+    this.sendPayload = recordAligned(this.maxPayload);
     this.peerInitialWindow = this.initialWindow;
     this.pingIntervalMs = opts.pingIntervalMs ?? 2000;
     this.misses = opts.misses ?? 3;
@@ -189,7 +197,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
 
   /** What the peer accepts (from HELLO / HELLO_ACK): sizes we send within. */
   setPeer(peer: { maxPayload: number; initialWindow: number; connectionWindow: number }): void {
-    this.sendPayload = Math.max(1024, Math.min(this.maxPayload, peer.maxPayload));
+    this.sendPayload = recordAligned(Math.max(1024, Math.min(this.maxPayload, peer.maxPayload)));
     this.peerInitialWindow = peer.initialWindow;
     this.connSendWindow = peer.connectionWindow;
     this.scheduleFlush();
@@ -605,6 +613,18 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.streams.clear();
     this.emit('close');
   }
+}
+
+/**
+ * The DATA payload size we send for a negotiated max: whole TLS records per frame. OpenSSL cuts a
+ * write into 16 KiB records; a frame of exactly k × 16 KiB (payload k × 16 KiB − 16) then lies
+ * inside its own records, so the receiver gets it in one chunk (the decoder's zero-copy path, one
+ * push per frame) instead of a frame straddling records (copied together from two reads).
+ */
+export function recordAligned(maxPayload: number): number {
+  const RECORD = 16 * 1024;
+  const k = Math.floor((maxPayload + FRAME_OVERHEAD) / RECORD);
+  return k >= 1 ? k * RECORD - FRAME_OVERHEAD : maxPayload;
 }
 
 function bump(counts: Float64Array, type: number): void {

@@ -228,3 +228,11 @@ describe('addresses, allow list, score, NO_PROXY, fingerprints', () => {
     assert.equal(normalizeFingerprint('sha256:abc'), null);
   });
 });
+
+test('DATA payloads we send fill whole TLS records (frame = k × 16 KiB)', async () => {
+  const { recordAligned } = await import('../../src/tunnel/session.js');
+  assert.equal(recordAligned(16 * 1024), 16 * 1024 - 16);
+  assert.equal(recordAligned(64 * 1024), 64 * 1024 - 16);
+  assert.equal(recordAligned(20_000), 16 * 1024 - 16);
+  assert.equal(recordAligned(4096), 4096, 'below one record: as negotiated');
+});
