@@ -6,8 +6,27 @@
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { formatHostPort } from '../config/units.js';
+import type { ErrorCode } from '../errors.js';
 import { listenOn } from '../l4/listen.js';
-import type { EntryResult } from './socks5.js';
+
+/** Timeouts of an entry's handshake and data phase. */
+export interface EntryOptions {
+  readonly headerTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+}
+
+/** What an entry reports when its connection ends (an access line). */
+export interface EntryResult {
+  readonly method: string;
+  readonly dest: string;
+  /** HTTP-style, as every access line: 200 ok, 403 not allowed, 502 failed, 504 timeout, 400 bad request. */
+  readonly status: number;
+  /** SOCKS5 / OPEN_ACK reply when there was one. */
+  readonly reply?: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly error: ErrorCode | 'idle_timeout' | null;
+}
 
 export type EntryHandler = (socket: Socket, done: (r: EntryResult) => void) => void;
 

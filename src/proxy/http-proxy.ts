@@ -14,9 +14,9 @@ import { lowerAscii } from '../http/parser/tokens.js';
 import type { Destination } from '../tunnel/address.js';
 import { OPEN_STATUS } from '../tunnel/constants.js';
 import { type Dialer, statusOf } from './dialer.js';
+import type { EntryOptions, EntryResult } from './entry-server.js';
 import { HandshakeReader, type ParseStep } from './handshake-reader.js';
 import { pipeStream } from './pipe.js';
-import type { EntryOptions, EntryResult } from './socks5.js';
 
 const MAX_HEAD = 16 * 1024;
 

@@ -11,26 +11,9 @@ import { type ErrorCode, isZiplineError } from '../errors.js';
 import { addressLength, type Destination, readAddress, writeAddress } from '../tunnel/address.js';
 import { OPEN_STATUS } from '../tunnel/constants.js';
 import { type Dialer, httpStatusOfReply, statusOf } from './dialer.js';
+import type { EntryOptions, EntryResult } from './entry-server.js';
 import { HandshakeReader, type ParseStep } from './handshake-reader.js';
 import { pipeStream } from './pipe.js';
-
-export interface EntryOptions {
-  readonly headerTimeoutMs: number;
-  readonly idleTimeoutMs: number;
-}
-
-/** What an entry reports when its connection ends (an access line). */
-export interface EntryResult {
-  readonly method: string;
-  readonly dest: string;
-  /** HTTP-style, as every access line: 200 ok, 403 not allowed, 502 failed, 504 timeout, 400 bad request. */
-  readonly status: number;
-  /** SOCKS5 / OPEN_ACK reply when there was one. */
-  readonly reply?: number;
-  readonly bytesIn: number;
-  readonly bytesOut: number;
-  readonly error: ErrorCode | 'idle_timeout' | null;
-}
 
 const CMD = { CONNECT: 1, BIND: 2, UDP_ASSOCIATE: 3 } as const;
 

@@ -7,7 +7,7 @@
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { isZiplineError } from '../errors.js';
-import { httpStatusOfReply, type UdpChannel } from '../proxy/dialer.js';
+import { httpStatusOfReply, statusOf, type UdpChannel } from '../proxy/dialer.js';
 import { pipeStream } from '../proxy/pipe.js';
 import { addressLength, formatDestination, readAddress, writeAddress } from './address.js';
 import { ERROR, FRAME, OPEN_KIND, OPEN_STATUS } from './constants.js';
@@ -21,6 +21,8 @@ export class RelaySession {
   agentId = '';
   sessionId: Buffer = Buffer.alloc(16);
   private readonly udp = new Map<number, UdpChannel>();
+  /** Per UDP association: counts a datagram toward the agent's side and refreshes its idle timer. */
+  private readonly udpIn = new Map<number, (n: number) => void>();
   streamsRefused = 0;
 
   constructor(
@@ -95,7 +97,7 @@ export class RelaySession {
         );
       },
       (err) => {
-        const status = this.relay.statusOf(err);
+        const status = statusOf(err);
         if (!stream.destroyed) this.session.answer(stream, status);
         this.log(stream, status, 0, 0, isZiplineError(err) ? err.code : 'ZL_TUNNEL_DIAL_FAILED');
       },
@@ -108,7 +110,7 @@ export class RelaySession {
     try {
       ch = await this.relay.dialer.openUdp();
     } catch (err) {
-      this.session.answer(stream, this.relay.statusOf(err));
+      this.session.answer(stream, statusOf(err));
       return;
     }
     if (stream.destroyed || this.session.closed) {
@@ -148,8 +150,6 @@ export class RelaySession {
     });
     this.session.answer(stream, OPEN_STATUS.OK);
   }
-
-  private readonly udpIn = new Map<number, (n: number) => void>();
 
   private onDatagram(id: number, payload: Buffer): void {
     const ch = this.udp.get(id);

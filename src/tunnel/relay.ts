@@ -13,7 +13,7 @@ import { formatHostPort } from '../config/units.js';
 import type { L4Context } from '../l4/context.js';
 import { listenOn } from '../l4/listen.js';
 import { metrics } from '../metrics/catalog.js';
-import { DirectDialer, statusOf } from '../proxy/dialer.js';
+import { DirectDialer } from '../proxy/dialer.js';
 import { AllowList } from './allow-list.js';
 import { zstdAvailable } from './compression.js';
 import { ERROR, FRAME } from './constants.js';
@@ -287,9 +287,5 @@ export class TunnelRelay {
   /** For access lines. */
   logStream(entry: Record<string, unknown>): void {
     if (this.ctx.accessLog.enabled) this.ctx.accessLog.write(entry);
-  }
-
-  statusOf(err: unknown): number {
-    return statusOf(err);
   }
 }
