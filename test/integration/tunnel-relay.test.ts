@@ -332,6 +332,20 @@ test('a session refuses OPENs beyond max_streams with RST REFUSED_STREAM', async
   raw.sock.destroy();
 });
 
+test('max_sessions: a connection beyond it is closed before any frame, and counted', async () => {
+  const relay = await startRuntime(relayYaml('    max_sessions: 1'));
+  cleanup.push(() => relay.stop());
+  const addr = relay.rt.relay?.address() ?? '';
+  const first = await rawSession(addr, 'first');
+  await until(() => first.frames.some((f) => f.type === FRAME.HELLO_ACK), 'the first session up');
+  const before = await metricValue('zipline_tunnel_rejected_total', 'reason="max_sessions"');
+  const second = await rawSession(addr, 'second');
+  await second.closed;
+  assert.equal(second.frames.length, 0);
+  assert.equal(await metricValue('zipline_tunnel_rejected_total', 'reason="max_sessions"'), before + 1);
+  first.sock.destroy();
+});
+
 describe('the agent data paths', () => {
   test('with TLS no payload byte is visible on the wire (and without TLS it is: the check can fail)', async () => {
     const echo = await tcpEcho();
