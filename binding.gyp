@@ -12,6 +12,12 @@
       "include_dirs": ["native/include"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/addon/shm_addon.c", "native/lib/zipline_shm.c"] }]]
+    },
+    {
+      "target_name": "zipline_crc",
+      "sources": ["native/crc/crc32.c"],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/crc/crc32.c"] }]]
     }
   ]
 }

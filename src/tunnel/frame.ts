@@ -5,7 +5,7 @@
  * against its limit before anything is allocated, the CRC verified before a frame is dispatched.
  * A fatal error is a `TunnelProtocolError` carrying the GOAWAY code to send.
  */
-import { crc32 } from 'node:zlib';
+import { crc32 as zlibCrc32 } from 'node:zlib';
 import {
   CRC_SIZE,
   DEFAULT_MAX_PAYLOAD,
@@ -18,6 +18,7 @@ import {
   MAX_WINDOW_DELTA,
   type TunnelErrorCode,
 } from './constants.js';
+import { crc32 } from './crc.js';
 
 export class TunnelProtocolError extends Error {
   constructor(
@@ -189,7 +190,8 @@ export class FrameDecoder {
         this.crcFill += n;
         i += n;
         if (this.crcFill === CRC_SIZE) {
-          const crc = crc32(this.payload, crc32(this.header));
+          // a frame that arrived in pieces: header and payload are separate buffers (zlib continues a CRC)
+          const crc = zlibCrc32(this.payload, zlibCrc32(this.header));
           if (crc !== this.crcBytes.readUInt32BE(0)) throw crcError(this.type);
           const payload = this.payload;
           this.headerFill = 0;
