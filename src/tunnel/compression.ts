@@ -51,18 +51,38 @@ function scratchOf(n: number): Buffer {
   return scratch;
 }
 
+type CCtx = InstanceType<ZstdBinding['CCtx']>;
+type DCtx = InstanceType<ZstdBinding['DCtx']>;
+
+/**
+ * zstd contexts are reused across streams: a context holds megabytes of native tables, and one
+ * per stream made every stream pay the setup and left the garbage collector finalizing them.
+ * A stream takes a context when it first needs one and gives it back when it ends (or, for a
+ * compressor, when it gives up on compression).
+ */
+const POOL_MAX = 64;
+const cctxPool: CCtx[] = [];
+const dctxPool: DCtx[] = [];
+
+function takeCctx(): CCtx {
+  const b = binding as ZstdBinding;
+  const c = cctxPool.pop();
+  if (c !== undefined) return c;
+  const fresh = new b.CCtx();
+  fresh.setParameter(b.CParameter.compressionLevel, LEVEL);
+  return fresh;
+}
+
+function takeDctx(): DCtx {
+  return dctxPool.pop() ?? new (binding as ZstdBinding).DCtx();
+}
+
 export class StreamCompressor {
-  private readonly cctx: InstanceType<ZstdBinding['CCtx']>;
+  private cctx: CCtx | null = null;
   private misses = 0;
   off = false;
   bytesIn = 0;
   bytesOut = 0;
-
-  constructor() {
-    const b = binding as ZstdBinding;
-    this.cctx = new b.CCtx();
-    this.cctx.setParameter(b.CParameter.compressionLevel, LEVEL);
-  }
 
   /**
    * The compressed payload (a fresh buffer) when it is worth sending, else null: send `chunk`
@@ -74,16 +94,14 @@ export class StreamCompressor {
       return null;
     }
     const b = binding as ZstdBinding;
+    this.cctx ??= takeCctx();
+    const cctx = this.cctx;
     const limit = chunk.length - Math.ceil(chunk.length / 10); // must save ≥ 10 %
     const dst = scratchOf(chunk.length + 128);
     let produced = 0;
     let src = chunk;
     for (;;) {
-      const [left, wrote, read] = this.cctx.compressStream2(
-        dst.subarray(produced),
-        src,
-        b.EndDirective.flush,
-      );
+      const [left, wrote, read] = cctx.compressStream2(dst.subarray(produced), src, b.EndDirective.flush);
       produced += wrote;
       src = src.subarray(read);
       if (left === 0 && src.length === 0) break;
@@ -93,7 +111,10 @@ export class StreamCompressor {
     if (produced > limit) {
       this.reset();
       this.bytesOut += chunk.length;
-      if (++this.misses >= GIVE_UP_AFTER) this.off = true;
+      if (++this.misses >= GIVE_UP_AFTER) {
+        this.off = true;
+        this.release(); // this stream will not compress again
+      }
       return null;
     }
     this.misses = 0;
@@ -102,20 +123,36 @@ export class StreamCompressor {
   }
 
   private reset(): void {
-    this.cctx.reset((binding as ZstdBinding).ResetDirective.sessionOnly);
+    this.cctx?.reset((binding as ZstdBinding).ResetDirective.sessionOnly);
+  }
+
+  /** The stream ended (or gave up): its context goes back to the pool. */
+  release(): void {
+    const c = this.cctx;
+    if (c === null) return;
+    this.cctx = null;
+    c.reset((binding as ZstdBinding).ResetDirective.sessionOnly);
+    if (cctxPool.length < POOL_MAX) cctxPool.push(c);
   }
 }
 
 export class StreamDecompressor {
-  private readonly dctx: InstanceType<ZstdBinding['DCtx']>;
+  private dctx: DCtx | null = null;
 
-  constructor(private readonly maxPayload: number) {
-    this.dctx = new (binding as ZstdBinding).DCtx();
-  }
+  constructor(private readonly maxPayload: number) {}
 
   /** An uncompressed DATA payload arrived: the sender ended its zstd frame. */
   reset(): void {
-    this.dctx.reset((binding as ZstdBinding).ResetDirective.sessionOnly);
+    this.dctx?.reset((binding as ZstdBinding).ResetDirective.sessionOnly);
+  }
+
+  /** The stream ended: its context goes back to the pool. */
+  release(): void {
+    const d = this.dctx;
+    if (d === null) return;
+    this.dctx = null;
+    d.reset((binding as ZstdBinding).ResetDirective.sessionOnly);
+    if (dctxPool.length < POOL_MAX) dctxPool.push(d);
   }
 
   /**
@@ -124,11 +161,13 @@ export class StreamDecompressor {
    */
   decompress(payload: Buffer): Buffer {
     const dst = scratchOf(this.maxPayload + 1);
+    this.dctx ??= takeDctx();
+    const dctx = this.dctx;
     let produced = 0;
     let src = payload;
     try {
       while (src.length > 0 || produced === 0) {
-        const [, wrote, read] = this.dctx.decompressStream(dst.subarray(produced, this.maxPayload + 1), src);
+        const [, wrote, read] = dctx.decompressStream(dst.subarray(produced, this.maxPayload + 1), src);
         produced += wrote;
         src = src.subarray(read);
         if (produced > this.maxPayload)

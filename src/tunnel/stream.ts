@@ -145,6 +145,8 @@ export class TunnelStream extends Duplex {
       c(err ?? new ZiplineError('ZL_TUNNEL_CLOSED', 'stream destroyed'));
     this.queue.length = 0;
     this.queuedBytes = 0;
+    this.compressor?.release();
+    this.decompressor?.release();
     // bytes received and never read still held connection credit
     if (this.recvBuffered > 0) this.host.consumed(this.recvBuffered);
     this.recvBuffered = 0;
