@@ -485,6 +485,15 @@ describe('the agent data paths', () => {
       createHash('sha256').update(json).digest('hex'),
     );
     assert.ok(link);
+    // a second stream reuses the zstd contexts the first gave back (both sides): still intact
+    const sentBefore = link.session?.compressOut ?? 0;
+    const again = await through(json);
+    assert.ok(again.equals(json), 'the second JSON stream is intact');
+    const sent = (link.session?.compressOut ?? 0) - sentBefore;
+    assert.ok(
+      sent < json.length / 3,
+      `the second stream was compressed too (${sent} of ${json.length} bytes)`,
+    );
     const ratio = (link.stats() as { compression_ratio: number }).compression_ratio;
     assert.ok(ratio > 3, `compression ratio ${ratio}`);
     const offeredBefore = link?.session?.compressIn ?? 0;
