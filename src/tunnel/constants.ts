@@ -35,6 +35,11 @@ export const FRAME = {
 } as const;
 export type FrameType = (typeof FRAME)[keyof typeof FRAME];
 
+/** Frame type → lower-case name (`data`, `window_update`), for metric labels. */
+export const FRAME_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(FRAME).map(([k, v]) => [v, k.toLowerCase()]),
+);
+
 /** Types 0x80–0xFF are extensions: unknown ones are ignored. 0x00–0x7F unknown → PROTOCOL_ERROR. */
 export const FIRST_EXTENSION_TYPE = 0x80;
 
@@ -56,6 +61,11 @@ export const ERROR = {
   SHUTTING_DOWN: 12,
 } as const;
 export type TunnelErrorCode = (typeof ERROR)[keyof typeof ERROR];
+
+/** Error code → name (`PROTOCOL_ERROR`), for logs and metric labels. */
+export const ERROR_NAMES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(ERROR).map(([k, v]) => [v, k]),
+);
 
 /** OPEN kinds */
 export const OPEN_KIND = { TCP: 1, UDP: 2 } as const;

@@ -12,6 +12,7 @@ import {
   ERROR,
   FIRST_EXTENSION_TYPE,
   FRAME,
+  FRAME_OVERHEAD,
   HEADER_SIZE,
   MAGIC,
   MAX_CONTROL_PAYLOAD,
@@ -60,6 +61,18 @@ export function writeFrame(
   const end = offset + HEADER_SIZE + len;
   out.writeUInt32BE(crc32(out.subarray(offset, end)), end);
   return end + CRC_SIZE;
+}
+
+/**
+ * The DATA payload size we send for a negotiated max: whole TLS records per frame. OpenSSL cuts a
+ * write into 16 KiB records; a frame of exactly k × 16 KiB (payload k × 16 KiB − 16) then lies
+ * inside its own records, so the receiver gets it in one chunk (the decoder's zero-copy path, one
+ * push per frame) instead of a frame straddling records (copied together from two reads).
+ */
+export function recordAligned(maxPayload: number): number {
+  const RECORD = 16 * 1024;
+  const k = Math.floor((maxPayload + FRAME_OVERHEAD) / RECORD);
+  return k >= 1 ? k * RECORD - FRAME_OVERHEAD : maxPayload;
 }
 
 /** One frame in a buffer of its own. */
@@ -265,4 +278,26 @@ const EMPTY = Buffer.alloc(0);
 
 function crcError(type: number): TunnelProtocolError {
   return new TunnelProtocolError(ERROR.CRC_ERROR, `CRC mismatch on a frame of type 0x${type.toString(16)}`);
+}
+
+/** A u32 payload (WINDOW_UPDATE delta, RST code). */
+export function u32Payload(v: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(v);
+  return b;
+}
+
+/** GOAWAY: the last stream the peer opened that we took, the error code, retry-after, reason. */
+export function goawayPayload(
+  lastStream: number,
+  code: TunnelErrorCode,
+  retryAfterMs: number,
+  reason: string,
+): Buffer {
+  const p = Buffer.alloc(12 + Buffer.byteLength(reason));
+  p.writeUInt32BE(lastStream, 0);
+  p.writeUInt32BE(code, 4);
+  p.writeUInt32BE(retryAfterMs, 8);
+  p.write(reason, 12);
+  return p;
 }

@@ -16,11 +16,11 @@ import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { fullJitterBackoff } from '../upstream/backoff.js';
 import { zstdAvailable } from './compression.js';
-import { ERROR, FRAME } from './constants.js';
+import { ERROR, ERROR_NAMES, FRAME } from './constants.js';
 import { dialRelay, proxyFor } from './egress.js';
 import { CODEC, channelBinding, decodeHelloAck, encodeHello } from './handshake.js';
 import { ewma } from './score.js';
-import { ERROR_NAMES, TunnelSession } from './session.js';
+import { TunnelSession } from './session.js';
 import { connectTls, DEFAULT_TUNNEL_CIPHERS, normalizeFingerprint } from './tls.js';
 
 export type RelayRef = TunnelAgentConfig['relays'][number];

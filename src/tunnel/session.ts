@@ -2,10 +2,10 @@
  * A tunnel session: many `TunnelStream`s over one connection (src/tunnel/SPEC.md). One writer
  * with two lanes — control frames (PING, WINDOW_UPDATE, RST, GOAWAY, OPEN, OPEN_ACK) first, then
  * DATA round-robin across streams within their send windows and the connection window — and
- * everything produced in one turn leaves in one socket write. Liveness: a PING every interval,
- * any frame counts as alive, dead after `misses` silent intervals (GOAWAY IDLE_TIMEOUT); a jump of
- * the wall clock (sleep/resume) sends a PING at once. A fatal protocol error sends GOAWAY with its
- * code and closes the connection; other sessions are not affected.
+ * everything produced in one turn leaves in one socket write (DataLane). Incoming bytes go
+ * through a FrameReader (bounded work per turn); liveness is a Liveness (GOAWAY IDLE_TIMEOUT). A
+ * fatal protocol error sends GOAWAY with its code and closes the connection; other sessions are
+ * not affected.
  *
  * Agent-opened streams are odd, relay-opened even. OPEN carries kind and destination; the
  * receiving side answers OPEN_ACK (0 ok, else a SOCKS5-style status that ends the stream).
@@ -18,13 +18,17 @@ import { StreamCompressor, StreamDecompressor } from './compression.js';
 import {
   DEFAULT_MAX_PAYLOAD,
   ERROR,
+  ERROR_NAMES,
   FLAG,
   FRAME,
-  FRAME_OVERHEAD,
   OPEN_STATUS,
   type TunnelErrorCode,
 } from './constants.js';
-import { FrameDecoder, FrameWriter, TunnelProtocolError } from './frame.js';
+import { DataLane } from './data-lane.js';
+import { FrameDecoder, FrameWriter, goawayPayload, recordAligned, u32Payload } from './frame.js';
+import { FrameCounts } from './frame-counts.js';
+import { FrameReader } from './frame-reader.js';
+import { Liveness } from './liveness.js';
 import { type StreamHost, TunnelStream } from './stream.js';
 
 export interface SessionOptions {
@@ -49,16 +53,6 @@ export interface OpenRequest {
   readonly address: Buffer;
 }
 
-export const ERROR_NAMES: Record<number, string> = Object.fromEntries(
-  Object.entries(ERROR).map(([k, v]) => [v, k]),
-);
-const FRAME_NAMES: Record<number, string> = Object.fromEntries(
-  Object.entries(FRAME).map(([k, v]) => [v, k.toLowerCase()]),
-);
-
-/** The contract's backstop: a session silent this long is dead whatever the PING settings. */
-const READ_DEADLINE_MS = 30_000;
-
 /** Socket bytes queued beyond this stop the DATA lane until 'drain'. */
 const SOCKET_HIGH_WATER = 256 * 1024;
 
@@ -69,11 +63,9 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   closed = false;
   /** The peer said GOAWAY: no new streams. */
   goneAway = false;
-  private readonly decoder: FrameDecoder;
   private readonly control = new FrameWriter(4096);
   private readonly data = new FrameWriter(64 * 1024);
-  private readonly ready: TunnelStream[] = [];
-  private readonly readySet = new Set<TunnelStream>();
+  private readonly lane = new DataLane((s) => this.maybeRelease(s));
   private flushScheduled = false;
   private nextId: number;
   private connSendWindow: number;
@@ -88,32 +80,25 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private peerInitialWindow: number;
   private readonly maxWindow: number;
   readonly connWindow: number;
-  private lastFrameAt = Date.now();
-  private lastTickWall = Date.now();
-  private lastTickMono = performance.now();
-  private readonly timer: NodeJS.Timeout;
-  private deadlineTimer: NodeJS.Timeout | null = null;
-  private pendingChunk: Buffer | null = null;
-  private pendingAt = 0;
-  private readonly framesPerTurn: number;
-  private readonly misses: number;
+  private readonly liveness: Liveness;
+  private readonly reader: FrameReader;
   private readonly maxStreams: number;
   private readonly openTimeoutMs: number;
   /** Peer-opened streams now open. */
   private peerStreams = 0;
   /** zstd on DATA this session sends and receives (negotiated in HELLO/HELLO_ACK). */
   compression = false;
-  /** Frames by type, in and out (added to the metric at scrape time: no per-frame label lookups). */
-  readonly framesIn = new Float64Array(256);
-  readonly framesOut = new Float64Array(256);
-  private readonly flushedIn = new Float64Array(256);
-  private readonly flushedOut = new Float64Array(256);
+  readonly frames = new FrameCounts();
   bytesIn = 0;
   bytesOut = 0;
   datagramsDropped = 0;
   /** DATA bytes given to zstd and what was sent for them (ratio = in / out). */
-  compressIn = 0;
-  compressOut = 0;
+  get compressIn(): number {
+    return this.lane.compressIn;
+  }
+  get compressOut(): number {
+    return this.lane.compressOut;
+  }
   streamsOpened = 0;
   readonly openedAt = Date.now();
 
@@ -131,11 +116,12 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.sendPayload = recordAligned(this.maxPayload);
     this.peerInitialWindow = this.initialWindow;
     this.pingIntervalMs = opts.pingIntervalMs ?? 2000;
-    this.misses = opts.misses ?? 3;
-    this.framesPerTurn = opts.framesPerTurn ?? 256;
     this.maxStreams = opts.maxStreams ?? 1024;
     this.openTimeoutMs = opts.openTimeoutMs ?? 15_000;
-    this.decoder = new FrameDecoder((t, f, s, p) => this.onFrame(t, f, s, p), this.maxPayload);
+    const decoder = new FrameDecoder((t, f, s, p) => this.onFrame(t, f, s, p), this.maxPayload);
+    this.reader = new FrameReader(socket, decoder, opts.framesPerTurn ?? 256, (code, message) =>
+      this.fatal(code, message),
+    );
     // frames are coalesced per turn already: Nagle would only add delayed-ACK stalls
     (socket as Duplex & { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -144,8 +130,13 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     socket.on('error', () => {});
     socket.on('close', () => this.teardown());
     socket.on('end', () => this.teardown());
-    this.timer = setInterval(() => this.tick(), this.pingIntervalMs);
-    this.timer.unref();
+    this.liveness = new Liveness(
+      this.pingIntervalMs,
+      opts.misses ?? 3,
+      () => this.ping(),
+      (silent) =>
+        this.fatal(ERROR.IDLE_TIMEOUT, `no frame for ${silent} ms (${opts.misses ?? 3} PING intervals)`),
+    );
   }
 
   // ---- opening streams ------------------------------------------------------------------------
@@ -229,20 +220,15 @@ export class TunnelSession extends EventEmitter implements StreamHost {
       return false;
     }
     this.data.push(FRAME.DATAGRAM, 0, id, payload);
-    bump(this.framesOut, FRAME.DATAGRAM);
+    this.frames.sent(FRAME.DATAGRAM);
     this.scheduleFlush();
     return true;
   }
 
   /** Streams opened by the peer that are still open. */
-  get peerStreamCount(): number {
-    return this.peerStreams;
-  }
-
   /** Adds frame counts since the last call to the metric (scrape time). */
   flushFrameMetrics(): void {
-    flushCounts(this.framesIn, this.flushedIn, 'in');
-    flushCounts(this.framesOut, this.flushedOut, 'out');
+    this.frames.flush();
   }
 
   // ---- reading --------------------------------------------------------------------------------
@@ -250,42 +236,12 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private onData(chunk: Buffer): void {
     if (this.closed) return;
     this.bytesIn += chunk.length;
-    if (this.pendingChunk !== null) {
-      // still working through an earlier chunk: keep order
-      this.pendingChunk = Buffer.concat([this.pendingChunk.subarray(this.pendingAt), chunk]);
-      this.pendingAt = 0;
-      return;
-    }
-    this.decode(chunk, 0);
-  }
-
-  private decode(chunk: Buffer, at: number): void {
-    try {
-      const stop = this.decoder.feed(chunk, at, this.framesPerTurn);
-      if (stop < chunk.length) {
-        this.pendingChunk = chunk;
-        this.pendingAt = stop;
-        this.socket.pause();
-        setImmediate(() => this.resumeDecode());
-      }
-    } catch (err) {
-      if (err instanceof TunnelProtocolError) this.fatal(err.code, err.message);
-      else throw err;
-    }
-  }
-
-  private resumeDecode(): void {
-    const chunk = this.pendingChunk;
-    const at = this.pendingAt;
-    this.pendingChunk = null;
-    if (chunk === null || this.closed) return;
-    this.socket.resume();
-    this.decode(chunk, at);
+    this.reader.feed(chunk);
   }
 
   private onFrame(type: number, flags: number, id: number, payload: Buffer): void {
-    this.lastFrameAt = Date.now();
-    bump(this.framesIn, type);
+    this.liveness.seen(Date.now());
+    this.frames.received(type);
     switch (type) {
       case FRAME.DATA: {
         const s = this.streams.get(id);
@@ -342,7 +298,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
         }
         this.lastPeerStream = id;
         if (this.goneAway || this.closingDown || payload.length < 1 || this.peerStreams >= this.maxStreams) {
-          this.controlFrame(FRAME.RST, 0, id, u32(ERROR.REFUSED_STREAM));
+          this.controlFrame(FRAME.RST, 0, id, u32Payload(ERROR.REFUSED_STREAM));
           this.emit('refused', id);
           return;
         }
@@ -388,33 +344,30 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   // ---- StreamHost -----------------------------------------------------------------------------
 
   wakeWriter(s: TunnelStream): void {
-    if (!this.readySet.has(s)) {
-      this.readySet.add(s);
-      this.ready.push(s);
-    }
+    this.lane.wake(s);
     this.scheduleFlush();
   }
 
   sendWindowUpdate(s: TunnelStream, bytes: number): void {
-    if (!s.reset && !this.closed) this.controlFrame(FRAME.WINDOW_UPDATE, 0, s.id, u32(bytes));
+    if (!s.reset && !this.closed) this.controlFrame(FRAME.WINDOW_UPDATE, 0, s.id, u32Payload(bytes));
   }
 
   sendReset(s: TunnelStream, code: TunnelErrorCode): void {
-    if (!this.closed) this.controlFrame(FRAME.RST, 0, s.id, u32(code));
+    if (!this.closed) this.controlFrame(FRAME.RST, 0, s.id, u32Payload(code));
   }
 
   consumed(bytes: number): void {
     this.connRecvOutstanding -= bytes;
     this.connRecvUnacked += bytes;
     if (this.connRecvUnacked >= this.connWindow / 4 && !this.closed) {
-      this.controlFrame(FRAME.WINDOW_UPDATE, 0, 0, u32(this.connRecvUnacked));
+      this.controlFrame(FRAME.WINDOW_UPDATE, 0, 0, u32Payload(this.connRecvUnacked));
       this.connRecvUnacked = 0;
     }
   }
 
   release(s: TunnelStream): void {
     this.streams.delete(s.id);
-    this.readySet.delete(s);
+    this.lane.forget(s);
   }
 
   private maybeRelease(s: TunnelStream): void {
@@ -426,7 +379,7 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private controlFrame(type: number, flags: number, id: number, payload: Buffer | null): void {
     if (this.closed) return;
     this.control.push(type, flags, id, payload);
-    bump(this.framesOut, type);
+    this.frames.sent(type);
     this.scheduleFlush();
   }
 
@@ -443,45 +396,14 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     const parts: Buffer[] = [];
     const ctl = this.control.take();
     if (ctl !== null) parts.push(ctl);
-    let budget = SOCKET_HIGH_WATER - this.socket.writableLength;
-    let progress = true;
-    while (budget > 0 && this.ready.length > 0 && progress) {
-      progress = false;
-      for (let n = this.ready.length; n > 0 && budget > 0; n--) {
-        const s = this.ready.shift() as TunnelStream;
-        const max = Math.min(this.sendPayload, s.sendWindow, this.connSendWindow, budget);
-        const chunk = s.takeChunk(max);
-        if (chunk !== null) {
-          s.sendWindow -= chunk.length;
-          this.connSendWindow -= chunk.length;
-          budget -= chunk.length;
-          progress = true;
-        }
-        const fin = s.finQueued && !s.finSent && s.queuedBytes === 0;
-        if (chunk !== null || fin) {
-          let payload = chunk;
-          let flags = fin ? FLAG.FIN : 0;
-          if (chunk !== null && s.compressor !== null && !s.compressor.off) {
-            const z = s.compressor.compress(chunk);
-            if (z !== null) {
-              payload = z;
-              flags |= FLAG.COMPRESSED;
-            }
-            this.compressIn += chunk.length;
-            this.compressOut += (payload as Buffer).length;
-          }
-          this.data.push(FRAME.DATA, flags, s.id, payload);
-          bump(this.framesOut, FRAME.DATA);
-          if (fin) {
-            s.finSent = true;
-            progress = true;
-            this.maybeRelease(s);
-          }
-        }
-        if ((s.queuedBytes > 0 || (s.finQueued && !s.finSent)) && !s.reset) this.ready.push(s);
-        else this.readySet.delete(s);
-      }
-    }
+    const taken = this.lane.fill(
+      this.data,
+      SOCKET_HIGH_WATER - this.socket.writableLength,
+      this.connSendWindow,
+      this.sendPayload,
+    );
+    this.connSendWindow -= taken.bytes;
+    this.frames.sent(FRAME.DATA, taken.frames);
     const data = this.data.take();
     if (data !== null) parts.push(data);
     let ok = true;
@@ -497,13 +419,11 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     // (budget spent, or this write said so) resumes on 'drain' instead: rescheduling then would
     // spin the event loop until the kernel takes bytes. Streams out of window resume on
     // WINDOW_UPDATE.
-    const sendable = (x: TunnelStream): boolean =>
-      (x.queuedBytes > 0 && x.sendWindow > 0) || (x.finQueued && !x.finSent && x.queuedBytes === 0);
     if (
       ok &&
       SOCKET_HIGH_WATER - this.socket.writableLength > 0 &&
       this.connSendWindow > 0 &&
-      this.ready.some(sendable)
+      this.lane.hasSendable()
     ) {
       if (!this.flushScheduled) {
         this.flushScheduled = true;
@@ -513,38 +433,6 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   }
 
   // ---- liveness and ends ----------------------------------------------------------------------
-
-  private tick(): void {
-    const wall = Date.now();
-    const mono = performance.now();
-    const jumped = Math.abs(wall - this.lastTickWall - (mono - this.lastTickMono)) > this.pingIntervalMs;
-    this.lastTickWall = wall;
-    this.lastTickMono = mono;
-    if (jumped) this.lastFrameAt = wall; // a sleep/resume: give the peer a fresh chance
-    if (this.checkAlive(wall)) this.ping();
-  }
-
-  /**
-   * Dead after `misses` intervals (30 s at most: the read-deadline backstop) without any frame.
-   * The PING tick alone would see that up to one interval late, so when the limit falls before
-   * the next tick, a one-off timer checks at the limit itself.
-   */
-  private checkAlive(now: number): boolean {
-    const limit = Math.min(this.pingIntervalMs * this.misses, READ_DEADLINE_MS);
-    const silent = now - this.lastFrameAt;
-    if (silent >= limit) {
-      this.fatal(ERROR.IDLE_TIMEOUT, `no frame for ${silent} ms (${this.misses} PING intervals)`);
-      return false;
-    }
-    if (silent + this.pingIntervalMs > limit && this.deadlineTimer === null) {
-      this.deadlineTimer = setTimeout(() => {
-        this.deadlineTimer = null;
-        if (!this.closed) this.checkAlive(Date.now());
-      }, limit - silent);
-      this.deadlineTimer.unref();
-    }
-    return true;
-  }
 
   /** Sends a PING now (its ACK updates `rttMs`). */
   ping(): void {
@@ -559,23 +447,14 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   /** Graceful: GOAWAY (no new streams); the connection closes once the streams are done. */
   goAway(code: TunnelErrorCode = ERROR.NO_ERROR, retryAfterMs = 0): void {
     this.closingDown = true;
-    const p = Buffer.alloc(12);
-    p.writeUInt32BE(this.lastPeerStream, 0); // the last stream the peer opened that we took
-    p.writeUInt32BE(code, 4);
-    p.writeUInt32BE(retryAfterMs, 8);
-    this.controlFrame(FRAME.GOAWAY, 0, 0, p);
+    this.controlFrame(FRAME.GOAWAY, 0, 0, goawayPayload(this.lastPeerStream, code, retryAfterMs, ''));
   }
 
   /** A fatal error: GOAWAY with its code, then close. */
   fatal(code: TunnelErrorCode, reason: string): void {
     if (this.closed) return;
-    const p = Buffer.alloc(12 + Buffer.byteLength(reason));
-    p.writeUInt32BE(this.lastPeerStream, 0);
-    p.writeUInt32BE(code, 4);
-    p.writeUInt32BE(0, 8);
-    p.write(reason, 12);
-    this.control.push(FRAME.GOAWAY, 0, 0, p);
-    bump(this.framesOut, FRAME.GOAWAY);
+    this.control.push(FRAME.GOAWAY, 0, 0, goawayPayload(this.lastPeerStream, code, 0, reason));
+    this.frames.sent(FRAME.GOAWAY);
     const bytes = this.control.take();
     if (bytes !== null) this.socket.end(bytes);
     metrics.tunnelProtocolErrors.labels(ERROR_NAMES[code] ?? String(code)).inc();
@@ -604,8 +483,8 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   private teardown(): void {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.timer);
-    if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer);
+    this.liveness.stop();
+    this.reader.stop();
     for (const s of [...this.streams.values()]) {
       s.reset = true;
       s.abort(new ZiplineError('ZL_TUNNEL_CLOSED', 'tunnel session closed'));
@@ -613,36 +492,4 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     this.streams.clear();
     this.emit('close');
   }
-}
-
-/**
- * The DATA payload size we send for a negotiated max: whole TLS records per frame. OpenSSL cuts a
- * write into 16 KiB records; a frame of exactly k × 16 KiB (payload k × 16 KiB − 16) then lies
- * inside its own records, so the receiver gets it in one chunk (the decoder's zero-copy path, one
- * push per frame) instead of a frame straddling records (copied together from two reads).
- */
-export function recordAligned(maxPayload: number): number {
-  const RECORD = 16 * 1024;
-  const k = Math.floor((maxPayload + FRAME_OVERHEAD) / RECORD);
-  return k >= 1 ? k * RECORD - FRAME_OVERHEAD : maxPayload;
-}
-
-function bump(counts: Float64Array, type: number): void {
-  counts[type] = (counts[type] as number) + 1;
-}
-
-function flushCounts(counts: Float64Array, flushed: Float64Array, direction: 'in' | 'out'): void {
-  for (let t = 0; t < 256; t++) {
-    const d = (counts[t] as number) - (flushed[t] as number);
-    if (d > 0) {
-      metrics.tunnelFrames.labels(FRAME_NAMES[t] ?? `0x${t.toString(16)}`, direction).inc(d);
-      flushed[t] = counts[t] as number;
-    }
-  }
-}
-
-function u32(v: number): Buffer {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE(v);
-  return b;
 }

@@ -230,7 +230,7 @@ describe('addresses, allow list, score, NO_PROXY, fingerprints', () => {
 });
 
 test('DATA payloads we send fill whole TLS records (frame = k × 16 KiB)', async () => {
-  const { recordAligned } = await import('../../src/tunnel/session.js');
+  const { recordAligned } = await import('../../src/tunnel/frame.js');
   assert.equal(recordAligned(16 * 1024), 16 * 1024 - 16);
   assert.equal(recordAligned(64 * 1024), 64 * 1024 - 16);
   assert.equal(recordAligned(20_000), 16 * 1024 - 16);
