@@ -8,6 +8,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { formatHostPort } from '../config/units.js';
 import type { ErrorCode } from '../errors.js';
 import { listenOn } from '../l4/listen.js';
+import type { AccessLog } from '../log/logger.js';
+import { metrics } from '../metrics/catalog.js';
 
 /** Timeouts of an entry's handshake and data phase. */
 export interface EntryOptions {
@@ -26,6 +28,37 @@ export interface EntryResult {
   readonly bytesIn: number;
   readonly bytesOut: number;
   readonly error: ErrorCode | 'idle_timeout' | null;
+}
+
+/** Counts an entry connection's error and writes its access line (socks5/http_proxy listeners, agent entries). */
+export function reportEntry(
+  accessLog: AccessLog,
+  listener: string,
+  protocol: string,
+  peer: { remoteAddress: string; remotePort: number },
+  r: EntryResult,
+  startedAt: number,
+): void {
+  if (r.error !== null) metrics.connectionErrors.labels(listener, r.error).inc();
+  if (!accessLog.enabled) return;
+  accessLog.write({
+    time: new Date().toISOString(),
+    listener,
+    protocol,
+    client_ip: peer.remoteAddress,
+    client_port: peer.remotePort,
+    method: r.method,
+    path: r.dest,
+    status: r.status,
+    ...(r.reply !== undefined ? { reply: r.reply } : {}),
+    upstream: null,
+    upstream_addr: r.dest,
+    attempts: 1,
+    response_time: (Date.now() - startedAt) / 1000,
+    bytes_in: r.bytesIn,
+    bytes_out: r.bytesOut,
+    error: r.error,
+  });
 }
 
 export type EntryHandler = (socket: Socket, done: (r: EntryResult) => void) => void;

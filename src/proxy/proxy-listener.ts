@@ -8,7 +8,7 @@ import type { Listener } from '../l4/listener.js';
 import { metrics } from '../metrics/catalog.js';
 import { AllowList } from '../tunnel/allow-list.js';
 import { DirectDialer } from './dialer.js';
-import { type EntryHandler, EntryServer } from './entry-server.js';
+import { type EntryHandler, EntryServer, reportEntry } from './entry-server.js';
 import { serveHttpProxy } from './http-proxy.js';
 import { serveSocks5 } from './socks5.js';
 
@@ -44,26 +44,7 @@ export class ProxyListener implements Listener {
       {
         onResult: (peer, r, startedAt) => {
           active.dec();
-          if (r.error !== null) metrics.connectionErrors.labels(name, r.error).inc();
-          if (!ctx.accessLog.enabled) return;
-          ctx.accessLog.write({
-            time: new Date().toISOString(),
-            listener: name,
-            protocol: cfg.protocol,
-            client_ip: peer.remoteAddress,
-            client_port: peer.remotePort,
-            method: r.method,
-            path: r.dest,
-            status: r.status,
-            ...(r.reply !== undefined ? { reply: r.reply } : {}),
-            upstream: null,
-            upstream_addr: r.dest,
-            attempts: 1,
-            response_time: (Date.now() - startedAt) / 1000,
-            bytes_in: r.bytesIn,
-            bytes_out: r.bytesOut,
-            error: r.error,
-          });
+          reportEntry(ctx.accessLog, name, cfg.protocol, peer, r, startedAt);
         },
         onRejected: (reason) =>
           metrics.downstreamRejected

@@ -13,7 +13,7 @@ import { isZiplineError } from '../errors.js';
 import type { L4Context } from '../l4/context.js';
 import { metrics } from '../metrics/catalog.js';
 import { type Dialer, dialError, httpStatusOfReply, type UdpChannel } from '../proxy/dialer.js';
-import { type EntryHandler, type EntryResult, EntryServer } from '../proxy/entry-server.js';
+import { type EntryHandler, type EntryResult, EntryServer, reportEntry } from '../proxy/entry-server.js';
 import { serveHttpProxy } from '../proxy/http-proxy.js';
 import { pipeStream } from '../proxy/pipe.js';
 import { serveSocks5 } from '../proxy/socks5.js';
@@ -67,7 +67,8 @@ export class TunnelAgent implements Dialer {
         handler,
         10_000,
         {
-          onResult: (peer, r, startedAt) => this.logEntry(name, peer, r, startedAt),
+          onResult: (peer, r, startedAt) =>
+            reportEntry(this.ctx.accessLog, name, 'tunnel', peer, r, startedAt),
           onRejected: () => {},
         },
         this.ctx.draining,
@@ -251,34 +252,6 @@ export class TunnelAgent implements Dialer {
         });
       },
     );
-  }
-
-  private logEntry(
-    name: string,
-    peer: { remoteAddress: string; remotePort: number },
-    r: EntryResult,
-    startedAt: number,
-  ): void {
-    if (r.error !== null) metrics.connectionErrors.labels(name, r.error).inc();
-    if (!this.ctx.accessLog.enabled) return;
-    this.ctx.accessLog.write({
-      time: new Date().toISOString(),
-      listener: name,
-      protocol: 'tunnel',
-      client_ip: peer.remoteAddress,
-      client_port: peer.remotePort,
-      method: r.method,
-      path: r.dest,
-      status: r.status,
-      ...(r.reply !== undefined ? { reply: r.reply } : {}),
-      upstream: null,
-      upstream_addr: r.dest,
-      attempts: 1,
-      response_time: (Date.now() - startedAt) / 1000,
-      bytes_in: r.bytesIn,
-      bytes_out: r.bytesOut,
-      error: r.error,
-    });
   }
 
   update(cfg: TunnelAgentConfig): void {

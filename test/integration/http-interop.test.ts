@@ -5,7 +5,7 @@
  * the real zipline process with matching SHA-256 and bounded memory.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -16,15 +16,15 @@ import { after, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import { loadConfigText } from '../../src/config/load.js';
+import { have, startNginx } from '../helpers/daemons.js';
 import { testPeers } from '../helpers/http.js';
-import { refusedPort, splitAddress, until } from '../helpers/net.js';
+import { splitAddress, until } from '../helpers/net.js';
 import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
 
 const peers = testPeers();
 after(() => peers.cleanup());
 const origin = peers.origin;
 
-const have = (tool: string): boolean => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
 const TLS = join(ROOT, 'test/fixtures/tls');
 
 function curl(args: string[], input?: Buffer): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -181,36 +181,12 @@ describe('nginx as the origin', {
   skip: have('nginx') ? false : 'nginx not installed (apt-get install nginx-light)',
 }, () => {
   test('an origin closing idle keep-alive connections after 1 s causes no client-visible error', async () => {
-    const work = mkdtempSync(join(tmpdir(), 'zl-nginx-'));
-    const p = await refusedPort();
-    writeFileSync(
-      join(work, 'nginx.conf'),
-      `worker_processes 1;
-daemon off;
-pid ${work}/nginx.pid;
-error_log ${work}/error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${work};
-  keepalive_timeout 1s;
-  server {
-    listen 127.0.0.1:${p};
-    location / { return 200 "nginx-ok"; }
-  }
-}
-`,
+    const nginx = await startNginx(
+      (port) => `server { listen 127.0.0.1:${port}; location / { return 200 "nginx-ok"; } }`,
+      'keepalive_timeout 1s;',
     );
-    const nginx = spawn(
-      'nginx',
-      ['-c', join(work, 'nginx.conf'), '-p', work, '-e', join(work, 'error.log')],
-      {
-        stdio: 'ignore',
-      },
-    );
-    peers.defer(() => {
-      nginx.kill('SIGTERM');
-    });
+    peers.defer(() => nginx.stop());
+    const p = nginx.port;
     const z = await startRuntime(
       config(
         [`127.0.0.1:${p}`],
