@@ -9,10 +9,10 @@
  * process tree). Access logging is off for every peer (nginx stream and HAProxy log nothing by
  * default).
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  buildL4bench,
   cpuSeconds,
   freePorts,
   have,
@@ -61,15 +61,8 @@ interface Result {
   udpCpuPerDgram: number[];
 }
 
-function tool(root: string): string {
-  const out = join(root, 'bench/work/l4bench');
-  mkdirSync(join(root, 'bench/work'), { recursive: true });
-  execFileSync('cc', ['-O2', '-std=c11', '-pthread', join(root, 'bench/c/l4bench.c'), '-o', out]);
-  return out;
-}
-
 export async function runL4(root: string): Promise<string> {
-  const l4 = tool(root);
+  const l4 = buildL4bench(root);
   const work = join(root, 'bench/work');
   const [echo, sink, udp] = await freePorts(3);
   const origins: Origins = { echo: echo as number, sink: sink as number, udp: udp as number };

@@ -11,13 +11,13 @@
  * JSON-like and on random data (MB/s and ratio against `compression: none`).
  * BENCH_ONLY=substring limits the targets; BENCH_SCENARIOS=0 skips the two scenarios.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { relayTls } from '../src/tunnel/tls.js';
 import {
+  buildL4bench,
   cpuSeconds,
   freePorts,
   have,
@@ -26,6 +26,7 @@ import {
   runPinned,
   stop,
   waitForPort,
+  waitReady,
 } from './lib/proc.js';
 import { fmt, ratio, type Spread, spread } from './lib/stats.js';
 
@@ -50,13 +51,6 @@ interface Result {
   p99: number[];
   mbs: number[];
   cpuPerGb: number[];
-}
-
-function l4tool(root: string): string {
-  const out = join(root, 'bench/work/l4bench');
-  mkdirSync(join(root, 'bench/work'), { recursive: true });
-  execFileSync('cc', ['-O2', '-std=c11', '-pthread', join(root, 'bench/c/l4bench.c'), '-o', out]);
-  return out;
 }
 
 /** A zipline relay and agent (two processes on CPU 1) with forwards to the echo and sink origins. */
@@ -94,11 +88,7 @@ tunnel:
   );
   const p = pinned(1, process.execPath, [join(root, 'bin/zipline.js'), 'run', '-c', cfg]);
   await waitForPort(echo);
-  for (let i = 0; i < 200; i++) {
-    const r = await fetch(`http://127.0.0.1:${admin}/readyz`).catch(() => null);
-    if (r?.status === 200) break;
-    await new Promise((res) => setTimeout(res, 50));
-  }
+  await waitReady(admin);
   return { echo, sink, pids: [p.pid ?? 0], stop: () => stop(p) };
 }
 
@@ -154,11 +144,7 @@ ${extraForwards}`,
   );
   const ap = pinned(1, process.execPath, [join(root, 'bin/zipline.js'), 'run', '-c', acfg], env);
   await waitForPort(echo);
-  for (let i = 0; i < 200; i++) {
-    const r = await fetch(`http://127.0.0.1:${aa}/readyz`).catch(() => null);
-    if (r?.status === 200) break;
-    await new Promise((res) => setTimeout(res, 50));
-  }
+  await waitReady(aa);
   return {
     echo,
     sink,
@@ -348,7 +334,7 @@ async function zstdRun(port: number, data: Buffer, total: number): Promise<numbe
 }
 
 export async function runTunnel(root: string): Promise<string> {
-  const l4 = l4tool(root);
+  const l4 = buildL4bench(root);
   const work = join(root, 'bench/work');
   const [echo, sink] = (await freePorts(2)) as [number, number];
   const servers = [

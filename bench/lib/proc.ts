@@ -1,7 +1,27 @@
 /** Process plumbing for benchmarks: pinned child processes, CPU accounting, ports, tools. */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { join } from 'node:path';
+
+/** Builds bench/c/l4bench.c (the C load tool of the l4 and tunnel suites) into bench/work/. */
+export function buildL4bench(root: string): string {
+  const out = join(root, 'bench/work/l4bench');
+  mkdirSync(join(root, 'bench/work'), { recursive: true });
+  execFileSync('cc', ['-O2', '-std=c11', '-pthread', join(root, 'bench/c/l4bench.c'), '-o', out]);
+  return out;
+}
+
+/** Waits (up to 10 s) until a zipline admin server answers /readyz 200. */
+export async function waitReady(adminPort: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const r = await fetch(`http://127.0.0.1:${adminPort}/readyz`).catch(() => null);
+    if (r?.status === 200) return;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  throw new Error(`zipline on admin port ${adminPort} did not become ready`);
+}
 
 export function have(cmd: string): boolean {
   try {
