@@ -18,6 +18,8 @@ export class DataLane {
   /** DATA bytes given to zstd and what was sent for them (ratio = in / out). */
   compressIn = 0;
   compressOut = 0;
+  /** DATA frames written by the last `fill`. */
+  framesWritten = 0;
 
   constructor(
     /** A stream's FIN went out (it may be done both ways now). */
@@ -42,15 +44,10 @@ export class DataLane {
 
   /**
    * Frames DATA into `out` until the budget, the connection window or the queued streams run
-   * out. Returns the bytes of payload taken (the caller charges its connection window) and the
-   * number of frames written.
+   * out. Returns the bytes of payload taken (the caller charges its connection window);
+   * `framesWritten` says how many frames that made (no result object per flush).
    */
-  fill(
-    out: FrameWriter,
-    budget: number,
-    connWindow: number,
-    maxPayload: number,
-  ): { bytes: number; frames: number } {
+  fill(out: FrameWriter, budget: number, connWindow: number, maxPayload: number): number {
     let left = budget;
     let conn = connWindow;
     let frames = 0;
@@ -91,6 +88,7 @@ export class DataLane {
         else this.readySet.delete(s);
       }
     }
-    return { bytes: connWindow - conn, frames };
+    this.framesWritten = frames;
+    return connWindow - conn;
   }
 }

@@ -396,14 +396,13 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     const parts: Buffer[] = [];
     const ctl = this.control.take();
     if (ctl !== null) parts.push(ctl);
-    const taken = this.lane.fill(
+    this.connSendWindow -= this.lane.fill(
       this.data,
       SOCKET_HIGH_WATER - this.socket.writableLength,
       this.connSendWindow,
       this.sendPayload,
     );
-    this.connSendWindow -= taken.bytes;
-    this.frames.sent(FRAME.DATA, taken.frames);
+    this.frames.sent(FRAME.DATA, this.lane.framesWritten);
     const data = this.data.take();
     if (data !== null) parts.push(data);
     let ok = true;
