@@ -134,12 +134,17 @@ export class TunnelRelay {
       return;
     }
     const tls = new TLSSocket(socket, { isServer: true, secureContext: this.secureContext });
+    let secured = false;
     tls.on('error', () => {
-      // not TLS, a failed handshake, or a peer that went away mid-handshake
-      if (this.pending.has(socket)) metrics.tunnelRejected.labels('tls_handshake').inc();
+      // not TLS, a failed handshake, or a peer that went away mid-handshake (counted whether or
+      // not the raw socket has already closed)
+      if (!secured) metrics.tunnelRejected.labels('tls_handshake').inc();
       socket.destroy();
     });
-    tls.once('secure', () => this.beginSession(tls, socket, source, deadline));
+    tls.once('secure', () => {
+      secured = true;
+      this.beginSession(tls, socket, source, deadline);
+    });
   }
 
   private beginSession(
