@@ -289,7 +289,9 @@ export class ClientConnection implements Downstream {
 
   write(chunk: Buffer): boolean {
     if (this.closed) return true;
-    return this.socket.write(chunk);
+    // a copy (the chunk is a view of the upstream read buffer), as a string: V8 counts a Buffer
+    // copy against the old generation's limit (full GCs), a string is young-generation garbage
+    return this.socket.write(chunk.toString('latin1'), 'latin1');
   }
 
   finish(ex: Exchange): void {

@@ -24,7 +24,10 @@ export interface Downstream {
    * one write for both; the exchange completes right after).
    */
   sendHead(ex: Exchange, resp: ResponseHead, inline: Buffer | null): void;
-  /** Response body bytes; false when the client is not keeping up (wait for `onClientDrain`). */
+  /**
+   * Response body bytes; false when the client is not keeping up (wait for `onClientDrain`).
+   * `chunk` may be a view of the upstream read buffer: valid during the call only (copy to keep).
+   */
   write(chunk: Buffer): boolean;
   /** The response is complete. */
   finish(ex: Exchange): void;
@@ -42,7 +45,8 @@ export interface Downstream {
   resumeBody(): void;
   /**
    * 101 from upstream: switch to a raw two-way pump (HTTP/1.1 only; false if not possible).
-   * The upstream connection's reads must then be diverted to the pump.
+   * The upstream connection's reads must then be diverted to the pump. `upstreamRest` is valid
+   * during the call only.
    */
   upgrade(ex: Exchange, upstream: UpstreamConnection, head: string, upstreamRest: Buffer): boolean;
 }

@@ -315,7 +315,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   /** The client can take more response bytes. */
   onClientDrain(): void {
-    this.conn?.socket.resume();
+    this.conn?.resumeReads();
   }
 
   private upstreamGone(conn: UpstreamConnection, code: ErrorCode): void {
@@ -350,7 +350,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   onBody(chunk: Buffer): void {
     this.bytesOut += chunk.length;
-    if (!this.down.write(chunk)) this.conn?.socket.pause();
+    if (!this.down.write(chunk)) this.conn?.pauseReads();
   }
 
   onComplete(extra: boolean): void {
@@ -411,7 +411,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     const target = this.down.spliceTarget();
     if (target === null) return;
     const idle = this.upstream.settings.idleTimeoutMs;
-    this.spliced = SplicedBody.start(this, conn.socket, target, reader.remainingBody, idle);
+    this.spliced = SplicedBody.start(this, conn, target, reader.remainingBody, idle);
     if (this.spliced !== null) reader.stop();
   }
 
@@ -452,7 +452,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.conn = null;
     if (conn !== null) {
       const resp = this.reader?.resp;
-      conn.socket.resume(); // it may have been paused for backpressure
+      conn.resumeReads(); // it may have been paused for backpressure
       if (resp?.keepAlive === true && this.body.done && !this.dirty && !conn.closed) this.pool.release(conn);
       else conn.destroy();
     }

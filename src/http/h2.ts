@@ -228,7 +228,7 @@ export class H2Downstream implements Downstream {
 
   write(chunk: Buffer): boolean {
     if (this.stream.destroyed) return true;
-    return this.stream.write(chunk);
+    return this.stream.write(Buffer.from(chunk)); // a copy: `chunk` views the upstream read buffer
   }
 
   finish(ex: Exchange): void {

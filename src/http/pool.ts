@@ -7,12 +7,12 @@
  * timeout) when the upstream is at `circuit_breaker.max_connections` or every server at its own
  * `max_connections`.
  */
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { type ErrorCode, upstreamConnectCode } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
-import { type ConnectionHome, UpstreamConnection } from './upstream-connection.js';
+import { type ConnectionHome, connectUpstream, UpstreamConnection } from './upstream-connection.js';
 
 export type ConnectCallback = (conn: UpstreamConnection | null, code: ErrorCode | null) => void;
 
@@ -55,7 +55,8 @@ export class HttpPool implements ConnectionHome {
   private open(e: Endpoint, cb: ConnectCallback): () => void {
     const settings = this.upstream.settings;
     const started = performance.now();
-    const socket: Socket = connect({ host: e.ip, port: e.port, noDelay: true });
+    const opened: { conn: UpstreamConnection | null } = { conn: null };
+    const socket: Socket = connectUpstream(e, opened);
     let done = false;
     const finish = (conn: UpstreamConnection | null, code: ErrorCode | null): void => {
       if (done) return;
@@ -71,6 +72,7 @@ export class HttpPool implements ConnectionHome {
         .observe((performance.now() - started) / 1000);
       this.opened++;
       const conn = new UpstreamConnection(socket, e, this);
+      opened.conn = conn;
       conn.requests = 1;
       finish(conn, null);
     };

@@ -88,7 +88,9 @@ export class ResponseReader {
   }
 
   private onHeadBytes(chunk: Buffer): void {
-    let buf = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
+    // `chunk` views the upstream read buffer; a concatenation is our own copy
+    const owned = this.pending !== null;
+    let buf = owned ? Buffer.concat([this.pending as Buffer, chunk]) : chunk;
     this.pending = null;
     for (;;) {
       let end: number;
@@ -96,7 +98,7 @@ export class ResponseReader {
       try {
         end = findHeadEnd(buf, buf.length, MAX_RESPONSE_HEAD);
         if (end < 0) {
-          this.pending = buf;
+          this.pending = owned ? buf : Buffer.from(buf);
           return;
         }
         resp = parseResponseHead(buf, end, this.method);

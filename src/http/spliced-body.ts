@@ -3,19 +3,16 @@
  * (native/pump/body.c) instead of through JavaScript. `start` succeeds only when it is safe:
  * nothing of the upstream socket is buffered in Node (we are in its read callback), libuv stops
  * reading it, and the client socket has nothing queued. When the job ends, the upstream socket
- * is read again (for its next response) and the outcome goes to `onSpliced`.
+ * is read again (for its next response) and the outcome goes to `onSpliced`. Meanwhile the
+ * connection refuses to resume its reads (`UpstreamConnection.handOff`).
  */
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors.js';
 import { type BodyClient, nativePump, PUMP_REASON, type PumpReason } from '../l4/native-pump.js';
+import type { UpstreamConnection } from './upstream-connection.js';
 
 /** Bodies with at least this much left are worth a hand-off. */
 export const SPLICE_MIN = 64 * 1024;
-
-interface ReadHandle {
-  readStop?(): number;
-  readStart?(): number;
-}
 
 export interface SpliceOwner {
   /** `error` is null when every byte was delivered; `bytes` is what the native thread moved. */
@@ -26,25 +23,24 @@ export class SplicedBody implements BodyClient {
   private id: number | null = null;
 
   private constructor(
-    private readonly upstream: Socket,
+    private readonly upstream: UpstreamConnection,
     private readonly owner: SpliceOwner,
   ) {}
 
   /** Starts a job for `bytes` from `upstream` to `client`, or returns null (stay in JavaScript). */
   static start(
     owner: SpliceOwner,
-    upstream: Socket,
+    upstream: UpstreamConnection,
     client: Socket,
     bytes: number,
     idleMs: number,
   ): SplicedBody | null {
-    const handle = handleOf(upstream);
-    if (bytes < SPLICE_MIN || upstream.readableLength > 0 || handle?.readStop === undefined) return null;
-    handle.readStop();
+    if (bytes < SPLICE_MIN || upstream.socket.readableLength > 0) return null;
+    upstream.handOff();
     const body = new SplicedBody(upstream, owner);
-    body.id = nativePump.body(body, upstream, client, bytes, idleMs);
+    body.id = nativePump.body(body, upstream.socket, client, bytes, idleMs);
     if (body.id === null) {
-      handle.readStart?.();
+      upstream.takeBack();
       return null;
     }
     return body;
@@ -60,15 +56,10 @@ export class SplicedBody implements BodyClient {
   onBodyDone(reason: PumpReason, _errno: number, bytes: number): void {
     this.id = null;
     if (reason === PUMP_REASON.done) {
-      handleOf(this.upstream)?.readStart?.();
+      this.upstream.takeBack();
       this.owner.onSpliced(null, bytes);
     } else if (reason === PUMP_REASON.errorB) this.owner.onSpliced('ZL_CLIENT_ABORTED', bytes);
     else if (reason === PUMP_REASON.idle) this.owner.onSpliced('ZL_UPSTREAM_IDLE_TIMEOUT', bytes);
     else this.owner.onSpliced('ZL_UPSTREAM_PREMATURE_CLOSE', bytes);
   }
-}
-
-/** libuv's stream handle behind a socket (internal but long-stable: readStart/readStop). */
-function handleOf(s: Socket): ReadHandle | undefined {
-  return (s as unknown as { _handle?: ReadHandle | null })._handle ?? undefined;
 }

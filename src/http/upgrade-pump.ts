@@ -15,7 +15,8 @@ export class UpgradePump {
     early: Buffer | null,
     upstreamRest: Buffer,
   ) {
-    if (upstreamRest.length > 0) client.write(upstreamRest);
+    // upstream bytes are views of the shared read buffer (upstream-connection.ts): copied
+    if (upstreamRest.length > 0) client.write(Buffer.from(upstreamRest));
     if (early !== null && early.length > 0) upstream.write(early);
     // client → upstream: 'data' events; upstream → client: `fromUpstream` (the upstream
     // connection's reads are diverted here, see upstream-connection.ts)
@@ -34,7 +35,7 @@ export class UpgradePump {
   }
 
   fromUpstream(view: Buffer): void {
-    if (!this.client.write(view)) this.upstream.pause();
+    if (!this.client.write(Buffer.from(view))) this.upstream.pause();
   }
 
   /** Changes whenever bytes moved (for the idle sweep). */

@@ -4,10 +4,14 @@
  * the socket is still read so that a server closing it is noticed at once (and unexpected bytes
  * retire it).
  *
- * (Reading into one shared buffer with `onread` was measured: no gain at 2-byte bodies, and the
- * copies it forces cost ~10 % at 1 MiB bodies. Node allocates per read; we keep what it gives.)
+ * Upstream sockets are read into one shared buffer (`onread`), not into a fresh 64 KiB
+ * ArrayBuffer per read as Node's default does: V8 counts every such buffer against the old
+ * generation's limit, and at 1 MiB bodies they started a full mark-compact every ~100 ms (a fifth
+ * of the proxy's CPU, measured with `--trace-gc`). So a view handed to `onRead` (and on to the
+ * owner) is valid only until the callback returns: whoever keeps bytes copies them
+ * (docs/dev/HTTP-DATA-PATH.md).
  */
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { type ErrorCode, upstreamConnectCode } from '../errors.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 
@@ -24,6 +28,34 @@ export interface ConnectionHome {
   forget(conn: UpstreamConnection): void;
 }
 
+/** Every upstream socket reads into this; safe because reads are consumed synchronously. */
+const READ_SCRATCH = Buffer.allocUnsafeSlow(16 * 1024);
+
+/**
+ * Opens a socket to `e` whose reads go to the connection made for it (`opened.conn`, set on
+ * 'connect'; nothing can be read before).
+ */
+export function connectUpstream(e: Endpoint, opened: { conn: UpstreamConnection | null }): Socket {
+  const socket: Socket = connect({
+    host: e.ip,
+    port: e.port,
+    noDelay: true,
+    onread: {
+      buffer: READ_SCRATCH,
+      callback: (n: number, buf: Uint8Array): boolean => {
+        const conn = opened.conn;
+        if (conn === null) {
+          socket.destroy();
+          return false;
+        }
+        conn.onRead((buf as Buffer).subarray(0, n));
+        return true;
+      },
+    },
+  });
+  return socket;
+}
+
 export class UpstreamConnection {
   owner: UpstreamOwner | null = null;
   /** Requests started on this connection. */
@@ -37,7 +69,6 @@ export class UpstreamConnection {
     readonly endpoint: Endpoint,
     private readonly home: ConnectionHome,
   ) {
-    socket.on('data', (chunk: Buffer) => this.onRead(chunk));
     socket.on('end', () => {
       if (this.owner !== null) this.owner.onUpstreamEnd(this);
       else socket.destroy();
@@ -55,12 +86,38 @@ export class UpstreamConnection {
     socket.on('drain', () => this.owner?.onUpstreamDrain(this));
   }
 
+  /** A spliced body: the native thread reads this socket and JavaScript must not. */
+  private nativeReads = false;
+
+  /** Backpressure: stop reading (at once: `onread` sockets stop libuv synchronously). */
+  pauseReads(): void {
+    this.socket.pause();
+  }
+
+  /** Read again, unless the native thread owns the reads. */
+  resumeReads(): void {
+    if (!this.nativeReads) this.socket.resume();
+  }
+
+  /** The native thread takes the reads (spliced-body.ts); `takeBack` when its job ended. */
+  handOff(): void {
+    this.nativeReads = true;
+    this.socket.pause();
+  }
+
+  takeBack(): void {
+    this.nativeReads = false;
+    this.socket.resume();
+  }
+
   /** After a 101 the upgrade pump takes the reads. */
   divert: ((view: Buffer) => void) | null = null;
 
-  /** Bytes read from the server. */
+  /** Bytes read from the server: a view of the shared read buffer, valid during this call. */
   onRead(view: Buffer): void {
-    if (this.divert !== null) this.divert(view);
+    // bytes while the native thread owns the reads cannot happen (libuv was stopped)
+    if (this.nativeReads) this.socket.destroy();
+    else if (this.divert !== null) this.divert(view);
     else if (this.owner !== null) this.owner.onUpstreamData(this, view);
     else this.socket.destroy(); // bytes nobody asked for: the connection is out of step
   }

@@ -460,14 +460,16 @@ describe('large bodies (spliced natively on Linux, streamed in JavaScript elsewh
       );
       try {
         const c = await KeepAliveClient.open(z.addr('web'));
-        for (let i = 0; i < 3; i++) {
+        // many in a row: a body's first bytes go through JavaScript (and may fill the client
+        // socket) before the rest is spliced; the client's 'drain' must not restart upstream reads
+        for (let i = 0; i < 20; i++) {
           const r = await c.send(get('/big'));
           assert.equal(r.status, 200);
           assert.ok(r.body.equals(big), `body ${i} intact`);
           assert.equal((await c.send(get('/small'))).body.toString(), 'small');
         }
         c.close();
-        assert.equal(o.connections, 1, 'one upstream connection served all six');
+        assert.equal(o.connections, 1, 'one upstream connection served all forty');
         const paths = new Set(z.access.filter((l) => l.path === '/big').map((l) => l.data_path));
         assert.deepEqual([...paths], [native === 'auto' && nativePump.available ? 'native' : 'js']);
         const r = await rawRequest(z.addr('cut'), get('/'));

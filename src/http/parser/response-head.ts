@@ -15,6 +15,7 @@ export interface ResponseHead {
   readonly status: number;
   readonly reason: string;
   readonly minor: 0 | 1;
+  /** The bytes `fields` index into: upstream reads are a shared buffer, so use it synchronously. */
   readonly raw: Buffer;
   /**
    * Field offsets as in `RequestHead`, in a scratch array shared by every response parse: valid
