@@ -14,6 +14,12 @@
       "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/addon/shm_addon.c", "native/lib/zipline_shm.c"] }]]
     },
     {
+      "target_name": "zipline_proc",
+      "sources": ["native/proc/exec.c"],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/proc/exec.c"] }]]
+    },
+    {
       "target_name": "zipline_crc",
       "sources": ["native/crc/crc32.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],

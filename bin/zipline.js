@@ -9,4 +9,7 @@ if (!existsSync(fileURLToPath(entry))) {
   process.stderr.write('zipline: not built yet; run `npm run build` in the zipline checkout first\n');
   process.exit(2);
 }
+// `zipline run` first restarts itself in place with its V8 heap flags (src/cli/heap-flags.ts)
+const heap = new URL('../dist/src/cli/heap-flags.js', import.meta.url);
+(await import(heap.href)).applyHeapFlags();
 await import(entry.href);

@@ -1,7 +1,9 @@
 /** The `zipline` command as a user runs it. */
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { runCli, writeConfig } from '../helpers/zipline.js';
+import { HEAP_FLAGS, heapFlagArgv } from '../../src/cli/heap-flags.js';
+import { ROOT, runCli, spawnZipline, writeConfig } from '../helpers/zipline.js';
 
 describe('zipline CLI', () => {
   test('check: a config with a misspelt key, a bad duration, an undefined upstream and a missing env var', async () => {
@@ -92,5 +94,38 @@ listeners: [{ protocol: tcp, listen: 127.0.0.1:${p}, upstream: a }]
     assert.match(bad.stderr, /unknown option/);
     const cmd = await runCli(['frobnicate']);
     assert.equal(cmd.code, 2);
+  });
+
+  test('run restarts itself in place (same PID) with its V8 heap flags; ZIPLINE_NO_REEXEC=1 and a given flag opt out', async () => {
+    const argv = ['/usr/bin/node', '/x/bin/zipline.js', 'run', '-c', 'z.yaml'];
+    assert.deepEqual(heapFlagArgv(argv, ['--cpu-prof'], {}), [
+      process.execPath,
+      ...HEAP_FLAGS,
+      '--cpu-prof',
+      '/x/bin/zipline.js',
+      'run',
+      '-c',
+      'z.yaml',
+    ]);
+    assert.equal(heapFlagArgv(argv, ['--initial-old-space-size=128'], {}), null, 'the user’s own flag wins');
+    assert.equal(heapFlagArgv(argv, [], { ZIPLINE_NO_REEXEC: '1' }), null);
+    assert.equal(heapFlagArgv(argv, [], { NODE_CHANNEL_FD: '3' }), null, 'an IPC channel would not survive');
+    assert.equal(heapFlagArgv(['/usr/bin/node', '/x/bin/zipline.js', 'check'], [], {}), null, 'only run');
+    if (process.platform !== 'linux' || !existsSync(`${ROOT}build/Release/zipline_proc.node`)) return;
+    const yaml = 'admin: { listen: 127.0.0.1:0 }\nlog: { access: off }\n';
+    for (const optOut of [false, true]) {
+      const z = await spawnZipline(yaml, optOut ? { ZIPLINE_NO_REEXEC: '1' } : {});
+      try {
+        await z.stats(); // serving: the restart (if any) happened before
+        const cmdline = readFileSync(`/proc/${z.proc.pid}/cmdline`, 'utf8').split('\0');
+        assert.equal(cmdline.includes(HEAP_FLAGS[0] as string), !optOut, cmdline.join(' '));
+      } finally {
+        assert.equal(
+          await z.stop('SIGTERM'),
+          0,
+          'signals reach the restarted process; it drains and exits 0',
+        );
+      }
+    }
   });
 });

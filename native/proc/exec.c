@@ -1,0 +1,66 @@
+/*
+ * execv(2) for the `zipline` launcher (Linux): replaces the process image, same PID, so that
+ * `zipline run` can restart itself once with the V8 heap flags it needs (src/cli/heap-flags.ts).
+ * Node 20 has no process.execve. Standard input, output and error are kept (Node marks them
+ * close-on-exec). Returns only on failure (the errno, as a number).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char *dup_string(napi_env env, napi_value v) {
+  size_t n = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &n) != napi_ok) return NULL;
+  char *s = malloc(n + 1);
+  if (s == NULL) return NULL;
+  napi_get_value_string_utf8(env, v, s, n + 1, &n);
+  return s;
+}
+
+/* exec(path: string, argv: string[]): number (errno; never returns on success) */
+static napi_value js_exec(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  napi_value result;
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  uint32_t n = 0;
+  if (argc < 2 || napi_get_array_length(env, args[1], &n) != napi_ok || n == 0) {
+    napi_create_int32(env, EINVAL, &result);
+    return result;
+  }
+  char *path = dup_string(env, args[0]);
+  char **argv = calloc(n + 1, sizeof *argv);
+  int err = ENOMEM;
+  if (path != NULL && argv != NULL) {
+    uint32_t i = 0;
+    for (; i < n; i++) {
+      napi_value item;
+      napi_get_element(env, args[1], i, &item);
+      if ((argv[i] = dup_string(env, item)) == NULL) break;
+    }
+    if (i == n) {
+      /* Node marks its stdio close-on-exec: keep 0-2 for the new image */
+      for (int fd = 0; fd <= 2; fd++) {
+        int flags = fcntl(fd, F_GETFD);
+        if (flags >= 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+      }
+      execv(path, argv);
+      err = errno;
+    }
+    for (uint32_t j = 0; j < n; j++) free(argv[j]);
+  }
+  free(argv);
+  free(path);
+  napi_create_int32(env, err, &result);
+  return result;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  napi_create_function(env, "exec", NAPI_AUTO_LENGTH, js_exec, NULL, &fn);
+  napi_set_named_property(env, exports, "exec", fn);
+  return exports;
+}
