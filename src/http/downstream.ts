@@ -21,7 +21,8 @@ export interface Downstream {
   sendInterim(resp: ResponseHead): void;
   /**
    * The final response head, with the whole body when it is small and already at hand (`inline`:
-   * one write for both; the exchange completes right after).
+   * one write for both; the exchange completes right after). `inline` views the upstream read
+   * buffer: valid during the call only.
    */
   sendHead(ex: Exchange, resp: ResponseHead, inline: Buffer | null): void;
   /**

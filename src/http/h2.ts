@@ -223,7 +223,7 @@ export class H2Downstream implements Downstream {
     if (resp.body === 'chunked') delete headers['content-length'];
     this.responded = true;
     this.stream.respond(headers, { endStream: resp.body === 'none' });
-    if (inline !== null) this.stream.write(inline);
+    if (inline !== null) this.stream.write(Buffer.from(inline)); // a copy: it views the upstream read buffer
   }
 
   write(chunk: Buffer): boolean {

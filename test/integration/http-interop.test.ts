@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { connect as h2Connect } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -141,6 +142,22 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
       assert.equal(pe.method, 'POST');
       assert.equal(pe.body, 8);
       assert.match(h2post.stdout, /\n200 2$/);
+      // 200 concurrent streams on one h2 connection: every body is its own (upstream reads share
+      // one buffer, so a body kept by reference would be overwritten by another response)
+      const session = h2Connect(`https://127.0.0.1:${p}`, {
+        ca: readFileSync(`${TLS}/a.crt`),
+        servername: 'a.test',
+      });
+      const bodies = await Promise.all(
+        Array.from({ length: 200 }, (_, i) => {
+          const st = session.request({ ':path': `/many/${i}`, ':authority': `a.test:${p}` });
+          const parts: Buffer[] = [];
+          st.on('data', (c: Buffer) => parts.push(c));
+          return once(st, 'end').then(() => Buffer.concat(parts).toString());
+        }),
+      );
+      session.close();
+      bodies.forEach((b, i) => assert.equal(JSON.parse(b).url, `/many/${i}`, `stream ${i}`));
       await until(() => z.access.length >= 5, 'access lines');
       assert.ok(z.access.every((l) => l.status === 200 && l.protocol === 'https'));
       // reload: b becomes the default certificate for names nobody claims; a bad file is refused
