@@ -157,7 +157,7 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
         }),
       );
       session.close();
-      bodies.forEach((b, i) => assert.equal(JSON.parse(b).url, `/many/${i}`, `stream ${i}`));
+      for (const [i, b] of bodies.entries()) assert.equal(JSON.parse(b).url, `/many/${i}`, `stream ${i}`);
       await until(() => z.access.length >= 5, 'access lines');
       assert.ok(z.access.every((l) => l.status === 200 && l.protocol === 'https'));
       // reload: b becomes the default certificate for names nobody claims; a bad file is refused
