@@ -31,14 +31,15 @@ import {
   codeForStatus,
   type FailureKind,
   honourRetryAfter,
+  mayRetry,
   requestHash,
-  retryOn,
   safeToRepeat,
 } from './retry-policy.js';
 import type { RouteMatch } from './route-table.js';
 import { type PickOwner, ServerPicker } from './server-picker.js';
 import type { CompiledRoute } from './settings.js';
-import { SPLICE_MIN, SplicedBody, type SpliceOwner } from './spliced-body.js';
+import { SplicedBody, type SpliceOwner } from './spliced-body.js';
+import { StallClock } from './stall-clock.js';
 import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.js';
 
 /** Response bodies up to this size that arrived with their head go out in the head's write. */
@@ -98,10 +99,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   private spliced: SplicedBody | null = null;
   /** Response body bytes that went through the native splice pump. */
   splicedBytes = 0;
-  // timeouts (checked by the listener's sweep)
-  private requestSentAt = 0;
-  private progressMark = -1;
-  private progressAt = 0;
+  private readonly clock = new StallClock();
 
   constructor(
     private readonly host: ExchangeHost,
@@ -213,7 +211,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     socket.write(this.forward, 'latin1');
     const ok = this.body.sendTo(socket);
     socket.uncork();
-    if (this.body.done) this.requestSentAt = Date.now();
+    if (this.body.done) this.clock.requestSentAt = Date.now();
     else if (this.head.expectContinue && !this.sentContinue) {
       this.sentContinue = true;
       this.down.sendContinue();
@@ -238,10 +236,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
       this.connectTo(e, true);
       return;
     }
-    if (e !== null && kind !== 'status') {
-      e.recordFailure(now);
-      this.upstream.breaker.record(this.admission, false, now);
-    }
+    if (kind !== 'status') this.judge(false, now);
     this.releaseEndpoint();
     if (this.mayRetry(kind)) {
       if (!this.retrying) {
@@ -254,18 +249,15 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.fail(code);
   }
 
-  /** The retry policy: `retry.on`, attempts left, safe to repeat, body replayable, budget. */
+  /** The retry policy (retry-policy.ts) on this exchange. */
   private mayRetry(kind: FailureKind): boolean {
-    const s = this.upstream.settings;
-    if (this.headSent || this.attempts > s.retryAttempts || !retryOn(kind, s)) return false;
-    // after a connect failure nothing was sent: every method may go elsewhere
-    if (kind !== 'connect' && !this.replayableRequest()) return false;
-    if (this.body.lost) return false;
-    if (!this.retrying && !this.upstream.retryAllowed()) {
-      metrics.retriesRefused.labels(this.upstream.name).inc();
-      return false;
-    }
-    return true;
+    return mayRetry(this.upstream, kind, {
+      headSent: this.headSent,
+      attempts: this.attempts,
+      retrying: this.retrying,
+      replayable: this.replayableRequest(),
+      bodyLost: this.body.lost,
+    });
   }
 
   /** Safe to repeat (see retry-policy.ts) and its body still at hand. */
@@ -283,7 +275,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   bodyEnd(): void {
     this.body.done = true;
-    if (this.conn !== null && this.state === 'waiting') this.requestSentAt = Date.now();
+    if (this.conn !== null && this.state === 'waiting') this.clock.requestSentAt = Date.now();
   }
 
   // ---- upstream events ------------------------------------------------------------------------
@@ -359,13 +351,17 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.complete();
   }
 
-  private badResponse(): void {
+  /** Passive health and the circuit breaker hear how the attempt on `endpoint` went. */
+  private judge(ok: boolean, now: number): void {
     const e = this.endpoint;
-    if (e !== null) {
-      const now = Date.now();
-      e.recordFailure(now);
-      this.upstream.breaker.record(this.admission, false, now);
-    }
+    if (e === null) return;
+    if (ok) e.recordSuccess(performance.now() - this.startedAt);
+    else e.recordFailure(now);
+    this.upstream.breaker.record(this.admission, ok, now);
+  }
+
+  private badResponse(): void {
+    this.judge(false, Date.now());
     this.dropConnection();
     this.fail('ZL_UPSTREAM_BAD_RESPONSE');
   }
@@ -374,17 +370,14 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     const s = this.upstream.settings;
     const e = this.endpoint as Endpoint;
     const now = Date.now();
-    if (s.retryStatuses.has(resp.status)) {
-      e.recordFailure(now);
-      this.upstream.breaker.record(this.admission, false, now);
+    const retryable = s.retryStatuses.has(resp.status);
+    this.judge(!retryable, now);
+    if (retryable) {
       if (resp.status === 503) honourRetryAfter(e, resp, now);
       if (this.mayRetry('status')) {
         this.attemptFailed(codeForStatus(resp.status), 'status', false);
         return;
       }
-    } else {
-      e.recordSuccess(performance.now() - this.startedAt);
-      this.upstream.breaker.record(this.admission, true, now);
     }
     this.status = resp.status;
     this.state = 'streaming';
@@ -400,19 +393,11 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     }
     this.down.sendHead(this, resp, null);
     (this.reader as ResponseReader).startBody(resp, buf, end);
-    if (this.state === 'streaming' && this.host.spliceBodies) this.spliceRest();
-  }
-
-  /** Large Content-Length bodies: the rest goes through the native splice pump when it can. */
-  private spliceRest(): void {
-    const reader = this.reader;
-    const conn = this.conn;
-    if (reader === null || conn === null || reader.remainingBody < SPLICE_MIN) return;
-    const target = this.down.spliceTarget();
-    if (target === null) return;
-    const idle = this.upstream.settings.idleTimeoutMs;
-    this.spliced = SplicedBody.start(this, conn, target, reader.remainingBody, idle);
-    if (this.spliced !== null) reader.stop();
+    // large Content-Length bodies: the rest goes through the native splice pump when it can
+    if (this.state === 'streaming' && this.host.spliceBodies && this.conn !== null) {
+      const idle = this.upstream.settings.idleTimeoutMs;
+      this.spliced = SplicedBody.start(this, this.conn, this.reader as ResponseReader, this.down, idle);
+    }
   }
 
   /** @internal the native body job ended (SpliceOwner). */
@@ -433,8 +418,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     // the pump takes over: reads arrive through `divert`, the rest it wires itself
     for (const ev of ['end', 'drain', 'close', 'error']) socket.removeAllListeners(ev);
     this.pool.forget(conn);
-    this.endpoint?.recordSuccess(performance.now() - this.startedAt);
-    this.upstream.breaker.record(this.admission, true, Date.now());
+    this.judge(true, Date.now());
     this.status = 101;
     this.headSent = true;
     this.state = 'done';
@@ -485,33 +469,21 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   /** Timeouts, called by the listener's sweep with the current time. */
   tick(now: number, clientIdleMs: number): void {
+    const clock = this.clock;
+    const mark = (this.reader?.bytes ?? 0) + this.body.bytes + this.bytesOut;
     if (this.state === 'waiting') {
-      if (this.requestSentAt > 0) {
-        if (now - this.requestSentAt >= this.upstream.settings.responseHeaderTimeoutMs) {
-          this.attemptFailed('ZL_UPSTREAM_RESPONSE_TIMEOUT', 'timeout', false);
-        }
-        return;
+      if (clock.requestSentAt === 0) {
+        // still receiving the request body
+        if (clock.stalled(mark, now, clientIdleMs)) this.fail('ZL_HTTP_BODY_TIMEOUT');
+      } else if (now - clock.requestSentAt >= this.upstream.settings.responseHeaderTimeoutMs) {
+        this.attemptFailed('ZL_UPSTREAM_RESPONSE_TIMEOUT', 'timeout', false);
       }
-      // still receiving the request body
-      if (this.progressed(now) || clientIdleMs === 0) return;
-      if (now - this.progressAt >= clientIdleMs) this.fail('ZL_HTTP_BODY_TIMEOUT');
       return;
     }
     if (this.state === 'streaming' && this.spliced === null) {
-      const idle = this.upstream.settings.idleTimeoutMs;
-      if (this.progressed(now) || idle === 0) return;
-      if (now - this.progressAt >= idle) this.fail('ZL_UPSTREAM_IDLE_TIMEOUT');
+      if (clock.stalled(mark, now, this.upstream.settings.idleTimeoutMs))
+        this.fail('ZL_UPSTREAM_IDLE_TIMEOUT');
     }
-  }
-
-  private progressed(now: number): boolean {
-    const mark = (this.reader?.bytes ?? 0) + this.body.bytes + this.bytesOut;
-    if (mark !== this.progressMark) {
-      this.progressMark = mark;
-      this.progressAt = now;
-      return true;
-    }
-    return false;
   }
 
   private cleanup(): void {

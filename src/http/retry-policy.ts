@@ -5,6 +5,7 @@
  */
 import { hash32 } from '../balancer/hash-fn.js';
 import type { ErrorCode } from '../errors.js';
+import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamSettings } from '../upstream/settings.js';
 import type { Upstream } from '../upstream/upstream.js';
@@ -30,6 +31,34 @@ export function retryOn(kind: FailureKind, s: UpstreamSettings): boolean {
   if (kind === 'connect') return s.retryOnConnectFailure;
   if (kind === 'reset') return s.retryOnReset;
   if (kind === 'timeout') return s.retryOnTimeout;
+  return true;
+}
+
+/** Where an exchange stands, for `mayRetry`. */
+export interface RetryState {
+  /** Response bytes reached the client. */
+  readonly headSent: boolean;
+  /** Attempts made so far. */
+  readonly attempts: number;
+  /** The exchange already counts in the upstream's retries in flight. */
+  readonly retrying: boolean;
+  /** Safe to repeat (`safeToRepeat`) with its body still at hand. */
+  readonly replayable: boolean;
+  /** Part of the request body was sent and not kept (too large to replay). */
+  readonly bodyLost: boolean;
+}
+
+/** `retry.on`, attempts left, safe to repeat with its body at hand, and the retry budget. */
+export function mayRetry(up: Upstream, kind: FailureKind, x: RetryState): boolean {
+  const s = up.settings;
+  if (x.headSent || x.attempts > s.retryAttempts || !retryOn(kind, s)) return false;
+  // after a connect failure nothing was sent: every method may go elsewhere
+  if (kind !== 'connect' && !x.replayable) return false;
+  if (x.bodyLost) return false;
+  if (!x.retrying && !up.retryAllowed()) {
+    metrics.retriesRefused.labels(up.name).inc();
+    return false;
+  }
   return true;
 }
 

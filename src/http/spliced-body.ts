@@ -6,9 +6,10 @@
  * is read again (for its next response) and the outcome goes to `onSpliced`. Meanwhile the
  * connection refuses to resume its reads (`UpstreamConnection.handOff`).
  */
-import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors.js';
 import { type BodyClient, nativePump, PUMP_REASON, type PumpReason } from '../l4/native-pump.js';
+import type { Downstream } from './downstream.js';
+import type { ResponseReader } from './response-reader.js';
 import type { UpstreamConnection } from './upstream-connection.js';
 
 /** Bodies with at least this much left are worth a hand-off. */
@@ -27,15 +28,21 @@ export class SplicedBody implements BodyClient {
     private readonly owner: SpliceOwner,
   ) {}
 
-  /** Starts a job for `bytes` from `upstream` to `client`, or returns null (stay in JavaScript). */
+  /**
+   * Starts a job for the rest of `reader`'s Content-Length body, from `upstream` to the client
+   * behind `down` (the reader stops), or returns null: stay in JavaScript.
+   */
   static start(
     owner: SpliceOwner,
     upstream: UpstreamConnection,
-    client: Socket,
-    bytes: number,
+    reader: ResponseReader,
+    down: Downstream,
     idleMs: number,
   ): SplicedBody | null {
+    const bytes = reader.remainingBody;
     if (bytes < SPLICE_MIN || upstream.socket.readableLength > 0) return null;
+    const client = down.spliceTarget();
+    if (client === null) return null;
     upstream.handOff();
     const body = new SplicedBody(upstream, owner);
     body.id = nativePump.body(body, upstream.socket, client, bytes, idleMs);
@@ -43,6 +50,7 @@ export class SplicedBody implements BodyClient {
       upstream.takeBack();
       return null;
     }
+    reader.stop();
     return body;
   }
 
