@@ -70,26 +70,44 @@ async function startZiplineOne(
     `admin: { listen: 127.0.0.1:${admin} }
 log: { level: warn, access: off }
 tunnel:
-  relay:
+${relaySection(relay, stateDir, ciphers)}${agentSection(relay, fingerprint, o, echo, sink)}`,
+  );
+  const p = pinned(1, process.execPath, [join(root, 'bin/zipline.js'), 'run', '-c', cfg]);
+  await waitForPort(echo);
+  await waitReady(admin);
+  return { echo, sink, pids: [p.pid ?? 0], stop: () => stop(p) };
+}
+
+/** The `tunnel.relay` block the bench runs (TLS auto, loopback destinations only). */
+function relaySection(relay: number, stateDir: string, ciphers: string): string {
+  return `  relay:
     listen: 127.0.0.1:${relay}
     tls: auto
     state_dir: ${stateDir}
     ciphers: ${ciphers}
     tokens: ["${TOKEN}"]
     allow: ["127.0.0.1:*"]
-  agent:
+`;
+}
+
+/** The `tunnel.agent` block: forwards echo and sink ports through the relay. */
+function agentSection(
+  relay: number,
+  fingerprint: string,
+  o: { echo: number; sink: number },
+  echo: number,
+  sink: number,
+  compression = 'none',
+): string {
+  return `  agent:
     relays: [{ address: 127.0.0.1:${relay}, fingerprint: "${fingerprint}" }]
     token: "${TOKEN}"
     via: ""
+    compression: ${compression}
     forwards:
       - { listen: 127.0.0.1:${echo}, to: 127.0.0.1:${o.echo} }
       - { listen: 127.0.0.1:${sink}, to: 127.0.0.1:${o.sink} }
-`,
-  );
-  const p = pinned(1, process.execPath, [join(root, 'bin/zipline.js'), 'run', '-c', cfg]);
-  await waitForPort(echo);
-  await waitReady(admin);
-  return { echo, sink, pids: [p.pid ?? 0], stop: () => stop(p) };
+`;
 }
 
 async function startZipline(
@@ -110,14 +128,7 @@ async function startZipline(
     `admin: { listen: 127.0.0.1:${ra} }
 log: { level: warn, access: off }
 tunnel:
-  relay:
-    listen: 127.0.0.1:${relay}
-    tls: auto
-    state_dir: ${stateDir}
-    ciphers: ${ciphers}
-    tokens: ["${TOKEN}"]
-    allow: ["127.0.0.1:*"]
-`,
+${relaySection(relay, stateDir, ciphers)}`,
   );
   const env = { ...process.env };
   const rp = pinned(1, process.execPath, [join(root, 'bin/zipline.js'), 'run', '-c', rcfg], env);
@@ -132,15 +143,7 @@ tunnel:
     `admin: { listen: 127.0.0.1:${aa} }
 log: { level: warn, access: off }
 tunnel:
-  agent:
-    relays: [{ address: 127.0.0.1:${relay}, fingerprint: "${fp}" }]
-    token: "${TOKEN}"
-    via: ""
-    compression: ${compression}
-    forwards:
-      - { listen: 127.0.0.1:${echo}, to: 127.0.0.1:${o.echo} }
-      - { listen: 127.0.0.1:${sink}, to: 127.0.0.1:${o.sink} }
-${extraForwards}`,
+${agentSection(relay, fp, o, echo, sink, compression)}${extraForwards}`,
   );
   const ap = pinned(1, process.execPath, [join(root, 'bin/zipline.js'), 'run', '-c', acfg], env);
   await waitForPort(echo);
