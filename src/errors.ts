@@ -24,6 +24,22 @@ export const ERROR_CATALOG = {
     description: 'A reload was refused (invalid config, draining); the running configuration is kept.',
   },
   ZL_DRAIN_TIMEOUT: { status: 0, description: 'Connections still open at `drain_timeout` were closed.' },
+  // worker processes (`workers` > 1)
+  ZL_WORKERS_UNAVAILABLE: {
+    status: 0,
+    description:
+      '`workers` > 1 needs SO_REUSEPORT and the native module (Linux, built by `npm install`); use `workers: 1` elsewhere.',
+  },
+  ZL_WORKER_EXITED: {
+    status: 0,
+    description:
+      'A worker process exited unexpectedly (crash, signal); the primary starts a new one with backoff.',
+  },
+  ZL_WORKER_UNRESPONSIVE: {
+    status: 0,
+    description:
+      'A worker did not answer the primary in time (stats, metrics, reload, start); reported in `/stats` and the reload result.',
+  },
   // upstream selection and connection (a closed set)
   ZL_UPSTREAM_UNAVAILABLE: { status: 503, description: 'No server of the upstream is available (all down).' },
   ZL_UPSTREAM_OVER_LIMIT: {

@@ -386,16 +386,25 @@ static napi_value js_command(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* udpBind(ip, port) -> [fd, boundPort]: a non-blocking UDP socket, bound now so errors are synchronous */
-static napi_value js_udp_bind(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+/*
+ * bindSocket(ip, port, tcp, reusePort) -> [fd, boundPort]: a non-blocking socket, bound now so
+ * errors are synchronous. UDP sockets are served by the native thread; TCP ones are handed to
+ * Node (`server.listen({ fd })`, which calls listen(2)). `reusePort` sets SO_REUSEPORT, so that
+ * each worker process binds its own socket on the same address and the kernel spreads new
+ * connections and UDP flows across them (by 4-tuple hash).
+ */
+static napi_value js_bind_socket(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   char ip[64] = {0};
   size_t len = 0;
   int32_t port = 0;
+  bool tcp = false, reuse_port = false;
   napi_get_value_string_utf8(env, argv[0], ip, sizeof ip, &len);
   napi_get_value_int32(env, argv[1], &port);
+  if (argc > 2) napi_get_value_bool(env, argv[2], &tcp);
+  if (argc > 3) napi_get_value_bool(env, argv[3], &reuse_port);
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
   socklen_t slen;
@@ -416,8 +425,13 @@ static napi_value js_udp_bind(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "EINVAL", "not an IP address");
     return NULL;
   }
-  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0 || bind(fd, (struct sockaddr *)&ss, slen) < 0) {
+  int fd = socket(family, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  int ok = fd >= 0;
+  /* as libuv does for TCP listeners: a restarted process can rebind while old connections linger */
+  if (ok && tcp) ok = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0;
+  if (ok && reuse_port) ok = setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0;
+  if (!ok || bind(fd, (struct sockaddr *)&ss, slen) < 0) {
     int e = errno;
     if (fd >= 0) close(fd);
     napi_throw_error(env, e == EADDRINUSE ? "EADDRINUSE" : e == EACCES ? "EACCES" : "EBIND", strerror(e));
@@ -462,7 +476,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor props[] = {
       {"start", NULL, js_start, NULL, NULL, NULL, napi_default, NULL},
       {"command", NULL, js_command, NULL, NULL, NULL, napi_default, NULL},
-      {"udpBind", NULL, js_udp_bind, NULL, NULL, NULL, napi_default, NULL},
+      {"bindSocket", NULL, js_bind_socket, NULL, NULL, NULL, napi_default, NULL},
       {"udpCounters", NULL, js_udp_counters, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, 4, props);

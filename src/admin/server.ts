@@ -6,7 +6,7 @@
  *   GET  /stats                   JSON: listeners, upstreams (per server), tunnel, shm
  *   GET  /metrics                 Prometheus text
  *   POST /reload                  as SIGHUP; 200 with what changed, 422 with why it was refused
- *   GET  /debug/profile?seconds=N a .cpuprofile (1–60 s)
+ *   GET  /debug/profile?seconds=N a .cpuprofile (1–60 s); with workers, `&worker=I|primary` (default 0)
  *   GET  /                        a small live dashboard
  *
  * Malformed requests get a 400 from the HTTP parser's `clientError` hook, never a crash.
@@ -16,10 +16,9 @@ import type { Socket } from 'node:net';
 import { formatHostPort, parseHostPort } from '../config/units.js';
 import type { Runtime } from '../core/runtime.js';
 import { type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
-import { registry } from '../metrics/catalog.js';
+import { METRICS_CONTENT_TYPE } from '../metrics/catalog.js';
 import { tokenMatches } from './auth.js';
 import { DASHBOARD_HTML } from './dashboard.js';
-import { captureCpuProfile } from './profile.js';
 
 export class AdminServer {
   private server: Server | null = null;
@@ -90,15 +89,14 @@ export class AdminServer {
     const method = req.method ?? 'GET';
     switch (`${method} ${path}`) {
       case 'GET /readyz': {
-        const r = this.runtime.readiness();
+        const r = await this.runtime.readiness();
         return sendJson(res, r.ready ? 200 : 503, { ready: r.ready, reasons: r.reasons });
       }
       case 'GET /stats':
-        return sendJson(res, 200, this.runtime.stats());
+        return sendJson(res, 200, await this.runtime.stats());
       case 'GET /metrics': {
-        this.runtime.refreshGauges();
-        const text = await registry.metrics();
-        res.writeHead(200, { 'content-type': registry.contentType });
+        const text = await this.runtime.metricsText();
+        res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE });
         res.end(text);
         return;
       }
@@ -112,7 +110,11 @@ export class AdminServer {
         if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60) {
           return sendError(res, 'ZL_ADMIN_BAD_REQUEST', 'seconds must be an integer 1–60');
         }
-        const profile = await captureCpuProfile(seconds);
+        const worker = parseWorker(url.searchParams.get('worker'), this.runtime.workers?.count ?? 0);
+        if (worker === undefined) {
+          return sendError(res, 'ZL_ADMIN_BAD_REQUEST', 'worker must be "primary" or a worker index 0…N-1');
+        }
+        const profile = await this.runtime.profile(seconds, worker);
         res.writeHead(200, {
           'content-type': 'application/json',
           'content-disposition': `attachment; filename="zipline-${process.pid}-${Date.now()}.cpuprofile"`,
@@ -128,6 +130,14 @@ export class AdminServer {
         return sendError(res, 'ZL_ADMIN_NOT_FOUND', `no endpoint ${method} ${path}`);
     }
   }
+}
+
+/** `?worker=`: absent → null (the process that serves traffic), `primary` → -1, else an index. */
+function parseWorker(text: string | null, count: number): number | null | undefined {
+  if (text === null) return null;
+  if (text === 'primary') return -1;
+  const n = Number(text);
+  return Number.isInteger(n) && n >= 0 && n < count ? n : undefined;
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {

@@ -1,11 +1,13 @@
 /** The human summary printed by `zipline check`. Secrets (the admin token) are never printed. */
-import type { ValidConfig } from '../config/schema.js';
-import { listenerName } from '../core/runtime.js';
+import { availableParallelism } from 'node:os';
+import { listenerName, type ValidConfig } from '../config/schema.js';
 
 export function describeConfig(c: ValidConfig): string {
   const lines: string[] = [];
   lines.push(`admin: http://${c.admin.listen}/ (token ${c.admin.token ? 'set' : 'not set'})`);
-  lines.push(`workers: ${c.workers}, drain_timeout: ${c.drain_timeout}ms, access log: ${c.log.access}`);
+  lines.push(
+    `workers: ${c.workers === 'auto' ? `auto (${availableParallelism()})` : c.workers}, drain_timeout: ${c.drain_timeout}ms, access log: ${c.log.access}`,
+  );
   for (const l of c.listeners) {
     const up = 'upstream' in l && l.upstream !== undefined ? ` -> ${String(l.upstream)}` : '';
     const routes =

@@ -4,6 +4,7 @@ import { Runtime } from '../core/runtime.js';
 import { isZiplineError } from '../errors.js';
 import { createLogger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
+import { workerCount } from '../workers/pool.js';
 import { EXIT, reportInvalidConfig } from './exit.js';
 
 export async function runCommand(file: string): Promise<number> {
@@ -11,6 +12,8 @@ export async function runCommand(file: string): Promise<number> {
   if (!first.ok) return reportInvalidConfig(file, first.issues);
   const log = createLogger(first.config.log.level);
   const runtime = new Runtime(first.config, {
+    // workers > 1: this process is the primary (admin, tunnel, shm) and forks the workers
+    role: workerCount(first.config) > 1 ? 'primary' : 'single',
     log,
     reloadSource: () => {
       try {

@@ -26,8 +26,11 @@ export function crossCheck(data: unknown, report: Report): void {
   const binds = checkListeners(root.listeners, upstreams, report);
   checkShm(root.shm, report);
   checkTunnel(obj(root.tunnel), binds, report);
-  if (root.workers !== undefined && root.workers !== 1) {
-    report(['workers'], 'multi-process workers are not implemented in this build yet; use 1');
+  if (root.workers !== undefined && root.workers !== 1 && process.platform !== 'linux') {
+    report(
+      ['workers'],
+      `workers > 1 needs SO_REUSEPORT load balancing, which zipline supports on Linux only (this is ${process.platform}); use 1`,
+    );
   }
 }
 

@@ -33,7 +33,7 @@ export const CONFIG_REFERENCE = {
   },
   workers: {
     default: 1,
-    doc: 'Processes serving traffic. `1` only in this build (multi-core workers are planned).',
+    doc: 'Processes serving traffic: `1` (one process), a number, or `auto` (one per core). With more than one, a primary process runs the admin server, the tunnel and the shm bridges and supervises that many workers; each worker runs every listener and upstream on its own SO_REUSEPORT socket (Linux only). See OPERATIONS.md, "Workers".',
   },
   drain_timeout: {
     default: '30s',

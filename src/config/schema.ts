@@ -121,13 +121,13 @@ const upstream = z.strictObject({
     .prefault({}),
 });
 
-const listenerName = z
+const listenerNameSchema = z
   .string()
   .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'use 1–64 letters, digits, _ . : -')
   .optional();
 
 const tcpListener = z.strictObject({
-  name: listenerName,
+  name: listenerNameSchema,
   protocol: z.literal('tcp'),
   listen: listenAddress,
   upstream: z.string().min(1),
@@ -143,7 +143,7 @@ const tcpListener = z.strictObject({
 });
 
 const udpListener = z.strictObject({
-  name: listenerName,
+  name: listenerNameSchema,
   protocol: z.literal('udp'),
   listen: listenAddress,
   upstream: z.string().min(1),
@@ -216,7 +216,7 @@ const tlsSettings = z.strictObject({
 
 function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
   return z.strictObject({
-    name: listenerName,
+    name: listenerNameSchema,
     protocol: z.literal(protocol),
     listen: listenAddress,
     upstream: z.string().min(1).optional(),
@@ -255,7 +255,7 @@ const allowEntry = z.string().superRefine((text, ctx) => {
  */
 function proxyListenerOf<P extends 'socks5' | 'http_proxy'>(protocol: P) {
   return z.strictObject({
-    name: listenerName,
+    name: listenerNameSchema,
     protocol: z.literal(protocol),
     listen: listenAddress,
     allow: z.array(allowEntry).min(1, 'name the destinations this proxy may reach'),
@@ -435,3 +435,10 @@ export type ListenerConfig = TcpListenerConfig | UdpListenerConfig | HttpListene
 export type TunnelRelayConfig = z.output<typeof tunnelRelay>;
 export type TunnelAgentConfig = z.output<typeof tunnelAgent>;
 export type TunnelLimitsConfig = z.output<typeof tunnelLimits>;
+
+/** A listener's name: its `name`, or `protocol:listen` when it has none. */
+export function listenerName(
+  l: ListenerConfig | { name?: string | undefined; protocol: string; listen?: unknown },
+): string {
+  return l.name ?? `${l.protocol}:${String(l.listen)}`;
+}

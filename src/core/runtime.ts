@@ -8,10 +8,15 @@
  * - a removed or re-addressed listener stops accepting; its open connections run to their end;
  * - an upstream keeps its endpoints (counters, passive and active health) when its name stays;
  *   a changed policy gets a new balancer, changed servers join/leave individually.
+ *
+ * Roles (`workers`, src/workers/): `single` runs everything in this process; with `workers` > 1
+ * the `primary` runs the admin server, the tunnel and the shm bridges and supervises the
+ * `worker`s, each of which runs every upstream and listener (SO_REUSEPORT sockets) and nothing else.
  */
 
+import { captureCpuProfile } from '../admin/profile.js';
 import { AdminServer } from '../admin/server.js';
-import type { ListenerConfig, ValidConfig } from '../config/schema.js';
+import { type ListenerConfig, listenerName, type ValidConfig } from '../config/schema.js';
 import type { ErrorCode } from '../errors.js';
 import { HttpListener } from '../http/listener.js';
 import { existingPool } from '../http/pool.js';
@@ -22,7 +27,7 @@ import { TcpListener } from '../l4/tcp-listener.js';
 import { UdpListener } from '../l4/udp-listener.js';
 import { NativeUdpListener } from '../l4/udp-native-listener.js';
 import { type AccessLog, createAccessLog, createLogger, type Logger } from '../log/logger.js';
-import { metrics } from '../metrics/catalog.js';
+import { metrics, registry } from '../metrics/catalog.js';
 import { ProxyListener } from '../proxy/proxy-listener.js';
 import { ShmBridges } from '../shm/bridges.js';
 import { TunnelAgent } from '../tunnel/agent.js';
@@ -30,8 +35,15 @@ import { TunnelRelay } from '../tunnel/relay.js';
 import { compileUpstream } from '../upstream/settings.js';
 import { type LookupAll, Upstream } from '../upstream/upstream.js';
 import { ZIPLINE_VERSION } from '../version.js';
+import { WorkerPool, workerCount } from '../workers/pool.js';
+
+export type RuntimeRole = 'single' | 'primary' | 'worker';
 
 export interface RuntimeOptions {
+  /** `single` unless this process is one of a `workers` > 1 set. */
+  readonly role?: RuntimeRole;
+  /** A worker's index (0…N-1): in its access lines as `worker`. */
+  readonly workerIndex?: number;
   readonly log?: Logger;
   readonly lookup?: LookupAll;
   /** Re-reads and validates the config file for SIGHUP / POST /reload. */
@@ -47,11 +59,7 @@ export interface ReloadReport {
   readonly upstreams: { added: string[]; removed: string[]; changed: string[] };
 }
 
-export function listenerName(
-  l: ListenerConfig | { name?: string | undefined; protocol: string; listen?: unknown },
-): string {
-  return l.name ?? `${l.protocol}:${String(l.listen)}`;
-}
+export { listenerName };
 
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
@@ -74,14 +82,18 @@ export class Runtime {
   private started = false;
   private drainPromise: Promise<void> | null = null;
   private readonly ctx: L4Context;
+  readonly role: RuntimeRole;
+  /** The worker processes (primary role only). */
+  readonly workers: WorkerPool | null;
 
   constructor(
     config: ValidConfig,
     private readonly options: RuntimeOptions = {},
   ) {
     this.config = config;
+    this.role = options.role ?? 'single';
     this.log = options.log ?? createLogger(config.log.level);
-    this.accessLog = createAccessLog(config.log.access);
+    this.accessLog = this.openAccessLog(config.log.access);
     const self = this;
     this.ctx = {
       log: this.log,
@@ -90,27 +102,39 @@ export class Runtime {
       },
       upstream: (name) => this.upstreams.get(name),
       draining: () => this.draining,
+      reusePort: this.role === 'worker',
     };
     this.admin = new AdminServer(this);
     this.shm = new ShmBridges(this.log);
+    this.workers = this.role === 'primary' ? new WorkerPool(workerCount(config), this.log) : null;
+  }
+
+  /** With workers, every process writes whole lines per write to the shared output (logger.ts). */
+  private openAccessLog(target: string): AccessLog {
+    if (this.role === 'single') return createAccessLog(target);
+    return createAccessLog(target, this.role === 'worker' ? { worker: this.options.workerIndex ?? 0 } : {});
+  }
+
+  /** Runs the data plane (upstreams, listeners) in this process: not the primary of workers. */
+  private get servesTraffic(): boolean {
+    return this.role !== 'primary';
+  }
+
+  /** Runs the admin server, tunnel and shm bridges: not a worker. */
+  private get runsServices(): boolean {
+    return this.role !== 'worker';
   }
 
   async start(): Promise<void> {
     try {
-      await this.admin.start(this.config.admin.listen);
-      for (const [name, cfg] of Object.entries(this.config.upstreams)) this.addUpstream(name, cfg);
-      await Promise.all([...this.upstreams.values()].map((u) => u.start()));
-      for (const cfg of this.config.listeners) await this.addListener(cfg as ListenerConfig);
-      if (this.config.shm.length > 0) await this.shm.start(this.config.shm);
-      const tunnel = this.config.tunnel;
-      if (tunnel?.relay !== undefined) {
-        this.relay = new TunnelRelay(tunnel.relay, this.ctx);
-        await this.relay.start();
+      if (this.runsServices) await this.admin.start(this.config.admin.listen);
+      if (this.servesTraffic) {
+        for (const [name, cfg] of Object.entries(this.config.upstreams)) this.addUpstream(name, cfg);
+        await Promise.all([...this.upstreams.values()].map((u) => u.start()));
+        for (const cfg of this.config.listeners) await this.addListener(cfg as ListenerConfig);
       }
-      if (tunnel?.agent !== undefined) {
-        this.agent = new TunnelAgent(tunnel.agent, this.ctx);
-        await this.agent.start();
-      }
+      await this.workers?.start(this.config);
+      if (this.runsServices) await this.startServices();
     } catch (err) {
       await this.shutdown();
       throw err;
@@ -119,6 +143,20 @@ export class Runtime {
       this.log.info({ listener: l.name, protocol: l.protocol, address: l.address() }, 'listening');
     }
     this.started = true;
+  }
+
+  /** Shared-memory bridges and the tunnel: one instance per zipline, never per worker. */
+  private async startServices(): Promise<void> {
+    if (this.config.shm.length > 0) await this.shm.start(this.config.shm);
+    const tunnel = this.config.tunnel;
+    if (tunnel?.relay !== undefined) {
+      this.relay = new TunnelRelay(tunnel.relay, this.ctx);
+      await this.relay.start();
+    }
+    if (tunnel?.agent !== undefined) {
+      this.agent = new TunnelAgent(tunnel.agent, this.ctx);
+      await this.agent.start();
+    }
   }
 
   private addUpstream(name: string, cfg: ValidConfig['upstreams'][string]): Upstream {
@@ -165,6 +203,35 @@ export class Runtime {
       listeners: { added: [], removed: [], changed: [], rebound: [] },
       upstreams: { added: [], removed: [], changed: [] },
     };
+    const errors = report.errors as string[];
+    if (this.servesTraffic) await this.reloadTraffic(next, report);
+    if (this.workers !== null) {
+      // every worker applies the same config; what they report is the data plane's report
+      const r = await this.workers.reload(next);
+      Object.assign(report.listeners, r.listeners);
+      Object.assign(report.upstreams, r.upstreams);
+      errors.push(...r.errors);
+    }
+    if (this.runsServices) {
+      if (next.workers !== this.config.workers) {
+        errors.push('workers: a new number of worker processes takes effect at restart');
+      }
+      if (!same(next.shm, this.config.shm)) {
+        errors.push('shm: bridge changes take effect at restart (segments outlive config generations)');
+      }
+      this.reloadTunnel(next, errors);
+    }
+    await this.applyProcessSettings(next);
+    this.config = next;
+    this.generation++;
+    const result = errors.length > 0 ? 'partial' : 'applied';
+    metrics.reloads.labels(result).inc();
+    this.log.info({ generation: this.generation, ...report, result }, 'config reloaded');
+    return { ...report, result };
+  }
+
+  /** Upstreams and listeners of a new config generation (see the reload rules above). */
+  private async reloadTraffic(next: ValidConfig, report: ReloadReport): Promise<void> {
     const errors = report.errors as string[];
     // upstreams first: listeners look them up by name on every new connection
     const removedUpstreams: Upstream[] = [];
@@ -232,17 +299,6 @@ export class Runtime {
       up.close();
       existingPool(up)?.close();
     }
-    if (!same(next.shm, this.config.shm)) {
-      errors.push('shm: bridge changes take effect at restart (segments outlive config generations)');
-    }
-    this.reloadTunnel(next, errors);
-    await this.applyProcessSettings(next);
-    this.config = next;
-    this.generation++;
-    const result = errors.length > 0 ? 'partial' : 'applied';
-    metrics.reloads.labels(result).inc();
-    this.log.info({ generation: this.generation, ...report, result }, 'config reloaded');
-    return { ...report, result };
   }
 
   /**
@@ -279,10 +335,12 @@ export class Runtime {
     this.log.level = next.log.level;
     if (next.log.access !== this.config.log.access) {
       const old = this.accessLog;
-      this.accessLog = createAccessLog(next.log.access);
+      this.accessLog = this.openAccessLog(next.log.access);
       old.close();
     }
-    if (next.admin.listen !== this.config.admin.listen) await this.admin.rebind(next.admin.listen);
+    if (this.runsServices && next.admin.listen !== this.config.admin.listen) {
+      await this.admin.rebind(next.admin.listen);
+    }
   }
 
   private async retire(l: Listener): Promise<void> {
@@ -303,7 +361,16 @@ export class Runtime {
     return n + (this.relay?.activeCount() ?? 0) + (this.agent?.activeCount() ?? 0);
   }
 
-  readiness(): { ready: boolean; reasons: string[] } {
+  /** Ready when this process is, and (primary) every worker is running and ready. */
+  async readiness(): Promise<Readiness> {
+    const own = this.localReadiness();
+    if (this.workers === null) return own;
+    const reasons = [...own.reasons, ...(await this.workers.readiness())];
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  /** This process's own readiness (a worker answers the primary with it). */
+  localReadiness(): Readiness {
     const reasons: string[] = [];
     if (!this.started) reasons.push('starting: listeners are not all bound yet');
     if (this.draining) reasons.push('draining');
@@ -335,6 +402,8 @@ export class Runtime {
     this.listeners.clear();
     await this.relay?.stopAccepting();
     await this.agent?.stopAccepting();
+    // workers drain their own connections, each bounded by the same drain_timeout
+    const workersDrained = this.workers?.drain(this.config.drain_timeout);
     // logged once nothing accepts any more, so "draining" means no new connections
     this.log.info({ active: this.activeCount(), drain_timeout_ms: this.config.drain_timeout }, 'draining');
     await waitFor(() => this.activeCount() === 0, this.config.drain_timeout);
@@ -350,6 +419,7 @@ export class Runtime {
       // native data paths confirm asynchronously: let their last access lines be written first
       await waitFor(() => this.activeCount() === 0, 1000);
     }
+    await workersDrained;
     await this.shutdown();
     this.log.info({ ms: Date.now() - started }, 'drained');
   }
@@ -373,7 +443,27 @@ export class Runtime {
     this.accessLog.close();
   }
 
-  stats(): Record<string, unknown> {
+  /** `GET /stats`: this process's, with (primary) the workers' listeners and upstreams merged in. */
+  async stats(): Promise<Record<string, unknown>> {
+    const own = this.localStats();
+    if (this.workers === null) return own;
+    return { ...own, ...(await this.workers.stats()) };
+  }
+
+  /** `GET /metrics`: Prometheus text; (primary) every worker's series aggregated with its own. */
+  async metricsText(): Promise<string> {
+    this.refreshGauges();
+    if (this.workers === null) return registry.metrics();
+    return this.workers.metricsText(await registry.getMetricsAsJSON());
+  }
+
+  /** `GET /debug/profile`: this process, or (primary) worker `worker` (default 0). */
+  profile(seconds: number, worker: number | null): Promise<string> {
+    if (this.workers === null || worker === -1) return captureCpuProfile(seconds);
+    return this.workers.profile(worker ?? 0, seconds);
+  }
+
+  localStats(): Record<string, unknown> {
     const now = Date.now();
     const listeners: Record<string, unknown> = {};
     for (const [name, l] of this.listeners) listeners[name] = l.stats();
@@ -421,6 +511,11 @@ export class Runtime {
     this.relay?.refreshMetrics();
     this.agent?.refreshMetrics();
   }
+}
+
+export interface Readiness {
+  ready: boolean;
+  reasons: string[];
 }
 
 function refused(errors: string[]): ReloadReport {

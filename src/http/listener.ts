@@ -89,7 +89,7 @@ export class HttpListener implements Listener, ExchangeHost {
   // ---- Listener ---------------------------------------------------------------------------------
 
   async start(): Promise<void> {
-    await listenOn(this.server, this.source.listen, this.name);
+    await listenOn(this.server, this.source.listen, this.name, this.ctx.reusePort);
     if (this.source.native === 'auto') {
       this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));
     }

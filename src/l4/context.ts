@@ -8,4 +8,9 @@ export interface L4Context {
   /** The upstream of that name in the *current* config generation. */
   upstream(name: string): Upstream | undefined;
   draining(): boolean;
+  /**
+   * This process is one of several workers (`workers` > 1): listeners bind their own socket with
+   * SO_REUSEPORT on the shared address (Linux).
+   */
+  readonly reusePort: boolean;
 }

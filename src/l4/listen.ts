@@ -1,28 +1,51 @@
 /** Binding a TCP-based listener, and wrapping natively accepted fds, shared by tcp and http listeners. */
+
+import { lookup } from 'node:dns/promises';
 import { closeSync } from 'node:fs';
-import { type Server, Socket } from 'node:net';
+import { isIP, type Server, Socket } from 'node:net';
 import { parseHostPort } from '../config/units.js';
 import { ZiplineError } from '../errors.js';
+import { nativePump } from './native-pump.js';
 
 /** Backlog of every TCP listening socket (capped by net.core.somaxconn). */
 const LISTEN_BACKLOG = 4096;
 
-/** Listens on `listen` (`host:port`); rejects with `ZL_LISTEN_FAILED` naming the listener. */
-export function listenOn(server: Server, listen: string, name: string): Promise<void> {
+/**
+ * Listens on `listen` (`host:port`); rejects with `ZL_LISTEN_FAILED` naming the listener. With
+ * `reusePort` (worker processes, Linux) the socket is bound natively with SO_REUSEPORT and handed
+ * to the server, so every worker has its own accept queue on the same address.
+ */
+export async function listenOn(
+  server: Server,
+  listen: string,
+  name: string,
+  reusePort = false,
+): Promise<void> {
   const hp = parseHostPort(listen);
-  if (hp === undefined) return Promise.reject(new Error(`bad listen address ${listen}`));
-  return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      reject(
-        new ZiplineError(
-          'ZL_LISTEN_FAILED',
-          `listener ${name}: cannot listen on ${listen}: ${err.code ?? err.message}`,
-          { cause: err },
-        ),
-      );
-    };
+  if (hp === undefined) throw new Error(`bad listen address ${listen}`);
+  const failed = (err: NodeJS.ErrnoException): ZiplineError =>
+    new ZiplineError(
+      'ZL_LISTEN_FAILED',
+      `listener ${name}: cannot listen on ${listen}: ${err.code ?? err.message}`,
+      {
+        cause: err,
+      },
+    );
+  let target: { host: string; port: number } | { fd: number } = hp;
+  if (reusePort) {
+    try {
+      const ip = isIP(hp.host) !== 0 ? hp.host : (await lookup(hp.host)).address;
+      const [fd] = nativePump.bindSocket(ip, hp.port, true, true);
+      target = { fd };
+    } catch (err) {
+      throw failed(err as NodeJS.ErrnoException);
+    }
+  }
+  await new Promise<void>((resolve, reject) => {
+    // a failed listen closes the handle, and with it a natively bound fd
+    const onError = (err: NodeJS.ErrnoException): void => reject(failed(err));
     server.once('error', onError);
-    server.listen({ host: hp.host, port: hp.port, backlog: LISTEN_BACKLOG }, () => {
+    server.listen({ ...target, backlog: LISTEN_BACKLOG }, () => {
       server.off('error', onError);
       resolve();
     });

@@ -107,7 +107,7 @@ interface Binding {
     ip: string,
     port: number,
   ): void;
-  udpBind(ip: string, port: number): [number, number];
+  bindSocket(ip: string, port: number, tcp: boolean, reusePort: boolean): [number, number];
   udpCounters(lid: number): number[];
 }
 
@@ -261,17 +261,28 @@ class NativePump {
     this.binding?.command(CMD.tcpCancel, id, 0, -1, -1, 0, 0, 0, 0, '', 0);
   }
 
+  /**
+   * A bound (not yet listening) socket: `[fd, port]`. With `reusePort`, SO_REUSEPORT (each worker
+   * binds its own; the kernel spreads connections). Throws with an errno-like code.
+   */
+  bindSocket(ip: string, port: number, tcp: boolean, reusePort: boolean): [number, number] {
+    const b = this.binding;
+    if (b === null) throw new Error('native data path not available');
+    return b.bindSocket(ip, port, tcp, reusePort);
+  }
+
   /** Binds a UDP socket the native thread will serve. Throws (with an errno-like code) when it cannot. */
   udpListen(
     owner: NativeUdpOwner,
     ip: string,
     port: number,
     s: UdpSettingsNative,
+    reusePort = false,
   ): { lid: number; port: number } {
     const b = this.binding;
     if (b === null) throw new Error('native data path not available');
     this.ensureStarted(b);
-    const [fd, bound] = b.udpBind(ip, port);
+    const [fd, bound] = b.bindSocket(ip, port, false, reusePort);
     const lid = this.nextListenerId++;
     this.udp.set(lid, owner);
     b.command(CMD.udpListen, 0, lid, fd, -1, s.responses, s.idleTimeoutMs, s.maxQueue, s.maxSessions, '', 0);

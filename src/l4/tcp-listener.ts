@@ -72,7 +72,7 @@ export class TcpListener implements Listener {
   }
 
   async start(): Promise<void> {
-    await listenOn(this.server, this.source.listen, this.name);
+    await listenOn(this.server, this.source.listen, this.name, this.ctx.reusePort);
     // drain the accept queue on the native thread: libuv accepts one per loop iteration
     if (this.settings.native)
       this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));

@@ -17,6 +17,7 @@ import { metrics } from '../metrics/catalog.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
 import type { Listener } from './listener.js';
+import { nativePump } from './native-pump.js';
 import {
   compileUdp,
   recordUdpSessionEnd,
@@ -67,7 +68,16 @@ export class UdpListener implements Listener {
         );
       };
       this.socket.once('error', onError);
-      this.socket.bind({ address: hp.host, port: hp.port, exclusive: true }, () => {
+      let target: { address: string; port: number } | { fd: number } = { address: hp.host, port: hp.port };
+      if (this.ctx.reusePort) {
+        try {
+          target = { fd: nativePump.bindSocket(hp.host, hp.port, false, true)[0] };
+        } catch (err) {
+          onError(err as NodeJS.ErrnoException);
+          return;
+        }
+      }
+      this.socket.bind({ ...target, exclusive: true }, () => {
         this.socket.off('error', onError);
         resolve();
       });

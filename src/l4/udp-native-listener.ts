@@ -98,7 +98,13 @@ export class NativeUdpListener implements Listener, NativeUdpOwner {
     const hp = parseHostPort(this.source.listen);
     if (hp === undefined) return Promise.reject(new Error(`bad listen address ${this.source.listen}`));
     try {
-      const r = nativePump.udpListen(this, hp.host, hp.port, nativeSettings(this.settings));
+      const r = nativePump.udpListen(
+        this,
+        hp.host,
+        hp.port,
+        nativeSettings(this.settings),
+        this.ctx.reusePort,
+      );
       this.lid = r.lid;
       this.host = hp.host;
       this.port = r.port;

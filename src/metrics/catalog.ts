@@ -21,9 +21,18 @@ function counter<L extends string>(name: string, help: string, labels: readonly 
   METRIC_DOCS.push({ name, type: 'counter', labels, help });
   return new Counter({ name, help, labelNames: labels, registers: [registry] });
 }
-function gauge<L extends string>(name: string, help: string, labels: readonly L[]): Gauge<L> {
+/**
+ * With `workers` > 1 the primary sums every process's series (`aggregate.ts`); a state gauge
+ * names another `aggregator` (`min`: healthy only if every worker says so, `max`: open in any).
+ */
+function gauge<L extends string>(
+  name: string,
+  help: string,
+  labels: readonly L[],
+  aggregator: 'sum' | 'min' | 'max' = 'sum',
+): Gauge<L> {
   METRIC_DOCS.push({ name, type: 'gauge', labels, help });
-  return new Gauge({ name, help, labelNames: labels, registers: [registry] });
+  return new Gauge({ name, help, labelNames: labels, registers: [registry], aggregator });
 }
 function histogram<L extends string>(
   name: string,
@@ -115,10 +124,12 @@ export const metrics = {
     'Retries not made although the policy allowed one: the retry budget was spent.',
     ['upstream'],
   ),
-  upstreamHealthy: gauge('zipline_upstream_server_healthy', '1 when the server endpoint is in rotation.', [
-    'upstream',
-    'server',
-  ]),
+  upstreamHealthy: gauge(
+    'zipline_upstream_server_healthy',
+    '1 when the server endpoint is in rotation (with workers: in every worker).',
+    ['upstream', 'server'],
+    'min',
+  ),
   upstreamActive: gauge('zipline_upstream_connections_active', 'Open connections to a server endpoint.', [
     'upstream',
     'server',
@@ -144,7 +155,12 @@ export const metrics = {
     'result',
   ]),
   retries: counter('zipline_retries_total', 'Extra attempts on another (or the same) server.', ['upstream']),
-  circuitOpen: gauge('zipline_circuit_open', '1 while the upstream circuit breaker is open.', ['upstream']),
+  circuitOpen: gauge(
+    'zipline_circuit_open',
+    '1 while the upstream circuit breaker is open (with workers: in any worker).',
+    ['upstream'],
+    'max',
+  ),
   dnsResolutions: counter('zipline_dns_resolutions_total', 'Server host name resolutions.', [
     'upstream',
     'result',
@@ -192,7 +208,17 @@ export const metrics = {
   reloads: counter('zipline_config_reloads_total', 'Config reloads by result (applied, refused).', [
     'result',
   ]),
-  draining: gauge('zipline_draining', '1 while the process drains before exit.', []),
+  draining: gauge('zipline_draining', '1 while the process drains before exit.', [], 'max'),
+  workersRunning: gauge(
+    'zipline_workers_running',
+    'Worker processes serving traffic (`workers` > 1; 0 in a single-process run).',
+    [],
+  ),
+  workerRestarts: counter(
+    'zipline_worker_restarts_total',
+    'Worker processes started again after an unexpected exit, by exit reason (code or signal).',
+    ['reason'],
+  ),
   internalErrors: counter(
     'zipline_internal_errors_total',
     'Uncaught exceptions (bugs); each is logged with its stack.',
@@ -218,3 +244,6 @@ export function renderMetricsDoc(): string {
     '',
   ].join('\n');
 }
+
+/** The Prometheus text format `GET /metrics` answers in. */
+export const METRICS_CONTENT_TYPE = registry.contentType;

@@ -91,8 +91,8 @@ export class EntryServer {
     this.maxConnections = maxConnections;
   }
 
-  listen(address: string): Promise<void> {
-    return listenOn(this.server, address, this.name);
+  listen(address: string, reusePort = false): Promise<void> {
+    return listenOn(this.server, address, this.name, reusePort);
   }
 
   address(): string {

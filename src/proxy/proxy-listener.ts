@@ -24,6 +24,7 @@ export class ProxyListener implements Listener {
   source: ProxyListenerConfig;
   private readonly dialer: DirectDialer;
   private readonly entry: EntryServer;
+  private readonly reusePort: boolean;
 
   constructor(
     cfg: ProxyListenerConfig,
@@ -32,6 +33,7 @@ export class ProxyListener implements Listener {
   ) {
     this.protocol = cfg.protocol;
     this.source = cfg;
+    this.reusePort = ctx.reusePort;
     this.dialer = new DirectDialer({
       allow: new AllowList(cfg.allow),
       connectTimeoutMs: cfg.timeouts.connect,
@@ -69,7 +71,7 @@ export class ProxyListener implements Listener {
   }
 
   start(): Promise<void> {
-    return this.entry.listen(this.source.listen);
+    return this.entry.listen(this.source.listen, this.reusePort);
   }
 
   address(): string {

@@ -148,9 +148,15 @@ listeners:
   assert.match(text, /listeners\[4\]\.listen .*already used by listeners\[3\]/);
 });
 
-test('features not in this build are refused clearly, not ignored', () => {
-  const text = issues('workers: auto\n').join('\n');
-  assert.match(text, /workers .*not implemented/);
+test('workers: a count 1–256 or auto (SO_REUSEPORT workers: Linux only)', () => {
+  for (const w of ['1', '4', 'auto']) {
+    const r = loadConfigText(`workers: ${w}\n`, {});
+    if (process.platform === 'linux') assert.equal(r.ok, true, `workers: ${w}`);
+    else if (w !== '1')
+      assert.match(r.ok ? '' : r.issues.map(formatIssue).join('\n'), /workers .*Linux only/);
+  }
+  assert.match(issues('workers: 0\n').join('\n'), /^workers /m);
+  assert.match(issues('workers: many\n').join('\n'), /^workers /m);
 });
 
 test('tunnel and proxy listeners: tokens, allow entries, pins and addresses are checked', () => {
