@@ -442,3 +442,8 @@ export function listenerName(
 ): string {
   return l.name ?? `${l.protocol}:${String(l.listen)}`;
 }
+
+/** Whether two config values are the same (they are plain data: what reloads compare). */
+export function sameConfig(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}

@@ -16,7 +16,7 @@
 
 import { captureCpuProfile } from '../admin/profile.js';
 import { AdminServer } from '../admin/server.js';
-import { type ListenerConfig, listenerName, type ValidConfig } from '../config/schema.js';
+import { type ListenerConfig, listenerName, sameConfig as same, type ValidConfig } from '../config/schema.js';
 import type { ErrorCode } from '../errors.js';
 import { HttpListener } from '../http/listener.js';
 import { existingPool } from '../http/pool.js';
@@ -32,10 +32,12 @@ import { ProxyListener } from '../proxy/proxy-listener.js';
 import { ShmBridges } from '../shm/bridges.js';
 import { TunnelAgent } from '../tunnel/agent.js';
 import { TunnelRelay } from '../tunnel/relay.js';
+import { reloadTunnel } from '../tunnel/reload.js';
 import { compileUpstream } from '../upstream/settings.js';
 import { type LookupAll, Upstream } from '../upstream/upstream.js';
 import { ZIPLINE_VERSION } from '../version.js';
 import { WorkerPool, workerCount } from '../workers/pool.js';
+import { type ReloadReport, refused } from './reload-report.js';
 
 export type RuntimeRole = 'single' | 'primary' | 'worker';
 
@@ -50,18 +52,8 @@ export interface RuntimeOptions {
   readonly reloadSource?: () => { ok: true; config: ValidConfig } | { ok: false; errors: string[] };
 }
 
-export interface ReloadReport {
-  readonly result: 'applied' | 'refused' | 'partial';
-  /** `ZL_RELOAD_REFUSED` when refused. */
-  readonly error?: ErrorCode;
-  readonly errors: readonly string[];
-  readonly listeners: { added: string[]; removed: string[]; changed: string[]; rebound: string[] };
-  readonly upstreams: { added: string[]; removed: string[]; changed: string[] };
-}
-
+export type { ReloadReport };
 export { listenerName };
-
-const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
 export class Runtime {
   config: ValidConfig;
@@ -219,7 +211,7 @@ export class Runtime {
       if (!same(next.shm, this.config.shm)) {
         errors.push('shm: bridge changes take effect at restart (segments outlive config generations)');
       }
-      this.reloadTunnel(next, errors);
+      reloadTunnel(this.config.tunnel, next.tunnel, this.relay, this.agent, errors);
     }
     await this.applyProcessSettings(next);
     this.config = next;
@@ -299,36 +291,6 @@ export class Runtime {
       up.close();
       existingPool(up)?.close();
     }
-  }
-
-  /**
-   * Relay tokens, allow list, timeouts and limits, and the agent's token, timeouts and
-   * compression apply at once (new sessions and streams); addresses, TLS, relays and entries
-   * take effect at restart (sessions and local ports outlive a config generation).
-   */
-  private reloadTunnel(next: ValidConfig, errors: string[]): void {
-    const cur = this.config.tunnel;
-    const nxt = next.tunnel;
-    if (same(cur, nxt)) return;
-    const r0 = cur?.relay;
-    const r1 = nxt?.relay;
-    if (
-      this.relay !== null &&
-      r0 !== undefined &&
-      r1 !== undefined &&
-      r0.listen === r1.listen &&
-      same(r0.tls, r1.tls) &&
-      r0.ciphers === r1.ciphers
-    ) {
-      this.relay.update(r1);
-    } else if (!same(r0, r1))
-      errors.push('tunnel.relay: listen/tls changes (or adding/removing the relay) take effect at restart');
-    const a0 = cur?.agent;
-    const a1 = nxt?.agent;
-    const fixed = (a: typeof a0) =>
-      a === undefined ? null : [a.relays, a.forwards, a.socks5, a.http_proxy, a.id];
-    if (this.agent !== null && a1 !== undefined && same(fixed(a0), fixed(a1))) this.agent.update(a1);
-    else if (!same(a0, a1)) errors.push('tunnel.agent: relays, entries and id take effect at restart');
   }
 
   private async applyProcessSettings(next: ValidConfig): Promise<void> {
@@ -470,18 +432,7 @@ export class Runtime {
     const upstreams: Record<string, unknown> = {};
     for (const [name, u] of this.upstreams) {
       const pool = existingPool(u);
-      upstreams[name] =
-        pool === undefined
-          ? u.stats(now)
-          : {
-              ...u.stats(now),
-              http_pool: {
-                idle: pool.idleCount(),
-                opened: pool.opened,
-                reused_requests: pool.reusedRequests,
-                pending: pool.pending,
-              },
-            };
+      upstreams[name] = pool === undefined ? u.stats(now) : { ...u.stats(now), http_pool: pool.stats() };
     }
     return {
       version: ZIPLINE_VERSION,
@@ -516,16 +467,6 @@ export class Runtime {
 export interface Readiness {
   ready: boolean;
   reasons: string[];
-}
-
-function refused(errors: string[]): ReloadReport {
-  return {
-    result: 'refused',
-    error: 'ZL_RELOAD_REFUSED',
-    errors,
-    listeners: { added: [], removed: [], changed: [], rebound: [] },
-    upstreams: { added: [], removed: [], changed: [] },
-  };
 }
 
 /** Resolves when `done()` holds or after `ms` (checked every 10 ms; drain is not a hot path). */

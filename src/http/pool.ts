@@ -143,6 +143,16 @@ export class HttpPool implements ConnectionHome {
     return n;
   }
 
+  /** For `/stats` (`http_pool` of the upstream). */
+  stats(): Record<string, number> {
+    return {
+      idle: this.idleCount(),
+      opened: this.opened,
+      reused_requests: this.reusedRequests,
+      pending: this.pending,
+    };
+  }
+
   /** Queue a request for capacity; false when `max_pending` are already waiting. */
   wait(w: PoolWaiter): boolean {
     if (this.waiters.length >= this.upstream.settings.breaker.maxPending) return false;

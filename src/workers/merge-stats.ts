@@ -35,7 +35,8 @@ export function mergeStats(views: readonly unknown[], key = ''): unknown {
     );
   }
   if (present.every(Array.isArray)) return mergeLists(present as unknown[][]);
-  return present.every((v) => JSON.stringify(v) === JSON.stringify(first)) ? first : present;
+  const text = JSON.stringify(first);
+  return present.every((v) => JSON.stringify(v) === text) ? first : present;
 }
 
 function mergeNumbers(nums: number[], key: string): number | number[] {

@@ -1,0 +1,38 @@
+/** What a reload changes in a running tunnel relay and agent (`Runtime.reload`). */
+import { sameConfig as same, type ValidConfig } from '../config/schema.js';
+import type { TunnelAgent } from './agent.js';
+import type { TunnelRelay } from './relay.js';
+
+/**
+ * Relay tokens, allow list, timeouts and limits, and the agent's token, timeouts and
+ * compression apply at once (new sessions and streams); addresses, TLS, relays and entries
+ * take effect at restart (sessions and local ports outlive a config generation).
+ */
+export function reloadTunnel(
+  cur: ValidConfig['tunnel'],
+  nxt: ValidConfig['tunnel'],
+  relay: TunnelRelay | null,
+  agent: TunnelAgent | null,
+  errors: string[],
+): void {
+  if (same(cur, nxt)) return;
+  const r0 = cur?.relay;
+  const r1 = nxt?.relay;
+  if (
+    relay !== null &&
+    r0 !== undefined &&
+    r1 !== undefined &&
+    r0.listen === r1.listen &&
+    same(r0.tls, r1.tls) &&
+    r0.ciphers === r1.ciphers
+  ) {
+    relay.update(r1);
+  } else if (!same(r0, r1))
+    errors.push('tunnel.relay: listen/tls changes (or adding/removing the relay) take effect at restart');
+  const a0 = cur?.agent;
+  const a1 = nxt?.agent;
+  const fixed = (a: typeof a0) =>
+    a === undefined ? null : [a.relays, a.forwards, a.socks5, a.http_proxy, a.id];
+  if (agent !== null && a1 !== undefined && same(fixed(a0), fixed(a1))) agent.update(a1);
+  else if (!same(a0, a1)) errors.push('tunnel.agent: relays, entries and id take effect at restart');
+}
