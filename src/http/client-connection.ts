@@ -24,6 +24,7 @@ import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/reques
 import type { ResponseHead } from './parser/response-head.js';
 import { UpgradePump } from './upgrade-pump.js';
 import type { UpstreamConnection } from './upstream-connection.js';
+import { holdWrites, releaseWrites } from './write-batch.js';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -259,11 +260,11 @@ export class ClientConnection implements Downstream {
   // ---- Downstream -------------------------------------------------------------------------------
 
   sendContinue(): void {
-    if (this.passesChunked && !this.closed) this.socket.write(CONTINUE, 'latin1');
+    if (this.passesChunked && !this.closed) this.send(CONTINUE);
   }
 
   sendInterim(resp: ResponseHead): void {
-    if (this.passesChunked && !this.closed) this.socket.write(buildInterimHead(resp), 'latin1');
+    if (this.passesChunked && !this.closed) this.send(buildInterimHead(resp));
   }
 
   sendHead(ex: Exchange, resp: ResponseHead, inline: Buffer | null): void {
@@ -277,21 +278,21 @@ export class ClientConnection implements Downstream {
       clientMinor: this.passesChunked ? 1 : 0,
       rules: ex.route.response,
     });
-    if (inline !== null) {
-      this.socket.write(head + inline.toString('latin1'), 'latin1');
-      return;
-    }
-    // head and first body bytes in one write: corked until the end of this tick
-    this.socket.cork();
-    this.socket.write(head, 'latin1');
-    process.nextTick(uncork, this.socket);
+    // a small body goes in the head's write; a streamed one's first bytes join it (held writes)
+    this.send(inline === null ? head : head + inline.toString('latin1'));
   }
 
   write(chunk: Buffer): boolean {
     if (this.closed) return true;
     // a copy (the chunk is a view of the upstream read buffer), as a string: V8 counts a Buffer
     // copy against the old generation's limit (full GCs), a string is young-generation garbage
-    return this.socket.write(chunk.toString('latin1'), 'latin1');
+    return this.send(chunk.toString('latin1'));
+  }
+
+  /** Every write to the client: held until the end of this event-loop turn (write-batch.ts). */
+  private send(text: string): boolean {
+    holdWrites(this.socket);
+    return this.socket.write(text, 'latin1');
   }
 
   finish(ex: Exchange): void {
@@ -323,7 +324,7 @@ export class ClientConnection implements Downstream {
 
   spliceTarget(): Socket | null {
     if (this.closed || this.listener.protocol !== 'http') return null;
-    this.socket.uncork(); // the head was corked until the end of this tick
+    releaseWrites(this.socket); // the head was held until the end of this turn
     return this.socket.writableLength === 0 ? this.socket : null;
   }
 
@@ -378,7 +379,7 @@ export class ClientConnection implements Downstream {
       `X-Zipline-Error: ${code}\r\n`;
     if (requestId !== null) head += `X-Request-Id: ${requestId}\r\n`;
     if (!keepAlive) head += 'Connection: close\r\n';
-    this.socket.write(this.method === 'HEAD' ? `${head}\r\n` : `${head}\r\n${body}`, 'latin1');
+    this.send(this.method === 'HEAD' ? `${head}\r\n` : `${head}\r\n${body}`);
   }
 
   /** Ends the connection once what was written is flushed (FIN, then close). */
@@ -442,10 +443,6 @@ export class ClientConnection implements Downstream {
     this.upgraded?.destroy();
     this.socket.destroy();
   }
-}
-
-function uncork(socket: Socket): void {
-  socket.uncork();
 }
 
 function ignoreError(): void {}

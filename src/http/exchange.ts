@@ -41,6 +41,7 @@ import type { CompiledRoute } from './settings.js';
 import { SplicedBody, type SpliceOwner } from './spliced-body.js';
 import { StallClock } from './stall-clock.js';
 import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.js';
+import { holdWrites } from './write-batch.js';
 
 /** Response bodies up to this size that arrived with their head go out in the head's write. */
 const INLINE_BODY_MAX = 8 * 1024;
@@ -207,10 +208,10 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.dirty = false;
     this.state = 'waiting';
     const socket = conn.socket;
-    socket.cork();
+    // the head and what is buffered of the body in one write, at the end of this turn
+    holdWrites(socket);
     socket.write(this.forward, 'latin1');
     const ok = this.body.sendTo(socket);
-    socket.uncork();
     if (this.body.done) this.clock.requestSentAt = Date.now();
     else if (this.head.expectContinue && !this.sentContinue) {
       this.sentContinue = true;
