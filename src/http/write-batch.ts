@@ -18,14 +18,20 @@
  */
 import type { Socket } from 'node:net';
 
-const held = new Set<Socket>();
+/** Marks a socket held this turn (a property, not a Set: no hashing or rehashing per turn). */
+const HELD = Symbol('zipline.heldWrites');
+type Holdable = Socket & { [HELD]?: boolean };
+
+const held: Holdable[] = [];
 let scheduled = false;
 
 /** Corks `socket` until the end of this turn (once per turn; cheap to call per write). */
 export function holdWrites(socket: Socket): void {
-  if (held.has(socket)) return;
-  socket.cork();
-  held.add(socket);
+  const s = socket as Holdable;
+  if (s[HELD] === true) return;
+  s[HELD] = true;
+  s.cork();
+  held.push(s);
   if (!scheduled) {
     scheduled = true;
     setImmediate(flushHeld);
@@ -34,11 +40,21 @@ export function holdWrites(socket: Socket): void {
 
 /** Sends what `socket` holds now (its writes are no longer held this turn). */
 export function releaseWrites(socket: Socket): void {
-  if (held.delete(socket)) socket.uncork();
+  const s = socket as Holdable;
+  if (s[HELD] !== true) return;
+  s[HELD] = false;
+  s.uncork();
 }
 
 function flushHeld(): void {
   scheduled = false;
-  for (const socket of held) socket.uncork();
-  held.clear();
+  for (let i = 0; i < held.length; i++) {
+    const s = held[i] as Holdable;
+    // released early (and maybe held again, later in the list): uncork only what is still held
+    if (s[HELD] === true) {
+      s[HELD] = false;
+      s.uncork();
+    }
+  }
+  held.length = 0;
 }
