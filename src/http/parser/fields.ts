@@ -18,8 +18,8 @@ export function bad(message: string): ZiplineError {
   return new ZiplineError('ZL_HTTP_BAD_REQUEST', message);
 }
 
+/** `buf[start, eol)` is one line as `lineEnd` found it (no CR or LF inside). */
 export function parseField(buf: Buffer, start: number, eol: number, out: Uint32Array, n: number): void {
-  checkLine(buf, start, eol);
   const first = buf[start] as number;
   if (first === SP || first === HTAB) throw bad('obsolete line folding in header field');
   let i = start;
@@ -40,12 +40,65 @@ export function parseField(buf: Buffer, start: number, eol: number, out: Uint32A
   out[k + 3] = valueEnd;
 }
 
-/** No bare CR inside a line (bare LF cannot occur: lines are split on CRLF and checked by findHeadEnd). */
-export function checkLine(buf: Buffer, start: number, end: number): void {
-  const cr = buf.indexOf(CR, start);
-  if (cr >= 0 && cr < end) throw bad('bare CR in message head');
-  const lf = buf.indexOf(LF, start);
-  if (lf >= 0 && lf < end) throw bad('bare LF in message head');
+/**
+ * Where the line starting at `start` ends: the offset of its CR, which must be followed by LF
+ * (a bare CR or LF is refused). One scan in JavaScript: lines are short, and `Buffer#indexOf`
+ * (a call into C++, three per line before) cost more than the bytes it looked at. `limit` is the
+ * head's end, which a CRLF always precedes.
+ */
+export function lineEnd(buf: Buffer, start: number, limit: number): number {
+  for (let i = start; i < limit; i++) {
+    const c = buf[i] as number;
+    if (c === CR) {
+      if (buf[i + 1] !== LF) throw bad('bare CR in message head');
+      return i;
+    }
+    if (c === LF) throw bad('bare LF in message head');
+  }
+  throw bad('message head without an ending line');
+}
+
+/**
+ * `mergeContentLength` over the value's bytes: a plain run of 1–15 digits (every real response)
+ * is read from the bytes, anything else (a list, junk) goes through the string rules.
+ */
+export function mergeContentLengthAt(current: number, buf: Buffer, start: number, end: number): number {
+  if (end > start && end - start <= 15) {
+    let n = 0;
+    let i = start;
+    for (; i < end; i++) {
+      const d = (buf[i] as number) - 0x30;
+      if (d < 0 || d > 9) break;
+      n = n * 10 + d;
+    }
+    if (i === end) {
+      if (current !== -1 && current !== n) throw bad('conflicting Content-Length values');
+      return n;
+    }
+  }
+  return mergeContentLength(current, buf.toString('latin1', start, end));
+}
+
+/**
+ * Whether a connection persists after this message, from its `Connection` value(s) (RFC 9112
+ * §9.3): HTTP/1.1 unless `close`, HTTP/1.0 only with `keep-alive`. One plain token, the usual
+ * case, needs no split.
+ */
+export function persists(connection: string, minor: 0 | 1): boolean {
+  if (connection === '') return minor === 1;
+  const one = connection.length <= 10 ? connection.toLowerCase() : '';
+  if (one === 'keep-alive') return true;
+  if (one === 'close') return false;
+  const tokens = connectionTokens(connection);
+  return minor === 1 ? !tokens.includes('close') : tokens.includes('keep-alive');
+}
+
+/** The tokens of `Connection` values, lower case. */
+export function connectionTokens(connection: string): string[] {
+  return connection
+    .toLowerCase()
+    .split(',')
+    .map((t) => t.trim());
 }
 
 const DIGITS = /^\d{1,15}$/;

@@ -14,11 +14,13 @@
 import { ZiplineError } from '../../errors.js';
 import {
   bad,
-  checkLine,
+  connectionTokens,
   finalCodingIsChunked,
+  lineEnd,
   MAX_FIELDS,
-  mergeContentLength,
+  mergeContentLengthAt,
   parseField,
+  persists,
 } from './fields.js';
 import { F, fieldName } from './names.js';
 import { isTchar, lowerAscii } from './tokens.js';
@@ -52,7 +54,6 @@ const LF = 0x0a;
 const SP = 0x20;
 
 const MAX_METHOD = 32;
-const CRLF = Buffer.from('\r\n', 'latin1');
 
 /**
  * Where the head ends in `buf[0, end)`: the offset after CRLF CRLF, or -1 when more bytes are
@@ -81,13 +82,13 @@ function tooLarge(): ZiplineError {
 const SCRATCH = new Uint32Array(MAX_FIELDS * 4);
 
 export function parseRequestHead(buf: Buffer, headEnd: number): RequestHead {
-  const lineEnd = buf.indexOf(CRLF, 0);
-  const { method, target, minor } = parseRequestLine(buf, lineEnd);
+  const requestLineEnd = lineEnd(buf, 0, headEnd);
+  const { method, target, minor } = parseRequestLine(buf, requestLineEnd);
   const scratch = SCRATCH;
   let count = 0;
-  let pos = lineEnd + 2;
+  let pos = requestLineEnd + 2;
   while (pos < headEnd - 2) {
-    const eol = buf.indexOf(CRLF, pos);
+    const eol = lineEnd(buf, pos, headEnd);
     if (count === MAX_FIELDS) throw new ZiplineError('ZL_HTTP_HEADERS_TOO_LARGE', 'too many header fields');
     parseField(buf, pos, eol, scratch, count);
     count++;
@@ -97,7 +98,6 @@ export function parseRequestHead(buf: Buffer, headEnd: number): RequestHead {
 }
 
 function parseRequestLine(buf: Buffer, lineEnd: number): { method: string; target: string; minor: 0 | 1 } {
-  checkLine(buf, 0, lineEnd);
   let i = 0;
   while (i < lineEnd && isTchar(buf[i] as number)) i++;
   if (i === 0 || i > MAX_METHOD || buf[i] !== SP) throw bad('malformed request method');
@@ -140,7 +140,12 @@ function frame(
     const value = (): string => raw.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
     switch (id) {
       case F.CONTENT_LENGTH:
-        contentLength = mergeContentLength(contentLength, value());
+        contentLength = mergeContentLengthAt(
+          contentLength,
+          raw,
+          fields[k + 2] as number,
+          fields[k + 3] as number,
+        );
         break;
       case F.TRANSFER_ENCODING:
         te = te === null ? value() : `${te},${value()}`;
@@ -172,16 +177,11 @@ function frame(
   if (minor === 1 && hosts !== 1)
     throw bad(hosts === 0 ? 'missing Host header' : 'more than one Host header');
   if (host !== null && !HOST_RE.test(host)) throw bad('malformed Host header');
-  let keepAlive = minor === 1;
-  let upgrade: string | null = null;
-  if (connection !== '') {
-    const tokens = connection
-      .toLowerCase()
-      .split(',')
-      .map((t) => t.trim());
-    keepAlive = minor === 1 ? !tokens.includes('close') : tokens.includes('keep-alive');
-    upgrade = tokens.includes('upgrade') && upgradeHeader !== null ? upgradeHeader : null;
-  }
+  const keepAlive = persists(connection, minor);
+  const upgrade =
+    upgradeHeader !== null && connection !== '' && connectionTokens(connection).includes('upgrade')
+      ? upgradeHeader
+      : null;
   return {
     method,
     target,

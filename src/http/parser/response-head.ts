@@ -5,7 +5,14 @@
  * both Content-Length and Transfer-Encoding is refused rather than guessed at.
  */
 import { isZiplineError, ZiplineError } from '../../errors.js';
-import { checkLine, finalCodingIsChunked, MAX_FIELDS, mergeContentLength, parseField } from './fields.js';
+import {
+  finalCodingIsChunked,
+  lineEnd,
+  MAX_FIELDS,
+  mergeContentLengthAt,
+  parseField,
+  persists,
+} from './fields.js';
 import { F, fieldName } from './names.js';
 
 /** How the body is delimited: none at all, a length, chunked coding, or the connection's close. */
@@ -44,41 +51,37 @@ export function parseResponseHead(buf: Buffer, headEnd: number, method: string):
 }
 
 const SCRATCH = new Uint32Array(MAX_FIELDS * 4);
-const CRLF = Buffer.from('\r\n', 'latin1');
-
 function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
-  const lineEnd = buf.indexOf(CRLF, 0);
-  checkLine(buf, 0, lineEnd);
-  const { minor, status, reason } = parseStatusLine(buf, lineEnd);
+  const statusLineEnd = lineEnd(buf, 0, headEnd);
+  const { minor, status, reason } = parseStatusLine(buf, statusLineEnd);
   const fields = SCRATCH;
   let count = 0;
-  let pos = lineEnd + 2;
+  let pos = statusLineEnd + 2;
   let contentLength = -1;
   let te: string | null = null;
   let connection = '';
   while (pos < headEnd - 2) {
-    const eol = buf.indexOf(CRLF, pos);
+    const eol = lineEnd(buf, pos, headEnd);
     if (count === MAX_FIELDS) throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'too many header fields');
     parseField(buf, pos, eol, fields, count);
     const k = count * 4;
     const id = fieldName(buf, fields[k] as number, fields[k + 1] as number);
-    if (id === F.CONTENT_LENGTH || id === F.TRANSFER_ENCODING || id === F.CONNECTION) {
+    if (id === F.CONTENT_LENGTH) {
+      contentLength = mergeContentLengthAt(
+        contentLength,
+        buf,
+        fields[k + 2] as number,
+        fields[k + 3] as number,
+      );
+    } else if (id === F.TRANSFER_ENCODING || id === F.CONNECTION) {
       const value = buf.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
-      if (id === F.CONTENT_LENGTH) contentLength = mergeContentLength(contentLength, value);
-      else if (id === F.TRANSFER_ENCODING) te = te === null ? value : `${te},${value}`;
+      if (id === F.TRANSFER_ENCODING) te = te === null ? value : `${te},${value}`;
       else connection = connection === '' ? value : `${connection},${value}`;
     }
     count++;
     pos = eol + 2;
   }
-  let keepAlive = minor === 1;
-  if (connection !== '') {
-    const tokens = connection
-      .toLowerCase()
-      .split(',')
-      .map((t) => t.trim());
-    keepAlive = minor === 1 ? !tokens.includes('close') : tokens.includes('keep-alive');
-  }
+  let keepAlive = persists(connection, minor);
   let body: BodyKind;
   if (method === 'HEAD' || status < 200 || status === 204 || status === 304) {
     body = 'none'; // §6.3 rules 1 and 2: whatever the fields say
