@@ -17,6 +17,8 @@ import { WORKER_ENV, type WorkerAnswer, type WorkerCommand, type WorkerRequest }
 const index = Number(process.env[WORKER_ENV] ?? '0');
 let log: Logger = createLogger('info', { worker: index });
 let runtime: Runtime | null = null;
+/** Settles when `start` has (a drain waits for it: listeners bound later would never stop). */
+let started: Promise<unknown> = Promise.resolve();
 let exiting = false;
 
 function send(answer: WorkerAnswer, then?: () => void): void {
@@ -28,7 +30,8 @@ async function answer(m: WorkerRequest): Promise<unknown> {
   if (m.t === 'start') {
     log = createLogger(m.config.log.level, { worker: index });
     runtime = new Runtime(m.config, { role: 'worker', workerIndex: index, log });
-    await runtime.start();
+    started = runtime.start();
+    await started;
     return Object.fromEntries([...runtime.listeners].map(([name, l]) => [name, l.address()]));
   }
   const rt = runtime;
@@ -71,7 +74,10 @@ function drainAndExit(why: string): void {
   log.info({ why }, 'worker draining before exit');
   const rt = runtime;
   if (rt === null) process.exit(EXIT.ok);
-  void rt.drain().then(() => process.exit(EXIT.ok));
+  void started
+    .catch(() => {})
+    .then(() => rt.drain())
+    .then(() => process.exit(EXIT.ok));
 }
 
 process.on('message', (m: WorkerCommand) => void onMessage(m));
