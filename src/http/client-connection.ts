@@ -5,6 +5,12 @@
  * which streams them upstream. One request at a time; pipelined requests wait in `pending`
  * (bounded: reading pauses beyond it) and are served in order.
  *
+ * Bytes arrive as views that are valid only during the call: a plain connection the native thread
+ * accepted reads into one shared buffer (`onread`, `ClientReads`), as upstream sockets do, which
+ * spares a fresh ArrayBuffer and the stream machinery (`push`, a `nextTick`) per read. So
+ * whatever is kept past the call is copied: a head (the exchange keeps it), a partial head, a
+ * pipelined request, request body chunks.
+ *
  * Keep-alive follows RFC 9112 §9.3 (HTTP/1.1 persistent unless `Connection: close`; HTTP/1.0
  * only with `keep-alive`). The connection closes after a response when either side asked for it,
  * the request body was not fully read, the response was close-delimited, or the process drains.
@@ -33,6 +39,36 @@ const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 const PIPELINE_SLACK = 64 * 1024;
 
 type Reading = 'head' | 'body' | 'none';
+
+/**
+ * Where a shared-buffer socket's reads go: set before the first read can arrive (reads are
+ * delivered by libuv after the accept callback returns).
+ */
+export interface ClientReads {
+  conn: ClientConnection | null;
+}
+
+/** Every plain client socket accepted natively reads into this (consumed synchronously). */
+const READ_SCRATCH = Buffer.allocUnsafeSlow(16 * 1024);
+
+/** `onread` for a natively accepted plain-HTTP socket (see `ClientReads`). */
+export function sharedReads(
+  route: ClientReads,
+  socket: () => Socket | null,
+): { buffer: Buffer; callback: (n: number, buf: Uint8Array) => boolean } {
+  return {
+    buffer: READ_SCRATCH,
+    callback: (n, buf) => {
+      const conn = route.conn;
+      if (conn === null) {
+        socket()?.destroy();
+        return false;
+      }
+      conn.onBytes((buf as Buffer).subarray(0, n));
+      return true;
+    },
+  };
+}
 
 export class ClientConnection implements Downstream {
   readonly clientIp: string;
@@ -63,13 +99,15 @@ export class ClientConnection implements Downstream {
   constructor(
     readonly socket: Socket,
     private readonly listener: HttpListener,
+    reads: ClientReads | null = null,
   ) {
     this.clientIp = socket.remoteAddress ?? '';
     this.clientPort = socket.remotePort ?? 0;
     const s = listener.settings;
     this.trusted = s.trustsAnyone && this.clientIp !== '' && isTrustedProxy(s.trusted, this.clientIp);
     this.clientHash = hash32(this.clientIp);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (reads !== null) reads.conn = this;
+    else socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
     socket.on('end', () => this.onEnd());
     socket.on('error', ignoreError);
     socket.on('close', () => this.onClose());
@@ -78,8 +116,13 @@ export class ClientConnection implements Downstream {
 
   // ---- reading ----------------------------------------------------------------------------------
 
-  private onData(chunk: Buffer): void {
-    if (this.closed || this.upgraded !== null) return;
+  /** Bytes from the client: a view valid during this call (see the header). */
+  onBytes(chunk: Buffer): void {
+    if (this.closed) return;
+    if (this.upgraded !== null) {
+      this.upgraded.fromClient(chunk);
+      return;
+    }
     switch (this.reading) {
       case 'body': {
         const used = this.feedBody(chunk, 0);
@@ -90,6 +133,7 @@ export class ClientConnection implements Downstream {
         this.stash(chunk);
         return;
       case 'head': {
+        // joined with what was pending: a new buffer, not a view
         const buf = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
         this.pending = null;
         this.parseHead(buf);
@@ -98,8 +142,9 @@ export class ClientConnection implements Downstream {
     }
   }
 
+  /** Keeps `bytes` (a view) for later: copied. */
   private stash(bytes: Buffer): void {
-    this.pending = this.pending === null ? bytes : Buffer.concat([this.pending, bytes]);
+    this.pending = this.pending === null ? Buffer.from(bytes) : Buffer.concat([this.pending, bytes]);
     if (this.pending.length > this.listener.settings.maxHeaderBytes + PIPELINE_SLACK) this.socket.pause();
   }
 
@@ -115,11 +160,12 @@ export class ClientConnection implements Downstream {
     try {
       end = findHeadEnd(buf, buf.length, this.listener.settings.maxHeaderBytes);
       if (end < 0) {
-        this.pending = buf;
+        this.pending = Buffer.from(buf);
         if (this.headStartedAt === 0) this.headStartedAt = Date.now();
         return;
       }
-      head = parseRequestHead(buf, end);
+      // the exchange keeps the head (its fields index into it): a copy of just the head
+      head = parseRequestHead(Buffer.from(buf.subarray(0, end)), end);
     } catch (err) {
       if (!isZiplineError(err)) throw err;
       this.reject(err.code);
@@ -192,7 +238,8 @@ export class ClientConnection implements Downstream {
         this.badBody();
         return buf.length;
       }
-      if (stop > start) ex?.bodyChunk(start === 0 && stop === buf.length ? buf : buf.subarray(start, stop));
+      // copied: the body is written upstream (and maybe kept for a retry) after this call
+      if (stop > start) ex?.bodyChunk(Buffer.from(buf.subarray(start, stop)));
       if (decoder.done) {
         this.reading = 'none';
         this.decoder = null;
@@ -201,7 +248,7 @@ export class ClientConnection implements Downstream {
       return stop;
     }
     const n = Math.min(this.remaining, buf.length - start);
-    if (n > 0) ex?.bodyChunk(start === 0 && n === buf.length ? buf : buf.subarray(start, start + n));
+    if (n > 0) ex?.bodyChunk(Buffer.from(buf.subarray(start, start + n)));
     this.remaining -= n;
     if (this.remaining === 0) {
       this.reading = 'none';
@@ -341,7 +388,6 @@ export class ClientConnection implements Downstream {
     this.exchange = null;
     const early = this.pending;
     this.pending = null;
-    this.socket.removeAllListeners('data');
     this.socket.removeAllListeners('end');
     this.socket.removeAllListeners('drain');
     this.socket.write(head, 'latin1');

@@ -17,7 +17,7 @@ import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Upstream } from '../upstream/upstream.js';
-import { ClientConnection } from './client-connection.js';
+import { ClientConnection, type ClientReads, sharedReads } from './client-connection.js';
 import type { Exchange, ExchangeHost } from './exchange.js';
 import { H2Front } from './h2.js';
 import type { RequestHead } from './parser/request-head.js';
@@ -246,7 +246,16 @@ export class HttpListener implements Listener, ExchangeHost {
 
   /** A connection the native thread accepted (native/pump/accept.c). */
   private acceptFd(fd: number): void {
-    const socket = socketFromFd(fd, false);
+    // plain HTTP reads into the shared buffer (client-connection.ts); TLS reads the socket itself
+    const reads: ClientReads | null = this.protocol === 'http' ? { conn: null } : null;
+    const socket: Socket | null =
+      reads === null
+        ? socketFromFd(fd, false)
+        : socketFromFd(
+            fd,
+            false,
+            sharedReads(reads, () => socket),
+          );
     if (socket === null) return;
     if (this.connections.size + (this.h2?.sessionCount() ?? 0) >= this.settings.maxConnections) {
       metrics.downstreamRejected.labels(this.name, 'ZL_LISTENER_OVER_LIMIT').inc();
@@ -254,18 +263,19 @@ export class HttpListener implements Listener, ExchangeHost {
       return;
     }
     socket.setNoDelay(true);
-    // the same path as a libuv-accepted connection (for https: the TLS server's handshake)
-    this.server.emit('connection', socket);
+    // https: the TLS server's handshake, as for a libuv-accepted connection
+    if (reads === null) this.server.emit('connection', socket);
+    else this.onConnection(socket, reads);
   }
 
-  private onConnection(socket: Socket): void {
+  private onConnection(socket: Socket, reads: ClientReads | null = null): void {
     if (this.ctx.draining()) {
       metrics.downstreamRejected.labels(this.name, 'ZL_DRAINING').inc();
       socket.destroy();
       return;
     }
     this.totalCounter.inc();
-    this.connections.add(new ClientConnection(socket, this));
+    this.connections.add(new ClientConnection(socket, this, reads));
   }
 
   onConnectionClosed(conn: ClientConnection): void {

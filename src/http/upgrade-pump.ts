@@ -18,11 +18,8 @@ export class UpgradePump {
     // upstream bytes are views of the shared read buffer (upstream-connection.ts): copied
     if (upstreamRest.length > 0) client.write(Buffer.from(upstreamRest));
     if (early !== null && early.length > 0) upstream.write(early);
-    // client → upstream: 'data' events; upstream → client: `fromUpstream` (the upstream
-    // connection's reads are diverted here, see upstream-connection.ts)
-    client.on('data', (chunk: Buffer) => {
-      if (!upstream.write(chunk)) client.pause();
-    });
+    // both ways the connections' reads are diverted here (`fromClient`, `fromUpstream`): views
+    // of shared read buffers, copied before they are written
     upstream.on('drain', () => client.resume());
     client.on('drain', () => upstream.resume());
     // FIN is passed on; once both sides sent theirs the sockets close by themselves
@@ -32,6 +29,10 @@ export class UpgradePump {
     upstream.on('error', () => this.destroy());
     client.on('close', () => this.destroy());
     upstream.resume();
+  }
+
+  fromClient(view: Buffer): void {
+    if (!this.upstream.write(Buffer.from(view))) this.client.pause();
   }
 
   fromUpstream(view: Buffer): void {

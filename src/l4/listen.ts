@@ -56,9 +56,20 @@ export async function listenOn(
  * A socket for an fd the native thread accepted (null, fd closed, if Node refuses it). `paused`
  * gives what `pauseOnConnect` gives: nothing is read until the owner resumes it.
  */
-export function socketFromFd(fd: number, paused: boolean): Socket | null {
+export function socketFromFd(
+  fd: number,
+  paused: boolean,
+  onread?: { buffer: Buffer; callback: (n: number, buf: Uint8Array) => boolean },
+): Socket | null {
   try {
-    const opts = { fd, allowHalfOpen: true, readable: true, writable: true, pauseOnCreate: paused };
+    const opts = {
+      fd,
+      allowHalfOpen: true,
+      readable: true,
+      writable: true,
+      pauseOnCreate: paused,
+      ...(onread === undefined ? {} : { onread }),
+    };
     return new Socket(opts as ConstructorParameters<typeof Socket>[0]);
   } catch {
     closeSync(fd);

@@ -4,6 +4,7 @@
  * connection race, origins closing idle connections), and descriptor leaks.
  */
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { Agent, request as httpRequest } from 'node:http';
 import { after, describe, test } from 'node:test';
 import { existingPool, type HttpPool } from '../../src/http/pool.js';
@@ -92,6 +93,65 @@ describe('failover and retries', () => {
     try {
       const statuses = await load(z.addr('web'), 200, 4);
       assert.deepEqual(new Set(statuses), new Set([200]));
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('replayed request bodies are the bytes sent, with many connections reading at once', async () => {
+    // client reads share one buffer (client-connection.ts): a body kept for a retry must be a
+    // copy, or other connections' reads would overwrite it before the replay
+    const resetter = await raw((s) => {
+      let got = 0;
+      s.on('data', (d: Buffer) => {
+        got += d.length;
+        if (got > 20_000) s.resetAndDestroy();
+      });
+    });
+    const sums = await origin((_req, res, body) => {
+      res.end(createHash('sha256').update(body).digest('hex'));
+    });
+    const z = await startRuntime(
+      config(
+        [`{ address: "127.0.0.1:${port(resetter)}", max_fails: 0 }`, sums.address],
+        '    balance: round_robin\n    retry: { attempts: 1, backoff: { base: 1ms, max: 5ms } }\n',
+      ),
+    );
+    try {
+      const [host, p] = splitAddress(z.addr('web'));
+      const bodies = Array.from({ length: 16 }, (_, i) => randomBytes(40_000 + i * 997));
+      const answers = await Promise.all(
+        bodies.map(
+          (body, i) =>
+            new Promise<string>((resolve, reject) => {
+              const req = httpRequest(
+                {
+                  host,
+                  port: p,
+                  method: 'POST',
+                  path: '/',
+                  agent: false,
+                  headers: { 'Idempotency-Key': `k${i}`, 'Content-Length': body.length },
+                },
+                (res) => {
+                  let text = '';
+                  res.setEncoding('utf8');
+                  res.on('data', (c: string) => {
+                    text += c;
+                  });
+                  res.on('end', () => resolve(`${res.statusCode} ${text}`));
+                },
+              );
+              req.on('error', reject);
+              req.end(body);
+            }),
+        ),
+      );
+      for (const [i, body] of bodies.entries()) {
+        assert.equal(answers[i], `200 ${createHash('sha256').update(body).digest('hex')}`, `body ${i}`);
+      }
+      const retried = z.access.filter((l) => l.attempts === 2).length;
+      assert.ok(retried >= 4, `bodies replayed after a reset: ${retried}`);
     } finally {
       await z.stop();
     }
