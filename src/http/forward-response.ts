@@ -48,22 +48,32 @@ export interface ClientHeadOptions {
 
 export function buildClientHead(resp: ResponseHead, opts: ClientHeadOptions): string {
   const raw = resp.raw;
-  const named = resp.fieldCount > 0 ? connectionNamed(resp) : null;
+  const fields = resp.fields;
+  const count = resp.fieldCount;
+  const named = count > 0 ? connectionNamed(resp) : null;
   let out = `HTTP/1.1 ${resp.status} ${resp.reason}\r\n`;
   const rules = opts.rules;
   const hasRules = rules.remove.size > 0 || rules.set.size > 0;
-  for (let f = 0; f < resp.fieldCount; f++) {
+  // kept lines are copied as runs of consecutive lines (CRLFs included): one string per run, not
+  // one per field; a line starts where the previous one's CRLF ends
+  let run = -1;
+  for (let f = 0; f < count; f++) {
     const k = f * 4;
-    const ns = resp.fields[k] as number;
-    const ne = resp.fields[k + 1] as number;
-    if (HOP_BY_HOP_IDS.has(fieldName(raw, ns, ne))) continue;
-    if (named !== null || hasRules) {
+    const ns = fields[k] as number;
+    const ne = fields[k + 1] as number;
+    let keep = !HOP_BY_HOP_IDS.has(fieldName(raw, ns, ne));
+    if (keep && (named !== null || hasRules)) {
       const lower = lowerAscii(raw, ns, ne);
-      if (named?.has(lower) || rules.remove.has(lower) || rules.setNames.has(lower)) continue;
+      keep = !(named?.has(lower) || rules.remove.has(lower) || rules.setNames.has(lower));
     }
-    out += raw.toString('latin1', ns, resp.fields[k + 3] as number);
-    out += '\r\n';
+    if (keep) {
+      if (run < 0) run = ns;
+    } else if (run >= 0) {
+      out += raw.toString('latin1', run, ns);
+      run = -1;
+    }
   }
+  if (run >= 0) out += raw.toString('latin1', run, resp.headEnd - 2);
   for (const [name, value] of rules.set) out += `${name}: ${value}\r\n`;
   if (resp.body === 'chunked' && opts.framing === 'same') out += 'Transfer-Encoding: chunked\r\n';
   if (!opts.keepAlive) out += 'Connection: close\r\n';
@@ -105,6 +115,9 @@ function connectionNamed(resp: ResponseHead): Set<string> | null {
     const ne = resp.fields[k + 1] as number;
     if (fieldName(resp.raw, ns, ne) !== F.CONNECTION) continue;
     const value = resp.raw.toString('latin1', resp.fields[k + 2] as number, resp.fields[k + 3] as number);
+    // the usual value names no field: nothing to split
+    const plain = value.length <= 10 ? value.toLowerCase() : '';
+    if (plain === 'keep-alive' || plain === 'close') continue;
     for (const token of value.split(',')) {
       const t = token.trim().toLowerCase();
       if (t === '' || t === 'close' || t === 'keep-alive') continue;
