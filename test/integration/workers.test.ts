@@ -144,6 +144,13 @@ describe('workers: 2', { skip: linux ? false : 'SO_REUSEPORT workers are Linux-o
         assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /--initial-old-space-size=64/);
       }
       assert.equal((await fetch(`${z.admin}readyz`)).status, 200);
+      // a CPU profile of a chosen worker; an index that is not a worker is refused
+      const prof = await fetch(`${z.admin}debug/profile?seconds=1&worker=1`);
+      assert.equal(prof.status, 200);
+      assert.ok(Array.isArray(((await prof.json()) as { nodes?: unknown }).nodes), 'a .cpuprofile');
+      const badWorker = await fetch(`${z.admin}debug/profile?seconds=1&worker=2`);
+      assert.equal(badWorker.status, 400);
+      assert.equal(badWorker.headers.get('x-zipline-error'), 'ZL_ADMIN_BAD_REQUEST');
 
       const web = await z.listener('web');
       const results = await Promise.all(Array.from({ length: 40 }, (_, i) => getOnce(web, `/r${i}`)));
