@@ -34,9 +34,7 @@ export async function listenOn(
   let target: { host: string; port: number } | { fd: number } = hp;
   if (reusePort) {
     try {
-      const ip = isIP(hp.host) !== 0 ? hp.host : (await lookup(hp.host)).address;
-      const [fd] = nativePump.bindSocket(ip, hp.port, true, true);
-      target = { fd };
+      target = { fd: (await bindReusePort(hp.host, hp.port, true))[0] };
     } catch (err) {
       throw failed(err as NodeJS.ErrnoException);
     }
@@ -50,6 +48,16 @@ export async function listenOn(
       resolve();
     });
   });
+}
+
+/**
+ * A socket bound (not listening) with SO_REUSEPORT on `host` (an IP, or a name resolved first):
+ * `[fd, port]`. Worker processes each bind one per listener; the primary picks port 0 with one.
+ * Throws with an errno-like `code`.
+ */
+export async function bindReusePort(host: string, port: number, tcp: boolean): Promise<[number, number]> {
+  const ip = isIP(host) !== 0 ? host : (await lookup(host)).address;
+  return nativePump.bindSocket(ip, port, tcp, true);
 }
 
 /**

@@ -16,8 +16,8 @@ import { type ErrorCode, ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
+import { bindReusePort } from './listen.js';
 import type { Listener } from './listener.js';
-import { nativePump } from './native-pump.js';
 import {
   compileUdp,
   recordUdpSessionEnd,
@@ -54,29 +54,26 @@ export class UdpListener implements Listener {
     this.scheduleSweep();
   }
 
-  start(): Promise<void> {
+  async start(): Promise<void> {
     const hp = parseHostPort(this.source.listen);
-    if (hp === undefined) return Promise.reject(new Error(`bad listen address ${this.source.listen}`));
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        reject(
-          new ZiplineError(
-            'ZL_LISTEN_FAILED',
-            `listener ${this.name}: cannot bind ${this.source.listen}: ${err.code ?? err.message}`,
-            { cause: err },
-          ),
-        );
-      };
-      this.socket.once('error', onError);
-      let target: { address: string; port: number } | { fd: number } = { address: hp.host, port: hp.port };
-      if (this.ctx.reusePort) {
-        try {
-          target = { fd: nativePump.bindSocket(hp.host, hp.port, false, true)[0] };
-        } catch (err) {
-          onError(err as NodeJS.ErrnoException);
-          return;
-        }
+    if (hp === undefined) throw new Error(`bad listen address ${this.source.listen}`);
+    const failed = (err: NodeJS.ErrnoException): ZiplineError =>
+      new ZiplineError(
+        'ZL_LISTEN_FAILED',
+        `listener ${this.name}: cannot bind ${this.source.listen}: ${err.code ?? err.message}`,
+        { cause: err },
+      );
+    let target: { address: string; port: number } | { fd: number } = { address: hp.host, port: hp.port };
+    if (this.ctx.reusePort) {
+      try {
+        target = { fd: (await bindReusePort(hp.host, hp.port, false))[0] };
+      } catch (err) {
+        throw failed(err as NodeJS.ErrnoException);
       }
+    }
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => reject(failed(err));
+      this.socket.once('error', onError);
       this.socket.bind({ ...target, exclusive: true }, () => {
         this.socket.off('error', onError);
         resolve();

@@ -6,13 +6,11 @@
  * a UDP one is closed at once, since a bound UDP socket would be given datagrams.
  */
 
-import { lookup } from 'node:dns/promises';
 import { closeSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { listenerName, type ValidConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
 import { ZiplineError } from '../errors.js';
-import { nativePump } from '../l4/native-pump.js';
+import { bindReusePort } from '../l4/listen.js';
 
 interface Reservation {
   readonly port: number;
@@ -60,8 +58,7 @@ export class PortReservations {
 
 async function reserve(name: string, host: string, udp: boolean): Promise<Reservation> {
   try {
-    const ip = isIP(host) !== 0 ? host : (await lookup(host)).address;
-    const [fd, port] = nativePump.bindSocket(ip, 0, !udp, true);
+    const [fd, port] = await bindReusePort(host, 0, !udp);
     if (!udp) return { port, fd };
     closeSync(fd);
     return { port, fd: -1 };
