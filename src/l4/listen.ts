@@ -55,9 +55,19 @@ export async function listenOn(
  * `[fd, port]`. Worker processes each bind one per listener; the primary picks port 0 with one.
  * Throws with an errno-like `code`.
  */
-export async function bindReusePort(host: string, port: number, tcp: boolean): Promise<[number, number]> {
+export function bindReusePort(host: string, port: number, tcp: boolean): Promise<[number, number]> {
+  return bindSocket(host, port, tcp, true);
+}
+
+/** A socket bound (not listening) on `host` (an IP, or a name resolved first), SO_REUSEPORT or not. */
+export async function bindSocket(
+  host: string,
+  port: number,
+  tcp: boolean,
+  reusePort: boolean,
+): Promise<[number, number]> {
   const ip = isIP(host) !== 0 ? host : (await lookup(host)).address;
-  return nativePump.bindSocket(ip, port, tcp, true);
+  return nativePump.bindSocket(ip, port, tcp, reusePort);
 }
 
 /**

@@ -8,7 +8,8 @@
  * - answers `/stats`, `/metrics`, `/readyz` and `/debug/profile` from the workers' answers;
  * - drains them all on SIGTERM/SIGINT, each bounded by `drain_timeout`.
  * Each worker binds its own SO_REUSEPORT socket per listener, so the kernel spreads connections
- * (and UDP flows, by 4-tuple) across them; port 0 is picked once by the primary (`ports.ts`).
+ * (and UDP flows, by 4-tuple) across them; port 0 is picked once by the primary, and a fixed
+ * address is checked free of other processes before the workers first bind it (`ports.ts`).
  */
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
@@ -68,7 +69,12 @@ export class WorkerPool {
         `workers: ${this.count} needs the native module for SO_REUSEPORT sockets, which is not built here (Linux, \`npm install\`); use workers: 1`,
       );
     }
-    this.config = await this.ports.resolve(config);
+    const resolved = await this.ports.resolve(config);
+    if (resolved.errors.length > 0) {
+      this.ports.releaseAll();
+      throw resolved.errors[0];
+    }
+    this.config = resolved.config;
     try {
       await Promise.all(this.procs.map((w) => this.launch(w)));
     } catch (err) {
@@ -138,11 +144,13 @@ export class WorkerPool {
 
   /** Every running worker applies `next`; the first answer is the report, errors are collected. */
   async reload(next: ValidConfig): Promise<WorkersReload> {
-    this.config = await this.ports.resolve(next);
+    const resolved = await this.ports.resolve(next);
+    this.config = resolved.config;
     const out: WorkersReload = {
       listeners: { added: [], removed: [], changed: [], rebound: [] },
       upstreams: { added: [], removed: [], changed: [] },
-      errors: [],
+      // a listener whose new address another process holds is not given to the workers
+      errors: resolved.errors.map((e) => e.message),
     };
     const config = this.config;
     const answers = await Promise.allSettled(

@@ -1,16 +1,26 @@
 /**
- * Port 0 with workers. Every worker must bind the *same* port for SO_REUSEPORT to share it, so
- * the primary picks it once: it binds a SO_REUSEPORT socket on port 0 and rewrites the listener's
- * address for the workers. A TCP reservation stays bound (never listening, so it is given no
- * connections) until the listener goes away, which keeps the port ours across worker restarts;
- * a UDP one is closed at once, since a bound UDP socket would be given datagrams.
+ * The primary's side of the workers' addresses.
+ *
+ * Port 0: every worker must bind the *same* port for SO_REUSEPORT to share it, so the primary
+ * picks it once: it binds a SO_REUSEPORT socket on port 0 and rewrites the listener's address for
+ * the workers. A TCP reservation stays bound (never listening, so it is given no connections)
+ * until the listener goes away, which keeps the port ours across worker restarts; a UDP one is
+ * closed at once, since a bound UDP socket would be given datagrams.
+ *
+ * A fixed port: SO_REUSEPORT would let the workers join sockets another process of the same user
+ * already has there (a second zipline started on the same config), and the two would silently
+ * share the traffic. So before the workers first bind an address, the primary binds it once
+ * *without* SO_REUSEPORT (TCP with SO_REUSEADDR, so connections in TIME_WAIT do not count) and
+ * closes it: if that fails, the address is someone else's and the listener fails with
+ * ZL_LISTEN_FAILED, as it would in one process. (A check, not a lock: two instances started in the
+ * same instant can both pass it.)
  */
 
 import { closeSync } from 'node:fs';
 import { listenerName, type ValidConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
 import { ZiplineError } from '../errors.js';
-import { bindReusePort } from '../l4/listen.js';
+import { bindSocket } from '../l4/listen.js';
 
 interface Reservation {
   readonly port: number;
@@ -18,17 +28,45 @@ interface Reservation {
   readonly fd: number;
 }
 
+export interface ResolvedConfig {
+  /** What the workers run: port-0 listeners on their reserved port, taken addresses left out. */
+  readonly config: ValidConfig;
+  /** Listeners left out because their fixed address is in use by another process. */
+  readonly errors: ZiplineError[];
+}
+
 export class PortReservations {
   /** By listener name and address as written. */
   private readonly held = new Map<string, Reservation>();
+  /** Fixed addresses the workers have been given (`tcp|udp address`): not probed again. */
+  private owned = new Set<string>();
 
-  /** The config the workers run: port-0 listeners on their reserved port. Releases what is gone. */
-  async resolve(config: ValidConfig): Promise<ValidConfig> {
+  /**
+   * The config the workers run: port-0 listeners on their reserved port, and fixed addresses
+   * checked free the first time they appear (see the header). Releases what is gone.
+   */
+  async resolve(config: ValidConfig): Promise<ResolvedConfig> {
     const wanted = new Set<string>();
+    const owned = new Set<string>();
+    const errors: ZiplineError[] = [];
     const listeners: ValidConfig['listeners'] = [];
     for (const l of config.listeners) {
       const hp = parseHostPort(l.listen);
-      if (hp === undefined || hp.port !== 0) {
+      if (hp === undefined) {
+        listeners.push(l);
+        continue;
+      }
+      const udp = l.protocol === 'udp';
+      if (hp.port !== 0) {
+        const key = `${udp ? 'udp' : 'tcp'} ${l.listen}`;
+        if (!this.owned.has(key)) {
+          const err = await probe(listenerName(l), hp.host, hp.port, udp);
+          if (err !== null) {
+            errors.push(err);
+            continue;
+          }
+        }
+        owned.add(key);
         listeners.push(l);
         continue;
       }
@@ -47,18 +85,39 @@ export class PortReservations {
         this.held.delete(key);
       }
     }
-    return { ...config, listeners };
+    this.owned = owned;
+    return { config: { ...config, listeners }, errors };
   }
 
   releaseAll(): void {
     for (const r of this.held.values()) release(r);
     this.held.clear();
+    this.owned.clear();
+  }
+}
+
+/** Binds `host:port` once without SO_REUSEPORT and closes it: null when free, else the error. */
+async function probe(name: string, host: string, port: number, udp: boolean): Promise<ZiplineError | null> {
+  try {
+    const [fd] = await bindSocket(host, port, !udp, false);
+    closeSync(fd);
+    return null;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const inUse = e.code === 'EADDRINUSE';
+    return new ZiplineError(
+      'ZL_LISTEN_FAILED',
+      `listener ${name}: cannot listen on ${formatHostPort(host, port)}: ${e.code ?? e.message}${
+        inUse ? ' (another process holds it: with workers, possibly another zipline)' : ''
+      }`,
+      { cause: err },
+    );
   }
 }
 
 async function reserve(name: string, host: string, udp: boolean): Promise<Reservation> {
   try {
-    const [fd, port] = await bindReusePort(host, 0, !udp);
+    const [fd, port] = await bindSocket(host, 0, !udp, true);
     if (!udp) return { port, fd };
     closeSync(fd);
     return { port, fd: -1 };

@@ -158,13 +158,18 @@ export async function spawnZipline(yaml: string, env: NodeJS.ProcessEnv = {}): P
   };
 }
 
-/** Runs the CLI to completion. */
+/**
+ * Runs the CLI to completion. A command still running after `timeoutMs` (a `run` that was meant
+ * to fail but started) is killed: its code is then null.
+ */
 export function runCli(
   args: string[],
   env: NodeJS.ProcessEnv = {},
+  timeoutMs = 30_000,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const proc = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } });
+    const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
     let stdout = '';
     let stderr = '';
     proc.stdout.on('data', (c: Buffer) => {
@@ -173,6 +178,9 @@ export function runCli(
     proc.stderr.on('data', (c: Buffer) => {
       stderr += c.toString();
     });
-    proc.on('close', (code) => resolve({ code, stdout, stderr }));
+    proc.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
   });
 }

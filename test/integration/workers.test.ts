@@ -253,6 +253,53 @@ describe('workers: 2', { skip: linux ? false : 'SO_REUSEPORT workers are Linux-o
     }
   });
 
+  test('a second instance on the same fixed ports fails instead of sharing them; a reload onto a taken address is refused', async () => {
+    const a = await start();
+    let b: ZiplineProcess | null = null;
+    try {
+      const web = await a.listener('web');
+      const tcp = await a.listener('tcp');
+      // the same config with a's ports written in: SO_REUSEPORT alone would let b join a's sockets
+      const echoPort = (echo.address() as { port: number }).port;
+      const fixed = config(origin, echoPort, uecho.address().port)
+        .replace(/(name: web, .*listen: )127\.0\.0\.1:0/, `$1${web}`)
+        .replace(/(name: tcp, .*listen: )127\.0\.0\.1:0/, `$1${tcp}`);
+      assert.match(fixed, new RegExp(`listen: ${web}`));
+      const r = await runCli(['run', '-c', writeConfig(fixed)], {}, 10_000);
+      assert.equal(r.code, 3);
+      assert.match(r.stdout + r.stderr, /ZL_LISTEN_FAILED/);
+      assert.match(r.stdout + r.stderr, /another process holds it/);
+
+      // an instance on other ports starts; reloading it onto a's address is refused for that listener
+      b = await start();
+      writeFileSync(
+        b.configFile,
+        config(
+          origin,
+          echoPort,
+          uecho.address().port,
+          `  - { name: web3, protocol: http, listen: ${web}, upstream: web }`,
+        ),
+      );
+      const report = (await (await fetch(`${b.admin}reload`, { method: 'POST' })).json()) as {
+        errors: string[];
+      };
+      assert.ok(
+        report.errors.some((e) => /ZL_LISTEN_FAILED|web3: cannot listen/.test(e) && e.includes(web)),
+        JSON.stringify(report.errors),
+      );
+      for (let i = 0; i < 20; i++) assert.equal((await getOnce(web, '/mine')).status, 200);
+      await until(
+        () => a?.stdout.filter((l) => l.includes('"/mine"')).length === 20,
+        'all 20 requests logged by the first instance',
+      );
+      assert.equal(linesByWorker(b, 'web3').size, 0, 'the second instance served none of them');
+    } finally {
+      await b?.stop();
+      await a.stop();
+    }
+  });
+
   test('SIGTERM drains every worker: the request in flight completes, exit 0, no worker left', async () => {
     const z = await start();
     const pids = (await workers(z)).map((w) => w.pid as number);
