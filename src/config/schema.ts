@@ -354,6 +354,15 @@ const tunnelAgent = z.strictObject({
     .optional(),
   compression: z.enum(['none', 'zstd']).prefault(def('tunnel.agent.compression')),
   heartbeat,
+  reconnect: z
+    .strictObject({
+      base: duration
+        .refine((ms) => ms >= 10, 'at least 10ms (a relay must not be hammered)')
+        .prefault(def('tunnel.agent.reconnect.base')),
+      max: duration.prefault(def('tunnel.agent.reconnect.max')),
+    })
+    .refine((r) => r.base <= r.max, { message: 'base must not exceed max', path: ['base'] })
+    .prefault({}),
   connect_timeout: duration.prefault(def('tunnel.agent.connect_timeout')),
   idle_timeout: duration.prefault(def('tunnel.agent.idle_timeout')),
   forwards: z.array(forward).prefault([]),

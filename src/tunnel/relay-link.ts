@@ -1,8 +1,9 @@
 /**
  * The agent's link to one relay: dial (directly or `via` a proxy), TLS 1.3 with the pin or CA,
  * HELLO → HELLO_ACK, then a live `TunnelSession` until it ends; then reconnect with full-jitter
- * backoff (base 0.5 s, cap 30 s, reset after 60 s up; a GOAWAY retry-after is honoured). Every
- * failed attempt destroys what it made (sockets, session, timers).
+ * backoff (`reconnect.base`, 0.5 s, doubling to `reconnect.max`, 30 s; reset after 60 s up; a
+ * GOAWAY retry-after is honoured). Every failed attempt destroys what it made (sockets, session,
+ * timers).
  */
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -26,8 +27,6 @@ import { connectTls, DEFAULT_TUNNEL_CIPHERS, normalizeFingerprint } from './tls.
 export type RelayRef = TunnelAgentConfig['relays'][number];
 export type LinkState = 'connecting' | 'up' | 'draining' | 'backoff' | 'stopped';
 
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_CAP_MS = 30_000;
 const HEALTHY_RESET_MS = 60_000;
 const LOAD_POLL_MS = 10_000;
 
@@ -321,7 +320,7 @@ export class RelayLink extends EventEmitter {
     const delay = Math.max(
       minDelayMs,
       this.retryAfterMs,
-      fullJitterBackoff(this.attempt++, BACKOFF_BASE_MS, BACKOFF_CAP_MS),
+      fullJitterBackoff(this.attempt++, this.cfg.reconnect.base, this.cfg.reconnect.max),
     );
     this.retryAfterMs = 0;
     this.state = 'backoff';

@@ -176,6 +176,7 @@ tunnel:
     token: "0123456789abcdef"
     via: "ftp://proxy"
     socks5: 127.0.0.1:7101
+    reconnect: { base: 1s, max: 100ms }
 `).join('\n');
   assert.match(text, /listeners\[0\]\.allow .*Invalid input|listeners\[0\]\.allow/);
   assert.match(text, /listeners\[1\]\.allow\[0\] .*bare "\*"/);
@@ -189,6 +190,12 @@ tunnel:
   assert.match(text, /tunnel\.agent\.relays\[1\] .*need `tls: true`/);
   assert.match(text, /tunnel\.agent\.via .*http:\/\//);
   assert.match(text, /tunnel\.agent\.socks5 .*already used by listeners\[1\]/);
+  assert.match(text, /tunnel\.agent\.reconnect\.base .*must not exceed max/);
+  const tight = issues(`
+tunnel:
+  agent: { relays: [a:7000], token: "0123456789abcdef", reconnect: { base: 5ms } }
+`).join('\n');
+  assert.match(tight, /tunnel\.agent\.reconnect\.base .*at least 10ms/);
 });
 
 test('http listeners: routes need defined upstreams, https needs a certificate, tls only on https', () => {
