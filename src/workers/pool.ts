@@ -5,7 +5,8 @@
  *   10 s; a worker that ran 30 s starts the count again), logged as `ZL_WORKER_EXITED` and
  *   counted in `zipline_worker_restarts_total`; listeners keep serving from the other workers;
  * - sends every reload to every worker and reports what they applied;
- * - answers `/stats`, `/metrics`, `/readyz` and `/debug/profile` from the workers' answers;
+ * - answers `/stats`, `/metrics`, `/readyz` and `/debug/profile` from the workers' answers (with
+ *   the counters of workers that exited carried on: `retired-series.ts`);
  * - drains them all on SIGTERM/SIGINT, each bounded by `drain_timeout`.
  * Each worker binds its own SO_REUSEPORT socket per listener, so the kernel spreads connections
  * (and UDP flows, by 4-tuple) across them; port 0 is picked once by the primary, and a fixed
@@ -21,6 +22,7 @@ import { metrics } from '../metrics/catalog.js';
 import { fullJitterBackoff } from '../upstream/backoff.js';
 import { mergeStats } from './merge-stats.js';
 import { PortReservations } from './ports.js';
+import { RetiredSeries } from './retired-series.js';
 import { WorkerProcess } from './worker-process.js';
 
 const START_TIMEOUT_MS = 30_000;
@@ -50,6 +52,8 @@ export function workerCount(config: ValidConfig): number {
 export class WorkerPool {
   private readonly procs: WorkerProcess[];
   private readonly ports = new PortReservations();
+  /** Counters of workers that exited, still added to `/metrics`. */
+  private readonly retired = new RetiredSeries();
   /** The config workers run (port-0 listeners on their reserved ports). */
   private config: ValidConfig | null = null;
   private started = false;
@@ -102,6 +106,7 @@ export class WorkerPool {
   private onExit(w: WorkerProcess, code: number | null, signal: NodeJS.Signals | null): void {
     const reason = signal ?? `exit_${code ?? 'unknown'}`;
     w.lastExit = reason;
+    void this.retired.retire(w.index);
     this.refreshGauge();
     if (this.draining || !this.started) {
       w.state = 'exited';
@@ -224,11 +229,16 @@ export class WorkerPool {
 
   /** Prometheus text: the primary's series and every answering worker's, aggregated. */
   async metricsText(primary: MetricsJson): Promise<string> {
+    const running = this.running();
     const answers = await Promise.allSettled(
-      this.running().map((w) => w.request({ t: 'metrics' }, QUERY_TIMEOUT_MS)),
+      running.map((w) => w.request({ t: 'metrics' }, QUERY_TIMEOUT_MS)),
     );
-    const all = [primary];
-    for (const a of answers) if (a.status === 'fulfilled') all.push(a.value as MetricsJson);
+    const all = [primary, this.retired.series()];
+    answers.forEach((a, i) => {
+      if (a.status !== 'fulfilled') return;
+      this.retired.seen((running[i] as WorkerProcess).index, a.value as MetricsJson);
+      all.push(a.value as MetricsJson);
+    });
     return AggregatorRegistry.aggregate(all).metrics();
   }
 

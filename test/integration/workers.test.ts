@@ -212,6 +212,12 @@ describe('workers: 2', { skip: linux ? false : 'SO_REUSEPORT workers are Linux-o
     try {
       const web = await z.listener('web');
       const [w0] = await workers(z);
+      // both workers count connections; a scrape sees them before worker 0 dies
+      for (let i = 0; i < 20; i++) assert.equal((await getOnce(web, '/before')).status, 200);
+      await until(() => linesByWorker(z, 'web').get(0) !== undefined, 'worker 0 served some');
+      const series = 'zipline_downstream_connections_total{listener="web"}';
+      const counted = await metric(z, series);
+      assert.ok(counted >= 20, `${series} = ${counted}`);
       process.kill(w0?.pid as number, 'SIGKILL');
       // (connections queued on a dying worker's socket are reset with it, as with nginx's
       // reuseport: docs/OPERATIONS.md) once it is gone, the other worker takes every connection
@@ -224,6 +230,8 @@ describe('workers: 2', { skip: linux ? false : 'SO_REUSEPORT workers are Linux-o
       assert.equal(replaced.restarts, 1);
       assert.equal(replaced.last_exit, 'SIGKILL');
       assert.equal(await metric(z, 'zipline_worker_restarts_total{reason="SIGKILL"}'), 1);
+      // what the dead worker had counted is carried: the sum does not go down (no counter reset)
+      assert.ok((await metric(z, series)) >= counted + 10, 'connections counted before and during');
       await z.waitForLog(/"code":"ZL_WORKER_EXITED"/);
 
       writeFileSync(
