@@ -1,6 +1,6 @@
 /**
- * A small live dashboard: polls `/stats` once a second and renders listeners and upstream
- * servers. No build step, no external assets. When the admin token is set, the page asks for it
+ * A small live dashboard: polls `/stats` once a second and renders the workers (when there are),
+ * listeners, upstream servers and the tunnel. No build step, no external assets. When the admin token is set, the page asks for it
  * once and keeps it in sessionStorage.
  */
 export const DASHBOARD_HTML = `<!doctype html>
@@ -23,7 +23,13 @@ async function tick(){
   if(r.status===401){const v=prompt('admin token');if(v){sessionStorage.setItem('zl-token',v)}return}
   const s=await r.json();
   document.getElementById('meta').textContent='v'+s.version+' · pid '+s.pid+' · up '+s.uptime_s+'s · generation '+s.generation+(s.draining?' · DRAINING':'');
-  let h='<h2>Listeners</h2><table><tr><th>name</th><th>protocol</th><th>address</th><th>upstream</th><th>active</th></tr>';
+  let h='';
+  if(s.workers){
+    h+='<h2>Workers</h2><table><tr><th>index</th><th>pid</th><th>state</th><th>uptime s</th><th>restarts</th><th>last exit</th></tr>';
+    for(const w of s.workers)h+='<tr><td>'+esc(w.index)+'</td><td>'+esc(w.pid??'')+'</td><td class="'+(w.state==='running'?'up':'down')+'">'+esc(w.state)+'</td><td>'+esc(w.uptime_s)+'</td><td>'+esc(w.restarts)+'</td><td>'+esc(w.last_exit??'')+'</td></tr>';
+    h+='</table>';
+  }
+  h+='<h2>Listeners</h2><table><tr><th>name</th><th>protocol</th><th>address</th><th>upstream</th><th>active</th></tr>';
   for(const [n,l] of Object.entries(s.listeners))h+='<tr><td>'+esc(n)+'</td><td>'+esc(l.protocol)+'</td><td><code>'+esc(l.address)+'</code></td><td>'+esc(l.upstream)+'</td><td>'+esc(l.active??l.sessions)+'</td></tr>';
   h+='</table>';
   for(const [n,u] of Object.entries(s.upstreams)){

@@ -13,12 +13,12 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import vm from 'node:vm';
 import { registry } from '../../src/metrics/catalog.js';
 import { zstdAvailable } from '../../src/tunnel/compression.js';
 import { ERROR, FRAME } from '../../src/tunnel/constants.js';
 import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
 import { encodeHello } from '../../src/tunnel/handshake.js';
+import { renderDashboard } from '../helpers/dashboard.js';
 import { closeServer, listen, openFds, port, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
@@ -612,32 +612,10 @@ listeners:
 
 test('the admin dashboard renders the tunnel: the agent relays and the relay sessions', async () => {
   const { relay, agent } = await startPair('');
-  const render = async (admin: string): Promise<string> => {
-    const html = await (await fetch(admin)).text();
-    const script = html.slice(html.indexOf('<script>') + 8, html.lastIndexOf('</script>'));
-    const stats = await (await fetch(`${admin}stats`)).json();
-    const els: Record<string, { innerHTML: string; textContent: string }> = {
-      out: { innerHTML: '', textContent: '' },
-      meta: { innerHTML: '', textContent: '' },
-    };
-    // the page's own script, run as the browser would, against this process's /stats
-    const sandbox = {
-      document: { getElementById: (id: string) => els[id] },
-      sessionStorage: { getItem: () => null },
-      fetch: async () => ({ status: 200, json: async () => stats }),
-      setInterval: () => 0,
-      prompt: () => null,
-      done: null as Promise<void> | null,
-    };
-    vm.createContext(sandbox);
-    vm.runInContext(script.replace('tick();setInterval', 'done=tick();setInterval'), sandbox);
-    await sandbox.done;
-    return els.out?.innerHTML ?? '';
-  };
-  const a = await render(agent.rt.admin.url());
+  const a = await renderDashboard(agent.rt.admin.url());
   assert.match(a, /<h2>Tunnel agent/);
   assert.match(a, new RegExp(`<code>${relay.rt.relay?.address()}</code></td><td class="up">up`));
-  const r = await render(relay.rt.admin.url());
+  const r = await renderDashboard(relay.rt.admin.url());
   assert.match(r, /<h2>Tunnel relay/);
   assert.match(r, /<td>agent-under-test<\/td>/);
 });

@@ -9,6 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import type { Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { renderDashboard } from '../helpers/dashboard.js';
 import { type Origin, startOrigin } from '../helpers/http.js';
 import {
   closeServer,
@@ -144,6 +145,9 @@ describe('workers: 2', { skip: linux ? false : 'SO_REUSEPORT workers are Linux-o
         assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /--initial-old-space-size=64/);
       }
       assert.equal((await fetch(`${z.admin}readyz`)).status, 200);
+      const page = await renderDashboard(z.admin);
+      assert.match(page, /<h2>Workers<\/h2>/);
+      for (const pid of pids) assert.match(page, new RegExp(`<td>${pid}</td><td class="up">running</td>`));
       // a CPU profile of a chosen worker; an index that is not a worker is refused
       const prof = await fetch(`${z.admin}debug/profile?seconds=1&worker=1`);
       assert.equal(prof.status, 200);
