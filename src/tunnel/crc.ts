@@ -14,7 +14,8 @@ interface CrcBinding {
 }
 
 function load(): CrcBinding | null {
-  if (process.platform !== 'linux') return null;
+  // ZIPLINE_NO_NATIVE=1: every native part off, as on Windows and macOS (src/l4/native-pump.ts)
+  if (process.platform !== 'linux' || process.env.ZIPLINE_NO_NATIVE === '1') return null;
   try {
     const path = fileURLToPath(new URL('../../../build/Release/zipline_crc.node', import.meta.url));
     const b = createRequire(import.meta.url)(path) as CrcBinding;

@@ -98,7 +98,13 @@ listeners:
 ${extra}`;
 }
 
-describe('workers: 2', { skip: linux ? false : 'SO_REUSEPORT workers are Linux-only' }, () => {
+const skip = !linux
+  ? 'SO_REUSEPORT workers are Linux-only'
+  : process.env.ZIPLINE_NO_NATIVE === '1'
+    ? 'the portable pass (ZIPLINE_NO_NATIVE=1): workers need the native module'
+    : false;
+
+describe('workers: 2', { skip }, () => {
   let origin: Origin;
   let echo: Server;
   let uecho: Awaited<ReturnType<typeof udpEcho>>;
