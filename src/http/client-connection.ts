@@ -5,8 +5,8 @@
  * which streams them upstream. One request at a time; pipelined requests wait in `pending`
  * (bounded: reading pauses beyond it) and are served in order.
  *
- * Bytes arrive as views that are valid only during the call: a plain connection the native thread
- * accepted reads into one shared buffer (`onread`, `ClientReads`), as upstream sockets do, which
+ * Bytes arrive as views that are valid only during the call: a plain connection (whether the
+ * native thread or libuv accepted it) reads into one shared buffer (`onread`, `ClientReads`), as upstream sockets do, which
  * spares a fresh ArrayBuffer and the stream machinery (`push`, a `nextTick`) per read. So
  * whatever is kept past the call is copied: a head (the exchange keeps it), a partial head, a
  * pipelined request, request body chunks.
@@ -75,6 +75,8 @@ export class ClientConnection implements Downstream {
   readonly clientPort: number;
   readonly trusted: boolean;
   readonly clientHash: number;
+  /** Reads arrive from the shared buffer (`onread`), not as chunks of the socket's own. */
+  readonly sharedReads: boolean;
   passesChunked = true;
   exchange: Exchange | null = null;
   upgraded: UpgradePump | null = null;
@@ -106,6 +108,7 @@ export class ClientConnection implements Downstream {
     const s = listener.settings;
     this.trusted = s.trustsAnyone && this.clientIp !== '' && isTrustedProxy(s.trusted, this.clientIp);
     this.clientHash = hash32(this.clientIp);
+    this.sharedReads = reads !== null;
     if (reads !== null) reads.conn = this;
     else socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
     socket.on('end', () => this.onEnd());

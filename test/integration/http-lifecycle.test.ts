@@ -55,6 +55,34 @@ describe('http lifecycle', () => {
     }
   });
 
+  for (const native of ['auto', 'off']) {
+    test(`native: ${native}: every plain connection reads into the shared buffer, whoever accepted it`, async () => {
+      const a = await origin((_req, res) => res.end('a'));
+      const z = await startRuntime(
+        yaml(a.address, a.address, '/b/').replace('upstream: a\n', `upstream: a\n    native: ${native}\n`),
+      );
+      try {
+        // 40 connections at once: with the native acceptor, libuv takes some of them itself
+        const clients = await Promise.all(
+          Array.from({ length: 40 }, () => KeepAliveClient.open(z.addr('web'))),
+        );
+        for (const c of clients) assert.equal((await c.send(get('/x'))).body.toString(), 'a');
+        const listener = z.rt.listeners.get('web') as unknown as {
+          connections: Set<{ sharedReads: boolean }>;
+        };
+        assert.equal(listener.connections.size, 40);
+        assert.deepEqual(
+          [...listener.connections].filter((c) => !c.sharedReads).length,
+          0,
+          'no connection reads through the socket stream',
+        );
+        for (const c of clients) c.close();
+      } finally {
+        await z.stop();
+      }
+    });
+  }
+
   test('drain: the request in flight completes with Connection: close, idle keep-alive connections close at once', async () => {
     let release: () => void = () => {};
     const held = new Promise<void>((r) => {
