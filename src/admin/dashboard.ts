@@ -1,7 +1,7 @@
 /**
  * A small live dashboard: polls `/stats` once a second and renders the workers (when there are),
- * listeners, upstream servers and the tunnel. No build step, no external assets. When the admin token is set, the page asks for it
- * once and keeps it in sessionStorage.
+ * listeners, upstream servers and the tunnel. No build step, no external assets. When the admin
+ * token is set, the page asks for it once and keeps it in sessionStorage.
  */
 export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>zipline</title>

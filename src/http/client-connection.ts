@@ -6,10 +6,10 @@
  * (bounded: reading pauses beyond it) and are served in order.
  *
  * Bytes arrive as views that are valid only during the call: a plain connection (whether the
- * native thread or libuv accepted it) reads into one shared buffer (`onread`, `ClientReads`), as upstream sockets do, which
- * spares a fresh ArrayBuffer and the stream machinery (`push`, a `nextTick`) per read. So
- * whatever is kept past the call is copied: a head (the exchange keeps it), a partial head, a
- * pipelined request, request body chunks.
+ * native thread or libuv accepted it) reads into one shared buffer (`onread`, `ClientReads`), as
+ * upstream sockets do, which spares a fresh ArrayBuffer and the stream machinery (`push`, a
+ * `nextTick`) per read. So whatever is kept past the call is copied: a head (the exchange keeps
+ * it), a partial head, a pipelined request, request body chunks.
  *
  * Keep-alive follows RFC 9112 §9.3 (HTTP/1.1 persistent unless `Connection: close`; HTTP/1.0
  * only with `keep-alive`). The connection closes after a response when either side asked for it,

@@ -297,7 +297,7 @@ export class HttpListener implements Listener, ExchangeHost {
     };
   }
 
-  /** A connection accepted outside net.Server: the listener's limit, then as any other. */
+  /** A connection accepted outside net.Server: the listener's limit, then on as usual. */
   private accepted(socket: Socket, reads: ClientReads | null): void {
     if (this.connections.size + (this.h2?.sessionCount() ?? 0) >= this.settings.maxConnections) {
       metrics.downstreamRejected.labels(this.name, 'ZL_LISTENER_OVER_LIMIT').inc();
