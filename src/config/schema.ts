@@ -222,6 +222,7 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
     upstream: z.string().min(1).optional(),
     routes: z.array(httpRoute).prefault([]),
     trusted_proxies: z.array(cidr).prefault(def('listeners[].trusted_proxies')),
+    client_fin: z.enum(['abort', 'finish']).prefault(def('listeners[].client_fin')),
     tls: tlsSettings.optional(),
     timeouts: z
       .strictObject({

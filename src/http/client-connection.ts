@@ -181,7 +181,11 @@ export class ClientConnection implements Downstream {
   private beginRequest(head: RequestHead, buf: Buffer, end: number): void {
     this.requests++;
     this.method = head.method;
-    this.keepAlive = head.keepAlive && !this.clientEnded && !this.listener.draining();
+    // after a FIN, `client_fin: finish` still serves what was pipelined (finish() closes after it)
+    this.keepAlive =
+      head.keepAlive &&
+      (!this.clientEnded || this.listener.settings.finishOnClientFin) &&
+      !this.listener.draining();
     this.passesChunked = head.minor === 1;
     if (head.chunked) {
       this.decoder = new ChunkedDecoder();
@@ -281,13 +285,16 @@ export class ClientConnection implements Downstream {
   }
 
   /**
-   * The client sent FIN. As nginx does (`proxy_ignore_client_abort off`), a FIN while a request
-   * is in flight means the client gave up: the exchange ends as 499 and the upstream request is
-   * cancelled. Between requests it simply ends the connection.
+   * The client sent FIN. By default, as nginx does (`proxy_ignore_client_abort off`), a FIN while
+   * a request is in flight means the client gave up: the exchange ends as 499 and the upstream
+   * request is cancelled. With `client_fin: finish`, as HAProxy does, a request received in full
+   * is answered, and so are requests pipelined before the FIN (`finish()`); only one cut short
+   * ends as 499. Between requests a FIN simply ends the connection.
    */
   private onEnd(): void {
     this.clientEnded = true;
     const ex = this.exchange;
+    if (ex !== null && ex.bodyDone && this.listener.settings.finishOnClientFin) return;
     if (ex !== null) {
       this.exchange = null;
       ex.clientGone();
@@ -349,10 +356,15 @@ export class ClientConnection implements Downstream {
     if (this.exchange !== ex) return;
     this.exchange = null;
     if (this.closed) return;
-    if (!this.responseKeepAlive || this.clientEnded || this.reading === 'body') {
+    if (
+      !this.responseKeepAlive ||
+      this.reading === 'body' ||
+      (this.clientEnded && !this.listener.settings.finishOnClientFin)
+    ) {
       this.closeAfterWrite();
       return;
     }
+    // after a FIN (client_fin: finish) this serves what was pipelined, then closes
     this.nextRequest();
   }
 
@@ -412,6 +424,8 @@ export class ClientConnection implements Downstream {
     if (p !== null) {
       this.pending = null;
       this.parseHead(p);
+      // after the client's FIN a head that is not complete never will be
+      if (this.clientEnded && this.exchange === null && this.reading === 'head') this.closeAfterWrite();
     } else if (this.clientEnded) {
       this.closeAfterWrite();
     }

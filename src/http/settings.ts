@@ -25,6 +25,8 @@ export interface HttpListenerSettings {
   readonly maxConnections: number;
   readonly maxHeaderBytes: number;
   readonly maxBodyReplay: number;
+  /** A client FIN during a request: `abort` it (499) or `finish` what was received in full. */
+  readonly finishOnClientFin: boolean;
 }
 
 const NO_RULES: HeaderRules = Object.freeze({
@@ -91,5 +93,6 @@ export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettin
     maxConnections: cfg.limits.max_connections,
     maxHeaderBytes: cfg.limits.max_header_bytes,
     maxBodyReplay: cfg.limits.max_body_replay,
+    finishOnClientFin: cfg.client_fin === 'finish',
   });
 }

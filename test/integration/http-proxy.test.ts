@@ -1,10 +1,11 @@
 /** The HTTP reverse proxy on real loopback sockets: forwarding semantics, routing, hostile input. */
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { nativePump } from '../../src/l4/native-pump.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import { get, KeepAliveClient, parseResponse, rawRequest, testPeers } from '../helpers/http.js';
-import { port, until } from '../helpers/net.js';
+import { port, splitAddress, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 const peers = testPeers();
@@ -420,6 +421,86 @@ describe('bad input', () => {
     } finally {
       await z.stop();
     }
+  });
+
+  describe('a client FIN (half-close) while requests are in flight', () => {
+    /** Writes `bytes`, half-closes, and reads until the proxy closes. */
+    const halfClose = (address: string, bytes: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const [host, p] = splitAddress(address);
+        const s = connect(p, host);
+        let text = '';
+        s.on('data', (c: Buffer) => {
+          text += c.toString('latin1');
+        });
+        s.on('error', reject);
+        s.on('close', () => resolve(text));
+        s.end(bytes);
+      });
+    const clientEnded = (z: Awaited<ReturnType<typeof startRuntime>>): boolean => {
+      const l = z.rt.listeners.get('web') as unknown as {
+        connections: Set<{ socket: { readableEnded: boolean } }>;
+      };
+      return [...l.connections].some((c) => c.socket.readableEnded);
+    };
+    const requests = ['/a', '/b', '/c'].map((p) => `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`).join('');
+
+    test('client_fin: abort (the default, as nginx): the request ends as 499, nothing is answered', async () => {
+      let upstreamClosed = false;
+      const held = await raw((s) => {
+        s.on('end', () => {
+          upstreamClosed = true;
+        });
+        s.resume();
+      });
+      const z = await startRuntime(config([`127.0.0.1:${port(held)}`]));
+      try {
+        assert.equal(await halfClose(z.addr('web'), get('/')), '');
+        await until(() => z.access.length === 1 && upstreamClosed, 'access line, upstream request cancelled');
+        assert.equal(z.access[0]?.status, 499);
+        assert.equal(z.access[0]?.error, 'ZL_CLIENT_ABORTED');
+      } finally {
+        await z.stop();
+      }
+    });
+
+    test('client_fin: finish (as HAProxy): requests received in full are answered, pipelined ones too, then close', async () => {
+      const waiting: { url: string; answer: () => void }[] = [];
+      const o = await origin((req, res) => {
+        waiting.push({ url: req.url ?? '', answer: () => res.end(`ok ${req.url}`) });
+      });
+      const z = await startRuntime(config([o.address], '    client_fin: finish'));
+      try {
+        const reply = halfClose(z.addr('web'), requests);
+        // every answer leaves the origin only once zipline has read the client's FIN
+        await until(() => waiting.length === 1 && clientEnded(z), 'the first request upstream, the FIN read');
+        for (let i = 0; i < 3; i++) {
+          await until(() => waiting.length > 0, `request ${i + 1} upstream`);
+          waiting.shift()?.answer();
+        }
+        const text = await reply;
+        assert.deepEqual(
+          [...text.matchAll(/HTTP\/1\.1 (\d+)[^]*?ok (\/\w)/g)].map((m) => `${m[1]} ${m[2]}`),
+          ['200 /a', '200 /b', '200 /c'],
+        );
+        await until(() => z.access.length === 3, 'three access lines');
+        assert.deepEqual(
+          z.access.map((a) => a.status),
+          [200, 200, 200],
+        );
+
+        // a request cut short by the FIN cannot be answered: 499
+        const cut = await halfClose(
+          z.addr('web'),
+          'POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc',
+        );
+        assert.equal(cut, '');
+        await until(() => z.access.length === 4, 'the cut request logged');
+        assert.equal(z.access[3]?.status, 499);
+      } finally {
+        await z.stop();
+      }
+    });
   });
 
   test('coded errors are counted in zipline_http_errors_total', async () => {
