@@ -294,7 +294,7 @@ export class ClientConnection implements Downstream {
   private onEnd(): void {
     this.clientEnded = true;
     const ex = this.exchange;
-    if (ex !== null && ex.bodyDone && this.listener.settings.finishOnClientFin) return;
+    if (ex?.bodyDone && this.listener.settings.finishOnClientFin) return;
     if (ex !== null) {
       this.exchange = null;
       ex.clientGone();
