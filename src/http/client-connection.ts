@@ -6,7 +6,7 @@
  * (bounded: reading pauses beyond it) and are served in order.
  *
  * Bytes arrive as views that are valid only during the call: a plain connection (whether the
- * native thread or libuv accepted it) reads into one shared buffer (`onread`, `ClientReads`), as
+ * native thread or libuv accepted it) reads into one shared buffer (`client-reads.ts`), as
  * upstream sockets do, which spares a fresh ArrayBuffer and the stream machinery (`push`, a
  * `nextTick`) per read. So whatever is kept past the call is copied: a head (the exchange keeps
  * it), a partial head, a pipelined request, request body chunks.
@@ -20,6 +20,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError } from '../errors.js';
+import type { ClientReads, ReadTarget } from './client-reads.js';
 import type { Downstream } from './downstream.js';
 import { Exchange } from './exchange.js';
 import { isTrustedProxy } from './forward-head.js';
@@ -40,37 +41,7 @@ const PIPELINE_SLACK = 64 * 1024;
 
 type Reading = 'head' | 'body' | 'none';
 
-/**
- * Where a shared-buffer socket's reads go: set before the first read can arrive (reads are
- * delivered by libuv after the accept callback returns).
- */
-export interface ClientReads {
-  conn: ClientConnection | null;
-}
-
-/** Every plain client socket accepted natively reads into this (consumed synchronously). */
-const READ_SCRATCH = Buffer.allocUnsafeSlow(16 * 1024);
-
-/** `onread` for a natively accepted plain-HTTP socket (see `ClientReads`). */
-export function sharedReads(
-  route: ClientReads,
-  socket: () => Socket | null,
-): { buffer: Buffer; callback: (n: number, buf: Uint8Array) => boolean } {
-  return {
-    buffer: READ_SCRATCH,
-    callback: (n, buf) => {
-      const conn = route.conn;
-      if (conn === null) {
-        socket()?.destroy();
-        return false;
-      }
-      conn.onBytes((buf as Buffer).subarray(0, n));
-      return true;
-    },
-  };
-}
-
-export class ClientConnection implements Downstream {
+export class ClientConnection implements Downstream, ReadTarget {
   readonly clientIp: string;
   readonly clientPort: number;
   readonly trusted: boolean;

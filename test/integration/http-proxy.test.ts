@@ -31,6 +31,20 @@ ${listenerExtra}
 `;
 }
 
+/** Writes `bytes`, half-closes, and reads until the proxy closes. */
+const halfClose = (address: string, bytes: string): Promise<string> =>
+  new Promise((resolve, reject) => {
+    const [host, p] = splitAddress(address);
+    const s = connect(p, host);
+    let text = '';
+    s.on('data', (c: Buffer) => {
+      text += c.toString('latin1');
+    });
+    s.on('error', reject);
+    s.on('close', () => resolve(text));
+    s.end(bytes);
+  });
+
 type Echo = { method: string; url: string; headers: Record<string, string>; body: number };
 
 /** One request on a new connection; resolves at the first complete response or at close. */
@@ -403,40 +417,30 @@ describe('bad input', () => {
     }
   });
 
-  test('a client that leaves before the response is logged as 499 and its upstream request is cancelled', async () => {
-    let upstreamClosed = false;
-    const slow = await raw((s) => {
-      s.on('end', () => {
-        upstreamClosed = true;
-      });
-      s.resume();
-    });
-    const z = await startRuntime(config([`127.0.0.1:${port(slow)}`]));
-    try {
-      await rawRequest(z.addr('web'), get('/'), 100);
-      await until(() => z.access.length === 1, 'access line');
-      assert.equal(z.access[0]?.status, 499);
-      assert.equal(z.access[0]?.error, 'ZL_CLIENT_ABORTED');
-      await until(() => upstreamClosed, 'upstream connection closed');
-    } finally {
-      await z.stop();
-    }
-  });
-
-  describe('a client FIN (half-close) while requests are in flight', () => {
-    /** Writes `bytes`, half-closes, and reads until the proxy closes. */
-    const halfClose = (address: string, bytes: string): Promise<string> =>
-      new Promise((resolve, reject) => {
-        const [host, p] = splitAddress(address);
-        const s = connect(p, host);
-        let text = '';
-        s.on('data', (c: Buffer) => {
-          text += c.toString('latin1');
+  for (const leaves of ['closes', 'sends FIN (client_fin: abort, the default, as nginx)']) {
+    test(`a client that ${leaves} before the response is logged as 499 and its upstream request is cancelled`, async () => {
+      let upstreamClosed = false;
+      const slow = await raw((s) => {
+        s.on('end', () => {
+          upstreamClosed = true;
         });
-        s.on('error', reject);
-        s.on('close', () => resolve(text));
-        s.end(bytes);
+        s.resume();
       });
+      const z = await startRuntime(config([`127.0.0.1:${port(slow)}`]));
+      try {
+        if (leaves === 'closes') await rawRequest(z.addr('web'), get('/'), 100);
+        else assert.equal(await halfClose(z.addr('web'), get('/')), '', 'nothing answered');
+        await until(() => z.access.length === 1, 'access line');
+        assert.equal(z.access[0]?.status, 499);
+        assert.equal(z.access[0]?.error, 'ZL_CLIENT_ABORTED');
+        await until(() => upstreamClosed, 'upstream connection closed');
+      } finally {
+        await z.stop();
+      }
+    });
+  }
+
+  describe('client_fin: finish', () => {
     const clientEnded = (z: Awaited<ReturnType<typeof startRuntime>>): boolean => {
       const l = z.rt.listeners.get('web') as unknown as {
         connections: Set<{ socket: { readableEnded: boolean } }>;
@@ -444,25 +448,6 @@ describe('bad input', () => {
       return [...l.connections].some((c) => c.socket.readableEnded);
     };
     const requests = ['/a', '/b', '/c'].map((p) => `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`).join('');
-
-    test('client_fin: abort (the default, as nginx): the request ends as 499, nothing is answered', async () => {
-      let upstreamClosed = false;
-      const held = await raw((s) => {
-        s.on('end', () => {
-          upstreamClosed = true;
-        });
-        s.resume();
-      });
-      const z = await startRuntime(config([`127.0.0.1:${port(held)}`]));
-      try {
-        assert.equal(await halfClose(z.addr('web'), get('/')), '');
-        await until(() => z.access.length === 1 && upstreamClosed, 'access line, upstream request cancelled');
-        assert.equal(z.access[0]?.status, 499);
-        assert.equal(z.access[0]?.error, 'ZL_CLIENT_ABORTED');
-      } finally {
-        await z.stop();
-      }
-    });
 
     test('client_fin: finish (as HAProxy): requests received in full are answered, pipelined ones too, then close', async () => {
       const waiting: { url: string; answer: () => void }[] = [];
