@@ -25,6 +25,8 @@ export class UpgradePump {
     // FIN is passed on; once both sides sent theirs the sockets close by themselves
     client.on('end', () => upstream.end());
     upstream.on('end', () => client.end());
+    // a FIN the client sent with its request (`client_fin: finish`) came before the pump
+    if (client.readableEnded) upstream.end();
     upstream.on('close', () => this.destroy());
     upstream.on('error', () => this.destroy());
     client.on('close', () => this.destroy());

@@ -474,6 +474,29 @@ describe('bad input', () => {
           [200, 200, 200],
         );
 
+        // an upgrade asked for just before the FIN: after the 101 the FIN reaches the origin
+        let originSawFin = false;
+        const ws = await raw((sock) => {
+          sock.once('data', () =>
+            sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n'),
+          );
+          sock.on('end', () => {
+            originSawFin = true;
+            sock.end();
+          });
+        });
+        const zu = await startRuntime(config([`127.0.0.1:${port(ws)}`], '    client_fin: finish'));
+        try {
+          const up = await halfClose(
+            zu.addr('web'),
+            'GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n',
+          );
+          assert.match(up, /^HTTP\/1\.1 101 /);
+          assert.equal(originSawFin, true, 'the client FIN was passed on through the pump');
+        } finally {
+          await zu.stop();
+        }
+
         // a request cut short by the FIN cannot be answered: 499
         const cut = await halfClose(
           z.addr('web'),
