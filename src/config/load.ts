@@ -204,7 +204,9 @@ function addZodIssue(
   at: (path: readonly PathSegment[], message: string) => void,
 ): void {
   const path = issue.path.filter((s): s is PathSegment => typeof s !== 'symbol');
-  if (badEnvPaths.has(formatPath(path))) return; // already reported as a missing variable
+  // already reported as a missing variable, at this value or one it was made from (a server
+  // written as a string becomes `{ address }`)
+  for (let n = path.length; n >= 1; n--) if (badEnvPaths.has(formatPath(path.slice(0, n)))) return;
   if (issue.code === 'unrecognized_keys') {
     const known = knownKeysAt(data, path);
     for (const key of issue.keys) {

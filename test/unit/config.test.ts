@@ -72,6 +72,20 @@ test('the four classic mistakes are all reported, with paths and line:col', () =
   );
 });
 
+test('a missing variable is one problem, not also the value it would have made', () => {
+  // a server written as a string becomes { address }: its schema error would be a follow-on
+  const out = issues(`
+upstreams:
+  api: { servers: ["127.0.0.1:\${API_PORT}", { address: "\${API_HOST}:1" }] }
+`);
+  assert.deepEqual(
+    out.map((l) => l.replace(/ \(line.*/, '')),
+    ['upstreams.api.servers[0]', 'upstreams.api.servers[1].address'],
+    out.join('\n'),
+  );
+  assert.ok(out.every((l) => /environment variable API_(PORT|HOST) is not set/.test(l)));
+});
+
 test('a bare port listens on all interfaces (nginx `listen 6432;`)', () => {
   const r = loadConfigText(
     'upstreams: { a: { servers: [127.0.0.1:1] } }\nlisteners:\n  - { name: x, protocol: tcp, listen: 6432, upstream: a }\n  - { name: y, protocol: udp, listen: "5353", upstream: a }\n',
