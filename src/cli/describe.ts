@@ -1,12 +1,13 @@
 /** The human summary printed by `zipline check`. Secrets (the admin token) are never printed. */
 import { availableParallelism } from 'node:os';
 import { listenerName, type ValidConfig } from '../config/schema.js';
+import { formatDuration } from '../config/units.js';
 
 export function describeConfig(c: ValidConfig): string {
   const lines: string[] = [];
   lines.push(`admin: http://${c.admin.listen}/ (token ${c.admin.token ? 'set' : 'not set'})`);
   lines.push(
-    `workers: ${c.workers === 'auto' ? `auto (${availableParallelism()})` : c.workers}, drain_timeout: ${c.drain_timeout}ms, access log: ${c.log.access}`,
+    `workers: ${c.workers === 'auto' ? `auto (${availableParallelism()})` : c.workers}, drain_timeout: ${formatDuration(c.drain_timeout)}, access log: ${c.log.access}`,
   );
   for (const l of c.listeners) {
     const up = 'upstream' in l && l.upstream !== undefined ? ` -> ${String(l.upstream)}` : '';
@@ -14,10 +15,16 @@ export function describeConfig(c: ValidConfig): string {
       (l.protocol === 'http' || l.protocol === 'https') && l.routes.length > 0
         ? ` (${l.routes.map((r) => `${r.match.host ?? '*'}${r.match.path_prefix} -> ${r.upstream}`).join(', ')})`
         : '';
-    lines.push(`listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}`);
+    const fin =
+      (l.protocol === 'http' || l.protocol === 'https') && l.client_fin === 'finish'
+        ? ', client_fin: finish'
+        : '';
+    lines.push(`listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}`);
   }
   for (const [name, u] of Object.entries(c.upstreams)) {
-    const hc = u.health_check ? `, health ${u.health_check.type} every ${u.health_check.interval}ms` : '';
+    const hc = u.health_check
+      ? `, health ${u.health_check.type} every ${formatDuration(u.health_check.interval)}`
+      : '';
     lines.push(`upstream ${name}: ${u.balance}, ${u.servers.map((s) => s.address).join(' ')}${hc}`);
   }
   for (const b of c.shm) {

@@ -49,6 +49,7 @@ listeners: [{ name: pg, protocol: tcp, listen: 127.0.0.1:6432, upstream: api }]
     assert.match(r.stdout, /listener pg: tcp 127\.0\.0\.1:6432 -> api/);
     assert.match(r.stdout, /upstream api: least_conn, 127\.0\.0\.1:9001 127\.0\.0\.1:9002/);
     assert.match(r.stdout, /token set/);
+    assert.match(r.stdout, /drain_timeout: 30s,/);
     assert.doesNotMatch(r.stdout + r.stderr, /super-secret-token/);
   });
 

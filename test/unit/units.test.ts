@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseDuration, parseHostPort, parsePercent, parseSize } from '../../src/config/units.js';
+import {
+  formatDuration,
+  parseDuration,
+  parseHostPort,
+  parsePercent,
+  parseSize,
+} from '../../src/config/units.js';
 
 test('durations', () => {
   assert.equal(parseDuration('250ms'), 250);
@@ -9,6 +15,19 @@ test('durations', () => {
   assert.equal(parseDuration('2h'), 7_200_000);
   assert.equal(parseDuration('0'), 0);
   for (const bad of ['5sec', '10', '-1s', 's', '', '1 s s']) assert.equal(parseDuration(bad), undefined, bad);
+  // printed as a config would write them, and read back the same
+  for (const [ms, text] of [
+    [0, '0'],
+    [250, '250ms'],
+    [1500, '1500ms'],
+    [30_000, '30s'],
+    [90_000, '90s'],
+    [120_000, '2m'],
+    [7_200_000, '2h'],
+  ] as const) {
+    assert.equal(formatDuration(ms), text);
+    assert.equal(parseDuration(text), ms);
+  }
 });
 
 test('sizes', () => {
