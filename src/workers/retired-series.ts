@@ -16,6 +16,9 @@ export class RetiredSeries {
   /** Each running worker's series, as of the latest scrape. */
   private readonly latest = new Map<number, MetricsJson>();
   private carried: MetricsJson = [];
+  /** Retirements merge one after another (two workers exiting together must not both start
+   * from the same carried set: one would be lost). */
+  private merging: Promise<void> = Promise.resolve();
 
   /** Worker `index` answered a scrape with `series`. */
   seen(index: number, series: MetricsJson): void {
@@ -23,14 +26,16 @@ export class RetiredSeries {
   }
 
   /** Worker `index` exited: what it had counted is carried from now on. */
-  async retire(index: number): Promise<void> {
+  retire(index: number): Promise<void> {
     const last = this.latest.get(index);
     this.latest.delete(index);
-    if (last === undefined) return;
-    const counted = last.filter((m) => CARRIED_TYPES.has(String(m.type)));
-    if (counted.length === 0) return;
-    const merged = AggregatorRegistry.aggregate([this.carried, counted]);
-    this.carried = (await merged.getMetricsAsJSON()) as MetricsJson;
+    const counted = last?.filter((m) => CARRIED_TYPES.has(String(m.type))) ?? [];
+    if (counted.length === 0) return this.merging;
+    this.merging = this.merging.then(async () => {
+      const merged = AggregatorRegistry.aggregate([this.carried, counted]);
+      this.carried = (await merged.getMetricsAsJSON()) as MetricsJson;
+    });
+    return this.merging;
   }
 
   /** The carried series, for a scrape to add in. */
