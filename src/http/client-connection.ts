@@ -46,8 +46,6 @@ export class ClientConnection implements Downstream, ReadTarget {
   readonly clientPort: number;
   readonly trusted: boolean;
   readonly clientHash: number;
-  /** Reads arrive from the shared buffer (`onread`), not as chunks of the socket's own. */
-  readonly sharedReads: boolean;
   passesChunked = true;
   exchange: Exchange | null = null;
   upgraded: UpgradePump | null = null;
@@ -79,7 +77,6 @@ export class ClientConnection implements Downstream, ReadTarget {
     const s = listener.settings;
     this.trusted = s.trustsAnyone && this.clientIp !== '' && isTrustedProxy(s.trusted, this.clientIp);
     this.clientHash = hash32(this.clientIp);
-    this.sharedReads = reads !== null;
     if (reads !== null) reads.conn = this;
     else socket.on('data', (chunk: Buffer) => this.onBytes(chunk));
     socket.on('end', () => this.onEnd());
