@@ -21,9 +21,9 @@
     },
     {
       "target_name": "zipline_crc",
-      "sources": ["native/crc/crc32.c"],
+      "sources": ["native/crc/crc32_core.c", "native/crc/crc32_addon.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/crc/crc32.c"] }]]
+      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/crc/crc32_core.c", "native/crc/crc32_addon.c"] }]]
     }
   ]
 }

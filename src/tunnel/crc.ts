@@ -1,6 +1,6 @@
 /**
  * CRC-32 (IEEE 802.3, as `zlib.crc32`) for frames. Both ends of a tunnel CRC every byte, and
- * Node's zlib.crc32 runs at ~5 GB/s here; the native addon (native/crc/crc32.c, PCLMULQDQ
+ * Node's zlib.crc32 runs at ~5 GB/s here; the native addon (native/crc/crc32_core.c, PCLMULQDQ
  * folding, built at `npm install` on Linux) runs at ~25 GB/s. Payloads under 256 bytes stay on
  * zlib (a native call costs more than it saves); without the addon everything does.
  */

@@ -1,4 +1,4 @@
-/** The accelerated CRC-32 (native/crc/crc32.c) is zlib.crc32, byte for byte. */
+/** The accelerated CRC-32 (native/crc/crc32_core.c) is zlib.crc32, byte for byte. */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';

@@ -5,9 +5,11 @@
  * machine against ~5 GB/s for Node's zlib.crc32, which matters because both ends of a tunnel CRC
  * every byte. Falls back to a table-driven CRC on CPUs without PCLMULQDQ/SSE4.1.
  * test/unit/crc32.test.ts checks it against zlib.crc32 for every length 0–3000 and for unaligned
- * buffers.
+ * buffers. Plain C, no N-API: the CRC addon (crc32_addon.c) and the native tunnel engine
+ * (native/tunnel/) both compile it.
  */
-#include <node_api.h>
+#include "crc32.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -99,7 +101,7 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t crc_fold(const uint8_t 
 }
 #endif
 
-static uint32_t crc32_ieee(const uint8_t *p, size_t n) {
+uint32_t zl_crc32(const uint8_t *p, size_t n) {
   uint32_t c = 0xffffffffu;
 #if defined(__x86_64__)
   if (have_clmul && n >= 64) {
@@ -112,38 +114,20 @@ static uint32_t crc32_ieee(const uint8_t *p, size_t n) {
   return ~crc_bytes(c, p, n);
 }
 
-/* crc32(view: Uint8Array): number */
-static napi_value js_crc32(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], out;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  napi_typedarray_type type;
-  size_t length = 0, offset = 0;
-  void *data = NULL;
-  napi_value ab;
-  if (argc < 1 || napi_get_typedarray_info(env, argv[0], &type, &length, &data, &ab, &offset) != napi_ok ||
-      type != napi_uint8_array) {
-    napi_throw_type_error(env, NULL, "crc32 expects a Uint8Array");
-    return NULL;
-  }
-  napi_create_uint32(env, crc32_ieee((const uint8_t *)data, length), &out);
-  return out;
-}
 
-NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
-  init_table();
+int zl_crc32_init(void) {
+  static int done = 0;
+  if (!done) {
+    init_table();
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  have_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+    __builtin_cpu_init();
+    have_clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
 #endif
-  napi_value fn, accel;
-  napi_create_function(env, "crc32", NAPI_AUTO_LENGTH, js_crc32, NULL, &fn);
-  napi_set_named_property(env, exports, "crc32", fn);
+    done = 1;
+  }
 #if defined(__x86_64__)
-  napi_get_boolean(env, have_clmul, &accel);
+  return have_clmul;
 #else
-  napi_get_boolean(env, 0, &accel);
+  return 0;
 #endif
-  napi_set_named_property(env, exports, "accelerated", accel);
-  return exports;
 }
