@@ -338,6 +338,10 @@ export const CONFIG_REFERENCE = {
     default: 3,
     doc: 'A session with no frame for `interval × misses` is dead (GOAWAY IDLE_TIMEOUT); checked every interval.',
   },
+  'tunnel.relay.native': {
+    default: 'auto',
+    doc: '`auto` runs sessions on the native tunnel engine when it was built (Linux, at `npm install`): TLS, frames, windows and the bytes of streams to their sockets stay in one native thread, never in JavaScript (docs/TUNNEL.md, "Data path"). `off` runs them in JavaScript, as on Windows and macOS. The wire is the same either way. A reload applies a change to new sessions.',
+  },
   'tunnel.agent': {
     doc: 'Connects to relays and carries local entries (forwards, SOCKS5, HTTP proxy) through them.',
   },
@@ -422,6 +426,10 @@ export const CONFIG_REFERENCE = {
   'tunnel.agent.heartbeat.misses': {
     default: 3,
     doc: 'A session with no frame for `interval × misses` is dead (GOAWAY IDLE_TIMEOUT); checked every interval.',
+  },
+  'tunnel.agent.native': {
+    default: 'auto',
+    doc: '`auto` runs sessions on the native tunnel engine when it was built (Linux): TLS, frames, windows and the bytes between local connections and the tunnel stay in one native thread. `off` runs them in JavaScript, as on Windows and macOS. A reload applies a change to the next session with each relay.',
   },
 
   shm: {

@@ -317,6 +317,7 @@ const tunnelRelay = z.strictObject({
   max_sessions: count(1, 1_000_000).prefault(def('tunnel.relay.max_sessions')),
   heartbeat,
   limits: tunnelLimits,
+  native: z.enum(['auto', 'off']).prefault(def('tunnel.relay.native')),
 });
 
 const relayRef = z.preprocess(
@@ -370,6 +371,7 @@ const tunnelAgent = z.strictObject({
   socks5: listenAddress.optional(),
   http_proxy: listenAddress.optional(),
   limits: tunnelLimits,
+  native: z.enum(['auto', 'off']).prefault(def('tunnel.agent.native')),
 });
 
 const shmBridge = z.strictObject({

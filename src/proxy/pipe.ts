@@ -15,8 +15,15 @@ export interface PipeResult {
   readonly error: ErrorCode | 'idle_timeout' | null;
 }
 
-/** The far side: a tunnel stream (`reset` when the peer reset it) or a socket. */
-export type FarSide = Duplex & { reset?: boolean };
+/**
+ * The far side: a tunnel stream (`reset` when the peer reset it) or a socket. A native tunnel
+ * stream can take the socket itself (`attachSocket`): its engine then moves the bytes, with the
+ * same half-close, reset and idle rules, and calls `done` once.
+ */
+export type FarSide = Duplex & {
+  reset?: boolean;
+  attachSocket?: (socket: Socket, idleTimeoutMs: number, done: (r: PipeResult) => void) => boolean;
+};
 
 export function pipeStream(
   stream: FarSide,
@@ -24,6 +31,7 @@ export function pipeStream(
   idleTimeoutMs: number,
   done: (r: PipeResult) => void,
 ): void {
+  if (stream.attachSocket?.(socket, idleTimeoutMs, done) === true) return;
   let error: PipeResult['error'] = null;
   let closed = 0;
   let finished = false;

@@ -8,8 +8,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { isIP } from 'node:net';
 import type { UdpChannel } from '../proxy/dialer.js';
 import { addressLength, type Destination, readAddress, writeAddress } from './address.js';
-import type { TunnelSession } from './session.js';
-import type { TunnelStream } from './stream.js';
+import type { SessionApi, SessionStream } from './session-api.js';
 
 export class TunnelUdpChannel implements UdpChannel {
   private messageCb: (from: Destination, data: Buffer) => void = () => {};
@@ -19,8 +18,8 @@ export class TunnelUdpChannel implements UdpChannel {
   bytesOut = 0;
 
   constructor(
-    private readonly session: TunnelSession,
-    private readonly stream: TunnelStream,
+    private readonly session: SessionApi,
+    private readonly stream: SessionStream,
     sinks: Map<number, (payload: Buffer) => void>,
   ) {
     sinks.set(stream.id, (p) => {

@@ -21,9 +21,10 @@ import { type Destination, encodeAddress, formatDestination } from './address.js
 import { TunnelUdpChannel, UdpForward } from './agent-udp.js';
 import { zstdAvailable } from './compression.js';
 import { OPEN_KIND, OPEN_STATUS } from './constants.js';
+import { engine } from './native/binding.js';
 import { RelayLink } from './relay-link.js';
 import { choose, scores } from './score.js';
-import type { TunnelStream } from './stream.js';
+import type { SessionStream } from './session-api.js';
 
 const UDP_IDLE_MS = 60_000;
 
@@ -98,6 +99,7 @@ export class TunnelAgent implements Dialer {
       await this.stopAccepting();
       throw err;
     }
+    if (this.cfg.native !== 'off') engine.warm();
     for (const l of this.links) l.start();
     for (const e of this.entries)
       this.ctx.log.info({ entry: e.kind, address: e.server.address() }, 'tunnel agent entry listening');
@@ -165,7 +167,7 @@ export class TunnelAgent implements Dialer {
   }
 
   /** Opens a stream of `kind` to `dest` on the best relay, once more elsewhere if the session dies first. */
-  private async openStream(kind: number, dest: Destination): Promise<TunnelStream> {
+  private async openStream(kind: number, dest: Destination): Promise<SessionStream> {
     let tried: RelayLink | null = null;
     for (let round = 0; round < 2; round++) {
       const link = await this.link(tried);
@@ -197,7 +199,7 @@ export class TunnelAgent implements Dialer {
     throw dialError('ZL_TUNNEL_NO_RELAY', OPEN_STATUS.NETWORK_UNREACHABLE, 'no tunnel relay is up');
   }
 
-  connectTcp(dest: Destination): Promise<TunnelStream> {
+  connectTcp(dest: Destination): Promise<SessionStream> {
     return this.openStream(OPEN_KIND.TCP, dest);
   }
 

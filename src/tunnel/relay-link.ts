@@ -9,19 +9,21 @@ import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
-import type { TLSSocket } from 'node:tls';
+import { rootCertificates, type TLSSocket } from 'node:tls';
 import type { TunnelAgentConfig } from '../config/schema.js';
 import { parseHostPort } from '../config/units.js';
 import { isZiplineError, ZiplineError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { fullJitterBackoff } from '../upstream/backoff.js';
-import { zstdAvailable } from './compression.js';
 import { ERROR, ERROR_NAMES, FRAME } from './constants.js';
 import { dialRelay, proxyFor } from './egress.js';
-import { CODEC, channelBinding, decodeHelloAck, encodeHello } from './handshake.js';
+import { CODEC, decodeHelloAck, encodeHello } from './handshake.js';
+import { engine } from './native/binding.js';
+import { dropTlsContext, NativeSession, tlsContext } from './native/native-session.js';
 import { ewma } from './score.js';
-import { TunnelSession } from './session.js';
+import { type SessionOptions, TunnelSession } from './session.js';
+import type { SessionApi } from './session-api.js';
 import { connectTls, DEFAULT_TUNNEL_CIPHERS, normalizeFingerprint } from './tls.js';
 
 export type RelayRef = TunnelAgentConfig['relays'][number];
@@ -29,10 +31,11 @@ export type LinkState = 'connecting' | 'up' | 'draining' | 'backoff' | 'stopped'
 
 const HEALTHY_RESET_MS = 60_000;
 const LOAD_POLL_MS = 10_000;
+const AGENT_CIPHERS = `${DEFAULT_TUNNEL_CIPHERS}:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256`;
 
 export class RelayLink extends EventEmitter {
   state: LinkState = 'backoff';
-  session: TunnelSession | null = null;
+  session: SessionApi | null = null;
   rttMs: number | null = null;
   load = 0;
   readonly failures: number[] = [];
@@ -48,11 +51,15 @@ export class RelayLink extends EventEmitter {
   readonly host: string;
   readonly port: number;
   private readonly caFile: Buffer | undefined;
+  /** The pin, normalized (hex), when the relay is pinned. */
+  private readonly pin: string | undefined;
+  /** The native engine's TLS context for this relay (0: not made yet). */
+  private nativeCtx = 0;
   /** The session being set up (destroyed if the link stops meanwhile). */
   private connecting: {
     transport: Socket | null;
     tls: TLSSocket | null;
-    session: TunnelSession | null;
+    session: SessionApi | null;
   } | null = null;
   /** DATAGRAM frames by association id (the agent's UDP channels). */
   readonly datagramSinks = new Map<number, (payload: Buffer) => void>();
@@ -67,6 +74,79 @@ export class RelayLink extends EventEmitter {
     this.host = hp.host;
     this.port = hp.port;
     this.caFile = ref.ca !== undefined ? readFileSync(ref.ca) : undefined;
+    this.pin =
+      ref.fingerprint !== undefined ? (normalizeFingerprint(ref.fingerprint) ?? undefined) : undefined;
+  }
+
+  /**
+   * Sessions run on the native engine (native: auto, built, and with zstd when compression asks
+   * for it; the JavaScript session has its own zstd).
+   */
+  private useNative(): boolean {
+    return this.cfg.native !== 'off' && engine.available && (this.cfg.compression !== 'zstd' || engine.zstd);
+  }
+
+  /** The engine's TLS context: no verification with a pin (checked here), else the CA or system CAs. */
+  private nativeContext(): number {
+    if (this.nativeCtx !== 0) return this.nativeCtx;
+    let ca: string | undefined;
+    if (this.pin === undefined) {
+      ca = this.caFile?.toString() ?? rootCertificates.join('\n');
+      const extra = process.env.NODE_EXTRA_CA_CERTS;
+      if (this.caFile === undefined && extra !== undefined && extra !== '') {
+        try {
+          ca += `\n${readFileSync(extra, 'utf8')}`;
+        } catch {
+          // as Node: an unreadable NODE_EXTRA_CA_CERTS adds nothing
+        }
+      }
+    }
+    this.nativeCtx = tlsContext(false, { ciphers: AGENT_CIPHERS, ...(ca !== undefined ? { ca } : {}) });
+    return this.nativeCtx;
+  }
+
+  private sessionOptions(): SessionOptions {
+    const cfg = this.cfg;
+    return {
+      role: 'agent',
+      maxPayload: cfg.limits.max_payload,
+      initialWindow: cfg.limits.stream_window,
+      maxWindow: cfg.limits.max_stream_window,
+      connectionWindow: cfg.limits.session_window,
+      pingIntervalMs: cfg.heartbeat.interval,
+      misses: cfg.heartbeat.misses,
+      maxStreams: cfg.limits.max_streams,
+      openTimeoutMs: cfg.connect_timeout,
+    };
+  }
+
+  /** TLS (or not) and a session over a connected transport, on the native engine. */
+  private async nativeSession(transport: Socket, timeoutMs: number): Promise<NativeSession> {
+    const tls = this.ref.tls
+      ? {
+          ctx: this.nativeContext(),
+          serverName: this.ref.server_name ?? this.host,
+          verifyName: this.pin === undefined,
+        }
+      : null;
+    let session: NativeSession;
+    try {
+      session = NativeSession.start(transport, this.sessionOptions(), tls);
+    } catch (err) {
+      transport.destroy();
+      throw err;
+    }
+    if (tls === null) return session;
+    if (this.connecting !== null) this.connecting.session = session;
+    const info = await session.handshake(timeoutMs);
+    if (this.pin !== undefined && info.fingerprint !== this.pin) {
+      session.destroy();
+      throw new ZiplineError(
+        'ZL_TUNNEL_TLS',
+        `the relay's certificate sha256:${info.fingerprint} does not match the pinned fingerprint`,
+      );
+    }
+    return session;
   }
 
   get address(): string {
@@ -104,45 +184,40 @@ export class RelayLink extends EventEmitter {
     const attempt = {
       transport: null as Socket | null,
       tls: null as TLSSocket | null,
-      session: null as TunnelSession | null,
+      session: null as SessionApi | null,
     };
     this.connecting = attempt;
-    let established: { session: TunnelSession; load: number; codecs: number } | null = null;
+    let established: { session: SessionApi; load: number; codecs: number } | null = null;
     try {
       const via = proxyFor(this.host, this.port, cfg.via);
       attempt.transport = await dialRelay(this.host, this.port, via, left());
       if (this.isStopped()) throw new ZiplineError('ZL_TUNNEL_CLOSED', 'stopped');
-      let sock: Socket | TLSSocket = attempt.transport;
-      if (this.ref.tls) {
-        attempt.tls = await connectTls(
-          attempt.transport,
-          {
-            host: this.host,
-            fingerprint:
-              this.ref.fingerprint !== undefined
-                ? (normalizeFingerprint(this.ref.fingerprint) ?? undefined)
-                : undefined,
-            ca: this.caFile,
-            serverName: this.ref.server_name,
-            ciphers: `${DEFAULT_TUNNEL_CIPHERS}:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256`,
-          },
-          left(),
-        );
-        sock = attempt.tls;
+      let session: SessionApi;
+      if (this.useNative()) {
+        const transport = attempt.transport;
+        attempt.transport = null; // the engine holds the connection from here
+        session = await this.nativeSession(transport, left());
+      } else {
+        let sock: Socket | TLSSocket = attempt.transport;
+        if (this.ref.tls) {
+          attempt.tls = await connectTls(
+            attempt.transport,
+            {
+              host: this.host,
+              fingerprint: this.pin,
+              ca: this.caFile,
+              serverName: this.ref.server_name,
+              ciphers: AGENT_CIPHERS,
+            },
+            left(),
+          );
+          sock = attempt.tls;
+        }
+        session = new TunnelSession(sock, this.sessionOptions());
       }
-      const session = new TunnelSession(sock, {
-        role: 'agent',
-        maxPayload: cfg.limits.max_payload,
-        initialWindow: cfg.limits.stream_window,
-        maxWindow: cfg.limits.max_stream_window,
-        connectionWindow: cfg.limits.session_window,
-        pingIntervalMs: cfg.heartbeat.interval,
-        misses: cfg.heartbeat.misses,
-        maxStreams: cfg.limits.max_streams,
-        openTimeoutMs: cfg.connect_timeout,
-      });
       attempt.session = session;
-      const want = cfg.compression === 'zstd' && zstdAvailable ? CODEC.ZSTD : 0;
+      if (this.isStopped()) throw new ZiplineError('ZL_TUNNEL_CLOSED', 'stopped');
+      const want = cfg.compression === 'zstd' && session.codecAvailable ? CODEC.ZSTD : 0;
       session.sendControl(
         FRAME.HELLO,
         0,
@@ -150,14 +225,14 @@ export class RelayLink extends EventEmitter {
         encodeHello(
           {
             agentId: this.agentId,
-            codecs: zstdAvailable ? CODEC.ZSTD : 0,
+            codecs: session.codecAvailable ? CODEC.ZSTD : 0,
             want,
             maxPayload: cfg.limits.max_payload,
             initialWindow: cfg.limits.stream_window,
             connectionWindow: cfg.limits.session_window,
           },
           cfg.token,
-          channelBinding(sock),
+          session.binding(),
         ),
       );
       const ack = await new Promise<ReturnType<typeof decodeHelloAck>>((resolve, reject) => {
@@ -226,7 +301,7 @@ export class RelayLink extends EventEmitter {
     if (established !== null) this.up(established.session, established.load, established.codecs);
   }
 
-  private up(session: TunnelSession, load: number, codecs: number): void {
+  private up(session: SessionApi, load: number, codecs: number): void {
     this.session = session;
     this.state = 'up';
     this.upSince = Date.now();
@@ -237,7 +312,12 @@ export class RelayLink extends EventEmitter {
     metrics.tunnelSessions.labels('agent').inc();
     metrics.tunnelRelayUp.labels(this.address).set(1);
     this.log.info(
-      { relay: this.address, agent: this.agentId, compression: codecs & CODEC.ZSTD ? 'zstd' : 'none' },
+      {
+        relay: this.address,
+        agent: this.agentId,
+        compression: codecs & CODEC.ZSTD ? 'zstd' : 'none',
+        engine: session.engine,
+      },
       'tunnel session up',
     );
     session.on('rtt', (ms: number) => {
@@ -349,6 +429,9 @@ export class RelayLink extends EventEmitter {
       const s = this.session;
       setImmediate(() => s.close());
     }
+    // sessions made from it keep their own reference
+    if (this.nativeCtx !== 0) dropTlsContext(this.nativeCtx);
+    this.nativeCtx = 0;
   }
 
   stats(): Record<string, unknown> {
@@ -366,6 +449,7 @@ export class RelayLink extends EventEmitter {
       bytes_in: s?.bytesIn ?? 0,
       bytes_out: s?.bytesOut ?? 0,
       compression: s?.compression ? 'zstd' : 'none',
+      engine: s?.engine ?? (this.useNative() ? 'native' : 'js'),
       compression_ratio: zOut > 0 ? Math.round((zIn / zOut) * 100) / 100 : null,
       sessions_opened: this.sessionsOpened,
       last_error: this.lastError,

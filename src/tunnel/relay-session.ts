@@ -4,19 +4,15 @@
  * to their socket, UDP streams become associations fed by DATAGRAM frames. Nothing but HELLO is
  * accepted before the agent has authenticated.
  */
-import type { Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import { isZiplineError } from '../errors.js';
 import { httpStatusOfReply, statusOf, type UdpChannel } from '../proxy/dialer.js';
 import { pipeStream } from '../proxy/pipe.js';
 import { addressLength, formatDestination, readAddress, writeAddress } from './address.js';
 import { ERROR, FRAME, OPEN_KIND, OPEN_STATUS } from './constants.js';
 import type { TunnelRelay } from './relay.js';
-import { type OpenRequest, type SessionOptions, TunnelSession } from './session.js';
-import type { TunnelStream } from './stream.js';
+import type { OpenRequest, SessionApi, SessionStream } from './session-api.js';
 
 export class RelaySession {
-  readonly session: TunnelSession;
   authenticated = false;
   agentId = '';
   sessionId: Buffer = Buffer.alloc(16);
@@ -27,12 +23,10 @@ export class RelaySession {
 
   constructor(
     private readonly relay: TunnelRelay,
-    transport: Socket | TLSSocket,
+    readonly session: SessionApi,
     readonly source: string,
-    opts: SessionOptions,
   ) {
-    this.session = new TunnelSession(transport, opts);
-    this.session.on('stream', (s: TunnelStream, req: OpenRequest) => this.onOpen(s, req));
+    this.session.on('stream', (s: SessionStream, req: OpenRequest) => this.onOpen(s, req));
     this.session.on('frame', (type: number, _f: number, id: number, payload: Buffer) => {
       if (!this.authenticated) {
         if (type !== FRAME.HELLO) this.session.fatal(ERROR.PROTOCOL_ERROR, 'a frame before HELLO');
@@ -67,7 +61,7 @@ export class RelaySession {
     for (const s of this.session.streams.values()) s.once('close', () => setImmediate(closeWhenIdle));
   }
 
-  private onOpen(stream: TunnelStream, req: OpenRequest): void {
+  private onOpen(stream: SessionStream, req: OpenRequest): void {
     if (!this.authenticated) {
       this.session.fatal(ERROR.PROTOCOL_ERROR, 'OPEN before HELLO');
       return;
@@ -105,7 +99,7 @@ export class RelaySession {
   }
 
   /** A UDP association: datagrams go where each DATAGRAM says (allow list checked per datagram). */
-  private async openUdp(stream: TunnelStream): Promise<void> {
+  private async openUdp(stream: SessionStream): Promise<void> {
     let ch: UdpChannel;
     try {
       ch = await this.relay.dialer.openUdp();
@@ -184,7 +178,7 @@ export class RelaySession {
   }
 
   private log(
-    stream: TunnelStream,
+    stream: SessionStream,
     status: number,
     bytesIn: number,
     bytesOut: number,
@@ -227,6 +221,7 @@ export class RelaySession {
       bytes_in: s.bytesIn,
       bytes_out: s.bytesOut,
       compression: s.compression ? 'zstd' : 'none',
+      engine: s.engine,
       datagrams_dropped: s.datagramsDropped,
       up_s: Math.round((Date.now() - s.openedAt) / 1000),
     };

@@ -15,18 +15,13 @@ import { listenOn } from '../l4/listen.js';
 import { metrics } from '../metrics/catalog.js';
 import { DirectDialer } from '../proxy/dialer.js';
 import { AllowList } from './allow-list.js';
-import { zstdAvailable } from './compression.js';
 import { ERROR, FRAME } from './constants.js';
-import {
-  AuthLimiter,
-  CODEC,
-  channelBinding,
-  decodeHello,
-  encodeHelloAck,
-  NonceCache,
-  verifyProof,
-} from './handshake.js';
+import { AuthLimiter, CODEC, decodeHello, encodeHelloAck, NonceCache, verifyProof } from './handshake.js';
+import { engine } from './native/binding.js';
+import { dropTlsContext, NativeSession, tlsContext } from './native/native-session.js';
 import { RelaySession } from './relay-session.js';
+import { type SessionOptions, TunnelSession } from './session.js';
+import type { SessionApi } from './session-api.js';
 import { type RelayTls, relaySecureOptions, relayTls } from './tls.js';
 
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -41,8 +36,10 @@ export class TunnelRelay {
   private readonly nonces = new NonceCache();
   private tls: RelayTls | null = null;
   private secureContext: SecureContext | null = null;
+  /** The native engine's TLS context (0: none, or TLS off). */
+  private nativeCtx = 0;
   /** Connections still in TLS or HELLO. */
-  private readonly pending = new Set<Socket>();
+  private readonly pending = new Set<{ destroy(): void }>();
   private elu = performance.eventLoopUtilization();
   private loadPermille = 0;
   private readonly loadTimer: NodeJS.Timeout;
@@ -73,13 +70,29 @@ export class TunnelRelay {
       const files = this.cfg.tls === 'auto' ? 'auto' : { ...this.cfg.tls, ciphers: this.cfg.ciphers };
       this.tls = await relayTls(files, this.cfg.state_dir, this.cfg.ciphers);
       this.secureContext = createSecureContext(relaySecureOptions(this.tls));
+      if (engine.available) {
+        try {
+          this.nativeCtx = tlsContext(true, {
+            cert: this.tls.cert.toString(),
+            key: this.tls.key.toString(),
+            ciphers: this.tls.ciphers,
+          });
+        } catch (err) {
+          this.ctx.log.warn(
+            { code: 'ZL_TUNNEL_TLS', err: (err as Error).message },
+            'tunnel relay: the native engine cannot use this certificate; sessions run in JavaScript',
+          );
+        }
+      }
     }
+    if (this.useNative()) engine.warm();
     await listenOn(this.server, this.cfg.listen, 'tunnel.relay');
     this.ctx.log.info(
       {
         address: this.address(),
         tls: this.tls === null ? 'off' : 'TLSv1.3',
         ciphers: this.tls?.ciphers,
+        engine: this.useNative() ? 'native' : 'js',
         fingerprint: this.tls?.fingerprint,
         certificate: this.tls?.certPath,
         created: this.tls?.created,
@@ -109,6 +122,25 @@ export class TunnelRelay {
     return this.loadPermille;
   }
 
+  /** New sessions run on the native engine (native: auto, built, and able to use our TLS). */
+  private useNative(): boolean {
+    return this.cfg.native !== 'off' && engine.available && (this.tls === null || this.nativeCtx !== 0);
+  }
+
+  private sessionOptions(): SessionOptions {
+    const limits = this.cfg.limits;
+    return {
+      role: 'relay',
+      maxPayload: limits.max_payload,
+      initialWindow: limits.stream_window,
+      maxWindow: limits.max_stream_window,
+      connectionWindow: limits.session_window,
+      pingIntervalMs: this.cfg.heartbeat.interval,
+      misses: this.cfg.heartbeat.misses,
+      maxStreams: limits.max_streams,
+    };
+  }
+
   private onConnection(socket: Socket): void {
     const source = socket.remoteAddress ?? '';
     if (this.ctx.draining() || this.limiter.blocked(source)) {
@@ -122,6 +154,10 @@ export class TunnelRelay {
       return;
     }
     socket.on('error', () => {});
+    if (this.useNative()) {
+      this.acceptNative(socket, source);
+      return;
+    }
     this.pending.add(socket);
     socket.once('close', () => this.pending.delete(socket));
     const deadline = setTimeout(() => {
@@ -130,7 +166,7 @@ export class TunnelRelay {
     }, HANDSHAKE_TIMEOUT_MS);
     socket.once('close', () => clearTimeout(deadline));
     if (this.secureContext === null) {
-      this.beginSession(socket, socket, source, deadline);
+      this.beginSession(new TunnelSession(socket, this.sessionOptions()), socket, source, deadline);
       return;
     }
     const tls = new TLSSocket(socket, { isServer: true, secureContext: this.secureContext });
@@ -143,45 +179,64 @@ export class TunnelRelay {
     });
     tls.once('secure', () => {
       secured = true;
-      this.beginSession(tls, socket, source, deadline);
+      this.beginSession(new TunnelSession(tls, this.sessionOptions()), socket, source, deadline);
     });
   }
 
+  /** The connection goes to the native engine at once; TLS and frames run there. */
+  private acceptNative(socket: Socket, source: string): void {
+    let session: NativeSession;
+    try {
+      session = NativeSession.start(
+        socket,
+        this.sessionOptions(),
+        this.tls === null ? null : { ctx: this.nativeCtx },
+      );
+    } catch (err) {
+      this.ctx.log.warn(
+        { code: 'ZL_TUNNEL_NATIVE', err: (err as Error).message },
+        'tunnel relay: accept failed',
+      );
+      socket.destroy();
+      return;
+    }
+    this.pending.add(session);
+    const deadline = setTimeout(() => {
+      metrics.tunnelRejected.labels('handshake_timeout').inc();
+      session.destroy();
+    }, HANDSHAKE_TIMEOUT_MS);
+    session.once('close', () => {
+      clearTimeout(deadline);
+      this.pending.delete(session);
+    });
+    session.once('tls-error', () => metrics.tunnelRejected.labels('tls_handshake').inc());
+    session.once('secure', () => this.beginSession(session, session, source, deadline));
+  }
+
   private beginSession(
-    transport: Socket | TLSSocket,
-    raw: Socket,
+    session: SessionApi,
+    pendingKey: { destroy(): void },
     source: string,
     deadline: NodeJS.Timeout,
   ): void {
-    const limits = this.cfg.limits;
-    const rs = new RelaySession(this, transport, source, {
-      role: 'relay',
-      maxPayload: limits.max_payload,
-      initialWindow: limits.stream_window,
-      maxWindow: limits.max_stream_window,
-      connectionWindow: limits.session_window,
-      pingIntervalMs: this.cfg.heartbeat.interval,
-      misses: this.cfg.heartbeat.misses,
-      maxStreams: limits.max_streams,
-    });
-    const session = rs.session;
+    const rs = new RelaySession(this, session, source);
     session.on('frame', (type: number, _flags: number, id: number, payload: Buffer) => {
       if (type === FRAME.HELLO && id === 0 && !rs.authenticated) {
         clearTimeout(deadline);
-        this.pending.delete(raw);
-        this.onHello(rs, transport, source, payload);
+        this.pending.delete(pendingKey);
+        this.onHello(rs, source, payload);
       }
     });
     session.once('close', () => {
       clearTimeout(deadline);
-      this.pending.delete(raw);
+      this.pending.delete(pendingKey);
     });
   }
 
-  private onHello(rs: RelaySession, transport: Socket | TLSSocket, source: string, payload: Buffer): void {
+  private onHello(rs: RelaySession, source: string, payload: Buffer): void {
     const hello = decodeHello(payload);
-    const binding = channelBinding(transport);
-    const plain = this.secureContext === null;
+    const binding = rs.session.binding();
+    const plain = this.tls === null;
     const ok =
       hello !== null &&
       hello.version === 1 &&
@@ -196,7 +251,7 @@ export class TunnelRelay {
       rs.session.fatal(ERROR.AUTH_FAILED, 'authentication failed');
       return;
     }
-    const codecs = hello.want & hello.codecs & CODEC.ZSTD && zstdAvailable ? CODEC.ZSTD : 0;
+    const codecs = hello.want & hello.codecs & CODEC.ZSTD && rs.session.codecAvailable ? CODEC.ZSTD : 0;
     rs.session.compression = codecs !== 0;
     rs.session.setPeer(hello);
     const previous = this.byAgent.get(hello.agentId);
@@ -250,7 +305,7 @@ export class TunnelRelay {
 
   /** Stops accepting; sessions are told GOAWAY SHUTTING_DOWN and end when their streams do. */
   async stopAccepting(): Promise<void> {
-    for (const s of this.pending) s.destroy();
+    for (const s of [...this.pending]) s.destroy();
     for (const rs of this.sessions) rs.drain();
     await new Promise<void>((resolve) => {
       if (!this.server.listening) return resolve();
@@ -269,7 +324,10 @@ export class TunnelRelay {
 
   destroyAll(): void {
     for (const rs of [...this.sessions]) rs.session.destroy();
-    for (const s of this.pending) s.destroy();
+    for (const s of [...this.pending]) s.destroy();
+    // sessions made from it keep their own reference
+    if (this.nativeCtx !== 0) dropTlsContext(this.nativeCtx);
+    this.nativeCtx = 0;
   }
 
   stats(): Record<string, unknown> {
@@ -279,6 +337,7 @@ export class TunnelRelay {
         this.tls === null
           ? 'off'
           : { fingerprint: this.tls.fingerprint, ciphers: this.tls.ciphers, certificate: this.tls.certPath },
+      engine: this.useNative() ? 'native' : 'js',
       sessions: [...this.sessions].map((rs) => rs.stats()),
       auth_failures: this.authFailures,
       load_permille: this.loadPermille,

@@ -14,7 +14,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
-import { StreamCompressor, StreamDecompressor } from './compression.js';
+import { StreamCompressor, StreamDecompressor, zstdAvailable } from './compression.js';
 import {
   DEFAULT_MAX_PAYLOAD,
   ERROR,
@@ -28,7 +28,9 @@ import { DataLane } from './data-lane.js';
 import { FrameDecoder, FrameWriter, goawayPayload, recordAligned, u32Payload } from './frame.js';
 import { FrameCounts } from './frame-counts.js';
 import { FrameReader } from './frame-reader.js';
+import { channelBinding } from './handshake.js';
 import { Liveness } from './liveness.js';
+import type { OpenRequest, PeerSettings, SessionApi } from './session-api.js';
 import { type StreamHost, TunnelStream } from './stream.js';
 
 export interface SessionOptions {
@@ -47,17 +49,15 @@ export interface SessionOptions {
   readonly openTimeoutMs?: number;
 }
 
-export interface OpenRequest {
-  readonly kind: number;
-  /** The OPEN payload after the kind byte: address type, address, port (SOCKS5 encoding). */
-  readonly address: Buffer;
-}
+export type { OpenRequest } from './session-api.js';
 
 /** Socket bytes queued beyond this stop the DATA lane until 'drain'. */
 const SOCKET_HIGH_WATER = 256 * 1024;
 
-export class TunnelSession extends EventEmitter implements StreamHost {
+export class TunnelSession extends EventEmitter implements StreamHost, SessionApi {
   readonly streams = new Map<number, TunnelStream>();
+  readonly engine = 'js';
+  readonly codecAvailable = zstdAvailable;
   readonly pingIntervalMs: number;
   rttMs = -1;
   closed = false;
@@ -186,8 +186,12 @@ export class TunnelSession extends EventEmitter implements StreamHost {
     }
   }
 
+  binding(): Buffer {
+    return channelBinding(this.socket);
+  }
+
   /** What the peer accepts (from HELLO / HELLO_ACK): sizes we send within. */
-  setPeer(peer: { maxPayload: number; initialWindow: number; connectionWindow: number }): void {
+  setPeer(peer: PeerSettings): void {
     this.sendPayload = recordAligned(Math.max(1024, Math.min(this.maxPayload, peer.maxPayload)));
     this.peerInitialWindow = peer.initialWindow;
     this.connSendWindow = peer.connectionWindow;
@@ -371,7 +375,9 @@ export class TunnelSession extends EventEmitter implements StreamHost {
   }
 
   private maybeRelease(s: TunnelStream): void {
-    if (s.done) this.release(s);
+    if (!s.done) return;
+    this.release(s);
+    s.maybeClose();
   }
 
   // ---- writing --------------------------------------------------------------------------------

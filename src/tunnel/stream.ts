@@ -10,6 +10,7 @@ import { Duplex } from 'node:stream';
 import { ZiplineError } from '../errors.js';
 import type { StreamCompressor, StreamDecompressor } from './compression.js';
 import { ERROR, type TunnelErrorCode } from './constants.js';
+import type { SessionStream, StreamInfo } from './session-api.js';
 
 export interface StreamHost {
   /** New bytes are queued on `s`: schedule the writer. */
@@ -25,7 +26,7 @@ export interface StreamHost {
   readonly pingIntervalMs: number;
 }
 
-export class TunnelStream extends Duplex {
+export class TunnelStream extends Duplex implements SessionStream {
   /** Bytes waiting to be framed, and their callbacks (called once framed: backpressure). */
   readonly queue: Buffer[] = [];
   queuedBytes = 0;
@@ -48,7 +49,7 @@ export class TunnelStream extends Duplex {
   compressor: StreamCompressor | null = null;
   decompressor: StreamDecompressor | null = null;
   /** Free-form labels for access lines and /stats (destination, entry). */
-  info: { kind?: number; dest?: string; relay?: string; openedAt?: number } = {};
+  info: StreamInfo = {};
 
   constructor(
     readonly id: number,
@@ -57,10 +58,20 @@ export class TunnelStream extends Duplex {
     initialWindow: number,
     private readonly maxWindow: number,
   ) {
-    super({ allowHalfOpen: true, highWaterMark: 64 * 1024 });
+    // not autoDestroy: Node would destroy a stream whose two halves ended (its 'finish' comes on
+    // a nextTick) before the session has framed its FIN (a microtask later), and _destroy would
+    // then reset a stream that was closing cleanly; maybeClose destroys it once the FIN is out
+    super({ allowHalfOpen: true, highWaterMark: 64 * 1024, autoDestroy: false });
     this.sendWindow = initialSendWindow;
     this.recvWindow = initialWindow;
+    this.once('end', this.maybeClose);
+    this.once('finish', this.maybeClose);
   }
+
+  /** Closes once both halves are over: our FIN sent, the peer's read to the end. */
+  readonly maybeClose = (): void => {
+    if (!this.destroyed && this.finSent && this.readableEnded && this.writableFinished) this.destroy();
+  };
 
   get receiveWindow(): number {
     return this.recvWindow;

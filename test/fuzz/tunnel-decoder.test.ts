@@ -2,17 +2,22 @@
  * Fuzz: 1,000,000 inputs into the MS frame decoder — valid sessions mutated (bit flips, byte
  * changes, truncations, splices, random bytes, random feed splits). Every input either decodes or
  * throws a TunnelProtocolError; nothing else escapes, nothing hangs, nothing allocates past the
- * length limit (the limit is checked before allocation).
+ * length limit (the limit is checked before allocation). Where the native tunnel engine is built,
+ * its decoder (native/tunnel/session.c frame_check) takes every input too, split the same way, and
+ * must reach the same verdict: as many frames, and the same GOAWAY code at the same point.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FLAG, FRAME } from '../../src/tunnel/constants.js';
 import { encodeFrame, FrameDecoder, TunnelProtocolError } from '../../src/tunnel/frame.js';
+import { engine } from '../../src/tunnel/native/binding.js';
 import { rng } from '../helpers/rng.js';
 
 const INPUTS = Number(process.env.FUZZ_TUNNEL ?? 1_000_000);
 
-test(`tunnel frame decoder: ${INPUTS.toLocaleString('en')} mutated inputs, only coded errors`, () => {
+const native = engine.binding;
+
+test(`tunnel frame decoder: ${INPUTS.toLocaleString('en')} mutated inputs, only coded errors${native ? '; the native decoder agrees on each' : ''}`, () => {
   const r = rng(2026);
   const seeds = [
     Buffer.concat([
@@ -48,16 +53,27 @@ test(`tunnel frame decoder: ${INPUTS.toLocaleString('en')} mutated inputs, only 
     } else {
       input = Buffer.from(Array.from({ length: 1 + Math.floor(r() * 40) }, () => Math.floor(r() * 256)));
     }
+    let frames = 0;
     const d = new FrameDecoder(() => {
-      decoded++;
+      frames++;
     });
     const cut = Math.floor(r() * (input.length + 1));
+    let code = 0;
     try {
       d.feed(input.subarray(0, cut));
       d.feed(input.subarray(cut));
     } catch (err) {
       if (!(err instanceof TunnelProtocolError)) throw err;
       errors++;
+      code = err.code;
+    }
+    decoded += frames;
+    if (native !== null) {
+      const [nFrames, nCode] = native.checkFrames(input, 16384, cut);
+      if (nFrames !== frames || nCode !== code)
+        assert.fail(
+          `input ${n} (${input.toString('hex')}, cut ${cut}): JavaScript ${frames} frames, code ${code}; native ${nFrames}, ${nCode}`,
+        );
     }
   }
   assert.ok(decoded > 0 && errors > 0, `decoded ${decoded}, errors ${errors}`);
