@@ -46,6 +46,9 @@ typedef struct event {
 } event_t;
 
 #define SESSION_BUCKETS 1024
+/* Events posted and not yet run by JavaScript beyond this: sessions stop decoding until it catches
+   up (a peer cannot make the engine queue events faster than the event loop takes them). */
+#define EVENT_BACKLOG_MAX 4096
 
 static struct {
   int started;
@@ -63,8 +66,11 @@ static struct {
   void **dead;
   size_t ndead, capdead;
   uint64_t next_timer_ms, last_sweep_ms;
+  uint64_t backlog; /* events posted and not yet run (atomic: both threads) */
   napi_threadsafe_function tsfn;
 } G;
+
+int events_backlogged(void) { return __atomic_load_n(&G.backlog, __ATOMIC_RELAXED) > EVENT_BACKLOG_MAX; }
 
 /* ---- small helpers shared by the engine ---- */
 
@@ -170,7 +176,11 @@ void post_event(int type, uint32_t sid, uint32_t stream, uint32_t a, uint32_t b,
     strncpy(e->text, text, sizeof e->text - 1);
     e->text[sizeof e->text - 1] = 0;
   }
-  if (napi_call_threadsafe_function(G.tsfn, e, napi_tsfn_blocking) != napi_ok) free(e);
+  __atomic_add_fetch(&G.backlog, 1, __ATOMIC_RELAXED);
+  if (napi_call_threadsafe_function(G.tsfn, e, napi_tsfn_blocking) != napi_ok) {
+    __atomic_sub_fetch(&G.backlog, 1, __ATOMIC_RELAXED);
+    free(e);
+  }
 }
 
 /* ---- sessions by id ---- */
@@ -259,6 +269,7 @@ static void run_commands(void) {
 }
 
 static void run_again(void) {
+  if (events_backlogged()) return; /* JavaScript is behind: the sessions wait on the again list */
   session_t *list = G.again;
   G.again = NULL;
   while (list != NULL) {
@@ -314,6 +325,7 @@ static void *loop(void *arg) {
     uint64_t now = now_ms();
     int timeout = G.next_timer_ms <= now || G.again != NULL ? 0 : (int)(G.next_timer_ms - now);
     if (timeout > 250) timeout = 250;
+    if (G.again != NULL && events_backlogged()) timeout = 1; /* waiting for JavaScript, not spinning */
     int n = epoll_wait(tun_ep, evs, 256, timeout);
     run_again();
     for (int i = 0; i < n; i++) {
@@ -341,6 +353,7 @@ static void *loop(void *arg) {
 static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
   (void)ctx;
   event_t *e = data;
+  __atomic_sub_fetch(&G.backlog, 1, __ATOMIC_RELAXED);
   if (env != NULL && cb != NULL) {
     napi_value argv[9], undef;
     napi_create_int32(env, e->type, &argv[0]);

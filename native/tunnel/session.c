@@ -460,10 +460,15 @@ static int decode(session_t *s, uint32_t *budget) {
   return 0;
 }
 
-/* Reads and decodes until the socket has nothing more (or this batch's budget is spent). */
+/* Reads and decodes until the socket has nothing more (or this batch's budget is spent, or
+   JavaScript is behind with the events decoding makes: then again in a later batch). */
 static void read_input(session_t *s) {
   uint32_t budget = s->frames_per_turn;
   for (;;) {
+    if (events_backlogged()) {
+      session_again(s);
+      return;
+    }
     if (decode(s, &budget) < 0) {
       stream_flush_writev();
       return;

@@ -294,5 +294,6 @@ extern int tun_ep;
 void post_event(int type, uint32_t sid, uint32_t stream, uint32_t a, uint32_t b, double x, double y,
                 const uint8_t *data, size_t len, const char *text);
 void defer_free(void *p); /* freed after the current epoll batch */
+int events_backlogged(void); /* JavaScript has not run many of the events posted: stop decoding */
 void timers_changed(uint64_t at);
 #endif

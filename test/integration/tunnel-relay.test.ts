@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
+import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -260,6 +261,55 @@ describe('the relay under attack', () => {
     }
     assert.deepEqual(codes, [0, ERROR.AUTH_FAILED]);
   });
+});
+
+test("a flood of REQUEST frames from an authenticated agent keeps the relay's memory bounded", async () => {
+  // every REQUEST is answered by JavaScript; a native relay decodes far faster than that, so it
+  // must stop decoding while the event loop is behind, or queue events without bound
+  const relay = await startRuntime(relayYaml());
+  cleanup.push(() => relay.stop());
+  const [h, p] = splitAddress(relay.rt.relay?.address() ?? '');
+  const sock = connect(p, h);
+  cleanup.push(() => {
+    sock.destroy();
+  });
+  await once(sock, 'connect');
+  let acked = false;
+  let answered = 0; // counted, not kept: this process's memory is what is measured
+  const dec = new FrameDecoder((type) => {
+    if (type === FRAME.HELLO_ACK) acked = true;
+    else if (type === FRAME.RESPONSE) answered++;
+  }, 65536);
+  sock.on('data', (c: Buffer) => dec.feed(c));
+  const hello = encodeHello(
+    {
+      agentId: 'flooder',
+      codecs: 0,
+      want: 0,
+      maxPayload: 16384,
+      initialWindow: 262144,
+      connectionWindow: 32 << 20,
+    },
+    TOKEN,
+    Buffer.alloc(32),
+  );
+  sock.write(encodeFrame(FRAME.HELLO, 0, 0, hello));
+  await until(() => acked, 'HELLO_ACK');
+  const rss = (): number => process.memoryUsage.rss() / 2 ** 20;
+  const req = Buffer.alloc(8);
+  req.write('load', 4);
+  const batch = Buffer.concat(Array.from({ length: 4096 }, () => encodeFrame(FRAME.REQUEST, 0, 0, req)));
+  const before = rss();
+  let peak = before;
+  let sent = 0;
+  const t0 = Date.now();
+  while (Date.now() - t0 < 2000) {
+    if (!sock.write(batch)) await once(sock, 'drain');
+    sent += 4096;
+    peak = Math.max(peak, rss());
+  }
+  assert.ok(answered > 0, 'answers came');
+  assert.ok(peak - before < 100, `RSS grew ${(peak - before).toFixed(0)} MiB over ${sent} REQUESTs`);
 });
 
 test('garbage on a TLS relay port: that connection is closed and counted; the session beside it carries on', async () => {
