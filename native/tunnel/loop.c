@@ -234,6 +234,19 @@ void session_unlink(session_t *s) {
   if (s->prev) s->prev->next = s->next;
   else G.sessions = s->next;
   if (s->next) s->next->prev = s->prev;
+  /* the again and dirty lists outlive this batch: its memory goes when the batch ends */
+  if (s->again) {
+    session_t **ap = &G.again;
+    while (*ap != NULL && *ap != s) ap = &(*ap)->anext;
+    if (*ap == s) *ap = s->anext;
+    s->again = 0;
+  }
+  if (s->dirty) {
+    session_t **dp = &G.dirty;
+    while (*dp != NULL && *dp != s) dp = &(*dp)->dnext;
+    if (*dp == s) *dp = s->dnext;
+    s->dirty = 0;
+  }
   s->tag.obj = NULL;
   defer_free(s);
 }

@@ -16,6 +16,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -437,6 +439,8 @@ void stream_attach(stream_t *st, int fd, uint32_t idle_ms) {
   }
   int fl = fcntl(fd, F_GETFL);
   if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  int one = 1; /* frames arrive whole: Nagle would only hold the tail of each back (as pipe.ts) */
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   st->fd = fd;
   st->rx_mode = RX_FD;
   st->idle_ms = idle_ms;

@@ -260,7 +260,6 @@ int tls_attach(session_t *s, SSL_CTX *ctx, const char *server_name, int verify_n
 }
 
 int tls_handshake(session_t *s, char *err, size_t err_len) {
-  ERR_clear_error();
   int r = SSL_do_handshake(s->ssl);
   if (r == 1) return 1;
   int e = SSL_get_error(s->ssl, r);
@@ -274,6 +273,7 @@ int tls_handshake(session_t *s, char *err, size_t err_len) {
   } else {
     reason(err, err_len, "TLS handshake failed");
   }
+  ERR_clear_error(); /* the thread's queue is shared by every session: leave it empty */
   return -1;
 }
 
