@@ -19,14 +19,15 @@ import { createSecureContext, TLSSocket, connect as tlsConnect } from 'node:tls'
 import { metrics } from '../../src/metrics/catalog.js';
 import { pipeStream } from '../../src/proxy/pipe.js';
 import { zstdAvailable } from '../../src/tunnel/compression.js';
-import { ADDRESS, ERROR, FRAME, OPEN_KIND, OPEN_STATUS } from '../../src/tunnel/constants.js';
-import { FrameDecoder } from '../../src/tunnel/frame.js';
+import { ADDRESS, ERROR, FLAG, FRAME, OPEN_KIND, OPEN_STATUS } from '../../src/tunnel/constants.js';
+import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
 import { engine } from '../../src/tunnel/native/binding.js';
 import { NativeSession, tlsContext } from '../../src/tunnel/native/native-session.js';
 import { type SessionOptions, TunnelSession } from '../../src/tunnel/session.js';
 import type { SessionApi, SessionStream } from '../../src/tunnel/session-api.js';
 import { fingerprintOf } from '../../src/tunnel/tls.js';
 import { closed, listen, port, readAll as readSocket, tcpEcho, until } from '../helpers/net.js';
+import { rng } from '../helpers/rng.js';
 import { ROOT } from '../helpers/zipline.js';
 
 type Impl = 'js' | 'native';
@@ -272,6 +273,48 @@ for (const impl of impls) {
     assert.equal(idle, ERROR.IDLE_TIMEOUT);
     const took = Date.now() - t0;
     assert.ok(took >= 150 && took < 1000, `declared dead after ${took} ms`);
+  });
+}
+
+for (const impl of impls) {
+  test(`${impl} relay: a recorded session written in random cuts (1-byte writes among them) decodes as sent`, async () => {
+    const [raw, sock] = await socketPair();
+    cleanup.push(() => raw.destroy());
+    raw.setNoDelay(true);
+    const relay = await session(impl, sock, { role: 'relay' }, false);
+    relay.setPeer({ maxPayload: 16384, initialWindow: 256 * 1024, connectionWindow: 32 << 20 });
+    const got = new Map<number, Promise<Buffer>>();
+    relay.on('stream', (st: SessionStream) => {
+      relay.answer(st, OPEN_STATUS.OK);
+      got.set(st.id, readAll(st));
+    });
+    // the recording: 12 streams, DATA of every size up to the max payload, FIN on the last
+    const r = rng(11);
+    const sent = new Map<number, Buffer>();
+    const parts: Buffer[] = [];
+    for (let id = 1; id < 24; id += 2) {
+      parts.push(encodeFrame(FRAME.OPEN, 0, id, Buffer.from([OPEN_KIND.TCP, ...DEST])));
+      const chunks = Array.from({ length: 1 + Math.floor(r() * 4) }, () =>
+        randomBytes(Math.floor(r() * 16384)),
+      );
+      chunks.forEach((c, i) =>
+        parts.push(encodeFrame(FRAME.DATA, i === chunks.length - 1 ? FLAG.FIN : 0, id, c)),
+      );
+      parts.push(encodeFrame(0x9a, 0, 0, Buffer.from('an extension, skipped')));
+      sent.set(id, Buffer.concat(chunks));
+    }
+    const bytes = Buffer.concat(parts);
+    for (let at = 0; at < bytes.length; ) {
+      // mostly small pieces, some single bytes, some whole frames' worth
+      const n = r() < 0.2 ? 1 : 1 + Math.floor(r() * (r() < 0.5 ? 64 : 20_000));
+      raw.write(bytes.subarray(at, at + n));
+      at += n;
+      await new Promise((done) => setImmediate(done));
+    }
+    await until(() => got.size === sent.size, 'every stream opened');
+    for (const [id, data] of sent)
+      assert.equal(sha(await (got.get(id) as Promise<Buffer>)), sha(data), `stream ${id}`);
+    assert.equal(relay.closed, false);
   });
 }
 
