@@ -37,6 +37,8 @@ static int ncpool, ndpool;
 
 int codec_available(void) { return 1; }
 
+int codec_tx_off(const codec_tx_t *c) { return c != NULL && c->off; }
+
 static ZSTD_CCtx *take_c(void) {
   if (ncpool > 0) return cpool[--ncpool];
   ZSTD_CCtx *c = ZSTD_createCCtx();
@@ -144,6 +146,11 @@ void codec_rx_release(codec_rx_t **pd) {
 #else /* built without zstd */
 
 int codec_available(void) { return 0; }
+
+int codec_tx_off(const codec_tx_t *c) {
+  (void)c;
+  return 1;
+}
 
 size_t codec_compress(codec_tx_t **pc, const uint8_t *src, size_t n, uint8_t *dst, size_t cap, uint64_t *in,
                       uint64_t *out) {

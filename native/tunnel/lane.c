@@ -105,7 +105,7 @@ static long read_socket(stream_t *st, uint8_t *dst, size_t max) {
 size_t lane_fill(session_t *s, buf_t *out, size_t budget) {
   size_t start = out->len;
   if (buf_reserve(out, budget + FRAME_OVERHEAD) < 0) return 0;
-  int zstd = s->codecs & 1;
+  int session_zstd = s->codecs & 1;
   while (s->ready_head != NULL) {
     stream_t *st = s->ready_head;
     size_t used = out->len - start;
@@ -119,6 +119,8 @@ size_t lane_fill(session_t *s, buf_t *out, size_t budget) {
     if ((int64_t)max > st->send_window) max = st->send_window > 0 ? (size_t)st->send_window : 0;
     if ((int64_t)max > s->conn_send_window) max = s->conn_send_window > 0 ? (size_t)s->conn_send_window : 0;
     if (max > budget - used - FRAME_OVERHEAD) max = budget - used - FRAME_OVERHEAD;
+    /* a stream that gave up on zstd reads straight into the slot, as without zstd */
+    int zstd = session_zstd && !codec_tx_off(st->ctx);
     uint8_t *frame = out->p + out->len;
     uint8_t *slot = frame + HEADER_SIZE;
     uint8_t *src = zstd ? scratch : slot;

@@ -503,6 +503,9 @@ static void read_input(session_t *s) {
       s->rbuf.len += (size_t)n;
       bump(&s->bytes_in, (uint64_t)n);
       got = 1;
+      /* nothing left in OpenSSL and the socket drained: asking SSL_read again would only run its
+         record state machine to say so (once per message on a round-trip path) */
+      if (s->ssl != NULL && s->drained && !SSL_has_pending(s->ssl)) break;
     }
     if (!got) return;
   }

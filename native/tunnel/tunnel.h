@@ -141,6 +141,7 @@ typedef struct tag {
 typedef struct codec_tx codec_tx_t;
 typedef struct codec_rx codec_rx_t;
 int codec_available(void);
+int codec_tx_off(const codec_tx_t *c); /* this stream gave up compressing (or there is no zstd) */
 /* Compresses src into dst (room for `cap`); returns the compressed size, or 0: send src as it is. */
 size_t codec_compress(codec_tx_t **c, const uint8_t *src, size_t n, uint8_t *dst, size_t cap, uint64_t *in,
                       uint64_t *out);
