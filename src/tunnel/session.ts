@@ -32,6 +32,7 @@ import { channelBinding } from './handshake.js';
 import { Liveness } from './liveness.js';
 import type { OpenRequest, PeerSettings, SessionApi } from './session-api.js';
 import { type StreamHost, TunnelStream } from './stream.js';
+import { awaitOpenAck } from './stream-ends.js';
 
 export interface SessionOptions {
   readonly role: 'agent' | 'relay';
@@ -152,29 +153,7 @@ export class TunnelSession extends EventEmitter implements StreamHost, SessionAp
     this.nextId += 2;
     const stream = this.newStream(id);
     this.controlFrame(FRAME.OPEN, 0, id, Buffer.concat([Buffer.from([kind]), address]));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        stream.emit('open-ack', OPEN_STATUS.TIMEOUT);
-      }, this.openTimeoutMs);
-      stream.once('open-ack', (status: number) => {
-        clearTimeout(timer);
-        if (status === OPEN_STATUS.OK) resolve(stream);
-        else {
-          const err = Object.assign(
-            new ZiplineError('ZL_TUNNEL_OPEN_REFUSED', `OPEN refused with status ${status}`),
-            {
-              openStatus: status,
-            },
-          );
-          stream.destroy();
-          reject(err);
-        }
-      });
-      stream.once('close', () => {
-        clearTimeout(timer);
-        reject(new ZiplineError('ZL_TUNNEL_CLOSED', 'stream closed before OPEN_ACK'));
-      });
-    });
+    return awaitOpenAck(stream, this.openTimeoutMs, () => stream.destroy());
   }
 
   /** Answers an incoming OPEN (the 'stream' event): 0 accepts, anything else refuses and ends it. */

@@ -11,6 +11,7 @@ import { ZiplineError } from '../errors.js';
 import type { StreamCompressor, StreamDecompressor } from './compression.js';
 import { ERROR, type TunnelErrorCode } from './constants.js';
 import type { SessionStream, StreamInfo } from './session-api.js';
+import { abortStream, peerResetError } from './stream-ends.js';
 
 export interface StreamHost {
   /** New bytes are queued on `s`: schedule the writer. */
@@ -98,14 +99,12 @@ export class TunnelStream extends Duplex implements SessionStream {
   resetByPeer(code: number): void {
     if (this.reset) return;
     this.reset = true;
-    const err = new ZiplineError('ZL_TUNNEL_RESET', `stream reset by peer (code ${code})`);
-    this.abort(Object.assign(err, { tunnelCode: code }));
+    this.abort(peerResetError(code));
   }
 
   /** Destroys with `err` when someone listens for errors, else quietly (no crash). */
   abort(err: Error): void {
-    if (this.listenerCount('error') > 0) this.destroy(err);
-    else this.destroy();
+    abortStream(this, err);
   }
 
   // ---- Duplex ---------------------------------------------------------------------------------

@@ -297,9 +297,8 @@ for (const impl of impls) {
       const chunks = Array.from({ length: 1 + Math.floor(r() * 4) }, () =>
         randomBytes(Math.floor(r() * 16384)),
       );
-      chunks.forEach((c, i) =>
-        parts.push(encodeFrame(FRAME.DATA, i === chunks.length - 1 ? FLAG.FIN : 0, id, c)),
-      );
+      for (const [i, c] of chunks.entries())
+        parts.push(encodeFrame(FRAME.DATA, i === chunks.length - 1 ? FLAG.FIN : 0, id, c));
       parts.push(encodeFrame(0x9a, 0, 0, Buffer.from('an extension, skipped')));
       sent.set(id, Buffer.concat(chunks));
     }

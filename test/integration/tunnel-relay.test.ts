@@ -75,18 +75,23 @@ async function startPair(
   return { relay, agent, relayAddr, entry };
 }
 
-/** A raw client speaking frames to a plain relay: HELLO (valid or not), then whatever the test sends. */
+/**
+ * A raw client speaking frames to a plain relay: HELLO (valid or not), then whatever the test
+ * sends. Frames received are kept in `frames`, or given to `onFrame` instead (nothing kept).
+ */
 async function rawSession(
   relayAddr: string,
   agentId: string,
   token = TOKEN,
+  onFrame?: (type: number) => void,
 ): Promise<{ sock: Socket; frames: { type: number; payload: Buffer }[]; closed: Promise<void> }> {
   const [h, p] = splitAddress(relayAddr);
   const sock = connect(p, h);
   await new Promise((r) => sock.once('connect', r));
   const frames: { type: number; payload: Buffer }[] = [];
   const dec = new FrameDecoder(
-    (type, _f, _id, payload) => frames.push({ type, payload: Buffer.from(payload) }),
+    (type, _f, _id, payload) =>
+      onFrame === undefined ? frames.push({ type, payload: Buffer.from(payload) }) : onFrame(type),
     65536,
   );
   sock.on('data', (c: Buffer) => {
@@ -268,32 +273,15 @@ test("a flood of REQUEST frames from an authenticated agent keeps the relay's me
   // must stop decoding while the event loop is behind, or queue events without bound
   const relay = await startRuntime(relayYaml());
   cleanup.push(() => relay.stop());
-  const [h, p] = splitAddress(relay.rt.relay?.address() ?? '');
-  const sock = connect(p, h);
+  let acked = false;
+  let answered = 0; // counted, not kept: this process's memory is what is measured
+  const { sock } = await rawSession(relay.rt.relay?.address() ?? '', 'flooder', TOKEN, (type) => {
+    if (type === FRAME.HELLO_ACK) acked = true;
+    else if (type === FRAME.RESPONSE) answered++;
+  });
   cleanup.push(() => {
     sock.destroy();
   });
-  await once(sock, 'connect');
-  let acked = false;
-  let answered = 0; // counted, not kept: this process's memory is what is measured
-  const dec = new FrameDecoder((type) => {
-    if (type === FRAME.HELLO_ACK) acked = true;
-    else if (type === FRAME.RESPONSE) answered++;
-  }, 65536);
-  sock.on('data', (c: Buffer) => dec.feed(c));
-  const hello = encodeHello(
-    {
-      agentId: 'flooder',
-      codecs: 0,
-      want: 0,
-      maxPayload: 16384,
-      initialWindow: 262144,
-      connectionWindow: 32 << 20,
-    },
-    TOKEN,
-    Buffer.alloc(32),
-  );
-  sock.write(encodeFrame(FRAME.HELLO, 0, 0, hello));
   await until(() => acked, 'HELLO_ACK');
   const rss = (): number => process.memoryUsage.rss() / 2 ** 20;
   const req = Buffer.alloc(8);

@@ -20,6 +20,7 @@ import { DEFAULT_MAX_PAYLOAD, ERROR, ERROR_NAMES, OPEN_STATUS, type TunnelErrorC
 import { FrameCounts } from '../frame-counts.js';
 import type { SessionOptions } from '../session.js';
 import type { OpenRequest, PeerSettings, SessionApi } from '../session-api.js';
+import { awaitOpenAck } from '../stream-ends.js';
 import { C, type DoneReason, EV, engine, SLOT_TYPES } from './binding.js';
 import { NativeStream, type NativeStreamHost } from './native-stream.js';
 
@@ -173,26 +174,10 @@ export class NativeSession extends EventEmitter implements SessionApi, NativeStr
     this.nextId += 2;
     const stream = this.newStream(id);
     this.command(C.open, id, 0, Buffer.concat([Buffer.from([kind]), address]));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => stream.emit('open-ack', OPEN_STATUS.TIMEOUT), this.openTimeoutMs);
-      stream.once('open-ack', (status: number) => {
-        clearTimeout(timer);
-        if (status === OPEN_STATUS.OK) resolve(stream);
-        else {
-          const err = Object.assign(
-            new ZiplineError('ZL_TUNNEL_OPEN_REFUSED', `OPEN refused with status ${status}`),
-            { openStatus: status },
-          );
-          // refused: the OPEN_ACK ended it (a timeout here resets it)
-          if (status !== OPEN_STATUS.TIMEOUT) stream.reset = true;
-          stream.destroy();
-          reject(err);
-        }
-      });
-      stream.once('close', () => {
-        clearTimeout(timer);
-        reject(new ZiplineError('ZL_TUNNEL_CLOSED', 'stream closed before OPEN_ACK'));
-      });
+    return awaitOpenAck(stream, this.openTimeoutMs, (status) => {
+      // a refusal's OPEN_ACK ended the stream (no RST); a timeout resets it
+      if (status !== OPEN_STATUS.TIMEOUT) stream.reset = true;
+      stream.destroy();
     });
   }
 

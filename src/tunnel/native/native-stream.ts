@@ -16,6 +16,7 @@ import { isZiplineError, ZiplineError } from '../../errors.js';
 import type { PipeResult } from '../../proxy/pipe.js';
 import { ERROR } from '../constants.js';
 import type { SessionStream, StreamInfo } from '../session-api.js';
+import { abortStream, peerResetError } from '../stream-ends.js';
 import { C, DONE, type DoneReason } from './binding.js';
 
 /** What a stream needs from its session. */
@@ -83,14 +84,12 @@ export class NativeStream extends Duplex implements SessionStream {
   resetByPeer(code: number): void {
     if (this.reset) return;
     this.reset = true;
-    const err = new ZiplineError('ZL_TUNNEL_RESET', `stream reset by peer (code ${code})`);
-    this.abort(Object.assign(err, { tunnelCode: code }));
+    this.abort(peerResetError(code));
   }
 
   /** Destroys with `err` when someone listens for errors, else quietly (no crash). */
   abort(err: Error): void {
-    if (this.listenerCount('error') > 0) this.destroy(err);
-    else this.destroy();
+    abortStream(this, err);
   }
 
   /** The engine let go of the attached socket: close ours the way it ended, report, forget. */
