@@ -67,6 +67,7 @@ static struct {
   size_t ndead, capdead;
   uint64_t next_timer_ms, last_sweep_ms;
   uint64_t backlog; /* events posted and not yet run (atomic: both threads) */
+  uint64_t busy_ns; /* time the thread spent working, not in epoll_wait (the relay's load) */
   napi_threadsafe_function tsfn;
 } G;
 
@@ -340,6 +341,7 @@ static void *loop(void *arg) {
     if (timeout > 250) timeout = 250;
     if (G.again != NULL && events_backlogged()) timeout = 1; /* waiting for JavaScript, not spinning */
     int n = epoll_wait(tun_ep, evs, 256, timeout);
+    uint64_t woke = now_ns();
     run_again();
     for (int i = 0; i < n; i++) {
       tag_t *t = evs[i].data.ptr;
@@ -356,6 +358,7 @@ static void *loop(void *arg) {
       flush_dirty();
     }
     free_dead();
+    __atomic_store_n(&G.busy_ns, G.busy_ns + (now_ns() - woke), __ATOMIC_RELAXED);
   }
   return NULL;
 }
@@ -706,6 +709,14 @@ static napi_value js_check_frames(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* busyNs() -> nanoseconds the engine's thread has spent working (not waiting) */
+static napi_value js_busy(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  napi_create_double(env, (double)__atomic_load_n(&G.busy_ns, __ATOMIC_RELAXED), &out);
+  return out;
+}
+
 static napi_value js_codec(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out;
@@ -723,6 +734,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
       {"zstd", NULL, js_codec, NULL, NULL, NULL, napi_default, NULL},
       {"checkFrames", NULL, js_check_frames, NULL, NULL, NULL, napi_default, NULL},
+      {"busyNs", NULL, js_busy, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -218,9 +218,19 @@ tunnel:
     assert.equal(many.stdout.trim().split('\n').at(-1), '200');
   });
 
-  test('1 GiB each way through a forward with matching SHA-256; both processes stay small', async () => {
+  test('1 GiB each way through a forward with matching SHA-256; both processes stay small; the relay reports its load', async () => {
     const GiB = 1 << 30;
     const [h, p] = splitAddress(await entry('forwards[1]'));
+    // the relay's load (HELLO_ACK and `load` answers; the agent's relay score) while it moves the
+    // bytes: the busier of its event loop and its native engine's thread, which alone moves them
+    let peakLoad = 0;
+    const sampler = setInterval(() => {
+      void relay.stats().then((st) => {
+        const l = (st as unknown as { tunnel: { relay: { load_permille: number } } }).tunnel.relay
+          .load_permille;
+        peakLoad = Math.max(peakLoad, l);
+      });
+    }, 250);
     // upload: the server hashes what arrives
     const expected = createHash('sha256');
     for (let i = 0; i < GiB / block.length; i++) expected.update(block);
@@ -256,6 +266,8 @@ tunnel:
     const want = createHash('sha256');
     for (let i = 0; i < GiB / block.length; i++) want.update(block);
     assert.equal(got.digest('hex'), want.digest('hex'), 'download SHA-256');
+    clearInterval(sampler);
+    assert.ok(peakLoad > 100, `the relay's load peaked at ${peakLoad} ‰ while moving 2 GiB`);
     for (const z of [agent, relay]) {
       const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${z.proc.pid}/status`, 'utf8'));
       assert.ok(Number(hwm?.[1]) < 200 * 1024, `peak RSS ${hwm?.[1]} kB`);

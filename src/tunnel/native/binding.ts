@@ -100,6 +100,8 @@ interface Binding {
   ): void;
   stats(sid: number, out: Float64Array): boolean;
   zstd(): boolean;
+  /** Nanoseconds the engine's thread has spent working (not waiting for events). */
+  busyNs(): number;
   /** The engine's frame decoder over bytes split in two reads at `cut`: [frames, GOAWAY code]. */
   checkFrames(bytes: Buffer, maxPayload: number, cut: number): [number, number];
 }
@@ -165,6 +167,11 @@ class Engine {
 
   forget(sid: number): void {
     this.clients.delete(sid);
+  }
+
+  /** Nanoseconds the thread has worked (0 when it is not available). */
+  busyNs(): number {
+    return this.binding?.busyNs() ?? 0;
   }
 
   /** Sessions the engine is running (for leak checks). */
