@@ -39,13 +39,13 @@ async function tick(){
   }
   const tn=s.tunnel;
   if(tn&&tn.agent){
-    h+='<h2>Tunnel agent <small>(preferred '+esc(tn.agent.preferred??'none')+')</small></h2><table><tr><th>relay</th><th>state</th><th>rtt ms</th><th>load</th><th>score</th><th>streams</th><th>bytes in / out</th><th>zstd ratio</th><th>last error</th></tr>';
-    for(const r of tn.agent.relays)h+='<tr><td><code>'+esc(r.address)+'</code></td><td class="'+(r.state==='up'?'up':'down')+'">'+esc(r.state)+'</td><td>'+esc(r.rtt_ms??'')+'</td><td>'+esc(r.load)+'</td><td>'+esc(r.score??'')+'</td><td>'+r.streams+'</td><td>'+r.bytes_in+' / '+r.bytes_out+'</td><td>'+esc(r.compression_ratio??'')+'</td><td>'+esc(r.last_error??'')+'</td></tr>';
+    h+='<h2>Tunnel agent <small>(preferred '+esc(tn.agent.preferred??'none')+')</small></h2><table><tr><th>relay</th><th>state</th><th>rtt ms</th><th>load</th><th>score</th><th>streams</th><th>bytes in / out</th><th>zstd ratio</th><th>last error</th><th>engine</th></tr>';
+    for(const r of tn.agent.relays)h+='<tr><td><code>'+esc(r.address)+'</code></td><td class="'+(r.state==='up'?'up':'down')+'">'+esc(r.state)+'</td><td>'+esc(r.rtt_ms??'')+'</td><td>'+esc(r.load)+'</td><td>'+esc(r.score??'')+'</td><td>'+r.streams+'</td><td>'+r.bytes_in+' / '+r.bytes_out+'</td><td>'+esc(r.compression_ratio??'')+'</td><td>'+esc(r.last_error??'')+'</td><td>'+esc(r.engine??'')+'</td></tr>';
     h+='</table>';
   }
   if(tn&&tn.relay){
-    h+='<h2>Tunnel relay <small>'+esc(tn.relay.address)+(tn.relay.tls&&tn.relay.tls.fingerprint?' · '+esc(tn.relay.tls.fingerprint):'')+'</small></h2><table><tr><th>agent</th><th>source</th><th>state</th><th>rtt ms</th><th>streams</th><th>bytes in / out</th><th>compression</th></tr>';
-    for(const x of tn.relay.sessions)h+='<tr><td>'+esc(x.agent)+'</td><td><code>'+esc(x.source)+'</code></td><td class="'+(x.state==='up'?'up':'down')+'">'+esc(x.state)+'</td><td>'+esc(x.rtt_ms??'')+'</td><td>'+x.streams+'</td><td>'+x.bytes_in+' / '+x.bytes_out+'</td><td>'+esc(x.compression)+'</td></tr>';
+    h+='<h2>Tunnel relay <small>'+esc(tn.relay.address)+(tn.relay.tls&&tn.relay.tls.fingerprint?' · '+esc(tn.relay.tls.fingerprint):'')+'</small></h2><table><tr><th>agent</th><th>source</th><th>state</th><th>rtt ms</th><th>streams</th><th>bytes in / out</th><th>compression</th><th>engine</th></tr>';
+    for(const x of tn.relay.sessions)h+='<tr><td>'+esc(x.agent)+'</td><td><code>'+esc(x.source)+'</code></td><td class="'+(x.state==='up'?'up':'down')+'">'+esc(x.state)+'</td><td>'+esc(x.rtt_ms??'')+'</td><td>'+x.streams+'</td><td>'+x.bytes_in+' / '+x.bytes_out+'</td><td>'+esc(x.compression)+'</td><td>'+esc(x.engine??'')+'</td></tr>';
     h+='</table>';
   }
   document.getElementById('out').innerHTML=h;

@@ -19,6 +19,7 @@ import { zstdAvailable } from '../../src/tunnel/compression.js';
 import { ERROR, FRAME } from '../../src/tunnel/constants.js';
 import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
 import { encodeHello } from '../../src/tunnel/handshake.js';
+import { engine } from '../../src/tunnel/native/binding.js';
 import { renderDashboard } from '../helpers/dashboard.js';
 import { closeServer, listen, openFds, port, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
@@ -659,4 +660,8 @@ test('the admin dashboard renders the tunnel: the agent relays and the relay ses
   const r = await renderDashboard(relay.rt.admin.url());
   assert.match(r, /<h2>Tunnel relay/);
   assert.match(r, /<td>agent-under-test<\/td>/);
+  // which engine runs the session, on both sides
+  const which = engine.available ? 'native' : 'js';
+  assert.match(a, new RegExp(`<td>${which}</td></tr>`));
+  assert.match(r, new RegExp(`<td>${which}</td></tr>`));
 });
