@@ -227,6 +227,11 @@ export const ERROR_CATALOG = {
     description:
       '`compression: zstd` was asked for but the optional `zstd-napi` module is not installed; the tunnel runs uncompressed.',
   },
+  ZL_TUNNEL_NATIVE: {
+    status: 0,
+    description:
+      'The native tunnel engine could not take a connection or start (a descriptor not duplicated, out of memory); that connection fails, the others go on.',
+  },
   ZL_PROXY_BAD_REQUEST: {
     status: 400,
     description:

@@ -130,7 +130,7 @@ size_t lane_fill(session_t *s, buf_t *out, size_t budget) {
       if (got < max && st->txq.bytes == 0 && st->fd >= 0 && st->fd_readable && !st->fd_eof) {
         long r = read_socket(st, src + got, max - got);
         if (r < 0) {
-          stream_reset_local(st, E_CANCEL); /* the socket failed: the peer hears RST */
+          stream_socket_failed(st, errno); /* the peer hears RST, JavaScript the errno */
           continue;
         }
         got += (size_t)r;

@@ -208,14 +208,14 @@ static void adopt(session_t *s) {
 }
 
 void session_again(session_t *s) {
-  if (s->again) return;
+  if (s->again || s->tag.obj == NULL) return;
   s->again = 1;
   s->anext = G.again;
   G.again = s;
 }
 
 void session_mark(session_t *s) {
-  if (s->dirty) return;
+  if (s->dirty || s->tag.obj == NULL) return; /* unlinked: its memory goes after this batch */
   s->dirty = 1;
   s->dnext = G.dirty;
   G.dirty = s;

@@ -175,7 +175,7 @@ void stream_reset_by_peer(stream_t *st, uint32_t code) { stream_abort(st, -1, D_
 
 void stream_session_gone(stream_t *st) { stream_abort(st, -1, D_SESSION, -1, 0); }
 
-static void socket_failed(stream_t *st, int err) { stream_abort(st, E_CANCEL, D_SOCKET_ERROR, -1, err); }
+void stream_socket_failed(stream_t *st, int err) { stream_abort(st, E_CANCEL, D_SOCKET_ERROR, -1, err); }
 
 void stream_sweep(stream_t *st, uint64_t now) {
   if (st->rx_mode == RX_FD && !st->done && !st->reset && st->idle_ms > 0 && now - st->last_active_ms >= st->idle_ms)
@@ -219,7 +219,7 @@ static void wrote(stream_t *st, const struct iovec *iov, int n, ssize_t w, size_
         continue;
       }
       if (queue_push(&st->rxq, (const uint8_t *)iov[i].iov_base + skip, len - skip) < 0) {
-        socket_failed(st, ENOMEM);
+        stream_socket_failed(st, ENOMEM);
         return;
       }
       skip = 0;
@@ -254,7 +254,7 @@ void stream_flush_writev(void) {
   WV.st = NULL;
   ssize_t w = do_writev(st, iov, n);
   if (w < 0) {
-    socket_failed(st, errno);
+    stream_socket_failed(st, errno);
     return;
   }
   wrote(st, iov, n, w, total);
@@ -305,7 +305,7 @@ void stream_flush_rx(stream_t *st) {
     }
     ssize_t w = do_writev(st, iov, n);
     if (w < 0) {
-      socket_failed(st, errno);
+      stream_socket_failed(st, errno);
       return;
     }
     if (w == 0) {
@@ -337,7 +337,7 @@ void stream_flush_rx(stream_t *st) {
   if (st->rxq.head == NULL && st->fin_received && !st->fd_shut) {
     st->fd_shut = 1; /* the peer's FIN, after every byte: half-close forwarded */
     if (shutdown(st->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
-      socket_failed(st, errno);
+      stream_socket_failed(st, errno);
       return;
     }
   }
@@ -400,12 +400,12 @@ void stream_data(stream_t *st, const uint8_t *p, size_t n, int fin, int compress
         if (st->reset) return;
         ssize_t w = do_writev(st, &one, 1);
         if (w < 0) {
-          socket_failed(st, errno);
+          stream_socket_failed(st, errno);
           return;
         }
         wrote(st, &one, 1, w, len);
       } else if (queue_push(&st->rxq, data, len) < 0) {
-        socket_failed(st, ENOMEM);
+        stream_socket_failed(st, ENOMEM);
         return;
       }
     }
@@ -449,7 +449,7 @@ void stream_attach(stream_t *st, int fd, uint32_t idle_ms) {
   st->fd_writable = 1;
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &st->tag};
   if (epoll_ctl(tun_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-    socket_failed(st, errno);
+    stream_socket_failed(st, errno);
     return;
   }
   stream_flush_rx(st);

@@ -199,6 +199,7 @@ void stream_reset_local(stream_t *st, uint32_t code); /* RST to the peer, end he
 void stream_reset_by_peer(stream_t *st, uint32_t code);
 void stream_refused(stream_t *st);            /* ended by an OPEN_ACK refusal: no RST either way */
 void stream_session_gone(stream_t *st);       /* the session closed under it */
+void stream_socket_failed(stream_t *st, int err); /* its socket failed: RST to the peer, report */
 void stream_fd_event(stream_t *st, uint32_t events);
 void stream_flush_rx(stream_t *st);           /* queued bytes to the socket / JavaScript */
 void stream_maybe_finish(stream_t *st);       /* done both ways: report, and free if released */

@@ -20,7 +20,7 @@ import { ERROR, ERROR_NAMES, FRAME } from './constants.js';
 import { dialRelay, proxyFor } from './egress.js';
 import { CODEC, decodeHelloAck, encodeHello } from './handshake.js';
 import { engine } from './native/binding.js';
-import { dropTlsContext, NativeSession, tlsContext } from './native/native-session.js';
+import { dropTlsContext, NativeSession, type NativeTls, tlsContext } from './native/native-session.js';
 import { ewma } from './score.js';
 import { type SessionOptions, TunnelSession } from './session.js';
 import type { SessionApi } from './session-api.js';
@@ -122,15 +122,16 @@ export class RelayLink extends EventEmitter {
 
   /** TLS (or not) and a session over a connected transport, on the native engine. */
   private async nativeSession(transport: Socket, timeoutMs: number): Promise<NativeSession> {
-    const tls = this.ref.tls
-      ? {
+    let tls: NativeTls | null = null;
+    let session: NativeSession;
+    try {
+      // inside the try: a context the engine cannot make (a CA file it refuses) frees the socket
+      if (this.ref.tls)
+        tls = {
           ctx: this.nativeContext(),
           serverName: this.ref.server_name ?? this.host,
           verifyName: this.pin === undefined,
-        }
-      : null;
-    let session: NativeSession;
-    try {
+        };
       session = NativeSession.start(transport, this.sessionOptions(), tls);
     } catch (err) {
       transport.destroy();
