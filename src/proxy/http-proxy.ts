@@ -161,7 +161,7 @@ export async function serveHttpProxy(
     done({
       ...result,
       status: 200,
-      bytesIn: r.fromSocket + early.length,
+      bytesIn: r.fromSocket, // the early bytes were read from the socket: already counted
       bytesOut: r.toSocket,
       error: r.error,
     }),

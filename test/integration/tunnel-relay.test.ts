@@ -557,6 +557,26 @@ describe('the agent data paths', () => {
     assert.ok(offered <= 8 * 16384, `${offered} bytes offered to zstd out of ${random.length}`);
   });
 
+  test('HTTP-proxy entry: CONNECT with early data in the same write; the access line counts each byte once', async () => {
+    const echo = await tcpEcho();
+    cleanup.push(() => closeServer(echo));
+    const { agent, entry } = await startPair('    http_proxy: 127.0.0.1:0');
+    const [h, p] = splitAddress(entry('http_proxy'));
+    const head = `CONNECT 127.0.0.1:${port(echo)} HTTP/1.1\r\nHost: 127.0.0.1:${port(echo)}\r\n\r\n`;
+    const s = connect(p, h);
+    s.end(`${head}early`); // the request and bytes for the destination in one write
+    let out = '';
+    for await (const c of s) out += String(c);
+    assert.equal(out, 'HTTP/1.1 200 Connection Established\r\n\r\nearly');
+    const line = await until(
+      () => agent.access.find((l) => l.listener === 'tunnel.agent.http_proxy' && l.method === 'CONNECT'),
+      'the access line',
+    );
+    assert.ok(line);
+    assert.equal(line.bytes_in, head.length + 'early'.length);
+    assert.equal(line.bytes_out, out.length);
+  });
+
   test('10,000 streams opened and closed leave no streams, sockets or descriptors behind', async () => {
     const echo = await tcpEcho();
     cleanup.push(() => closeServer(echo));
