@@ -52,6 +52,8 @@ typedef struct event {
 
 static struct {
   int started;
+  int stopping; /* atomic: the process is exiting; the thread leaves its loop and does nothing more */
+  int joined;
   int evfd;
   tag_t cmd_tag;
   pthread_t thread;
@@ -161,6 +163,7 @@ void timers_changed(uint64_t at) {
 
 void post_event(int type, uint32_t sid, uint32_t stream, uint32_t a, uint32_t b, double x, double y,
                 const uint8_t *data, size_t len, const char *text) {
+  if (__atomic_load_n(&G.stopping, __ATOMIC_ACQUIRE)) return; /* the callback is going away */
   event_t *e = malloc(sizeof *e + len);
   if (e == NULL) return;
   e->type = type;
@@ -335,12 +338,13 @@ static void *loop(void *arg) {
   struct epoll_event evs[256];
   G.last_sweep_ms = now_ms();
   G.next_timer_ms = G.last_sweep_ms + 250;
-  for (;;) {
+  while (!__atomic_load_n(&G.stopping, __ATOMIC_ACQUIRE)) {
     uint64_t now = now_ms();
     int timeout = G.next_timer_ms <= now || G.again != NULL ? 0 : (int)(G.next_timer_ms - now);
     if (timeout > 250) timeout = 250;
     if (G.again != NULL && events_backlogged()) timeout = 1; /* waiting for JavaScript, not spinning */
     int n = epoll_wait(tun_ep, evs, 256, timeout);
+    if (__atomic_load_n(&G.stopping, __ATOMIC_ACQUIRE)) break;
     uint64_t woke = now_ns();
     run_again();
     for (int i = 0; i < n; i++) {
@@ -362,6 +366,30 @@ static void *loop(void *arg) {
   }
   return NULL;
 }
+
+/*
+ * Process exit: the thread stops and is joined before what it uses goes away. Node finalizes the
+ * threadsafe function when its environment is torn down (a natural exit: the cleanup hook runs
+ * first, hooks run newest first), and OpenSSL frees its state from an atexit handler (also on
+ * process.exit(), where no cleanup hook runs: ours, registered after OpenSSL's, runs before it).
+ * Until now the thread was detached and kept running (PINGs, lingering closes) through both.
+ */
+static void stop_thread(void) {
+  if (!G.started || G.joined) return;
+  __atomic_store_n(&G.stopping, 1, __ATOMIC_RELEASE);
+  uint64_t one = 1;
+  if (write(G.evfd, &one, sizeof one) < 0) { /* the wait ends at its timeout (≤ 250 ms) anyway */ }
+  pthread_join(G.thread, NULL);
+  G.joined = 1;
+}
+
+static void on_env_cleanup(void *arg) {
+  (void)arg;
+  stop_thread();
+  napi_release_threadsafe_function(G.tsfn, napi_tsfn_abort);
+}
+
+static void at_process_exit(void) { stop_thread(); }
 
 /* ---- N-API ---- */
 
@@ -418,8 +446,9 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ZL_TUNNEL_NATIVE", "cannot start the tunnel engine's thread");
     return NULL;
   }
-  pthread_detach(G.thread);
   G.started = 1;
+  napi_add_env_cleanup_hook(env, on_env_cleanup, NULL);
+  atexit(at_process_exit);
   return NULL;
 }
 
