@@ -8,9 +8,9 @@
   "targets": [
     {
       "target_name": "zipline_pump",
-      "sources": ["native/pump/pump.c", "native/pump/udp.c", "native/pump/accept.c", "native/pump/body.c"],
+      "sources": ["native/pump/pump.c", "native/pump/udp.c", "native/pump/accept.c", "native/pump/body.c", "native/common/deferred.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/pump/pump.c", "native/pump/udp.c", "native/pump/accept.c", "native/pump/body.c"] }]]
+      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/pump/pump.c", "native/pump/udp.c", "native/pump/accept.c", "native/pump/body.c", "native/common/deferred.c"] }]]
     },
     {
       "target_name": "zipline_shm",
@@ -33,10 +33,10 @@
     },
     {
       "target_name": "zipline_tunnel",
-      "sources": ["native/tunnel/loop.c", "native/tunnel/session.c", "native/tunnel/stream.c", "native/tunnel/lane.c", "native/tunnel/tls.c", "native/tunnel/codec.c", "native/crc/crc32_core.c"],
+      "sources": ["native/tunnel/loop.c", "native/tunnel/session.c", "native/tunnel/stream.c", "native/tunnel/lane.c", "native/tunnel/tls.c", "native/tunnel/codec.c", "native/crc/crc32_core.c", "native/common/deferred.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "conditions": [
-        ["OS!='linux' or tunnel==0", { "type": "none", "sources!": ["native/tunnel/loop.c", "native/tunnel/session.c", "native/tunnel/stream.c", "native/tunnel/lane.c", "native/tunnel/tls.c", "native/tunnel/codec.c", "native/crc/crc32_core.c"] }],
+        ["OS!='linux' or tunnel==0", { "type": "none", "sources!": ["native/tunnel/loop.c", "native/tunnel/session.c", "native/tunnel/stream.c", "native/tunnel/lane.c", "native/tunnel/tls.c", "native/tunnel/codec.c", "native/crc/crc32_core.c", "native/common/deferred.c"] }],
         ["zstd_lib!=''", { "defines": ["ZIPLINE_ZSTD"], "include_dirs": ["<(zstd_include)"], "libraries": ["<(zstd_lib)"] }]
       ]
     }

@@ -16,6 +16,8 @@
  */
 #include "pump.h"
 
+#include "../common/deferred.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -64,8 +66,7 @@ static struct {
   pthread_mutex_t mu;
   cmd_t *head, *tail;
   conn_t *conns;
-  void **dead; /* freed after the current epoll batch (its events may still name them) */
-  size_t ndead, capdead;
+  deferred_t dead; /* freed after the current epoll batch (its events may still name them) */
   napi_threadsafe_function tsfn;
 } P;
 
@@ -79,21 +80,9 @@ void pump_post(event_t *ev) {
   if (napi_call_threadsafe_function(P.tsfn, ev, napi_tsfn_blocking) != napi_ok) free(ev);
 }
 
-void pump_defer_free(void *p) {
-  if (P.ndead == P.capdead) {
-    size_t cap = P.capdead ? P.capdead * 2 : 64;
-    void **grown = realloc(P.dead, cap * sizeof *grown);
-    if (grown == NULL) return; /* leak rather than free too early */
-    P.dead = grown;
-    P.capdead = cap;
-  }
-  P.dead[P.ndead++] = p;
-}
+void pump_defer_free(void *p) { deferred_add(&P.dead, p); }
 
-static void free_dead(void) {
-  for (size_t i = 0; i < P.ndead; i++) free(P.dead[i]);
-  P.ndead = 0;
-}
+static void free_dead(void) { deferred_run(&P.dead); }
 
 static void post_tcp(conn_t *c, int reason, int err) {
   event_t *ev = calloc(1, sizeof *ev);

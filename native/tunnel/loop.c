@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/deferred.h"
 #include "../crc/crc32.h"
 #include "tunnel.h"
 
@@ -65,8 +66,7 @@ static struct {
   session_t *again;
   uint32_t next_sid;
   session_t *dirty;
-  void **dead;
-  size_t ndead, capdead;
+  deferred_t dead; /* freed after the current epoll batch (defer_free) */
   uint64_t next_timer_ms, last_sweep_ms;
   uint64_t backlog; /* events posted and not yet run (atomic: both threads) */
   uint64_t busy_ns; /* time the thread spent working, not in epoll_wait (the relay's load) */
@@ -141,21 +141,9 @@ void queue_clear(queue_t *q) {
   q->bytes = 0;
 }
 
-void defer_free(void *p) {
-  if (G.ndead == G.capdead) {
-    size_t cap = G.capdead ? G.capdead * 2 : 64;
-    void **grown = realloc(G.dead, cap * sizeof *grown);
-    if (grown == NULL) return; /* leak rather than free too early */
-    G.dead = grown;
-    G.capdead = cap;
-  }
-  G.dead[G.ndead++] = p;
-}
+void defer_free(void *p) { deferred_add(&G.dead, p); }
 
-static void free_dead(void) {
-  for (size_t i = 0; i < G.ndead; i++) free(G.dead[i]);
-  G.ndead = 0;
-}
+static void free_dead(void) { deferred_run(&G.dead); }
 
 void timers_changed(uint64_t at) {
   if (at < G.next_timer_ms) G.next_timer_ms = at;
