@@ -101,6 +101,12 @@ export const ERROR_CATALOG = {
     description: 'The listener is at `limits.max_connections`; the new one was closed.',
   },
   ZL_DRAINING: { status: 503, description: 'The process is draining; no new work is accepted.' },
+  // the native data path (Linux)
+  ZL_PUMP: {
+    status: 0,
+    description:
+      'The native data path could not start its thread (epoll, eventfd, the thread itself) or take a socket (not duplicated, out of memory). TCP connections, HTTP accepts and bodies then use the JavaScript data path; a native UDP listener fails to start with ZL_LISTEN_FAILED.',
+  },
   // UDP
   ZL_UDP_SESSION_LIMIT: {
     status: 0,

@@ -92,7 +92,7 @@ type Callback = (
   port: number,
 ) => void;
 
-interface Binding {
+export interface Binding {
   start(cb: Callback): void;
   command(
     kind: number,
@@ -122,8 +122,8 @@ function load(): Binding | null {
   }
 }
 
-class NativePump {
-  private readonly binding: Binding | null;
+export class NativePump {
+  private binding: Binding | null;
   private readonly tcp = new Map<number, PumpClient>();
   private readonly udp = new Map<number, NativeUdpOwner>();
   private readonly acceptors = new Map<number, (fd: number) => void>();
@@ -133,16 +133,33 @@ class NativePump {
   private nextListenerId = 1;
   private started = false;
 
-  constructor() {
-    this.binding = load();
+  /** `binding` for tests; by default the built addon, or null where there is none. */
+  constructor(binding: Binding | null = load()) {
+    this.binding = binding;
   }
 
   get available(): boolean {
     return this.binding !== null;
   }
 
-  private ensureStarted(b: Binding): void {
-    if (this.started) return;
+  /**
+   * The binding with its thread started, or null: not built, or the thread could not start
+   * (ZL_PUMP: epoll, eventfd or the thread itself). Then every caller falls back to the
+   * JavaScript data path, for good: a failed start is not retried per connection.
+   */
+  private ready(): Binding | null {
+    const b = this.binding;
+    if (b === null || this.started) return b;
+    try {
+      this.start(b);
+    } catch {
+      this.binding = null;
+      return null;
+    }
+    return b;
+  }
+
+  private start(b: Binding): void {
     b.start((type, id, lid, reason, errno, n0, n1, n2, n3, ip, port) => {
       if (type === EV.tcpDone) {
         const client = this.tcp.get(id);
@@ -179,15 +196,20 @@ class NativePump {
 
   /** Hands two connected, non-reading sockets to the splice pump; null when it cannot take them. */
   add(client: PumpClient, a: Socket, b: Socket, idleMs: number): number | null {
-    const binding = this.binding;
     const fa = fdOf(a);
     const fb = fdOf(b);
-    if (binding === null || fa < 0 || fb < 0) return null;
-    this.ensureStarted(binding);
+    const binding = fa < 0 || fb < 0 ? null : this.ready();
+    if (binding === null) return null;
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffff_fffe ? 1 : this.nextId + 1;
     this.tcp.set(id, client);
-    binding.command(CMD.tcpAdd, id, 0, fa, fb, idleMs, 0, 0, 0, '', 0);
+    try {
+      binding.command(CMD.tcpAdd, id, 0, fa, fb, idleMs, 0, 0, 0, '', 0);
+    } catch {
+      // ZL_PUMP (out of memory): this connection takes the JavaScript path
+      this.tcp.delete(id);
+      return null;
+    }
     return id;
   }
 
@@ -197,14 +219,19 @@ class NativePump {
    * the native path is not available.
    */
   acceptOn(listening: { _handle?: unknown }, onFd: (fd: number) => void): number | null {
-    const b = this.binding;
     const handle = listening._handle as { fd?: number } | null | undefined;
     const fd = typeof handle?.fd === 'number' ? handle.fd : -1;
-    if (b === null || fd < 0) return null;
-    this.ensureStarted(b);
+    const b = fd < 0 ? null : this.ready();
+    if (b === null) return null;
     const lid = this.nextListenerId++;
     this.acceptors.set(lid, onFd);
-    b.command(CMD.acceptAdd, 0, lid, fd, -1, 0, 0, 0, 0, '', 0);
+    try {
+      b.command(CMD.acceptAdd, 0, lid, fd, -1, 0, 0, 0, 0, '', 0);
+    } catch {
+      // ZL_PUMP (the listening socket not duplicated, out of memory): libuv accepts alone
+      this.acceptors.delete(lid);
+      return null;
+    }
     return lid;
   }
 
@@ -232,11 +259,10 @@ class NativePump {
    * has stopped libuv reading `from` and has nothing queued on `to`. Null when not available.
    */
   body(client: BodyClient, from: Socket, to: Socket, bytes: number, idleMs: number): number | null {
-    const b = this.binding;
     const fa = fdOf(from);
     const fb = fdOf(to);
-    if (b === null || fa < 0 || fb < 0) return null;
-    this.ensureStarted(b);
+    const b = fa < 0 || fb < 0 ? null : this.ready();
+    if (b === null) return null;
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffff_fffe ? 1 : this.nextId + 1;
     this.bodies.set(id, client);
@@ -279,13 +305,30 @@ class NativePump {
     s: UdpSettingsNative,
     reusePort = false,
   ): { lid: number; port: number } {
-    const b = this.binding;
-    if (b === null) throw new Error('native data path not available');
-    this.ensureStarted(b);
+    const b = this.ready();
+    if (b === null) throw new Error('native data path not available (ZL_PUMP: its thread could not start)');
     const [fd, bound] = b.bindSocket(ip, port, false, reusePort);
     const lid = this.nextListenerId++;
     this.udp.set(lid, owner);
-    b.command(CMD.udpListen, 0, lid, fd, -1, s.responses, s.idleTimeoutMs, s.maxQueue, s.maxSessions, '', 0);
+    try {
+      b.command(
+        CMD.udpListen,
+        0,
+        lid,
+        fd,
+        -1,
+        s.responses,
+        s.idleTimeoutMs,
+        s.maxQueue,
+        s.maxSessions,
+        '',
+        0,
+      );
+    } catch (err) {
+      this.udp.delete(lid);
+      closeSync(fd);
+      throw err;
+    }
     return { lid, port: bound };
   }
 
