@@ -8,7 +8,8 @@
  * - one connection: latency p50/p99 (added = proxied − direct origin);
  * - 1 MiB bodies, 8 connections: MB/s and proxy CPU-s per GB;
  * - a new connection per request (`Connection: close`), 50 connections: proxy CPU µs per request;
- * - 1,000 concurrent keep-alive connections: errors (socket errors + non-2xx), p99, peak RSS.
+ * - 1,000 concurrent keep-alive connections: errors (socket errors + non-2xx), p99, peak RSS (and,
+ *   for scale, the peak right after start-up and the file-backed part: the binary's own pages).
  * Three repetitions; medians with min–max; access logs off everywhere; upstream keep-alive on
  * for every peer that has it.
  */
@@ -42,7 +43,9 @@ type Metric =
   | 'closeRps'
   | 'c1kErrors'
   | 'c1kP99'
-  | 'c1kRss';
+  | 'c1kRss'
+  | 'startRss'
+  | 'fileRss';
 type Result = Record<Metric, number[]>;
 
 interface Wrk {
@@ -79,12 +82,14 @@ function wrk(args: string[]): Wrk {
   };
 }
 
-function rssOf(pids: number[]): number {
+/** `field` of /proc/PID/status (kB), summed over the processes and their children, in MiB. */
+function rssOf(pids: number[], field = 'VmHWM'): number {
+  const re = new RegExp(`${field}:\\s+(\\d+)`);
   let kb = 0;
   for (const pid of pids) {
     const visit = (p: number): void => {
       try {
-        kb += Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
+        kb += Number(re.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
         for (const c of readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/)) {
           if (c) visit(Number(c));
         }
@@ -102,6 +107,8 @@ async function measure(t: Target, work: string, origin: number, r: Result): Prom
   const url = (path: string): string => `http://127.0.0.1:${run.port}${path}`;
   const cpu = (): number => run.pids.reduce((n, pid) => n + cpuSeconds(pid), 0);
   const measured = run.pids.length > 0;
+  // the peak so far is start-up's: config, modules, listeners, before any request
+  if (measured) r.startRss.push(rssOf(run.pids));
   try {
     wrk(['-t1', '-c50', '-d1s', url('/ok')]); // warm-up (JIT, pools)
     let c0 = cpu();
@@ -123,7 +130,10 @@ async function measure(t: Target, work: string, origin: number, r: Result): Prom
     const many = wrk(['-t1', '-c1000', `-d${SECONDS}s`, '--latency', '--timeout', '2s', url('/ok')]);
     r.c1kErrors.push(many.errors);
     r.c1kP99.push(many.p99us);
-    if (measured) r.c1kRss.push(rssOf(run.pids));
+    if (measured) {
+      r.c1kRss.push(rssOf(run.pids));
+      r.fileRss.push(rssOf(run.pids, 'RssFile'));
+    }
   } finally {
     await run.stop();
   }
@@ -182,6 +192,8 @@ http {
               'c1kErrors',
               'c1kP99',
               'c1kRss',
+              'startRss',
+              'fileRss',
             ].map((k) => [k, []]),
           ) as unknown as Result);
         results.set(t.name, r);
@@ -243,12 +255,12 @@ function report(results: Map<string, Result>, skipped: string[]): string {
     '',
     '### 1,000 concurrent keep-alive connections',
     '',
-    '| target | errors (socket + non-2xx) | p99 µs | proxy peak RSS MiB |',
-    '|---|---|---|---|',
+    '| target | errors (socket + non-2xx) | p99 µs | proxy peak RSS MiB | peak RSS after start-up, no load | file-backed RSS at the end (binary, libraries) |',
+    '|---|---|---|---|---|---|',
   );
   for (const name of results.keys()) {
     lines.push(
-      `| ${name} | ${fmt(s(name, 'c1kErrors'), 0)} | ${fmt(s(name, 'c1kP99'), 0)} | ${fmt(s(name, 'c1kRss'), 0)} |`,
+      `| ${name} | ${fmt(s(name, 'c1kErrors'), 0)} | ${fmt(s(name, 'c1kP99'), 0)} | ${fmt(s(name, 'c1kRss'), 0)} | ${fmt(s(name, 'startRss'), 0)} | ${fmt(s(name, 'fileRss'), 0)} |`,
     );
   }
   if (skipped.length > 0) lines.push('', `Skipped: ${skipped.join('; ')}.`);

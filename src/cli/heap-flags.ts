@@ -2,30 +2,39 @@
  * V8 heap flags for `zipline run`, applied by restarting the process once in place (execv,
  * same PID) before anything else is loaded.
  *
- * Why: V8 counts ArrayBuffer memory allocated since the last full GC (every socket read Node
- * makes is one) against the old generation's limit. A proxy's heap is small (~14 MiB live), so
- * its limit is small, and under load that started a full mark-compact every 50–100 ms: measured
- * with `--trace-gc`, a tunnel that had been idle for a minute moved 89 MB/s instead of 160 (its
- * agent ran 96 mark-compacts in 6 s), and 1 MiB HTTP bodies lost a fifth of their throughput.
- * `--initial-old-space-size=64` lets V8 skip full GCs below 64 MiB of old generation (+4 MiB
- * peak RSS at 1,000 connections). V8 reads it only at start-up, and Node 20 neither accepts it
- * in NODE_OPTIONS nor has `process.execve`, hence the small `zipline_proc` addon.
+ * Why, each measured with alternating fresh-process runs (docs/dev/HTTP-DATA-PATH.md, "Heap flags"):
  *
- * `--max-semi-space-size=8` caps the young generation at 2 × 8 MiB instead of Node 20's 2 × 16:
- * at 1,000 keep-alive HTTP connections the grown young generation was 32 MiB of the heap. A/B of
- * 2026-12-02, alternating runs (wrk 50 connections, then 1,000, one fresh process each): peak RSS
- * 111–112 → 98–100 MiB (127–129 → 114 with 8 × 1 MiB bodies in between), CPU per keep-alive
- * request within noise (13.7–14.8 µs both ways), tunnel bulk and RTT unchanged. Smaller (1, 2 or
- * 4 MiB) promoted more to the old generation and peaked higher (133–136 MiB).
+ * - `--initial-old-space-size=32`: V8 counts ArrayBuffer memory allocated since the last full GC
+ *   (every socket read Node makes itself is one) against the old generation's limit. A proxy's
+ *   heap is small (~15 MiB live), so its limit is small, and under load that started a full
+ *   mark-compact every 50–100 ms (a JavaScript tunnel idle for a minute moved 89 MB/s instead of
+ *   160; 1 MiB HTTP bodies lost a fifth of their throughput). The flag is a floor under the limit.
+ *   It was 64 until 2026-12-04; 32 keeps HTTPS 1 MiB bodies (TLS reads are still ArrayBuffers)
+ *   within ~5 % of it.
+ * - `--heap-growing-percent=10`: after a full GC the next limit is the live size + 10 % (at least
+ *   V8's minimum step), not V8's dynamic 1.1–4× of it. Accepted sockets outlive a scavenge or two
+ *   in Node and are promoted, so a new connection per request filled the old generation with
+ *   dead sockets up to the limit: peak RSS 132–133 MiB over the HTTP bench's scenarios, ~45 MiB
+ *   of it garbage from that one. With this flag and the floor at 32: 95–102 MiB; CPU per
+ *   keep-alive request and per new connection within noise (20.8–20.9 → 21.2–23.8 µs and
+ *   93–103 → 101–107 µs on a noisy host; three runs each, alternating).
+ * - `--max-semi-space-size=8`: the young generation at most 2 × 8 MiB (Node 20 grows it to
+ *   2 × 16): 111–112 → 98–100 MiB at 1,000 connections when it came (2026-12-02). With the flags
+ *   above, 4 saved ~4 MiB more (91–96) and cost up to ~10 % CPU per request at 1,000
+ *   connections in most runs; 1 and 2 cost +25 % per keep-alive request.
  *
  * Skipped (zipline runs as started) when: not Linux or the addon is not built, the flag is
- * already given (yours wins; a `--max-semi-space-size` of yours comes after ours and wins too),
+ * already given (yours wins; any other V8 flag of yours comes after ours and wins too),
  * the parent forked it with an IPC channel, or `ZIPLINE_NO_REEXEC=1`.
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
-export const HEAP_FLAGS: readonly string[] = ['--initial-old-space-size=64', '--max-semi-space-size=8'];
+export const HEAP_FLAGS: readonly string[] = [
+  '--initial-old-space-size=32',
+  '--heap-growing-percent=10',
+  '--max-semi-space-size=8',
+];
 
 interface ProcBinding {
   exec(path: string, argv: string[]): number;

@@ -9,6 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import type { Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { HEAP_FLAGS } from '../../src/cli/heap-flags.js';
 import { renderDashboard } from '../helpers/dashboard.js';
 import { type Origin, startOrigin } from '../helpers/http.js';
 import {
@@ -148,7 +149,8 @@ describe('workers: 2', { skip }, () => {
       assert.ok(!pids.includes(z.proc.pid as number), 'workers are processes of their own');
       for (const pid of pids) {
         // the heap flags of `zipline run` reach the workers too
-        assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /--initial-old-space-size=64/);
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        for (const flag of HEAP_FLAGS) assert.ok(cmdline.includes(flag), `${flag} in ${cmdline.join(' ')}`);
       }
       assert.equal((await fetch(`${z.admin}readyz`)).status, 200);
       const page = await renderDashboard(z.admin);
