@@ -15,21 +15,22 @@ export function startHttpOrigin(name: string, host = '127.0.0.1', port = 0): Pro
         res.end('ok\n');
         return;
       }
+      const body = `${JSON.stringify(
+        {
+          origin: name,
+          method: req.method,
+          url: req.url,
+          body_bytes: bytes,
+          forwarded_for: req.headers['x-forwarded-for'] ?? null,
+          request_id: req.headers['x-request-id'] ?? null,
+        },
+        null,
+        2,
+      )}\n`;
       res.setHeader('Content-Type', 'application/json');
-      res.end(
-        `${JSON.stringify(
-          {
-            origin: name,
-            method: req.method,
-            url: req.url,
-            body_bytes: bytes,
-            forwarded_for: req.headers['x-forwarded-for'] ?? null,
-            request_id: req.headers['x-request-id'] ?? null,
-          },
-          null,
-          2,
-        )}\n`,
-      );
+      // set here so that HEAD (`curl -I`) gets it too: node:http leaves it out when it drops the body
+      res.setHeader('Content-Length', Buffer.byteLength(body));
+      res.end(body);
     });
   });
   server.keepAliveTimeout = 65_000;
