@@ -23,7 +23,7 @@ import { type ClientReads, sharedReads } from './client-reads.js';
 import type { Exchange, ExchangeHost } from './exchange.js';
 import { H2Front } from './h2.js';
 import type { RequestHead } from './parser/request-head.js';
-import { compileHttpListener, type HttpListenerSettings } from './settings.js';
+import { type CompiledRoute, compileHttpListener, type HttpListenerSettings } from './settings.js';
 import { TlsState } from './tls.js';
 
 const CODE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
@@ -43,8 +43,11 @@ export class HttpListener implements Listener, ExchangeHost {
   private sweepEveryMs = 0;
   private readonly activeGauge;
   private readonly totalCounter;
-  /** `zipline_request_duration_seconds` children by route, upstream and class (labels() is not free). */
-  private readonly durations = new Map<string, Observer>();
+  /**
+   * `zipline_request_duration_seconds` children (labels() is not free), per compiled route by
+   * identity and per status class (index: status / 100 - 1): no key string built per request.
+   */
+  private readonly durations = new WeakMap<CompiledRoute, (Observer | undefined)[]>();
   /** The native acceptor draining this listener's queue, if any. */
   private acceptId: number | null = null;
   private activeRequests = 0;
@@ -180,13 +183,23 @@ export class HttpListener implements Listener, ExchangeHost {
   onExchangeEnd(ex: Exchange): void {
     this.activeRequests--;
     const seconds = (performance.now() - ex.startedAt) / 1000;
-    const cls = CODE_CLASSES[Math.floor(ex.status / 100) - 1] ?? '5xx';
+    const c = Math.floor(ex.status / 100) - 1;
+    const cls = c >= 0 && c < 5 ? c : 4; // 5xx for anything else
     const route = ex.route;
-    const key = `${route.name}\u0000${route.upstream}\u0000${cls}`;
-    let obs = this.durations.get(key);
+    let series = this.durations.get(route);
+    if (series === undefined) {
+      series = [];
+      this.durations.set(route, series);
+    }
+    let obs = series[cls];
     if (obs === undefined) {
-      obs = metrics.requestDuration.labels(this.name, route.name, route.upstream, cls);
-      this.durations.set(key, obs);
+      obs = metrics.requestDuration.labels(
+        this.name,
+        route.name,
+        route.upstream,
+        CODE_CLASSES[cls] as string,
+      );
+      series[cls] = obs;
     }
     obs.observe(seconds);
     if (ex.code !== null) metrics.httpErrors.labels(this.name, ex.code).inc();

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, describe, test } from 'node:test';
+import { loadConfigText } from '../../src/config/load.js';
 import { nativePump } from '../../src/l4/native-pump.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import { get, KeepAliveClient, parseResponse, rawRequest, testPeers } from '../helpers/http.js';
@@ -520,6 +521,46 @@ describe('bad input', () => {
         (x) => x.labels.listener === 'web' && x.labels.code === 'ZL_HTTP_BAD_REQUEST',
       );
       assert.ok(v !== undefined && v.value >= 1);
+    } finally {
+      await z.stop();
+    }
+  });
+  test('zipline_request_duration_seconds: one series per route, upstream and status class; a reload keeps counting into the same series', async () => {
+    const o = await origin((req, res) => {
+      res.statusCode = Number(req.url?.slice(1)) || 200;
+      res.end('x');
+    });
+    const cfg = (extra: string): string =>
+      config([o.address], `    routes:\n      - { match: { path_prefix: /4 }, upstream: app${extra} }`);
+    const z = await startRuntime(cfg(''));
+    const count = async (route: string, cls: string): Promise<number> => {
+      const v = (await metrics.requestDuration.get()).values.find(
+        (x) =>
+          x.metricName === 'zipline_request_duration_seconds_count' &&
+          x.labels.listener === 'web' &&
+          x.labels.route === route &&
+          x.labels.code_class === cls,
+      );
+      return v?.value ?? 0;
+    };
+    try {
+      const before = {
+        ok: await count('default', '2xx'),
+        api4: await count('*/4', '4xx'),
+        redirect: await count('default', '3xx'),
+      };
+      for (const path of ['/200', '/201', '/302', '/404', '/410', '/404']) {
+        const r = await one(z.addr('web'), `GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+        assert.equal(r.status, Number(path.slice(1)));
+      }
+      assert.equal((await count('default', '2xx')) - before.ok, 2);
+      assert.equal((await count('default', '3xx')) - before.redirect, 1);
+      assert.equal((await count('*/4', '4xx')) - before.api4, 3, '/404, /410, /404 take the /4 route');
+      const next = loadConfigText(cfg(', headers: { response: { set: { X-R: "1" } } }'), {});
+      assert.ok(next.ok);
+      assert.deepEqual((await z.rt.reload(next.config)).listeners.changed, ['web']);
+      assert.equal((await one(z.addr('web'), 'GET /404 HTTP/1.1\r\nHost: x\r\n\r\n')).status, 404);
+      assert.equal((await count('*/4', '4xx')) - before.api4, 4, 'the same series after a reload');
     } finally {
       await z.stop();
     }
