@@ -311,19 +311,7 @@ export class NativePump {
     const lid = this.nextListenerId++;
     this.udp.set(lid, owner);
     try {
-      b.command(
-        CMD.udpListen,
-        0,
-        lid,
-        fd,
-        -1,
-        s.responses,
-        s.idleTimeoutMs,
-        s.maxQueue,
-        s.maxSessions,
-        '',
-        0,
-      );
+      udpSettingsCommand(b, CMD.udpListen, lid, fd, s);
     } catch (err) {
       this.udp.delete(lid);
       closeSync(fd);
@@ -349,19 +337,7 @@ export class NativePump {
   }
 
   udpUpdate(lid: number, s: UdpSettingsNative): void {
-    this.binding?.command(
-      CMD.udpUpdate,
-      0,
-      lid,
-      -1,
-      -1,
-      s.responses,
-      s.idleTimeoutMs,
-      s.maxQueue,
-      s.maxSessions,
-      '',
-      0,
-    );
+    if (this.binding !== null) udpSettingsCommand(this.binding, CMD.udpUpdate, lid, -1, s);
   }
 
   /** Closes the listening socket (ending any session left); the owner hears nothing more. */
@@ -388,6 +364,11 @@ export class NativePump {
 }
 
 /** The socket's file descriptor (libuv TCP handle; -1 when it has none, e.g. on Windows). */
+/** A UDP listener's command that carries its settings (listen, update). */
+function udpSettingsCommand(b: Binding, kind: number, lid: number, fd: number, s: UdpSettingsNative): void {
+  b.command(kind, 0, lid, fd, -1, s.responses, s.idleTimeoutMs, s.maxQueue, s.maxSessions, '', 0);
+}
+
 function fdOf(s: Socket): number {
   const handle = (s as unknown as { _handle?: { fd?: number } | null })._handle;
   return typeof handle?.fd === 'number' ? handle.fd : -1;
