@@ -1,9 +1,11 @@
 /** The TCP proxy on real loopback sockets, against fake upstreams that behave and misbehave. */
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type { Server, Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { nativePump } from '../../src/l4/native-pump.js';
+import { have, run, startRedis } from '../helpers/daemons.js';
 import {
   closed,
   closeServer,
@@ -13,6 +15,7 @@ import {
   port,
   readAll,
   refusedPort,
+  splitAddress,
   tcpEcho,
   tcpServer,
   until,
@@ -321,6 +324,50 @@ for (const mode of ['auto', 'off'] as const) {
         await until(() => openFds() <= before, `fds back to ${before} (now ${openFds()})`, 5000);
       } finally {
         await z.stop();
+      }
+    });
+
+    test('redis-cli and redis-benchmark through the proxy to redis-server', {
+      skip:
+        have('redis-server') && have('redis-cli') && have('redis-benchmark')
+          ? false
+          : 'redis-server, redis-cli and redis-benchmark are needed (apt-get install redis-server redis-tools)',
+    }, async () => {
+      const redis = await startRedis();
+      const z = await startRuntime(config([`127.0.0.1:${redis.port}`]));
+      try {
+        const [h, p] = splitAddress(z.addr('t'));
+        const cli = (args: string[], input?: Buffer) =>
+          run('redis-cli', ['-h', h, '-p', String(p), ...args], input === undefined ? {} : { input });
+        assert.equal((await cli(['PING'])).stdout.trim(), 'PONG');
+        // a 4 MiB value up (-x: the last argument from stdin) and back, byte for byte
+        const value = randomBytes(3 << 20).toString('base64');
+        assert.equal((await cli(['-x', 'SET', 'big'], Buffer.from(value))).stdout.trim(), 'OK');
+        const got = (await cli(['GET', 'big'])).stdout.replace(/\n$/, '');
+        assert.equal(got.length, value.length);
+        assert.ok(got === value, 'the value came back intact');
+        // 50 clients, 16 commands pipelined per write: every one answered
+        const bench = await run('redis-benchmark', [
+          '-h',
+          h,
+          '-p',
+          String(p),
+          '-q',
+          '-n',
+          '20000',
+          '-c',
+          '50',
+          '-P',
+          '16',
+          '-t',
+          'incr',
+        ]);
+        assert.equal(bench.code, 0, bench.stderr);
+        assert.equal((await cli(['GET', 'counter:__rand_int__'])).stdout.trim(), '20000');
+        await until(() => z.rt.activeCount() === 0, 'every proxied connection closed');
+      } finally {
+        await z.stop();
+        redis.stop();
       }
     });
   });
