@@ -11,12 +11,11 @@
  * fresh connection to the same server, without counting as an attempt, when it is replayable.
  *
  * Exactly one of three ends: `complete()` (response done), `fail(code)` (error response, or abort
- * once the head was sent), `clientGone()` (499). Each releases the endpoint, the connection (to
- * the pool only when it is clean) and the counters once.
+ * once the head was sent), `clientGone()` (499). Each gives back the connection (to the pool only
+ * when it is clean) and what it holds on the upstream (`UpstreamAccount`), once.
  */
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
-import type { Admission } from '../upstream/circuit-breaker.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { Downstream } from './downstream.js';
@@ -40,6 +39,7 @@ import { type PickOwner, ServerPicker } from './server-picker.js';
 import type { CompiledRoute } from './settings.js';
 import { SplicedBody, type SpliceOwner } from './spliced-body.js';
 import { StallClock } from './stall-clock.js';
+import { UpstreamAccount } from './upstream-account.js';
 import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.js';
 import { holdWrites } from './write-batch.js';
 
@@ -68,13 +68,10 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   state: ExchangeState = 'picking';
   readonly startedAt = performance.now();
   readonly requestId: string;
-  /** Tries on a server (connects included). */
-  attempts = 0;
   /** The error that ended it, if any. */
   code: ErrorCode | null = null;
   /** Status sent (or that would have been sent) to the client; 0 until known. */
   status = 0;
-  endpoint: Endpoint | null = null;
   /** Response body bytes sent to the client. */
   bytesOut = 0;
   /** The client has the response head: no retry, and failures abort the client. */
@@ -85,11 +82,9 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   private conn: UpstreamConnection | null = null;
   private cancelConnect: (() => void) | null = null;
   private readonly picker: ServerPicker;
-  private acquired = false;
-  private admission: Admission = 'normal';
-  private retrying = false;
+  /** Counters, server and breaker admission held on the upstream; given back once. */
+  private readonly account: UpstreamAccount;
   private staleRetried = false;
-  private started = false;
   private lastCode: ErrorCode = 'ZL_UPSTREAM_UNAVAILABLE';
   private readonly body: RequestBody;
   private sentContinue = false;
@@ -120,6 +115,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.forward = fwd.head;
     this.requestId = fwd.requestId;
     this.pool = poolOf(upstream);
+    this.account = new UpstreamAccount(upstream, this.pool, this.startedAt);
     this.picker = new ServerPicker(
       upstream,
       this.pool,
@@ -143,11 +139,17 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     return this.match.route.value;
   }
 
+  /** Tries on a server (connects included), and the server of the current (or the last) one. */
+  get attempts(): number {
+    return this.account.attempts;
+  }
+
+  get endpoint(): Endpoint | null {
+    return this.account.endpoint;
+  }
+
   start(): void {
-    this.started = true;
-    this.upstream.activeRequests++;
-    this.admission = this.upstream.breaker.admit(Date.now());
-    if (this.admission === 'refused') {
+    if (!this.account.admit(Date.now())) {
       this.fail('ZL_CIRCUIT_OPEN');
       return;
     }
@@ -159,7 +161,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   private attempt(): void {
     if (this.state === 'done') return;
     this.state = 'picking';
-    this.picker.next(this.attempts === 0);
+    this.picker.next(this.account.attempts === 0);
   }
 
   /** @internal PickOwner */
@@ -174,16 +176,11 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   /** @internal PickOwner */
   onNoServer(code: ErrorCode): void {
-    this.fail(this.attempts === 0 ? code : this.lastCode);
+    this.fail(this.account.attempts === 0 ? code : this.lastCode);
   }
 
   private connectTo(e: Endpoint, fresh: boolean): void {
-    const up = this.upstream;
-    this.attempts++;
-    if (this.attempts > 1) metrics.retries.labels(up.name).inc();
-    this.endpoint = e;
-    up.acquire(e);
-    this.acquired = true;
+    this.account.acquire(e);
     this.state = 'connecting';
     const cancel = this.pool.connection(e, fresh, (conn, code) => this.onConnection(conn, code));
     if (this.state === 'connecting' && this.conn === null) this.cancelConnect = cancel;
@@ -232,18 +229,15 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.lastCode = code;
     if (stale && !this.staleRetried && this.replayableRequest() && e !== null) {
       this.staleRetried = true;
-      this.releaseEndpoint();
-      this.attempts--; // not an attempt of the retry policy
+      this.account.release();
+      this.account.attempts--; // not an attempt of the retry policy
       this.connectTo(e, true);
       return;
     }
-    if (kind !== 'status') this.judge(false, now);
-    this.releaseEndpoint();
+    if (kind !== 'status') this.account.judge(false, now);
+    this.account.release();
     if (this.mayRetry(kind)) {
-      if (!this.retrying) {
-        this.retrying = true;
-        this.upstream.activeRetries++;
-      }
+      this.account.enterRetry();
       this.attempt();
       return;
     }
@@ -254,8 +248,8 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   private mayRetry(kind: FailureKind): boolean {
     return mayRetry(this.upstream, kind, {
       headSent: this.headSent,
-      attempts: this.attempts,
-      retrying: this.retrying,
+      attempts: this.account.attempts,
+      retrying: this.account.retrying,
       replayable: this.replayableRequest(),
       bodyLost: this.body.lost,
     });
@@ -352,17 +346,8 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.complete();
   }
 
-  /** Passive health and the circuit breaker hear how the attempt on `endpoint` went. */
-  private judge(ok: boolean, now: number): void {
-    const e = this.endpoint;
-    if (e === null) return;
-    if (ok) e.recordSuccess(performance.now() - this.startedAt);
-    else e.recordFailure(now);
-    this.upstream.breaker.record(this.admission, ok, now);
-  }
-
   private badResponse(): void {
-    this.judge(false, Date.now());
+    this.account.judge(false, Date.now());
     this.dropConnection();
     this.fail('ZL_UPSTREAM_BAD_RESPONSE');
   }
@@ -372,7 +357,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     const e = this.endpoint as Endpoint;
     const now = Date.now();
     const retryable = s.retryStatuses.has(resp.status);
-    this.judge(!retryable, now);
+    this.account.judge(!retryable, now);
     if (retryable) {
       if (resp.status === 503) honourRetryAfter(e, resp, now);
       if (this.mayRetry('status')) {
@@ -419,11 +404,11 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     // the pump takes over: reads arrive through `divert`, the rest it wires itself
     for (const ev of ['end', 'drain', 'close', 'error']) socket.removeAllListeners(ev);
     this.pool.forget(conn);
-    this.judge(true, Date.now());
+    this.account.judge(true, Date.now());
     this.status = 101;
     this.headSent = true;
     this.state = 'done';
-    this.releaseEndpoint();
+    this.account.release();
     this.finished();
     const head = buildSwitchingHead(resp, this.route.response);
     if (!this.down.upgrade(this, conn, head, rest)) socket.destroy();
@@ -441,7 +426,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
       if (resp?.keepAlive === true && this.body.done && !this.dirty && !conn.closed) this.pool.release(conn);
       else conn.destroy();
     }
-    this.releaseEndpoint();
+    this.account.release();
     this.finished();
     this.down.finish(this);
   }
@@ -463,7 +448,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.state = 'done';
     this.code = 'ZL_CLIENT_ABORTED';
     if (!this.headSent) this.status = 499;
-    this.upstream.breaker.abandon(this.admission);
+    this.account.abandon();
     this.cleanup();
     this.finished();
   }
@@ -496,7 +481,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
       this.cancelConnect = null;
     }
     this.dropConnection();
-    this.releaseEndpoint();
+    this.account.release();
   }
 
   private dropConnection(): void {
@@ -505,20 +490,10 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     if (conn !== null) conn.destroy();
   }
 
-  private releaseEndpoint(): void {
-    if (!this.acquired || this.endpoint === null) return;
-    this.acquired = false;
-    this.upstream.release(this.endpoint);
-    this.pool.wakeOne();
-  }
-
   private finished(): void {
-    // an exchange can end before it started (a malformed body read with its head)
-    if (this.started) this.upstream.activeRequests--;
-    if (this.retrying) {
-      this.retrying = false;
-      this.upstream.activeRetries--;
-    }
+    // an exchange can end before it started (a malformed body read with its head): close()
+    // gives back only what was taken
+    this.account.close();
     this.body.release();
     this.host.onExchangeEnd(this);
   }
