@@ -179,8 +179,9 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.fail(this.account.attempts === 0 ? code : this.lastCode);
   }
 
+  /** `fresh`: the keep-alive race's replay, on a new connection (not an attempt, not a retry). */
   private connectTo(e: Endpoint, fresh: boolean): void {
-    this.account.acquire(e);
+    this.account.acquire(e, fresh);
     this.state = 'connecting';
     const cancel = this.pool.connection(e, fresh, (conn, code) => this.onConnection(conn, code));
     if (this.state === 'connecting' && this.conn === null) this.cancelConnect = cancel;
@@ -230,8 +231,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     if (stale && !this.staleRetried && this.replayableRequest() && e !== null) {
       this.staleRetried = true;
       this.account.release();
-      this.account.attempts--; // not an attempt of the retry policy
-      this.connectTo(e, true);
+      this.connectTo(e, true); // not an attempt of the retry policy, nor a retry
       return;
     }
     if (kind !== 'status') this.account.judge(false, now);

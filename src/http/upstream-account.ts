@@ -38,11 +38,16 @@ export class UpstreamAccount {
     return this.admission !== 'refused';
   }
 
-  /** An attempt on `e` begins (a retry after the first). */
-  acquire(e: Endpoint): void {
+  /**
+   * An attempt on `e` begins (a retry after the first). `replay`: the keep-alive race's replay of
+   * the current attempt on a fresh connection, which is neither an attempt nor a retry.
+   */
+  acquire(e: Endpoint, replay = false): void {
     const up = this.upstream;
-    this.attempts++;
-    if (this.attempts > 1) metrics.retries.labels(up.name).inc();
+    if (!replay) {
+      this.attempts++;
+      if (this.attempts > 1) metrics.retries.labels(up.name).inc();
+    }
     this.endpoint = e;
     up.acquire(e);
     this.acquired = true;

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Agent, request as httpRequest } from 'node:http';
+import type { Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { existingPool, type HttpPool } from '../../src/http/pool.js';
 import { metrics } from '../../src/metrics/catalog.js';
@@ -340,6 +341,55 @@ describe('keep-alive pool', () => {
     try {
       await load(z.addr('web'), 100, 1);
       assert.equal(o.connections, 10);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('the keep-alive race on a retry: the replay is neither an attempt nor a retry (zipline_retries_total)', async () => {
+    // two idle pooled connections; then the request's first attempt gets a 503 on one, its retry
+    // takes the other (reused), which dies before any response byte, and the replay answers
+    let armed = false;
+    let seen = 0;
+    const warm: Socket[] = [];
+    const ok = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok';
+    const o = await raw((s) => {
+      s.on('data', () => {
+        if (!armed) {
+          // answer the warm-up only once both connections are open, so that there are two
+          warm.push(s);
+          if (warm.length === 2) for (const w of warm.splice(0)) w.write(ok);
+          return;
+        }
+        seen++;
+        if (seen === 1) s.write('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n');
+        else if (seen === 2) s.destroy();
+        else s.write(ok);
+      });
+    });
+    const z = await startRuntime(
+      config([`127.0.0.1:${port(o)}`], '    retry: { attempts: 1, backoff: { base: 1ms, max: 2ms } }'),
+    );
+    const retries = async (): Promise<number> =>
+      (await metrics.retries.get()).values.find((v) => v.labels.upstream === 'app')?.value ?? 0;
+    try {
+      const addr = z.addr('web');
+      const [a, b] = await Promise.all([KeepAliveClient.open(addr), KeepAliveClient.open(addr)]);
+      const warmed = await Promise.all([a.send(get('/')), b.send(get('/'))]);
+      assert.deepEqual(
+        warmed.map((r) => r.status),
+        [200, 200],
+      );
+      const pool = existingPool(z.rt.upstreams.get('app') as Upstream) as HttpPool;
+      await until(() => pool.idleCount() === 2, 'two idle upstream connections');
+      armed = true;
+      const before = await retries();
+      const r = await a.send(get('/'));
+      assert.equal(r.status, 200);
+      assert.equal(seen, 3, '503, then the reused connection dies, then the replay is answered');
+      assert.equal((await retries()) - before, 1, 'one retry: the replay is not one');
+      a.close();
+      b.close();
     } finally {
       await z.stop();
     }
