@@ -18,7 +18,8 @@ export function startHttpOrigin(name: string, host = '127.0.0.1', port = 0): Pro
       const body = `${JSON.stringify(
         {
           origin: name,
-          method: req.method,
+          // HEAD gets the headers GET would (RFC 9110 §9.3.2), Content-Length included
+          method: req.method === 'HEAD' ? 'GET' : req.method,
           url: req.url,
           body_bytes: bytes,
           forwarded_for: req.headers['x-forwarded-for'] ?? null,
