@@ -140,6 +140,11 @@ export const ERROR_CATALOG = {
     description:
       'The client sent no request body bytes for `timeouts.client_idle` while the body was incomplete.',
   },
+  ZL_HTTP_NOT_IMPLEMENTED: {
+    status: 501,
+    description:
+      'A request zipline does not implement (RFC 9110 §9.1, RFC 9112 §6.1): the CONNECT method, or a Transfer-Encoding other than exactly `chunked`.',
+  },
   ZL_HTTP_VERSION_NOT_SUPPORTED: {
     status: 505,
     description: 'An HTTP version other than 1.0 and 1.1 on an HTTP/1 connection.',

@@ -5,7 +5,8 @@
  *   Transfer-Encoding, Upgrade, Proxy-Authorization, and every field the Connection header names;
  *   framing is re-declared (Content-Length or `Transfer-Encoding: chunked`) and, for an upgrade,
  *   `Connection: upgrade` + `Upgrade`;
- * - `Host` is preserved, field order, name case and repeated fields (Cookie…) are kept;
+ * - `Host` is preserved (an absolute-form target's authority replaces it; an HTTP/1.0 request
+ *   without one gets the server's `host:port`), field order, name case and repeated fields (Cookie…) are kept;
  * - `X-Forwarded-For` / `-Proto` / `-Host` and `X-Real-IP`: kept (XFF appended to) only when the
  *   client address is in `trusted_proxies`; otherwise replaced with what zipline saw;
  * - `X-Request-Id`: a well-formed incoming id (1–200 visible characters) is propagated, else one
@@ -46,6 +47,8 @@ export interface ForwardedHead {
   readonly head: string;
   /** The request id used (propagated or generated), for logs and the response. */
   readonly requestId: string;
+  /** The request named no host (HTTP/1.0): each attempt adds its server's (`withHost`). */
+  readonly hostless: boolean;
 }
 
 export function buildForwardHead(req: RequestHead, ctx: ForwardContext): ForwardedHead {
@@ -95,6 +98,8 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
         keep = !req.expectContinue; // zipline answers 100-continue itself
         break;
       case F.HOST:
+        keep = !req.absoluteForm; // the target's authority stands for it (RFC 9112 §3.2.2)
+        break;
       case F.IDEMPOTENCY_KEY:
       case F.RETRY_AFTER:
       case F.PROXY_AUTHENTICATE:
@@ -115,16 +120,28 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
   }
   if (run >= 0) out += `${raw.toString('latin1', run, req.headEnd - 2)}`;
   const id = requestId ?? nextRequestId();
+  if (req.absoluteForm) out += `Host: ${req.host}\r\n`;
   out += `X-Forwarded-For: ${xff === null ? ctx.clientIp : `${xff}, ${ctx.clientIp}`}\r\n`;
   out += `X-Forwarded-Proto: ${xfProto ?? ctx.proto}\r\n`;
-  out += `X-Forwarded-Host: ${xfHost ?? req.host ?? ''}\r\n`;
+  const forwardedHost = xfHost ?? req.host;
+  if (forwardedHost !== null) out += `X-Forwarded-Host: ${forwardedHost}\r\n`;
   out += `X-Real-IP: ${realIp ?? ctx.clientIp}\r\n`;
   out += `X-Request-Id: ${id}\r\n`;
   for (const [name, value] of rules.set) out += `${name}: ${value}\r\n`;
   if (req.chunked) out += 'Transfer-Encoding: chunked\r\n';
   else if (req.contentLength >= 0) out += `Content-Length: ${req.contentLength}\r\n`;
   if (req.upgrade !== null) out += `Connection: upgrade\r\nUpgrade: ${req.upgrade}\r\n`;
-  return { head: `${out}\r\n`, requestId: id };
+  return { head: `${out}\r\n`, requestId: id, hostless: req.host === null };
+}
+
+/**
+ * `head` with `Host: host` after its request line: for an HTTP/1.0 request that named no host,
+ * the server as configured (`host:port`), as nginx (`$proxy_host`) and Caddy send; an HTTP/1.1
+ * request upstream must carry one.
+ */
+export function withHost(head: string, host: string): string {
+  const line = head.indexOf('\r\n') + 2;
+  return `${head.slice(0, line)}Host: ${host}\r\n${head.slice(line)}`;
 }
 
 /**

@@ -168,11 +168,11 @@ export class H2Downstream implements Downstream {
     const method = String(h[':method'] ?? '');
     const path = String(h[':path'] ?? '');
     const authority = String(h[':authority'] ?? h.host ?? '');
-    if (method === 'CONNECT' || path === '' || authority === '') {
-      throw new ZiplineError(
-        'ZL_HTTP_BAD_REQUEST',
-        'HTTP/2 request without method, path or authority (or CONNECT)',
-      );
+    if (method === 'CONNECT') {
+      throw new ZiplineError('ZL_HTTP_NOT_IMPLEMENTED', 'CONNECT (a tunnel http_proxy entry serves it)');
+    }
+    if (path === '' || authority === '') {
+      throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'HTTP/2 request without method, path or authority');
     }
     let text = `${method} ${path} HTTP/1.1\r\nHost: ${authority}\r\n`;
     let hasLength = false;

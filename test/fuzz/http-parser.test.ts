@@ -13,7 +13,8 @@ import { rng } from '../helpers/rng.js';
 const SEEDS = [
   'GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',
   'POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello',
-  'POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\nT: v\r\n\r\n',
+  'POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nT: v\r\n\r\n',
+  'GET http://a:8/x?y HTTP/1.1\r\nHost: b\r\n\r\n',
   'GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n',
   'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n\r\nok',
   'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n',

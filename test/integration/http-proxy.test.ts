@@ -294,6 +294,49 @@ listeners:
       await z.stop();
     }
   });
+
+  test('an absolute-form target is routed by its authority, which replaces Host upstream; HTTP/1.0 without Host gets the server', async () => {
+    const a = await origin((req, res) =>
+      res.end(`a ${req.url} ${req.headers.host} ${req.headers['x-forwarded-host'] ?? '-'}`),
+    );
+    const b = await origin((req, res) =>
+      res.end(`b ${req.url} ${req.headers.host} ${req.headers['x-forwarded-host'] ?? '-'}`),
+    );
+    const yaml = `
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  a: { servers: [${a.address}] }
+  b: { servers: ["localhost:${splitAddress(b.address)[1]}"] }
+listeners:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:0
+    routes:
+      - match: { host: api.example.com }
+        upstream: a
+      - match: { path_prefix: / }
+        upstream: b
+`;
+    const z = await startRuntime(yaml);
+    try {
+      const addr = z.addr('web');
+      const abs = await one(
+        addr,
+        'GET http://API.example.com:8080/v1?q=1 HTTP/1.1\r\nHost: other.test\r\n\r\n',
+      );
+      assert.equal(abs.body.toString(), 'a /v1?q=1 API.example.com:8080 API.example.com:8080');
+      const noPath = await one(
+        addr,
+        'GET https://api.example.com?x HTTP/1.1\r\nHost: api.example.com\r\n\r\n',
+      );
+      assert.equal(noPath.body.toString(), 'a /?x api.example.com api.example.com');
+      const old = await one(addr, 'GET /legacy HTTP/1.0\r\n\r\n');
+      assert.equal(old.status, 200, old.raw);
+      assert.equal(old.body.toString(), `b /legacy localhost:${splitAddress(b.address)[1]} -`);
+    } finally {
+      await z.stop();
+    }
+  });
 });
 
 describe('bad input', () => {
@@ -330,6 +373,28 @@ describe('bad input', () => {
         assert.ok(r.closed);
         assert.equal(o.requests, 0);
         assert.equal(z.access.at(-1)?.error, 'ZL_HTTP_BAD_REQUEST');
+      } finally {
+        await z.stop();
+      }
+    });
+  }
+
+  for (const [what, request] of [
+    ['CONNECT', 'CONNECT x.test:443 HTTP/1.1\r\nHost: x.test:443\r\n\r\n'],
+    [
+      'a coding before chunked',
+      'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n',
+    ],
+  ]) {
+    test(`${what} → 501 ZL_HTTP_NOT_IMPLEMENTED and the connection closed; nothing reaches the origin`, async () => {
+      const o = await origin();
+      const z = await startRuntime(config([o.address]));
+      try {
+        const r = await one(z.addr('web'), request as string);
+        assert.equal(r.status, 501, r.raw);
+        assert.equal(r.headers.get('x-zipline-error')?.[0], 'ZL_HTTP_NOT_IMPLEMENTED');
+        assert.ok(r.closed);
+        assert.equal(o.requests, 0);
       } finally {
         await z.stop();
       }

@@ -48,15 +48,8 @@ describe('request head: valid requests', () => {
     );
     assert.equal(parse('POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n').contentLength, 5);
     assert.equal(parse('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n').chunked, true);
-    assert.equal(
-      parse('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n').chunked,
-      true,
-    );
-    assert.equal(
-      parse('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n')
-        .chunked,
-      true,
-    );
+    assert.equal(parse('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n').chunked, true);
+    assert.equal(parse('POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked,\r\n\r\n').chunked, true);
     assert.equal(parse('GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n').keepAlive, false);
     assert.equal(parse('GET / HTTP/1.0\r\n\r\n').keepAlive, false, 'HTTP/1.0 needs no Host');
     assert.equal(parse('GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n').keepAlive, true);
@@ -75,6 +68,18 @@ describe('request head: valid requests', () => {
     );
     assert.equal(parse('GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n').host, '[::1]:8080');
   });
+
+  test('request-target forms (RFC 9112 §3.2)', () => {
+    const origin = parse('GET /a HTTP/1.1\r\nHost: b\r\n\r\n');
+    assert.equal(origin.absoluteForm, false);
+    const abs = parse('GET HTTP://Api.Example.com:8080/v1?q=1 HTTP/1.1\r\nHost: other\r\n\r\n');
+    assert.equal(abs.absoluteForm, true);
+    assert.equal(abs.host, 'Api.Example.com:8080', 'the authority stands for the Host header');
+    assert.equal(abs.target, 'HTTP://Api.Example.com:8080/v1?q=1');
+    assert.equal(parse('GET http://a?q HTTP/1.0\r\n\r\n').host, 'a', 'no path, HTTP/1.0 without Host');
+    assert.equal(parse('OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n').target, '*');
+    assert.equal(parse('GET / HTTP/1.0\r\n\r\n').host, null);
+  });
 });
 
 describe('request head: refused (smuggling and malformed framing)', () => {
@@ -88,6 +93,31 @@ describe('request head: refused (smuggling and malformed framing)', () => {
     for (const v of ['+4', '-1', '4 4', '0x10', '', '1234567890123456', '4a']) {
       refused(`POST / HTTP/1.1\r\nHost: a\r\nContent-Length: ${v}\r\n\r\n`);
     }
+  });
+  test('Transfer-Encoding with a coding before chunked, and CONNECT: 501, not implemented', () => {
+    refused(
+      'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n',
+      'ZL_HTTP_NOT_IMPLEMENTED',
+    );
+    refused(
+      'POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n',
+      'ZL_HTTP_NOT_IMPLEMENTED',
+    );
+    refused('CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n', 'ZL_HTTP_NOT_IMPLEMENTED');
+  });
+  test('a request-target in no form its method allows', () => {
+    for (const t of [
+      'a.example:443',
+      'example.com/x',
+      'ftp://a/x',
+      'http:///x',
+      'http://u@a/x',
+      'http://a"b/',
+    ]) {
+      refused(`GET ${t} HTTP/1.1\r\nHost: a\r\n\r\n`);
+    }
+    refused('GET * HTTP/1.1\r\nHost: a\r\n\r\n');
+    refused('GET http://a/ HTTP/1.1\r\n\r\n', 'ZL_HTTP_BAD_REQUEST'); // HTTP/1.1 still needs Host
   });
   test('Transfer-Encoding that does not end in exactly one chunked, or in HTTP/1.0', () => {
     for (const v of ['chunked, gzip', 'chunkedx', 'xchunked', 'chunked, chunked', 'gzip', ',']) {

@@ -122,6 +122,22 @@ export function mergeContentLength(current: number, text: string): number {
 }
 
 /** The codings list must end with exactly one `chunked` (RFC 9112 §6.1). */
+/**
+ * A request's Transfer-Encoding (RFC 9112 §6.1): it must end in exactly one `chunked` (else 400:
+ * the body's end is unknown), and zipline implements no coding before it (501, as nginx answers):
+ * re-declaring only `chunked` upstream would silently drop the others.
+ */
+export function requestCodingIsChunked(te: string): true {
+  finalCodingIsChunked(te);
+  if (te.indexOf(',') >= 0 && te.split(',').filter((c) => c.trim() !== '').length > 1) {
+    throw new ZiplineError(
+      'ZL_HTTP_NOT_IMPLEMENTED',
+      `Transfer-Encoding ${te} (only chunked is implemented)`,
+    );
+  }
+  return true;
+}
+
 export function finalCodingIsChunked(te: string): boolean {
   const codings = te
     .split(',')

@@ -9,18 +9,21 @@
  * - Transfer-Encoding together with Content-Length; Transfer-Encoding in HTTP/1.0;
  *   a Transfer-Encoding whose final coding is not exactly `chunked`, or `chunked` twice;
  * - Content-Length that is not all digits, or several that disagree;
- * - HTTP/1.1 without exactly one Host; a head larger than the limit (431).
+ * - HTTP/1.1 without exactly one Host; a head larger than the limit (431);
+ * - a request-target in none of the forms its method allows (§3.2): origin-form, absolute-form
+ *   (`http(s)://authority/…`, whose authority then stands for the Host, §3.2.2), `*` for OPTIONS.
+ * Not implemented (501, and closed): CONNECT, and Transfer-Encoding other than exactly `chunked`.
  */
 import { ZiplineError } from '../../errors.js';
 import {
   bad,
   connectionTokens,
-  finalCodingIsChunked,
   lineEnd,
   MAX_FIELDS,
   mergeContentLengthAt,
   parseField,
   persists,
+  requestCodingIsChunked,
 } from './fields.js';
 import { F, fieldName } from './names.js';
 import { isTchar, lowerAscii } from './tokens.js';
@@ -44,7 +47,10 @@ export interface RequestHead {
   readonly expectContinue: boolean;
   /** The Upgrade header when `Connection: upgrade` asks for one. */
   readonly upgrade: string | null;
+  /** The host the request is for: an absolute-form target's authority, else the Host header. */
   readonly host: string | null;
+  /** The target is absolute-form: `host` is its authority, not the Host header (RFC 9112 §3.2.2). */
+  readonly absoluteForm: boolean;
   /** An `Idempotency-Key` field is present (the request may be retried). */
   readonly idempotencyKey: boolean;
 }
@@ -52,6 +58,7 @@ export interface RequestHead {
 const CR = 0x0d;
 const LF = 0x0a;
 const SP = 0x20;
+const SLASH = 0x2f;
 
 const MAX_METHOD = 32;
 
@@ -172,11 +179,23 @@ function frame(
   if (te !== null) {
     if (minor === 0) throw bad('Transfer-Encoding in an HTTP/1.0 request');
     if (contentLength !== -1) throw bad('both Transfer-Encoding and Content-Length');
-    chunked = finalCodingIsChunked(te);
+    chunked = requestCodingIsChunked(te);
   }
   if (minor === 1 && hosts !== 1)
     throw bad(hosts === 0 ? 'missing Host header' : 'more than one Host header');
   if (host !== null && !HOST_RE.test(host)) throw bad('malformed Host header');
+  if (method === 'CONNECT') {
+    throw new ZiplineError('ZL_HTTP_NOT_IMPLEMENTED', 'CONNECT (a tunnel http_proxy entry serves it)');
+  }
+  let absoluteForm = false;
+  if (target.charCodeAt(0) !== SLASH) {
+    if (target === '*') {
+      if (method !== 'OPTIONS') throw bad('asterisk-form request target on a method other than OPTIONS');
+    } else {
+      host = authorityOf(target);
+      absoluteForm = true;
+    }
+  }
   const keepAlive = persists(connection, minor);
   const upgrade =
     upgradeHeader !== null && connection !== '' && connectionTokens(connection).includes('upgrade')
@@ -196,8 +215,19 @@ function frame(
     expectContinue,
     upgrade,
     host,
+    absoluteForm,
     idempotencyKey,
   };
+}
+
+const ABSOLUTE_RE = /^https?:\/\/([^/?#]*)/i;
+
+/** An absolute-form target's authority (no userinfo, RFC 9110 §4.2.4); 400 for anything else. */
+function authorityOf(target: string): string {
+  const m = ABSOLUTE_RE.exec(target);
+  const authority = m === null ? '' : (m[1] as string);
+  if (authority === '' || !HOST_RE.test(authority)) throw bad('malformed request target');
+  return authority;
 }
 
 const HOST_RE = /^[A-Za-z0-9.\-_~!$&'()*+,;=%:[\]]*$/;
