@@ -423,15 +423,23 @@ describe('bad input', () => {
     }
   });
 
-  test('an origin that sends garbage → 502 ZL_UPSTREAM_BAD_RESPONSE', async () => {
+  test('an origin that sends garbage, or a coding other than chunked → 502 ZL_UPSTREAM_BAD_RESPONSE', async () => {
     const bad = await raw((s) => {
-      s.once('data', () => s.end('HTTP/1.1 two hundred OK\r\n\r\n'));
+      s.once('data', (d: Buffer) =>
+        s.end(
+          d.includes('/gzip')
+            ? 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n'
+            : 'HTTP/1.1 two hundred OK\r\n\r\n',
+        ),
+      );
     });
     const z = await startRuntime(config([`127.0.0.1:${port(bad)}`]));
     try {
-      const r = await one(z.addr('web'), get('/'));
-      assert.equal(r.status, 502);
-      assert.equal(r.headers.get('x-zipline-error')?.[0], 'ZL_UPSTREAM_BAD_RESPONSE');
+      for (const path of ['/', '/gzip']) {
+        const r = await one(z.addr('web'), get(path));
+        assert.equal(r.status, 502, path);
+        assert.equal(r.headers.get('x-zipline-error')?.[0], 'ZL_UPSTREAM_BAD_RESPONSE');
+      }
     } finally {
       await z.stop();
     }

@@ -91,7 +91,8 @@ function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
       throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'both Transfer-Encoding and Content-Length');
     if (minor === 0)
       throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'Transfer-Encoding in an HTTP/1.0 response');
-    body = isChunkedLast(te) ? 'chunked' : 'close';
+    onlyChunked(te);
+    body = 'chunked';
   } else if (contentLength !== -1) {
     body = 'length';
   } else {
@@ -145,18 +146,17 @@ function parseStatusLine(buf: Buffer, lineEnd: number): { minor: 0 | 1; status: 
   };
 }
 
-/** In a response, codings not ending in chunked mean "read until close" (§6.3 rule 4). */
-function isChunkedLast(te: string): boolean {
-  try {
-    return finalCodingIsChunked(te);
-  } catch {
-    const codings = te
-      .toLowerCase()
-      .split(',')
-      .map((c) => c.trim());
-    if (codings.filter((c) => c === 'chunked').length > 1 || codings.slice(0, -1).includes('chunked')) {
-      throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'chunked applied more than once or not last');
-    }
-    return false;
+/**
+ * A response's Transfer-Encoding must be exactly `chunked` (502 otherwise, as nginx: "upstream sent
+ * unknown Transfer-Encoding"). Other codings (`gzip, chunked`, or `gzip` read until close, §6.3
+ * rule 4) would reach the client without their Transfer-Encoding, which is hop-by-hop and
+ * re-declared by zipline as plain `chunked` or nothing: a coded body presented as plain.
+ */
+function onlyChunked(te: string): true {
+  if (te.trim().toLowerCase() === 'chunked') return true;
+  finalCodingIsChunked(te); // malformed, or not chunked last: its own message
+  if (te.split(',').filter((c) => c.trim() !== '').length > 1) {
+    throw new ZiplineError('ZL_HTTP_BAD_REQUEST', `Transfer-Encoding ${te} (only chunked is implemented)`);
   }
+  return true;
 }
