@@ -1,6 +1,6 @@
 /**
  * A SOCKS5 server for one client connection (RFC 1928): method "no authentication", CONNECT and
- * UDP ASSOCIATE (BIND is answered 7, command not supported). Reply codes are the dialer's
+ * UDP ASSOCIATE (BIND is answered 7, command not supported; an unknown address type 8). Reply codes are the dialer's
  * statuses, which are the tunnel's OPEN_ACK statuses: 2 not allowed, 5 refused, 6 timeout …
  * UDP: the association lives as long as its TCP connection; fragmented datagrams (FRAG ≠ 0) are
  * dropped, as most servers do; only the client's own address may use the relay port.
@@ -23,6 +23,9 @@ interface Socks5Request {
 }
 
 const BAD = Symbol('bad');
+/** An address type other than 1, 3 and 4: reply 8 (RFC 1928 §6). */
+const BAD_ADDRESS_TYPE = Symbol('bad address type');
+const REPLY_ADDRESS_TYPE_NOT_SUPPORTED = 8;
 
 function parseGreeting(b: Buffer): ParseStep<boolean | typeof BAD> {
   if (b.length < 2) return { need: true };
@@ -32,13 +35,13 @@ function parseGreeting(b: Buffer): ParseStep<boolean | typeof BAD> {
   return { done: b.subarray(2, 2 + n).includes(0), used: 2 + n };
 }
 
-function parseRequest(b: Buffer): ParseStep<Socks5Request | typeof BAD> {
+function parseRequest(b: Buffer): ParseStep<Socks5Request | typeof BAD | typeof BAD_ADDRESS_TYPE> {
   if (b.length < 5) return { need: true };
   if (b[0] !== 5 || b[2] !== 0) return { done: BAD, used: b.length };
   const type = b[3];
   const need =
     type === 1 ? 4 + 4 + 2 : type === 4 ? 4 + 16 + 2 : type === 3 ? 4 + 1 + (b[4] as number) + 2 : -1;
-  if (need < 0) return { done: BAD, used: b.length };
+  if (need < 0) return { done: BAD_ADDRESS_TYPE, used: b.length };
   if (b.length < need) return { need: true };
   const a = readAddress(b, 3);
   if (a === null) return { done: BAD, used: b.length };
@@ -88,8 +91,8 @@ export async function serveSocks5(
     socket.write(Buffer.from([5, 0]));
     const req = await reader.read(parseRequest);
     clearTimeout(timer); // the handshake is in; dialing has its own timeout
-    if (req === BAD) {
-      fail(OPEN_STATUS.FAILURE, 'ZL_PROXY_BAD_REQUEST');
+    if (req === BAD || req === BAD_ADDRESS_TYPE) {
+      fail(req === BAD ? OPEN_STATUS.FAILURE : REPLY_ADDRESS_TYPE_NOT_SUPPORTED, 'ZL_PROXY_BAD_REQUEST');
       return;
     }
     result = { ...result, dest: `${req.dest.host}:${req.dest.port}` };

@@ -174,7 +174,7 @@ tunnel:
     await agent.waitForLog(/"listener":"tunnel.agent.socks5".*"method":"CONNECT".*"status":200/);
   });
 
-  test('a destination outside the allow list: SOCKS5 reply 2, HTTP 403, OPEN_ACK 2 on the relay', async () => {
+  test('a destination outside the allow list: SOCKS5 reply 2, HTTP 403, OPEN_ACK 2 on the relay; BIND 7, an unknown address type 8', async () => {
     const [h, p] = splitAddress(await entry('socks5'));
     const s = connect(p, h);
     const replies: Buffer[] = [];
@@ -185,6 +185,19 @@ tunnel:
     await new Promise((r) => s.once('close', r));
     const all = Buffer.concat(replies);
     assert.deepEqual([...all.subarray(0, 4)], [5, 0, 5, 2], 'method 0 accepted, then reply 2 (not allowed)');
+    // BIND: 7 (command not supported); address type 9: 8 (address type not supported)
+    for (const [request, expected] of [
+      [[5, 2, 0, 1, 127, 0, 0, 1, 0, 80], 7],
+      [[5, 1, 0, 9, 127, 0, 0, 1, 0, 80], 8],
+    ] as const) {
+      const c = connect(p, h);
+      const got: Buffer[] = [];
+      c.on('data', (d: Buffer) => got.push(d));
+      c.write(Buffer.from([5, 1, 0]));
+      c.write(Buffer.from(request));
+      await new Promise((r) => c.once('close', r));
+      assert.deepEqual([...Buffer.concat(got).subarray(0, 4)], [5, 0, 5, expected]);
+    }
     const viaProxy = await run('curl', [
       '-sS',
       '-m',
