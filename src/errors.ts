@@ -251,6 +251,10 @@ export const ERROR_CATALOG = {
   // admin
   ZL_ADMIN_UNAUTHORIZED: { status: 401, description: 'The admin token was missing or wrong.' },
   ZL_ADMIN_NOT_FOUND: { status: 404, description: 'No such admin endpoint.' },
+  ZL_ADMIN_METHOD_NOT_ALLOWED: {
+    status: 405,
+    description: 'An admin endpoint asked with a method it does not take (its `Allow` header says which).',
+  },
   ZL_ADMIN_BAD_REQUEST: { status: 400, description: 'The admin request was malformed.' },
   ZL_ADMIN_BUSY: { status: 409, description: 'Another CPU profile is being taken; one at a time.' },
   ZL_INTERNAL: { status: 500, description: 'A bug: an unexpected exception. It is logged with its stack.' },

@@ -81,12 +81,13 @@ export class AdminServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
-    if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
+    // HEAD is GET without the body (node:http leaves the body out)
+    const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
+    if (path === '/healthz' && method === 'GET') return sendJson(res, 200, { status: 'ok' });
     if (!tokenMatches(req.headers.authorization, this.runtime.config.admin.token)) {
       res.setHeader('www-authenticate', 'Bearer');
       return sendError(res, 'ZL_ADMIN_UNAUTHORIZED', 'a valid bearer token is required');
     }
-    const method = req.method ?? 'GET';
     switch (`${method} ${path}`) {
       case 'GET /readyz': {
         const r = await this.runtime.readiness();
@@ -126,11 +127,27 @@ export class AdminServer {
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
         res.end(DASHBOARD_HTML);
         return;
-      default:
-        return sendError(res, 'ZL_ADMIN_NOT_FOUND', `no endpoint ${method} ${path}`);
+      default: {
+        const allowed = ENDPOINT_METHODS.get(path);
+        if (allowed === undefined)
+          return sendError(res, 'ZL_ADMIN_NOT_FOUND', `no endpoint ${method} ${path}`);
+        res.setHeader('allow', allowed === 'GET' ? 'GET, HEAD' : allowed);
+        return sendError(res, 'ZL_ADMIN_METHOD_NOT_ALLOWED', `${path} takes ${allowed}, not ${method}`);
+      }
     }
   }
 }
+
+/** Each endpoint's method, for the 405 that a known path with another method gets. */
+const ENDPOINT_METHODS = new Map([
+  ['/healthz', 'GET'],
+  ['/readyz', 'GET'],
+  ['/stats', 'GET'],
+  ['/metrics', 'GET'],
+  ['/reload', 'POST'],
+  ['/debug/profile', 'GET'],
+  ['/', 'GET'],
+]);
 
 /** `?worker=`: absent → null (the process that serves traffic), `primary` → -1, else an index. */
 function parseWorker(text: string | null, count: number): number | null | undefined {

@@ -97,6 +97,17 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
       const dash = await fetch(base);
       assert.match(await dash.text(), /<title>zipline<\/title>/);
       assert.equal((await fetch(`${base}nope`)).headers.get('x-zipline-error'), 'ZL_ADMIN_NOT_FOUND');
+      // a known endpoint with another method: 405 and what it takes; HEAD is GET without a body
+      const del = await fetch(`${base}reload`, { method: 'DELETE' });
+      assert.equal(del.status, 405);
+      assert.equal(del.headers.get('allow'), 'POST');
+      assert.equal(del.headers.get('x-zipline-error'), 'ZL_ADMIN_METHOD_NOT_ALLOWED');
+      const post = await fetch(`${base}stats`, { method: 'POST' });
+      assert.equal(post.status, 405);
+      assert.equal(post.headers.get('allow'), 'GET, HEAD');
+      const head = await fetch(`${base}metrics`, { method: 'HEAD' });
+      assert.equal(head.status, 200);
+      assert.equal(await head.text(), '');
     } finally {
       await z.stop();
     }
