@@ -143,6 +143,11 @@ export class ClientConnection implements Downstream, ReadTarget {
       return;
     }
     this.headStartedAt = 0;
+    if (head.method === 'CONNECT') {
+      // a reverse proxy (nginx answers 400; RFC 9110 §9.1: 501); a tunnel http_proxy entry serves it
+      this.reject('ZL_HTTP_NOT_IMPLEMENTED');
+      return;
+    }
     this.beginRequest(head, buf, end);
   }
 

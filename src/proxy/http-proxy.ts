@@ -6,6 +6,7 @@
  * connections). The head is parsed by zipline's strict HTTP/1.1 parser (smuggling defences).
  * Failures: 403 not allowed, 504 timeout, 502 the rest, with `X-Zipline-Error`.
  */
+import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { parseHostPort } from '../config/units.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
@@ -109,8 +110,10 @@ export async function serveHttpProxy(
   try {
     head = await reader.read(parseHead);
   } catch (err) {
-    if (isZiplineError(err)) fail(err.status === 0 ? 400 : err.status, 'Bad Request', 'ZL_PROXY_BAD_REQUEST');
-    else {
+    if (isZiplineError(err)) {
+      const status = err.status === 0 ? 400 : err.status;
+      fail(status, STATUS_CODES[status] ?? 'Bad Request', 'ZL_PROXY_BAD_REQUEST');
+    } else {
       clearTimeout(timer);
       socket.destroy();
       done({ ...result, error: 'ZL_PROXY_BAD_REQUEST' });

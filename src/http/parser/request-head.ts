@@ -11,8 +11,9 @@
  * - Content-Length that is not all digits, or several that disagree;
  * - HTTP/1.1 without exactly one Host; a head larger than the limit (431);
  * - a request-target in none of the forms its method allows (§3.2): origin-form, absolute-form
- *   (`http(s)://authority/…`, whose authority then stands for the Host, §3.2.2), `*` for OPTIONS.
- * Not implemented (501, and closed): CONNECT, and Transfer-Encoding other than exactly `chunked`.
+ *   (`http(s)://authority/…`, whose authority then stands for the Host, §3.2.2), `*` for OPTIONS
+ *   (CONNECT's authority-form is left to the caller: the forward proxy reads it);
+ * Not implemented (501, and closed): Transfer-Encoding other than exactly `chunked`.
  */
 import { ZiplineError } from '../../errors.js';
 import {
@@ -184,11 +185,10 @@ function frame(
   if (minor === 1 && hosts !== 1)
     throw bad(hosts === 0 ? 'missing Host header' : 'more than one Host header');
   if (host !== null && !HOST_RE.test(host)) throw bad('malformed Host header');
-  if (method === 'CONNECT') {
-    throw new ZiplineError('ZL_HTTP_NOT_IMPLEMENTED', 'CONNECT (a tunnel http_proxy entry serves it)');
-  }
   let absoluteForm = false;
-  if (target.charCodeAt(0) !== SLASH) {
+  // CONNECT's authority-form target is its user's to read (a forward proxy; a reverse proxy
+  // answers 501 to the method)
+  if (method !== 'CONNECT' && target.charCodeAt(0) !== SLASH) {
     if (target === '*') {
       if (method !== 'OPTIONS') throw bad('asterisk-form request target on a method other than OPTIONS');
     } else {
