@@ -1,7 +1,8 @@
 /** The human summary printed by `zipline check`. Secrets (the admin token) are never printed. */
 import { availableParallelism } from 'node:os';
-import { listenerName, type ValidConfig } from '../config/schema.js';
+import type { ValidConfig } from '../config/schema.js';
 import { formatDuration } from '../config/units.js';
+import { listenerName } from '../config/valid.js';
 
 export function describeConfig(c: ValidConfig): string {
   const lines: string[] = [];

@@ -1,6 +1,5 @@
 /** Exit codes of the `zipline` command (docs/OPERATIONS.md). */
-import type { ConfigIssue } from '../config/load.js';
-import { formatIssue } from '../config/load.js';
+import { type ConfigIssue, formatIssue } from '../config/issue.js';
 
 export const EXIT = { ok: 0, config: 1, usage: 2, start: 3, internal: 70 } as const;
 

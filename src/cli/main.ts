@@ -5,7 +5,6 @@
  * (an address in use, a permission) · 70 internal error.
  */
 import { Command, CommanderError } from 'commander';
-import { loadConfigFile } from '../config/load.js';
 import { isZiplineError } from '../errors.js';
 import { ZIPLINE_VERSION } from '../version.js';
 import { describeConfig } from './describe.js';
@@ -13,7 +12,9 @@ import { EXIT, reportInvalidConfig } from './exit.js';
 import { runCommand } from './run.js';
 import { type ShmCreateOptions, shmCommand } from './shm.js';
 
-function check(file: string): number {
+async function check(file: string): Promise<number> {
+  // loaded here, not statically: `run` must not load the schema library (load-isolated.ts)
+  const { loadConfigFile } = await import('../config/load.js');
   const r = loadConfigFile(file);
   if (!r.ok) return reportInvalidConfig(file, r.issues);
   process.stdout.write(`${file}: ok\n${describeConfig(r.config)}`);
@@ -38,8 +39,8 @@ export async function main(argv: string[]): Promise<number> {
     .command('check')
     .description('validate a config and print what it would run; exit 1 listing every problem')
     .requiredOption('-c, --config <file>', 'config file (YAML)', 'zipline.yaml')
-    .action((opts: { config: string }) => {
-      code = check(opts.config);
+    .action(async (opts: { config: string }) => {
+      code = await check(opts.config);
     });
   program
     .command('shm <action> <name>')

@@ -1,5 +1,6 @@
 /** `zipline run`: start the runtime, wire signals, drain on exit. */
-import { formatIssue, loadConfigFile } from '../config/load.js';
+import { formatIssue } from '../config/issue.js';
+import { loadConfigIsolated } from '../config/load-isolated.js';
 import { Runtime } from '../core/runtime.js';
 import { isZiplineError } from '../errors.js';
 import { createLogger } from '../log/logger.js';
@@ -8,16 +9,17 @@ import { workerCount } from '../workers/pool.js';
 import { EXIT, reportInvalidConfig } from './exit.js';
 
 export async function runCommand(file: string): Promise<number> {
-  const first = loadConfigFile(file);
+  // validated in a child process, here and at reloads: zod and yaml never load into this one
+  const first = await loadConfigIsolated(file);
   if (!first.ok) return reportInvalidConfig(file, first.issues);
   const log = createLogger(first.config.log.level);
   const runtime = new Runtime(first.config, {
     // workers > 1: this process is the primary (admin, tunnel, shm) and forks the workers
     role: workerCount(first.config) > 1 ? 'primary' : 'single',
     log,
-    reloadSource: () => {
+    reloadSource: async () => {
       try {
-        const r = loadConfigFile(file);
+        const r = await loadConfigIsolated(file);
         return r.ok ? { ok: true, config: r.config } : { ok: false, errors: r.issues.map(formatIssue) };
       } catch (err) {
         return { ok: false, errors: [(err as Error).message] };

@@ -9,16 +9,13 @@ import type { z } from 'zod';
 import { ZiplineError } from '../errors.js';
 import { crossCheck } from './cross-check.js';
 import { interpolate } from './interpolate.js';
+import type { ConfigIssue } from './issue.js';
 import { configSchema, type ValidConfig } from './schema.js';
+import { deepFreeze } from './valid.js';
 
 export type PathSegment = string | number;
 
-export interface ConfigIssue {
-  readonly path: string;
-  readonly line: number;
-  readonly col: number;
-  readonly message: string;
-}
+export { type ConfigIssue, formatIssue } from './issue.js';
 
 export type LoadResult =
   | { readonly ok: true; readonly config: ValidConfig }
@@ -47,10 +44,6 @@ export function formatPath(path: readonly PathSegment[]): string {
     else out += out === '' ? seg : `.${seg}`;
   }
   return out === '' ? '(root)' : out;
-}
-
-export function formatIssue(issue: ConfigIssue): string {
-  return `${issue.path} (line ${issue.line}:${issue.col}): ${issue.message}`;
 }
 
 /** Finds the YAML node for a path; returns the offset of the deepest key or value found. */
@@ -237,12 +230,4 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
     });
   }
   return loadConfigText(text, env);
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
 }

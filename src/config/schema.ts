@@ -448,14 +448,4 @@ export type TunnelRelayConfig = z.output<typeof tunnelRelay>;
 export type TunnelAgentConfig = z.output<typeof tunnelAgent>;
 export type TunnelLimitsConfig = z.output<typeof tunnelLimits>;
 
-/** A listener's name: its `name`, or `protocol:listen` when it has none. */
-export function listenerName(
-  l: ListenerConfig | { name?: string | undefined; protocol: string; listen?: unknown },
-): string {
-  return l.name ?? `${l.protocol}:${String(l.listen)}`;
-}
-
-/** Whether two config values are the same (they are plain data: what reloads compare). */
-export function sameConfig(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
-}
+export { listenerName, sameConfig } from './valid.js';

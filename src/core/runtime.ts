@@ -16,7 +16,8 @@
 
 import { captureCpuProfile } from '../admin/profile.js';
 import { AdminServer } from '../admin/server.js';
-import { type ListenerConfig, listenerName, sameConfig as same, type ValidConfig } from '../config/schema.js';
+import type { ListenerConfig, ValidConfig } from '../config/schema.js';
+import { listenerName, sameConfig as same } from '../config/valid.js';
 import type { ErrorCode } from '../errors.js';
 import { HttpListener } from '../http/listener.js';
 import { existingPool } from '../http/pool.js';
@@ -49,10 +50,13 @@ export interface RuntimeOptions {
   readonly log?: Logger;
   readonly lookup?: LookupAll;
   /** Re-reads and validates the config file for SIGHUP / POST /reload. */
-  readonly reloadSource?: () => { ok: true; config: ValidConfig } | { ok: false; errors: string[] };
+  readonly reloadSource?: () => ReloadSource | Promise<ReloadSource>;
 }
 
 export type { ReloadReport };
+
+/** A config read for a reload: valid, or why not. */
+export type ReloadSource = { ok: true; config: ValidConfig } | { ok: false; errors: string[] };
 export { listenerName };
 
 export class Runtime {
@@ -174,7 +178,7 @@ export class Runtime {
 
   /** Reload from the configured source (SIGHUP, POST /reload). */
   async reloadFromSource(): Promise<ReloadReport> {
-    const src = this.options.reloadSource?.();
+    const src = await this.options.reloadSource?.();
     if (src === undefined) return refused(['this process was not started from a config file']);
     if (!src.ok) {
       metrics.reloads.labels('refused').inc();

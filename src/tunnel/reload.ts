@@ -1,5 +1,6 @@
 /** What a reload changes in a running tunnel relay and agent (`Runtime.reload`). */
-import { sameConfig as same, type ValidConfig } from '../config/schema.js';
+import type { ValidConfig } from '../config/schema.js';
+import { sameConfig as same } from '../config/valid.js';
 import type { TunnelAgent } from './agent.js';
 import type { TunnelRelay } from './relay.js';
 

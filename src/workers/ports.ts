@@ -17,8 +17,9 @@
  */
 
 import { closeSync } from 'node:fs';
-import { listenerName, type ValidConfig } from '../config/schema.js';
+import type { ValidConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
+import { listenerName } from '../config/valid.js';
 import { ZiplineError } from '../errors.js';
 import { bindSocket } from '../l4/listen.js';
 

@@ -61,6 +61,10 @@ listeners: [{ name: pg, protocol: tcp, listen: 127.0.0.1:6432, upstream: api }]
     const run = await runCli(['run', '-c', bad]);
     assert.equal(run.code, 1);
     assert.match(run.stderr, /upstream "nope" is not defined/);
+    // run validates in a child process (config/load-isolated.ts): its read errors come back coded
+    const missing = await runCli(['run', '-c', '/nonexistent/zipline.yaml']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /ZL_CONFIG_READ: cannot read \/nonexistent\/zipline\.yaml/);
   });
 
   test('an address in use is exit 3', async () => {
