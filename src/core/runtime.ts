@@ -73,6 +73,8 @@ export class Runtime {
   agent: TunnelAgent | null = null;
   readonly startedAt = Date.now();
   generation = 1;
+  /** The reload running or last run; the next one starts after it (`inTurn`). */
+  private reloadTurn: Promise<unknown> = Promise.resolve();
   private draining = false;
   /** True once every listener of the first config is bound. */
   private started = false;
@@ -177,21 +179,35 @@ export class Runtime {
   }
 
   /** Reload from the configured source (SIGHUP, POST /reload). */
-  async reloadFromSource(): Promise<ReloadReport> {
-    const src = await this.options.reloadSource?.();
-    if (src === undefined) return refused(['this process was not started from a config file']);
-    if (!src.ok) {
-      metrics.reloads.labels('refused').inc();
-      this.log.error(
-        { errors: src.errors, code: 'ZL_RELOAD_REFUSED' satisfies ErrorCode },
-        'reload refused: the new config is invalid; keeping the old one',
-      );
-      return refused(src.errors);
-    }
-    return this.reload(src.config);
+  reloadFromSource(): Promise<ReloadReport> {
+    return this.inTurn(async () => {
+      // the file is read when this reload's turn comes: the last one asked applies the latest
+      const src = await this.options.reloadSource?.();
+      if (src === undefined) return refused(['this process was not started from a config file']);
+      if (!src.ok) {
+        metrics.reloads.labels('refused').inc();
+        this.log.error(
+          { errors: src.errors, code: 'ZL_RELOAD_REFUSED' satisfies ErrorCode },
+          'reload refused: the new config is invalid; keeping the old one',
+        );
+        return refused(src.errors);
+      }
+      return this.applyReload(src.config);
+    });
   }
 
-  async reload(next: ValidConfig): Promise<ReloadReport> {
+  /** Moves to `next` (after any reload still running: reloads apply one at a time, in order). */
+  reload(next: ValidConfig): Promise<ReloadReport> {
+    return this.inTurn(() => this.applyReload(next));
+  }
+
+  private inTurn(fn: () => Promise<ReloadReport>): Promise<ReloadReport> {
+    const run = this.reloadTurn.then(fn);
+    this.reloadTurn = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyReload(next: ValidConfig): Promise<ReloadReport> {
     if (this.draining) return refused(['the process is draining']);
     const report: ReloadReport = {
       result: 'applied',

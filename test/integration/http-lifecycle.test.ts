@@ -55,6 +55,30 @@ describe('http lifecycle', () => {
     }
   });
 
+  test('reloads that overlap (two SIGHUPs, or SIGHUP and POST /reload) apply one after the other', async () => {
+    const a = await origin((_req, res) => res.end('a'));
+    const b = await origin((_req, res) => res.end('b'));
+    const z = await startRuntime(yaml(a.address, b.address, '/b/'));
+    try {
+      const withExtra = `${yaml(a.address, b.address, '/b/')}  - { name: extra, protocol: http, listen: 127.0.0.1:0, upstream: b }\n`;
+      const next = loadConfigText(withExtra, {});
+      assert.ok(next.ok);
+      const generation = z.rt.generation;
+      const reports = await Promise.all([z.rt.reload(next.config), z.rt.reload(next.config)]);
+      // the first adds the listener; the second finds it there (interleaved, both bound one, and
+      // the first one's socket was left listening, unreachable by any later reload or drain)
+      assert.deepEqual(
+        reports.map((r) => r.listeners.added),
+        [['extra'], []],
+      );
+      assert.equal(z.rt.generation, generation + 2);
+      const r = await rawRequest(z.addr('extra'), get('/'), 5000, (d) => parseResponse(d) !== null);
+      assert.equal(parseResponse(r.data)?.resp.body.toString(), 'b');
+    } finally {
+      await z.stop();
+    }
+  });
+
   for (const native of ['auto', 'off']) {
     test(`native: ${native}: every plain connection reads into the shared buffer, whoever accepted it`, async () => {
       const a = await origin((_req, res) => res.end('a'));
