@@ -6,7 +6,8 @@
  *   framing is re-declared (Content-Length or `Transfer-Encoding: chunked`) and, for an upgrade,
  *   `Connection: upgrade` + `Upgrade`;
  * - `Host` is preserved (an absolute-form target's authority replaces it; an HTTP/1.0 request
- *   without one gets the server's `host:port`), field order, name case and repeated fields (Cookie…) are kept;
+ *   without one gets the server's `host:port`); field order, name case and repeated fields
+ *   (Cookie…) are kept;
  * - `X-Forwarded-For` / `-Proto` / `-Host` and `X-Real-IP`: kept (XFF appended to) only when the
  *   client address is in `trusted_proxies`; otherwise replaced with what zipline saw;
  * - `X-Request-Id`: a well-formed incoming id (1–200 visible characters) is propagated, else one
