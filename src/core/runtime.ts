@@ -39,6 +39,7 @@ import { type LookupAll, Upstream } from '../upstream/upstream.js';
 import { ZIPLINE_VERSION } from '../version.js';
 import { WorkerPool, workerCount } from '../workers/pool.js';
 import { type ReloadReport, refused } from './reload-report.js';
+import { Turns } from './turns.js';
 
 export type RuntimeRole = 'single' | 'primary' | 'worker';
 
@@ -73,8 +74,8 @@ export class Runtime {
   agent: TunnelAgent | null = null;
   readonly startedAt = Date.now();
   generation = 1;
-  /** The reload running or last run; the next one starts after it (`inTurn`). */
-  private reloadTurn: Promise<unknown> = Promise.resolve();
+  /** Reloads apply one at a time, in the order asked. */
+  private readonly reloads = new Turns();
   private draining = false;
   /** True once every listener of the first config is bound. */
   private started = false;
@@ -180,7 +181,7 @@ export class Runtime {
 
   /** Reload from the configured source (SIGHUP, POST /reload). */
   reloadFromSource(): Promise<ReloadReport> {
-    return this.inTurn(async () => {
+    return this.reloads.run(async () => {
       // the file is read when this reload's turn comes: the last one asked applies the latest
       const src = await this.options.reloadSource?.();
       if (src === undefined) return refused(['this process was not started from a config file']);
@@ -198,13 +199,7 @@ export class Runtime {
 
   /** Moves to `next` (after any reload still running: reloads apply one at a time, in order). */
   reload(next: ValidConfig): Promise<ReloadReport> {
-    return this.inTurn(() => this.applyReload(next));
-  }
-
-  private inTurn(fn: () => Promise<ReloadReport>): Promise<ReloadReport> {
-    const run = this.reloadTurn.then(fn);
-    this.reloadTurn = run.catch(() => undefined);
-    return run;
+    return this.reloads.run(() => this.applyReload(next));
   }
 
   private async applyReload(next: ValidConfig): Promise<ReloadReport> {

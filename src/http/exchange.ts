@@ -19,7 +19,7 @@ import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { Downstream } from './downstream.js';
-import { buildForwardHead, withHost } from './forward-head.js';
+import { buildForwardHead, type ForwardedHead, headFor } from './forward-head.js';
 import { buildSwitchingHead } from './forward-response.js';
 import type { RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
@@ -77,9 +77,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   /** The client has the response head: no retry, and failures abort the client. */
   headSent = false;
 
-  private readonly forward: string;
-  /** The request named no host: each attempt's head gets its server's. */
-  private readonly hostless: boolean;
+  private readonly forward: ForwardedHead;
   private readonly pool: HttpPool;
   private conn: UpstreamConnection | null = null;
   private cancelConnect: (() => void) | null = null;
@@ -107,16 +105,14 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     readonly upstream: Upstream,
     proto: 'http' | 'https',
   ) {
-    const fwd = buildForwardHead(head, {
+    this.forward = buildForwardHead(head, {
       clientIp: down.clientIp,
       proto,
       trusted: down.trusted,
       path: match.path,
       rules: match.route.value.request,
     });
-    this.forward = fwd.head;
-    this.hostless = fwd.hostless;
-    this.requestId = fwd.requestId;
+    this.requestId = this.forward.requestId;
     this.pool = poolOf(upstream);
     this.account = new UpstreamAccount(upstream, this.pool, this.startedAt);
     this.picker = new ServerPicker(
@@ -211,8 +207,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     const socket = conn.socket;
     // the head and what is buffered of the body in one write, at the end of this turn
     holdWrites(socket);
-    const e = this.endpoint;
-    socket.write(this.hostless && e !== null ? withHost(this.forward, e.server) : this.forward, 'latin1');
+    socket.write(headFor(this.forward, this.endpoint?.server), 'latin1');
     const ok = this.body.sendTo(socket);
     if (this.body.done) this.clock.requestSentAt = Date.now();
     else if (this.head.expectContinue && !this.sentContinue) {

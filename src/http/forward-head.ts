@@ -48,7 +48,7 @@ export interface ForwardedHead {
   readonly head: string;
   /** The request id used (propagated or generated), for logs and the response. */
   readonly requestId: string;
-  /** The request named no host (HTTP/1.0): each attempt adds its server's (`withHost`). */
+  /** The request named no host (HTTP/1.0): each attempt adds its server's (`headFor`). */
   readonly hostless: boolean;
 }
 
@@ -136,13 +136,14 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
 }
 
 /**
- * `head` with `Host: host` after its request line: for an HTTP/1.0 request that named no host,
- * the server as configured (`host:port`), as nginx (`$proxy_host`) and Caddy send; an HTTP/1.1
+ * The head an attempt on `server` sends. For an HTTP/1.0 request that named no host, `Host:` the
+ * server as configured (`host:port`), as nginx (`$proxy_host`) and Caddy send: an HTTP/1.1
  * request upstream must carry one.
  */
-export function withHost(head: string, host: string): string {
-  const line = head.indexOf('\r\n') + 2;
-  return `${head.slice(0, line)}Host: ${host}\r\n${head.slice(line)}`;
+export function headFor(fwd: ForwardedHead, server: string | undefined): string {
+  if (!fwd.hostless || server === undefined) return fwd.head;
+  const line = fwd.head.indexOf('\r\n') + 2;
+  return `${fwd.head.slice(0, line)}Host: ${server}\r\n${fwd.head.slice(line)}`;
 }
 
 /**
