@@ -145,7 +145,6 @@ function frame(
     const k = f * 4;
     const id = fieldName(raw, fields[k] as number, fields[k + 1] as number);
     if (id === F.OTHER) continue;
-    const value = (): string => raw.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
     switch (id) {
       case F.CONTENT_LENGTH:
         contentLength = mergeContentLengthAt(
@@ -156,20 +155,20 @@ function frame(
         );
         break;
       case F.TRANSFER_ENCODING:
-        te = te === null ? value() : `${te},${value()}`;
+        te = te === null ? valueAt(raw, fields, k) : `${te},${valueAt(raw, fields, k)}`;
         break;
       case F.HOST:
         hosts++;
-        host = value();
+        host = valueAt(raw, fields, k);
         break;
       case F.CONNECTION:
-        connection = connection === '' ? value() : `${connection},${value()}`;
+        connection = connection === '' ? valueAt(raw, fields, k) : `${connection},${valueAt(raw, fields, k)}`;
         break;
       case F.UPGRADE:
-        upgradeHeader = value();
+        upgradeHeader = valueAt(raw, fields, k);
         break;
       case F.EXPECT:
-        expectContinue = value().toLowerCase() === '100-continue';
+        expectContinue = valueAt(raw, fields, k).toLowerCase() === '100-continue';
         break;
       case F.IDEMPOTENCY_KEY:
         idempotencyKey = true;
@@ -218,6 +217,11 @@ function frame(
     absoluteForm,
     idempotencyKey,
   };
+}
+
+/** The value of the field whose offsets start at `fields[k]` (no closure per field). */
+function valueAt(raw: Buffer, fields: Uint32Array, k: number): string {
+  return raw.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
 }
 
 const ABSOLUTE_RE = /^https?:\/\/([^/?#]*)/i;
