@@ -28,7 +28,7 @@ export type IsolatedResult =
 
 const ENTRY = fileURLToPath(new URL('./validate-main.js', import.meta.url));
 /** A config's serialized form is kilobytes; this bounds a runaway child. */
-const MAX_OUTPUT = 64 * 1024 * 1024;
+const MAX_OUTPUT = 16 * 1024 * 1024;
 const MAX_STDERR = 16 * 1024;
 export const VALIDATE_TIMEOUT_MS = 30_000;
 
