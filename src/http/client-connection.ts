@@ -15,7 +15,6 @@
  * only with `keep-alive`). The connection closes after a response when either side asked for it,
  * the request body was not fully read, the response was close-delimited, or the process drains.
  */
-
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
@@ -64,6 +63,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   private decoder: ChunkedDecoder | null = null;
   private keepAlive = true;
   private responseKeepAlive = true;
+  private clientAskedClose = false; // `Connection: close`, or HTTP/1.0 without keep-alive
   private clientEnded = false;
   private method = '';
 
@@ -155,6 +155,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     this.requests++;
     this.method = head.method;
     // after a FIN, `client_fin: finish` still serves what was pipelined (finish() closes after it)
+    this.clientAskedClose = !head.keepAlive;
     this.keepAlive =
       head.keepAlive &&
       (!this.clientEnded || this.listener.settings.finishOnClientFin) &&
@@ -334,7 +335,7 @@ export class ClientConnection implements Downstream, ReadTarget {
       this.reading === 'body' ||
       (this.clientEnded && !this.listener.settings.finishOnClientFin)
     ) {
-      if (this.reading === 'none' && this.pending === null) this.closeWhenSent();
+      if (this.clientAskedClose && this.reading === 'none' && this.pending === null) this.closeWhenSent();
       else this.closeAfterWrite();
       return;
     }
@@ -421,9 +422,9 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   /** Ends the connection once what was written is flushed (FIN, then close). */
   /**
-   * The request read in full and nothing after it: on plain HTTP, closed once the kernel has the
-   * response, as nginx (no shutdown(2), no wait for the client's FIN: 93–100 → 84–87 µs per
-   * `Connection: close` request). Unread bytes (a close would reset) and TLS (close_notify) wait.
+   * The client asked to close, its request read in full, nothing after it: plain HTTP closes once
+   * the kernel has the response (as nginx; 93–100 → 84–87 µs per request). Where zipline chose to
+   * close, bytes may be on their way (a close would reset); TLS has close_notify: they linger.
    */
   private closeWhenSent(): void {
     const plain = this.listener.protocol === 'http';
