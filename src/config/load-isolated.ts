@@ -12,19 +12,14 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { deserialize } from 'node:v8';
 import { type ErrorCode, ZiplineError } from '../errors.js';
-import type { ConfigIssue } from './issue.js';
-import type { ValidConfig } from './schema.js';
+import type { LoadResult } from './load.js'; // a type: erased, zod is not loaded
 import { deepFreeze } from './valid.js';
 
+/** What the validator writes: the loader's result, or why there is none. */
 export type IsolatedOutcome =
-  | { readonly ok: true; readonly config: ValidConfig }
-  | { readonly ok: false; readonly issues: readonly ConfigIssue[] }
+  | LoadResult
   /** The file could not be read or parsed (`ZL_CONFIG_READ`), or the validator failed. */
   | { readonly ok: false; readonly failure: { readonly code: ErrorCode; readonly message: string } };
-
-export type IsolatedResult =
-  | { readonly ok: true; readonly config: ValidConfig }
-  | { readonly ok: false; readonly issues: readonly ConfigIssue[] };
 
 const ENTRY = fileURLToPath(new URL('./validate-main.js', import.meta.url));
 /** A config's serialized form is kilobytes; this bounds a runaway child. */
@@ -36,7 +31,7 @@ export const VALIDATE_TIMEOUT_MS = 30_000;
  * Loads and validates `file` in a child process. Resolves like `loadConfigFile`; rejects with its
  * `ZL_CONFIG_READ`, or `ZL_INTERNAL` when the validator dies, times out or answers nonsense.
  */
-export function loadConfigIsolated(file: string, timeoutMs = VALIDATE_TIMEOUT_MS): Promise<IsolatedResult> {
+export function loadConfigIsolated(file: string, timeoutMs = VALIDATE_TIMEOUT_MS): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [ENTRY, file], {
       stdio: ['ignore', 'pipe', 'pipe'],

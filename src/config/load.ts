@@ -15,8 +15,6 @@ import { deepFreeze } from './valid.js';
 
 export type PathSegment = string | number;
 
-export { type ConfigIssue, formatIssue } from './issue.js';
-
 export type LoadResult =
   | { readonly ok: true; readonly config: ValidConfig }
   | { readonly ok: false; readonly issues: readonly ConfigIssue[] };

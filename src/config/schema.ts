@@ -447,5 +447,3 @@ export type ListenerConfig = TcpListenerConfig | UdpListenerConfig | HttpListene
 export type TunnelRelayConfig = z.output<typeof tunnelRelay>;
 export type TunnelAgentConfig = z.output<typeof tunnelAgent>;
 export type TunnelLimitsConfig = z.output<typeof tunnelLimits>;
-
-export { listenerName, sameConfig } from './valid.js';

@@ -58,7 +58,6 @@ export type { ReloadReport };
 
 /** A config read for a reload: valid, or why not. */
 export type ReloadSource = { ok: true; config: ValidConfig } | { ok: false; errors: string[] };
-export { listenerName };
 
 export class Runtime {
   config: ValidConfig;

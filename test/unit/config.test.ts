@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { formatIssue, loadConfigText } from '../../src/config/load.js';
+import { formatIssue } from '../../src/config/issue.js';
+import { loadConfigText } from '../../src/config/load.js';
 
 function issues(yaml: string, env: NodeJS.ProcessEnv = {}): string[] {
   const r = loadConfigText(yaml, env);
