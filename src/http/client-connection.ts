@@ -420,7 +420,6 @@ export class ClientConnection implements Downstream, ReadTarget {
     this.send(this.method === 'HEAD' ? `${head}\r\n` : `${head}\r\n${body}`);
   }
 
-  /** Ends the connection once what was written is flushed (FIN, then close). */
   /**
    * The client asked to close, its request read in full, nothing after it: plain HTTP closes once
    * the kernel has the response (as nginx; 93–100 → 84–87 µs per request). Where zipline chose to
@@ -433,6 +432,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     else this.closeAfterWrite();
   }
 
+  /** Ends the connection once what was written is flushed (FIN, then close). */
   private closeAfterWrite(): void {
     if (this.closed || this.socket.writableEnded) return;
     this.reading = 'none';

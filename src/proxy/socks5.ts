@@ -1,7 +1,8 @@
 /**
  * A SOCKS5 server for one client connection (RFC 1928): method "no authentication", CONNECT and
- * UDP ASSOCIATE (BIND is answered 7, command not supported; an unknown address type 8). Reply codes are the dialer's
- * statuses, which are the tunnel's OPEN_ACK statuses: 2 not allowed, 5 refused, 6 timeout …
+ * UDP ASSOCIATE (BIND is answered 7, command not supported; an unknown address type 8). Reply
+ * codes are the dialer's statuses, which are the tunnel's OPEN_ACK statuses: 2 not allowed, 5
+ * refused, 6 timeout …
  * UDP: the association lives as long as its TCP connection; fragmented datagrams (FRAG ≠ 0) are
  * dropped, as most servers do; only the client's own address may use the relay port.
  */

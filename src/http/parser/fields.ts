@@ -3,7 +3,7 @@
  * name a token with no whitespace before the colon, no obs-fold, no control characters in the
  * value, lines ended by CRLF only. Offsets are written into a Uint32Array, nothing is copied.
  */
-import { ZiplineError } from '../../errors.js';
+import { type ErrorCode, ZiplineError } from '../../errors.js';
 import { isTchar } from './tokens.js';
 
 const CR = 0x0d;
@@ -121,24 +121,23 @@ export function mergeContentLength(current: number, text: string): number {
   return value;
 }
 
-/** The codings list must end with exactly one `chunked` (RFC 9112 §6.1). */
 /**
- * A request's Transfer-Encoding (RFC 9112 §6.1): it must end in exactly one `chunked` (else 400:
- * the body's end is unknown), and zipline implements no coding before it (501, as nginx answers):
- * re-declaring only `chunked` upstream would silently drop the others.
+ * A Transfer-Encoding zipline can pass on (RFC 9112 §6.1): exactly `chunked`. One that does not
+ * end in exactly one `chunked` is malformed (400: the body's end is unknown). One with codings
+ * before it throws `otherCodings` (requests: 501, as nginx; responses: 502): zipline re-declares
+ * only `chunked`, so passing the body on would silently drop the other codings.
  */
-export function requestCodingIsChunked(te: string): true {
+export function onlyChunked(te: string, otherCodings: ErrorCode): true {
+  if (te === 'chunked') return true;
   finalCodingIsChunked(te);
   if (te.indexOf(',') >= 0 && te.split(',').filter((c) => c.trim() !== '').length > 1) {
-    throw new ZiplineError(
-      'ZL_HTTP_NOT_IMPLEMENTED',
-      `Transfer-Encoding ${te} (only chunked is implemented)`,
-    );
+    throw new ZiplineError(otherCodings, `Transfer-Encoding ${te} (only chunked is implemented)`);
   }
   return true;
 }
 
-export function finalCodingIsChunked(te: string): boolean {
+/** The codings list must end with exactly one `chunked` (RFC 9112 §6.1). */
+function finalCodingIsChunked(te: string): boolean {
   const codings = te
     .split(',')
     .map((c) => c.trim().toLowerCase())

@@ -22,9 +22,9 @@ import {
   lineEnd,
   MAX_FIELDS,
   mergeContentLengthAt,
+  onlyChunked,
   parseField,
   persists,
-  requestCodingIsChunked,
 } from './fields.js';
 import { F, fieldName } from './names.js';
 import { isTchar, lowerAscii } from './tokens.js';
@@ -179,7 +179,7 @@ function frame(
   if (te !== null) {
     if (minor === 0) throw bad('Transfer-Encoding in an HTTP/1.0 request');
     if (contentLength !== -1) throw bad('both Transfer-Encoding and Content-Length');
-    chunked = requestCodingIsChunked(te);
+    chunked = onlyChunked(te, 'ZL_HTTP_NOT_IMPLEMENTED');
   }
   if (minor === 1 && hosts !== 1)
     throw bad(hosts === 0 ? 'missing Host header' : 'more than one Host header');

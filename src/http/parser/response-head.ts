@@ -5,14 +5,7 @@
  * both Content-Length and Transfer-Encoding is refused rather than guessed at.
  */
 import { isZiplineError, ZiplineError } from '../../errors.js';
-import {
-  finalCodingIsChunked,
-  lineEnd,
-  MAX_FIELDS,
-  mergeContentLengthAt,
-  parseField,
-  persists,
-} from './fields.js';
+import { lineEnd, MAX_FIELDS, mergeContentLengthAt, onlyChunked, parseField, persists } from './fields.js';
 import { F, fieldName } from './names.js';
 
 /** How the body is delimited: none at all, a length, chunked coding, or the connection's close. */
@@ -91,7 +84,9 @@ function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
       throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'both Transfer-Encoding and Content-Length');
     if (minor === 0)
       throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'Transfer-Encoding in an HTTP/1.0 response');
-    onlyChunked(te);
+    // other codings would reach the client without them (nginx: "upstream sent unknown
+    // Transfer-Encoding", 502)
+    onlyChunked(te, 'ZL_HTTP_BAD_REQUEST');
     body = 'chunked';
   } else if (contentLength !== -1) {
     body = 'length';
@@ -144,19 +139,4 @@ function parseStatusLine(buf: Buffer, lineEnd: number): { minor: 0 | 1; status: 
     status,
     reason: lineEnd > 13 ? buf.toString('latin1', 13, lineEnd) : '',
   };
-}
-
-/**
- * A response's Transfer-Encoding must be exactly `chunked` (502 otherwise, as nginx: "upstream sent
- * unknown Transfer-Encoding"). Other codings (`gzip, chunked`, or `gzip` read until close, §6.3
- * rule 4) would reach the client without their Transfer-Encoding, which is hop-by-hop and
- * re-declared by zipline as plain `chunked` or nothing: a coded body presented as plain.
- */
-function onlyChunked(te: string): true {
-  if (te.trim().toLowerCase() === 'chunked') return true;
-  finalCodingIsChunked(te); // malformed, or not chunked last: its own message
-  if (te.split(',').filter((c) => c.trim() !== '').length > 1) {
-    throw new ZiplineError('ZL_HTTP_BAD_REQUEST', `Transfer-Encoding ${te} (only chunked is implemented)`);
-  }
-  return true;
 }
