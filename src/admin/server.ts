@@ -88,25 +88,31 @@ export class AdminServer {
       res.setHeader('www-authenticate', 'Bearer');
       return sendError(res, 'ZL_ADMIN_UNAUTHORIZED', 'a valid bearer token is required');
     }
-    switch (`${method} ${path}`) {
-      case 'GET /readyz': {
+    const allowed = ENDPOINT_METHODS.get(path);
+    if (allowed === undefined) return sendError(res, 'ZL_ADMIN_NOT_FOUND', `no endpoint ${method} ${path}`);
+    if (method !== allowed) {
+      res.setHeader('allow', allowed === 'GET' ? 'GET, HEAD' : allowed);
+      return sendError(res, 'ZL_ADMIN_METHOD_NOT_ALLOWED', `${path} takes ${allowed}, not ${method}`);
+    }
+    switch (path) {
+      case '/readyz': {
         const r = await this.runtime.readiness();
         return sendJson(res, r.ready ? 200 : 503, { ready: r.ready, reasons: r.reasons });
       }
-      case 'GET /stats':
+      case '/stats':
         return sendJson(res, 200, await this.runtime.stats());
-      case 'GET /metrics': {
+      case '/metrics': {
         const text = await this.runtime.metricsText();
         res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE });
         res.end(text);
         return;
       }
-      case 'POST /reload': {
+      case '/reload': {
         req.resume();
         const report = await this.runtime.reloadFromSource();
         return sendJson(res, report.result === 'refused' ? 422 : 200, report);
       }
-      case 'GET /debug/profile': {
+      case '/debug/profile': {
         const seconds = Number(url.searchParams.get('seconds') ?? '10');
         if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60) {
           return sendError(res, 'ZL_ADMIN_BAD_REQUEST', 'seconds must be an integer 1–60');
@@ -123,22 +129,15 @@ export class AdminServer {
         res.end(profile);
         return;
       }
-      case 'GET /':
+      case '/':
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
         res.end(DASHBOARD_HTML);
         return;
-      default: {
-        const allowed = ENDPOINT_METHODS.get(path);
-        if (allowed === undefined)
-          return sendError(res, 'ZL_ADMIN_NOT_FOUND', `no endpoint ${method} ${path}`);
-        res.setHeader('allow', allowed === 'GET' ? 'GET, HEAD' : allowed);
-        return sendError(res, 'ZL_ADMIN_METHOD_NOT_ALLOWED', `${path} takes ${allowed}, not ${method}`);
-      }
     }
   }
 }
 
-/** Each endpoint's method, for the 405 that a known path with another method gets. */
+/** Every endpoint and its method (`HEAD` is served as `GET`); another method is 405. */
 const ENDPOINT_METHODS = new Map([
   ['/healthz', 'GET'],
   ['/readyz', 'GET'],
