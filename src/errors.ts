@@ -126,6 +126,11 @@ export const ERROR_CATALOG = {
     description:
       'Malformed or ambiguous request framing (RFC 9112): bare CR/LF, obs-fold, CL+TE, conflicting lengths, bad chunk.',
   },
+  ZL_HTTP_PLAIN_ON_TLS: {
+    status: 400,
+    description:
+      'A plain-HTTP request on an https listener (OpenSSL recognises GET, POST, HEAD, PUT and CONNECT): answered in plain text and closed, as nginx and Go servers do.',
+  },
   ZL_HTTP_HEADERS_TOO_LARGE: {
     status: 431,
     description: 'The request head exceeds `limits.max_header_bytes` (or 200 fields).',

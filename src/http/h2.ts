@@ -10,15 +10,14 @@
  */
 
 import { STATUS_CODES } from 'node:http';
-import {
-  constants,
-  createServer,
-  type Http2Server,
-  type Http2Session,
-  type IncomingHttpHeaders,
-  type OutgoingHttpHeaders,
-  type ServerHttp2Stream,
+import type {
+  Http2Server,
+  Http2Session,
+  IncomingHttpHeaders,
+  OutgoingHttpHeaders,
+  ServerHttp2Stream,
 } from 'node:http2';
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { hash32 } from '../balancer/hash-fn.js';
@@ -52,13 +51,24 @@ const DROP_RESPONSE = new Set([
 ]);
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
+/**
+ * `node:http2` is loaded when the first listener offering `h2` starts, not with this module:
+ * it is the heaviest of Node's built-ins (~3 MiB of RSS per process), and plain HTTP listeners,
+ * workers without TLS and the tunnel never need it.
+ */
+let http2: typeof import('node:http2') | undefined;
+function loadHttp2(): typeof import('node:http2') {
+  http2 ??= createRequire(import.meta.url)('node:http2') as typeof import('node:http2');
+  return http2;
+}
+
 export class H2Front {
   private readonly server: Http2Server;
   private readonly sessions = new Set<Http2Session>();
   readonly streams = new Set<H2Downstream>();
 
   constructor(private readonly listener: HttpListener) {
-    this.server = createServer({ maxSessionMemory: 16, settings: { maxConcurrentStreams: 256 } });
+    this.server = loadHttp2().createServer({ maxSessionMemory: 16, settings: { maxConcurrentStreams: 256 } });
     this.server.on('session', (session: Http2Session) => {
       this.sessions.add(session);
       listener.trackSession(session);
@@ -243,7 +253,7 @@ export class H2Downstream implements Downstream {
     this.exchange = null;
     this.front.streams.delete(this);
     if (ex.headSent || this.responded) {
-      this.stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      this.stream.close(loadHttp2().constants.NGHTTP2_INTERNAL_ERROR);
       return;
     }
     this.respondError(code, ex.requestId);

@@ -75,8 +75,8 @@ export class HttpListener implements Listener, ExchangeHost {
         if (socket.alpnProtocol === 'h2') this.h2?.accept(socket);
         else onSocket(socket);
       });
-      tls.on('tlsClientError', (_err, socket) => {
-        metrics.httpErrors.labels(name, 'ZL_HTTP_BAD_REQUEST').inc();
+      tls.on('tlsClientError', (err, socket) => {
+        if (!this.answerPlainHttp(err, socket)) metrics.httpErrors.labels(name, 'ZL_HTTP_BAD_REQUEST').inc();
         socket.destroy();
       });
       this.server = tls;
@@ -258,6 +258,30 @@ export class HttpListener implements Listener, ExchangeHost {
       request_id: null,
       error: code,
     });
+  }
+
+  /**
+   * A plain-HTTP request sent to this https port: OpenSSL recognises its first bytes and fails the
+   * handshake. The client is told so in plain text on the TCP socket under the TLS one (Node keeps
+   * it reachable while `tlsClientError` runs; the ~200-byte answer fits the fresh socket's send
+   * buffer, so it is out before the TLS socket's destroy closes it). nginx answers 400 the same way.
+   */
+  private answerPlainHttp(err: Error, socket: TLSSocket): boolean {
+    const code = (err as { code?: string }).code;
+    if (code !== 'ERR_SSL_HTTP_REQUEST' && code !== 'ERR_SSL_HTTPS_PROXY_REQUEST') return false;
+    const raw = (socket as unknown as { _parent?: Socket | null })._parent;
+    if (raw === null || raw === undefined || raw.destroyed || !raw.writable) return false;
+    const body = `400 Bad Request (ZL_HTTP_PLAIN_ON_TLS): a plain HTTP request was sent to an HTTPS port\n`;
+    raw.end(
+      'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n' +
+        `Content-Length: ${body.length}\r\nX-Zipline-Error: ZL_HTTP_PLAIN_ON_TLS\r\nConnection: close\r\n\r\n${body}`,
+    );
+    this.localError(
+      { clientIp: raw.remoteAddress ?? '', clientPort: raw.remotePort ?? 0 },
+      null,
+      'ZL_HTTP_PLAIN_ON_TLS',
+    );
+    return true;
   }
 
   /** A connection the native thread accepted (native/pump/accept.c). */

@@ -192,6 +192,43 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
       await z.stop();
     }
   });
+
+  test('plain HTTP to the https port: 400 in plain text for what OpenSSL recognises, closed otherwise', async () => {
+    const o = await origin();
+    const z = await startRuntime(httpsYaml(o.address, 'a', 'b'));
+    try {
+      const [, p] = splitAddress(z.addr('tls'));
+      const plain = await curl(['-i', `http://127.0.0.1:${p}/plain`]);
+      assert.match(plain.stdout, /^HTTP\/1\.1 400 Bad Request\r\n/, plain.stderr);
+      assert.match(plain.stdout, /\r\nX-Zipline-Error: ZL_HTTP_PLAIN_ON_TLS\r\n/);
+      assert.match(plain.stdout, /a plain HTTP request was sent to an HTTPS port\n$/);
+      const post = await curl(['-i', '-d', 'x', `http://127.0.0.1:${p}/plain`]);
+      assert.match(post.stdout, /^HTTP\/1\.1 400 /, post.stderr);
+      // DELETE is not among the methods OpenSSL recognises: the handshake just fails
+      const del = await curl(['-i', '-X', 'DELETE', `http://127.0.0.1:${p}/plain`]);
+      assert.equal(del.stdout, '');
+      assert.notEqual(del.code, 0);
+      await until(() => z.access.length >= 2, 'access lines');
+      assert.deepEqual(
+        z.access.map((l) => [l.status, l.error]),
+        [
+          [400, 'ZL_HTTP_PLAIN_ON_TLS'],
+          [400, 'ZL_HTTP_PLAIN_ON_TLS'],
+        ],
+      );
+      const tls = await curl([
+        '--http1.1',
+        '--cacert',
+        `${TLS}/a.crt`,
+        '--resolve',
+        `a.test:${p}:127.0.0.1`,
+        `https://a.test:${p}/after`,
+      ]);
+      assert.equal(JSON.parse(tls.stdout).url, '/after', tls.stderr);
+    } finally {
+      await z.stop();
+    }
+  });
 });
 
 describe('nginx as the origin', {
