@@ -491,7 +491,7 @@ describe('bad input', () => {
     }
   });
 
-  for (const leaves of ['closes', 'sends FIN (client_fin: abort, the default, as nginx)']) {
+  for (const leaves of ['closes', 'sends FIN (client_fin: abort, as nginx)']) {
     test(`a client that ${leaves} before the response is logged as 499 and its upstream request is cancelled`, async () => {
       let upstreamClosed = false;
       const slow = await raw((s) => {
@@ -500,7 +500,7 @@ describe('bad input', () => {
         });
         s.resume();
       });
-      const z = await startRuntime(config([`127.0.0.1:${port(slow)}`]));
+      const z = await startRuntime(config([`127.0.0.1:${port(slow)}`], '    client_fin: abort'));
       try {
         if (leaves === 'closes') await rawRequest(z.addr('web'), get('/'), 100);
         else assert.equal(await halfClose(z.addr('web'), get('/')), '', 'nothing answered');
@@ -514,7 +514,7 @@ describe('bad input', () => {
     });
   }
 
-  describe('client_fin: finish', () => {
+  describe('client_fin: finish (the default)', () => {
     const clientEnded = (z: Awaited<ReturnType<typeof startRuntime>>): boolean => {
       const l = z.rt.listeners.get('web') as unknown as {
         connections: Set<{ socket: { readableEnded: boolean } }>;
@@ -523,12 +523,12 @@ describe('bad input', () => {
     };
     const requests = ['/a', '/b', '/c'].map((p) => `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`).join('');
 
-    test('client_fin: finish (as HAProxy): requests received in full are answered, pipelined ones too, then close', async () => {
+    test('a half-closed client (as HAProxy): requests received in full are answered, pipelined ones too, then close', async () => {
       const waiting: { url: string; answer: () => void }[] = [];
       const o = await origin((req, res) => {
         waiting.push({ url: req.url ?? '', answer: () => res.end(`ok ${req.url}`) });
       });
-      const z = await startRuntime(config([o.address], '    client_fin: finish'));
+      const z = await startRuntime(config([o.address]));
       try {
         const reply = halfClose(z.addr('web'), requests);
         // every answer leaves the origin only once zipline has read the client's FIN
@@ -559,7 +559,7 @@ describe('bad input', () => {
             sock.end();
           });
         });
-        const zu = await startRuntime(config([`127.0.0.1:${port(ws)}`], '    client_fin: finish'));
+        const zu = await startRuntime(config([`127.0.0.1:${port(ws)}`]));
         try {
           const up = await halfClose(
             zu.addr('web'),
