@@ -14,6 +14,11 @@ after(() => peers.cleanup());
 const origin = peers.origin;
 const raw = peers.raw;
 
+/** The listener has a client connection whose FIN it has read. */
+function clientSideClosed(l: { connections: Set<unknown> }): boolean {
+  return [...l.connections].some((c) => (c as { socket: { readableEnded: boolean } }).socket.readableEnded);
+}
+
 function config(servers: string[], listenerExtra = '', upstreamExtra = ''): string {
   return `
 admin: { listen: 127.0.0.1:0 }
@@ -583,6 +588,30 @@ describe('bad input', () => {
         await z.stop();
       }
     });
+  });
+
+  test('a client that closed both ways (default client_fin): the late answer finds it gone, the connection is torn down', async () => {
+    const waiting: (() => void)[] = [];
+    const o = await origin((_req, res) => {
+      waiting.push(() => res.end('late'));
+    });
+    const z = await startRuntime(config([o.address]));
+    try {
+      const l = z.rt.listeners.get('web') as unknown as { connections: Set<unknown> };
+      const r = await rawRequest(z.addr('web'), get('/gone'), 100);
+      assert.equal(r.data.length, 0, 'nothing was answered before the client left');
+      await until(() => waiting.length === 1 && clientSideClosed(l), 'request upstream, client FIN read');
+      waiting.shift()?.();
+      await until(() => z.access.length === 1, 'access line');
+      await until(() => l.connections.size === 0, 'the client connection torn down');
+      // the upstream connection was not spoiled: the next request reuses or replaces it and succeeds
+      const next = rawRequest(z.addr('web'), get('/next'), 5000, (d) => d.includes('late'));
+      await until(() => waiting.length === 1, 'second request upstream');
+      waiting.shift()?.();
+      assert.match((await next).data.toString(), /^HTTP\/1\.1 200 /);
+    } finally {
+      await z.stop();
+    }
   });
 
   test('coded errors are counted in zipline_http_errors_total', async () => {
