@@ -261,6 +261,10 @@ export const ERROR_CATALOG = {
     description: 'An admin endpoint asked with a method it does not take (its `Allow` header says which).',
   },
   ZL_ADMIN_BAD_REQUEST: { status: 400, description: 'The admin request was malformed.' },
+  ZL_ADMIN_REQUEST_TIMEOUT: {
+    status: 408,
+    description: 'The admin request head did not arrive within 10 s (or the whole request within 70 s).',
+  },
   ZL_ADMIN_BUSY: { status: 409, description: 'Another CPU profile is being taken; one at a time.' },
   ZL_INTERNAL: { status: 500, description: 'A bug: an unexpected exception. It is logged with its stack.' },
 } as const satisfies Record<string, ErrorSpec>;

@@ -1,8 +1,9 @@
 /** The admin server: health, readiness, stats, metrics, auth, hostile input. */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect, type Server } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
 import { after, describe, test } from 'node:test';
+import { onClientError } from '../../src/admin/server.js';
 import { closeServer, port, refusedPort, tcpEcho, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
@@ -133,6 +134,32 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
     } finally {
       await z.stop();
     }
+  });
+
+  test("the parser's refusals: a timed-out request head is 408 ZL_ADMIN_REQUEST_TIMEOUT, a malformed one 400", async () => {
+    const answer = async (code: string): Promise<string> => {
+      const server = createServer((sock) => onClientError(Object.assign(new Error(code), { code }), sock));
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      try {
+        const c = connect(port(server), '127.0.0.1');
+        let got = '';
+        c.on('data', (d: Buffer) => {
+          got += d.toString();
+        });
+        await once(c, 'close');
+        return got;
+      } finally {
+        await closeServer(server);
+      }
+    };
+    const late = await answer('ERR_HTTP_REQUEST_TIMEOUT');
+    assert.match(late, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+    assert.match(late, /x-zipline-error: ZL_ADMIN_REQUEST_TIMEOUT\r\n/);
+    assert.match(late, /connection: close\r\n/);
+    const bad = await answer('HPE_INVALID_METHOD');
+    assert.match(bad, /^HTTP\/1\.1 400 Bad Request\r\n/);
+    assert.match(bad, /x-zipline-error: ZL_ADMIN_BAD_REQUEST\r\n/);
   });
 
   test('a token protects everything but /healthz', async () => {
