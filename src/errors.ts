@@ -170,6 +170,12 @@ export const ERROR_CATALOG = {
       'A segment could not be opened or attached: missing, not a zipline segment, another version or other sizes.',
   },
   ZL_SHM_NOT_FOUND: { status: 404, description: 'No shared-memory bridge of that name.' },
+  ZL_SHM_BAD_REQUEST: { status: 400, description: 'A malformed HTTP request to the `/shm` API.' },
+  ZL_SHM_REQUEST_TIMEOUT: {
+    status: 408,
+    description:
+      'A request to the `/shm` API whose head did not arrive within 10 s (or the whole request within 120 s).',
+  },
   ZL_SHM_TOO_LARGE: {
     status: 413,
     description: 'The body is larger than the snapshot capacity (or a ring slot, for messages).',

@@ -19,6 +19,7 @@ import type { Runtime } from '../core/runtime.js';
 import { type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { METRICS_CONTENT_TYPE } from '../metrics/catalog.js';
 import { tokenMatches } from './auth.js';
+import { answerClientError } from './client-error.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 
 export class AdminServer {
@@ -48,7 +49,9 @@ export class AdminServer {
           sendError(res, 'ZL_INTERNAL', 'internal error');
         }),
     );
-    server.on('clientError', onClientError);
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
+      answerClientError(err, socket, 'ZL_ADMIN_BAD_REQUEST', 'ZL_ADMIN_REQUEST_TIMEOUT'),
+    );
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(
@@ -177,19 +180,4 @@ function sendError(res: ServerResponse, code: ErrorCode, message: string): void 
   }
   res.setHeader('x-zipline-error', code);
   sendJson(res, new ZiplineError(code, message).status, { error: code, message });
-}
-
-/** A request Node's parser refused (malformed: 400) or its timeouts cut (408); then closed. */
-export function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
-  const code: ErrorCode = timeout ? 'ZL_ADMIN_REQUEST_TIMEOUT' : 'ZL_ADMIN_BAD_REQUEST';
-  const status = timeout ? '408 Request Timeout' : '400 Bad Request';
-  const body = `{"error":"${code}","message":"${timeout ? 'request not received in time' : 'malformed HTTP request'}"}\n`;
-  socket.end(
-    `HTTP/1.1 ${status}\r\ncontent-type: application/json\r\nx-zipline-error: ${code}\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
-  );
 }

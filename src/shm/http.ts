@@ -21,6 +21,8 @@ import {
   type ServerResponse,
   STATUS_CODES,
 } from 'node:http';
+import type { Socket } from 'node:net';
+import { answerClientError } from '../admin/client-error.js';
 import { parseHostPort } from '../config/units.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
@@ -42,10 +44,16 @@ export class ShmHttpServer {
   async start(): Promise<void> {
     const hp = parseHostPort(this.listen, '127.0.0.1');
     if (hp === undefined) throw new ZiplineError('ZL_LISTEN_FAILED', `bad shm http address ${this.listen}`);
-    const server = createServer({ requestTimeout: 120_000, headersTimeout: 10_000 }, (req, res) => {
-      this.handle(req, res).catch((err: unknown) => this.error(res, err));
-    });
-    server.on('clientError', (_err, socket) => socket.destroy());
+    const server = createServer(
+      // Node enforces the two timeouts when it sweeps its connections: each second, not every 30
+      { requestTimeout: 120_000, headersTimeout: 10_000, connectionsCheckingInterval: 1_000 },
+      (req, res) => {
+        this.handle(req, res).catch((err: unknown) => this.error(res, err));
+      },
+    );
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
+      answerClientError(err, socket, 'ZL_SHM_BAD_REQUEST', 'ZL_SHM_REQUEST_TIMEOUT'),
+    );
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer, type Server } from 'node:net';
 import { after, describe, test } from 'node:test';
-import { onClientError } from '../../src/admin/server.js';
+import { answerClientError } from '../../src/admin/client-error.js';
 import { closeServer, port, refusedPort, tcpEcho, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
@@ -138,7 +138,14 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
 
   test("the parser's refusals: a timed-out request head is 408 ZL_ADMIN_REQUEST_TIMEOUT, a malformed one 400", async () => {
     const answer = async (code: string): Promise<string> => {
-      const server = createServer((sock) => onClientError(Object.assign(new Error(code), { code }), sock));
+      const server = createServer((sock) =>
+        answerClientError(
+          Object.assign(new Error(code), { code }),
+          sock,
+          'ZL_ADMIN_BAD_REQUEST',
+          'ZL_ADMIN_REQUEST_TIMEOUT',
+        ),
+      );
       server.listen(0, '127.0.0.1');
       await once(server, 'listening');
       try {

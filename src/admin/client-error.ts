@@ -1,0 +1,30 @@
+/**
+ * The answer to a request Node's HTTP parser refused, for zipline's own `node:http` servers (the
+ * admin API and the `/shm` API): a coded JSON error, `timedOut` (408) when Node's timeouts cut the
+ * request short, `bad` (400) when it was malformed; then the connection closes. A reset peer just
+ * goes.
+ */
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
+
+export function answerClientError(
+  err: NodeJS.ErrnoException,
+  socket: Socket,
+  bad: ErrorCode,
+  timedOut: ErrorCode,
+): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const late = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+  const code = late ? timedOut : bad;
+  const status = ERROR_CATALOG[code].status;
+  const message = late ? 'request not received in time' : 'malformed HTTP request';
+  const body = `${JSON.stringify({ error: code, message })}\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
+      `x-zipline-error: ${code}\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
