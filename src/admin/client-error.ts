@@ -1,16 +1,18 @@
 /**
  * The answer to a request Node's HTTP parser refused, for zipline's own `node:http` servers (the
  * admin API and the `/shm` API): a coded JSON error, `timedOut` (408) when Node's timeouts cut the
- * request short, `bad` (400) when it was malformed; then the connection closes. A reset peer just
- * goes.
+ * request short, `bad` (400) when it was malformed, counted in `zipline_connection_errors_total`
+ * under `label`; then the connection closes. A reset peer just goes.
  */
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
+import { metrics } from '../metrics/catalog.js';
 
 export function answerClientError(
   err: NodeJS.ErrnoException,
   socket: Socket,
+  label: string,
   bad: ErrorCode,
   timedOut: ErrorCode,
 ): void {
@@ -20,6 +22,7 @@ export function answerClientError(
   }
   const late = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
   const code = late ? timedOut : bad;
+  metrics.connectionErrors.labels(label, code).inc();
   const status = ERROR_CATALOG[code].status;
   const message = late ? 'request not received in time' : 'malformed HTTP request';
   const body = `${JSON.stringify({ error: code, message })}\n`;

@@ -50,7 +50,7 @@ export class AdminServer {
         }),
     );
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
-      answerClientError(err, socket, 'ZL_ADMIN_BAD_REQUEST', 'ZL_ADMIN_REQUEST_TIMEOUT'),
+      answerClientError(err, socket, 'admin', 'ZL_ADMIN_BAD_REQUEST', 'ZL_ADMIN_REQUEST_TIMEOUT'),
     );
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>

@@ -52,7 +52,7 @@ export class ShmHttpServer {
       },
     );
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
-      answerClientError(err, socket, 'ZL_SHM_BAD_REQUEST', 'ZL_SHM_REQUEST_TIMEOUT'),
+      answerClientError(err, socket, 'shm.http', 'ZL_SHM_BAD_REQUEST', 'ZL_SHM_REQUEST_TIMEOUT'),
     );
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>

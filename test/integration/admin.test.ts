@@ -131,6 +131,10 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
       );
       assert.match(await raw(addr, `GET /${'a'.repeat(100_000)} HTTP/1.1\r\n\r\n`), /^HTTP\/1\.1 4\d\d /);
       assert.equal((await fetch(`${z.rt.admin.url()}healthz`)).status, 200, 'still serving');
+      const text = await (await fetch(`${z.rt.admin.url()}metrics`)).text();
+      const counted =
+        /^zipline_connection_errors_total\{listener="admin",code="ZL_ADMIN_BAD_REQUEST"\} (\d+)$/m.exec(text);
+      assert.ok(counted !== null && Number(counted[1]) >= 3, 'the three refusals are counted');
     } finally {
       await z.stop();
     }
@@ -142,6 +146,7 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
         answerClientError(
           Object.assign(new Error(code), { code }),
           sock,
+          'admin',
           'ZL_ADMIN_BAD_REQUEST',
           'ZL_ADMIN_REQUEST_TIMEOUT',
         ),
