@@ -17,8 +17,8 @@ export function describeConfig(c: ValidConfig): string {
         ? ` (${l.routes.map((r) => `${r.match.host ?? '*'}${r.match.path_prefix} -> ${r.upstream}`).join(', ')})`
         : '';
     const fin =
-      (l.protocol === 'http' || l.protocol === 'https') && l.client_fin === 'abort'
-        ? ', client_fin: abort'
+      (l.protocol === 'http' || l.protocol === 'https') && l.client_fin === 'finish'
+        ? ', client_fin: finish'
         : '';
     lines.push(`listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}`);
   }

@@ -200,8 +200,8 @@ export const CONFIG_REFERENCE = {
     doc: 'http/https: addresses or CIDR blocks whose `X-Forwarded-For`/`-Proto`/`-Host` and `X-Real-IP` are kept (XFF appended to). From anyone else they are replaced with what zipline saw.',
   },
   'listeners[].client_fin': {
-    default: 'finish',
-    doc: "http/https: what a client FIN (half-close) while a request is in flight means. `finish` (HAProxy, Node's `http`): a half-close is not a close; a request received in full is still answered, and so are requests pipelined before the FIN, then the connection closes; a request cut short is 499. `abort` (nginx, Envoy, Caddy): the client gave up, the request ends as 499 and its upstream request is cancelled at once. A client that closed both ways is found at the first write either way.",
+    default: 'abort',
+    doc: 'http/https: what a client FIN (half-close) while a request is in flight means. `abort` (nginx): the client gave up, the request ends as 499 and its upstream request is cancelled. `finish` (HAProxy): a request received in full is still answered, and so are requests pipelined before the FIN, then the connection closes; a request cut short is still 499. A client that closed both ways looks the same as a half-closed one until zipline writes to it: under `finish` its request runs to its answer (logged with the upstream status). `abort` is the default because a FIN is how most clients leave (a timeout, Ctrl-C): it frees the upstream at once and logs 499.',
   },
   'listeners[].tls': {
     doc: "https: TLS termination. `cert`/`key` are the default certificate; `certificates` add more, chosen by SNI from each certificate's names (SAN DNS entries, wildcards included).",

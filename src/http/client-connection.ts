@@ -259,11 +259,11 @@ export class ClientConnection implements Downstream, ReadTarget {
   }
 
   /**
-   * The client sent FIN. By default (`client_fin: finish`, as HAProxy does) a request received in
-   * full is answered, and so are requests pipelined before the FIN (`finish()`); only one cut short
-   * ends as 499. With `client_fin: abort`, as nginx does (`proxy_ignore_client_abort off`), a FIN
-   * while a request is in flight means the client gave up: the exchange ends as 499 and the
-   * upstream request is cancelled. Between requests a FIN simply ends the connection.
+   * The client sent FIN. By default, as nginx does (`proxy_ignore_client_abort off`), a FIN while
+   * a request is in flight means the client gave up: the exchange ends as 499 and the upstream
+   * request is cancelled. With `client_fin: finish`, as HAProxy does, a request received in full
+   * is answered, and so are requests pipelined before the FIN (`finish()`); only one cut short
+   * ends as 499. Between requests a FIN simply ends the connection.
    */
   private onEnd(): void {
     this.clientEnded = true;

@@ -496,7 +496,7 @@ describe('bad input', () => {
     }
   });
 
-  for (const leaves of ['closes', 'sends FIN (client_fin: abort, as nginx)']) {
+  for (const leaves of ['closes', 'sends FIN (client_fin: abort, the default, as nginx)']) {
     test(`a client that ${leaves} before the response is logged as 499 and its upstream request is cancelled`, async () => {
       let upstreamClosed = false;
       const slow = await raw((s) => {
@@ -505,7 +505,7 @@ describe('bad input', () => {
         });
         s.resume();
       });
-      const z = await startRuntime(config([`127.0.0.1:${port(slow)}`], '    client_fin: abort'));
+      const z = await startRuntime(config([`127.0.0.1:${port(slow)}`]));
       try {
         if (leaves === 'closes') await rawRequest(z.addr('web'), get('/'), 100);
         else assert.equal(await halfClose(z.addr('web'), get('/')), '', 'nothing answered');
@@ -519,21 +519,17 @@ describe('bad input', () => {
     });
   }
 
-  describe('client_fin: finish (the default)', () => {
-    const clientEnded = (z: Awaited<ReturnType<typeof startRuntime>>): boolean => {
-      const l = z.rt.listeners.get('web') as unknown as {
-        connections: Set<{ socket: { readableEnded: boolean } }>;
-      };
-      return [...l.connections].some((c) => c.socket.readableEnded);
-    };
+  describe('client_fin: finish', () => {
+    const clientEnded = (z: Awaited<ReturnType<typeof startRuntime>>): boolean =>
+      clientSideClosed(z.rt.listeners.get('web') as unknown as { connections: Set<unknown> });
     const requests = ['/a', '/b', '/c'].map((p) => `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`).join('');
 
-    test('a half-closed client (as HAProxy): requests received in full are answered, pipelined ones too, then close', async () => {
+    test('client_fin: finish (as HAProxy): requests received in full are answered, pipelined ones too, then close', async () => {
       const waiting: { url: string; answer: () => void }[] = [];
       const o = await origin((req, res) => {
         waiting.push({ url: req.url ?? '', answer: () => res.end(`ok ${req.url}`) });
       });
-      const z = await startRuntime(config([o.address]));
+      const z = await startRuntime(config([o.address], '    client_fin: finish'));
       try {
         const reply = halfClose(z.addr('web'), requests);
         // every answer leaves the origin only once zipline has read the client's FIN
@@ -564,7 +560,7 @@ describe('bad input', () => {
             sock.end();
           });
         });
-        const zu = await startRuntime(config([`127.0.0.1:${port(ws)}`]));
+        const zu = await startRuntime(config([`127.0.0.1:${port(ws)}`], '    client_fin: finish'));
         try {
           const up = await halfClose(
             zu.addr('web'),
@@ -590,12 +586,12 @@ describe('bad input', () => {
     });
   });
 
-  test('a client that closed both ways (default client_fin): the late answer finds it gone, the connection is torn down', async () => {
+  test('client_fin: finish and a client that closed both ways: the late answer finds it gone, the connection is torn down', async () => {
     const waiting: (() => void)[] = [];
     const o = await origin((_req, res) => {
       waiting.push(() => res.end('late'));
     });
-    const z = await startRuntime(config([o.address]));
+    const z = await startRuntime(config([o.address], '    client_fin: finish'));
     try {
       const l = z.rt.listeners.get('web') as unknown as { connections: Set<unknown> };
       const r = await rawRequest(z.addr('web'), get('/gone'), 100);
