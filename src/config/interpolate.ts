@@ -1,10 +1,17 @@
 /**
- * `${NAME}` and `${NAME:-default}` in string values (never in keys). `$${` writes a literal `${`.
- * An unset variable without a default is reported at the value's path; the value is left as is.
+ * `${NAME}` and `${NAME:-default}` in string values (never in keys), and `${file:PATH}`: the
+ * contents of a file (a secret mounted by Docker or Kubernetes, say), one trailing newline
+ * dropped. `$${` writes a literal `${`. An unset variable without a default, or a file that cannot
+ * be read, is reported at the value's path (never with the file's contents); the value is left
+ * as is.
  */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { PathSegment } from './load.js';
 
-const VAR_RE = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+const VAR_RE = /\$\$\{|\$\{file:([^}]+)\}|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/** A secret is a token or a key, not a data file: a bound on what a config value may pull in. */
+export const MAX_SECRET_FILE_BYTES = 64 * 1024;
 
 export function interpolate(
   value: unknown,
@@ -29,20 +36,56 @@ function interpolateString(
   path: readonly PathSegment[],
 ): string {
   if (!text.includes('${')) return text;
-  const missing: string[] = [];
+  const problems: string[] = [];
   const out = text.replace(
     VAR_RE,
-    (whole: string, name: string | undefined, fallback: string | undefined) => {
+    (whole: string, file: string | undefined, name: string | undefined, fallback: string | undefined) => {
       if (whole === '$${') return '${';
+      if (file !== undefined) {
+        const read = readSecretFile(file);
+        if (typeof read === 'string') return read;
+        problems.push(read.problem);
+        return whole;
+      }
       const v = env[name as string];
       if (v !== undefined) return v;
       if (fallback !== undefined) return fallback;
-      missing.push(name as string);
+      problems.push(`environment variable ${name} is not set (write \${${name}:-default} to give a default)`);
       return whole;
     },
   );
-  for (const name of missing) {
-    report(path, `environment variable ${name} is not set (write \${${name}:-default} to give a default)`);
-  }
+  for (const problem of problems) report(path, problem);
   return out;
+}
+
+/** The file's text without one trailing `\n` or `\r\n`, or why not (never its contents). */
+function readSecretFile(file: string): string | { problem: string } {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (err) {
+    return { problem: `cannot read file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` };
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return { problem: `${file} is not a regular file` };
+    if (st.size > MAX_SECRET_FILE_BYTES) {
+      return {
+        problem: `${file} is ${st.size} bytes; a \${file:} value is at most ${MAX_SECRET_FILE_BYTES}`,
+      };
+    }
+    const buf = Buffer.alloc(st.size);
+    let n = 0;
+    while (n < buf.length) {
+      const got = readSync(fd, buf, n, buf.length - n, n);
+      if (got === 0) break;
+      n += got;
+    }
+    const text = buf.toString('utf8', 0, n);
+    return text.endsWith('\r\n') ? text.slice(0, -2) : text.endsWith('\n') ? text.slice(0, -1) : text;
+  } catch (err) {
+    return { problem: `cannot read file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` };
+  } finally {
+    closeSync(fd);
+  }
 }

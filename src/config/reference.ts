@@ -20,7 +20,7 @@ export const CONFIG_REFERENCE = {
   },
   'admin.token': {
     default: '',
-    doc: 'If set, every admin endpoint except `/healthz` requires `Authorization: Bearer TOKEN` (compared in constant time). Use `${ENV}`; never logged.',
+    doc: 'If set, every admin endpoint except `/healthz` requires `Authorization: Bearer TOKEN` (compared in constant time). Use `${ENV}` or `${file:PATH}`; never logged.',
   },
   log: { doc: 'Process and access logs.' },
   'log.level': {
@@ -290,7 +290,7 @@ export const CONFIG_REFERENCE = {
     doc: 'Where `tls: auto` keeps `relay-cert.pem` and `relay-key.pem` (mode 0600), relative to the working directory.',
   },
   'tunnel.relay.tokens': {
-    doc: 'Accepted agent tokens (≥ 16 characters; use `${ENV}`). Agents prove a token with an HMAC bound to the TLS connection; every token is checked in constant time. Several allow rotation.',
+    doc: 'Accepted agent tokens (≥ 16 characters; use `${ENV}` or `${file:PATH}`). Agents prove a token with an HMAC bound to the TLS connection; every token is checked in constant time. Several allow rotation.',
   },
   'tunnel.relay.allow': {
     doc: 'Destinations streams may reach: `127.0.0.1:*`, `10.0.0.0/8:5432`, `[fd00::/8]:443`, `db.internal:5432`, `*.internal:443`, ports as `*` or `8000-8099`. Names match names; addresses and CIDRs match what a name resolves to. Empty forwards nothing (OPEN_ACK 2).',
@@ -363,7 +363,9 @@ export const CONFIG_REFERENCE = {
   'tunnel.agent.relays[].server_name': {
     doc: 'SNI and the name verified with `ca` (default: the address host).',
   },
-  'tunnel.agent.token': { doc: 'The token (≥ 16 characters; use `${ENV}`); never sent, only proven (HMAC).' },
+  'tunnel.agent.token': {
+    doc: 'The token (≥ 16 characters; use `${ENV}` or `${file:PATH}`); never sent, only proven (HMAC).',
+  },
   'tunnel.agent.via': {
     doc: 'Egress proxy to reach relays: `http://[user:pass@]host:port` (CONNECT, basic auth) or `socks5://host:port`. Unset: `HTTPS_PROXY`/`https_proxy` from the environment; `""`: direct. `NO_PROXY` is honoured either way.',
   },

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { formatIssue } from '../../src/config/issue.js';
 import { loadConfigText } from '../../src/config/load.js';
@@ -109,6 +112,37 @@ upstreams: { a: { servers: ["127.0.0.1:\${PORT}"] } }
   assert.equal(r.config.admin.listen, '127.0.0.1:0');
   assert.equal(r.config.admin.token, '${literal}');
   assert.equal(r.config.upstreams.a?.servers[0]?.address, '127.0.0.1:7000');
+});
+
+test('${file:PATH} reads a secret file (one trailing newline dropped); unreadable ones are issues that never show contents', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'zl-secret-'));
+  try {
+    writeFileSync(join(dir, 'token'), 'tok-0123456789abcdef\n');
+    writeFileSync(join(dir, 'crlf'), 'with-crlf\r\n');
+    writeFileSync(join(dir, 'big'), `SECRET-${'x'.repeat(70_000)}`);
+    const ok = loadConfigText(`
+admin: { listen: 127.0.0.1:0, token: "\${file:${dir}/token}" }
+upstreams: { a: { servers: ["127.0.0.1:1"], health_check: { type: http, path: "/\${file:${dir}/crlf}" } } }
+`);
+    assert.ok(ok.ok, JSON.stringify(!ok.ok && ok.issues));
+    assert.equal(ok.config.admin.token, 'tok-0123456789abcdef');
+    assert.equal(ok.config.upstreams.a?.health_check?.path, '/with-crlf');
+    const out = issues(`
+admin: { listen: 127.0.0.1:0, token: "\${file:${dir}/missing}" }
+upstreams:
+  a: { servers: ["127.0.0.1:1"], health_check: { type: http, path: "/\${file:${dir}/big}", host: "\${file:${dir}}" } }
+`);
+    assert.equal(out.length, 3, out.join('\n'));
+    assert.match(out[0] ?? '', /^admin\.token \(line 2:\d+\): cannot read file .*\/missing: ENOENT$/);
+    assert.match(
+      out[1] ?? '',
+      /^upstreams\.a\.health_check\.path \(line 4:\d+\): .*\/big is 70007 bytes; a \$\{file:\} value is at most 65536$/,
+    );
+    assert.match(out[2] ?? '', /^upstreams\.a\.health_check\.host \(line 4:\d+\): .* is not a regular file$/);
+    assert.ok(!out.join('\n').includes('SECRET-'), 'contents are never printed');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('renamed keys get a hint; unknown sections and protocols are refused', () => {
