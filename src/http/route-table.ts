@@ -39,7 +39,7 @@ export class RouteTable<T> {
     const wild = new Map<string, Route<T>[]>();
     for (const s of specs) {
       const route: Route<T> = {
-        host: s.host === undefined ? null : s.host.toLowerCase(),
+        host: s.host === undefined ? null : withoutRootDot(s.host.toLowerCase()),
         pathPrefix: s.pathPrefix ?? '/',
         stripPrefix: s.stripPrefix ?? false,
         value: s.value,
@@ -56,7 +56,7 @@ export class RouteTable<T> {
 
   /** The route for `host` (the Host header, port allowed) and the request target's path. */
   match(hostHeader: string | null, target: string): RouteMatch<T> | null {
-    const host = hostHeader === null ? '' : stripPort(hostHeader).toLowerCase();
+    const host = hostHeader === null ? '' : withoutRootDot(stripPort(hostHeader).toLowerCase());
     const path = pathOf(target);
     const byHost = this.exact.get(host) ?? this.wildcardFor(host);
     return (byHost === undefined ? null : pick(byHost, path)) ?? pick(this.any, path);
@@ -84,6 +84,11 @@ function pick<T>(routes: readonly Route<T>[], path: string): RouteMatch<T> | nul
     return { route, path: rest.startsWith('/') ? rest : `/${rest}` };
   }
   return null;
+}
+
+/** `example.com.` (a fully qualified name) is `example.com`, as nginx and DNS treat it. */
+function withoutRootDot(host: string): string {
+  return host.length > 1 && host.charCodeAt(host.length - 1) === 0x2e ? host.slice(0, -1) : host;
 }
 
 /** `host:port` → `host`; `[::1]:80` → `[::1]`. */

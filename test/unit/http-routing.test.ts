@@ -24,6 +24,10 @@ describe('route table', () => {
   test('exact host, longest prefix, strip_prefix keeps a leading slash and the query', () => {
     assert.deepEqual(m('api.example.com', '/v1/users?x=1'), ['api-v1', '/users?x=1']);
     assert.deepEqual(m('API.Example.com:8443', '/v1/'), ['api-v1', '/']);
+    // a fully qualified name (root dot) is the same host, port or not, wildcards too
+    assert.deepEqual(m('api.example.com.', '/v1/'), ['api-v1', '/']);
+    assert.deepEqual(m('api.example.com.:80', '/v2'), ['api', '/v2']);
+    assert.deepEqual(m('a.example.com.', '/x'), ['wild', '/x']);
     assert.deepEqual(m('api.example.com', '/v2/users'), ['api', '/v2/users']);
   });
   test('wildcards: most specific suffix; never the bare domain', () => {
