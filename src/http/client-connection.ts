@@ -15,12 +15,12 @@
  * only with `keep-alive`). The connection closes after a response when either side asked for it,
  * the request body was not fully read, the response was close-delimited, or the process drains.
  */
-import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
-import { ERROR_CATALOG, type ErrorCode, isZiplineError } from '../errors.js';
+import { type ErrorCode, isZiplineError } from '../errors.js';
 import type { ClientReads, ReadTarget } from './client-reads.js';
 import type { Downstream } from './downstream.js';
+import { errorResponse } from './error-response.js';
 import { Exchange } from './exchange.js';
 import { isTrustedProxy } from './forward-head.js';
 import { buildClientHead, buildInterimHead, type ClientFraming } from './forward-response.js';
@@ -408,16 +408,7 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   private writeError(code: ErrorCode, keepAlive: boolean, requestId: string | null): void {
     if (this.closed) return;
-    const status = ERROR_CATALOG[code].status || 500;
-    // 499 is a log-only status: nobody is there to read it
-    const body = `${status} ${STATUS_CODES[status] ?? 'Error'} (${code})\n`;
-    let head =
-      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n` +
-      `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n` +
-      `X-Zipline-Error: ${code}\r\n`;
-    if (requestId !== null) head += `X-Request-Id: ${requestId}\r\n`;
-    if (!keepAlive) head += 'Connection: close\r\n';
-    this.send(this.method === 'HEAD' ? `${head}\r\n` : `${head}\r\n${body}`);
+    this.send(errorResponse(code, { keepAlive, requestId, withBody: this.method !== 'HEAD' }));
   }
 
   /**

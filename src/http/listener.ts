@@ -20,6 +20,7 @@ import { metrics } from '../metrics/catalog.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { ClientConnection } from './client-connection.js';
 import { type ClientReads, sharedReads } from './client-reads.js';
+import { errorResponse } from './error-response.js';
 import type { Exchange, ExchangeHost } from './exchange.js';
 import { H2Front } from './h2.js';
 import type { RequestHead } from './parser/request-head.js';
@@ -271,10 +272,13 @@ export class HttpListener implements Listener, ExchangeHost {
     if (code !== 'ERR_SSL_HTTP_REQUEST' && code !== 'ERR_SSL_HTTPS_PROXY_REQUEST') return false;
     const raw = (socket as unknown as { _parent?: Socket | null })._parent;
     if (raw === null || raw === undefined || raw.destroyed || !raw.writable) return false;
-    const body = `400 Bad Request (ZL_HTTP_PLAIN_ON_TLS): a plain HTTP request was sent to an HTTPS port\n`;
     raw.end(
-      'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n' +
-        `Content-Length: ${body.length}\r\nX-Zipline-Error: ZL_HTTP_PLAIN_ON_TLS\r\nConnection: close\r\n\r\n${body}`,
+      errorResponse('ZL_HTTP_PLAIN_ON_TLS', {
+        keepAlive: false,
+        requestId: null,
+        withBody: true,
+        detail: 'a plain HTTP request was sent to an HTTPS port',
+      }),
     );
     this.localError(
       { clientIp: raw.remoteAddress ?? '', clientPort: raw.remotePort ?? 0 },
