@@ -92,6 +92,19 @@ export function udpEcho(): Promise<UdpSocket> {
   return new Promise((resolve) => s.bind(0, '127.0.0.1', () => resolve(s)));
 }
 
+/**
+ * A UDP port that answers every datagram with ICMP port unreachable, and stays so while held: a
+ * socket bound to it and connected elsewhere (to port 9) keeps other sockets off the port but
+ * matches no datagram from anyone else. (A port merely found free could be taken meanwhile by a
+ * test running beside this one, which would then swallow the datagrams.)
+ */
+export async function unreachableUdpPort(): Promise<{ port: number; release: () => void }> {
+  const s = createSocket('udp4');
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', () => resolve()));
+  await new Promise<void>((resolve) => s.connect(9, '127.0.0.1', () => resolve()));
+  return { port: s.address().port, release: () => s.close() };
+}
+
 export function udpClient(): Promise<UdpSocket> {
   const s = createSocket('udp4');
   return new Promise((resolve) => s.bind(0, '127.0.0.1', () => resolve(s)));

@@ -4,7 +4,7 @@ import type { Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import { nativePump } from '../../src/l4/native-pump.js';
-import { port, splitAddress, udpClient, udpEcho, until } from '../helpers/net.js';
+import { port, splitAddress, udpClient, udpEcho, unreachableUdpPort, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 const sockets: UdpSocket[] = [];
@@ -179,9 +179,8 @@ for (const mode of ['auto', 'off'] as const) {
     });
 
     test('ICMP port unreachable from the server ends the session with a coded error', async () => {
-      const { refusedPort } = await import('../helpers/net.js');
-      const dead = await refusedPort(); // nothing listens on this UDP port either
-      const z = await startRuntime(config([`127.0.0.1:${dead}`], '{ idle_timeout: 30s }'));
+      const dead = await unreachableUdpPort();
+      const z = await startRuntime(config([`127.0.0.1:${dead.port}`], '{ idle_timeout: 30s }'));
       try {
         const c = await client();
         const [host, p] = splitAddress(z.addr('u'));
@@ -192,6 +191,7 @@ for (const mode of ['auto', 'off'] as const) {
         assert.equal(z.rt.listeners.get('u')?.activeCount(), 0);
       } finally {
         await z.stop();
+        dead.release();
       }
     });
   });
