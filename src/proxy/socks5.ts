@@ -3,6 +3,8 @@
  * UDP ASSOCIATE (BIND is answered 7, command not supported; an unknown address type 8). Reply
  * codes are the dialer's statuses, which are the tunnel's OPEN_ACK statuses: 2 not allowed, 5
  * refused, 6 timeout …
+ * A SOCKS4 or 4a request is answered with SOCKS4's "request rejected" (91), so that its client
+ * says so rather than "connection closed".
  * UDP: the association lives as long as its TCP connection; fragmented datagrams (FRAG ≠ 0) are
  * dropped, as most servers do; only the client's own address may use the relay port.
  */
@@ -27,9 +29,13 @@ const BAD = Symbol('bad');
 /** An address type other than 1, 3 and 4: reply 8 (RFC 1928 §6). */
 const BAD_ADDRESS_TYPE = Symbol('bad address type');
 const REPLY_ADDRESS_TYPE_NOT_SUPPORTED = 8;
+/** A SOCKS4/4a request (version 4): answered VN 0, CD 91 "request rejected or failed". */
+const SOCKS4 = Symbol('socks4');
+const SOCKS4_REJECTED = Buffer.from([0, 91, 0, 0, 0, 0, 0, 0]);
 
-function parseGreeting(b: Buffer): ParseStep<boolean | typeof BAD> {
+function parseGreeting(b: Buffer): ParseStep<boolean | typeof BAD | typeof SOCKS4> {
   if (b.length < 2) return { need: true };
+  if (b[0] === 4) return { done: SOCKS4, used: b.length };
   if (b[0] !== 5) return { done: BAD, used: b.length };
   const n = b[1] as number;
   if (b.length < 2 + n) return { need: true };
@@ -76,9 +82,12 @@ export async function serveSocks5(
   socket.on('error', () => {});
   try {
     const acceptable = await reader.read(parseGreeting);
-    if (acceptable === BAD) {
+    if (acceptable === BAD || acceptable === SOCKS4) {
       clearTimeout(timer);
-      socket.destroy();
+      if (acceptable === SOCKS4) {
+        socket.end(SOCKS4_REJECTED);
+        socket.destroySoon();
+      } else socket.destroy();
       done({ ...result, status: 400, error: 'ZL_PROXY_BAD_REQUEST' });
       return;
     }

@@ -198,6 +198,17 @@ tunnel:
       await new Promise((r) => c.once('close', r));
       assert.deepEqual([...Buffer.concat(got).subarray(0, 4)], [5, 0, 5, expected]);
     }
+    // a SOCKS4a client (curl --socks4a) is told "request rejected" (91), not just closed
+    const v4 = await run('curl', [
+      '-sS',
+      '-m',
+      '10',
+      '--socks4a',
+      await entry('socks5'),
+      'http://localhost/',
+    ]);
+    assert.notEqual(v4.code, 0);
+    assert.match(v4.stderr, /rejected/i);
     const viaProxy = await run('curl', [
       '-sS',
       '-m',
