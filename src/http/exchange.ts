@@ -90,6 +90,12 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   private sentContinue = false;
   // response
   private reader: ResponseReader | null = null;
+  /**
+   * The final head while the body bytes read with it are checked (`onFinalHead`): it goes to the
+   * client before the first body byte or the end, or right after that check, so a body that is
+   * malformed from its first bytes is still a 502 rather than an empty reply.
+   */
+  private headPending: ResponseHead | null = null;
   private dirty = false;
   /** The native job carrying the rest of the response body, if any. */
   private spliced: SplicedBody | null = null;
@@ -335,6 +341,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   }
 
   onBody(chunk: Buffer): void {
+    this.sendPendingHead();
     this.bytesOut += chunk.length;
     if (!this.down.write(chunk)) this.conn?.pauseReads();
   }
@@ -366,18 +373,20 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     }
     this.status = resp.status;
     this.state = 'streaming';
-    this.headSent = true;
     const len = resp.contentLength;
     if (resp.body === 'length' && len > 0 && len <= INLINE_BODY_MAX && buf.length - end >= len) {
       // the common small response: head and body in one write
+      this.headSent = true;
       this.down.sendHead(this, resp, buf.subarray(end, end + len));
       this.bytesOut += len;
       this.dirty = end + len < buf.length;
       this.complete();
       return;
     }
-    this.down.sendHead(this, resp, null);
+    this.headPending = resp;
     (this.reader as ResponseReader).startBody(resp, buf, end);
+    if (this.state !== 'streaming') return; // ended (or failed) on the bytes read with the head
+    this.sendPendingHead();
     // large Content-Length bodies: the rest goes through the native splice pump when it can
     if (this.state === 'streaming' && this.host.spliceBodies && this.conn !== null) {
       const idle = this.upstream.settings.idleTimeoutMs;
@@ -415,7 +424,17 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   // ---- ends -------------------------------------------------------------------------------------
 
+  /** The final head to the client, if it is still held (`headPending`). */
+  private sendPendingHead(): void {
+    const resp = this.headPending;
+    if (resp === null) return;
+    this.headPending = null;
+    this.headSent = true;
+    this.down.sendHead(this, resp, null);
+  }
+
   private complete(): void {
+    this.sendPendingHead();
     this.state = 'done';
     const conn = this.conn;
     this.conn = null;
@@ -435,6 +454,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     if (this.state === 'done') return;
     this.state = 'done';
     this.code = code;
+    this.headPending = null;
     if (!this.headSent) this.status = ERROR_CATALOG[code].status;
     this.cleanup();
     this.finished();
