@@ -90,12 +90,6 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   private sentContinue = false;
   // response
   private reader: ResponseReader | null = null;
-  /**
-   * The final head while the body bytes read with it are checked (`onFinalHead`): it goes to the
-   * client before the first body byte or the end, or right after that check, so a body that is
-   * malformed from its first bytes is still a 502 rather than an empty reply.
-   */
-  private headPending: ResponseHead | null = null;
   private dirty = false;
   /** The native job carrying the rest of the response body, if any. */
   private spliced: SplicedBody | null = null;
@@ -340,8 +334,12 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     else this.fail('ZL_UPSTREAM_BAD_RESPONSE');
   }
 
+  onHeadOut(resp: ResponseHead): void {
+    this.headSent = true;
+    this.down.sendHead(this, resp, null);
+  }
+
   onBody(chunk: Buffer): void {
-    this.sendPendingHead();
     this.bytesOut += chunk.length;
     if (!this.down.write(chunk)) this.conn?.pauseReads();
   }
@@ -383,10 +381,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
       this.complete();
       return;
     }
-    this.headPending = resp;
     (this.reader as ResponseReader).startBody(resp, buf, end);
-    if (this.state !== 'streaming') return; // ended (or failed) on the bytes read with the head
-    this.sendPendingHead();
     // large Content-Length bodies: the rest goes through the native splice pump when it can
     if (this.state === 'streaming' && this.host.spliceBodies && this.conn !== null) {
       const idle = this.upstream.settings.idleTimeoutMs;
@@ -424,17 +419,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   // ---- ends -------------------------------------------------------------------------------------
 
-  /** The final head to the client, if it is still held (`headPending`). */
-  private sendPendingHead(): void {
-    const resp = this.headPending;
-    if (resp === null) return;
-    this.headPending = null;
-    this.headSent = true;
-    this.down.sendHead(this, resp, null);
-  }
-
   private complete(): void {
-    this.sendPendingHead();
     this.state = 'done';
     const conn = this.conn;
     this.conn = null;
@@ -454,7 +439,6 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     if (this.state === 'done') return;
     this.state = 'done';
     this.code = code;
-    this.headPending = null;
     if (!this.headSent) this.status = ERROR_CATALOG[code].status;
     this.cleanup();
     this.finished();
@@ -474,21 +458,13 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   /** Timeouts, called by the listener's sweep with the current time. */
   tick(now: number, clientIdleMs: number): void {
-    const clock = this.clock;
+    // a spliced body is timed by the native thread
+    if (this.state !== 'waiting' && (this.state !== 'streaming' || this.spliced !== null)) return;
+    const { responseHeaderTimeoutMs: header, idleTimeoutMs: idle } = this.upstream.settings;
     const mark = (this.reader?.bytes ?? 0) + this.body.bytes + this.bytesOut;
-    if (this.state === 'waiting') {
-      if (clock.requestSentAt === 0) {
-        // still receiving the request body
-        if (clock.stalled(mark, now, clientIdleMs)) this.fail('ZL_HTTP_BODY_TIMEOUT');
-      } else if (now - clock.requestSentAt >= this.upstream.settings.responseHeaderTimeoutMs) {
-        this.attemptFailed('ZL_UPSTREAM_RESPONSE_TIMEOUT', 'timeout', false);
-      }
-      return;
-    }
-    if (this.state === 'streaming' && this.spliced === null) {
-      if (clock.stalled(mark, now, this.upstream.settings.idleTimeoutMs))
-        this.fail('ZL_UPSTREAM_IDLE_TIMEOUT');
-    }
+    const code = this.clock.due(this.state, mark, now, clientIdleMs, header, idle);
+    if (code === 'ZL_UPSTREAM_RESPONSE_TIMEOUT') this.attemptFailed(code, 'timeout', false);
+    else if (code !== null) this.fail(code);
   }
 
   private cleanup(): void {

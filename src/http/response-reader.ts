@@ -17,6 +17,8 @@ export interface ResponseEvents {
   onSwitching(resp: ResponseHead, rest: Buffer): void;
   /** The final head; the body (if any) starts at `buf[end]`. */
   onFinalHead(resp: ResponseHead, buf: Buffer, end: number): void;
+  /** The final head may go to the client (once the bytes read with it were checked). */
+  onHeadOut(resp: ResponseHead): void;
   onBody(chunk: Buffer): void;
   /** The body ended as framed; `extra`: bytes followed it (the connection is out of step). */
   onComplete(extra: boolean): void;
@@ -34,6 +36,12 @@ export class ResponseReader {
   private decoder: ChunkedDecoder | null = null;
   /** De-chunked body data (made on first use: HTTP/1.0 and HTTP/2 clients). */
   private sink: ((data: Buffer) => void) | null = null;
+  /**
+   * `startBody` holds the final head back while it checks the body bytes read with it: the head
+   * goes out before the first body byte, at the end, or after that check, so a body malformed from
+   * its first bytes is still a 502 rather than an empty reply (nothing reached the client).
+   */
+  private headHeld = false;
 
   constructor(
     private readonly method: string,
@@ -56,6 +64,7 @@ export class ResponseReader {
   /** Streams the body of the final head (`onFinalHead` arguments). */
   startBody(resp: ResponseHead, buf: Buffer, end: number): void {
     this.state = 'body';
+    this.headHeld = true;
     switch (resp.body) {
       case 'none':
         this.finish(end < buf.length);
@@ -74,6 +83,7 @@ export class ResponseReader {
         break;
     }
     if (end < buf.length) this.onBodyBytes(buf, end);
+    this.releaseHead();
   }
 
   /** Content-Length body bytes still to come (0 for other framings). */
@@ -85,6 +95,19 @@ export class ResponseReader {
   stop(): void {
     this.state = 'idle';
     this.pending = null;
+    this.headHeld = false;
+  }
+
+  private releaseHead(): void {
+    if (!this.headHeld) return;
+    this.headHeld = false;
+    this.events.onHeadOut(this.resp as ResponseHead);
+  }
+
+  /** Body bytes for the client, after the head. */
+  private body(data: Buffer): void {
+    this.releaseHead();
+    this.events.onBody(data);
   }
 
   private onHeadBytes(chunk: Buffer): void {
@@ -129,7 +152,7 @@ export class ResponseReader {
     const resp = this.resp as ResponseHead;
     if (resp.body === 'length') {
       const n = Math.min(this.remaining, buf.length - start);
-      if (n > 0) this.events.onBody(start === 0 && n === buf.length ? buf : buf.subarray(start, start + n));
+      if (n > 0) this.body(start === 0 && n === buf.length ? buf : buf.subarray(start, start + n));
       this.remaining -= n;
       if (this.remaining === 0 && this.state === 'body') this.finish(start + n < buf.length);
       return;
@@ -138,7 +161,7 @@ export class ResponseReader {
       const decoder = this.decoder as ChunkedDecoder;
       let stop: number;
       try {
-        this.sink ??= (data: Buffer): void => this.events.onBody(data);
+        this.sink ??= (data: Buffer): void => this.body(data);
         stop = decoder.feed(buf, start, buf.length, this.passesChunked ? ignoreData : this.sink);
       } catch (err) {
         if (!isZiplineError(err)) throw err;
@@ -146,15 +169,16 @@ export class ResponseReader {
         this.events.onMalformed();
         return;
       }
-      if (this.passesChunked && stop > start) this.events.onBody(buf.subarray(start, stop));
+      if (this.passesChunked && stop > start) this.body(buf.subarray(start, stop));
       if (decoder.done && this.state === 'body') this.finish(stop < buf.length);
       return;
     }
-    this.events.onBody(start === 0 ? buf : buf.subarray(start));
+    this.body(start === 0 ? buf : buf.subarray(start));
   }
 
   private finish(extra: boolean): void {
     this.state = 'idle';
+    this.releaseHead();
     this.events.onComplete(extra);
   }
 }

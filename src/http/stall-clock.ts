@@ -3,6 +3,8 @@
  * request): when the request was fully sent (for `response_header`), and how long its byte
  * counters have not moved (for the request body's `client_idle` and the response's `idle`).
  */
+import type { ErrorCode } from '../errors.js';
+
 export class StallClock {
   /** When the whole request was written upstream (ms, `Date.now()`); 0 until then. */
   requestSentAt = 0;
@@ -20,5 +22,24 @@ export class StallClock {
       return false;
     }
     return limitMs > 0 && now - this.movedAt >= limitMs;
+  }
+
+  /**
+   * The deadline passed at `now`, if any. Waiting for the response: the request body's
+   * `client_idle` while it is still being received, then `response_header` from when it was sent.
+   * Streaming the response: the body's `idle`.
+   */
+  due(
+    phase: 'waiting' | 'streaming',
+    mark: number,
+    now: number,
+    clientIdleMs: number,
+    responseHeaderMs: number,
+    idleMs: number,
+  ): ErrorCode | null {
+    if (phase === 'streaming') return this.stalled(mark, now, idleMs) ? 'ZL_UPSTREAM_IDLE_TIMEOUT' : null;
+    if (this.requestSentAt === 0)
+      return this.stalled(mark, now, clientIdleMs) ? 'ZL_HTTP_BODY_TIMEOUT' : null;
+    return now - this.requestSentAt >= responseHeaderMs ? 'ZL_UPSTREAM_RESPONSE_TIMEOUT' : null;
   }
 }
