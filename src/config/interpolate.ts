@@ -60,13 +60,9 @@ function interpolateString(
 
 /** The file's text without one trailing `\n` or `\r\n`, or why not (never its contents). */
 function readSecretFile(file: string): string | { problem: string } {
-  let fd: number;
+  let fd = -1;
   try {
     fd = openSync(file, 'r');
-  } catch (err) {
-    return { problem: `cannot read file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` };
-  }
-  try {
     const st = fstatSync(fd);
     if (!st.isFile()) return { problem: `${file} is not a regular file` };
     if (st.size > MAX_SECRET_FILE_BYTES) {
@@ -74,18 +70,14 @@ function readSecretFile(file: string): string | { problem: string } {
         problem: `${file} is ${st.size} bytes; a \${file:} value is at most ${MAX_SECRET_FILE_BYTES}`,
       };
     }
+    // at most the size seen: a file growing meanwhile cannot make the read unbounded
     const buf = Buffer.alloc(st.size);
     let n = 0;
-    while (n < buf.length) {
-      const got = readSync(fd, buf, n, buf.length - n, n);
-      if (got === 0) break;
-      n += got;
-    }
-    const text = buf.toString('utf8', 0, n);
-    return text.endsWith('\r\n') ? text.slice(0, -2) : text.endsWith('\n') ? text.slice(0, -1) : text;
+    for (let got = 1; n < buf.length && got > 0; n += got) got = readSync(fd, buf, n, buf.length - n, n);
+    return buf.toString('utf8', 0, n).replace(/\r?\n$/, '');
   } catch (err) {
     return { problem: `cannot read file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}` };
   } finally {
-    closeSync(fd);
+    if (fd >= 0) closeSync(fd);
   }
 }

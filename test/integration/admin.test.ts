@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { connect, createServer, type Server } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { answerClientError } from '../../src/admin/client-error.js';
-import { closeServer, port, refusedPort, tcpEcho, until } from '../helpers/net.js';
+import { closeServer, listen, port, refusedPort, tcpEcho, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 const servers: Server[] = [];
@@ -142,25 +142,19 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
 
   test("the parser's refusals: a timed-out request head is 408 ZL_ADMIN_REQUEST_TIMEOUT, a malformed one 400", async () => {
     const answer = async (code: string): Promise<string> => {
-      const server = createServer((sock) =>
-        answerClientError(
-          Object.assign(new Error(code), { code }),
-          sock,
-          'admin',
-          'ZL_ADMIN_BAD_REQUEST',
-          'ZL_ADMIN_REQUEST_TIMEOUT',
+      const server = await listen(
+        createServer((sock) =>
+          answerClientError(
+            Object.assign(new Error(code), { code }),
+            sock,
+            'admin',
+            'ZL_ADMIN_BAD_REQUEST',
+            'ZL_ADMIN_REQUEST_TIMEOUT',
+          ),
         ),
       );
-      server.listen(0, '127.0.0.1');
-      await once(server, 'listening');
       try {
-        const c = connect(port(server), '127.0.0.1');
-        let got = '';
-        c.on('data', (d: Buffer) => {
-          got += d.toString();
-        });
-        await once(c, 'close');
-        return got;
+        return await raw(`127.0.0.1:${port(server)}`, '');
       } finally {
         await closeServer(server);
       }

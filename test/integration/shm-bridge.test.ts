@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { request } from 'node:http';
-import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { metrics } from '../../src/metrics/catalog.js';
+import { rawRequest } from '../helpers/http.js';
 import { until } from '../helpers/net.js';
 import { buildShmTools, type ShmTools } from '../helpers/shm.js';
 import { runCli, startRuntime } from '../helpers/zipline.js';
@@ -119,16 +119,9 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       const stats = JSON.parse((await curl([`${base}/stats`])).out) as { snapshot: { version: number } };
       assert.equal(stats.snapshot.version, 3);
       // garbage on the port: a coded 400, and the API still answers
-      const [host, port] = z.rt.shm.address('tele').split(':');
-      const garbage = await new Promise<string>((resolve) => {
-        const s = connect(Number(port), host);
-        let got = '';
-        s.on('data', (d: Buffer) => {
-          got += d.toString();
-        });
-        s.on('close', () => resolve(got));
-        s.end('\x16\x03\x01 not http\r\n\r\n');
-      });
+      const garbage = (
+        await rawRequest(z.rt.shm.address('tele'), '\x16\x03\x01 not http\r\n\r\n')
+      ).data.toString();
       assert.match(garbage, /^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*x-zipline-error: ZL_SHM_BAD_REQUEST\r\n/);
       assert.match((await curl(['-i', base])).out, /^HTTP\/1\.1 200/);
     } finally {
