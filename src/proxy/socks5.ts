@@ -79,25 +79,23 @@ export async function serveSocks5(
     socket.destroySoon();
     done(result);
   };
+  /** Refused at the greeting: an answer in the client's protocol when there is one, then closed. */
+  const refuse = (answer: Buffer | null): void => {
+    clearTimeout(timer);
+    if (answer === null) socket.destroy();
+    else {
+      socket.end(answer);
+      socket.destroySoon();
+    }
+    done({ ...result, status: 400, error: 'ZL_PROXY_BAD_REQUEST' });
+  };
   socket.on('error', () => {});
   try {
     const acceptable = await reader.read(parseGreeting);
-    if (acceptable === BAD || acceptable === SOCKS4) {
-      clearTimeout(timer);
-      if (acceptable === SOCKS4) {
-        socket.end(SOCKS4_REJECTED);
-        socket.destroySoon();
-      } else socket.destroy();
-      done({ ...result, status: 400, error: 'ZL_PROXY_BAD_REQUEST' });
-      return;
-    }
-    if (!acceptable) {
-      // no method we offer (we offer "no authentication" only)
-      clearTimeout(timer);
-      socket.end(Buffer.from([5, 0xff]));
-      done({ ...result, status: 400, error: 'ZL_PROXY_BAD_REQUEST' });
-      return;
-    }
+    if (acceptable === BAD) return refuse(null);
+    if (acceptable === SOCKS4) return refuse(SOCKS4_REJECTED);
+    // no method we offer (we offer "no authentication" only)
+    if (!acceptable) return refuse(Buffer.from([5, 0xff]));
     socket.write(Buffer.from([5, 0]));
     const req = await reader.read(parseRequest);
     clearTimeout(timer); // the handshake is in; dialing has its own timeout
