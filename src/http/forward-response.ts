@@ -54,6 +54,9 @@ export function buildClientHead(resp: ResponseHead, opts: ClientHeadOptions): st
   let out = `HTTP/1.1 ${resp.status} ${resp.reason}\r\n`;
   const rules = opts.rules;
   const hasRules = rules.remove.size > 0 || rules.set.size > 0;
+  // a 204 has no body whatever its fields say (RFC 9112 §6.3) and MUST NOT declare one
+  // (RFC 9110 §8.6): an upstream's Content-Length is dropped, as nginx does
+  const noLength = resp.status === 204;
   // kept lines are copied as runs of consecutive lines (CRLFs included): one string per run, not
   // one per field; a line starts where the previous one's CRLF ends
   let run = -1;
@@ -61,7 +64,8 @@ export function buildClientHead(resp: ResponseHead, opts: ClientHeadOptions): st
     const k = f * 4;
     const ns = fields[k] as number;
     const ne = fields[k + 1] as number;
-    let keep = !HOP_BY_HOP_IDS.has(fieldName(raw, ns, ne));
+    const id = fieldName(raw, ns, ne);
+    let keep = !HOP_BY_HOP_IDS.has(id) && !(noLength && id === F.CONTENT_LENGTH);
     if (keep && (named !== null || hasRules)) {
       const lower = lowerAscii(raw, ns, ne);
       keep = !(named?.has(lower) || rules.remove.has(lower) || rules.setNames.has(lower));
@@ -81,14 +85,15 @@ export function buildClientHead(resp: ResponseHead, opts: ClientHeadOptions): st
   return `${out}\r\n`;
 }
 
-/** Interim (1xx, not 101) heads are passed as they came, minus hop-by-hop fields. */
+/** Interim (1xx, not 101) heads are passed as they came, minus hop-by-hop fields and Content-Length. */
 export function buildInterimHead(resp: ResponseHead): string {
   let out = `HTTP/1.1 ${resp.status} ${resp.reason}\r\n`;
   for (let f = 0; f < resp.fieldCount; f++) {
     const k = f * 4;
     const ns = resp.fields[k] as number;
     const ne = resp.fields[k + 1] as number;
-    if (HOP_BY_HOP.has(lowerAscii(resp.raw, ns, ne))) continue;
+    const lower = lowerAscii(resp.raw, ns, ne);
+    if (HOP_BY_HOP.has(lower) || lower === 'content-length') continue;
     out += `${resp.raw.toString('latin1', ns, resp.fields[k + 3] as number)}\r\n`;
   }
   return `${out}\r\n`;

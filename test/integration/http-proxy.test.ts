@@ -148,6 +148,34 @@ describe('forwarding semantics', () => {
     }
   });
 
+  test('a 204 or 1xx from the origin reaches the client without the Content-Length it should not have sent', async () => {
+    const bad = await raw((s) => {
+      s.on('data', (d: Buffer) => {
+        const path = d.toString('latin1').split(' ')[1];
+        if (path === '/204') s.write('HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n');
+        else
+          s.write(
+            'HTTP/1.1 103 Early Hints\r\nContent-Length: 7\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
+          );
+      });
+    });
+    const z = await startRuntime(config([`127.0.0.1:${port(bad)}`]));
+    try {
+      const r = await rawRequest(z.addr('web'), get('/204', 'x.test', 'Connection: close\r\n'));
+      assert.match(
+        r.data.toString('latin1'),
+        /^HTTP\/1\.1 204 No Content\r\nX-A: 1\r\nConnection: close\r\n\r\n$/,
+      );
+      const hints = await rawRequest(z.addr('web'), get('/103', 'x.test', 'Connection: close\r\n'));
+      assert.match(
+        hints.data.toString('latin1'),
+        /^HTTP\/1\.1 103 Early Hints\r\nLink: <\/a>\r\n\r\nHTTP\/1\.1 200 OK\r\nContent-Length: 2\r\n/,
+      );
+    } finally {
+      await z.stop();
+    }
+  });
+
   test('hop-by-hop fields are removed (also those named in Connection); Host is preserved', async () => {
     const o = await origin();
     const z = await startRuntime(config([o.address]));
