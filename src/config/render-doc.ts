@@ -18,7 +18,7 @@ export function renderConfigDoc(): string {
     '',
     'zipline reads one YAML file (`zipline run -c FILE`, `zipline check -c FILE`). The rules:',
     '',
-    '- **Durations** are strings with a unit: `250ms`, `3s`, `1.5m`, `2h`, `1d` (`0` where zero is allowed).',
+    '- **Durations** are strings with a unit: `250ms`, `3s`, `1.5m`, `2h`, `1d` (`0` where zero is allowed). A bare number such as `3` is refused: nginx would read it as seconds and HAProxy as milliseconds.',
     '  **Sizes**: `512`, `16KiB`, `8MiB`, `1GB`. **Shares**: `20%`.',
     '- **Environment**: `${NAME}` in any value is replaced by the variable; an unset one is an error',
     '  unless written `${NAME:-default}`. `$${` writes a literal `${`. Keys are never interpolated.',

@@ -15,13 +15,20 @@ import {
   parseSize,
 } from './units.js';
 
-const duration = z.string().transform((text, ctx) => {
-  const ms = parseDuration(text);
+/**
+ * A duration is a string with a unit. A bare number other than 0 is refused with its own message:
+ * nginx reads `3` as seconds and HAProxy as milliseconds, so it cannot be guessed.
+ */
+const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = typeof v === 'number' ? (v === 0 ? 0 : undefined) : parseDuration(v);
   if (ms === undefined) {
     ctx.issues.push({
       code: 'custom',
-      input: text,
-      message: `invalid duration "${text}": use a number with a unit (250ms, 3s, 2m, 1h)`,
+      input: v,
+      message:
+        typeof v === 'number'
+          ? `a duration needs a unit: write ${v}s or ${v}ms, not ${v}`
+          : `invalid duration "${v}": use a number with a unit (250ms, 3s, 2m, 1h)`,
     });
     return z.NEVER;
   }

@@ -76,6 +76,16 @@ test('the four classic mistakes are all reported, with paths and line:col', () =
   );
 });
 
+test('a bare number is refused as a duration (its unit cannot be guessed), except 0', () => {
+  const out = issues(`
+upstreams:
+  api: { servers: [127.0.0.1:9001], timeouts: { connect: 3, idle: 0 } }
+`);
+  assert.deepEqual(out, [
+    'upstreams.api.timeouts.connect (line 3:49): a duration needs a unit: write 3s or 3ms, not 3',
+  ]);
+});
+
 test('a missing variable is one problem, not also the value it would have made', () => {
   // a server written as a string becomes { address }: its schema error would be a follow-on
   const out = issues(`
