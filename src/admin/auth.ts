@@ -11,3 +11,13 @@ export function tokenMatches(header: string | undefined, token: string): boolean
   const b = createHash('sha256').update(token).digest();
   return timingSafeEqual(a, b) && given.length > 0;
 }
+
+/**
+ * The warning logged when the admin API is bound beyond loopback (127.0.0.0/8, ::1, IPv4-mapped
+ * loopback) with no token; null otherwise. Not refused: containers bind 0.0.0.0 for scrapes.
+ */
+export function exposureWarning(address: string, token: string): string | null {
+  if (token !== '') return null;
+  if (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.')) return null;
+  return 'admin API reachable beyond this host without admin.token: anyone who can connect can read stats, reload and profile';
+}

@@ -18,7 +18,7 @@ import { formatHostPort, parseHostPort } from '../config/units.js';
 import type { Runtime } from '../core/runtime.js';
 import { type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { METRICS_CONTENT_TYPE } from '../metrics/catalog.js';
-import { tokenMatches } from './auth.js';
+import { exposureWarning, tokenMatches } from './auth.js';
 import { answerClientError } from './client-error.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 
@@ -27,7 +27,8 @@ export class AdminServer {
 
   constructor(private readonly runtime: Runtime) {}
 
-  async start(listen: string): Promise<void> {
+  /** `token`: the admin token this address will be served with ('' = none). */
+  async start(listen: string, token: string): Promise<void> {
     const hp = parseHostPort(listen, '127.0.0.1');
     if (hp === undefined) throw new ZiplineError('ZL_LISTEN_FAILED', `bad admin address ${listen}`);
     const server = createServer(
@@ -67,6 +68,10 @@ export class AdminServer {
     server.on('error', (err) => this.runtime.log.error({ err }, 'admin server error'));
     this.server = server;
     this.runtime.log.info({ url: this.url() }, 'admin listening');
+    const bound = server.address();
+    const exposed =
+      bound !== null && typeof bound === 'object' ? exposureWarning(bound.address, token) : null;
+    if (exposed !== null) this.runtime.log.warn({ url: this.url() }, exposed);
   }
 
   url(): string {
@@ -74,9 +79,9 @@ export class AdminServer {
     return a !== null && typeof a === 'object' ? `http://${formatHostPort(a.address, a.port)}/` : '';
   }
 
-  async rebind(listen: string): Promise<void> {
+  async rebind(listen: string, token: string): Promise<void> {
     await this.close();
-    await this.start(listen);
+    await this.start(listen, token);
   }
 
   close(): Promise<void> {

@@ -1,12 +1,17 @@
 /** The human summary printed by `zipline check`. Secrets (the admin token) are never printed. */
 import { availableParallelism } from 'node:os';
+import { exposureWarning } from '../admin/auth.js';
 import type { ValidConfig } from '../config/schema.js';
-import { formatDuration } from '../config/units.js';
+import { formatDuration, formatHostPort, parseHostPort } from '../config/units.js';
 import { listenerName } from '../config/valid.js';
 
 export function describeConfig(c: ValidConfig): string {
   const lines: string[] = [];
-  lines.push(`admin: http://${c.admin.listen}/ (token ${c.admin.token ? 'set' : 'not set'})`);
+  const hp = parseHostPort(c.admin.listen, '127.0.0.1');
+  const admin = hp === undefined ? c.admin.listen : formatHostPort(hp.host, hp.port);
+  const exposed =
+    exposureWarning(hp?.host ?? '', c.admin.token) === null ? '' : '; reachable beyond this host: set one';
+  lines.push(`admin: http://${admin}/ (token ${c.admin.token ? 'set' : 'not set'}${exposed})`);
   lines.push(
     `workers: ${c.workers === 'auto' ? `auto (${availableParallelism()})` : c.workers}, drain_timeout: ${formatDuration(c.drain_timeout)}, access log: ${c.log.access}`,
   );

@@ -16,7 +16,7 @@ export const CONFIG_REFERENCE = {
   admin: { doc: 'The admin server: health, readiness, stats, metrics, reload.' },
   'admin.listen': {
     default: '127.0.0.1:9901',
-    doc: 'Address of the admin server. Loopback by default; port 0 picks one.',
+    doc: 'Address of the admin server. Loopback by default; port 0 picks one. A bare port (`9901` or `:9901`) is on loopback too; give `0.0.0.0:9901` to serve beyond this host (then set `admin.token`: without one, `run` warns and `check` says so).',
   },
   'admin.token': {
     default: '',

@@ -404,7 +404,10 @@ const shmBridge = z.strictObject({
 export const configSchema = z.strictObject({
   admin: z
     .strictObject({
-      listen: hostPort.prefault(def('admin.listen')),
+      // a bare port stays on loopback (`:9901` does: the admin server's default host)
+      listen: z
+        .preprocess((v) => (typeof v === 'number' ? `:${v}` : v), hostPort)
+        .prefault(def('admin.listen')),
       token: z.string().prefault(def('admin.token')),
     })
     .prefault({}),

@@ -125,7 +125,7 @@ export class Runtime {
 
   async start(): Promise<void> {
     try {
-      if (this.runsServices) await this.admin.start(this.config.admin.listen);
+      if (this.runsServices) await this.admin.start(this.config.admin.listen, this.config.admin.token);
       if (this.servesTraffic) {
         for (const [name, cfg] of Object.entries(this.config.upstreams)) this.addUpstream(name, cfg);
         await Promise.all([...this.upstreams.values()].map((u) => u.start()));
@@ -315,7 +315,7 @@ export class Runtime {
       old.close();
     }
     if (this.runsServices && next.admin.listen !== this.config.admin.listen) {
-      await this.admin.rebind(next.admin.listen);
+      await this.admin.rebind(next.admin.listen, next.admin.token);
     }
   }
 

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, createServer, type Server } from 'node:net';
 import { after, describe, test } from 'node:test';
+import { exposureWarning } from '../../src/admin/auth.js';
 import { answerClientError } from '../../src/admin/client-error.js';
 import { closeServer, listen, port, refusedPort, tcpEcho, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
@@ -185,6 +186,14 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
     } finally {
       await z.stop();
     }
+  });
+
+  test('bound beyond loopback without a token is warned about; loopback or a token is not', () => {
+    for (const a of ['0.0.0.0', '::', '10.1.2.3', 'fd00::1'])
+      assert.match(exposureWarning(a, '') ?? '', /without admin\.token/, a);
+    for (const a of ['127.0.0.1', '127.3.2.1', '::1', '::ffff:127.0.0.1'])
+      assert.equal(exposureWarning(a, ''), null, a);
+    assert.equal(exposureWarning('0.0.0.0', 's3cret'), null);
   });
 
   test('/debug/profile returns a CPU profile', async () => {

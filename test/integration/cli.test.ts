@@ -53,6 +53,18 @@ listeners: [{ name: pg, protocol: tcp, listen: 127.0.0.1:6432, upstream: api }]
     assert.doesNotMatch(r.stdout + r.stderr, /super-secret-token/);
   });
 
+  test('check: a bare admin port stays on loopback; an admin bound beyond it without a token is pointed out', async () => {
+    const bare = await runCli(['check', '-c', writeConfig('admin: { listen: 9901 }\n')]);
+    assert.equal(bare.code, 0, bare.stderr);
+    assert.match(bare.stdout, /^admin: http:\/\/127\.0\.0\.1:9901\/ \(token not set\)$/m);
+    const open = await runCli(['check', '-c', writeConfig('admin: { listen: 0.0.0.0:9901 }\n')]);
+    assert.equal(open.code, 0, open.stderr);
+    assert.match(
+      open.stdout,
+      /^admin: http:\/\/0\.0\.0\.0:9901\/ \(token not set; reachable beyond this host: set one\)$/m,
+    );
+  });
+
   test('a missing config file is exit 1 with a coded message; run refuses an invalid config with exit 1', async () => {
     const r = await runCli(['check', '-c', '/nonexistent/zipline.yaml']);
     assert.equal(r.code, 1);
