@@ -17,7 +17,11 @@ export function tokenMatches(header: string | undefined, token: string): boolean
  * loopback) with no token; null otherwise. Not refused: containers bind 0.0.0.0 for scrapes.
  */
 export function exposureWarning(address: string, token: string): string | null {
-  if (token !== '') return null;
-  if (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.')) return null;
+  if (token !== '' || isLoopback(address)) return null;
   return 'admin API reachable beyond this host without admin.token: anyone who can connect can read stats, reload and profile';
+}
+
+/** 127.0.0.0/8, ::1 and IPv4-mapped loopback: the addresses only this host reaches. */
+export function isLoopback(address: string): boolean {
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }

@@ -452,7 +452,7 @@ export const CONFIG_REFERENCE = {
   },
   'shm[].http': {
     default: '127.0.0.1:8090',
-    doc: 'Address of the `/shm` HTTP API (loopback by default). Bridges with the same address share one server.',
+    doc: 'Address of the `/shm` HTTP API (loopback by default). Bridges with the same address share one server. The API has no authentication: bound beyond loopback, `run` logs a warning.',
   },
   'shm[].create': {
     default: true,

@@ -22,6 +22,7 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
+import { isLoopback } from '../admin/auth.js';
 import { answerClientError } from '../admin/client-error.js';
 import { parseHostPort } from '../config/units.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
@@ -68,6 +69,13 @@ export class ShmHttpServer {
     server.removeAllListeners('error');
     server.on('error', (err) => this.log.error({ err }, 'shm http server error'));
     this.server = server;
+    const bound = server.address();
+    if (bound !== null && typeof bound === 'object' && !isLoopback(bound.address)) {
+      this.log.warn(
+        { http: this.listen },
+        'shm HTTP API reachable beyond this host: it has no authentication, anyone who can connect can read and write the segment',
+      );
+    }
   }
 
   address(): string {
