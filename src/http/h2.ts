@@ -230,7 +230,9 @@ export class H2Downstream implements Downstream {
       else headers[name] = `${String(prev)}, ${value}`;
     }
     for (const [name, value] of rules.set) headers[name.toLowerCase()] = value;
-    if (resp.body === 'chunked') delete headers['content-length'];
+    // chunked: HTTP/2 frames the body itself; 204: a Content-Length there is forbidden (RFC 9110
+    // §8.6) and nghttp2 clients reset the stream over a non-zero one
+    if (resp.body === 'chunked' || resp.status === 204) delete headers['content-length'];
     this.responded = true;
     this.stream.respond(headers, { endStream: resp.body === 'none' });
     if (inline !== null) this.stream.write(Buffer.from(inline)); // a copy: it views the upstream read buffer

@@ -19,7 +19,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { loadConfigText } from '../../src/config/load.js';
 import { have, startNginx } from '../helpers/daemons.js';
 import { testPeers } from '../helpers/http.js';
-import { splitAddress, until } from '../helpers/net.js';
+import { port, splitAddress, until } from '../helpers/net.js';
 import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
 
 const peers = testPeers();
@@ -188,6 +188,30 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
       assert.equal(refused.result, 'partial');
       assert.match(refused.errors.join('\n'), /missing\.crt/);
       assert.equal(await defaultCn(), 'b.test', 'the previous certificates stay');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('HTTP/2: a 204 the origin sent with a Content-Length reaches curl as a 204 (nghttp2 refuses a non-zero one)', async () => {
+    const bad = await peers.raw((s) => {
+      s.on('data', () => s.write('HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n'));
+    });
+    const z = await startRuntime(httpsYaml(`127.0.0.1:${port(bad)}`, 'a', 'b'));
+    try {
+      const [, p] = splitAddress(z.addr('tls'));
+      const args = ['--resolve', `a.test:${p}:127.0.0.1`, '--cacert', `${TLS}/a.crt`, '-i'];
+      const r = await curl([
+        '--http2',
+        ...args,
+        '-w',
+        '\n%{http_code} %{http_version}',
+        `https://a.test:${p}/`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /\n204 2$/);
+      assert.match(r.stdout, /^x-a: 1\r$/m);
+      assert.doesNotMatch(r.stdout, /content-length/i);
     } finally {
       await z.stop();
     }
