@@ -112,7 +112,8 @@ export function buildSwitchingHead(resp: ResponseHead, rules: HeaderRules): stri
   return `${out}\r\n`;
 }
 
-function connectionNamed(resp: ResponseHead): Set<string> | null {
+/** The field names the upstream's `Connection` lists (hop-by-hop, RFC 9110 §7.6.1), lower-case. */
+export function connectionNamed(resp: ResponseHead): Set<string> | null {
   let names: Set<string> | null = null;
   for (let f = 0; f < resp.fieldCount; f++) {
     const k = f * 4;

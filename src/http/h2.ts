@@ -25,6 +25,7 @@ import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../
 import type { Downstream } from './downstream.js';
 import { Exchange } from './exchange.js';
 import { isTrustedProxy } from './forward-head.js';
+import { connectionNamed } from './forward-response.js';
 import type { HttpListener } from './listener.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
@@ -218,10 +219,11 @@ export class H2Downstream implements Downstream {
     if (this.stream.destroyed) return;
     const headers: OutgoingHttpHeaders = { ':status': resp.status };
     const rules = ex.route.response;
+    const named = connectionNamed(resp);
     for (let f = 0; f < resp.fieldCount; f++) {
       const k = f * 4;
       const name = lowerAscii(resp.raw, resp.fields[k] as number, resp.fields[k + 1] as number);
-      if (DROP_RESPONSE.has(name) || rules.remove.has(name)) continue;
+      if (DROP_RESPONSE.has(name) || rules.remove.has(name) || named?.has(name)) continue;
       const value = resp.raw.toString('latin1', resp.fields[k + 2] as number, resp.fields[k + 3] as number);
       const prev = headers[name];
       if (prev === undefined) headers[name] = value;
