@@ -68,7 +68,12 @@ export class AdminServer {
     server.on('error', (err) => this.runtime.log.error({ err }, 'admin server error'));
     this.server = server;
     this.runtime.log.info({ url: this.url() }, 'admin listening');
-    const bound = server.address();
+    this.warnIfExposed(token);
+  }
+
+  /** Logs a warning when this address is reachable beyond loopback and `token` is empty. */
+  warnIfExposed(token: string): void {
+    const bound = this.server?.address();
     const exposed =
       bound !== null && typeof bound === 'object' ? exposureWarning(bound.address, token) : null;
     if (exposed !== null) this.runtime.log.warn({ url: this.url() }, exposed);

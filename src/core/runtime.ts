@@ -316,6 +316,8 @@ export class Runtime {
     }
     if (this.runsServices && next.admin.listen !== this.config.admin.listen) {
       await this.admin.rebind(next.admin.listen, next.admin.token);
+    } else if (this.runsServices && next.admin.token !== this.config.admin.token) {
+      this.admin.warnIfExposed(next.admin.token); // the token was removed, the address kept
     }
   }
 
