@@ -196,6 +196,9 @@ function checkHttpListener(
         'an https listener needs `tls.cert` and `tls.key` (or `tls.certificates`)',
       );
     }
+    if (listener.h2c !== undefined) {
+      report(['listeners', i, 'h2c'], '`h2c` is for `protocol: http`; https offers h2 by `tls.alpn`');
+    }
   } else if (tls !== undefined) {
     report(['listeners', i, 'tls'], '`tls` is for `protocol: https`');
   }

@@ -203,6 +203,10 @@ export const CONFIG_REFERENCE = {
     default: 'abort',
     doc: 'http/https: what a client FIN (half-close) while a request is in flight means. `abort` (nginx): the client gave up, the request ends as 499 and its upstream request is cancelled. `finish` (HAProxy): a request received in full is still answered, and so are requests pipelined before the FIN, then the connection closes; a request cut short is still 499. A client that closed both ways looks the same as a half-closed one until zipline writes to it: under `finish` its request runs to its answer (logged with the upstream status). `abort` is the default because a FIN is how most clients leave (a timeout, Ctrl-C): it frees the upstream at once and logs 499.',
   },
+  'listeners[].h2c': {
+    default: true,
+    doc: "http only: a client that opens with the HTTP/2 connection preface (prior knowledge: `curl --http2-prior-knowledge`, `h2load http://…`, gRPC without TLS) is served HTTP/2 in clear text, as Envoy's automatic codec does; every other client gets HTTP/1.1 as before. `false`: such a client gets 505, as nginx without `http2 on`. Upstreams are still spoken to in HTTP/1.1; an HTTP/1.1 `Upgrade: h2c` request is passed to the upstream like any other upgrade.",
+  },
   'listeners[].tls': {
     doc: "https: TLS termination. `cert`/`key` are the default certificate; `certificates` add more, chosen by SNI from each certificate's names (SAN DNS entries, wildcards included).",
   },

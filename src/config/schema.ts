@@ -230,6 +230,7 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
     routes: z.array(httpRoute).prefault([]),
     trusted_proxies: z.array(cidr).prefault(def('listeners[].trusted_proxies')),
     client_fin: z.enum(['abort', 'finish']).prefault(def('listeners[].client_fin')),
+    h2c: z.boolean().optional(), // http only (cross-check.ts); on unless false
     tls: tlsSettings.optional(),
     timeouts: z
       .strictObject({

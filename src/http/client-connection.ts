@@ -139,6 +139,10 @@ export class ClientConnection implements Downstream, ReadTarget {
       head = parseRequestHead(Buffer.from(buf.subarray(0, end)), end);
     } catch (err) {
       if (!isZiplineError(err)) throw err;
+      // the HTTP/2 preface parses as a request line of version 2.0: served as h2c where allowed
+      if (err.code === 'ZL_HTTP_VERSION_NOT_SUPPORTED' && this.requests === 0 && isH2Preface(buf)) {
+        if (this.handOffToH2(buf)) return;
+      }
       this.reject(err.code);
       return;
     }
@@ -192,6 +196,21 @@ export class ClientConnection implements Downstream, ReadTarget {
       }
     }
     if (this.exchange === ex) ex.start();
+  }
+
+  /**
+   * The socket goes to node:http2 (listener.acceptH2c), which reads it natively from now on: this
+   * connection lets go of it without closing it (its handlers see `closed`).
+   */
+  private handOffToH2(bytes: Buffer): boolean {
+    this.closed = true;
+    if (this.listener.acceptH2c(this, bytes)) {
+      this.pending = null;
+      this.headStartedAt = 0;
+      return true;
+    }
+    this.closed = false;
+    return false;
   }
 
   /** A request answered by zipline itself (no route): its body, if any, is not read. */
@@ -266,6 +285,7 @@ export class ClientConnection implements Downstream, ReadTarget {
    * ends as 499. Between requests a FIN simply ends the connection.
    */
   private onEnd(): void {
+    if (this.closed) return; // handed to HTTP/2, or already torn down
     this.clientEnded = true;
     const ex = this.exchange;
     if (ex?.bodyDone && this.listener.settings.finishOnClientFin) return;
@@ -489,3 +509,10 @@ export class ClientConnection implements Downstream, ReadTarget {
 function ignoreError(): void {}
 
 function ignoreData(): void {}
+
+/** `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4), or as much of it as has arrived (≥ its head). */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+function isH2Preface(buf: Buffer): boolean {
+  const n = Math.min(buf.length, H2_PREFACE.length);
+  return n >= 18 && buf.compare(H2_PREFACE, 0, n, 0, n) === 0;
+}

@@ -1,5 +1,6 @@
 /**
- * HTTP/2 for clients that negotiate `h2` by ALPN on an https listener. Node's `http2` does the
+ * HTTP/2 for clients that negotiate `h2` by ALPN on an https listener, or open a plain http
+ * connection with the HTTP/2 preface (h2c, prior knowledge). Node's `http2` does the
  * framing; each stream becomes an HTTP/1.1 request head (validated by the same strict parser),
  * runs through the same `Exchange` (routing, pool, retries, breaker) and its response is sent
  * back as HTTP/2. Upstreams are always spoken to in HTTP/1.1.
@@ -19,7 +20,6 @@ import type {
 } from 'node:http2';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import { hash32 } from '../balancer/hash-fn.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import type { Downstream } from './downstream.js';
@@ -83,7 +83,11 @@ export class H2Front {
     });
   }
 
-  accept(socket: TLSSocket): void {
+  /** A TLS socket that chose `h2` by ALPN, or a plain one that opened with the preface (h2c). */
+  accept(socket: Socket): void {
+    // listener sockets allow half-open (HTTP/1.1 needs it); HTTP/2 has no use for it, and node:http2
+    // ends a session only when its socket closes: a client's FIN would leave ours in CLOSE_WAIT
+    socket.once('end', () => socket.end());
     this.server.emit('connection', socket);
   }
 
@@ -146,7 +150,7 @@ export class H2Downstream implements Downstream {
       this.respondError('ZL_HTTP_NO_ROUTE', null);
       return;
     }
-    const ex = new Exchange(this.listener, this, head, match, upstream, 'https');
+    const ex = new Exchange(this.listener, this, head, match, upstream, this.listener.settings.proto);
     this.exchange = ex;
     this.front.streams.add(this);
     this.listener.onExchangeStart();

@@ -38,7 +38,7 @@ export class HttpListener implements Listener, ExchangeHost {
   settings: HttpListenerSettings;
   private readonly server: Server | TlsServer;
   readonly connections = new Set<ClientConnection>();
-  private readonly h2: H2Front | null;
+  private h2: H2Front | null;
   private tls: TlsState | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweepEveryMs = 0;
@@ -402,9 +402,24 @@ export class HttpListener implements Listener, ExchangeHost {
     }
   }
 
+  /**
+   * A plain-http client opened with the HTTP/2 preface (client-connection.ts found it in `bytes`,
+   * what it has read so far): the connection is handed to node:http2, loaded with the first one.
+   * False when `h2c: false`.
+   */
+  acceptH2c(conn: ClientConnection, bytes: Buffer): boolean {
+    if (!this.settings.h2c) return false;
+    this.h2 ??= new H2Front(this);
+    this.connections.delete(conn);
+    conn.socket.unshift(Buffer.from(bytes)); // node:http2 takes what is buffered before reading
+    this.h2.accept(conn.socket);
+    return true;
+  }
+
   /** @internal for h2.ts */
-  trackSession(_session: Http2Session): void {
-    this.totalCounter.inc();
+  trackSession(session: Http2Session): void {
+    // an h2c connection was counted when it was accepted as HTTP/1.1
+    if (session.alpnProtocol !== 'h2c') this.totalCounter.inc();
   }
 }
 

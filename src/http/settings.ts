@@ -27,6 +27,8 @@ export interface HttpListenerSettings {
   readonly maxBodyReplay: number;
   /** A client FIN during a request: `abort` it (499) or `finish` what was received in full. */
   readonly finishOnClientFin: boolean;
+  /** A plain-http client opening with the HTTP/2 preface is served HTTP/2 (`h2c`). */
+  readonly h2c: boolean;
 }
 
 const NO_RULES: HeaderRules = Object.freeze({
@@ -94,5 +96,6 @@ export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettin
     maxHeaderBytes: cfg.limits.max_header_bytes,
     maxBodyReplay: cfg.limits.max_body_replay,
     finishOnClientFin: cfg.client_fin === 'finish',
+    h2c: cfg.protocol === 'http' && cfg.h2c !== false,
   });
 }

@@ -18,7 +18,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import { loadConfigText } from '../../src/config/load.js';
 import { have, startNginx } from '../helpers/daemons.js';
-import { testPeers } from '../helpers/http.js';
+import { rawRequest, testPeers } from '../helpers/http.js';
 import { port, splitAddress, until } from '../helpers/net.js';
 import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
 
@@ -216,6 +216,74 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
       assert.match(r.stdout, /\n204 2$/);
       assert.match(r.stdout, /^x-a: 1\r$/m);
       assert.doesNotMatch(r.stdout, /content-length|x-hop/i, 'no length on a 204, no field Connection named');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('h2c: an http listener serves HTTP/2 to clients that open with the preface (curl --http2-prior-knowledge); h2c: false answers 505', async () => {
+    const o = await origin();
+    const yaml = (extra: string): string =>
+      config([o.address], `  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app${extra} }`);
+    const z = await startRuntime(yaml(''));
+    try {
+      const url = `http://${z.addr('web')}/h2c`;
+      const get = await curl(['--http2-prior-knowledge', '-w', '\n%{http_code} %{http_version}', url]);
+      assert.match(get.stdout, /\n200 2$/, get.stderr);
+      const e = JSON.parse(get.stdout.split('\n')[0] ?? '');
+      assert.equal(e.headers['x-forwarded-proto'], 'http');
+      const post = await curl(['--http2-prior-knowledge', '-d', 'hello-h2c', '-w', '\n%{http_code}', url]);
+      assert.equal(JSON.parse(post.stdout.split('\n')[0] ?? '').body, 9);
+      const h1 = await curl(['-w', '\n%{http_code} %{http_version}', url]);
+      assert.match(h1.stdout, /\n200 1\.1$/, 'HTTP/1.1 clients are unaffected');
+    } finally {
+      await z.stop();
+    }
+    const off = await startRuntime(yaml(', h2c: false'));
+    try {
+      const r = await rawRequest(off.addr('web'), 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+      assert.match(r.data.toString('latin1'), /^HTTP\/1\.1 505 /);
+    } finally {
+      await off.stop();
+    }
+  });
+
+  test('HTTP/2 sessions end when the client leaves (TLS h2 and h2c): no socket left in CLOSE_WAIT', async () => {
+    const o = await origin();
+    const z = await startRuntime(
+      config(
+        [o.address],
+        `  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app }
+  - name: tls
+    protocol: https
+    listen: 127.0.0.1:0
+    upstream: app
+    tls: { cert: ${TLS}/a.crt, key: ${TLS}/a.key }`,
+      ),
+    );
+    try {
+      const sessions = (name: string): number =>
+        (z.rt.listeners.get(name)?.stats() as { h2_sessions?: number } | undefined)?.h2_sessions ?? -1;
+      // curl leaves with a FIN and no GOAWAY (Node's own client sends GOAWAY, which ends the session anyway)
+      const [, tp] = splitAddress(z.addr('tls'));
+      for (const [name, args] of [
+        ['web', ['--http2-prior-knowledge', `http://${z.addr('web')}/leave`]],
+        [
+          'tls',
+          [
+            '--http2',
+            '--resolve',
+            `a.test:${tp}:127.0.0.1`,
+            '--cacert',
+            `${TLS}/a.crt`,
+            `https://a.test:${tp}/leave`,
+          ],
+        ],
+      ] as const) {
+        const r = await curl(['-o', '/dev/null', '-w', '%{http_version}', ...args]);
+        assert.equal(r.stdout, '2', r.stderr);
+        await until(() => sessions(name) === 0, `${name}: the session ends with the client's FIN`, 3000);
+      }
     } finally {
       await z.stop();
     }

@@ -304,3 +304,19 @@ test('regression (found by the fuzzer): an unresolved alias or an alias bomb is 
   ].join('\n');
   assert.match(issues(bomb)[0] as string, /^\(yaml\) /);
 });
+
+test('h2c is an http listener key: on by default there, refused on https', () => {
+  const ok = loadConfigText(
+    'upstreams: { a: { servers: [127.0.0.1:1] } }\nlisteners: [{ name: w, protocol: http, listen: 127.0.0.1:0, upstream: a, h2c: false }]\n',
+    {},
+  );
+  assert.ok(ok.ok);
+  const out = issues(`
+upstreams: { a: { servers: [127.0.0.1:1] } }
+listeners:
+  - { name: s, protocol: https, listen: 127.0.0.1:0, upstream: a, h2c: true, tls: { cert: c, key: k } }
+`);
+  assert.deepEqual(out, [
+    'listeners[0].h2c (line 4:67): `h2c` is for `protocol: http`; https offers h2 by `tls.alpn`',
+  ]);
+});
