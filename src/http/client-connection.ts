@@ -45,6 +45,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   readonly clientPort: number;
   readonly trusted: boolean;
   readonly clientHash: number;
+  readonly httpVersion = null;
   passesChunked = true;
   exchange: Exchange | null = null;
   upgraded: UpgradePump | null = null;

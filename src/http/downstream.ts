@@ -13,6 +13,8 @@ export interface Downstream {
   readonly trusted: boolean;
   /** Hash of the client address (for `balance: hash` on `client_ip`). */
   readonly clientHash: number;
+  /** The client's HTTP version for the access log: `'2'` for HTTP/2; null when the head says (1.x). */
+  readonly httpVersion: '2' | null;
   /** The response body can be passed with the upstream's chunked framing as is (HTTP/1.1 client). */
   readonly passesChunked: boolean;
   /** `100 Continue` to a client that sent `Expect: 100-continue`. */

@@ -113,6 +113,7 @@ export class H2Downstream implements Downstream {
   readonly clientPort: number;
   readonly trusted: boolean;
   readonly clientHash: number;
+  readonly httpVersion = '2';
   readonly passesChunked = false;
   exchange: Exchange | null = null;
   private chunkedBody = false;

@@ -216,6 +216,7 @@ export class HttpListener implements Listener, ExchangeHost {
       method: head.method,
       host: head.host,
       path: head.target,
+      http_version: httpVersion(ex.down, head),
       status: ex.status,
       route: route.name,
       upstream: route.upstream,
@@ -232,7 +233,7 @@ export class HttpListener implements Listener, ExchangeHost {
 
   /** A request zipline answered itself (parse error, no route, header timeout). */
   localError(
-    conn: { clientIp: string; clientPort: number },
+    conn: { clientIp: string; clientPort: number; httpVersion?: '2' | null },
     head: RequestHead | null,
     code: ErrorCode,
   ): void {
@@ -248,6 +249,7 @@ export class HttpListener implements Listener, ExchangeHost {
       method: head?.method ?? null,
       host: head?.host ?? null,
       path: head?.target ?? null,
+      http_version: httpVersion(conn, head),
       status: statusOf(code),
       route: null,
       upstream: null,
@@ -425,6 +427,12 @@ export class HttpListener implements Listener, ExchangeHost {
 
 function positive(ms: number): number {
   return ms > 0 ? ms : Number.POSITIVE_INFINITY;
+}
+
+/** The access log's `http_version`: `2`, `1.1` or `1.0` (null before a head was read). */
+function httpVersion(down: { httpVersion?: '2' | null }, head: RequestHead | null): string | null {
+  if (down.httpVersion === '2') return '2';
+  return head === null ? null : head.minor === 1 ? '1.1' : '1.0';
 }
 
 function statusOf(code: ErrorCode): number {

@@ -236,6 +236,11 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
       assert.equal(JSON.parse(post.stdout.split('\n')[0] ?? '').body, 9);
       const h1 = await curl(['-w', '\n%{http_code} %{http_version}', url]);
       assert.match(h1.stdout, /\n200 1\.1$/, 'HTTP/1.1 clients are unaffected');
+      await until(() => z.access.length === 3, 'three access lines');
+      assert.deepEqual(
+        z.access.map((l) => l.http_version),
+        ['2', '2', '1.1'],
+      );
     } finally {
       await z.stop();
     }

@@ -110,6 +110,7 @@ describe('forwarding semantics', () => {
         assert.ok(k in line, `access log has ${k}`);
       }
       assert.equal(line.method, 'POST');
+      assert.equal(line.http_version, '1.1');
       assert.equal(line.status, 200);
       assert.equal(line.bytes_in, 5);
     } finally {
