@@ -8,6 +8,11 @@ import { FastHistogram } from './fast-histogram.js';
 
 export const registry = new Registry();
 collectDefaultMetrics({ register: registry, prefix: 'zipline_' });
+// prom-client names three gauges with the `_total` suffix Prometheus keeps for counters (`promtool
+// check metrics` flags them); their figures stay, by type, in zipline_nodejs_active_{handles,requests,resources}
+for (const what of ['handles', 'requests', 'resources']) {
+  registry.removeSingleMetric(`zipline_nodejs_active_${what}_total`);
+}
 
 interface MetricDoc {
   readonly name: string;

@@ -88,6 +88,11 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
       assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
       const text = await res.text();
       for (const name of CONTRACT_METRICS) assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
+      // promtool's naming rule: `_total` only on counters
+      const misnamed = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)]
+        .filter(([, name, type]) => type !== 'counter' && name?.endsWith('_total'))
+        .map(([, name]) => name);
+      assert.deepEqual(misnamed, []);
       assert.match(
         text,
         new RegExp(`zipline_upstream_server_healthy\\{upstream="gone",server="127.0.0.1:${dead}"\\} 0`),
