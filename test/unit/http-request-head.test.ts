@@ -66,6 +66,10 @@ describe('request head: valid requests', () => {
       null,
       'Upgrade without Connection: upgrade',
     );
+    const h2c = parse(
+      'GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n',
+    );
+    assert.equal(h2c.upgrade, null, 'Upgrade: h2c is served as HTTP/1.1, not passed on');
     assert.equal(parse('GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n').host, '[::1]:8080');
   });
 

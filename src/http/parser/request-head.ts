@@ -196,8 +196,13 @@ function frame(
     }
   }
   const keepAlive = persists(connection, minor);
+  // `Upgrade: h2c` (curl --http2 on http://) is not taken up, as Envoy does: the request is served
+  // as HTTP/1.1; h2c clients with prior knowledge are served HTTP/2 by the listener (h2.ts)
   const upgrade =
-    upgradeHeader !== null && connection !== '' && connectionTokens(connection).includes('upgrade')
+    upgradeHeader !== null &&
+    connection !== '' &&
+    connectionTokens(connection).includes('upgrade') &&
+    upgradeHeader.trim().toLowerCase() !== 'h2c'
       ? upgradeHeader
       : null;
   return {
