@@ -1,7 +1,8 @@
 /**
  * A small live dashboard: polls `/stats` once a second and renders the workers (when there are),
- * listeners, upstream servers and the tunnel. No build step, no external assets. When the admin
- * token is set, the page asks for it once and keeps it in sessionStorage.
+ * listeners, upstream servers (with each one's rate of requests or connections per second, from
+ * the change in its `total` between polls) and the tunnel. No build step, no external assets.
+ * When the admin token is set, the page asks for it once and keeps it in sessionStorage.
  */
 export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>zipline</title>
@@ -17,11 +18,14 @@ table{border-collapse:collapse;min-width:40rem}td,th{padding:.25rem .6rem;border
 <div id="out">loading…</div>
 <script>
 const esc=(s)=>String(s).replace(/[&<>"]/g,(c)=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
+let last=null;
 async function tick(){
   const headers={};const t=sessionStorage.getItem('zl-token');if(t)headers.authorization='Bearer '+t;
   const r=await fetch('/stats',{headers});
   if(r.status===401){const v=prompt('admin token');if(v){sessionStorage.setItem('zl-token',v)}return}
   const s=await r.json();
+  const now=performance.now(),prev=last,totals={};last={at:now,totals};
+  const rate=(key,total)=>{totals[key]=total;const p=prev&&prev.totals[key];return p===undefined?'':((total-p)*1000/(now-prev.at)).toFixed(1)};
   document.getElementById('meta').textContent='v'+s.version+' · pid '+s.pid+' · up '+s.uptime_s+'s · generation '+s.generation+(s.draining?' · DRAINING':'');
   let h='';
   if(s.workers){
@@ -30,11 +34,14 @@ async function tick(){
     h+='</table>';
   }
   h+='<h2>Listeners</h2><table><tr><th>name</th><th>protocol</th><th>address</th><th>upstream</th><th>active</th></tr>';
-  for(const [n,l] of Object.entries(s.listeners))h+='<tr><td>'+esc(n)+'</td><td>'+esc(l.protocol)+'</td><td><code>'+esc(l.address)+'</code></td><td>'+esc(l.upstream)+'</td><td>'+esc(l.active??l.sessions)+'</td></tr>';
+  for(const [n,l] of Object.entries(s.listeners)){
+    const to=[l.upstream,l.routes>1?l.routes+' routes':''].filter(Boolean).join(' · ');
+    h+='<tr><td>'+esc(n)+'</td><td>'+esc(l.protocol)+'</td><td><code>'+esc(l.address)+'</code></td><td>'+esc(to)+'</td><td>'+esc(l.active??l.sessions??'')+'</td></tr>';
+  }
   h+='</table>';
   for(const [n,u] of Object.entries(s.upstreams)){
-    h+='<h2>Upstream '+esc(n)+' <small>('+esc(u.balance)+', '+u.active+' active)</small></h2><table><tr><th>server</th><th>address</th><th>state</th><th>active</th><th>total</th><th>failures</th><th>latency ms</th></tr>';
-    for(const e of u.servers)h+='<tr><td>'+esc(e.server)+'</td><td><code>'+esc(e.address)+'</code></td><td class="'+esc(e.state)+'">'+esc(e.state)+'</td><td>'+e.active+'</td><td>'+e.total+'</td><td>'+e.failures+'</td><td>'+e.ewma_latency_ms+'</td></tr>';
+    h+='<h2>Upstream '+esc(n)+' <small>('+esc(u.balance)+', '+u.active+' active)</small></h2><table><tr><th>server</th><th>address</th><th>state</th><th>active</th><th>total</th><th>per s</th><th>failures</th><th>latency ms</th></tr>';
+    for(const e of u.servers)h+='<tr><td>'+esc(e.server)+'</td><td><code>'+esc(e.address)+'</code></td><td class="'+esc(e.state)+'">'+esc(e.state)+'</td><td>'+e.active+'</td><td>'+e.total+'</td><td class="rate">'+rate(n+' '+e.server,e.total)+'</td><td>'+e.failures+'</td><td>'+e.ewma_latency_ms+'</td></tr>';
     h+='</table>';
   }
   const tn=s.tunnel;

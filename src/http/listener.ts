@@ -147,6 +147,7 @@ export class HttpListener implements Listener, ExchangeHost {
     return {
       protocol: this.protocol,
       address: this.address(),
+      upstream: this.source.upstream ?? null,
       routes: this.source.routes.length + (this.source.upstream === undefined ? 0 : 1),
       active: this.connections.size,
       connections: countStates(this.connections),

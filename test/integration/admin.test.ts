@@ -1,11 +1,13 @@
 /** The admin server: health, readiness, stats, metrics, auth, hostile input. */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, createServer, type Server } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { exposureWarning } from '../../src/admin/auth.js';
 import { answerClientError } from '../../src/admin/client-error.js';
-import { closeServer, listen, port, refusedPort, tcpEcho, until } from '../helpers/net.js';
+import { have } from '../helpers/daemons.js';
+import { closeServer, dial, listen, port, refusedPort, tcpEcho, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 const servers: Server[] = [];
@@ -199,6 +201,53 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
     for (const a of ['127.0.0.1', '127.3.2.1', '::1', '::ffff:127.0.0.1'])
       assert.equal(exposureWarning(a, ''), null, a);
     assert.equal(exposureWarning('0.0.0.0', 's3cret'), null);
+  });
+
+  test('the dashboard in a real browser (headless chromium): every listener with where it goes, a live rate per server', {
+    skip: have('chromium') ? false : 'chromium not installed',
+  }, async () => {
+    const echo = await tcpEcho();
+    servers.push(echo);
+    const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+upstreams: { up: { servers: ["127.0.0.1:${port(echo)}"] } }
+listeners:
+  - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }
+  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: up }
+`);
+    // connections keep coming while the page polls, so each poll sees the total move
+    let stop = false;
+    const traffic = (async () => {
+      while (!stop) (await dial(z.addr('t'))).destroy();
+    })();
+    try {
+      const dom = await new Promise<string>((resolve, reject) => {
+        execFile(
+          'chromium',
+          [
+            '--headless',
+            '--no-sandbox',
+            '--disable-gpu',
+            '--disable-background-networking',
+            '--virtual-time-budget=2500',
+            '--dump-dom',
+            z.rt.admin.url(),
+          ],
+          { timeout: 30_000, maxBuffer: 4 * 1024 * 1024 },
+          (err, stdout) => (err ? reject(err) : resolve(stdout)),
+        );
+      });
+      assert.match(dom, /<td>t<\/td><td>tcp<\/td><td><code>[^<]+<\/code><\/td><td>up<\/td>/);
+      assert.match(dom, /<td>web<\/td><td>http<\/td><td><code>[^<]+<\/code><\/td><td>up<\/td>/);
+      assert.match(dom, /<th>per s<\/th>/);
+      assert.match(dom, /class="rate">\d+\.\d</, 'a rate once two polls are in');
+      const rendered = dom.slice(dom.indexOf('<div id="out">'), dom.indexOf('<script>'));
+      assert.doesNotMatch(rendered, /undefined|NaN/);
+    } finally {
+      stop = true;
+      await traffic;
+      await z.stop();
+    }
   });
 
   test('/debug/profile returns a CPU profile', async () => {
