@@ -24,8 +24,8 @@ async function tick(){
   const r=await fetch('/stats',{headers});
   if(r.status===401){const v=prompt('admin token');if(v){sessionStorage.setItem('zl-token',v)}return}
   const s=await r.json();
-  const now=performance.now(),prev=last,totals={};last={at:now,totals};
-  const rate=(key,total)=>{totals[key]=total;const p=prev&&prev.totals[key];return p===undefined?'':((total-p)*1000/(now-prev.at)).toFixed(1)};
+  const now=Date.now(),prev=last,totals={};last={at:now,totals};
+  const rate=(key,total)=>{totals[key]=total;const p=prev===null?undefined:prev.totals[key];return p===undefined?'':((total-p)*1000/(now-prev.at)).toFixed(1)};
   document.getElementById('meta').textContent='v'+s.version+' · pid '+s.pid+' · up '+s.uptime_s+'s · generation '+s.generation+(s.draining?' · DRAINING':'');
   let h='';
   if(s.workers){
