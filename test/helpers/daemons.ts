@@ -1,5 +1,5 @@
 /**
- * Real servers nobody here wrote, for interop tests: nginx and redis-server on loopback, each in
+ * Real servers nobody here wrote, for interop tests: nginx, redis-server and dnsmasq on loopback, each in
  * a temporary directory on a free port, stopped by the returned function. `have()` says whether a
  * tool is installed (`.ci/run` installs them; a test without its tool is skipped with a note).
  */
@@ -66,6 +66,28 @@ export async function startRedis(): Promise<Daemon> {
   );
   await until(() => accepting(port), 'redis accepting', 10_000, 25);
   return { port, stop: () => redis.kill('SIGTERM') };
+}
+
+/** dnsmasq as a DNS server on UDP and TCP: `*.NAME` answers `address`, nothing forwarded. */
+export async function startDnsmasq(name: string, address: string): Promise<Daemon> {
+  const port = await refusedPort();
+  const dns = spawn(
+    'dnsmasq',
+    [
+      '--keep-in-foreground',
+      `--port=${port}`,
+      '--listen-address=127.0.0.1',
+      '--bind-interfaces',
+      '--no-resolv',
+      '--no-hosts',
+      '--conf-file=/dev/null',
+      '--pid-file=',
+      `--address=/${name}/${address}`,
+    ],
+    { stdio: 'ignore' },
+  );
+  await until(() => accepting(port), 'dnsmasq accepting', 10_000, 25);
+  return { port, stop: () => dns.kill('SIGTERM') };
 }
 
 export function run(

@@ -4,6 +4,7 @@ import type { Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import { nativePump } from '../../src/l4/native-pump.js';
+import { have, run, startDnsmasq } from '../helpers/daemons.js';
 import { port, splitAddress, udpClient, udpEcho, unreachableUdpPort, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
@@ -70,6 +71,34 @@ for (const mode of ['auto', 'off'] as const) {
         await until(() => z.access.length === 2, 'second session to end');
       } finally {
         await z.stop();
+      }
+    });
+
+    test('dig through the proxy to dnsmasq: 50 lookups answered, one session each (responses: 1), and over TCP too', {
+      skip: have('dig') && have('dnsmasq') ? false : 'dig or dnsmasq not installed',
+    }, async () => {
+      const dns = await startDnsmasq('zipline.test', '10.9.8.7');
+      const z =
+        await startRuntime(`${config([`127.0.0.1:${dns.port}`], '{ responses: 1 }')}  - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: dns }
+`);
+      try {
+        const dig = (listener: string, name: string, tcp = false): Promise<string> => {
+          const [host, p] = splitAddress(z.addr(listener));
+          const args = ['+short', '+tries=1', '+time=2', `@${host}`, '-p', String(p), name];
+          return run('dig', tcp ? ['+tcp', ...args] : args).then((r) => r.stdout.trim());
+        };
+        const answers = await Promise.all(
+          Array.from({ length: 50 }, (_, i) => dig('u', `n${i}.zipline.test`)),
+        );
+        assert.deepEqual(new Set(answers), new Set(['10.9.8.7']));
+        await until(() => z.access.filter((l) => l.listener === 'u').length === 50, 'a line per lookup');
+        assert.ok(
+          z.access.every((l) => l.listener !== 'u' || (l.datagrams_in === 1 && l.datagrams_out === 1)),
+        );
+        assert.equal(await dig('t', 'tcp.zipline.test', true), '10.9.8.7');
+      } finally {
+        await z.stop();
+        dns.stop();
       }
     });
 
