@@ -18,6 +18,7 @@
 import type { Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
+import { ClientBody } from './client-body.js';
 import type { ClientReads, ReadTarget } from './client-reads.js';
 import type { Downstream } from './downstream.js';
 import { errorResponse } from './error-response.js';
@@ -25,7 +26,6 @@ import { Exchange } from './exchange.js';
 import { isTrustedProxy } from './forward-head.js';
 import { buildClientHead, buildInterimHead, type ClientFraming } from './forward-response.js';
 import type { HttpListener } from './listener.js';
-import { ChunkedDecoder } from './parser/chunked.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
 import { UpgradePump } from './upgrade-pump.js';
@@ -60,8 +60,7 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   private pending: Buffer | null = null;
   private reading: Reading = 'head';
-  private remaining = 0;
-  private decoder: ChunkedDecoder | null = null;
+  private readonly body = new ClientBody();
   private keepAlive = true;
   private responseKeepAlive = true;
   private clientAskedClose = false; // `Connection: close`, or HTTP/1.0 without keep-alive
@@ -166,15 +165,7 @@ export class ClientConnection implements Downstream, ReadTarget {
       (!this.clientEnded || this.listener.settings.finishOnClientFin) &&
       !this.listener.draining();
     this.passesChunked = head.minor === 1;
-    if (head.chunked) {
-      this.decoder = new ChunkedDecoder();
-      this.reading = 'body';
-    } else if (head.contentLength > 0) {
-      this.remaining = head.contentLength;
-      this.reading = 'body';
-    } else {
-      this.reading = 'none';
-    }
+    this.reading = this.body.begin(head) ? 'body' : 'none';
     const match = this.listener.settings.routes.match(head.host, head.target);
     const upstream = match === null ? undefined : this.listener.upstream(match.route.value.upstream);
     if (match === null || upstream === undefined) {
@@ -228,41 +219,26 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   /** Request body bytes in `buf[start…)`; returns the offset after the body's last byte. */
   private feedBody(buf: Buffer, start: number): number {
-    const ex = this.exchange;
-    const decoder = this.decoder;
-    if (decoder !== null) {
-      let stop: number;
-      try {
-        stop = decoder.feed(buf, start, buf.length, ignoreData);
-      } catch (err) {
-        if (!isZiplineError(err)) throw err;
-        this.badBody();
-        return buf.length;
-      }
-      // copied: the body is written upstream (and maybe kept for a retry) after this call
-      if (stop > start) ex?.bodyChunk(Buffer.from(buf.subarray(start, stop)));
-      if (decoder.done) {
-        this.reading = 'none';
-        this.decoder = null;
-        ex?.bodyEnd();
-      }
-      return stop;
+    let stop: number;
+    try {
+      stop = this.body.feed(buf, start, this.exchange);
+    } catch (err) {
+      if (!isZiplineError(err)) throw err;
+      this.badBody();
+      return buf.length;
     }
-    const n = Math.min(this.remaining, buf.length - start);
-    if (n > 0) ex?.bodyChunk(Buffer.from(buf.subarray(start, start + n)));
-    this.remaining -= n;
-    if (this.remaining === 0) {
+    if (this.body.done) {
       this.reading = 'none';
-      ex?.bodyEnd();
+      this.exchange?.bodyEnd();
     }
-    return start + n;
+    return stop;
   }
 
   /** Malformed chunked request body: 400 if nothing was answered yet, else abort. */
   private badBody(): void {
     this.keepAlive = false;
     this.reading = 'none';
-    this.decoder = null;
+    this.body.reset();
     const ex = this.exchange;
     if (ex !== null) ex.fail('ZL_HTTP_BAD_REQUEST');
     else this.socket.destroy();
@@ -413,8 +389,7 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   private nextRequest(): void {
     this.reading = 'head';
-    this.decoder = null;
-    this.remaining = 0;
+    this.body.reset();
     if (this.socket.isPaused()) this.socket.resume();
     const p = this.pending;
     if (p !== null) {
@@ -508,8 +483,6 @@ export class ClientConnection implements Downstream, ReadTarget {
 }
 
 function ignoreError(): void {}
-
-function ignoreData(): void {}
 
 /** `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4), or as much of it as has arrived (≥ its head). */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');

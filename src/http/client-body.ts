@@ -1,0 +1,59 @@
+/**
+ * Where a client's request body ends (RFC 9112 §6.3): after Content-Length bytes, or at the last
+ * chunk of a chunked body validated as it arrives (`parser/chunked.ts`, passed on as framed). One
+ * per client connection, reset for each request.
+ */
+import { ChunkedDecoder } from './parser/chunked.js';
+import type { RequestHead } from './parser/request-head.js';
+
+/** What takes the body's bytes (the request's exchange). */
+export interface BodySink {
+  /** `chunk` is the sink's to keep. */
+  bodyChunk(chunk: Buffer): void;
+}
+
+export class ClientBody {
+  /** The whole body has arrived (or there was none). */
+  done = true;
+  private remaining = 0;
+  private decoder: ChunkedDecoder | null = null;
+
+  /** The body of the request `head` starts; false when it has none. */
+  begin(head: RequestHead): boolean {
+    // contentLength is -1 without the field
+    this.decoder = head.chunked ? new ChunkedDecoder() : null;
+    this.remaining = head.chunked ? 0 : Math.max(0, head.contentLength);
+    this.done = !head.chunked && this.remaining === 0;
+    return !this.done;
+  }
+
+  /**
+   * Body bytes in `buf[start…)` go to `sink`, copied (they view a shared read buffer); returns the
+   * offset after the body's last byte (`done` is then set). Throws the decoder's ZiplineError on
+   * a malformed chunked body.
+   */
+  feed(buf: Buffer, start: number, sink: BodySink | null): number {
+    const decoder = this.decoder;
+    let stop: number;
+    if (decoder !== null) {
+      stop = decoder.feed(buf, start, buf.length, ignoreData);
+      this.done = decoder.done;
+    } else {
+      stop = start + Math.min(this.remaining, buf.length - start);
+      this.remaining -= stop - start;
+      this.done = this.remaining === 0;
+    }
+    if (stop > start) sink?.bodyChunk(Buffer.from(buf.subarray(start, stop)));
+    if (this.done) this.decoder = null;
+    return stop;
+  }
+
+  /** No body is being read (between requests, or the connection gave up on it). */
+  reset(): void {
+    this.decoder = null;
+    this.remaining = 0;
+    this.done = true;
+  }
+}
+
+function ignoreData(): void {}
