@@ -205,7 +205,7 @@ export const CONFIG_REFERENCE = {
   },
   'listeners[].h2c': {
     default: true,
-    doc: "http only: a client that opens with the HTTP/2 connection preface (prior knowledge: `curl --http2-prior-knowledge`, `h2load http://…`, gRPC without TLS) is served HTTP/2 in clear text, as Envoy's automatic codec does; every other client gets HTTP/1.1 as before. `false`: such a client gets 505, as nginx without `http2 on`. Upstreams are still spoken to in HTTP/1.1; an HTTP/1.1 `Upgrade: h2c` request (`curl --http2` on `http://`) is served as HTTP/1.1, as Envoy does.",
+    doc: "http only: a client that opens with the HTTP/2 connection preface (prior knowledge: `curl --http2-prior-knowledge`, `h2load http://…`) is served HTTP/2 in clear text, as Envoy's automatic codec does; every other client gets HTTP/1.1 as before. `false`: such a client gets 505, as nginx without `http2 on`. Upstreams are still spoken to in HTTP/1.1; an HTTP/1.1 `Upgrade: h2c` request (`curl --http2` on `http://`) is served as HTTP/1.1, as Envoy does.",
   },
   'listeners[].tls': {
     doc: "https: TLS termination. `cert`/`key` are the default certificate; `certificates` add more, chosen by SNI from each certificate's names (SAN DNS entries, wildcards included).",
