@@ -140,8 +140,14 @@ export class ClientConnection implements Downstream, ReadTarget {
     } catch (err) {
       if (!isZiplineError(err)) throw err;
       // the HTTP/2 preface parses as a request line of version 2.0: served as h2c where allowed
-      if (err.code === 'ZL_HTTP_VERSION_NOT_SUPPORTED' && this.requests === 0 && isH2Preface(buf)) {
-        if (this.handOffToH2(buf)) return;
+      if (
+        err.code === 'ZL_HTTP_VERSION_NOT_SUPPORTED' &&
+        this.requests === 0 &&
+        this.listener.settings.h2c &&
+        isH2Preface(buf)
+      ) {
+        this.handOffToH2(buf);
+        return;
       }
       this.reject(err.code);
       return;
@@ -194,15 +200,11 @@ export class ClientConnection implements Downstream, ReadTarget {
    * The socket goes to node:http2 (listener.acceptH2c), which reads it natively from now on: this
    * connection lets go of it without closing it (its handlers see `closed`).
    */
-  private handOffToH2(bytes: Buffer): boolean {
+  private handOffToH2(bytes: Buffer): void {
     this.closed = true;
-    if (this.listener.acceptH2c(this, bytes)) {
-      this.pending = null;
-      this.headStartedAt = 0;
-      return true;
-    }
-    this.closed = false;
-    return false;
+    this.pending = null;
+    this.headStartedAt = 0;
+    this.listener.acceptH2c(this, bytes);
   }
 
   /** A request answered by zipline itself (no route): its body, if any, is not read. */

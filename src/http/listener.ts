@@ -407,16 +407,14 @@ export class HttpListener implements Listener, ExchangeHost {
 
   /**
    * A plain-http client opened with the HTTP/2 preface (client-connection.ts found it in `bytes`,
-   * what it has read so far): the connection is handed to node:http2, loaded with the first one.
-   * False when `h2c: false`.
+   * what it has read so far; `h2c` is on): the connection is handed to node:http2, loaded with
+   * the first one.
    */
-  acceptH2c(conn: ClientConnection, bytes: Buffer): boolean {
-    if (!this.settings.h2c) return false;
+  acceptH2c(conn: ClientConnection, bytes: Buffer): void {
     this.h2 ??= new H2Front(this);
     this.connections.delete(conn);
     conn.socket.unshift(Buffer.from(bytes)); // node:http2 takes what is buffered before reading
     this.h2.accept(conn.socket);
-    return true;
   }
 
   /** @internal for h2.ts */
