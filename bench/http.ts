@@ -16,7 +16,16 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cpuSeconds, freePorts, have, machineLine, pinned, stop, waitForPort } from './lib/proc.js';
+import {
+  cpuSeconds,
+  freePorts,
+  have,
+  machineLine,
+  pinned,
+  startTarget,
+  stop,
+  waitForPort,
+} from './lib/proc.js';
 import { fmt, ratio, spread } from './lib/stats.js';
 
 const REPS = Number(process.env.BENCH_REPS ?? 3);
@@ -102,8 +111,7 @@ function rssOf(pids: number[], field = 'VmHWM'): number {
   return kb / 1024;
 }
 
-async function measure(t: Target, work: string, origin: number, r: Result): Promise<void> {
-  const run = await t.start(work, origin);
+async function measure(run: Running, r: Result): Promise<void> {
   const url = (path: string): string => `http://127.0.0.1:${run.port}${path}`;
   const cpu = (): number => run.pids.reduce((n, pid) => n + cpuSeconds(pid), 0);
   const measured = run.pids.length > 0;
@@ -199,8 +207,13 @@ http {
               'fileRss',
             ].map((k) => [k, []]),
           ) as unknown as Result);
+        const run = await startTarget(t, () => t.start(work, originPort), skipped);
+        if (run === null) {
+          results.delete(t.name);
+          continue;
+        }
         results.set(t.name, r);
-        await measure(t, work, originPort, r);
+        await measure(run, r);
         process.stderr.write(
           `http rep ${rep + 1}/${REPS} ${t.name}: ${r.rps.at(-1)?.toFixed(0)} req/s, ${r.cpuPerReq.at(-1)?.toFixed(1) ?? '—'} µs/req, p50 ${r.p50.at(-1)?.toFixed(0)} µs, ${r.mbs.at(-1)?.toFixed(0)} MB/s\n`,
         );

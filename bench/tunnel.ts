@@ -24,6 +24,7 @@ import {
   machineLine,
   pinned,
   runPinned,
+  startTarget,
   stop,
   waitForPort,
   waitReady,
@@ -363,8 +364,12 @@ export async function runTunnel(root: string): Promise<string> {
           continue;
         }
         const r = results.get(t.name) ?? { p50: [], p99: [], mbs: [], cpuPerGb: [] };
+        const run = await startTarget(t, () => t.start(work, { echo, sink }), skipped);
+        if (run === null) {
+          results.delete(t.name);
+          continue;
+        }
         results.set(t.name, r);
-        const run = await t.start(work, { echo, sink });
         try {
           measure(l4, run, r);
         } finally {

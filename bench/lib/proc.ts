@@ -1,5 +1,5 @@
 /** Process plumbing for benchmarks: pinned child processes, CPU accounting, ports, tools. */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
@@ -117,4 +117,37 @@ export function machineLine(): string {
     ? (/model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown cpu')
     : 'unknown cpu';
   return `${cpu}, ${execFileSync('nproc', { encoding: 'utf8' }).trim()} cores, Linux ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()}, Node ${process.version}`;
+}
+
+/**
+ * How a config loads an nginx module: `''` when nginx has it built in, a `load_module` line when
+ * Debian ships it as a dynamic module that is installed, null when nginx cannot have it.
+ */
+export function nginxModule(name: string): string | null {
+  if (!have('nginx')) return null;
+  const r = spawnSync('nginx', ['-V'], { encoding: 'utf8' });
+  const flags = `${r.stdout ?? ''} ${r.stderr ?? ''}`.split(/\s+/);
+  if (flags.includes(`--with-${name}`)) return '';
+  const so = `/usr/lib/nginx/modules/ngx_${name}_module.so`;
+  return flags.includes(`--with-${name}=dynamic`) && existsSync(so) ? `load_module ${so};` : null;
+}
+
+/**
+ * Starts one target of a suite. zipline failing to start ends the suite (that is a bug to see);
+ * a peer failing to start (a missing module, a port it would not open) is skipped from then on
+ * with the reason in the report, never measured half.
+ */
+export async function startTarget<R>(
+  t: { name: string; skip?: string | undefined },
+  start: () => Promise<R>,
+  skipped: string[],
+): Promise<R | null> {
+  try {
+    return await start();
+  } catch (err) {
+    if (t.name.startsWith('zipline')) throw err;
+    t.skip = `did not start (${(err as Error).message}; its log is in bench/work/)`;
+    skipped.push(`${t.name}: ${t.skip}`);
+    return null;
+  }
 }
