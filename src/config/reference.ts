@@ -220,6 +220,11 @@ export const CONFIG_REFERENCE = {
     default: 'TLSv1.2',
     doc: '`TLSv1.2` or `TLSv1.3`. TLS 1.3 is always offered.',
   },
+  'listeners[].tls.ciphers': {
+    default:
+      'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305',
+    doc: "TLS 1.2 cipher suites, in OpenSSL's names and syntax, `:`-separated. The default is forward-secret AEAD suites only (Mozilla's *intermediate* profile without DHE; also what HTTP/2 over TLS 1.2 requires); Node's own default would also offer static-RSA and CBC suites. Add e.g. `ECDHE-RSA-AES128-SHA` for clients too old for these. TLS 1.3's suites are OpenSSL's defaults and always on.",
+  },
   'listeners[].tls.alpn': {
     default: ['h2', 'http/1.1'],
     doc: 'Protocols offered by ALPN, in preference order. `h2` serves HTTP/2 to clients that ask for it (browsers, `curl --http2`); upstreams are always spoken to in HTTP/1.1.',

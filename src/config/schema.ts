@@ -2,6 +2,7 @@
  * The config schema. Strict everywhere (unknown keys are errors), defaults from `reference.ts`,
  * units parsed here so everything downstream sees milliseconds and bytes.
  */
+import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 import { parseAllowEntry } from '../tunnel/allow-list.js';
 import { normalizeFingerprint } from '../tunnel/tls.js';
@@ -208,6 +209,16 @@ const cidr = z.string().refine((s) => parseCidr(s) !== undefined, {
   message: 'expected an IP address or CIDR block (10.0.0.0/8)',
 });
 
+/** Whether OpenSSL can use a TLS 1.2 cipher list (it ignores unknown names while one matches). */
+function knownCiphers(list: string): boolean {
+  try {
+    createSecureContext({ ciphers: list });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const tlsCert = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
 
 const tlsSettings = z.strictObject({
@@ -215,6 +226,11 @@ const tlsSettings = z.strictObject({
   key: z.string().min(1).optional(),
   certificates: z.array(tlsCert).prefault([]),
   min_version: z.enum(['TLSv1.2', 'TLSv1.3']).prefault(def('listeners[].tls.min_version')),
+  ciphers: z
+    .string()
+    .min(1)
+    .refine(knownCiphers, { message: 'OpenSSL knows none of these cipher suites' })
+    .prefault(def('listeners[].tls.ciphers')),
   alpn: z
     .array(z.enum(['h2', 'http/1.1']))
     .min(1)

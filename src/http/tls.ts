@@ -2,16 +2,24 @@
  * TLS termination settings of an https listener: certificates read from files (never logged),
  * one default and any number more chosen by SNI from each certificate's DNS names (exact names
  * first, then the wildcard of the parent domain, as nginx `server_name`), TLS 1.2+ (1.3 always
- * offered), ALPN `h2` / `http/1.1`.
+ * offered; TLS 1.2 suites from `tls.ciphers`, forward-secret AEAD by default; no renegotiation),
+ * ALPN `h2` / `http/1.1`.
  */
 
-import { X509Certificate } from 'node:crypto';
+import { constants, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext, type TlsOptions } from 'node:tls';
 import type { HttpListenerConfig } from '../config/schema.js';
 import { ZiplineError } from '../errors.js';
 
 type TlsConfig = NonNullable<HttpListenerConfig['tls']>;
+
+/**
+ * No TLS 1.2 renegotiation, as nginx and HAProxy: a client asking for one gets OpenSSL's
+ * `no_renegotiation` alert and the connection goes on (Node would otherwise allow three per ten
+ * minutes: a full handshake's CPU each, the DoS scanners flag).
+ */
+const SECURE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION;
 
 interface Loaded {
   readonly cert: Buffer;
@@ -52,9 +60,15 @@ function load(certPath: string, keyPath: string): Loaded {
   return { cert, key, names };
 }
 
-function context(l: Loaded, minVersion: TlsConfig['min_version'], where: string): SecureContext {
+function context(l: Loaded, cfg: TlsConfig, where: string): SecureContext {
   try {
-    return createSecureContext({ cert: l.cert, key: l.key, minVersion });
+    return createSecureContext({
+      cert: l.cert,
+      key: l.key,
+      minVersion: cfg.min_version,
+      ciphers: cfg.ciphers,
+      secureOptions: SECURE_OPTIONS,
+    });
   } catch (err) {
     throw new ZiplineError('ZL_TLS_CONFIG', `${where}: ${(err as Error).message}`);
   }
@@ -77,7 +91,7 @@ function build(cfg: TlsConfig): Contexts {
   const exact = new Map<string, SecureContext>();
   const wildcard = new Map<string, SecureContext>();
   for (const l of loaded) {
-    const ctx = context(l, cfg.min_version, l.where);
+    const ctx = context(l, cfg, l.where);
     for (const name of l.names) {
       const map = name.startsWith('*.') ? wildcard : exact;
       const key = name.startsWith('*.') ? name.slice(2) : name;
@@ -105,6 +119,8 @@ export class TlsState {
       cert: first.cert,
       key: first.key,
       minVersion: cfg.min_version,
+      ciphers: cfg.ciphers,
+      secureOptions: SECURE_OPTIONS,
       ALPNProtocols: [...cfg.alpn],
       handshakeTimeout: handshakeTimeoutMs,
       SNICallback: (servername, cb) => {
@@ -120,6 +136,12 @@ export class TlsState {
   reload(cfg: TlsConfig): TlsOptions {
     const next = build(cfg);
     this.contexts = next;
-    return { cert: next.first.cert, key: next.first.key, minVersion: cfg.min_version };
+    return {
+      cert: next.first.cert,
+      key: next.first.key,
+      minVersion: cfg.min_version,
+      ciphers: cfg.ciphers,
+      secureOptions: SECURE_OPTIONS,
+    };
   }
 }
