@@ -100,7 +100,9 @@ export class AdminServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://admin');
+    // origin-form only as a path ('//stats' is not the authority `stats`); absolute-form as sent
+    const raw = req.url ?? '/';
+    const url = new URL(raw.startsWith('/') ? `http://admin${raw}` : raw, 'http://admin');
     const path = url.pathname;
     // HEAD is GET without the body (node:http leaves the body out)
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
@@ -134,8 +136,9 @@ export class AdminServer {
         return sendJson(res, report.result === 'refused' ? 422 : 200, report);
       }
       case '/debug/profile': {
-        const seconds = Number(url.searchParams.get('seconds') ?? '10');
-        if (!Number.isInteger(seconds) || seconds < 1 || seconds > 60) {
+        const given = url.searchParams.get('seconds') ?? '10';
+        const seconds = /^[0-9]{1,2}$/.test(given) ? Number(given) : 0;
+        if (seconds < 1 || seconds > 60) {
           return sendError(res, 'ZL_ADMIN_BAD_REQUEST', 'seconds must be an integer 1–60');
         }
         const worker = parseWorker(url.searchParams.get('worker'), this.runtime.workers?.count ?? 0);

@@ -106,6 +106,8 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
       const dash = await fetch(base);
       assert.match(await dash.text(), /<title>zipline<\/title>/);
       assert.equal((await fetch(`${base}nope`)).headers.get('x-zipline-error'), 'ZL_ADMIN_NOT_FOUND');
+      // a path that starts with '//' is a path, not an authority (it was the dashboard at '/')
+      assert.equal((await fetch(`${base}/stats`)).status, 404);
       // a known endpoint with another method: 405 and what it takes; HEAD is GET without a body
       const del = await fetch(`${base}reload`, { method: 'DELETE' });
       assert.equal(del.status, 405);
@@ -267,7 +269,8 @@ listeners:
       const profile = (await res.json()) as { nodes: unknown[]; startTime: number; endTime: number };
       assert.ok(Array.isArray(profile.nodes) && profile.nodes.length > 0);
       assert.ok(profile.endTime > profile.startTime);
-      assert.equal((await fetch(`${z.rt.admin.url()}debug/profile?seconds=0`)).status, 400);
+      for (const bad of ['0', '61', '1e1', '1.0', '', 'abc'])
+        assert.equal((await fetch(`${z.rt.admin.url()}debug/profile?seconds=${bad}`)).status, 400, bad);
     } finally {
       await z.stop();
     }

@@ -156,6 +156,12 @@ describe('request head: refused (smuggling and malformed framing)', () => {
     refused('GET /a b HTTP/1.1\r\nHost: a\r\n\r\n');
     refused('GET / HTTP/1.1x\r\nHost: a\r\n\r\n');
     refused('GET / HTTP/2.0\r\nHost: a\r\n\r\n', 'ZL_HTTP_VERSION_NOT_SUPPORTED');
+    refused('GET / HTTP/0.9\r\nHost: a\r\n\r\n', 'ZL_HTTP_VERSION_NOT_SUPPORTED');
+    // a later HTTP/1 minor is processed as HTTP/1.1 (RFC 9110 §2.5), Host rule included
+    assert.equal(parse('GET / HTTP/1.2\r\nHost: a\r\n\r\n').minor, 1);
+    assert.equal(parse('GET / HTTP/1.9\r\nHost: a\r\n\r\n').keepAlive, true);
+    refused('GET / HTTP/1.2\r\n\r\n');
+    refused('GET / HTTP/1.10\r\nHost: a\r\n\r\n');
     refused(`${'A'.repeat(40)} / HTTP/1.1\r\nHost: a\r\n\r\n`);
   });
   test('a head over the limit is 431, also before it is complete', () => {

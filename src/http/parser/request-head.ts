@@ -117,6 +117,8 @@ function parseRequestLine(buf: Buffer, lineEnd: number): { method: string; targe
   const version = buf.toString('latin1', i + 1, lineEnd);
   if (version === 'HTTP/1.1') return { method, target, minor: 1 };
   if (version === 'HTTP/1.0') return { method, target, minor: 0 };
+  // a later HTTP/1 minor is served as the highest we implement (RFC 9110 §2.5; nginx does too)
+  if (/^HTTP\/1\.[2-9]$/.test(version)) return { method, target, minor: 1 };
   if (/^HTTP\/\d\.\d$/.test(version)) {
     throw new ZiplineError('ZL_HTTP_VERSION_NOT_SUPPORTED', `unsupported version ${version}`);
   }
