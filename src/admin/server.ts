@@ -12,11 +12,13 @@
  * Malformed requests get a 400 from the HTTP parser's `clientError` hook (a timed-out one a 408),
  * never a crash.
  */
+
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { formatHostPort, parseHostPort } from '../config/units.js';
 import type { Runtime } from '../core/runtime.js';
 import { type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
+import { bindFailure } from '../l4/bind-failure.js';
 import { METRICS_CONTENT_TYPE } from '../metrics/catalog.js';
 import { exposureWarning, tokenMatches } from './auth.js';
 import { answerClientError } from './client-error.js';
@@ -58,7 +60,7 @@ export class AdminServer {
         reject(
           new ZiplineError(
             'ZL_LISTEN_FAILED',
-            `admin: cannot listen on ${listen}: ${err.code ?? err.message}`,
+            `admin: cannot listen on ${listen}: ${bindFailure(err, listen)}`,
           ),
         ),
       );

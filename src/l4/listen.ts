@@ -5,6 +5,7 @@ import { closeSync } from 'node:fs';
 import { isIP, type Server, Socket } from 'node:net';
 import { parseHostPort } from '../config/units.js';
 import { ZiplineError } from '../errors.js';
+import { bindFailure } from './bind-failure.js';
 import { nativePump } from './native-pump.js';
 
 /** Backlog of every TCP listening socket (capped by net.core.somaxconn). */
@@ -26,7 +27,7 @@ export async function listenOn(
   const failed = (err: NodeJS.ErrnoException): ZiplineError =>
     new ZiplineError(
       'ZL_LISTEN_FAILED',
-      `listener ${name}: cannot listen on ${listen}: ${err.code ?? err.message}`,
+      `listener ${name}: cannot listen on ${listen}: ${bindFailure(err, listen)}`,
       {
         cause: err,
       },

@@ -7,6 +7,7 @@
  * Order: a session's datagrams are sent in arrival order (queued in order while its socket
  * connects; `dgram` sends in call order afterwards).
  */
+
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
@@ -14,6 +15,7 @@ import type { UdpListenerConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
 import { type ErrorCode, ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
+import { bindFailure } from './bind-failure.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
 import { bindReusePort } from './listen.js';
@@ -60,7 +62,7 @@ export class UdpListener implements Listener {
     const failed = (err: NodeJS.ErrnoException): ZiplineError =>
       new ZiplineError(
         'ZL_LISTEN_FAILED',
-        `listener ${this.name}: cannot bind ${this.source.listen}: ${err.code ?? err.message}`,
+        `listener ${this.name}: cannot bind ${this.source.listen}: ${bindFailure(err, this.source.listen)}`,
         { cause: err },
       );
     let target: { address: string; port: number } | { fd: number } = { address: hp.host, port: hp.port };

@@ -5,6 +5,7 @@
  * session; when a session ends it releases the server, updates metrics and writes the access
  * line. Behaviour matches the JavaScript `UdpListener` (the UDP test suite runs against both).
  */
+
 import { hash32 } from '../balancer/hash-fn.js';
 import type { UdpListenerConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
@@ -12,6 +13,7 @@ import { type ErrorCode, ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
+import { bindFailure } from './bind-failure.js';
 import type { L4Context } from './context.js';
 import type { Listener } from './listener.js';
 import {
@@ -110,11 +112,10 @@ export class NativeUdpListener implements Listener, NativeUdpOwner {
       this.port = r.port;
       return Promise.resolve();
     } catch (err) {
-      const code = (err as { code?: string }).code ?? (err as Error).message;
       return Promise.reject(
         new ZiplineError(
           'ZL_LISTEN_FAILED',
-          `listener ${this.name}: cannot bind ${this.source.listen}: ${code}`,
+          `listener ${this.name}: cannot bind ${this.source.listen}: ${bindFailure(err, this.source.listen)}`,
           {
             cause: err,
           },

@@ -14,6 +14,7 @@
  *   GET  /shm/NAME/stats      layout, versions, lock owner, ring positions, peers
  * `/shm` alone names the bridge when only one is served here.
  */
+
 import {
   createServer,
   type IncomingMessage,
@@ -26,6 +27,7 @@ import { isLoopback } from '../admin/auth.js';
 import { answerClientError } from '../admin/client-error.js';
 import { parseHostPort } from '../config/units.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
+import { bindFailure } from '../l4/bind-failure.js';
 import type { Logger } from '../log/logger.js';
 import type { ShmBridge, ShmMessage } from './bridge.js';
 
@@ -60,7 +62,7 @@ export class ShmHttpServer {
         reject(
           new ZiplineError(
             'ZL_LISTEN_FAILED',
-            `shm http: cannot listen on ${this.listen}: ${err.code ?? err.message}`,
+            `shm http: cannot listen on ${this.listen}: ${bindFailure(err, this.listen)}`,
           ),
         ),
       );

@@ -21,6 +21,7 @@ import type { ValidConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
 import { listenerName } from '../config/valid.js';
 import { ZiplineError } from '../errors.js';
+import { bindFailure } from '../l4/bind-failure.js';
 import { bindSocket } from '../l4/listen.js';
 
 interface Reservation {
@@ -104,13 +105,10 @@ async function probe(name: string, host: string, port: number, udp: boolean): Pr
     closeSync(fd);
     return null;
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    const inUse = e.code === 'EADDRINUSE';
+    const at = formatHostPort(host, port);
     return new ZiplineError(
       'ZL_LISTEN_FAILED',
-      `listener ${name}: cannot listen on ${formatHostPort(host, port)}: ${e.code ?? e.message}${
-        inUse ? ' (another process holds it: with workers, possibly another zipline)' : ''
-      }`,
+      `listener ${name}: cannot listen on ${at}: ${bindFailure(err, at, 'another process holds it: with workers, possibly another zipline')}`,
       { cause: err },
     );
   }

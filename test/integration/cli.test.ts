@@ -93,6 +93,12 @@ listeners: [{ protocol: tcp, listen: 127.0.0.1:${p}, upstream: a }]
     s.close();
     assert.equal(r.code, 3);
     assert.match(r.stderr, /ZL_LISTEN_FAILED/);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `cannot listen on 127\\.0\\.0\\.1:${p}: EADDRINUSE \\(another process is listening there\\)`,
+      ),
+    );
   });
 
   test('version, help, and usage errors', async () => {
