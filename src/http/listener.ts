@@ -24,6 +24,7 @@ import { errorResponse } from './error-response.js';
 import type { Exchange, ExchangeHost } from './exchange.js';
 import { H2Front } from './h2.js';
 import type { RequestHead } from './parser/request-head.js';
+import { pathOf } from './route-table.js';
 import { type CompiledRoute, compileHttpListener, type HttpListenerSettings } from './settings.js';
 import { TlsState } from './tls.js';
 
@@ -216,7 +217,7 @@ export class HttpListener implements Listener, ExchangeHost {
       client_port: ex.down.clientPort,
       method: head.method,
       host: head.host,
-      path: head.target,
+      path: logPath(head),
       http_version: httpVersion(ex.down, head),
       status: ex.status,
       route: route.name,
@@ -249,7 +250,7 @@ export class HttpListener implements Listener, ExchangeHost {
       client_port: conn.clientPort,
       method: head?.method ?? null,
       host: head?.host ?? null,
-      path: head?.target ?? null,
+      path: head === null ? null : logPath(head),
       http_version: httpVersion(conn, head),
       status: statusOf(code),
       route: null,
@@ -445,4 +446,9 @@ function countStates(conns: Iterable<ClientConnection>): Record<string, number> 
     out[s] = (out[s] ?? 0) + 1;
   }
   return out;
+}
+
+/** The access log's `path`: the target's path and query (an absolute-form's authority is `host`), as nginx's `$request_uri`. */
+function logPath(head: RequestHead): string {
+  return head.absoluteForm ? pathOf(head.target) : head.target;
 }

@@ -364,6 +364,15 @@ listeners:
         'GET https://api.example.com?x HTTP/1.1\r\nHost: api.example.com\r\n\r\n',
       );
       assert.equal(noPath.body.toString(), 'a /?x api.example.com api.example.com');
+      // logged as nginx's $request_uri and $host: the path and query, the target's authority
+      await until(() => z.access.length >= 2, 'access lines');
+      assert.deepEqual(
+        z.access.slice(0, 2).map((l) => [l.host, l.path]),
+        [
+          ['API.example.com:8080', '/v1?q=1'],
+          ['api.example.com', '/?x'],
+        ],
+      );
       const old = await one(addr, 'GET /legacy HTTP/1.0\r\n\r\n');
       assert.equal(old.status, 200, old.raw);
       assert.equal(old.body.toString(), `b /legacy localhost:${splitAddress(b.address)[1]} -`);
