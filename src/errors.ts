@@ -24,6 +24,11 @@ export const ERROR_CATALOG = {
     description: 'A reload was refused (invalid config, draining); the running configuration is kept.',
   },
   ZL_DRAIN_TIMEOUT: { status: 0, description: 'Connections still open at `drain_timeout` were closed.' },
+  ZL_ACCESS_LOG_WRITE: {
+    status: 0,
+    description:
+      'The access log could not be written (disk full, a removed directory, a closed pipe). Its lines wait in a bounded buffer and are retried; beyond 8 MiB they are dropped and counted. Logged at most once every 10 s; serving goes on.',
+  },
   // worker processes (`workers` > 1)
   ZL_WORKERS_UNAVAILABLE: {
     status: 0,

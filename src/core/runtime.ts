@@ -109,8 +109,12 @@ export class Runtime {
 
   /** With workers, every process writes whole lines per write to the shared output (logger.ts). */
   private openAccessLog(target: string): AccessLog {
-    if (this.role === 'single') return createAccessLog(target);
-    return createAccessLog(target, this.role === 'worker' ? { worker: this.options.workerIndex ?? 0 } : {});
+    if (this.role === 'single') return createAccessLog(target, this.log);
+    return createAccessLog(
+      target,
+      this.log,
+      this.role === 'worker' ? { worker: this.options.workerIndex ?? 0 } : {},
+    );
   }
 
   /** Runs the data plane (upstreams, listeners) in this process: not the primary of workers. */
@@ -312,7 +316,9 @@ export class Runtime {
     if (next.log.access !== this.config.log.access) {
       const old = this.accessLog;
       this.accessLog = this.openAccessLog(next.log.access);
-      old.close();
+      void old.close();
+    } else {
+      this.accessLog.reopen(); // after logrotate moved the file: SIGHUP (or POST /reload) opens it anew
     }
     if (this.runsServices && next.admin.listen !== this.config.admin.listen) {
       await this.admin.rebind(next.admin.listen, next.admin.token);
@@ -418,7 +424,7 @@ export class Runtime {
       existingPool(up)?.close();
     }
     await this.admin.close();
-    this.accessLog.close();
+    await this.accessLog.close();
   }
 
   /** `GET /stats`: this process's, with (primary) the workers' listeners and upstreams merged in. */

@@ -224,6 +224,16 @@ export const metrics = {
     'Worker processes started again after an unexpected exit, by exit reason (code or signal).',
     ['reason'],
   ),
+  accessLogErrors: counter(
+    'zipline_access_log_errors_total',
+    'Failed writes to the access log (disk full, closed pipe, ...); the lines are kept and retried.',
+    [],
+  ),
+  accessLogDropped: counter(
+    'zipline_access_log_dropped_total',
+    'Access log lines dropped because 8 MiB were already waiting to be written.',
+    [],
+  ),
   internalErrors: counter(
     'zipline_internal_errors_total',
     'Uncaught exceptions (bugs); each is logged with its stack.',

@@ -35,7 +35,12 @@ export async function startRuntime(
     ...(opts.lookup ? { lookup: opts.lookup } : {}),
   });
   const access: AccessLine[] = [];
-  rt.accessLog = { enabled: true, write: (e) => access.push(e), close() {} };
+  rt.accessLog = {
+    enabled: true,
+    write: (e) => access.push(e),
+    reopen() {},
+    close: () => Promise.resolve(),
+  };
   await rt.start();
   return {
     rt,

@@ -1,10 +1,12 @@
 /** The real `zipline run` process: reload under load (SIGHUP, POST /reload) and graceful drain. */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { closed, closeServer, dial, port, readAll, tcpEcho } from '../helpers/net.js';
+import { closed, closeServer, dial, port, readAll, tcpEcho, until } from '../helpers/net.js';
 import { spawnZipline } from '../helpers/zipline.js';
 
 function config(a: number, b: number, balance: string, extraListener = ''): string {
@@ -128,6 +130,57 @@ describe('lifecycle', () => {
       assert.deepEqual(ok.upstreams.changed, ['up']);
     } finally {
       await z.stop();
+      await closeServer(a);
+      await closeServer(b);
+    }
+  });
+
+  test('access log file: a reload after logrotate moved it writes to a new file; a failing destination is counted, never an internal error', async () => {
+    const a = await tcpEcho();
+    const b = await tcpEcho();
+    const dir = mkdtempSync(join(tmpdir(), 'zl-access-'));
+    const file = join(dir, 'access.log');
+    const yaml = config(port(a), port(b), 'round_robin').replace(
+      'log: { access: off }',
+      `log: { access: ${file} }`,
+    );
+    const z = await spawnZipline(yaml);
+    const oneConnection = async (text: string): Promise<void> => {
+      const c = await dial(await z.listener('main'));
+      c.end(text);
+      await readAll(c);
+    };
+    const lines = (f: string): number => (existsSync(f) ? readFileSync(f, 'utf8').split('\n').length - 1 : 0);
+    try {
+      await oneConnection('before');
+      await until(() => lines(file) === 1, 'the first line');
+      renameSync(file, `${file}.1`); // what logrotate does
+      z.proc.kill('SIGHUP');
+      await z.waitForLog(/"msg":"config reloaded"/);
+      await oneConnection('after');
+      await until(() => lines(file) === 1, 'a line in the new file');
+      assert.equal(lines(`${file}.1`), 1, 'the rotated file kept its line and got no more');
+    } finally {
+      await z.stop();
+    }
+    // /dev/full fails every write with ENOSPC: counted, reported once, the proxy goes on
+    const full = await spawnZipline(
+      config(port(a), port(b), 'round_robin').replace('log: { access: off }', 'log: { access: /dev/full }'),
+    );
+    try {
+      for (let i = 0; i < 20; i++) {
+        const c = await dial(await full.listener('main'));
+        c.end('x');
+        assert.equal((await readAll(c)).toString(), 'x');
+      }
+      const text = async (): Promise<string> => (await fetch(`${full.admin}metrics`)).text();
+      await until(async () => /zipline_access_log_errors_total [1-9]/.test(await text()), 'errors counted');
+      assert.match(await text(), /zipline_internal_errors_total 0/);
+      await full.waitForLog(/ZL_ACCESS_LOG_WRITE/);
+      // the drain gives up on the lines a full disk will not take (it used to retry them forever)
+      assert.equal(await full.stop(), 0);
+    } finally {
+      await full.stop();
       await closeServer(a);
       await closeServer(b);
     }
