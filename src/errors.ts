@@ -27,7 +27,7 @@ export const ERROR_CATALOG = {
   ZL_ACCESS_LOG_WRITE: {
     status: 0,
     description:
-      'The access log could not be written (disk full, a removed directory, a closed pipe). Its lines wait in a bounded buffer and are retried; beyond 8 MiB they are dropped and counted. Logged at most once every 10 s; serving goes on.',
+      'The access log could not be written (disk full, a removed directory, a closed pipe). Its lines wait in a bounded buffer and are retried; beyond 8 MiB they are dropped and counted (`zipline_log_dropped_total`). Logged at most once every 10 s; serving goes on.',
   },
   // worker processes (`workers` > 1)
   ZL_WORKERS_UNAVAILABLE: {

@@ -16,8 +16,19 @@ export function createLogger(level: string, bindings: Record<string, unknown> = 
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     },
-    pino.destination({ dest: 2, sync: true }),
+    processLogDestination(),
   );
+}
+
+/**
+ * stderr, written synchronously. A failing stderr (a full disk behind a redirect) is counted, not
+ * thrown into whatever code was logging; what it has not taken waits, up to 1 MiB.
+ */
+function processLogDestination(): ReturnType<typeof pino.destination> {
+  const dest = pino.destination({ dest: 2, sync: true, maxLength: 1024 * 1024 });
+  dest.on('error', () => metrics.logWriteErrors.labels('process').inc());
+  dest.on('drop', () => metrics.logDropped.labels('process').inc());
+  return dest;
 }
 
 export interface AccessLog {
@@ -83,7 +94,7 @@ export function createAccessLog(
   });
   stream.on('error', (err: NodeJS.ErrnoException) => {
     failing = true;
-    metrics.accessLogErrors.inc();
+    metrics.logWriteErrors.labels('access').inc();
     const now = Date.now();
     if (now - reportedAt < REPORT_EVERY_MS) return;
     reportedAt = now;
@@ -92,7 +103,7 @@ export function createAccessLog(
       'cannot write the access log; its lines wait (up to 8 MiB) and are retried',
     );
   });
-  stream.on('drop', () => metrics.accessLogDropped.inc());
+  stream.on('drop', () => metrics.logDropped.labels('access').inc());
   const prefix = shared?.worker !== undefined ? `{"worker":${shared.worker},` : null;
   let closed = false;
   return {

@@ -224,15 +224,15 @@ export const metrics = {
     'Worker processes started again after an unexpected exit, by exit reason (code or signal).',
     ['reason'],
   ),
-  accessLogErrors: counter(
-    'zipline_access_log_errors_total',
-    'Failed writes to the access log (disk full, closed pipe, ...); the lines are kept and retried.',
-    [],
+  logWriteErrors: counter(
+    'zipline_log_write_errors_total',
+    'Failed writes to a log (`access` or `process`: disk full, closed pipe, ...); the lines are kept and retried.',
+    ['log'],
   ),
-  accessLogDropped: counter(
-    'zipline_access_log_dropped_total',
-    'Access log lines dropped because 8 MiB were already waiting to be written.',
-    [],
+  logDropped: counter(
+    'zipline_log_dropped_total',
+    'Log lines dropped because the buffer in front of a slow or failing destination was full (access log 8 MiB, process log 1 MiB).',
+    ['log'],
   ),
   internalErrors: counter(
     'zipline_internal_errors_total',

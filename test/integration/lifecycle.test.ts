@@ -174,7 +174,10 @@ describe('lifecycle', () => {
         assert.equal((await readAll(c)).toString(), 'x');
       }
       const text = async (): Promise<string> => (await fetch(`${full.admin}metrics`)).text();
-      await until(async () => /zipline_access_log_errors_total [1-9]/.test(await text()), 'errors counted');
+      await until(
+        async () => /zipline_log_write_errors_total\{log="access"\} [1-9]/.test(await text()),
+        'errors counted',
+      );
       assert.match(await text(), /zipline_internal_errors_total 0/);
       await full.waitForLog(/ZL_ACCESS_LOG_WRITE/);
       // the drain gives up on the lines a full disk will not take (it used to retry them forever)
