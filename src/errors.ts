@@ -161,7 +161,8 @@ export const ERROR_CATALOG = {
   },
   ZL_TLS_CONFIG: {
     status: 0,
-    description: 'A certificate or key of an https listener could not be read or does not match.',
+    description:
+      "A certificate or key of an https listener or the tunnel relay could not be read or does not match, or the relay's `state_dir` is not writable for its `tls: auto` certificate.",
   },
   // shared memory
   ZL_SHM_UNAVAILABLE: {

@@ -47,18 +47,28 @@ export function normalizeFingerprint(text: string): string | null {
 }
 
 /** The relay's certificate: files as configured, or `auto` (load, else create and store). */
+/** A file step of the relay's TLS set-up; its failure is a coded start-up error, not a bug. */
+function step<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new ZiplineError('ZL_TLS_CONFIG', `tunnel relay: ${what}: ${code}`, { cause: err });
+  }
+}
+
 export async function relayTls(
   tls: 'auto' | { cert: string; key: string; ciphers: string },
   stateDir: string,
   ciphers: string,
 ): Promise<RelayTls> {
   if (tls !== 'auto') {
-    const cert = readFileSync(tls.cert);
+    const cert = step(`cannot read the certificate ${tls.cert}`, () => readFileSync(tls.cert));
     return {
-      key: readFileSync(tls.key),
+      key: step(`cannot read the key ${tls.key}`, () => readFileSync(tls.key)),
       cert,
       ciphers: tls.ciphers,
-      fingerprint: fingerprintOf(cert),
+      fingerprint: step(`${tls.cert} is not a PEM certificate`, () => fingerprintOf(cert)),
       certPath: tls.cert,
       created: false,
     };
@@ -66,12 +76,12 @@ export async function relayTls(
   const certPath = join(stateDir, 'relay-cert.pem');
   const keyPath = join(stateDir, 'relay-key.pem');
   if (existsSync(certPath) && existsSync(keyPath)) {
-    const cert = readFileSync(certPath);
+    const cert = step(`cannot read ${certPath}`, () => readFileSync(certPath));
     return {
-      key: readFileSync(keyPath),
+      key: step(`cannot read ${keyPath}`, () => readFileSync(keyPath)),
       cert,
       ciphers,
-      fingerprint: fingerprintOf(cert),
+      fingerprint: step(`${certPath} is not a PEM certificate`, () => fingerprintOf(cert)),
       certPath,
       created: false,
     };
@@ -85,10 +95,15 @@ export async function relayTls(
     notBeforeDate: new Date(now.getTime() - 3600_000),
     notAfterDate: new Date(now.getTime() + 20 * 365 * 86400_000),
   });
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  writeFileSync(keyPath, pems.private, { mode: 0o600 });
-  chmodSync(keyPath, 0o600);
-  writeFileSync(certPath, pems.cert);
+  step(
+    `cannot keep its certificate in state_dir ${stateDir} (set tunnel.relay.state_dir to a writable directory)`,
+    () => {
+      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+      writeFileSync(keyPath, pems.private, { mode: 0o600 });
+      chmodSync(keyPath, 0o600);
+      writeFileSync(certPath, pems.cert);
+    },
+  );
   return {
     key: pems.private,
     cert: pems.cert,

@@ -101,6 +101,34 @@ listeners: [{ protocol: tcp, listen: 127.0.0.1:${p}, upstream: a }]
     );
   });
 
+  test('a tunnel relay whose certificate cannot be kept or read is exit 3 with ZL_TLS_CONFIG, not an internal error', async () => {
+    const relay = (tls: string): string =>
+      writeConfig(`
+admin: { listen: 127.0.0.1:0 }
+tunnel:
+  relay:
+    listen: 127.0.0.1:0
+    ${tls}
+    tokens: ["0123456789abcdef0123456789abcdef"]
+    allow: ["127.0.0.1:*"]
+`);
+    // a state_dir under a file cannot be created, even by root
+    const auto = await runCli(['run', '-c', relay('tls: auto\n    state_dir: /dev/null/zipline')]);
+    assert.equal(auto.code, 3);
+    assert.match(auto.stderr, /ZL_TLS_CONFIG/);
+    assert.match(auto.stderr, /cannot keep its certificate in state_dir \/dev\/null\/zipline/);
+    const files = await runCli([
+      'run',
+      '-c',
+      relay('tls: { cert: /nonexistent/relay.crt, key: /nonexistent/relay.key }'),
+    ]);
+    assert.equal(files.code, 3);
+    assert.match(
+      files.stderr,
+      /ZL_TLS_CONFIG.*cannot read the certificate \/nonexistent\/relay\.crt: ENOENT|cannot read the certificate \/nonexistent\/relay\.crt: ENOENT.*ZL_TLS_CONFIG/,
+    );
+  });
+
   test('version, help, and usage errors', async () => {
     const v = await runCli(['version']);
     assert.equal(v.code, 0);
