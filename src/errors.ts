@@ -63,6 +63,11 @@ export const ERROR_CATALOG = {
     status: 502,
     description: 'Connecting failed for another reason (unreachable, DNS).',
   },
+  ZL_LOCAL_EXHAUSTED: {
+    status: 503,
+    description:
+      'zipline itself ran out of something connecting upstream: file descriptors (EMFILE, ENFILE: raise `ulimit -n` / LimitNOFILE), local ports (EADDRNOTAVAIL: widen net.ipv4.ip_local_port_range, keep upstream connections alive) or kernel buffers (ENOBUFS, ENOMEM). Not held against the server: no passive-health or circuit-breaker failure, no retry.',
+  },
   ZL_UPSTREAM_RESET: { status: 502, description: 'The server reset an established connection.' },
   ZL_UPSTREAM_BAD_RESPONSE: {
     status: 502,
@@ -300,9 +305,18 @@ export function isZiplineError(err: unknown): err is ZiplineError {
 }
 
 /** The one mapping from a socket-level error of an upstream connect to a coded failure. */
+/** errno codes of a shortage on zipline's side (descriptors, local ports, kernel memory). */
+const LOCAL_EXHAUSTION = new Set(['EMFILE', 'ENFILE', 'EADDRNOTAVAIL', 'ENOBUFS', 'ENOMEM']);
+
+/** Whether a socket failed for want of something local, which says nothing about its peer. */
+export function isLocalExhaustion(errno: string | undefined): boolean {
+  return errno !== undefined && LOCAL_EXHAUSTION.has(errno);
+}
+
 export function upstreamConnectCode(err: NodeJS.ErrnoException | undefined): ErrorCode {
   if (err === undefined) return 'ZL_UPSTREAM_CONNECT_FAILED';
   if (isZiplineError(err)) return err.code;
+  if (isLocalExhaustion(err.code)) return 'ZL_LOCAL_EXHAUSTED';
   switch (err.code) {
     case 'ECONNREFUSED':
       return 'ZL_UPSTREAM_CONNECT_REFUSED';

@@ -3,8 +3,10 @@
  * an `http` GET bounded by `timeout`. `fall` consecutive failures take an endpoint out of
  * rotation, `rise` consecutive passes bring it back. At most one check per endpoint is in flight.
  */
+
 import { request } from 'node:http';
 import { connect } from 'node:net';
+import { isLocalExhaustion } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
@@ -52,6 +54,12 @@ export class HealthChecker {
 
   private record(e: Endpoint, error: string | null): void {
     const { rise, fall } = this.settings;
+    // the check could not even open its socket (zipline out of descriptors or ports): it says
+    // nothing about the server, so it neither passes nor fails
+    if (error !== null && isLocalExhaustion(error)) {
+      e.lastCheckError = error;
+      return;
+    }
     if (error === null) {
       this.passCounter.inc();
       e.checkPasses++;

@@ -227,6 +227,14 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     const now = Date.now();
     this.dropConnection();
     this.lastCode = code;
+    if (code === 'ZL_LOCAL_EXHAUSTED') {
+      // zipline's own descriptors or ports ran out: no verdict on the server, no retry into the
+      // same wall
+      this.account.abandon();
+      this.account.release();
+      this.fail(code);
+      return;
+    }
     if (stale && !this.staleRetried && this.replayableRequest() && e !== null) {
       this.staleRetried = true;
       this.account.release();

@@ -119,8 +119,14 @@ export class Dial {
     socket.destroy();
     this.socket = null;
     this.upstream.release(e);
-    e.recordFailure(Date.now());
     metrics.upstreamConnectFailures.labels(this.upstream.name, e.address, code).inc();
+    if (code === 'ZL_LOCAL_EXHAUSTED') {
+      // our own descriptors or ports ran out: not the server's failure, and any retry now would
+      // hit the same wall
+      this.fail(code);
+      return;
+    }
+    e.recordFailure(Date.now());
     this.lastCode = code;
     this.state = 'picking';
     this.next();

@@ -1,0 +1,112 @@
+/**
+ * zipline itself out of file descriptors (a running process's soft limit lowered with prlimit):
+ * the upstream connect that fails for it is ZL_LOCAL_EXHAUSTED, never held against the server
+ * (passive health, circuit breaker) and never retried; once descriptors are back, traffic flows
+ * at once. HTTP and TCP, in a real zipline process.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { after, describe, test } from 'node:test';
+import { have } from '../helpers/daemons.js';
+import { KeepAliveClient, testPeers } from '../helpers/http.js';
+import { closeServer, dial, port, readAll, tcpEcho, until } from '../helpers/net.js';
+import { spawnZipline } from '../helpers/zipline.js';
+
+const peers = testPeers();
+after(() => peers.cleanup());
+
+/** Sets a running process's soft descriptor limit (the hard one stays, so it can go back up). */
+function prlimit(pid: number, n: number): void {
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${n}:`]);
+}
+
+function softLimit(pid: number): number {
+  return Number(/Max open files\s+(\d+)/.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))?.[1]);
+}
+
+/**
+ * A new descriptor takes the lowest free number, which must be under the limit: with the limit at
+ * the count of open ones, only as many as are open above that count can still be made.
+ */
+function exhaust(pid: number): void {
+  prlimit(pid, readdirSync(`/proc/${pid}/fd`).length);
+}
+
+function config(server: string, listener: string): string {
+  return `
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 2s
+upstreams:
+  app:
+    servers: [${server}]
+listeners:
+  - { name: web, protocol: ${listener}, listen: 127.0.0.1:0, upstream: app }
+`;
+}
+
+type ServerStats = { failures: number; state: string };
+type UpstreamStats = { circuit?: { state: string; opened: number }; servers: ServerStats[] };
+
+describe('local exhaustion', {
+  skip: process.platform === 'linux' && have('prlimit') ? false : 'needs Linux and prlimit (util-linux)',
+}, () => {
+  test('zipline out of descriptors: 503 ZL_LOCAL_EXHAUSTED, the server not blamed (breaker closed, no passive failure), served again at once', async () => {
+    const o = await peers.origin();
+    const z = await spawnZipline(config(o.address, 'http'));
+    const pid = z.proc.pid as number;
+    const clients: KeepAliveClient[] = [];
+    try {
+      const addr = await z.listener('web');
+      for (let i = 0; i < 8; i++) clients.push(await KeepAliveClient.open(addr));
+      await until(async () => (await z.stats()).listeners.web?.active === 8, 'the 8 clients accepted');
+      const soft = softLimit(pid);
+      exhaust(pid);
+      const answers = await Promise.all(clients.map((c) => c.send('GET /x HTTP/1.1\r\nHost: a\r\n\r\n')));
+      const exhausted = answers.filter(
+        (r) => r.status === 503 && r.headers.get('x-zipline-error')?.[0] === 'ZL_LOCAL_EXHAUSTED',
+      );
+      assert.ok(exhausted.length > 0, `statuses: ${answers.map((r) => r.status).join(' ')}`);
+      for (const c of clients) c.close();
+      prlimit(pid, soft);
+      assert.equal((await fetch(`http://${addr}/after`)).status, 200);
+      const app = (await z.stats()).upstreams.app as unknown as UpstreamStats;
+      assert.deepEqual(app.circuit, { state: 'closed', opened: 0 });
+      assert.equal(app.servers[0]?.failures, 0, 'no passive-health failure');
+      assert.equal(app.servers[0]?.state, 'up');
+    } finally {
+      for (const c of clients) c.close();
+      await z.stop();
+    }
+  });
+
+  test('tcp: a connection whose upstream connect finds no descriptor is closed, the server not blamed, the next one served', async () => {
+    const echo = await tcpEcho();
+    const z = await spawnZipline(config(`127.0.0.1:${port(echo)}`, 'tcp'));
+    const pid = z.proc.pid as number;
+    try {
+      const addr = await z.listener('web');
+      const soft = softLimit(pid);
+      exhaust(pid);
+      // each accepted connection takes a descriptor; its upstream connect then finds none
+      for (let i = 0; i < 4; i++) {
+        const c = await dial(addr).catch(() => null);
+        if (c === null) continue;
+        c.end('x');
+        await readAll(c).catch(() => null);
+      }
+      prlimit(pid, soft);
+      const ok = await dial(addr);
+      ok.end('served');
+      assert.equal((await readAll(ok)).toString(), 'served');
+      const text = await (await fetch(`${z.admin}metrics`)).text();
+      assert.match(text, /zipline_upstream_connect_failures_total\{[^}]*code="ZL_LOCAL_EXHAUSTED"\} [1-9]/);
+      const app = (await z.stats()).upstreams.app as unknown as UpstreamStats;
+      assert.equal(app.servers[0]?.failures, 0, 'no passive-health failure');
+      assert.equal(app.servers[0]?.state, 'up');
+    } finally {
+      await z.stop();
+      await closeServer(echo);
+    }
+  });
+});
