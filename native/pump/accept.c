@@ -21,11 +21,16 @@
 #include <unistd.h>
 
 #define ACCEPT_BATCH 256
+/* out of descriptors or memory: stop watching the socket this long (nginx waits 500 ms). The
+   socket stays readable while connections wait, so watching it meanwhile would spin the thread;
+   libuv, which watches it too, meanwhile accepts and closes them with its spare descriptor. */
+#define ACCEPT_PAUSE_MS 250
 
 typedef struct acceptor {
   uint32_t lid;
   int fd; /* our dup of the listening socket */
   tag_t tag;
+  uint64_t paused_until; /* 0: watched */
   struct acceptor *next;
 } acceptor_t;
 
@@ -92,6 +97,20 @@ void accept_event(tag_t *t) {
       continue;
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
-    return; /* EAGAIN (drained; or libuv took it), EMFILE (libuv's own handling applies), ... */
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      struct epoll_event ev = {.events = 0, .data.ptr = &a->tag};
+      epoll_ctl(pump_ep, EPOLL_CTL_MOD, a->fd, &ev);
+      a->paused_until = pump_now_ms() + ACCEPT_PAUSE_MS;
+    }
+    return; /* EAGAIN: drained (or libuv took it) */
+  }
+}
+
+void accept_sweep(uint64_t now) {
+  for (acceptor_t *a = acceptors; a != NULL; a = a->next) {
+    if (a->paused_until == 0 || now < a->paused_until) continue;
+    a->paused_until = 0;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &a->tag};
+    epoll_ctl(pump_ep, EPOLL_CTL_MOD, a->fd, &ev);
   }
 }

@@ -264,6 +264,7 @@ static void *loop(void *arg) {
       sweep_idle();
       udp_sweep(now);
       body_sweep(now);
+      accept_sweep(now);
       free_dead();
       last_sweep = now;
     }

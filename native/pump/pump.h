@@ -71,6 +71,7 @@ int udp_counters(uint32_t lid, double out[9]);
 /* accept.c */
 void accept_command(cmd_t *m);
 void accept_event(tag_t *t);
+void accept_sweep(uint64_t now); /* watches again the sockets paused for want of descriptors */
 
 /* body.c */
 void body_command(cmd_t *m);

@@ -7,10 +7,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { have } from '../helpers/daemons.js';
 import { KeepAliveClient, testPeers } from '../helpers/http.js';
-import { closeServer, dial, port, readAll, tcpEcho, until } from '../helpers/net.js';
+import { closeServer, dial, port, readAll, splitAddress, tcpEcho, until } from '../helpers/net.js';
 import { spawnZipline } from '../helpers/zipline.js';
 
 const peers = testPeers();
@@ -76,6 +77,38 @@ describe('local exhaustion', {
       assert.equal(app.servers[0]?.state, 'up');
     } finally {
       for (const c of clients) c.close();
+      await z.stop();
+    }
+  });
+
+  test('connections waiting to be accepted while descriptors are out do not spin the process (they are closed, as libuv does)', async () => {
+    const o = await peers.origin();
+    const z = await spawnZipline(config(o.address, 'http'));
+    const pid = z.proc.pid as number;
+    const waiting: Socket[] = [];
+    try {
+      const addr = await z.listener('web');
+      const soft = softLimit(pid);
+      exhaust(pid);
+      const ticks = (): number => {
+        const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+        return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks (1/100 s)
+      };
+      const [host, p] = splitAddress(addr);
+      for (let i = 0; i < 8; i++) {
+        const c = connect(p, host);
+        c.on('error', () => {});
+        waiting.push(c);
+      }
+      // the native acceptor used to retry accept4 on EMFILE in a loop: two threads at 100 %
+      const before = ticks();
+      await new Promise((r) => setTimeout(r, 1000)); // a measuring window, not a synchronisation
+      const used = ticks() - before;
+      assert.ok(used < 50, `${used} ticks of CPU in 1 s with descriptors out`);
+      prlimit(pid, soft);
+      assert.equal((await fetch(`http://${addr}/after`)).status, 200);
+    } finally {
+      for (const c of waiting) c.destroy();
       await z.stop();
     }
   });
