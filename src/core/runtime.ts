@@ -109,12 +109,8 @@ export class Runtime {
 
   /** With workers, every process writes whole lines per write to the shared output (logger.ts). */
   private openAccessLog(target: string): AccessLog {
-    if (this.role === 'single') return createAccessLog(target, this.log);
-    return createAccessLog(
-      target,
-      this.log,
-      this.role === 'worker' ? { worker: this.options.workerIndex ?? 0 } : {},
-    );
+    const shared = this.role === 'worker' ? { worker: this.options.workerIndex ?? 0 } : {};
+    return createAccessLog(target, this.log, this.role === 'single' ? undefined : shared);
   }
 
   /** Runs the data plane (upstreams, listeners) in this process: not the primary of workers. */

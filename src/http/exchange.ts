@@ -227,23 +227,18 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     const now = Date.now();
     this.dropConnection();
     this.lastCode = code;
-    if (code === 'ZL_LOCAL_EXHAUSTED') {
-      // zipline's own descriptors or ports ran out: no verdict on the server, no retry into the
-      // same wall
-      this.account.abandon();
-      this.account.release();
-      this.fail(code);
-      return;
-    }
     if (stale && !this.staleRetried && this.replayableRequest() && e !== null) {
       this.staleRetried = true;
       this.account.release();
       this.connectTo(e, true); // not an attempt of the retry policy, nor a retry
       return;
     }
-    if (kind !== 'status') this.account.judge(false, now);
+    // zipline's own descriptors or ports ran out: no verdict on the server, no retry into that wall
+    const local = code === 'ZL_LOCAL_EXHAUSTED';
+    if (local) this.account.abandon();
+    else if (kind !== 'status') this.account.judge(false, now);
     this.account.release();
-    if (this.mayRetry(kind)) {
+    if (!local && this.mayRetry(kind)) {
       this.account.enterRetry();
       this.attempt();
       return;
