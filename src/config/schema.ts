@@ -209,7 +209,7 @@ const cidr = z.string().refine((s) => parseCidr(s) !== undefined, {
   message: 'expected an IP address or CIDR block (10.0.0.0/8)',
 });
 
-/** Whether OpenSSL can use a TLS 1.2 cipher list (it ignores unknown names while one matches). */
+/** Whether OpenSSL can use a cipher list (it ignores unknown names while one matches). */
 function knownCiphers(list: string): boolean {
   try {
     createSecureContext({ ciphers: list });
@@ -331,7 +331,14 @@ const tunnelRelay = z.strictObject({
   tls: z
     .union([z.enum(['auto', 'off']), z.strictObject({ cert: z.string().min(1), key: z.string().min(1) })])
     .prefault(def('tunnel.relay.tls')),
-  ciphers: z.string().min(1).prefault(def('tunnel.relay.ciphers')),
+  ciphers: z
+    .string()
+    .min(1)
+    .refine((s) => s.split(':').every((n) => n.startsWith('TLS_')) && knownCiphers(s), {
+      message:
+        'expected TLS 1.3 suites OpenSSL knows, e.g. TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256',
+    })
+    .prefault(def('tunnel.relay.ciphers')),
   state_dir: z.string().min(1).prefault(def('tunnel.relay.state_dir')),
   tokens: z.array(tunnelToken).min(1, 'a relay needs at least one token'),
   allow: z.array(allowEntry).prefault([]),

@@ -255,6 +255,23 @@ tunnel:
   agent: { relays: [a:7000], token: "0123456789abcdef", reconnect: { base: 5ms } }
 `).join('\n');
   assert.match(tight, /tunnel\.agent\.reconnect\.base .*at least 10ms/);
+  // the relay speaks TLS 1.3 only: its suites are TLS 1.3 names OpenSSL knows (a bad list was
+  // ZL_INTERNAL 'no cipher match' at start)
+  for (const bad of ['NOPE-CIPHER', 'TLS_FOO', 'ECDHE-RSA-AES128-GCM-SHA256']) {
+    const out = issues(`
+tunnel:
+  relay: { listen: 127.0.0.1:7000, tokens: ["0123456789abcdef"], ciphers: "${bad}" }
+`).join('\n');
+    assert.match(out, /tunnel\.relay\.ciphers .*expected TLS 1\.3 suites/, bad);
+  }
+  const good = loadConfigText(
+    `
+tunnel:
+  relay: { listen: 127.0.0.1:7000, tokens: ["0123456789abcdef"], ciphers: "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256" }
+`,
+    {},
+  );
+  assert.ok(good.ok);
 });
 
 test('http listeners: routes need defined upstreams, https needs a certificate, tls only on https', () => {
