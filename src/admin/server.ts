@@ -104,7 +104,12 @@ export class AdminServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // origin-form only as a path ('//stats' is not the authority `stats`); absolute-form as sent
     const raw = req.url ?? '/';
-    const url = new URL(raw.startsWith('/') ? `http://admin${raw}` : raw, 'http://admin');
+    let url: URL;
+    try {
+      url = new URL(raw.startsWith('/') ? `http://admin${raw}` : raw, 'http://admin');
+    } catch {
+      return sendError(res, 'ZL_ADMIN_BAD_REQUEST', 'the request target is not a URL');
+    }
     const path = url.pathname;
     // HEAD is GET without the body (node:http leaves the body out)
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');

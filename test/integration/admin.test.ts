@@ -7,6 +7,7 @@ import { after, describe, test } from 'node:test';
 import { exposureWarning } from '../../src/admin/auth.js';
 import { answerClientError } from '../../src/admin/client-error.js';
 import { have } from '../helpers/daemons.js';
+import { rawRequest } from '../helpers/http.js';
 import { closeServer, dial, listen, port, refusedPort, tcpEcho, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
@@ -108,6 +109,12 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
       assert.equal((await fetch(`${base}nope`)).headers.get('x-zipline-error'), 'ZL_ADMIN_NOT_FOUND');
       // a path that starts with '//' is a path, not an authority (it was the dashboard at '/')
       assert.equal((await fetch(`${base}/stats`)).status, 404);
+      // an absolute-form target that is no URL is the client's error (it was a 500)
+      const bad = await rawRequest(
+        new URL(base).host,
+        'GET http://[bad HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      );
+      assert.match(bad.data.toString(), /^HTTP\/1\.1 400 /);
       // a known endpoint with another method: 405 and what it takes; HEAD is GET without a body
       const del = await fetch(`${base}reload`, { method: 'DELETE' });
       assert.equal(del.status, 405);
