@@ -12,7 +12,6 @@
  * Malformed requests get a 400 from the HTTP parser's `clientError` hook (a timed-out one a 408),
  * never a crash.
  */
-
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { formatHostPort, parseHostPort } from '../config/units.js';

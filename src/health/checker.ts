@@ -3,7 +3,6 @@
  * an `http` GET bounded by `timeout`. `fall` consecutive failures take an endpoint out of
  * rotation, `rise` consecutive passes bring it back. At most one check per endpoint is in flight.
  */
-
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { isLocalExhaustion } from '../errors.js';
