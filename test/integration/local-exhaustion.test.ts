@@ -27,11 +27,19 @@ function softLimit(pid: number): number {
 }
 
 /**
- * A new descriptor takes the lowest free number, which must be under the limit: with the limit at
- * the count of open ones, only as many as are open above that count can still be made.
+ * Lowers the soft limit so that exactly `n` more descriptors can be made. A new descriptor takes
+ * the lowest free number, which must be under the limit; the open ones need not be contiguous
+ * (a closed one leaves a hole), so the limit is the (n+1)-th free number, not a count.
  */
-function exhaust(pid: number): void {
-  prlimit(pid, readdirSync(`/proc/${pid}/fd`).length);
+function allowNew(pid: number, n: number): void {
+  const open = new Set(readdirSync(`/proc/${pid}/fd`).map(Number));
+  let limit = 0;
+  for (let free = 0; ; limit++) {
+    if (open.has(limit)) continue;
+    if (free === n) break;
+    free++;
+  }
+  prlimit(pid, limit);
 }
 
 function config(server: string, listener: string): string {
@@ -62,7 +70,7 @@ describe('local exhaustion', {
       for (let i = 0; i < 8; i++) clients.push(await KeepAliveClient.open(addr));
       await until(async () => (await z.stats()).listeners.web?.active === 8, 'the 8 clients accepted');
       const soft = softLimit(pid);
-      exhaust(pid);
+      allowNew(pid, 0);
       const answers = await Promise.all(clients.map((c) => c.send('GET /x HTTP/1.1\r\nHost: a\r\n\r\n')));
       const exhausted = answers.filter(
         (r) => r.status === 503 && r.headers.get('x-zipline-error')?.[0] === 'ZL_LOCAL_EXHAUSTED',
@@ -89,7 +97,7 @@ describe('local exhaustion', {
     try {
       const addr = await z.listener('web');
       const soft = softLimit(pid);
-      exhaust(pid);
+      allowNew(pid, 0);
       const ticks = (): number => {
         const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
         return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks (1/100 s)
@@ -120,9 +128,10 @@ describe('local exhaustion', {
     try {
       const addr = await z.listener('web');
       const soft = softLimit(pid);
-      exhaust(pid);
-      // each accepted connection takes a descriptor; its upstream connect then finds none
       for (let i = 0; i < 4; i++) {
+        // one descriptor left: the accepted connection takes it, its upstream connect finds none
+        // (counted again each time: the admin connection of the calls above may have closed since)
+        allowNew(pid, 1);
         const c = await dial(addr).catch(() => null);
         if (c === null) continue;
         c.end('x');
