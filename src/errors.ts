@@ -245,6 +245,11 @@ export const ERROR_CATALOG = {
     description:
       'The relay could not reach the destination (refused, unreachable, timeout: the OPEN_ACK status says which).',
   },
+  ZL_DNS_BUSY: {
+    status: 0,
+    description:
+      'A destination name was not looked up: its client already had 64 lookups waiting, or 1,024 waited in all (docs/TUNNEL.md, "Destination names"). SOCKS5 reply / OPEN_ACK 1, HTTP 502.',
+  },
   ZL_TUNNEL_LIMIT: {
     status: 0,
     description:

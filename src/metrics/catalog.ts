@@ -207,6 +207,17 @@ export const metrics = {
     'DATA bytes offered to zstd (before) and sent (after) by the agent.',
     ['stage'],
   ),
+  destinationLookups: counter(
+    'zipline_destination_lookups_total',
+    "Lookups of names clients asked to reach (relay, socks5, http_proxy): ok, failed (the resolver's answer), shared (joined a lookup of the same name), expired (its caller gave up before it started), busy (refused: too many waiting).",
+    ['result'],
+  ),
+  destinationLookupDuration: histogram(
+    'zipline_destination_lookup_duration_seconds',
+    'Time the system resolver took for a name clients asked to reach.',
+    [],
+    LATENCY_BUCKETS,
+  ),
   // shared memory (issue 5)
   shmMessages: counter('zipline_shm_messages_total', 'Shared-memory messages.', ['bridge', 'direction']),
   // process and config

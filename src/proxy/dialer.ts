@@ -5,13 +5,13 @@
  * (`openStatus`), which is also the MS protocol's OPEN_ACK status.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { lookup } from 'node:dns/promises';
 import { connect, isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type ErrorCode, ZiplineError } from '../errors.js';
 import type { Destination } from '../tunnel/address.js';
 import type { AllowList } from '../tunnel/allow-list.js';
 import { OPEN_STATUS } from '../tunnel/constants.js';
+import { destinationResolver, type NameResolver } from './name-resolver.js';
 
 export type DialError = ZiplineError & { openStatus: number };
 
@@ -71,15 +71,11 @@ export function statusOfErrno(code: string | undefined): number {
 export interface DirectDialerOptions {
   readonly allow: AllowList;
   readonly connectTimeoutMs: number;
-  /** For tests: name resolution. */
-  readonly resolve?: (host: string) => Promise<string>;
+  /** For tests: the process's gate in front of the system resolver otherwise. */
+  readonly resolver?: NameResolver;
 }
 
-async function defaultResolve(host: string): Promise<string> {
-  return (await lookup(host, { verbatim: true })).address;
-}
-
-export class DirectDialer implements Dialer {
+export class DirectDialer {
   constructor(private opts: DirectDialerOptions) {}
 
   update(opts: DirectDialerOptions): void {
@@ -87,10 +83,25 @@ export class DirectDialer implements Dialer {
   }
 
   /**
+   * The dialer one client uses: `client` (a relay's agent, a proxy client's address) is whose
+   * share of name lookups its destinations take (src/proxy/name-resolver.ts).
+   */
+  forClient(client: string): Dialer {
+    return {
+      connectTcp: (dest) => this.connectTcp(dest, client),
+      openUdp: async () => this.openUdp(client),
+    };
+  }
+
+  openUdp(client: string): UdpChannel {
+    return new DirectUdpChannel(this, client);
+  }
+
+  /**
    * The address to use for `dest` once it passes the allow list: names are resolved here and the
    * checked address is what gets dialed.
    */
-  async check(dest: Destination): Promise<string> {
+  async check(dest: Destination, client: string): Promise<string> {
     const { allow } = this.opts;
     if (isIP(dest.host) !== 0) {
       if (!allow.allowsAddress(dest.host, dest.port)) throw notAllowed(dest);
@@ -100,12 +111,17 @@ export class DirectDialer implements Dialer {
     if (!byName && !allow.hasAddressRules) throw notAllowed(dest);
     let address: string;
     try {
-      address = await withTimeout(
-        (this.opts.resolve ?? defaultResolve)(dest.host),
-        this.opts.connectTimeoutMs,
-      );
+      const resolver = this.opts.resolver ?? destinationResolver;
+      address = await resolver.resolve(dest.host, client, this.opts.connectTimeoutMs);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EBUSY') {
+        throw dialError(
+          'ZL_DNS_BUSY',
+          OPEN_STATUS.FAILURE,
+          `${dest.host} not looked up: ${(err as Error).message}`,
+        );
+      }
       throw dialError(
         'ZL_TUNNEL_DIAL_FAILED',
         code === 'ETIMEDOUT' ? OPEN_STATUS.TIMEOUT : OPEN_STATUS.HOST_UNREACHABLE,
@@ -116,8 +132,8 @@ export class DirectDialer implements Dialer {
     return address;
   }
 
-  async connectTcp(dest: Destination): Promise<Socket> {
-    const address = await this.check(dest);
+  async connectTcp(dest: Destination, client: string): Promise<Socket> {
+    const address = await this.check(dest, client);
     return new Promise((resolve, reject) => {
       const socket = connect({ host: address, port: dest.port, allowHalfOpen: true });
       const timer = setTimeout(() => {
@@ -148,10 +164,6 @@ export class DirectDialer implements Dialer {
       });
     });
   }
-
-  async openUdp(): Promise<UdpChannel> {
-    return new DirectUdpChannel(this);
-  }
 }
 
 function notAllowed(dest: Destination): DialError {
@@ -160,22 +172,6 @@ function notAllowed(dest: Destination): DialError {
     OPEN_STATUS.NOT_ALLOWED,
     `${dest.host}:${dest.port} is not on the allow list`,
   );
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
 }
 
 /**
@@ -191,7 +187,10 @@ class DirectUdpChannel implements UdpChannel {
   private closed = false;
   dropped = 0;
 
-  constructor(private readonly dialer: DirectDialer) {}
+  constructor(
+    private readonly dialer: DirectDialer,
+    private readonly client: string,
+  ) {}
 
   send(dest: Destination, data: Buffer): void {
     if (this.closed) return;
@@ -200,7 +199,7 @@ class DirectUdpChannel implements UdpChannel {
       this.sendTo(cached.address, dest.port, data);
       return;
     }
-    this.dialer.check(dest).then(
+    this.dialer.check(dest, this.client).then(
       (address) => {
         if (isIP(dest.host) === 0) {
           if (this.names.size >= 1024) this.names.clear();

@@ -14,9 +14,10 @@ import { serveSocks5 } from './socks5.js';
 
 function handlerFor(cfg: ProxyListenerConfig, dialer: DirectDialer): EntryHandler {
   const opts = { headerTimeoutMs: cfg.timeouts.client_header, idleTimeoutMs: cfg.timeouts.client_idle };
+  // a client's share of name lookups is its address's (src/proxy/name-resolver.ts)
   return cfg.protocol === 'socks5'
-    ? (s, done) => void serveSocks5(s, dialer, opts, done)
-    : (s, done) => void serveHttpProxy(s, dialer, opts, done);
+    ? (s, done) => void serveSocks5(s, dialer.forClient(s.remoteAddress ?? ''), opts, done)
+    : (s, done) => void serveHttpProxy(s, dialer.forClient(s.remoteAddress ?? ''), opts, done);
 }
 
 export class ProxyListener implements Listener {

@@ -51,6 +51,11 @@ export class RelaySession {
     this.sessionId = sessionId;
   }
 
+  /** Whose share of name lookups this session's destinations take: its agent's. */
+  private client(): string {
+    return `agent:${this.agentId}`;
+  }
+
   /** GOAWAY SHUTTING_DOWN; the connection closes when the last stream does. */
   drain(): void {
     this.session.goAway(ERROR.SHUTTING_DOWN, 1000);
@@ -75,10 +80,10 @@ export class RelaySession {
     const started = Date.now();
     stream.info = { kind: req.kind, dest: formatDestination(dest), openedAt: started };
     if (req.kind === OPEN_KIND.UDP) {
-      void this.openUdp(stream);
+      this.openUdp(stream);
       return;
     }
-    this.relay.dialer.connectTcp(dest).then(
+    this.relay.dialer.connectTcp(dest, this.client()).then(
       (socket) => {
         if (stream.destroyed) {
           socket.destroy();
@@ -99,14 +104,8 @@ export class RelaySession {
   }
 
   /** A UDP association: datagrams go where each DATAGRAM says (allow list checked per datagram). */
-  private async openUdp(stream: SessionStream): Promise<void> {
-    let ch: UdpChannel;
-    try {
-      ch = await this.relay.dialer.openUdp();
-    } catch (err) {
-      this.session.answer(stream, statusOf(err));
-      return;
-    }
+  private openUdp(stream: SessionStream): void {
+    const ch = this.relay.dialer.openUdp(this.client());
     if (stream.destroyed || this.session.closed) {
       ch.close();
       return;

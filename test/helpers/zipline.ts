@@ -87,10 +87,18 @@ export function writeConfig(yaml: string): string {
   return file;
 }
 
-/** Runs `bin/zipline.js run -c FILE` and resolves once it has started (admin URL known). */
-export async function spawnZipline(yaml: string, env: NodeJS.ProcessEnv = {}): Promise<ZiplineProcess> {
+/**
+ * Runs `bin/zipline.js run -c FILE` and resolves once it has started (admin URL known). `wrap`: a
+ * command that execs its arguments (same PID), e.g. `unshare -m sh -c '…; exec "$@"' sh`.
+ */
+export async function spawnZipline(
+  yaml: string,
+  env: NodeJS.ProcessEnv = {},
+  wrap: readonly string[] = [],
+): Promise<ZiplineProcess> {
   const configFile = writeConfig(yaml);
-  const proc = spawn(process.execPath, [BIN, 'run', '-c', configFile], {
+  const argv = [...wrap, process.execPath, BIN, 'run', '-c', configFile];
+  const proc = spawn(argv[0] as string, argv.slice(1), {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
