@@ -100,13 +100,45 @@ function editDistance(a: string, b: string): number {
   return prev[b.length] as number;
 }
 
-function knownKeysAt(data: unknown, path: readonly PathSegment[]): string[] {
-  // Known keys are the ones the schema accepts at that object; we recover them from the issue's
-  // context: zod tells us only the unknown ones, so we read the shape by walking the schema.
+/**
+ * The keys the schema accepts at that object; zod tells us only the unknown ones, so we read the
+ * shape by walking the schema.
+ */
+function shapeAt(data: unknown, path: readonly PathSegment[]): Record<string, unknown> {
   let schema: unknown = configSchema;
-  for (const seg of path) schema = childSchema(schema, seg, data);
-  const shape = objectShape(schema);
-  return shape ? Object.keys(shape) : [];
+  let value = data;
+  for (const seg of path) {
+    schema = childSchema(unionMember(schema, value), seg);
+    value = (value as Record<string, unknown> | undefined)?.[seg as string];
+  }
+  return objectShape(unionMember(schema, value)) ?? {};
+}
+
+/** Of a union of objects (a listener by `protocol`), the member whose fields `value` matches. */
+function unionMember(schema: unknown, value: unknown): unknown {
+  const d = (unwrap(schema) as ZodInternals | undefined)?._zod?.def;
+  if (d?.type !== 'union' || typeof value !== 'object' || value === null) return schema;
+  const fields = value as Record<string, unknown>;
+  for (const option of d.options as unknown[]) {
+    const shape = objectShape(option);
+    if (shape === undefined) continue;
+    const matches = Object.entries(shape).every(([k, field]) => {
+      const tag = (unwrap(field) as ZodInternals | undefined)?._zod?.def?.type;
+      if (tag !== 'literal' && tag !== 'enum') return true;
+      return (field as { safeParse(v: unknown): { success: boolean } }).safeParse(fields[k]).success;
+    });
+    if (matches) return option;
+  }
+  return schema;
+}
+
+/** `match.path_prefix` for `path_prefix` written one level too high. */
+function nestedKey(shape: Record<string, unknown>, key: string): string | undefined {
+  for (const [k, child] of Object.entries(shape)) {
+    const inner = objectShape(child);
+    if (inner !== undefined && Object.hasOwn(inner, key)) return `${k}.${key}`;
+  }
+  return undefined;
 }
 
 interface ZodInternals {
@@ -133,7 +165,7 @@ function objectShape(schema: unknown): Record<string, unknown> | undefined {
   return d?.type === 'object' ? (d.shape as Record<string, unknown>) : undefined;
 }
 
-function childSchema(schema: unknown, seg: PathSegment, _data: unknown): unknown {
+function childSchema(schema: unknown, seg: PathSegment): unknown {
   const d = (unwrap(schema) as ZodInternals | undefined)?._zod?.def;
   if (d === undefined) return undefined;
   if (d.type === 'object') return (d.shape as Record<string, unknown>)[String(seg)];
@@ -199,10 +231,14 @@ function addZodIssue(
   // written as a string becomes `{ address }`)
   for (let n = path.length; n >= 1; n--) if (badEnvPaths.has(formatPath(path.slice(0, n)))) return;
   if (issue.code === 'unrecognized_keys') {
-    const known = knownKeysAt(data, path);
+    const shape = shapeAt(data, path);
+    const known = Object.keys(shape);
     for (const key of issue.keys) {
       const renamed = RENAMED_KEYS[key];
-      const guess = renamed !== undefined && known.includes(renamed) ? renamed : closestKey(key, known);
+      const guess =
+        renamed !== undefined && known.includes(renamed)
+          ? renamed
+          : (closestKey(key, known) ?? nestedKey(shape, key));
       at([...path, key], `unknown key "${key}"${guess ? `; did you mean "${guess}"?` : ''}`);
     }
     return;

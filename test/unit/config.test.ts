@@ -76,6 +76,32 @@ test('the four classic mistakes are all reported, with paths and line:col', () =
   );
 });
 
+test('an unknown key inside a listener gets a guess from its protocol, and one level down', () => {
+  const out = issues(`
+upstreams:
+  app:
+    servers: [127.0.0.1:9001]
+    connect: 2s
+listeners:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:0
+    upstrem: app
+    client_header: 5s
+    routes:
+      - { path_prefix: /api, upstream: app }
+  - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: app, routes: [] }
+`);
+  assert.deepEqual(out, [
+    'upstreams.app.connect (line 5:5): unknown key "connect"; did you mean "timeouts.connect"?',
+    'listeners[0].upstrem (line 10:5): unknown key "upstrem"; did you mean "upstream"?',
+    'listeners[0].client_header (line 11:5): unknown key "client_header"; did you mean "timeouts.client_header"?',
+    'listeners[0].routes[0].path_prefix (line 13:11): unknown key "path_prefix"; did you mean "match.path_prefix"?',
+    // routes are http's: a tcp listener has none, and nothing close
+    'listeners[1].routes (line 14:67): unknown key "routes"',
+  ]);
+});
+
 test('a bare number is refused as a duration (its unit cannot be guessed), except 0', () => {
   const out = issues(`
 upstreams:
