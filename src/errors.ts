@@ -59,6 +59,11 @@ export const ERROR_CATALOG = {
     status: 502,
     description: 'The server refused the connection (RST to SYN).',
   },
+  ZL_UPSTREAM_TLS: {
+    status: 502,
+    description:
+      'The TLS handshake with a server (`upstreams.*.tls`) failed: its certificate is not trusted or does not name `server_name`, it asked for a client certificate, or no common protocol. Counted against the server like a refused connect.',
+  },
   ZL_UPSTREAM_CONNECT_FAILED: {
     status: 502,
     description: 'Connecting failed for another reason (unreachable, DNS).',

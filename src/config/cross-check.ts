@@ -103,6 +103,15 @@ function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, 
       );
     }
     if (protocol === 'http' || protocol === 'https') checkHttpListener(listener, i, upstreams, report);
+    else if (typeof listener.upstream === 'string') {
+      const tls = obj(upstreams[listener.upstream])?.tls;
+      if (tls !== undefined && tls !== false) {
+        report(
+          ['listeners', i, 'upstream'],
+          `upstream "${listener.upstream}" has \`tls\`, which HTTP listeners speak to its servers; a ${String(protocol)} listener passes bytes through (TLS included): use an upstream without \`tls\``,
+        );
+      }
+    }
     const listen = normalizeListen(listener.listen);
     const name = typeof listener.name === 'string' ? listener.name : `${String(protocol)}:${String(listen)}`;
     const prev = names.get(name);

@@ -6,6 +6,8 @@
  * Paths use `*` for a map entry (`upstreams.*`) and `[]` for an array element (`listeners[]`).
  */
 
+import { TUNNEL_REFERENCE } from './reference-tunnel.js';
+
 export interface KeyDoc {
   /** The default as a user would write it in YAML; `undefined` when the key is required or unset. */
   readonly default?: string | number | boolean | readonly (string | number)[];
@@ -102,8 +104,29 @@ export const CONFIG_REFERENCE = {
     default: 1000,
     doc: 'Requests per upstream connection before it is retired.',
   },
+  'upstreams.*.tls': {
+    doc: "HTTP listeners speak TLS to the servers (nginx `proxy_pass https://`): `tls: {}` or `tls: true` for the defaults below. Each server's certificate is verified; TLS sessions are resumed; ALPN offers `http/1.1` only. For http/https listeners only (a tcp listener passes TLS through as bytes).",
+  },
+  'upstreams.*.tls.server_name': {
+    doc: "SNI sent and the name the server's certificate must carry. Default: the server's host when it is a name; for an IP address no SNI, and the certificate must name that IP.",
+  },
+  'upstreams.*.tls.verify': {
+    default: true,
+    doc: '`false` accepts any certificate (a test origin with a self-signed one); logged as a warning at start and reload.',
+  },
+  'upstreams.*.tls.ca': {
+    doc: "PEM file of the CAs to trust instead of Node's bundled Mozilla list (a private CA, a self-signed server certificate).",
+  },
+  'upstreams.*.tls.cert': {
+    doc: 'PEM client certificate, for servers that require one (mutual TLS); with `key`.',
+  },
+  'upstreams.*.tls.key': { doc: 'PEM private key of `cert`.' },
+  'upstreams.*.tls.min_version': { default: 'TLSv1.2', doc: '`TLSv1.2` or `TLSv1.3`.' },
   'upstreams.*.timeouts': { doc: 'Upstream-side timeouts.' },
-  'upstreams.*.timeouts.connect': { default: '3s', doc: 'TCP connect to a server.' },
+  'upstreams.*.timeouts.connect': {
+    default: '3s',
+    doc: 'TCP connect to a server (and the TLS handshake, with `tls`).',
+  },
   'upstreams.*.timeouts.response_header': {
     default: '30s',
     doc: 'HTTP: time from request sent to response head received.',
@@ -279,170 +302,7 @@ export const CONFIG_REFERENCE = {
     default: '5s',
     doc: 'socks5/http_proxy: time to connect to a destination (then SOCKS5 reply 6 / HTTP 504).',
   },
-  tunnel: {
-    doc: 'The tunnel (docs/TUNNEL.md): a `relay` (server side), an `agent` (client side), or both in one process.',
-  },
-  'tunnel.relay': { doc: 'Accepts agent sessions and opens their streams to allowed destinations.' },
-  'tunnel.relay.listen': { doc: '`host:port` agents connect to.' },
-  'tunnel.relay.tls': {
-    default: 'auto',
-    doc: '`auto`: TLS 1.3 with a self-signed P-256 certificate created once in `state_dir` and reused (its fingerprint is printed at start and shown in `/stats`); `{ cert, key }`: your files; `off`: plain TCP (loopback tests and benchmarks only: the token proof then relies on a timestamp and nonce).',
-  },
-  'tunnel.relay.tls.cert': { doc: 'PEM certificate (chain) file of the relay.' },
-  'tunnel.relay.tls.key': { doc: 'PEM private key file of the relay.' },
-  'tunnel.relay.ciphers': {
-    default: 'TLS_CHACHA20_POLY1305_SHA256',
-    doc: 'TLS 1.3 suites the relay accepts, in order (OpenSSL names, `:`-separated): e.g. `TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256` where AES-NI makes AES faster.',
-  },
-  'tunnel.relay.state_dir': {
-    default: '.zipline',
-    doc: 'Where `tls: auto` keeps `relay-cert.pem` and `relay-key.pem` (mode 0600), relative to the working directory.',
-  },
-  'tunnel.relay.tokens': {
-    doc: 'Accepted agent tokens (≥ 16 characters; use `${ENV}` or `${file:PATH}`). Agents prove a token with an HMAC bound to the TLS connection; every token is checked in constant time. Several allow rotation.',
-  },
-  'tunnel.relay.allow': {
-    doc: 'Destinations streams may reach: `127.0.0.1:*`, `10.0.0.0/8:5432`, `[fd00::/8]:443`, `db.internal:5432`, `*.internal:443`, ports as `*` or `8000-8099`. Names match names; addresses and CIDRs match what a name resolves to. Empty forwards nothing (OPEN_ACK 2).',
-  },
-  'tunnel.relay.connect_timeout': {
-    default: '5s',
-    doc: 'Time to connect to a destination; then OPEN_ACK 6 (timeout).',
-  },
-  'tunnel.relay.idle_timeout': {
-    default: '10m',
-    doc: 'A TCP stream with no byte either way for this long is closed (both ends).',
-  },
-  'tunnel.relay.udp_idle_timeout': {
-    default: '60s',
-    doc: 'A UDP association with no datagram either way for this long ends.',
-  },
-  'tunnel.relay.max_sessions': {
-    default: 1000,
-    doc: 'Agent sessions at once; more are refused with GOAWAY ENHANCE_YOUR_CALM.',
-  },
-  'tunnel.relay.limits': { doc: 'Per-session caps; both sides apply their own to what they receive.' },
-  'tunnel.relay.limits.max_streams': {
-    default: 1024,
-    doc: 'Streams the peer may have open at once in one session; more OPENs get RST REFUSED_STREAM (counted).',
-  },
-  'tunnel.relay.limits.session_window': {
-    default: '32MiB',
-    doc: 'Connection flow-control window: the most received-but-unread data one session holds (its memory cap). Credit returns as data is consumed.',
-  },
-  'tunnel.relay.limits.stream_window': { default: '256KiB', doc: 'Initial per-stream window.' },
-  'tunnel.relay.limits.max_stream_window': {
-    default: '8MiB',
-    doc: 'A stream whose reader drains its window within one PING interval has it doubled, up to this.',
-  },
-  'tunnel.relay.limits.max_payload': {
-    default: '16KiB',
-    doc: 'Largest DATA/DATAGRAM payload this side accepts (HELLO negotiates the smaller of both; ≤ 64KiB).',
-  },
-  'tunnel.relay.heartbeat': { doc: 'Liveness: a PING every `interval`; any frame counts as alive.' },
-  'tunnel.relay.heartbeat.interval': {
-    default: '2s',
-    doc: 'PING interval; RTT is measured from the replies.',
-  },
-  'tunnel.relay.heartbeat.misses': {
-    default: 3,
-    doc: 'A session with no frame for `interval × misses` is dead (GOAWAY IDLE_TIMEOUT); checked every interval.',
-  },
-  'tunnel.relay.native': {
-    default: 'auto',
-    doc: '`auto` runs sessions on the native tunnel engine when it was built (Linux, at `npm install`): TLS, frames, windows and the bytes of streams to their sockets stay in one native thread, never in JavaScript (docs/TUNNEL.md, "Data path"). `off` runs them in JavaScript, as on Windows and macOS. The wire is the same either way. A reload applies a change to new sessions.',
-  },
-  'tunnel.agent': {
-    doc: 'Connects to relays and carries local entries (forwards, SOCKS5, HTTP proxy) through them.',
-  },
-  'tunnel.agent.id': {
-    doc: 'Agent id sent in HELLO (default: the host name). A new session with the same id replaces the old one on the relay (GOAWAY REPLACED).',
-  },
-  'tunnel.agent.relays': {
-    doc: 'Relays to keep sessions with. New streams go to the best by the adaptive score (docs/TUNNEL.md); a dead relay is skipped at once.',
-  },
-  'tunnel.agent.relays[]': { doc: 'One relay, as `host:port` or an object.' },
-  'tunnel.agent.relays[].address': { doc: '`host:port` of the relay.' },
-  'tunnel.agent.relays[].fingerprint': {
-    doc: "Pin: `sha256:` + SHA-256 of the relay's DER certificate (as `openssl x509 -noout -fingerprint -sha256` prints; colons and case ignored).",
-  },
-  'tunnel.agent.relays[].ca': {
-    doc: 'A CA file to verify the relay against (name checked against `server_name` or the address host). Without `fingerprint` or `ca` the system CAs are used.',
-  },
-  'tunnel.agent.relays[].tls': { default: true, doc: '`false` for a relay with `tls: off`.' },
-  'tunnel.agent.relays[].server_name': {
-    doc: 'SNI and the name verified with `ca` (default: the address host).',
-  },
-  'tunnel.agent.token': {
-    doc: 'The token (≥ 16 characters; use `${ENV}` or `${file:PATH}`); never sent, only proven (HMAC).',
-  },
-  'tunnel.agent.via': {
-    doc: 'Egress proxy to reach relays: `http://[user:pass@]host:port` (CONNECT, basic auth) or `socks5://host:port`. Unset: `HTTPS_PROXY`/`https_proxy` from the environment; `""`: direct. `NO_PROXY` is honoured either way.',
-  },
-  'tunnel.agent.compression': {
-    default: 'none',
-    doc: '`zstd` (level 3, per stream, DATA only, payloads ≥ 256 B, kept when it saves ≥ 10 %, off on streams that do not compress) when both sides have the optional `zstd-napi` module; else `none` with a warning.',
-  },
-  'tunnel.agent.connect_timeout': {
-    default: '10s',
-    doc: 'Dial + TLS + HELLO to a relay; also how long a new local connection waits for some relay to be up before it is refused.',
-  },
-  'tunnel.agent.reconnect': {
-    doc: 'Backoff between attempts to reach a relay: full jitter, doubling from `base` to `max`; reset after 60 s up. A GOAWAY retry-after is honoured, and AUTH_FAILED waits at least 10 s.',
-  },
-  'tunnel.agent.reconnect.base': { default: '500ms', doc: 'First backoff ceiling (≥ 10ms).' },
-  'tunnel.agent.reconnect.max': { default: '30s', doc: 'Backoff ceiling.' },
-  'tunnel.agent.idle_timeout': {
-    default: '10m',
-    doc: 'A forwarded TCP connection with no byte either way for this long is closed.',
-  },
-  'tunnel.agent.forwards': { doc: 'Local ports carried to destinations on the relay side.' },
-  'tunnel.agent.forwards[]': { doc: 'One forward.' },
-  'tunnel.agent.forwards[].listen': { doc: 'Local `host:port` (a bare port binds all interfaces).' },
-  'tunnel.agent.forwards[].to': {
-    doc: 'Destination `host:port`, reached by the relay (must be on its `allow`).',
-  },
-  'tunnel.agent.forwards[].protocol': {
-    default: 'tcp',
-    doc: '`tcp`, or `udp` (one association per local client address, ended after `udp_idle_timeout` of the relay).',
-  },
-  'tunnel.agent.socks5': {
-    doc: 'Local SOCKS5 entry (RFC 1928: CONNECT and UDP ASSOCIATE, no authentication: bind it to loopback). Reply codes are the OPEN_ACK statuses.',
-  },
-  'tunnel.agent.http_proxy': {
-    doc: 'Local HTTP proxy entry: CONNECT, and absolute-form requests (`GET http://host/…`; one request per connection to the origin).',
-  },
-  'tunnel.agent.limits': { doc: 'Per-session caps; both sides apply their own to what they receive.' },
-  'tunnel.agent.limits.max_streams': {
-    default: 1024,
-    doc: 'Streams the peer may have open at once in one session; more OPENs get RST REFUSED_STREAM (counted).',
-  },
-  'tunnel.agent.limits.session_window': {
-    default: '32MiB',
-    doc: 'Connection flow-control window: the most received-but-unread data one session holds (its memory cap). Credit returns as data is consumed.',
-  },
-  'tunnel.agent.limits.stream_window': { default: '256KiB', doc: 'Initial per-stream window.' },
-  'tunnel.agent.limits.max_stream_window': {
-    default: '8MiB',
-    doc: 'A stream whose reader drains its window within one PING interval has it doubled, up to this.',
-  },
-  'tunnel.agent.limits.max_payload': {
-    default: '16KiB',
-    doc: 'Largest DATA/DATAGRAM payload this side accepts (HELLO negotiates the smaller of both; ≤ 64KiB).',
-  },
-  'tunnel.agent.heartbeat': { doc: 'Liveness: a PING every `interval`; any frame counts as alive.' },
-  'tunnel.agent.heartbeat.interval': {
-    default: '2s',
-    doc: 'PING interval; RTT is measured from the replies.',
-  },
-  'tunnel.agent.heartbeat.misses': {
-    default: 3,
-    doc: 'A session with no frame for `interval × misses` is dead (GOAWAY IDLE_TIMEOUT); checked every interval.',
-  },
-  'tunnel.agent.native': {
-    default: 'auto',
-    doc: '`auto` runs sessions on the native tunnel engine when it was built (Linux): TLS, frames, windows and the bytes between local connections and the tunnel stay in one native thread. `off` runs them in JavaScript, as on Windows and macOS. A reload applies a change to the next session with each relay.',
-  },
-
+  ...TUNNEL_REFERENCE,
   shm: {
     doc: 'Shared-memory bridges with C programs (docs/SHM.md). Linux in this build; elsewhere `run` refuses them with `ZL_SHM_UNAVAILABLE`.',
   },

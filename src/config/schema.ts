@@ -82,6 +82,24 @@ const hashKey = z
 
 const retryOn = z.union([z.enum(['connect_failure', 'reset', 'timeout']), count(500, 599)]);
 
+/** TLS to an upstream's servers; `true` is `{}` (every default), `false` none. */
+const originTls = z.preprocess(
+  (v) => (v === true ? {} : v === false ? undefined : v),
+  z
+    .strictObject({
+      server_name: z.string().min(1).optional(),
+      verify: z.boolean().prefault(def('upstreams.*.tls.verify')),
+      ca: z.string().min(1).optional(),
+      cert: z.string().min(1).optional(),
+      key: z.string().min(1).optional(),
+      min_version: z.enum(['TLSv1.2', 'TLSv1.3']).prefault(def('upstreams.*.tls.min_version')),
+    })
+    .refine((t) => (t.cert === undefined) === (t.key === undefined), {
+      message: '`cert` and `key` go together (a client certificate needs its key)',
+    })
+    .optional(),
+);
+
 const upstream = z.strictObject({
   balance: z
     .enum(['round_robin', 'least_conn', 'p2c', 'random', 'hash', 'adaptive'])
@@ -90,6 +108,7 @@ const upstream = z.strictObject({
   resolve_interval: duration.prefault(def('upstreams.*.resolve_interval')),
   servers: z.array(server).min(1, 'an upstream needs at least one server'),
   health_check: healthCheck.optional(),
+  tls: originTls,
   keepalive: z
     .strictObject({
       max_idle: count(0, 100_000).prefault(def('upstreams.*.keepalive.max_idle')),

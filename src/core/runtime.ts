@@ -39,6 +39,7 @@ import { type LookupAll, Upstream } from '../upstream/upstream.js';
 import { ZIPLINE_VERSION } from '../version.js';
 import { WorkerPool, workerCount } from '../workers/pool.js';
 import { type ReloadReport, refused } from './reload-report.js';
+import { reloadUpstreams } from './reload-upstreams.js';
 import { Turns } from './turns.js';
 
 export type RuntimeRole = 'single' | 'primary' | 'worker';
@@ -240,24 +241,9 @@ export class Runtime {
   private async reloadTraffic(next: ValidConfig, report: ReloadReport): Promise<void> {
     const errors = report.errors as string[];
     // upstreams first: listeners look them up by name on every new connection
-    const removedUpstreams: Upstream[] = [];
-    for (const [name, cfg] of Object.entries(next.upstreams)) {
-      const cur = this.upstreams.get(name);
-      if (cur === undefined) {
-        await this.addUpstream(name, cfg).start();
-        report.upstreams.added.push(name);
-      } else if (!same(cur.settings.source, cfg)) {
-        cur.apply(compileUpstream(name, cfg));
-        report.upstreams.changed.push(name);
-      }
-    }
-    for (const [name, up] of this.upstreams) {
-      if (!(name in next.upstreams)) {
-        removedUpstreams.push(up);
-        this.upstreams.delete(name);
-        report.upstreams.removed.push(name);
-      }
-    }
+    const removedUpstreams = await reloadUpstreams(this.upstreams, next.upstreams, report, (n, c) =>
+      this.addUpstream(n, c),
+    );
     // listeners: stop what goes away or moves, then bind what is new
     const wanted = new Map(next.listeners.map((l) => [listenerName(l), l as ListenerConfig]));
     const toStart: ListenerConfig[] = [];

@@ -4,6 +4,7 @@
  * rotation, `rise` consecutive passes bring it back. At most one check per endpoint is in flight.
  */
 import { request } from 'node:http';
+import { request as requestTls } from 'node:https';
 import { connect } from 'node:net';
 import { isLocalExhaustion } from '../errors.js';
 import type { Logger } from '../log/logger.js';
@@ -109,14 +110,16 @@ function checkTcp(e: Endpoint, timeoutMs: number, done: (error: string | null) =
 
 function checkHttp(e: Endpoint, s: HealthSettings, done: (error: string | null) => void): void {
   let finished = false;
-  const req = request({
+  const options = {
     host: e.ip,
     port: e.port,
     path: s.path,
     method: 'GET',
-    agent: false,
+    agent: false as const,
     headers: { host: s.host ?? e.server, 'user-agent': 'zipline-health-check', connection: 'close' },
-  });
+  };
+  // with the upstream's TLS: its trust, names and client certificate, as requests have them
+  const req = s.tls === null ? request(options) : requestTls({ ...s.tls.connectOptions(e), ...options });
   const finish = (error: string | null): void => {
     if (finished) return;
     finished = true;

@@ -386,7 +386,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     }
     (this.reader as ResponseReader).startBody(resp, buf, end);
     // large Content-Length bodies: the rest goes through the native splice pump when it can
-    if (this.state === 'streaming' && this.host.spliceBodies && this.conn !== null) {
+    if (this.state === 'streaming' && this.host.spliceBodies && this.conn !== null && !this.conn.encrypted) {
       const idle = this.upstream.settings.idleTimeoutMs;
       this.spliced = SplicedBody.start(this, this.conn, this.reader as ResponseReader, this.down, idle);
     }

@@ -56,13 +56,16 @@ export class HttpPool implements ConnectionHome {
     const settings = this.upstream.settings;
     const started = performance.now();
     const opened: { conn: UpstreamConnection | null } = { conn: null };
-    const socket: Socket = connectUpstream(e, opened);
+    const tls = settings.tls;
+    const socket: Socket = connectUpstream(e, opened, tls);
+    // with TLS the connection is ready once the handshake is done (in `timeouts.connect`)
+    const ready = tls === null ? 'connect' : 'secureConnect';
     let done = false;
     const finish = (conn: UpstreamConnection | null, code: ErrorCode | null): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      socket.removeListener('connect', onConnect);
+      socket.removeListener(ready, onConnect);
       socket.removeListener('error', onError);
       cb(conn, code);
     };
@@ -79,9 +82,10 @@ export class HttpPool implements ConnectionHome {
     const onError = (err: NodeJS.ErrnoException): void => {
       socket.on('error', noop);
       socket.destroy();
-      finish(null, upstreamConnectCode(err));
+      // a system call's errno is the TCP connect's; anything else is the TLS handshake's
+      finish(null, tls !== null && err.syscall === undefined ? 'ZL_UPSTREAM_TLS' : upstreamConnectCode(err));
     };
-    socket.once('connect', onConnect);
+    socket.once(ready, onConnect);
     socket.once('error', onError);
     const timer = setTimeout(() => {
       socket.on('error', noop);

@@ -12,8 +12,10 @@
  * (docs/dev/HTTP-DATA-PATH.md).
  */
 import { connect, type Socket } from 'node:net';
+import { connect as connectTls, TLSSocket } from 'node:tls';
 import { type ErrorCode, upstreamConnectCode } from '../errors.js';
 import type { Endpoint } from '../upstream/endpoint.js';
+import type { OriginTls } from '../upstream/origin-tls.js';
 
 /** What an exchange must handle while it owns a connection. */
 export interface UpstreamOwner {
@@ -33,9 +35,25 @@ const READ_SCRATCH = Buffer.allocUnsafeSlow(16 * 1024);
 
 /**
  * Opens a socket to `e` whose reads go to the connection made for it (`opened.conn`, set on
- * 'connect'; nothing can be read before).
+ * 'connect'; nothing can be read before). With `tls` the socket is a TLSSocket, ready at
+ * 'secureConnect'; its reads are decrypted chunks ('data'), as Node gives no `onread` for TLS.
  */
-export function connectUpstream(e: Endpoint, opened: { conn: UpstreamConnection | null }): Socket {
+export function connectUpstream(
+  e: Endpoint,
+  opened: { conn: UpstreamConnection | null },
+  tls: OriginTls | null,
+): Socket {
+  if (tls !== null) {
+    const socket = connectTls(tls.connectOptions(e));
+    socket.setNoDelay(true);
+    socket.on('session', (session: Buffer) => tls.remember(e, session));
+    socket.on('data', (chunk: Buffer) => {
+      const conn = opened.conn;
+      if (conn === null) socket.destroy();
+      else conn.onRead(chunk);
+    });
+    return socket;
+  }
   const socket: Socket = connect({
     host: e.ip,
     port: e.port,
@@ -70,11 +88,12 @@ export class UpstreamConnection {
     private readonly home: ConnectionHome,
   ) {
     socket.on('end', () => {
-      if (this.owner !== null) this.owner.onUpstreamEnd(this);
+      // an end after an error (a TLS alert) closes with that error's code, not as a clean end
+      if (this.owner !== null && this.errorCode === null) this.owner.onUpstreamEnd(this);
       else socket.destroy();
     });
     socket.on('error', (err: NodeJS.ErrnoException) => {
-      this.errorCode = err.code === 'ETIMEDOUT' ? 'ZL_UPSTREAM_IDLE_TIMEOUT' : resetCode(err);
+      this.errorCode = err.code === 'ETIMEDOUT' ? 'ZL_UPSTREAM_IDLE_TIMEOUT' : resetCode(err, this.encrypted);
     });
     socket.on('close', () => {
       this.closed = true;
@@ -84,6 +103,11 @@ export class UpstreamConnection {
       owner?.onUpstreamClose(this, this.errorCode ?? 'ZL_UPSTREAM_PREMATURE_CLOSE');
     });
     socket.on('drain', () => this.owner?.onUpstreamDrain(this));
+  }
+
+  /** TLS to the server: no native splice (the bytes on the socket are not the body's). */
+  get encrypted(): boolean {
+    return this.socket instanceof TLSSocket;
   }
 
   /** A spliced body: the native thread reads this socket and JavaScript must not. */
@@ -133,7 +157,12 @@ export class UpstreamConnection {
   }
 }
 
-function resetCode(err: NodeJS.ErrnoException): ErrorCode {
+/**
+ * `encrypted`: an error without a system call is TLS's, e.g. a TLS 1.3 server's alert that it
+ * wanted a client certificate, which comes after the client's handshake has finished.
+ */
+function resetCode(err: NodeJS.ErrnoException, encrypted: boolean): ErrorCode {
   if (err.code === 'ECONNRESET' || err.code === 'EPIPE') return 'ZL_UPSTREAM_RESET';
+  if (encrypted && err.syscall === undefined) return 'ZL_UPSTREAM_TLS';
   return upstreamConnectCode(err);
 }

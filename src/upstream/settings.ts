@@ -3,6 +3,7 @@ import type { BalancePolicy } from '../balancer/index.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { parseHostPort } from '../config/units.js';
 import type { EndpointSettings } from './endpoint.js';
+import { OriginTls } from './origin-tls.js';
 
 export interface ServerSpec {
   /** `host:port` exactly as configured. */
@@ -21,6 +22,8 @@ export interface HealthSettings {
   readonly rise: number;
   readonly fall: number;
   readonly expectStatus: readonly number[];
+  /** `type: http` checks speak TLS when the upstream does. */
+  readonly tls: OriginTls | null;
 }
 
 export interface UpstreamSettings {
@@ -48,6 +51,8 @@ export interface UpstreamSettings {
   readonly retryStatuses: ReadonlySet<number>;
   readonly retryBudget: number;
   readonly breaker: BreakerSettings;
+  /** TLS to the servers (HTTP listeners), or null for plain TCP. */
+  readonly tls: OriginTls | null;
   /** The validated config this was compiled from, for reload diffs. */
   readonly source: UpstreamConfig;
 }
@@ -77,6 +82,7 @@ export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSett
     };
   });
   const hc = cfg.health_check;
+  const tls = cfg.tls === undefined ? null : new OriginTls(name, cfg.tls);
   return Object.freeze({
     name,
     policy: cfg.balance,
@@ -95,6 +101,7 @@ export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSett
             rise: hc.rise,
             fall: hc.fall,
             expectStatus: hc.expect_status,
+            tls,
           }),
     connectTimeoutMs: cfg.timeouts.connect,
     retryAttempts: cfg.retry.attempts,
@@ -118,6 +125,7 @@ export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSett
       windowMs: cfg.circuit_breaker.window,
       openForMs: cfg.circuit_breaker.open_for,
     }),
+    tls,
     source: cfg,
   });
 }

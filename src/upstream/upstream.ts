@@ -63,6 +63,15 @@ export class Upstream {
       metrics.circuitOpen.labels(settings.name).set(state === 'open' ? 1 : 0);
       this.log.warn({ upstream: settings.name, state }, `circuit breaker ${state.replace('_', '-')}`);
     });
+    this.warnUnverified();
+  }
+
+  private warnUnverified(): void {
+    if (this.settings.tls?.verify !== false) return;
+    this.log.warn(
+      { upstream: this.settings.name },
+      'tls.verify is false: any certificate is accepted from its servers (for tests only)',
+    );
   }
 
   /**
@@ -135,7 +144,10 @@ export class Upstream {
     this.rebuildEndpoints();
     if (settings.resolveIntervalMs !== prev.resolveIntervalMs) this.scheduleResolve();
     void this.resolveAll();
-    if (JSON.stringify(settings.health) !== JSON.stringify(prev.health)) this.restartChecker();
+    // a new TLS context (same paths, maybe new files) is a new checker too
+    if (JSON.stringify(settings.health) !== JSON.stringify(prev.health) || settings.tls !== prev.tls)
+      this.restartChecker();
+    this.warnUnverified();
   }
 
   close(): void {

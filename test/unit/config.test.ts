@@ -102,6 +102,24 @@ listeners:
   ]);
 });
 
+test('upstream tls: true is every default; a client certificate needs its key; a tcp listener refuses a tls upstream', () => {
+  const ok = loadConfigText('upstreams:\n  app: { servers: [a.test:443], tls: true }\n', {});
+  assert.ok(ok.ok);
+  assert.deepEqual(ok.config.upstreams.app?.tls, { verify: true, min_version: 'TLSv1.2' });
+  const out = issues(`
+upstreams:
+  app: { servers: [a.test:443], tls: { cert: /x.crt } }
+  plain: { servers: [a.test:443], tls: false }
+listeners:
+  - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: app }
+  - { name: u, protocol: tcp, listen: 127.0.0.1:0, upstream: plain }
+`);
+  assert.deepEqual(out, [
+    'upstreams.app.tls (line 3:33): `cert` and `key` go together (a client certificate needs its key)',
+    'listeners[0].upstream (line 6:52): upstream "app" has `tls`, which HTTP listeners speak to its servers; a tcp listener passes bytes through (TLS included): use an upstream without `tls`',
+  ]);
+});
+
 test('a bare number is refused as a duration (its unit cannot be guessed), except 0', () => {
   const out = issues(`
 upstreams:

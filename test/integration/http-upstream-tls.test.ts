@@ -1,0 +1,239 @@
+/**
+ * TLS from the HTTP proxy to its servers (`upstreams.*.tls`) against real Node https origins:
+ * SNI and certificate names (host names, IP addresses, `server_name`), trust (`ca`, the bundled
+ * roots, `verify: false`), client certificates, keep-alive and session resumption, large bodies
+ * (never spliced natively: the socket carries TLS records), active `http` checks over TLS, and a
+ * reload whose CA file cannot be read.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { TLSSocket } from 'node:tls';
+import { loadConfigText } from '../../src/config/load.js';
+import { closeServer, until } from '../helpers/net.js';
+import { ROOT, startRuntime } from '../helpers/zipline.js';
+
+const TLS = join(ROOT, 'test/fixtures/tls');
+const A_CRT = join(TLS, 'a.crt');
+const BIG = Buffer.alloc(1024 * 1024 + 7, 'zipline-');
+
+interface Seen {
+  sni: string | false;
+  alpn: string | false;
+  reused: boolean;
+  client: string | null;
+}
+
+/** An https origin with a.test's certificate; `mtls` asks for a client certificate signed as b.test. */
+async function origin(mtls = false): Promise<{ server: Server; port: number; handshakes: () => number }> {
+  let handshakes = 0;
+  const server = createServer(
+    {
+      cert: readFileSync(A_CRT),
+      key: readFileSync(join(TLS, 'a.key')),
+      ...(mtls ? { requestCert: true, rejectUnauthorized: true, ca: readFileSync(join(TLS, 'b.crt')) } : {}),
+    },
+    (req, res) => {
+      const s = req.socket as TLSSocket;
+      if (req.url === '/big') {
+        res.end(BIG);
+        return;
+      }
+      if (req.method === 'POST') {
+        const hash = createHash('sha256');
+        req.on('data', (c: Buffer) => hash.update(c));
+        req.on('end', () => res.end(hash.digest('hex')));
+        return;
+      }
+      const peer = s.getPeerCertificate() as { subject?: { CN?: string } };
+      const seen: Seen = {
+        sni: (s as unknown as { servername: string | false }).servername,
+        alpn: s.alpnProtocol ?? false,
+        reused: s.isSessionReused(),
+        client: peer?.subject?.CN ?? null,
+      };
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify(seen));
+    },
+  );
+  server.on('secureConnection', () => handshakes++);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, port: (server.address() as AddressInfo).port, handshakes: () => handshakes };
+}
+
+/** Names the tests give servers resolve to loopback. */
+const lookup = (_host: string, cb: (err: Error | null, addresses: string[]) => void): void =>
+  cb(null, ['127.0.0.1']);
+
+describe('TLS to upstream servers', () => {
+  let plain: Awaited<ReturnType<typeof origin>>;
+  let mutual: Awaited<ReturnType<typeof origin>>;
+  before(async () => {
+    plain = await origin();
+    mutual = await origin(true);
+  });
+  after(async () => {
+    await closeServer(plain.server);
+    await closeServer(mutual.server);
+  });
+
+  function config(upstreams: Record<string, string>, extra = ''): string {
+    const names = Object.keys(upstreams);
+    return `
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 1s
+upstreams:
+${names.map((n) => `  ${n}: ${upstreams[n]}`).join('\n')}
+listeners:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:0
+    routes:
+${names.map((n) => `      - { match: { path_prefix: /${n} }, upstream: ${n} }`).join('\n')}
+${extra}`;
+  }
+
+  test('a server named by host: SNI and the certificate checked by that name, ALPN http/1.1, keep-alive, resumed sessions', async () => {
+    const z = await startRuntime(
+      config({
+        named: `{ servers: [a.test:${plain.port}], tls: { ca: ${A_CRT} } }`,
+        fresh: `{ servers: [a.test:${plain.port}], tls: { ca: ${A_CRT} }, keepalive: { max_requests: 1 } }`,
+      }),
+      { lookup },
+    );
+    try {
+      const base = `http://${z.addr('web')}`;
+      const before = plain.handshakes();
+      const kept: Seen[] = [];
+      for (let i = 0; i < 5; i++) kept.push((await (await fetch(`${base}/named`)).json()) as Seen);
+      assert.deepEqual(kept[0], { sni: 'a.test', alpn: 'http/1.1', reused: false, client: null });
+      assert.equal(plain.handshakes() - before, 1, 'five requests, one TLS connection');
+      // one request per connection: the later handshakes resume the first one's session
+      const fresh: Seen[] = [];
+      for (let i = 0; i < 4; i++) fresh.push((await (await fetch(`${base}/fresh`)).json()) as Seen);
+      assert.ok(
+        fresh.slice(1).some((s) => s.reused),
+        `resumed: ${fresh.map((s) => s.reused).join(' ')}`,
+      );
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('trust and names: a certificate not naming the IP, another server_name, an unknown CA are 502 ZL_UPSTREAM_TLS; server_name and verify: false pass', async () => {
+    const p = plain.port;
+    const z = await startRuntime(
+      config({
+        ip: `{ servers: [127.0.0.1:${p}], tls: { ca: ${A_CRT} } }`,
+        sni: `{ servers: [127.0.0.1:${p}], tls: { ca: ${A_CRT}, server_name: a.test } }`,
+        wrong: `{ servers: [127.0.0.1:${p}], tls: { ca: ${A_CRT}, server_name: b.test } }`,
+        roots: `{ servers: [127.0.0.1:${p}], tls: true }`,
+        unverified: `{ servers: [127.0.0.1:${p}], tls: { verify: false } }`,
+      }),
+    );
+    try {
+      const base = `http://${z.addr('web')}`;
+      const outcome = async (path: string): Promise<string> => {
+        const r = await fetch(`${base}${path}`);
+        await r.arrayBuffer();
+        return `${r.status} ${r.headers.get('x-zipline-error') ?? ''}`.trim();
+      };
+      assert.equal(await outcome('/ip'), '502 ZL_UPSTREAM_TLS');
+      assert.equal(await outcome('/sni'), '200');
+      assert.equal(await outcome('/wrong'), '502 ZL_UPSTREAM_TLS');
+      assert.equal(await outcome('/roots'), '502 ZL_UPSTREAM_TLS');
+      assert.equal(await outcome('/unverified'), '200');
+      const failed = z.access.filter((l) => l.error === 'ZL_UPSTREAM_TLS').length;
+      assert.equal(failed, 3, 'each failure in the access log');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('a server that asks for a client certificate gets tls.cert; without one the handshake fails (502)', async () => {
+    const m = mutual.port;
+    const z = await startRuntime(
+      config({
+        withcert: `{ servers: [a.test:${m}], tls: { ca: ${A_CRT}, cert: ${TLS}/b.crt, key: ${TLS}/b.key } }`,
+        without: `{ servers: [a.test:${m}], tls: { ca: ${A_CRT} } }`,
+      }),
+      { lookup },
+    );
+    try {
+      const base = `http://${z.addr('web')}`;
+      const ok = await fetch(`${base}/withcert`);
+      assert.equal(ok.status, 200);
+      assert.equal(((await ok.json()) as Seen).client, 'b.test');
+      const refused = await fetch(`${base}/without`);
+      await refused.arrayBuffer();
+      assert.equal(refused.status, 502);
+      assert.equal(refused.headers.get('x-zipline-error'), 'ZL_UPSTREAM_TLS');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('1 MiB bodies both ways arrive whole (the response is not handed to the native splice)', async () => {
+    const z = await startRuntime(
+      config({ big: `{ servers: [a.test:${plain.port}], tls: { ca: ${A_CRT} } }` }),
+      {
+        lookup,
+      },
+    );
+    try {
+      const base = `http://${z.addr('web')}`;
+      const down = Buffer.from(await (await fetch(`${base}/big`)).arrayBuffer());
+      assert.equal(down.length, BIG.length);
+      assert.ok(down.equals(BIG));
+      const up = await fetch(`${base}/big/up`, { method: 'POST', body: BIG });
+      assert.equal(await up.text(), createHash('sha256').update(BIG).digest('hex'));
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('an http health check speaks the upstream TLS: up with the right CA, out of rotation with another', async () => {
+    const check =
+      'health_check: { type: http, path: /hc, interval: 200ms, timeout: 150ms, rise: 1, fall: 1 }';
+    const z = await startRuntime(
+      config({
+        good: `{ servers: [a.test:${plain.port}], tls: { ca: ${A_CRT} }, ${check} }`,
+        bad: `{ servers: [a.test:${plain.port}], tls: { ca: ${TLS}/b.crt }, ${check} }`,
+      }),
+      { lookup },
+    );
+    try {
+      const server = (u: string) => z.rt.upstreams.get(u)?.endpoints[0];
+      await until(() => server('bad')?.activeHealthy === false, 'the bad-CA server is out of rotation');
+      assert.equal(server('good')?.activeHealthy, true);
+      assert.equal(server('good')?.lastCheckError, null);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('a reload whose CA file cannot be read is partial: the upstream keeps its previous TLS settings', async () => {
+    const yamlWith = (ca: string) =>
+      config({ app: `{ servers: [a.test:${plain.port}], tls: { ca: ${ca} } }` });
+    const z = await startRuntime(yamlWith(A_CRT), { lookup });
+    try {
+      const next = loadConfigText(yamlWith('/nonexistent/ca.pem'), {});
+      assert.ok(next.ok);
+      const report = await z.rt.reload(next.config);
+      assert.equal(report.result, 'partial');
+      assert.match(
+        report.errors.join('\n'),
+        /upstream app: cannot read TLS CA file \/nonexistent\/ca\.pem: ENOENT; its previous settings stay/,
+      );
+      assert.equal((await fetch(`http://${z.addr('web')}/app`)).status, 200);
+    } finally {
+      await z.stop();
+    }
+  });
+});
