@@ -103,12 +103,12 @@ function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, 
       );
     }
     if (protocol === 'http' || protocol === 'https') checkHttpListener(listener, i, upstreams, report);
-    else if (typeof listener.upstream === 'string') {
+    else if (protocol === 'udp' && typeof listener.upstream === 'string') {
       const tls = obj(upstreams[listener.upstream])?.tls;
       if (tls !== undefined && tls !== false) {
         report(
           ['listeners', i, 'upstream'],
-          `upstream "${listener.upstream}" has \`tls\`, which HTTP listeners speak to its servers; a ${String(protocol)} listener passes bytes through (TLS included): use an upstream without \`tls\``,
+          `upstream "${listener.upstream}" has \`tls\`, which a udp listener cannot speak (no DTLS): use an upstream without it`,
         );
       }
     }

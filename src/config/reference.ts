@@ -105,7 +105,7 @@ export const CONFIG_REFERENCE = {
     doc: 'Requests per upstream connection before it is retired.',
   },
   'upstreams.*.tls': {
-    doc: "HTTP listeners speak TLS to the servers (nginx `proxy_pass https://`): `tls: {}` or `tls: true` for the defaults below. Each server's certificate is verified; TLS sessions are resumed; ALPN offers `http/1.1` only. For http/https listeners only (a tcp listener passes TLS through as bytes).",
+    doc: "Speak TLS to the servers: HTTP listeners (nginx `proxy_pass https://`) and tcp listeners (nginx stream `proxy_ssl on`, HAProxy `server … ssl`; their bytes then go through JavaScript, not the native pump). `tls: {}` or `tls: true` for the defaults below. Each server's certificate is verified; TLS sessions are resumed; HTTP offers ALPN `http/1.1`. Not for udp listeners.",
   },
   'upstreams.*.tls.server_name': {
     doc: "SNI sent and the name the server's certificate must carry. Default: the server's host when it is a name; for an IP address no SNI, and the certificate must name that IP.",

@@ -11,6 +11,7 @@
  * symbol, so no closure is created per connection and nothing is allocated per chunk.
  */
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { ErrorCode } from '../errors.js';
 import { Dial } from '../upstream/dial.js';
 import type { Endpoint } from '../upstream/endpoint.js';
@@ -109,7 +110,8 @@ export class TcpConnection implements PumpClient {
     this.client[kPeer] = up;
     up.on('error', onSocketError);
     up.on('close', onSocketClose);
-    if (this.listener.settings.native) {
+    // TLS to the server: the bytes on its socket are records, so JavaScript pumps
+    if (this.listener.settings.native && !(up instanceof TLSSocket)) {
       // neither socket has started reading (pauseOnConnect, and the dial pauses the upstream)
       this.pumpId = nativePump.add(this, this.client, up, this.listener.settings.idleTimeoutMs);
       if (this.pumpId !== null) {
@@ -236,7 +238,9 @@ function onSocketError(this: ProxySocket, err: NodeJS.ErrnoException): void {
   const peer = this[kPeer];
   // an abortive close on one side is propagated as an abortive close (RST) on the other
   if (peer !== null && !peer.destroyed) {
-    if (err.code === 'ECONNRESET' || err.code === 'EPIPE') peer.resetAndDestroy();
+    // (a TLS socket has no RST of its own to send: Node refuses resetAndDestroy on it)
+    if ((err.code === 'ECONNRESET' || err.code === 'EPIPE') && !(peer instanceof TLSSocket))
+      peer.resetAndDestroy();
     else peer.destroy();
   }
 }

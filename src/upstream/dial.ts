@@ -1,5 +1,5 @@
 /**
- * Dialing an upstream over TCP: pick, connect with a timeout, and on a connect failure try again
+ * Dialing an upstream over TCP (and TLS, with `upstreams.*.tls`): pick, connect with a timeout, and on a connect failure try again
  * (at most `retry.attempts` more times). A try on a server this dial has not tried yet goes at
  * once; when every eligible server was tried, the next try waits a full-jitter backoff and may
  * reuse them. Nothing is sent before a connection is up, so every connect failure is retryable.
@@ -8,6 +8,7 @@
  * flight (the client went away). Exactly one of `onConnected`/`onFailed` is called, unless cancelled.
  */
 import { connect, type Socket } from 'node:net';
+import { type ConnectionOptions, connect as connectTls } from 'node:tls';
 import { type ErrorCode, upstreamConnectCode } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import { fullJitterBackoff } from './backoff.js';
@@ -90,12 +91,29 @@ export class Dial {
     up.acquire(e);
     this.state = 'connecting';
     this.startedAt = performance.now();
-    const socket = connect({ host: e.ip, port: e.port, noDelay: true, allowHalfOpen: true, keepAlive: true });
+    const tls = up.settings.tls;
+    const socket: Socket =
+      tls === null
+        ? connect({ host: e.ip, port: e.port, noDelay: true, allowHalfOpen: true, keepAlive: true })
+        : connectTls({ ...tls.connectOptions(e), allowHalfOpen: true } as ConnectionOptions);
     this.socket = socket;
     // nothing may read before the connection's pump is chosen (the native pump reads the fd itself)
     socket.pause();
-    socket.once('connect', () => this.onConnect(socket, e));
-    socket.once('error', (err: NodeJS.ErrnoException) => this.onError(socket, e, upstreamConnectCode(err)));
+    if (tls !== null) {
+      socket.setNoDelay(true);
+      socket.setKeepAlive(true);
+      socket.on('session', (session: Buffer) => tls.remember(e, session));
+    }
+    // with TLS the connection is up once the handshake is done (within `timeouts.connect`)
+    socket.once(tls === null ? 'connect' : 'secureConnect', () => this.onConnect(socket, e));
+    socket.once('error', (err: NodeJS.ErrnoException) =>
+      // a system call's errno is the TCP connect's; anything else is the TLS handshake's
+      this.onError(
+        socket,
+        e,
+        tls !== null && err.syscall === undefined ? 'ZL_UPSTREAM_TLS' : upstreamConnectCode(err),
+      ),
+    );
     this.timer = setTimeout(onConnectTimeout, up.settings.connectTimeoutMs, this, socket, e);
   }
 

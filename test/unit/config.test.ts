@@ -102,7 +102,7 @@ listeners:
   ]);
 });
 
-test('upstream tls: true is every default; a client certificate needs its key; a tcp listener refuses a tls upstream', () => {
+test('upstream tls: true is every default; a client certificate needs its key; a udp listener refuses a tls upstream', () => {
   const ok = loadConfigText('upstreams:\n  app: { servers: [a.test:443], tls: true }\n', {});
   assert.ok(ok.ok);
   assert.deepEqual(ok.config.upstreams.app?.tls, { verify: true, min_version: 'TLSv1.2' });
@@ -111,12 +111,13 @@ upstreams:
   app: { servers: [a.test:443], tls: { cert: /x.crt } }
   plain: { servers: [a.test:443], tls: false }
 listeners:
-  - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: app }
-  - { name: u, protocol: tcp, listen: 127.0.0.1:0, upstream: plain }
+  - { name: t, protocol: udp, listen: 127.0.0.1:0, upstream: app }
+  - { name: u, protocol: udp, listen: 127.0.0.1:1, upstream: plain }
+  - { name: v, protocol: tcp, listen: 127.0.0.1:0, upstream: app }
 `);
   assert.deepEqual(out, [
     'upstreams.app.tls (line 3:33): `cert` and `key` go together (a client certificate needs its key)',
-    'listeners[0].upstream (line 6:52): upstream "app" has `tls`, which HTTP listeners speak to its servers; a tcp listener passes bytes through (TLS included): use an upstream without `tls`',
+    'listeners[0].upstream (line 6:52): upstream "app" has `tls`, which a udp listener cannot speak (no DTLS): use an upstream without it',
   ]);
 });
 

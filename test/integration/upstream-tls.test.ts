@@ -1,21 +1,23 @@
 /**
- * TLS from the HTTP proxy to its servers (`upstreams.*.tls`) against real Node https origins:
+ * TLS to upstream servers (`upstreams.*.tls`). From the HTTP proxy, against real Node https origins:
  * SNI and certificate names (host names, IP addresses, `server_name`), trust (`ca`, the bundled
  * roots, `verify: false`), client certificates, keep-alive and session resumption, large bodies
  * (never spliced natively: the socket carries TLS records), active `http` checks over TLS, and a
- * reload whose CA file cannot be read.
+ * reload whose CA file cannot be read. From a tcp listener (nginx stream `proxy_ssl`): a TLS echo
+ * server, half-close through TLS, a failed handshake, a client reset while the upstream is TLS.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { TLSSocket } from 'node:tls';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { WebSocket, WebSocketServer } from 'ws';
 import { loadConfigText } from '../../src/config/load.js';
-import { closeServer, until } from '../helpers/net.js';
+import { closeServer, dial, readAll, until } from '../helpers/net.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const TLS = join(ROOT, 'test/fixtures/tls');
@@ -27,6 +29,7 @@ interface Seen {
   alpn: string | false;
   reused: boolean;
   client: string | null;
+  host: string | undefined;
 }
 
 /** An https origin with a.test's certificate; `mtls` asks for a client certificate signed as b.test. */
@@ -56,6 +59,7 @@ async function origin(mtls = false): Promise<{ server: Server; port: number; han
         alpn: s.alpnProtocol ?? false,
         reused: s.isSessionReused(),
         client: peer?.subject?.CN ?? null,
+        host: req.headers.host,
       };
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify(seen));
@@ -112,7 +116,13 @@ ${extra}`;
       const before = plain.handshakes();
       const kept: Seen[] = [];
       for (let i = 0; i < 5; i++) kept.push((await (await fetch(`${base}/named`)).json()) as Seen);
-      assert.deepEqual(kept[0], { sni: 'a.test', alpn: 'http/1.1', reused: false, client: null });
+      assert.deepEqual(kept[0], {
+        sni: 'a.test',
+        alpn: 'http/1.1',
+        reused: false,
+        client: null,
+        host: z.addr('web'), // the client's, as always
+      });
       assert.equal(plain.handshakes() - before, 1, 'five requests, one TLS connection');
       // one request per connection: the later handshakes resume the first one's session
       const fresh: Seen[] = [];
@@ -121,6 +131,33 @@ ${extra}`;
         fresh.slice(1).some((s) => s.reused),
         `resumed: ${fresh.map((s) => s.reused).join(' ')}`,
       );
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test("an origin that wants its own name as Host gets it from a route rule (Host stays the client's otherwise)", async () => {
+    const z = await startRuntime(
+      `
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 1s
+upstreams:
+  saas: { servers: [a.test:${plain.port}], tls: { ca: ${A_CRT} } }
+listeners:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:0
+    routes:
+      - match: { path_prefix: / }
+        upstream: saas
+        headers: { request: { set: { Host: a.test } } }
+`,
+      { lookup },
+    );
+    try {
+      const seen = (await (await fetch(`http://${z.addr('web')}/x`)).json()) as Seen;
+      assert.equal(seen.host, 'a.test');
+      assert.equal(seen.sni, 'a.test');
     } finally {
       await z.stop();
     }
@@ -198,6 +235,43 @@ ${extra}`;
     }
   });
 
+  test('a WebSocket to a wss:// origin: 101, messages both ways, both connections torn down', async () => {
+    const server = createServer({ cert: readFileSync(A_CRT), key: readFileSync(join(TLS, 'a.key')) });
+    const wss = new WebSocketServer({ server });
+    wss.on('connection', (ws) => ws.on('message', (m, binary) => ws.send(m, { binary })));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as AddressInfo).port;
+    const z = await startRuntime(config({ chat: `{ servers: [a.test:${port}], tls: { ca: ${A_CRT} } }` }), {
+      lookup,
+    });
+    try {
+      const ws = new WebSocket(`ws://${z.addr('web')}/chat`);
+      await new Promise((resolve, reject) => {
+        ws.once('open', resolve);
+        ws.once('error', reject);
+      });
+      const got: string[] = [];
+      const all = new Promise<void>((resolve) => {
+        ws.on('message', (m) => {
+          got.push(m.toString());
+          if (got.length === 50) resolve();
+        });
+      });
+      for (let i = 0; i < 50; i++) ws.send(`message ${i} ${'x'.repeat(i * 1000)}`);
+      await all;
+      assert.equal(got[49], `message 49 ${'x'.repeat(49_000)}`);
+      ws.close();
+      await new Promise((r) => ws.once('close', r));
+      assert.equal(z.access[0]?.status, 101);
+      await until(() => z.rt.activeCount() === 0 && wss.clients.size === 0, 'both sides torn down');
+    } finally {
+      await z.stop();
+      wss.close();
+      await closeServer(server);
+    }
+  });
+
   test('an http health check speaks the upstream TLS: up with the right CA, out of rotation with another', async () => {
     const check =
       'health_check: { type: http, path: /hc, interval: 200ms, timeout: 150ms, rise: 1, fall: 1 }';
@@ -234,6 +308,110 @@ ${extra}`;
       assert.equal((await fetch(`http://${z.addr('web')}/app`)).status, 200);
     } finally {
       await z.stop();
+    }
+  });
+});
+
+describe('TLS to upstream servers from a tcp listener', () => {
+  /**
+   * A TLS echo server that answers a FIN with what it got, then its own FIN (half-close). `close`
+   * also destroys connections whose handshake failed (half-open ones would keep it open).
+   */
+  async function tlsEcho(): Promise<{
+    server: ReturnType<typeof createTlsServer>;
+    port: number;
+    sni: string[];
+    close(): Promise<void>;
+  }> {
+    const sni: string[] = [];
+    const sockets = new Set<Socket>();
+    const server = createTlsServer(
+      { cert: readFileSync(A_CRT), key: readFileSync(join(TLS, 'a.key')), allowHalfOpen: true },
+      (s) => {
+        sni.push(String((s as unknown as { servername: string | false }).servername));
+        const got: Buffer[] = [];
+        s.on('data', (c: Buffer) => got.push(c));
+        s.on('end', () => s.end(Buffer.concat([Buffer.from('echo:'), ...got])));
+        s.on('error', () => {});
+      },
+    );
+    server.on('connection', (s: Socket) => {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const close = (): Promise<void> => {
+      for (const s of sockets) s.destroy();
+      return closeServer(server);
+    };
+    return { server, port: (server.address() as AddressInfo).port, sni, close };
+  }
+
+  const tcpConfig = (port: number, tls: string) => `
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 1s
+upstreams:
+  app: { servers: [a.test:${port}], tls: ${tls} }
+listeners:
+  - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: app }
+`;
+
+  test("plain TCP in, TLS out: bytes both ways, SNI, the client's FIN passed on and the answer after it", async () => {
+    const echo = await tlsEcho();
+    const z = await startRuntime(tcpConfig(echo.port, `{ ca: ${A_CRT} }`), { lookup });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const c = await dial(z.addr('t'));
+        c.end(`hello ${i}`);
+        assert.equal((await readAll(c)).toString(), `echo:hello ${i}`);
+      }
+      assert.deepEqual(echo.sni, ['a.test', 'a.test', 'a.test']);
+      assert.ok(
+        z.access.every((l) => l.error === null && l.data_path === 'js'),
+        JSON.stringify(z.access),
+      );
+    } finally {
+      await z.stop();
+      await echo.close();
+    }
+  });
+
+  test('a certificate that is not trusted: the client is closed, ZL_UPSTREAM_TLS logged and counted', async () => {
+    const echo = await tlsEcho();
+    const z = await startRuntime(tcpConfig(echo.port, `{ ca: ${TLS}/b.crt }`), { lookup });
+    try {
+      const c = await dial(z.addr('t'));
+      c.end('x');
+      // closed as any failed dial is: unread bytes make it a reset
+      const got = await readAll(c).catch(() => Buffer.alloc(0));
+      assert.equal(got.length, 0);
+      await until(() => z.access.length === 1, 'one access line');
+      assert.equal(z.access[0]?.error, 'ZL_UPSTREAM_TLS');
+      assert.equal(z.access[0]?.attempts, 3, 'a failed handshake is retried as a failed connect');
+    } finally {
+      await z.stop();
+      await echo.close();
+    }
+  });
+
+  test('a client that resets while the upstream is TLS: the upstream connection is closed, the next client served', async () => {
+    const echo = await tlsEcho();
+    let closed = 0;
+    echo.server.on('secureConnection', (s) => s.on('close', () => closed++));
+    const z = await startRuntime(tcpConfig(echo.port, `{ ca: ${A_CRT} }`), { lookup });
+    try {
+      const c = await dial(z.addr('t'));
+      c.write('half a message');
+      await until(() => echo.sni.length === 1, 'the upstream TLS connection is up');
+      c.resetAndDestroy();
+      await until(() => closed === 1, 'the upstream side closed');
+      const next = await dial(z.addr('t'));
+      next.end('again');
+      assert.equal((await readAll(next)).toString(), 'echo:again');
+    } finally {
+      await z.stop();
+      await echo.close();
     }
   });
 });
