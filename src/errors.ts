@@ -141,6 +141,11 @@ export const ERROR_CATALOG = {
     description:
       'Malformed or ambiguous request framing (RFC 9112): bare CR/LF, obs-fold, CL+TE, conflicting lengths, bad chunk.',
   },
+  ZL_HTTP2_RESET_FLOOD: {
+    status: 0,
+    description:
+      'An HTTP/2 client reset more than half of its streams before their responses ended, after at least 100 (the "rapid reset" attack, CVE-2023-44487): its connection is closed with GOAWAY ENHANCE_YOUR_CALM, as Envoy does.',
+  },
   ZL_HTTP_PLAIN_ON_TLS: {
     status: 400,
     description:

@@ -22,6 +22,7 @@ import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
+import { metrics } from '../metrics/catalog.js';
 import type { Downstream } from './downstream.js';
 import { Exchange } from './exchange.js';
 import { isTrustedProxy } from './forward-head.js';
@@ -53,6 +54,16 @@ const DROP_RESPONSE = new Set([
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
 /**
+ * Streams a session must have opened before the reset check applies, and the share of them the
+ * client may reset before their response ended (Envoy's premature-reset rule, CVE-2023-44487).
+ */
+const RESET_CHECK_AFTER = 100;
+const RESET_SHARE = 0.5;
+const kStreams = Symbol('zipline.h2.streams');
+const kResets = Symbol('zipline.h2.resets');
+type CountedSession = Http2Session & { [kStreams]: number; [kResets]: number };
+
+/**
  * `node:http2` is loaded when the first listener offering `h2` starts, not with this module:
  * it is the heaviest of Node's built-ins (~3 MiB of RSS per process), and plain HTTP listeners,
  * workers without TLS and the tunnel never need it.
@@ -71,6 +82,16 @@ export class H2Front {
   constructor(private readonly listener: HttpListener) {
     this.server = loadHttp2().createServer({ maxSessionMemory: 16, settings: { maxConcurrentStreams: 256 } });
     this.server.on('session', (session: Http2Session) => {
+      const counted = session as CountedSession;
+      counted[kStreams] = 0;
+      counted[kResets] = 0;
+      // counted here, where the session is known: a stream whose RST came in the same read as its
+      // HEADERS arrives destroyed, without its session
+      session.on('stream', (stream: ServerHttp2Stream) => {
+        counted[kStreams]++;
+        if (stream.destroyed) this.onClientReset(counted);
+        else stream.once('aborted', () => this.onClientReset(counted));
+      });
       this.sessions.add(session);
       listener.trackSession(session);
       session.on('close', () => this.sessions.delete(session));
@@ -79,8 +100,35 @@ export class H2Front {
       if (idle > 0) session.setTimeout(idle, () => session.close());
     });
     this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      // reset by the client before we saw it: nothing to serve, and no upstream request made
+      if (stream.destroyed) return;
       new H2Downstream(this, listener, stream, headers).begin();
     });
+  }
+
+  /**
+   * A stream the client reset before its response ended. A session that opens streams only to
+   * reset them (the "rapid reset" flood) is ended: after 100 streams, more than half reset ends
+   * it with GOAWAY ENHANCE_YOUR_CALM and closes the connection, instead of leaving it to
+   * nghttp2's own rate limit, after which Node stops reading the socket and the session would
+   * wait for `client_idle`.
+   */
+  private onClientReset(session: CountedSession): void {
+    session[kResets]++;
+    const streams = session[kStreams];
+    if (streams < RESET_CHECK_AFTER || session[kResets] <= streams * RESET_SHARE || session.destroyed) return;
+    metrics.httpErrors.labels(this.listener.name, 'ZL_HTTP2_RESET_FLOOD').inc();
+    this.listener.ctx.log.warn(
+      {
+        listener: this.listener.name,
+        client_ip: session.socket?.remoteAddress,
+        streams,
+        resets: session[kResets],
+      },
+      'HTTP/2 client reset most of its streams: connection closed (ZL_HTTP2_RESET_FLOOD)',
+    );
+    session.goaway(loadHttp2().constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    session.destroy();
   }
 
   /** A TLS socket that chose `h2` by ALPN, or a plain one that opened with the preface (h2c). */

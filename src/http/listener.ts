@@ -57,7 +57,7 @@ export class HttpListener implements Listener, ExchangeHost {
   constructor(
     cfg: HttpListenerConfig,
     name: string,
-    private readonly ctx: L4Context,
+    readonly ctx: L4Context,
   ) {
     this.protocol = cfg.protocol;
     this.name = name;

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { connect as h2Connect } from 'node:http2';
+import { connect as h2Connect, constants as h2constants } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -326,6 +326,62 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
         `https://a.test:${p}/after`,
       ]);
       assert.equal(JSON.parse(tls.stdout).url, '/after', tls.stderr);
+    } finally {
+      await z.stop();
+    }
+  });
+});
+
+describe('HTTP/2 rapid reset', () => {
+  test('a client that resets most of its streams is sent GOAWAY ENHANCE_YOUR_CALM and closed; one that cancels a few is not', {
+    timeout: 15_000, // without the check no GOAWAY comes: fail, not hang
+  }, async () => {
+    const o = await origin();
+    const z = await startRuntime(
+      config([o.address], '  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app }'),
+    );
+    const sessions = (): number =>
+      (z.rt.listeners.get('web')?.stats() as { h2_sessions?: number } | undefined)?.h2_sessions ?? -1;
+    try {
+      // a browser-like client: 150 requests, every tenth cancelled, all on one session
+      const polite = h2Connect(`http://${z.addr('web')}`);
+      let politeGoaway = false;
+      polite.on('goaway', () => {
+        politeGoaway = true;
+      });
+      const done: Promise<void>[] = [];
+      for (let i = 0; i < 150; i++) {
+        const r = polite.request({ ':path': `/p${i}` });
+        r.on('error', () => {});
+        if (i % 10 === 0) r.close(h2constants.NGHTTP2_CANCEL);
+        else {
+          r.resume();
+          done.push(new Promise((resolve) => r.on('close', () => resolve())));
+        }
+      }
+      await Promise.all(done);
+      assert.equal(politeGoaway, false);
+      // the flood: open and reset at once
+      const flood = h2Connect(`http://${z.addr('web')}`);
+      flood.on('error', () => {});
+      const goaway = new Promise<number>((resolve) => flood.once('goaway', (code: number) => resolve(code)));
+      const closed = new Promise<void>((resolve) => flood.once('close', () => resolve()));
+      for (let i = 0; i < 300 && !flood.destroyed && !flood.closed; i++) {
+        const r = flood.request({ ':path': '/flood' });
+        r.on('error', () => {});
+        r.close(h2constants.NGHTTP2_CANCEL);
+      }
+      assert.equal(await goaway, h2constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      await closed;
+      polite.close();
+      await until(() => sessions() === 0, 'both sessions gone');
+      const web = z.rt.listeners.get('web') as unknown as { activeRequests: number };
+      await until(() => web.activeRequests === 0, 'no request left behind by the dropped streams');
+      assert.equal(
+        z.access.filter((l) => l.error === 'ZL_HTTP2_RESET_FLOOD').length,
+        0,
+        'not a request error',
+      );
     } finally {
       await z.stop();
     }
