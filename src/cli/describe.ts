@@ -31,7 +31,12 @@ export function describeConfig(c: ValidConfig): string {
     const hc = u.health_check
       ? `, health ${u.health_check.type} every ${formatDuration(u.health_check.interval)}`
       : '';
-    lines.push(`upstream ${name}: ${u.balance}, ${u.servers.map((s) => s.address).join(' ')}${hc}`);
+    const t = u.tls;
+    const tls =
+      t === undefined
+        ? ''
+        : `, tls${t.server_name ? ` ${t.server_name}` : ''}${t.verify ? '' : ' NOT VERIFIED'}${t.ca ? ` ca ${t.ca}` : ''}${t.cert ? ' with client certificate' : ''}`;
+    lines.push(`upstream ${name}: ${u.balance}, ${u.servers.map((s) => s.address).join(' ')}${hc}${tls}`);
   }
   for (const b of c.shm) {
     lines.push(

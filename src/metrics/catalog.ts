@@ -146,7 +146,7 @@ export const metrics = {
   ]),
   upstreamConnectDuration: histogram(
     'zipline_upstream_connect_duration_seconds',
-    'Time to connect to a server.',
+    'Time to connect to a server (with `tls`: until the handshake is done).',
     ['upstream'],
     LATENCY_BUCKETS,
   ),

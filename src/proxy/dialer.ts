@@ -11,7 +11,7 @@ import { type ErrorCode, ZiplineError } from '../errors.js';
 import type { Destination } from '../tunnel/address.js';
 import type { AllowList } from '../tunnel/allow-list.js';
 import { OPEN_STATUS } from '../tunnel/constants.js';
-import { destinationResolver, type NameResolver } from './name-resolver.js';
+import { destinationResolver } from './name-resolver.js';
 
 export type DialError = ZiplineError & { openStatus: number };
 
@@ -71,8 +71,6 @@ export function statusOfErrno(code: string | undefined): number {
 export interface DirectDialerOptions {
   readonly allow: AllowList;
   readonly connectTimeoutMs: number;
-  /** For tests: the process's gate in front of the system resolver otherwise. */
-  readonly resolver?: NameResolver;
 }
 
 export class DirectDialer {
@@ -111,8 +109,7 @@ export class DirectDialer {
     if (!byName && !allow.hasAddressRules) throw notAllowed(dest);
     let address: string;
     try {
-      const resolver = this.opts.resolver ?? destinationResolver;
-      address = await resolver.resolve(dest.host, client, this.opts.connectTimeoutMs);
+      address = await destinationResolver.resolve(dest.host, client, this.opts.connectTimeoutMs);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EBUSY') {

@@ -41,13 +41,16 @@ describe('zipline CLI', () => {
   test('check: a good config prints what would run, without secrets, exit 0', async () => {
     const file = writeConfig(`
 admin: { token: "\${TOKEN}" }
-upstreams: { api: { servers: [127.0.0.1:9001, 127.0.0.1:9002], balance: least_conn } }
+upstreams:
+  api: { servers: [127.0.0.1:9001, 127.0.0.1:9002], balance: least_conn }
+  saas: { servers: [10.0.0.5:443], tls: { server_name: api.test, verify: false } }
 listeners: [{ name: pg, protocol: tcp, listen: 127.0.0.1:6432, upstream: api }]
 `);
     const r = await runCli(['check', '-c', file], { TOKEN: 'super-secret-token' });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /listener pg: tcp 127\.0\.0\.1:6432 -> api/);
-    assert.match(r.stdout, /upstream api: least_conn, 127\.0\.0\.1:9001 127\.0\.0\.1:9002/);
+    assert.match(r.stdout, /upstream api: least_conn, 127\.0\.0\.1:9001 127\.0\.0\.1:9002$/m);
+    assert.match(r.stdout, /upstream saas: round_robin, 10\.0\.0\.5:443, tls api\.test NOT VERIFIED$/m);
     assert.match(r.stdout, /token set/);
     assert.match(r.stdout, /drain_timeout: 30s,/);
     assert.doesNotMatch(r.stdout + r.stderr, /super-secret-token/);
