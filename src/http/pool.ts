@@ -83,7 +83,9 @@ export class HttpPool implements ConnectionHome {
       socket.on('error', noop);
       socket.destroy();
       // a system call's errno is the TCP connect's; anything else is the TLS handshake's
-      finish(null, tls !== null && err.syscall === undefined ? 'ZL_UPSTREAM_TLS' : upstreamConnectCode(err));
+      const handshake = tls !== null && err.syscall === undefined;
+      if (handshake) this.upstream.tlsFailed(e, err);
+      finish(null, handshake ? 'ZL_UPSTREAM_TLS' : upstreamConnectCode(err));
     };
     socket.once(ready, onConnect);
     socket.once('error', onError);
@@ -121,6 +123,10 @@ export class HttpPool implements ConnectionHome {
     conn.idleSince = Date.now();
     stack.push(conn);
     this.scheduleSweep();
+  }
+
+  tlsFailed(conn: UpstreamConnection, err: NodeJS.ErrnoException): void {
+    this.upstream.tlsFailed(conn.endpoint, err);
   }
 
   forget(conn: UpstreamConnection): void {

@@ -28,6 +28,8 @@ export interface UpstreamOwner {
 export interface ConnectionHome {
   /** The connection closed (for any reason); forget it. */
   forget(conn: UpstreamConnection): void;
+  /** Its TLS failed after the handshake (a server's alert): the reason is worth a log line. */
+  tlsFailed(conn: UpstreamConnection, err: NodeJS.ErrnoException): void;
 }
 
 /** Every upstream socket reads into this; safe because reads are consumed synchronously. */
@@ -94,6 +96,7 @@ export class UpstreamConnection {
     });
     socket.on('error', (err: NodeJS.ErrnoException) => {
       this.errorCode = err.code === 'ETIMEDOUT' ? 'ZL_UPSTREAM_IDLE_TIMEOUT' : resetCode(err, this.encrypted);
+      if (this.errorCode === 'ZL_UPSTREAM_TLS') this.home.tlsFailed(this, err);
     });
     socket.on('close', () => {
       this.closed = true;

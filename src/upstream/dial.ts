@@ -106,14 +106,12 @@ export class Dial {
     }
     // with TLS the connection is up once the handshake is done (within `timeouts.connect`)
     socket.once(tls === null ? 'connect' : 'secureConnect', () => this.onConnect(socket, e));
-    socket.once('error', (err: NodeJS.ErrnoException) =>
+    socket.once('error', (err: NodeJS.ErrnoException) => {
       // a system call's errno is the TCP connect's; anything else is the TLS handshake's
-      this.onError(
-        socket,
-        e,
-        tls !== null && err.syscall === undefined ? 'ZL_UPSTREAM_TLS' : upstreamConnectCode(err),
-      ),
-    );
+      const handshake = tls !== null && err.syscall === undefined;
+      if (handshake && this.state === 'connecting' && socket === this.socket) up.tlsFailed(e, err);
+      this.onError(socket, e, handshake ? 'ZL_UPSTREAM_TLS' : upstreamConnectCode(err));
+    });
     this.timer = setTimeout(onConnectTimeout, up.settings.connectTimeoutMs, this, socket, e);
   }
 

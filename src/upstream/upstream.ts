@@ -66,6 +66,23 @@ export class Upstream {
     this.warnUnverified();
   }
 
+  private tlsWarnedAt = 0;
+
+  /**
+   * A TLS handshake with `e` failed (or its server alerted right after it): the reason OpenSSL
+   * gave is what an operator needs (an expired or unknown certificate, a name mismatch, a plain
+   * server behind `tls`), so it is logged, at most once every 10 s per upstream.
+   */
+  tlsFailed(e: Endpoint, err: NodeJS.ErrnoException): void {
+    const now = Date.now();
+    if (now - this.tlsWarnedAt < 10_000) return;
+    this.tlsWarnedAt = now;
+    this.log.warn(
+      { upstream: this.name, server: e.address, code: 'ZL_UPSTREAM_TLS', reason: err.code, err: err.message },
+      'TLS with the server failed (more within 10 s are not logged)',
+    );
+  }
+
   private warnUnverified(): void {
     if (this.settings.tls?.verify !== false) return;
     this.log.warn(

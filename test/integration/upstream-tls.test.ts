@@ -18,7 +18,7 @@ import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import { loadConfigText } from '../../src/config/load.js';
 import { closeServer, dial, readAll, until } from '../helpers/net.js';
-import { ROOT, startRuntime } from '../helpers/zipline.js';
+import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
 
 const TLS = join(ROOT, 'test/fixtures/tls');
 const A_CRT = join(TLS, 'a.crt');
@@ -287,6 +287,30 @@ listeners:
       await until(() => server('bad')?.activeHealthy === false, 'the bad-CA server is out of rotation');
       assert.equal(server('good')?.activeHealthy, true);
       assert.equal(server('good')?.lastCheckError, null);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test("the reason a handshake failed is in zipline's log (OpenSSL's code), once per 10 s per upstream", async () => {
+    const z = await spawnZipline(`
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  app: { servers: [127.0.0.1:${plain.port}], tls: { server_name: a.test, ca: ${TLS}/b.crt } }
+listeners:
+  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app }
+`);
+    try {
+      const url = `http://${await z.listener('web')}/x`;
+      for (let i = 0; i < 3; i++) {
+        const r = await fetch(url);
+        await r.arrayBuffer();
+        assert.equal(r.status, 502);
+      }
+      const line = await z.waitForLog(/TLS with the server failed/);
+      assert.match(line, /"code":"ZL_UPSTREAM_TLS"/);
+      assert.match(line, /"reason":"DEPTH_ZERO_SELF_SIGNED_CERT"/);
+      assert.equal([...z.stdout, ...z.stderr].filter((l) => /TLS with the server failed/.test(l)).length, 1);
     } finally {
       await z.stop();
     }
