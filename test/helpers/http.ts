@@ -1,6 +1,7 @@
 /** HTTP test peers: a counting origin (node:http), raw-socket clients, and response parsing. */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect, type Server as NetServer, type Socket } from 'node:net';
+import { WebSocket } from 'ws';
 import { closeServer, splitAddress, tcpServer } from './net.js';
 
 export interface Origin {
@@ -236,4 +237,29 @@ export function testPeers() {
       cleanups.length = 0;
     },
   };
+}
+
+/**
+ * A WebSocket client (the `ws` package) to `url`, whose server echoes: sends `count` messages,
+ * the i-th `message i` and i × `step` bytes more, waits for every echo, closes, and returns the
+ * echoes in order.
+ */
+export async function webSocketEcho(url: string, count: number, step: number): Promise<string[]> {
+  const ws = new WebSocket(url);
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  const got: string[] = [];
+  const all = new Promise<void>((resolve) => {
+    ws.on('message', (m) => {
+      got.push(m.toString());
+      if (got.length === count) resolve();
+    });
+  });
+  for (let i = 0; i < count; i++) ws.send(`message ${i} ${'x'.repeat(i * step)}`);
+  await all;
+  ws.close();
+  await new Promise((r) => ws.once('close', r));
+  return got;
 }

@@ -15,10 +15,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
-import { WebSocket, WebSocketServer } from 'ws';
+import { WebSocketServer } from 'ws';
 import { loadConfigText } from '../../src/config/load.js';
 import { have, startNginx } from '../helpers/daemons.js';
-import { rawRequest, testPeers } from '../helpers/http.js';
+import { rawRequest, testPeers, webSocketEcho } from '../helpers/http.js';
 import { port, splitAddress, until } from '../helpers/net.js';
 import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
 
@@ -445,23 +445,8 @@ describe('WebSocket', () => {
       ),
     );
     try {
-      const ws = new WebSocket(`ws://${z.addr('web')}/chat`);
-      await new Promise((resolve, reject) => {
-        ws.once('open', resolve);
-        ws.once('error', reject);
-      });
-      const got: string[] = [];
-      const all = new Promise<void>((resolve) => {
-        ws.on('message', (m) => {
-          got.push(m.toString());
-          if (got.length === 100) resolve();
-        });
-      });
-      for (let i = 0; i < 100; i++) ws.send(`message ${i} ${'x'.repeat(i * 100)}`);
-      await all;
+      const got = await webSocketEcho(`ws://${z.addr('web')}/chat`, 100, 100);
       assert.equal(got[99], `message 99 ${'x'.repeat(9900)}`);
-      ws.close();
-      await new Promise((r) => ws.once('close', r));
       assert.equal(z.access[0]?.status, 101);
       await until(() => z.rt.activeCount() === 0, 'upgraded connection torn down');
     } finally {

@@ -15,8 +15,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { WebSocket, WebSocketServer } from 'ws';
+import { WebSocketServer } from 'ws';
 import { loadConfigText } from '../../src/config/load.js';
+import { webSocketEcho } from '../helpers/http.js';
 import { closeServer, dial, readAll, until } from '../helpers/net.js';
 import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
 
@@ -246,23 +247,8 @@ listeners:
       lookup,
     });
     try {
-      const ws = new WebSocket(`ws://${z.addr('web')}/chat`);
-      await new Promise((resolve, reject) => {
-        ws.once('open', resolve);
-        ws.once('error', reject);
-      });
-      const got: string[] = [];
-      const all = new Promise<void>((resolve) => {
-        ws.on('message', (m) => {
-          got.push(m.toString());
-          if (got.length === 50) resolve();
-        });
-      });
-      for (let i = 0; i < 50; i++) ws.send(`message ${i} ${'x'.repeat(i * 1000)}`);
-      await all;
+      const got = await webSocketEcho(`ws://${z.addr('web')}/chat`, 50, 1000);
       assert.equal(got[49], `message 49 ${'x'.repeat(49_000)}`);
-      ws.close();
-      await new Promise((r) => ws.once('close', r));
       assert.equal(z.access[0]?.status, 101);
       await until(() => z.rt.activeCount() === 0 && wss.clients.size === 0, 'both sides torn down');
     } finally {
