@@ -1,58 +1,22 @@
 /**
  * The config schema. Strict everywhere (unknown keys are errors), defaults from `reference.ts`,
- * units parsed here so everything downstream sees milliseconds and bytes.
+ * value types (durations, sizes, addresses: parsed to milliseconds and bytes) from
+ * `schema-values.ts`, the `tunnel` section from `schema-tunnel.ts`.
  */
-import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
-import { parseAllowEntry } from '../tunnel/allow-list.js';
-import { normalizeFingerprint } from '../tunnel/tls.js';
 import { def, HTTP_CLIENT_IDLE_DEFAULT } from './reference.js';
+import { tunnelAgent, type tunnelLimits, tunnelRelay } from './schema-tunnel.js';
 import {
-  normalizeListen,
-  parseCidr,
-  parseDuration,
-  parseHostPort,
-  parsePercent,
-  parseSize,
-} from './units.js';
-
-/**
- * A duration is a string with a unit. A bare number other than 0 is refused with its own message:
- * nginx reads `3` as seconds and HAProxy as milliseconds, so it cannot be guessed.
- */
-const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const ms = typeof v === 'number' ? (v === 0 ? 0 : undefined) : parseDuration(v);
-  if (ms === undefined) {
-    ctx.issues.push({
-      code: 'custom',
-      input: v,
-      message:
-        typeof v === 'number'
-          ? `a duration needs a unit: write ${v}s or ${v}ms, not ${v}`
-          : `invalid duration "${v}": use a number with a unit (250ms, 3s, 2m, 1h)`,
-    });
-    return z.NEVER;
-  }
-  return ms;
-});
-
-const percent = z.string().transform((text, ctx) => {
-  const v = parsePercent(text);
-  if (v === undefined) {
-    ctx.issues.push({ code: 'custom', input: text, message: `invalid percentage "${text}": use 0%–100%` });
-    return z.NEVER;
-  }
-  return v;
-});
-
-const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined, {
-  message: 'expected host:port (IPv6 as [::1]:port)',
-});
-
-const count = (min: number, max: number) => z.int().min(min).max(max);
-
-/** A listen address; a bare port (`6432` or `"6432"`) means all interfaces, as nginx `listen 6432;`. */
-const listenAddress = z.preprocess(normalizeListen, hostPort);
+  allowEntry,
+  cidr,
+  count,
+  duration,
+  hostPort,
+  knownCiphers,
+  listenAddress,
+  percent,
+  size,
+} from './schema-values.js';
 
 const serverObject = z.strictObject({
   address: hostPort,
@@ -185,15 +149,6 @@ const udpListener = z.strictObject({
   native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
 });
 
-const size = z.union([z.int().min(0), z.string()]).transform((v, ctx) => {
-  const n = typeof v === 'number' ? v : parseSize(v);
-  if (n === undefined) {
-    ctx.issues.push({ code: 'custom', input: v, message: `invalid size "${v}": use 512, 16KiB, 8MiB` });
-    return z.NEVER;
-  }
-  return n;
-});
-
 /** A header field name (RFC 9110 token). */
 const fieldName = z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'expected a header field name');
 /** A header field value: visible characters, spaces and tabs; no CR/LF. */
@@ -222,21 +177,6 @@ const httpRoute = z.strictObject({
   strip_prefix: z.boolean().prefault(def('listeners[].routes[].strip_prefix')),
   headers: z.strictObject({ request: headerRules, response: headerRules }).prefault({}),
 });
-
-/** An address or CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`). */
-const cidr = z.string().refine((s) => parseCidr(s) !== undefined, {
-  message: 'expected an IP address or CIDR block (10.0.0.0/8)',
-});
-
-/** Whether OpenSSL can use a cipher list (it ignores unknown names while one matches). */
-function knownCiphers(list: string): boolean {
-  try {
-    createSecureContext({ ciphers: list });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const tlsCert = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
 
@@ -287,12 +227,6 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
 const httpListener = httpListenerOf('http');
 const httpsListener = httpListenerOf('https');
 
-/** A relay `allow` entry (src/tunnel/allow-list.ts). */
-const allowEntry = z.string().superRefine((text, ctx) => {
-  const r = parseAllowEntry(text);
-  if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r });
-});
-
 /**
  * `socks5` / `http_proxy` listeners: forward proxies that dial destinations directly (the tunnel
  * agent's entries dial through the tunnel instead). Destinations must be on `allow`.
@@ -317,112 +251,6 @@ function proxyListenerOf<P extends 'socks5' | 'http_proxy'>(protocol: P) {
       .prefault({}),
   });
 }
-
-const heartbeat = z
-  .strictObject({
-    interval: duration.prefault(def('tunnel.relay.heartbeat.interval')),
-    misses: count(1, 100).prefault(def('tunnel.relay.heartbeat.misses')),
-  })
-  .prefault({});
-
-const tunnelLimits = z
-  .strictObject({
-    max_streams: count(1, 1_000_000).prefault(def('tunnel.relay.limits.max_streams')),
-    session_window: size
-      .refine((n) => n >= 65_536 && n <= 0x7fff_ffff, '64KiB – 2GiB')
-      .prefault(def('tunnel.relay.limits.session_window')),
-    stream_window: size
-      .refine((n) => n >= 16_384 && n <= 0x7fff_ffff, '16KiB – 2GiB')
-      .prefault(def('tunnel.relay.limits.stream_window')),
-    max_stream_window: size
-      .refine((n) => n >= 16_384 && n <= 0x7fff_ffff, '16KiB – 2GiB')
-      .prefault(def('tunnel.relay.limits.max_stream_window')),
-    max_payload: size
-      .refine((n) => n >= 1024 && n <= 65_536, '1KiB – 64KiB')
-      .prefault(def('tunnel.relay.limits.max_payload')),
-  })
-  .prefault({});
-
-const tunnelToken = z.string().min(16, 'tokens must be at least 16 characters (use ${ENV} or a file)');
-
-const tunnelRelay = z.strictObject({
-  listen: listenAddress,
-  tls: z
-    .union([z.enum(['auto', 'off']), z.strictObject({ cert: z.string().min(1), key: z.string().min(1) })])
-    .prefault(def('tunnel.relay.tls')),
-  ciphers: z
-    .string()
-    .min(1)
-    .refine((s) => s.split(':').every((n) => n.startsWith('TLS_')) && knownCiphers(s), {
-      message:
-        'expected TLS 1.3 suites OpenSSL knows, e.g. TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256',
-    })
-    .prefault(def('tunnel.relay.ciphers')),
-  state_dir: z.string().min(1).prefault(def('tunnel.relay.state_dir')),
-  tokens: z.array(tunnelToken).min(1, 'a relay needs at least one token'),
-  allow: z.array(allowEntry).prefault([]),
-  connect_timeout: duration.prefault(def('tunnel.relay.connect_timeout')),
-  idle_timeout: duration.prefault(def('tunnel.relay.idle_timeout')),
-  udp_idle_timeout: duration.prefault(def('tunnel.relay.udp_idle_timeout')),
-  max_sessions: count(1, 1_000_000).prefault(def('tunnel.relay.max_sessions')),
-  heartbeat,
-  limits: tunnelLimits,
-  native: z.enum(['auto', 'off']).prefault(def('tunnel.relay.native')),
-});
-
-const relayRef = z.preprocess(
-  (v) => (typeof v === 'string' ? { address: v } : v),
-  z.strictObject({
-    address: hostPort,
-    fingerprint: z
-      .string()
-      .refine((f) => normalizeFingerprint(f) !== null, 'expected sha256: followed by 64 hex digits')
-      .optional(),
-    ca: z.string().min(1).optional(),
-    tls: z.boolean().prefault(def('tunnel.agent.relays[].tls')),
-    server_name: z.string().min(1).optional(),
-  }),
-);
-
-const forward = z.strictObject({
-  listen: listenAddress,
-  to: hostPort,
-  protocol: z.enum(['tcp', 'udp']).prefault(def('tunnel.agent.forwards[].protocol')),
-});
-
-const tunnelAgent = z.strictObject({
-  id: z
-    .string()
-    .regex(/^[A-Za-z0-9._:@-]{1,128}$/, 'use 1–128 letters, digits, . _ : @ -')
-    .optional(),
-  relays: z.array(relayRef).min(1, 'an agent needs at least one relay'),
-  token: tunnelToken,
-  via: z
-    .string()
-    .refine(
-      (v) => v === '' || /^(https?|socks5h?):\/\/([^@/]+@)?[^/]+:\d+\/?$/.test(v),
-      'expected http://[user:pass@]host:port or socks5://host:port',
-    )
-    .optional(),
-  compression: z.enum(['none', 'zstd']).prefault(def('tunnel.agent.compression')),
-  heartbeat,
-  reconnect: z
-    .strictObject({
-      base: duration
-        .refine((ms) => ms >= 10, 'at least 10ms (a relay must not be hammered)')
-        .prefault(def('tunnel.agent.reconnect.base')),
-      max: duration.prefault(def('tunnel.agent.reconnect.max')),
-    })
-    .refine((r) => r.base <= r.max, { message: 'base must not exceed max', path: ['base'] })
-    .prefault({}),
-  connect_timeout: duration.prefault(def('tunnel.agent.connect_timeout')),
-  idle_timeout: duration.prefault(def('tunnel.agent.idle_timeout')),
-  forwards: z.array(forward).prefault([]),
-  socks5: listenAddress.optional(),
-  http_proxy: listenAddress.optional(),
-  limits: tunnelLimits,
-  native: z.enum(['auto', 'off']).prefault(def('tunnel.agent.native')),
-});
 
 const shmBridge = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'use 1–64 letters, digits, _ . -'),

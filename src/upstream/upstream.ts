@@ -87,7 +87,7 @@ export class Upstream {
     if (this.settings.tls?.verify !== false) return;
     this.log.warn(
       { upstream: this.settings.name },
-      'tls.verify is false: any certificate is accepted from its servers (for tests only)',
+      'tls.verify is false: the certificates of its servers are not checked (for tests only)',
     );
   }
 
