@@ -328,9 +328,12 @@ export function isLocalExhaustion(errno: string | undefined): boolean {
   return errno !== undefined && LOCAL_EXHAUSTION.has(errno);
 }
 
-export function upstreamConnectCode(err: NodeJS.ErrnoException | undefined): ErrorCode {
+export function upstreamConnectCode(err: NodeJS.ErrnoException | undefined, overTls = false): ErrorCode {
   if (err === undefined) return 'ZL_UPSTREAM_CONNECT_FAILED';
   if (isZiplineError(err)) return err.code;
+  // on a TLS socket a system call's errno is the TCP connection's; anything else is TLS's
+  // (a failed handshake, an alert from the server)
+  if (overTls && err.syscall === undefined) return 'ZL_UPSTREAM_TLS';
   if (isLocalExhaustion(err.code)) return 'ZL_LOCAL_EXHAUSTED';
   switch (err.code) {
     case 'ECONNREFUSED':

@@ -82,10 +82,9 @@ export class HttpPool implements ConnectionHome {
     const onError = (err: NodeJS.ErrnoException): void => {
       socket.on('error', noop);
       socket.destroy();
-      // a system call's errno is the TCP connect's; anything else is the TLS handshake's
-      const handshake = tls !== null && err.syscall === undefined;
-      if (handshake) this.upstream.tlsFailed(e, err);
-      finish(null, handshake ? 'ZL_UPSTREAM_TLS' : upstreamConnectCode(err));
+      const code = upstreamConnectCode(err, tls !== null);
+      if (code === 'ZL_UPSTREAM_TLS') this.upstream.tlsFailed(e, err);
+      finish(null, code);
     };
     socket.once(ready, onConnect);
     socket.once('error', onError);

@@ -161,11 +161,10 @@ export class UpstreamConnection {
 }
 
 /**
- * `encrypted`: an error without a system call is TLS's, e.g. a TLS 1.3 server's alert that it
- * wanted a client certificate, which comes after the client's handshake has finished.
+ * `encrypted`: TLS errors are `ZL_UPSTREAM_TLS`, e.g. a TLS 1.3 server's alert that it wanted a
+ * client certificate, which comes after the client's handshake has finished.
  */
 function resetCode(err: NodeJS.ErrnoException, encrypted: boolean): ErrorCode {
   if (err.code === 'ECONNRESET' || err.code === 'EPIPE') return 'ZL_UPSTREAM_RESET';
-  if (encrypted && err.syscall === undefined) return 'ZL_UPSTREAM_TLS';
-  return upstreamConnectCode(err);
+  return upstreamConnectCode(err, encrypted);
 }

@@ -1,8 +1,9 @@
 /**
- * Dialing an upstream over TCP (and TLS, with `upstreams.*.tls`): pick, connect with a timeout, and on a connect failure try again
- * (at most `retry.attempts` more times). A try on a server this dial has not tried yet goes at
- * once; when every eligible server was tried, the next try waits a full-jitter backoff and may
- * reuse them. Nothing is sent before a connection is up, so every connect failure is retryable.
+ * Dialing an upstream over TCP (and TLS, with `upstreams.*.tls`): pick, connect with a timeout
+ * (the handshake included), and on a connect failure try again (at most `retry.attempts` more
+ * times). A try on a server this dial has not tried yet goes at once; when every eligible server
+ * was tried, the next try waits a full-jitter backoff and may reuse them. Nothing is sent before
+ * a connection is up, so every connect failure is retryable.
  *
  * One `Dial` per downstream connection; `cancel()` frees the socket and timers of an attempt in
  * flight (the client went away). Exactly one of `onConnected`/`onFailed` is called, unless cancelled.
@@ -107,10 +108,10 @@ export class Dial {
     // with TLS the connection is up once the handshake is done (within `timeouts.connect`)
     socket.once(tls === null ? 'connect' : 'secureConnect', () => this.onConnect(socket, e));
     socket.once('error', (err: NodeJS.ErrnoException) => {
-      // a system call's errno is the TCP connect's; anything else is the TLS handshake's
-      const handshake = tls !== null && err.syscall === undefined;
-      if (handshake && this.state === 'connecting' && socket === this.socket) up.tlsFailed(e, err);
-      this.onError(socket, e, handshake ? 'ZL_UPSTREAM_TLS' : upstreamConnectCode(err));
+      const code = upstreamConnectCode(err, tls !== null);
+      if (code === 'ZL_UPSTREAM_TLS' && this.state === 'connecting' && socket === this.socket)
+        up.tlsFailed(e, err);
+      this.onError(socket, e, code);
     });
     this.timer = setTimeout(onConnectTimeout, up.settings.connectTimeoutMs, this, socket, e);
   }
