@@ -146,6 +146,11 @@ export const ERROR_CATALOG = {
     description:
       'An HTTP/2 client reset more than half of its streams before their responses ended, after at least 100 (the "rapid reset" attack, CVE-2023-44487): its connection is closed with GOAWAY ENHANCE_YOUR_CALM, as Envoy does.',
   },
+  ZL_HTTP2_PROTOCOL: {
+    status: 0,
+    description:
+      'An HTTP/2 client broke the protocol or one of its flood limits (nghttp2 and Node: SETTINGS or PING floods whose acknowledgements it does not read, more than 1,000 invalid or empty frames, a header block of endless CONTINUATION frames, a malformed frame): the connection is closed and its open streams end as client aborts.',
+  },
   ZL_HTTP_PLAIN_ON_TLS: {
     status: 400,
     description:

@@ -60,6 +60,7 @@ const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 const RESET_CHECK_AFTER = 100;
 const RESET_SHARE = 0.5;
 const kStreams = Symbol('zipline.h2.streams');
+const noop = (): void => {};
 const kResets = Symbol('zipline.h2.resets');
 type CountedSession = Http2Session & { [kStreams]: number; [kResets]: number };
 
@@ -88,6 +89,9 @@ export class H2Front {
       // counted here, where the session is known: a stream whose RST came in the same read as its
       // HEADERS arrives destroyed, without its session
       session.on('stream', (stream: ServerHttp2Stream) => {
+        // before anything else: a stream can arrive already destroyed by a session error (a flood
+        // detected in the same read), and its 'error' comes next, with nobody else listening
+        stream.on('error', noop);
         counted[kStreams]++;
         if (stream.destroyed) this.onClientReset(counted);
         else stream.once('aborted', () => this.onClientReset(counted));
@@ -95,7 +99,7 @@ export class H2Front {
       this.sessions.add(session);
       listener.trackSession(session);
       session.on('close', () => this.sessions.delete(session));
-      session.on('error', () => {});
+      session.on('error', (err: NodeJS.ErrnoException) => this.onSessionError(session, err));
       const idle = listener.settings.clientIdleMs;
       if (idle > 0) session.setTimeout(idle, () => session.close());
     });
@@ -129,6 +133,21 @@ export class H2Front {
     );
     session.goaway(loadHttp2().constants.NGHTTP2_ENHANCE_YOUR_CALM);
     session.destroy();
+  }
+
+  /**
+   * The session ends with an error: the client's socket failed (a reset: nothing to count here, its
+   * streams end as client aborts), or nghttp2 found the client breaking the protocol or a flood
+   * limit (`NghttpError`: its own SETTINGS/PING/empty-frame/CONTINUATION limits). Node destroys the
+   * session at once either way; the second kind is counted as ZL_HTTP2_PROTOCOL.
+   */
+  private onSessionError(session: Http2Session, err: NodeJS.ErrnoException): void {
+    if (err.code !== 'ERR_HTTP2_ERROR' && err.code !== 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES') return;
+    metrics.httpErrors.labels(this.listener.name, 'ZL_HTTP2_PROTOCOL').inc();
+    this.listener.ctx.log.debug(
+      { listener: this.listener.name, client_ip: session.socket?.remoteAddress, reason: err.message },
+      'HTTP/2 client broke the protocol: connection closed (ZL_HTTP2_PROTOCOL)',
+    );
   }
 
   /** A TLS socket that chose `h2` by ALPN, or a plain one that opened with the preface (h2c). */
@@ -179,7 +198,6 @@ export class H2Downstream implements Downstream {
     const s = listener.settings;
     this.trusted = s.trustsAnyone && this.clientIp !== '' && isTrustedProxy(s.trusted, this.clientIp);
     this.clientHash = hash32(this.clientIp);
-    stream.on('error', () => {});
   }
 
   begin(): void {
