@@ -95,7 +95,10 @@ export const CONFIG_REFERENCE = {
     doc: 'Statuses that pass an `http` check; empty means any 2xx or 3xx.',
   },
   'upstreams.*.keepalive': { doc: 'Upstream HTTP keep-alive pool (used by HTTP listeners).' },
-  'upstreams.*.keepalive.max_idle': { default: 32, doc: 'Idle connections kept per server.' },
+  'upstreams.*.keepalive.max_idle': {
+    default: 32,
+    doc: 'Idle connections kept per server. Under load the pool keeps more: as many as the server had requests in flight at once in the last 1–2 s, so bursts above `max_idle` reuse their connections; the surplus is closed, oldest first, once that demand is gone. 0 turns keep-alive off.',
+  },
   'upstreams.*.keepalive.idle_timeout': {
     default: '60s',
     doc: 'An idle pooled connection is closed after this.',

@@ -337,6 +337,33 @@ describe('keep-alive pool', () => {
     }
   });
 
+  test('bursts above max_idle reuse their connections (the pool follows demand); the surplus is closed once the demand is gone', async () => {
+    // each round: 20 requests held at the origin until all 20 are there, then answered together;
+    // with only max_idle (2) kept, every round after the first opened 18 new connections
+    const BURST = 20;
+    const held: (() => void)[] = [];
+    const o = await origin((_req, res) => {
+      held.push(() => res.end('ok'));
+      if (held.length === BURST) for (const answer of held.splice(0)) answer();
+    });
+    const z = await startRuntime(config([o.address], '    keepalive: { max_idle: 2, idle_timeout: 60s }'));
+    try {
+      for (let round = 0; round < 10; round++) {
+        const statuses = await load(z.addr('web'), BURST, BURST);
+        assert.deepEqual(statuses, Array(BURST).fill(200), `round ${round}`);
+      }
+      assert.ok(
+        o.connections <= BURST + 2,
+        `origin saw ${o.connections} connections for 10 bursts of ${BURST}`,
+      );
+      const pool = existingPool(z.rt.upstreams.get('app') as Upstream) as HttpPool;
+      assert.ok(pool.idleCount() > 2, "the bursts' connections are kept while the demand is recent");
+      await until(() => pool.idleCount() === 2, 'surplus beyond max_idle closed after the demand is gone');
+    } finally {
+      await z.stop();
+    }
+  });
+
   test('max_requests retires a connection after that many requests', async () => {
     const o = await origin();
     const z = await startRuntime(config([o.address], '    keepalive: { max_requests: 10 }'));
