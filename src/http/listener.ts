@@ -16,6 +16,7 @@ import type { L4Context } from '../l4/context.js';
 import { listenOn, socketFromFd } from '../l4/listen.js';
 import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
+import { isoNow, jsonNumber, jsonString } from '../log/access-line.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { ClientConnection } from './client-connection.js';
@@ -35,6 +36,8 @@ type Observer = { observe(v: number): void };
 export class HttpListener implements Listener, ExchangeHost {
   readonly protocol: 'http' | 'https';
   readonly name: string;
+  /** `name` as a JSON string, for the access log. */
+  private readonly nameJson: string;
   source: HttpListenerConfig;
   settings: HttpListenerSettings;
   private readonly server: Server | TlsServer;
@@ -61,6 +64,7 @@ export class HttpListener implements Listener, ExchangeHost {
   ) {
     this.protocol = cfg.protocol;
     this.name = name;
+    this.nameJson = jsonString(name);
     this.source = cfg;
     this.settings = compileHttpListener(cfg);
     this.activeGauge = metrics.requestsActive.labels(name);
@@ -209,28 +213,19 @@ export class HttpListener implements Listener, ExchangeHost {
     const log = this.ctx.accessLog;
     if (!log.enabled) return;
     const head = ex.head;
-    log.write({
-      time: new Date().toISOString(),
-      listener: this.name,
-      protocol: this.protocol,
-      client_ip: ex.down.clientIp,
-      client_port: ex.down.clientPort,
-      method: head.method,
-      host: head.host,
-      path: logPath(head),
-      http_version: httpVersion(ex.down, head),
-      status: ex.status,
-      route: route.name,
-      upstream: route.upstream,
-      upstream_addr: ex.endpoint?.address ?? null,
-      attempts: ex.attempts,
-      response_time: seconds,
-      bytes_in: ex.bodyBytes,
-      bytes_out: ex.bytesOut,
-      data_path: ex.splicedBytes > 0 ? 'native' : 'js',
-      request_id: ex.requestId,
-      error: ex.code,
-    });
+    const addr = ex.endpoint?.address ?? null;
+    // docs/HTTP.md's access-log fields, in localError's order, as JSON.stringify would write them
+    // (built by hand: src/log/access-line.ts)
+    log.writeLine(
+      `{"time":"${isoNow()}","listener":${this.nameJson},"protocol":"${this.protocol}",` +
+        `"client_ip":${jsonString(ex.down.clientIp)},"client_port":${ex.down.clientPort},` +
+        `"method":${jsonString(head.method)},"host":${jsonString(head.host)},"path":${jsonString(logPath(head))},` +
+        `"http_version":${jsonString(httpVersion(ex.down, head))},"status":${ex.status},` +
+        `"route":${jsonString(route.name)},"upstream":${jsonString(route.upstream)},` +
+        `"upstream_addr":${jsonString(addr)},"attempts":${ex.attempts},"response_time":${jsonNumber(seconds)},` +
+        `"bytes_in":${ex.bodyBytes},"bytes_out":${ex.bytesOut},"data_path":"${ex.splicedBytes > 0 ? 'native' : 'js'}",` +
+        `"request_id":${jsonString(ex.requestId)},"error":${jsonString(ex.code)}}\n`,
+    );
   }
 
   /** A request zipline answered itself (parse error, no route, header timeout). */
@@ -260,6 +255,7 @@ export class HttpListener implements Listener, ExchangeHost {
       response_time: 0,
       bytes_in: 0,
       bytes_out: 0,
+      data_path: null,
       request_id: null,
       error: code,
     });

@@ -230,14 +230,15 @@ export class HttpPool implements ConnectionHome {
     const now = Date.now();
     const s = this.upstream.settings;
     const limit = s.keepaliveIdleTimeoutMs;
-    const elapsed = now - this.windowStart;
-    const rotate = elapsed >= DEMAND_WINDOW_MS;
+    const rotate = now - this.windowStart >= DEMAND_WINDOW_MS;
     if (rotate) this.windowStart = now;
     let left = 0;
+    // deleting the entry being visited is safe in a Map's for..of
     for (const [e, stack] of this.idle) {
       if (rotate) {
-        // a window with no sweep (no idle connection then) saw no demand worth remembering
-        stack.lastPeak = elapsed < 2 * DEMAND_WINDOW_MS ? stack.peak : e.active;
+        // (after a time without sweeps, i.e. without idle connections, `peak` is the demand since
+        // the last one: at worst a surplus is kept one window longer)
+        stack.lastPeak = stack.peak;
         stack.peak = e.active;
       }
       const conns = stack.conns;
@@ -248,8 +249,11 @@ export class HttpPool implements ConnectionHome {
         (conns.shift() as UpstreamConnection).destroy();
       }
       left += conns.length;
+      // no connection and no demand for two windows: forget it (servers come and go with DNS)
+      if (conns.length === 0 && stack.peak === 0 && stack.lastPeak === 0) this.idle.delete(e);
     }
-    if (left === 0 && this.sweepTimer !== null) {
+    // runs while a server has connections or recent demand (each forgotten after two quiet windows)
+    if (left === 0 && this.idle.size === 0 && this.sweepTimer !== null) {
       clearInterval(this.sweepTimer);
       this.sweepTimer = null;
     }

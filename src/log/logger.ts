@@ -34,6 +34,8 @@ function processLogDestination(): ReturnType<typeof pino.destination> {
 export interface AccessLog {
   readonly enabled: boolean;
   write(entry: Record<string, unknown>): void;
+  /** A line already made: one JSON object and its newline (src/log/access-line.ts). */
+  writeLine(line: string): void;
   /** A file destination is opened again (after logrotate moved it); a no-op for others. */
   reopen(): void;
   /** Writes what waits, then closes; resolves when done or after 2 s (a failing destination). */
@@ -58,7 +60,20 @@ const CLOSE_WAIT_MS = 2000;
 /** Writes to a pipe of at most this many bytes are atomic (POSIX; Linux: 4096). */
 const PIPE_BUF = 4096;
 
-const OFF: AccessLog = { enabled: false, write() {}, reopen() {}, close: () => Promise.resolve() };
+/** sonic-boom's own bound on one write(2) when `maxWrite` is not given. */
+const MAX_WRITE = 16 * 1024;
+
+/** Batches not yet handed to their destination, written out by the process's exit. */
+const unflushed = new Set<() => void>();
+let exitHook = false;
+
+const OFF: AccessLog = {
+  enabled: false,
+  write() {},
+  writeLine() {},
+  reopen() {},
+  close: () => Promise.resolve(),
+};
 
 /**
  * With `workers` > 1 (`shared`), the primary and its workers share stdout/stderr (a pipe, often)
@@ -81,6 +96,7 @@ export function createAccessLog(
     maxLength: MAX_PENDING,
     ...(shared !== undefined ? { maxWrite: PIPE_BUF } : {}),
   });
+  const maxWrite = shared !== undefined ? PIPE_BUF : MAX_WRITE;
   let reportedAt = 0;
   // pino flushes a destination synchronously at process exit, and sonic-boom's flushSync retries
   // a failing write forever: while writes fail, that flush is skipped (the lines are lost anyway)
@@ -103,15 +119,68 @@ export function createAccessLog(
       'cannot write the access log; its lines wait (up to 8 MiB) and are retried',
     );
   });
-  stream.on('drop', () => metrics.logDropped.labels('access').inc());
+  // a dropped write is a chunk of whole lines (see flush)
+  stream.on('drop', (data: string) => metrics.logDropped.labels('access').inc(countLines(data)));
   const prefix = shared?.worker !== undefined ? `{"worker":${shared.worker},` : null;
   let closed = false;
+  // Lines are collected for the rest of the event-loop turn and handed to sonic-boom as chunks of
+  // whole lines of at most `maxWrite` bytes. One write per line cost ~6 µs per HTTP request:
+  // sonic-boom appends each string to its pending one and measures that (Buffer.byteLength,
+  // which flattens the whole rope, up to 16 KiB) on every write.
+  let batch: string[] = [];
+  let scheduled = false;
+  const flush = (): void => {
+    scheduled = false;
+    if (batch.length === 0) return;
+    const lines = batch;
+    batch = [];
+    let start = 0;
+    let bytes = 0;
+    for (let i = 0; i < lines.length; i++) {
+      const n = Buffer.byteLength(lines[i] as string);
+      if (bytes + n > maxWrite && i > start) {
+        stream.write(lines.slice(start, i).join(''));
+        start = i;
+        bytes = 0;
+      }
+      bytes += n;
+    }
+    stream.write(start === 0 ? lines.join('') : lines.slice(start).join(''));
+  };
+  // at exit (a second signal's process.exit): this turn's lines, then what sonic-boom holds,
+  // synchronously (pino's own exit hook may already have flushed it before these were added)
+  const atExit = (): void => {
+    flush();
+    try {
+      stream.flushSync();
+    } catch {
+      // not open yet, or failing: those lines are lost either way
+    }
+  };
+  unflushed.add(atExit);
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => {
+      for (const f of unflushed) f();
+    });
+  }
+  const add = (line: string): void => {
+    batch.push(line);
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
   return {
     enabled: true,
     write(entry) {
       if (closed) return;
       const json = JSON.stringify(entry);
-      stream.write(prefix === null || json.length <= 2 ? `${json}\n` : `${prefix}${json.slice(1)}\n`);
+      add(prefix === null || json.length <= 2 ? `${json}\n` : `${prefix}${json.slice(1)}\n`);
+    },
+    writeLine(line) {
+      if (closed) return;
+      add(prefix === null ? line : `${prefix}${line.slice(1)}`);
     },
     reopen() {
       if (closed || typeof dest !== 'string') return;
@@ -124,6 +193,8 @@ export function createAccessLog(
     close() {
       if (closed) return Promise.resolve();
       closed = true;
+      flush();
+      unflushed.delete(atExit);
       return new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           stream.destroy(); // what a failing destination did not take is dropped
@@ -137,4 +208,10 @@ export function createAccessLog(
       });
     },
   };
+}
+
+function countLines(s: string): number {
+  let n = 0;
+  for (let i = s.indexOf('\n'); i !== -1; i = s.indexOf('\n', i + 1)) n++;
+  return n;
 }

@@ -38,6 +38,11 @@ export async function startRuntime(
   rt.accessLog = {
     enabled: true,
     write: (e) => access.push(e),
+    // every line must be one JSON object and a newline (JSON.parse throws otherwise)
+    writeLine: (line) => {
+      if (!line.endsWith('}\n')) throw new Error(`access line without its newline: ${line}`);
+      access.push(JSON.parse(line) as AccessLine);
+    },
     reopen() {},
     close: () => Promise.resolve(),
   };

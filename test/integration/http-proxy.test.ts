@@ -324,6 +324,10 @@ listeners:
       assert.equal(miss.status, 404);
       assert.equal(miss.headers.get('x-zipline-error')?.[0], 'ZL_HTTP_NO_ROUTE');
       assert.match(miss.body.toString(), /404 Not Found \(ZL_HTTP_NO_ROUTE\)/);
+      // a line zipline answered itself has the same fields, in the same order, as a proxied one
+      const local = z.access.find((l) => l.error === 'ZL_HTTP_NO_ROUTE');
+      assert.deepEqual(Object.keys(local ?? {}), Object.keys(z.access[0] ?? {}));
+      assert.equal(local?.data_path, null);
     } finally {
       await z.stop();
     }
