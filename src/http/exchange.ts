@@ -45,6 +45,8 @@ import { holdWrites } from './write-batch.js';
 
 /** Response bodies up to this size that arrived with their head go out in the head's write. */
 const INLINE_BODY_MAX = 8 * 1024;
+/** How long the end of an exchange waits for a cancelled native body job to say what it sent. */
+const SPLICE_REPORT_MS = 1000;
 
 export type ExchangeState =
   | 'picking'
@@ -93,6 +95,11 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   private dirty = false;
   /** The native job carrying the rest of the response body, if any. */
   private spliced: SplicedBody | null = null;
+  /**
+   * A cancelled native body job has yet to report what it delivered: the end (metrics, access
+   * log) waits for it, or for SPLICE_REPORT_MS.
+   */
+  private awaitingSplice: NodeJS.Timeout | null = null;
   /** Response body bytes that went through the native splice pump. */
   splicedBytes = 0;
   private readonly clock = new StallClock();
@@ -472,7 +479,10 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   private cleanup(): void {
     this.picker.cancel();
-    this.spliced?.cancel();
+    if (this.spliced?.cancel((bytes) => this.splicedUntil(bytes)) === true) {
+      this.awaitingSplice = setTimeout(() => this.splicedUntil(0), SPLICE_REPORT_MS);
+      this.awaitingSplice.unref();
+    }
     this.spliced = null;
     if (this.cancelConnect !== null) {
       this.cancelConnect();
@@ -493,6 +503,16 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     // gives back only what was taken
     this.account.close();
     this.body.release();
+    if (this.awaitingSplice === null) this.host.onExchangeEnd(this);
+  }
+
+  /** A cancelled body job delivered `bytes` (0: it did not say in time); the exchange ends now. */
+  private splicedUntil(bytes: number): void {
+    if (this.awaitingSplice === null) return;
+    clearTimeout(this.awaitingSplice);
+    this.awaitingSplice = null;
+    this.bytesOut += bytes;
+    this.splicedBytes = bytes;
     this.host.onExchangeEnd(this);
   }
 }

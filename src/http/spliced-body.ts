@@ -22,6 +22,8 @@ export interface SpliceOwner {
 
 export class SplicedBody implements BodyClient {
   private id: number | null = null;
+  /** Set by `cancel`: where the bytes the job delivered go once the thread reports them. */
+  private cancelled: ((bytes: number) => void) | null = null;
 
   private constructor(
     private readonly upstream: UpstreamConnection,
@@ -54,16 +56,24 @@ export class SplicedBody implements BodyClient {
     return body;
   }
 
-  /** The exchange ended first: stop the job (it holds its own copies of the fds). */
-  cancel(): void {
-    if (this.id !== null) nativePump.bodyCancel(this.id);
+  /**
+   * The exchange ended first: stop the job (it holds its own copies of the fds). `delivered` gets
+   * the bytes it had sent to the client, from the native thread (a later event-loop turn), for the
+   * access log. False when there is no job to report (it ended already).
+   */
+  cancel(delivered: (bytes: number) => void): boolean {
+    if (this.id === null) return false;
+    this.cancelled = delivered;
+    nativePump.bodyCancel(this.id);
     this.id = null;
+    return true;
   }
 
   /** @internal BodyClient */
   onBodyDone(reason: PumpReason, _errno: number, bytes: number): void {
     this.id = null;
-    if (reason === PUMP_REASON.done) {
+    if (this.cancelled !== null) this.cancelled(bytes);
+    else if (reason === PUMP_REASON.done) {
       this.upstream.takeBack();
       this.owner.onSpliced(null, bytes);
     } else if (reason === PUMP_REASON.errorB) this.owner.onSpliced('ZL_CLIENT_ABORTED', bytes);

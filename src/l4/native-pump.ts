@@ -277,9 +277,12 @@ export class NativePump {
     return id;
   }
 
-  /** Ends a body job; its `onBodyDone` is not called. */
+  /**
+   * Ends a body job. Its `onBodyDone` still comes, once, with what was delivered: reason `cancel`,
+   * or the job's own end if it ended before the thread saw the cancel.
+   */
   bodyCancel(id: number): void {
-    if (!this.bodies.delete(id)) return;
+    if (!this.bodies.has(id)) return;
     this.binding?.command(CMD.bodyCancel, id, 0, -1, -1, 0, 0, 0, 0, '', 0);
   }
 

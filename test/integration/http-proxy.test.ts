@@ -754,5 +754,43 @@ describe('large bodies (spliced natively on Linux, streamed in JavaScript elsewh
         await z.stop();
       }
     });
+
+    test(`native: ${native}: a client that leaves mid-download is logged with what it was sent (bytes_out, data_path)`, async () => {
+      const huge = Buffer.alloc(32 * 1024 * 1024, 'z');
+      const o = await origin((_req, res) => res.end(huge));
+      const z = await startRuntime(`${config([o.address])}    native: ${native}\n`);
+      try {
+        const [host, p] = splitAddress(z.addr('web'));
+        const sock = connect(p, host, () => sock.write(get('/huge')));
+        let received = 0;
+        await new Promise<void>((resolve) => {
+          sock.on('data', (d: Buffer) => {
+            received += d.length;
+            if (received >= 1024 * 1024 && !sock.isPaused()) {
+              // stop reading and send a FIN: zipline (client_fin: abort) ends the request on its
+              // side while a native job is still on the body, waiting for the client to read
+              sock.pause();
+              sock.end();
+              resolve();
+            }
+          });
+        });
+        const line = (await until(() => z.access.find((l) => l.path === '/huge'), 'access line')) as Record<
+          string,
+          unknown
+        >;
+        assert.equal(line.error, 'ZL_CLIENT_ABORTED');
+        const sent = line.bytes_out as number;
+        // a cancelled native job said what it had delivered (before, only the first read's bytes)
+        assert.ok(
+          sent >= received - 1024 && sent < huge.length,
+          `bytes_out ${sent}, client got ${received} with the head`,
+        );
+        assert.equal(line.data_path, native === 'auto' && nativePump.available ? 'native' : 'js');
+        sock.destroy();
+      } finally {
+        await z.stop();
+      }
+    });
   }
 });
