@@ -150,11 +150,11 @@ export function createAccessLog(
   // at exit (a second signal's process.exit): this turn's lines, then what sonic-boom holds,
   // synchronously (pino's own exit hook may already have flushed it before these were added)
   const atExit = (): void => {
-    flush();
     try {
+      flush();
       stream.flushSync();
     } catch {
-      // not open yet, or failing: those lines are lost either way
+      // not open yet, destroyed or failing: those lines are lost either way
     }
   };
   unflushed.add(atExit);
