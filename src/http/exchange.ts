@@ -19,6 +19,7 @@ import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { Downstream } from './downstream.js';
+import type { ExchangeHost } from './exchange-host.js';
 import { buildForwardHead, type ForwardedHead, headFor } from './forward-head.js';
 import { buildSwitchingHead } from './forward-response.js';
 import type { RequestHead } from './parser/request-head.js';
@@ -45,8 +46,6 @@ import { holdWrites } from './write-batch.js';
 
 /** Response bodies up to this size that arrived with their head go out in the head's write. */
 const INLINE_BODY_MAX = 8 * 1024;
-/** How long the end of an exchange waits for a cancelled native body job to say what it sent. */
-const SPLICE_REPORT_MS = 1000;
 
 export type ExchangeState =
   | 'picking'
@@ -56,15 +55,6 @@ export type ExchangeState =
   | 'waiting'
   | 'streaming'
   | 'done';
-
-/** What an exchange needs from its listener. */
-export interface ExchangeHost {
-  readonly name: string;
-  readonly maxBodyReplay: number;
-  /** Large Content-Length response bodies may go through the native splice pump. */
-  readonly spliceBodies: boolean;
-  onExchangeEnd(ex: Exchange): void;
-}
 
 export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, PickOwner {
   state: ExchangeState = 'picking';
@@ -95,11 +85,8 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   private dirty = false;
   /** The native job carrying the rest of the response body, if any. */
   private spliced: SplicedBody | null = null;
-  /**
-   * A cancelled native body job has yet to report what it delivered: the end (metrics, access
-   * log) waits for it, or for SPLICE_REPORT_MS.
-   */
-  private awaitingSplice: NodeJS.Timeout | null = null;
+  /** A cancelled native body job has yet to say what it delivered: the end (metrics, log) waits. */
+  private awaitingSplice = false;
   /** Response body bytes that went through the native splice pump. */
   splicedBytes = 0;
   private readonly clock = new StallClock();
@@ -479,10 +466,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   private cleanup(): void {
     this.picker.cancel();
-    if (this.spliced?.cancel((bytes) => this.splicedUntil(bytes)) === true) {
-      this.awaitingSplice = setTimeout(() => this.splicedUntil(0), SPLICE_REPORT_MS);
-      this.awaitingSplice.unref();
-    }
+    this.awaitingSplice = this.spliced?.cancel((bytes) => this.splicedUntil(bytes)) === true;
     this.spliced = null;
     if (this.cancelConnect !== null) {
       this.cancelConnect();
@@ -503,14 +487,12 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     // gives back only what was taken
     this.account.close();
     this.body.release();
-    if (this.awaitingSplice === null) this.host.onExchangeEnd(this);
+    if (!this.awaitingSplice) this.host.onExchangeEnd(this);
   }
 
   /** A cancelled body job delivered `bytes` (0: it did not say in time); the exchange ends now. */
   private splicedUntil(bytes: number): void {
-    if (this.awaitingSplice === null) return;
-    clearTimeout(this.awaitingSplice);
-    this.awaitingSplice = null;
+    this.awaitingSplice = false;
     this.bytesOut += bytes;
     this.splicedBytes = bytes;
     this.host.onExchangeEnd(this);

@@ -15,6 +15,9 @@ import type { UpstreamConnection } from './upstream-connection.js';
 /** Bodies with at least this much left are worth a hand-off. */
 export const SPLICE_MIN = 64 * 1024;
 
+/** How long a cancelled job's report of what it delivered is waited for (then: 0 bytes). */
+const REPORT_WAIT_MS = 1000;
+
 export interface SpliceOwner {
   /** `error` is null when every byte was delivered; `bytes` is what the native thread moved. */
   onSpliced(error: ErrorCode | null, bytes: number): void;
@@ -24,6 +27,7 @@ export class SplicedBody implements BodyClient {
   private id: number | null = null;
   /** Set by `cancel`: where the bytes the job delivered go once the thread reports them. */
   private cancelled: ((bytes: number) => void) | null = null;
+  private reportTimer: NodeJS.Timeout | null = null;
 
   private constructor(
     private readonly upstream: UpstreamConnection,
@@ -57,22 +61,32 @@ export class SplicedBody implements BodyClient {
   }
 
   /**
-   * The exchange ended first: stop the job (it holds its own copies of the fds). `delivered` gets
-   * the bytes it had sent to the client, from the native thread (a later event-loop turn), for the
-   * access log. False when there is no job to report (it ended already).
+   * The exchange ended first: stop the job (it holds its own copies of the fds). `delivered` gets,
+   * once, the bytes it had sent to the client, from the native thread in a later event-loop turn
+   * (0 if it has not said within a second). False when there is no job (it ended already).
    */
   cancel(delivered: (bytes: number) => void): boolean {
     if (this.id === null) return false;
     this.cancelled = delivered;
     nativePump.bodyCancel(this.id);
     this.id = null;
+    this.reportTimer = setTimeout(() => this.reported(0), REPORT_WAIT_MS);
+    this.reportTimer.unref();
     return true;
+  }
+
+  private reported(bytes: number): void {
+    const delivered = this.cancelled;
+    this.cancelled = null;
+    if (this.reportTimer !== null) clearTimeout(this.reportTimer);
+    this.reportTimer = null;
+    delivered?.(bytes);
   }
 
   /** @internal BodyClient */
   onBodyDone(reason: PumpReason, _errno: number, bytes: number): void {
     this.id = null;
-    if (this.cancelled !== null) this.cancelled(bytes);
+    if (this.cancelled !== null) this.reported(bytes);
     else if (reason === PUMP_REASON.done) {
       this.upstream.takeBack();
       this.owner.onSpliced(null, bytes);

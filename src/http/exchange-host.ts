@@ -1,0 +1,14 @@
+/**
+ * What an exchange needs from the listener it runs for (`HttpListener`), as `Downstream` is what
+ * it needs from the client side.
+ */
+import type { Exchange } from './exchange.js';
+
+export interface ExchangeHost {
+  readonly name: string;
+  readonly maxBodyReplay: number;
+  /** Large Content-Length response bodies may go through the native splice pump. */
+  readonly spliceBodies: boolean;
+  /** The exchange is over: metrics and its access-log line. */
+  onExchangeEnd(ex: Exchange): void;
+}
