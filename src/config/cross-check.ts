@@ -4,6 +4,7 @@
  * about types because the schema may have rejected the same value.
  */
 import type { PathSegment } from './load.js';
+import { CONFIG_REFERENCE } from './reference.js';
 import { normalizeListen, parseDuration, parseHostPort } from './units.js';
 
 type Report = (path: readonly PathSegment[], message: string) => void;
@@ -24,7 +25,8 @@ export function crossCheck(data: unknown, report: Report): void {
   const upstreams = obj(root.upstreams) ?? {};
   checkUpstreams(upstreams, report);
   const binds = checkListeners(root.listeners, upstreams, report);
-  checkShm(root.shm, report);
+  claimAdmin(obj(root.admin), binds, report);
+  checkShm(root.shm, binds, report);
   checkTunnel(obj(root.tunnel), binds, report);
   if (root.workers !== undefined && root.workers !== 1 && process.platform !== 'linux') {
     report(
@@ -76,6 +78,7 @@ function claim(
   where: string,
   path: readonly PathSegment[],
   report: Report,
+  note = '',
 ): void {
   const text = normalizeListen(listen);
   if (typeof text !== 'string') return;
@@ -83,8 +86,23 @@ function claim(
   if (hp === undefined || hp.port === 0) return;
   const key = `${family}/${hp.host}:${hp.port}`;
   const other = binds.get(key);
-  if (other !== undefined) report(path, `address already used by ${other}`);
+  if (other !== undefined) report(path, `address already used by ${other}${note}`);
   else binds.set(key, where);
+}
+
+/**
+ * The admin server's address (its default when not given: it always runs) against the rest: a
+ * listener on 127.0.0.1:9901 would otherwise pass `check` and fail at start with EADDRINUSE, as
+ * if another process held the port.
+ */
+function claimAdmin(admin: Record<string, unknown> | undefined, binds: Binds, report: Report): void {
+  const given = admin?.listen;
+  const v = given ?? CONFIG_REFERENCE['admin.listen'].default;
+  // a bare port is on loopback for the admin server (schema.ts)
+  const bare = typeof v === 'number' || (typeof v === 'string' && /^:?\d{1,5}$/.test(v));
+  const listen = bare ? `127.0.0.1:${String(v).replace(':', '')}` : v;
+  const note = given === undefined ? ` (${String(v)} is the admin server's default: set admin.listen)` : '';
+  claim(binds, 'tcp', listen, 'admin.listen', ['admin', 'listen'], report, note);
 }
 
 function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, report: Report): Binds {
@@ -216,13 +234,20 @@ function checkHttpListener(
   }
 }
 
-function checkShm(bridges: unknown, report: Report): void {
+function checkShm(bridges: unknown, binds: Binds, report: Report): void {
   if (!Array.isArray(bridges)) return;
   const names = new Map<string, number>();
   const segments = new Map<string, number>();
+  const servers = new Set<unknown>();
   bridges.forEach((b, i) => {
     const bridge = obj(b);
     if (bridge === undefined) return;
+    // bridges with the same `http` share one server; it must not take a listener's or admin's address
+    const http = bridge.http ?? CONFIG_REFERENCE['shm[].http'].default;
+    if (!servers.has(http)) {
+      servers.add(http);
+      claim(binds, 'tcp', http, `shm[${i}].http`, ['shm', i, 'http'], report);
+    }
     for (const [key, seen] of [
       ['name', names],
       ['segment', segments],

@@ -252,6 +252,34 @@ listeners:
   assert.match(text, /listeners\[4\]\.listen .*already used by listeners\[3\]/);
 });
 
+test('the admin server and shm bridges take their addresses too: a listener on one is refused by check', () => {
+  const listeners = `listeners:
+  - { name: a9, protocol: tcp, listen: 127.0.0.1:9901, upstream: a }
+  - { name: s8, protocol: tcp, listen: 127.0.0.1:8090, upstream: a }
+  - { name: b7, protocol: tcp, listen: 127.0.0.1:7000, upstream: a }
+upstreams:
+  a: { servers: [127.0.0.1:1] }
+`;
+  // the defaults: admin on 127.0.0.1:9901, shm's API on 127.0.0.1:8090 (shared by both bridges)
+  let text = issues(
+    `${listeners}shm:\n  - { name: s, segment: /zl-a }\n  - { name: t, segment: /zl-b }\n`,
+  ).join('\n');
+  assert.match(
+    text,
+    /^admin\.listen .*already used by listeners\[0\] \(127\.0\.0\.1:9901 is the admin server's default/m,
+  );
+  assert.match(text, /^shm\[0\]\.http .*already used by listeners\[1\]/m);
+  assert.doesNotMatch(text, /shm\[1\]\.http/, 'bridges share their server');
+  // given: a bare port is on loopback for admin
+  text = issues(`${listeners}admin: { listen: 7000 }\n`).join('\n');
+  assert.match(text, /^admin\.listen .*already used by listeners\[2\]$/m);
+  const fine = loadConfigText(
+    `${listeners.replace('9901', '9902').replace('8090', '8091')}shm: [{ name: s, segment: /zl-a }]\n`,
+    {},
+  );
+  assert.equal(fine.ok, true, fine.ok ? '' : fine.issues.map(formatIssue).join('\n'));
+});
+
 test('workers: a count 1–256 or auto (SO_REUSEPORT workers: Linux only)', () => {
   for (const w of ['1', '4', 'auto']) {
     const r = loadConfigText(`workers: ${w}\n`, {});
