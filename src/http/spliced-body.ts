@@ -28,6 +28,8 @@ export class SplicedBody implements BodyClient {
   /** Set by `cancel`: where the bytes the job delivered go once the thread reports them. */
   private cancelled: ((bytes: number) => void) | null = null;
   private reportTimer: NodeJS.Timeout | null = null;
+  /** Cancelled and reported (or given up on): a late report changes nothing. */
+  private over = false;
 
   private constructor(
     private readonly upstream: UpstreamConnection,
@@ -78,6 +80,7 @@ export class SplicedBody implements BodyClient {
   private reported(bytes: number): void {
     const delivered = this.cancelled;
     this.cancelled = null;
+    this.over = true;
     if (this.reportTimer !== null) clearTimeout(this.reportTimer);
     this.reportTimer = null;
     delivered?.(bytes);
@@ -86,6 +89,7 @@ export class SplicedBody implements BodyClient {
   /** @internal BodyClient */
   onBodyDone(reason: PumpReason, _errno: number, bytes: number): void {
     this.id = null;
+    if (this.over) return;
     if (this.cancelled !== null) this.reported(bytes);
     else if (reason === PUMP_REASON.done) {
       this.upstream.takeBack();
