@@ -3,9 +3,10 @@
  * so that they are reported together with schema problems in one pass; each check is defensive
  * about types because the schema may have rejected the same value.
  */
+import { isIP } from 'node:net';
 import type { PathSegment } from './load.js';
 import { CONFIG_REFERENCE } from './reference.js';
-import { normalizeListen, parseDuration, parseHostPort } from './units.js';
+import { formatHostPort, normalizeListen, parseDuration, parseHostPort } from './units.js';
 
 type Report = (path: readonly PathSegment[], message: string) => void;
 
@@ -68,8 +69,19 @@ function checkUpstreams(upstreams: Record<string, unknown>, report: Report): voi
   }
 }
 
-/** Bound addresses (`tcp/host:port`, `udp/host:port`) → where they were declared. */
-type Binds = Map<string, string>;
+/** Bound ports (`tcp/port`, `udp/port`) → the hosts on them and where each was declared. */
+type Binds = Map<string, { host: string; where: string }[]>;
+
+/**
+ * Two hosts on one port collide when they are the same, or when one is a wildcard that takes the
+ * port on every address of the other's family: `0.0.0.0` every IPv4 address (and a name, which
+ * may be one), `::` every address (Node binds it dual-stack).
+ */
+function overlaps(a: string, b: string): boolean {
+  if (a === b || a === '::' || b === '::') return true;
+  if (a === '0.0.0.0') return isIP(b) !== 6;
+  return b === '0.0.0.0' && isIP(a) !== 6;
+}
 
 function claim(
   binds: Binds,
@@ -84,10 +96,19 @@ function claim(
   if (typeof text !== 'string') return;
   const hp = parseHostPort(text);
   if (hp === undefined || hp.port === 0) return;
-  const key = `${family}/${hp.host}:${hp.port}`;
-  const other = binds.get(key);
-  if (other !== undefined) report(path, `address already used by ${other}${note}`);
-  else binds.set(key, where);
+  const key = `${family}/${hp.port}`;
+  const taken = binds.get(key) ?? [];
+  const other = taken.find((t) => overlaps(t.host, hp.host));
+  if (other === undefined) {
+    taken.push({ host: hp.host, where });
+    binds.set(key, taken);
+  } else if (other.host === hp.host) report(path, `address already used by ${other.where}${note}`);
+  else {
+    report(
+      path,
+      `address overlaps ${other.where} (${formatHostPort(other.host, hp.port)}): a wildcard address takes its port on every address${note}`,
+    );
+  }
 }
 
 /**

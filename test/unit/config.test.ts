@@ -280,6 +280,27 @@ upstreams:
   assert.equal(fine.ok, true, fine.ok ? '' : fine.issues.map(formatIssue).join('\n'));
 });
 
+test('a wildcard address overlaps every address of its family on its port (:: every one); udp and tcp apart', () => {
+  const text = issues(`
+upstreams:
+  a: { servers: [127.0.0.1:1] }
+listeners:
+  - { name: w, protocol: tcp, listen: "0.0.0.0:7000", upstream: a }
+  - { name: l, protocol: tcp, listen: "127.0.0.1:7000", upstream: a }
+  - { name: v6, protocol: tcp, listen: "[::1]:7000", upstream: a }
+  - { name: u, protocol: udp, listen: "127.0.0.1:7000", upstream: a }
+  - { name: w6, protocol: tcp, listen: "[::]:7001", upstream: a }
+  - { name: l2, protocol: tcp, listen: "10.0.0.1:7001", upstream: a }
+  - { name: ok1, protocol: tcp, listen: "127.0.0.1:7002", upstream: a }
+  - { name: ok2, protocol: tcp, listen: "127.0.0.2:7002", upstream: a }
+admin: { listen: "0.0.0.0:7002" }
+`).join('\n');
+  assert.match(text, /^listeners\[1\]\.listen .*overlaps listeners\[0\] \(0\.0\.0\.0:7000\)/m);
+  assert.match(text, /^listeners\[5\]\.listen .*overlaps listeners\[4\] \(\[::\]:7001\)/m);
+  assert.match(text, /^admin\.listen .*overlaps listeners\[6\] \(127\.0\.0\.1:7002\)/m);
+  for (const i of [2, 3, 7]) assert.doesNotMatch(text, new RegExp(`^listeners\\[${i}\\]`, 'm'));
+});
+
 test('workers: a count 1–256 or auto (SO_REUSEPORT workers: Linux only)', () => {
   for (const w of ['1', '4', 'auto']) {
     const r = loadConfigText(`workers: ${w}\n`, {});
