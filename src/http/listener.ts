@@ -239,7 +239,7 @@ export class HttpListener implements Listener, ExchangeHost {
     const log = this.ctx.accessLog;
     if (!log.enabled) return;
     log.write({
-      time: new Date().toISOString(),
+      time: isoNow(),
       listener: this.name,
       protocol: this.protocol,
       client_ip: conn.clientIp,

@@ -8,6 +8,7 @@ import { hash32 } from '../balancer/hash-fn.js';
 import type { TcpListenerConfig } from '../config/schema.js';
 import { formatHostPort } from '../config/units.js';
 import { ERROR_CATALOG } from '../errors.js';
+import { isoNow } from '../log/access-line.js';
 import { metrics } from '../metrics/catalog.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
@@ -179,7 +180,7 @@ export class TcpListener implements Listener {
     if (conn.error !== null) metrics.connectionErrors.labels(this.name, conn.error).inc();
     if (this.ctx.accessLog.enabled) {
       this.ctx.accessLog.write({
-        time: new Date().toISOString(),
+        time: isoNow(),
         listener: this.name,
         protocol: 'tcp',
         client_ip: conn.clientIp,

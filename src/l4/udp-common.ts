@@ -4,6 +4,7 @@
  */
 import type { UdpListenerConfig } from '../config/schema.js';
 import type { ErrorCode } from '../errors.js';
+import { isoNow } from '../log/access-line.js';
 import { metrics } from '../metrics/catalog.js';
 import type { L4Context } from './context.js';
 
@@ -72,7 +73,7 @@ export function recordUdpSessionEnd(
   if (s.error !== null) metrics.connectionErrors.labels(listener, s.error).inc();
   if (!ctx.accessLog.enabled) return;
   ctx.accessLog.write({
-    time: new Date().toISOString(),
+    time: isoNow(),
     listener,
     protocol: 'udp',
     client_ip: s.clientIp,

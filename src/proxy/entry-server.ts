@@ -8,6 +8,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { formatHostPort } from '../config/units.js';
 import type { ErrorCode } from '../errors.js';
 import { listenOn } from '../l4/listen.js';
+import { isoNow } from '../log/access-line.js';
 import type { AccessLog } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 
@@ -42,7 +43,7 @@ export function reportEntry(
   if (r.error !== null) metrics.connectionErrors.labels(listener, r.error).inc();
   if (!accessLog.enabled) return;
   accessLog.write({
-    time: new Date().toISOString(),
+    time: isoNow(),
     listener,
     protocol,
     client_ip: peer.remoteAddress,

@@ -5,6 +5,7 @@
  * accepted before the agent has authenticated.
  */
 import { isZiplineError } from '../errors.js';
+import { isoNow } from '../log/access-line.js';
 import { httpStatusOfReply, statusOf, type UdpChannel } from '../proxy/dialer.js';
 import { pipeStream } from '../proxy/pipe.js';
 import { addressLength, formatDestination, readAddress, writeAddress } from './address.js';
@@ -185,7 +186,7 @@ export class RelaySession {
   ): void {
     const openedAt = stream.info.openedAt ?? Date.now();
     this.relay.logStream({
-      time: new Date().toISOString(),
+      time: isoNow(),
       listener: 'tunnel.relay',
       protocol: stream.info.kind === OPEN_KIND.UDP ? 'tunnel-udp' : 'tunnel-tcp',
       client_ip: this.source,
