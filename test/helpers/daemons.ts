@@ -4,11 +4,11 @@
  * tool is installed (`.ci/run` installs them; a test without its tool is skipped with a note).
  */
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { refusedPort, until } from './net.js';
+import { tempDir } from './temp.js';
 
 export const have = (tool: string): boolean =>
   spawnSync('sh', ['-c', `command -v ${tool} || test -x /usr/sbin/${tool}`]).status === 0;
@@ -31,7 +31,7 @@ export interface Daemon {
 
 /** nginx with `server { … }` bodies given by `servers(port)`. */
 export async function startNginx(servers: (port: number) => string, http = ''): Promise<Daemon> {
-  const work = mkdtempSync(join(tmpdir(), 'zl-nginx-'));
+  const work = tempDir('zl-nginx-');
   const port = await refusedPort();
   writeFileSync(
     join(work, 'nginx.conf'),
@@ -58,7 +58,7 @@ http {
 /** redis-server without persistence. */
 export async function startRedis(): Promise<Daemon> {
   const port = await refusedPort();
-  const work = mkdtempSync(join(tmpdir(), 'zl-redis-'));
+  const work = tempDir('zl-redis-');
   const redis = spawn(
     'redis-server',
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', work],

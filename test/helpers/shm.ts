@@ -1,8 +1,8 @@
 /** Building the shared-memory C tools for tests, and naming segments that are cleaned up. */
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from './temp.js';
 import { ROOT } from './zipline.js';
 
 export interface ShmTools {
@@ -17,7 +17,7 @@ export interface ShmTools {
 }
 
 export function buildShmTools(): ShmTools {
-  const dir = mkdtempSync(join(tmpdir(), 'zl-shm-'));
+  const dir = tempDir('zl-shm-');
   const stress = join(dir, 'shm_stress');
   const example = join(dir, 'shm_example');
   const lib = join(ROOT, 'native/lib/zipline_shm.c');

@@ -1,13 +1,13 @@
 /** Starting zipline in tests: in-process (`startRuntime`) or as the real CLI process (`spawnZipline`). */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { loadConfigText } from '../../src/config/load.js';
 import { Runtime } from '../../src/core/runtime.js';
 import type { LookupAll } from '../../src/upstream/upstream.js';
+import { tempDir } from './temp.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const BIN = join(ROOT, 'bin/zipline.js');
@@ -86,7 +86,7 @@ export interface Stats {
 }
 
 export function writeConfig(yaml: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'zipline-test-'));
+  const dir = tempDir('zipline-test-');
   const file = join(dir, 'zipline.yaml');
   writeFileSync(file, yaml);
   return file;

@@ -9,13 +9,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { have, run } from '../helpers/daemons.js';
 import { testPeers } from '../helpers/http.js';
 import { until } from '../helpers/net.js';
+import { tempDir } from '../helpers/temp.js';
 import { spawnZipline } from '../helpers/zipline.js';
 
 const peers = testPeers();
@@ -41,7 +41,7 @@ function skipReason(): string | false {
     return 'needs Linux and root (a mount namespace)';
   if (!have('unshare') || !have('curl')) return 'needs unshare (util-linux) and curl';
   // the same binds the test makes (a container may refuse them, or /etc/resolv.conf may dangle)
-  const dir = mkdtempSync(join(tmpdir(), 'zipline-dns-probe-'));
+  const dir = tempDir('zipline-dns-probe-');
   writeFileSync(join(dir, 'f'), '');
   const [cmd, ...args] = namespace(join(dir, 'f'), join(dir, 'f'));
   if (spawnSync(cmd as string, [...args, 'true']).status !== 0)
@@ -64,7 +64,7 @@ describe('destination names with a DNS server that never answers', { skip: skipR
       t.skip(`cannot bind ${DNS}:53 for the silent DNS server`);
       return;
     }
-    const dir = mkdtempSync(join(tmpdir(), 'zipline-dns-'));
+    const dir = tempDir('zipline-dns-');
     writeFileSync(join(dir, 'resolv.conf'), `nameserver ${DNS}\noptions timeout:4 attempts:1\n`);
     writeFileSync(join(dir, 'hosts'), '127.0.0.1 localhost\n127.0.0.1 fast.test\n');
     const o = await peers.origin();

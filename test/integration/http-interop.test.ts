@@ -8,11 +8,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { connect as h2Connect, constants as h2constants } from 'node:http2';
 import { connect as netConnect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
@@ -22,6 +21,7 @@ import { metrics } from '../../src/metrics/catalog.js';
 import { have, startNginx } from '../helpers/daemons.js';
 import { rawRequest, testPeers, webSocketEcho } from '../helpers/http.js';
 import { port, splitAddress, until } from '../helpers/net.js';
+import { tempDir } from '../helpers/temp.js';
 import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
 
 const peers = testPeers();
@@ -94,7 +94,7 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
       assert.equal(pe.body, 300_000);
       const h = await curl(['-I', url]);
       assert.match(h.stdout, /^HTTP\/1\.1 200/);
-      const file = join(mkdtempSync(join(tmpdir(), 'zl-')), 'body');
+      const file = join(tempDir('zl-'), 'body');
       writeFileSync(file, Buffer.alloc(2_000_000, 'z'));
       const e = await curl([
         '-v',

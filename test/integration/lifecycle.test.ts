@@ -1,12 +1,12 @@
 /** The real `zipline run` process: reload under load (SIGHUP, POST /reload) and graceful drain. */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { closed, closeServer, dial, port, readAll, tcpEcho, until } from '../helpers/net.js';
+import { tempDir } from '../helpers/temp.js';
 import { spawnZipline } from '../helpers/zipline.js';
 
 function config(a: number, b: number, balance: string, extraListener = ''): string {
@@ -138,7 +138,7 @@ describe('lifecycle', () => {
   test('access log file: a reload after logrotate moved it writes to a new file; a failing destination is counted, never an internal error', async () => {
     const a = await tcpEcho();
     const b = await tcpEcho();
-    const dir = mkdtempSync(join(tmpdir(), 'zl-access-'));
+    const dir = tempDir('zl-access-');
     const file = join(dir, 'access.log');
     const yaml = config(port(a), port(b), 'round_robin').replace(
       'log: { access: off }',

@@ -6,12 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { closeServer, port, splitAddress, tcpEcho, until } from '../helpers/net.js';
+import { tempDir } from '../helpers/temp.js';
 import { spawnZipline, type ZiplineProcess } from '../helpers/zipline.js';
 
 const TOKEN = randomBytes(24).toString('hex');
@@ -50,7 +48,7 @@ drain_timeout: 1s
 tunnel:
   relay:
     listen: 127.0.0.1:0
-    state_dir: ${mkdtempSync(join(tmpdir(), 'zl-relay-'))}
+    state_dir: ${tempDir('zl-relay-')}
     tokens: ["\${ZIPLINE_TUNNEL_TOKEN}"]
     allow: ["127.0.0.1:*"]
     heartbeat: { interval: 500ms, misses: 3 }

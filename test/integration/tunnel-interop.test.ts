@@ -7,13 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Daemon, have, run, startNginx, startRedis } from '../helpers/daemons.js';
 import { closeServer, listen, port, splitAddress, until } from '../helpers/net.js';
+import { tempDir } from '../helpers/temp.js';
 import { spawnZipline, type ZiplineProcess } from '../helpers/zipline.js';
 
 const TOKEN = randomBytes(24).toString('hex');
@@ -102,7 +101,7 @@ describe('tunnel: agent and relay processes with real clients', { skip }, () => 
   let bulk: Server;
   let relayAddr = '';
   let fingerprint = '';
-  const stateDir = mkdtempSync(join(tmpdir(), 'zl-relay-'));
+  const stateDir = tempDir('zl-relay-');
   const block = randomBytes(1 << 20);
   const env = { ZIPLINE_TUNNEL_TOKEN: TOKEN };
 

@@ -9,15 +9,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import { registry } from '../../src/metrics/catalog.js';
 import { closeServer, listen, openFds, port, until } from '../helpers/net.js';
+import { tempDir } from '../helpers/temp.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -91,7 +89,7 @@ tunnel:
   relay:
     listen: 127.0.0.1:0
     tls: off
-    state_dir: ${mkdtempSync(join(tmpdir(), 'zl-relay-'))}
+    state_dir: ${tempDir('zl-relay-')}
     tokens: ["another-token-0123456789abcdef"]
 `);
   cleanup.push(() => relay.stop());

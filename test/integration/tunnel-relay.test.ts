@@ -9,9 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { registry } from '../../src/metrics/catalog.js';
@@ -22,6 +20,7 @@ import { encodeHello } from '../../src/tunnel/handshake.js';
 import { engine } from '../../src/tunnel/native/binding.js';
 import { renderDashboard } from '../helpers/dashboard.js';
 import { closeServer, listen, openFds, port, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
+import { tempDir } from '../helpers/temp.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -38,7 +37,7 @@ tunnel:
   relay:
     listen: 127.0.0.1:0
     tls: ${tls}
-    state_dir: ${mkdtempSync(join(tmpdir(), 'zl-relay-'))}
+    state_dir: ${tempDir('zl-relay-')}
     tokens: ["${TOKEN}"]
     allow: ["127.0.0.1:*"]
     heartbeat: { interval: 500ms, misses: 3 }

@@ -2,13 +2,13 @@
 import assert from 'node:assert/strict';
 import type { Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { nativePump } from '../../src/l4/native-pump.js';
 import { have, run, startDnsmasq } from '../helpers/daemons.js';
 import { port, splitAddress, udpClient, udpEcho, unreachableUdpPort, until } from '../helpers/net.js';
+import { tempDir } from '../helpers/temp.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 const sockets: UdpSocket[] = [];
@@ -93,7 +93,7 @@ for (const mode of ['auto', 'off'] as const) {
           const common = ['+short', '+tries=1', '+time=5', `@${host}`, '-p', String(p)];
           return run('dig', [...common, ...args]).then((r) => r.stdout.trim());
         };
-        const names = join(mkdtempSync(join(tmpdir(), 'zl-dig-')), 'names');
+        const names = join(tempDir('zl-dig-'), 'names');
         writeFileSync(names, Array.from({ length: 50 }, (_, i) => `n${i}.zipline.test\n`).join(''));
         const answers = (await dig('u', ['-f', names])).split('\n');
         assert.deepEqual(answers, Array(50).fill('10.9.8.7'));

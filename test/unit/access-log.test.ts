@@ -4,16 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { createAccessLog } from '../../src/log/logger.js';
+import { tempDir } from '../helpers/temp.js';
 import { ROOT } from '../helpers/zipline.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'zl-access-log-'));
+const dir = tempDir('zl-access-log-');
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('lines written in one turn and over several arrive whole and in order (a worker prefix on each), flushed by close', async () => {

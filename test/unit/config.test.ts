@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { formatIssue } from '../../src/config/issue.js';
 import { loadConfigText } from '../../src/config/load.js';
+import { tempDir } from '../helpers/temp.js';
 
 function issues(yaml: string, env: NodeJS.ProcessEnv = {}): string[] {
   const r = loadConfigText(yaml, env);
@@ -170,7 +170,7 @@ upstreams: { a: { servers: ["127.0.0.1:\${PORT}"] } }
 });
 
 test('${file:PATH} reads a secret file (one trailing newline dropped); unreadable ones are issues that never show contents', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'zl-secret-'));
+  const dir = tempDir('zl-secret-');
   try {
     writeFileSync(join(dir, 'token'), 'tok-0123456789abcdef\n');
     writeFileSync(join(dir, 'crlf'), 'with-crlf\r\n');

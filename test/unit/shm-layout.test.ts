@@ -4,8 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import {
@@ -23,6 +22,7 @@ import {
   SNAPSHOT,
   SNAPSHOT_BUFFER,
 } from '../../src/shm/layout.js';
+import { tempDir } from '../helpers/temp.js';
 import { ROOT } from '../helpers/zipline.js';
 
 const C_PROGRAM = `
@@ -59,7 +59,7 @@ int main(void) {
 `;
 
 test('src/shm/layout.ts matches native/include/zipline_shm.h (compiled)', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'zl-layout-'));
+  const dir = tempDir('zl-layout-');
   try {
     writeFileSync(join(dir, 'layout.c'), C_PROGRAM);
     execFileSync('cc', [
