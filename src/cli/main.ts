@@ -10,7 +10,7 @@ import { ZIPLINE_VERSION } from '../version.js';
 import { describeConfig } from './describe.js';
 import { EXIT, reportInvalidConfig } from './exit.js';
 import { runCommand } from './run.js';
-import { type ShmCreateOptions, shmCommand } from './shm.js';
+import type { ShmCreateOptions } from './shm.js';
 
 async function check(file: string): Promise<number> {
   // loaded here, not statically: `run` must not load the schema library (load-isolated.ts)
@@ -49,7 +49,9 @@ export async function main(argv: string[]): Promise<number> {
     .option('--slots <n>', 'slots per ring (a power of two), for create', '1024')
     .option('--slot-size <size>', 'bytes per ring slot, for create', '4KiB')
     .option('--mode <octal>', 'permissions, for create', '0600')
-    .action((action: string, name: string, opts: ShmCreateOptions) => {
+    .action(async (action: string, name: string, opts: ShmCreateOptions) => {
+      // loaded here: `run` loads the shm code only when its config has bridges (runtime.ts)
+      const { shmCommand } = await import('./shm.js');
       code = shmCommand(action, name, opts);
     });
   program

@@ -29,10 +29,9 @@ import { UdpListener } from '../l4/udp-listener.js';
 import { NativeUdpListener } from '../l4/udp-native-listener.js';
 import { type AccessLog, createAccessLog, createLogger, type Logger } from '../log/logger.js';
 import { metrics, registry } from '../metrics/catalog.js';
-import { ProxyListener } from '../proxy/proxy-listener.js';
-import { ShmBridges } from '../shm/bridges.js';
-import { TunnelAgent } from '../tunnel/agent.js';
-import { TunnelRelay } from '../tunnel/relay.js';
+import type { ShmBridges } from '../shm/bridges.js';
+import type { TunnelAgent } from '../tunnel/agent.js';
+import type { TunnelRelay } from '../tunnel/relay.js';
 import { reloadTunnel } from '../tunnel/reload.js';
 import { compileUpstream } from '../upstream/settings.js';
 import { type LookupAll, Upstream } from '../upstream/upstream.js';
@@ -69,7 +68,12 @@ export class Runtime {
   /** Listeners removed by a reload that still have connections. */
   private readonly retired = new Set<Listener>();
   readonly admin: AdminServer;
-  readonly shm: ShmBridges;
+  /**
+   * The shm bridges, the tunnel and the proxy entries (socks5, http_proxy) are loaded when the
+   * config has them (`import()`), not with this module: 39 of the 132 modules a plain HTTP proxy
+   * loaded were theirs, ~5 MiB of RSS in every process (each worker too).
+   */
+  shm: ShmBridges | null = null;
   relay: TunnelRelay | null = null;
   agent: TunnelAgent | null = null;
   readonly startedAt = Date.now();
@@ -104,7 +108,6 @@ export class Runtime {
       reusePort: this.role === 'worker',
     };
     this.admin = new AdminServer(this);
-    this.shm = new ShmBridges(this.log);
     this.workers = this.role === 'primary' ? new WorkerPool(workerCount(config), this.log) : null;
   }
 
@@ -146,13 +149,19 @@ export class Runtime {
 
   /** Shared-memory bridges and the tunnel: one instance per zipline, never per worker. */
   private async startServices(): Promise<void> {
-    if (this.config.shm.length > 0) await this.shm.start(this.config.shm);
+    if (this.config.shm.length > 0) {
+      const { ShmBridges } = await import('../shm/bridges.js');
+      this.shm = new ShmBridges(this.log);
+      await this.shm.start(this.config.shm);
+    }
     const tunnel = this.config.tunnel;
     if (tunnel?.relay !== undefined) {
+      const { TunnelRelay } = await import('../tunnel/relay.js');
       this.relay = new TunnelRelay(tunnel.relay, this.ctx);
       await this.relay.start();
     }
     if (tunnel?.agent !== undefined) {
+      const { TunnelAgent } = await import('../tunnel/agent.js');
       this.agent = new TunnelAgent(tunnel.agent, this.ctx);
       await this.agent.start();
     }
@@ -170,9 +179,10 @@ export class Runtime {
     let l: Listener;
     if (cfg.protocol === 'tcp') l = new TcpListener(cfg, name, this.ctx);
     else if (cfg.protocol === 'http' || cfg.protocol === 'https') l = new HttpListener(cfg, name, this.ctx);
-    else if (cfg.protocol === 'socks5' || cfg.protocol === 'http_proxy')
+    else if (cfg.protocol === 'socks5' || cfg.protocol === 'http_proxy') {
+      const { ProxyListener } = await import('../proxy/proxy-listener.js');
       l = new ProxyListener(cfg, name, this.ctx);
-    else if (cfg.native === 'auto' && nativePump.available) l = new NativeUdpListener(cfg, name, this.ctx);
+    } else if (cfg.native === 'auto' && nativePump.available) l = new NativeUdpListener(cfg, name, this.ctx);
     else l = new UdpListener(cfg, name, this.ctx);
     await l.start();
     this.listeners.set(name, l);
@@ -391,7 +401,7 @@ export class Runtime {
   }
 
   private async shutdown(): Promise<void> {
-    await this.shm.close();
+    await this.shm?.close();
     if (this.agent !== null) {
       await this.agent.stopAccepting();
       this.agent.close();
@@ -451,7 +461,7 @@ export class Runtime {
         this.relay === null && this.agent === null
           ? null
           : { relay: this.relay?.stats() ?? null, agent: this.agent?.stats() ?? null },
-      shm: this.shm.stats(),
+      shm: this.shm?.stats() ?? [],
     };
   }
 

@@ -9,7 +9,9 @@ import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
+import type { Runtime } from '../../src/core/runtime.js';
 import { metrics } from '../../src/metrics/catalog.js';
+import type { ShmBridges } from '../../src/shm/bridges.js';
 import { rawRequest } from '../helpers/http.js';
 import { until } from '../helpers/net.js';
 import { buildShmTools, type ShmTools } from '../helpers/shm.js';
@@ -18,6 +20,11 @@ import { runCli, startRuntime } from '../helpers/zipline.js';
 const linux = process.platform === 'linux' && existsSync('/dev/shm');
 let tools: ShmTools | undefined;
 const t = (): ShmTools => tools as ShmTools;
+/** The runtime's shm bridges (loaded when its config has any). */
+function bridgesOf(z: { rt: Runtime }): ShmBridges {
+  assert.ok(z.rt.shm, 'the runtime started its shm bridges');
+  return z.rt.shm;
+}
 
 function curl(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
@@ -95,7 +102,7 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
     const seg = t().segment();
     const z = await startRuntime(yaml(seg));
     try {
-      const base = `http://${z.rt.shm.address('tele')}/shm/tele`;
+      const base = `http://${bridgesOf(z).address('tele')}/shm/tele`;
       assert.equal(statSync(`/dev/shm${seg}`).mode & 0o777, 0o600);
       assert.match((await curl(['-i', base])).out, /^HTTP\/1\.1 204/);
       assert.equal((await t().run(['put', seg, 'written by C'])).result, 0);
@@ -105,7 +112,7 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       assert.match(got.out, /written by C$/);
       assert.match((await curl(['-i', '-H', 'If-None-Match: "1"', base])).out, /^HTTP\/1\.1 304/);
       // with one bridge on this address, /shm alone names it
-      assert.match((await curl([`http://${z.rt.shm.address('tele')}/shm`])).out, /written by C/);
+      assert.match((await curl([`http://${bridgesOf(z).address('tele')}/shm`])).out, /written by C/);
       const post = await curl(['-i', '-d', 'posted by curl', base]);
       assert.match(post.out, /^HTTP\/1\.1 200/);
       assert.match(post.out, /"version":2/);
@@ -120,7 +127,7 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       assert.equal(stats.snapshot.version, 3);
       // garbage on the port: a coded 400, and the API still answers
       const garbage = (
-        await rawRequest(z.rt.shm.address('tele'), '\x16\x03\x01 not http\r\n\r\n')
+        await rawRequest(bridgesOf(z).address('tele'), '\x16\x03\x01 not http\r\n\r\n')
       ).data.toString();
       assert.match(garbage, /^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*x-zipline-error: ZL_SHM_BAD_REQUEST\r\n/);
       assert.match((await curl(['-i', base])).out, /^HTTP\/1\.1 200/);
@@ -134,7 +141,7 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
     const seg = t().segment();
     const z = await startRuntime(yaml(seg));
     try {
-      const base = `http://${z.rt.shm.address('tele')}/shm/tele`;
+      const base = `http://${bridgesOf(z).address('tele')}/shm/tele`;
       await curl(['-d', 'committed', base]);
       const holder = spawn(t().stress, ['hold', seg], { stdio: ['ignore', 'pipe', 'ignore'] });
       await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
@@ -156,8 +163,8 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
     const seg = t().segment();
     const z = await startRuntime(yaml(seg));
     try {
-      const base = `http://${z.rt.shm.address('tele')}/shm/tele`;
-      const bridge = z.rt.shm.bridges.get('tele');
+      const base = `http://${bridgesOf(z).address('tele')}/shm/tele`;
+      const bridge = bridgesOf(z).bridges.get('tele');
       const live = sse(`${base}/messages`, 5);
       await until(() => bridge?.subscribers === 1, 'SSE subscribed');
       await t().run(['ring', seg, '5']);
@@ -198,7 +205,7 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       yaml(seg).replace('remove_on_exit: true }', 'remove_on_exit: true, wake: poll }'),
     );
     try {
-      const bridge = z.rt.shm.bridges.get('tele');
+      const bridge = bridgesOf(z).bridges.get('tele');
       await t().run(['ring', seg, '3']);
       await until(() => bridge?.recentMessages().length === 3, 'messages polled');
       assert.deepEqual(
