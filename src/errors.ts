@@ -77,7 +77,7 @@ export const ERROR_CATALOG = {
   ZL_UPSTREAM_BAD_RESPONSE: {
     status: 502,
     description:
-      'The server sent a malformed or ambiguous response head (RFC 9112); its connection is not reused.',
+      'The server sent a malformed or ambiguous response head (RFC 9112), or more than 64 KiB of 1xx heads before its final one; its connection is not reused.',
   },
   ZL_UPSTREAM_PREMATURE_CLOSE: {
     status: 502,

@@ -11,6 +11,13 @@ import { findHeadEnd } from './parser/request-head.js';
 import { parseResponseHead, type ResponseHead } from './parser/response-head.js';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
+/**
+ * The 1xx heads of one response, together. Each is passed on to the client as it comes, so a
+ * server sending them without end made zipline send them on without end, and hold them in memory
+ * while the client did not read (1 GB in 10 s here). Real ones are a few (100, 102 while it works,
+ * 103 with a few Link fields): 64 KiB is ~2,000 `102 Processing`. Beyond it the response is bad.
+ */
+const MAX_INTERIM_BYTES = 64 * 1024;
 
 export interface ResponseEvents {
   onInterim(resp: ResponseHead): void;
@@ -29,6 +36,8 @@ export interface ResponseEvents {
 export class ResponseReader {
   /** Bytes read for this response so far (heads included). */
   bytes = 0;
+  /** Bytes of the 1xx heads read so far. */
+  private interimBytes = 0;
   resp: ResponseHead | null = null;
   private state: 'head' | 'body' | 'idle' = 'head';
   private pending: Buffer | null = null;
@@ -140,6 +149,12 @@ export class ResponseReader {
       if (resp.status === 101) {
         this.stop();
         this.events.onSwitching(resp, buf.subarray(end));
+        return;
+      }
+      this.interimBytes += end;
+      if (this.interimBytes > MAX_INTERIM_BYTES) {
+        this.stop();
+        this.events.onMalformed();
         return;
       }
       this.events.onInterim(resp);

@@ -177,6 +177,51 @@ describe('forwarding semantics', () => {
     }
   });
 
+  test('an origin that sends 1xx heads without end gets a 502 after 64 KiB of them, not an endless relay', async () => {
+    const hint = 'HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n';
+    const batch = Buffer.from(hint.repeat(100), 'latin1');
+    let originClosed = false;
+    const flood = await raw((s) => {
+      s.once('data', () => {
+        const pump = (): void => {
+          while (!s.destroyed && s.write(batch)) {}
+        };
+        s.on('drain', pump);
+        pump();
+      });
+      s.on('close', () => {
+        originClosed = true;
+      });
+    });
+    const badResponses = async (): Promise<number> =>
+      (await metrics.httpErrors.get()).values.find(
+        (v) => v.labels.listener === 'web' && v.labels.code === 'ZL_UPSTREAM_BAD_RESPONSE',
+      )?.value ?? 0;
+    const before = await badResponses();
+    // before the bound: hints relayed until the response_header timeout (2 s here, 504), and held
+    // in memory by a client that does not read
+    const z = await startRuntime(
+      config([`127.0.0.1:${port(flood)}`], '', '    timeouts: { response_header: 2s }'),
+    );
+    try {
+      const r = await rawRequest(z.addr('web'), get('/', 'x.test', 'Connection: close\r\n'), 10_000);
+      const text = r.data.toString('latin1');
+      const hints = text.split('HTTP/1.1 103 ').length - 1;
+      const final = text.slice(text.lastIndexOf('HTTP/1.1 '));
+      assert.match(final, /^HTTP\/1\.1 502 Bad Gateway\r\n/);
+      assert.match(final, /\r\nx-zipline-error: ZL_UPSTREAM_BAD_RESPONSE\r\n/i);
+      assert.ok(r.closed, 'the client connection is closed after the 502');
+      assert.ok(
+        hints > 100 && hints * hint.length <= 64 * 1024,
+        `${hints} hints relayed (${hints * hint.length} bytes): up to 64 KiB of them`,
+      );
+      await until(() => originClosed, 'the origin connection closed');
+      assert.equal((await badResponses()) - before, 1);
+    } finally {
+      await z.stop();
+    }
+  });
+
   test('hop-by-hop fields are removed (also those named in Connection); Host is preserved', async () => {
     const o = await origin();
     const z = await startRuntime(config([o.address]));
