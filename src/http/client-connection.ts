@@ -2,7 +2,7 @@
  * One HTTP/1.1 client connection on a raw socket (as HAProxy owns its framing): heads are parsed
  * from the bytes as they arrive (`parser/`), request bodies are delimited here (Content-Length or
  * validated chunked coding, passed through as framed) and handed to the request's `Exchange`,
- * which streams them upstream. One request at a time; pipelined requests wait in `pending`
+ * which streams them upstream. One request at a time; pipelined requests wait in a `ReadAhead`
  * (bounded: reading pauses beyond it) and are served in order.
  *
  * Bytes arrive as views that are valid only during the call: a plain connection (whether the
@@ -26,8 +26,9 @@ import { Exchange } from './exchange.js';
 import { isTrustedProxy } from './forward-head.js';
 import { buildClientHead, buildInterimHead, type ClientFraming } from './forward-response.js';
 import type { HttpListener } from './listener.js';
-import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
+import { findHeadEnd, isH2Preface, parseRequestHead, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
+import { ReadAhead } from './read-ahead.js';
 import { UpgradePump } from './upgrade-pump.js';
 import type { UpstreamConnection } from './upstream-connection.js';
 import { holdWrites, releaseWrites } from './write-batch.js';
@@ -35,8 +36,6 @@ import { holdWrites, releaseWrites } from './write-batch.js';
 const CR = 0x0d;
 const LF = 0x0a;
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
-/** Pipelined bytes held beyond the head limit before reading pauses. */
-const PIPELINE_SLACK = 64 * 1024;
 
 type Reading = 'head' | 'body' | 'none';
 
@@ -58,7 +57,10 @@ export class ClientConnection implements Downstream, ReadTarget {
   private idleMark = -1;
   private idleAt = Date.now();
 
-  private pending: Buffer | null = null;
+  /** Bytes read ahead (a partial head, pipelined requests): bounded. */
+  readonly ahead = new ReadAhead(() => this.listener.settings.maxHeaderBytes);
+  /** The next request waits for 'drain' (nextWhenTaken). */
+  private awaitingDrain = false;
   private reading: Reading = 'head';
   private readonly body = new ClientBody();
   private keepAlive = true;
@@ -82,7 +84,13 @@ export class ClientConnection implements Downstream, ReadTarget {
     socket.on('end', () => this.onEnd());
     socket.on('error', ignoreError);
     socket.on('close', () => this.onClose());
-    socket.on('drain', () => this.exchange?.onClientDrain());
+    socket.on('drain', () => {
+      if (!this.awaitingDrain) this.exchange?.onClientDrain();
+      else if (!this.closed) {
+        this.awaitingDrain = false;
+        this.nextRequest();
+      }
+    });
   }
 
   // ---- reading ----------------------------------------------------------------------------------
@@ -104,9 +112,9 @@ export class ClientConnection implements Downstream, ReadTarget {
         this.stash(chunk);
         return;
       case 'head': {
-        // joined with what was pending: a new buffer, not a view
-        const buf = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
-        this.pending = null;
+        // joined with what was kept: a new buffer, not a view
+        const kept = this.ahead.take();
+        const buf = kept === null ? chunk : Buffer.concat([kept, chunk]);
         this.parseHead(buf);
         return;
       }
@@ -115,8 +123,8 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   /** Keeps `bytes` (a view) for later: copied. */
   private stash(bytes: Buffer): void {
-    this.pending = this.pending === null ? Buffer.from(bytes) : Buffer.concat([this.pending, bytes]);
-    if (this.pending.length > this.listener.settings.maxHeaderBytes + PIPELINE_SLACK) this.socket.pause();
+    this.ahead.keep(bytes);
+    if (this.ahead.full) this.socket.pause();
   }
 
   private parseHead(input: Buffer): void {
@@ -131,7 +139,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     try {
       end = findHeadEnd(buf, buf.length, this.listener.settings.maxHeaderBytes);
       if (end < 0) {
-        this.pending = Buffer.from(buf);
+        this.ahead.keep(buf);
         if (this.headStartedAt === 0) this.headStartedAt = Date.now();
         return;
       }
@@ -202,7 +210,7 @@ export class ClientConnection implements Downstream, ReadTarget {
    */
   private handOffToH2(bytes: Buffer): void {
     this.closed = true;
-    this.pending = null;
+    this.ahead.clear();
     this.headStartedAt = 0;
     this.listener.acceptH2c(this, bytes);
   }
@@ -249,7 +257,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   /** A request that cannot be parsed: its coded status, then the connection is closed. */
   private reject(code: ErrorCode): void {
     this.headStartedAt = 0;
-    this.pending = null;
+    this.ahead.clear();
     this.reading = 'none';
     this.listener.localError(this, null, code);
     this.writeError(code, false, null);
@@ -280,7 +288,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
-    this.pending = null;
+    this.ahead.clear();
     const ex = this.exchange;
     this.exchange = null;
     ex?.clientGone();
@@ -334,12 +342,12 @@ export class ClientConnection implements Downstream, ReadTarget {
       this.reading === 'body' ||
       (this.clientEnded && !this.listener.settings.finishOnClientFin)
     ) {
-      if (this.clientAskedClose && this.reading === 'none' && this.pending === null) this.closeWhenSent();
+      if (this.clientAskedClose && this.reading === 'none' && this.ahead.empty) this.closeWhenSent();
       else this.closeAfterWrite();
       return;
     }
     // after a FIN (client_fin: finish) this serves what was pipelined, then closes
-    this.nextRequest();
+    this.nextWhenTaken();
   }
 
   fail(ex: Exchange, code: ErrorCode): void {
@@ -354,7 +362,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     const keep =
       this.keepAlive && this.reading === 'none' && code !== 'ZL_HTTP_BAD_REQUEST' && !this.clientEnded;
     this.writeError(code, keep, ex.requestId);
-    if (keep) this.nextRequest();
+    if (keep) this.nextWhenTaken();
     else this.closeAfterWrite();
   }
 
@@ -368,34 +376,37 @@ export class ClientConnection implements Downstream, ReadTarget {
     if (this.reading === 'body') this.socket.pause();
   }
 
+  /** The upstream takes body bytes again (never past the read-ahead bound: read-ahead.ts). */
   resumeBody(): void {
-    if (!this.closed && this.upgraded === null) this.socket.resume();
+    if (!this.closed && this.upgraded === null && !this.ahead.full) this.socket.resume();
   }
 
   upgrade(ex: Exchange, upstream: UpstreamConnection, head: string, upstreamRest: Buffer): boolean {
     if (this.exchange !== ex || this.closed) return false;
     this.exchange = null;
-    const early = this.pending;
-    this.pending = null;
-    this.socket.removeAllListeners('end');
-    this.socket.removeAllListeners('drain');
-    this.socket.write(head, 'latin1');
-    const pump = new UpgradePump(this.socket, upstream.socket, early, upstreamRest);
+    const pump = new UpgradePump(this.socket, upstream.socket, head, this.ahead.take(), upstreamRest);
     upstream.divert = (view) => pump.fromUpstream(view);
     this.upgraded = pump;
-    this.socket.resume();
     return true;
   }
 
   // ---- helpers ----------------------------------------------------------------------------------
 
+  /**
+   * The next request, once the client has taken the responses so far (as nginx): a client that
+   * pipelined without reading had every request answered into this socket's buffer, unbounded.
+   */
+  private nextWhenTaken(): void {
+    if (this.socket.writableNeedDrain) this.awaitingDrain = true;
+    else this.nextRequest();
+  }
+
   private nextRequest(): void {
     this.reading = 'head';
     this.body.reset();
     if (this.socket.isPaused()) this.socket.resume();
-    const p = this.pending;
+    const p = this.ahead.take();
     if (p !== null) {
-      this.pending = null;
       this.parseHead(p);
       // after the client's FIN a head that is not complete never will be
       if (this.clientEnded && this.exchange === null && this.reading === 'head') this.closeAfterWrite();
@@ -425,7 +436,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   private closeAfterWrite(): void {
     if (this.closed || this.socket.writableEnded) return;
     this.reading = 'none';
-    this.pending = null;
+    this.ahead.clear();
     this.socket.end();
     // a client that never reads must not hold the socket: destroySoon semantics via the sweep
   }
@@ -453,7 +464,8 @@ export class ClientConnection implements Downstream, ReadTarget {
       if (now - this.headStartedAt >= s.clientHeaderMs) this.reject('ZL_HTTP_HEADER_TIMEOUT');
       return;
     }
-    const mark = this.socket.bytesRead + this.requests;
+    // bytes the client takes count as activity (a client reading a backlog of responses slowly)
+    const mark = this.socket.bytesRead + this.requests + this.socket.writableLength;
     if (mark !== this.idleMark) {
       this.idleMark = mark;
       this.idleAt = now;
@@ -468,6 +480,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   state(): string {
     if (this.upgraded !== null) return 'upgraded';
     if (this.exchange !== null) return `exchange:${this.exchange.state}`;
+    if (this.awaitingDrain) return 'sending';
     if (this.headStartedAt > 0) return 'reading_head';
     if (this.socket.isPaused()) return 'paused';
     return this.reading === 'head' ? 'idle' : `reading_${this.reading}`;
@@ -485,10 +498,3 @@ export class ClientConnection implements Downstream, ReadTarget {
 }
 
 function ignoreError(): void {}
-
-/** `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4), or as much of it as has arrived (≥ its head). */
-const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-function isH2Preface(buf: Buffer): boolean {
-  const n = Math.min(buf.length, H2_PREFACE.length);
-  return n >= 18 && buf.compare(H2_PREFACE, 0, n, 0, n) === 0;
-}

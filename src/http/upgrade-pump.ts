@@ -12,9 +12,15 @@ export class UpgradePump {
   constructor(
     private readonly client: Socket,
     private readonly upstream: Socket,
+    /** The 101 head for the client. */
+    head: string,
     early: Buffer | null,
     upstreamRest: Buffer,
   ) {
+    // the client connection's own 'end' and 'drain' handlers give way to the pump's
+    client.removeAllListeners('end');
+    client.removeAllListeners('drain');
+    client.write(head, 'latin1');
     // upstream bytes are views of the shared read buffer (upstream-connection.ts): copied
     if (upstreamRest.length > 0) client.write(Buffer.from(upstreamRest));
     if (early !== null && early.length > 0) upstream.write(early);
@@ -31,6 +37,7 @@ export class UpgradePump {
     upstream.on('error', () => this.destroy());
     client.on('close', () => this.destroy());
     upstream.resume();
+    client.resume();
   }
 
   fromClient(view: Buffer): void {

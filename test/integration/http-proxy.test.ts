@@ -318,6 +318,53 @@ describe('forwarding semantics', () => {
       await z.stop();
     }
   });
+
+  test('a client that pipelines without reading: zipline stops answering and reading (both bounded), then answers every request once it reads', async () => {
+    const body = 'x'.repeat(2048);
+    const o = await origin((_req, res) => res.end(body));
+    const z = await startRuntime(config([o.address]));
+    try {
+      const N = 20_000; // 580 KB of requests; their 2 KiB responses (40 MB) far beyond socket buffers
+      const [host, p] = splitAddress(z.addr('web'));
+      const client = connect(p, host);
+      client.pause();
+      client.write(`${get('/', 'x.test')}`.repeat(N));
+      const l = z.rt.listeners.get('web') as unknown as {
+        connections: Set<{ state(): string; ahead: { size: number } }>;
+        settings: { maxHeaderBytes: number };
+      };
+      // the responses so far fill the socket buffers; the next request waits for the client to
+      // read them (before: every request answered into memory, each read making room for more)
+      await until(
+        () => [...l.connections].some((c) => c.state() === 'sending'),
+        'waiting for the client to read',
+      );
+      const [conn] = [...l.connections];
+      // what is read ahead and kept stays within its bound (before: 16 KiB more per request served)
+      const kept = conn?.ahead.size ?? 0;
+      assert.ok(kept <= l.settings.maxHeaderBytes + 64 * 1024 + 16 * 1024, `${kept} bytes kept`);
+      const web = ((await z.rt.stats()).listeners as Record<string, { connections: Record<string, number> }>)
+        .web;
+      assert.equal(web?.connections.sending, 1, '/stats counts it as sending');
+      // once the client reads, every request is answered, in order, none lost
+      let got = 0;
+      let rest: Buffer = Buffer.alloc(0);
+      client.on('data', (d: Buffer) => {
+        rest = rest.length === 0 ? d : Buffer.concat([rest, d]);
+        for (let r = parseResponse(rest); r !== null; r = parseResponse(rest)) {
+          assert.equal(r.resp.status, 200);
+          assert.equal(r.resp.body.length, body.length);
+          got++;
+          rest = r.rest;
+        }
+      });
+      client.resume();
+      await until(() => got === N, `${N} responses`, 30_000);
+      client.destroy();
+    } finally {
+      await z.stop();
+    }
+  });
 });
 
 describe('routing', () => {

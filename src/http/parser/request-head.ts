@@ -253,3 +253,10 @@ export function headerValue(head: RequestHead, name: string): string | undefined
   }
   return undefined;
 }
+
+/** `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4), or as much of it as has arrived (≥ its head). */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+export function isH2Preface(buf: Buffer): boolean {
+  const n = Math.min(buf.length, H2_PREFACE.length);
+  return n >= 18 && buf.compare(H2_PREFACE, 0, n, 0, n) === 0;
+}
