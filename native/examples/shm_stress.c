@@ -6,6 +6,8 @@
  *   shm_stress put NAME TEXT                 one snapshot write; prints JSON with the time it took
  *   shm_stress get NAME                      one snapshot read; prints JSON
  *   shm_stress ring NAME COUNT               sends COUNT messages C -> Node
+ *   shm_stress flood NAME COUNT SIZE         sends COUNT messages of SIZE bytes C -> Node, waiting
+ *                                            while the ring is full (none dropped)
  *   shm_stress attach NAME CAPACITY          attach only, expecting that snapshot capacity; prints the result
  */
 #define _GNU_SOURCE
@@ -114,6 +116,23 @@ int main(int argc, char **argv) {
       char m[32];
       int len = snprintf(m, sizeof m, "m%d", i);
       zl_shm_send(s, m, (uint32_t)len);
+    }
+    printf("{\"sent\":%d}\n", n);
+  } else if (strcmp(cmd, "flood") == 0) {
+    int n = atoi(argv[3]);
+    int size = atoi(argv[4]);
+    char m[4096];
+    if (size < 16 || size > (int)sizeof m) return 2;
+    memset(m, 'x', sizeof m);
+    for (int i = 0; i < n; i++) {
+      int len = snprintf(m, sizeof m, "m%d ", i);
+      m[len] = 'x'; /* the rest of the message stays padding */
+      int r;
+      while ((r = zl_shm_send(s, m, (uint32_t)size)) == ZL_SHM_EFULL) usleep(20);
+      if (r != ZL_SHM_OK) {
+        printf("{\"error\":\"%s\",\"sent\":%d}\n", zl_shm_strerror(r), i);
+        return 1;
+      }
     }
     printf("{\"sent\":%d}\n", n);
   }

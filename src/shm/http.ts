@@ -182,12 +182,28 @@ export class ShmHttpServer {
     res.end(`{"version":${version}}\n`);
   }
 
+  /**
+   * Each new version; a subscriber that does not keep up (its response buffer full) gets the latest
+   * version once it has taken what was sent, not every one in between: before, each was queued for
+   * it, without bound.
+   */
   private stream(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): void {
     this.openSse(res);
+    let missed = false;
     const send = (): void => {
+      if (res.writableNeedDrain) {
+        missed = true;
+        return;
+      }
       const snap = bridge.read();
       if (snap !== null) res.write(`id: ${snap.version}\nevent: snapshot\n${dataLines(snap.data)}\n`);
     };
+    res.on('drain', () => {
+      if (missed) {
+        missed = false;
+        send();
+      }
+    });
     send();
     const off = bridge.onSnapshot(send);
     req.on('close', () => {
@@ -196,21 +212,40 @@ export class ShmHttpServer {
     });
   }
 
+  /**
+   * C → Node messages. A subscriber that does not keep up (its response buffer full) is sent
+   * nothing more until it has taken what was sent; then it catches up as a reconnect with
+   * Last-Event-ID would: the messages still kept, and a `gap` event for those that are not.
+   * Before, every message was queued for it, without bound.
+   */
   private messages(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): void {
     this.openSse(res);
-    const send = (m: ShmMessage): void => {
+    let next = 0; // the sequence this subscriber expects next
+    let behind = false;
+    const write = (m: ShmMessage): void => {
       res.write(`id: ${m.seq}\nevent: message\n${dataLines(m.data)}\n`);
+      next = m.seq + 1;
     };
-    const last = req.headers['last-event-id'];
-    if (typeof last === 'string' && /^\d+$/.test(last)) {
-      const from = Number(last) + 1;
+    const catchUp = (from: number): void => {
       const kept = bridge.recentMessages();
       const oldest = kept[0]?.seq;
       if (oldest !== undefined && oldest > from) {
         res.write(`event: gap\ndata: {"from":${from},"to":${oldest - 1}}\n\n`);
       }
-      for (const m of kept) if (m.seq >= from) send(m);
-    }
+      for (const m of kept) if (m.seq >= from) write(m);
+    };
+    const send = (m: ShmMessage): void => {
+      if (behind) return;
+      write(m);
+      behind = res.writableNeedDrain;
+    };
+    res.on('drain', () => {
+      if (!behind) return;
+      catchUp(next);
+      behind = res.writableNeedDrain; // the kept messages (at most the ring's slots) may fill it again
+    });
+    const last = req.headers['last-event-id'];
+    if (typeof last === 'string' && /^\d+$/.test(last)) catchUp(Number(last) + 1);
     const off = bridge.onMessage(send);
     req.on('close', () => {
       off();

@@ -8,12 +8,13 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { Runtime } from '../../src/core/runtime.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import type { ShmBridges } from '../../src/shm/bridges.js';
 import { rawRequest } from '../helpers/http.js';
-import { until } from '../helpers/net.js';
+import { splitAddress, until } from '../helpers/net.js';
 import { buildShmTools, type ShmTools } from '../helpers/shm.js';
 import { runCli, startRuntime } from '../helpers/zipline.js';
 
@@ -194,6 +195,91 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
         (v) => v.labels.bridge === 'tele' && v.labels.direction === 'c_to_node',
       );
       assert.ok((rx?.value ?? 0) >= 5);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('an SSE subscriber that stops reading is sent nothing more (bounded), then catches up: a gap event and the kept messages, in order', async () => {
+    const seg = t().segment();
+    const z = await startRuntime(yaml(seg));
+    try {
+      const bridge = bridgesOf(z).bridges.get('tele');
+      assert.ok(bridge);
+      const [host, p] = splitAddress(bridgesOf(z).address('tele') ?? '');
+      const client = connect(p, host);
+      client.write('GET /shm/tele/messages HTTP/1.1\r\nHost: x\r\n\r\n');
+      client.pause();
+      await until(() => bridge?.subscribers === 1, 'SSE subscribed');
+      // 20 MB of messages, far beyond what the sockets' buffers hold for a client that does not read
+      const N = 200_000;
+      assert.deepEqual(await t().run(['flood', seg, String(N), '100']), { sent: N });
+      await until(
+        () => (bridge?.recentMessages().at(-1)?.seq ?? -1) === N - 1,
+        'every message taken from the ring',
+      );
+      // what waits in zipline for the subscriber: before, every message (~14 MB once the socket
+      // buffers were full); now at most one write past the high-water mark
+      const servers = (bridgesOf(z) as unknown as { servers: { streams: Set<{ writableLength: number }> }[] })
+        .servers;
+      const queued = servers.flatMap((s) => [...s.streams]).reduce((n, r) => n + r.writableLength, 0);
+      assert.ok(queued <= 64 * 1024, `${queued} bytes queued for the subscriber`);
+      // it reads again: it gets what was sent, then a gap event, then the messages still kept
+      let text = '';
+      client.setEncoding('latin1');
+      client.on('data', (d: string) => {
+        text += d;
+      });
+      client.resume();
+      await until(() => text.includes(`\nid: ${N - 1}\n`), 'the last message');
+      client.destroy();
+      const events = text
+        .slice(text.indexOf('\r\n\r\n') + 4)
+        .split('\n\n')
+        .map(
+          (block) =>
+            Object.fromEntries(
+              block
+                .split('\n')
+                .filter((l) => /^(id|event|data): /.test(l))
+                .map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)]),
+            ) as Record<string, string>,
+        )
+        .filter((e) => e.event !== undefined);
+      const gaps = events.filter((e) => e.event === 'gap');
+      assert.ok(gaps.length >= 1, 'the subscriber was told which messages it missed');
+      let expect = 0;
+      for (const e of events) {
+        if (e.event === 'gap') {
+          const g = JSON.parse(e.data ?? '') as { from: number; to: number };
+          assert.equal(g.from, expect, 'a gap starts at the first message not sent');
+          expect = g.to + 1;
+        } else {
+          assert.equal(Number(e.id), expect, 'messages in order, none twice');
+          assert.ok(e.data?.startsWith(`m${expect} `));
+          expect++;
+        }
+      }
+      assert.equal(expect, N);
+      // the snapshot stream likewise: versions written while it does not read are not queued;
+      // once it reads, it gets the latest one
+      const watcher = connect(p, host);
+      watcher.write('GET /shm/tele/stream HTTP/1.1\r\nHost: x\r\n\r\n');
+      watcher.pause();
+      await until(() => bridge?.subscribers === 1, 'stream subscribed');
+      await t().run(['write', seg, '1']); // 4 KiB versions, as fast as C writes them, for 1 s
+      const last = (bridge.stats().snapshot as { version: number }).version; // read from the segment
+      await until(() => bridge.version === last, 'the last version seen');
+      const waiting = servers.flatMap((s) => [...s.streams]).reduce((n, r) => n + r.writableLength, 0);
+      assert.ok(waiting <= 64 * 1024, `${waiting} bytes queued for the stream`);
+      let seen = '';
+      watcher.setEncoding('latin1');
+      watcher.on('data', (d: string) => {
+        seen += d;
+      });
+      watcher.resume();
+      await until(() => seen.includes(`\nid: ${bridge?.version}\nevent: snapshot\n`), 'the latest version');
+      watcher.destroy();
     } finally {
       await z.stop();
     }
