@@ -268,14 +268,15 @@ export class ClientConnection implements Downstream, ReadTarget {
    * The client sent FIN. By default, as nginx does (`proxy_ignore_client_abort off`), a FIN while
    * a request is in flight means the client gave up: the exchange ends as 499 and the upstream
    * request is cancelled. With `client_fin: finish`, as HAProxy does, a request received in full
-   * is answered, and so are requests pipelined before the FIN (`finish()`); only one cut short
-   * ends as 499. Between requests a FIN simply ends the connection.
+   * is answered, and so are requests pipelined before the FIN (`finish()`, or on 'drain' when the
+   * client has not taken the responses yet); only one cut short ends as 499. Between requests a
+   * FIN simply ends the connection.
    */
   private onEnd(): void {
     if (this.closed) return; // handed to HTTP/2, or already torn down
     this.clientEnded = true;
     const ex = this.exchange;
-    if (ex?.bodyDone && this.listener.settings.finishOnClientFin) return;
+    if ((ex?.bodyDone || this.awaitingDrain) && this.listener.settings.finishOnClientFin) return;
     if (ex !== null) {
       this.exchange = null;
       ex.clientGone();
@@ -437,8 +438,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     if (this.closed || this.socket.writableEnded) return;
     this.reading = 'none';
     this.ahead.clear();
-    this.socket.end();
-    // a client that never reads must not hold the socket: destroySoon semantics via the sweep
+    this.socket.end(); // a client that never reads is closed by the sweep (client_idle)
   }
 
   /** Timeouts, from the listener's sweep. */

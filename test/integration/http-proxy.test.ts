@@ -1,5 +1,6 @@
 /** The HTTP reverse proxy on real loopback sockets: forwarding semantics, routing, hostile input. */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { connect } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
@@ -657,6 +658,38 @@ describe('bad input', () => {
     const clientEnded = (z: Awaited<ReturnType<typeof startRuntime>>): boolean =>
       clientSideClosed(z.rt.listeners.get('web') as unknown as { connections: Set<unknown> });
     const requests = ['/a', '/b', '/c'].map((p) => `GET ${p} HTTP/1.1\r\nHost: x\r\n\r\n`).join('');
+
+    test('client_fin: finish: a FIN from a client that has not read its responses yet still gets every pipelined request answered', async () => {
+      const body = 'y'.repeat(2048);
+      const o = await origin((_req, res) => res.end(body));
+      const z = await startRuntime(
+        config([o.address], '    client_fin: finish\n    limits: { max_header_bytes: 256KiB }'),
+      );
+      try {
+        // 232 KB of requests, all read ahead (max_header_bytes raised for it) with the FIN after
+        // them; 16 MB of responses: the socket buffers fill and zipline waits for the client
+        const N = 8000;
+        const [host, p] = splitAddress(z.addr('web'));
+        const client = connect(p, host);
+        client.pause();
+        client.write(`GET / HTTP/1.1\r\nHost: x\r\n\r\n`.repeat(N));
+        const l = z.rt.listeners.get('web') as unknown as { connections: Set<{ state(): string }> };
+        await until(() => [...l.connections].some((c) => c.state() === 'sending'), 'waiting for the client');
+        client.end();
+        await until(() => clientEnded(z), 'the FIN read');
+        let bytes = 0;
+        client.on('data', (d: Buffer) => {
+          bytes += d.length;
+        });
+        client.resume();
+        await once(client, 'close');
+        assert.ok(bytes > N * body.length, `${bytes} bytes for ${N} responses of ${body.length}`);
+        await until(() => z.access.length === N, `${N} access lines`);
+        assert.ok(z.access.every((a) => a.status === 200));
+      } finally {
+        await z.stop();
+      }
+    });
 
     test('client_fin: finish (as HAProxy): requests received in full are answered, pipelined ones too, then close', async () => {
       const waiting: { url: string; answer: () => void }[] = [];
