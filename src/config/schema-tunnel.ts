@@ -2,7 +2,15 @@
 import { z } from 'zod';
 import { normalizeFingerprint } from '../tunnel/tls.js';
 import { def } from './reference.js';
-import { allowEntry, count, duration, hostPort, knownCiphers, listenAddress, size } from './schema-values.js';
+import {
+  allowEntry,
+  count,
+  duration,
+  hostPort,
+  knownCiphers,
+  listenAddress,
+  sizeIn,
+} from './schema-values.js';
 
 export const heartbeat = z
   .strictObject({
@@ -14,18 +22,16 @@ export const heartbeat = z
 export const tunnelLimits = z
   .strictObject({
     max_streams: count(1, 1_000_000).prefault(def('tunnel.relay.limits.max_streams')),
-    session_window: size
-      .refine((n) => n >= 65_536 && n <= 0x7fff_ffff, '64KiB – 2GiB')
-      .prefault(def('tunnel.relay.limits.session_window')),
-    stream_window: size
-      .refine((n) => n >= 16_384 && n <= 0x7fff_ffff, '16KiB – 2GiB')
-      .prefault(def('tunnel.relay.limits.stream_window')),
-    max_stream_window: size
-      .refine((n) => n >= 16_384 && n <= 0x7fff_ffff, '16KiB – 2GiB')
-      .prefault(def('tunnel.relay.limits.max_stream_window')),
-    max_payload: size
-      .refine((n) => n >= 1024 && n <= 65_536, '1KiB – 64KiB')
-      .prefault(def('tunnel.relay.limits.max_payload')),
+    session_window: sizeIn(65_536, 0x7fff_ffff, '64KiB – 2GiB').prefault(
+      def('tunnel.relay.limits.session_window'),
+    ),
+    stream_window: sizeIn(16_384, 0x7fff_ffff, '16KiB – 2GiB').prefault(
+      def('tunnel.relay.limits.stream_window'),
+    ),
+    max_stream_window: sizeIn(16_384, 0x7fff_ffff, '16KiB – 2GiB').prefault(
+      def('tunnel.relay.limits.max_stream_window'),
+    ),
+    max_payload: sizeIn(1024, 65_536, '1KiB – 64KiB').prefault(def('tunnel.relay.limits.max_payload')),
   })
   .prefault({});
 

@@ -62,6 +62,10 @@ export const size = z.union([z.int().min(0), z.string()]).transform((v, ctx) => 
   return n;
 });
 
+/** A size within `min`–`max` bytes; `range` says so in the message (`16KiB – 2GiB`). */
+export const sizeIn = (min: number, max: number, range: string) =>
+  size.refine((n) => n >= min && n <= max, range);
+
 /** An address or CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`). */
 export const cidr = z.string().refine((s) => parseCidr(s) !== undefined, {
   message: 'expected an IP address or CIDR block (10.0.0.0/8)',
