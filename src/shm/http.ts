@@ -233,6 +233,7 @@ export class ShmHttpServer {
         res.write(`event: gap\ndata: {"from":${from},"to":${oldest - 1}}\n\n`);
       }
       for (const m of kept) if (m.seq >= from) write(m);
+      behind = res.writableNeedDrain; // the kept messages (at most the ring's slots) may fill it
     };
     const send = (m: ShmMessage): void => {
       if (behind) return;
@@ -240,9 +241,7 @@ export class ShmHttpServer {
       behind = res.writableNeedDrain;
     };
     res.on('drain', () => {
-      if (!behind) return;
-      catchUp(next);
-      behind = res.writableNeedDrain; // the kept messages (at most the ring's slots) may fill it again
+      if (behind) catchUp(next);
     });
     const last = req.headers['last-event-id'];
     if (typeof last === 'string' && /^\d+$/.test(last)) catchUp(Number(last) + 1);
