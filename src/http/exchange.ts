@@ -7,8 +7,8 @@
  * byte reached the client may be retried (see `mayRetry`): a server not yet tried goes at once,
  * once every server was tried a full-jitter backoff comes first, and the retry budget of the
  * upstream caps retries in flight. A request that failed on a *reused* connection before any
- * response byte (the keep-alive race: the server closed it as we sent) is replayed once on a
- * fresh connection to the same server, without counting as an attempt, when it is replayable.
+ * response byte, or got a 408 there (the keep-alive race: the server closed it as we sent), is
+ * replayed once on a fresh connection to the same server, not as an attempt, when replayable.
  *
  * Exactly one of three ends: `complete()` (response done), `fail(code)` (error response, or abort
  * once the head was sent), `clientGone()` (499). Each gives back the connection (to the pool only
@@ -62,13 +62,12 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   readonly requestId: string;
   /** The error that ended it, if any. */
   code: ErrorCode | null = null;
-  /** Status sent (or that would have been sent) to the client; 0 until known. */
+  /** Status sent (or to be sent) to the client; 0 until known. */
   status = 0;
   /** Response body bytes sent to the client. */
   bytesOut = 0;
   /** The client has the response head: no retry, and failures abort the client. */
   headSent = false;
-
   private readonly forward: ForwardedHead;
   private readonly pool: HttpPool;
   private conn: UpstreamConnection | null = null;
@@ -80,7 +79,6 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   private lastCode: ErrorCode = 'ZL_UPSTREAM_UNAVAILABLE';
   private readonly body: RequestBody;
   private sentContinue = false;
-  // response
   private reader: ResponseReader | null = null;
   private dirty = false;
   /** The native job carrying the rest of the response body, if any. */
@@ -157,17 +155,15 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.picker.next(this.account.attempts === 0);
   }
 
-  /** @internal PickOwner */
+  // PickOwner (server-picker.ts): a server was picked, or none yet, or none at all
   onPicked(e: Endpoint): void {
     this.connectTo(e, false);
   }
 
-  /** @internal PickOwner */
   onWaiting(state: 'backoff' | 'queued'): void {
     this.state = state;
   }
 
-  /** @internal PickOwner */
   onNoServer(code: ErrorCode): void {
     this.fail(this.account.attempts === 0 ? code : this.lastCode);
   }
@@ -354,6 +350,11 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   }
 
   onFinalHead(resp: ResponseHead, buf: Buffer, end: number): void {
+    // a 408 on a reused connection is the keep-alive race too (RFC 9110 §15.5.9)
+    if (resp.status === 408 && this.conn?.reused === true && !this.staleRetried && this.replayableRequest()) {
+      this.attemptFailed('ZL_UPSTREAM_RESET', 'reset', true);
+      return;
+    }
     const s = this.upstream.settings;
     const e = this.endpoint as Endpoint;
     const now = Date.now();
@@ -483,8 +484,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   }
 
   private finished(): void {
-    // an exchange can end before it started (a malformed body read with its head): close()
-    // gives back only what was taken
+    // it can end before it started (a malformed body read with its head): close() gives back what was taken
     this.account.close();
     this.body.release();
     if (!this.awaitingSplice) this.host.onExchangeEnd(this);

@@ -450,6 +450,38 @@ describe('keep-alive pool', () => {
     }
     assert.equal(served, 40);
   });
+
+  test('a 408 on a reused connection (the server timed it out as the request went out) is replayed on a fresh one when replayable', async () => {
+    // each connection: its first request is answered, the next gets `408` and the close (Apache,
+    // Kestrel and others say so rather than close silently)
+    const got: string[] = [];
+    const o = await raw((s) => {
+      let n = 0;
+      s.on('data', (c: Buffer) => {
+        got.push(c.toString('latin1').split(' ')[0] as string);
+        if (n++ === 0) s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        else s.end('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      });
+    });
+    const z = await startRuntime(config([`127.0.0.1:${port(o)}`], '    retry: { attempts: 0 }'));
+    try {
+      const c = await KeepAliveClient.open(z.addr('web'));
+      for (let i = 0; i < 20; i++) assert.equal((await c.send(get('/'))).status, 200, `GET ${i}`);
+      assert.deepEqual(
+        got.filter((m) => m === 'GET').length,
+        39,
+        'each GET after the first: a 408, then the replay',
+      );
+      const key = 'POST / HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k1\r\nContent-Length: 2\r\n\r\nhi';
+      assert.equal((await c.send(key, 'POST')).status, 200, 'a keyed POST is replayed');
+      // a plain POST is not: the client gets the server's 408 (and may decide for itself)
+      const plain = 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi';
+      assert.equal((await c.send(plain, 'POST')).status, 408);
+      c.close();
+    } finally {
+      await z.stop();
+    }
+  });
 });
 
 describe('leaks', () => {
