@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runHttp } from './http.js';
 import { runL4 } from './l4.js';
+import { ensurePeers } from './lib/peers.js';
 import { runShm } from './shm.js';
 import { runTunnel } from './tunnel.js';
 
@@ -20,12 +21,15 @@ const SUITES: Record<string, (root: string) => Promise<string>> = {
 
 const names = process.argv.slice(2).filter((a) => a !== '--');
 const chosen = names.length > 0 ? names : Object.keys(SUITES);
+const unknown = chosen.filter((n) => SUITES[n] === undefined);
+if (unknown.length > 0) {
+  process.stderr.write(`unknown suite ${unknown.join(', ')}; suites: ${Object.keys(SUITES).join(', ')}\n`);
+  process.exit(2);
+}
+// the peers each suite compares with, installed first when they can be (bench/lib/peers.ts)
+ensurePeers(chosen, (line) => process.stderr.write(`${line}\n`));
 for (const name of chosen) {
-  const suite = SUITES[name];
-  if (suite === undefined) {
-    process.stderr.write(`unknown suite ${name}; suites: ${Object.keys(SUITES).join(', ')}\n`);
-    process.exit(2);
-  }
+  const suite = SUITES[name] as (root: string) => Promise<string>;
   const markdown = await suite(root);
   mkdirSync(join(root, 'bench/results'), { recursive: true });
   const file = join(root, 'bench/results', `${new Date().toISOString().slice(0, 10)}-${name}.md`);
