@@ -160,6 +160,11 @@ export const ERROR_CATALOG = {
     status: 431,
     description: 'The request head exceeds `limits.max_header_bytes` (or 200 fields).',
   },
+  ZL_HTTP_BODY_TOO_LARGE: {
+    status: 413,
+    description:
+      'The request body exceeds `max_body` of its route or listener (by its Content-Length, before any of it is read or sent on; or, chunked, as it arrives).',
+  },
   ZL_HTTP_HEADER_TIMEOUT: {
     status: 408,
     description: 'The request head (or TLS handshake) was not complete within `timeouts.client_header`.',

@@ -176,6 +176,7 @@ const httpRoute = z.strictObject({
   upstream: z.string().min(1),
   strip_prefix: z.boolean().prefault(def('listeners[].routes[].strip_prefix')),
   headers: z.strictObject({ request: headerRules, response: headerRules }).prefault({}),
+  max_body: size.optional(),
 });
 
 const tlsCert = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
@@ -218,6 +219,7 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
         max_connections: count(1, 10_000_000).prefault(def('listeners[].limits.max_connections')),
         max_header_bytes: size.prefault(def('listeners[].limits.max_header_bytes')),
         max_body_replay: size.prefault(def('listeners[].limits.max_body_replay')),
+        max_body: size.optional(),
       })
       .prefault({}),
     native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),

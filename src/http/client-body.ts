@@ -3,6 +3,7 @@
  * chunk of a chunked body validated as it arrives (`parser/chunked.ts`, passed on as framed). One
  * per client connection, reset for each request.
  */
+import { ZiplineError } from '../errors.js';
 import { ChunkedDecoder } from './parser/chunked.js';
 import type { RequestHead } from './parser/request-head.js';
 
@@ -15,6 +16,8 @@ export interface BodySink {
 export class ClientBody {
   /** The whole body has arrived (or there was none). */
   done = true;
+  /** The route's `max_body`, for chunked bodies (a Content-Length is checked before any byte). */
+  limit = Number.POSITIVE_INFINITY;
   private remaining = 0;
   private decoder: ChunkedDecoder | null = null;
 
@@ -30,13 +33,19 @@ export class ClientBody {
   /**
    * Body bytes in `buf[start…)` go to `sink`, copied (they view a shared read buffer); returns the
    * offset after the body's last byte (`done` is then set). Throws the decoder's ZiplineError on
-   * a malformed chunked body.
+   * a malformed chunked body, and ZL_HTTP_BODY_TOO_LARGE past `limit` (none of that read is sent).
    */
   feed(buf: Buffer, start: number, sink: BodySink | null): number {
     const decoder = this.decoder;
     let stop: number;
     if (decoder !== null) {
       stop = decoder.feed(buf, start, buf.length, ignoreData);
+      if (decoder.received > this.limit) {
+        throw new ZiplineError(
+          'ZL_HTTP_BODY_TOO_LARGE',
+          `chunked request body over max_body (${this.limit} bytes)`,
+        );
+      }
       this.done = decoder.done;
     } else {
       stop = start + Math.min(this.remaining, buf.length - start);
@@ -51,6 +60,7 @@ export class ClientBody {
   /** No body is being read (between requests, or the connection gave up on it). */
   reset(): void {
     this.decoder = null;
+    this.limit = Number.POSITIVE_INFINITY;
     this.remaining = 0;
     this.done = true;
   }

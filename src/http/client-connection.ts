@@ -1,14 +1,13 @@
 /**
  * One HTTP/1.1 client connection on a raw socket (as HAProxy owns its framing): heads are parsed
  * from the bytes as they arrive (`parser/`), request bodies are delimited here (Content-Length or
- * validated chunked coding, passed through as framed) and handed to the request's `Exchange`,
- * which streams them upstream. One request at a time; pipelined requests wait in a `ReadAhead`
- * (bounded: reading pauses beyond it) and are served in order.
+ * validated chunked coding, passed through as framed; `max_body`) and handed to the request's
+ * `Exchange`, which streams them upstream. One request at a time; pipelined requests wait in a
+ * `ReadAhead` (bounded: reading pauses beyond it) and are served in order.
  *
- * Bytes arrive as views that are valid only during the call: a plain connection (whether the
- * native thread or libuv accepted it) reads into one shared buffer (`client-reads.ts`), as
- * upstream sockets do, which spares a fresh ArrayBuffer and the stream machinery (`push`, a
- * `nextTick`) per read. So whatever is kept past the call is copied: a head (the exchange keeps
+ * Bytes arrive as views valid only during the call: a plain connection reads into one shared
+ * buffer (`client-reads.ts`), as upstream sockets do, which spares a fresh ArrayBuffer and the
+ * stream machinery per read. So what is kept past the call is copied: a head (the exchange keeps
  * it), a partial head, a pipelined request, request body chunks.
  *
  * Keep-alive follows RFC 9112 §9.3 (HTTP/1.1 persistent unless `Connection: close`; HTTP/1.0
@@ -183,8 +182,12 @@ export class ClientConnection implements Downstream, ReadTarget {
     const match = this.listener.settings.routes.match(head.host, head.target);
     const upstream = match === null ? undefined : this.listener.upstream(match.route.value.upstream);
     if (match === null || upstream === undefined) {
-      this.listener.localError(this, head, 'ZL_HTTP_NO_ROUTE');
-      this.afterLocalResponse(buf, end, 'ZL_HTTP_NO_ROUTE');
+      this.afterLocalResponse(head, buf, end, 'ZL_HTTP_NO_ROUTE');
+      return;
+    }
+    this.body.limit = match.route.value.maxBody;
+    if (head.contentLength > this.body.limit) {
+      this.afterLocalResponse(head, buf, end, 'ZL_HTTP_BODY_TOO_LARGE'); // its body is not read
       return;
     }
     const ex = new Exchange(this.listener, this, head, match, upstream, this.listener.settings.proto);
@@ -215,8 +218,9 @@ export class ClientConnection implements Downstream, ReadTarget {
     this.listener.acceptH2c(this, bytes);
   }
 
-  /** A request answered by zipline itself (no route): its body, if any, is not read. */
-  private afterLocalResponse(buf: Buffer, end: number, code: ErrorCode): void {
+  /** A request answered by zipline itself (no route, body too large): its body is not read. */
+  private afterLocalResponse(head: RequestHead, buf: Buffer, end: number, code: ErrorCode): void {
+    this.listener.localError(this, head, code);
     const keep = this.keepAlive && this.reading === 'none';
     this.writeError(code, keep, null);
     if (!keep) {
@@ -234,7 +238,7 @@ export class ClientConnection implements Downstream, ReadTarget {
       stop = this.body.feed(buf, start, this.exchange);
     } catch (err) {
       if (!isZiplineError(err)) throw err;
-      this.badBody();
+      this.badBody(err.code);
       return buf.length;
     }
     if (this.body.done) {
@@ -244,13 +248,13 @@ export class ClientConnection implements Downstream, ReadTarget {
     return stop;
   }
 
-  /** Malformed chunked request body: 400 if nothing was answered yet, else abort. */
-  private badBody(): void {
+  /** A chunked body malformed (400) or over max_body (413): that status if nothing was sent, else abort. */
+  private badBody(code: ErrorCode): void {
     this.keepAlive = false;
     this.reading = 'none';
     this.body.reset();
     const ex = this.exchange;
-    if (ex !== null) ex.fail('ZL_HTTP_BAD_REQUEST');
+    if (ex !== null) ex.fail(code);
     else this.socket.destroy();
   }
 
@@ -265,12 +269,10 @@ export class ClientConnection implements Downstream, ReadTarget {
   }
 
   /**
-   * The client sent FIN. By default, as nginx does (`proxy_ignore_client_abort off`), a FIN while
-   * a request is in flight means the client gave up: the exchange ends as 499 and the upstream
-   * request is cancelled. With `client_fin: finish`, as HAProxy does, a request received in full
-   * is answered, and so are requests pipelined before the FIN (`finish()`, or on 'drain' when the
-   * client has not taken the responses yet); only one cut short ends as 499. Between requests a
-   * FIN simply ends the connection.
+   * The client sent FIN. By default (nginx `proxy_ignore_client_abort off`) a FIN during a request
+   * means the client gave up: 499, the upstream request cancelled. `client_fin: finish` (HAProxy)
+   * answers a request received in full and those pipelined before the FIN (`finish()`, or on
+   * 'drain'); only one cut short is 499. Between requests a FIN simply ends the connection.
    */
   private onEnd(): void {
     if (this.closed) return; // handed to HTTP/2, or already torn down
@@ -393,10 +395,7 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   // ---- helpers ----------------------------------------------------------------------------------
 
-  /**
-   * The next request, once the client has taken the responses so far (as nginx): a client that
-   * pipelined without reading had every request answered into this socket's buffer, unbounded.
-   */
+  /** The next request once the client took the responses so far (as nginx; else unbounded). */
   private nextWhenTaken(): void {
     if (this.socket.writableNeedDrain) this.awaitingDrain = true;
     else this.nextRequest();

@@ -217,6 +217,12 @@ export class H2Downstream implements Downstream {
       this.respondError('ZL_HTTP_NO_ROUTE', null);
       return;
     }
+    const maxBody = match.route.value.maxBody;
+    if (head.contentLength > maxBody) {
+      this.listener.localError(this, head, 'ZL_HTTP_BODY_TOO_LARGE');
+      this.respondError('ZL_HTTP_BODY_TOO_LARGE', null);
+      return;
+    }
     const ex = new Exchange(this.listener, this, head, match, upstream, this.listener.settings.proto);
     this.exchange = ex;
     this.front.streams.add(this);
@@ -229,8 +235,11 @@ export class H2Downstream implements Downstream {
     // an HTTP/2 request. Unread (not even resumed: resumeBody), the stream is destroyed after its
     // writes have completed.
     if (!stream.endAfterHeaders) {
+      let received = 0;
       stream.on('data', (chunk: Buffer) => {
-        if (this.chunkedBody) {
+        received += chunk.length;
+        if (received > maxBody) ex.fail('ZL_HTTP_BODY_TOO_LARGE');
+        else if (this.chunkedBody) {
           if (chunk.length === 0) return;
           ex.bodyChunk(Buffer.from(`${chunk.length.toString(16)}\r\n`, 'latin1'));
           ex.bodyChunk(chunk);
@@ -355,6 +364,10 @@ export class H2Downstream implements Downstream {
     this.responded = true;
     this.stream.respond(headers);
     this.stream.end(body);
+    // a body still coming is not wanted: RST_STREAM NO_ERROR once the response is out (RFC 9113 §8.1)
+    if (!this.stream.endAfterHeaders && !this.stream.readableEnded) {
+      this.stream.close(loadHttp2().constants.NGHTTP2_NO_ERROR);
+    }
   }
 
   pauseBody(): void {

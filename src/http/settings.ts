@@ -11,6 +11,8 @@ export interface CompiledRoute {
   readonly upstream: string;
   readonly request: HeaderRules;
   readonly response: HeaderRules;
+  /** The largest request body accepted (`max_body`; Infinity: no limit). */
+  readonly maxBody: number;
 }
 
 export interface HttpListenerSettings {
@@ -46,21 +48,23 @@ function rules(r: { set: Record<string, string>; remove: string[] }): HeaderRule
   });
 }
 
-function route(r: HttpRouteConfig): CompiledRoute {
+function route(r: HttpRouteConfig, maxBody: number): CompiledRoute {
   return Object.freeze({
     name: `${r.match.host ?? '*'}${r.match.path_prefix}`,
     upstream: r.upstream,
     request: rules(r.headers.request),
     response: rules(r.headers.response),
+    maxBody: r.max_body ?? maxBody,
   });
 }
 
 export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettings {
+  const maxBody = cfg.limits.max_body ?? Number.POSITIVE_INFINITY;
   const specs = cfg.routes.map((r) => ({
     host: r.match.host,
     pathPrefix: r.match.path_prefix,
     stripPrefix: r.strip_prefix,
-    value: route(r),
+    value: route(r, maxBody),
   }));
   if (cfg.upstream !== undefined) {
     // the listener's own upstream: a catch-all tried after every route (nginx `location /` last)
@@ -73,6 +77,7 @@ export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettin
         upstream: cfg.upstream,
         request: NO_RULES,
         response: NO_RULES,
+        maxBody,
       }),
     });
   }

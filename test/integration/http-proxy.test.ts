@@ -563,6 +563,97 @@ describe('bad input', () => {
     }
   });
 
+  test('max_body: a Content-Length over it → 413 before anything is read or sent upstream; chunked and HTTP/2 bodies are cut where they pass it; a route sets its own', async () => {
+    const o = await origin();
+    // a raw origin for the chunked case: what reached it, byte for byte
+    let upstreamBytes = '';
+    const r = await raw((s) => {
+      s.on('data', (c: Buffer) => {
+        upstreamBytes += c.toString('latin1');
+      });
+    });
+    const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  app: { servers: [${o.address}] }
+  rawapp: { servers: ["127.0.0.1:${port(r)}"] }
+listeners:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:0
+    upstream: app
+    limits: { max_body: 1KiB }
+    routes:
+      - { match: { path_prefix: /up }, upstream: app, max_body: 64KiB }
+      - { match: { path_prefix: /raw }, upstream: rawapp }
+`);
+    const post = (path: string, body: string, extra = ''): string =>
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n${extra}\r\n${body}`;
+    try {
+      const addr = z.addr('web');
+      // the head alone, with Expect: 413 at once, no 100 Continue, the connection closed
+      const head = post('/', '', 'Expect: 100-continue\r\n').replace(
+        'Content-Length: 0',
+        'Content-Length: 2000',
+      );
+      const big = await one(addr, head, 'POST');
+      assert.equal(big.status, 413, big.raw);
+      assert.equal(big.headers.get('x-zipline-error')?.[0], 'ZL_HTTP_BODY_TOO_LARGE');
+      assert.ok(!big.raw.includes('100 Continue'));
+      assert.ok(big.closed);
+      assert.equal(o.requests, 0);
+      assert.equal(z.access.at(-1)?.error, 'ZL_HTTP_BODY_TOO_LARGE');
+      assert.equal(z.access.at(-1)?.status, 413);
+      // at the limit: served; a route with its own limit takes more
+      const atLimit = await one(addr, post('/', 'a'.repeat(1024)), 'POST');
+      assert.equal(atLimit.status, 200);
+      assert.equal((JSON.parse(atLimit.body.toString()) as Echo).body, 1024);
+      const up = await one(addr, post('/up/file', 'a'.repeat(2000)), 'POST');
+      assert.equal(up.status, 200);
+      assert.equal((JSON.parse(up.body.toString()) as Echo).body, 2000);
+      // chunked: 1,024 bytes, then one more in the same write: 413, and no byte of that read went on
+      const chunked = await one(
+        addr,
+        `POST /raw HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n${'a'.repeat(1024)}\r\n1\r\nb\r\n0\r\n\r\n`,
+        'POST',
+      );
+      assert.equal(chunked.status, 413, chunked.raw);
+      assert.ok(chunked.closed);
+      assert.ok(!upstreamBytes.includes('b\r\n'), 'the byte past the limit was not sent on');
+      assert.equal(z.access.at(-1)?.error, 'ZL_HTTP_BODY_TOO_LARGE');
+      // HTTP/2 (h2c): DATA past the limit without a content-length, and a content-length over it
+      const h2 = await import('node:http2');
+      const session = h2.connect(`http://${addr}`);
+      const h2post = (path: string, body: Buffer, length: boolean): Promise<[number, string]> =>
+        new Promise((resolve, reject) => {
+          const req = session.request({
+            ':method': 'POST',
+            ':path': path,
+            ...(length ? { 'content-length': body.length } : {}),
+          });
+          let status = 0;
+          let text = '';
+          req.on('response', (h) => {
+            status = Number(h[':status']);
+          });
+          req.on('data', (c: Buffer) => {
+            text += c.toString();
+          });
+          req.on('close', () => resolve([status, text]));
+          req.on('error', reject);
+          req.end(body);
+        });
+      const [streamed, streamedText] = await h2post('/', Buffer.alloc(3000, 'a'), false);
+      assert.equal(streamed, 413, streamedText);
+      assert.match(streamedText, /ZL_HTTP_BODY_TOO_LARGE/);
+      assert.equal((await h2post('/', Buffer.alloc(3000, 'a'), true))[0], 413);
+      assert.equal((await h2post('/up', Buffer.alloc(3000, 'a'), false))[0], 200);
+      session.close();
+    } finally {
+      await z.stop();
+    }
+  });
+
   test('an origin that sends garbage, a coding other than chunked, or a chunked body bad from its first bytes → 502 ZL_UPSTREAM_BAD_RESPONSE', async () => {
     const answers: Record<string, string> = {
       '/': 'HTTP/1.1 two hundred OK\r\n\r\n',
