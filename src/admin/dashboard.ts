@@ -1,7 +1,8 @@
 /**
  * A small live dashboard: polls `/stats` once a second and renders the workers (when there are),
- * listeners, upstream servers (with each one's rate of requests or connections per second, from
- * the change in its `total` between polls) and the tunnel. No build step, no external assets.
+ * listeners (HTTP ones with their requests, rate, 4xx and 5xx), upstream servers (each with its
+ * rate of requests or connections per second) and the tunnel; rates come from the change in a
+ * `total` between polls. No build step, no external assets.
  * When the admin token is set, the page asks for it once and keeps it in sessionStorage.
  */
 export const DASHBOARD_HTML = `<!doctype html>
@@ -33,10 +34,12 @@ async function tick(){
     for(const w of s.workers)h+='<tr><td>'+esc(w.index)+'</td><td>'+esc(w.pid??'')+'</td><td class="'+(w.state==='running'?'up':'down')+'">'+esc(w.state)+'</td><td>'+esc(w.uptime_s)+'</td><td>'+esc(w.restarts)+'</td><td>'+esc(w.last_exit??'')+'</td></tr>';
     h+='</table>';
   }
-  h+='<h2>Listeners</h2><table><tr><th>name</th><th>protocol</th><th>address</th><th>upstream</th><th>active</th></tr>';
+  h+='<h2>Listeners</h2><table><tr><th>name</th><th>protocol</th><th>address</th><th>upstream</th><th>active</th><th>requests</th><th>per s</th><th>4xx</th><th>5xx</th></tr>';
   for(const [n,l] of Object.entries(s.listeners)){
     const to=[l.upstream,l.routes>1?l.routes+' routes':''].filter(Boolean).join(' · ');
-    h+='<tr><td>'+esc(n)+'</td><td>'+esc(l.protocol)+'</td><td><code>'+esc(l.address)+'</code></td><td>'+esc(to)+'</td><td>'+esc(l.active??l.sessions??'')+'</td></tr>';
+    const q=l.requests;
+    const req=q?'<td>'+q.total+'</td><td class="rate">'+rate('listener '+n,q.total)+'</td><td>'+q['4xx']+'</td><td class="'+(q['5xx']>0?'down':'')+'">'+q['5xx']+'</td>':'<td></td><td></td><td></td><td></td>';
+    h+='<tr><td>'+esc(n)+'</td><td>'+esc(l.protocol)+'</td><td><code>'+esc(l.address)+'</code></td><td>'+esc(to)+'</td><td>'+esc(l.active??l.sessions??'')+'</td>'+req+'</tr>';
   }
   h+='</table>';
   for(const [n,u] of Object.entries(s.upstreams)){

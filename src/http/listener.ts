@@ -57,6 +57,8 @@ export class HttpListener implements Listener, ExchangeHost {
   /** The native acceptor draining this listener's queue, if any. */
   private acceptId: number | null = null;
   private activeRequests = 0;
+  /** Requests answered, by status class (1xx…5xx; 499 and zipline's own errors included), for /stats. */
+  private readonly answered = [0, 0, 0, 0, 0];
 
   constructor(
     cfg: HttpListenerConfig,
@@ -158,6 +160,11 @@ export class HttpListener implements Listener, ExchangeHost {
       active: this.connections.size,
       connections: countStates(this.connections),
       h2_sessions: this.h2?.sessionCount() ?? 0,
+      requests_active: this.activeRequests,
+      requests: {
+        total: this.answered.reduce((a, n) => a + n, 0),
+        ...Object.fromEntries(CODE_CLASSES.map((c, i) => [c, this.answered[i] as number])),
+      },
     };
   }
 
@@ -193,6 +200,7 @@ export class HttpListener implements Listener, ExchangeHost {
     const seconds = (performance.now() - ex.startedAt) / 1000;
     const c = Math.floor(ex.status / 100) - 1;
     const cls = c >= 0 && c < 5 ? c : 4; // 5xx for anything else
+    (this.answered[cls] as number)++;
     const route = ex.route;
     let series = this.durations.get(route);
     if (series === undefined) {
@@ -236,6 +244,7 @@ export class HttpListener implements Listener, ExchangeHost {
     code: ErrorCode,
   ): void {
     metrics.httpErrors.labels(this.name, code).inc();
+    (this.answered[Math.floor(statusOf(code) / 100) - 1] as number)++;
     const log = this.ctx.accessLog;
     if (!log.enabled) return;
     log.write({

@@ -8,7 +8,16 @@ import { exposureWarning } from '../../src/admin/auth.js';
 import { answerClientError } from '../../src/admin/client-error.js';
 import { have } from '../helpers/daemons.js';
 import { rawRequest } from '../helpers/http.js';
-import { closeServer, dial, listen, port, refusedPort, tcpEcho, until } from '../helpers/net.js';
+import {
+  closeServer,
+  dial,
+  listen,
+  port,
+  refusedPort,
+  splitAddress,
+  tcpEcho,
+  until,
+} from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 const servers: Server[] = [];
@@ -229,6 +238,11 @@ listeners:
     const traffic = (async () => {
       while (!stop) (await dial(z.addr('t'))).destroy();
     })();
+    // and HTTP requests, which the echo server answers with garbage: 502s
+    const [host, p] = splitAddress(z.addr('web'));
+    const requests = (async () => {
+      while (!stop) await fetch(`http://${host}:${p}/`).catch(() => null);
+    })();
     try {
       const dom = await new Promise<string>((resolve, reject) => {
         execFile(
@@ -250,11 +264,17 @@ listeners:
       assert.match(dom, /<td>web<\/td><td>http<\/td><td><code>[^<]+<\/code><\/td><td>up<\/td>/);
       assert.match(dom, /<th>per s<\/th>/);
       assert.match(dom, /class="rate">\d+\.\d</, 'a rate once two polls are in');
+      // the HTTP listener's requests: total, a rate, 4xx, and its 5xx marked
+      assert.match(
+        dom,
+        /<td>web<\/td>.*?<td>\d+<\/td><td>[1-9]\d*<\/td><td class="rate">\d+\.\d<\/td><td>0<\/td><td class="down">[1-9]\d*<\/td>/,
+      );
       const rendered = dom.slice(dom.indexOf('<div id="out">'), dom.indexOf('<script>'));
       assert.doesNotMatch(rendered, /undefined|NaN/);
     } finally {
       stop = true;
       await traffic;
+      await requests;
       await z.stop();
     }
   });

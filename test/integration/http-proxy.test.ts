@@ -868,15 +868,30 @@ listeners:
     }
   });
 
-  test('coded errors are counted in zipline_http_errors_total', async () => {
-    const z = await startRuntime(config(['127.0.0.1:1']));
+  test("coded errors are counted in zipline_http_errors_total; /stats counts each listener's requests by status class", async () => {
+    const o = await origin();
+    const z = await startRuntime(
+      config(
+        [o.address],
+        '    routes: [{ match: { path_prefix: /down }, upstream: dead }]',
+        '  dead: { servers: ["127.0.0.1:1"] }',
+      ),
+    );
     try {
-      await one(z.addr('web'), 'GET / HTTP/1.1\r\n\r\n');
+      await one(z.addr('web'), 'GET / HTTP/1.1\r\n\r\n'); // 400, answered by zipline itself
       const text = await metrics.httpErrors.get();
       const v = text.values.find(
         (x) => x.labels.listener === 'web' && x.labels.code === 'ZL_HTTP_BAD_REQUEST',
       );
       assert.ok(v !== undefined && v.value >= 1);
+      for (let i = 0; i < 3; i++) assert.equal((await one(z.addr('web'), get('/'))).status, 200);
+      assert.equal((await one(z.addr('web'), get('/down'))).status, 502);
+      const stats = (await (await fetch(`${z.rt.admin.url()}stats`)).json()) as {
+        listeners: Record<string, { requests: Record<string, number>; requests_active: number }>;
+      };
+      const web = stats.listeners.web;
+      assert.deepEqual(web?.requests, { total: 5, '1xx': 0, '2xx': 3, '3xx': 0, '4xx': 1, '5xx': 1 });
+      assert.equal(web?.requests_active, 0);
     } finally {
       await z.stop();
     }
