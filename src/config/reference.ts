@@ -120,6 +120,9 @@ export const CONFIG_REFERENCE = {
   'upstreams.*.tls.ca': {
     doc: "PEM file of the CAs to trust instead of Node's bundled Mozilla list (a private CA, a self-signed server certificate).",
   },
+  'upstreams.*.tls.crl': {
+    doc: "PEM file of certificate revocation lists (nginx `proxy_ssl_crl`): a server whose certificate is revoked fails its handshake (502 `ZL_UPSTREAM_TLS`). OpenSSL then checks the whole chain, so the file needs the current CRL of every CA in it (`UNABLE_TO_GET_CRL` otherwise): with a private CA (`ca`) that is its one CRL; with Node's bundled roots every public chain would need its CAs' CRLs, and a missing one fails the handshake too. Read at start and reload (refresh the file and reload when a new CRL is published); an expired CRL fails handshakes.",
+  },
   'upstreams.*.tls.cert': {
     doc: 'PEM client certificate, for servers that require one (mutual TLS); with `key`.',
   },

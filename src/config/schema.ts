@@ -54,6 +54,7 @@ const originTls = z.preprocess(
       server_name: z.string().min(1).optional(),
       verify: z.boolean().prefault(def('upstreams.*.tls.verify')),
       ca: z.string().min(1).optional(),
+      crl: z.string().min(1).optional(),
       cert: z.string().min(1).optional(),
       key: z.string().min(1).optional(),
       min_version: z.enum(['TLSv1.2', 'TLSv1.3']).prefault(def('upstreams.*.tls.min_version')),

@@ -47,6 +47,7 @@ export class OriginTls {
       this.context = createSecureContext({
         minVersion: cfg.min_version,
         ...(cfg.ca !== undefined ? { ca: read(upstream, cfg.ca, 'CA file') } : {}),
+        ...(cfg.crl !== undefined ? { crl: read(upstream, cfg.crl, 'CRL file') } : {}),
         ...(cfg.cert !== undefined && cfg.key !== undefined
           ? { cert: read(upstream, cfg.cert, 'certificate'), key: read(upstream, cfg.key, 'key') }
           : {}),

@@ -1,7 +1,7 @@
 /**
  * TLS to upstream servers (`upstreams.*.tls`). From the HTTP proxy, against real Node https origins:
  * SNI and certificate names (host names, IP addresses, `server_name`), trust (`ca`, the bundled
- * roots, `verify: false`), client certificates, keep-alive and session resumption, large bodies
+ * roots, `verify: false`), revocation (`crl`), client certificates, keep-alive and session resumption, large bodies
  * (never spliced natively: the socket carries TLS records), active `http` checks over TLS, and a
  * reload whose CA file cannot be read. From a tcp listener (nginx stream `proxy_ssl`): a TLS echo
  * server, half-close through TLS, a failed handshake, a client reset while the upstream is TLS.
@@ -191,6 +191,44 @@ listeners:
       assert.equal(failed, 3, 'each failure in the access log');
     } finally {
       await z.stop();
+    }
+  });
+
+  test('tls.crl: a server whose certificate the CA revoked fails its handshake (502 ZL_UPSTREAM_TLS); one not revoked passes', async () => {
+    // test/fixtures/tls: ca.crt issued good.crt and revoked.crt, and ca.crl revokes the second
+    const serve = async (name: string): Promise<Server> => {
+      const server = createServer(
+        { cert: readFileSync(join(TLS, `${name}.crt`)), key: readFileSync(join(TLS, `${name}.key`)) },
+        (_req, res) => res.end(name),
+      );
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      return server;
+    };
+    const [good, revoked] = await Promise.all([serve('good'), serve('revoked')]);
+    const at = (s: Server): number => (s.address() as AddressInfo).port;
+    const ca = join(TLS, 'ca.crt');
+    const crl = join(TLS, 'ca.crl');
+    const z = await startRuntime(
+      config({
+        good: `{ servers: [127.0.0.1:${at(good)}], tls: { ca: ${ca}, crl: ${crl}, server_name: good.test } }`,
+        revoked: `{ servers: [127.0.0.1:${at(revoked)}], tls: { ca: ${ca}, crl: ${crl}, server_name: revoked.test } }`,
+        unchecked: `{ servers: [127.0.0.1:${at(revoked)}], tls: { ca: ${ca}, server_name: revoked.test } }`,
+      }),
+    );
+    try {
+      const base = `http://${z.addr('web')}`;
+      const outcome = async (path: string): Promise<string> => {
+        const r = await fetch(`${base}${path}`);
+        const body = await r.text();
+        return `${r.status} ${r.headers.get('x-zipline-error') ?? body}`;
+      };
+      assert.equal(await outcome('/good'), '200 good');
+      assert.equal(await outcome('/revoked'), '502 ZL_UPSTREAM_TLS');
+      assert.equal(await outcome('/unchecked'), '200 revoked', 'without the CRL the same server passes');
+    } finally {
+      await z.stop();
+      await Promise.all([closeServer(good), closeServer(revoked)]);
     }
   });
 
