@@ -12,8 +12,9 @@ import { getSystemErrorName } from 'node:util';
 import type { HttpListenerConfig } from '../config/schema.js';
 import { formatHostPort } from '../config/units.js';
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
+import { guardAccepts } from '../l4/accept-guard.js';
 import type { L4Context } from '../l4/context.js';
-import { listenOn, socketFromFd } from '../l4/listen.js';
+import { listenOn, shedCounter, socketFromFd } from '../l4/listen.js';
 import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
 import { isoNow, jsonNumber, jsonString } from '../log/access-line.js';
@@ -347,6 +348,7 @@ export class HttpListener implements Listener, ExchangeHost {
       }
       this.accepted(socket, reads);
     };
+    guardAccepts(this.server, shedCounter(this.name)); // around this callback too (listen.ts)
   }
 
   /** A connection accepted outside net.Server: the listener's limit, then on as usual. */

@@ -5,6 +5,8 @@ import { closeSync } from 'node:fs';
 import { isIP, type Server, Socket } from 'node:net';
 import { parseHostPort } from '../config/units.js';
 import { ZiplineError } from '../errors.js';
+import { metrics } from '../metrics/catalog.js';
+import { guardAccepts } from './accept-guard.js';
 import { bindFailure } from './bind-failure.js';
 import { nativePump } from './native-pump.js';
 
@@ -49,6 +51,14 @@ export async function listenOn(
       resolve();
     });
   });
+  // out of descriptors, libuv's accept loop must not spin (accept-guard.ts)
+  guardAccepts(server, shedCounter(name));
+}
+
+/** Counts a connection closed unanswered because descriptors ran out. */
+export function shedCounter(listener: string): () => void {
+  const c = metrics.downstreamRejected.labels(listener, 'ZL_LOCAL_EXHAUSTED');
+  return () => c.inc();
 }
 
 /**

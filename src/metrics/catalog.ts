@@ -78,7 +78,7 @@ export const metrics = {
   ),
   downstreamRejected: counter(
     'zipline_downstream_rejected_total',
-    'Connections or datagrams refused by a listener limit or drain.',
+    'Connections or datagrams refused by a listener limit, drain, or descriptors running out (ZL_LOCAL_EXHAUSTED).',
     ['listener', 'code'],
   ),
   downstreamBytes: counter('zipline_downstream_bytes_total', 'Bytes to (tx) and from (rx) clients.', [
