@@ -44,7 +44,7 @@ async function tick(){
   h+='</table>';
   for(const [n,u] of Object.entries(s.upstreams)){
     h+='<h2>Upstream '+esc(n)+' <small>('+esc(u.balance)+', '+u.active+' active)</small></h2><table><tr><th>server</th><th>address</th><th>state</th><th>active</th><th>total</th><th>per s</th><th>failures</th><th>latency ms</th></tr>';
-    for(const e of u.servers)h+='<tr><td>'+esc(e.server)+'</td><td><code>'+esc(e.address)+'</code></td><td class="'+esc(e.state)+'">'+esc(e.state)+'</td><td>'+e.active+'</td><td>'+e.total+'</td><td class="rate">'+rate(n+' '+e.server,e.total)+'</td><td>'+e.failures+'</td><td>'+e.ewma_latency_ms+'</td></tr>';
+    for(const e of u.servers)h+='<tr><td>'+esc(e.server)+(e.backup?' <small>(backup)</small>':'')+'</td><td><code>'+esc(e.address)+'</code></td><td class="'+esc(e.state)+'">'+esc(e.state)+'</td><td>'+e.active+'</td><td>'+e.total+'</td><td class="rate">'+rate(n+' '+e.server,e.total)+'</td><td>'+e.failures+'</td><td>'+e.ewma_latency_ms+'</td></tr>';
     h+='</table>';
   }
   const tn=s.tunnel;

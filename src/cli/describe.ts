@@ -36,7 +36,9 @@ export function describeConfig(c: ValidConfig): string {
       t === undefined
         ? ''
         : `, tls${t.server_name ? ` ${t.server_name}` : ''}${t.verify ? '' : ' NOT VERIFIED'}${t.ca ? ` ca ${t.ca}` : ''}${t.cert ? ' with client certificate' : ''}`;
-    lines.push(`upstream ${name}: ${u.balance}, ${u.servers.map((s) => s.address).join(' ')}${hc}${tls}`);
+    lines.push(
+      `upstream ${name}: ${u.balance}, ${u.servers.map((s) => (s.backup ? `${s.address} (backup)` : s.address)).join(' ')}${hc}${tls}`,
+    );
   }
   for (const b of c.shm) {
     lines.push(

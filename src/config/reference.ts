@@ -73,6 +73,10 @@ export const CONFIG_REFERENCE = {
     default: 0,
     doc: 'Cap on active connections to this server; `0` is unlimited.',
   },
+  'upstreams.*.servers[].backup': {
+    default: false,
+    doc: "A backup server (nginx `backup`, HAProxy `backup`): picked only when no other server can take the attempt (all down, unhealthy, full, or already tried by this request), by the upstream's balancer among the backups. At least one server must not be a backup.",
+  },
   'upstreams.*.health_check': { doc: 'Active health checks (optional). Passive health is always on.' },
   'upstreams.*.health_check.type': {
     default: 'tcp',

@@ -24,6 +24,7 @@ const serverObject = z.strictObject({
   max_fails: count(0, 1_000_000).prefault(def('upstreams.*.servers[].max_fails')),
   fail_timeout: duration.prefault(def('upstreams.*.servers[].fail_timeout')),
   max_connections: count(0, 10_000_000).prefault(def('upstreams.*.servers[].max_connections')),
+  backup: z.boolean().prefault(def('upstreams.*.servers[].backup')),
 });
 
 /** A server may be written as a bare `host:port` string. */
@@ -71,7 +72,10 @@ const upstream = z.strictObject({
     .prefault(def('upstreams.*.balance')),
   hash_key: hashKey.prefault(def('upstreams.*.hash_key')),
   resolve_interval: duration.prefault(def('upstreams.*.resolve_interval')),
-  servers: z.array(server).min(1, 'an upstream needs at least one server'),
+  servers: z
+    .array(server)
+    .min(1, 'an upstream needs at least one server')
+    .refine((list) => list.some((s) => !s.backup), 'every server is a backup: at least one must not be'),
   health_check: healthCheck.optional(),
   tls: originTls,
   keepalive: z

@@ -20,6 +20,8 @@ export interface EndpointSettings {
   readonly maxFails: number;
   readonly failTimeoutMs: number;
   readonly maxConnections: number;
+  /** Picked only when no other server can be (nginx `backup`). */
+  readonly backup: boolean;
 }
 
 export class Endpoint {

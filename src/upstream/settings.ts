@@ -78,6 +78,7 @@ export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSett
         maxFails: s.max_fails,
         failTimeoutMs: s.fail_timeout,
         maxConnections: s.max_connections,
+        backup: s.backup,
       }),
     };
   });

@@ -44,6 +44,8 @@ export class Upstream {
   activeRetries = 0;
   readonly breaker: CircuitBreaker;
   private balancer: Balancer;
+  /** The backup servers' own (null without backups): picked from only when `balancer` finds none. */
+  private backupBalancer: Balancer | null = null;
   private checker: HealthChecker | null = null;
   private resolveTimer: NodeJS.Timeout | null = null;
   /** Resolved addresses per configured server string. */
@@ -122,7 +124,7 @@ export class Upstream {
     ctx.hash = hash;
     ctx.tried = tried;
     ctx.now = now;
-    const e = this.balancer.pick(ctx);
+    const e = this.balancer.pick(ctx) ?? this.backupBalancer?.pick(ctx);
     ctx.tried = NO_TRIED;
     if (e !== undefined) return e;
     return this.endpoints.some((x) => x.isUp(now) && !tried.includes(x))
@@ -152,7 +154,10 @@ export class Upstream {
   apply(settings: UpstreamSettings): void {
     const prev = this.settings;
     this.settings = settings;
-    if (settings.policy !== prev.policy) this.balancer = createBalancer(settings.policy);
+    if (settings.policy !== prev.policy) {
+      this.balancer = createBalancer(settings.policy);
+      this.backupBalancer = null;
+    }
     this.breaker.update(settings.breaker);
     const servers = new Set(settings.servers.map((s) => s.server));
     for (const key of [...this.resolved.keys()]) if (!servers.has(key)) this.resolved.delete(key);
@@ -256,7 +261,13 @@ export class Upstream {
       }
     }
     this.endpoints = next;
-    this.balancer.update(next);
+    const backups = next.filter((e) => e.settings.backup);
+    this.balancer.update(backups.length === 0 ? next : next.filter((e) => !e.settings.backup));
+    if (backups.length === 0) this.backupBalancer = null;
+    else {
+      this.backupBalancer ??= createBalancer(this.settings.policy);
+      this.backupBalancer.update(backups);
+    }
   }
 
   /** Writes point-in-time gauges (called before a metrics scrape). */
@@ -281,6 +292,7 @@ export class Upstream {
         address: e.address,
         state: e.state(now),
         weight: e.weight,
+        backup: e.settings.backup,
         active: e.active,
         total: e.total,
         failures: e.failures,

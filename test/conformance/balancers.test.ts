@@ -22,6 +22,7 @@ function endpoints(n: number, weights: number[] = []): Endpoint[] {
         maxFails: 1,
         failTimeoutMs: 10_000,
         maxConnections: 0,
+        backup: false,
       }),
   );
 }

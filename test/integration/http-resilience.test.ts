@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Agent, request as httpRequest } from 'node:http';
 import type { Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
+import { loadConfigText } from '../../src/config/load.js';
 import { existingPool, type HttpPool } from '../../src/http/pool.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import type { Upstream } from '../../src/upstream/upstream.js';
@@ -97,6 +98,43 @@ describe('failover and retries', () => {
     } finally {
       await z.stop();
     }
+  });
+
+  test('backup servers: none of the traffic while a primary can take it; all of it when the primaries are down; not all servers may be backups', async () => {
+    const primary = await origin();
+    const backup = await origin();
+    const down = await refusedPort();
+    const servers = (first: string): string[] => [first, `{ address: "${backup.address}", backup: true }`];
+    const z = await startRuntime(config(servers(primary.address)));
+    try {
+      assert.deepEqual(new Set(await load(z.addr('web'), 50, 4)), new Set([200]));
+      assert.equal(primary.requests, 50);
+      assert.equal(backup.requests, 0, 'no request to the backup while the primary is up');
+      const app = z.rt.upstreams.get('app') as Upstream;
+      const stats = app.stats() as unknown as { servers: { backup: boolean }[] };
+      assert.deepEqual(
+        stats.servers.map((s) => s.backup),
+        [false, true],
+      );
+    } finally {
+      await z.stop();
+    }
+    // the primary refuses: the first request's retry goes to the backup (a retry, within the retry
+    // budget), and with the primary marked down (max_fails) the next ones go there at once
+    const z2 = await startRuntime(config(servers(`127.0.0.1:${down}`), '    retry: { attempts: 1 }'));
+    try {
+      assert.deepEqual(await load(z2.addr('web'), 1, 1), [200]);
+      assert.deepEqual(new Set(await load(z2.addr('web'), 50, 4)), new Set([200]));
+      assert.equal(backup.requests, 51);
+    } finally {
+      await z2.stop();
+    }
+    const allBackup = loadConfigText(
+      `upstreams: { app: { servers: [{ address: "127.0.0.1:1", backup: true }] } }\n`,
+      {},
+    );
+    assert.ok(!allBackup.ok);
+    assert.match(allBackup.issues.map((i) => i.message).join('\n'), /at least one must not be/);
   });
 
   test('replayed request bodies are the bytes sent, with many connections reading at once', async () => {

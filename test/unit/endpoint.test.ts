@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { fullJitterBackoff } from '../../src/upstream/backoff.js';
 import { Endpoint } from '../../src/upstream/endpoint.js';
 
-const settings = { weight: 1, maxFails: 2, failTimeoutMs: 1000, maxConnections: 0 };
+const settings = { weight: 1, maxFails: 2, failTimeoutMs: 1000, maxConnections: 0, backup: false };
 
 test('passive health follows nginx max_fails / fail_timeout', () => {
   const e = new Endpoint('a:1', '127.0.0.1', 1, settings);
