@@ -49,7 +49,7 @@ export const CONFIG_REFERENCE = {
   },
   'upstreams.*.hash_key': {
     default: 'client_ip',
-    doc: 'Key for `balance: hash`: `client_ip`, `path` (HTTP) or `header:NAME` (HTTP). L4 listeners always hash the client IP.',
+    doc: 'Key for `balance: hash`: `client_ip`, `path` (HTTP), `header:NAME` (HTTP; the first field of that name) or `cookie:NAME` (HTTP; sticky sessions on an application cookie, as HAProxy `balance hdr`/nginx `hash $cookie_NAME`). A request without that header or cookie is hashed by its client IP (before 2026-12-05 a missing header hashed as empty: every such request went to one server). L4 listeners always hash the client IP.',
   },
   'upstreams.*.resolve_interval': {
     default: '30s',

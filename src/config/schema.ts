@@ -43,7 +43,10 @@ const healthCheck = z.strictObject({
 
 const hashKey = z
   .string()
-  .regex(/^(client_ip|path|header:[A-Za-z0-9!#$%&'*+.^_`|~-]+)$/, 'expected client_ip, path or header:NAME');
+  .regex(
+    /^(client_ip|path|(header|cookie):[A-Za-z0-9!#$%&'*+.^_`|~-]+)$/,
+    'expected client_ip, path, header:NAME or cookie:NAME',
+  );
 
 const retryOn = z.union([z.enum(['connect_failure', 'reset', 'timeout']), count(500, 599)]);
 

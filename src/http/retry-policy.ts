@@ -10,7 +10,7 @@ import type { Endpoint } from '../upstream/endpoint.js';
 import type { UpstreamSettings } from '../upstream/settings.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { F, fieldName } from './parser/names.js';
-import { headerValue, type RequestHead } from './parser/request-head.js';
+import { cookieValue, headerValue, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
 
 /** How an attempt failed: before connecting, the connection died, a timeout, a retryable status. */
@@ -69,13 +69,18 @@ export function codeForStatus(status: number): ErrorCode {
   return 'ZL_UPSTREAM_BAD_RESPONSE';
 }
 
-/** `balance: hash` key of this request: client address, path, or a header. */
+/** `balance: hash` key of this request: client address, path, a header or a cookie (`hash_key`). */
 export function requestHash(up: Upstream, clientHash: number, head: RequestHead, path: string): number {
   if (up.settings.policy !== 'hash') return clientHash;
   const key = up.settings.hashKey;
   if (key === 'path') return hash32(path);
-  if (key.startsWith('header:')) return hash32(headerValue(head, key.slice(7).toLowerCase()) ?? '');
-  return clientHash;
+  // a request without the header or cookie: by its client IP (HAProxy falls back to round robin)
+  const value = key.startsWith('header:')
+    ? headerValue(head, key.slice(7).toLowerCase())
+    : key.startsWith('cookie:')
+      ? cookieValue(head, key.slice(7))
+      : undefined;
+  return value === undefined ? clientHash : hash32(value);
 }
 
 /**

@@ -254,6 +254,20 @@ export function headerValue(head: RequestHead, name: string): string | undefined
   return undefined;
 }
 
+/** The value of cookie `name` (case-sensitive) in the request's Cookie fields (`a=1; b=2`, RFC 6265 §5.4). */
+export function cookieValue(head: RequestHead, name: string): string | undefined {
+  for (let f = 0; f < head.fieldCount; f++) {
+    const k = f * 4;
+    if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) !== 'cookie') continue;
+    const text = head.raw.toString('latin1', head.fields[k + 2] as number, head.fields[k + 3] as number);
+    for (const pair of text.split(';')) {
+      const eq = pair.indexOf('=');
+      if (eq > 0 && pair.slice(0, eq).trim() === name) return pair.slice(eq + 1).trim();
+    }
+  }
+  return undefined;
+}
+
 /** `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4), or as much of it as has arrived (≥ its head). */
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 export function isH2Preface(buf: Buffer): boolean {
