@@ -11,7 +11,8 @@
  * The guard keeps reserve descriptors of its own. On an EMFILE or ENFILE callback it closes one,
  * so that libuv's next accept succeeds; that connection, and every one accepted until the queue
  * is empty, is closed unanswered (the same shedding), and the reserve is taken back as soon as
- * descriptors allow. `onShed` counts each connection closed so.
+ * descriptors allow. `onShed` counts each connection closed so. It mends a spare lost to a passing
+ * thread; one that keeps every descriptor it can get defeats it as it defeats libuv's (docs/L4.md).
  */
 import { closeSync, openSync } from 'node:fs';
 import type { Server } from 'node:net';
