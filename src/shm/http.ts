@@ -232,8 +232,14 @@ export class ShmHttpServer {
       if (oldest !== undefined && oldest > from) {
         res.write(`event: gap\ndata: {"from":${from},"to":${oldest - 1}}\n\n`);
       }
-      for (const m of kept) if (m.seq >= from) write(m);
-      behind = res.writableNeedDrain; // the kept messages (at most the ring's slots) may fill it
+      // as far as the response takes without queueing (the next 'drain' goes on from `next`):
+      // all the kept messages at once (the ring's slots, 200+ KB) could wait in memory
+      for (const m of kept) {
+        if (m.seq < from) continue;
+        write(m);
+        if (res.writableNeedDrain) break;
+      }
+      behind = res.writableNeedDrain;
     };
     const send = (m: ShmMessage): void => {
       if (behind) return;
