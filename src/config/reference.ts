@@ -229,7 +229,7 @@ export const CONFIG_REFERENCE = {
     doc: 'Field names to drop from the response.',
   },
   'listeners[].routes[].max_body': {
-    doc: "The largest request body of this route's requests, instead of the listener's `limits.max_body` (an upload route above a small default, as an nginx `location` with its own `client_max_body_size`).",
+    doc: "The largest request body of this route's requests, instead of the listener's `limits.max_body` (an upload route above a small default, as an nginx `location` with its own `client_max_body_size`); `0`: no limit on this route.",
   },
   'listeners[].trusted_proxies': {
     default: [],
@@ -288,7 +288,7 @@ export const CONFIG_REFERENCE = {
     doc: 'http/https: request bodies up to this size are kept until the response starts, so a failed attempt can be retried with the body; a larger body is streamed and its request is not retried once body bytes were sent.',
   },
   'listeners[].limits.max_body': {
-    doc: 'http/https: the largest request body accepted (nginx `client_max_body_size`, Caddy `request_body max_size`); unset: no limit, as HAProxy, Caddy and Envoy. A Content-Length over it gets 413 `ZL_HTTP_BODY_TOO_LARGE` before any body byte is read or a server is asked (with `Expect: 100-continue` the client sends nothing); a chunked body (or HTTP/2 DATA) that grows past it ends its request with 413 if no response started (else the response is aborted) and the connection (HTTP/2: the stream) is closed. A route can set its own (`routes[].max_body`).',
+    doc: 'http/https: the largest request body accepted (nginx `client_max_body_size`, Caddy `request_body max_size`); unset or `0`: no limit, as HAProxy, Caddy and Envoy (and nginx with `0`). A Content-Length over it gets 413 `ZL_HTTP_BODY_TOO_LARGE` before any body byte is read or a server is asked (with `Expect: 100-continue` the client sends nothing); a chunked body (or HTTP/2 DATA) that grows past it ends its request with 413 if no response started (else the response is aborted) and the connection (HTTP/2: the stream) is closed. A route can set its own (`routes[].max_body`).',
   },
   'listeners[].native': {
     default: 'auto',

@@ -48,18 +48,23 @@ function rules(r: { set: Record<string, string>; remove: string[] }): HeaderRule
   });
 }
 
+/** `max_body: 0` is no limit, as nginx's `client_max_body_size 0`. */
+function noLimitIfZero(bytes: number): number {
+  return bytes === 0 ? Number.POSITIVE_INFINITY : bytes;
+}
+
 function route(r: HttpRouteConfig, maxBody: number): CompiledRoute {
   return Object.freeze({
     name: `${r.match.host ?? '*'}${r.match.path_prefix}`,
     upstream: r.upstream,
     request: rules(r.headers.request),
     response: rules(r.headers.response),
-    maxBody: r.max_body ?? maxBody,
+    maxBody: r.max_body === undefined ? maxBody : noLimitIfZero(r.max_body),
   });
 }
 
 export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettings {
-  const maxBody = cfg.limits.max_body ?? Number.POSITIVE_INFINITY;
+  const maxBody = noLimitIfZero(cfg.limits.max_body ?? 0);
   const specs = cfg.routes.map((r) => ({
     host: r.match.host,
     pathPrefix: r.match.path_prefix,

@@ -585,6 +585,7 @@ listeners:
     limits: { max_body: 1KiB }
     routes:
       - { match: { path_prefix: /up }, upstream: app, max_body: 64KiB }
+      - { match: { path_prefix: /any }, upstream: app, max_body: 0 }
       - { match: { path_prefix: /raw }, upstream: rawapp }
 `);
     const post = (path: string, body: string, extra = ''): string =>
@@ -611,6 +612,10 @@ listeners:
       const up = await one(addr, post('/up/file', 'a'.repeat(2000)), 'POST');
       assert.equal(up.status, 200);
       assert.equal((JSON.parse(up.body.toString()) as Echo).body, 2000);
+      // 0 is no limit (nginx client_max_body_size 0), not "no body"
+      const any = await one(addr, post('/any', 'a'.repeat(100_000)), 'POST');
+      assert.equal(any.status, 200);
+      assert.equal((JSON.parse(any.body.toString()) as Echo).body, 100_000);
       // chunked: 1,024 bytes, then one more in the same write: 413, and no byte of that read went on
       const chunked = await one(
         addr,
