@@ -116,6 +116,16 @@ export const ERROR_CATALOG = {
     description: 'The listener is at `limits.max_connections`; the new one was closed.',
   },
   ZL_DRAINING: { status: 503, description: 'The process is draining; no new work is accepted.' },
+  ZL_PROXY_PROTOCOL: {
+    status: 400,
+    description:
+      'A connection from a `proxy_protocol.from` peer did not begin with a valid PROXY protocol header (v1 or v2); it was closed without a reply.',
+  },
+  ZL_PROXY_PROTOCOL_TIMEOUT: {
+    status: 408,
+    description:
+      'A `proxy_protocol.from` peer sent no complete PROXY protocol header within `proxy_protocol.timeout`; the connection was closed.',
+  },
   // the native data path (Linux)
   ZL_PUMP: {
     status: 0,

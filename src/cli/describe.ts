@@ -25,7 +25,11 @@ export function describeConfig(c: ValidConfig): string {
       (l.protocol === 'http' || l.protocol === 'https') && l.client_fin === 'finish'
         ? ', client_fin: finish'
         : '';
-    lines.push(`listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}`);
+    const pp =
+      'proxy_protocol' in l && l.proxy_protocol !== undefined
+        ? `, PROXY protocol from ${l.proxy_protocol.from.join(' ')}`
+        : '';
+    lines.push(`listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${pp}`);
   }
   for (const [name, u] of Object.entries(c.upstreams)) {
     const hc = u.health_check
@@ -36,8 +40,9 @@ export function describeConfig(c: ValidConfig): string {
       t === undefined
         ? ''
         : `, tls${t.server_name ? ` ${t.server_name}` : ''}${t.verify ? '' : ' NOT VERIFIED'}${t.ca ? ` ca ${t.ca}` : ''}${t.cert ? ' with client certificate' : ''}`;
+    const pp = u.send_proxy === 'off' ? '' : `, send_proxy ${u.send_proxy}`;
     lines.push(
-      `upstream ${name}: ${u.balance}, ${u.servers.map((s) => (s.backup ? `${s.address} (backup)` : s.address)).join(' ')}${hc}${tls}`,
+      `upstream ${name}: ${u.balance}, ${u.servers.map((s) => (s.backup ? `${s.address} (backup)` : s.address)).join(' ')}${hc}${tls}${pp}`,
     );
   }
   for (const b of c.shm) {

@@ -57,6 +57,12 @@ function checkUpstreams(upstreams: Record<string, unknown>, report: Report): voi
         report(['upstreams', name, 'retry', 'backoff', 'base'], 'base must not exceed max');
       }
     }
+    if (sendsProxy(up) && up.tls !== undefined && up.tls !== false) {
+      report(
+        ['upstreams', name, 'send_proxy'],
+        '`send_proxy` with `tls` is not supported: use one or the other',
+      );
+    }
     if (Array.isArray(up.servers)) {
       const seen = new Set<string>();
       up.servers.forEach((s, i) => {
@@ -67,6 +73,11 @@ function checkUpstreams(upstreams: Record<string, unknown>, report: Report): voi
       });
     }
   }
+}
+
+/** `send_proxy: v1|v2` on an upstream. */
+function sendsProxy(up: Record<string, unknown> | undefined): boolean {
+  return up?.send_proxy === 'v1' || up?.send_proxy === 'v2';
 }
 
 /** Bound ports (`tcp/port`, `udp/port`) → the hosts on them and where each was declared. */
@@ -139,6 +150,16 @@ function checkListeners(listeners: unknown, upstreams: Record<string, unknown>, 
       report(
         ['listeners', i, 'upstream'],
         `upstream "${listener.upstream}" is not defined${known.length ? ` (defined: ${known.join(', ')})` : ''}`,
+      );
+    }
+    if (
+      protocol !== 'tcp' &&
+      typeof listener.upstream === 'string' &&
+      sendsProxy(obj(upstreams[listener.upstream]))
+    ) {
+      report(
+        ['listeners', i, 'upstream'],
+        `upstream "${listener.upstream}" has \`send_proxy\`, which is for tcp listeners only${protocol === 'http' || protocol === 'https' ? ' (pooled HTTP connections carry many clients; X-Forwarded-For names each)' : ''}`,
       );
     }
     if (protocol === 'http' || protocol === 'https') checkHttpListener(listener, i, upstreams, report);
@@ -222,6 +243,12 @@ function checkHttpListener(
   routes.forEach((r, j) => {
     const route = obj(r);
     if (route === undefined) return;
+    if (typeof route.upstream === 'string' && sendsProxy(obj(upstreams[route.upstream]))) {
+      report(
+        ['listeners', i, 'routes', j, 'upstream'],
+        `upstream "${route.upstream}" has \`send_proxy\`, which is for tcp listeners only (pooled HTTP connections carry many clients; X-Forwarded-For names each)`,
+      );
+    }
     if (typeof route.upstream === 'string' && !(route.upstream in upstreams)) {
       const known = Object.keys(upstreams);
       report(

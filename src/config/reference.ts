@@ -111,6 +111,10 @@ export const CONFIG_REFERENCE = {
     default: 1000,
     doc: 'Requests per upstream connection before it is retired.',
   },
+  'upstreams.*.send_proxy': {
+    default: 'off',
+    doc: "tcp listeners: begin each connection to a server with a PROXY protocol header (HAProxy `send-proxy` / `send-proxy-v2`, nginx stream `proxy_protocol on`) naming the client and the address it connected to (a `proxy_protocol` listener passes on the addresses its header gave): `v1` (text) or `v2` (binary); `off` sends none. The server must expect it (nginx `listen … proxy_protocol`, HAProxy `accept-proxy`). An `http` health check sends a v1 `UNKNOWN` / v2 `LOCAL` header first; a `tcp` check sends nothing. Not with `tls`, and not for upstreams of http/https listeners (their connections are pooled and carry many clients' requests; `X-Forwarded-For` says who the client is).",
+  },
   'upstreams.*.tls': {
     doc: "Speak TLS to the servers: HTTP listeners (nginx `proxy_pass https://`) and tcp listeners (nginx stream `proxy_ssl on`, HAProxy `server … ssl`; their bytes then go through JavaScript, not the native pump). `tls: {}` or `tls: true` for the defaults below. Each server's certificate is verified; TLS sessions are resumed; HTTP offers ALPN `http/1.1`. Not for udp listeners.",
   },
@@ -289,6 +293,16 @@ export const CONFIG_REFERENCE = {
   },
   'listeners[].limits.max_body': {
     doc: 'http/https: the largest request body accepted (nginx `client_max_body_size`, Caddy `request_body max_size`); unset or `0`: no limit, as HAProxy, Caddy and Envoy (and nginx with `0`). A Content-Length over it gets 413 `ZL_HTTP_BODY_TOO_LARGE` before any body byte is read or a server is asked (with `Expect: 100-continue` the client sends nothing); a chunked body (or HTTP/2 DATA) that grows past it ends its request with 413 if no response started (else the response is aborted) and the connection (HTTP/2: the stream) is closed. A route can set its own (`routes[].max_body`).',
+  },
+  'listeners[].proxy_protocol': {
+    doc: "tcp, http, https: accept the PROXY protocol (v1 and v2, told apart by their first byte) from the load balancers in front (HAProxy `accept-proxy`, nginx `listen … proxy_protocol` with `set_real_ip_from`, AWS NLB). The header's source address becomes the client's: in the access log, `hash_key: client_ip`, `trusted_proxies`, `X-Forwarded-For`/`X-Real-IP` and `send_proxy`. Only connections from `from` are read for a header; anyone else is served as a direct client, so no other peer can claim an address.",
+  },
+  'listeners[].proxy_protocol.from': {
+    doc: "Addresses or CIDR blocks of the peers that send the header (required). A connection from one of them that does not begin with a valid header is closed without a reply (`ZL_PROXY_PROTOCOL`). A v1 `UNKNOWN` or v2 `LOCAL` header (a balancer checking health) leaves the connection's own addresses.",
+  },
+  'listeners[].proxy_protocol.timeout': {
+    default: '5s',
+    doc: 'The whole header must arrive within this after the connection is accepted (`ZL_PROXY_PROTOCOL_TIMEOUT`, closed without a reply).',
   },
   'listeners[].native': {
     default: 'auto',

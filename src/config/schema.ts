@@ -81,6 +81,7 @@ const upstream = z.strictObject({
     .refine((list) => list.some((s) => !s.backup), 'every server is a backup: at least one must not be'),
   health_check: healthCheck.optional(),
   tls: originTls,
+  send_proxy: z.enum(['off', 'v1', 'v2']).prefault(def('upstreams.*.send_proxy')),
   keepalive: z
     .strictObject({
       max_idle: count(0, 100_000).prefault(def('upstreams.*.keepalive.max_idle')),
@@ -125,6 +126,14 @@ const listenerNameSchema = z
   .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'use 1–64 letters, digits, _ . : -')
   .optional();
 
+/** `listeners[].proxy_protocol`: the peers whose connections begin with a PROXY header. */
+const proxyProtocol = z
+  .strictObject({
+    from: z.array(cidr).min(1, 'name the load balancers that send the header'),
+    timeout: duration.prefault(def('listeners[].proxy_protocol.timeout')),
+  })
+  .optional();
+
 const tcpListener = z.strictObject({
   name: listenerNameSchema,
   protocol: z.literal('tcp'),
@@ -139,6 +148,7 @@ const tcpListener = z.strictObject({
     })
     .prefault({}),
   native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
+  proxy_protocol: proxyProtocol,
 });
 
 const udpListener = z.strictObject({
@@ -231,6 +241,7 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
       })
       .prefault({}),
     native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
+    proxy_protocol: proxyProtocol,
   });
 }
 

@@ -5,10 +5,11 @@
  */
 import { request } from 'node:http';
 import { request as requestTls } from 'node:https';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { isLocalExhaustion } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
+import { localProxyHeader } from '../proxy-protocol/header.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { HealthSettings } from '../upstream/settings.js';
 
@@ -109,14 +110,51 @@ function checkTcp(e: Endpoint, timeoutMs: number, done: (error: string | null) =
 }
 
 function checkHttp(e: Endpoint, s: HealthSettings, done: (error: string | null) => void): void {
+  if (s.sendProxy === 0) {
+    requestCheck(e, s, null, s.timeoutMs, done);
+    return;
+  }
+  // `send_proxy`: the check is zipline's own connection, so it begins with a header that says so
+  // (v1 UNKNOWN, v2 LOCAL), written once connected, before the request (not with TLS: config check)
+  const startedAt = performance.now();
+  const socket = connect({ host: e.ip, port: e.port });
+  let failed = false;
+  const fail = (error: string): void => {
+    if (failed) return;
+    failed = true;
+    clearTimeout(timer);
+    socket.destroy();
+    done(error);
+  };
+  const timer = setTimeout(() => fail('timeout'), s.timeoutMs);
+  socket.once('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
+  socket.once('connect', () => {
+    if (failed) return;
+    failed = true; // the request's own handlers take over
+    clearTimeout(timer);
+    socket.removeAllListeners('error');
+    socket.write(localProxyHeader(s.sendProxy as 1 | 2));
+    requestCheck(e, s, socket, Math.max(1, s.timeoutMs - (performance.now() - startedAt)), done);
+  });
+}
+
+/** The check's GET, on `socket` when given (already connected), within `timeoutMs`. */
+function requestCheck(
+  e: Endpoint,
+  s: HealthSettings,
+  socket: Socket | null,
+  timeoutMs: number,
+  done: (error: string | null) => void,
+): void {
   let finished = false;
   const options = {
     host: e.ip,
     port: e.port,
     path: s.path,
     method: 'GET',
-    agent: false as const,
     headers: { host: s.host ?? e.server, 'user-agent': 'zipline-health-check', connection: 'close' },
+    // a fresh connection for each check (no agent), or the given one (an agent would open its own)
+    ...(socket === null ? { agent: false as const } : { createConnection: () => socket }),
   };
   // with the upstream's TLS: its trust, names and client certificate, as requests have them
   const req = s.tls === null ? request(options) : requestTls({ ...s.tls.connectOptions(e), ...options });
@@ -127,7 +165,7 @@ function checkHttp(e: Endpoint, s: HealthSettings, done: (error: string | null) 
     req.destroy();
     done(error);
   };
-  const timer = setTimeout(() => finish('timeout'), s.timeoutMs);
+  const timer = setTimeout(() => finish('timeout'), timeoutMs);
   req.once('response', (res) => {
     const code = res.statusCode ?? 0;
     const ok = s.expectStatus.length > 0 ? s.expectStatus.includes(code) : code >= 200 && code < 400;

@@ -17,6 +17,7 @@
 import type { Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
+import { clientAddressOf } from '../proxy-protocol/reader.js';
 import { ClientBody } from './client-body.js';
 import type { ClientReads, ReadTarget } from './client-reads.js';
 import type { Downstream } from './downstream.js';
@@ -73,8 +74,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     private readonly listener: HttpListener,
     reads: ClientReads | null = null,
   ) {
-    this.clientIp = socket.remoteAddress ?? '';
-    this.clientPort = socket.remotePort ?? 0;
+    ({ ip: this.clientIp, port: this.clientPort } = clientAddressOf(socket)); // a PROXY header's, if any
     const s = listener.settings;
     this.trusted = s.trustsAnyone && this.clientIp !== '' && isTrustedProxy(s.trusted, this.clientIp);
     this.clientHash = hash32(this.clientIp);

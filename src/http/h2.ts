@@ -23,6 +23,7 @@ import type { Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
+import { clientAddressOf } from '../proxy-protocol/reader.js';
 import type { Downstream } from './downstream.js';
 import { Exchange } from './exchange.js';
 import { isTrustedProxy } from './forward-head.js';
@@ -193,8 +194,9 @@ export class H2Downstream implements Downstream {
     private readonly headers: IncomingHttpHeaders,
   ) {
     const socket = stream.session?.socket as Socket | undefined;
-    this.clientIp = socket?.remoteAddress ?? '';
-    this.clientPort = socket?.remotePort ?? 0;
+    const peer = socket === undefined ? { ip: '', port: 0 } : clientAddressOf(socket); // a PROXY header's, if any
+    this.clientIp = peer.ip;
+    this.clientPort = peer.port;
     const s = listener.settings;
     this.trusted = s.trustsAnyone && this.clientIp !== '' && isTrustedProxy(s.trusted, this.clientIp);
     this.clientHash = hash32(this.clientIp);

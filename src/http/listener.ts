@@ -19,6 +19,7 @@ import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
 import { isoNow, jsonNumber, jsonString } from '../log/access-line.js';
 import { metrics } from '../metrics/catalog.js';
+import { ProxyGate } from '../proxy-protocol/gate.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { ClientConnection } from './client-connection.js';
 import { type ClientReads, sharedReads } from './client-reads.js';
@@ -46,6 +47,8 @@ export class HttpListener implements Listener, ExchangeHost {
   readonly connections = new Set<ClientConnection>();
   private h2: H2Front | null;
   private tls: TlsState | null = null;
+  /** `proxy_protocol`: connections from the balancers send a PROXY header first. */
+  private readonly proxyGate: ProxyGate;
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweepEveryMs = 0;
   private readonly activeGauge;
@@ -73,6 +76,7 @@ export class HttpListener implements Listener, ExchangeHost {
     this.settings = compileHttpListener(cfg);
     this.activeGauge = metrics.requestsActive.labels(name);
     this.totalCounter = metrics.downstreamTotal.labels(name);
+    this.proxyGate = new ProxyGate(name, ctx.log, () => this.settings.proxyProtocol);
     const onSocket = (socket: Socket): void => this.onConnection(socket);
     if (cfg.protocol === 'https' && cfg.tls !== undefined) {
       this.tls = new TlsState(cfg.tls);
@@ -91,6 +95,7 @@ export class HttpListener implements Listener, ExchangeHost {
       });
       this.server = tls;
       this.h2 = new H2Front(this);
+      this.proxyGate.beforeTls(tls);
     } else {
       this.server = createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
       this.h2 = null;
@@ -150,6 +155,7 @@ export class HttpListener implements Listener, ExchangeHost {
   destroyAll(): void {
     for (const c of this.connections) c.destroy();
     this.h2?.destroyAll();
+    this.proxyGate.destroyAll();
   }
 
   stats(): Record<string, unknown> {
@@ -368,6 +374,19 @@ export class HttpListener implements Listener, ExchangeHost {
     if (this.ctx.draining()) {
       metrics.downstreamRejected.labels(this.name, 'ZL_DRAINING').inc();
       socket.destroy();
+      return;
+    }
+    // (https: the gate is before the handshake, `beforeTls`; this socket is the TLS one)
+    if (this.protocol === 'http' && this.proxyGate.applies(socket)) {
+      const reader = this.proxyGate.read(socket, reads !== null, (s, rest) => {
+        if (this.ctx.draining()) return void s.destroy();
+        this.totalCounter.inc();
+        const conn = new ClientConnection(s, this, reads); // takes the shared reads over
+        this.connections.add(conn);
+        if (rest.length > 0) conn.onBytes(rest);
+        if (reads === null) s.resume(); // the reader paused it
+      });
+      if (reads !== null) reads.conn = reader;
       return;
     }
     this.totalCounter.inc();

@@ -1,7 +1,7 @@
 /** The compiled form of an http/https listener's config: what the hot path reads. */
-import { BlockList } from 'node:net';
+import type { BlockList } from 'node:net';
 import type { HttpListenerConfig, HttpRouteConfig } from '../config/schema.js';
-import { parseCidr } from '../config/units.js';
+import { addressList, compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
 import type { HeaderRules } from './forward-head.js';
 import { RouteTable } from './route-table.js';
 
@@ -31,6 +31,8 @@ export interface HttpListenerSettings {
   readonly finishOnClientFin: boolean;
   /** A plain-http client opening with the HTTP/2 preface is served HTTP/2 (`h2c`). */
   readonly h2c: boolean;
+  /** `proxy_protocol`: peers whose connections begin with a PROXY header, or null. */
+  readonly proxyProtocol: ProxyProtocolSettings | null;
 }
 
 const NO_RULES: HeaderRules = Object.freeze({
@@ -86,14 +88,7 @@ export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettin
       }),
     });
   }
-  const trusted = new BlockList();
-  for (const text of cfg.trusted_proxies) {
-    const c = parseCidr(text);
-    if (c === undefined) continue; // validated by the schema
-    trusted.addSubnet(c.address, c.prefix, c.family);
-    // IPv4 clients on a dual-stack socket appear as ::ffff:a.b.c.d
-    if (c.family === 'ipv4') trusted.addSubnet(`::ffff:${c.address}`, 96 + c.prefix, 'ipv6');
-  }
+  const trusted = addressList(cfg.trusted_proxies);
   return Object.freeze({
     proto: cfg.protocol,
     routes: new RouteTable(specs),
@@ -107,5 +102,6 @@ export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettin
     maxBodyReplay: cfg.limits.max_body_replay,
     finishOnClientFin: cfg.client_fin === 'finish',
     h2c: cfg.protocol === 'http' && cfg.h2c !== false,
+    proxyProtocol: compileProxyProtocol(cfg.proxy_protocol),
   });
 }

@@ -13,6 +13,8 @@
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { ErrorCode } from '../errors.js';
+import { buildProxyHeader, type ProxyAddress } from '../proxy-protocol/header.js';
+import { clientAddressOf, localAddressOf } from '../proxy-protocol/reader.js';
 import { Dial } from '../upstream/dial.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
@@ -49,13 +51,24 @@ export class TcpConnection implements PumpClient {
   dataPath: 'native' | 'js' | null = null;
   /** Bytes client→upstream and upstream→client counted by the native pump. */
   private nativeBytes: [number, number] = [0, 0];
+  /** The client's address (a PROXY header's, when the listener takes them). */
+  readonly peer: ProxyAddress;
+  /** Client bytes read before the pump (a PROXY header and what came after it). */
+  private readonly readBefore: number;
 
+  /**
+   * `early`: client bytes that came after a PROXY header in the same reads, sent to the server
+   * first (null when there was no header).
+   */
   constructor(
     readonly listener: TcpListener,
     client: Socket,
     private readonly upstream: Upstream,
     hash: number,
+    private readonly early: Buffer | null = null,
   ) {
+    this.peer = clientAddressOf(client);
+    this.readBefore = client.bytesRead - client.readableLength;
     this.client = client as ProxySocket;
     this.client[kConn] = this;
     this.client[kPeer] = null;
@@ -76,9 +89,12 @@ export class TcpConnection implements PumpClient {
     return c.bytesRead + c.bytesWritten + (u === null ? 0 : u.bytesRead + u.bytesWritten);
   }
 
-  /** Bytes received from the client. */
+  /** Bytes received from the client (a PROXY header not counted). */
   bytesIn(): number {
-    return this.dataPath === 'native' ? this.nativeBytes[0] : this.client.bytesRead;
+    const early = this.early?.length ?? 0;
+    return this.dataPath === 'native'
+      ? this.nativeBytes[0] + early
+      : this.client.bytesRead - this.readBefore + early;
   }
 
   /** Bytes sent to the client. */
@@ -87,7 +103,12 @@ export class TcpConnection implements PumpClient {
   }
 
   get clientIp(): string {
-    return this.client.remoteAddress ?? '';
+    return this.peer.ip;
+  }
+
+  /** Dial callback (`send_proxy`): the client and the address it connected to. */
+  proxyHeader(version: 1 | 2): Buffer {
+    return buildProxyHeader(version, this.peer, localAddressOf(this.client));
   }
 
   /** Dial callback: the upstream is connected; start pumping both ways. */
@@ -110,14 +131,26 @@ export class TcpConnection implements PumpClient {
     this.client[kPeer] = up;
     up.on('error', onSocketError);
     up.on('close', onSocketClose);
-    // TLS to the server: the bytes on its socket are records, so JavaScript pumps
-    if (this.listener.settings.native && !(up instanceof TLSSocket)) {
-      // neither socket has started reading (pauseOnConnect, and the dial pauses the upstream)
+    if (this.early !== null && this.early.length > 0) up.write(this.early);
+    // TLS to the server: the bytes on its socket are records, so JavaScript pumps (and so it does
+    // while anything written before, a PROXY header or the early bytes, is still queued, or
+    // anything read from the client waits in its buffer)
+    if (
+      this.listener.settings.native &&
+      !(up instanceof TLSSocket) &&
+      up.writableLength === 0 &&
+      this.client.readableLength === 0
+    ) {
+      // neither socket reads now (pauseOnConnect, the dial pauses the upstream), unless the
+      // client's was read for its PROXY header: Node's stream reads ahead again the tick after,
+      // even paused, and libuv and the pump must not both watch it
+      const wasReading = readStop(this.client);
       this.pumpId = nativePump.add(this, this.client, up, this.listener.settings.idleTimeoutMs);
       if (this.pumpId !== null) {
         this.dataPath = 'native';
         return;
       }
+      if (wasReading) readStart(this.client);
     }
     this.startJsPump(up);
   }
@@ -131,6 +164,9 @@ export class TcpConnection implements PumpClient {
     }
     this.client.resume();
     up.resume();
+    // a client read for its PROXY header can have sent its FIN while the server was dialed: Node
+    // emitted 'end' then (a paused stream still ends when its buffer is empty), so forward it now
+    if (this.client.readableEnded) up.end();
   }
 
   /** Native pump callback: it has let go of both sockets; finish them the way it ended. */
@@ -214,6 +250,29 @@ export class TcpConnection implements PumpClient {
     if (this.endpoint !== null) this.upstream.release(this.endpoint);
     this.listener.onConnectionClosed(this);
   }
+}
+
+type ReadingHandle = { reading?: boolean; readStop?: () => number; readStart?: () => number };
+
+function handleOf(socket: Socket): ReadingHandle | null {
+  return (socket as unknown as { _handle?: ReadingHandle | null })._handle ?? null;
+}
+
+/** Stops libuv reading `socket`; true if it was reading (Node's own flag, as `pause()` sets it). */
+function readStop(socket: Socket): boolean {
+  const handle = handleOf(socket);
+  if (handle?.reading !== true || handle.readStop === undefined) return false;
+  handle.reading = false;
+  handle.readStop();
+  return true;
+}
+
+/** Undoes `readStop` (Node's stream still counts the read it had started as under way). */
+function readStart(socket: Socket): void {
+  const handle = handleOf(socket);
+  if (handle === null || handle.readStart === undefined) return;
+  handle.reading = true;
+  handle.readStart();
 }
 
 function onData(this: ProxySocket, chunk: Buffer): void {

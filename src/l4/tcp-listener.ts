@@ -10,6 +10,9 @@ import { formatHostPort } from '../config/units.js';
 import { ERROR_CATALOG } from '../errors.js';
 import { isoNow } from '../log/access-line.js';
 import { metrics } from '../metrics/catalog.js';
+import { ProxyGate } from '../proxy-protocol/gate.js';
+import { clientAddressOf } from '../proxy-protocol/reader.js';
+import { compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
 import { listenOn, socketFromFd } from './listen.js';
@@ -23,6 +26,8 @@ export interface TcpListenerSettings {
   readonly maxConnections: number;
   /** Use the native splice pump when it is available. */
   readonly native: boolean;
+  /** `proxy_protocol`: peers whose connections begin with a PROXY header, or null. */
+  readonly proxyProtocol: ProxyProtocolSettings | null;
 }
 
 function compile(cfg: TcpListenerConfig): TcpListenerSettings {
@@ -31,6 +36,7 @@ function compile(cfg: TcpListenerConfig): TcpListenerSettings {
     idleTimeoutMs: cfg.timeouts.client_idle,
     maxConnections: cfg.limits.max_connections,
     native: cfg.native === 'auto',
+    proxyProtocol: compileProxyProtocol(cfg.proxy_protocol),
   });
 }
 
@@ -41,6 +47,8 @@ export class TcpListener implements Listener {
   settings: TcpListenerSettings;
   private readonly server: Server;
   private readonly connections = new Set<TcpConnection>();
+  /** `proxy_protocol`: connections from the balancers send a PROXY header first. */
+  private readonly proxyGate: ProxyGate;
   private readonly activeGauge;
   private readonly totalCounter;
   private readonly rxCounter;
@@ -64,6 +72,7 @@ export class TcpListener implements Listener {
     this.rxCounter = metrics.downstreamBytes.labels(name, 'rx');
     this.txCounter = metrics.downstreamBytes.labels(name, 'tx');
     this.duration = metrics.sessionDuration.labels(name);
+    this.proxyGate = new ProxyGate(name, ctx.log, () => this.settings.proxyProtocol);
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true, keepAlive: true });
     this.server.maxConnections = this.settings.maxConnections;
     this.server.on('connection', (socket) => this.onConnection(socket));
@@ -129,6 +138,7 @@ export class TcpListener implements Listener {
 
   destroyAll(): void {
     for (const c of this.connections) c.destroy('ZL_DRAIN_TIMEOUT');
+    this.proxyGate.destroyAll();
   }
 
   /** A connection the native thread accepted: paused, as `pauseOnConnect` gives them. */
@@ -151,6 +161,21 @@ export class TcpListener implements Listener {
       socket.destroy();
       return;
     }
+    if (this.proxyGate.applies(socket)) {
+      this.proxyGate.read(socket, false, (s, rest) => {
+        if (!this.ctx.draining()) this.startConnection(s, Buffer.from(rest));
+        else {
+          metrics.downstreamRejected.labels(this.name, 'ZL_DRAINING').inc();
+          s.destroy();
+        }
+      });
+      return;
+    }
+    this.startConnection(socket, null);
+  }
+
+  /** `early`: bytes that came after a PROXY header (null without one). */
+  private startConnection(socket: Socket, early: Buffer | null): void {
     const upstream = this.ctx.upstream(this.settings.upstream);
     if (upstream === undefined) {
       // cannot happen with a validated config; refuse rather than crash
@@ -159,7 +184,7 @@ export class TcpListener implements Listener {
     }
     this.totalCounter.inc();
     this.activeGauge.inc();
-    const conn = new TcpConnection(this, socket, upstream, hash32(socket.remoteAddress ?? ''));
+    const conn = new TcpConnection(this, socket, upstream, hash32(clientAddressOf(socket).ip), early);
     this.connections.add(conn);
   }
 
@@ -170,7 +195,6 @@ export class TcpListener implements Listener {
       this.sweepTimer = null;
     }
     this.activeGauge.dec();
-    const c = conn.client;
     const seconds = (Date.now() - conn.startedAt) / 1000;
     const bytesIn = conn.bytesIn();
     const bytesOut = conn.bytesOut();
@@ -184,7 +208,7 @@ export class TcpListener implements Listener {
         listener: this.name,
         protocol: 'tcp',
         client_ip: conn.clientIp,
-        client_port: c.remotePort,
+        client_port: conn.peer.port,
         status: conn.error === null ? 200 : statusOf(conn.error),
         upstream: this.settings.upstream,
         upstream_addr: conn.endpoint?.address ?? null,

@@ -3,7 +3,8 @@
  * (the handshake included), and on a connect failure try again (at most `retry.attempts` more
  * times). A try on a server this dial has not tried yet goes at once; when every eligible server
  * was tried, the next try waits a full-jitter backoff and may reuse them. Nothing is sent before
- * a connection is up, so every connect failure is retryable.
+ * a connection is up, so every connect failure is retryable. With `send_proxy` the PROXY header
+ * is the first write on the connection, before it is handed on.
  *
  * One `Dial` per downstream connection; `cancel()` frees the socket and timers of an attempt in
  * flight (the client went away). Exactly one of `onConnected`/`onFailed` is called, unless cancelled.
@@ -17,6 +18,8 @@ import type { Endpoint } from './endpoint.js';
 import type { Upstream } from './upstream.js';
 
 export interface DialCallbacks {
+  /** With `send_proxy`: the PROXY header to begin the connection with (written before `onConnected`). */
+  proxyHeader(version: 1 | 2): Buffer;
   onConnected(socket: Socket, endpoint: Endpoint, attempts: number): void;
   onFailed(code: ErrorCode, attempts: number, lastEndpoint: Endpoint | null): void;
 }
@@ -125,6 +128,8 @@ export class Dial {
     metrics.upstreamConnectDuration.labels(this.upstream.name).observe(ms / 1000);
     this.state = 'done';
     this.socket = null;
+    const proxy = this.upstream.settings.sendProxy;
+    if (proxy !== 0) socket.write(this.cb.proxyHeader(proxy));
     this.cb.onConnected(socket, e, this.attempts);
   }
 

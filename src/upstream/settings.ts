@@ -2,6 +2,7 @@
 import type { BalancePolicy } from '../balancer/index.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { parseHostPort } from '../config/units.js';
+import { type SendProxy, sendProxyVersion } from '../proxy-protocol/settings.js';
 import type { EndpointSettings } from './endpoint.js';
 import { OriginTls } from './origin-tls.js';
 
@@ -24,6 +25,8 @@ export interface HealthSettings {
   readonly expectStatus: readonly number[];
   /** `type: http` checks speak TLS when the upstream does. */
   readonly tls: OriginTls | null;
+  /** `type: http` checks begin with a v1 UNKNOWN / v2 LOCAL header (`send_proxy`). */
+  readonly sendProxy: SendProxy;
 }
 
 export interface UpstreamSettings {
@@ -53,6 +56,8 @@ export interface UpstreamSettings {
   readonly breaker: BreakerSettings;
   /** TLS to the servers (HTTP listeners), or null for plain TCP. */
   readonly tls: OriginTls | null;
+  /** `send_proxy` (tcp listeners): the PROXY header version each connection begins with, 0 none. */
+  readonly sendProxy: SendProxy;
   /** The validated config this was compiled from, for reload diffs. */
   readonly source: UpstreamConfig;
 }
@@ -103,6 +108,7 @@ export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSett
             fall: hc.fall,
             expectStatus: hc.expect_status,
             tls,
+            sendProxy: sendProxyVersion(cfg.send_proxy),
           }),
     connectTimeoutMs: cfg.timeouts.connect,
     retryAttempts: cfg.retry.attempts,
@@ -127,6 +133,7 @@ export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSett
       openForMs: cfg.circuit_breaker.open_for,
     }),
     tls,
+    sendProxy: sendProxyVersion(cfg.send_proxy),
     source: cfg,
   });
 }

@@ -1,5 +1,5 @@
 /**
- * Real servers nobody here wrote, for interop tests: nginx, redis-server and dnsmasq on loopback, each in
+ * Real servers nobody here wrote, for interop tests: nginx, HAProxy, redis-server and dnsmasq on loopback, each in
  * a temporary directory on a free port, stopped by the returned function. `have()` says whether a
  * tool is installed (`.ci/run` installs them; a test without its tool is skipped with a note).
  */
@@ -66,6 +66,34 @@ export async function startRedis(): Promise<Daemon> {
   );
   await until(() => accepting(port), 'redis accepting', 10_000, 25);
   return { port, stop: () => redis.kill('SIGTERM') };
+}
+
+/**
+ * HAProxy with the given sections after its defaults (`config(port)`: `port` is free for the
+ * first frontend; `more` other free ports for the rest, known before HAProxy starts).
+ */
+export async function startHaproxy(
+  config: (port: number, more: readonly number[]) => string,
+  extra = 0,
+): Promise<Daemon & { more: readonly number[] }> {
+  const work = tempDir('zl-haproxy-');
+  const port = await refusedPort();
+  const more: number[] = [];
+  for (let i = 0; i < extra; i++) more.push(await refusedPort());
+  writeFileSync(
+    join(work, 'haproxy.cfg'),
+    `global
+  log stderr format raw local0 err
+defaults
+  timeout connect 2s
+  timeout client 10s
+  timeout server 10s
+${config(port, more)}
+`,
+  );
+  const haproxy = spawn('haproxy', ['-f', join(work, 'haproxy.cfg')], { stdio: 'ignore' });
+  await until(() => accepting(port), 'haproxy accepting', 10_000, 25);
+  return { port, more, stop: () => haproxy.kill('SIGTERM') };
 }
 
 /** dnsmasq as a DNS server on UDP and TCP: `*.NAME` answers `address`, nothing forwarded. */

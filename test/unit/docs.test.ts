@@ -62,6 +62,7 @@ test('every config key the schema accepts is documented, and every documented ke
     'upstreams.*.health_check.expect_status[]',
     'upstreams.*.retry.on[]',
     'listeners[].trusted_proxies[]',
+    'listeners[].proxy_protocol.from[]',
     'listeners[].tls.alpn[]',
     'listeners[].allow[]',
     'tunnel.relay.tokens[]',
