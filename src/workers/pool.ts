@@ -85,6 +85,7 @@ export class WorkerPool {
       await this.stopAll(1000);
       throw err;
     }
+    this.ports.settle();
     this.started = true;
     this.refreshGauge();
     this.log.info({ worker_pids: this.procs.map((w) => w.pid) }, 'workers started');
@@ -161,6 +162,7 @@ export class WorkerPool {
     const answers = await Promise.allSettled(
       this.running().map((w) => w.request({ t: 'reload', config }, RELOAD_TIMEOUT_MS)),
     );
+    this.ports.settle();
     let first = true;
     for (const a of answers) {
       if (a.status === 'rejected') {

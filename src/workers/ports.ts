@@ -4,8 +4,11 @@
  * Port 0: every worker must bind the *same* port for SO_REUSEPORT to share it, so the primary
  * picks it once: it binds a SO_REUSEPORT socket on port 0 and rewrites the listener's address for
  * the workers. A TCP reservation stays bound (never listening, so it is given no connections)
- * until the listener goes away, which keeps the port ours across worker restarts; a UDP one is
- * closed at once, since a bound UDP socket would be given datagrams.
+ * until the listener goes away, which keeps the port ours across worker restarts. A UDP one
+ * stays bound only until the workers have bound theirs (`settle()`), since a bound UDP socket
+ * is given a share of the datagrams; nobody knows a port-0 address before then, so none is lost.
+ * (It used to be closed at once: another process could take the port before the workers bound
+ * it, seen once in the test suite as EADDRINUSE.)
  *
  * A fixed port: SO_REUSEPORT would let the workers join sockets another process of the same user
  * already has there (a second zipline started on the same config), and the two would silently
@@ -26,8 +29,9 @@ import { bindSocket } from '../l4/listen.js';
 
 interface Reservation {
   readonly port: number;
-  /** The bound TCP socket, or -1 (UDP). */
-  readonly fd: number;
+  /** The bound socket; -1 once a UDP one was settled. */
+  fd: number;
+  readonly udp: boolean;
 }
 
 export interface ResolvedConfig {
@@ -91,6 +95,13 @@ export class PortReservations {
     return { config: { ...config, listeners }, errors };
   }
 
+  /** The workers have bound their sockets: UDP reservations are closed (see the header). */
+  settle(): void {
+    for (const r of this.held.values()) {
+      if (r.udp) release(r);
+    }
+  }
+
   releaseAll(): void {
     for (const r of this.held.values()) release(r);
     this.held.clear();
@@ -117,9 +128,7 @@ async function probe(name: string, host: string, port: number, udp: boolean): Pr
 async function reserve(name: string, host: string, udp: boolean): Promise<Reservation> {
   try {
     const [fd, port] = await bindSocket(host, 0, !udp, true);
-    if (!udp) return { port, fd };
-    closeSync(fd);
-    return { port, fd: -1 };
+    return { port, fd, udp };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     throw new ZiplineError(
@@ -134,4 +143,5 @@ async function reserve(name: string, host: string, udp: boolean): Promise<Reserv
 
 function release(r: Reservation): void {
   if (r.fd >= 0) closeSync(r.fd);
+  r.fd = -1;
 }
