@@ -57,12 +57,6 @@ function checkUpstreams(upstreams: Record<string, unknown>, report: Report): voi
         report(['upstreams', name, 'retry', 'backoff', 'base'], 'base must not exceed max');
       }
     }
-    if (sendsProxy(up) && up.tls !== undefined && up.tls !== false) {
-      report(
-        ['upstreams', name, 'send_proxy'],
-        '`send_proxy` with `tls` is not supported: use one or the other',
-      );
-    }
     if (Array.isArray(up.servers)) {
       const seen = new Set<string>();
       up.servers.forEach((s, i) => {

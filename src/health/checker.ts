@@ -6,11 +6,13 @@
 import { request } from 'node:http';
 import { request as requestTls } from 'node:https';
 import { connect, type Socket } from 'node:net';
+import { connect as connectTls } from 'node:tls';
 import { isLocalExhaustion } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { localProxyHeader } from '../proxy-protocol/header.js';
 import type { Endpoint } from '../upstream/endpoint.js';
+import type { OriginTls } from '../upstream/origin-tls.js';
 import type { HealthSettings } from '../upstream/settings.js';
 
 export class HealthChecker {
@@ -115,7 +117,7 @@ function checkHttp(e: Endpoint, s: HealthSettings, done: (error: string | null) 
     return;
   }
   // `send_proxy`: the check is zipline's own connection, so it begins with a header that says so
-  // (v1 UNKNOWN, v2 LOCAL), written once connected, before the request (not with TLS: config check)
+  // (v1 UNKNOWN, v2 LOCAL), written once connected, before the request (and the TLS handshake)
   const startedAt = performance.now();
   const socket = connect({ host: e.ip, port: e.port });
   let failed = false;
@@ -154,7 +156,12 @@ function requestCheck(
     method: 'GET',
     headers: { host: s.host ?? e.server, 'user-agent': 'zipline-health-check', connection: 'close' },
     // a fresh connection for each check (no agent), or the given one (an agent would open its own)
-    ...(socket === null ? { agent: false as const } : { createConnection: () => socket }),
+    ...(socket === null
+      ? { agent: false as const }
+      : {
+          createConnection: () =>
+            s.tls === null ? socket : connectTls({ ...(s.tls as OriginTls).connectOptions(e), socket }),
+        }),
   };
   // with the upstream's TLS: its trust, names and client certificate, as requests have them
   const req = s.tls === null ? request(options) : requestTls({ ...s.tls.connectOptions(e), ...options });

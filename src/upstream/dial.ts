@@ -4,7 +4,7 @@
  * times). A try on a server this dial has not tried yet goes at once; when every eligible server
  * was tried, the next try waits a full-jitter backoff and may reuse them. Nothing is sent before
  * a connection is up, so every connect failure is retryable. With `send_proxy` the PROXY header
- * is the first write on the connection, before it is handed on.
+ * is the first write on the connection (before the TLS handshake, with `tls`).
  *
  * One `Dial` per downstream connection; `cancel()` frees the socket and timers of an attempt in
  * flight (the client went away). Exactly one of `onConnected`/`onFailed` is called, unless cancelled.
@@ -18,7 +18,7 @@ import type { Endpoint } from './endpoint.js';
 import type { Upstream } from './upstream.js';
 
 export interface DialCallbacks {
-  /** With `send_proxy`: the PROXY header to begin the connection with (written before `onConnected`). */
+  /** With `send_proxy`: the PROXY header each connection begins with (before TLS, if any). */
   proxyHeader(version: 1 | 2): Buffer;
   onConnected(socket: Socket, endpoint: Endpoint, attempts: number): void;
   onFailed(code: ErrorCode, attempts: number, lastEndpoint: Endpoint | null): void;
@@ -96,11 +96,30 @@ export class Dial {
     this.state = 'connecting';
     this.startedAt = performance.now();
     const tls = up.settings.tls;
+    const proxy = up.settings.sendProxy;
+    // `send_proxy`: the header is the connection's first write, queued until it is connected, so
+    // it precedes the request bytes or, with TLS, the handshake (HAProxy `send-proxy` with `ssl`)
+    let plain: Socket | null = null;
+    if (tls === null || proxy !== 0) {
+      plain = connect({ host: e.ip, port: e.port, noDelay: true, allowHalfOpen: true, keepAlive: true });
+      if (proxy !== 0) plain.write(this.cb.proxyHeader(proxy));
+    }
     const socket: Socket =
       tls === null
-        ? connect({ host: e.ip, port: e.port, noDelay: true, allowHalfOpen: true, keepAlive: true })
-        : connectTls({ ...tls.connectOptions(e), allowHalfOpen: true } as ConnectionOptions);
+        ? (plain as Socket)
+        : connectTls({
+            ...tls.connectOptions(e),
+            allowHalfOpen: true,
+            ...(plain === null ? {} : { socket: plain }),
+          } as ConnectionOptions);
     this.socket = socket;
+    // a TLS socket made over one of ours does not report that one's connect errors (and an error
+    // there later must not go unheard: the TLS socket reports its own)
+    if (tls !== null && plain !== null) {
+      plain.on('error', (err: NodeJS.ErrnoException) =>
+        this.onError(socket, e, upstreamConnectCode(err, false)),
+      );
+    }
     // nothing may read before the connection's pump is chosen (the native pump reads the fd itself)
     socket.pause();
     if (tls !== null) {
@@ -128,8 +147,6 @@ export class Dial {
     metrics.upstreamConnectDuration.labels(this.upstream.name).observe(ms / 1000);
     this.state = 'done';
     this.socket = null;
-    const proxy = this.upstream.settings.sendProxy;
-    if (proxy !== 0) socket.write(this.cb.proxyHeader(proxy));
     this.cb.onConnected(socket, e, this.attempts);
   }
 
