@@ -544,8 +544,10 @@ static napi_value js_session(napi_env env, napi_callback_info info) {
   if (is_buffer) napi_get_buffer_info(env, argv[6], &initial, &ninitial);
   session_t *s = calloc(1, sizeof *s);
   int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  /* bytes read before: plaintext frames (plain TCP), or TLS records the BIO serves first */
+  buf_t *into = s == NULL ? NULL : ctx_id != 0 ? &s->pre : &s->rbuf;
   if (s == NULL || dup < 0 || fcntl(dup, F_SETFL, O_NONBLOCK | O_RDWR) < 0 ||
-      (ninitial > 0 && (buf_reserve(&s->rbuf, ninitial) < 0))) {
+      (ninitial > 0 && (buf_reserve(into, ninitial) < 0))) {
     if (dup >= 0) close(dup);
     free(s);
     free(name);
@@ -553,8 +555,8 @@ static napi_value js_session(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (ninitial > 0) {
-    memcpy(s->rbuf.p, initial, ninitial);
-    s->rbuf.len = ninitial;
+    memcpy(into->p, initial, ninitial);
+    into->len = ninitial;
   }
   s->fd = dup;
   s->role_agent = agent;
@@ -577,6 +579,7 @@ static napi_value js_session(napi_env env, napi_callback_info info) {
       close(dup);
       free(name);
       buf_free(&s->rbuf);
+      buf_free(&s->pre);
       free(s);
       napi_throw_error(env, "ZL_TUNNEL_TLS", "cannot start TLS on the connection");
       return NULL;

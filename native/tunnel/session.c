@@ -178,6 +178,7 @@ static void maybe_free(session_t *s) {
   if (s->state != S_CLOSED || !s->released || s->tag.obj == NULL) return;
   free_streams(s);
   buf_free(&s->rbuf);
+  buf_free(&s->pre);
   buf_free(&s->ctl);
   buf_free(&s->pbuf);
   buf_free(&s->wire);

@@ -35,6 +35,17 @@ static BIO_METHOD *method;
 static int bio_read(BIO *b, char *out, int len) {
   session_t *s = BIO_get_data(b);
   BIO_clear_retry_flags(b);
+  if (s->prepos < s->pre.len) {
+    size_t n = s->pre.len - s->prepos;
+    if (n > (size_t)len) n = (size_t)len;
+    memcpy(out, s->pre.p + s->prepos, n);
+    s->prepos += n;
+    if (s->prepos == s->pre.len) {
+      buf_free(&s->pre);
+      s->prepos = 0;
+    }
+    return (int)n;
+  }
   if (s->drained) {
     BIO_set_retry_read(b);
     return -1;

@@ -219,6 +219,10 @@ typedef struct session {
   int rdhup;      /* the peer's FIN (or an error) is signalled: read on until EOF, no more edges come */
   int writable;
   int fin_out;    /* closing: our close_notify and FIN are out; waiting for the peer's FIN */
+  /* TLS bytes JavaScript read before the engine took the socket (a relay behind a PROXY-protocol
+     balancer: the ClientHello came with the header): the BIO serves them before the socket */
+  buf_t pre;
+  size_t prepos;
   /* incoming: plaintext to decode */
   buf_t rbuf;
   size_t rpos;    /* decoded up to here */

@@ -4,6 +4,7 @@ import { normalizeFingerprint } from '../tunnel/tls.js';
 import { def } from './reference.js';
 import {
   allowEntry,
+  cidr,
   count,
   duration,
   hostPort,
@@ -60,6 +61,12 @@ export const tunnelRelay = z.strictObject({
   heartbeat,
   limits: tunnelLimits,
   native: z.enum(['auto', 'off']).prefault(def('tunnel.relay.native')),
+  proxy_protocol: z
+    .strictObject({
+      from: z.array(cidr).min(1, 'name the load balancers that send the header'),
+      timeout: duration.prefault(def('tunnel.relay.proxy_protocol.timeout')),
+    })
+    .optional(),
 });
 
 export const relayRef = z.preprocess(

@@ -14,6 +14,9 @@ import type { L4Context } from '../l4/context.js';
 import { listenOn } from '../l4/listen.js';
 import { metrics } from '../metrics/catalog.js';
 import { DirectDialer } from '../proxy/dialer.js';
+import { ProxyGate } from '../proxy-protocol/gate.js';
+import { clientAddressOf } from '../proxy-protocol/reader.js';
+import { compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
 import { AllowList } from './allow-list.js';
 import { ERROR, FRAME } from './constants.js';
 import { AuthLimiter, CODEC, decodeHello, encodeHelloAck, NonceCache, verifyProof } from './handshake.js';
@@ -46,6 +49,9 @@ export class TunnelRelay {
   private loadPermille = 0;
   private readonly loadTimer: NodeJS.Timeout;
   authFailures = 0;
+  /** `proxy_protocol`: the load balancers whose connections begin with a PROXY header. */
+  private proxyProtocol: ProxyProtocolSettings | null;
+  private readonly proxyGate: ProxyGate;
 
   constructor(
     cfg: TunnelRelayConfig,
@@ -57,7 +63,14 @@ export class TunnelRelay {
       connectTimeoutMs: cfg.connect_timeout,
     });
     this.server = createServer({ allowHalfOpen: false, noDelay: true, keepAlive: true });
-    this.server.on('connection', (s) => this.onConnection(s));
+    this.proxyGate = new ProxyGate('tunnel.relay', ctx.log, () => this.proxyProtocol);
+    this.proxyProtocol = compileProxyProtocol(cfg.proxy_protocol);
+    this.server.on('connection', (s) => {
+      // behind a load balancer: its PROXY header names the agent (source, rate limiting, logs)
+      if (this.proxyGate.applies(s))
+        this.proxyGate.read(s, false, (sock, rest) => this.onConnection(sock, rest));
+      else this.onConnection(s, null);
+    });
     this.server.on('error', (err) => ctx.log.error({ err }, 'tunnel relay listener error'));
     this.loadTimer = setInterval(() => this.measureLoad(), 2000);
     this.loadTimer.unref();
@@ -113,6 +126,7 @@ export class TunnelRelay {
   /** Tokens, allow list, timeouts and limits apply to new streams and sessions at once. */
   update(cfg: TunnelRelayConfig): void {
     this.cfg = cfg;
+    this.proxyProtocol = compileProxyProtocol(cfg.proxy_protocol);
     this.dialer.update({ allow: new AllowList(cfg.allow), connectTimeoutMs: cfg.connect_timeout });
   }
 
@@ -155,8 +169,9 @@ export class TunnelRelay {
     };
   }
 
-  private onConnection(socket: Socket): void {
-    const source = socket.remoteAddress ?? '';
+  /** `early`: bytes that came after a PROXY header (null without one), put back for the handshake. */
+  private onConnection(socket: Socket, early: Buffer | null): void {
+    const source = clientAddressOf(socket).ip;
     if (this.ctx.draining() || this.limiter.blocked(source)) {
       if (!this.ctx.draining()) metrics.tunnelAuthFailures.labels('rate_limited').inc();
       socket.destroy();
@@ -168,6 +183,8 @@ export class TunnelRelay {
       return;
     }
     socket.on('error', () => {});
+    if (early !== null && early.length > 0) socket.unshift(Buffer.from(early));
+    // the native engine takes the descriptor and what was read before it (`early`, put back)
     if (this.useNative()) {
       this.acceptNative(socket, source);
       return;
@@ -339,6 +356,7 @@ export class TunnelRelay {
   destroyAll(): void {
     for (const rs of [...this.sessions]) rs.session.destroy();
     for (const s of [...this.pending]) s.destroy();
+    this.proxyGate.destroyAll();
     // sessions made from it keep their own reference
     if (this.nativeCtx !== 0) dropTlsContext(this.nativeCtx);
     this.nativeCtx = 0;

@@ -15,9 +15,10 @@ import { after, before, describe, test } from 'node:test';
 import { connect as connectTls } from 'node:tls';
 import { registry } from '../../src/metrics/catalog.js';
 import { buildProxyHeader } from '../../src/proxy-protocol/header.js';
+import { engine } from '../../src/tunnel/native/binding.js';
 import { type Daemon, have, run, startHaproxy, startNginx } from '../helpers/daemons.js';
 import { type Origin, startOrigin } from '../helpers/http.js';
-import { closeServer, dial, port, readAll, splitAddress, tcpServer, until } from '../helpers/net.js';
+import { closeServer, dial, port, readAll, splitAddress, tcpEcho, tcpServer, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
@@ -266,6 +267,73 @@ listeners:
     } finally {
       await z.stop();
       hap.stop();
+    }
+  });
+
+  test('a tunnel relay behind a balancer: the header names the agent; its TLS session runs on the native engine, a ClientHello read with the header included', async () => {
+    const token = 'test-token-0123456789abcdef';
+    const relay = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+tunnel:
+  relay:
+    listen: 127.0.0.1:0
+    tls: auto
+    state_dir: ${tempDir('zl-pp-relay-')}
+    tokens: ["${token}"]
+    allow: ["127.0.0.1:*"]
+    proxy_protocol: { from: [127.0.0.1] }
+`);
+    const [rh, rp] = splitAddress(relay.rt.relay?.address() ?? '');
+    // a balancer that names 198.51.100.N: `together` sends the header in one write with the
+    // agent's first bytes (its ClientHello), else on its own first
+    const balancer = (n: number, together: boolean) =>
+      tcpServer((client) => {
+        const up = connect(rp, rh);
+        up.on('error', () => client.destroy());
+        const header = V1(`198.51.100.${n}`, 4000 + n);
+        if (!together) up.write(header);
+        client.once('data', (first: Buffer) => {
+          up.write(together ? Buffer.concat([header, first]) : first);
+          client.pipe(up).pipe(client);
+        });
+        client.on('close', () => up.destroy());
+      });
+    const fronts = [await balancer(1, false), await balancer(2, true)];
+    const echo = await tcpEcho();
+    const agents: Awaited<ReturnType<typeof startRuntime>>[] = [];
+    try {
+      for (const [i, front] of fronts.entries()) {
+        const agent = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+tunnel:
+  agent:
+    id: agent-${i + 1}
+    relays: [{ address: "127.0.0.1:${port(front)}", fingerprint: "${relay.rt.relay?.fingerprint}" }]
+    token: "${token}"
+    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)} }]
+`);
+        agents.push(agent);
+        await until(() => agent.rt.agent?.links[0]?.state === 'up', `agent ${i + 1} up`);
+        // a stream through the session: bytes both ways over the TLS the engine took up
+        const c = await dial(agent.rt.agent?.addresses()['forwards[0]'] ?? '');
+        c.end(`through agent ${i + 1}`);
+        assert.equal((await readAll(c)).toString(), `through agent ${i + 1}`);
+      }
+      const sources = [...(relay.rt.relay?.sessions ?? [])]
+        .map((rs) => rs.stats())
+        .map((st) => [st.agent, st.source]);
+      assert.deepEqual(sources.sort(), [
+        ['agent-1', '198.51.100.1'],
+        ['agent-2', '198.51.100.2'],
+      ]);
+      // the ClientHello read with the header goes to the native engine with the descriptor
+      const engines = [...(relay.rt.relay?.sessions ?? [])].map((rs) => rs.stats().engine);
+      assert.deepEqual(engines, engine.available ? ['native', 'native'] : ['js', 'js']);
+    } finally {
+      for (const a of agents) await a.stop();
+      await relay.stop();
+      for (const f of fronts) await closeServer(f);
+      await closeServer(echo);
     }
   });
 

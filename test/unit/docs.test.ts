@@ -63,6 +63,7 @@ test('every config key the schema accepts is documented, and every documented ke
     'upstreams.*.retry.on[]',
     'listeners[].trusted_proxies[]',
     'listeners[].proxy_protocol.from[]',
+    'tunnel.relay.proxy_protocol.from[]',
     'listeners[].tls.alpn[]',
     'listeners[].allow[]',
     'tunnel.relay.tokens[]',

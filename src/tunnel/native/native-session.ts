@@ -91,13 +91,12 @@ export class NativeSession extends EventEmitter implements SessionApi, NativeStr
     const handle = (socket as unknown as { _handle?: { fd?: number } | null })._handle;
     const fd = typeof handle?.fd === 'number' ? handle.fd : -1;
     if (fd < 0) throw new ZiplineError('ZL_TUNNEL_CLOSED', 'the connection has no descriptor');
-    // bytes read past a proxy's handshake (plain TCP only; TLS peers never speak first)
+    // bytes already read: past a proxy's handshake (an agent's `via`), or a relay's first TLS
+    // bytes that came with a PROXY protocol header (the engine's TLS reads them before the socket)
     const chunks: Buffer[] = [];
     for (let c = socket.read() as Buffer | null; c !== null; c = socket.read() as Buffer | null)
       chunks.push(c);
     const initial = chunks.length > 0 ? Buffer.concat(chunks) : null;
-    if (initial !== null && tls !== null)
-      throw new ZiplineError('ZL_TUNNEL_TLS', 'bytes before the TLS handshake');
     const sid = engine.b.session(
       fd,
       opts.role === 'agent',
