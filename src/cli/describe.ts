@@ -59,7 +59,7 @@ export function describeConfig(c: ValidConfig): string {
           ? `TLS auto (${relay.state_dir})`
           : 'TLS files';
     lines.push(
-      `tunnel relay: ${relay.listen}, ${tls}, ${relay.tokens.length} token(s), allow ${relay.allow.length ? relay.allow.join(' ') : '(nothing)'}`,
+      `tunnel relay: ${relay.listen}, ${tls}, ${relay.tokens.length} token(s), allow ${relay.allow.length ? relay.allow.join(' ') : '(nothing)'}${relay.proxy_protocol === undefined ? '' : `, PROXY protocol from ${relay.proxy_protocol.from.join(' ')}`}`,
     );
   }
   const agent = c.tunnel?.agent;
