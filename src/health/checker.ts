@@ -135,6 +135,9 @@ function checkHttp(e: Endpoint, s: HealthSettings, done: (error: string | null) 
     failed = true; // the request's own handlers take over
     clearTimeout(timer);
     socket.removeAllListeners('error');
+    // the request listens on this socket, or, with TLS, on the one made over it: a late error
+    // here then has nobody else to hear it
+    socket.on('error', () => {});
     socket.write(localProxyHeader(s.sendProxy as 1 | 2));
     requestCheck(e, s, socket, Math.max(1, s.timeoutMs - (performance.now() - startedAt)), done);
   });
