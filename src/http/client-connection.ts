@@ -16,6 +16,7 @@
  */
 import type { Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
+import { listed } from '../config/address-list.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
 import { ClientBody } from './client-body.js';
@@ -23,7 +24,6 @@ import type { ClientReads, ReadTarget } from './client-reads.js';
 import type { Downstream } from './downstream.js';
 import { errorResponse } from './error-response.js';
 import { Exchange } from './exchange.js';
-import { isTrustedProxy } from './forward-head.js';
 import { buildClientHead, buildInterimHead, type ClientFraming } from './forward-response.js';
 import type { HttpListener } from './listener.js';
 import { findHeadEnd, isH2Preface, parseRequestHead, type RequestHead } from './parser/request-head.js';
@@ -76,7 +76,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   ) {
     ({ ip: this.clientIp, port: this.clientPort } = clientAddressOf(socket)); // a PROXY header's, if any
     const s = listener.settings;
-    this.trusted = s.trustsAnyone && this.clientIp !== '' && isTrustedProxy(s.trusted, this.clientIp);
+    this.trusted = s.trustsAnyone && this.clientIp !== '' && listed(s.trusted, this.clientIp);
     this.clientHash = hash32(this.clientIp);
     if (reads !== null) reads.conn = this;
     else socket.on('data', (chunk: Buffer) => this.onBytes(chunk));

@@ -16,7 +16,6 @@
  * - `Expect: 100-continue` is answered by zipline (once an upstream connection is ready) and not
  *   forwarded, as nginx does; this keeps the request retryable.
  */
-import type { BlockList } from 'node:net';
 import { F, fieldName } from './parser/names.js';
 import type { RequestHead } from './parser/request-head.js';
 import { lowerAscii } from './parser/tokens.js';
@@ -36,7 +35,7 @@ export interface HeaderRules {
 export interface ForwardContext {
   readonly clientIp: string;
   readonly proto: 'http' | 'https';
-  /** The client is in `trusted_proxies` (decide once per connection: `isTrustedProxy`). */
+  /** The client is in `trusted_proxies` (decided once per connection). */
   readonly trusted: boolean;
   /** The path to send (after `strip_prefix`), query included. */
   readonly path: string;
@@ -144,15 +143,6 @@ export function headFor(fwd: ForwardedHead, server: string | undefined): string 
   if (!fwd.hostless || server === undefined) return fwd.head;
   const line = fwd.head.indexOf('\r\n') + 2;
   return `${fwd.head.slice(0, line)}Host: ${server}\r\n${fwd.head.slice(line)}`;
-}
-
-/**
- * Whether a client's forwarding headers are believed. Once per connection: `BlockList.check`
- * builds a SocketAddress per call. It matches IPv4-mapped IPv6 (`::ffff:10.1.2.3`) against IPv4
- * rules too.
- */
-export function isTrustedProxy(list: BlockList, ip: string): boolean {
-  return list.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4');
 }
 
 /** Lower-case names listed in the Connection header(s) (other than close/keep-alive/upgrade). */

@@ -21,12 +21,12 @@ import type {
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
+import { listed } from '../config/address-list.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
 import type { Downstream } from './downstream.js';
 import { Exchange } from './exchange.js';
-import { isTrustedProxy } from './forward-head.js';
 import { connectionNamed } from './forward-response.js';
 import type { HttpListener } from './listener.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
@@ -198,7 +198,7 @@ export class H2Downstream implements Downstream {
     this.clientIp = peer.ip;
     this.clientPort = peer.port;
     const s = listener.settings;
-    this.trusted = s.trustsAnyone && this.clientIp !== '' && isTrustedProxy(s.trusted, this.clientIp);
+    this.trusted = s.trustsAnyone && this.clientIp !== '' && listed(s.trusted, this.clientIp);
     this.clientHash = hash32(this.clientIp);
   }
 

@@ -1,7 +1,8 @@
 /** The compiled form of an http/https listener's config: what the hot path reads. */
 import type { BlockList } from 'node:net';
+import { addressList } from '../config/address-list.js';
 import type { HttpListenerConfig, HttpRouteConfig } from '../config/schema.js';
-import { addressList, compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
+import { compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
 import type { HeaderRules } from './forward-head.js';
 import { RouteTable } from './route-table.js';
 

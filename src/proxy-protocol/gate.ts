@@ -7,10 +7,11 @@
  */
 import type { Socket } from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
+import { listed } from '../config/address-list.js';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { type HeaderCallbacks, ProxyHeaderReader } from './reader.js';
-import { listed, type ProxyProtocolSettings } from './settings.js';
+import type { ProxyProtocolSettings } from './settings.js';
 
 /** What to do with a connection once its header is in: `rest` came after it (valid during the call). */
 export type AfterHeader = (socket: Socket, rest: Buffer) => void;

@@ -2,8 +2,8 @@
  * `listeners[].proxy_protocol`, compiled once: which peers must begin their connections with a
  * PROXY protocol header, and how long they have to send it. `upstreams.*.send_proxy` too.
  */
-import { BlockList } from 'node:net';
-import { parseCidr } from '../config/units.js';
+import type { BlockList } from 'node:net';
+import { addressList } from '../config/address-list.js';
 
 export interface ProxyProtocolConfig {
   readonly from: readonly string[];
@@ -26,24 +26,4 @@ export function sendProxyVersion(value: 'off' | 'v1' | 'v2'): SendProxy {
 export function compileProxyProtocol(cfg: ProxyProtocolConfig | undefined): ProxyProtocolSettings | null {
   if (cfg === undefined) return null;
   return Object.freeze({ from: addressList(cfg.from), timeoutMs: cfg.timeout });
-}
-
-/**
- * Addresses and CIDR blocks (validated by the schema) as a BlockList. An IPv4 block also covers
- * its IPv4-mapped IPv6 form: an IPv4 peer of a dual-stack socket appears as ::ffff:a.b.c.d.
- */
-export function addressList(cidrs: readonly string[]): BlockList {
-  const list = new BlockList();
-  for (const text of cidrs) {
-    const c = parseCidr(text);
-    if (c === undefined) continue; // validated by the schema
-    list.addSubnet(c.address, c.prefix, c.family);
-    if (c.family === 'ipv4') list.addSubnet(`::ffff:${c.address}`, 96 + c.prefix, 'ipv6');
-  }
-  return list;
-}
-
-/** Whether `ip` is on `list`. */
-export function listed(list: BlockList, ip: string): boolean {
-  return list.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4');
 }

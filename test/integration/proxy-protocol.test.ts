@@ -50,6 +50,14 @@ async function counted(listener: string, code: string): Promise<number> {
   return m === null ? 0 : Number(m[1]);
 }
 
+/** Two passing active checks of upstream `hap`'s one server, and no failed one. */
+async function checksPass(z: Awaited<ReturnType<typeof startRuntime>>, what: string): Promise<void> {
+  const e = z.rt.upstreams.get('hap')?.endpoints[0];
+  assert.ok(e);
+  await until(() => e.checkPasses >= 2, what);
+  assert.equal(e.checkFails, 0);
+}
+
 describe('PROXY protocol', {
   skip: have('nginx') && have('haproxy') && have('curl') ? false : 'needs nginx, haproxy and curl',
 }, () => {
@@ -215,10 +223,7 @@ listeners:
 `);
     try {
       // accept-proxy refuses a connection without a header: passing checks prove they send one
-      const e = z.rt.upstreams.get('hap')?.endpoints[0];
-      assert.ok(e);
-      await until(() => e.checkPasses >= 2, 'two passing http checks through accept-proxy');
-      assert.equal(e.checkFails, 0);
+      await checksPass(z, 'two passing http checks through accept-proxy');
       const r = await run('curl', ['-s', '-w', ' %{local_port}', `http://127.0.0.1:${hap.port}/`]);
       const m = /^src=127\.0\.0\.1:(\d+)\n (\d+)$/.exec(r.stdout);
       assert.ok(m, r.stdout);
@@ -256,10 +261,7 @@ listeners:
   - { name: in, protocol: tcp, listen: 127.0.0.1:0, upstream: hap }
 `);
     try {
-      const e = z.rt.upstreams.get('hap')?.endpoints[0];
-      assert.ok(e);
-      await until(() => e.checkPasses >= 2, 'two passing https checks through accept-proxy');
-      assert.equal(e.checkFails, 0);
+      await checksPass(z, 'two passing https checks through accept-proxy');
       const r = await run('curl', ['-s', '-w', ' %{local_port}', `http://${z.addr('in')}/`]);
       const m = /^src=127\.0\.0\.1:(\d+) sni=a\.test\n (\d+)$/.exec(r.stdout);
       assert.ok(m, r.stdout);

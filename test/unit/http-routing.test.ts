@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { BlockList } from 'node:net';
 import { describe, test } from 'node:test';
-import { buildForwardHead, type ForwardContext, isTrustedProxy } from '../../src/http/forward-head.js';
+import { listed } from '../../src/config/address-list.js';
+import { buildForwardHead, type ForwardContext } from '../../src/http/forward-head.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from '../../src/http/parser/request-head.js';
 import { nextRequestId } from '../../src/http/request-id.js';
 import { pathOf, RouteTable } from '../../src/http/route-table.js';
@@ -61,7 +62,7 @@ function ctx(over: Partial<ForwardContext> = {}): ForwardContext {
   return {
     clientIp,
     proto: 'http',
-    trusted: isTrustedProxy(trustedProxies, clientIp),
+    trusted: listed(trustedProxies, clientIp),
     path: '/p',
     rules: { remove: new Set(['x-debug']), set: new Map([['X-Env', 'prod']]), setNames: new Set(['x-env']) },
     ...over,
