@@ -116,6 +116,11 @@ export const ERROR_CATALOG = {
     description: 'The listener is at `limits.max_connections`; the new one was closed.',
   },
   ZL_DRAINING: { status: 503, description: 'The process is draining; no new work is accepted.' },
+  ZL_CLIENT_DENIED: {
+    status: 403,
+    description:
+      "The client's address is refused by the listener's `clients` (on `deny`, or not on a non-empty `allow`): the connection was closed without a reply, or the datagram dropped.",
+  },
   ZL_PROXY_PROTOCOL: {
     status: 400,
     description:

@@ -29,7 +29,14 @@ export function describeConfig(c: ValidConfig): string {
       'proxy_protocol' in l && l.proxy_protocol !== undefined
         ? `, PROXY protocol from ${l.proxy_protocol.from.join(' ')}`
         : '';
-    lines.push(`listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${pp}`);
+    const cl = l.clients;
+    const clients =
+      cl === undefined || (cl.allow.length === 0 && cl.deny.length === 0)
+        ? ''
+        : `, clients${cl.allow.length > 0 ? ` allow ${cl.allow.join(' ')}` : ''}${cl.deny.length > 0 ? ` deny ${cl.deny.join(' ')}` : ''}`;
+    lines.push(
+      `listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${pp}${clients}`,
+    );
   }
   for (const [name, u] of Object.entries(c.upstreams)) {
     const hc = u.health_check

@@ -304,6 +304,17 @@ export const CONFIG_REFERENCE = {
     default: '5s',
     doc: 'The whole header must arrive within this after the connection is accepted (`ZL_PROXY_PROTOCOL_TIMEOUT`, closed without a reply).',
   },
+  'listeners[].clients': {
+    doc: "Which client addresses this listener serves (nginx `allow`/`deny`, HAProxy `tcp-request connection reject`), every protocol: `deny` wins, and a non-empty `allow` refuses everyone it does not name. Checked once per connection (UDP: per new session) on the client's address — the PROXY protocol header's when the listener reads one — before anything else: a refused TCP connection is closed without a reply (no TLS handshake, no HTTP 403, no server picked), a refused datagram is dropped; counted as `ZL_CLIENT_DENIED` in `zipline_downstream_rejected_total` (UDP: `zipline_udp_dropped_total`) and logged at debug, no access line. A reload applies to new connections; open ones are not checked again. IPv4 blocks also match IPv4-mapped IPv6 peers of a dual-stack listener.",
+  },
+  'listeners[].clients.allow': {
+    default: [],
+    doc: 'Addresses or CIDR blocks served; empty: everyone not on `deny`.',
+  },
+  'listeners[].clients.deny': {
+    default: [],
+    doc: 'Addresses or CIDR blocks refused, even when `allow` names them too.',
+  },
   'listeners[].native': {
     default: 'auto',
     doc: '`auto` runs the data path natively when the native module was built (Linux, at `npm install`): TCP connections move to the splice pump (bytes never enter JavaScript, as HAProxy `option splice-auto`), UDP datagrams are relayed by the native thread. `off` keeps the JavaScript data path. Behaviour is the same either way. A reload applies a change to new TCP connections; a UDP listener keeps its data path until restart (the reload says so). tcp and http/https: `auto` also drains the accept queue on the native thread (libuv accepts one connection per event-loop iteration, so a burst of 1,000 new connections otherwise waits seconds under load); requests are always served in JavaScript.',

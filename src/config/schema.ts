@@ -134,6 +134,14 @@ const proxyProtocol = z
   })
   .optional();
 
+/** `listeners[].clients`: the client addresses a listener serves. */
+const clientAccess = z
+  .strictObject({
+    allow: z.array(cidr).prefault(def('listeners[].clients.allow')),
+    deny: z.array(cidr).prefault(def('listeners[].clients.deny')),
+  })
+  .optional();
+
 const tcpListener = z.strictObject({
   name: listenerNameSchema,
   protocol: z.literal('tcp'),
@@ -149,6 +157,7 @@ const tcpListener = z.strictObject({
     .prefault({}),
   native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
   proxy_protocol: proxyProtocol,
+  clients: clientAccess,
 });
 
 const udpListener = z.strictObject({
@@ -165,6 +174,7 @@ const udpListener = z.strictObject({
     })
     .prefault({}),
   native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
+  clients: clientAccess,
 });
 
 /** A header field name (RFC 9110 token). */
@@ -242,6 +252,7 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
       .prefault({}),
     native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
     proxy_protocol: proxyProtocol,
+    clients: clientAccess,
   });
 }
 
@@ -270,6 +281,7 @@ function proxyListenerOf<P extends 'socks5' | 'http_proxy'>(protocol: P) {
         max_connections: count(1, 10_000_000).prefault(def('listeners[].limits.max_connections')),
       })
       .prefault({}),
+    clients: clientAccess,
   });
 }
 

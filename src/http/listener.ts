@@ -13,6 +13,7 @@ import type { HttpListenerConfig } from '../config/schema.js';
 import { formatHostPort } from '../config/units.js';
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
 import { guardAccepts } from '../l4/accept-guard.js';
+import { admitConnection } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
 import { listenOn, shedCounter, socketFromFd } from '../l4/listen.js';
 import type { Listener } from '../l4/listener.js';
@@ -95,7 +96,8 @@ export class HttpListener implements Listener, ExchangeHost {
       });
       this.server = tls;
       this.h2 = new H2Front(this);
-      this.proxyGate.beforeTls(tls);
+      this.admitBeforeTls(tls);
+      this.proxyGate.beforeTls(tls); // runs first: `clients` sees the PROXY header's address
     } else {
       this.server = createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
       this.h2 = null;
@@ -380,6 +382,7 @@ export class HttpListener implements Listener, ExchangeHost {
     if (this.protocol === 'http' && this.proxyGate.applies(socket)) {
       const reader = this.proxyGate.read(socket, reads !== null, (s, rest) => {
         if (this.ctx.draining()) return void s.destroy();
+        if (!this.admit(s)) return;
         this.totalCounter.inc();
         const conn = new ClientConnection(s, this, reads); // takes the shared reads over
         this.connections.add(conn);
@@ -389,8 +392,24 @@ export class HttpListener implements Listener, ExchangeHost {
       if (reads !== null) reads.conn = reader;
       return;
     }
+    if (this.protocol === 'http' && !this.admit(socket)) return;
     this.totalCounter.inc();
     this.connections.add(new ClientConnection(socket, this, reads));
+  }
+
+  /** `clients`: false when `socket`'s client is refused (then closed and counted). */
+  private admit(socket: Socket): boolean {
+    return admitConnection(this.settings.clients, socket, this.name, this.ctx.log);
+  }
+
+  /** https: `clients` is checked before the TLS server's handshake handler (no handshake for a refused client). */
+  private admitBeforeTls(tls: TlsServer): void {
+    const handshake = tls.listeners('connection')[0] as ((socket: Socket) => void) | undefined;
+    if (handshake === undefined) return;
+    tls.removeListener('connection', handshake);
+    tls.on('connection', (socket: Socket) => {
+      if (this.admit(socket)) handshake.call(tls, socket);
+    });
   }
 
   onConnectionClosed(conn: ClientConnection): void {

@@ -2,6 +2,7 @@
 import type { BlockList } from 'node:net';
 import { addressList } from '../config/address-list.js';
 import type { HttpListenerConfig, HttpRouteConfig } from '../config/schema.js';
+import { type ClientAccess, compileClientAccess } from '../l4/client-access.js';
 import { compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
 import type { HeaderRules } from './forward-head.js';
 import { RouteTable } from './route-table.js';
@@ -34,6 +35,8 @@ export interface HttpListenerSettings {
   readonly h2c: boolean;
   /** `proxy_protocol`: peers whose connections begin with a PROXY header, or null. */
   readonly proxyProtocol: ProxyProtocolSettings | null;
+  /** `clients`: the addresses served, or null for everyone. */
+  readonly clients: ClientAccess | null;
 }
 
 const NO_RULES: HeaderRules = Object.freeze({
@@ -104,5 +107,6 @@ export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettin
     finishOnClientFin: cfg.client_fin === 'finish',
     h2c: cfg.protocol === 'http' && cfg.h2c !== false,
     proxyProtocol: compileProxyProtocol(cfg.proxy_protocol),
+    clients: compileClientAccess(cfg.clients),
   });
 }

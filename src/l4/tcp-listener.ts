@@ -13,6 +13,7 @@ import { metrics } from '../metrics/catalog.js';
 import { ProxyGate } from '../proxy-protocol/gate.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
 import { compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
+import { admitConnection, type ClientAccess, compileClientAccess } from './client-access.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
 import { listenOn, socketFromFd } from './listen.js';
@@ -28,6 +29,8 @@ export interface TcpListenerSettings {
   readonly native: boolean;
   /** `proxy_protocol`: peers whose connections begin with a PROXY header, or null. */
   readonly proxyProtocol: ProxyProtocolSettings | null;
+  /** `clients`: the addresses served, or null for everyone. */
+  readonly clients: ClientAccess | null;
 }
 
 function compile(cfg: TcpListenerConfig): TcpListenerSettings {
@@ -37,6 +40,7 @@ function compile(cfg: TcpListenerConfig): TcpListenerSettings {
     maxConnections: cfg.limits.max_connections,
     native: cfg.native === 'auto',
     proxyProtocol: compileProxyProtocol(cfg.proxy_protocol),
+    clients: compileClientAccess(cfg.clients),
   });
 }
 
@@ -176,6 +180,7 @@ export class TcpListener implements Listener {
 
   /** `early`: bytes that came after a PROXY header (null without one). */
   private startConnection(socket: Socket, early: Buffer | null): void {
+    if (!admitConnection(this.settings.clients, socket, this.name, this.ctx.log)) return;
     const upstream = this.ctx.upstream(this.settings.upstream);
     if (upstream === undefined) {
       // cannot happen with a validated config; refuse rather than crash

@@ -6,6 +6,7 @@ import type { UdpListenerConfig } from '../config/schema.js';
 import type { ErrorCode } from '../errors.js';
 import { isoNow } from '../log/access-line.js';
 import { metrics } from '../metrics/catalog.js';
+import { type ClientAccess, compileClientAccess } from './client-access.js';
 import type { L4Context } from './context.js';
 
 export interface UdpListenerSettings {
@@ -15,6 +16,8 @@ export interface UdpListenerSettings {
   readonly maxSessions: number;
   readonly maxQueue: number;
   readonly native: boolean;
+  /** `clients`: the addresses served, or null for everyone. */
+  readonly clients: ClientAccess | null;
 }
 
 export function compileUdp(cfg: UdpListenerConfig): UdpListenerSettings {
@@ -25,6 +28,7 @@ export function compileUdp(cfg: UdpListenerConfig): UdpListenerSettings {
     maxSessions: cfg.udp.max_sessions,
     maxQueue: cfg.udp.max_queue,
     native: cfg.native === 'auto',
+    clients: compileClientAccess(cfg.clients),
   });
 }
 

@@ -16,6 +16,7 @@ import { formatHostPort, parseHostPort } from '../config/units.js';
 import { type ErrorCode, ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import { bindFailure } from './bind-failure.js';
+import { clientAllowed } from './client-access.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
 import { bindReusePort } from './listen.js';
@@ -136,6 +137,10 @@ export class UdpListener implements Listener {
     if (session === undefined) {
       if (!this.accepting || this.ctx.draining()) {
         this.drop('ZL_DRAINING');
+        return;
+      }
+      if (!clientAllowed(this.settings.clients, rinfo.address)) {
+        this.drop('ZL_CLIENT_DENIED');
         return;
       }
       if (this.sessions.size >= this.settings.maxSessions) {

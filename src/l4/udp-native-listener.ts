@@ -14,6 +14,7 @@ import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { bindFailure } from './bind-failure.js';
+import { clientAllowed } from './client-access.js';
 import type { L4Context } from './context.js';
 import type { Listener } from './listener.js';
 import {
@@ -172,6 +173,7 @@ export class NativeUdpListener implements Listener, NativeUdpOwner {
   /** The server for a new client's session, or why there is none. */
   private admit(ip: string): { upstream: Upstream; endpoint: Endpoint } | ErrorCode {
     if (!this.accepting || this.ctx.draining()) return 'ZL_DRAINING';
+    if (!clientAllowed(this.settings.clients, ip)) return 'ZL_CLIENT_DENIED';
     const upstream = this.ctx.upstream(this.settings.upstream);
     if (upstream === undefined) return 'ZL_UPSTREAM_UNAVAILABLE';
     const picked = upstream.pick(hash32(ip));

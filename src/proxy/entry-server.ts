@@ -64,6 +64,9 @@ export function reportEntry(
 
 export type EntryHandler = (socket: Socket, done: (r: EntryResult) => void) => void;
 
+/** Whether a new connection may be served; a refusing one closes the socket itself. */
+export type Admit = (socket: Socket) => boolean;
+
 export interface EntryEvents {
   onResult(socket: { remoteAddress: string; remotePort: number }, r: EntryResult, startedAt: number): void;
   /** Called for a connection refused over the cap or while draining. */
@@ -74,6 +77,7 @@ export class EntryServer {
   private readonly server: Server;
   readonly sockets = new Set<Socket>();
   total = 0;
+  private admit: Admit | null = null;
 
   constructor(
     readonly name: string,
@@ -87,9 +91,14 @@ export class EntryServer {
     this.server.on('error', () => {});
   }
 
-  setHandler(handler: EntryHandler, maxConnections: number): void {
+  /**
+   * `admit`: checked first for each connection; false means it refused (and closed) it itself,
+   * and nothing is counted or logged here (socks5/http_proxy `clients`).
+   */
+  setHandler(handler: EntryHandler, maxConnections: number, admit: Admit | null = null): void {
     this.handler = handler;
     this.maxConnections = maxConnections;
+    this.admit = admit;
   }
 
   listen(address: string, reusePort = false): Promise<void> {
@@ -107,6 +116,7 @@ export class EntryServer {
       socket.destroy();
       return;
     }
+    if (this.admit !== null && !this.admit(socket)) return;
     if (this.sockets.size >= this.maxConnections) {
       this.events.onRejected('over_limit');
       socket.destroy();

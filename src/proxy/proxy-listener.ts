@@ -3,8 +3,10 @@
  * destinations directly (the same entries the tunnel agent runs over the tunnel).
  */
 import type { ProxyListenerConfig } from '../config/schema.js';
+import { admitConnection, compileClientAccess } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
 import type { Listener } from '../l4/listener.js';
+import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { AllowList } from '../tunnel/allow-list.js';
 import { DirectDialer } from './dialer.js';
@@ -26,6 +28,7 @@ export class ProxyListener implements Listener {
   private readonly dialer: DirectDialer;
   private readonly entry: EntryServer;
   private readonly reusePort: boolean;
+  private readonly log: Logger;
 
   constructor(
     cfg: ProxyListenerConfig,
@@ -35,6 +38,7 @@ export class ProxyListener implements Listener {
     this.protocol = cfg.protocol;
     this.source = cfg;
     this.reusePort = ctx.reusePort;
+    this.log = ctx.log;
     this.dialer = new DirectDialer({
       allow: new AllowList(cfg.allow),
       connectTimeoutMs: cfg.timeouts.connect,
@@ -64,11 +68,16 @@ export class ProxyListener implements Listener {
     const inner = handlerFor(cfg, this.dialer);
     const active = metrics.downstreamActive.labels(this.name);
     const total = metrics.downstreamTotal.labels(this.name);
-    this.entry.setHandler((s, done) => {
-      active.inc();
-      total.inc();
-      inner(s, done);
-    }, cfg.limits.max_connections);
+    const clients = compileClientAccess(cfg.clients);
+    this.entry.setHandler(
+      (s, done) => {
+        active.inc();
+        total.inc();
+        inner(s, done);
+      },
+      cfg.limits.max_connections,
+      clients === null ? null : (s) => admitConnection(clients, s, this.name, this.log),
+    );
   }
 
   start(): Promise<void> {

@@ -44,11 +44,17 @@ admin: { token: "\${TOKEN}" }
 upstreams:
   api: { servers: [127.0.0.1:9001, 127.0.0.1:9002], balance: least_conn }
   saas: { servers: [10.0.0.5:443], tls: { server_name: api.test, verify: false } }
-listeners: [{ name: pg, protocol: tcp, listen: 127.0.0.1:6432, upstream: api }]
+listeners:
+  - { name: pg, protocol: tcp, listen: 127.0.0.1:6432, upstream: api }
+  - { name: s5, protocol: socks5, listen: 127.0.0.1:1080, allow: ['*.internal:*'], clients: { allow: [10.0.0.0/8], deny: [10.9.0.0/16] } }
 `);
     const r = await runCli(['check', '-c', file], { TOKEN: 'super-secret-token' });
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /listener pg: tcp 127\.0\.0\.1:6432 -> api/);
+    assert.match(r.stdout, /listener pg: tcp 127\.0\.0\.1:6432 -> api$/m);
+    assert.match(
+      r.stdout,
+      /listener s5: socks5 127\.0\.0\.1:1080, clients allow 10\.0\.0\.0\/8 deny 10\.9\.0\.0\/16$/m,
+    );
     assert.match(r.stdout, /upstream api: least_conn, 127\.0\.0\.1:9001 127\.0\.0\.1:9002$/m);
     assert.match(r.stdout, /upstream saas: round_robin, 10\.0\.0\.5:443, tls api\.test NOT VERIFIED$/m);
     assert.match(r.stdout, /token set/);

@@ -64,6 +64,8 @@ test('every config key the schema accepts is documented, and every documented ke
     'listeners[].trusted_proxies[]',
     'listeners[].proxy_protocol.from[]',
     'tunnel.relay.proxy_protocol.from[]',
+    'listeners[].clients.allow[]',
+    'listeners[].clients.deny[]',
     'listeners[].tls.alpn[]',
     'listeners[].allow[]',
     'tunnel.relay.tokens[]',
