@@ -116,6 +116,11 @@ export const ERROR_CATALOG = {
     description: 'The listener is at `limits.max_connections`; the new one was closed.',
   },
   ZL_DRAINING: { status: 503, description: 'The process is draining; no new work is accepted.' },
+  ZL_CLIENT_CONNECTION_LIMIT: {
+    status: 503,
+    description:
+      'The client already has `limits.max_connections_per_client` connections open to this listener; the new one was closed without a reply.',
+  },
   ZL_CLIENT_DENIED: {
     status: 403,
     description:
@@ -174,6 +179,11 @@ export const ERROR_CATALOG = {
   ZL_HTTP_HEADERS_TOO_LARGE: {
     status: 431,
     description: 'The request head exceeds `limits.max_header_bytes` (or 200 fields).',
+  },
+  ZL_HTTP_RATE_LIMITED: {
+    status: 429,
+    description:
+      'The client (or the key of `rate_limit.key`) is over the `rate_limit` of its route or listener; answered with `Retry-After`, no server was asked.',
   },
   ZL_HTTP_BODY_TOO_LARGE: {
     status: 413,

@@ -232,8 +232,35 @@ export const CONFIG_REFERENCE = {
     default: [],
     doc: 'Field names to drop from the response.',
   },
+  'listeners[].routes[].rate_limit': {
+    doc: "The route's own rate limit (the same keys as `listeners[].rate_limit`, counted apart from the listener's and other routes'), e.g. a tighter one on `/login`; `off`: none, even if the listener has one. Unset: the listener's.",
+  },
+  'listeners[].routes[].rate_limit.rate': { doc: 'As `listeners[].rate_limit.rate`.' },
+  'listeners[].routes[].rate_limit.burst': { doc: 'As `listeners[].rate_limit.burst`.' },
+  'listeners[].routes[].rate_limit.key': { default: 'client_ip', doc: 'As `listeners[].rate_limit.key`.' },
+  'listeners[].routes[].rate_limit.max_keys': {
+    default: 100000,
+    doc: 'As `listeners[].rate_limit.max_keys`.',
+  },
   'listeners[].routes[].max_body': {
     doc: "The largest request body of this route's requests, instead of the listener's `limits.max_body` (an upload route above a small default, as an nginx `location` with its own `client_max_body_size`); `0`: no limit on this route.",
+  },
+  'listeners[].rate_limit': {
+    doc: 'http/https: a request rate limit per client (nginx `limit_req … burst=N nodelay`, Envoy\'s local rate limit): each key may send `burst` requests at once, then `rate` per second; a request over that gets 429 `ZL_HTTP_RATE_LIMITED` with `Retry-After` (whole seconds) and never reaches a server. Applies to every route without its own `rate_limit`, which share one count per key. Counted per process (with `workers: N` a client whose connections land on several workers gets up to N times the rate). A reload that leaves the settings unchanged keeps the counts. See docs/HTTP.md, "Rate limits".',
+  },
+  'listeners[].rate_limit.rate': {
+    doc: 'Requests per second per key: a number (`50`, `0.5`) or `50/s`, `30/m`, `100/h` (required).',
+  },
+  'listeners[].rate_limit.burst': {
+    doc: 'Requests a key may send at once after being quiet (the bucket size). Default: one second of `rate`, at least 1.',
+  },
+  'listeners[].rate_limit.key': {
+    default: 'client_ip',
+    doc: "What is counted: `client_ip` (the PROXY protocol header's address when one was read; `X-Forwarded-For` is not used) or `header:NAME` (an API key, a tenant id; the first field of that name; requests without it are counted by client address).",
+  },
+  'listeners[].rate_limit.max_keys': {
+    default: 100000,
+    doc: 'Keys tracked at most (about 100 bytes each). When full, keys whose count has run out are forgotten (at most once a second), else the oldest: it starts again with a full `burst`.',
   },
   'listeners[].trusted_proxies': {
     default: [],
@@ -282,6 +309,10 @@ export const CONFIG_REFERENCE = {
   'listeners[].limits.max_connections': {
     default: 10000,
     doc: 'Connections beyond this are accepted and closed at once (counted).',
+  },
+  'listeners[].limits.max_connections_per_client': {
+    default: 0,
+    doc: "tcp, http, https, socks5, http_proxy: open connections one client address may have to this listener (nginx `limit_conn`, HAProxy `sc_conn_cur`); more are closed at once without a reply, counted as `ZL_CLIENT_CONNECTION_LIMIT` in `zipline_downstream_rejected_total`. The address is the PROXY protocol header's when one was read. An HTTP/2 connection counts once, whatever its streams (`rate_limit` counts requests). `0`: no cap. Connections already open when a reload sets it are not counted.",
   },
   'listeners[].limits.max_header_bytes': {
     default: '16KiB',

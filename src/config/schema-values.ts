@@ -66,6 +66,28 @@ export const size = z.union([z.int().min(0), z.string()]).transform((v, ctx) => 
 export const sizeIn = (min: number, max: number, range: string) =>
   size.refine((n) => n >= min && n <= max, range);
 
+/**
+ * A request rate, in requests per second: a number (`50`, `0.5`), or `N/s`, `N/m`, `N/h` (nginx's
+ * `30r/m` is read too). At most 1,000,000 per second.
+ */
+export const requestRate = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  let perSecond: number | undefined;
+  if (typeof v === 'number') perSecond = v;
+  else {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*r?\s*\/\s*(s|m|h)\s*$/.exec(v);
+    if (m !== null) perSecond = Number(m[1]) / (m[2] === 's' ? 1 : m[2] === 'm' ? 60 : 3600);
+  }
+  if (perSecond === undefined || !(perSecond > 0) || perSecond > 1_000_000) {
+    ctx.issues.push({
+      code: 'custom',
+      input: v,
+      message: `invalid rate "${v}": use requests per second (50, 0.5) or 50/s, 30/m, 100/h`,
+    });
+    return z.NEVER;
+  }
+  return perSecond;
+});
+
 /** An address or CIDR block (`10.0.0.0/8`, `::1`, `fd00::/8`). */
 export const cidr = z.string().refine((s) => parseCidr(s) !== undefined, {
   message: 'expected an IP address or CIDR block (10.0.0.0/8)',

@@ -15,6 +15,7 @@ import {
   knownCiphers,
   listenAddress,
   percent,
+  requestRate,
   size,
 } from './schema-values.js';
 
@@ -153,6 +154,9 @@ const tcpListener = z.strictObject({
   limits: z
     .strictObject({
       max_connections: count(1, 10_000_000).prefault(def('listeners[].limits.max_connections')),
+      max_connections_per_client: count(0, 10_000_000).prefault(
+        def('listeners[].limits.max_connections_per_client'),
+      ),
     })
     .prefault({}),
   native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
@@ -191,6 +195,17 @@ const headerRules = z
   })
   .prefault({});
 
+/** `rate_limit` of an http/https listener or route (src/http/rate-limit.ts). */
+const rateLimit = z.strictObject({
+  rate: requestRate,
+  burst: count(1, 1_000_000).optional(),
+  key: z
+    .string()
+    .regex(/^(client_ip|header:[A-Za-z0-9!#$%&'*+.^_`|~-]+)$/, 'expected client_ip or header:NAME')
+    .prefault(def('listeners[].rate_limit.key')),
+  max_keys: count(1, 10_000_000).prefault(def('listeners[].rate_limit.max_keys')),
+});
+
 const httpRoute = z.strictObject({
   match: z
     .strictObject({
@@ -205,6 +220,7 @@ const httpRoute = z.strictObject({
   strip_prefix: z.boolean().prefault(def('listeners[].routes[].strip_prefix')),
   headers: z.strictObject({ request: headerRules, response: headerRules }).prefault({}),
   max_body: size.optional(),
+  rate_limit: z.union([z.literal('off'), rateLimit]).optional(),
 });
 
 const tlsCert = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
@@ -245,6 +261,9 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
     limits: z
       .strictObject({
         max_connections: count(1, 10_000_000).prefault(def('listeners[].limits.max_connections')),
+        max_connections_per_client: count(0, 10_000_000).prefault(
+          def('listeners[].limits.max_connections_per_client'),
+        ),
         max_header_bytes: size.prefault(def('listeners[].limits.max_header_bytes')),
         max_body_replay: size.prefault(def('listeners[].limits.max_body_replay')),
         max_body: size.optional(),
@@ -253,6 +272,7 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
     native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),
     proxy_protocol: proxyProtocol,
     clients: clientAccess,
+    rate_limit: rateLimit.optional(),
   });
 }
 
@@ -279,6 +299,9 @@ function proxyListenerOf<P extends 'socks5' | 'http_proxy'>(protocol: P) {
     limits: z
       .strictObject({
         max_connections: count(1, 10_000_000).prefault(def('listeners[].limits.max_connections')),
+        max_connections_per_client: count(0, 10_000_000).prefault(
+          def('listeners[].limits.max_connections_per_client'),
+        ),
       })
       .prefault({}),
     clients: clientAccess,

@@ -19,6 +19,8 @@ import { hash32 } from '../balancer/hash-fn.js';
 import { listed } from '../config/address-list.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
+import type { Upstream } from '../upstream/upstream.js';
+import { admitRequest } from './admission.js';
 import { ClientBody } from './client-body.js';
 import type { ClientReads, ReadTarget } from './client-reads.js';
 import type { Downstream } from './downstream.js';
@@ -179,17 +181,13 @@ export class ClientConnection implements Downstream, ReadTarget {
       !this.listener.draining();
     this.passesChunked = head.minor === 1;
     this.reading = this.body.begin(head) ? 'body' : 'none';
-    const match = this.listener.settings.routes.match(head.host, head.target);
-    const upstream = match === null ? undefined : this.listener.upstream(match.route.value.upstream);
-    if (match === null || upstream === undefined) {
-      this.afterLocalResponse(head, buf, end, 'ZL_HTTP_NO_ROUTE');
+    const match = admitRequest(this.listener, head, this.clientIp);
+    if (typeof match === 'string') {
+      this.afterLocalResponse(head, buf, end, match);
       return;
     }
     this.body.limit = match.route.value.maxBody;
-    if (head.contentLength > this.body.limit) {
-      this.afterLocalResponse(head, buf, end, 'ZL_HTTP_BODY_TOO_LARGE'); // its body is not read
-      return;
-    }
+    const upstream = this.listener.upstream(match.route.value.upstream) as Upstream;
     const ex = new Exchange(this.listener, this, head, match, upstream, this.listener.settings.proto);
     this.exchange = ex;
     this.listener.onExchangeStart();
@@ -218,7 +216,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     this.listener.acceptH2c(this, bytes);
   }
 
-  /** A request answered by zipline itself (no route, body too large): its body is not read. */
+  /** A request answered by zipline itself (no route, body too large, rate limited): its body is not read. */
   private afterLocalResponse(head: RequestHead, buf: Buffer, end: number, code: ErrorCode): void {
     this.listener.localError(this, head, code);
     const keep = this.keepAlive && this.reading === 'none';

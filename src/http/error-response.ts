@@ -5,6 +5,7 @@
  */
 import { STATUS_CODES } from 'node:http';
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
+import { lastRetryAfter } from './rate-limit.js';
 
 export interface ErrorResponseOptions {
   readonly keepAlive: boolean;
@@ -24,6 +25,7 @@ export function errorResponse(code: ErrorCode, o: ErrorResponseOptions): string 
     `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\n` +
     `X-Zipline-Error: ${code}\r\n`;
   if (o.requestId !== null) head += `X-Request-Id: ${o.requestId}\r\n`;
+  if (code === 'ZL_HTTP_RATE_LIMITED') head += `Retry-After: ${lastRetryAfter()}\r\n`;
   if (!o.keepAlive) head += 'Connection: close\r\n';
   return o.withBody ? `${head}\r\n${body}` : `${head}\r\n`;
 }

@@ -25,6 +25,8 @@ import { listed } from '../config/address-list.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
+import type { Upstream } from '../upstream/upstream.js';
+import { admitRequest } from './admission.js';
 import type { Downstream } from './downstream.js';
 import { Exchange } from './exchange.js';
 import { connectionNamed } from './forward-response.js';
@@ -32,6 +34,7 @@ import type { HttpListener } from './listener.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
 import { lowerAscii } from './parser/tokens.js';
+import { lastRetryAfter } from './rate-limit.js';
 
 const DROP_REQUEST = new Set([
   'connection',
@@ -212,19 +215,14 @@ export class H2Downstream implements Downstream {
       this.respondError(err.code, null);
       return;
     }
-    const match = this.listener.settings.routes.match(head.host, head.target);
-    const upstream = match === null ? undefined : this.listener.upstream(match.route.value.upstream);
-    if (match === null || upstream === undefined) {
-      this.listener.localError(this, head, 'ZL_HTTP_NO_ROUTE');
-      this.respondError('ZL_HTTP_NO_ROUTE', null);
+    const match = admitRequest(this.listener, head, this.clientIp);
+    if (typeof match === 'string') {
+      this.listener.localError(this, head, match);
+      this.respondError(match, null);
       return;
     }
     const maxBody = match.route.value.maxBody;
-    if (head.contentLength > maxBody) {
-      this.listener.localError(this, head, 'ZL_HTTP_BODY_TOO_LARGE');
-      this.respondError('ZL_HTTP_BODY_TOO_LARGE', null);
-      return;
-    }
+    const upstream = this.listener.upstream(match.route.value.upstream) as Upstream;
     const ex = new Exchange(this.listener, this, head, match, upstream, this.listener.settings.proto);
     this.exchange = ex;
     this.front.streams.add(this);
@@ -363,6 +361,7 @@ export class H2Downstream implements Downstream {
       'x-zipline-error': code,
     };
     if (requestId !== null) headers['x-request-id'] = requestId;
+    if (code === 'ZL_HTTP_RATE_LIMITED') headers['retry-after'] = String(lastRetryAfter());
     this.responded = true;
     this.stream.respond(headers);
     this.stream.end(body);

@@ -13,7 +13,7 @@ import type { HttpListenerConfig } from '../config/schema.js';
 import { formatHostPort } from '../config/units.js';
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
 import { guardAccepts } from '../l4/accept-guard.js';
-import { admitConnection } from '../l4/client-access.js';
+import { ClientGate } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
 import { listenOn, shedCounter, socketFromFd } from '../l4/listen.js';
 import type { Listener } from '../l4/listener.js';
@@ -50,6 +50,7 @@ export class HttpListener implements Listener, ExchangeHost {
   private tls: TlsState | null = null;
   /** `proxy_protocol`: connections from the balancers send a PROXY header first. */
   private readonly proxyGate: ProxyGate;
+  private readonly clientGate: ClientGate;
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweepEveryMs = 0;
   private readonly activeGauge;
@@ -78,6 +79,7 @@ export class HttpListener implements Listener, ExchangeHost {
     this.activeGauge = metrics.requestsActive.labels(name);
     this.totalCounter = metrics.downstreamTotal.labels(name);
     this.proxyGate = new ProxyGate(name, ctx.log, () => this.settings.proxyProtocol);
+    this.clientGate = new ClientGate(name, ctx.log);
     const onSocket = (socket: Socket): void => this.onConnection(socket);
     if (cfg.protocol === 'https' && cfg.tls !== undefined) {
       this.tls = new TlsState(cfg.tls);
@@ -124,7 +126,7 @@ export class HttpListener implements Listener, ExchangeHost {
   }
 
   update(cfg: HttpListenerConfig): void {
-    const next = compileHttpListener(cfg);
+    const next = compileHttpListener(cfg, this.settings);
     if (cfg.tls !== undefined && this.tls !== null && 'setSecureContext' in this.server) {
       // new certificates for new handshakes; throws ZL_TLS_CONFIG (the reload reports it)
       this.server.setSecureContext(this.tls.reload(cfg.tls));
@@ -397,9 +399,9 @@ export class HttpListener implements Listener, ExchangeHost {
     this.connections.add(new ClientConnection(socket, this, reads));
   }
 
-  /** `clients`: false when `socket`'s client is refused (then closed and counted). */
+  /** `clients`, `max_connections_per_client`: false when `socket`'s client is refused (closed, counted). */
   private admit(socket: Socket): boolean {
-    return admitConnection(this.settings.clients, socket, this.name, this.ctx.log);
+    return this.clientGate.admit(socket, this.settings.clients, this.settings.maxPerClient);
   }
 
   /** https: `clients` is checked before the TLS server's handshake handler (no handshake for a refused client). */

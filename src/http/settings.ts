@@ -5,6 +5,7 @@ import type { HttpListenerConfig, HttpRouteConfig } from '../config/schema.js';
 import { type ClientAccess, compileClientAccess } from '../l4/client-access.js';
 import { compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
 import type { HeaderRules } from './forward-head.js';
+import { type RateLimitConfig, RateLimiter } from './rate-limit.js';
 import { RouteTable } from './route-table.js';
 
 export interface CompiledRoute {
@@ -15,6 +16,8 @@ export interface CompiledRoute {
   readonly response: HeaderRules;
   /** The largest request body accepted (`max_body`; Infinity: no limit). */
   readonly maxBody: number;
+  /** `rate_limit` of the route, else the listener's; null: none. */
+  readonly rateLimit: RateLimiter | null;
 }
 
 export interface HttpListenerSettings {
@@ -37,6 +40,10 @@ export interface HttpListenerSettings {
   readonly proxyProtocol: ProxyProtocolSettings | null;
   /** `clients`: the addresses served, or null for everyone. */
   readonly clients: ClientAccess | null;
+  /** `limits.max_connections_per_client`; 0: no cap. */
+  readonly maxPerClient: number;
+  /** Rate limiters by route name (`''`: the listener's), kept by a reload that does not change them. */
+  readonly limiters: ReadonlyMap<string, RateLimiter>;
 }
 
 const NO_RULES: HeaderRules = Object.freeze({
@@ -59,23 +66,51 @@ function noLimitIfZero(bytes: number): number {
   return bytes === 0 ? Number.POSITIVE_INFINITY : bytes;
 }
 
-function route(r: HttpRouteConfig, maxBody: number): CompiledRoute {
+/** The limiters of a compile: the previous settings' are kept where their config is the same. */
+class Limiters {
+  readonly made = new Map<string, RateLimiter>();
+  constructor(private readonly previous: ReadonlyMap<string, RateLimiter> | undefined) {}
+
+  for(name: string, cfg: RateLimitConfig | undefined): RateLimiter | null {
+    if (cfg === undefined) return null;
+    const old = this.previous?.get(name);
+    const limiter = old?.sameAs(cfg) === true ? old : new RateLimiter(cfg);
+    this.made.set(name, limiter);
+    return limiter;
+  }
+}
+
+function route(
+  r: HttpRouteConfig,
+  maxBody: number,
+  limiters: Limiters,
+  shared: RateLimiter | null,
+): CompiledRoute {
+  const name = `${r.match.host ?? '*'}${r.match.path_prefix}`;
+  const own = r.rate_limit;
   return Object.freeze({
-    name: `${r.match.host ?? '*'}${r.match.path_prefix}`,
+    name,
     upstream: r.upstream,
     request: rules(r.headers.request),
     response: rules(r.headers.response),
     maxBody: r.max_body === undefined ? maxBody : noLimitIfZero(r.max_body),
+    rateLimit: own === undefined ? shared : own === 'off' ? null : limiters.for(name, own),
   });
 }
 
-export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettings {
+/** `previous`: the settings a reload replaces (rate limiters with unchanged settings carry over). */
+export function compileHttpListener(
+  cfg: HttpListenerConfig,
+  previous?: HttpListenerSettings,
+): HttpListenerSettings {
   const maxBody = noLimitIfZero(cfg.limits.max_body ?? 0);
+  const limiters = new Limiters(previous?.limiters);
+  const shared = limiters.for('', cfg.rate_limit);
   const specs = cfg.routes.map((r) => ({
     host: r.match.host,
     pathPrefix: r.match.path_prefix,
     stripPrefix: r.strip_prefix,
-    value: route(r, maxBody),
+    value: route(r, maxBody, limiters, shared),
   }));
   if (cfg.upstream !== undefined) {
     // the listener's own upstream: a catch-all tried after every route (nginx `location /` last)
@@ -89,6 +124,7 @@ export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettin
         request: NO_RULES,
         response: NO_RULES,
         maxBody,
+        rateLimit: shared,
       }),
     });
   }
@@ -108,5 +144,7 @@ export function compileHttpListener(cfg: HttpListenerConfig): HttpListenerSettin
     h2c: cfg.protocol === 'http' && cfg.h2c !== false,
     proxyProtocol: compileProxyProtocol(cfg.proxy_protocol),
     clients: compileClientAccess(cfg.clients),
+    maxPerClient: cfg.limits.max_connections_per_client,
+    limiters: limiters.made,
   });
 }

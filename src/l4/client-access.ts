@@ -1,11 +1,13 @@
 /**
- * `listeners[].clients`: which client addresses a listener serves (nginx `allow`/`deny`, HAProxy
- * `tcp-request connection reject`, Envoy's network RBAC). `deny` wins; a non-empty `allow` refuses
- * everyone it does not name. Compiled once per (re)load; checked once per connection (a UDP
- * session) on the client's address — the PROXY protocol header's when the listener reads one — and
- * before anything else is done for it (no TLS handshake, no byte read, no server picked).
- * A refused TCP connection is closed without a reply; a refused datagram is dropped. Both are
- * counted with `ZL_CLIENT_DENIED` and logged at debug (a scanner must not fill the log).
+ * Per-client rules of a listener. `listeners[].clients`: which client addresses it serves (nginx
+ * `allow`/`deny`, HAProxy `tcp-request connection reject`, Envoy's network RBAC): `deny` wins; a
+ * non-empty `allow` refuses everyone it does not name. `limits.max_connections_per_client`: open
+ * connections per client address. Checked once per connection (`clients`: once per UDP session)
+ * on the client's address — the PROXY protocol header's when the listener reads one — before
+ * anything else is done for it (no TLS handshake, no byte read, no server picked). A refused TCP
+ * connection is closed without a reply; a refused datagram is dropped. Both are counted
+ * (`ZL_CLIENT_DENIED`, `ZL_CLIENT_CONNECTION_LIMIT`) and logged at debug (a scanner must not
+ * fill the log).
  */
 import type { BlockList, Socket } from 'node:net';
 import { addressList, listed } from '../config/address-list.js';
@@ -41,20 +43,50 @@ export function clientAllowed(access: ClientAccess | null, ip: string): boolean 
 }
 
 /**
- * Checks a new connection's client (the PROXY header's address if one was read); a refused one
- * is counted, logged at debug and destroyed. Returns whether the listener may go on with it.
+ * A listener's check of each new connection's client: `clients` (allow/deny) and
+ * `limits.max_connections_per_client` (nginx `limit_conn`, HAProxy `sc_conn_cur`). The counts of
+ * open connections per client address belong to the listener (they outlive a reload); the
+ * settings are read at each call. Refusals are counted, logged at debug, and the socket destroyed.
  */
-export function admitConnection(
-  access: ClientAccess | null,
-  socket: Socket,
-  listener: string,
-  log: Logger,
-): boolean {
-  if (access === null) return true;
-  const ip = clientAddressOf(socket).ip;
-  if (clientAllowed(access, ip)) return true;
-  metrics.downstreamRejected.labels(listener, 'ZL_CLIENT_DENIED').inc();
-  log.debug({ listener, client_ip: ip, code: 'ZL_CLIENT_DENIED' }, 'client refused by listeners[].clients');
-  socket.destroy();
-  return false;
+export class ClientGate {
+  private readonly open = new Map<string, number>();
+
+  constructor(
+    private readonly listener: string,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Whether the listener may go on with `socket` (its client: the PROXY header's address if one
+   * was read). `maxPerClient` 0: no cap, and nothing is counted.
+   */
+  admit(socket: Socket, access: ClientAccess | null, maxPerClient: number): boolean {
+    if (access === null && maxPerClient === 0) return true;
+    const ip = clientAddressOf(socket).ip;
+    if (!clientAllowed(access, ip)) return this.refuse(socket, ip, 'ZL_CLIENT_DENIED');
+    if (maxPerClient === 0) return true;
+    const n = this.open.get(ip) ?? 0;
+    if (n >= maxPerClient) return this.refuse(socket, ip, 'ZL_CLIENT_CONNECTION_LIMIT');
+    this.open.set(ip, n + 1);
+    socket.once('close', () => this.release(ip));
+    return true;
+  }
+
+  /** Open connections of `ip` counted against its cap. */
+  openOf(ip: string): number {
+    return this.open.get(ip) ?? 0;
+  }
+
+  private release(ip: string): void {
+    const n = (this.open.get(ip) ?? 1) - 1;
+    if (n <= 0) this.open.delete(ip);
+    else this.open.set(ip, n);
+  }
+
+  private refuse(socket: Socket, ip: string, code: 'ZL_CLIENT_DENIED' | 'ZL_CLIENT_CONNECTION_LIMIT'): false {
+    metrics.downstreamRejected.labels(this.listener, code).inc();
+    this.log.debug({ listener: this.listener, client_ip: ip, code }, 'client connection refused');
+    socket.destroy();
+    return false;
+  }
 }

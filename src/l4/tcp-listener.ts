@@ -13,7 +13,7 @@ import { metrics } from '../metrics/catalog.js';
 import { ProxyGate } from '../proxy-protocol/gate.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
 import { compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
-import { admitConnection, type ClientAccess, compileClientAccess } from './client-access.js';
+import { type ClientAccess, ClientGate, compileClientAccess } from './client-access.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
 import { listenOn, socketFromFd } from './listen.js';
@@ -31,6 +31,8 @@ export interface TcpListenerSettings {
   readonly proxyProtocol: ProxyProtocolSettings | null;
   /** `clients`: the addresses served, or null for everyone. */
   readonly clients: ClientAccess | null;
+  /** `limits.max_connections_per_client`; 0: no cap. */
+  readonly maxPerClient: number;
 }
 
 function compile(cfg: TcpListenerConfig): TcpListenerSettings {
@@ -41,6 +43,7 @@ function compile(cfg: TcpListenerConfig): TcpListenerSettings {
     native: cfg.native === 'auto',
     proxyProtocol: compileProxyProtocol(cfg.proxy_protocol),
     clients: compileClientAccess(cfg.clients),
+    maxPerClient: cfg.limits.max_connections_per_client,
   });
 }
 
@@ -53,6 +56,7 @@ export class TcpListener implements Listener {
   private readonly connections = new Set<TcpConnection>();
   /** `proxy_protocol`: connections from the balancers send a PROXY header first. */
   private readonly proxyGate: ProxyGate;
+  private readonly clientGate: ClientGate;
   private readonly activeGauge;
   private readonly totalCounter;
   private readonly rxCounter;
@@ -77,6 +81,7 @@ export class TcpListener implements Listener {
     this.txCounter = metrics.downstreamBytes.labels(name, 'tx');
     this.duration = metrics.sessionDuration.labels(name);
     this.proxyGate = new ProxyGate(name, ctx.log, () => this.settings.proxyProtocol);
+    this.clientGate = new ClientGate(name, ctx.log);
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true, keepAlive: true });
     this.server.maxConnections = this.settings.maxConnections;
     this.server.on('connection', (socket) => this.onConnection(socket));
@@ -180,7 +185,8 @@ export class TcpListener implements Listener {
 
   /** `early`: bytes that came after a PROXY header (null without one). */
   private startConnection(socket: Socket, early: Buffer | null): void {
-    if (!admitConnection(this.settings.clients, socket, this.name, this.ctx.log)) return;
+    const s = this.settings;
+    if (!this.clientGate.admit(socket, s.clients, s.maxPerClient)) return;
     const upstream = this.ctx.upstream(this.settings.upstream);
     if (upstream === undefined) {
       // cannot happen with a validated config; refuse rather than crash

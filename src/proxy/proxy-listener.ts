@@ -3,10 +3,9 @@
  * destinations directly (the same entries the tunnel agent runs over the tunnel).
  */
 import type { ProxyListenerConfig } from '../config/schema.js';
-import { admitConnection, compileClientAccess } from '../l4/client-access.js';
+import { ClientGate, compileClientAccess } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
 import type { Listener } from '../l4/listener.js';
-import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { AllowList } from '../tunnel/allow-list.js';
 import { DirectDialer } from './dialer.js';
@@ -28,7 +27,7 @@ export class ProxyListener implements Listener {
   private readonly dialer: DirectDialer;
   private readonly entry: EntryServer;
   private readonly reusePort: boolean;
-  private readonly log: Logger;
+  private readonly clientGate: ClientGate;
 
   constructor(
     cfg: ProxyListenerConfig,
@@ -38,7 +37,7 @@ export class ProxyListener implements Listener {
     this.protocol = cfg.protocol;
     this.source = cfg;
     this.reusePort = ctx.reusePort;
-    this.log = ctx.log;
+    this.clientGate = new ClientGate(name, ctx.log);
     this.dialer = new DirectDialer({
       allow: new AllowList(cfg.allow),
       connectTimeoutMs: cfg.timeouts.connect,
@@ -69,6 +68,7 @@ export class ProxyListener implements Listener {
     const active = metrics.downstreamActive.labels(this.name);
     const total = metrics.downstreamTotal.labels(this.name);
     const clients = compileClientAccess(cfg.clients);
+    const perClient = cfg.limits.max_connections_per_client;
     this.entry.setHandler(
       (s, done) => {
         active.inc();
@@ -76,7 +76,7 @@ export class ProxyListener implements Listener {
         inner(s, done);
       },
       cfg.limits.max_connections,
-      clients === null ? null : (s) => admitConnection(clients, s, this.name, this.log),
+      clients === null && perClient === 0 ? null : (s) => this.clientGate.admit(s, clients, perClient),
     );
   }
 

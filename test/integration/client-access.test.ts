@@ -225,4 +225,65 @@ listeners:
       await z.stop();
     }
   });
+
+  test('limits.max_connections_per_client: a client at its cap gets no more until one closes; others are served', async () => {
+    const echoPort = (echo.address() as AddressInfo).port;
+    const z = await startRuntime(`
+upstreams:
+  echo: { servers: [127.0.0.1:${echoPort}] }
+  web: { servers: [${origin.address}] }
+listeners:
+  - { name: c, protocol: tcp, listen: 127.0.0.1:0, upstream: echo, limits: { max_connections_per_client: 2 } }
+  - name: cp
+    protocol: http
+    listen: 127.0.0.1:0
+    upstream: web
+    proxy_protocol: { from: [127.0.0.1] }
+    limits: { max_connections_per_client: 1 }
+`);
+    const [host, port] = splitAddress(z.addr('c'));
+    const openFrom = async (from: string): Promise<Socket> => {
+      const s = connect({ host, port, localAddress: from });
+      s.on('error', () => {});
+      await once(s, 'connect');
+      return s;
+    };
+    const tcp = z.rt.listeners.get('c');
+    assert.ok(tcp);
+    try {
+      const held = [await openFrom('127.0.0.2'), await openFrom('127.0.0.2')];
+      await until(() => tcp.activeCount() === 2, 'both connections to be taken');
+      assert.equal(await exchange(z.addr('c'), '127.0.0.2', 'third'), '');
+      assert.equal(await metric('zipline_downstream_rejected_total', 'c', 'ZL_CLIENT_CONNECTION_LIMIT'), 1);
+      assert.equal(
+        await exchange(z.addr('c'), '127.0.0.3', 'other'),
+        'other',
+        'another client is not held back',
+      );
+      held[0]?.destroy();
+      await until(() => tcp.activeCount() === 1, 'the closed connection to be released');
+      assert.equal(await exchange(z.addr('c'), '127.0.0.2', 'again'), 'again');
+      held[1]?.destroy();
+
+      // behind a PROXY peer the cap is per address the header names
+      const [ph, pp] = splitAddress(z.addr('cp'));
+      const first = connect({ host: ph, port: pp });
+      first.on('error', () => {});
+      await once(first, 'connect');
+      first.write('PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n');
+      const http = z.rt.listeners.get('cp');
+      assert.ok(http);
+      await until(() => http.activeCount() === 1, 'the first connection to be taken after its header');
+      const viaBalancer = (client: string) => `PROXY TCP4 ${client} 192.0.2.1 5556 80\r\n${GET}`;
+      assert.equal(await exchange(z.addr('cp'), '127.0.0.1', viaBalancer('203.0.113.7'), false), '');
+      assert.match(
+        await exchange(z.addr('cp'), '127.0.0.1', viaBalancer('198.51.100.7'), false),
+        /^HTTP\/1\.1 200 /,
+      );
+      assert.equal(await metric('zipline_downstream_rejected_total', 'cp', 'ZL_CLIENT_CONNECTION_LIMIT'), 1);
+      first.destroy();
+    } finally {
+      await z.stop();
+    }
+  });
 });

@@ -1,0 +1,31 @@
+/**
+ * What a request must pass before an exchange starts, the same for HTTP/1.1 and HTTP/2: a route
+ * whose upstream exists (404), a declared body within the route's `max_body` (413), and room in
+ * the route's rate limit (429, `Retry-After` from `lastRetryAfter()`). The caller answers a
+ * refusal itself (its own framing) and logs it with `localError`.
+ */
+import type { ErrorCode } from '../errors.js';
+import type { Upstream } from '../upstream/upstream.js';
+import type { RequestHead } from './parser/request-head.js';
+import { admitted } from './rate-limit.js';
+import type { RouteMatch } from './route-table.js';
+import type { CompiledRoute, HttpListenerSettings } from './settings.js';
+
+export interface AdmissionHost {
+  readonly settings: HttpListenerSettings;
+  upstream(name: string): Upstream | undefined;
+}
+
+/** The request's route (its upstream is `host.upstream(route.upstream)`), or why it is refused. */
+export function admitRequest(
+  host: AdmissionHost,
+  head: RequestHead,
+  clientIp: string,
+): RouteMatch<CompiledRoute> | ErrorCode {
+  const match = host.settings.routes.match(head.host, head.target);
+  if (match === null || host.upstream(match.route.value.upstream) === undefined) return 'ZL_HTTP_NO_ROUTE';
+  const route = match.route.value;
+  if (head.contentLength > route.maxBody) return 'ZL_HTTP_BODY_TOO_LARGE'; // its body is not read
+  if (route.rateLimit !== null && !admitted(route.rateLimit, head, clientIp)) return 'ZL_HTTP_RATE_LIMITED';
+  return match;
+}
