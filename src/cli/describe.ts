@@ -1,7 +1,7 @@
 /** The human summary printed by `zipline check`. Secrets (the admin token) are never printed. */
 import { availableParallelism } from 'node:os';
 import { exposureWarning } from '../admin/auth.js';
-import type { ValidConfig } from '../config/schema.js';
+import type { HttpRouteConfig, ValidConfig } from '../config/schema.js';
 import { formatDuration, formatHostPort, parseHostPort } from '../config/units.js';
 import { listenerName } from '../config/valid.js';
 
@@ -19,7 +19,7 @@ export function describeConfig(c: ValidConfig): string {
     const up = 'upstream' in l && l.upstream !== undefined ? ` -> ${String(l.upstream)}` : '';
     const routes =
       (l.protocol === 'http' || l.protocol === 'https') && l.routes.length > 0
-        ? ` (${l.routes.map((r) => `${r.match.host ?? '*'}${r.match.path_prefix} -> ${r.upstream}`).join(', ')})`
+        ? ` (${l.routes.map((r) => `${r.match.host ?? '*'}${r.match.path_prefix} -> ${routeAnswer(r)}`).join(', ')})`
         : '';
     const fin =
       (l.protocol === 'http' || l.protocol === 'https') && l.client_fin === 'finish'
@@ -81,4 +81,11 @@ export function describeConfig(c: ValidConfig): string {
     );
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** What a route does: its upstream, or the answer zipline gives itself. */
+function routeAnswer(r: HttpRouteConfig): string {
+  if (r.redirect !== undefined) return `redirect ${r.redirect.status} ${r.redirect.to}`;
+  if (r.respond !== undefined) return `respond ${r.respond.status}`;
+  return r.upstream ?? '';
 }

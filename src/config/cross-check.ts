@@ -237,6 +237,15 @@ function checkHttpListener(
   routes.forEach((r, j) => {
     const route = obj(r);
     if (route === undefined) return;
+    const answers = ['upstream', 'redirect', 'respond'].filter((k) => route[k] !== undefined);
+    if (answers.length !== 1) {
+      report(
+        ['listeners', i, 'routes', j],
+        answers.length === 0
+          ? 'a route needs an `upstream`, a `redirect` or a `respond`'
+          : `a route has one of \`upstream\`, \`redirect\`, \`respond\`, not ${answers.map((a) => `\`${a}\``).join(' and ')}`,
+      );
+    }
     if (typeof route.upstream === 'string' && sendsProxy(obj(upstreams[route.upstream]))) {
       report(
         ['listeners', i, 'routes', j, 'upstream'],

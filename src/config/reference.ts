@@ -211,7 +211,31 @@ export const CONFIG_REFERENCE = {
     default: '/',
     doc: 'Path prefix (the query is not part of it).',
   },
-  'listeners[].routes[].upstream': { doc: 'Upstream of the matched requests (must be defined).' },
+  'listeners[].routes[].upstream': {
+    doc: 'Upstream of the matched requests (must be defined). A route has exactly one of `upstream`, `redirect`, `respond`.',
+  },
+  'listeners[].routes[].redirect': {
+    doc: 'Answer with a redirect instead of proxying (nginx `return 301 https://$host$request_uri`, Caddy `redir`), e.g. `{ to: "https://{host}{uri}" }` on the plain-HTTP listener. The request\'s body is not read (the connection then closes). The route\'s `headers.response.set` are added (an HSTS header); `rate_limit` applies.',
+  },
+  'listeners[].routes[].redirect.to': {
+    doc: "The `Location`: text with placeholders `{host}` (the request's host, without its port), `{uri}` (path and query as received), `{path}`, `{query}` (without the `?`). `strip_prefix` does not apply.",
+  },
+  'listeners[].routes[].redirect.status': {
+    default: 308,
+    doc: '`301`, `302`, `303`, `307` or `308`. 308 (and 307) keep the method and body of a POST; 301/302 let clients turn it into a GET.',
+  },
+  'listeners[].routes[].respond': {
+    doc: 'Answer with a fixed response instead of proxying (nginx `return 200 "ok"`, Caddy `respond`): a health endpoint, a maintenance page, robots.txt. The request\'s body is not read. The route\'s `headers.response.set` are added; `rate_limit` applies.',
+  },
+  'listeners[].routes[].respond.status': {
+    default: 200,
+    doc: '200–599 (204 and 304 are sent without a body).',
+  },
+  'listeners[].routes[].respond.body': { default: '', doc: 'The body (UTF-8, at most 64 KiB).' },
+  'listeners[].routes[].respond.content_type': {
+    default: 'text/plain; charset=utf-8',
+    doc: '`Content-Type` of a non-empty body.',
+  },
   'listeners[].routes[].strip_prefix': {
     default: false,
     doc: 'Remove `path_prefix` from the path sent upstream (`/api/v1/x` with prefix `/api` → `/v1/x`).',

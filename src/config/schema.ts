@@ -4,6 +4,7 @@
  * `schema-values.ts`, the `tunnel` section from `schema-tunnel.ts`.
  */
 import { z } from 'zod';
+import { parseTemplate } from '../http/local-reply.js';
 import { def, HTTP_CLIENT_IDLE_DEFAULT } from './reference.js';
 import { tunnelAgent, type tunnelLimits, tunnelRelay } from './schema-tunnel.js';
 import {
@@ -206,6 +207,16 @@ const rateLimit = z.strictObject({
   max_keys: count(1, 10_000_000).prefault(def('listeners[].rate_limit.max_keys')),
 });
 
+/** `redirect.to`: literal text and the placeholders of src/http/local-reply.ts. */
+const redirectTarget = z
+  .string()
+  .min(1)
+  .superRefine((text, ctx) => {
+    const parts = parseTemplate(text);
+    if (typeof parts === 'string') ctx.addIssue({ code: 'custom', message: parts });
+  })
+  .pipe(fieldValue);
+
 const httpRoute = z.strictObject({
   match: z
     .strictObject({
@@ -216,7 +227,22 @@ const httpRoute = z.strictObject({
       path_prefix: z.string().startsWith('/').prefault(def('listeners[].routes[].match.path_prefix')),
     })
     .prefault({}),
-  upstream: z.string().min(1),
+  upstream: z.string().min(1).optional(), // one of upstream, redirect, respond (cross-check.ts)
+  redirect: z
+    .strictObject({
+      to: redirectTarget,
+      status: z
+        .union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)])
+        .prefault(def('listeners[].routes[].redirect.status')),
+    })
+    .optional(),
+  respond: z
+    .strictObject({
+      status: count(200, 599).prefault(def('listeners[].routes[].respond.status')),
+      body: z.string().max(65536).prefault(def('listeners[].routes[].respond.body')),
+      content_type: fieldValue.prefault(def('listeners[].routes[].respond.content_type')),
+    })
+    .optional(),
   strip_prefix: z.boolean().prefault(def('listeners[].routes[].strip_prefix')),
   headers: z.strictObject({ request: headerRules, response: headerRules }).prefault({}),
   max_body: size.optional(),

@@ -11,20 +11,23 @@ import { admitted } from './rate-limit.js';
 import type { RouteMatch } from './route-table.js';
 import type { CompiledRoute, HttpListenerSettings } from './settings.js';
 
+/** An admitted request's route. */
+export type Routed = RouteMatch<CompiledRoute>;
+
 export interface AdmissionHost {
   readonly settings: HttpListenerSettings;
   upstream(name: string): Upstream | undefined;
 }
 
-/** The request's route (its upstream is `host.upstream(route.upstream)`), or why it is refused. */
-export function admitRequest(
-  host: AdmissionHost,
-  head: RequestHead,
-  clientIp: string,
-): RouteMatch<CompiledRoute> | ErrorCode {
+/**
+ * The request's route (its upstream is `host.upstream(route.upstream)`, unless zipline answers it
+ * itself: `route.local`), or why it is refused.
+ */
+export function admitRequest(host: AdmissionHost, head: RequestHead, clientIp: string): Routed | ErrorCode {
   const match = host.settings.routes.match(head.host, head.target);
-  if (match === null || host.upstream(match.route.value.upstream) === undefined) return 'ZL_HTTP_NO_ROUTE';
+  if (match === null) return 'ZL_HTTP_NO_ROUTE';
   const route = match.route.value;
+  if (route.local === null && host.upstream(route.upstream) === undefined) return 'ZL_HTTP_NO_ROUTE';
   if (head.contentLength > route.maxBody) return 'ZL_HTTP_BODY_TOO_LARGE'; // its body is not read
   if (route.rateLimit !== null && !admitted(route.rateLimit, head, clientIp)) return 'ZL_HTTP_RATE_LIMITED';
   return match;

@@ -20,7 +20,7 @@ import { listed } from '../config/address-list.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
 import type { Upstream } from '../upstream/upstream.js';
-import { admitRequest } from './admission.js';
+import { admitRequest, type Routed } from './admission.js';
 import { ClientBody } from './client-body.js';
 import type { ClientReads, ReadTarget } from './client-reads.js';
 import type { Downstream } from './downstream.js';
@@ -28,6 +28,7 @@ import { errorResponse } from './error-response.js';
 import { Exchange } from './exchange.js';
 import { buildClientHead, buildInterimHead, type ClientFraming } from './forward-response.js';
 import type { HttpListener } from './listener.js';
+import type { LocalReply } from './local-reply.js';
 import { findHeadEnd, isH2Preface, parseRequestHead, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
 import { ReadAhead } from './read-ahead.js';
@@ -182,7 +183,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     this.passesChunked = head.minor === 1;
     this.reading = this.body.begin(head) ? 'body' : 'none';
     const match = admitRequest(this.listener, head, this.clientIp);
-    if (typeof match === 'string') {
+    if (typeof match === 'string' || match.route.value.local !== null) {
       this.afterLocalResponse(head, buf, end, match);
       return;
     }
@@ -216,11 +217,13 @@ export class ClientConnection implements Downstream, ReadTarget {
     this.listener.acceptH2c(this, bytes);
   }
 
-  /** A request answered by zipline itself (no route, body too large, rate limited): its body is not read. */
-  private afterLocalResponse(head: RequestHead, buf: Buffer, end: number, code: ErrorCode): void {
-    this.listener.localError(this, head, code);
+  /** A request zipline answers itself (an error, or a route's redirect/respond): its body is not read. */
+  private afterLocalResponse(head: RequestHead, buf: Buffer, end: number, answer: ErrorCode | Routed): void {
+    this.listener.localAnswer(this, head, answer);
     const keep = this.keepAlive && this.reading === 'none';
-    this.writeError(code, keep, null);
+    if (typeof answer === 'string') this.writeError(answer, keep, null);
+    else if (!this.closed)
+      this.send((answer.route.value.local as LocalReply).http1(head, keep, this.method !== 'HEAD'));
     if (!keep) {
       this.closeAfterWrite();
       return;

@@ -221,6 +221,12 @@ export class H2Downstream implements Downstream {
       this.respondError(match, null);
       return;
     }
+    const local = match.route.value.local;
+    if (local !== null) {
+      this.listener.localAnswer(this, head, match);
+      this.respond(local.h2(head), head.method === 'HEAD' ? '' : local.body);
+      return;
+    }
     const maxBody = match.route.value.maxBody;
     const upstream = this.listener.upstream(match.route.value.upstream) as Upstream;
     const ex = new Exchange(this.listener, this, head, match, upstream, this.listener.settings.proto);
@@ -352,7 +358,6 @@ export class H2Downstream implements Downstream {
   }
 
   private respondError(code: ErrorCode, requestId: string | null): void {
-    if (this.stream.destroyed) return;
     const status = ERROR_CATALOG[code].status || 500;
     const body = `${status} ${STATUS_CODES[status] ?? 'Error'} (${code})\n`;
     const headers: OutgoingHttpHeaders = {
@@ -362,6 +367,12 @@ export class H2Downstream implements Downstream {
     };
     if (requestId !== null) headers['x-request-id'] = requestId;
     if (code === 'ZL_HTTP_RATE_LIMITED') headers['retry-after'] = String(lastRetryAfter());
+    this.respond(headers, body);
+  }
+
+  /** zipline's own answer (an error, a route's redirect/respond); the request's body is not read. */
+  private respond(headers: OutgoingHttpHeaders, body: string | Buffer): void {
+    if (this.stream.destroyed) return;
     this.responded = true;
     this.stream.respond(headers);
     this.stream.end(body);

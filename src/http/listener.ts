@@ -11,17 +11,17 @@ import { createServer as createTlsServer, type TLSSocket, type Server as TlsServ
 import { getSystemErrorName } from 'node:util';
 import type { HttpListenerConfig } from '../config/schema.js';
 import { formatHostPort } from '../config/units.js';
-import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
 import { guardAccepts } from '../l4/accept-guard.js';
 import { ClientGate } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
 import { listenOn, shedCounter, socketFromFd } from '../l4/listen.js';
 import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
-import { isoNow, jsonNumber, jsonString } from '../log/access-line.js';
 import { metrics } from '../metrics/catalog.js';
 import { ProxyGate } from '../proxy-protocol/gate.js';
 import type { Upstream } from '../upstream/upstream.js';
+import type { Routed } from './admission.js';
 import { ClientConnection } from './client-connection.js';
 import { type ClientReads, sharedReads } from './client-reads.js';
 import { errorResponse } from './error-response.js';
@@ -29,19 +29,13 @@ import type { Exchange } from './exchange.js';
 import type { ExchangeHost } from './exchange-host.js';
 import { H2Front } from './h2.js';
 import type { RequestHead } from './parser/request-head.js';
-import { pathOf } from './route-table.js';
-import { type CompiledRoute, compileHttpListener, type HttpListenerSettings } from './settings.js';
+import { type LocalPeer, RequestLog } from './request-log.js';
+import { compileHttpListener, type HttpListenerSettings } from './settings.js';
 import { TlsState } from './tls.js';
-
-const CODE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
-
-type Observer = { observe(v: number): void };
 
 export class HttpListener implements Listener, ExchangeHost {
   readonly protocol: 'http' | 'https';
   readonly name: string;
-  /** `name` as a JSON string, for the access log. */
-  private readonly nameJson: string;
   source: HttpListenerConfig;
   settings: HttpListenerSettings;
   private readonly server: Server | TlsServer;
@@ -55,16 +49,11 @@ export class HttpListener implements Listener, ExchangeHost {
   private sweepEveryMs = 0;
   private readonly activeGauge;
   private readonly totalCounter;
-  /**
-   * `zipline_request_duration_seconds` children (labels() is not free), per compiled route by
-   * identity and per status class (index: status / 100 - 1): no key string built per request.
-   */
-  private readonly durations = new WeakMap<CompiledRoute, (Observer | undefined)[]>();
   /** The native acceptor draining this listener's queue, if any. */
   private acceptId: number | null = null;
   private activeRequests = 0;
-  /** Requests answered, by status class (1xx…5xx; 499 and zipline's own errors included), for /stats. */
-  private readonly answered = [0, 0, 0, 0, 0];
+  /** Metrics, /stats counts and access lines of the requests answered. */
+  readonly requests: RequestLog;
 
   constructor(
     cfg: HttpListenerConfig,
@@ -73,7 +62,7 @@ export class HttpListener implements Listener, ExchangeHost {
   ) {
     this.protocol = cfg.protocol;
     this.name = name;
-    this.nameJson = jsonString(name);
+    this.requests = new RequestLog(name, cfg.protocol, () => ctx.accessLog);
     this.source = cfg;
     this.settings = compileHttpListener(cfg);
     this.activeGauge = metrics.requestsActive.labels(name);
@@ -172,10 +161,7 @@ export class HttpListener implements Listener, ExchangeHost {
       connections: countStates(this.connections),
       h2_sessions: this.h2?.sessionCount() ?? 0,
       requests_active: this.activeRequests,
-      requests: {
-        total: this.answered.reduce((a, n) => a + n, 0),
-        ...Object.fromEntries(CODE_CLASSES.map((c, i) => [c, this.answered[i] as number])),
-      },
+      requests: this.requests.counts(),
     };
   }
 
@@ -208,78 +194,22 @@ export class HttpListener implements Listener, ExchangeHost {
 
   onExchangeEnd(ex: Exchange): void {
     this.activeRequests--;
-    const seconds = (performance.now() - ex.startedAt) / 1000;
-    const c = Math.floor(ex.status / 100) - 1;
-    const cls = c >= 0 && c < 5 ? c : 4; // 5xx for anything else
-    (this.answered[cls] as number)++;
-    const route = ex.route;
-    let series = this.durations.get(route);
-    if (series === undefined) {
-      series = [];
-      this.durations.set(route, series);
-    }
-    let obs = series[cls];
-    if (obs === undefined) {
-      obs = metrics.requestDuration.labels(
-        this.name,
-        route.name,
-        route.upstream,
-        CODE_CLASSES[cls] as string,
-      );
-      series[cls] = obs;
-    }
-    obs.observe(seconds);
-    if (ex.code !== null) metrics.httpErrors.labels(this.name, ex.code).inc();
-    const log = this.ctx.accessLog;
-    if (!log.enabled) return;
-    const head = ex.head;
-    const addr = ex.endpoint?.address ?? null;
-    // docs/HTTP.md's access-log fields, in localError's order, as JSON.stringify would write them
-    // (built by hand: src/log/access-line.ts)
-    log.writeLine(
-      `{"time":"${isoNow()}","listener":${this.nameJson},"protocol":"${this.protocol}",` +
-        `"client_ip":${jsonString(ex.down.clientIp)},"client_port":${ex.down.clientPort},` +
-        `"method":${jsonString(head.method)},"host":${jsonString(head.host)},"path":${jsonString(logPath(head))},` +
-        `"http_version":${jsonString(httpVersion(ex.down, head))},"status":${ex.status},` +
-        `"route":${jsonString(route.name)},"upstream":${jsonString(route.upstream)},` +
-        `"upstream_addr":${jsonString(addr)},"attempts":${ex.attempts},"response_time":${jsonNumber(seconds)},` +
-        `"bytes_in":${ex.bodyBytes},"bytes_out":${ex.bytesOut},"data_path":"${ex.splicedBytes > 0 ? 'native' : 'js'}",` +
-        `"request_id":${jsonString(ex.requestId)},"error":${jsonString(ex.code)}}\n`,
-    );
+    this.requests.exchange(ex);
   }
 
-  /** A request zipline answered itself (parse error, no route, header timeout). */
-  localError(
-    conn: { clientIp: string; clientPort: number; httpVersion?: '2' | null },
-    head: RequestHead | null,
-    code: ErrorCode,
-  ): void {
-    metrics.httpErrors.labels(this.name, code).inc();
-    (this.answered[Math.floor(statusOf(code) / 100) - 1] as number)++;
-    const log = this.ctx.accessLog;
-    if (!log.enabled) return;
-    log.write({
-      time: isoNow(),
-      listener: this.name,
-      protocol: this.protocol,
-      client_ip: conn.clientIp,
-      client_port: conn.clientPort,
-      method: head?.method ?? null,
-      host: head?.host ?? null,
-      path: head === null ? null : logPath(head),
-      http_version: httpVersion(conn, head),
-      status: statusOf(code),
-      route: null,
-      upstream: null,
-      upstream_addr: null,
-      attempts: 0,
-      response_time: 0,
-      bytes_in: 0,
-      bytes_out: 0,
-      data_path: null,
-      request_id: null,
-      error: code,
-    });
+  /** A request zipline answered with an error itself (parse error, no route, header timeout, rate limit). */
+  localError(peer: LocalPeer, head: RequestHead | null, code: ErrorCode): void {
+    this.requests.local(peer, head, code);
+  }
+
+  /** A request zipline answered itself: an error, or its route's `redirect`/`respond`. */
+  localAnswer(peer: LocalPeer, head: RequestHead, answer: ErrorCode | Routed): void {
+    if (typeof answer === 'string') this.requests.local(peer, head, answer);
+    else {
+      const { local, name } = answer.route.value;
+      const bytes = head.method === 'HEAD' ? 0 : (local?.body.length ?? 0);
+      this.requests.local(peer, head, null, local?.status, name, bytes);
+    }
   }
 
   /**
@@ -477,16 +407,6 @@ function positive(ms: number): number {
   return ms > 0 ? ms : Number.POSITIVE_INFINITY;
 }
 
-/** The access log's `http_version`: `2`, `1.1` or `1.0` (null before a head was read). */
-function httpVersion(down: { httpVersion?: '2' | null }, head: RequestHead | null): string | null {
-  if (down.httpVersion === '2') return '2';
-  return head === null ? null : head.minor === 1 ? '1.1' : '1.0';
-}
-
-function statusOf(code: ErrorCode): number {
-  return ERROR_CATALOG[code].status || 500;
-}
-
 function countStates(conns: Iterable<ClientConnection>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const c of conns) {
@@ -494,9 +414,4 @@ function countStates(conns: Iterable<ClientConnection>): Record<string, number> 
     out[s] = (out[s] ?? 0) + 1;
   }
   return out;
-}
-
-/** The access log's `path`: the target's path and query (an absolute-form's authority is `host`), as nginx's `$request_uri`. */
-function logPath(head: RequestHead): string {
-  return head.absoluteForm ? pathOf(head.target) : head.target;
 }

@@ -92,7 +92,7 @@ function withoutRootDot(host: string): string {
 }
 
 /** `host:port` → `host`; `[::1]:80` → `[::1]`. */
-function stripPort(host: string): string {
+export function stripPort(host: string): string {
   if (host.startsWith('[')) {
     const end = host.indexOf(']');
     return end < 0 ? host : host.slice(0, end + 1);

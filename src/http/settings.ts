@@ -5,13 +5,17 @@ import type { HttpListenerConfig, HttpRouteConfig } from '../config/schema.js';
 import { type ClientAccess, compileClientAccess } from '../l4/client-access.js';
 import { compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
 import type { HeaderRules } from './forward-head.js';
+import { LocalReply } from './local-reply.js';
 import { type RateLimitConfig, RateLimiter } from './rate-limit.js';
 import { RouteTable } from './route-table.js';
 
 export interface CompiledRoute {
   /** Label for metrics and logs: `host/prefix` (`*` for any host), or `default` for `listener.upstream`. */
   readonly name: string;
+  /** `''` for a route zipline answers itself (`local`). */
   readonly upstream: string;
+  /** `redirect` / `respond`: the answer, instead of an upstream. */
+  readonly local: LocalReply | null;
   readonly request: HeaderRules;
   readonly response: HeaderRules;
   /** The largest request body accepted (`max_body`; Infinity: no limit). */
@@ -88,11 +92,19 @@ function route(
 ): CompiledRoute {
   const name = `${r.match.host ?? '*'}${r.match.path_prefix}`;
   const own = r.rate_limit;
+  const response = rules(r.headers.response);
+  const local =
+    r.redirect !== undefined
+      ? new LocalReply({ redirect: r.redirect }, response.set)
+      : r.respond !== undefined
+        ? new LocalReply({ respond: r.respond }, response.set)
+        : null;
   return Object.freeze({
     name,
-    upstream: r.upstream,
+    upstream: r.upstream ?? '',
+    local,
     request: rules(r.headers.request),
-    response: rules(r.headers.response),
+    response,
     maxBody: r.max_body === undefined ? maxBody : noLimitIfZero(r.max_body),
     rateLimit: own === undefined ? shared : own === 'off' ? null : limiters.for(name, own),
   });
@@ -121,6 +133,7 @@ export function compileHttpListener(
       value: Object.freeze({
         name: 'default',
         upstream: cfg.upstream,
+        local: null,
         request: NO_RULES,
         response: NO_RULES,
         maxBody,
@@ -132,7 +145,7 @@ export function compileHttpListener(
   return Object.freeze({
     proto: cfg.protocol,
     routes: new RouteTable(specs),
-    upstreams: [...new Set(specs.map((s) => s.value.upstream))],
+    upstreams: [...new Set(specs.map((s) => s.value.upstream).filter((u) => u !== ''))],
     trusted,
     trustsAnyone: cfg.trusted_proxies.length > 0,
     clientHeaderMs: cfg.timeouts.client_header,
