@@ -233,6 +233,12 @@ function checkHttpListener(
   if (routes.length === 0 && listener.upstream === undefined) {
     report(['listeners', i], 'an http listener needs `routes` or an `upstream`');
   }
+  if (
+    listener.real_ip_header !== undefined &&
+    !(Array.isArray(listener.trusted_proxies) && listener.trusted_proxies.length > 0)
+  ) {
+    report(['listeners', i, 'real_ip_header'], 'needs `trusted_proxies`: the peers whose header is believed');
+  }
   const seen = new Map<string, number>();
   routes.forEach((r, j) => {
     const route = obj(r);

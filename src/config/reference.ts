@@ -290,6 +290,9 @@ export const CONFIG_REFERENCE = {
     default: [],
     doc: 'http/https: addresses or CIDR blocks whose `X-Forwarded-For`/`-Proto`/`-Host` and `X-Real-IP` are kept (XFF appended to). From anyone else they are replaced with what zipline saw.',
   },
+  'listeners[].real_ip_header': {
+    doc: "http/https: `X-Forwarded-For` or `X-Real-IP` (nginx `real_ip_header` with `real_ip_recursive on`): for requests from `trusted_proxies` (required with it), the client is the address this header names, not the balancer's: in the access log's `client_ip`, `rate_limit` and `hash_key: client_ip`, and the `X-Real-IP` sent upstream. `X-Forwarded-For` is read right to left, skipping `trusted_proxies`; the first other address is the client (a non-address entry stops the walk). Unset: the connection's address (the PROXY protocol header's, if one was read). `clients` and `max_connections_per_client` always see the connection's.",
+  },
   'listeners[].client_fin': {
     default: 'abort',
     doc: 'http/https: what a client FIN (half-close) while a request is in flight means. `abort` (nginx): the client gave up, the request ends as 499 and its upstream request is cancelled. `finish` (HAProxy): a request received in full is still answered, and so are requests pipelined before the FIN, then the connection closes; a request cut short is still 499. A client that closed both ways looks the same as a half-closed one until zipline writes to it: under `finish` its request runs to its answer (logged with the upstream status). `abort` is the default because a FIN is how most clients leave (a timeout, Ctrl-C): it frees the upstream at once and logs 499.',

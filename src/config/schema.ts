@@ -275,6 +275,12 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
     upstream: z.string().min(1).optional(),
     routes: z.array(httpRoute).prefault([]),
     trusted_proxies: z.array(cidr).prefault(def('listeners[].trusted_proxies')),
+    real_ip_header: z
+      .preprocess(
+        (v) => (typeof v === 'string' ? v.toLowerCase() : v),
+        z.enum(['x-forwarded-for', 'x-real-ip']),
+      )
+      .optional(),
     client_fin: z.enum(['abort', 'finish']).prefault(def('listeners[].client_fin')),
     h2c: z.boolean().optional(), // http only (cross-check.ts); on unless false
     tls: tlsSettings.optional(),

@@ -8,6 +8,7 @@ import type { ErrorCode } from '../errors.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { RequestHead } from './parser/request-head.js';
 import { admitted } from './rate-limit.js';
+import { requestClientIp } from './real-ip.js';
 import type { RouteMatch } from './route-table.js';
 import type { CompiledRoute, HttpListenerSettings } from './settings.js';
 
@@ -23,12 +24,20 @@ export interface AdmissionHost {
  * The request's route (its upstream is `host.upstream(route.upstream)`, unless zipline answers it
  * itself: `route.local`), or why it is refused.
  */
-export function admitRequest(host: AdmissionHost, head: RequestHead, clientIp: string): Routed | ErrorCode {
+export function admitRequest(
+  host: AdmissionHost,
+  head: RequestHead,
+  down: { readonly clientIp: string; readonly trusted: boolean },
+): Routed | ErrorCode {
   const match = host.settings.routes.match(head.host, head.target);
   if (match === null) return 'ZL_HTTP_NO_ROUTE';
   const route = match.route.value;
   if (route.local === null && host.upstream(route.upstream) === undefined) return 'ZL_HTTP_NO_ROUTE';
   if (head.contentLength > route.maxBody) return 'ZL_HTTP_BODY_TOO_LARGE'; // its body is not read
-  if (route.rateLimit !== null && !admitted(route.rateLimit, head, clientIp)) return 'ZL_HTTP_RATE_LIMITED';
+  const limit = route.rateLimit;
+  if (limit === null) return match;
+  const s = host.settings;
+  if (!admitted(limit, head, requestClientIp(s.realIpHeader, s.trusted, head, down)))
+    return 'ZL_HTTP_RATE_LIMITED';
   return match;
 }

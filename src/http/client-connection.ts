@@ -182,14 +182,14 @@ export class ClientConnection implements Downstream, ReadTarget {
       !this.listener.draining();
     this.passesChunked = head.minor === 1;
     this.reading = this.body.begin(head) ? 'body' : 'none';
-    const match = admitRequest(this.listener, head, this.clientIp);
+    const match = admitRequest(this.listener, head, this);
     if (typeof match === 'string' || match.route.value.local !== null) {
       this.afterLocalResponse(head, buf, end, match);
       return;
     }
     this.body.limit = match.route.value.maxBody;
     const upstream = this.listener.upstream(match.route.value.upstream) as Upstream;
-    const ex = new Exchange(this.listener, this, head, match, upstream, this.listener.settings.proto);
+    const ex = new Exchange(this.listener, this, head, match, upstream);
     this.exchange = ex;
     this.listener.onExchangeStart();
     // the rest of this read (body bytes, or the next pipelined request) is taken in before the

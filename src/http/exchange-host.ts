@@ -3,9 +3,11 @@
  * it needs from the client side.
  */
 import type { Exchange } from './exchange.js';
+import type { HttpListenerSettings } from './settings.js';
 
 export interface ExchangeHost {
   readonly name: string;
+  readonly settings: HttpListenerSettings;
   readonly maxBodyReplay: number;
   /** Large Content-Length response bodies may go through the native splice pump. */
   readonly spliceBodies: boolean;

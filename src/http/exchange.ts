@@ -14,6 +14,7 @@
  * once the head was sent), `clientGone()` (499). Each gives back the connection (to the pool only
  * when it is clean) and what it holds on the upstream (`UpstreamAccount`), once.
  */
+import { hash32 } from '../balancer/hash-fn.js';
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
@@ -25,6 +26,7 @@ import { buildSwitchingHead } from './forward-response.js';
 import type { RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
 import { type HttpPool, poolOf } from './pool.js';
+import { requestClientIp } from './real-ip.js';
 import { RequestBody } from './request-body.js';
 import { type ResponseEvents, ResponseReader } from './response-reader.js';
 import {
@@ -64,6 +66,8 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   code: ErrorCode | null = null;
   /** Status sent (or to be sent) to the client; 0 until known. */
   status = 0;
+  /** The request's client: the connection's, or the one `real_ip_header` names (real-ip.ts). */
+  readonly clientIp: string;
   /** Response body bytes sent to the client. */
   bytesOut = 0;
   /** The client has the response head: no retry, and failures abort the client. */
@@ -95,11 +99,13 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     readonly head: RequestHead,
     readonly match: RouteMatch<CompiledRoute>,
     readonly upstream: Upstream,
-    proto: 'http' | 'https',
   ) {
+    const s = host.settings;
+    this.clientIp = requestClientIp(s.realIpHeader, s.trusted, head, down);
     this.forward = buildForwardHead(head, {
       clientIp: down.clientIp,
-      proto,
+      realIp: this.clientIp,
+      proto: s.proto,
       trusted: down.trusted,
       path: match.path,
       rules: match.route.value.request,
@@ -107,10 +113,11 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.requestId = this.forward.requestId;
     this.pool = poolOf(upstream);
     this.account = new UpstreamAccount(upstream, this.pool, this.startedAt);
+    const client = this.clientIp === down.clientIp ? down.clientHash : hash32(this.clientIp);
     this.picker = new ServerPicker(
       upstream,
       this.pool,
-      requestHash(upstream, down.clientHash, head, match.path),
+      requestHash(upstream, client, head, match.path),
       this,
     );
     this.body = new RequestBody(host.maxBodyReplay, head.contentLength <= 0 && !head.chunked);
@@ -146,8 +153,6 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     }
     this.attempt();
   }
-
-  // ---- attempts -------------------------------------------------------------------------------
 
   private attempt(): void {
     if (this.state === 'done') return;
@@ -252,8 +257,6 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     return !this.body.lost && safeToRepeat(this.head);
   }
 
-  // ---- request body (from the downstream) -----------------------------------------------------
-
   /** Request body bytes as framed for the upstream (Content-Length bytes, or chunked coding). */
   bodyChunk(chunk: Buffer): void {
     if (this.state === 'done') return;
@@ -264,8 +267,6 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.body.done = true;
     if (this.conn !== null && this.state === 'waiting') this.clock.requestSentAt = Date.now();
   }
-
-  // ---- upstream events ------------------------------------------------------------------------
 
   onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void {
     if (conn === this.conn && (this.state === 'waiting' || this.state === 'streaming')) {
@@ -310,8 +311,6 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     if (this.state === 'streaming')
       this.fail(code === 'ZL_UPSTREAM_RESET' ? code : 'ZL_UPSTREAM_PREMATURE_CLOSE');
   }
-
-  // ---- the response (ResponseEvents) ----------------------------------------------------------
 
   onInterim(resp: ResponseHead): void {
     if (resp.status !== 100 || !this.sentContinue) this.down.sendInterim(resp);
@@ -414,8 +413,6 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     const head = buildSwitchingHead(resp, this.route.response);
     if (!this.down.upgrade(this, conn, head, rest)) socket.destroy();
   }
-
-  // ---- ends -------------------------------------------------------------------------------------
 
   private complete(): void {
     this.state = 'done';

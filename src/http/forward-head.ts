@@ -34,6 +34,8 @@ export interface HeaderRules {
 
 export interface ForwardContext {
   readonly clientIp: string;
+  /** The request's client (`real_ip_header`), for `X-Real-IP`; `clientIp` when not set. */
+  readonly realIp: string;
   readonly proto: 'http' | 'https';
   /** The client is in `trusted_proxies` (decided once per connection). */
   readonly trusted: boolean;
@@ -125,7 +127,7 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
   out += `X-Forwarded-Proto: ${xfProto ?? ctx.proto}\r\n`;
   const forwardedHost = xfHost ?? req.host;
   if (forwardedHost !== null) out += `X-Forwarded-Host: ${forwardedHost}\r\n`;
-  out += `X-Real-IP: ${realIp ?? ctx.clientIp}\r\n`;
+  out += `X-Real-IP: ${realIp ?? ctx.realIp}\r\n`;
   out += `X-Request-Id: ${id}\r\n`;
   for (const [name, value] of rules.set) out += `${name}: ${value}\r\n`;
   if (req.chunked) out += 'Transfer-Encoding: chunked\r\n';

@@ -215,7 +215,7 @@ export class H2Downstream implements Downstream {
       this.respondError(err.code, null);
       return;
     }
-    const match = admitRequest(this.listener, head, this.clientIp);
+    const match = admitRequest(this.listener, head, this);
     if (typeof match === 'string') {
       this.listener.localError(this, head, match);
       this.respondError(match, null);
@@ -229,7 +229,7 @@ export class H2Downstream implements Downstream {
     }
     const maxBody = match.route.value.maxBody;
     const upstream = this.listener.upstream(match.route.value.upstream) as Upstream;
-    const ex = new Exchange(this.listener, this, head, match, upstream, this.listener.settings.proto);
+    const ex = new Exchange(this.listener, this, head, match, upstream);
     this.exchange = ex;
     this.front.streams.add(this);
     this.listener.onExchangeStart();

@@ -29,6 +29,7 @@ import type { Exchange } from './exchange.js';
 import type { ExchangeHost } from './exchange-host.js';
 import { H2Front } from './h2.js';
 import type { RequestHead } from './parser/request-head.js';
+import { requestClientIp } from './real-ip.js';
 import { type LocalPeer, RequestLog } from './request-log.js';
 import { compileHttpListener, type HttpListenerSettings } from './settings.js';
 import { TlsState } from './tls.js';
@@ -199,17 +200,28 @@ export class HttpListener implements Listener, ExchangeHost {
 
   /** A request zipline answered with an error itself (parse error, no route, header timeout, rate limit). */
   localError(peer: LocalPeer, head: RequestHead | null, code: ErrorCode): void {
-    this.requests.local(peer, head, code);
+    this.requests.local(this.clientOf(peer, head), head, code);
   }
 
   /** A request zipline answered itself: an error, or its route's `redirect`/`respond`. */
   localAnswer(peer: LocalPeer, head: RequestHead, answer: ErrorCode | Routed): void {
-    if (typeof answer === 'string') this.requests.local(peer, head, answer);
+    const client = this.clientOf(peer, head);
+    if (typeof answer === 'string') this.requests.local(client, head, answer);
     else {
       const { local, name } = answer.route.value;
       const bytes = head.method === 'HEAD' ? 0 : (local?.body.length ?? 0);
-      this.requests.local(peer, head, null, local?.status, name, bytes);
+      this.requests.local(client, head, null, local?.status, name, bytes);
     }
+  }
+
+  /** The request's client as `real_ip_header` names it (real-ip.ts), for the access line. */
+  private clientOf(peer: LocalPeer, head: RequestHead | null): LocalPeer {
+    const s = this.settings;
+    if (head === null || s.realIpHeader === null || peer.trusted !== true) return peer;
+    const ip = requestClientIp(s.realIpHeader, s.trusted, head, { clientIp: peer.clientIp, trusted: true });
+    return ip === peer.clientIp
+      ? peer
+      : { clientIp: ip, clientPort: peer.clientPort, httpVersion: peer.httpVersion ?? null };
   }
 
   /**

@@ -21,6 +21,8 @@ export interface LocalPeer {
   readonly clientIp: string;
   readonly clientPort: number;
   readonly httpVersion?: '2' | null;
+  /** The peer is in `trusted_proxies` (then `real_ip_header` may name the client). */
+  readonly trusted?: boolean;
 }
 
 export class RequestLog {
@@ -81,7 +83,7 @@ export class RequestLog {
     // (built by hand: src/log/access-line.ts)
     log.writeLine(
       `{"time":"${isoNow()}","listener":${this.nameJson},"protocol":"${this.protocol}",` +
-        `"client_ip":${jsonString(ex.down.clientIp)},"client_port":${ex.down.clientPort},` +
+        `"client_ip":${jsonString(ex.clientIp)},"client_port":${ex.down.clientPort},` +
         `"method":${jsonString(head.method)},"host":${jsonString(head.host)},"path":${jsonString(logPath(head))},` +
         `"http_version":${jsonString(httpVersion(ex.down, head))},"status":${ex.status},` +
         `"route":${jsonString(route.name)},"upstream":${jsonString(route.upstream)},` +

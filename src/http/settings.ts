@@ -7,6 +7,7 @@ import { compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-proto
 import type { HeaderRules } from './forward-head.js';
 import { LocalReply } from './local-reply.js';
 import { type RateLimitConfig, RateLimiter } from './rate-limit.js';
+import type { RealIpHeader } from './real-ip.js';
 import { RouteTable } from './route-table.js';
 
 export interface CompiledRoute {
@@ -31,6 +32,8 @@ export interface HttpListenerSettings {
   readonly upstreams: readonly string[];
   readonly trusted: BlockList;
   readonly trustsAnyone: boolean;
+  /** `real_ip_header`: where a trusted peer's request names its client, or null. */
+  readonly realIpHeader: RealIpHeader | null;
   readonly clientHeaderMs: number;
   readonly clientIdleMs: number;
   readonly maxConnections: number;
@@ -148,6 +151,7 @@ export function compileHttpListener(
     upstreams: [...new Set(specs.map((s) => s.value.upstream).filter((u) => u !== ''))],
     trusted,
     trustsAnyone: cfg.trusted_proxies.length > 0,
+    realIpHeader: cfg.real_ip_header ?? null,
     clientHeaderMs: cfg.timeouts.client_header,
     clientIdleMs: cfg.timeouts.client_idle,
     maxConnections: cfg.limits.max_connections,

@@ -61,6 +61,7 @@ function ctx(over: Partial<ForwardContext> = {}): ForwardContext {
   const clientIp = over.clientIp ?? '192.0.2.7';
   return {
     clientIp,
+    realIp: over.realIp ?? clientIp,
     proto: 'http',
     trusted: listed(trustedProxies, clientIp),
     path: '/p',

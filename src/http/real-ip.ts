@@ -1,0 +1,55 @@
+/**
+ * `listeners[].real_ip_header`: who the client of a request is when it came through an HTTP load
+ * balancer or CDN in `trusted_proxies` (nginx `real_ip_header` + `set_real_ip_from` +
+ * `real_ip_recursive on`; Envoy's trusted XFF hops). Without it, and for every request from a
+ * peer not in `trusted_proxies`, the client is the connection's address (the PROXY protocol
+ * header's, if one was read).
+ *
+ * `x-forwarded-for`: the fields' addresses are read right to left (every `X-Forwarded-For` field,
+ * in order, as one list); trusted proxies are skipped and the first address that is not one is
+ * the client. An entry that is not an IP address stops the walk: the last address before it
+ * stands (a client cannot smuggle a name or junk in). All trusted: the leftmost.
+ * `x-real-ip`: its value, when it is an IP address.
+ */
+import { type BlockList, isIP } from 'node:net';
+import { listed } from '../config/address-list.js';
+import type { RequestHead } from './parser/request-head.js';
+import { lowerAscii } from './parser/tokens.js';
+
+export type RealIpHeader = 'x-forwarded-for' | 'x-real-ip';
+
+export function requestClientIp(
+  header: RealIpHeader | null,
+  trusted: BlockList,
+  head: RequestHead,
+  down: { readonly clientIp: string; readonly trusted: boolean },
+): string {
+  if (header === null || !down.trusted) return down.clientIp;
+  const value = fieldValues(head, header);
+  if (value === null) return down.clientIp;
+  if (header === 'x-real-ip') {
+    const v = value.trim();
+    return isIP(v) !== 0 ? v : down.clientIp;
+  }
+  const hops = value.split(',');
+  let client = down.clientIp;
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const a = (hops[i] as string).trim();
+    if (isIP(a) === 0) break;
+    client = a;
+    if (!listed(trusted, a)) break;
+  }
+  return client;
+}
+
+/** Every field called `name` (lower case), joined with `,` in order; null when none. */
+function fieldValues(head: RequestHead, name: string): string | null {
+  let out: string | null = null;
+  for (let f = 0; f < head.fieldCount; f++) {
+    const k = f * 4;
+    if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) !== name) continue;
+    const v = head.raw.toString('latin1', head.fields[k + 2] as number, head.fields[k + 3] as number);
+    out = out === null ? v : `${out},${v}`;
+  }
+  return out;
+}
