@@ -19,7 +19,7 @@ export function describeConfig(c: ValidConfig): string {
     const up = 'upstream' in l && l.upstream !== undefined ? ` -> ${String(l.upstream)}` : '';
     const routes =
       (l.protocol === 'http' || l.protocol === 'https') && l.routes.length > 0
-        ? ` (${l.routes.map((r) => `${r.match.host ?? '*'}${r.match.path_prefix} -> ${routeAnswer(r)}`).join(', ')})`
+        ? ` (${l.routes.map((r) => `${r.match.host ?? '*'}${r.match.path_prefix}${conditions(r)} -> ${routeAnswer(r)}`).join(', ')})`
         : '';
     const fin =
       (l.protocol === 'http' || l.protocol === 'https') && l.client_fin === 'finish'
@@ -88,4 +88,13 @@ function routeAnswer(r: HttpRouteConfig): string {
   if (r.redirect !== undefined) return `redirect ${r.redirect.status} ${r.redirect.to}`;
   if (r.respond !== undefined) return `respond ${r.respond.status}`;
   return r.upstream ?? '';
+}
+
+/** A route's `match.methods` and `match.headers`, as ` [GET HEAD, X-Canary: 1]`. */
+function conditions(r: HttpRouteConfig): string {
+  const parts = [
+    ...(r.match.methods !== undefined ? [r.match.methods.join(' ')] : []),
+    ...Object.entries(r.match.headers ?? {}).map(([k, v]) => `${k}: ${v}`),
+  ];
+  return parts.length > 0 ? ` [${parts.join(', ')}]` : '';
 }

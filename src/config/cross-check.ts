@@ -266,7 +266,8 @@ function checkHttpListener(
       );
     }
     const match = obj(route.match) ?? {};
-    const key = `${String(match.host ?? '').toLowerCase()} ${String(match.path_prefix ?? '/')}`;
+    const conditions = JSON.stringify([match.methods ?? null, obj(match.headers) ?? null]);
+    const key = `${String(match.host ?? '').toLowerCase()} ${String(match.path_prefix ?? '/')} ${conditions}`;
     const prev = seen.get(key);
     if (prev !== undefined) report(['listeners', i, 'routes', j, 'match'], `same match as routes[${prev}]`);
     seen.set(key, j);

@@ -211,6 +211,12 @@ export const CONFIG_REFERENCE = {
     default: '/',
     doc: 'Path prefix (the query is not part of it).',
   },
+  'listeners[].routes[].match.headers': {
+    doc: 'Request fields the route also requires, name → value (names case-insensitive, values exact; `"*"`: present with any value), e.g. `{ X-Canary: "1" }` for a canary upstream (Envoy header matchers, HAProxy `hdr()` ACLs). Every one must hold; a repeated field matches if one of its fields does. Among routes with the same host and `path_prefix`, those with `headers` or `methods` are tried first, in config order.',
+  },
+  'listeners[].routes[].match.methods': {
+    doc: 'Request methods the route is for (`[GET, HEAD]`); others go on to the next route (nginx `limit_except`-like routing, Envoy `:method` matchers).',
+  },
   'listeners[].routes[].upstream': {
     doc: 'Upstream of the matched requests (must be defined). A route has exactly one of `upstream`, `redirect`, `respond`.',
   },

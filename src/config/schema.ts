@@ -225,6 +225,11 @@ const httpRoute = z.strictObject({
         .regex(/^(\*\.)?[A-Za-z0-9.-]+$|^\[[0-9A-Fa-f:.]+\]$/, 'expected a host name, *.suffix or [IPv6]')
         .optional(),
       path_prefix: z.string().startsWith('/').prefault(def('listeners[].routes[].match.path_prefix')),
+      headers: z.record(fieldName, fieldValue).optional(),
+      methods: z
+        .array(z.string().regex(/^[A-Z][A-Z0-9_-]{0,31}$/, 'a method in capitals: GET, POST, PURGE'))
+        .min(1)
+        .optional(),
     })
     .prefault({}),
   upstream: z.string().min(1).optional(), // one of upstream, redirect, respond (cross-check.ts)

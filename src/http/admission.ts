@@ -7,6 +7,7 @@
 import type { ErrorCode } from '../errors.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { RequestHead } from './parser/request-head.js';
+import { lowerAscii } from './parser/tokens.js';
 import { admitted } from './rate-limit.js';
 import { requestClientIp } from './real-ip.js';
 import type { RouteMatch } from './route-table.js';
@@ -29,7 +30,7 @@ export function admitRequest(
   head: RequestHead,
   down: { readonly clientIp: string; readonly trusted: boolean },
 ): Routed | ErrorCode {
-  const match = host.settings.routes.match(head.host, head.target);
+  const match = host.settings.routes.match(head.host, head.target, head, routeApplies);
   if (match === null) return 'ZL_HTTP_NO_ROUTE';
   const route = match.route.value;
   if (route.local === null && host.upstream(route.upstream) === undefined) return 'ZL_HTTP_NO_ROUTE';
@@ -40,4 +41,22 @@ export function admitRequest(
   if (!admitted(limit, head, requestClientIp(s.realIpHeader, s.trusted, head, down)))
     return 'ZL_HTTP_RATE_LIMITED';
   return match;
+}
+
+/** A conditional route's `match.methods` and `match.headers` against the request. */
+function routeApplies(route: CompiledRoute, head: RequestHead): boolean {
+  if (route.methods !== null && !route.methods.has(head.method)) return false;
+  if (route.headers === null) return true;
+  for (const [name, want] of route.headers) {
+    let found = false;
+    for (let f = 0; f < head.fieldCount && !found; f++) {
+      const k = f * 4;
+      if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) !== name) continue;
+      found =
+        want === '*' ||
+        head.raw.toString('latin1', head.fields[k + 2] as number, head.fields[k + 3] as number) === want;
+    }
+    if (!found) return false;
+  }
+  return true;
 }

@@ -6,13 +6,17 @@
  * `a.b.example.com`, not `example.com`; the longest suffix wins), then routes without a host.
  * Within a host, the longest `path_prefix` that is a plain string prefix of the path wins (as an
  * nginx prefix `location`); when none of a host's routes match, the routes without a host are
- * tried. Host names compare case-insensitively and without the port.
+ * tried. Host names compare case-insensitively and without the port. A route with conditions
+ * (`match.headers`, `match.methods`: `conditional`) is tried before the unconditional ones of the
+ * same prefix length, and only taken when the caller's `test` accepts it.
  */
 
 export interface RouteSpec<T> {
   readonly host?: string | undefined;
   readonly pathPrefix?: string | undefined;
   readonly stripPrefix?: boolean | undefined;
+  /** The route has conditions beyond host and path (checked by `match`'s `test`). */
+  readonly conditional?: boolean | undefined;
   readonly value: T;
 }
 
@@ -20,8 +24,12 @@ export interface Route<T> {
   readonly host: string | null;
   readonly pathPrefix: string;
   readonly stripPrefix: boolean;
+  readonly conditional: boolean;
   readonly value: T;
 }
+
+/** Whether a conditional route's `value` applies to the request `ctx` (a static function: no closure per request). */
+export type RouteTest<T, C> = (value: T, ctx: C) => boolean;
 
 export interface RouteMatch<T> {
   readonly route: Route<T>;
@@ -42,6 +50,7 @@ export class RouteTable<T> {
         host: s.host === undefined ? null : withoutRootDot(s.host.toLowerCase()),
         pathPrefix: s.pathPrefix ?? '/',
         stripPrefix: s.stripPrefix ?? false,
+        conditional: s.conditional ?? false,
         value: s.value,
       };
       if (route.host === null) this.any.push(route);
@@ -49,17 +58,23 @@ export class RouteTable<T> {
       else push(this.exact, route.host, route);
     }
     for (const list of [...this.exact.values(), ...wild.values(), this.any]) {
-      list.sort((a, b) => b.pathPrefix.length - a.pathPrefix.length);
+      // longest prefix first; at one length, conditional routes first (a stable sort keeps config order)
+      list.sort(
+        (a, b) => b.pathPrefix.length - a.pathPrefix.length || Number(b.conditional) - Number(a.conditional),
+      );
     }
     this.wildcards.push(...[...wild.entries()].sort((a, b) => b[0].length - a[0].length));
   }
 
-  /** The route for `host` (the Host header, port allowed) and the request target's path. */
-  match(hostHeader: string | null, target: string): RouteMatch<T> | null {
+  /**
+   * The route for `host` (the Host header, port allowed) and the request target's path; a
+   * conditional route only if `test(route.value, ctx)` holds.
+   */
+  match<C>(hostHeader: string | null, target: string, ctx?: C, test?: RouteTest<T, C>): RouteMatch<T> | null {
     const host = hostHeader === null ? '' : withoutRootDot(stripPort(hostHeader).toLowerCase());
     const path = pathOf(target);
     const byHost = this.exact.get(host) ?? this.wildcardFor(host);
-    return (byHost === undefined ? null : pick(byHost, path)) ?? pick(this.any, path);
+    return (byHost === undefined ? null : pick(byHost, path, ctx, test)) ?? pick(this.any, path, ctx, test);
   }
 
   private wildcardFor(host: string): Route<T>[] | undefined {
@@ -76,9 +91,15 @@ function push<T>(map: Map<string, Route<T>[]>, key: string, route: Route<T>): vo
   else list.push(route);
 }
 
-function pick<T>(routes: readonly Route<T>[], path: string): RouteMatch<T> | null {
+function pick<T, C>(
+  routes: readonly Route<T>[],
+  path: string,
+  ctx: C | undefined,
+  test: RouteTest<T, C> | undefined,
+): RouteMatch<T> | null {
   for (const route of routes) {
     if (!path.startsWith(route.pathPrefix)) continue;
+    if (route.conditional && (test === undefined || !test(route.value, ctx as C))) continue;
     if (!route.stripPrefix) return { route, path };
     const rest = path.slice(route.pathPrefix.length);
     return { route, path: rest.startsWith('/') ? rest : `/${rest}` };

@@ -23,6 +23,10 @@ export interface CompiledRoute {
   readonly maxBody: number;
   /** `rate_limit` of the route, else the listener's; null: none. */
   readonly rateLimit: RateLimiter | null;
+  /** `match.methods`, or null for any. */
+  readonly methods: ReadonlySet<string> | null;
+  /** `match.headers` as [lower-case name, value (`*`: any)], or null. */
+  readonly headers: readonly (readonly [string, string])[] | null;
 }
 
 export interface HttpListenerSettings {
@@ -110,6 +114,11 @@ function route(
     response,
     maxBody: r.max_body === undefined ? maxBody : noLimitIfZero(r.max_body),
     rateLimit: own === undefined ? shared : own === 'off' ? null : limiters.for(name, own),
+    methods: r.match.methods === undefined ? null : new Set(r.match.methods),
+    headers:
+      r.match.headers === undefined
+        ? null
+        : Object.entries(r.match.headers).map(([k, v]) => [k.toLowerCase(), v] as const),
   });
 }
 
@@ -125,6 +134,7 @@ export function compileHttpListener(
     host: r.match.host,
     pathPrefix: r.match.path_prefix,
     stripPrefix: r.strip_prefix,
+    conditional: r.match.headers !== undefined || r.match.methods !== undefined,
     value: route(r, maxBody, limiters, shared),
   }));
   if (cfg.upstream !== undefined) {
@@ -133,6 +143,7 @@ export function compileHttpListener(
       host: undefined,
       pathPrefix: '',
       stripPrefix: false,
+      conditional: false,
       value: Object.freeze({
         name: 'default',
         upstream: cfg.upstream,
@@ -141,6 +152,8 @@ export function compileHttpListener(
         response: NO_RULES,
         maxBody,
         rateLimit: shared,
+        methods: null,
+        headers: null,
       }),
     });
   }

@@ -47,6 +47,13 @@ upstreams:
 listeners:
   - { name: pg, protocol: tcp, listen: 127.0.0.1:6432, upstream: api }
   - { name: s5, protocol: socks5, listen: 127.0.0.1:1080, allow: ['*.internal:*'], clients: { allow: [10.0.0.0/8], deny: [10.9.0.0/16] } }
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:8080
+    routes:
+      - { match: { path_prefix: /api, methods: [GET, HEAD], headers: { X-Canary: "1" } }, upstream: api }
+      - { match: { path_prefix: /healthz }, respond: { body: ok } }
+      - { match: { path_prefix: / }, redirect: { to: "https://{host}{uri}" } }
 `);
     const r = await runCli(['check', '-c', file], { TOKEN: 'super-secret-token' });
     assert.equal(r.code, 0, r.stderr);
@@ -54,6 +61,10 @@ listeners:
     assert.match(
       r.stdout,
       /listener s5: socks5 127\.0\.0\.1:1080, clients allow 10\.0\.0\.0\/8 deny 10\.9\.0\.0\/16$/m,
+    );
+    assert.match(
+      r.stdout,
+      /listener web: http 127\.0\.0\.1:8080 \(\*\/api \[GET HEAD, X-Canary: 1\] -> api, \*\/healthz -> respond 200, \*\/ -> redirect 308 https:\/\/\{host\}\{uri\}\)$/m,
     );
     assert.match(r.stdout, /upstream api: least_conn, 127\.0\.0\.1:9001 127\.0\.0\.1:9002$/m);
     assert.match(r.stdout, /upstream saas: round_robin, 10\.0\.0\.5:443, tls api\.test NOT VERIFIED$/m);

@@ -41,6 +41,19 @@ describe('route table', () => {
     assert.deepEqual(m(null, '/'), ['default', '/']);
     assert.equal(new RouteTable([{ host: 'a', pathPrefix: '/x', value: 1 }]).match('b', '/x'), null);
   });
+  test('conditional routes: tried first at their prefix length, taken only when the test holds', () => {
+    const t = new RouteTable([
+      { pathPrefix: '/a', value: 'plain' },
+      { pathPrefix: '/a', value: 'beta', conditional: true },
+      { pathPrefix: '/', value: 'root-cond', conditional: true },
+    ]);
+    const want = (v: string, ctx: string) => v === ctx;
+    assert.equal(t.match(null, '/a/1', 'beta', want)?.route.value, 'beta');
+    assert.equal(t.match(null, '/a/1', 'other', want)?.route.value, 'plain');
+    assert.equal(t.match(null, '/a/1')?.route.value, 'plain', 'no test: conditional routes never match');
+    assert.equal(t.match(null, '/b', 'root-cond', want)?.route.value, 'root-cond');
+    assert.equal(t.match(null, '/b', 'x', want), null);
+  });
   test('absolute-form targets are routed by their path', () => {
     assert.equal(pathOf('http://h.example/p/q?x=1'), '/p/q?x=1');
     assert.equal(pathOf('http://h.example'), '/');
