@@ -57,13 +57,14 @@ describe('listeners[].clients', () => {
     await origin.close();
     await closeServer(echo);
   });
+  /** `echo` (the TCP echo server) and `web` (the HTTP origin). */
+  const upstreams = () => `
+upstreams:
+  echo: { servers: [127.0.0.1:${(echo.address() as AddressInfo).port}] }
+  web: { servers: [${origin.address}] }`;
 
   test('tcp, http, socks5: a refused client is closed without a byte, counted, not logged; others are served', async () => {
-    const echoPort = (echo.address() as AddressInfo).port;
-    const z = await startRuntime(`
-upstreams:
-  echo: { servers: [127.0.0.1:${echoPort}] }
-  web: { servers: [${origin.address}] }
+    const z = await startRuntime(`${upstreams()}
 listeners:
   - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: echo, clients: { allow: [127.0.0.0/8], deny: [127.0.0.3] } }
   - { name: h, protocol: http, listen: 127.0.0.1:0, upstream: web, clients: { allow: [127.0.0.2] } }
@@ -227,11 +228,7 @@ listeners:
   });
 
   test('limits.max_connections_per_client: a client at its cap gets no more until one closes; others are served', async () => {
-    const echoPort = (echo.address() as AddressInfo).port;
-    const z = await startRuntime(`
-upstreams:
-  echo: { servers: [127.0.0.1:${echoPort}] }
-  web: { servers: [${origin.address}] }
+    const z = await startRuntime(`${upstreams()}
 listeners:
   - { name: c, protocol: tcp, listen: 127.0.0.1:0, upstream: echo, limits: { max_connections_per_client: 2 } }
   - name: cp
