@@ -72,11 +72,6 @@ export class ClientGate {
     return true;
   }
 
-  /** Open connections of `ip` counted against its cap. */
-  openOf(ip: string): number {
-    return this.open.get(ip) ?? 0;
-  }
-
   private release(ip: string): void {
     const n = (this.open.get(ip) ?? 1) - 1;
     if (n <= 0) this.open.delete(ip);
