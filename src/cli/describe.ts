@@ -29,11 +29,7 @@ export function describeConfig(c: ValidConfig): string {
       'proxy_protocol' in l && l.proxy_protocol !== undefined
         ? `, PROXY protocol from ${l.proxy_protocol.from.join(' ')}`
         : '';
-    const cl = l.clients;
-    const clients =
-      cl === undefined || (cl.allow.length === 0 && cl.deny.length === 0)
-        ? ''
-        : `, clients${cl.allow.length > 0 ? ` allow ${cl.allow.join(' ')}` : ''}${cl.deny.length > 0 ? ` deny ${cl.deny.join(' ')}` : ''}`;
+    const clients = clientLists(l.clients);
     lines.push(
       `listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${pp}${clients}`,
     );
@@ -66,7 +62,7 @@ export function describeConfig(c: ValidConfig): string {
           ? `TLS auto (${relay.state_dir})`
           : 'TLS files';
     lines.push(
-      `tunnel relay: ${relay.listen}, ${tls}, ${relay.tokens.length} token(s), allow ${relay.allow.length ? relay.allow.join(' ') : '(nothing)'}${relay.proxy_protocol === undefined ? '' : `, PROXY protocol from ${relay.proxy_protocol.from.join(' ')}`}`,
+      `tunnel relay: ${relay.listen}, ${tls}, ${relay.tokens.length} token(s), allow ${relay.allow.length ? relay.allow.join(' ') : '(nothing)'}${relay.proxy_protocol === undefined ? '' : `, PROXY protocol from ${relay.proxy_protocol.from.join(' ')}`}${clientLists(relay.clients)}`,
     );
   }
   const agent = c.tunnel?.agent;
@@ -97,4 +93,11 @@ function conditions(r: HttpRouteConfig): string {
     ...Object.entries(r.match.headers ?? {}).map(([k, v]) => `${k}: ${v}`),
   ];
   return parts.length > 0 ? ` [${parts.join(', ')}]` : '';
+}
+
+/** `clients` lists as `, clients allow A B deny C` (nothing when unset or empty). */
+function clientLists(cl: { allow: string[]; deny: string[] } | undefined): string {
+  if (cl === undefined || (cl.allow.length === 0 && cl.deny.length === 0)) return '';
+  const allow = cl.allow.length > 0 ? ` allow ${cl.allow.join(' ')}` : '';
+  return `, clients${allow}${cl.deny.length > 0 ? ` deny ${cl.deny.join(' ')}` : ''}`;
 }

@@ -74,6 +74,14 @@ export const TUNNEL_REFERENCE = {
     default: 'auto',
     doc: '`auto` runs sessions on the native tunnel engine when it was built (Linux, at `npm install`): TLS, frames, windows and the bytes of streams to their sockets stay in one native thread, never in JavaScript (docs/TUNNEL.md, "Data path"). `off` runs them in JavaScript, as on Windows and macOS. The wire is the same either way. A reload applies a change to new sessions.',
   },
+  'tunnel.relay.clients': {
+    doc: 'Which agent addresses may connect (as `listeners[].clients`, docs/L4.md): `deny` wins, a non-empty `allow` refuses everyone else; checked on the address the PROXY protocol header names when the relay reads one, before TLS. A refused connection is closed unanswered and counted as `ZL_CLIENT_DENIED` in `zipline_downstream_rejected_total{listener="tunnel.relay"}`; it does not count as a failed authentication. Tokens still decide who may open a session: this keeps everyone else from even trying.',
+  },
+  'tunnel.relay.clients.allow': {
+    default: [],
+    doc: 'Addresses or CIDR blocks served; empty: everyone not on `deny`.',
+  },
+  'tunnel.relay.clients.deny': { default: [], doc: 'Addresses or CIDR blocks refused.' },
   'tunnel.relay.proxy_protocol': {
     doc: 'A relay behind a load balancer (AWS NLB, HAProxy `send-proxy`): connections from `from` begin with a PROXY protocol header (v1 or v2) naming the agent, whose address is then the source for logs and for the per-address rate limit of failed authentications (else every agent would share the balancer\'s). As `listeners[].proxy_protocol` (docs/L4.md): others are served as they come; a bad or late header closes the connection (`ZL_PROXY_PROTOCOL`, `ZL_PROXY_PROTOCOL_TIMEOUT` in `zipline_connection_errors_total{listener="tunnel.relay"}`).',
   },

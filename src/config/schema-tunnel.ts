@@ -67,6 +67,12 @@ export const tunnelRelay = z.strictObject({
       timeout: duration.prefault(def('tunnel.relay.proxy_protocol.timeout')),
     })
     .optional(),
+  clients: z
+    .strictObject({
+      allow: z.array(cidr).prefault(def('tunnel.relay.clients.allow')),
+      deny: z.array(cidr).prefault(def('tunnel.relay.clients.deny')),
+    })
+    .optional(),
 });
 
 export const relayRef = z.preprocess(

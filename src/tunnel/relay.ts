@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { createSecureContext, type SecureContext, TLSSocket } from 'node:tls';
 import type { TunnelRelayConfig } from '../config/schema.js';
 import { formatHostPort } from '../config/units.js';
+import { type ClientAccess, ClientGate, compileClientAccess } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
 import { listenOn } from '../l4/listen.js';
 import { metrics } from '../metrics/catalog.js';
@@ -52,6 +53,9 @@ export class TunnelRelay {
   /** `proxy_protocol`: the load balancers whose connections begin with a PROXY header. */
   private proxyProtocol: ProxyProtocolSettings | null;
   private readonly proxyGate: ProxyGate;
+  /** `clients`: the agent addresses allowed to connect. */
+  private clients: ClientAccess | null;
+  private readonly clientGate: ClientGate;
 
   constructor(
     cfg: TunnelRelayConfig,
@@ -65,6 +69,8 @@ export class TunnelRelay {
     this.server = createServer({ allowHalfOpen: false, noDelay: true, keepAlive: true });
     this.proxyGate = new ProxyGate('tunnel.relay', ctx.log, () => this.proxyProtocol);
     this.proxyProtocol = compileProxyProtocol(cfg.proxy_protocol);
+    this.clients = compileClientAccess(cfg.clients);
+    this.clientGate = new ClientGate('tunnel.relay', ctx.log);
     this.server.on('connection', (s) => {
       // behind a load balancer: its PROXY header names the agent (source, rate limiting, logs)
       if (this.proxyGate.applies(s))
@@ -127,6 +133,7 @@ export class TunnelRelay {
   update(cfg: TunnelRelayConfig): void {
     this.cfg = cfg;
     this.proxyProtocol = compileProxyProtocol(cfg.proxy_protocol);
+    this.clients = compileClientAccess(cfg.clients);
     this.dialer.update({ allow: new AllowList(cfg.allow), connectTimeoutMs: cfg.connect_timeout });
   }
 
@@ -171,6 +178,7 @@ export class TunnelRelay {
 
   /** `early`: bytes that came after a PROXY header (null without one), put back for the handshake. */
   private onConnection(socket: Socket, early: Buffer | null): void {
+    if (!this.clientGate.admit(socket, this.clients, 0)) return;
     const source = clientAddressOf(socket).ip;
     if (this.ctx.draining() || this.limiter.blocked(source)) {
       if (!this.ctx.draining()) metrics.tunnelAuthFailures.labels('rate_limited').inc();

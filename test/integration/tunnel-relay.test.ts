@@ -684,3 +684,29 @@ test('the admin dashboard renders the tunnel: the agent relays and the relay ses
   assert.match(a, new RegExp(`<td>${which}</td></tr>`));
   assert.match(r, new RegExp(`<td>${which}</td></tr>`));
 });
+
+test('relay clients: a refused address gets no TLS handshake and is not a failed login; others handshake', async () => {
+  const relay = await startRuntime(relayYaml('    clients: { deny: [127.0.0.1] }', 'auto'));
+  cleanup.push(() => relay.stop());
+  const [h, p] = splitAddress(relay.rt.relay?.address() ?? '');
+  const { connect: connectTls } = await import('node:tls');
+  const handshake = (from: string): Promise<boolean> =>
+    new Promise((resolve) => {
+      const raw = connect({ host: h, port: p, localAddress: from });
+      raw.on('error', () => resolve(false));
+      const s = connectTls({ socket: raw, rejectUnauthorized: false });
+      s.on('secureConnect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+      s.on('close', () => resolve(false));
+    });
+  assert.equal(await handshake('127.0.0.2'), true);
+  assert.equal(await handshake('127.0.0.1'), false);
+  assert.equal(
+    await metricValue('zipline_downstream_rejected_total', 'listener="tunnel.relay",code="ZL_CLIENT_DENIED"'),
+    1,
+  );
+  assert.equal(relay.rt.relay?.authFailures, 0);
+});
