@@ -4,6 +4,7 @@ import { exposureWarning } from '../admin/auth.js';
 import type { HttpRouteConfig, ValidConfig } from '../config/schema.js';
 import { formatDuration, formatHostPort, parseHostPort } from '../config/units.js';
 import { listenerName } from '../config/valid.js';
+import { openProxyWarning } from '../proxy/proxy-listener.js';
 
 export function describeConfig(c: ValidConfig): string {
   const lines: string[] = [];
@@ -30,8 +31,12 @@ export function describeConfig(c: ValidConfig): string {
         ? `, PROXY protocol from ${l.proxy_protocol.from.join(' ')}`
         : '';
     const clients = clientLists(l.clients);
+    const open =
+      l.protocol === 'socks5' || l.protocol === 'http_proxy'
+        ? openProxyWarning(parseHostPort(l.listen)?.host ?? '', l.clients)
+        : null;
     lines.push(
-      `listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${pp}${clients}`,
+      `listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${pp}${clients}${open === null ? '' : `; ${open}`}`,
     );
   }
   for (const [name, u] of Object.entries(c.upstreams)) {

@@ -191,7 +191,7 @@ export const CONFIG_REFERENCE = {
   'listeners[]': { doc: 'One listener.' },
   'listeners[].name': { doc: 'Unique name (default `PROTOCOL:LISTEN`). Used in metrics, logs and reloads.' },
   'listeners[].protocol': {
-    doc: '`tcp`, `udp`, `http`, `https`, `socks5` (RFC 1928 CONNECT, no authentication: keep it on loopback or a trusted network), `http_proxy` (HTTP CONNECT and absolute-form requests). socks5/http_proxy dial destinations directly and only those on `allow`; the tunnel agent has the same entries through the tunnel (`tunnel.agent.socks5`, `tunnel.agent.http_proxy`).',
+    doc: '`tcp`, `udp`, `http`, `https`, `socks5` (RFC 1928 CONNECT, no authentication: keep it on loopback or a trusted network, or name its clients in `clients.allow`; `run` and `check` warn otherwise), `http_proxy` (HTTP CONNECT and absolute-form requests; the same). socks5/http_proxy dial destinations directly and only those on `allow`; the tunnel agent has the same entries through the tunnel (`tunnel.agent.socks5`, `tunnel.agent.http_proxy`).',
   },
   'listeners[].listen': {
     doc: '`host:port` to bind (IPv6 as `[::]:port`); a bare port (`6432`) means all interfaces, as nginx `listen 6432;`. Port 0 picks a free port (shown in `/stats`).',

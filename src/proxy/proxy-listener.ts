@@ -2,16 +2,31 @@
  * `protocol: socks5` and `protocol: http_proxy` listeners: forward proxies that dial allowed
  * destinations directly (the same entries the tunnel agent runs over the tunnel).
  */
+import { isLoopback } from '../admin/auth.js';
 import type { ProxyListenerConfig } from '../config/schema.js';
+import { parseHostPort } from '../config/units.js';
 import { ClientGate, compileClientAccess } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
 import type { Listener } from '../l4/listener.js';
+import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { AllowList } from '../tunnel/allow-list.js';
 import { DirectDialer } from './dialer.js';
 import { type EntryHandler, EntryServer, reportEntry } from './entry-server.js';
 import { serveHttpProxy } from './http-proxy.js';
 import { serveSocks5 } from './socks5.js';
+
+/**
+ * A socks5/http_proxy listener anyone beyond this host can reach, with no `clients.allow`: an
+ * open proxy to its `allow` list (neither protocol authenticates here). Said by `run` and `check`.
+ */
+export function openProxyWarning(
+  listenHost: string,
+  clients: { allow: string[] } | undefined,
+): string | null {
+  if (isLoopback(listenHost) || listenHost === 'localhost' || (clients?.allow.length ?? 0) > 0) return null;
+  return 'reachable beyond this host without clients.allow: anyone who can connect can use it to reach its allow list';
+}
 
 function handlerFor(cfg: ProxyListenerConfig, dialer: DirectDialer): EntryHandler {
   const opts = { headerTimeoutMs: cfg.timeouts.client_header, idleTimeoutMs: cfg.timeouts.client_idle };
@@ -28,6 +43,7 @@ export class ProxyListener implements Listener {
   private readonly entry: EntryServer;
   private readonly reusePort: boolean;
   private readonly clientGate: ClientGate;
+  private readonly log: Logger;
 
   constructor(
     cfg: ProxyListenerConfig,
@@ -38,6 +54,7 @@ export class ProxyListener implements Listener {
     this.source = cfg;
     this.reusePort = ctx.reusePort;
     this.clientGate = new ClientGate(name, ctx.log);
+    this.log = ctx.log;
     this.dialer = new DirectDialer({
       allow: new AllowList(cfg.allow),
       connectTimeoutMs: cfg.timeouts.connect,
@@ -80,8 +97,12 @@ export class ProxyListener implements Listener {
     );
   }
 
-  start(): Promise<void> {
-    return this.entry.listen(this.source.listen, this.reusePort);
+  async start(): Promise<void> {
+    await this.entry.listen(this.source.listen, this.reusePort);
+    const host = parseHostPort(this.address())?.host ?? '';
+    const warning = openProxyWarning(host, this.source.clients);
+    if (warning !== null)
+      this.log.warn({ listener: this.name, address: this.address() }, `${this.protocol} listener ${warning}`);
   }
 
   address(): string {

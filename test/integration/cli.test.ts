@@ -47,6 +47,8 @@ upstreams:
 listeners:
   - { name: pg, protocol: tcp, listen: 127.0.0.1:6432, upstream: api }
   - { name: s5, protocol: socks5, listen: 127.0.0.1:1080, allow: ['*.internal:*'], clients: { allow: [10.0.0.0/8], deny: [10.9.0.0/16] } }
+  - { name: open5, protocol: socks5, listen: 1081, allow: ['*.internal:*'] }
+  - { name: hp, protocol: http_proxy, listen: 0.0.0.0:3128, allow: ['*.internal:*'], clients: { allow: [10.0.0.0/8] } }
   - name: web
     protocol: http
     listen: 127.0.0.1:8080
@@ -66,6 +68,11 @@ listeners:
       r.stdout,
       /listener web: http 127\.0\.0\.1:8080 \(\*\/api \[GET HEAD, X-Canary: 1\] -> api, \*\/healthz -> respond 200, \*\/ -> redirect 308 https:\/\/\{host\}\{uri\}\)$/m,
     );
+    assert.match(
+      r.stdout,
+      /^listener open5: socks5 0\.0\.0\.0:1081; reachable beyond this host without clients\.allow: anyone who can connect can use it to reach its allow list$/m,
+    );
+    assert.match(r.stdout, /^listener hp: http_proxy 0\.0\.0\.0:3128, clients allow 10\.0\.0\.0\/8$/m);
     assert.match(r.stdout, /upstream api: least_conn, 127\.0\.0\.1:9001 127\.0\.0\.1:9002$/m);
     assert.match(r.stdout, /upstream saas: round_robin, 10\.0\.0\.5:443, tls api\.test NOT VERIFIED$/m);
     assert.match(r.stdout, /token set/);
