@@ -124,7 +124,7 @@ export const ERROR_CATALOG = {
   ZL_CLIENT_DENIED: {
     status: 403,
     description:
-      "The client's address is refused by the listener's `clients` (on `deny`, or not on a non-empty `allow`): the connection was closed without a reply, or the datagram dropped.",
+      "The client's address is refused by `clients` (on `deny`, or not on a non-empty `allow`): a listener's (or the relay's) closes the connection without a reply or drops the datagram; a route's answers 403.",
   },
   ZL_PROXY_PROTOCOL: {
     status: 400,

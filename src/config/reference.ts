@@ -272,6 +272,14 @@ export const CONFIG_REFERENCE = {
     default: 100000,
     doc: 'As `listeners[].rate_limit.max_keys`.',
   },
+  'listeners[].routes[].clients': {
+    doc: "Which clients may use this route (nginx `location /admin { allow 10.0.0.0/8; deny all; }`): `deny` wins, a non-empty `allow` refuses everyone else. Checked per request on the request's client (the PROXY header's address, or `real_ip_header`'s from `trusted_proxies`), after routing and before `max_body` and `rate_limit`: a refused request gets **403** `ZL_CLIENT_DENIED` (the connection stays open when it had no body). `listeners[].clients` refuses whole connections instead.",
+  },
+  'listeners[].routes[].clients.allow': {
+    default: [],
+    doc: 'Addresses or CIDR blocks served; empty: everyone not on `deny`.',
+  },
+  'listeners[].routes[].clients.deny': { default: [], doc: 'Addresses or CIDR blocks refused (403).' },
   'listeners[].routes[].max_body': {
     doc: "The largest request body of this route's requests, instead of the listener's `limits.max_body` (an upload route above a small default, as an nginx `location` with its own `client_max_body_size`); `0`: no limit on this route.",
   },

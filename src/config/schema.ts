@@ -252,6 +252,7 @@ const httpRoute = z.strictObject({
   headers: z.strictObject({ request: headerRules, response: headerRules }).prefault({}),
   max_body: size.optional(),
   rate_limit: z.union([z.literal('off'), rateLimit]).optional(),
+  clients: clientAccess,
 });
 
 const tlsCert = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });

@@ -1,10 +1,12 @@
 /**
  * What a request must pass before an exchange starts, the same for HTTP/1.1 and HTTP/2: a route
- * whose upstream exists (404), a declared body within the route's `max_body` (413), and room in
- * the route's rate limit (429, `Retry-After` from `lastRetryAfter()`). The caller answers a
+ * whose upstream exists (404) and whose conditions it meets, a client the route's `clients` allow
+ * (403), a declared body within the route's `max_body` (413), and room in the route's rate limit
+ * (429, `Retry-After` from `lastRetryAfter()`). The caller answers a
  * refusal itself (its own framing) and logs it with `localError`.
  */
 import type { ErrorCode } from '../errors.js';
+import { clientAllowed } from '../l4/client-access.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { RequestHead } from './parser/request-head.js';
 import { lowerAscii } from './parser/tokens.js';
@@ -34,12 +36,15 @@ export function admitRequest(
   if (match === null) return 'ZL_HTTP_NO_ROUTE';
   const route = match.route.value;
   if (route.local === null && host.upstream(route.upstream) === undefined) return 'ZL_HTTP_NO_ROUTE';
-  if (head.contentLength > route.maxBody) return 'ZL_HTTP_BODY_TOO_LARGE'; // its body is not read
   const limit = route.rateLimit;
-  if (limit === null) return match;
+  if (route.clients === null && limit === null) {
+    return head.contentLength > route.maxBody ? 'ZL_HTTP_BODY_TOO_LARGE' : match; // its body is not read
+  }
   const s = host.settings;
-  if (!admitted(limit, head, requestClientIp(s.realIpHeader, s.trusted, head, down)))
-    return 'ZL_HTTP_RATE_LIMITED';
+  const client = requestClientIp(s.realIpHeader, s.trusted, head, down);
+  if (!clientAllowed(route.clients, client)) return 'ZL_CLIENT_DENIED';
+  if (head.contentLength > route.maxBody) return 'ZL_HTTP_BODY_TOO_LARGE';
+  if (limit !== null && !admitted(limit, head, client)) return 'ZL_HTTP_RATE_LIMITED';
   return match;
 }
 

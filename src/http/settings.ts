@@ -23,6 +23,8 @@ export interface CompiledRoute {
   readonly maxBody: number;
   /** `rate_limit` of the route, else the listener's; null: none. */
   readonly rateLimit: RateLimiter | null;
+  /** `clients` of the route: who may use it (403 otherwise), or null for everyone. */
+  readonly clients: ClientAccess | null;
   /** `match.methods`, or null for any. */
   readonly methods: ReadonlySet<string> | null;
   /** `match.headers` as [lower-case name, value (`*`: any)], or null. */
@@ -114,6 +116,7 @@ function route(
     response,
     maxBody: r.max_body === undefined ? maxBody : noLimitIfZero(r.max_body),
     rateLimit: own === undefined ? shared : own === 'off' ? null : limiters.for(name, own),
+    clients: compileClientAccess(r.clients),
     methods: r.match.methods === undefined ? null : new Set(r.match.methods),
     headers:
       r.match.headers === undefined
@@ -152,6 +155,7 @@ export function compileHttpListener(
         response: NO_RULES,
         maxBody,
         rateLimit: shared,
+        clients: null,
         methods: null,
         headers: null,
       }),

@@ -283,4 +283,44 @@ listeners:
       await z.stop();
     }
   });
+
+  test('routes[].clients: a refused client gets 403 on that route only; real_ip_header names the client', async () => {
+    const z = await startRuntime(`${upstreams()}
+listeners:
+  - name: r
+    protocol: http
+    listen: 127.0.0.1:0
+    trusted_proxies: [127.0.0.1]
+    real_ip_header: X-Forwarded-For
+    routes:
+      - { match: { path_prefix: /admin }, upstream: web, clients: { allow: [127.0.0.2, 10.0.0.0/8], deny: [10.9.0.0/16] } }
+      - { match: { path_prefix: / }, upstream: web }
+`);
+    try {
+      const req = (path: string, xff = '') =>
+        `GET ${path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n${xff === '' ? '' : `X-Forwarded-For: ${xff}\r\n`}\r\n`;
+      assert.match(await exchange(z.addr('r'), '127.0.0.2', req('/admin/x'), false), /^HTTP\/1\.1 200 /);
+      const refused = await exchange(z.addr('r'), '127.0.0.3', req('/admin/x'), false);
+      assert.match(refused, /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*X-Zipline-Error: ZL_CLIENT_DENIED\r\n/);
+      assert.match(await exchange(z.addr('r'), '127.0.0.3', req('/other'), false), /^HTTP\/1\.1 200 /);
+      // through the trusted proxy (127.0.0.1): the address X-Forwarded-For names is judged
+      assert.match(
+        await exchange(z.addr('r'), '127.0.0.1', req('/admin', '10.1.2.3'), false),
+        /^HTTP\/1\.1 200 /,
+      );
+      assert.match(
+        await exchange(z.addr('r'), '127.0.0.1', req('/admin', '10.9.0.1'), false),
+        /^HTTP\/1\.1 403 /,
+      );
+      assert.match(await exchange(z.addr('r'), '127.0.0.1', req('/admin'), false), /^HTTP\/1\.1 403 /);
+      assert.equal(await metric('zipline_http_errors_total', 'r', 'ZL_CLIENT_DENIED'), 3);
+      await until(() => z.access.filter((l) => l.status === 403).length === 3, 'the refusals to be logged');
+      assert.deepEqual(
+        z.access.filter((l) => l.status === 403).map((l) => l.client_ip),
+        ['127.0.0.3', '10.9.0.1', '127.0.0.1'],
+      );
+    } finally {
+      await z.stop();
+    }
+  });
 });

@@ -66,6 +66,8 @@ test('every config key the schema accepts is documented, and every documented ke
     'tunnel.relay.proxy_protocol.from[]',
     'listeners[].clients.allow[]',
     'listeners[].clients.deny[]',
+    'listeners[].routes[].clients.allow[]',
+    'listeners[].routes[].clients.deny[]',
     'tunnel.relay.clients.allow[]',
     'tunnel.relay.clients.deny[]',
     'listeners[].tls.alpn[]',
