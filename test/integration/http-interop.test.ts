@@ -627,3 +627,80 @@ describe('bulk', () => {
     }
   });
 });
+
+describe('nginx in front of zipline, and curl following zipline redirects', {
+  skip: have('nginx') && have('curl') ? false : 'needs nginx and curl',
+}, () => {
+  test("nginx as the trusted balancer: real_ip_header names curl's client for X-Real-IP, the log and the rate limit; curl -L follows http → https", async () => {
+    const o = await origin((req, res) => res.end(`real=${req.headers['x-real-ip']}`));
+    const z = await startRuntime(
+      config(
+        [o.address],
+        `  - name: web
+    protocol: http
+    listen: 127.0.0.1:0
+    upstream: app
+    trusted_proxies: [127.0.0.1]
+    real_ip_header: X-Forwarded-For
+    rate_limit: { rate: 1/h, burst: 1 }
+  - name: tls
+    protocol: https
+    listen: 127.0.0.1:0
+    upstream: app
+    tls: { cert: ${TLS}/a.crt, key: ${TLS}/a.key }`,
+      ),
+    );
+    const [, tp] = splitAddress(z.addr('tls'));
+    const redirector = await startRuntime(`
+listeners:
+  - name: plain
+    protocol: http
+    listen: 127.0.0.1:0
+    routes: [{ match: { path_prefix: / }, redirect: { to: "https://{host}:${tp}{uri}" } }]
+`);
+    try {
+      const [, zp] = splitAddress(z.addr('web'));
+      const nginx = await startNginx(
+        (p) => `server {
+  listen 127.0.0.1:${p};
+  location / {
+    proxy_pass http://127.0.0.1:${zp};
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+  }
+}`,
+      );
+      peers.defer(() => nginx.stop());
+      const viaNginx = (client: string) =>
+        curl(['-i', '-H', `X-Forwarded-For: ${client}`, `http://127.0.0.1:${nginx.port}/x`]);
+      assert.match((await viaNginx('203.0.113.50')).stdout, /^HTTP\/1\.1 200 [\s\S]*real=203\.0\.113\.50$/);
+      assert.match(
+        (await viaNginx('198.51.100.60')).stdout,
+        /^HTTP\/1\.1 200 /,
+        'another client: its own count',
+      );
+      assert.match(
+        (await viaNginx('203.0.113.50')).stdout,
+        /^HTTP\/1\.1 429 [\s\S]*[Rr]etry-[Aa]fter: 3600\r\n/,
+      );
+      assert.deepEqual(
+        z.access.filter((l) => l.listener === 'web').map((l) => [l.client_ip, l.status]),
+        [
+          ['203.0.113.50', 200],
+          ['198.51.100.60', 200],
+          ['203.0.113.50', 429],
+        ],
+      );
+      const followed = await curl([
+        '-kL',
+        '-w',
+        '\n%{http_code} %{num_redirects} %{url_effective}',
+        `http://127.0.0.1:${splitAddress(redirector.addr('plain'))[1]}/p?q=1`,
+      ]);
+      assert.equal(followed.code, 0, followed.stderr);
+      assert.equal(followed.stdout, `real=127.0.0.1\n200 1 https://127.0.0.1:${tp}/p?q=1`);
+    } finally {
+      await redirector.stop();
+      await z.stop();
+    }
+  });
+});
