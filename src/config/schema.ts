@@ -343,6 +343,7 @@ function proxyListenerOf<P extends 'socks5' | 'http_proxy'>(protocol: P) {
       })
       .prefault({}),
     clients: clientAccess,
+    proxy_protocol: proxyProtocol,
   });
 }
 

@@ -11,6 +11,8 @@ import { listenOn } from '../l4/listen.js';
 import { isoNow } from '../log/access-line.js';
 import type { AccessLog } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
+import type { ProxyGate } from '../proxy-protocol/gate.js';
+import { clientAddressOf } from '../proxy-protocol/reader.js';
 
 /** Timeouts of an entry's handshake and data phase. */
 export interface EntryOptions {
@@ -78,6 +80,8 @@ export class EntryServer {
   readonly sockets = new Set<Socket>();
   total = 0;
   private admit: Admit | null = null;
+  /** socks5/http_proxy `proxy_protocol`: connections from the balancers begin with a PROXY header. */
+  proxyGate: ProxyGate | null = null;
 
   constructor(
     readonly name: string,
@@ -116,6 +120,20 @@ export class EntryServer {
       socket.destroy();
       return;
     }
+    const gate = this.proxyGate;
+    if (gate?.applies(socket) === true) {
+      // behind a balancer: its PROXY header names the client (access line, `clients`, lookups)
+      gate.read(socket, false, (s, rest) => {
+        if (rest.length > 0) s.unshift(Buffer.from(rest));
+        this.accept(s);
+        s.resume(); // the header reader stopped it; the handler is listening now
+      });
+      return;
+    }
+    this.accept(socket);
+  }
+
+  private accept(socket: Socket): void {
     if (this.admit !== null && !this.admit(socket)) return;
     if (this.sockets.size >= this.maxConnections) {
       this.events.onRejected('over_limit');
@@ -124,7 +142,8 @@ export class EntryServer {
     }
     this.total++;
     this.sockets.add(socket);
-    const peer = { remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0 };
+    const client = clientAddressOf(socket); // a PROXY header's, if one was read
+    const peer = { remoteAddress: client.ip, remotePort: client.port };
     const startedAt = Date.now();
     let reported = false;
     let closed = false;
@@ -157,5 +176,6 @@ export class EntryServer {
 
   destroyAll(): void {
     for (const s of this.sockets) s.destroy();
+    this.proxyGate?.destroyAll();
   }
 }

@@ -10,6 +10,9 @@ import type { L4Context } from '../l4/context.js';
 import type { Listener } from '../l4/listener.js';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
+import { ProxyGate } from '../proxy-protocol/gate.js';
+import { clientAddressOf } from '../proxy-protocol/reader.js';
+import { compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
 import { AllowList } from '../tunnel/allow-list.js';
 import { DirectDialer } from './dialer.js';
 import { type EntryHandler, EntryServer, reportEntry } from './entry-server.js';
@@ -32,8 +35,8 @@ function handlerFor(cfg: ProxyListenerConfig, dialer: DirectDialer): EntryHandle
   const opts = { headerTimeoutMs: cfg.timeouts.client_header, idleTimeoutMs: cfg.timeouts.client_idle };
   // a client's share of name lookups is its address's (src/proxy/name-resolver.ts)
   return cfg.protocol === 'socks5'
-    ? (s, done) => void serveSocks5(s, dialer.forClient(s.remoteAddress ?? ''), opts, done)
-    : (s, done) => void serveHttpProxy(s, dialer.forClient(s.remoteAddress ?? ''), opts, done);
+    ? (s, done) => void serveSocks5(s, dialer.forClient(clientAddressOf(s).ip), opts, done)
+    : (s, done) => void serveHttpProxy(s, dialer.forClient(clientAddressOf(s).ip), opts, done);
 }
 
 export class ProxyListener implements Listener {
@@ -43,6 +46,8 @@ export class ProxyListener implements Listener {
   private readonly entry: EntryServer;
   private readonly reusePort: boolean;
   private readonly clientGate: ClientGate;
+  /** `proxy_protocol`: the balancers whose connections begin with a PROXY header. */
+  private proxyProtocol: ProxyProtocolSettings | null;
   private readonly log: Logger;
 
   constructor(
@@ -76,6 +81,8 @@ export class ProxyListener implements Listener {
       },
       ctx.draining,
     );
+    this.proxyProtocol = compileProxyProtocol(cfg.proxy_protocol);
+    this.entry.proxyGate = new ProxyGate(name, ctx.log, () => this.proxyProtocol);
     this.applyHandler(cfg);
   }
 
@@ -111,6 +118,7 @@ export class ProxyListener implements Listener {
 
   update(cfg: ProxyListenerConfig): void {
     this.source = cfg;
+    this.proxyProtocol = compileProxyProtocol(cfg.proxy_protocol);
     this.dialer.update({ allow: new AllowList(cfg.allow), connectTimeoutMs: cfg.timeouts.connect });
     this.applyHandler(cfg);
   }

@@ -195,6 +195,49 @@ listeners:
     }
   });
 
+  test('socks5 and http_proxy behind a balancer: the header names the client (access line, clients); others are served as they come', async () => {
+    const echo = await tcpEcho();
+    const ep = port(echo);
+    const z = await startRuntime(`
+listeners:
+  - { name: s5, protocol: socks5, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], proxy_protocol: { from: [127.0.0.1] }, clients: { deny: [198.51.100.0/24] } }
+  - { name: hp, protocol: http_proxy, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], proxy_protocol: { from: [127.0.0.1] } }
+`);
+    try {
+      const connectReq = Buffer.from([5, 1, 0, 1, 127, 0, 0, 1, ep >> 8, ep & 0xff]);
+      const socks = (header: Buffer) =>
+        talk(z.addr('s5'), [Buffer.concat([header, Buffer.from([5, 1, 0]), connectReq, Buffer.from('hi')])]);
+      const out = Buffer.from(await socks(V1('203.0.113.7', 5555)), 'latin1');
+      assert.deepEqual([...out.subarray(0, 3)], [5, 0, 5], 'method chosen, then the CONNECT reply');
+      assert.equal(out.subarray(-2).toString(), 'hi');
+      assert.equal(await socks(V1('198.51.100.9', 5555)), '', 'the header names a denied client');
+      const h = await talk(z.addr('hp'), [
+        Buffer.concat([
+          V1('203.0.113.8', 4444),
+          Buffer.from(`CONNECT 127.0.0.1:${ep} HTTP/1.1\r\nHost: 127.0.0.1:${ep}\r\n\r\nhey`),
+        ]),
+      ]);
+      assert.equal(h, 'HTTP/1.1 200 Connection Established\r\n\r\nhey');
+      // a peer not on `from` speaks SOCKS5 straight away
+      const [sh, sp] = splitAddress(z.addr('s5'));
+      const direct = connect({ host: sh, port: sp, localAddress: '127.0.0.2' });
+      direct.on('error', () => {});
+      direct.write(Buffer.from([5, 1, 0]));
+      const [greeting] = (await once(direct, 'data')) as [Buffer];
+      direct.destroy();
+      assert.deepEqual([...greeting], [5, 0]);
+      await until(() => z.access.length === 3, 'the three connections logged');
+      const viaBalancer = z.access.filter((l) => l.client_ip !== '127.0.0.2');
+      assert.deepEqual(viaBalancer.map((l) => [l.listener, l.client_ip, l.client_port]).sort(), [
+        ['hp', '203.0.113.8', 4444],
+        ['s5', '203.0.113.7', 5555],
+      ]);
+    } finally {
+      await z.stop();
+      await closeServer(echo);
+    }
+  });
+
   test('HAProxy send-proxy-v2 in front, HAProxy accept-proxy behind (send_proxy v1, and its http check)', async () => {
     // more[0]: HAProxy's accept-proxy frontend; more[1]: zipline's listener, HAProxy's backend
     const hap = await startHaproxy(
