@@ -11,7 +11,10 @@ import type { RealIpHeader } from './real-ip.js';
 import { RouteTable } from './route-table.js';
 
 export interface CompiledRoute {
-  /** Label for metrics and logs: `host/prefix` (`*` for any host), or `default` for `listener.upstream`. */
+  /**
+   * Label for metrics and logs: host and prefix (`*` for any host) and any conditions, as
+   * `api.test/v1 [GET, X-Canary: 1]`; `default` for `listener.upstream`.
+   */
   readonly name: string;
   /** `''` for a route zipline answers itself (`local`). */
   readonly upstream: string;
@@ -27,7 +30,7 @@ export interface CompiledRoute {
   readonly clients: ClientAccess | null;
   /** `match.methods`, or null for any. */
   readonly methods: ReadonlySet<string> | null;
-  /** `match.headers` as [lower-case name, value (`*`: any)], or null. */
+  /** `match.headers` as [lower-case name, value or `*` for present], or null. */
   readonly headers: readonly (readonly [string, string])[] | null;
 }
 
@@ -99,7 +102,12 @@ function route(
   limiters: Limiters,
   shared: RateLimiter | null,
 ): CompiledRoute {
-  const name = `${r.match.host ?? '*'}${r.match.path_prefix}`;
+  // conditions are part of the name: routes of one prefix stay apart in logs, metrics and limiters
+  const when = [
+    ...(r.match.methods ?? []),
+    ...Object.entries(r.match.headers ?? {}).map(([k, v]) => `${k}: ${v}`),
+  ];
+  const name = `${r.match.host ?? '*'}${r.match.path_prefix}${when.length > 0 ? ` [${when.join(', ')}]` : ''}`;
   const own = r.rate_limit;
   const response = rules(r.headers.response);
   const local =

@@ -124,6 +124,11 @@ export class EntryServer {
     if (gate?.applies(socket) === true) {
       // behind a balancer: its PROXY header names the client (access line, `clients`, lookups)
       gate.read(socket, false, (s, rest) => {
+        if (this.draining()) {
+          this.events.onRejected('draining');
+          s.destroy();
+          return;
+        }
         if (rest.length > 0) s.unshift(Buffer.from(rest));
         this.accept(s);
         s.resume(); // the header reader stopped it; the handler is listening now

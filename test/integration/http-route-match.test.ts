@@ -62,6 +62,14 @@ listeners:
     await once(s, 'end');
     session.close();
     assert.equal(Buffer.concat(body).toString(), 'canary');
+    // routes of one prefix keep apart in the log (and metrics, limiters): conditions are in the name
+    assert.deepEqual([...new Set(z.access.map((l) => l.route))].sort(), [
+      '*/',
+      '*/ [x-debug: *]',
+      '*/api',
+      '*/api [POST, PUT]',
+      '*/api [X-Canary: 1]',
+    ]);
   } finally {
     await z.stop();
   }
