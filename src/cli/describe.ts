@@ -22,10 +22,10 @@ export function describeConfig(c: ValidConfig): string {
       (l.protocol === 'http' || l.protocol === 'https') && l.routes.length > 0
         ? ` (${l.routes.map((r) => `${r.match.host ?? '*'}${r.match.path_prefix}${conditions(r)} -> ${routeAnswer(r)}`).join(', ')})`
         : '';
-    const fin =
-      (l.protocol === 'http' || l.protocol === 'https') && l.client_fin === 'finish'
-        ? ', client_fin: finish'
-        : '';
+    const http = l.protocol === 'http' || l.protocol === 'https';
+    const fin = http && l.client_fin === 'finish' ? ', client_fin: finish' : '';
+    const realIp = http && l.real_ip_header !== undefined ? `, client from ${l.real_ip_header}` : '';
+    const limit = http && l.rate_limit !== undefined ? `, rate_limit ${rateText(l.rate_limit)}` : '';
     const pp =
       'proxy_protocol' in l && l.proxy_protocol !== undefined
         ? `, PROXY protocol from ${l.proxy_protocol.from.join(' ')}`
@@ -36,7 +36,7 @@ export function describeConfig(c: ValidConfig): string {
         ? openProxyWarning(parseHostPort(l.listen)?.host ?? '', l.clients)
         : null;
     lines.push(
-      `listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${pp}${clients}${open === null ? '' : `; ${open}`}`,
+      `listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${realIp}${limit}${pp}${clients}${open === null ? '' : `; ${open}`}`,
     );
   }
   for (const [name, u] of Object.entries(c.upstreams)) {
@@ -86,9 +86,22 @@ export function describeConfig(c: ValidConfig): string {
 
 /** What a route does: its upstream, or the answer zipline gives itself. */
 function routeAnswer(r: HttpRouteConfig): string {
-  if (r.redirect !== undefined) return `redirect ${r.redirect.status} ${r.redirect.to}`;
-  if (r.respond !== undefined) return `respond ${r.respond.status}`;
-  return r.upstream ?? '';
+  const extra = [
+    ...(r.rate_limit === undefined
+      ? []
+      : [r.rate_limit === 'off' ? 'no rate_limit' : `rate_limit ${rateText(r.rate_limit)}`]),
+    ...(r.clients === undefined ? [] : [clientLists(r.clients).slice(2)]),
+  ].filter((x) => x !== '');
+  const more = extra.length > 0 ? ` (${extra.join(', ')})` : '';
+  if (r.redirect !== undefined) return `redirect ${r.redirect.status} ${r.redirect.to}${more}`;
+  if (r.respond !== undefined) return `respond ${r.respond.status}${more}`;
+  return `${r.upstream ?? ''}${more}`;
+}
+
+/** A rate limit as `20/s burst 40 by client_ip`. */
+function rateText(rl: { rate: number; burst?: number | undefined; key: string }): string {
+  const burst = rl.burst ?? Math.max(1, Math.ceil(rl.rate));
+  return `${Number(rl.rate.toFixed(4))}/s burst ${burst} by ${rl.key}`;
 }
 
 /** A route's `match.methods` and `match.headers`, as ` [GET HEAD, X-Canary: 1]`. */

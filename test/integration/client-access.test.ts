@@ -202,19 +202,22 @@ listeners:
       assert.match(await exchange(z.addr('pp'), '127.0.0.2', GET, false), /^HTTP\/1\.1 200 /);
       assert.equal(origin.requests, before + 2);
 
-      // an open keep-alive connection stays; new ones meet the new list
+      // an open keep-alive connection stays; new ones meet the new list. Its first answer proves
+      // zipline has taken it (a completed connect alone does not: the accept may come later)
       const [host, port] = splitAddress(z.addr('pp'));
       const open: Socket = connect({ host, port, localAddress: '127.0.0.2' });
       open.on('error', () => {});
-      await once(open, 'connect');
+      const got: Buffer[] = [];
+      open.on('data', (d: Buffer) => got.push(d));
+      open.write('GET / HTTP/1.1\r\nHost: a.test\r\n\r\n');
+      await until(() => Buffer.concat(got).toString('latin1').endsWith('ok'), 'the first answer');
       const next = loadConfigText(yaml('127.0.0.2'), {});
       assert.ok(next.ok);
       const report = await z.rt.reload(next.config);
       assert.equal(report.result, 'applied');
       assert.equal(await exchange(z.addr('pp'), '127.0.0.2', GET, false), '');
       assert.equal(await denied('pp'), 2);
-      const got: Buffer[] = [];
-      open.on('data', (d: Buffer) => got.push(d));
+      got.length = 0;
       open.write(GET);
       await once(open, 'close');
       assert.match(Buffer.concat(got).toString('latin1'), /^HTTP\/1\.1 200 /);
