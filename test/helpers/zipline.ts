@@ -29,7 +29,9 @@ export async function startRuntime(
   const r = loadConfigText(yaml, {});
   if (!r.ok)
     throw new Error(`bad test config:\n${r.issues.map((i) => `${i.path}: ${i.message}`).join('\n')}`);
-  const config = { ...r.config, log: { ...r.config.log, access: 'off' } };
+  // never a fixed port: a config that does not place the admin server gets one on port 0
+  const admin = /^admin:/m.test(yaml) ? r.config.admin : { ...r.config.admin, listen: '127.0.0.1:0' };
+  const config = { ...r.config, admin, log: { ...r.config.log, access: 'off' } };
   const rt = new Runtime(config, {
     log: pino({ level: 'silent' }),
     ...(opts.lookup ? { lookup: opts.lookup } : {}),
@@ -101,7 +103,8 @@ export async function spawnZipline(
   env: NodeJS.ProcessEnv = {},
   wrap: readonly string[] = [],
 ): Promise<ZiplineProcess> {
-  const configFile = writeConfig(yaml);
+  // never a fixed port: a config that does not place the admin server gets one on port 0
+  const configFile = writeConfig(/^admin:/m.test(yaml) ? yaml : `admin: { listen: 127.0.0.1:0 }\n${yaml}`);
   const argv = [...wrap, process.execPath, BIN, 'run', '-c', configFile];
   const proc = spawn(argv[0] as string, argv.slice(1), {
     env: { ...process.env, ...env },

@@ -177,6 +177,7 @@ listeners:
 
   test('behind a PROXY protocol peer the header names the client checked; a reload applies to new connections', async () => {
     const yaml = (deny: string) => `
+admin: { listen: 127.0.0.1:0 }
 log: { level: warn, access: off }
 upstreams:
   web: { servers: [${origin.address}] }

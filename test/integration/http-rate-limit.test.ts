@@ -17,6 +17,7 @@ const peers = testPeers();
 after(() => peers.cleanup());
 
 const config = (origin: string, listenerBurst: number, idle = '60s') => `
+admin: { listen: 127.0.0.1:0 }
 log: { level: warn, access: off }
 upstreams:
   app: { servers: [${origin}] }
