@@ -11,19 +11,16 @@ import { type AddressInfo, connect, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { connect as connectTls } from 'node:tls';
 import { loadConfigText } from '../../src/config/load.js';
-import { registry } from '../../src/metrics/catalog.js';
 import { type Origin, startOrigin } from '../helpers/http.js';
+import { seriesValue } from '../helpers/metrics.js';
 import { closeServer, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const TLS_DIR = `${ROOT}test/fixtures/tls`;
 const GET = 'GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n';
 
-async function metric(name: string, listener: string, code: string): Promise<number> {
-  const text = await registry.metrics();
-  const m = new RegExp(`^${name}\\{listener="${listener}",code="${code}"\\} (\\S+)$`, 'm').exec(text);
-  return m === null ? 0 : Number(m[1]);
-}
+const metric = (name: string, listener: string, code: string): Promise<number> =>
+  seriesValue(`${name}{listener="${listener}",code="${code}"}`);
 
 const denied = (listener: string): Promise<number> =>
   metric('zipline_downstream_rejected_total', listener, 'ZL_CLIENT_DENIED');

@@ -9,8 +9,8 @@ import { once } from 'node:events';
 import { connect as connectH2 } from 'node:http2';
 import { after, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
-import { registry } from '../../src/metrics/catalog.js';
 import { get, KeepAliveClient, rawRequest, testPeers } from '../helpers/http.js';
+import { seriesValue } from '../helpers/metrics.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 const peers = testPeers();
@@ -33,12 +33,8 @@ listeners:
       - { match: { path_prefix: /login }, upstream: app, rate_limit: { rate: 1/h, burst: 1, key: "header:X-Api-Key" } }
 `;
 
-async function limited(): Promise<number> {
-  const m = /^zipline_http_errors_total\{listener="web",code="ZL_HTTP_RATE_LIMITED"\} (\S+)$/m.exec(
-    await registry.metrics(),
-  );
-  return m === null ? 0 : Number(m[1]);
-}
+const limited = (): Promise<number> =>
+  seriesValue('zipline_http_errors_total{listener="web",code="ZL_HTTP_RATE_LIMITED"}');
 
 test('rate_limit: burst, then 429 + Retry-After without asking the origin; routes, keys, HTTP/2, reload', async () => {
   const origin = await peers.origin((_req, res) => res.end('ok'));

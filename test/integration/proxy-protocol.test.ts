@@ -13,11 +13,11 @@ import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { connect as connectTls } from 'node:tls';
-import { registry } from '../../src/metrics/catalog.js';
 import { buildProxyHeader } from '../../src/proxy-protocol/header.js';
 import { engine } from '../../src/tunnel/native/binding.js';
 import { type Daemon, have, run, startHaproxy, startNginx } from '../helpers/daemons.js';
 import { type Origin, startOrigin } from '../helpers/http.js';
+import { seriesValue } from '../helpers/metrics.js';
 import { closeServer, dial, port, readAll, splitAddress, tcpEcho, tcpServer, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
@@ -41,14 +41,8 @@ async function talk(address: string, chunks: Buffer[], end = true): Promise<stri
   return Buffer.concat(got).toString('latin1');
 }
 
-async function counted(listener: string, code: string): Promise<number> {
-  const text = await registry.metrics();
-  const m = new RegExp(
-    `^zipline_connection_errors_total\\{listener="${listener}",code="${code}"\\} (\\S+)$`,
-    'm',
-  ).exec(text);
-  return m === null ? 0 : Number(m[1]);
-}
+const counted = (listener: string, code: string): Promise<number> =>
+  seriesValue(`zipline_connection_errors_total{listener="${listener}",code="${code}"}`);
 
 /** Two passing active checks of upstream `hap`'s one server, and no failed one. */
 async function checksPass(z: Awaited<ReturnType<typeof startRuntime>>, what: string): Promise<void> {

@@ -13,7 +13,7 @@ import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { after, test } from 'node:test';
-import { registry } from '../../src/metrics/catalog.js';
+import { seriesValue } from '../helpers/metrics.js';
 import { closeServer, listen, openFds, port, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
 import { startRuntime } from '../helpers/zipline.js';
@@ -66,14 +66,8 @@ async function hostileRelays(): Promise<Record<string, number>> {
   return JSON.parse(line) as Record<string, number>;
 }
 
-async function failedAttempts(relay: string): Promise<number> {
-  const text = await registry.metrics();
-  const m = new RegExp(
-    `^zipline_tunnel_reconnects_total\\{relay="${relay}",result="failed"\\} (\\S+)$`,
-    'm',
-  ).exec(text);
-  return m === null ? 0 : Number(m[1]);
-}
+const failedAttempts = (relay: string): Promise<number> =>
+  seriesValue(`zipline_tunnel_reconnects_total{relay="${relay}",result="failed"}`);
 
 test('every failed attempt to reach a relay frees what it made, whatever the failure', async () => {
   // a port that was just free: connection refused

@@ -12,13 +12,13 @@ import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { registry } from '../../src/metrics/catalog.js';
 import { zstdAvailable } from '../../src/tunnel/compression.js';
 import { ERROR, FRAME } from '../../src/tunnel/constants.js';
 import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
 import { encodeHello } from '../../src/tunnel/handshake.js';
 import { engine } from '../../src/tunnel/native/binding.js';
 import { renderDashboard } from '../helpers/dashboard.js';
+import { seriesValue } from '../helpers/metrics.js';
 import { closeServer, listen, openFds, port, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
@@ -115,11 +115,7 @@ async function rawSession(
 const goawayCode = (frames: { type: number; payload: Buffer }[]): number | undefined =>
   frames.find((f) => f.type === FRAME.GOAWAY)?.payload.readUInt32BE(4);
 
-async function metricValue(name: string, labels: string): Promise<number> {
-  const text = await registry.metrics();
-  const m = new RegExp(`^${name}\\{${labels}\\} (\\S+)$`, 'm').exec(text);
-  return m === null ? 0 : Number(m[1]);
-}
+const metricValue = (name: string, labels: string): Promise<number> => seriesValue(`${name}{${labels}}`);
 
 describe('the relay under attack', () => {
   test('each malformed frame ends only its own session, with the right GOAWAY code and a metric', async () => {
