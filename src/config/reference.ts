@@ -389,7 +389,7 @@ export const CONFIG_REFERENCE = {
   },
   'listeners[].native': {
     default: 'auto',
-    doc: '`auto` runs the data path natively when the native module was built (Linux, at `npm install`): TCP connections move to the splice pump (bytes never enter JavaScript, as HAProxy `option splice-auto`), UDP datagrams are relayed by the native thread. `off` keeps the JavaScript data path. Behaviour is the same either way. A reload applies a change to new TCP connections; a UDP listener keeps its data path until restart (the reload says so). tcp and http/https: `auto` also drains the accept queue on the native thread (libuv accepts one connection per event-loop iteration, so a burst of 1,000 new connections otherwise waits seconds under load); requests are always served in JavaScript.',
+    doc: '`auto` runs the data path natively when the native module was built (Linux, at `npm install`): TCP connections move to the splice pump (bytes never enter JavaScript, as HAProxy `option splice-auto`), UDP datagrams are relayed by the native thread. `off` keeps the JavaScript data path. Behaviour is the same either way. A reload applies a change to new TCP connections; a UDP listener keeps its data path until restart (the reload says so). tcp and http/https: `auto` also drains the accept queue on the native thread (libuv accepts one connection per event-loop iteration, so a burst of 1,000 new connections otherwise waits seconds under load); requests are always served in JavaScript; http/https: `auto` also sends small writes to plain TCP sockets with one native `send(2)` each (docs/HTTP.md).',
   },
   'listeners[].udp': { doc: 'UDP session settings.' },
   'listeners[].udp.responses': {

@@ -34,7 +34,7 @@ import type { ResponseHead } from './parser/response-head.js';
 import { ReadAhead } from './read-ahead.js';
 import { UpgradePump } from './upgrade-pump.js';
 import type { UpstreamConnection } from './upstream-connection.js';
-import { holdWrites, releaseWrites } from './write-batch.js';
+import { releaseWrites, writeText } from './write-batch.js';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -333,8 +333,7 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   /** Every write to the client: held until the end of this event-loop turn (write-batch.ts). */
   private send(text: string): boolean {
-    holdWrites(this.socket);
-    return this.socket.write(text, 'latin1');
+    return writeText(this.socket, text, this.listener.directWrites);
   }
 
   finish(ex: Exchange): void {
@@ -438,6 +437,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     if (this.closed || this.socket.writableEnded) return;
     this.reading = 'none';
     this.ahead.clear();
+    releaseWrites(this.socket); // what is held goes before the FIN
     this.socket.end(); // a client that never reads is closed by the sweep (client_idle)
   }
 

@@ -11,6 +11,8 @@ export interface ExchangeHost {
   readonly maxBodyReplay: number;
   /** Large Content-Length response bodies may go through the native splice pump. */
   readonly spliceBodies: boolean;
+  /** Small writes to plain TCP sockets may be sent directly (write-batch.ts). */
+  readonly directWrites: boolean;
   /** The exchange is over: metrics and its access-log line. */
   onExchangeEnd(ex: Exchange): void;
 }

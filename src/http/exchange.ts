@@ -44,7 +44,7 @@ import { SplicedBody, type SpliceOwner } from './spliced-body.js';
 import { StallClock } from './stall-clock.js';
 import { UpstreamAccount } from './upstream-account.js';
 import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.js';
-import { holdWrites } from './write-batch.js';
+import { writeText } from './write-batch.js';
 
 /** Response bodies up to this size that arrived with their head go out in the head's write. */
 const INLINE_BODY_MAX = 8 * 1024;
@@ -201,8 +201,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.state = 'waiting';
     const socket = conn.socket;
     // the head and what is buffered of the body in one write, at the end of this turn
-    holdWrites(socket);
-    socket.write(headFor(this.forward, this.endpoint?.server), 'latin1');
+    writeText(socket, headFor(this.forward, this.endpoint?.server), this.host.directWrites);
     const ok = this.body.sendTo(socket);
     if (this.body.done) this.clock.requestSentAt = Date.now();
     else if (this.head.expectContinue && !this.sentContinue) {

@@ -33,6 +33,7 @@ import { requestClientIp } from './real-ip.js';
 import { type LocalPeer, RequestLog } from './request-log.js';
 import { compileHttpListener, type HttpListenerSettings } from './settings.js';
 import { TlsState } from './tls.js';
+import { directWritesAvailable } from './write-batch.js';
 
 export class HttpListener implements Listener, ExchangeHost {
   readonly protocol: 'http' | 'https';
@@ -179,6 +180,10 @@ export class HttpListener implements Listener, ExchangeHost {
 
   get spliceBodies(): boolean {
     return this.protocol === 'http' && this.source.native === 'auto' && nativePump.available;
+  }
+
+  get directWrites(): boolean {
+    return this.source.native === 'auto' && directWritesAvailable;
   }
 
   upstream(name: string): Upstream | undefined {

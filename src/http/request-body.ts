@@ -7,6 +7,7 @@
  * past the limit, so this stays bounded).
  */
 import type { Socket } from 'node:net';
+import { writeBytes } from './write-batch.js';
 
 export class RequestBody {
   /** Body bytes received from the client. */
@@ -38,13 +39,13 @@ export class RequestBody {
       this.chunks = [];
       this.lost = true;
     }
-    return socket.write(chunk);
+    return writeBytes(socket, chunk);
   }
 
   /** Writes what is held to a fresh connection (after its head). False: pause the client. */
   sendTo(socket: Socket): boolean {
     let ok = true;
-    for (const chunk of this.chunks) ok = socket.write(chunk);
+    for (const chunk of this.chunks) ok = writeBytes(socket, chunk);
     if (!this.replayable) {
       if (this.chunks.length > 0) this.lost = true;
       this.chunks = [];

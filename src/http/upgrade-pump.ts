@@ -5,6 +5,7 @@
  * and the connection counts as idle (for `client_idle`) when no byte moved either way.
  */
 import type { Socket } from 'node:net';
+import { releaseWrites } from './write-batch.js';
 
 export class UpgradePump {
   private done = false;
@@ -20,6 +21,9 @@ export class UpgradePump {
     // the client connection's own 'end' and 'drain' handlers give way to the pump's
     client.removeAllListeners('end');
     client.removeAllListeners('drain');
+    // from here the pump writes to both sockets itself: what is held goes first
+    releaseWrites(client);
+    releaseWrites(upstream);
     client.write(head, 'latin1');
     // upstream bytes are views of the shared read buffer (upstream-connection.ts): copied
     if (upstreamRest.length > 0) client.write(Buffer.from(upstreamRest));

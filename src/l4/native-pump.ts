@@ -109,6 +109,8 @@ export interface Binding {
   ): void;
   bindSocket(ip: string, port: number, tcp: boolean, reusePort: boolean): [number, number];
   udpCounters(lid: number): number[];
+  /** One send(2) of a latin1 string (at most 16 KiB) on a socket: bytes sent, or -errno. */
+  sendLatin1(fd: number, text: string): number;
 }
 
 function load(): Binding | null {
@@ -140,6 +142,12 @@ export class NativePump {
 
   get available(): boolean {
     return this.binding !== null;
+  }
+
+  /** The direct send (native/pump/send.c), which needs no thread; null without the addon. */
+  get sender(): ((fd: number, text: string) => number) | null {
+    const b = this.binding;
+    return b === null ? null : (fd, text) => b.sendLatin1(fd, text);
   }
 
   /**

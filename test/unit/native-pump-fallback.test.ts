@@ -33,6 +33,9 @@ function binding(opts: {
     udpCounters(): number[] {
       return [];
     },
+    sendLatin1(): number {
+      throw new Error('not in this test');
+    },
   };
   return b;
 }
