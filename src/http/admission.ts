@@ -9,7 +9,7 @@ import type { ErrorCode } from '../errors.js';
 import { clientAllowed } from '../l4/client-access.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { RequestHead } from './parser/request-head.js';
-import { lowerAscii } from './parser/tokens.js';
+import { latin1, lowerAscii } from './parser/tokens.js';
 import { admitted } from './rate-limit.js';
 import { requestClientIp } from './real-ip.js';
 import type { RouteMatch } from './route-table.js';
@@ -58,8 +58,7 @@ function routeApplies(route: CompiledRoute, head: RequestHead): boolean {
       const k = f * 4;
       if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) !== name) continue;
       found =
-        want === '*' ||
-        head.raw.toString('latin1', head.fields[k + 2] as number, head.fields[k + 3] as number) === want;
+        want === '*' || latin1(head.raw, head.fields[k + 2] as number, head.fields[k + 3] as number) === want;
     }
     if (!found) return false;
   }

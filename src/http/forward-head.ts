@@ -18,7 +18,7 @@
  */
 import { F, fieldName } from './parser/names.js';
 import type { RequestHead } from './parser/request-head.js';
-import { lowerAscii } from './parser/tokens.js';
+import { latin1, lowerAscii } from './parser/tokens.js';
 import { nextRequestId } from './request-id.js';
 
 const REQUEST_ID_RE = /^[\x21-\x7e]{1,200}$/;
@@ -78,7 +78,7 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
       case F.OTHER:
         break;
       case F.X_REQUEST_ID: {
-        const value = raw.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
+        const value = latin1(raw, fields[k + 2] as number, fields[k + 3] as number);
         requestId ??= REQUEST_ID_RE.test(value) ? value : null;
         keep = false;
         break;
@@ -89,7 +89,7 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
       case F.X_REAL_IP:
         keep = false;
         if (trusted) {
-          const value = raw.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
+          const value = latin1(raw, fields[k + 2] as number, fields[k + 3] as number);
           if (id === F.X_FORWARDED_FOR) xff = xff === null ? value : `${xff}, ${value}`;
           else if (id === F.X_FORWARDED_PROTO) xfProto ??= value;
           else if (id === F.X_FORWARDED_HOST) xfHost ??= value;
@@ -116,11 +116,11 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
     if (keep) {
       if (run < 0) run = nameStart;
     } else if (run >= 0) {
-      out += raw.toString('latin1', run, nameStart);
+      out += latin1(raw, run, nameStart);
       run = -1;
     }
   }
-  if (run >= 0) out += `${raw.toString('latin1', run, req.headEnd - 2)}`;
+  if (run >= 0) out += `${latin1(raw, run, req.headEnd - 2)}`;
   const id = requestId ?? nextRequestId();
   if (req.absoluteForm) out += `Host: ${req.host}\r\n`;
   out += `X-Forwarded-For: ${xff === null ? ctx.clientIp : `${xff}, ${ctx.clientIp}`}\r\n`;
@@ -153,7 +153,7 @@ function connectionNamed(req: RequestHead): Set<string> | null {
   for (let f = 0; f < req.fieldCount; f++) {
     const k = f * 4;
     if (fieldName(req.raw, req.fields[k] as number, req.fields[k + 1] as number) !== F.CONNECTION) continue;
-    const value = req.raw.toString('latin1', req.fields[k + 2] as number, req.fields[k + 3] as number);
+    const value = latin1(req.raw, req.fields[k + 2] as number, req.fields[k + 3] as number);
     for (const token of value.split(',')) {
       const t = token.trim().toLowerCase();
       if (t === '' || t === 'close' || t === 'keep-alive' || t === 'upgrade') continue;

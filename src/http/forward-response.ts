@@ -8,7 +8,7 @@
 import type { HeaderRules } from './forward-head.js';
 import { F, type FieldId, fieldName } from './parser/names.js';
 import type { ResponseHead } from './parser/response-head.js';
-import { lowerAscii } from './parser/tokens.js';
+import { latin1, lowerAscii } from './parser/tokens.js';
 
 /** How the body reaches the client. */
 export type ClientFraming =
@@ -17,7 +17,9 @@ export type ClientFraming =
   /** no framing: the body ends when zipline closes the connection (HTTP/1.0 client, close-delimited) */
   | 'close';
 
-const HOP_BY_HOP_IDS = new Set<FieldId>([
+/** Hop-by-hop field ids, as a table indexed by `FieldId` (one array read per field). */
+const HOP_BY_HOP_IDS = new Uint8Array(32);
+for (const id of [
   F.CONNECTION,
   F.KEEP_ALIVE,
   F.PROXY_CONNECTION,
@@ -25,7 +27,8 @@ const HOP_BY_HOP_IDS = new Set<FieldId>([
   F.TRANSFER_ENCODING,
   F.UPGRADE,
   F.PROXY_AUTHENTICATE,
-]);
+] as FieldId[])
+  HOP_BY_HOP_IDS[id] = 1;
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -50,8 +53,10 @@ export function buildClientHead(resp: ResponseHead, opts: ClientHeadOptions): st
   const raw = resp.raw;
   const fields = resp.fields;
   const count = resp.fieldCount;
-  const named = count > 0 ? connectionNamed(resp) : null;
-  let out = `HTTP/1.1 ${resp.status} ${resp.reason}\r\n`;
+  const named = resp.connection === '' ? null : connectionNamed(resp);
+  // an HTTP/1.1 status line with a reason is copied with the lines after it (one run)
+  const sameLine = resp.minor === 1 && resp.statusLineEnd > 13;
+  let out = sameLine ? '' : `HTTP/1.1 ${resp.status} ${resp.reason}\r\n`;
   const rules = opts.rules;
   const hasRules = rules.remove.size > 0 || rules.set.size > 0;
   // a 204 has no body whatever its fields say (RFC 9112 §6.3) and MUST NOT declare one
@@ -59,13 +64,13 @@ export function buildClientHead(resp: ResponseHead, opts: ClientHeadOptions): st
   const noLength = resp.status === 204;
   // kept lines are copied as runs of consecutive lines (CRLFs included): one string per run, not
   // one per field; a line starts where the previous one's CRLF ends
-  let run = -1;
+  let run = sameLine ? 0 : -1;
   for (let f = 0; f < count; f++) {
     const k = f * 4;
     const ns = fields[k] as number;
     const ne = fields[k + 1] as number;
     const id = fieldName(raw, ns, ne);
-    let keep = !HOP_BY_HOP_IDS.has(id) && !(noLength && id === F.CONTENT_LENGTH);
+    let keep = HOP_BY_HOP_IDS[id] !== 1 && !(noLength && id === F.CONTENT_LENGTH);
     if (keep && (named !== null || hasRules)) {
       const lower = lowerAscii(raw, ns, ne);
       keep = !(named?.has(lower) || rules.remove.has(lower) || rules.setNames.has(lower));
@@ -73,11 +78,11 @@ export function buildClientHead(resp: ResponseHead, opts: ClientHeadOptions): st
     if (keep) {
       if (run < 0) run = ns;
     } else if (run >= 0) {
-      out += raw.toString('latin1', run, ns);
+      out += latin1(raw, run, ns);
       run = -1;
     }
   }
-  if (run >= 0) out += raw.toString('latin1', run, resp.headEnd - 2);
+  if (run >= 0) out += latin1(raw, run, resp.headEnd - 2);
   for (const [name, value] of rules.set) out += `${name}: ${value}\r\n`;
   if (resp.body === 'chunked' && opts.framing === 'same') out += 'Transfer-Encoding: chunked\r\n';
   if (!opts.keepAlive) out += 'Connection: close\r\n';
@@ -94,7 +99,7 @@ export function buildInterimHead(resp: ResponseHead): string {
     const ne = resp.fields[k + 1] as number;
     const lower = lowerAscii(resp.raw, ns, ne);
     if (HOP_BY_HOP.has(lower) || lower === 'content-length') continue;
-    out += `${resp.raw.toString('latin1', ns, resp.fields[k + 3] as number)}\r\n`;
+    out += `${latin1(resp.raw, ns, resp.fields[k + 3] as number)}\r\n`;
   }
   return `${out}\r\n`;
 }
@@ -106,7 +111,7 @@ export function buildSwitchingHead(resp: ResponseHead, rules: HeaderRules): stri
     const k = f * 4;
     const lower = lowerAscii(resp.raw, resp.fields[k] as number, resp.fields[k + 1] as number);
     if (lower === 'keep-alive' || lower === 'proxy-connection' || rules.remove.has(lower)) continue;
-    out += `${resp.raw.toString('latin1', resp.fields[k] as number, resp.fields[k + 3] as number)}\r\n`;
+    out += `${latin1(resp.raw, resp.fields[k] as number, resp.fields[k + 3] as number)}\r\n`;
   }
   for (const [name, value] of rules.set) out += `${name}: ${value}\r\n`;
   return `${out}\r\n`;
@@ -114,22 +119,17 @@ export function buildSwitchingHead(resp: ResponseHead, rules: HeaderRules): stri
 
 /** The field names the upstream's `Connection` lists (hop-by-hop, RFC 9110 §7.6.1), lower-case. */
 export function connectionNamed(resp: ResponseHead): Set<string> | null {
+  const value = resp.connection;
+  // the usual value names no field: nothing to split
+  if (value === '' || value === 'keep-alive' || value === 'close') return null;
+  const plain = value.length <= 10 ? value.toLowerCase() : '';
+  if (plain === 'keep-alive' || plain === 'close') return null;
   let names: Set<string> | null = null;
-  for (let f = 0; f < resp.fieldCount; f++) {
-    const k = f * 4;
-    const ns = resp.fields[k] as number;
-    const ne = resp.fields[k + 1] as number;
-    if (fieldName(resp.raw, ns, ne) !== F.CONNECTION) continue;
-    const value = resp.raw.toString('latin1', resp.fields[k + 2] as number, resp.fields[k + 3] as number);
-    // the usual value names no field: nothing to split
-    const plain = value.length <= 10 ? value.toLowerCase() : '';
-    if (plain === 'keep-alive' || plain === 'close') continue;
-    for (const token of value.split(',')) {
-      const t = token.trim().toLowerCase();
-      if (t === '' || t === 'close' || t === 'keep-alive') continue;
-      names ??= new Set();
-      names.add(t);
-    }
+  for (const token of value.split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t === '' || t === 'close' || t === 'keep-alive') continue;
+    names ??= new Set();
+    names.add(t);
   }
   return names;
 }

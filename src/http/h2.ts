@@ -33,7 +33,7 @@ import { connectionNamed } from './forward-response.js';
 import type { HttpListener } from './listener.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
-import { lowerAscii } from './parser/tokens.js';
+import { latin1, lowerAscii } from './parser/tokens.js';
 import { lastRetryAfter } from './rate-limit.js';
 
 const DROP_REQUEST = new Set([
@@ -318,7 +318,7 @@ export class H2Downstream implements Downstream {
       const k = f * 4;
       const name = lowerAscii(resp.raw, resp.fields[k] as number, resp.fields[k + 1] as number);
       if (DROP_RESPONSE.has(name) || rules.remove.has(name) || named?.has(name)) continue;
-      const value = resp.raw.toString('latin1', resp.fields[k + 2] as number, resp.fields[k + 3] as number);
+      const value = latin1(resp.raw, resp.fields[k + 2] as number, resp.fields[k + 3] as number);
       const prev = headers[name];
       if (prev === undefined) headers[name] = value;
       else if (Array.isArray(prev)) prev.push(value);

@@ -14,7 +14,7 @@
 import { type BlockList, isIP } from 'node:net';
 import { listed } from '../config/address-list.js';
 import type { RequestHead } from './parser/request-head.js';
-import { lowerAscii } from './parser/tokens.js';
+import { latin1, lowerAscii } from './parser/tokens.js';
 
 export type RealIpHeader = 'x-forwarded-for' | 'x-real-ip';
 
@@ -48,7 +48,7 @@ function fieldValues(head: RequestHead, name: string): string | null {
   for (let f = 0; f < head.fieldCount; f++) {
     const k = f * 4;
     if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) !== name) continue;
-    const v = head.raw.toString('latin1', head.fields[k + 2] as number, head.fields[k + 3] as number);
+    const v = latin1(head.raw, head.fields[k + 2] as number, head.fields[k + 3] as number);
     out = out === null ? v : `${out},${v}`;
   }
   return out;

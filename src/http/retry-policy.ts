@@ -12,6 +12,7 @@ import type { Upstream } from '../upstream/upstream.js';
 import { F, fieldName } from './parser/names.js';
 import { cookieValue, headerValue, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
+import { latin1 } from './parser/tokens.js';
 
 /** How an attempt failed: before connecting, the connection died, a timeout, a retryable status. */
 export type FailureKind = 'connect' | 'reset' | 'timeout' | 'status';
@@ -103,7 +104,7 @@ export function honourRetryAfter(e: Endpoint, resp: ResponseHead, now: number): 
     const k = f * 4;
     if (fieldName(resp.raw, resp.fields[k] as number, resp.fields[k + 1] as number) !== F.RETRY_AFTER)
       continue;
-    value = resp.raw.toString('latin1', resp.fields[k + 2] as number, resp.fields[k + 3] as number);
+    value = latin1(resp.raw, resp.fields[k + 2] as number, resp.fields[k + 3] as number);
   }
   const ms = retryAfterMs(value, now);
   if (ms > 0) e.downUntil = Math.max(e.downUntil, now + ms);

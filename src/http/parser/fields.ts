@@ -4,7 +4,7 @@
  * value, lines ended by CRLF only. Offsets are written into a Uint32Array, nothing is copied.
  */
 import { type ErrorCode, ZiplineError } from '../../errors.js';
-import { isTchar } from './tokens.js';
+import { isTchar, latin1 } from './tokens.js';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -76,7 +76,7 @@ export function mergeContentLengthAt(current: number, buf: Buffer, start: number
       return n;
     }
   }
-  return mergeContentLength(current, buf.toString('latin1', start, end));
+  return mergeContentLength(current, latin1(buf, start, end));
 }
 
 /**
@@ -86,6 +86,7 @@ export function mergeContentLengthAt(current: number, buf: Buffer, start: number
  */
 export function persists(connection: string, minor: 0 | 1): boolean {
   if (connection === '') return minor === 1;
+  if (connection === 'keep-alive') return true; // as most servers write it: no lower-casing
   const one = connection.length <= 10 ? connection.toLowerCase() : '';
   if (one === 'keep-alive') return true;
   if (one === 'close') return false;

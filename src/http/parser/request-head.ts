@@ -27,7 +27,7 @@ import {
   persists,
 } from './fields.js';
 import { F, fieldName } from './names.js';
-import { isTchar, lowerAscii } from './tokens.js';
+import { isTchar, latin1, lowerAscii } from './tokens.js';
 
 export interface RequestHead {
   readonly method: string;
@@ -109,20 +109,46 @@ function parseRequestLine(buf: Buffer, lineEnd: number): { method: string; targe
   let i = 0;
   while (i < lineEnd && isTchar(buf[i] as number)) i++;
   if (i === 0 || i > MAX_METHOD || buf[i] !== SP) throw bad('malformed request method');
-  const method = buf.toString('latin1', 0, i);
+  const method = knownMethod(buf, i) ?? latin1(buf, 0, i);
   const targetStart = ++i;
   while (i < lineEnd && (buf[i] as number) > SP && (buf[i] as number) < 0x7f) i++;
   if (i === targetStart || buf[i] !== SP) throw bad('malformed request target');
-  const target = buf.toString('latin1', targetStart, i);
-  const version = buf.toString('latin1', i + 1, lineEnd);
-  if (version === 'HTTP/1.1') return { method, target, minor: 1 };
-  if (version === 'HTTP/1.0') return { method, target, minor: 0 };
+  const target = latin1(buf, targetStart, i);
+  const minor = http1Minor(buf, i + 1, lineEnd);
+  if (minor !== -1) return { method, target, minor };
+  const version = latin1(buf, i + 1, lineEnd);
   // a later HTTP/1 minor is served as the highest we implement (RFC 9110 §2.5; nginx does too)
   if (/^HTTP\/1\.[2-9]$/.test(version)) return { method, target, minor: 1 };
   if (/^HTTP\/\d\.\d$/.test(version)) {
     throw new ZiplineError('ZL_HTTP_VERSION_NOT_SUPPORTED', `unsupported version ${version}`);
   }
   throw bad('malformed HTTP version');
+}
+
+/** `GET`, `POST` and `HEAD` (most requests) as constants, read from the bytes; else null. */
+function knownMethod(buf: Buffer, len: number): string | null {
+  const c = buf[0];
+  if (len === 3 && c === 0x47 && buf[1] === 0x45 && buf[2] === 0x54) return 'GET';
+  if (len === 4 && c === 0x50 && buf[1] === 0x4f && buf[2] === 0x53 && buf[3] === 0x54) return 'POST';
+  if (len === 4 && c === 0x48 && buf[1] === 0x45 && buf[2] === 0x41 && buf[3] === 0x44) return 'HEAD';
+  return null;
+}
+
+/** 1 for exactly `HTTP/1.1`, 0 for `HTTP/1.0` at `buf[start, end)`; -1 for anything else. */
+function http1Minor(buf: Buffer, start: number, end: number): 0 | 1 | -1 {
+  if (
+    end - start !== 8 ||
+    buf[start] !== 0x48 ||
+    buf[start + 1] !== 0x54 ||
+    buf[start + 2] !== 0x54 ||
+    buf[start + 3] !== 0x50 ||
+    buf[start + 4] !== 0x2f ||
+    buf[start + 5] !== 0x31 ||
+    buf[start + 6] !== 0x2e
+  )
+    return -1;
+  const d = buf[start + 7];
+  return d === 0x31 ? 1 : d === 0x30 ? 0 : -1;
 }
 
 /** Message framing and connection semantics from the fields (RFC 9112 §6, §9). */
@@ -228,7 +254,7 @@ function frame(
 
 /** The value of the field whose offsets start at `fields[k]` (no closure per field). */
 function valueAt(raw: Buffer, fields: Uint32Array, k: number): string {
-  return raw.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
+  return latin1(raw, fields[k + 2] as number, fields[k + 3] as number);
 }
 
 const ABSOLUTE_RE = /^https?:\/\/([^/?#]*)/i;
@@ -248,7 +274,7 @@ export function headerValue(head: RequestHead, name: string): string | undefined
   for (let f = 0; f < head.fieldCount; f++) {
     const k = f * 4;
     if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) === name) {
-      return head.raw.toString('latin1', head.fields[k + 2] as number, head.fields[k + 3] as number);
+      return latin1(head.raw, head.fields[k + 2] as number, head.fields[k + 3] as number);
     }
   }
   return undefined;
@@ -259,7 +285,7 @@ export function cookieValue(head: RequestHead, name: string): string | undefined
   for (let f = 0; f < head.fieldCount; f++) {
     const k = f * 4;
     if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) !== 'cookie') continue;
-    const text = head.raw.toString('latin1', head.fields[k + 2] as number, head.fields[k + 3] as number);
+    const text = latin1(head.raw, head.fields[k + 2] as number, head.fields[k + 3] as number);
     for (const pair of text.split(';')) {
       const eq = pair.indexOf('=');
       if (eq > 0 && pair.slice(0, eq).trim() === name) return pair.slice(eq + 1).trim();

@@ -7,6 +7,7 @@
 import { isZiplineError, ZiplineError } from '../../errors.js';
 import { lineEnd, MAX_FIELDS, mergeContentLengthAt, onlyChunked, parseField, persists } from './fields.js';
 import { F, fieldName } from './names.js';
+import { latin1 } from './tokens.js';
 
 /** How the body is delimited: none at all, a length, chunked coding, or the connection's close. */
 export type BodyKind = 'none' | 'length' | 'chunked' | 'close';
@@ -29,6 +30,10 @@ export interface ResponseHead {
   readonly contentLength: number;
   /** The upstream connection may carry another request after this response. */
   readonly keepAlive: boolean;
+  /** The `Connection` values joined with commas; '' without one. */
+  readonly connection: string;
+  /** Where the status line ends (its CRLF); the reason phrase, if any, starts at 13. */
+  readonly statusLineEnd: number;
 }
 
 /** Parses `buf[0, headEnd)` (end found by `findHeadEnd`) as the answer to `method`. */
@@ -67,7 +72,7 @@ function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
         fields[k + 3] as number,
       );
     } else if (id === F.TRANSFER_ENCODING || id === F.CONNECTION) {
-      const value = buf.toString('latin1', fields[k + 2] as number, fields[k + 3] as number);
+      const value = latin1(buf, fields[k + 2] as number, fields[k + 3] as number);
       if (id === F.TRANSFER_ENCODING) te = te === null ? value : `${te},${value}`;
       else connection = connection === '' ? value : `${connection},${value}`;
     }
@@ -105,6 +110,8 @@ function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
     body,
     contentLength,
     keepAlive,
+    connection,
+    statusLineEnd,
   };
 }
 
@@ -137,6 +144,6 @@ function parseStatusLine(buf: Buffer, lineEnd: number): { minor: 0 | 1; status: 
   return {
     minor: buf[7] === 0x31 ? 1 : 0,
     status,
-    reason: lineEnd > 13 ? buf.toString('latin1', 13, lineEnd) : '',
+    reason: lineEnd > 13 ? latin1(buf, 13, lineEnd) : '',
   };
 }

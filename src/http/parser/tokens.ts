@@ -18,3 +18,14 @@ export function lowerAscii(buf: Buffer, start: number, end: number): string {
   }
   return out;
 }
+
+type Latin1Sliceable = Buffer & { latin1Slice(start: number, end: number): string };
+
+/**
+ * `buf[start, end)` as a latin1 string: Buffer's own `latin1Slice` (public on Buffer.prototype
+ * since Node 0.x, used by `toString` itself), without `toString`'s argument handling and encoding
+ * dispatch (~1 % of a proxied request, ten calls each). `start` and `end` must be in range.
+ */
+export function latin1(buf: Buffer, start: number, end: number): string {
+  return (buf as Latin1Sliceable).latin1Slice(start, end);
+}
