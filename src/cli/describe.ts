@@ -4,6 +4,7 @@ import { exposureWarning } from '../admin/auth.js';
 import type { HttpRouteConfig, ValidConfig } from '../config/schema.js';
 import { formatDuration, formatHostPort, parseHostPort } from '../config/units.js';
 import { listenerName } from '../config/valid.js';
+import { realIpWarning } from '../http/real-ip.js';
 import { openProxyWarning } from '../proxy/proxy-listener.js';
 
 export function describeConfig(c: ValidConfig): string {
@@ -31,10 +32,13 @@ export function describeConfig(c: ValidConfig): string {
         ? `, PROXY protocol from ${l.proxy_protocol.from.join(' ')}`
         : '';
     const clients = clientLists(l.clients);
+    const host = parseHostPort(l.listen)?.host ?? '';
     const open =
       l.protocol === 'socks5' || l.protocol === 'http_proxy'
-        ? openProxyWarning(parseHostPort(l.listen)?.host ?? '', l.clients)
-        : null;
+        ? openProxyWarning(host, l.clients)
+        : http
+          ? realIpWarning(host, l.trusted_proxies, l.real_ip_header)
+          : null;
     lines.push(
       `listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${realIp}${limit}${pp}${clients}${open === null ? '' : `; ${open}`}`,
     );

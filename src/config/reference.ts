@@ -305,7 +305,7 @@ export const CONFIG_REFERENCE = {
     doc: 'http/https: addresses or CIDR blocks whose `X-Forwarded-For`/`-Proto`/`-Host` and `X-Real-IP` are kept (XFF appended to). From anyone else they are replaced with what zipline saw.',
   },
   'listeners[].real_ip_header': {
-    doc: "http/https: `X-Forwarded-For` or `X-Real-IP` (nginx `real_ip_header` with `real_ip_recursive on`): for requests from `trusted_proxies` (required with it), the client is the address this header names, not the balancer's: in the access log's `client_ip`, `rate_limit` and `hash_key: client_ip`, and the `X-Real-IP` sent upstream. `X-Forwarded-For` is read right to left, skipping `trusted_proxies`; the first other address is the client (a non-address entry stops the walk). Unset: the connection's address (the PROXY protocol header's, if one was read). `clients` and `max_connections_per_client` always see the connection's.",
+    doc: "http/https: `X-Forwarded-For` or `X-Real-IP` (nginx `real_ip_header` with `real_ip_recursive on`): for requests from `trusted_proxies` (required with it), the client is the address this header names, not the balancer's: in the access log's `client_ip`, `rate_limit` and `hash_key: client_ip`, and the `X-Real-IP` sent upstream. `X-Forwarded-For` is read right to left, skipping `trusted_proxies`; the first other address is the client (a non-address entry stops the walk). Unset: the connection's address (the PROXY protocol header's, if one was read). `clients` and `max_connections_per_client` always see the connection's. With a `/0` block in `trusted_proxies` on a listener reachable beyond this host, any client can name its own address: `run` warns, `zipline check` says so.",
   },
   'listeners[].client_fin': {
     default: 'abort',

@@ -10,7 +10,7 @@ import { createServer, type Server, Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls';
 import { getSystemErrorName } from 'node:util';
 import type { HttpListenerConfig } from '../config/schema.js';
-import { formatHostPort } from '../config/units.js';
+import { formatHostPort, parseHostPort } from '../config/units.js';
 import type { ErrorCode } from '../errors.js';
 import { guardAccepts } from '../l4/accept-guard.js';
 import { ClientGate } from '../l4/client-access.js';
@@ -29,7 +29,7 @@ import type { Exchange } from './exchange.js';
 import type { ExchangeHost } from './exchange-host.js';
 import { H2Front } from './h2.js';
 import type { RequestHead } from './parser/request-head.js';
-import { requestClientIp } from './real-ip.js';
+import { realIpWarning, requestClientIp } from './real-ip.js';
 import { type LocalPeer, RequestLog } from './request-log.js';
 import { compileHttpListener, type HttpListenerSettings } from './settings.js';
 import { TlsState } from './tls.js';
@@ -105,6 +105,13 @@ export class HttpListener implements Listener, ExchangeHost {
 
   async start(): Promise<void> {
     await listenOn(this.server, this.source.listen, this.name, this.ctx.reusePort);
+    const s = this.source;
+    const warning = realIpWarning(
+      parseHostPort(this.address())?.host ?? '',
+      s.trusted_proxies,
+      s.real_ip_header,
+    );
+    if (warning !== null) this.ctx.log.warn({ listener: this.name, address: this.address() }, warning);
     if (this.protocol === 'http') this.adoptLibuvAccepts();
     if (this.source.native === 'auto') {
       this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));

@@ -12,11 +12,27 @@
  * `x-real-ip`: its value, when it is an IP address.
  */
 import { type BlockList, isIP } from 'node:net';
+import { isLoopback } from '../admin/auth.js';
 import { listed } from '../config/address-list.js';
 import type { RequestHead } from './parser/request-head.js';
 import { latin1, lowerAscii } from './parser/tokens.js';
 
 export type RealIpHeader = 'x-forwarded-for' | 'x-real-ip';
+
+/**
+ * `real_ip_header` believed from every address (`trusted_proxies` with a `/0` block) on a listener
+ * reachable beyond this host: any client can name its own address, and so take another's rate
+ * limit or pass a `clients` list. Said by `run` (a warning) and `check`.
+ */
+export function realIpWarning(
+  listenHost: string,
+  trustedProxies: readonly string[],
+  header: string | undefined,
+): string | null {
+  if (header === undefined || isLoopback(listenHost) || listenHost === 'localhost') return null;
+  if (!trustedProxies.some((p) => p.trim().endsWith('/0'))) return null;
+  return 'real_ip_header is believed from every address (trusted_proxies has a /0 block): any client can name its own address for the access log, rate_limit and clients lists; list the balancers instead';
+}
 
 export function requestClientIp(
   header: RealIpHeader | null,

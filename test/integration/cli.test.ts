@@ -59,6 +59,8 @@ listeners:
       - { match: { path_prefix: /api, methods: [GET, HEAD], headers: { X-Canary: "1" } }, upstream: api, clients: { deny: [10.9.0.0/16] } }
       - { match: { path_prefix: /healthz }, respond: { body: ok }, rate_limit: off }
       - { match: { path_prefix: / }, redirect: { to: "https://{host}{uri}" } }
+  - { name: edge, protocol: http, listen: 0.0.0.0:8081, upstream: api, trusted_proxies: [10.0.0.0/8, 0.0.0.0/0], real_ip_header: X-Real-IP }
+  - { name: inner, protocol: http, listen: 127.0.0.1:8082, upstream: api, trusted_proxies: [0.0.0.0/0], real_ip_header: X-Real-IP }
 `);
     const r = await runCli(['check', '-c', file], { TOKEN: 'super-secret-token' });
     assert.equal(r.code, 0, r.stderr);
@@ -74,6 +76,15 @@ listeners:
     assert.match(
       r.stdout,
       /^listener open5: socks5 0\.0\.0\.0:1081; reachable beyond this host without clients\.allow: anyone who can connect can use it to reach its allow list$/m,
+    );
+    assert.match(
+      r.stdout,
+      /^listener edge: http 0\.0\.0\.0:8081 -> api, client from x-real-ip; real_ip_header is believed from every address \(trusted_proxies has a \/0 block\): any client can name its own address/m,
+    );
+    assert.match(
+      r.stdout,
+      /^listener inner: http 127\.0\.0\.1:8082 -> api, client from x-real-ip$/m,
+      'loopback only',
     );
     assert.match(r.stdout, /^listener hp: http_proxy 0\.0\.0\.0:3128, clients allow 10\.0\.0\.0\/8$/m);
     assert.match(r.stdout, /upstream api: least_conn, 127\.0\.0\.1:9001 127\.0\.0\.1:9002$/m);

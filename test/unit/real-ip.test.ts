@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { addressList } from '../../src/config/address-list.js';
 import { findHeadEnd, parseRequestHead } from '../../src/http/parser/request-head.js';
-import { type RealIpHeader, requestClientIp } from '../../src/http/real-ip.js';
+import { type RealIpHeader, realIpWarning, requestClientIp } from '../../src/http/real-ip.js';
 
 const trusted = addressList(['10.0.0.0/8', '127.0.0.1', 'fd00::/8']);
 const head = (fields: string) => {
@@ -43,4 +43,18 @@ test('X-Real-IP: its value when it is an address; untrusted peers and no setting
   const direct = { clientIp: '192.0.2.50', trusted: false };
   assert.equal(ip('x-forwarded-for', 'X-Forwarded-For: 203.0.113.9\r\n', direct), '192.0.2.50');
   assert.equal(ip(null, 'X-Forwarded-For: 203.0.113.9\r\n'), '127.0.0.1');
+});
+
+test('a /0 block in trusted_proxies on a listener reachable beyond this host is warned about', () => {
+  const everyone = ['10.0.0.0/8', '0.0.0.0/0'];
+  assert.match(
+    realIpWarning('0.0.0.0', everyone, 'x-forwarded-for') ?? '',
+    /any client can name its own address/,
+  );
+  assert.match(realIpWarning('::', ['::/0'], 'x-real-ip') ?? '', /any client/);
+  assert.match(realIpWarning('192.0.2.7', everyone, 'x-real-ip') ?? '', /any client/);
+  assert.equal(realIpWarning('127.0.0.1', everyone, 'x-forwarded-for'), null, 'loopback only');
+  assert.equal(realIpWarning('localhost', everyone, 'x-forwarded-for'), null);
+  assert.equal(realIpWarning('0.0.0.0', everyone, undefined), null, 'no real_ip_header: nothing believed');
+  assert.equal(realIpWarning('0.0.0.0', ['10.0.0.0/8', '192.168.0.0/16'], 'x-forwarded-for'), null);
 });
