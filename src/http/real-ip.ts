@@ -21,7 +21,7 @@ export type RealIpHeader = 'x-forwarded-for' | 'x-real-ip';
 
 /**
  * `real_ip_header` believed from every address (`trusted_proxies` with a `/0` block) on a listener
- * reachable beyond this host: any client can name its own address, and so take another's rate
+ * reachable beyond this host, so that every client can name its own address and take another's rate
  * limit or pass a `clients` list. Said by `run` (a warning) and `check`.
  */
 export function realIpWarning(
@@ -31,7 +31,7 @@ export function realIpWarning(
 ): string | null {
   if (header === undefined || isLoopback(listenHost) || listenHost === 'localhost') return null;
   if (!trustedProxies.some((p) => p.trim().endsWith('/0'))) return null;
-  return 'real_ip_header is believed from every address (trusted_proxies has a /0 block): any client can name its own address for the access log, rate_limit and clients lists; list the balancers instead';
+  return 'real_ip_header is believed from every address (trusted_proxies has a /0 block), so every client can name its own address for the access log, rate_limit and clients lists; list the balancers instead';
 }
 
 export function requestClientIp(

@@ -79,7 +79,7 @@ listeners:
     );
     assert.match(
       r.stdout,
-      /^listener edge: http 0\.0\.0\.0:8081 -> api, client from x-real-ip; real_ip_header is believed from every address \(trusted_proxies has a \/0 block\): any client can name its own address/m,
+      /^listener edge: http 0\.0\.0\.0:8081 -> api, client from x-real-ip; real_ip_header is believed from every address \(trusted_proxies has a \/0 block\), so every client can name its own address/m,
     );
     assert.match(
       r.stdout,

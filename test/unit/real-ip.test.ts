@@ -49,10 +49,10 @@ test('a /0 block in trusted_proxies on a listener reachable beyond this host is 
   const everyone = ['10.0.0.0/8', '0.0.0.0/0'];
   assert.match(
     realIpWarning('0.0.0.0', everyone, 'x-forwarded-for') ?? '',
-    /any client can name its own address/,
+    /every client can name its own address/,
   );
-  assert.match(realIpWarning('::', ['::/0'], 'x-real-ip') ?? '', /any client/);
-  assert.match(realIpWarning('192.0.2.7', everyone, 'x-real-ip') ?? '', /any client/);
+  assert.match(realIpWarning('::', ['::/0'], 'x-real-ip') ?? '', /every client/);
+  assert.match(realIpWarning('192.0.2.7', everyone, 'x-real-ip') ?? '', /every client/);
   assert.equal(realIpWarning('127.0.0.1', everyone, 'x-forwarded-for'), null, 'loopback only');
   assert.equal(realIpWarning('localhost', everyone, 'x-forwarded-for'), null);
   assert.equal(realIpWarning('0.0.0.0', everyone, undefined), null, 'no real_ip_header: nothing believed');
