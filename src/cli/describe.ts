@@ -95,6 +95,9 @@ function routeAnswer(r: HttpRouteConfig): string {
       ? []
       : [r.rate_limit === 'off' ? 'no rate_limit' : `rate_limit ${rateText(r.rate_limit)}`]),
     ...(r.clients === undefined ? [] : [clientLists(r.clients).slice(2)]),
+    ...Object.entries(r.timeouts ?? {}).map(([k, ms]) =>
+      ms === undefined ? '' : `${k} ${ms === 0 ? 'off' : formatDuration(ms)}`,
+    ),
   ].filter((x) => x !== '');
   const more = extra.length > 0 ? ` (${extra.join(', ')})` : '';
   if (r.redirect !== undefined) return `redirect ${r.redirect.status} ${r.redirect.to}${more}`;

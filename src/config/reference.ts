@@ -143,11 +143,11 @@ export const CONFIG_REFERENCE = {
   },
   'upstreams.*.timeouts.response_header': {
     default: '30s',
-    doc: 'HTTP: time from request sent to response head received.',
+    doc: 'HTTP: time from request sent to response head received (`0`: no limit).',
   },
   'upstreams.*.timeouts.idle': {
     default: '60s',
-    doc: 'HTTP: longest gap between two reads from the server.',
+    doc: 'HTTP: longest gap between two reads from the server (`0`: no limit).',
   },
   'upstreams.*.retry': { doc: 'Retries of failed attempts on other servers.' },
   'upstreams.*.retry.attempts': {
@@ -282,6 +282,15 @@ export const CONFIG_REFERENCE = {
   'listeners[].routes[].clients.deny': { default: [], doc: 'Addresses or CIDR blocks refused (403).' },
   'listeners[].routes[].max_body': {
     doc: "The largest request body of this route's requests, instead of the listener's `limits.max_body` (an upload route above a small default, as an nginx `location` with its own `client_max_body_size`); `0`: no limit on this route.",
+  },
+  'listeners[].routes[].timeouts': {
+    doc: "This route's upstream timeouts, instead of its upstream's `timeouts` (nginx `proxy_read_timeout` in a `location`): a long-polling, streaming or slow-report route beside quick ones. Each key left out keeps the upstream's; `0` turns that timeout off for the route. A reload applies them to new requests.",
+  },
+  'listeners[].routes[].timeouts.response_header': {
+    doc: "Time from the request sent to the response head received, for this route (else `upstreams.*.timeouts.response_header`); over it: 504 `ZL_UPSTREAM_RESPONSE_TIMEOUT` (retried as the upstream's would be).",
+  },
+  'listeners[].routes[].timeouts.idle': {
+    doc: 'Longest gap between two reads from the server while a response streams, for this route (else `upstreams.*.timeouts.idle`): server-sent events and long downloads. Over it the response is aborted (504 if nothing was sent yet).',
   },
   'listeners[].rate_limit': {
     doc: 'http/https: a request rate limit per client (nginx `limit_req … burst=N nodelay`, Envoy\'s local rate limit): each key may send `burst` requests at once, then `rate` per second; a request over that gets 429 `ZL_HTTP_RATE_LIMITED` with `Retry-After` (whole seconds) and never reaches a server. Applies to every route without its own `rate_limit`, which share one count per key. Counted per process (with `workers: N` a client whose connections land on several workers gets up to N times the rate). A reload that leaves the settings unchanged keeps the counts. See docs/HTTP.md, "Rate limits".',

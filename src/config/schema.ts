@@ -253,6 +253,7 @@ const httpRoute = z.strictObject({
   max_body: size.optional(),
   rate_limit: z.union([z.literal('off'), rateLimit]).optional(),
   clients: clientAccess,
+  timeouts: z.strictObject({ response_header: duration.optional(), idle: duration.optional() }).optional(),
 });
 
 const tlsCert = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });

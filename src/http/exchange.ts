@@ -380,7 +380,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     (this.reader as ResponseReader).startBody(resp, buf, end);
     // large Content-Length bodies: the rest goes through the native splice pump when it can
     if (this.state === 'streaming' && this.host.spliceBodies && this.conn !== null && !this.conn.encrypted) {
-      const idle = this.upstream.settings.idleTimeoutMs;
+      const idle = this.route.idleTimeoutMs ?? this.upstream.settings.idleTimeoutMs;
       this.spliced = SplicedBody.start(this, this.conn, this.reader as ResponseReader, this.down, idle);
     }
   }
@@ -454,7 +454,9 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   tick(now: number, clientIdleMs: number): void {
     // a spliced body is timed by the native thread
     if (this.state !== 'waiting' && (this.state !== 'streaming' || this.spliced !== null)) return;
-    const { responseHeaderTimeoutMs: header, idleTimeoutMs: idle } = this.upstream.settings;
+    const up = this.upstream.settings;
+    const header = this.route.responseHeaderTimeoutMs ?? up.responseHeaderTimeoutMs;
+    const idle = this.route.idleTimeoutMs ?? up.idleTimeoutMs;
     const mark = (this.reader?.bytes ?? 0) + this.body.bytes + this.bytesOut;
     const code = this.clock.due(this.state, mark, now, clientIdleMs, header, idle);
     if (code === 'ZL_UPSTREAM_RESPONSE_TIMEOUT') this.attemptFailed(code, 'timeout', false);

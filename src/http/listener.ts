@@ -380,7 +380,7 @@ export class HttpListener implements Listener, ExchangeHost {
    */
   private scheduleSweep(): void {
     const s = this.settings;
-    let shortest = Math.min(positive(s.clientHeaderMs), positive(s.clientIdleMs));
+    let shortest = Math.min(positive(s.clientHeaderMs), positive(s.clientIdleMs), ...s.routeTimeouts);
     for (const name of s.upstreams) {
       const up = this.ctx.upstream(name);
       if (up === undefined) continue;

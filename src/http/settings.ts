@@ -32,6 +32,10 @@ export interface CompiledRoute {
   readonly methods: ReadonlySet<string> | null;
   /** `match.headers` as [lower-case name, value or `*` for present], or null. */
   readonly headers: readonly (readonly [string, string])[] | null;
+  /** `timeouts.response_header` of the route (ms; 0: off), or null for the upstream's. */
+  readonly responseHeaderTimeoutMs: number | null;
+  /** `timeouts.idle` of the route (ms; 0: off), or null for the upstream's. */
+  readonly idleTimeoutMs: number | null;
 }
 
 export interface HttpListenerSettings {
@@ -39,6 +43,8 @@ export interface HttpListenerSettings {
   readonly routes: RouteTable<CompiledRoute>;
   /** Upstream names the routes use (for timeouts of the sweep). */
   readonly upstreams: readonly string[];
+  /** The routes' own upstream timeouts (ms, each > 0), for the sweep. */
+  readonly routeTimeouts: readonly number[];
   readonly trusted: BlockList;
   readonly trustsAnyone: boolean;
   /** `real_ip_header`: where a trusted peer's request names its client, or null. */
@@ -130,6 +136,8 @@ function route(
       r.match.headers === undefined
         ? null
         : Object.entries(r.match.headers).map(([k, v]) => [k.toLowerCase(), v] as const),
+    responseHeaderTimeoutMs: r.timeouts?.response_header ?? null,
+    idleTimeoutMs: r.timeouts?.idle ?? null,
   });
 }
 
@@ -166,6 +174,8 @@ export function compileHttpListener(
         clients: null,
         methods: null,
         headers: null,
+        responseHeaderTimeoutMs: null,
+        idleTimeoutMs: null,
       }),
     });
   }
@@ -174,6 +184,9 @@ export function compileHttpListener(
     proto: cfg.protocol,
     routes: new RouteTable(specs),
     upstreams: [...new Set(specs.map((s) => s.value.upstream).filter((u) => u !== ''))],
+    routeTimeouts: specs
+      .flatMap((s) => [s.value.responseHeaderTimeoutMs ?? 0, s.value.idleTimeoutMs ?? 0])
+      .filter((ms) => ms > 0),
     trusted,
     trustsAnyone: cfg.trusted_proxies.length > 0,
     realIpHeader: cfg.real_ip_header ?? null,

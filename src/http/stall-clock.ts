@@ -40,6 +40,9 @@ export class StallClock {
     if (phase === 'streaming') return this.stalled(mark, now, idleMs) ? 'ZL_UPSTREAM_IDLE_TIMEOUT' : null;
     if (this.requestSentAt === 0)
       return this.stalled(mark, now, clientIdleMs) ? 'ZL_HTTP_BODY_TIMEOUT' : null;
-    return now - this.requestSentAt >= responseHeaderMs ? 'ZL_UPSTREAM_RESPONSE_TIMEOUT' : null;
+    // `responseHeaderMs` 0: no deadline
+    return responseHeaderMs > 0 && now - this.requestSentAt >= responseHeaderMs
+      ? 'ZL_UPSTREAM_RESPONSE_TIMEOUT'
+      : null;
   }
 }

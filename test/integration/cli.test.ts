@@ -56,7 +56,7 @@ listeners:
     real_ip_header: X-Forwarded-For
     rate_limit: { rate: 30/m, burst: 5 }
     routes:
-      - { match: { path_prefix: /api, methods: [GET, HEAD], headers: { X-Canary: "1" } }, upstream: api, clients: { deny: [10.9.0.0/16] } }
+      - { match: { path_prefix: /api, methods: [GET, HEAD], headers: { X-Canary: "1" } }, upstream: api, clients: { deny: [10.9.0.0/16] }, timeouts: { response_header: 5m, idle: 0 } }
       - { match: { path_prefix: /healthz }, respond: { body: ok }, rate_limit: off }
       - { match: { path_prefix: / }, redirect: { to: "https://{host}{uri}" } }
   - { name: edge, protocol: http, listen: 0.0.0.0:8081, upstream: api, trusted_proxies: [10.0.0.0/8, 0.0.0.0/0], real_ip_header: X-Real-IP }
@@ -71,7 +71,7 @@ listeners:
     );
     assert.match(
       r.stdout,
-      /listener web: http 127\.0\.0\.1:8080 \(\*\/api \[GET HEAD, X-Canary: 1\] -> api \(clients deny 10\.9\.0\.0\/16\), \*\/healthz -> respond 200 \(no rate_limit\), \*\/ -> redirect 308 https:\/\/\{host\}\{uri\}\), client from x-forwarded-for, rate_limit 0\.5\/s burst 5 by client_ip$/m,
+      /listener web: http 127\.0\.0\.1:8080 \(\*\/api \[GET HEAD, X-Canary: 1\] -> api \(clients deny 10\.9\.0\.0\/16, response_header 5m, idle off\), \*\/healthz -> respond 200 \(no rate_limit\), \*\/ -> redirect 308 https:\/\/\{host\}\{uri\}\), client from x-forwarded-for, rate_limit 0\.5\/s burst 5 by client_ip$/m,
     );
     assert.match(
       r.stdout,

@@ -727,6 +727,42 @@ listeners:
     }
   });
 
+  test("routes[].timeouts: a slow route waits past its upstream's response_header, a streaming one past its idle; other routes keep the upstream's", async () => {
+    // every answer comes 400 ms late; /stream sends its head and first chunk at once, the rest late
+    const o = await origin((req, res) => {
+      if (req.url === '/stream') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('first ');
+        setTimeout(() => res.end('last'), 400);
+      } else setTimeout(() => res.end(`late ${req.url}`), 400);
+    });
+    const z = await startRuntime(
+      config(
+        [o.address],
+        `    routes:
+      - { match: { path_prefix: /slow }, upstream: app, timeouts: { response_header: 10s } }
+      - { match: { path_prefix: /stream }, upstream: app, timeouts: { idle: 0 } }
+      - { match: { path_prefix: /unlimited }, upstream: app, timeouts: { response_header: 0 } }`,
+        '    timeouts: { response_header: 150ms, idle: 150ms }',
+      ),
+    );
+    try {
+      const quick = await one(z.addr('web'), get('/quick'));
+      assert.equal(quick.status, 504, "the upstream's response_header");
+      assert.equal(quick.headers.get('x-zipline-error')?.[0], 'ZL_UPSTREAM_RESPONSE_TIMEOUT');
+      const slow = await one(z.addr('web'), get('/slow'));
+      assert.equal(slow.status, 200, "the route's response_header");
+      assert.equal(slow.body.toString(), 'late /slow');
+      const stream = await one(z.addr('web'), get('/stream'));
+      assert.equal(stream.status, 200);
+      assert.equal(stream.body.toString(), 'first last', 'idle 0: the pause is waited out');
+      const unlimited = await one(z.addr('web'), get('/unlimited'));
+      assert.equal(unlimited.status, 200, 'response_header 0: no deadline');
+    } finally {
+      await z.stop();
+    }
+  });
+
   for (const leaves of ['closes', 'sends FIN (client_fin: abort, the default, as nginx)']) {
     test(`a client that ${leaves} before the response is logged as 499 and its upstream request is cancelled`, async () => {
       let upstreamClosed = false;
