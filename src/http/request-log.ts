@@ -8,7 +8,8 @@ import { isoNow, jsonNumber, jsonString } from '../log/access-line.js';
 import type { AccessLog } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Exchange } from './exchange.js';
-import type { RequestHead } from './parser/request-head.js';
+import { F } from './parser/names.js';
+import { fieldValue, type RequestHead } from './parser/request-head.js';
 import { pathOf } from './route-table.js';
 import type { CompiledRoute } from './settings.js';
 
@@ -89,7 +90,8 @@ export class RequestLog {
         `"route":${jsonString(route.name)},"upstream":${jsonString(route.upstream)},` +
         `"upstream_addr":${jsonString(addr)},"attempts":${ex.attempts},"response_time":${jsonNumber(seconds)},` +
         `"bytes_in":${ex.bodyBytes},"bytes_out":${ex.bytesOut},"data_path":"${ex.splicedBytes > 0 ? 'native' : 'js'}",` +
-        `"request_id":${jsonString(ex.requestId)},"error":${jsonString(ex.code)}}\n`,
+        `"request_id":${jsonString(ex.requestId)},"user_agent":${jsonString(fieldValue(head, F.USER_AGENT))},` +
+        `"referer":${jsonString(fieldValue(head, F.REFERER))},"error":${jsonString(ex.code)}}\n`,
     );
   }
 
@@ -129,6 +131,8 @@ export class RequestLog {
       bytes_out: bytesOut,
       data_path: null,
       request_id: null,
+      user_agent: head === null ? null : fieldValue(head, F.USER_AGENT),
+      referer: head === null ? null : fieldValue(head, F.REFERER),
       error: code,
     });
   }

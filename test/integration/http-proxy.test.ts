@@ -76,7 +76,9 @@ describe('forwarding semantics', () => {
       assert.equal(g.status, 200);
       const e = JSON.parse(g.body.toString()) as Echo;
       assert.equal(e.url, '/a?b=1');
-      const p = await c.send('POST /p HTTP/1.1\r\nHost: x.test\r\nContent-Length: 5\r\n\r\nhello');
+      const p = await c.send(
+        'POST /p HTTP/1.1\r\nHost: x.test\r\nuser-AGENT: probe/1.0 "q"\r\nReferer: https://r.test/\r\nContent-Length: 5\r\n\r\nhello',
+      );
       assert.equal((JSON.parse(p.body.toString()) as Echo).body, 5);
       const ch = await c.send(
         'PUT /c HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\nX-Trailer: t\r\n\r\n',
@@ -114,6 +116,11 @@ describe('forwarding semantics', () => {
       assert.equal(line.http_version, '1.1');
       assert.equal(line.status, 200);
       assert.equal(line.bytes_in, 5);
+      // nginx's combined format has them: $http_user_agent, $http_referer
+      assert.equal(line.user_agent, 'probe/1.0 "q"');
+      assert.equal(line.referer, 'https://r.test/');
+      assert.equal(z.access[0]?.user_agent, null, 'no User-Agent: null');
+      assert.equal(z.access[0]?.referer, null);
     } finally {
       await z.stop();
     }

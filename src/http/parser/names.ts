@@ -24,6 +24,8 @@ export const F = {
   X_REQUEST_ID: 17,
   IDEMPOTENCY_KEY: 18,
   RETRY_AFTER: 19,
+  USER_AGENT: 20,
+  REFERER: 21,
 } as const;
 
 export type FieldId = (typeof F)[keyof typeof F];
@@ -48,6 +50,8 @@ const NAMES: [string, FieldId][] = [
   ['x-request-id', F.X_REQUEST_ID],
   ['idempotency-key', F.IDEMPOTENCY_KEY],
   ['retry-after', F.RETRY_AFTER],
+  ['user-agent', F.USER_AGENT],
+  ['referer', F.REFERER],
 ];
 
 /** Candidates by name length; each as lower-case bytes. */
