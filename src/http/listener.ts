@@ -105,13 +105,7 @@ export class HttpListener implements Listener, ExchangeHost {
 
   async start(): Promise<void> {
     await listenOn(this.server, this.source.listen, this.name, this.ctx.reusePort);
-    const s = this.source;
-    const warning = realIpWarning(
-      parseHostPort(this.address())?.host ?? '',
-      s.trusted_proxies,
-      s.real_ip_header,
-    );
-    if (warning !== null) this.ctx.log.warn({ listener: this.name, address: this.address() }, warning);
+    this.warnAbout(this.source);
     if (this.protocol === 'http') this.adoptLibuvAccepts();
     if (this.source.native === 'auto') {
       this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));
@@ -129,10 +123,21 @@ export class HttpListener implements Listener, ExchangeHost {
       // new certificates for new handshakes; throws ZL_TLS_CONFIG (the reload reports it)
       this.server.setSecureContext(this.tls.reload(cfg.tls));
     }
+    const trustChanged =
+      cfg.real_ip_header !== this.source.real_ip_header ||
+      cfg.trusted_proxies.join() !== this.source.trusted_proxies.join();
     this.source = cfg;
     this.settings = next;
     this.server.maxConnections = next.maxConnections;
     this.scheduleSweep();
+    if (trustChanged) this.warnAbout(cfg);
+  }
+
+  /** Warnings about settings that make this listener easy to misuse (at start, and on a reload that changes them). */
+  private warnAbout(cfg: HttpListenerConfig): void {
+    const host = parseHostPort(this.address())?.host ?? '';
+    const warning = realIpWarning(host, cfg.trusted_proxies, cfg.real_ip_header);
+    if (warning !== null) this.ctx.log.warn({ listener: this.name, address: this.address() }, warning);
   }
 
   async stopAccepting(): Promise<void> {

@@ -3,7 +3,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { loadConfigText } from '../../src/config/load.js';
 import { Runtime } from '../../src/core/runtime.js';
 import type { LookupAll } from '../../src/upstream/upstream.js';
@@ -19,7 +19,7 @@ export interface AccessLine {
 /** A runtime in this process, access log captured in memory. */
 export async function startRuntime(
   yaml: string,
-  opts: { lookup?: LookupAll } = {},
+  opts: { lookup?: LookupAll; log?: Logger } = {},
 ): Promise<{
   rt: Runtime;
   access: AccessLine[];
@@ -33,7 +33,7 @@ export async function startRuntime(
   const admin = /^admin:/m.test(yaml) ? r.config.admin : { ...r.config.admin, listen: '127.0.0.1:0' };
   const config = { ...r.config, admin, log: { ...r.config.log, access: 'off' } };
   const rt = new Runtime(config, {
-    log: pino({ level: 'silent' }),
+    log: opts.log ?? pino({ level: 'silent' }),
     ...(opts.lookup ? { lookup: opts.lookup } : {}),
   });
   const access: AccessLine[] = [];

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, test } from 'node:test';
+import { pino } from 'pino';
 import { loadConfigText } from '../../src/config/load.js';
 import { get, parseResponse, testPeers } from '../helpers/http.js';
 import { splitAddress } from '../helpers/net.js';
@@ -77,4 +78,35 @@ test('real_ip_header needs trusted_proxies', () => {
     !r.ok ? r.issues.map((i) => `${i.path}: ${i.message}`).join('\n') : '',
     /real_ip_header: needs `trusted_proxies`/,
   );
+});
+
+test('real_ip_header believed from every address on a listener beyond loopback: warned at start and by the reload that brings it', async () => {
+  const warnings: string[] = [];
+  const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(line) });
+  const yaml = (trusted: string) => `
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  app: { servers: [127.0.0.1:9] }
+listeners:
+  - { name: edge, protocol: http, listen: 0.0.0.0:0, upstream: app, trusted_proxies: [${trusted}], real_ip_header: X-Forwarded-For }
+`;
+  const believed = () => warnings.filter((w) => w.includes('believed from every address')).length;
+  const config = (trusted: string) => {
+    const r = loadConfigText(yaml(trusted), {});
+    assert.ok(r.ok);
+    return r.config;
+  };
+  const z = await startRuntime(yaml('0.0.0.0/0'), { log });
+  try {
+    assert.equal(believed(), 1, 'said at start');
+    assert.match(warnings[0] ?? '', /"listener":"edge"/);
+    assert.equal((await z.rt.reload(config('10.0.0.0/8'))).result, 'applied');
+    assert.equal(believed(), 1, 'the balancers listed: nothing to say');
+    assert.equal((await z.rt.reload(config('10.0.0.0/8, 0.0.0.0/0'))).result, 'applied');
+    assert.equal(believed(), 2, 'said by the reload that brings it');
+    assert.equal((await z.rt.reload(config('10.0.0.0/8, 0.0.0.0/0'))).result, 'applied');
+    assert.equal(believed(), 2, 'not again for an unchanged setting');
+  } finally {
+    await z.stop();
+  }
 });
