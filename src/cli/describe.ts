@@ -33,14 +33,14 @@ export function describeConfig(c: ValidConfig): string {
         : '';
     const clients = clientLists(l.clients);
     const host = parseHostPort(l.listen)?.host ?? '';
-    const open =
+    const warning =
       l.protocol === 'socks5' || l.protocol === 'http_proxy'
         ? openProxyWarning(host, l.clients)
         : http
           ? realIpWarning(host, l.trusted_proxies, l.real_ip_header)
           : null;
     lines.push(
-      `listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${realIp}${limit}${pp}${clients}${open === null ? '' : `; ${open}`}`,
+      `listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${realIp}${limit}${pp}${clients}${warning === null ? '' : `; ${warning}`}`,
     );
   }
   for (const [name, u] of Object.entries(c.upstreams)) {
