@@ -14,8 +14,9 @@
 import { type BlockList, isIP } from 'node:net';
 import { isLoopback } from '../admin/auth.js';
 import { listed } from '../config/address-list.js';
+import { F, fieldName } from './parser/names.js';
 import type { RequestHead } from './parser/request-head.js';
-import { latin1, lowerAscii } from './parser/tokens.js';
+import { latin1 } from './parser/tokens.js';
 
 export type RealIpHeader = 'x-forwarded-for' | 'x-real-ip';
 
@@ -59,11 +60,13 @@ export function requestClientIp(
 }
 
 /** Every field called `name` (lower case), joined with `,` in order; null when none. */
-function fieldValues(head: RequestHead, name: string): string | null {
+function fieldValues(head: RequestHead, header: RealIpHeader): string | null {
+  // recognised from the name's bytes (parser/names.ts): no lower-cased string per field
+  const id = header === 'x-forwarded-for' ? F.X_FORWARDED_FOR : F.X_REAL_IP;
   let out: string | null = null;
   for (let f = 0; f < head.fieldCount; f++) {
     const k = f * 4;
-    if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) !== name) continue;
+    if (fieldName(head.raw, head.fields[k] as number, head.fields[k + 1] as number) !== id) continue;
     const v = latin1(head.raw, head.fields[k + 2] as number, head.fields[k + 3] as number);
     out = out === null ? v : `${out},${v}`;
   }
