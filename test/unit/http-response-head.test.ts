@@ -5,19 +5,37 @@ import { isZiplineError } from '../../src/errors.js';
 import { findHeadEnd } from '../../src/http/parser/request-head.js';
 import { parseResponseHead, type ResponseHead } from '../../src/http/parser/response-head.js';
 
-function parse(text: string, method = 'GET'): ResponseHead {
+function parseOnce(text: string, method: string): ResponseHead {
   const buf = Buffer.from(text, 'latin1');
   const end = findHeadEnd(buf, buf.length, 16 * 1024);
   assert.ok(end > 0);
   return parseResponseHead(buf, end, method);
 }
 
+/** `text` with a long field after its status line (findHeadEnd's `indexOf` path past 96 bytes). */
+function padded(text: string): string {
+  const nl = text.indexOf('\n') + 1;
+  return `${text.slice(0, nl)}X-Pad: ${'p'.repeat(120)}\r\n${text.slice(nl)}`;
+}
+
+/** Parses `text`, and checks that its padded form means the same response. */
+function parse(text: string, method = 'GET'): ResponseHead {
+  const r = parseOnce(text, method);
+  const p = parseOnce(padded(text), method);
+  const keys = ['status', 'reason', 'minor', 'body', 'contentLength', 'keepAlive', 'connection'] as const;
+  for (const k of keys) assert.equal(p[k], r[k], `padded ${JSON.stringify(text)}: ${k}`);
+  assert.equal(p.headEnd, r.headEnd + padded(text).length - text.length, 'the body starts as far on');
+  return r;
+}
+
 function refused(text: string, method = 'GET'): void {
-  assert.throws(
-    () => parse(text, method),
-    (e: unknown) => isZiplineError(e) && e.code === 'ZL_UPSTREAM_BAD_RESPONSE' && e.status === 502,
-    JSON.stringify(text),
-  );
+  for (const t of [text, padded(text)]) {
+    assert.throws(
+      () => parseOnce(t, method),
+      (e: unknown) => isZiplineError(e) && e.code === 'ZL_UPSTREAM_BAD_RESPONSE' && e.status === 502,
+      JSON.stringify(t),
+    );
+  }
 }
 
 describe('response head', () => {
@@ -77,5 +95,22 @@ describe('response head', () => {
     refused('ICY 200 OK\r\n\r\n');
     refused('HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n');
     refused('HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n');
+    refused('HTTP/1.1 200 OK\r\nX: a\u0001b\r\nContent-Length: 1\r\n\r\n');
+  });
+
+  test('reason and Connection values are kept as the upstream wrote them', () => {
+    assert.equal(parse('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n').reason, 'OK');
+    assert.equal(parse('HTTP/1.1 200 ok\r\nContent-Length: 0\r\n\r\n').reason, 'ok');
+    assert.equal(parse('HTTP/1.1 200 OKAY\r\nContent-Length: 0\r\n\r\n').reason, 'OKAY');
+    const ka = 'HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n';
+    assert.equal(parse(ka).connection, 'keep-alive');
+    const kaCase = 'HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n';
+    assert.equal(parse(kaCase).connection, 'Keep-Alive');
+    assert.equal(parse(kaCase).keepAlive, true);
+    const closeCase = 'HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n';
+    assert.equal(parse(closeCase).connection, 'Close');
+    assert.equal(parse(closeCase).keepAlive, false);
+    const two = 'HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: x-a\r\nContent-Length: 0\r\n\r\n';
+    assert.equal(parse(two).connection, 'close,x-a');
   });
 });

@@ -5,9 +5,17 @@
  * both Content-Length and Transfer-Encoding is refused rather than guessed at.
  */
 import { isZiplineError, ZiplineError } from '../../errors.js';
-import { lineEnd, MAX_FIELDS, mergeContentLengthAt, onlyChunked, parseField, persists } from './fields.js';
+import {
+  type FieldOffsets,
+  lineEnd,
+  MAX_FIELDS,
+  mergeContentLengthAt,
+  onlyChunked,
+  persists,
+  scanFields,
+} from './fields.js';
 import { F, fieldName } from './names.js';
-import { latin1 } from './tokens.js';
+import { commonLatin1 } from './tokens.js';
 
 /** How the body is delimited: none at all, a length, chunked coding, or the connection's close. */
 export type BodyKind = 'none' | 'length' | 'chunked' | 'close';
@@ -22,7 +30,7 @@ export interface ResponseHead {
    * Field offsets as in `RequestHead`, in a scratch array shared by every response parse: valid
    * until the next `parseResponseHead` call (the head is used synchronously, then dropped).
    */
-  readonly fields: Uint32Array;
+  readonly fields: FieldOffsets;
   readonly fieldCount: number;
   readonly headEnd: number;
   readonly body: BodyKind;
@@ -48,20 +56,17 @@ export function parseResponseHead(buf: Buffer, headEnd: number, method: string):
   }
 }
 
-const SCRATCH = new Uint32Array(MAX_FIELDS * 4);
+const SCRATCH: number[] = new Array<number>(MAX_FIELDS * 4).fill(0);
 function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
   const statusLineEnd = lineEnd(buf, 0, headEnd);
   const { minor, status, reason } = parseStatusLine(buf, statusLineEnd);
   const fields = SCRATCH;
   let count = 0;
-  let pos = statusLineEnd + 2;
   let contentLength = -1;
   let te: string | null = null;
   let connection = '';
-  while (pos < headEnd - 2) {
-    const eol = lineEnd(buf, pos, headEnd);
-    if (count === MAX_FIELDS) throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'too many header fields');
-    parseField(buf, pos, eol, fields, count);
+  const fieldCount = scanFields(buf, statusLineEnd + 2, headEnd, fields, 'ZL_HTTP_BAD_REQUEST');
+  for (; count < fieldCount; count++) {
     const k = count * 4;
     const id = fieldName(buf, fields[k] as number, fields[k + 1] as number);
     if (id === F.CONTENT_LENGTH) {
@@ -72,12 +77,10 @@ function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
         fields[k + 3] as number,
       );
     } else if (id === F.TRANSFER_ENCODING || id === F.CONNECTION) {
-      const value = latin1(buf, fields[k + 2] as number, fields[k + 3] as number);
+      const value = commonLatin1(buf, fields[k + 2] as number, fields[k + 3] as number);
       if (id === F.TRANSFER_ENCODING) te = te === null ? value : `${te},${value}`;
       else connection = connection === '' ? value : `${connection},${value}`;
     }
-    count++;
-    pos = eol + 2;
   }
   let keepAlive = persists(connection, minor);
   let body: BodyKind;
@@ -144,6 +147,6 @@ function parseStatusLine(buf: Buffer, lineEnd: number): { minor: 0 | 1; status: 
   return {
     minor: buf[7] === 0x31 ? 1 : 0,
     status,
-    reason: lineEnd > 13 ? latin1(buf, 13, lineEnd) : '',
+    reason: lineEnd > 13 ? commonLatin1(buf, 13, lineEnd) : '',
   };
 }
