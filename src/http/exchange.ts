@@ -15,6 +15,7 @@
  * when it is clean) and what it holds on the upstream (`UpstreamAccount`), once.
  */
 import { hash32 } from '../balancer/hash-fn.js';
+import { nowMs } from '../core/clock.js';
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
@@ -147,7 +148,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   }
 
   start(): void {
-    if (!this.account.admit(Date.now())) {
+    if (!this.account.admit(nowMs())) {
       this.fail('ZL_CIRCUIT_OPEN');
       return;
     }
@@ -203,7 +204,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     // the head and what is buffered of the body in one write, at the end of this turn
     writeText(socket, headFor(this.forward, this.endpoint?.server), this.host.directWrites);
     const ok = this.body.sendTo(socket);
-    if (this.body.done) this.clock.requestSentAt = Date.now();
+    if (this.body.done) this.clock.requestSentAt = nowMs();
     else if (this.head.expectContinue && !this.sentContinue) {
       this.sentContinue = true;
       this.down.sendContinue();
@@ -218,7 +219,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
    */
   private attemptFailed(code: ErrorCode, kind: FailureKind, stale: boolean): void {
     const e = this.endpoint;
-    const now = Date.now();
+    const now = nowMs();
     this.dropConnection();
     this.lastCode = code;
     if (stale && !this.staleRetried && this.replayableRequest() && e !== null) {
@@ -264,7 +265,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   bodyEnd(): void {
     this.body.done = true;
-    if (this.conn !== null && this.state === 'waiting') this.clock.requestSentAt = Date.now();
+    if (this.conn !== null && this.state === 'waiting') this.clock.requestSentAt = nowMs();
   }
 
   onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void {
@@ -342,7 +343,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   }
 
   private badResponse(): void {
-    this.account.judge(false, Date.now());
+    this.account.judge(false, nowMs());
     this.dropConnection();
     this.fail('ZL_UPSTREAM_BAD_RESPONSE');
   }
@@ -355,7 +356,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     }
     const s = this.upstream.settings;
     const e = this.endpoint as Endpoint;
-    const now = Date.now();
+    const now = nowMs();
     const retryable = s.retryStatuses.has(resp.status);
     this.account.judge(!retryable, now);
     if (retryable) {
@@ -403,7 +404,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     // the pump takes over: reads arrive through `divert`, the rest it wires itself
     for (const ev of ['end', 'drain', 'close', 'error']) socket.removeAllListeners(ev);
     this.pool.forget(conn);
-    this.account.judge(true, Date.now());
+    this.account.judge(true, nowMs());
     this.status = 101;
     this.headSent = true;
     this.state = 'done';

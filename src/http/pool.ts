@@ -16,6 +16,7 @@
  * `max_connections`.
  */
 import type { Socket } from 'node:net';
+import { nowMs } from '../core/clock.js';
 import { type ErrorCode, upstreamConnectCode } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
@@ -138,7 +139,7 @@ export class HttpPool implements ConnectionHome {
       conn.destroy();
       return;
     }
-    conn.idleSince = Date.now();
+    conn.idleSince = nowMs();
     stack.conns.push(conn);
     this.scheduleSweep();
   }

@@ -25,6 +25,7 @@
  * the splice pump or an upgrade pump, check `writableLength`) calls `releaseWrites` first.
  */
 import type { Socket } from 'node:net';
+import { onTurnEnd, scheduleTurnEnd } from '../core/turn-end.js';
 import { nativePump } from '../l4/native-pump.js';
 
 /** Corked this turn (a property, not a Set: no hashing or rehashing per turn). */
@@ -40,7 +41,6 @@ export const DIRECT_MAX = 16 * 1024;
 
 const send = nativePump.sender;
 const held: Holdable[] = [];
-let scheduled = false;
 
 /** True where direct sends exist (Linux with the native addon). */
 export const directWritesAvailable = send !== null;
@@ -101,14 +101,12 @@ export function releaseWrites(socket: Socket): void {
 
 function enqueue(s: Holdable): void {
   held.push(s);
-  if (!scheduled) {
-    scheduled = true;
-    setImmediate(flushHeld);
-  }
+  scheduleTurnEnd();
 }
 
+onTurnEnd(flushHeld);
+
 function flushHeld(): void {
-  scheduled = false;
   for (let i = 0; i < held.length; i++) {
     const s = held[i] as Holdable;
     // released early (and maybe held again, later in the list): send only what is still held

@@ -9,6 +9,7 @@
 import { lookup as dnsLookup } from 'node:dns';
 import { isIP } from 'node:net';
 import { type Balancer, createBalancer, type PickContext } from '../balancer/index.js';
+import { nowMs } from '../core/clock.js';
 import type { ErrorCode } from '../errors.js';
 import { HealthChecker } from '../health/checker.js';
 import type { Logger } from '../log/logger.js';
@@ -118,7 +119,7 @@ export class Upstream {
    * The caller must `acquire()` on the result.
    */
   pick(hash: number, tried: readonly Endpoint[] = NO_TRIED): Endpoint | ErrorCode {
-    const now = Date.now();
+    const now = nowMs();
     if (this.active >= this.settings.maxConnections) return 'ZL_UPSTREAM_OVER_LIMIT';
     const ctx = this.ctx;
     ctx.hash = hash;
