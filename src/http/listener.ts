@@ -33,7 +33,7 @@ import { realIpWarning, requestClientIp } from './real-ip.js';
 import { type LocalPeer, RequestLog } from './request-log.js';
 import { compileHttpListener, type HttpListenerSettings } from './settings.js';
 import { TlsState } from './tls.js';
-import { directWritesAvailable } from './write-batch.js';
+import { directWritesAvailable, prepareWrites } from './write-batch.js';
 
 export class HttpListener implements Listener, ExchangeHost {
   readonly protocol: 'http' | 'https';
@@ -339,6 +339,7 @@ export class HttpListener implements Listener, ExchangeHost {
       socket.destroy();
       return;
     }
+    prepareWrites(socket);
     // (https: the gate is before the handshake, `beforeTls`; this socket is the TLS one)
     if (this.protocol === 'http' && this.proxyGate.applies(socket)) {
       const reader = this.proxyGate.read(socket, reads !== null, (s, rest) => {

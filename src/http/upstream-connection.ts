@@ -16,6 +16,7 @@ import { connect as connectTls, TLSSocket } from 'node:tls';
 import { type ErrorCode, upstreamConnectCode } from '../errors.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { OriginTls } from '../upstream/origin-tls.js';
+import { prepareWrites } from './write-batch.js';
 
 /** What an exchange must handle while it owns a connection. */
 export interface UpstreamOwner {
@@ -47,6 +48,7 @@ export function connectUpstream(
 ): Socket {
   if (tls !== null) {
     const socket = connectTls(tls.connectOptions(e));
+    prepareWrites(socket);
     socket.setNoDelay(true);
     socket.on('session', (session: Buffer) => tls.remember(e, session));
     socket.on('data', (chunk: Buffer) => {
@@ -73,6 +75,7 @@ export function connectUpstream(
       },
     },
   });
+  prepareWrites(socket);
   return socket;
 }
 
@@ -121,9 +124,13 @@ export class UpstreamConnection {
     this.socket.pause();
   }
 
-  /** Read again, unless the native thread owns the reads. */
+  /**
+   * Read again, unless the native thread owns the reads. Only a paused socket is resumed: every
+   * exchange's end asks, and Node's `resume` on a socket that is reading is no cheap no-op (its
+   * checks are megamorphic property loads).
+   */
   resumeReads(): void {
-    if (!this.nativeReads) this.socket.resume();
+    if (!this.nativeReads && this.socket.isPaused()) this.socket.resume();
   }
 
   /** The native thread takes the reads (spliced-body.ts); `takeBack` when its job ended. */

@@ -34,7 +34,7 @@ const HELD = Symbol('zipline.heldWrites');
 const TEXT = Symbol('zipline.heldText');
 /** The socket's fd for direct sends, -1 when it takes none (looked up once). */
 const FD = Symbol('zipline.directFd');
-type Holdable = Socket & { [HELD]?: boolean; [TEXT]?: string | undefined; [FD]?: number };
+type Holdable = Socket & { [HELD]?: boolean; [TEXT]?: string | undefined; [FD]?: number | undefined };
 
 /** The most text held for one direct send (native/pump/send.c `SEND_MAX`). */
 export const DIRECT_MAX = 16 * 1024;
@@ -66,6 +66,18 @@ export function writeText(socket: Socket, text: string, direct: boolean): boolea
   }
   holdWrites(s);
   return s.write(text, 'latin1');
+}
+
+/**
+ * Gives `socket` this module's properties before its first write, always in the same order, so
+ * that sockets of one kind share one hidden class: added as they came (held, text or fd first,
+ * whichever write came first), they made the loads in `writeText` megamorphic.
+ */
+export function prepareWrites(socket: Socket): void {
+  const s = socket as Holdable;
+  s[HELD] = false;
+  s[TEXT] = undefined;
+  s[FD] = undefined;
 }
 
 /** Writes `bytes` to `socket` at the end of this turn (corked), after what is held. */
