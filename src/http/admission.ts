@@ -9,7 +9,7 @@ import type { ErrorCode } from '../errors.js';
 import { clientAllowed } from '../l4/client-access.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { RequestHead } from './parser/request-head.js';
-import { latin1, lowerAscii } from './parser/tokens.js';
+import { latin1, nameIs } from './parser/tokens.js';
 import { admitted } from './rate-limit.js';
 import { requestClientIp } from './real-ip.js';
 import type { RouteMatch } from './route-table.js';
@@ -56,7 +56,7 @@ function routeApplies(route: CompiledRoute, head: RequestHead): boolean {
     let found = false;
     for (let f = 0; f < head.fieldCount && !found; f++) {
       const k = f * 4;
-      if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) !== name) continue;
+      if (!nameIs(head.raw, head.fields[k] as number, head.fields[k + 1] as number, name)) continue;
       found =
         want === '*' || latin1(head.raw, head.fields[k + 2] as number, head.fields[k + 3] as number) === want;
     }

@@ -63,6 +63,12 @@ describe('request head: valid requests', () => {
     assert.equal(h.fieldCount, 2);
     assert.equal(h.raw.toString('latin1', h.fields[4], h.fields[5]), 'X-Custom-Header', 'name case kept');
     assert.equal(headerValue(h, 'x-custom-header'), 'v1', 'OWS trimmed');
+    assert.equal(headerValue(h, 'x-custom-headers'), undefined, 'a longer name is another name');
+    assert.equal(headerValue(h, 'x-custom-headex'), undefined);
+    assert.equal(headerValue(h, 'x-custom'), undefined, 'nor is a prefix of it');
+    const odd = parse('GET / HTTP/1.1\r\nHost: a\r\nX-^: caret\r\n\r\n');
+    assert.equal(headerValue(odd, 'x-~'), undefined, 'only A-Z fold: ^ (0x5e) is not ~ (0x7e)');
+    assert.equal(headerValue(odd, 'x-^'), 'caret');
     assert.equal(h.raw.toString('latin1', h.headEnd), 'BODY');
   });
 

@@ -29,7 +29,7 @@ import {
   scanFields,
 } from './fields.js';
 import { F, type FieldId, fieldName } from './names.js';
-import { commonLatin1, isTchar, latin1, lowerAscii } from './tokens.js';
+import { commonLatin1, isTchar, latin1, nameIs } from './tokens.js';
 
 export interface RequestHead {
   readonly method: string;
@@ -313,7 +313,7 @@ export function fieldValue(head: RequestHead, id: FieldId): string | null {
 export function headerValue(head: RequestHead, name: string): string | undefined {
   for (let f = 0; f < head.fieldCount; f++) {
     const k = f * 4;
-    if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) === name) {
+    if (nameIs(head.raw, head.fields[k] as number, head.fields[k + 1] as number, name)) {
       return latin1(head.raw, head.fields[k + 2] as number, head.fields[k + 3] as number);
     }
   }
@@ -324,7 +324,7 @@ export function headerValue(head: RequestHead, name: string): string | undefined
 export function cookieValue(head: RequestHead, name: string): string | undefined {
   for (let f = 0; f < head.fieldCount; f++) {
     const k = f * 4;
-    if (lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number) !== 'cookie') continue;
+    if (!nameIs(head.raw, head.fields[k] as number, head.fields[k + 1] as number, 'cookie')) continue;
     const text = latin1(head.raw, head.fields[k + 2] as number, head.fields[k + 3] as number);
     for (const pair of text.split(';')) {
       const eq = pair.indexOf('=');
