@@ -20,9 +20,15 @@ export interface PickOwner {
   onNoServer(code: ErrorCode): void;
 }
 
+/** `tried` before the first pick: shared, never written (the first pick replaces it). */
+const NONE_TRIED: Endpoint[] = [];
+
 export class ServerPicker implements PoolWaiter {
-  /** Servers tried since the last backoff. */
-  readonly tried: Endpoint[] = [];
+  /**
+   * Servers tried since the last backoff. Most requests pick once: a one-element array then,
+   * not an empty one that `push` would grow to 17 slots (~250 bytes per request).
+   */
+  private tried: Endpoint[] = NONE_TRIED;
   private waiting: 'backoff' | 'queued' | null = null;
   private backoffRound = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -61,7 +67,8 @@ export class ServerPicker implements PoolWaiter {
       this.owner.onNoServer(picked);
       return;
     }
-    this.tried.push(picked);
+    if (this.tried === NONE_TRIED) this.tried = [picked];
+    else this.tried.push(picked);
     this.owner.onPicked(picked);
   }
 
