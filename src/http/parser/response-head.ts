@@ -61,13 +61,12 @@ function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
   const statusLineEnd = lineEnd(buf, 0, headEnd);
   const { minor, status, reason } = parseStatusLine(buf, statusLineEnd);
   const fields = SCRATCH;
-  let count = 0;
   let contentLength = -1;
   let te: string | null = null;
   let connection = '';
   const fieldCount = scanFields(buf, statusLineEnd + 2, headEnd, fields, 'ZL_HTTP_BAD_REQUEST');
-  for (; count < fieldCount; count++) {
-    const k = count * 4;
+  for (let f = 0; f < fieldCount; f++) {
+    const k = f * 4;
     const id = fieldName(buf, fields[k] as number, fields[k + 1] as number);
     if (id === F.CONTENT_LENGTH) {
       contentLength = mergeContentLengthAt(
@@ -108,7 +107,7 @@ function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
     minor,
     raw: buf,
     fields,
-    fieldCount: count,
+    fieldCount,
     headEnd,
     body,
     contentLength,
