@@ -358,7 +358,7 @@ export const CONFIG_REFERENCE = {
   'listeners[].limits': { doc: 'Downstream limits.' },
   'listeners[].limits.max_connections': {
     default: 10000,
-    doc: 'Connections beyond this are accepted and closed at once (counted).',
+    doc: 'Connections beyond this are accepted and closed at once, counted as `ZL_LISTENER_OVER_LIMIT` in `zipline_downstream_rejected_total`, and logged as a warning (the first at once, then at most one per listener every 10 s, with how many were refused since). Connections the native acceptor and libuv take count alike.',
   },
   'listeners[].limits.max_connections_per_client': {
     default: 0,

@@ -18,6 +18,7 @@ import type { L4Context } from '../l4/context.js';
 import { listenOn, shedCounter, socketFromFd } from '../l4/listen.js';
 import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
+import { OverLimit } from '../log/over-limit.js';
 import { metrics } from '../metrics/catalog.js';
 import { ProxyGate } from '../proxy-protocol/gate.js';
 import type { Upstream } from '../upstream/upstream.js';
@@ -47,6 +48,7 @@ export class HttpListener implements Listener, ExchangeHost {
   /** `proxy_protocol`: connections from the balancers send a PROXY header first. */
   private readonly proxyGate: ProxyGate;
   private readonly clientGate: ClientGate;
+  private readonly overLimit: OverLimit;
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweepEveryMs = 0;
   private readonly activeGauge;
@@ -71,6 +73,7 @@ export class HttpListener implements Listener, ExchangeHost {
     this.totalCounter = metrics.downstreamTotal.labels(name);
     this.proxyGate = new ProxyGate(name, ctx.log, () => this.settings.proxyProtocol);
     this.clientGate = new ClientGate(name, ctx.log);
+    this.overLimit = new OverLimit(name, ctx.log, () => this.settings.maxConnections);
     const onSocket = (socket: Socket): void => this.onConnection(socket);
     if (cfg.protocol === 'https' && cfg.tls !== undefined) {
       this.tls = new TlsState(cfg.tls);
@@ -96,7 +99,7 @@ export class HttpListener implements Listener, ExchangeHost {
       this.h2 = null;
     }
     this.server.maxConnections = this.settings.maxConnections;
-    this.server.on('drop', () => metrics.downstreamRejected.labels(name, 'ZL_LISTENER_OVER_LIMIT').inc());
+    this.server.on('drop', () => this.overLimit.refused());
     this.server.on('error', (err) => ctx.log.error({ listener: name, err }, 'listener error'));
     this.scheduleSweep();
   }
@@ -323,7 +326,7 @@ export class HttpListener implements Listener, ExchangeHost {
   /** A connection accepted outside net.Server: the listener's limit, then on as usual. */
   private accepted(socket: Socket, reads: ClientReads | null): void {
     if (this.connections.size + (this.h2?.sessionCount() ?? 0) >= this.settings.maxConnections) {
-      metrics.downstreamRejected.labels(this.name, 'ZL_LISTENER_OVER_LIMIT').inc();
+      this.overLimit.refused();
       socket.destroy();
       return;
     }

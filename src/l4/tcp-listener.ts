@@ -9,6 +9,7 @@ import type { TcpListenerConfig } from '../config/schema.js';
 import { formatHostPort } from '../config/units.js';
 import { ERROR_CATALOG } from '../errors.js';
 import { isoNow } from '../log/access-line.js';
+import { OverLimit } from '../log/over-limit.js';
 import { metrics } from '../metrics/catalog.js';
 import { ProxyGate } from '../proxy-protocol/gate.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
@@ -57,6 +58,7 @@ export class TcpListener implements Listener {
   /** `proxy_protocol`: connections from the balancers send a PROXY header first. */
   private readonly proxyGate: ProxyGate;
   private readonly clientGate: ClientGate;
+  private readonly overLimit: OverLimit;
   private readonly activeGauge;
   private readonly totalCounter;
   private readonly rxCounter;
@@ -82,10 +84,11 @@ export class TcpListener implements Listener {
     this.duration = metrics.sessionDuration.labels(name);
     this.proxyGate = new ProxyGate(name, ctx.log, () => this.settings.proxyProtocol);
     this.clientGate = new ClientGate(name, ctx.log);
+    this.overLimit = new OverLimit(name, ctx.log, () => this.settings.maxConnections);
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true, keepAlive: true });
     this.server.maxConnections = this.settings.maxConnections;
     this.server.on('connection', (socket) => this.onConnection(socket));
-    this.server.on('drop', () => metrics.downstreamRejected.labels(name, 'ZL_LISTENER_OVER_LIMIT').inc());
+    this.server.on('drop', () => this.overLimit.refused());
     this.server.on('error', (err) => ctx.log.error({ listener: name, err }, 'listener error'));
     this.scheduleSweep();
   }
@@ -154,11 +157,6 @@ export class TcpListener implements Listener {
   private acceptFd(fd: number): void {
     const socket = socketFromFd(fd, true);
     if (socket === null) return;
-    if (this.connections.size >= this.settings.maxConnections) {
-      metrics.downstreamRejected.labels(this.name, 'ZL_LISTENER_OVER_LIMIT').inc();
-      socket.destroy();
-      return;
-    }
     socket.setNoDelay(true);
     socket.setKeepAlive(true);
     this.onConnection(socket);
@@ -167,6 +165,13 @@ export class TcpListener implements Listener {
   private onConnection(socket: Socket): void {
     if (this.ctx.draining()) {
       metrics.downstreamRejected.labels(this.name, 'ZL_DRAINING').inc();
+      socket.destroy();
+      return;
+    }
+    // both accept paths come here (the native thread's and libuv's, which share the load): one
+    // count for the limit; net.Server's own `maxConnections` sees only libuv's connections
+    if (this.connections.size >= this.settings.maxConnections) {
+      this.overLimit.refused();
       socket.destroy();
       return;
     }

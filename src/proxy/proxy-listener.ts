@@ -9,6 +9,7 @@ import { ClientGate, compileClientAccess } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
 import type { Listener } from '../l4/listener.js';
 import type { Logger } from '../log/logger.js';
+import { OverLimit } from '../log/over-limit.js';
 import { metrics } from '../metrics/catalog.js';
 import { ProxyGate } from '../proxy-protocol/gate.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
@@ -46,6 +47,7 @@ export class ProxyListener implements Listener {
   private readonly entry: EntryServer;
   private readonly reusePort: boolean;
   private readonly clientGate: ClientGate;
+  private readonly overLimit: OverLimit;
   /** `proxy_protocol`: the balancers whose connections begin with a PROXY header. */
   private proxyProtocol: ProxyProtocolSettings | null;
   private readonly log: Logger;
@@ -59,6 +61,7 @@ export class ProxyListener implements Listener {
     this.source = cfg;
     this.reusePort = ctx.reusePort;
     this.clientGate = new ClientGate(name, ctx.log);
+    this.overLimit = new OverLimit(name, ctx.log, () => this.source.limits.max_connections);
     this.log = ctx.log;
     this.dialer = new DirectDialer({
       allow: new AllowList(cfg.allow),
@@ -74,10 +77,10 @@ export class ProxyListener implements Listener {
           active.dec();
           reportEntry(ctx.accessLog, name, cfg.protocol, peer, r, startedAt);
         },
-        onRejected: (reason) =>
-          metrics.downstreamRejected
-            .labels(name, reason === 'draining' ? 'ZL_DRAINING' : 'ZL_LISTENER_OVER_LIMIT')
-            .inc(),
+        onRejected: (reason) => {
+          if (reason === 'draining') metrics.downstreamRejected.labels(name, 'ZL_DRAINING').inc();
+          else this.overLimit.refused();
+        },
       },
       ctx.draining,
     );
