@@ -8,8 +8,9 @@ import { isoNow, jsonNumber, jsonString } from '../log/access-line.js';
 import type { AccessLog } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Exchange } from './exchange.js';
-import { F } from './parser/names.js';
-import { fieldValue, type RequestHead } from './parser/request-head.js';
+import { F, fieldName } from './parser/names.js';
+import type { RequestHead } from './parser/request-head.js';
+import { latin1 } from './parser/tokens.js';
 import { pathOf } from './route-table.js';
 import type { CompiledRoute } from './settings.js';
 
@@ -80,6 +81,7 @@ export class RequestLog {
     if (!log.enabled) return;
     const head = ex.head;
     const addr = ex.endpoint?.address ?? null;
+    readAgentAndReferer(head);
     // docs/HTTP.md's access-log fields, in `local`'s order, as JSON.stringify would write them
     // (built by hand: src/log/access-line.ts)
     log.writeLine(
@@ -90,8 +92,8 @@ export class RequestLog {
         `"route":${jsonString(route.name)},"upstream":${jsonString(route.upstream)},` +
         `"upstream_addr":${jsonString(addr)},"attempts":${ex.attempts},"response_time":${jsonNumber(seconds)},` +
         `"bytes_in":${ex.bodyBytes},"bytes_out":${ex.bytesOut},"data_path":"${ex.splicedBytes > 0 ? 'native' : 'js'}",` +
-        `"request_id":${jsonString(ex.requestId)},"user_agent":${jsonString(fieldValue(head, F.USER_AGENT))},` +
-        `"referer":${jsonString(fieldValue(head, F.REFERER))},"error":${jsonString(ex.code)}}\n`,
+        `"request_id":${jsonString(ex.requestId)},"user_agent":${jsonString(userAgent)},` +
+        `"referer":${jsonString(referer)},"error":${jsonString(ex.code)}}\n`,
     );
   }
 
@@ -111,6 +113,7 @@ export class RequestLog {
     (this.answered[classOf(status)] as number)++;
     const log = this.accessLog();
     if (!log.enabled) return;
+    readAgentAndReferer(head);
     log.write({
       time: isoNow(),
       listener: this.name,
@@ -131,10 +134,28 @@ export class RequestLog {
       bytes_out: bytesOut,
       data_path: null,
       request_id: null,
-      user_agent: head === null ? null : fieldValue(head, F.USER_AGENT),
-      referer: head === null ? null : fieldValue(head, F.REFERER),
+      user_agent: userAgent,
+      referer,
       error: code,
     });
+  }
+}
+
+/** The access line's `user_agent` and `referer`, as `readAgentAndReferer` last found them. */
+let userAgent: string | null = null;
+let referer: string | null = null;
+
+/** The first User-Agent and Referer values of `head` (null when absent), in one pass over its fields. */
+function readAgentAndReferer(head: RequestHead | null): void {
+  userAgent = null;
+  referer = null;
+  if (head === null) return;
+  const { raw, fields } = head;
+  for (let f = 0; f < head.fieldCount; f++) {
+    const k = f * 4;
+    const id = fieldName(raw, fields[k] as number, fields[k + 1] as number);
+    if (id === F.USER_AGENT) userAgent ??= latin1(raw, fields[k + 2] as number, fields[k + 3] as number);
+    else if (id === F.REFERER) referer ??= latin1(raw, fields[k + 2] as number, fields[k + 3] as number);
   }
 }
 

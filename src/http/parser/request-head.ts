@@ -28,7 +28,7 @@ import {
   persists,
   scanFields,
 } from './fields.js';
-import { F, type FieldId, fieldName } from './names.js';
+import { F, fieldName } from './names.js';
 import { commonLatin1, isTchar, latin1, nameIs } from './tokens.js';
 
 export interface RequestHead {
@@ -297,17 +297,6 @@ function authorityOf(target: string): string {
 }
 
 const HOST_RE = /^[A-Za-z0-9.\-_~!$&'()*+,;=%:[\]]*$/;
-
-/** The value of the first field `fieldName` knows as `id`, or null. */
-export function fieldValue(head: RequestHead, id: FieldId): string | null {
-  for (let f = 0; f < head.fieldCount; f++) {
-    const k = f * 4;
-    if (fieldName(head.raw, head.fields[k] as number, head.fields[k + 1] as number) === id) {
-      return valueAt(head.raw, head.fields, k);
-    }
-  }
-  return null;
-}
 
 /** The value of the first field called `name` (lower case), or undefined. */
 export function headerValue(head: RequestHead, name: string): string | undefined {
