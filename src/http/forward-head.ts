@@ -75,7 +75,16 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
     const id = fieldName(raw, nameStart, nameEnd);
     let keep = true;
     switch (id) {
-      case F.OTHER:
+      case F.CONTENT_LENGTH:
+      case F.TRANSFER_ENCODING:
+      case F.CONNECTION:
+      case F.KEEP_ALIVE:
+      case F.PROXY_CONNECTION:
+      case F.TE:
+      case F.TRAILER:
+      case F.UPGRADE:
+      case F.PROXY_AUTHORIZATION:
+        keep = false; // hop-by-hop, or framing that is re-declared below
         break;
       case F.X_REQUEST_ID: {
         const value = latin1(raw, fields[k + 2] as number, fields[k + 3] as number);
@@ -102,12 +111,8 @@ export function buildForwardHead(req: RequestHead, ctx: ForwardContext): Forward
       case F.HOST:
         keep = !req.absoluteForm; // the target's authority stands for it (RFC 9112 §3.2.2)
         break;
-      case F.IDEMPOTENCY_KEY:
-      case F.RETRY_AFTER:
-      case F.PROXY_AUTHENTICATE:
-        break;
       default:
-        keep = false; // hop-by-hop, or framing that is re-declared below
+        break; // end-to-end: every other field, named (User-Agent, Referer…) or not, is forwarded
     }
     if (keep && byName) {
       const lower = lowerAscii(raw, nameStart, nameEnd);

@@ -79,7 +79,11 @@ describe('forwarding semantics', () => {
       const p = await c.send(
         'POST /p HTTP/1.1\r\nHost: x.test\r\nuser-AGENT: probe/1.0 "q"\r\nReferer: https://r.test/\r\nContent-Length: 5\r\n\r\nhello',
       );
-      assert.equal((JSON.parse(p.body.toString()) as Echo).body, 5);
+      const pe = JSON.parse(p.body.toString()) as Echo;
+      assert.equal(pe.body, 5);
+      // end-to-end fields zipline also reads (for the access line) still reach the origin
+      assert.equal(pe.headers['user-agent'], 'probe/1.0 "q"');
+      assert.equal(pe.headers.referer, 'https://r.test/');
       const ch = await c.send(
         'PUT /c HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\nX-Trailer: t\r\n\r\n',
       );

@@ -4,6 +4,7 @@ import { BlockList } from 'node:net';
 import { describe, test } from 'node:test';
 import { listed } from '../../src/config/address-list.js';
 import { buildForwardHead, type ForwardContext } from '../../src/http/forward-head.js';
+import { KNOWN_NAMES } from '../../src/http/parser/names.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from '../../src/http/parser/request-head.js';
 import { nextRequestId } from '../../src/http/request-id.js';
 import { pathOf, RouteTable } from '../../src/http/route-table.js';
@@ -131,6 +132,44 @@ describe('upstream request head', () => {
     assert.ok(lines.includes('X-Env: prod'), 'route rule set replaces');
     assert.ok(lines.includes('Transfer-Encoding: chunked'), 'framing re-declared');
     assert.ok(out.endsWith('\r\n\r\n'));
+  });
+
+  test('every field name zipline recognises is forwarded in place unless hop-by-hop or rewritten', () => {
+    // fields zipline drops or writes itself; any other recognised name (one added for the access
+    // log, say) must reach the upstream as sent, like an unrecognised one
+    const notAsSent = new Set([
+      'content-length', // framing: re-declared after the forwarding fields
+      'transfer-encoding',
+      'connection',
+      'keep-alive',
+      'proxy-connection',
+      'te',
+      'trailer',
+      'upgrade',
+      'proxy-authorization',
+      'expect', // 100-continue is answered by zipline
+      'x-forwarded-for',
+      'x-forwarded-proto',
+      'x-forwarded-host',
+      'x-real-ip',
+      'x-request-id',
+    ]);
+    const VALID: Record<string, string> = {
+      'content-length': '0',
+      'transfer-encoding': 'chunked',
+      host: 'h.test',
+      'retry-after': '1',
+    };
+    for (const [name] of KNOWN_NAMES) {
+      const value = VALID[name] ?? `v-${name}`;
+      const line = `${name.replace(/(^|-)[a-z]/g, (c) => c.toUpperCase())}: ${value}`;
+      const extra = name === 'expect' ? 'Expect: 100-continue' : line;
+      const text = `GET /x HTTP/1.1\r\n${name === 'host' ? '' : 'Host: h.test\r\n'}${extra}\r\n\r\n`;
+      const out = buildForwardHead(head(text), ctx()).head;
+      // kept fields stay where they were: before the forwarding fields zipline appends
+      const inPlace = out.includes(`\r\n${extra}\r\nX-Forwarded-For: `);
+      assert.equal(inPlace, !notAsSent.has(name), `${name}: ${out}`);
+    }
   });
 
   test('forwarding headers from an untrusted client are replaced', () => {

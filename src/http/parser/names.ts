@@ -30,7 +30,8 @@ export const F = {
 
 export type FieldId = (typeof F)[keyof typeof F];
 
-const NAMES: [string, FieldId][] = [
+/** Every name `fieldName` recognises, lower case, with its id. */
+export const KNOWN_NAMES: readonly (readonly [string, FieldId])[] = [
   ['content-length', F.CONTENT_LENGTH],
   ['transfer-encoding', F.TRANSFER_ENCODING],
   ['connection', F.CONNECTION],
@@ -56,7 +57,7 @@ const NAMES: [string, FieldId][] = [
 
 /** Candidates by name length; each as lower-case bytes. */
 const BY_LENGTH: { bytes: Uint8Array; id: FieldId }[][] = [];
-for (const [name, id] of NAMES) {
+for (const [name, id] of KNOWN_NAMES) {
   const list = BY_LENGTH[name.length] ?? [];
   BY_LENGTH[name.length] = list;
   list.push({ bytes: Buffer.from(name, 'latin1'), id });
