@@ -324,6 +324,10 @@ export const CONFIG_REFERENCE = {
     default: true,
     doc: "http only: a client that opens with the HTTP/2 connection preface (prior knowledge: `curl --http2-prior-knowledge`, `h2load http://…`) is served HTTP/2 in clear text, as Envoy's automatic codec does; every other client gets HTTP/1.1 as before. `false`: such a client gets 505, as nginx without `http2 on`. Upstreams are still spoken to in HTTP/1.1; an HTTP/1.1 `Upgrade: h2c` request (`curl --http2` on `http://`) is served as HTTP/1.1, as Envoy does.",
   },
+  'listeners[].merge_slashes': {
+    default: true,
+    doc: 'http/https: runs of `/` in a request\'s path count as one (nginx `merge_slashes`), for routing and in the path sent upstream: `//admin` is `/admin`, so a route\'s `clients` or `rate_limit` cannot be walked around by doubling a slash. Whatever this says, `.`/`..` segments are resolved (a `..` above the root is 400) and percent-encoded unreserved characters (`%61` is `a`) decoded, for routing and upstream alike (docs/HTTP.md, "Paths"). `false`: `//` is kept, for upstreams whose paths carry URLs or empty segments.',
+  },
   'listeners[].tls': {
     doc: "https: TLS termination. `cert`/`key` are the default certificate; `certificates` add more, chosen by SNI from each certificate's names (SAN DNS entries, wildcards included).",
   },

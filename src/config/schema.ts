@@ -290,6 +290,7 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
       .optional(),
     client_fin: z.enum(['abort', 'finish']).prefault(def('listeners[].client_fin')),
     h2c: z.boolean().optional(), // http only (cross-check.ts); on unless false
+    merge_slashes: z.boolean().prefault(def('listeners[].merge_slashes')),
     tls: tlsSettings.optional(),
     timeouts: z
       .strictObject({

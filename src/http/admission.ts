@@ -1,5 +1,6 @@
 /**
- * What a request must pass before an exchange starts, the same for HTTP/1.1 and HTTP/2: a route
+ * What a request must pass before an exchange starts, the same for HTTP/1.1 and HTTP/2: a path
+ * that stays under the root (400; `request-path.ts` normalises it), a route
  * whose upstream exists (404) and whose conditions it meets, a client the route's `clients` allow
  * (403), a declared body within the route's `max_body` (413), and room in the route's rate limit
  * (429, `Retry-After` from `lastRetryAfter()`). The caller answers a
@@ -12,6 +13,7 @@ import type { RequestHead } from './parser/request-head.js';
 import { latin1, nameIs } from './parser/tokens.js';
 import { admitted } from './rate-limit.js';
 import { requestClientIp } from './real-ip.js';
+import { requestPath } from './request-path.js';
 import type { RouteMatch } from './route-table.js';
 import type { CompiledRoute, HttpListenerSettings } from './settings.js';
 
@@ -32,7 +34,9 @@ export function admitRequest(
   head: RequestHead,
   down: { readonly clientIp: string; readonly trusted: boolean },
 ): Routed | ErrorCode {
-  const match = host.settings.routes.match(head.host, head.target, head, routeApplies);
+  const path = requestPath(head.target, host.settings.mergeSlashes);
+  if (path === null) return 'ZL_HTTP_BAD_REQUEST'; // `..` above the root
+  const match = host.settings.routes.match(head.host, path, head, routeApplies);
   if (match === null) return 'ZL_HTTP_NO_ROUTE';
   const route = match.route.value;
   if (route.local === null && host.upstream(route.upstream) === undefined) return 'ZL_HTTP_NO_ROUTE';

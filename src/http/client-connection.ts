@@ -220,7 +220,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   /** A request zipline answers itself (an error, or a route's redirect/respond): its body is not read. */
   private afterLocalResponse(head: RequestHead, buf: Buffer, end: number, answer: ErrorCode | Routed): void {
     this.listener.localAnswer(this, head, answer);
-    const keep = this.keepAlive && this.reading === 'none';
+    const keep = this.keepAlive && this.reading === 'none' && answer !== 'ZL_HTTP_BAD_REQUEST';
     if (typeof answer === 'string') this.writeError(answer, keep, null);
     else if (!this.closed)
       this.send((answer.route.value.local as LocalReply).http1(head, keep, this.method !== 'HEAD'));

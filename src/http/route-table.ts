@@ -67,12 +67,11 @@ export class RouteTable<T> {
   }
 
   /**
-   * The route for `host` (the Host header, port allowed) and the request target's path; a
-   * conditional route only if `test(route.value, ctx)` holds.
+   * The route for `host` (the Host header, port allowed) and `path` (origin-form, query kept:
+   * `requestPath`'s); a conditional route only if `test(route.value, ctx)` holds.
    */
-  match<C>(hostHeader: string | null, target: string, ctx?: C, test?: RouteTest<T, C>): RouteMatch<T> | null {
+  match<C>(hostHeader: string | null, path: string, ctx?: C, test?: RouteTest<T, C>): RouteMatch<T> | null {
     const host = hostHeader === null ? '' : withoutRootDot(stripPort(hostHeader).toLowerCase());
-    const path = pathOf(target);
     const byHost = this.exact.get(host) ?? this.wildcardFor(host);
     return (byHost === undefined ? null : pick(byHost, path, ctx, test)) ?? pick(this.any, path, ctx, test);
   }

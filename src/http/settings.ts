@@ -58,6 +58,8 @@ export interface HttpListenerSettings {
   readonly finishOnClientFin: boolean;
   /** A plain-http client opening with the HTTP/2 preface is served HTTP/2 (`h2c`). */
   readonly h2c: boolean;
+  /** `merge_slashes`: `//` is `/` in the path routed and sent upstream. */
+  readonly mergeSlashes: boolean;
   /** `proxy_protocol`: peers whose connections begin with a PROXY header, or null. */
   readonly proxyProtocol: ProxyProtocolSettings | null;
   /** `clients`: the addresses served, or null for everyone. */
@@ -197,6 +199,7 @@ export function compileHttpListener(
     maxBodyReplay: cfg.limits.max_body_replay,
     finishOnClientFin: cfg.client_fin === 'finish',
     h2c: cfg.protocol === 'http' && cfg.h2c !== false,
+    mergeSlashes: cfg.merge_slashes,
     proxyProtocol: compileProxyProtocol(cfg.proxy_protocol),
     clients: compileClientAccess(cfg.clients),
     maxPerClient: cfg.limits.max_connections_per_client,
