@@ -29,7 +29,7 @@ import { Exchange } from './exchange.js';
 import { buildClientHead, buildInterimHead, type ClientFraming } from './forward-response.js';
 import type { HttpListener } from './listener.js';
 import type { LocalReply } from './local-reply.js';
-import { findHeadEnd, isH2Preface, parseRequestHead, type RequestHead } from './parser/request-head.js';
+import { isH2Preface, parseRequestHead, type RequestHead, requestHeadEnd } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
 import { ReadAhead } from './read-ahead.js';
 import { UpgradePump } from './upgrade-pump.js';
@@ -139,7 +139,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     let head: RequestHead;
     let end: number;
     try {
-      end = findHeadEnd(buf, buf.length, this.listener.settings.maxHeaderBytes);
+      end = requestHeadEnd(buf, this.listener.settings.maxHeaderBytes);
       if (end < 0) {
         this.ahead.keep(buf);
         if (this.headStartedAt === 0) this.headStartedAt = Date.now();

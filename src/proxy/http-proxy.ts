@@ -10,7 +10,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { parseHostPort } from '../config/units.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
-import { findHeadEnd, parseRequestHead, type RequestHead } from '../http/parser/request-head.js';
+import { parseRequestHead, type RequestHead, requestHeadEnd } from '../http/parser/request-head.js';
 import { lowerAscii } from '../http/parser/tokens.js';
 import type { Destination } from '../tunnel/address.js';
 import { OPEN_STATUS } from '../tunnel/constants.js';
@@ -34,7 +34,7 @@ const HOP = new Set([
 ]);
 
 function parseHead(b: Buffer): ParseStep<RequestHead> {
-  const end = findHeadEnd(b, b.length, MAX_HEAD);
+  const end = requestHeadEnd(b, MAX_HEAD);
   if (end < 0) return { need: true };
   return { done: parseRequestHead(b, end), used: end };
 }

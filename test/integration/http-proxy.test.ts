@@ -512,6 +512,10 @@ describe('bad input', () => {
     ['a bare LF', 'GET / HTTP/1.1\nHost: x\r\n\r\n'],
     ['no Host', 'GET / HTTP/1.1\r\n\r\n'],
     ['garbage', '\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n'],
+    // no end of head: answered at the first byte no request line starts with, not at the timeout
+    ['a TLS ClientHello on the plain port', '\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03'],
+    ['a Redis command', '*1\r\n$4\r\nPING\r\n'],
+    ['an SSH banner', 'SSH-2.0-OpenSSH_9.2\r\n'],
   ];
   for (const [what, request] of badRequests) {
     test(`${what} → 400 and the connection closed; nothing reaches the origin`, async () => {

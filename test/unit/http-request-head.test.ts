@@ -7,6 +7,7 @@ import {
   headerValue,
   parseRequestHead,
   type RequestHead,
+  requestHeadEnd,
 } from '../../src/http/parser/request-head.js';
 
 function parseOnce(text: string, max: number): RequestHead {
@@ -211,6 +212,25 @@ describe('request head: refused (smuggling and malformed framing)', () => {
     assert.throws(() => findHeadEnd(partial, partial.length, 100), /limits.max_header_bytes/);
     const fields = Array.from({ length: 201 }, (_, i) => `X${i}: v\r\n`).join('');
     refused(`GET / HTTP/1.1\r\nHost: a\r\n${fields}\r\n`, 'ZL_HTTP_HEADERS_TOO_LARGE');
+  });
+  test('requestHeadEnd refuses an incomplete head at once when no request line can start so', () => {
+    const valid = Buffer.from('PROPFIND /a HTTP/1.1\r\nHost: a\r\n\r\n');
+    for (let n = 0; n < valid.length; n++) assert.equal(requestHeadEnd(valid.subarray(0, n), 1024), -1);
+    assert.equal(requestHeadEnd(valid, 1024), valid.length);
+    for (const junk of [
+      '\x16\x03\x01\x00',
+      '*1\r\n$4\r\nPING',
+      'SSH-2.0-x\r\n',
+      ' GET',
+      `${'A'.repeat(33)}`,
+    ]) {
+      assert.throws(
+        () => requestHeadEnd(Buffer.from(junk, 'latin1'), 1024),
+        (err: unknown) => isZiplineError(err) && err.code === 'ZL_HTTP_BAD_REQUEST',
+        JSON.stringify(junk),
+      );
+    }
+    assert.equal(requestHeadEnd(Buffer.from(`${'A'.repeat(32)}`), 1024), -1, 'a method may be 32 bytes');
   });
   test('findHeadEnd waits for more bytes, and never reads past `end`', () => {
     const buf = Buffer.from('GET / HTTP/1.1\r\nHost: a\r\n\r\n');

@@ -100,10 +100,32 @@ function tooLarge(): ZiplineError {
   return new ZiplineError('ZL_HTTP_HEADERS_TOO_LARGE', 'request head larger than limits.max_header_bytes');
 }
 
-/** Parses a complete head: `buf[0, headEnd)` as found by `findHeadEnd`. */
+/**
+ * `findHeadEnd` for a request: while the head is incomplete, its first bytes must still be able
+ * to begin a request line (a method is a token, then a space), else 400 at once, as nginx answers
+ * at the first bad byte (or a method too long): a TLS ClientHello sent to a plain port, an SSH or Redis client get their
+ * answer now, not at `client_header`.
+ */
+export function requestHeadEnd(buf: Buffer, maxBytes: number): number {
+  const end = findHeadEnd(buf, buf.length, maxBytes);
+  if (end < 0) refuseNonRequest(buf);
+  return end;
+}
+
+function refuseNonRequest(buf: Buffer): void {
+  const n = Math.min(buf.length, MAX_METHOD + 1);
+  for (let i = 0; i < n; i++) {
+    const c = buf[i] as number;
+    if (c === SP && i > 0) return;
+    if (!isTchar(c)) throw bad('not an HTTP request');
+  }
+  if (n > MAX_METHOD) throw bad('malformed request method');
+}
+
 /** Scratch space for field offsets; each head keeps an exact-size copy. */
 const SCRATCH: number[] = new Array<number>(MAX_FIELDS * 4).fill(0);
 
+/** Parses a complete head: `buf[0, headEnd)` as found by `findHeadEnd`. */
 export function parseRequestHead(buf: Buffer, headEnd: number): RequestHead {
   const requestLineEnd = lineEnd(buf, 0, headEnd);
   const { method, target, minor } = parseRequestLine(buf, requestLineEnd);
