@@ -80,4 +80,53 @@ describe('chunked decoding', () => {
     refused('0\r\nX: a\nb\r\n\r\n');
     refused(`0\r\nX: ${'v'.repeat(17 * 1024)}\r\n\r\n`);
   });
+
+  test('chunk extensions: exactly RFC 9112 §7.1.1, or refused', () => {
+    // passed through as framed: the next hop must read them as this decoder did
+    for (const ext of [
+      ';a',
+      ';a=b',
+      ';a="b"',
+      ';a="b;c\\"d"',
+      ';a=b;c="d";e',
+      ';  a  =  "x"  ;b',
+      ';a\t=\tb',
+      ';a="\u00e9"', // obs-text
+    ]) {
+      assert.equal(decode(`1${ext}\r\nx\r\n0${ext}\r\n\r\n`, 1).body, 'x', ext);
+    }
+    for (const ext of [
+      ';',
+      ';;',
+      ';a=',
+      ';=b',
+      ';a="',
+      ';a="x\\',
+      ';a="x"y',
+      ';a=b c',
+      ';a ',
+      ';a=b ',
+      ';a="x" ',
+      ';a b',
+      ';a=@',
+      ';a="x\u007f"',
+      ' ;a', // whitespace between a size and `;`: RFC 9112 allows it, llhttp and nginx do not
+    ]) {
+      refused(`1${ext}\r\nx\r\n0\r\n\r\n`);
+    }
+  });
+
+  test('trailers: framing fields are refused (RFC 9110 §6.5.1); names that only look like them pass', () => {
+    refused('0\r\nContent-Length: 5\r\n\r\n');
+    refused('0\r\ntransfer-ENCODING: chunked\r\n\r\n');
+    for (const name of [
+      'Content-Lengths',
+      'X-Content-Length',
+      'Content-Type',
+      'Transfer-Encodin',
+      'Content-Lengti',
+    ]) {
+      assert.equal(decode(`0\r\n${name}: 1\r\n\r\n`, 1).done, true, name);
+    }
+  });
 });
