@@ -196,6 +196,9 @@ describe('request head: refused (smuggling and malformed framing)', () => {
     refused('GET / HTTP/1.1 \r\nHost: a\r\n\r\n');
     refused('G(T / HTTP/1.1\r\nHost: a\r\n\r\n');
     refused('GET /a b HTTP/1.1\r\nHost: a\r\n\r\n');
+    refused('GET /index.html#.png HTTP/1.1\r\nHost: a\r\n\r\n');
+    refused('GET http://a/x#y HTTP/1.1\r\nHost: a\r\n\r\n');
+    assert.equal(parse('GET /a%23b?c=%23 HTTP/1.1\r\nHost: a\r\n\r\n').target, '/a%23b?c=%23');
     refused('GET / HTTP/1.1x\r\nHost: a\r\n\r\n');
     refused('GET / HTTP/2.0\r\nHost: a\r\n\r\n', 'ZL_HTTP_VERSION_NOT_SUPPORTED');
     refused('GET / HTTP/0.9\r\nHost: a\r\n\r\n', 'ZL_HTTP_VERSION_NOT_SUPPORTED');

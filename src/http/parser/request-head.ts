@@ -11,6 +11,7 @@
  * - Content-Length that is not all digits, or several that disagree;
  * - HTTP/1.1 without a Host, any request with more than one (§3.2); a head larger than the limit
  *   (431);
+ * - a request-target with a byte outside printable ASCII, or a `#` (a fragment);
  * - a request-target in none of the forms its method allows (§3.2): origin-form, absolute-form
  *   (`http(s)://authority/…`, whose authority then stands for the Host, §3.2.2), `*` for OPTIONS
  *   (CONNECT's authority-form is left to the caller: the forward proxy reads it);
@@ -61,6 +62,7 @@ export interface RequestHead {
 const CR = 0x0d;
 const LF = 0x0a;
 const SP = 0x20;
+const HASH = 0x23;
 const SLASH = 0x2f;
 
 const MAX_METHOD = 32;
@@ -140,7 +142,9 @@ function parseRequestLine(buf: Buffer, lineEnd: number): { method: string; targe
   if (i === 0 || i > MAX_METHOD || buf[i] !== SP) throw bad('malformed request method');
   const method = knownMethod(buf, i) ?? latin1(buf, 0, i);
   const targetStart = ++i;
-  while (i < lineEnd && (buf[i] as number) > SP && (buf[i] as number) < 0x7f) i++;
+  // printable ASCII but `#`: a fragment is the client's own (RFC 9112 §3.2), and a server that
+  // cut the path there would serve another one than routed (HAProxy refuses it: CVE-2023-45539)
+  while (i < lineEnd && (buf[i] as number) > SP && (buf[i] as number) < 0x7f && buf[i] !== HASH) i++;
   if (i === targetStart || buf[i] !== SP) throw bad('malformed request target');
   const target = latin1(buf, targetStart, i);
   const minor = http1Minor(buf, i + 1, lineEnd);
