@@ -234,6 +234,7 @@ describe('request head: refused (smuggling and malformed framing)', () => {
       );
     }
     assert.equal(requestHeadEnd(Buffer.from(`${'A'.repeat(32)}`), 1024), -1, 'a method may be 32 bytes');
+    assert.equal(requestHeadEnd(Buffer.from('\r'), 1024), -1, 'half of an empty line before the request');
   });
   test('findHeadEnd waits for more bytes, and never reads past `end`', () => {
     const buf = Buffer.from('GET / HTTP/1.1\r\nHost: a\r\n\r\n');

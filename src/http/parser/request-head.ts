@@ -104,9 +104,10 @@ function tooLarge(): ZiplineError {
 
 /**
  * `findHeadEnd` for a request: while the head is incomplete, its first bytes must still be able
- * to begin a request line (a method is a token, then a space), else 400 at once, as nginx answers
- * at the first bad byte (or a method too long): a TLS ClientHello sent to a plain port, an SSH or Redis client get their
- * answer now, not at `client_header`.
+ * to begin a request line (a method of at most 32 token bytes, then a space), else 400 at once,
+ * as nginx answers at the first bad byte: a TLS ClientHello sent to a plain port, an SSH or
+ * Redis client get their answer now, not at `client_header`. (The caller has dropped the empty
+ * lines before a request line; a lone CR may be the first half of one more, and waits.)
  */
 export function requestHeadEnd(buf: Buffer, maxBytes: number): number {
   const end = findHeadEnd(buf, buf.length, maxBytes);
@@ -115,6 +116,7 @@ export function requestHeadEnd(buf: Buffer, maxBytes: number): number {
 }
 
 function refuseNonRequest(buf: Buffer): void {
+  if (buf.length === 1 && buf[0] === CR) return;
   const n = Math.min(buf.length, MAX_METHOD + 1);
   for (let i = 0; i < n; i++) {
     const c = buf[i] as number;
