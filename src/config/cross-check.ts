@@ -43,8 +43,9 @@ function checkUpstreams(upstreams: Record<string, unknown>, report: Report): voi
     if (up === undefined) continue;
     const hc = obj(up.health_check);
     if (hc !== undefined) {
+      // an unset timeout follows the interval (upstream/settings.ts): only a given one can clash
       const interval = dur(hc.interval ?? '5s');
-      const timeout = dur(hc.timeout ?? '2s');
+      const timeout = hc.timeout === undefined ? undefined : dur(hc.timeout);
       if (interval !== undefined && timeout !== undefined && timeout >= interval) {
         report(['upstreams', name, 'health_check', 'timeout'], `timeout must be shorter than interval`);
       }

@@ -86,8 +86,7 @@ export const CONFIG_REFERENCE = {
   'upstreams.*.health_check.host': { doc: 'Host header for `type: http` (default: the server address).' },
   'upstreams.*.health_check.interval': { default: '5s', doc: 'Time between checks of one server.' },
   'upstreams.*.health_check.timeout': {
-    default: '2s',
-    doc: 'A check slower than this fails. Must be shorter than `interval`.',
+    doc: 'A check slower than this fails. Must be shorter than `interval`. Unset: 2s, or half of `interval` when that is shorter (`interval: 1s` alone checks with a 500ms timeout).',
   },
   'upstreams.*.health_check.rise': { default: 2, doc: 'Consecutive passes that bring a down server back.' },
   'upstreams.*.health_check.fall': {

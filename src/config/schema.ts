@@ -37,7 +37,7 @@ const healthCheck = z.strictObject({
   path: z.string().startsWith('/').prefault(def('upstreams.*.health_check.path')),
   host: z.string().min(1).optional(),
   interval: duration.prefault(def('upstreams.*.health_check.interval')),
-  timeout: duration.prefault(def('upstreams.*.health_check.timeout')),
+  timeout: duration.optional(), // unset: min(2s, interval / 2), in upstream/settings.ts
   rise: count(1, 100).prefault(def('upstreams.*.health_check.rise')),
   fall: count(1, 100).prefault(def('upstreams.*.health_check.fall')),
   expect_status: z.array(count(100, 599)).prefault(def('upstreams.*.health_check.expect_status')),

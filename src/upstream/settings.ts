@@ -6,6 +6,9 @@ import { type SendProxy, sendProxyVersion } from '../proxy-protocol/settings.js'
 import type { EndpointSettings } from './endpoint.js';
 import { OriginTls } from './origin-tls.js';
 
+/** `health_check.timeout` when unset, unless half of `interval` is shorter. */
+const HEALTH_TIMEOUT_MS = 2000;
+
 export interface ServerSpec {
   /** `host:port` exactly as configured. */
   readonly server: string;
@@ -103,7 +106,7 @@ export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSett
             path: hc.path,
             host: hc.host,
             intervalMs: hc.interval,
-            timeoutMs: hc.timeout,
+            timeoutMs: hc.timeout ?? Math.min(HEALTH_TIMEOUT_MS, Math.floor(hc.interval / 2)),
             rise: hc.rise,
             fall: hc.fall,
             expectStatus: hc.expect_status,

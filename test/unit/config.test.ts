@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { formatIssue } from '../../src/config/issue.js';
 import { loadConfigText } from '../../src/config/load.js';
+import type { UpstreamConfig } from '../../src/config/schema.js';
+import { compileUpstream } from '../../src/upstream/settings.js';
 import { tempDir } from '../helpers/temp.js';
 
 function issues(yaml: string, env: NodeJS.ProcessEnv = {}): string[] {
@@ -221,6 +223,19 @@ colour: blue
     out.some((l) => /^colour \(line 7:1\): unknown key/.test(l)),
     out.join('\n'),
   );
+});
+
+test('health_check.timeout unset follows a short interval (half of it), else 2s', () => {
+  const timeoutOf = (hc: string): number | undefined => {
+    const r = loadConfigText(`upstreams:\n  a: { servers: [127.0.0.1:1], health_check: ${hc} }\n`, {});
+    assert.ok(r.ok, JSON.stringify(r));
+    return compileUpstream('a', r.config.upstreams.a as UpstreamConfig).health?.timeoutMs;
+  };
+  assert.equal(timeoutOf('{ interval: 1s }'), 500, 'interval 1s alone is a valid config');
+  assert.equal(timeoutOf('{ interval: 300ms }'), 150);
+  assert.equal(timeoutOf('{ interval: 10s }'), 2000);
+  assert.equal(timeoutOf('{}'), 2000);
+  assert.equal(timeoutOf('{ interval: 1s, timeout: 800ms }'), 800);
 });
 
 test('cross-field checks', () => {
