@@ -52,8 +52,9 @@ function checkUpstreams(upstreams: Record<string, unknown>, report: Report): voi
     }
     const backoff = obj(obj(up.retry)?.backoff);
     if (backoff !== undefined) {
+      // an unset max follows the base (upstream/settings.ts): only a given one can clash
       const base = dur(backoff.base ?? '25ms');
-      const max = dur(backoff.max ?? '250ms');
+      const max = backoff.max === undefined ? undefined : dur(backoff.max);
       if (base !== undefined && max !== undefined && base > max) {
         report(['upstreams', name, 'retry', 'backoff', 'base'], 'base must not exceed max');
       }

@@ -158,7 +158,9 @@ export const CONFIG_REFERENCE = {
     default: '25ms',
     doc: 'First backoff ceiling. A try on a server not yet tried for this request goes at once; backoff applies once every server was tried.',
   },
-  'upstreams.*.retry.backoff.max': { default: '250ms', doc: 'Backoff ceiling.' },
+  'upstreams.*.retry.backoff.max': {
+    doc: "Backoff ceiling; at least `base`. Unset: 10 × `base` (250ms with the default base; Envoy's rule), so `base: 500ms` alone is valid.",
+  },
   'upstreams.*.retry.on': {
     default: ['connect_failure', 'reset', 502, 503, 504],
     doc: 'What is retried: `connect_failure`, `reset`, `timeout`, and HTTP statuses.',

@@ -104,7 +104,7 @@ const upstream = z.strictObject({
       backoff: z
         .strictObject({
           base: duration.prefault(def('upstreams.*.retry.backoff.base')),
-          max: duration.prefault(def('upstreams.*.retry.backoff.max')),
+          max: duration.optional(), // unset: 10 × base, in upstream/settings.ts
         })
         .prefault({}),
       on: z.array(retryOn).prefault(def('upstreams.*.retry.on')),

@@ -9,6 +9,9 @@ import { OriginTls } from './origin-tls.js';
 /** `health_check.timeout` when unset, unless half of `interval` is shorter. */
 const HEALTH_TIMEOUT_MS = 2000;
 
+/** `retry.backoff.max` when unset: this many times `base` (Envoy's `max_interval` default). */
+const BACKOFF_MAX_PER_BASE = 10;
+
 export interface ServerSpec {
   /** `host:port` exactly as configured. */
   readonly server: string;
@@ -116,7 +119,7 @@ export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSett
     connectTimeoutMs: cfg.timeouts.connect,
     retryAttempts: cfg.retry.attempts,
     backoffBaseMs: cfg.retry.backoff.base,
-    backoffMaxMs: cfg.retry.backoff.max,
+    backoffMaxMs: cfg.retry.backoff.max ?? BACKOFF_MAX_PER_BASE * cfg.retry.backoff.base,
     maxConnections: cfg.circuit_breaker.max_connections,
     keepaliveMaxIdle: cfg.keepalive.max_idle,
     keepaliveIdleTimeoutMs: cfg.keepalive.idle_timeout,

@@ -238,6 +238,17 @@ test('health_check.timeout unset follows a short interval (half of it), else 2s'
   assert.equal(timeoutOf('{ interval: 1s, timeout: 800ms }'), 800);
 });
 
+test('retry.backoff.max unset is 10 × base', () => {
+  const maxOf = (retry: string): number => {
+    const r = loadConfigText(`upstreams:\n  a: { servers: [127.0.0.1:1], retry: ${retry} }\n`, {});
+    assert.ok(r.ok, JSON.stringify(r));
+    return compileUpstream('a', r.config.upstreams.a as UpstreamConfig).backoffMaxMs;
+  };
+  assert.equal(maxOf('{}'), 250);
+  assert.equal(maxOf('{ backoff: { base: 500ms } }'), 5000, 'base above the old fixed max alone is valid');
+  assert.equal(maxOf('{ backoff: { base: 10ms, max: 40ms } }'), 40);
+});
+
 test('cross-field checks', () => {
   const out = issues(`
 upstreams:
