@@ -8,6 +8,9 @@ import { metrics } from '../metrics/catalog.js';
 import { workerCount } from '../workers/pool.js';
 import { EXIT, reportInvalidConfig } from './exit.js';
 
+/** A different signal this soon after the first is a supervisor's copy of it (see `stop`). */
+const FORWARDED_SIGNAL_MS = 500;
+
 export async function runCommand(file: string): Promise<number> {
   // validated in a child process, here and at reloads: zod and yaml never load into this one
   const first = await loadConfigIsolated(file);
@@ -42,13 +45,21 @@ export async function runCommand(file: string): Promise<number> {
     log.info('SIGHUP: reloading');
     void runtime.reloadFromSource();
   });
-  let signals = 0;
+  let firstSignal: { readonly sig: string; readonly at: number } | null = null;
   const stop = (sig: string): void => {
-    signals++;
-    if (signals > 1) {
+    const now = performance.now();
+    const first = firstSignal;
+    if (first !== null) {
+      // `npm run`/`npm start` pass the terminal's SIGINT on as a SIGTERM, which arrives right
+      // after the terminal's own: the same request to drain, not a second one
+      if (sig !== first.sig && now - first.at < FORWARDED_SIGNAL_MS) {
+        log.debug({ signal: sig }, 'a forwarded copy of the first signal: still draining');
+        return;
+      }
       log.warn({ signal: sig }, 'second signal: exiting now');
       process.exit(1); // documented in OPERATIONS.md: a second signal forces exit 1
     }
+    firstSignal = { sig, at: now };
     log.info({ signal: sig }, 'draining before exit');
     void runtime.drain().then(() => process.exit(EXIT.ok));
   };

@@ -217,6 +217,44 @@ describe('lifecycle', () => {
     }
   });
 
+  test("Ctrl-C under npm (SIGINT, then npm's SIGTERM) still drains; a second SIGTERM exits 1 at once", async () => {
+    const a = await tcpEcho();
+    const yaml = config(port(a), port(a), 'round_robin').replace(
+      /servers: \[[^\]]+\]/,
+      `servers: [127.0.0.1:${port(a)}]`,
+    );
+    try {
+      const z = await spawnZipline(yaml);
+      const open = await dial(await z.listener('main'));
+      open.write('x');
+      await once(open, 'data');
+      z.proc.kill('SIGINT');
+      z.proc.kill('SIGTERM'); // what `npm start` adds, right after the terminal's SIGINT
+      await z.waitForLog(/"msg":"draining before exit"/);
+      open.write('during');
+      const [echoed] = (await Promise.race([
+        once(open, 'data'),
+        z.exited.then((code) => Promise.reject(new Error(`exited ${code} instead of draining`))),
+      ])) as [Buffer];
+      assert.equal(echoed.toString(), 'during', 'still draining: the open connection works');
+      assert.equal(z.proc.exitCode, null);
+      open.end();
+      assert.equal(await z.exited, 0, 'a drain, not a forced exit');
+
+      const again = await spawnZipline(yaml);
+      const held = await dial(await again.listener('main'));
+      held.write('x');
+      await once(held, 'data');
+      again.proc.kill('SIGTERM');
+      await again.waitForLog(/"msg":"draining before exit"/);
+      again.proc.kill('SIGTERM');
+      assert.equal(await again.exited, 1, 'the same signal twice: exit now');
+      held.destroy();
+    } finally {
+      await closeServer(a);
+    }
+  });
+
   test('drain_timeout bounds the drain: a connection that never ends is closed, exit 0', async () => {
     const a = await tcpEcho();
     const z = await spawnZipline(
