@@ -245,6 +245,11 @@ export const ERROR_CATALOG = {
     description:
       'The snapshot lock is held by a live writer beyond a ~2 ms spin, or the ring to C is full; retry.',
   },
+  ZL_SHM_CORRUPT: {
+    status: 502,
+    description:
+      'A peer wrote the segment outside the protocol: the published snapshot is malformed (answered 502 until the next write replaces it), or C → Node ring slots were skipped (`zipline_shm_corrupt_total`).',
+  },
   // tunnel
   ZL_TUNNEL_CLOSED: {
     status: 0,

@@ -116,7 +116,7 @@ static napi_value js_snapshot_read(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   bridge_t *b = unwrap(env, argv[0]);
   if (b == NULL) return NULL;
-  uint32_t cap = b->h->id.snapshot_capacity;
+  uint32_t cap = zl_shm_identity_of(b->shm)->snapshot_capacity;
   void *data = NULL;
   napi_value buf;
   napi_create_buffer(env, cap, &data, &buf);
@@ -196,8 +196,8 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
   if (b == NULL) return NULL;
   uint8_t tmp[65536];
   uint32_t len = 0;
-  uint64_t seq = atomic_load(&b->h->c2n_cons.tail);
-  int r = zl_shm_recv(b->shm, tmp, sizeof tmp, &len, 0);
+  uint64_t seq = UINT64_MAX;
+  int r = zl_shm__recv_seq(b->shm, tmp, sizeof tmp, &len, &seq);
   napi_value out;
   if (r == ZL_SHM_EEMPTY) {
     napi_get_null(env, &out);
@@ -228,7 +228,7 @@ static napi_value js_recv_batch(napi_env env, napi_callback_info info) {
   if (b == NULL) return NULL;
   uint32_t max = 0;
   napi_get_value_uint32(env, argv[1], &max);
-  uint32_t slot = b->h->id.ring_slot_size;
+  uint32_t slot = zl_shm_identity_of(b->shm)->ring_slot_size;
   if (max < slot + 4) max = slot + 4;
   /* one scratch buffer for all calls (they all run on the JS thread); grown, never shrunk */
   static uint8_t *scratch = NULL;
@@ -243,12 +243,15 @@ static napi_value js_recv_batch(napi_env env, napi_callback_info info) {
     scratch_size = max;
   }
   uint8_t *tmp = scratch;
-  uint64_t first = atomic_load(&b->h->c2n_cons.tail);
+  uint64_t first = 0, want = UINT64_MAX;
   uint32_t used = 0, count = 0;
   while (used + 4 + (slot - ZL_SHM_PREFIX) <= max) {
     uint32_t len = 0;
-    int r = zl_shm_recv(b->shm, tmp + used + 4, max - used - 4, &len, 0);
+    /* a batch's sequences are consecutive: a message after skipped slots starts the next one */
+    int r = zl_shm__recv_seq(b->shm, tmp + used + 4, max - used - 4, &len, &want);
     if (r != ZL_SHM_OK) break;
+    if (count == 0) first = want;
+    want++;
     memcpy(tmp + used, &len, 4);
     used += 4 + len;
     count++;
@@ -315,6 +318,17 @@ static napi_value js_version(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* corrupt(b) -> C -> Node ring slots skipped as malformed so far */
+static napi_value js_corrupt(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  bridge_t *b = unwrap(env, argv[0]);
+  if (b == NULL) return NULL;
+  napi_create_double(env, (double)zl_shm_corrupt(b->shm), &out);
+  return out;
+}
+
 /* stats(b) -> numbers from the header */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -323,15 +337,16 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   bridge_t *b = unwrap(env, argv[0]);
   if (b == NULL) return NULL;
   zl_shm_header *h = b->h;
+  const zl_shm_identity *id = zl_shm_identity_of(b->shm);
   double v[] = {
-      h->id.snapshot_capacity, h->id.ring_slots, h->id.ring_slot_size, (double)h->id.total_size,
+      id->snapshot_capacity, id->ring_slots, id->ring_slot_size, (double)id->total_size,
       (double)atomic_load(&h->snap.version), atomic_load(&h->snap.lock), (double)atomic_load(&h->snap.steals),
       (double)atomic_load(&h->snap.writes), (double)atomic_load(&h->c2n_prod.head),
       (double)atomic_load(&h->c2n_cons.tail), (double)atomic_load(&h->c2n_prod.dropped),
       (double)atomic_load(&h->n2c_prod.head), (double)atomic_load(&h->n2c_cons.tail),
       (double)atomic_load(&h->n2c_prod.dropped), atomic_load(&h->c2n_prod.pid), atomic_load(&h->n2c_cons.pid),
       (double)atomic_load(&h->c2n_prod.heartbeat_ms), (double)atomic_load(&h->n2c_cons.heartbeat_ms),
-      h->id.creator_pid};
+      id->creator_pid, (double)zl_shm_corrupt(b->shm)};
   napi_value out;
   size_t n = sizeof v / sizeof v[0];
   napi_create_array_with_length(env, n, &out);
@@ -489,6 +504,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"recv", NULL, js_recv, NULL, NULL, NULL, napi_default, NULL},
       {"recvBatch", NULL, js_recv_batch, NULL, NULL, NULL, napi_default, NULL},
       {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"corrupt", NULL, js_corrupt, NULL, NULL, NULL, napi_default, NULL},
       {"version", NULL, js_version, NULL, NULL, NULL, napi_default, NULL},
       {"spin", NULL, js_spin, NULL, NULL, NULL, napi_default, NULL},
       {"caughtUp", NULL, js_caught_up, NULL, NULL, NULL, napi_default, NULL},

@@ -9,6 +9,7 @@
  *   shm_stress flood NAME COUNT SIZE         sends COUNT messages of SIZE bytes C -> Node, waiting
  *                                            while the ring is full (none dropped)
  *   shm_stress attach NAME CAPACITY          attach only, expecting that snapshot capacity; prints the result
+ *   shm_stress scribble NAME WHAT            a peer writing outside the protocol (WHAT below); prints JSON
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -19,6 +20,11 @@
 #include <unistd.h>
 
 #include "zipline_shm.h"
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
 
 int zl_shm__snapshot_read_unchecked(zl_shm *s, void *out, uint32_t cap, uint32_t *len_out, uint64_t *version_out);
 
@@ -43,6 +49,57 @@ static zl_shm *open_or_die(const char *name) {
   return s;
 }
 
+static void wake(_Atomic uint32_t *word) {
+#if defined(__linux__)
+  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, 1 << 30, NULL, NULL, 0);
+#else
+  (void)word;
+#endif
+}
+
+/* What a buggy or hostile C peer can do to the segment, straight through the header (never the
+   library), for test/integration/shm-hostile.test.ts:
+     identity   ring_slot_size, snapshot_capacity and snapshot_stride rewritten to huge values
+     active     the published-buffer index set to 7
+     snaplen    the published buffer's length set over the capacity, then a new version announced
+     snapodd    the published buffer's sequence left odd with the lock free, then announced
+     slot-len   one C -> Node message whose length is over the slot
+     slot-seq   one C -> Node message whose seq is not its position
+     head-jump  the C -> Node head moved 1000 past the tail (a ring holds far fewer) */
+static int scribble(zl_shm *s, const char *what) {
+  zl_shm_header *h = zl_shm_header_of(s);
+  const zl_shm_identity *id = zl_shm_identity_of(s);
+  zl_shm_snapshot_buffer *pub = (zl_shm_snapshot_buffer *)((uint8_t *)h + id->snapshot_offset +
+                                                           (atomic_load(&h->snap.active) & 1u) * id->snapshot_stride);
+  uint64_t head = atomic_load(&h->c2n_prod.head);
+  zl_shm_slot *slot = (zl_shm_slot *)((uint8_t *)h + id->ring_c2n_offset + (head & (id->ring_slots - 1u)) * id->ring_slot_size);
+  if (strcmp(what, "identity") == 0) {
+    h->id.ring_slot_size = 0xfffffff0u;
+    h->id.snapshot_capacity = 0xfffffff0u;
+    h->id.snapshot_stride = (uint64_t)1 << 40;
+  } else if (strcmp(what, "active") == 0) {
+    atomic_store(&h->snap.active, 7u);
+  } else if (strcmp(what, "snaplen") == 0 || strcmp(what, "snapodd") == 0) {
+    if (what[4] == 'l') pub->len = 0x7fffffffu;
+    else atomic_fetch_add(&pub->seq, 1u);
+    atomic_fetch_add(&h->snap.version, 1u);
+    atomic_fetch_add(&h->snap.notify, 1u);
+    wake(&h->snap.notify);
+  } else if (strcmp(what, "slot-len") == 0 || strcmp(what, "slot-seq") == 0 || strcmp(what, "head-jump") == 0) {
+    int jump = strcmp(what, "head-jump") == 0;
+    slot->len = what[5] == 'l' ? 0xfffffff0u : 3;
+    slot->seq = what[5] == 's' ? head + 12345 : head;
+    memcpy((uint8_t *)(slot + 1), "bad", 3);
+    atomic_store(&h->c2n_prod.head, head + (jump ? 1000 : 1));
+    atomic_store(&h->c2n_prod.notify, (uint32_t)(head + (jump ? 1000 : 1)));
+    wake(&h->c2n_prod.notify);
+  } else {
+    return 2;
+  }
+  printf("{\"scribbled\":\"%s\"}\n", what);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) return 2;
   const char *cmd = argv[1];
@@ -55,6 +112,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   zl_shm *s = open_or_die(argv[2]);
+  if (strcmp(cmd, "scribble") == 0) return argc < 4 ? 2 : scribble(s, argv[3]);
   static uint64_t buf[512];
   if (strcmp(cmd, "write") == 0) {
     double end = now_s() + atof(argv[3]);

@@ -151,6 +151,7 @@ typedef struct {
 #define ZL_SHM_EINVAL (-11)     /* bad arguments */
 #define ZL_SHM_ESYS (-12)       /* a system call failed; errno says which */
 #define ZL_SHM_ECONFLICT (-13)  /* write_if: the published version is not the expected one */
+#define ZL_SHM_ECORRUPT (-14)   /* snapshot_read: what is published is malformed (a peer wrote outside the protocol) */
 
 /* One handle per thread for the rings (each ring has one producer and one consumer). */
 int zl_shm_open(const char *name, const zl_shm_options *opts, zl_shm **out);
@@ -163,8 +164,16 @@ int zl_shm_recv(zl_shm *shm, void *buf, uint32_t cap, uint32_t *len_out, int tim
 void zl_shm_close(zl_shm *shm);
 int zl_shm_unlink(const char *name);
 const char *zl_shm_strerror(int code);
-/* the mapped header, for inspection tools */
+/* ring slots this handle's recv skipped as malformed (wrong seq, a length over the slot) */
+uint64_t zl_shm_corrupt(zl_shm *shm);
+/* the mapped header, for inspection tools (its identity is the peers' to scribble on) */
 zl_shm_header *zl_shm_header_of(zl_shm *shm);
+/* the identity as validated at open: the sizes and offsets this handle uses */
+const zl_shm_identity *zl_shm_identity_of(zl_shm *shm);
+/* for the addon: zl_shm_recv without waiting that also says which sequence it took. `*seq_io`:
+   in, the sequence the message must have (UINT64_MAX: any), else EEMPTY and nothing is taken
+   (a batch's sequences are consecutive); out, the sequence taken */
+int zl_shm__recv_seq(zl_shm *shm, void *buf, uint32_t cap, uint32_t *len_out, uint64_t *seq_io);
 
 #ifdef __cplusplus
 }

@@ -220,6 +220,11 @@ export const metrics = {
   ),
   // shared memory (issue 5)
   shmMessages: counter('zipline_shm_messages_total', 'Shared-memory messages.', ['bridge', 'direction']),
+  shmCorrupt: counter(
+    'zipline_shm_corrupt_total',
+    'Malformed shared-memory data a peer wrote (ZL_SHM_CORRUPT): C → Node ring slots skipped, snapshot reads refused.',
+    ['bridge', 'part'],
+  ),
   // process and config
   reloads: counter('zipline_config_reloads_total', 'Config reloads by result (applied, refused).', [
     'result',

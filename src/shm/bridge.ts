@@ -5,6 +5,7 @@
  * bridge costs no CPU.
  */
 import { ZiplineError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { SHM_ERRORS } from './layout.js';
 import { loadShm, type ShmBinding, type ShmHandle, shmCode } from './native.js';
@@ -67,8 +68,14 @@ export class ShmBridge {
   private pollTimer: NodeJS.Immediate | null = null;
   private readonly rx;
   private readonly tx;
+  /** Malformed C → Node slots skipped so far (the addon's count), and when that was last logged. */
+  private corruptSeen = 0;
+  private corruptLoggedAt = 0;
 
-  constructor(readonly settings: ShmBridgeSettings) {
+  constructor(
+    readonly settings: ShmBridgeSettings,
+    private readonly log: Logger | null = null,
+  ) {
     this.binding = loadShm();
     this.rx = metrics.shmMessages.labels(settings.name, 'c_to_node');
     this.tx = metrics.shmMessages.labels(settings.name, 'node_to_c');
@@ -114,7 +121,25 @@ export class ShmBridge {
   }
 
   read(): { version: number; data: Buffer } | null {
-    const r = this.binding.snapshotRead(this.h);
+    let r: [number, Buffer] | null;
+    try {
+      r = this.binding.snapshotRead(this.h);
+    } catch (err) {
+      const code = shmCode(err);
+      if (code === SHM_ERRORS.ebusy)
+        throw new ZiplineError(
+          'ZL_SHM_BUSY',
+          'no consistent snapshot within ~2 ms: a writer is rewriting it',
+        );
+      if (code === SHM_ERRORS.ecorrupt) {
+        metrics.shmCorrupt.labels(this.settings.name, 'snapshot').inc();
+        throw new ZiplineError(
+          'ZL_SHM_CORRUPT',
+          'the published snapshot is malformed (a peer wrote the segment outside the protocol); the next write replaces it',
+        );
+      }
+      throw err;
+    }
     return r === null ? null : { version: r[0], data: r[1] };
   }
 
@@ -203,7 +228,10 @@ export class ShmBridge {
     if (this.handle === null) return;
     for (;;) {
       const r = this.binding.recvBatch(this.h, BATCH_BYTES);
-      if (r === null) return;
+      if (r === null) {
+        this.countCorrupt();
+        return;
+      }
       const batch: ShmBatch = { first: r[0], count: r[1], buf: r[2] };
       this.rx.inc(batch.count);
       this.recent.push(batch);
@@ -223,6 +251,22 @@ export class ShmBridge {
     }
   }
 
+  /** Counts and reports (at most once a minute) C → Node slots the addon skipped as malformed. */
+  private countCorrupt(): void {
+    if (this.handle === null) return;
+    const total = this.binding.corrupt(this.handle);
+    if (total === this.corruptSeen) return;
+    metrics.shmCorrupt.labels(this.settings.name, 'c_to_node').inc(total - this.corruptSeen);
+    this.corruptSeen = total;
+    const now = Date.now();
+    if (now - this.corruptLoggedAt < 60_000) return;
+    this.corruptLoggedAt = now;
+    this.log?.warn(
+      { shm: this.settings.name, code: 'ZL_SHM_CORRUPT', skipped: total },
+      'C → Node ring slots skipped: a producer wrote outside the protocol (seq not its position, a length over the slot, or head more than a ring ahead)',
+    );
+  }
+
   stats(): Record<string, unknown> {
     const n = this.binding.stats(this.h);
     const at = (i: number): number => n[i] ?? 0;
@@ -238,6 +282,7 @@ export class ShmBridge {
         tail: at(9),
         lag: at(8) - at(9),
         dropped: at(10),
+        corrupt: at(19),
         producer_pid: at(14) || null,
       },
       node_to_c: {

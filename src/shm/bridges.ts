@@ -32,7 +32,7 @@ export class ShmBridges {
   async start(configs: readonly ShmBridgeConfig[]): Promise<void> {
     const byAddress = new Map<string, Map<string, ShmBridge>>();
     for (const cfg of configs) {
-      const bridge = new ShmBridge(bridgeSettings(cfg));
+      const bridge = new ShmBridge(bridgeSettings(cfg), this.log);
       bridge.open();
       this.bridges.set(cfg.name, bridge);
       const group = byAddress.get(cfg.http) ?? new Map<string, ShmBridge>();

@@ -195,7 +195,12 @@ export class ShmHttpServer {
         missed = true;
         return;
       }
-      const snap = bridge.read();
+      let snap: ReturnType<ShmBridge['read']>;
+      try {
+        snap = bridge.read();
+      } catch {
+        return; // busy or malformed (counted): this subscriber gets the next version that reads
+      }
       if (snap !== null) res.write(`id: ${snap.version}\nevent: snapshot\n${dataLines(snap.data)}\n`);
     };
     res.on('drain', () => {

@@ -66,4 +66,5 @@ export const SHM_ERRORS = {
   einval: -11,
   esys: -12,
   econflict: -13,
+  ecorrupt: -14,
 } as const;

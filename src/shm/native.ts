@@ -30,6 +30,8 @@ export interface ShmBinding {
   /** [first sequence, count, buffer of (u32 LE length, bytes)…] of every waiting message that fits, or null. */
   recvBatch(h: ShmHandle, maxBytes: number): [number, number, Buffer] | null;
   stats(h: ShmHandle): number[];
+  /** C → Node ring slots skipped as malformed so far (a wrong `seq`, a length over the slot, an impossible head). */
+  corrupt(h: ShmHandle): number;
   /** The published snapshot version (0 before the first write), without copying it. */
   version(h: ShmHandle): number;
   /** Checks the segment in a tight native loop for up to `us` µs: bit 1 snapshot ≠ `version`, bit 2 messages. */

@@ -2,7 +2,8 @@
  * zipline's shared-memory bridge with real C processes and real HTTP clients: curl reads what C
  * wrote and C reads what curl posted; ETag/304/204/412/413; a writer killed holding the lock
  * does not stop the next POST; C → Node messages over SSE with Last-Event-ID replay; Node → C
- * messages; long-poll and the snapshot stream; `zipline shm` commands.
+ * messages; long-poll and the snapshot stream; a C peer that writes outside the protocol;
+ * `zipline shm` commands.
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
@@ -286,6 +287,81 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       watcher.read();
       await until(() => watcher.text().includes(`\nid: ${last}\nevent: snapshot\n`), 'the latest version');
       watcher.socket.destroy();
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('a C peer writing outside the protocol: malformed slots skipped and counted, a malformed snapshot is 502 until the next write, a scribbled header or index changes nothing', async () => {
+    const seg = t().segment();
+    const z = await startRuntime(yaml(seg));
+    const scribble = async (what: string): Promise<void> => {
+      assert.equal((await t().run(['scribble', seg, what])).scribbled, what);
+    };
+    const corrupt = async (part: string): Promise<number> =>
+      (await metrics.shmCorrupt.get()).values.find(
+        (v) => v.labels.bridge === 'tele' && v.labels.part === part,
+      )?.value ?? 0;
+    try {
+      const base = `http://${bridgesOf(z).address('tele')}/shm/tele`;
+      const bridge = bridgesOf(z).bridges.get('tele');
+      // ring: a slot with a length over the slot and one whose seq is not its position are skipped;
+      // the messages around them arrive in order with their own sequence numbers
+      const live = sse(`${base}/messages`, 4);
+      await until(() => bridge?.subscribers === 1, 'SSE subscribed');
+      await t().run(['ring', seg, '2']);
+      await scribble('slot-len');
+      await scribble('slot-seq');
+      await t().run(['ring', seg, '2']);
+      const got = await live;
+      assert.deepEqual(
+        got.map((e) => `${e.id}:${e.data}`),
+        ['0:m0', '1:m1', '4:m0', '5:m1'],
+      );
+      // a head 1000 ahead (a ring holds 64): the tail jumps, the 64 stale slots are skipped
+      await scribble('head-jump');
+      await t().run(['ring', seg, '1']);
+      await until(() => bridge?.recentMessages().at(-1)?.seq === 1006, 'the next message after the jump');
+      const stats = JSON.parse((await curl([`${base}/stats`])).out) as { c_to_node: { corrupt: number } };
+      assert.equal(stats.c_to_node.corrupt, 2 + 1 + 64);
+      assert.equal(await corrupt('c_to_node'), 2 + 1 + 64);
+
+      // snapshot: a length over the capacity, announced as a new version, with a stream subscriber
+      await curl(['-d', 'good', base]);
+      const stream = sse(`${base}/stream`, 2);
+      await until(() => bridge?.subscribers === 1, 'stream subscribed');
+      const announced = (bridge?.version ?? 0) + 1;
+      await scribble('snaplen');
+      await until(
+        () => bridge?.version === announced,
+        'the malformed version announced (the stream tried it)',
+      );
+      const bad = await curl(['-i', base]);
+      assert.match(bad.out, /^HTTP\/1\.1 502/);
+      assert.match(bad.out, /x-zipline-error: ZL_SHM_CORRUPT/i);
+      assert.match((await curl(['-i', '-d', 'repaired', base])).out, /^HTTP\/1\.1 200/);
+      assert.deepEqual(
+        (await stream).map((e) => e.data),
+        ['good', 'repaired'],
+        'the stream skipped the malformed version and goes on',
+      );
+      await until(() => bridge?.subscribers === 0, 'stream closed');
+      await scribble('snapodd');
+      assert.match((await curl(['-i', base])).out, /^HTTP\/1\.1 502/);
+      assert.match((await curl(['-i', '-d', 'repaired again', base])).out, /^HTTP\/1\.1 200/);
+      assert.equal((await curl([base])).out, 'repaired again');
+      assert.equal(await corrupt('snapshot'), 3, "two GETs and the stream's read refused");
+      // an out-of-range buffer index, then sizes and offsets rewritten in the header: the bridge
+      // keeps the layout it validated at open
+      await scribble('active');
+      assert.match((await curl(['-i', '-d', 'after index', base])).out, /^HTTP\/1\.1 200/);
+      assert.equal((await curl([base])).out, 'after index');
+      await scribble('identity');
+      assert.match((await curl(['-i', '-d', 'after identity', base])).out, /^HTTP\/1\.1 200/);
+      assert.equal((await curl([base])).out, 'after identity');
+      assert.match((await curl(['-i', '-d', 'to C', `${base}/messages`])).out, /^HTTP\/1\.1 202/);
+      const after = JSON.parse((await curl([`${base}/stats`])).out) as { layout: { ring_slot_size: number } };
+      assert.equal(after.layout.ring_slot_size, 128);
     } finally {
       await z.stop();
     }

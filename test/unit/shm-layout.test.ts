@@ -51,9 +51,9 @@ int main(void) {
   printf("\\"header\\":%zu,\\"prefix\\":%u,\\"block\\":%u,\\"version\\":%u,", sizeof(zl_shm_header), ZL_SHM_PREFIX, ZL_SHM_BLOCK, ZL_SHM_VERSION);
   printf("\\"magic\\":\\"");
   for (int i = 0; i < 8; i++) printf("%02x", (unsigned char)ZL_SHM_MAGIC[i]);
-  printf("\\",\\"errors\\":[%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d]}\\n", ZL_SHM_OK, ZL_SHM_ENOENT, ZL_SHM_EMAGIC,
+  printf("\\",\\"errors\\":[%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d]}\\n", ZL_SHM_OK, ZL_SHM_ENOENT, ZL_SHM_EMAGIC,
     ZL_SHM_EVERSION, ZL_SHM_ESIZE, ZL_SHM_ETOOBIG, ZL_SHM_EBUSY, ZL_SHM_EFULL, ZL_SHM_EEMPTY, ZL_SHM_ETIMEDOUT,
-    ZL_SHM_ETRUNC, ZL_SHM_EINVAL, ZL_SHM_ESYS, ZL_SHM_ECONFLICT);
+    ZL_SHM_ETRUNC, ZL_SHM_EINVAL, ZL_SHM_ESYS, ZL_SHM_ECONFLICT, ZL_SHM_ECORRUPT);
   return 0;
 }
 `;
