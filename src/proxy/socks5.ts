@@ -72,9 +72,10 @@ export async function serveSocks5(
   const reader = new HandshakeReader(socket, 1024);
   const timer = setTimeout(() => socket.destroy(), opts.headerTimeoutMs);
   let result: EntryResult = { method: 'SOCKS5', dest: '', status: 400, bytesIn: 0, bytesOut: 0, error: null };
-  const fail = (status: number, error: ErrorCode | null): void => {
+  /** Answers `status` (a SOCKS5 reply) and closes; the access line's status follows it unless given. */
+  const fail = (status: number, error: ErrorCode | null, logged = httpStatusOfReply(status)): void => {
     clearTimeout(timer);
-    result = { ...result, status: httpStatusOfReply(status), reply: status, error };
+    result = { ...result, status: logged, reply: status, error };
     if (!socket.destroyed) socket.end(reply(status));
     socket.destroySoon();
     done(result);
@@ -100,7 +101,9 @@ export async function serveSocks5(
     const req = await reader.read(parseRequest);
     clearTimeout(timer); // the handshake is in; dialing has its own timeout
     if (req === BAD || req === BAD_ADDRESS_TYPE) {
-      fail(req === BAD ? OPEN_STATUS.FAILURE : REPLY_ADDRESS_TYPE_NOT_SUPPORTED, 'ZL_PROXY_BAD_REQUEST');
+      // a malformed request (another version, a reserved byte set, an empty name): RFC 1928 has
+      // no reply of its own for it, so 1 (general failure), logged as the client's error it is
+      fail(req === BAD ? OPEN_STATUS.FAILURE : REPLY_ADDRESS_TYPE_NOT_SUPPORTED, 'ZL_PROXY_BAD_REQUEST', 400);
       return;
     }
     result = { ...result, dest: `${req.dest.host}:${req.dest.port}` };

@@ -184,10 +184,12 @@ tunnel:
     await new Promise((r) => s.once('close', r));
     const all = Buffer.concat(replies);
     assert.deepEqual([...all.subarray(0, 4)], [5, 0, 5, 2], 'method 0 accepted, then reply 2 (not allowed)');
-    // BIND: 7 (command not supported); address type 9: 8 (address type not supported)
+    // BIND: 7 (command not supported); address type 9: 8 (address type not supported); an
+    // empty name: 1 (general failure, logged 400)
     for (const [request, expected] of [
       [[5, 2, 0, 1, 127, 0, 0, 1, 0, 80], 7],
       [[5, 1, 0, 9, 127, 0, 0, 1, 0, 80], 8],
+      [[5, 1, 0, 3, 0, 0, 80], 1],
     ] as const) {
       const c = connect(p, h);
       const got: Buffer[] = [];
@@ -208,6 +210,9 @@ tunnel:
     ]);
     assert.notEqual(v4.code, 0);
     assert.match(v4.stderr, /rejected/i);
+    await agent.waitForLog(
+      /"listener":"tunnel.agent.socks5".*"method":"SOCKS5".*"status":400,"reply":1.*"error":"ZL_PROXY_BAD_REQUEST"/,
+    );
     const viaProxy = await run('curl', [
       '-sS',
       '-m',
