@@ -279,6 +279,16 @@ export class H2Downstream implements Downstream {
     if (path === '' || authority === '') {
       throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'HTTP/2 request without method, path or authority');
     }
+    // RFC 9113 §8.3.1: a Host naming another authority makes the request malformed (as HAProxy);
+    // routing by one and an origin reading the other would see two different requests
+    const host = h.host;
+    if (
+      host !== undefined &&
+      h[':authority'] !== undefined &&
+      String(host).toLowerCase() !== authority.toLowerCase()
+    ) {
+      throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'HTTP/2 request whose host differs from its :authority');
+    }
     let text = `${method} ${path} HTTP/1.1\r\nHost: ${authority}\r\n`;
     let hasLength = false;
     for (const [name, value] of Object.entries(h)) {

@@ -162,6 +162,20 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
       for (const [i, b] of bodies.entries()) assert.equal(JSON.parse(b).url, `/many/${i}`, `stream ${i}`);
       await until(() => z.access.length >= 5, 'access lines');
       assert.ok(z.access.every((l) => l.status === 200 && l.protocol === 'https'));
+      const again = h2Connect(`https://127.0.0.1:${p}`, {
+        ca: readFileSync(`${TLS}/a.crt`),
+        servername: 'a.test',
+      });
+      // a Host naming another authority than :authority is malformed (RFC 9113 §8.3.1); the same
+      // one in other case is not
+      const statusOf = (headers: Record<string, string>): Promise<number> => {
+        const st = again.request({ ':path': '/host', ':authority': `a.test:${p}`, ...headers });
+        st.resume();
+        return once(st, 'response').then(([h]) => Number(h[':status']));
+      };
+      assert.equal(await statusOf({ host: 'evil.test' }), 400);
+      assert.equal(await statusOf({ host: `A.Test:${p}` }), 200);
+      again.close();
       // reload: b becomes the default certificate for names nobody claims; a bad file is refused
       const defaultCn = async (): Promise<string> => {
         const s = tlsConnect({
