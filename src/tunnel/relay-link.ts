@@ -400,7 +400,8 @@ export class RelayLink extends EventEmitter {
     this.upSince = 0;
     const delay = Math.max(
       minDelayMs,
-      this.retryAfterMs,
+      // honoured up to reconnect.max: a relay (or a bug in one) cannot keep the agent away longer
+      Math.min(this.retryAfterMs, this.cfg.reconnect.max),
       fullJitterBackoff(this.attempt++, this.cfg.reconnect.base, this.cfg.reconnect.max),
     );
     this.retryAfterMs = 0;

@@ -1,7 +1,8 @@
 /**
  * Reconnect: an agent whose relays fail in every way a relay can (nothing listening, a close on
  * accept, silence through the TLS handshake, garbage instead of TLS, garbage frames instead of
- * HELLO_ACK, a wrong token) keeps trying each with backoff, and every failed attempt frees what
+ * HELLO_ACK, a wrong token, a GOAWAY asking for 21 days) keeps trying each with backoff (the
+ * GOAWAY's retry-after honoured up to reconnect.max), and every failed attempt frees what
  * it made: once the agent stops, the descriptors are back to what they were before it started
  * (the hostile relays never close their side), no link waits to try again, and the attempts were
  * counted per relay.
@@ -13,6 +14,8 @@ import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { after, test } from 'node:test';
+import { ERROR, FRAME } from '../../src/tunnel/constants.js';
+import { encodeFrame, goawayPayload } from '../../src/tunnel/frame.js';
 import { seriesValue } from '../helpers/metrics.js';
 import { closeServer, listen, openFds, port, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
@@ -30,8 +33,16 @@ after(async () => {
  * keeps its side of every connection open for ever (allowHalfOpen, never ended), so an attempt
  * that does not close its own socket leaks it. Kinds: `closes` (destroyed on accept), `silent`
  * (nothing, ever), `garbage` (an HTTP answer instead of TLS), `bad_frames` (plain TCP: takes the
- * HELLO and answers a frame with a wrong CRC).
+ * HELLO and answers a frame with a wrong CRC), `goaway_forever` (plain TCP: answers the HELLO with
+ * a GOAWAY whose retry-after is ~21 days: under setTimeout's 2^31 ms, beyond which Node would fire
+ * the timer at once).
  */
+const GOAWAY_FOREVER = encodeFrame(
+  FRAME.GOAWAY,
+  0,
+  0,
+  goawayPayload(0, ERROR.SHUTTING_DOWN, 0x7000_0000, 'come back in 21 days'),
+).toString('hex');
 const HOSTILE = `
 import { createServer } from 'node:net';
 const kinds = {
@@ -39,6 +50,7 @@ const kinds = {
   silent: () => {},
   garbage: (s) => s.write('HTTP/1.1 400 Bad Request\\r\\n\\r\\n'),
   bad_frames: (s) => s.once('data', () => s.write(Buffer.from('4d53000000040300000000000000000000000000', 'hex'))),
+  goaway_forever: (s) => s.once('data', () => s.write(Buffer.from('${GOAWAY_FOREVER}', 'hex'))),
 };
 const ports = {};
 const held = [];
@@ -94,6 +106,8 @@ tunnel:
     silent: { address: at('silent'), tls: true, min: 5 },
     garbage: { address: at('garbage'), tls: true, min: 20 },
     bad_frames: { address: at('bad_frames'), tls: false, min: 20 },
+    // a retry-after is honoured up to reconnect.max (40 ms here), not for 21 days
+    goaway_forever: { address: at('goaway_forever'), tls: false, min: 20 },
     // AUTH_FAILED waits at least 10 s before the next attempt
     wrong_token: { address: wrongToken, tls: false, min: 1 },
   };
@@ -117,7 +131,7 @@ ${relays}
   let stopped = false;
   cleanup.push(() => (stopped ? undefined : agent.stop()));
   const links = agent.rt.agent?.links ?? [];
-  assert.equal(links.length, 6);
+  assert.equal(links.length, 7);
   for (const [kind, k] of Object.entries(kinds)) {
     await until(
       async () => (await failedAttempts(k.address)) >= k.min,
