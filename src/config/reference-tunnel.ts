@@ -131,7 +131,10 @@ export const TUNNEL_REFERENCE = {
     doc: 'Backoff between attempts to reach a relay: full jitter, doubling from `base` to `max`; reset after 60 s up. A GOAWAY retry-after is honoured, and AUTH_FAILED waits at least 10 s.',
   },
   'tunnel.agent.reconnect.base': { default: '500ms', doc: 'First backoff ceiling (≥ 10ms).' },
-  'tunnel.agent.reconnect.max': { default: '30s', doc: 'Backoff ceiling.' },
+  'tunnel.agent.reconnect.max': {
+    default: '30s',
+    doc: "Backoff ceiling; also the longest a relay's GOAWAY retry-after is honoured.",
+  },
   'tunnel.agent.idle_timeout': {
     default: '10m',
     doc: 'A forwarded TCP connection with no byte either way for this long is closed.',
