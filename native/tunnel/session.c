@@ -377,7 +377,10 @@ static void dispatch(session_t *s, int type, int flags, uint32_t id, const uint8
           uint64_t t = 0;
           for (int i = 0; i < 8; i++) t = t << 8 | p[i];
           uint64_t now = now_ns();
-          if (now >= t) post_event(EV_RTT, s->id, 0, 0, 0, (double)(now - t) / 1e6, 0, NULL, 0, NULL);
+          /* an echo of a PING of ours (not from the future, not older than a live session's
+             silence can be): anything else is a peer's garbage and would skew the relay choice */
+          if (now >= t && now - t <= (uint64_t)READ_DEADLINE_MS * 1000000u)
+            post_event(EV_RTT, s->id, 0, 0, 0, (double)(now - t) / 1e6, 0, NULL, 0, NULL);
         }
       } else {
         session_control(s, F_PING, FLAG_ACK, 0, p, n);

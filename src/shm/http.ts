@@ -190,6 +190,7 @@ export class ShmHttpServer {
   private stream(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): void {
     this.openSse(res);
     let missed = false;
+    let sent = -1; // the version last sent: a wake-up for a version it already has sends nothing
     const send = (): void => {
       if (res.writableNeedDrain) {
         missed = true;
@@ -201,7 +202,9 @@ export class ShmHttpServer {
       } catch {
         return; // busy or malformed (counted): this subscriber gets the next version that reads
       }
-      if (snap !== null) res.write(`id: ${snap.version}\nevent: snapshot\n${dataLines(snap.data)}\n`);
+      if (snap === null || snap.version === sent) return;
+      sent = snap.version;
+      res.write(`id: ${snap.version}\nevent: snapshot\n${dataLines(snap.data)}\n`);
     };
     res.on('drain', () => {
       if (missed) {

@@ -269,6 +269,12 @@ export class RelayLink extends EventEmitter {
       });
       if (ack === null) throw new ZiplineError('ZL_TUNNEL_HANDSHAKE', 'malformed HELLO_ACK');
       if (this.isStopped()) throw new ZiplineError('ZL_TUNNEL_CLOSED', 'stopped');
+      // the HELLO_ACK and what ended the session (a bad frame, a GOAWAY, the close) can come in
+      // one read: they were handled before this line runs, so up() would listen for them too late
+      // and keep a closed session as 'up' for ever
+      if (session.closed || session.goneAway) {
+        throw new ZiplineError('ZL_TUNNEL_CLOSED', 'the relay ended the session together with its HELLO_ACK');
+      }
       session.removeAllListeners('goaway');
       session.removeAllListeners('close');
       session.compression = (ack.codecs & CODEC.ZSTD) !== 0;

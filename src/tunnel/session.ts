@@ -29,7 +29,7 @@ import { FrameDecoder, FrameWriter, goawayPayload, recordAligned, u32Payload } f
 import { FrameCounts } from './frame-counts.js';
 import { FrameReader } from './frame-reader.js';
 import { channelBinding } from './handshake.js';
-import { Liveness } from './liveness.js';
+import { Liveness, READ_DEADLINE_MS } from './liveness.js';
 import type { OpenRequest, PeerSettings, SessionApi } from './session-api.js';
 import { type StreamHost, TunnelStream } from './stream.js';
 import { awaitOpenAck } from './stream-ends.js';
@@ -305,9 +305,13 @@ export class TunnelSession extends EventEmitter implements StreamHost, SessionAp
       }
       case FRAME.PING: {
         if (flags & FLAG.ACK) {
-          if (payload.length === 8)
-            this.rttMs = Number(process.hrtime.bigint() - payload.readBigUInt64BE(0)) / 1e6;
-          this.emit('rtt', this.rttMs);
+          // only an echo of a PING of ours is a round trip: one from the future, or older than a
+          // live session's silence can be, is a peer's garbage and would skew the relay choice
+          if (payload.length !== 8) return;
+          const ms = Number(process.hrtime.bigint() - payload.readBigUInt64BE(0)) / 1e6;
+          if (ms < 0 || ms > READ_DEADLINE_MS) return;
+          this.rttMs = ms;
+          this.emit('rtt', ms);
         } else this.controlFrame(FRAME.PING, FLAG.ACK, 0, payload);
         return;
       }

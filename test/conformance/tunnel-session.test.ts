@@ -207,12 +207,20 @@ for (const combo of combos) {
       assert.equal(err.tunnelCode, ERROR.CANCEL);
     });
 
-    test('PING measures the round trip', async () => {
-      const { agent } = await pair(combo, echo);
+    test('PING measures the round trip; an ACK that echoes no PING of ours is ignored', async () => {
+      const { agent, relay } = await pair(combo, echo);
+      const seen: number[] = [];
+      agent.on('rtt', (ms: number) => seen.push(ms));
+      // ACKs no PING of the agent's could have made, sent before the real one's: a timestamp from
+      // long before (0), one from the future, a short payload
+      for (const p of [Buffer.alloc(8), Buffer.alloc(8, 0xff), Buffer.alloc(7)]) {
+        relay.sendControl(FRAME.PING, FLAG.ACK, 0, p);
+      }
       const rtt = once(agent, 'rtt') as Promise<[number]>;
       agent.ping();
       const [ms] = await rtt;
       assert.ok(ms >= 0 && ms < 1000, `rtt ${ms} ms`);
+      assert.deepEqual(seen, [ms], 'only the echo of our PING counted');
     });
 
     test('zstd between the two: JSON-like data intact and smaller on the wire', {

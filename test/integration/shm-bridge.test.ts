@@ -318,6 +318,7 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
         got.map((e) => `${e.id}:${e.data}`),
         ['0:m0', '1:m1', '4:m0', '5:m1'],
       );
+      await until(() => bridge?.subscribers === 0, 'the message subscriber gone');
       // a head 1000 ahead (a ring holds 64): the tail jumps, the 64 stale slots are skipped
       await scribble('head-jump');
       await t().run(['ring', seg, '1']);
