@@ -41,7 +41,7 @@ export class HandshakeReader {
         return step.done;
       }
       if (this.buf.length > this.maxBytes) throw new Error('handshake too large');
-      if (this.ended) throw new Error('the client closed during the handshake');
+      if (this.ended) throw new Error('the peer closed the connection during the handshake');
       await new Promise<void>((resolve) => {
         this.waiter = resolve;
       });
