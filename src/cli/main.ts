@@ -21,6 +21,15 @@ async function check(file: string): Promise<number> {
   return EXIT.ok;
 }
 
+/** `zipline run FILE` as `zipline run -c FILE` (as `nginx -c` users and `caddy run` users both try); not both. */
+function configFile(file: string | undefined, opts: { config: string }, cmd: Command): string {
+  if (file === undefined) return opts.config;
+  if (cmd.getOptionValueSource('config') === 'cli' && opts.config !== file) {
+    cmd.error(`error: two config files given (${file} and -c ${opts.config}); name one`);
+  }
+  return file;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const program = new Command('zipline')
     .description('A low-latency proxy and tunnel suite for Node.js')
@@ -32,15 +41,17 @@ export async function main(argv: string[]): Promise<number> {
     .command('run')
     .description('run everything the config declares (SIGHUP reloads, SIGTERM/SIGINT drain and exit)')
     .requiredOption('-c, --config <file>', 'config file (YAML)', 'zipline.yaml')
-    .action(async (opts: { config: string }) => {
-      code = await runCommand(opts.config);
+    .argument('[file]', 'the config file, as -c')
+    .action(async (file: string | undefined, opts: { config: string }, cmd: Command) => {
+      code = await runCommand(configFile(file, opts, cmd));
     });
   program
     .command('check')
     .description('validate a config and print what it would run; exit 1 listing every problem')
     .requiredOption('-c, --config <file>', 'config file (YAML)', 'zipline.yaml')
-    .action(async (opts: { config: string }) => {
-      code = await check(opts.config);
+    .argument('[file]', 'the config file, as -c')
+    .action(async (file: string | undefined, opts: { config: string }, cmd: Command) => {
+      code = await check(configFile(file, opts, cmd));
     });
   program
     .command('shm <action> <name>')

@@ -106,7 +106,7 @@ listeners:
     );
   });
 
-  test('a missing config file is exit 1 with a coded message; run refuses an invalid config with exit 1', async () => {
+  test('a missing config file is exit 1 with a coded message; run refuses an invalid config with exit 1; the file named without -c', async () => {
     const r = await runCli(['check', '-c', '/nonexistent/zipline.yaml']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /ZL_CONFIG_READ: cannot read \/nonexistent\/zipline\.yaml/);
@@ -118,6 +118,15 @@ listeners:
     const missing = await runCli(['run', '-c', '/nonexistent/zipline.yaml']);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /ZL_CONFIG_READ: cannot read \/nonexistent\/zipline\.yaml/);
+    // the file may also be named without -c; naming two is a usage error
+    const positional = await runCli(['run', bad]);
+    assert.equal(positional.code, 1);
+    assert.match(positional.stderr, /upstream "nope" is not defined/);
+    const good = writeConfig('admin: { listen: 9901 }\n');
+    assert.equal((await runCli(['check', good])).code, 0);
+    const two = await runCli(['check', '-c', bad, good]);
+    assert.equal(two.code, 2);
+    assert.match(two.stderr, /two config files given/);
   });
 
   test('an address in use is exit 3', async () => {
