@@ -182,6 +182,11 @@ function requestCheck(
     res.resume();
     finish(ok ? null : `status ${code}`);
   });
-  req.once('error', (err: NodeJS.ErrnoException) => finish(err.code ?? err.message));
+  req.once('error', (err: NodeJS.ErrnoException) =>
+    // llhttp's codes (HPE_INVALID_CONSTANT…) say little to whoever reads /stats or the log
+    finish(
+      err.code?.startsWith('HPE_') ? `not a valid HTTP response (${err.code})` : (err.code ?? err.message),
+    ),
+  );
   req.end();
 }

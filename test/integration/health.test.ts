@@ -89,6 +89,32 @@ upstreams:
       origin.close();
     }
   });
+  test('an http check answered with something that is not HTTP fails with a readable reason', async () => {
+    const { createServer: createRaw } = await import('node:net');
+    const origin = createRaw((sock) => {
+      sock.on('error', () => {});
+      sock.once('data', () => sock.end('\x00\x01 not http at all\r\n\r\n'));
+    });
+    origin.listen(0, '127.0.0.1');
+    await once(origin, 'listening');
+    const p = (origin.address() as { port: number }).port;
+    const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  up:
+    servers: [127.0.0.1:${p}]
+    health_check: { type: http, path: /healthz, interval: 50ms, timeout: 40ms, fall: 1 }
+`);
+    try {
+      const e = z.rt.upstreams.get('up')?.endpoints[0];
+      assert.ok(e);
+      await until(() => !e.activeHealthy, 'the check to fail');
+      assert.match(e.lastCheckError ?? '', /^not a valid HTTP response \(HPE_[A-Z_]+\)$/);
+    } finally {
+      await z.stop();
+      origin.close();
+    }
+  });
 });
 
 describe('DNS', () => {
