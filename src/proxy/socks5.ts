@@ -152,6 +152,11 @@ export async function serveSocks5(
   }
 }
 
+/** An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) as plain IPv4. */
+function unmapped(address: string): string {
+  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+}
+
 async function udpAssociate(
   control: Socket,
   dialer: Dialer,
@@ -187,14 +192,18 @@ async function udpAssociate(
     done({ status: 200, reply: OPEN_STATUS.OK, bytesIn, bytesOut, error: null });
   };
   relay.on('error', end);
+  const clientIp = unmapped(control.remoteAddress ?? '');
   relay.on('message', (msg, rinfo) => {
-    // only the client that asked may use this relay port
-    if (rinfo.address !== control.remoteAddress && !(control.remoteAddress ?? '').endsWith(rinfo.address))
-      return;
+    // only the client that asked may use this relay port (RFC 1928 §7): its address exactly, and
+    // the port it named in the request, or when it named none the port its first datagram came
+    // from; a later sender never takes the replies over
+    if (unmapped(rinfo.address) !== clientIp) return;
+    const port = client?.port ?? (hint.port !== 0 ? hint.port : rinfo.port);
+    if (rinfo.port !== port) return;
     if (msg.length < 4 || msg[0] !== 0 || msg[1] !== 0 || msg[2] !== 0) return; // RSV, FRAG 0
     const a = readAddress(msg, 3);
     if (a === null) return;
-    client = { address: rinfo.address, port: rinfo.port };
+    client ??= { address: rinfo.address, port: rinfo.port };
     bytesIn += msg.length - a.end;
     channel.send(a.dest, msg.subarray(a.end));
   });

@@ -491,6 +491,20 @@ describe('the agent data paths', () => {
     assert.deepEqual([...m.subarray(0, 4)], [0, 0, 0, 1]);
     assert.equal(m.readUInt16BE(8), port(echo), 'the reply names its source');
     assert.equal(m.subarray(10).toString(), 'via-socks5');
+    // another socket of the same host is not the client: its datagram is dropped, and the replies
+    // keep going to the client (it was sent before the client's next one, so its echo, had it
+    // gone through, would have come back first)
+    const stranger = createSocket('udp4');
+    cleanup.push(() => {
+      stranger.close();
+    });
+    const strangerGot: Buffer[] = [];
+    stranger.on('message', (d) => strangerGot.push(d));
+    stranger.send(Buffer.concat([head, Buffer.from('stranger')]), relayPort, '127.0.0.1');
+    u.send(Buffer.concat([head, Buffer.from('again')]), relayPort, '127.0.0.1');
+    await until(() => got.length === 2, 'the reply to the client');
+    assert.equal((got[1] as Buffer).subarray(10).toString(), 'again');
+    assert.equal(strangerGot.length, 0, 'nothing for the other socket');
     ctl.destroy();
   });
 
