@@ -33,6 +33,9 @@ const HOP = new Set([
   'upgrade',
 ]);
 
+/** Fields a `Connection` option cannot remove. */
+const KEEP = new Set(['content-length', 'transfer-encoding', 'host']);
+
 function parseHead(b: Buffer): ParseStep<RequestHead> {
   const end = requestHeadEnd(b, MAX_HEAD);
   if (end < 0) return { need: true };
@@ -81,7 +84,9 @@ function originHead(head: RequestHead, path: string): Buffer {
   for (let f = 0; f < head.fieldCount; f++) {
     const k = f * 4;
     const name = lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number);
-    if (HOP.has(name) || named.has(name)) continue;
+    // a Connection option never drops the message's framing or its Host: without them the body
+    // would reach the origin as the start of another request
+    if (HOP.has(name) || (named.has(name) && !KEEP.has(name))) continue;
     lines.push(head.raw.toString('latin1', head.fields[k] as number, head.fields[k + 3] as number));
   }
   lines.push('Connection: close', '', '');

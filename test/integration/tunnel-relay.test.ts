@@ -586,6 +586,26 @@ describe('the agent data paths', () => {
     assert.equal(line.bytes_out, out.length);
   });
 
+  test('HTTP-proxy entry, absolute-form: the origin gets origin-form and Connection: close, and keeps its framing even when Connection names it', async () => {
+    const echo = await tcpEcho(); // the origin: it answers with exactly what it received
+    cleanup.push(() => closeServer(echo));
+    const { entry } = await startPair('    http_proxy: 127.0.0.1:0');
+    const [h, p] = splitAddress(entry('http_proxy'));
+    const to = `127.0.0.1:${port(echo)}`;
+    const body = '5\r\nhello\r\n0\r\n\r\n';
+    const s = connect(p, h);
+    s.end(
+      `POST http://${to}/p?q HTTP/1.1\r\nHost: ${to}\r\nConnection: transfer-encoding, x-drop\r\n` +
+        `X-Drop: 1\r\nTransfer-Encoding: chunked\r\n\r\n${body}`,
+    );
+    let out = '';
+    for await (const c of s) out += String(c);
+    assert.equal(
+      out,
+      `POST /p?q HTTP/1.1\r\nHost: ${to}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${body}`,
+    );
+  });
+
   test('10,000 streams opened and closed leave no streams, sockets or descriptors behind', async () => {
     const echo = await tcpEcho();
     cleanup.push(() => closeServer(echo));
