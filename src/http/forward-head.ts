@@ -152,7 +152,11 @@ export function headFor(fwd: ForwardedHead, server: string | undefined): string 
   return `${fwd.head.slice(0, line)}Host: ${server}\r\n${fwd.head.slice(line)}`;
 }
 
-/** Lower-case names listed in the Connection header(s) (other than close/keep-alive/upgrade). */
+/**
+ * Lower-case names listed in the Connection header(s) (other than close/keep-alive/upgrade, and
+ * `host`: a Connection option does not make the request's Host hop-by-hop; an HTTP/1.1 request
+ * upstream must carry one).
+ */
 function connectionNamed(req: RequestHead): Set<string> | null {
   let names: Set<string> | null = null;
   for (let f = 0; f < req.fieldCount; f++) {
@@ -161,7 +165,7 @@ function connectionNamed(req: RequestHead): Set<string> | null {
     const value = latin1(req.raw, req.fields[k + 2] as number, req.fields[k + 3] as number);
     for (const token of value.split(',')) {
       const t = token.trim().toLowerCase();
-      if (t === '' || t === 'close' || t === 'keep-alive' || t === 'upgrade') continue;
+      if (t === '' || t === 'close' || t === 'keep-alive' || t === 'upgrade' || t === 'host') continue;
       names ??= new Set();
       names.add(t);
     }

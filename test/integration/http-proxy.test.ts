@@ -243,7 +243,8 @@ describe('forwarding semantics', () => {
         get(
           '/',
           'Example.COM:8080',
-          'Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: x\r\nX-Kept: 2\r\nConnection: close\r\n',
+          // `host` as a Connection option does not drop Host (an HTTP/1.1 request must have one)
+          'Connection: keep-alive, X-Secret, Host\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: x\r\nX-Kept: 2\r\nConnection: close\r\n',
         ),
       );
       const e = JSON.parse(r.body.toString()) as Echo;
