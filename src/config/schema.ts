@@ -189,10 +189,34 @@ const fieldValue = z
   .string()
   .regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'header values may not contain CR, LF or controls');
 
+/** Fields zipline writes itself (framing, connection management): no header rule may name them. */
+const MANAGED_FIELDS = new Set([
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'upgrade',
+  'te',
+  'trailer',
+  'proxy-connection',
+]);
+const MANAGED_MESSAGE =
+  'zipline writes this field itself (message framing or connection management); a header rule cannot set or remove it';
+const ruleFieldName = fieldName.refine((n) => !MANAGED_FIELDS.has(n.toLowerCase()), MANAGED_MESSAGE);
+
 const headerRules = z
   .strictObject({
-    set: z.record(fieldName, fieldValue).prefault({}),
-    remove: z.array(fieldName).prefault([]),
+    // the keys are checked here, not by the record's key schema, so the message names the key
+    set: z
+      .record(fieldName, fieldValue)
+      .superRefine((rec, ctx) => {
+        for (const k of Object.keys(rec)) {
+          if (MANAGED_FIELDS.has(k.toLowerCase()))
+            ctx.addIssue({ code: 'custom', path: [k], message: MANAGED_MESSAGE });
+        }
+      })
+      .prefault({}),
+    remove: z.array(ruleFieldName).prefault([]),
   })
   .prefault({});
 

@@ -127,7 +127,16 @@ export function connectionNamed(resp: ResponseHead): Set<string> | null {
   let names: Set<string> | null = null;
   for (const token of value.split(',')) {
     const t = token.trim().toLowerCase();
-    if (t === '' || t === 'close' || t === 'keep-alive') continue;
+    // a Connection option cannot remove the framing: without its Content-Length or
+    // Transfer-Encoding the client would read the body to the close, and the next response in it
+    if (
+      t === '' ||
+      t === 'close' ||
+      t === 'keep-alive' ||
+      t === 'content-length' ||
+      t === 'transfer-encoding'
+    )
+      continue;
     names ??= new Set();
     names.add(t);
   }

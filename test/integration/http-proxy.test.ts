@@ -189,6 +189,28 @@ describe('forwarding semantics', () => {
     }
   });
 
+  test('a response whose Connection names its framing keeps it: two keep-alive responses stay two', async () => {
+    const bad = await raw((s) => {
+      s.on('data', (d: Buffer) => {
+        for (let i = d.toString('latin1').split('\r\n\r\n').length - 1; i > 0; i--)
+          s.write(
+            'HTTP/1.1 200 OK\r\nConnection: content-length, transfer-encoding, x-hop\r\nX-Hop: 1\r\nContent-Length: 2\r\n\r\nok',
+          );
+      });
+    });
+    const z = await startRuntime(config([`127.0.0.1:${port(bad)}`]));
+    try {
+      // two pipelined requests, the second one closing: both answers come back framed, and the
+      // named X-Hop is still dropped
+      const r = await rawRequest(z.addr('web'), get('/a') + get('/b', 'x.test', 'Connection: close\r\n'));
+      const text = r.data.toString('latin1');
+      assert.equal(text.match(/\r\nContent-Length: 2\r\n/g)?.length, 2, text);
+      assert.doesNotMatch(text, /X-Hop/i);
+    } finally {
+      await z.stop();
+    }
+  });
+
   test('an origin that sends 1xx heads without end gets a 502 after 64 KiB of them, not an endless relay', async () => {
     const hint = 'HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n';
     const batch = Buffer.from(hint.repeat(100), 'latin1');

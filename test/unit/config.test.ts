@@ -425,6 +425,26 @@ listeners:
   assert.doesNotMatch(text, /expected object, received undefined/);
 });
 
+test('header rules cannot set or remove the fields zipline writes itself (framing, connection management)', () => {
+  const text = issues(`
+upstreams: { app: { servers: [127.0.0.1:1] } }
+listeners:
+  - name: a
+    protocol: http
+    listen: 127.0.0.1:0
+    routes:
+      - upstream: app
+        headers:
+          request: { set: { Host: example.com, Content-Length: "5" }, remove: [x-a, connection] }
+          response: { remove: [Transfer-Encoding, server] }
+`).join('\n');
+  const managed = /zipline writes this field itself/;
+  assert.match(text, new RegExp(`headers\\.request\\.set\\.Content-Length .*${managed.source}`));
+  assert.match(text, new RegExp(`headers\\.request\\.remove\\[1\\] .*${managed.source}`));
+  assert.match(text, new RegExp(`headers\\.response\\.remove\\[0\\] .*${managed.source}`));
+  assert.equal(text.split('\n').length, 3, 'Host, x-a and server are fine');
+});
+
 test('YAML syntax errors and duplicate keys are located', () => {
   assert.match(issues('upstreams:\n  a: [\n')[0] as string, /\(line \d+:\d+\)/);
   assert.match(issues('drain_timeout: 1s\ndrain_timeout: 2s\n')[0] as string, /line 2:1/);
