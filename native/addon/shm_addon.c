@@ -48,6 +48,14 @@ static bridge_t *unwrap(napi_env env, napi_value v) {
   return b != NULL && b->shm != NULL ? b : NULL;
 }
 
+/* The bridge of a call whose only argument is one (NULL, with an exception pending, if closed). */
+static bridge_t *only_bridge(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  return unwrap(env, argv[0]);
+}
+
 static void stop_waiter(bridge_t *b) {
   if (!b->watching) return;
   atomic_store(&b->stop, 1);
@@ -111,10 +119,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
 
 /* snapshotRead(b) -> [version, Buffer] | null */
 static napi_value js_snapshot_read(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  bridge_t *b = unwrap(env, argv[0]);
+  bridge_t *b = only_bridge(env, info);
   if (b == NULL) return NULL;
   uint32_t cap = zl_shm_identity_of(b->shm)->snapshot_capacity;
   void *data = NULL;
@@ -189,10 +194,7 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
 
 /* recv(b) -> [seq, Buffer] | null: one C -> Node message, without waiting */
 static napi_value js_recv(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  bridge_t *b = unwrap(env, argv[0]);
+  bridge_t *b = only_bridge(env, info);
   if (b == NULL) return NULL;
   uint8_t tmp[65536];
   uint32_t len = 0;
@@ -309,10 +311,8 @@ static napi_value js_spin(napi_env env, napi_callback_info info) {
 
 /* version(b) -> the published snapshot version (0: none yet) */
 static napi_value js_version(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], out;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  bridge_t *b = unwrap(env, argv[0]);
+  napi_value out;
+  bridge_t *b = only_bridge(env, info);
   if (b == NULL) return NULL;
   napi_create_double(env, (double)atomic_load(&b->h->snap.version), &out);
   return out;
@@ -320,10 +320,8 @@ static napi_value js_version(napi_env env, napi_callback_info info) {
 
 /* corrupt(b) -> C -> Node ring slots skipped as malformed so far */
 static napi_value js_corrupt(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], out;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  bridge_t *b = unwrap(env, argv[0]);
+  napi_value out;
+  bridge_t *b = only_bridge(env, info);
   if (b == NULL) return NULL;
   napi_create_double(env, (double)zl_shm_corrupt(b->shm), &out);
   return out;
@@ -331,10 +329,7 @@ static napi_value js_corrupt(napi_env env, napi_callback_info info) {
 
 /* stats(b) -> numbers from the header */
 static napi_value js_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  bridge_t *b = unwrap(env, argv[0]);
+  bridge_t *b = only_bridge(env, info);
   if (b == NULL) return NULL;
   zl_shm_header *h = b->h;
   const zl_shm_identity *id = zl_shm_identity_of(b->shm);
@@ -429,10 +424,7 @@ static void *wait_ring(void *arg) {
 
 /* caughtUp(b): JS drained the ring; a napping ring waiter goes back to sleeping on the producer */
 static napi_value js_caught_up(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  bridge_t *b = unwrap(env, argv[0]);
+  bridge_t *b = only_bridge(env, info);
   if (b == NULL) return NULL;
   atomic_fetch_add(&b->drained, 1u);
   if (atomic_load(&b->napping)) syscall(SYS_futex, (uint32_t *)&b->drained, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);

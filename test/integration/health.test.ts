@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:net';
 import { describe, test } from 'node:test';
-import { closeServer, dial, port, readAll, tcpEcho, until } from '../helpers/net.js';
+import { closeServer, dial, listen, port, readAll, tcpEcho, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 describe('active health checks', () => {
@@ -90,21 +90,15 @@ upstreams:
     }
   });
   test('an http check answered with something that is not HTTP fails with a readable reason', async () => {
-    const { createServer: createRaw } = await import('node:net');
-    const origin = createRaw((sock) => {
-      sock.on('error', () => {});
-      sock.once('data', () => sock.end('\x00\x01 not http at all\r\n\r\n'));
-    });
-    origin.listen(0, '127.0.0.1');
-    await once(origin, 'listening');
-    const p = (origin.address() as { port: number }).port;
-    const z = await startRuntime(`
-admin: { listen: 127.0.0.1:0 }
-upstreams:
-  up:
-    servers: [127.0.0.1:${p}]
-    health_check: { type: http, path: /healthz, interval: 50ms, timeout: 40ms, fall: 1 }
-`);
+    const origin = await listen(
+      createServer((sock) => {
+        sock.on('error', () => {});
+        sock.once('data', () => sock.end('\x00\x01 not http at all\r\n\r\n'));
+      }),
+    );
+    const z = await startRuntime(
+      `upstreams: { up: { servers: [127.0.0.1:${port(origin)}], health_check: { type: http, interval: 50ms, timeout: 40ms, fall: 1 } } }\n`,
+    );
     try {
       const e = z.rt.upstreams.get('up')?.endpoints[0];
       assert.ok(e);
@@ -112,7 +106,7 @@ upstreams:
       assert.match(e.lastCheckError ?? '', /^not a valid HTTP response \(HPE_[A-Z_]+\)$/);
     } finally {
       await z.stop();
-      origin.close();
+      await closeServer(origin);
     }
   });
 });
