@@ -15,12 +15,21 @@
 #ifndef ZIPLINE_SHM_H
 #define ZIPLINE_SHM_H
 
+/* C11 atomics; a C++ program including this header sees the same layout as std::atomic
+   (same size and representation for these lock-free integer types on every supported ABI) */
+#ifdef __cplusplus
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#define ZL_ATOMIC(T) std::atomic<T>
+#define ZL_STATIC_ASSERT(cond, what) static_assert(cond, what)
+extern "C" {
+#else
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#ifdef __cplusplus
-extern "C" {
+#define ZL_ATOMIC(T) _Atomic T
+#define ZL_STATIC_ASSERT(cond, what) _Static_assert(cond, what)
 #endif
 
 /* ---- layout (version 1) -------------------------------------------------------------------- */
@@ -52,32 +61,32 @@ typedef struct {
 
 /* block 1: snapshot writers' side */
 typedef struct {
-  _Atomic uint32_t lock;          /* 0, or the pid of the writer holding it */
-  _Atomic uint32_t notify;        /* futex word: bumped on every publish */
-  _Atomic uint64_t lock_start;    /* the holder's process start time (clock ticks since boot) */
-  _Atomic uint64_t version;       /* version of the published snapshot; 0 = none yet */
-  _Atomic uint32_t active;        /* index of the published buffer (0 or 1) */
+  ZL_ATOMIC(uint32_t) lock;          /* 0, or the pid of the writer holding it */
+  ZL_ATOMIC(uint32_t) notify;        /* futex word: bumped on every publish */
+  ZL_ATOMIC(uint64_t) lock_start;    /* the holder's process start time (clock ticks since boot) */
+  ZL_ATOMIC(uint64_t) version;       /* version of the published snapshot; 0 = none yet */
+  ZL_ATOMIC(uint32_t) active;        /* index of the published buffer (0 or 1) */
   uint32_t pad0;
-  _Atomic uint64_t steals;        /* locks taken over from dead writers */
-  _Atomic uint64_t writes;
+  ZL_ATOMIC(uint64_t) steals;        /* locks taken over from dead writers */
+  ZL_ATOMIC(uint64_t) writes;
   uint8_t reserved[80];
 } zl_shm_snapshot_writer;
 
 /* a ring's producer side and consumer side (separate blocks) */
 typedef struct {
-  _Atomic uint64_t head;          /* slots ever written */
-  _Atomic uint32_t notify;        /* futex word: the low 32 bits of head, for waiters */
-  _Atomic uint32_t pid;           /* producer pid (0 = none attached) */
-  _Atomic uint64_t dropped;       /* messages refused because the ring was full */
-  _Atomic uint64_t heartbeat_ms;  /* producer's last sign of life (unix ms) */
+  ZL_ATOMIC(uint64_t) head;          /* slots ever written */
+  ZL_ATOMIC(uint32_t) notify;        /* futex word: the low 32 bits of head, for waiters */
+  ZL_ATOMIC(uint32_t) pid;           /* producer pid (0 = none attached) */
+  ZL_ATOMIC(uint64_t) dropped;       /* messages refused because the ring was full */
+  ZL_ATOMIC(uint64_t) heartbeat_ms;  /* producer's last sign of life (unix ms) */
   uint8_t reserved[96];
 } zl_shm_ring_producer;
 
 typedef struct {
-  _Atomic uint64_t tail;          /* slots ever consumed */
-  _Atomic uint32_t waiting;       /* 1 while the consumer sleeps on the producer's notify */
-  _Atomic uint32_t pid;           /* consumer pid */
-  _Atomic uint64_t heartbeat_ms;
+  ZL_ATOMIC(uint64_t) tail;          /* slots ever consumed */
+  ZL_ATOMIC(uint32_t) waiting;       /* 1 while the consumer sleeps on the producer's notify */
+  ZL_ATOMIC(uint32_t) pid;           /* consumer pid */
+  ZL_ATOMIC(uint64_t) heartbeat_ms;
   uint8_t reserved[104];
 } zl_shm_ring_consumer;
 
@@ -94,7 +103,7 @@ typedef struct {
 
 /* the prefix of each snapshot buffer (data follows) */
 typedef struct {
-  _Atomic uint32_t seq;   /* odd while being written */
+  ZL_ATOMIC(uint32_t) seq;   /* odd while being written */
   uint32_t len;
   uint64_t version;
 } zl_shm_snapshot_buffer;
@@ -106,19 +115,19 @@ typedef struct {
   uint64_t seq;           /* the head value this slot was written at */
 } zl_shm_slot;
 
-_Static_assert(sizeof(zl_shm_identity) == 128, "identity block");
-_Static_assert(sizeof(zl_shm_snapshot_writer) == 128, "snapshot block");
-_Static_assert(sizeof(zl_shm_ring_producer) == 128, "producer block");
-_Static_assert(sizeof(zl_shm_ring_consumer) == 128, "consumer block");
-_Static_assert(sizeof(zl_shm_header) == ZL_SHM_HEADER_SIZE, "header");
-_Static_assert(sizeof(zl_shm_snapshot_buffer) == ZL_SHM_PREFIX, "snapshot prefix");
-_Static_assert(sizeof(zl_shm_slot) == ZL_SHM_PREFIX, "slot prefix");
-_Static_assert(offsetof(zl_shm_header, snap) == 128, "snap");
-_Static_assert(offsetof(zl_shm_header, c2n_prod) == 256, "c2n_prod");
-_Static_assert(offsetof(zl_shm_header, c2n_cons) == 384, "c2n_cons");
-_Static_assert(offsetof(zl_shm_header, n2c_prod) == 512, "n2c_prod");
-_Static_assert(offsetof(zl_shm_header, n2c_cons) == 640, "n2c_cons");
-_Static_assert(sizeof(_Atomic uint64_t) == 8 && sizeof(_Atomic uint32_t) == 4, "plain-sized atomics");
+ZL_STATIC_ASSERT(sizeof(zl_shm_identity) == 128, "identity block");
+ZL_STATIC_ASSERT(sizeof(zl_shm_snapshot_writer) == 128, "snapshot block");
+ZL_STATIC_ASSERT(sizeof(zl_shm_ring_producer) == 128, "producer block");
+ZL_STATIC_ASSERT(sizeof(zl_shm_ring_consumer) == 128, "consumer block");
+ZL_STATIC_ASSERT(sizeof(zl_shm_header) == ZL_SHM_HEADER_SIZE, "header");
+ZL_STATIC_ASSERT(sizeof(zl_shm_snapshot_buffer) == ZL_SHM_PREFIX, "snapshot prefix");
+ZL_STATIC_ASSERT(sizeof(zl_shm_slot) == ZL_SHM_PREFIX, "slot prefix");
+ZL_STATIC_ASSERT(offsetof(zl_shm_header, snap) == 128, "snap");
+ZL_STATIC_ASSERT(offsetof(zl_shm_header, c2n_prod) == 256, "c2n_prod");
+ZL_STATIC_ASSERT(offsetof(zl_shm_header, c2n_cons) == 384, "c2n_cons");
+ZL_STATIC_ASSERT(offsetof(zl_shm_header, n2c_prod) == 512, "n2c_prod");
+ZL_STATIC_ASSERT(offsetof(zl_shm_header, n2c_cons) == 640, "n2c_cons");
+ZL_STATIC_ASSERT(sizeof(ZL_ATOMIC(uint64_t)) == 8 && sizeof(ZL_ATOMIC(uint32_t)) == 4, "plain-sized atomics");
 
 /* ---- API ------------------------------------------------------------------------------------ */
 

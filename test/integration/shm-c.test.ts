@@ -6,12 +6,23 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SHM_ERRORS } from '../../src/shm/layout.js';
 import { buildShmTools, type ShmTools } from '../helpers/shm.js';
+import { tempDir } from '../helpers/temp.js';
+import { ROOT } from '../helpers/zipline.js';
 
 const linux = process.platform === 'linux' && existsSync('/dev/shm');
+const haveCxx = (() => {
+  try {
+    execFileSync('c++', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
 let tools: ShmTools | undefined;
 const segment = (): string => (tools as ShmTools).segment();
 const run = (args: string[]): Promise<Record<string, unknown>> => (tools as ShmTools).run(args);
@@ -76,6 +87,61 @@ describe('shared memory, C library', {
     writeFileSync(`/dev/shm${junk}`, Buffer.alloc(8192, 0x41));
     assert.equal((await run(['attach', junk, '4096'])).result, SHM_ERRORS.emagic);
     assert.equal((await run(['attach', '/zl-test-missing', '4096'])).result, SHM_ERRORS.enoent);
+  });
+
+  test('the header works from C++ too (std::atomic fields, extern "C"): a C++ program links with the library and publishes', {
+    skip: haveCxx ? false : 'no C++ compiler (c++)',
+  }, async () => {
+    const name = segment();
+    const dir = tempDir('zl-shm-cxx-');
+    try {
+      writeFileSync(
+        join(dir, 'app.cpp'),
+        `#include "zipline_shm.h"
+#include <cstdio>
+#include <cstring>
+int main(int, char **argv) {
+  zl_shm *s = nullptr;
+  zl_shm_options o{};
+  o.create = 1; o.snapshot_capacity = 4096; o.ring_slots = 64; o.ring_slot_size = 128;
+  if (zl_shm_open(argv[1], &o, &s) != ZL_SHM_OK) return 1;
+  uint64_t v = 0;
+  int r = zl_shm_snapshot_write(s, argv[2], (uint32_t)std::strlen(argv[2]), &v);
+  std::printf("%d %llu\\n", r, (unsigned long long)zl_shm_header_of(s)->snap.version.load());
+  zl_shm_close(s);
+  return r;
+}
+`,
+      );
+      const inc = ['-I', join(ROOT, 'native/include')];
+      execFileSync('cc', [
+        '-std=c11',
+        '-O2',
+        '-Wall',
+        '-Werror',
+        ...inc,
+        '-c',
+        join(ROOT, 'native/lib/zipline_shm.c'),
+        '-o',
+        join(dir, 'lib.o'),
+      ]);
+      execFileSync('c++', [
+        '-std=c++17',
+        '-O2',
+        '-Wall',
+        '-Wextra',
+        '-Werror',
+        ...inc,
+        join(dir, 'app.cpp'),
+        join(dir, 'lib.o'),
+        '-o',
+        join(dir, 'app'),
+      ]);
+      assert.equal(execFileSync(join(dir, 'app'), [name, 'from C++'], { encoding: 'utf8' }), '0 1\n');
+      assert.equal((await run(['get', name])).text, 'from C++');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('the example program builds with one cc line and publishes a snapshot', async () => {
