@@ -8,6 +8,10 @@ import { ROOT } from './zipline.js';
 export interface ShmTools {
   readonly stress: string;
   readonly example: string;
+  /** native/lib/zipline_shm.c compiled as C (`cc -c`), for programs in other languages to link. */
+  readonly libObject: string;
+  /** A scratch directory, removed by `cleanup()`. */
+  readonly dir: string;
   /** A fresh segment name, removed by `cleanup()`. */
   segment(): string;
   /** Runs the stress tool; resolves with the JSON it printed last. */
@@ -21,7 +25,9 @@ export function buildShmTools(): ShmTools {
   const stress = join(dir, 'shm_stress');
   const example = join(dir, 'shm_example');
   const lib = join(ROOT, 'native/lib/zipline_shm.c');
+  const libObject = join(dir, 'zipline_shm.o');
   const inc = ['-I', join(ROOT, 'native/include')];
+  execFileSync('cc', ['-std=c11', '-O2', '-Wall', '-Werror', ...inc, '-c', lib, '-o', libObject]);
   execFileSync('cc', [
     '-std=c11',
     '-O2',
@@ -29,7 +35,7 @@ export function buildShmTools(): ShmTools {
     '-Werror',
     ...inc,
     join(ROOT, 'native/examples/shm_stress.c'),
-    lib,
+    libObject,
     '-o',
     stress,
   ]);
@@ -49,6 +55,8 @@ export function buildShmTools(): ShmTools {
   return {
     stress,
     example,
+    libObject,
+    dir,
     segment() {
       const name = `/${prefix}${n++}`;
       names.push(name);

@@ -6,12 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SHM_ERRORS } from '../../src/shm/layout.js';
 import { buildShmTools, type ShmTools } from '../helpers/shm.js';
-import { tempDir } from '../helpers/temp.js';
 import { ROOT } from '../helpers/zipline.js';
 
 const linux = process.platform === 'linux' && existsSync('/dev/shm');
@@ -93,11 +92,10 @@ describe('shared memory, C library', {
     skip: haveCxx ? false : 'no C++ compiler (c++)',
   }, async () => {
     const name = segment();
-    const dir = tempDir('zl-shm-cxx-');
-    try {
-      writeFileSync(
-        join(dir, 'app.cpp'),
-        `#include "zipline_shm.h"
+    const { dir, libObject } = tools as ShmTools;
+    writeFileSync(
+      join(dir, 'app.cpp'),
+      `#include "zipline_shm.h"
 #include <cstdio>
 #include <cstring>
 int main(int, char **argv) {
@@ -112,36 +110,23 @@ int main(int, char **argv) {
   return r;
 }
 `,
-      );
-      const inc = ['-I', join(ROOT, 'native/include')];
-      execFileSync('cc', [
-        '-std=c11',
-        '-O2',
-        '-Wall',
-        '-Werror',
-        ...inc,
-        '-c',
-        join(ROOT, 'native/lib/zipline_shm.c'),
-        '-o',
-        join(dir, 'lib.o'),
-      ]);
-      execFileSync('c++', [
-        '-std=c++17',
-        '-O2',
-        '-Wall',
-        '-Wextra',
-        '-Werror',
-        ...inc,
-        join(dir, 'app.cpp'),
-        join(dir, 'lib.o'),
-        '-o',
-        join(dir, 'app'),
-      ]);
-      assert.equal(execFileSync(join(dir, 'app'), [name, 'from C++'], { encoding: 'utf8' }), '0 1\n');
-      assert.equal((await run(['get', name])).text, 'from C++');
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    );
+    const app = join(dir, 'app');
+    execFileSync('c++', [
+      '-std=c++17',
+      '-O2',
+      '-Wall',
+      '-Wextra',
+      '-Werror',
+      '-I',
+      join(ROOT, 'native/include'),
+      join(dir, 'app.cpp'),
+      libObject,
+      '-o',
+      app,
+    ]);
+    assert.equal(execFileSync(app, [name, 'from C++'], { encoding: 'utf8' }), '0 1\n');
+    assert.equal((await run(['get', name])).text, 'from C++');
   });
 
   test('the example program builds with one cc line and publishes a snapshot', async () => {
