@@ -2,7 +2,7 @@
  * Address lists from config (`trusted_proxies`, `proxy_protocol.from`): addresses and CIDR blocks,
  * validated by the schema, compiled once into a BlockList and checked per connection.
  */
-import { BlockList } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { parseCidr } from './units.js';
 
 /**
@@ -18,6 +18,11 @@ export function addressList(cidrs: readonly string[]): BlockList {
     if (c.family === 'ipv4') list.addSubnet(`::ffff:${c.address}`, 96 + c.prefix, 'ipv6');
   }
   return list;
+}
+
+/** An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) as the IPv4 it is. */
+export function unmappedIp(address: string): string {
+  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
 }
 
 /**

@@ -10,6 +10,7 @@
  */
 import { createSocket } from 'node:dgram';
 import { isIP, type Socket } from 'node:net';
+import { unmappedIp } from '../config/address-list.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
 import { addressLength, type Destination, readAddress, writeAddress } from '../tunnel/address.js';
 import { OPEN_STATUS } from '../tunnel/constants.js';
@@ -152,11 +153,6 @@ export async function serveSocks5(
   }
 }
 
-/** An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) as plain IPv4. */
-function unmapped(address: string): string {
-  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
-}
-
 async function udpAssociate(
   control: Socket,
   dialer: Dialer,
@@ -192,12 +188,12 @@ async function udpAssociate(
     done({ status: 200, reply: OPEN_STATUS.OK, bytesIn, bytesOut, error: null });
   };
   relay.on('error', end);
-  const clientIp = unmapped(control.remoteAddress ?? '');
+  const clientIp = unmappedIp(control.remoteAddress ?? '');
   relay.on('message', (msg, rinfo) => {
     // only the client that asked may use this relay port (RFC 1928 §7): its address exactly, and
     // the port it named in the request, or when it named none the port its first datagram came
     // from; a later sender never takes the replies over
-    if (unmapped(rinfo.address) !== clientIp) return;
+    if (unmappedIp(rinfo.address) !== clientIp) return;
     const port = client?.port ?? (hint.port !== 0 ? hint.port : rinfo.port);
     if (rinfo.port !== port) return;
     if (msg.length < 4 || msg[0] !== 0 || msg[1] !== 0 || msg[2] !== 0) return; // RSV, FRAG 0

@@ -6,6 +6,7 @@
  * DNS answer cannot change between the check and the dial).
  */
 import { BlockList, isIP } from 'node:net';
+import { unmappedIp } from '../config/address-list.js';
 
 interface PortRange {
   readonly lo: number;
@@ -95,7 +96,7 @@ export class AllowList {
   /** A destination given by (or resolved to) an address. */
   allowsAddress(addr: string, port: number): boolean {
     // an IPv4-mapped IPv6 address is checked as the IPv4 address it is
-    const address = addr.startsWith('::ffff:') && isIP(addr.slice(7)) === 4 ? addr.slice(7) : addr;
+    const address = unmappedIp(addr);
     const family = isIP(address);
     if (family === 0) return false;
     const type = family === 4 ? 'ipv4' : 'ipv6';
