@@ -377,15 +377,16 @@ static napi_value js_command(napi_env env, napi_callback_info info) {
 }
 
 /*
- * bindSocket(ip, port, tcp, reusePort) -> [fd, boundPort]: a non-blocking socket, bound now so
+ * bindSocket(ip, port, tcp, reusePort, rcvbuf) -> [fd, boundPort]: a non-blocking socket, bound now so
  * errors are synchronous. UDP sockets are served by the native thread; TCP ones are handed to
  * Node (`server.listen({ fd })`, which calls listen(2)). `reusePort` sets SO_REUSEPORT, so that
  * each worker process binds its own socket on the same address and the kernel spreads new
- * connections and UDP flows across them (by 4-tuple hash).
+ * connections and UDP flows across them (by 4-tuple hash). `rcvbuf` > 0 sets SO_RCVBUF (the
+ * kernel caps it at net.core.rmem_max).
  */
 static napi_value js_bind_socket(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   char ip[64] = {0};
   size_t len = 0;
@@ -395,6 +396,8 @@ static napi_value js_bind_socket(napi_env env, napi_callback_info info) {
   napi_get_value_int32(env, argv[1], &port);
   if (argc > 2) napi_get_value_bool(env, argv[2], &tcp);
   if (argc > 3) napi_get_value_bool(env, argv[3], &reuse_port);
+  int32_t rcvbuf = 0;
+  if (argc > 4) napi_get_value_int32(env, argv[4], &rcvbuf);
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
   socklen_t slen;
@@ -421,6 +424,7 @@ static napi_value js_bind_socket(napi_env env, napi_callback_info info) {
   /* as libuv does for TCP listeners: a restarted process can rebind while old connections linger */
   if (ok && tcp) ok = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0;
   if (ok && reuse_port) ok = setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0;
+  if (ok && rcvbuf > 0) ok = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0;
   if (!ok || bind(fd, (struct sockaddr *)&ss, slen) < 0) {
     int e = errno;
     if (fd >= 0) close(fd);

@@ -422,6 +422,10 @@ export const CONFIG_REFERENCE = {
     default: 64,
     doc: 'Datagrams held per session while its upstream socket is being set up; more are dropped (counted).',
   },
+  'listeners[].udp.receive_buffer': {
+    default: '4MiB',
+    doc: "The listening socket's receive buffer (`SO_RCVBUF`, nginx `listen … udp rcvbuf=`): a burst of datagrams larger than it is dropped by the kernel before zipline sees it. The kernel caps it at `net.core.rmem_max` (often 208 KiB: raise that with `sysctl` for bursts); `0` keeps the kernel default. Applies at start (a reload changing it is reported and applies at restart).",
+  },
   'listeners[].allow': {
     doc: 'socks5/http_proxy: destinations this proxy may reach, as the relay `allow` list (`host:port`, `*.suffix:port`, `CIDR:port`, port `*` or a range). Others get SOCKS5 reply 2 / HTTP 403.',
   },

@@ -18,6 +18,7 @@ import {
   percent,
   requestRate,
   size,
+  sizeIn,
 } from './schema-values.js';
 
 const serverObject = z.strictObject({
@@ -176,6 +177,9 @@ const udpListener = z.strictObject({
       idle_timeout: duration.prefault(def('listeners[].udp.idle_timeout')),
       max_sessions: count(1, 10_000_000).prefault(def('listeners[].udp.max_sessions')),
       max_queue: count(1, 100_000).prefault(def('listeners[].udp.max_queue')),
+      receive_buffer: sizeIn(0, 256 * 1024 * 1024, 'expected 0 (the kernel default) to 256MiB').prefault(
+        def('listeners[].udp.receive_buffer'),
+      ),
     })
     .prefault({}),
   native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),

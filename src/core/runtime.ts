@@ -267,12 +267,19 @@ export class Runtime {
           toStart.push(cfg);
         }
       } else if (!same(cfg, l.source)) {
-        if (cfg.protocol === 'udp' && l.source.protocol === 'udp' && cfg.native !== l.source.native) {
+        if (cfg.protocol === 'udp' && l.source.protocol === 'udp') {
           // the data path of a UDP listener is chosen when it binds; its sessions still reply
-          // through that socket, so it cannot be swapped in place
-          errors.push(
-            `listener ${name}: "native" of a UDP listener takes effect at restart; the rest was applied`,
-          );
+          // through that socket, so it cannot be swapped in place; its buffer is set at the bind
+          for (const [key, changed] of [
+            ['native', cfg.native !== l.source.native],
+            ['udp.receive_buffer', cfg.udp.receive_buffer !== l.source.udp.receive_buffer],
+          ] as const) {
+            if (changed) {
+              errors.push(
+                `listener ${name}: "${key}" of a UDP listener takes effect at restart; the rest was applied`,
+              );
+            }
+          }
         }
         try {
           l.update(cfg);

@@ -107,7 +107,7 @@ export interface Binding {
     ip: string,
     port: number,
   ): void;
-  bindSocket(ip: string, port: number, tcp: boolean, reusePort: boolean): [number, number];
+  bindSocket(ip: string, port: number, tcp: boolean, reusePort: boolean, rcvbuf?: number): [number, number];
   udpCounters(lid: number): number[];
   /** One send(2) of a latin1 string (at most 16 KiB) on a socket: bytes sent, or -errno. */
   sendLatin1(fd: number, text: string): number;
@@ -300,12 +300,13 @@ export class NativePump {
 
   /**
    * A bound (not yet listening) socket: `[fd, port]`. With `reusePort`, SO_REUSEPORT (each worker
-   * binds its own; the kernel spreads connections). Throws with an errno-like code.
+   * binds its own; the kernel spreads connections). `rcvbuf` > 0 sets SO_RCVBUF. Throws with an
+   * errno-like code.
    */
-  bindSocket(ip: string, port: number, tcp: boolean, reusePort: boolean): [number, number] {
+  bindSocket(ip: string, port: number, tcp: boolean, reusePort: boolean, rcvbuf = 0): [number, number] {
     const b = this.binding;
     if (b === null) throw new Error('native data path not available');
-    return b.bindSocket(ip, port, tcp, reusePort);
+    return b.bindSocket(ip, port, tcp, reusePort, rcvbuf);
   }
 
   /** Binds a UDP socket the native thread will serve. Throws (with an errno-like code) when it cannot. */
@@ -315,10 +316,11 @@ export class NativePump {
     port: number,
     s: UdpSettingsNative,
     reusePort = false,
+    receiveBuffer = 0,
   ): { lid: number; port: number } {
     const b = this.ready();
     if (b === null) throw new Error('native data path not available (ZL_PUMP: its thread could not start)');
-    const [fd, bound] = b.bindSocket(ip, port, false, reusePort);
+    const [fd, bound] = b.bindSocket(ip, port, false, reusePort, receiveBuffer);
     const lid = this.nextListenerId++;
     this.udp.set(lid, owner);
     try {

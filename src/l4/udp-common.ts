@@ -15,6 +15,8 @@ export interface UdpListenerSettings {
   readonly idleTimeoutMs: number;
   readonly maxSessions: number;
   readonly maxQueue: number;
+  /** SO_RCVBUF of the listening socket; 0: the kernel default. */
+  readonly receiveBuffer: number;
   readonly native: boolean;
   /** `clients`: the addresses served, or null for everyone. */
   readonly clients: ClientAccess | null;
@@ -27,6 +29,7 @@ export function compileUdp(cfg: UdpListenerConfig): UdpListenerSettings {
     idleTimeoutMs: cfg.udp.idle_timeout,
     maxSessions: cfg.udp.max_sessions,
     maxQueue: cfg.udp.max_queue,
+    receiveBuffer: cfg.udp.receive_buffer,
     native: cfg.native === 'auto',
     clients: compileClientAccess(cfg.clients),
   });

@@ -79,6 +79,8 @@ export class UdpListener implements Listener {
       this.socket.once('error', onError);
       this.socket.bind({ ...target, exclusive: true }, () => {
         this.socket.off('error', onError);
+        // the kernel caps it at net.core.rmem_max
+        if (this.settings.receiveBuffer > 0) this.socket.setRecvBufferSize(this.settings.receiveBuffer);
         resolve();
       });
     });

@@ -107,6 +107,7 @@ export class NativeUdpListener implements Listener, NativeUdpOwner {
         hp.port,
         nativeSettings(this.settings),
         this.ctx.reusePort,
+        this.settings.receiveBuffer,
       );
       this.lid = r.lid;
       this.host = hp.host;

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import type { Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { nativePump } from '../../src/l4/native-pump.js';
@@ -74,6 +74,31 @@ for (const mode of ['auto', 'off'] as const) {
         await until(() => z.access.length === 2, 'second session to end');
       } finally {
         await z.stop();
+      }
+    });
+
+    test("receive_buffer sets the listening socket's SO_RCVBUF (4MiB by default, capped by rmem_max); 0 keeps the kernel default", {
+      skip: have('ss') ? false : 'ss (iproute2) reads the socket buffer',
+    }, async () => {
+      const e = await echo();
+      // `ss -uamn` shows the buffer as the kernel keeps it: twice what was asked, at most rmem_max
+      const rb = async (address: string): Promise<number> => {
+        const out = await run('ss', ['-uamn', `sport = :${splitAddress(address)[1]}`]);
+        return Number(/skmem:\(r\d+,rb(\d+)/.exec(out.stdout)?.[1] ?? -1);
+      };
+      const rmemMax = Number(readFileSync('/proc/sys/net/core/rmem_max', 'utf8'));
+      const rmemDefault = Number(readFileSync('/proc/sys/net/core/rmem_default', 'utf8'));
+      for (const [udp, want] of [
+        ['{}', 2 * Math.min(4 * 1024 * 1024, rmemMax)],
+        ['{ receive_buffer: 0 }', rmemDefault],
+        ['{ receive_buffer: 64KiB }', 2 * Math.min(64 * 1024, rmemMax)],
+      ] as const) {
+        const z = await startRuntime(config([`127.0.0.1:${port(e)}`], udp));
+        try {
+          assert.equal(await rb(z.addr('u')), want, udp);
+        } finally {
+          await z.stop();
+        }
       }
     });
 

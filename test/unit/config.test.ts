@@ -425,6 +425,22 @@ listeners:
   assert.doesNotMatch(text, /expected object, received undefined/);
 });
 
+test('udp.receive_buffer: 4MiB by default, 0 (the kernel default) to 256MiB', () => {
+  const udp = (extra: string) =>
+    loadConfigText(
+      `upstreams: { u: { servers: [127.0.0.1:1] } }\nlisteners: [{ protocol: udp, listen: 127.0.0.1:0, upstream: u${extra} }]\n`,
+      {},
+    );
+  const r = udp('');
+  assert.ok(r.ok);
+  const l = r.config.listeners[0];
+  assert.ok(l?.protocol === 'udp');
+  assert.equal(l.udp.receive_buffer, 4 * 1024 * 1024);
+  const bad = udp(', udp: { receive_buffer: 1GiB }');
+  assert.ok(!bad.ok);
+  assert.match(bad.issues.map((i) => i.message).join('\n'), /0 \(the kernel default\) to 256MiB/);
+});
+
 test('header rules cannot set or remove the fields zipline writes itself (framing, connection management)', () => {
   const text = issues(`
 upstreams: { app: { servers: [127.0.0.1:1] } }
