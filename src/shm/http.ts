@@ -33,6 +33,8 @@ import type { ShmBridge, ShmMessage } from './bridge.js';
 
 const MAX_LONG_POLL_MS = 60_000;
 const SSE_HEARTBEAT_MS = 15_000;
+/** How long the rest of a refused body is read and dropped before the connection is closed. */
+const BODY_LINGER_MS = 5_000;
 
 export class ShmHttpServer {
   private server: Server | null = null;
@@ -312,7 +314,12 @@ function json(
   res.end(text);
 }
 
-/** The request body, refused with 413 as soon as it exceeds `limit`. */
+/**
+ * The request body, refused with 413 as soon as it exceeds `limit`. The rest of a body refused
+ * on the way (chunked) is read and dropped for up to BODY_LINGER_MS, as nginx's lingering close:
+ * closing at once, with the client still sending, would reset the connection and the client would
+ * lose the 413 before reading it.
+ */
 function body(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? '0');
   if (declared > limit)
@@ -320,15 +327,21 @@ function body(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (c: Buffer) => {
+    const collect = (c: Buffer): void => {
       size += c.length;
       if (size > limit) {
+        chunks.length = 0;
+        req.off('data', collect);
+        req.on('data', () => {}); // dropped
+        const linger = setTimeout(() => req.socket.destroy(), BODY_LINGER_MS);
+        linger.unref();
+        req.once('close', () => clearTimeout(linger));
         reject(new ZiplineError('ZL_SHM_TOO_LARGE', `body over ${limit} bytes`));
-        req.destroy();
         return;
       }
       chunks.push(c);
-    });
+    };
+    req.on('data', collect);
     req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });

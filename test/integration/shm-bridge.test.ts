@@ -7,9 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Runtime } from '../../src/core/runtime.js';
 import { metrics } from '../../src/metrics/catalog.js';
@@ -17,6 +18,7 @@ import type { ShmBridges } from '../../src/shm/bridges.js';
 import { rawRequest } from '../helpers/http.js';
 import { splitAddress, until } from '../helpers/net.js';
 import { buildShmTools, type ShmTools } from '../helpers/shm.js';
+import { tempDir } from '../helpers/temp.js';
 import { runCli, startRuntime } from '../helpers/zipline.js';
 
 const linux = process.platform === 'linux' && existsSync('/dev/shm');
@@ -125,6 +127,23 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       assert.match((await curl(['-i', '-H', 'If-Match: "2"', '-d', 'cas', base])).out, /^HTTP\/1\.1 200/);
       const big = await curl(['-i', '-d', 'x'.repeat(5000), base]);
       assert.match(big.out, /^HTTP\/1\.1 413/);
+      // chunked, so refused on the way while curl still sends: the client reads its 413 (the rest
+      // of the body is read and dropped; closing at once would reset the connection under it)
+      const file = join(tempDir('zl-shm-body-'), 'big');
+      writeFileSync(file, Buffer.alloc(4 << 20, 0x61));
+      for (const expect of [[], ['-H', 'Expect:']]) {
+        const chunked = await curl([
+          '-i',
+          '-H',
+          'Transfer-Encoding: chunked',
+          ...expect,
+          '--data-binary',
+          `@${file}`,
+          base,
+        ]);
+        assert.equal(chunked.code, 0, 'no reset');
+        assert.match(chunked.out, /HTTP\/1\.1 413 [\s\S]*x-zipline-error: ZL_SHM_TOO_LARGE/i);
+      }
       const stats = JSON.parse((await curl([`${base}/stats`])).out) as { snapshot: { version: number } };
       assert.equal(stats.snapshot.version, 3);
       // garbage on the port: a coded 400, and the API still answers
