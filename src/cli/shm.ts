@@ -2,7 +2,7 @@
 import { parseSize } from '../config/units.js';
 import { isZiplineError, ZiplineError } from '../errors.js';
 import { ShmBridge } from '../shm/bridge.js';
-import { SHM_ERRORS } from '../shm/layout.js';
+import { SHM_ERRORS, shmLayoutProblems } from '../shm/layout.js';
 import { loadShm } from '../shm/native.js';
 import { EXIT } from './exit.js';
 
@@ -26,14 +26,27 @@ function open(name: string, create: boolean, o?: ShmCreateOptions): ShmBridge {
     if (v === undefined) throw new ZiplineError('ZL_SHM_ATTACH', `bad ${what} "${text}"`);
     return v;
   };
+  let layout = { capacity: 0, slots: 0, slotSize: 0, mode: 0o600 }; // inspect: whatever the segment has
+  if (o !== undefined) {
+    layout = {
+      capacity: size(o.capacity, 'capacity'),
+      slots: /^\d+$/.test(o.slots) ? Number(o.slots) : Number.NaN,
+      slotSize: size(o.slotSize, 'slot size'),
+      mode: /^0?[0-7]{3}$/.test(o.mode) ? Number.parseInt(o.mode, 8) : Number.NaN,
+    };
+    // the same limits as the config's shm section
+    const problems = shmLayoutProblems(layout.capacity, layout.slots, layout.slotSize);
+    if (Number.isNaN(layout.mode)) problems.push(`mode: an octal mode such as 0600, not "${o.mode}"`);
+    if (problems.length > 0) throw new ZiplineError('ZL_SHM_ATTACH', problems.join('; '));
+  }
   const bridge = new ShmBridge({
     name: 'cli',
     segment: segmentName(name),
-    snapshotCapacity: o === undefined ? 0 : size(o.capacity, 'capacity'),
-    slots: o === undefined ? 0 : Number(o.slots),
-    slotSize: o === undefined ? 0 : size(o.slotSize, 'slot size'),
+    snapshotCapacity: layout.capacity,
+    slots: layout.slots,
+    slotSize: layout.slotSize,
     create,
-    mode: o === undefined ? 0o600 : Number.parseInt(o.mode, 8),
+    mode: layout.mode,
     removeOnExit: false,
     http: '',
     wake: 'futex',

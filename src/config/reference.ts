@@ -444,8 +444,11 @@ export const CONFIG_REFERENCE = {
   'shm[].segment': {
     doc: 'POSIX shared-memory name (`/zipline-telemetry`), as C programs pass to `zl_shm_open`.',
   },
-  'shm[].snapshot_capacity': { default: '64KiB', doc: 'Largest snapshot (POST body) in bytes.' },
-  'shm[].slots': { default: 1024, doc: 'Slots per ring (C→Node and Node→C), a power of two.' },
+  'shm[].snapshot_capacity': {
+    default: '64KiB',
+    doc: 'Largest snapshot (POST body) in bytes; 1 B – 256 MiB.',
+  },
+  'shm[].slots': { default: 1024, doc: 'Slots per ring (C→Node and Node→C), a power of two, 2 – 1,048,576.' },
   'shm[].slot_size': {
     default: '4KiB',
     doc: 'Bytes per ring slot including its 16-byte prefix (a message holds slot_size − 16); a multiple of 16.',

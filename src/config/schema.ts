@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { parseTemplate } from '../http/local-reply.js';
+import { SHM_LIMITS } from '../shm/layout.js';
 import { def, HTTP_CLIENT_IDLE_DEFAULT } from './reference.js';
 import { tunnelAgent, type tunnelLimits, tunnelRelay } from './schema-tunnel.js';
 import {
@@ -380,12 +381,19 @@ function proxyListenerOf<P extends 'socks5' | 'http_proxy'>(protocol: P) {
 const shmBridge = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'use 1–64 letters, digits, _ . -'),
   segment: z.string().regex(/^\/[A-Za-z0-9_.-]{1,200}$/, 'a POSIX shared-memory name: /name'),
-  snapshot_capacity: size.prefault(def('shm[].snapshot_capacity')),
-  slots: count(2, 1 << 20)
-    .refine((n) => (n & (n - 1)) === 0, 'slots must be a power of two')
+  snapshot_capacity: sizeIn(
+    SHM_LIMITS.capacity.min,
+    SHM_LIMITS.capacity.max,
+    SHM_LIMITS.capacity.text,
+  ).prefault(def('shm[].snapshot_capacity')),
+  slots: count(SHM_LIMITS.slots.min, SHM_LIMITS.slots.max)
+    .refine((n) => (n & (n - 1)) === 0, SHM_LIMITS.slots.text)
     .prefault(def('shm[].slots')),
   slot_size: size
-    .refine((n) => n >= 32 && n % 16 === 0 && n <= 1 << 20, 'slot_size: 32 B–1 MiB, a multiple of 16')
+    .refine(
+      (n) => n >= SHM_LIMITS.slotSize.min && n % 16 === 0 && n <= SHM_LIMITS.slotSize.max,
+      SHM_LIMITS.slotSize.text,
+    )
     .prefault(def('shm[].slot_size')),
   http: hostPort.prefault(def('shm[].http')),
   create: z.boolean().prefault(def('shm[].create')),

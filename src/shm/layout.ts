@@ -10,6 +10,34 @@ export const SHM_BLOCK = 128;
 /** Bytes before the data of each snapshot buffer and each ring slot. */
 export const SHM_PREFIX = 16;
 
+/**
+ * What zipline creates segments with (config and `zipline shm create`): the library's u32 fields
+ * hold more, but a segment is two snapshots and two rings in memory.
+ */
+export const SHM_LIMITS = {
+  capacity: { min: 1, max: 256 * 1024 * 1024, text: 'snapshot_capacity: 1 B – 256 MiB' },
+  slots: { min: 2, max: 1 << 20, text: 'slots: a power of two, 2 – 1,048,576' },
+  slotSize: { min: 32, max: 1 << 20, text: 'slot_size: 32 B – 1 MiB, a multiple of 16' },
+} as const;
+
+/** The problems with a layout (empty when it is one zipline creates). */
+export function shmLayoutProblems(capacity: number, slots: number, slotSize: number): string[] {
+  const out: string[] = [];
+  const l = SHM_LIMITS;
+  if (!Number.isInteger(capacity) || capacity < l.capacity.min || capacity > l.capacity.max)
+    out.push(l.capacity.text);
+  if (!Number.isInteger(slots) || slots < l.slots.min || slots > l.slots.max || (slots & (slots - 1)) !== 0)
+    out.push(l.slots.text);
+  if (
+    !Number.isInteger(slotSize) ||
+    slotSize < l.slotSize.min ||
+    slotSize > l.slotSize.max ||
+    slotSize % 16 !== 0
+  )
+    out.push(l.slotSize.text);
+  return out;
+}
+
 /** Block 0: identity, written once by the creator. */
 export const IDENTITY = {
   magic: 0,

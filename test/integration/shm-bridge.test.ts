@@ -435,5 +435,13 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
     const again = await runCli(['shm', 'inspect', seg]);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /ZL_SHM_ATTACH/);
+    // the config's limits: nothing is created with a layout zipline would refuse there
+    const bad = await runCli(['shm', 'create', seg, '--capacity', '100GiB', '--slots', '3', '--mode', 'abc']);
+    assert.equal(bad.code, 1);
+    assert.match(
+      bad.stderr,
+      /snapshot_capacity: 1 B – 256 MiB; slots: a power of two.*; mode: an octal mode/,
+    );
+    assert.equal(existsSync(`/dev/shm${seg}`), false);
   });
 });

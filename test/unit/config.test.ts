@@ -441,6 +441,16 @@ test('udp.receive_buffer: 4MiB by default, 0 (the kernel default) to 256MiB', ()
   assert.match(bad.issues.map((i) => i.message).join('\n'), /0 \(the kernel default\) to 256MiB/);
 });
 
+test('shm layouts: the same limits as `zipline shm create`', () => {
+  const text = issues(`
+shm:
+  - { name: a, segment: /a, snapshot_capacity: 1GiB, slots: 3, slot_size: 40 }
+`).join('\n');
+  assert.match(text, /shm\[0\]\.snapshot_capacity .*1 B – 256 MiB/);
+  assert.match(text, /shm\[0\]\.slots .*a power of two/);
+  assert.match(text, /shm\[0\]\.slot_size .*multiple of 16/);
+});
+
 test('header rules cannot set or remove the fields zipline writes itself (framing, connection management)', () => {
   const text = issues(`
 upstreams: { app: { servers: [127.0.0.1:1] } }
