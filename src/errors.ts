@@ -151,6 +151,11 @@ export const ERROR_CATALOG = {
     status: 0,
     description: 'A UDP session queued more datagrams than `udp.max_queue` while connecting; dropped.',
   },
+  ZL_UDP_RECEIVE_BUFFER_FULL: {
+    status: 0,
+    description:
+      "Datagrams the kernel dropped before zipline read them: the listening socket's receive buffer was full (raise `udp.receive_buffer`, and `net.core.rmem_max` which caps it). Counted at scrape time from /proc/net/udp (Linux).",
+  },
   ZL_UDP_SEND_FAILED: {
     status: 0,
     description: 'Sending a datagram failed (ICMP unreachable, buffer full).',

@@ -19,6 +19,7 @@ import { bindFailure } from './bind-failure.js';
 import { clientAllowed } from './client-access.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
+import { KernelDropCounter } from './kernel-drops.js';
 import { bindReusePort } from './listen.js';
 import type { Listener } from './listener.js';
 import {
@@ -40,6 +41,7 @@ export class UdpListener implements Listener {
   private accepting = true;
   private sweepTimer: NodeJS.Timeout | null = null;
   readonly m: UdpMetrics;
+  private readonly kernelDrops: KernelDropCounter;
 
   constructor(
     cfg: UdpListenerConfig,
@@ -52,6 +54,7 @@ export class UdpListener implements Listener {
     const hp = parseHostPort(cfg.listen);
     this.socket = createSocket({ type: hp !== undefined && isIPv6(hp.host) ? 'udp6' : 'udp4' });
     this.m = udpMetrics(name);
+    this.kernelDrops = new KernelDropCounter(name);
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     this.socket.on('error', (err) => ctx.log.warn({ listener: name, err }, 'udp listener error'));
     this.scheduleSweep();
@@ -214,6 +217,12 @@ export class UdpListener implements Listener {
   /** Brings the datagram and byte counters up to date (before a metrics scrape). */
   refreshMetrics(): void {
     for (const s of this.sessions.values()) this.report(s);
+    try {
+      const a = this.socket.address();
+      this.kernelDrops.refresh(a.address, a.port);
+    } catch {
+      // not bound (yet, or any more)
+    }
   }
 
   /** `udp.idle_timeout` by a coarse sweep over the sessions' datagram counters (see idle-sweep.ts). */

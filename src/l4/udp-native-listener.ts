@@ -16,6 +16,7 @@ import type { Upstream } from '../upstream/upstream.js';
 import { bindFailure } from './bind-failure.js';
 import { clientAllowed } from './client-access.js';
 import type { L4Context } from './context.js';
+import { KernelDropCounter } from './kernel-drops.js';
 import type { Listener } from './listener.js';
 import {
   type NativeUdpOwner,
@@ -74,6 +75,7 @@ export class NativeUdpListener implements Listener, NativeUdpOwner {
   private readonly sessions = new Map<number, NativeSession>();
   private readonly m: UdpMetrics;
   /** Native listener totals already added to the metrics. */
+  private readonly kernelDrops: KernelDropCounter;
   private reported: UdpCounters = {
     datagramsIn: 0,
     datagramsOut: 0,
@@ -95,6 +97,7 @@ export class NativeUdpListener implements Listener, NativeUdpOwner {
     this.source = cfg;
     this.settings = compileUdp(cfg);
     this.m = udpMetrics(name);
+    this.kernelDrops = new KernelDropCounter(name);
   }
 
   start(): Promise<void> {
@@ -236,6 +239,7 @@ export class NativeUdpListener implements Listener, NativeUdpOwner {
     ];
     for (const [code, n] of drops) if (n > 0) metrics.udpDropped.labels(this.name, code).inc(n);
     this.reported = c;
+    this.kernelDrops.refresh(this.host, this.port);
   }
 
   private closeIfIdle(): void {

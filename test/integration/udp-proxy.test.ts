@@ -102,6 +102,34 @@ for (const mode of ['auto', 'off'] as const) {
       }
     });
 
+    test('datagrams the kernel drops on a full receive buffer are counted (ZL_UDP_RECEIVE_BUFFER_FULL)', {
+      skip: process.platform === 'linux' ? false : '/proc/net/udp (Linux)',
+    }, async () => {
+      const e = await echo();
+      // the smallest buffer the kernel keeps (a few datagrams): a burst of 3,000 overflows it
+      const z = await startRuntime(config([`127.0.0.1:${port(e)}`], '{ receive_buffer: 1 }'));
+      try {
+        const c = await client();
+        const [host, p] = splitAddress(z.addr('u'));
+        const dropped = async (): Promise<number> => {
+          const text = await (await fetch(`${z.rt.admin.url()}metrics`)).text();
+          const m = /zipline_udp_dropped_total\{listener="u",code="ZL_UDP_RECEIVE_BUFFER_FULL"\} (\d+)/.exec(
+            text,
+          );
+          return m ? Number(m[1]) : 0;
+        };
+        // the series is the process's (the listener name repeats across these tests): a delta
+        const before = await dropped();
+        for (let i = 0; i < 3000; i++) c.send('x'.repeat(100), p, host);
+        const n =
+          (await until(async () => ((await dropped()) > before ? dropped() : 0), 'kernel drops counted')) -
+          before;
+        assert.ok(n > 0 && n < 3000, `${n} dropped`);
+      } finally {
+        await z.stop();
+      }
+    });
+
     test('dig through the proxy to dnsmasq: 50 lookups answered, one session each (responses: 1), and over TCP too', {
       skip: have('dig') && have('dnsmasq') ? false : 'dig or dnsmasq not installed',
     }, async () => {
