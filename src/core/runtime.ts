@@ -25,6 +25,7 @@ import type { L4Context } from '../l4/context.js';
 import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
 import { TcpListener } from '../l4/tcp-listener.js';
+import { udpKeysForRestart } from '../l4/udp-common.js';
 import { UdpListener } from '../l4/udp-listener.js';
 import { NativeUdpListener } from '../l4/udp-native-listener.js';
 import { type AccessLog, createAccessLog, createLogger, type Logger } from '../log/logger.js';
@@ -268,17 +269,10 @@ export class Runtime {
         }
       } else if (!same(cfg, l.source)) {
         if (cfg.protocol === 'udp' && l.source.protocol === 'udp') {
-          // the data path of a UDP listener is chosen when it binds; its sessions still reply
-          // through that socket, so it cannot be swapped in place; its buffer is set at the bind
-          for (const [key, changed] of [
-            ['native', cfg.native !== l.source.native],
-            ['udp.receive_buffer', cfg.udp.receive_buffer !== l.source.udp.receive_buffer],
-          ] as const) {
-            if (changed) {
-              errors.push(
-                `listener ${name}: "${key}" of a UDP listener takes effect at restart; the rest was applied`,
-              );
-            }
+          for (const key of udpKeysForRestart(l.source, cfg)) {
+            errors.push(
+              `listener ${name}: "${key}" of a UDP listener takes effect at restart; the rest was applied`,
+            );
           }
         }
         try {

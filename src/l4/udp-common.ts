@@ -22,6 +22,18 @@ export interface UdpListenerSettings {
   readonly clients: ClientAccess | null;
 }
 
+/**
+ * Keys a reload cannot change on a bound UDP listener: its data path is chosen when it binds (its
+ * sessions still reply through that socket, so it cannot be swapped in place), and so is its
+ * receive buffer.
+ */
+export function udpKeysForRestart(was: UdpListenerConfig, now: UdpListenerConfig): string[] {
+  const keys: string[] = [];
+  if (now.native !== was.native) keys.push('native');
+  if (now.udp.receive_buffer !== was.udp.receive_buffer) keys.push('udp.receive_buffer');
+  return keys;
+}
+
 export function compileUdp(cfg: UdpListenerConfig): UdpListenerSettings {
   return Object.freeze({
     upstream: cfg.upstream,

@@ -1,4 +1,4 @@
-/** Reloading `native`: TCP listeners switch data path for new connections; UDP ones say they cannot. */
+/** Reloading `native` and `udp.receive_buffer`: TCP listeners switch data path for new connections; UDP ones say they cannot change either. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
@@ -22,7 +22,7 @@ upstreams:
   u: { servers: [127.0.0.1:${port(uecho)}] }
 listeners:
   - { name: tcp, protocol: tcp, listen: 127.0.0.1:0, upstream: t, native: ${native} }
-  - { name: udp, protocol: udp, listen: 127.0.0.1:0, upstream: u, native: ${native} }
+  - { name: udp, protocol: udp, listen: 127.0.0.1:0, upstream: u, native: ${native}, udp: { receive_buffer: ${native === 'auto' ? '4MiB' : '1MiB'} } }
 `;
   const z = await startRuntime(yaml('auto'));
   try {
@@ -41,6 +41,7 @@ listeners:
     assert.equal(report.result, 'partial');
     assert.deepEqual(report.errors, [
       'listener udp: "native" of a UDP listener takes effect at restart; the rest was applied',
+      'listener udp: "udp.receive_buffer" of a UDP listener takes effect at restart; the rest was applied',
     ]);
     assert.deepEqual(report.listeners.changed.sort(), ['tcp', 'udp']);
     assert.equal(await roundTrip(), 'js', 'new TCP connections use the JavaScript data path');
