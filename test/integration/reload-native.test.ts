@@ -1,4 +1,7 @@
-/** Reloading `native` and `udp.receive_buffer`: TCP listeners switch data path for new connections; UDP ones say they cannot change either. */
+/**
+ * Reloading `native` and `udp.receive_buffer`: TCP listeners switch data path for new
+ * connections; UDP ones say they cannot change either.
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
