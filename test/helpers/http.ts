@@ -1,8 +1,9 @@
 /** HTTP test peers: a counting origin (node:http), raw-socket clients, and response parsing. */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect, type Server as NetServer, type Socket } from 'node:net';
+import { type AddressInfo, connect, type Server as NetServer, type Socket } from 'node:net';
+import { after, before } from 'node:test';
 import { WebSocket } from 'ws';
-import { closeServer, splitAddress, tcpServer } from './net.js';
+import { closeServer, splitAddress, tcpEcho, tcpServer } from './net.js';
 
 export interface Origin {
   readonly server: Server;
@@ -50,6 +51,43 @@ export async function startOrigin(
   const a = server.address();
   (origin as { address: string }).address = typeof a === 'object' && a !== null ? `127.0.0.1:${a.port}` : '';
   return origin;
+}
+
+/** An HTTP origin answering "ok" and a TCP echo server, as upstreams `web` and `echo`. */
+export interface OkAndEcho {
+  readonly origin: Origin;
+  readonly echo: NetServer;
+  /** The `upstreams:` section naming both. */
+  upstreams(): string;
+}
+
+/** Starts the two peers before the tests of the calling file (or describe) and stops them after. */
+export function okAndEcho(): OkAndEcho {
+  let origin: Origin | undefined;
+  let echo: NetServer | undefined;
+  before(async () => {
+    origin = await startOrigin((_req, res) => res.end('ok'));
+    echo = await tcpEcho();
+  });
+  after(async () => {
+    await origin?.close();
+    if (echo !== undefined) await closeServer(echo);
+  });
+  const peers: OkAndEcho = {
+    get origin(): Origin {
+      if (origin === undefined) throw new Error('okAndEcho: used before its before() hook ran');
+      return origin;
+    },
+    get echo(): NetServer {
+      if (echo === undefined) throw new Error('okAndEcho: used before its before() hook ran');
+      return echo;
+    },
+    upstreams: () => `
+upstreams:
+  echo: { servers: [127.0.0.1:${(peers.echo.address() as AddressInfo).port}] }
+  web: { servers: [${peers.origin.address}] }`,
+  };
+  return peers;
 }
 
 export interface RawResponse {

@@ -7,13 +7,13 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { type AddressInfo, connect, type Server, type Socket } from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { connect, type Socket } from 'node:net';
+import { describe, test } from 'node:test';
 import { connect as connectTls } from 'node:tls';
 import { loadConfigText } from '../../src/config/load.js';
-import { type Origin, startOrigin } from '../helpers/http.js';
+import { okAndEcho } from '../helpers/http.js';
 import { seriesValue } from '../helpers/metrics.js';
-import { closeServer, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
+import { splitAddress, udpEcho, until } from '../helpers/net.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const TLS_DIR = `${ROOT}test/fixtures/tls`;
@@ -44,24 +44,11 @@ async function exchange(address: string, from: string, data: string | Buffer, en
 }
 
 describe('listeners[].clients', () => {
-  let origin: Origin;
-  let echo: Server;
-  before(async () => {
-    origin = await startOrigin((_req, res) => res.end('ok'));
-    echo = await tcpEcho();
-  });
-  after(async () => {
-    await origin.close();
-    await closeServer(echo);
-  });
   /** `echo` (the TCP echo server) and `web` (the HTTP origin). */
-  const upstreams = () => `
-upstreams:
-  echo: { servers: [127.0.0.1:${(echo.address() as AddressInfo).port}] }
-  web: { servers: [${origin.address}] }`;
+  const peers = okAndEcho();
 
   test('tcp, http, socks5: a refused client is closed without a byte, counted, not logged; others are served', async () => {
-    const z = await startRuntime(`${upstreams()}
+    const z = await startRuntime(`${peers.upstreams()}
 listeners:
   - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: echo, clients: { allow: [127.0.0.0/8], deny: [127.0.0.3] } }
   - { name: h, protocol: http, listen: 127.0.0.1:0, upstream: web, clients: { allow: [127.0.0.2] } }
@@ -78,7 +65,7 @@ listeners:
       );
       assert.equal(await exchange(z.addr('h'), '127.0.0.1', GET, false), '', 'no 403: closed unanswered');
       assert.equal(await denied('h'), 1);
-      assert.equal(origin.requests, 1);
+      assert.equal(peers.origin.requests, 1);
 
       // SOCKS5 greeting (no authentication): a refused client gets no method selection
       const hello = Buffer.from([5, 1, 0]);
@@ -97,7 +84,7 @@ listeners:
   test('https: a refused client gets no TLS handshake', async () => {
     const z = await startRuntime(`
 upstreams:
-  web: { servers: [${origin.address}] }
+  web: { servers: [${peers.origin.address}] }
 listeners:
   - name: s
     protocol: https
@@ -177,7 +164,7 @@ listeners:
 admin: { listen: 127.0.0.1:0 }
 log: { level: warn, access: off }
 upstreams:
-  web: { servers: [${origin.address}] }
+  web: { servers: [${peers.origin.address}] }
 listeners:
   - name: pp
     protocol: http
@@ -189,7 +176,7 @@ listeners:
     const z = await startRuntime(yaml('203.0.113.0/24'));
     const viaBalancer = (client: string) => `PROXY TCP4 ${client} 192.0.2.1 5555 80\r\n${GET}`;
     try {
-      const before = origin.requests;
+      const before = peers.origin.requests;
       assert.match(
         await exchange(z.addr('pp'), '127.0.0.1', viaBalancer('198.51.100.7'), false),
         /^HTTP\/1\.1 200 /,
@@ -198,7 +185,7 @@ listeners:
       assert.equal(await denied('pp'), 1);
       // a direct client (not a PROXY peer) is checked on its own address
       assert.match(await exchange(z.addr('pp'), '127.0.0.2', GET, false), /^HTTP\/1\.1 200 /);
-      assert.equal(origin.requests, before + 2);
+      assert.equal(peers.origin.requests, before + 2);
 
       // an open keep-alive connection stays; new ones meet the new list. Its first answer proves
       // zipline has taken it (a completed connect alone does not: the accept may come later)
@@ -229,7 +216,7 @@ listeners:
   });
 
   test('limits.max_connections_per_client: a client at its cap gets no more until one closes; others are served', async () => {
-    const z = await startRuntime(`${upstreams()}
+    const z = await startRuntime(`${peers.upstreams()}
 listeners:
   - { name: c, protocol: tcp, listen: 127.0.0.1:0, upstream: echo, limits: { max_connections_per_client: 2 } }
   - name: cp
@@ -286,7 +273,7 @@ listeners:
   });
 
   test('routes[].clients: a refused client gets 403 on that route only; real_ip_header names the client', async () => {
-    const z = await startRuntime(`${upstreams()}
+    const z = await startRuntime(`${peers.upstreams()}
 listeners:
   - name: r
     protocol: http

@@ -6,24 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { type AddressInfo, connect, type Server, type Socket } from 'node:net';
-import { after, before, test } from 'node:test';
+import { connect, type Socket } from 'node:net';
+import { test } from 'node:test';
 import { pino } from 'pino';
-import { type Origin, startOrigin } from '../helpers/http.js';
+import { okAndEcho } from '../helpers/http.js';
 import { seriesValue } from '../helpers/metrics.js';
-import { closeServer, splitAddress, tcpEcho, until } from '../helpers/net.js';
+import { splitAddress, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
-let origin: Origin;
-let echo: Server;
-before(async () => {
-  origin = await startOrigin((_req, res) => res.end('ok'));
-  echo = await tcpEcho();
-});
-after(async () => {
-  await origin.close();
-  await closeServer(echo);
-});
+const peers = okAndEcho();
 
 const overLimit = (listener: string): Promise<number> =>
   seriesValue(`zipline_downstream_rejected_total{listener="${listener}",code="ZL_LISTENER_OVER_LIMIT"}`);
@@ -58,10 +49,7 @@ test('limits.max_connections: beyond it a connection is closed unanswered, count
   const warnings: Record<string, unknown>[] = [];
   const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line)) });
   const z = await startRuntime(
-    `
-upstreams:
-  echo: { servers: [127.0.0.1:${(echo.address() as AddressInfo).port}] }
-  web: { servers: [${origin.address}] }
+    `${peers.upstreams()}
 listeners:
   - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: echo, limits: { max_connections: 1 } }
   - { name: h, protocol: http, listen: 127.0.0.1:0, upstream: web, limits: { max_connections: 1 } }
