@@ -9,6 +9,7 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import { endianness } from 'node:os';
 import { metrics } from '../metrics/catalog.js';
+import { ipv6Bytes } from '../proxy-protocol/header.js';
 
 /** One read of the tables serves every listener of a scrape. */
 const FRESH_MS = 200;
@@ -23,7 +24,6 @@ export function procAddress(ip: string, port: number): string | null {
   }
   if (!isIPv6(ip)) return null;
   const bytes = ipv6Bytes(ip);
-  if (bytes === null) return null;
   let out = '';
   for (let i = 0; i < 16; i += 4) {
     out += hexWord(
@@ -42,22 +42,6 @@ const LITTLE_ENDIAN = endianness() === 'LE';
 function hexWord(a: number, b: number, c: number, d: number): string {
   const word = LITTLE_ENDIAN ? [d, c, b, a] : [a, b, c, d];
   return word.map((x) => x.toString(16).toUpperCase().padStart(2, '0')).join('');
-}
-
-function ipv6Bytes(ip: string): number[] | null {
-  const [head = '', tail] = ip.split('::');
-  const part = (s: string): number[] =>
-    s === ''
-      ? []
-      : s
-          .split(':')
-          .flatMap((g) =>
-            g.includes('.') ? g.split('.').map(Number) : [parseInt(g, 16) >> 8, parseInt(g, 16) & 255],
-          );
-  const h = part(head);
-  const t = tail === undefined ? [] : part(tail);
-  if (tail === undefined && h.length !== 16) return null;
-  return [...h, ...new Array(16 - h.length - t.length).fill(0), ...t];
 }
 
 /** Kernel drops per local address (`HEX:PORT`) over this process's UDP sockets. */

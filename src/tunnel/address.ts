@@ -4,6 +4,7 @@
  * DATAGRAM and the SOCKS5 entry.
  */
 import { isIP } from 'node:net';
+import { ipv6Bytes } from '../proxy-protocol/header.js';
 import { ADDRESS } from './constants.js';
 
 export interface Destination {
@@ -72,26 +73,6 @@ export function readAddress(buf: Buffer, at: number): { dest: Destination; end: 
   } else return null;
   const port = buf.readUInt16BE(o);
   return { dest: { host, port }, end: o + 2 };
-}
-
-function ipv6Bytes(text: string): Buffer {
-  const out = Buffer.alloc(16);
-  let t = text;
-  // an embedded IPv4 tail (::ffff:1.2.3.4)
-  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(t);
-  if (v4 !== null) {
-    const hi = ((Number(v4[1]) << 8) | Number(v4[2])).toString(16);
-    const lo = ((Number(v4[3]) << 8) | Number(v4[4])).toString(16);
-    t = `${t.slice(0, v4.index)}${hi}:${lo}`;
-  }
-  const [head = '', tail] = t.split('::');
-  const h = head === '' ? [] : head.split(':');
-  const tl = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups = tail === undefined ? h : [...h, ...new Array(8 - h.length - tl.length).fill('0'), ...tl];
-  groups.forEach((g, i) => {
-    out.writeUInt16BE(Number.parseInt(g, 16), i * 2);
-  });
-  return out;
 }
 
 function compressIpv6(parts: string[]): string {
