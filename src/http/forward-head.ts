@@ -16,6 +16,7 @@
  * - `Expect: 100-continue` is answered by zipline (once an upstream connection is ready) and not
  *   forwarded, as nginx does; this keeps the request retryable.
  */
+import { connectionOptions } from './parser/connection-options.js';
 import { F, fieldName } from './parser/names.js';
 import type { RequestHead } from './parser/request-head.js';
 import { latin1, lowerAscii } from './parser/tokens.js';
@@ -152,23 +153,16 @@ export function headFor(fwd: ForwardedHead, server: string | undefined): string 
   return `${fwd.head.slice(0, line)}Host: ${server}\r\n${fwd.head.slice(line)}`;
 }
 
-/**
- * Lower-case names listed in the Connection header(s) (other than close/keep-alive/upgrade, and
- * `host`: a Connection option does not make the request's Host hop-by-hop; an HTTP/1.1 request
- * upstream must carry one).
- */
+/** The field names the request's Connection header(s) list as options (see connection-options.ts). */
 function connectionNamed(req: RequestHead): Set<string> | null {
   let names: Set<string> | null = null;
   for (let f = 0; f < req.fieldCount; f++) {
     const k = f * 4;
     if (fieldName(req.raw, req.fields[k] as number, req.fields[k + 1] as number) !== F.CONNECTION) continue;
-    const value = latin1(req.raw, req.fields[k + 2] as number, req.fields[k + 3] as number);
-    for (const token of value.split(',')) {
-      const t = token.trim().toLowerCase();
-      if (t === '' || t === 'close' || t === 'keep-alive' || t === 'upgrade' || t === 'host') continue;
-      names ??= new Set();
-      names.add(t);
-    }
+    names = connectionOptions(
+      latin1(req.raw, req.fields[k + 2] as number, req.fields[k + 3] as number),
+      names,
+    );
   }
   return names;
 }

@@ -6,6 +6,7 @@
  */
 
 import type { HeaderRules } from './forward-head.js';
+import { connectionOptions } from './parser/connection-options.js';
 import { F, type FieldId, fieldName } from './parser/names.js';
 import type { ResponseHead } from './parser/response-head.js';
 import { latin1, lowerAscii } from './parser/tokens.js';
@@ -124,21 +125,5 @@ export function connectionNamed(resp: ResponseHead): Set<string> | null {
   if (value === '' || value === 'keep-alive' || value === 'close') return null;
   const plain = value.length <= 10 ? value.toLowerCase() : '';
   if (plain === 'keep-alive' || plain === 'close') return null;
-  let names: Set<string> | null = null;
-  for (const token of value.split(',')) {
-    const t = token.trim().toLowerCase();
-    // a Connection option cannot remove the framing: without its Content-Length or
-    // Transfer-Encoding the client would read the body to the close, and the next response in it
-    if (
-      t === '' ||
-      t === 'close' ||
-      t === 'keep-alive' ||
-      t === 'content-length' ||
-      t === 'transfer-encoding'
-    )
-      continue;
-    names ??= new Set();
-    names.add(t);
-  }
-  return names;
+  return connectionOptions(value, null);
 }

@@ -10,6 +10,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { parseHostPort } from '../config/units.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
+import { connectionOptions } from '../http/parser/connection-options.js';
 import { parseRequestHead, type RequestHead, requestHeadEnd } from '../http/parser/request-head.js';
 import { lowerAscii } from '../http/parser/tokens.js';
 import type { Destination } from '../tunnel/address.js';
@@ -32,9 +33,6 @@ const HOP = new Set([
   'trailer',
   'upgrade',
 ]);
-
-/** Fields a `Connection` option cannot remove. */
-const KEEP = new Set(['content-length', 'transfer-encoding', 'host']);
 
 function parseHead(b: Buffer): ParseStep<RequestHead> {
   const end = requestHeadEnd(b, MAX_HEAD);
@@ -69,24 +67,22 @@ function absoluteTarget(target: string): { dest: Destination; path: string } | n
 
 /** The request head for the origin: origin-form, hop-by-hop fields dropped, `Connection: close`. */
 function originHead(head: RequestHead, path: string): Buffer {
-  const named = new Set<string>();
+  let named: Set<string> | null = null;
   const lines: string[] = [`${head.method} ${path} HTTP/1.1`];
   for (let f = 0; f < head.fieldCount; f++) {
     const k = f * 4;
     const name = lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number);
     if (name === 'connection' || name === 'proxy-connection') {
-      for (const t of head.raw
-        .toString('latin1', head.fields[k + 2] as number, head.fields[k + 3] as number)
-        .split(','))
-        named.add(t.trim().toLowerCase());
+      named = connectionOptions(
+        head.raw.toString('latin1', head.fields[k + 2] as number, head.fields[k + 3] as number),
+        named,
+      );
     }
   }
   for (let f = 0; f < head.fieldCount; f++) {
     const k = f * 4;
     const name = lowerAscii(head.raw, head.fields[k] as number, head.fields[k + 1] as number);
-    // a Connection option never drops the message's framing or its Host: without them the body
-    // would reach the origin as the start of another request
-    if (HOP.has(name) || (named.has(name) && !KEEP.has(name))) continue;
+    if (HOP.has(name) || named?.has(name)) continue;
     lines.push(head.raw.toString('latin1', head.fields[k] as number, head.fields[k + 3] as number));
   }
   lines.push('Connection: close', '', '');
