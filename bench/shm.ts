@@ -50,6 +50,7 @@ function bridge(segment: string, wake: 'futex' | 'poll'): ShmBridge {
     name: `bench-${wake}`,
     segment,
     snapshotCapacity: 4096,
+    uploadBuffer: 4096,
     slots: 4096,
     slotSize: 128,
     create: true,

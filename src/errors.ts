@@ -248,7 +248,7 @@ export const ERROR_CATALOG = {
   ZL_SHM_BUSY: {
     status: 503,
     description:
-      'The snapshot lock is held by a live writer beyond a ~2 ms spin, or the ring to C is full; retry.',
+      'The snapshot lock is held by a live writer beyond a ~2 ms spin, the ring to C is full, or the uploads being received already hold `shm[].upload_buffer`; retry.',
   },
   ZL_SHM_CORRUPT: {
     status: 502,

@@ -1,6 +1,7 @@
 /*
  * Test tool for the shared-memory library (driven by test/integration/shm-c.test.ts):
- *   shm_stress write NAME SECONDS            a fast snapshot writer (payload: every 8-byte word = version)
+ *   shm_stress write NAME SECONDS [varying]  a fast snapshot writer (payload: every 8-byte word = version;
+ *                                            varying: 1 + version % 512 words, else always 512)
  *   shm_stress read NAME SECONDS checked|unchecked   counts reads and torn reads; prints JSON
  *   shm_stress hold NAME                     takes the writer lock, starts a write, stops forever
  *   shm_stress put NAME TEXT                 one snapshot write; prints JSON with the time it took
@@ -116,11 +117,13 @@ int main(int argc, char **argv) {
   static uint64_t buf[512];
   if (strcmp(cmd, "write") == 0) {
     double end = now_s() + atof(argv[3]);
+    int varying = argc > 4 && strcmp(argv[4], "varying") == 0;
     uint64_t writes = 0;
     while (now_s() < end) {
       uint64_t v = writes + 1;
-      for (int i = 0; i < 512; i++) buf[i] = v;
-      if (zl_shm_snapshot_write(s, buf, sizeof buf, NULL) == ZL_SHM_OK) writes++;
+      uint32_t words = varying ? 1u + (uint32_t)(v % 512u) : 512u;
+      for (uint32_t i = 0; i < words; i++) buf[i] = v;
+      if (zl_shm_snapshot_write(s, buf, words * 8u, NULL) == ZL_SHM_OK) writes++;
     }
     printf("{\"writes\":%llu}\n", (unsigned long long)writes);
   } else if (strcmp(cmd, "read") == 0) {

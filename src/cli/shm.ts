@@ -43,6 +43,7 @@ function open(name: string, create: boolean, o?: ShmCreateOptions): ShmBridge {
     name: 'cli',
     segment: segmentName(name),
     snapshotCapacity: layout.capacity,
+    uploadBuffer: 0, // no /shm HTTP API here
     slots: layout.slots,
     slotSize: layout.slotSize,
     create,

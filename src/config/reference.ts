@@ -448,6 +448,10 @@ export const CONFIG_REFERENCE = {
     default: '64KiB',
     doc: 'Largest snapshot (POST body) in bytes; 1 B – 256 MiB.',
   },
+  'shm[].upload_buffer': {
+    default: '64MiB',
+    doc: 'Bytes the `/shm` POST bodies being received for this bridge may hold at once (snapshots and messages are read whole before they are written); a POST that would pass it gets 503 `ZL_SHM_BUSY` + `Retry-After`. Never below `snapshot_capacity`: one full snapshot always fits.',
+  },
   'shm[].slots': { default: 1024, doc: 'Slots per ring (C→Node and Node→C), a power of two, 2 – 1,048,576.' },
   'shm[].slot_size': {
     default: '4KiB',

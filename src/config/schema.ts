@@ -386,6 +386,9 @@ const shmBridge = z.strictObject({
     SHM_LIMITS.capacity.max,
     SHM_LIMITS.capacity.text,
   ).prefault(def('shm[].snapshot_capacity')),
+  upload_buffer: sizeIn(1, 4 * 1024 * 1024 * 1024, 'expected 1 B to 4GiB').prefault(
+    def('shm[].upload_buffer'),
+  ),
   slots: count(SHM_LIMITS.slots.min, SHM_LIMITS.slots.max)
     .refine((n) => (n & (n - 1)) === 0, SHM_LIMITS.slots.text)
     .prefault(def('shm[].slots')),

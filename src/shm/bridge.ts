@@ -9,11 +9,14 @@ import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { SHM_ERRORS } from './layout.js';
 import { loadShm, type ShmBinding, type ShmHandle, shmCode } from './native.js';
+import { UploadBudget } from './upload.js';
 
 export interface ShmBridgeSettings {
   readonly name: string;
   readonly segment: string;
   readonly snapshotCapacity: number;
+  /** Bytes the POST bodies being received may hold in all (raised to the snapshot capacity). */
+  readonly uploadBuffer: number;
   readonly slots: number;
   readonly slotSize: number;
   readonly create: boolean;
@@ -71,6 +74,8 @@ export class ShmBridge {
   /** Malformed C → Node slots skipped so far (the addon's count), and when that was last logged. */
   private corruptSeen = 0;
   private corruptLoggedAt = 0;
+  /** What the `/shm` POST bodies being received hold (at least one full snapshot fits). */
+  readonly uploads: UploadBudget;
 
   constructor(
     readonly settings: ShmBridgeSettings,
@@ -79,6 +84,7 @@ export class ShmBridge {
     this.binding = loadShm();
     this.rx = metrics.shmMessages.labels(settings.name, 'c_to_node');
     this.tx = metrics.shmMessages.labels(settings.name, 'node_to_c');
+    this.uploads = new UploadBudget(Math.max(settings.uploadBuffer, settings.snapshotCapacity));
   }
 
   open(): void {
@@ -299,6 +305,7 @@ export class ShmBridge {
       creator_pid: at(18),
       recent_messages: this.recentCount,
       subscribers: this.subscribers,
+      uploads: { held_bytes: this.uploads.inUse, limit_bytes: this.uploads.limit },
     };
   }
 

@@ -13,6 +13,7 @@ export function bridgeSettings(cfg: ShmBridgeConfig): ShmBridgeSettings {
     name: cfg.name,
     segment: cfg.segment,
     snapshotCapacity: cfg.snapshot_capacity,
+    uploadBuffer: cfg.upload_buffer,
     slots: cfg.slots,
     slotSize: cfg.slot_size,
     create: cfg.create,

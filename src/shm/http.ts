@@ -30,11 +30,10 @@ import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../
 import { bindFailure } from '../l4/bind-failure.js';
 import type { Logger } from '../log/logger.js';
 import type { ShmBridge, ShmMessage } from './bridge.js';
+import { readUpload } from './upload.js';
 
 const MAX_LONG_POLL_MS = 60_000;
 const SSE_HEARTBEAT_MS = 15_000;
-/** How long the rest of a refused body is read and dropped before the connection is closed. */
-const BODY_LINGER_MS = 5_000;
 
 export class ShmHttpServer {
   private server: Server | null = null;
@@ -133,7 +132,12 @@ export class ShmHttpServer {
     if (sub === 'stream' && method === 'GET') return this.stream(bridge, req, res);
     if (sub === 'messages' && method === 'GET') return this.messages(bridge, req, res);
     if (sub === 'messages' && method === 'POST') {
-      bridge.send(await body(req, bridge.settings.slotSize - 16));
+      const upload = await readUpload(req, bridge.settings.slotSize - 16, bridge.uploads);
+      try {
+        bridge.send(upload.data);
+      } finally {
+        upload.release();
+      }
       res.writeHead(202).end();
       return;
     }
@@ -171,7 +175,6 @@ export class ShmHttpServer {
   }
 
   private async put(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const data = await body(req, bridge.settings.snapshotCapacity);
     const ifMatch = req.headers['if-match'];
     let expected: number | null = null;
     if (typeof ifMatch === 'string') {
@@ -179,7 +182,13 @@ export class ShmHttpServer {
       if (m === null) throw new ZiplineError('ZL_SHM_PRECONDITION', 'If-Match must be a version ETag ("7")');
       expected = Number(m[1]);
     }
-    const version = bridge.write(data, expected);
+    const upload = await readUpload(req, bridge.settings.snapshotCapacity, bridge.uploads);
+    let version: number;
+    try {
+      version = bridge.write(upload.data, expected);
+    } finally {
+      upload.release();
+    }
     res.writeHead(200, { ETag: `"${version}"`, 'Content-Type': 'application/json' });
     res.end(`{"version":${version}}\n`);
   }
@@ -320,33 +329,6 @@ function json(
  * closing at once, with the client still sending, would reset the connection and the client would
  * lose the 413 before reading it.
  */
-function body(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = Number(req.headers['content-length'] ?? '0');
-  if (declared > limit)
-    return Promise.reject(new ZiplineError('ZL_SHM_TOO_LARGE', `body over ${limit} bytes`));
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const collect = (c: Buffer): void => {
-      size += c.length;
-      if (size > limit) {
-        chunks.length = 0;
-        req.off('data', collect);
-        req.on('data', () => {}); // dropped
-        const linger = setTimeout(() => req.socket.destroy(), BODY_LINGER_MS);
-        linger.unref();
-        req.once('close', () => clearTimeout(linger));
-        reject(new ZiplineError('ZL_SHM_TOO_LARGE', `body over ${limit} bytes`));
-        return;
-      }
-      chunks.push(c);
-    };
-    req.on('data', collect);
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
-
 /** SSE `data:` lines (one per line of the payload, as text). */
 function dataLines(data: Buffer): string {
   return `${data

@@ -15,8 +15,8 @@ import { after, before, describe, test } from 'node:test';
 import type { Runtime } from '../../src/core/runtime.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import type { ShmBridges } from '../../src/shm/bridges.js';
-import { rawRequest } from '../helpers/http.js';
-import { splitAddress, until } from '../helpers/net.js';
+import { parseResponse, rawRequest } from '../helpers/http.js';
+import { dial, readAll, splitAddress, until } from '../helpers/net.js';
 import { buildShmTools, type ShmTools } from '../helpers/shm.js';
 import { tempDir } from '../helpers/temp.js';
 import { runCli, startRuntime } from '../helpers/zipline.js';
@@ -156,6 +156,111 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       await z.stop();
     }
     assert.equal(existsSync(`/dev/shm${seg}`), false, 'remove_on_exit removed the segment');
+  });
+
+  test("a read takes the snapshot's size, not the capacity, and stays whole while a C writer changes the size under it", async () => {
+    const seg = t().segment();
+    const z = await startRuntime(yaml(seg));
+    try {
+      const bridge = bridgesOf(z).bridges.get('tele');
+      assert.ok(bridge);
+      assert.match(
+        (await curl(['-i', '-d', '0123456789', `http://${bridgesOf(z).address('tele')}/shm/tele`])).out,
+        /^HTTP\/1\.1 200/,
+      );
+      const small = bridge.read();
+      assert.equal(small?.data.toString(), '0123456789');
+      // a GET used to allocate the whole capacity (4 KiB here; up to 256 MiB) for every read
+      assert.equal(small?.data.buffer.byteLength, 10, 'the buffer is the size of the snapshot');
+      // payload: 1 + w % 512 words, each = w; the reader looks up the size, then reads: a writer
+      // growing or shrinking it between the two must never give a cut or padded snapshot
+      const writer = t().run(['write', seg, '1.5', 'varying']);
+      const sizes = new Set<number>();
+      let reads = 0;
+      let busy = 0;
+      const end = Date.now() + 1000;
+      while (Date.now() < end) {
+        let r: ReturnType<typeof bridge.read>;
+        try {
+          r = bridge.read();
+        } catch (err) {
+          assert.equal((err as { code?: string }).code, 'ZL_SHM_BUSY');
+          busy++;
+          continue;
+        }
+        if (r === null || r.data.length % 8 !== 0 || r.data.length === 10) continue;
+        const w = r.data.readBigUInt64LE(0);
+        assert.equal(r.data.length, 8 * (1 + Number(w % 512n)), `the size written with ${w}`);
+        for (let i = 8; i < r.data.length; i += 8) assert.equal(r.data.readBigUInt64LE(i), w, 'not torn');
+        assert.ok(r.data.buffer.byteLength <= 4096);
+        sizes.add(r.data.length);
+        reads++;
+      }
+      assert.ok(Number((await writer).writes) > 1000, 'the writer wrote');
+      assert.ok(reads > 1000 && sizes.size > 50, `${reads} reads of ${sizes.size} sizes (${busy} busy)`);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('uploads being received hold at most upload_buffer (never below one full snapshot): over it 503 ZL_SHM_BUSY, aborted ones give their bytes back', async () => {
+    const seg = t().segment();
+    // upload_buffer 1KiB is raised to the 4 KiB capacity
+    const z = await startRuntime(
+      yaml(seg).replace('remove_on_exit: true }', 'remove_on_exit: true, upload_buffer: 1KiB }'),
+    );
+    try {
+      const address = bridgesOf(z).address('tele');
+      const bridge = bridgesOf(z).bridges.get('tele');
+      assert.ok(bridge);
+      assert.equal(bridge.uploads.limit, 4096);
+      const complete = (d: Buffer): boolean => parseResponse(d, 'POST') !== null;
+      const head = (length: number): string =>
+        `POST /shm/tele HTTP/1.1\r\nHost: x\r\nContent-Length: ${length}\r\n\r\n`;
+      // a slow upload of 3,000 bytes: its length is reserved before any of it is read
+      const slow = await dial(address);
+      const slowAnswer = readAll(slow);
+      slow.write(`${head(3000).replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n')}${'a'.repeat(1000)}`);
+      await until(() => bridge.uploads.inUse === 3000, 'the slow upload reserved its length');
+      const over = await rawRequest(address, `${head(2000)}${'b'.repeat(2000)}`, 5000, complete);
+      assert.match(over.data.toString(), /^HTTP\/1\.1 503/);
+      assert.match(over.data.toString(), /x-zipline-error: ZL_SHM_BUSY/i);
+      assert.match(over.data.toString(), /retry-after: 1/i);
+      // chunked: each chunk is reserved as it arrives; the one that passes the bound is refused
+      // and the rest is read and dropped, so the client gets its 503 rather than a reset
+      const chunk = (n: number): string => `${n.toString(16)}\r\n${'c'.repeat(n)}\r\n`;
+      const chunked = await rawRequest(
+        address,
+        [
+          'POST /shm/tele HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n',
+          chunk(500),
+          chunk(500),
+          chunk(500),
+          chunk(500),
+          '0\r\n\r\n',
+        ],
+        5000,
+        complete,
+      );
+      assert.match(chunked.data.toString(), /^HTTP\/1\.1 503/);
+      assert.equal(chunked.reset, false);
+      assert.equal(bridge.uploads.inUse, 3000, 'the refused uploads gave their bytes back');
+      // the slow upload completes and is written; then its bytes are free again
+      slow.end('a'.repeat(2000));
+      assert.match((await slowAnswer).toString(), /^HTTP\/1\.1 200/);
+      assert.equal(bridge.read()?.data.length, 3000);
+      assert.equal(bridge.uploads.inUse, 0);
+      // an upload whose client goes away mid-body gives its bytes back too
+      const gone = await dial(address);
+      gone.write(`${head(4096)}${'d'.repeat(100)}`);
+      await until(() => bridge.uploads.inUse === 4096, 'the upload reserved its length');
+      gone.destroy();
+      await until(() => bridge.uploads.inUse === 0, 'the aborted upload gave its bytes back');
+      const whole = await rawRequest(address, `${head(4096)}${'e'.repeat(4096)}`, 5000, complete);
+      assert.match(whole.data.toString(), /^HTTP\/1\.1 200/, 'one full snapshot always fits');
+    } finally {
+      await z.stop();
+    }
   });
 
   test('a C writer killed holding the lock: the next POST succeeds at once; the steal is counted', async () => {
