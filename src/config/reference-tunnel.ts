@@ -149,6 +149,10 @@ export const TUNNEL_REFERENCE = {
     default: 'tcp',
     doc: '`tcp`, or `udp` (one association per local client address, ended after `udp_idle_timeout` of the relay).',
   },
+  'tunnel.agent.forwards[].receive_buffer': {
+    default: '4MiB',
+    doc: "udp forwards: the local socket's receive buffer (`SO_RCVBUF`), as `listeners[].udp.receive_buffer`: a burst of datagrams larger than it is dropped by the kernel (capped by `net.core.rmem_max` on Linux; counted as `ZL_UDP_RECEIVE_BUFFER_FULL` there). `0` keeps the system default. Not for tcp forwards.",
+  },
   'tunnel.agent.socks5': {
     doc: 'Local SOCKS5 entry (RFC 1928: CONNECT and UDP ASSOCIATE, no authentication: bind it to loopback). Reply codes are the OPEN_ACK statuses.',
   },

@@ -89,11 +89,24 @@ export const relayRef = z.preprocess(
   }),
 );
 
-export const forward = z.strictObject({
-  listen: listenAddress,
-  to: hostPort,
-  protocol: z.enum(['tcp', 'udp']).prefault(def('tunnel.agent.forwards[].protocol')),
-});
+const receiveBuffer = sizeIn(0, 256 * 1024 * 1024, 'expected 0 (the kernel default) to 256MiB');
+const UDP_FORWARD_RECEIVE_BUFFER = receiveBuffer.parse(def('tunnel.agent.forwards[].receive_buffer'));
+
+export const forward = z
+  .strictObject({
+    listen: listenAddress,
+    to: hostPort,
+    protocol: z.enum(['tcp', 'udp']).prefault(def('tunnel.agent.forwards[].protocol')),
+    receive_buffer: receiveBuffer.optional(),
+  })
+  .refine((f) => f.protocol === 'udp' || f.receive_buffer === undefined, {
+    message: 'receive_buffer is for udp forwards (a tcp forward has no use for it)',
+    path: ['receive_buffer'],
+  })
+  .transform((f) => ({
+    ...f,
+    receive_buffer: f.receive_buffer ?? (f.protocol === 'udp' ? UDP_FORWARD_RECEIVE_BUFFER : 0),
+  }));
 
 export const tunnelAgent = z.strictObject({
   id: z

@@ -96,6 +96,11 @@ export class KernelDropCounter {
 
   constructor(private readonly listener: string) {}
 
+  /** Drops counted so far on this socket. */
+  get total(): number {
+    return this.reported;
+  }
+
   refresh(ip: string, port: number): void {
     const n = udpKernelDrops(ip, port);
     if (n > this.reported) {

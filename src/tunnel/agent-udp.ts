@@ -6,6 +6,9 @@
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { isIP } from 'node:net';
+import { type ErrorCode, isZiplineError } from '../errors.js';
+import { KernelDropCounter } from '../l4/kernel-drops.js';
+import { metrics } from '../metrics/catalog.js';
 import type { UdpChannel } from '../proxy/dialer.js';
 import { addressLength, type Destination, readAddress, writeAddress } from './address.js';
 import type { SessionApi, SessionStream } from './session-api.js';
@@ -61,20 +64,35 @@ export class TunnelUdpChannel implements UdpChannel {
   }
 }
 
+/** What a UDP forward needs besides its addresses. */
+export interface UdpForwardOptions {
+  /** Metric label: `tunnel.agent.forwards[N]`. */
+  readonly name: string;
+  /** SO_RCVBUF of the local socket (0: the system default). */
+  readonly receiveBuffer: number;
+  readonly idleMs: number;
+}
+
+/** Datagrams a client sends while its association is being opened. */
+const OPENING_QUEUE = 64;
+
 export class UdpForward {
   private readonly socket: UdpSocket;
   private readonly clients = new Map<
     string,
     { ch: UdpChannel | null; queue: Buffer[]; timer: NodeJS.Timeout }
   >();
-  dropped = 0;
+  /** Dropped here (queue full while opening, association refused); the kernel's are `kernel`'s. */
+  private droppedHere = 0;
+  private readonly kernel: KernelDropCounter;
 
   constructor(
     private readonly listen: { host: string; port: number },
     private readonly to: Destination,
     private readonly open: (to: Destination) => Promise<UdpChannel>,
-    private readonly idleMs: number,
+    private readonly opts: UdpForwardOptions,
   ) {
+    this.kernel = new KernelDropCounter(opts.name);
     this.socket = createSocket({ type: isIP(listen.host) === 6 ? 'udp6' : 'udp4' });
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo.address, rinfo.port));
     this.socket.on('error', () => {});
@@ -85,6 +103,8 @@ export class UdpForward {
       this.socket.once('error', reject);
       this.socket.bind(this.listen.port, this.listen.host, () => {
         this.socket.off('error', reject);
+        // the kernel's default (~208 KiB on Linux) drops a burst from a few thousand clients
+        if (this.opts.receiveBuffer > 0) this.socket.setRecvBufferSize(this.opts.receiveBuffer);
         resolve();
       });
     });
@@ -99,6 +119,24 @@ export class UdpForward {
     return this.clients.size;
   }
 
+  /** Datagrams dropped so far, the kernel's included (read from /proc on Linux). */
+  get dropped(): number {
+    this.refreshMetrics();
+    return this.droppedHere + this.kernel.total;
+  }
+
+  /** Counts what the kernel dropped on the local socket since the last call (scrape time). */
+  refreshMetrics(): void {
+    const a = this.socket.address();
+    this.kernel.refresh(a.address, a.port);
+  }
+
+  private drop(code: ErrorCode, n = 1): void {
+    if (n === 0) return;
+    this.droppedHere += n;
+    metrics.udpDropped.labels(this.opts.name, code).inc(n);
+  }
+
   private onMessage(msg: Buffer, address: string, port: number): void {
     const key = `${address}|${port}`;
     let c = this.clients.get(key);
@@ -106,7 +144,7 @@ export class UdpForward {
       const entry = {
         ch: null as UdpChannel | null,
         queue: [msg],
-        timer: setTimeout(() => this.end(key), this.idleMs),
+        timer: setTimeout(() => this.end(key), this.opts.idleMs),
       };
       entry.timer.unref();
       c = entry;
@@ -125,14 +163,18 @@ export class UdpForward {
           ch.onClose(() => this.end(key));
           for (const q of entry.queue.splice(0)) ch.send(this.to, q);
         },
-        () => this.end(key),
+        (err: unknown) => {
+          // refused (the relay's max_streams, its allow list, no relay up): what was queued is lost
+          if (this.clients.get(key) === entry) this.drop(dialCode(err), entry.queue.length);
+          this.end(key);
+        },
       );
       return;
     }
     c.timer.refresh();
     if (c.ch === null) {
-      if (c.queue.length < 64) c.queue.push(msg);
-      else this.dropped++;
+      if (c.queue.length < OPENING_QUEUE) c.queue.push(msg);
+      else this.drop('ZL_UDP_QUEUE_FULL');
     } else c.ch.send(this.to, msg);
   }
 
@@ -152,4 +194,9 @@ export class UdpForward {
     for (const key of [...this.clients.keys()]) this.end(key);
     this.socket.close();
   }
+}
+
+/** The coded reason an association could not be opened (`dialError`'s code). */
+function dialCode(err: unknown): ErrorCode {
+  return isZiplineError(err) ? err.code : 'ZL_TUNNEL_DIAL_FAILED';
 }

@@ -82,7 +82,11 @@ export class TunnelAgent implements Dialer {
         const to = parseHostPort(f.to) as Destination;
         if (f.protocol === 'udp') {
           const listen = parseHostPort(f.listen) as Destination;
-          const fw = new UdpForward(listen, to, (d) => this.openUdp(d), UDP_IDLE_MS);
+          const fw = new UdpForward(listen, to, (d) => this.openUdp(d), {
+            name: `tunnel.agent.forwards[${i}]`,
+            receiveBuffer: f.receive_buffer,
+            idleMs: UDP_IDLE_MS,
+          });
           await fw.start();
           this.udpForwards.push(fw);
         } else {
@@ -184,6 +188,13 @@ export class TunnelAgent implements Dialer {
         return stream;
       } catch (err) {
         const status = (err as { openStatus?: number }).openStatus;
+        if (isZiplineError(err) && err.code === 'ZL_TUNNEL_LIMIT') {
+          // refused before anything was opened: another relay that is up now may take it; waiting
+          // for one (as after a session died) would only hold the client for connect_timeout
+          tried = link;
+          if (round === 0 && this.links.some((l) => l !== link && l.state === 'up')) continue;
+          throw dialError('ZL_TUNNEL_LIMIT', OPEN_STATUS.FAILURE, `${link.address}: ${err.message}`);
+        }
         if (status !== undefined) {
           throw dialError(
             status === OPEN_STATUS.NOT_ALLOWED ? 'ZL_TUNNEL_NOT_ALLOWED' : 'ZL_TUNNEL_DIAL_FAILED',
@@ -304,5 +315,6 @@ export class TunnelAgent implements Dialer {
 
   refreshMetrics(): void {
     for (const l of this.links) l.session?.flushFrameMetrics();
+    for (const f of this.udpForwards) f.refreshMetrics();
   }
 }

@@ -26,6 +26,8 @@ export interface SessionStream extends Duplex {
   readonly id: number;
   info: StreamInfo;
   reset: boolean;
+  /** The code of the peer's RST, when it reset the stream. */
+  readonly peerResetCode: number | null;
 }
 
 export interface OpenRequest {

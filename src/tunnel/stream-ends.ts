@@ -4,15 +4,16 @@
  */
 import type { Duplex } from 'node:stream';
 import { ZiplineError } from '../errors.js';
-import { OPEN_STATUS } from './constants.js';
+import { ERROR, OPEN_STATUS } from './constants.js';
 
 /**
  * Resolves with `stream` on OPEN_ACK 0 (its 'open-ack' event); rejects with the status
  * (`ZL_TUNNEL_OPEN_REFUSED`, `openStatus`), after `refused` ended the stream, on any other status
- * or when no answer came within `timeoutMs` (status 6); rejects `ZL_TUNNEL_CLOSED` when the stream
- * closes first.
+ * or when no answer came within `timeoutMs` (status 6); rejects `ZL_TUNNEL_LIMIT` (status 1) when
+ * the peer reset it with REFUSED_STREAM (its `max_streams`: nothing was opened, another relay may
+ * take it), and `ZL_TUNNEL_CLOSED` when the stream closes first otherwise.
  */
-export function awaitOpenAck<S extends Duplex>(
+export function awaitOpenAck<S extends Duplex & { readonly peerResetCode: number | null }>(
   stream: S,
   timeoutMs: number,
   refused: (status: number) => void,
@@ -34,6 +35,18 @@ export function awaitOpenAck<S extends Duplex>(
     });
     stream.once('close', () => {
       clearTimeout(timer);
+      if (stream.peerResetCode === ERROR.REFUSED_STREAM) {
+        reject(
+          Object.assign(
+            new ZiplineError(
+              'ZL_TUNNEL_LIMIT',
+              "the relay refused the stream (RST REFUSED_STREAM): the session is at the relay's max_streams",
+            ),
+            { openStatus: OPEN_STATUS.FAILURE },
+          ),
+        );
+        return;
+      }
       reject(new ZiplineError('ZL_TUNNEL_CLOSED', 'stream closed before OPEN_ACK'));
     });
   });

@@ -39,6 +39,8 @@ export class TunnelStream extends Duplex implements SessionStream {
   finSent = false;
   finReceived = false;
   reset = false;
+  /** The code of the peer's RST, when it reset the stream. */
+  peerResetCode: number | null = null;
   /** Bytes received and not yet consumed / credited. */
   private unacked = 0;
   private recvWindow: number;
@@ -99,6 +101,7 @@ export class TunnelStream extends Duplex implements SessionStream {
   resetByPeer(code: number): void {
     if (this.reset) return;
     this.reset = true;
+    this.peerResetCode = code;
     this.abort(peerResetError(code));
   }
 

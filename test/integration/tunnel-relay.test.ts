@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -17,6 +18,7 @@ import { ERROR, FRAME } from '../../src/tunnel/constants.js';
 import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
 import { encodeHello } from '../../src/tunnel/handshake.js';
 import { engine } from '../../src/tunnel/native/binding.js';
+import { have, run } from '../helpers/daemons.js';
 import { renderDashboard } from '../helpers/dashboard.js';
 import { seriesValue } from '../helpers/metrics.js';
 import { closeServer, listen, openFds, port, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
@@ -61,9 +63,9 @@ ${body}`;
 /** A relay and an agent runtime; with `tls`, the agent pins the relay's `tls: auto` certificate. */
 async function startPair(
   agentBody: string,
-  opts: { tls?: boolean; agent?: string; relayAddr?: (a: string) => Promise<string> } = {},
+  opts: { tls?: boolean; agent?: string; relay?: string; relayAddr?: (a: string) => Promise<string> } = {},
 ) {
-  const relay = await startRuntime(relayYaml('', opts.tls === true ? 'auto' : 'off'));
+  const relay = await startRuntime(relayYaml(opts.relay ?? '', opts.tls === true ? 'auto' : 'off'));
   cleanup.push(() => relay.stop());
   const relayAddr = relay.rt.relay?.address() ?? '';
   const ref = opts.tls === true ? `fingerprint: "${relay.rt.relay?.fingerprint}"` : 'tls: false';
@@ -605,6 +607,67 @@ describe('the agent data paths', () => {
       `POST /p?q HTTP/1.1\r\nHost: ${to}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${body}`,
     );
   });
+
+  for (const native of ['auto', 'off'] as const) {
+    test(`a relay at its max_streams: the next TCP stream fails at once with ZL_TUNNEL_LIMIT, a new UDP client's datagrams are dropped and counted (native: ${native})`, async () => {
+      const echo = await tcpEcho();
+      const uecho = await udpEcho();
+      cleanup.push(() => closeServer(echo));
+      cleanup.push(() => {
+        uecho.close();
+      });
+      const { entry, agent } = await startPair(
+        `    native: ${native}\n    forwards:\n      - { listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)} }\n      - { listen: 127.0.0.1:0, to: 127.0.0.1:${port(uecho)}, protocol: udp, receive_buffer: 1MiB }`,
+        { relay: '    limits: { max_streams: 2 }' },
+      );
+      const [h, p] = splitAddress(entry('forwards[0]'));
+      const held: Socket[] = [];
+      for (let i = 0; i < 2; i++) {
+        const s = connect(p, h);
+        held.push(s);
+        s.write('up');
+        await once(s, 'data');
+      }
+      // the third: the relay answers RST REFUSED_STREAM. With one relay, the agent used to wait
+      // connect_timeout (5 s here) for "another" and then report ZL_TUNNEL_NO_RELAY
+      const third = connect(p, h);
+      third.on('error', () => {}); // the agent resets it
+      await new Promise((resolve) => third.once('close', resolve));
+      const line = await until(
+        () => agent.access.find((l) => l.error !== undefined && l.error !== null),
+        'the refused stream logged',
+      );
+      assert.equal(line?.error, 'ZL_TUNNEL_LIMIT');
+      assert.equal(line?.reply, 1);
+      // UDP: a new client needs a stream too; its datagram is dropped, counted with the reason
+      const label = 'listener="tunnel.agent.forwards[1]",code="ZL_TUNNEL_LIMIT"';
+      const before = await seriesValue(`zipline_udp_dropped_total{${label}}`);
+      const c = createSocket('udp4');
+      cleanup.push(() => {
+        c.close();
+      });
+      const [uh, up] = splitAddress(agent.rt.agent?.addresses()['udp[0]'] ?? '');
+      if (have('ss')) {
+        // receive_buffer: the kernel keeps twice what was asked, at most rmem_max
+        const out = (await run('ss', ['-uamn', `sport = :${up}`])).stdout;
+        const rmemMax = Number(readFileSync('/proc/sys/net/core/rmem_max', 'utf8'));
+        assert.equal(Number(/skmem:\(r\d+,rb(\d+)/.exec(out)?.[1]), 2 * Math.min(1024 * 1024, rmemMax));
+      }
+      c.send('refused', up, uh);
+      await until(
+        async () => (await seriesValue(`zipline_udp_dropped_total{${label}}`)) === before + 1,
+        'the dropped datagram counted',
+      );
+      const stats = agent.rt.agent?.stats() as { udp_forwards: { dropped: number }[] };
+      assert.ok((stats.udp_forwards[0]?.dropped ?? 0) >= 1);
+      // with a stream free again, the same client gets through
+      for (const s of held) s.destroy();
+      await until(() => agent.rt.agent?.links[0]?.session?.streams.size === 0, 'the held streams gone');
+      const got = new Promise<Buffer>((resolve) => c.once('message', resolve));
+      c.send('again', up, uh);
+      assert.equal(String(await got), 'again');
+    });
+  }
 
   test('10,000 streams opened and closed leave no streams, sockets or descriptors behind', async () => {
     const echo = await tcpEcho();

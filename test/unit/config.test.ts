@@ -441,6 +441,28 @@ test('udp.receive_buffer: 4MiB by default, 0 (the kernel default) to 256MiB', ()
   assert.match(bad.issues.map((i) => i.message).join('\n'), /0 \(the kernel default\) to 256MiB/);
 });
 
+test('tunnel.agent.forwards[].receive_buffer: 4MiB for udp forwards by default; refused on a tcp forward', () => {
+  const agent = (forwards: string) =>
+    loadConfigText(
+      `tunnel:\n  agent:\n    relays: [{ address: 127.0.0.1:7000, tls: false }]\n    token: tok-0123456789abcdef\n    forwards: [${forwards}]\n`,
+      {},
+    );
+  const r = agent(
+    '{ listen: 127.0.0.1:0, to: 127.0.0.1:53, protocol: udp }, { listen: 127.0.0.1:0, to: 127.0.0.1:80 }',
+  );
+  assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+  assert.deepEqual(
+    r.config.tunnel?.agent?.forwards.map((f) => f.receive_buffer),
+    [4 * 1024 * 1024, 0],
+  );
+  const tcp = agent('{ listen: 127.0.0.1:0, to: 127.0.0.1:80, receive_buffer: 1MiB }');
+  assert.ok(!tcp.ok);
+  assert.match(
+    tcp.issues.map((i) => `${i.path} ${i.message}`).join('\n'),
+    /receive_buffer.*is for udp forwards/,
+  );
+});
+
 test('shm layouts: the same limits as `zipline shm create`', () => {
   const text = issues(`
 shm:

@@ -38,6 +38,8 @@ interface Attached {
 export class NativeStream extends Duplex implements SessionStream {
   info: StreamInfo = {};
   reset = false;
+  /** The code of the peer's RST, when it reset the stream. */
+  peerResetCode: number | null = null;
   /** Where received bytes go: kept by the engine, read here, or written to a socket by it. */
   mode: 'pending' | 'js' | 'fd' = 'pending';
   finReceived = false;
@@ -84,6 +86,7 @@ export class NativeStream extends Duplex implements SessionStream {
   resetByPeer(code: number): void {
     if (this.reset) return;
     this.reset = true;
+    this.peerResetCode = code;
     this.abort(peerResetError(code));
   }
 
