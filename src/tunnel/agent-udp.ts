@@ -85,6 +85,7 @@ export class UdpForward {
   /** Dropped here (queue full while opening, association refused); the kernel's are `kernel`'s. */
   private droppedHere = 0;
   private readonly kernel: KernelDropCounter;
+  private bound = false;
 
   constructor(
     private readonly listen: { host: string; port: number },
@@ -103,6 +104,7 @@ export class UdpForward {
       this.socket.once('error', reject);
       this.socket.bind(this.listen.port, this.listen.host, () => {
         this.socket.off('error', reject);
+        this.bound = true;
         // the kernel's default (~208 KiB on Linux) drops a burst from a few thousand clients
         if (this.opts.receiveBuffer > 0) this.socket.setRecvBufferSize(this.opts.receiveBuffer);
         resolve();
@@ -127,6 +129,7 @@ export class UdpForward {
 
   /** Counts what the kernel dropped on the local socket since the last call (scrape time). */
   refreshMetrics(): void {
+    if (this.closed || !this.bound) return;
     const a = this.socket.address();
     this.kernel.refresh(a.address, a.port);
   }
