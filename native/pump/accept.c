@@ -96,11 +96,20 @@ void accept_event(tag_t *t) {
       post_fd(a->lid, fd);
       continue;
     }
-    if (errno == EINTR || errno == ECONNABORTED) continue;
-    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+    int err = errno;
+    if (err == EINTR || err == ECONNABORTED) continue;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
       struct epoll_event ev = {.events = 0, .data.ptr = &a->tag};
       epoll_ctl(pump_ep, EPOLL_CTL_MOD, a->fd, &ev);
       a->paused_until = pump_now_ms() + ACCEPT_PAUSE_MS;
+      /* told to JavaScript (a warning and a count): nginx logs its accept4() failures too */
+      event_t *e = calloc(1, sizeof *e);
+      if (e != NULL) {
+        e->type = EV_ACCEPT_PAUSED;
+        e->lid = a->lid;
+        e->err = err;
+        pump_post(e);
+      }
     }
     return; /* EAGAIN: drained (or libuv took it) */
   }

@@ -17,7 +17,7 @@ typedef struct tag {
 } tag_t;
 
 /* events to JavaScript (mirrored in src/l4/native-pump.ts) */
-enum { EV_TCP_DONE = 0, EV_UDP_NEW = 1, EV_UDP_END = 2, EV_ACCEPTED = 3, EV_BODY_DONE = 4, EV_ACCEPT_CLOSED = 5 };
+enum { EV_TCP_DONE = 0, EV_UDP_NEW = 1, EV_UDP_END = 2, EV_ACCEPTED = 3, EV_BODY_DONE = 4, EV_ACCEPT_CLOSED = 5, EV_ACCEPT_PAUSED = 6 };
 typedef struct {
   int type;
   uint32_t id;  /* TCP connection id or UDP session id */

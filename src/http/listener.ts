@@ -12,7 +12,7 @@ import { getSystemErrorName } from 'node:util';
 import type { HttpListenerConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
 import type { ErrorCode } from '../errors.js';
-import { guardAccepts } from '../l4/accept-guard.js';
+import { acceptPausedReporter, guardAccepts } from '../l4/accept-guard.js';
 import { ClientGate } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
 import { listenOn, shedCounter, socketFromFd } from '../l4/listen.js';
@@ -111,7 +111,11 @@ export class HttpListener implements Listener, ExchangeHost {
     this.warnAbout(this.source);
     if (this.protocol === 'http') this.adoptLibuvAccepts();
     if (this.source.native === 'auto') {
-      this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));
+      this.acceptId = nativePump.acceptOn(
+        this.server as never,
+        (fd) => this.acceptFd(fd),
+        acceptPausedReporter(this.name, this.ctx.log),
+      );
     }
   }
 

@@ -14,9 +14,11 @@
  * descriptors allow. `onShed` counts each connection closed so. It mends a spare lost to a passing
  * thread; one that keeps every descriptor it can get defeats it as it defeats libuv's (docs/L4.md).
  */
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { getSystemErrorName } from 'node:util';
+import type { Logger } from '../log/logger.js';
+import { metrics } from '../metrics/catalog.js';
 
 const RESERVE = 4;
 const reserve: number[] = [];
@@ -83,4 +85,50 @@ export function guardAccepts(server: Server, onShed: () => void): void {
 /** For tests: the reserve descriptors held now. */
 export function reserveSize(): number {
   return reserve.length;
+}
+
+/** At most one warning per listener this often; every pause is counted. */
+const PAUSE_WARN_EVERY_MS = 60_000;
+
+/**
+ * What a listener does when its native acceptor could not accept for want of descriptors or
+ * memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): count it (`zipline_accept_errors_total`) and warn,
+ * at most once a minute, with the descriptor limit, as nginx logs its accept4() failures. Until
+ * then, the connections libuv shed with its spare descriptor went unseen.
+ */
+export function acceptPausedReporter(listener: string, log: Logger): (errno: number) => void {
+  let warnedAt = -PAUSE_WARN_EVERY_MS;
+  // read now: reading it needs a descriptor, which is what will be missing then
+  const nofile = descriptorLimit();
+  return (errno) => {
+    const code = errnoName(errno);
+    metrics.acceptErrors.labels(listener, code).inc();
+    const now = performance.now();
+    if (now - warnedAt < PAUSE_WARN_EVERY_MS) return;
+    warnedAt = now;
+    log.warn(
+      { listener, code: 'ZL_LOCAL_EXHAUSTED', errno: code, nofile },
+      code === 'EMFILE' || code === 'ENFILE'
+        ? 'out of file descriptors accepting connections: new ones wait or are closed unanswered until descriptors free up (raise `ulimit -n` / LimitNOFILE)'
+        : 'out of kernel memory accepting connections: new ones wait or are closed unanswered',
+    );
+  };
+}
+
+function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(-Math.abs(errno));
+  } catch {
+    return `errno ${errno}`;
+  }
+}
+
+/** The soft "Max open files" of this process (Linux), or null. */
+function descriptorLimit(): number | null {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'latin1'));
+    return m === null ? null : Number(m[1]);
+  } catch {
+    return null;
+  }
 }

@@ -27,7 +27,15 @@ export interface PumpClient {
 }
 
 /** Events and commands; mirror native/pump/pump.h (pinned by test/unit/native-constants.test.ts). */
-export const EV = { tcpDone: 0, udpNew: 1, udpEnd: 2, accepted: 3, bodyDone: 4, acceptClosed: 5 } as const;
+export const EV = {
+  tcpDone: 0,
+  udpNew: 1,
+  udpEnd: 2,
+  accepted: 3,
+  bodyDone: 4,
+  acceptClosed: 5,
+  acceptPaused: 6,
+} as const;
 export const CMD = {
   tcpAdd: 1,
   tcpCancel: 2,
@@ -129,6 +137,8 @@ export class NativePump {
   private readonly tcp = new Map<number, PumpClient>();
   private readonly udp = new Map<number, NativeUdpOwner>();
   private readonly acceptors = new Map<number, (fd: number) => void>();
+  /** Told when the native acceptor pauses: out of descriptors or memory (the errno). */
+  private readonly acceptPaused = new Map<number, (errno: number) => void>();
   private readonly bodies = new Map<number, BodyClient>();
   private readonly acceptClosing = new Map<number, () => void>();
   private nextId = 1;
@@ -184,6 +194,8 @@ export class NativePump {
       } else if (type === EV.acceptClosed) {
         this.acceptClosing.get(lid)?.();
         this.acceptClosing.delete(lid);
+      } else if (type === EV.acceptPaused) {
+        this.acceptPaused.get(lid)?.(errno);
       } else if (type === EV.accepted) {
         const onFd = this.acceptors.get(lid);
         if (onFd === undefined)
@@ -223,21 +235,28 @@ export class NativePump {
 
   /**
    * Drains `listening`'s accept queue on the native thread (see native/pump/accept.c); each new
-   * connection's fd goes to `onFd` on the event loop. Returns an id for `acceptOff`, or null when
-   * the native path is not available.
+   * connection's fd goes to `onFd` on the event loop, and `onPaused` hears of each accept that
+   * failed for want of descriptors or memory (the thread then leaves the socket for 250 ms).
+   * Returns an id for `acceptOff`, or null when the native path is not available.
    */
-  acceptOn(listening: { _handle?: unknown }, onFd: (fd: number) => void): number | null {
+  acceptOn(
+    listening: { _handle?: unknown },
+    onFd: (fd: number) => void,
+    onPaused: (errno: number) => void,
+  ): number | null {
     const handle = listening._handle as { fd?: number } | null | undefined;
     const fd = typeof handle?.fd === 'number' ? handle.fd : -1;
     const b = fd < 0 ? null : this.ready();
     if (b === null) return null;
     const lid = this.nextListenerId++;
     this.acceptors.set(lid, onFd);
+    this.acceptPaused.set(lid, onPaused);
     try {
       b.command(CMD.acceptAdd, 0, lid, fd, -1, 0, 0, 0, 0, '', 0);
     } catch {
       // ZL_PUMP (the listening socket not duplicated, out of memory): libuv accepts alone
       this.acceptors.delete(lid);
+      this.acceptPaused.delete(lid);
       return null;
     }
     return lid;
@@ -250,6 +269,7 @@ export class NativePump {
    */
   acceptOff(lid: number): Promise<void> {
     this.acceptors.delete(lid);
+    this.acceptPaused.delete(lid);
     const b = this.binding;
     if (b === null) return Promise.resolve();
     return new Promise((resolve) => {

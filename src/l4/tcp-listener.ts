@@ -14,6 +14,7 @@ import { metrics } from '../metrics/catalog.js';
 import { ProxyGate } from '../proxy-protocol/gate.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
 import { compileProxyProtocol, type ProxyProtocolSettings } from '../proxy-protocol/settings.js';
+import { acceptPausedReporter } from './accept-guard.js';
 import { type ClientAccess, ClientGate, compileClientAccess } from './client-access.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
@@ -97,7 +98,11 @@ export class TcpListener implements Listener {
     await listenOn(this.server, this.source.listen, this.name, this.ctx.reusePort);
     // drain the accept queue on the native thread: libuv accepts one per loop iteration
     if (this.settings.native)
-      this.acceptId = nativePump.acceptOn(this.server as never, (fd) => this.acceptFd(fd));
+      this.acceptId = nativePump.acceptOn(
+        this.server as never,
+        (fd) => this.acceptFd(fd),
+        acceptPausedReporter(this.name, this.ctx.log),
+      );
   }
 
   address(): string {

@@ -81,6 +81,11 @@ export const metrics = {
     'Connections or datagrams refused by a listener limit, drain, or descriptors running out (ZL_LOCAL_EXHAUSTED).',
     ['listener', 'code'],
   ),
+  acceptErrors: counter(
+    'zipline_accept_errors_total',
+    'Accepts that failed for want of descriptors or memory (by errno: EMFILE, ENFILE, ENOBUFS, ENOMEM); each pauses the native acceptor for 250 ms.',
+    ['listener', 'code'],
+  ),
   downstreamBytes: counter('zipline_downstream_bytes_total', 'Bytes to (tx) and from (rx) clients.', [
     'listener',
     'direction',

@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
+import { nativePump } from '../../src/l4/native-pump.js';
 import { have } from '../helpers/daemons.js';
 import { KeepAliveClient, testPeers } from '../helpers/http.js';
 import { closeServer, dial, port, readAll, splitAddress, tcpEcho, until } from '../helpers/net.js';
@@ -117,6 +118,41 @@ describe('local exhaustion', {
       assert.equal((await fetch(`http://${addr}/after`)).status, 200);
     } finally {
       for (const c of waiting) c.destroy();
+      await z.stop();
+    }
+  });
+
+  test("the native acceptor's failed accepts are counted and logged with the limit to raise (libuv's shedding is silent)", {
+    skip: nativePump.available ? false : 'the native acceptor (addon)',
+  }, async () => {
+    const o = await peers.origin();
+    const z = await spawnZipline(config(o.address, 'http'));
+    const pid = z.proc.pid as number;
+    try {
+      const addr = await z.listener('web');
+      const [host, p] = splitAddress(addr);
+      const soft = softLimit(pid);
+      const counted = async (): Promise<boolean> =>
+        /zipline_accept_errors_total\{listener="web",code="EMFILE"\} [1-9]/.test(
+          await (await fetch(`${z.admin}metrics`)).text(),
+        );
+      // libuv and the native thread both accept on the socket: whichever wakes first takes the
+      // waiting connections (libuv closes them with its spare descriptor, silently). Rounds of
+      // 8 until the native thread has met EMFILE; it does in most rounds.
+      for (let round = 0; round < 20 && !(await counted()); round++) {
+        allowNew(pid, 0);
+        const waiting = Array.from({ length: 8 }, () => connect(p, host).on('error', () => {}));
+        await Promise.all(waiting.map((c) => new Promise((r) => c.once('close', r))));
+        prlimit(pid, soft);
+      }
+      assert.ok(await counted(), 'zipline_accept_errors_total counted the EMFILE');
+      const warning = JSON.parse(await z.waitForLog(/out of file descriptors accepting connections/));
+      assert.deepEqual(
+        [warning.level, warning.code, warning.errno, warning.nofile],
+        ['warn', 'ZL_LOCAL_EXHAUSTED', 'EMFILE', soft],
+      );
+      assert.equal((await fetch(`http://${addr}/after`)).status, 200);
+    } finally {
       await z.stop();
     }
   });

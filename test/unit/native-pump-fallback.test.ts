@@ -49,7 +49,11 @@ test('a pump thread that cannot start: every caller gets null (JavaScript path),
   assert.equal(pump.add(client, sock(10), sock(11), 1000), null);
   assert.equal(pump.available, false, 'known unusable after the failed start');
   assert.equal(
-    pump.acceptOn({ _handle: { fd: 12 } }, () => {}),
+    pump.acceptOn(
+      { _handle: { fd: 12 } },
+      () => {},
+      () => {},
+    ),
     null,
   );
   assert.equal(pump.body(client, sock(10), sock(11), 1 << 20, 1000), null);
@@ -62,7 +66,11 @@ test('a command that cannot be queued: that connection gets null, the next one i
   const pump = new NativePump(b);
   assert.equal(pump.add(client, sock(10), sock(11), 1000), null);
   assert.equal(
-    pump.acceptOn({ _handle: { fd: 12 } }, () => {}),
+    pump.acceptOn(
+      { _handle: { fd: 12 } },
+      () => {},
+      () => {},
+    ),
     null,
   );
   assert.equal(pump.body(client, sock(10), sock(11), 1 << 20, 1000), null);
