@@ -253,7 +253,7 @@ export const ERROR_CATALOG = {
   ZL_SHM_CORRUPT: {
     status: 502,
     description:
-      'A peer wrote the segment outside the protocol: the published snapshot is malformed (answered 502 until the next write replaces it), or C → Node ring slots were skipped (`zipline_shm_corrupt_total`).',
+      'A peer wrote the segment outside the protocol: the published snapshot is malformed (answered 502 until the next write replaces it), C → Node ring slots were skipped (`zipline_shm_corrupt_total`), or the segment was truncated under zipline (the bridge answers 502 until a restart).',
   },
   // tunnel
   ZL_TUNNEL_CLOSED: {

@@ -8,12 +8,21 @@
  *
  * The wake-up words are the library's: C writers bump `snap.notify` and wake on every publish;
  * the C ring producer wakes `c2n_prod.notify` when `c2n_cons.waiting` is set.
+ *
+ * A peer that truncates the segment (`ftruncate`, a C program opening it with O_TRUNC) makes
+ * every access to the missing pages fault with SIGBUS, which killed the whole process. Each access
+ * here runs under a guard: a SIGBUS inside the segment returns from it (siglongjmp) and the
+ * bridge is marked lost; from then on nothing touches the mapping (reads and writes answer
+ * ECORRUPT, receives nothing, the waiter threads end after posting WAKE_LOST). Any other SIGBUS
+ * goes to the disposition that was there before.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
 #include <node_api.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +35,10 @@
 typedef struct bridge {
   zl_shm *shm;
   zl_shm_header *h;
+  const uint8_t *lo, *hi; /* the mapping: faults in it are the segment's */
+  _Atomic int lost;       /* truncated under us: never touched again */
+  _Atomic int lost_posted;
+  _Atomic uint64_t last_version;
   napi_threadsafe_function tsfn;
   pthread_t waiter_snap, waiter_ring;
   int watching;
@@ -34,6 +47,64 @@ typedef struct bridge {
   _Atomic uint32_t drained;  /* bumped by JS after each drain (caughtUp); the ring waiter naps on it */
   _Atomic uint32_t napping;
 } bridge_t;
+
+/* ---- a segment truncated under us ---------------------------------------------------------- */
+
+/* wake-up kinds posted to JavaScript (src/shm/bridge.ts) */
+enum { WAKE_SNAPSHOT = 1, WAKE_MESSAGES = 2, WAKE_LOST = 3 };
+
+typedef struct {
+  sigjmp_buf jb;
+  const uint8_t *lo, *hi;
+} guard_t;
+
+/* the guard armed on this thread, if any (touched before it is armed: no TLS allocation in the handler) */
+static __thread guard_t *volatile armed;
+static struct sigaction previous_bus;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc) {
+  guard_t *g = armed;
+  const uint8_t *a = si->si_addr;
+  if (g != NULL && si->si_code > 0 && a >= g->lo && a < g->hi) {
+    armed = NULL;
+    siglongjmp(g->jb, 1); /* SA_NODEFER: SIGBUS is not left blocked */
+  }
+  /* not ours: the disposition from before; a fault runs its instruction again under it */
+  sigaction(SIGBUS, &previous_bus, NULL);
+  if (si->si_code <= 0) raise(sig); /* sent, not a fault: deliver it again */
+  (void)uc;
+}
+
+static void install_handler(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_sigbus;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, &previous_bus);
+}
+
+static void install_sigbus(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, install_handler);
+}
+
+/* Runs what follows, up to UNGUARD(), under a guard: when the bridge is lost, or a SIGBUS in its
+   mapping ends that access, `on_lost` runs instead (it must leave: return). Only segment accesses
+   go between the two (never N-API calls: a jump out of V8 would corrupt it). */
+#define GUARD(g, b, on_lost)                  \
+  (g).lo = (b)->lo;                           \
+  (g).hi = (b)->hi;                           \
+  armed = NULL;                               \
+  if (atomic_load(&(b)->lost)) {              \
+    on_lost;                                  \
+  }                                           \
+  if (sigsetjmp((g).jb, 0) != 0) {            \
+    atomic_store(&(b)->lost, 1);              \
+    on_lost;                                  \
+  }                                           \
+  armed = &(g)
+#define UNGUARD() (armed = NULL)
 
 static void throw_code(napi_env env, int code) {
   char c[16];
@@ -110,11 +181,53 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   bridge_t *b = calloc(1, sizeof *b);
+  if (b == NULL) {
+    zl_shm_close(shm);
+    throw_code(env, ZL_SHM_ESYS);
+    return NULL;
+  }
+  install_sigbus();
   b->shm = shm;
   b->h = zl_shm_header_of(shm);
+  b->lo = (const uint8_t *)b->h;
+  b->hi = b->lo + zl_shm_identity_of(shm)->total_size;
   napi_value ext;
   napi_create_external(env, b, finalize, NULL, &ext);
   return ext;
+}
+
+/* The library's calls, each under a guard (ECORRUPT once the segment is lost). */
+static int read_guarded(bridge_t *b, void *out, uint32_t cap, uint32_t *len, uint64_t *version) {
+  guard_t g;
+  GUARD(g, b, return ZL_SHM_ECORRUPT);
+  int r = zl_shm_snapshot_read(b->shm, out, cap, len, version);
+  UNGUARD();
+  return r;
+}
+
+static int write_guarded(bridge_t *b, const void *data, uint32_t len, double expected, uint64_t *version) {
+  guard_t g;
+  GUARD(g, b, return ZL_SHM_ECORRUPT);
+  int r = expected < 0 ? zl_shm_snapshot_write(b->shm, data, len, version)
+                       : zl_shm_snapshot_write_if(b->shm, data, len, (uint64_t)expected, version);
+  UNGUARD();
+  return r;
+}
+
+static int send_guarded(bridge_t *b, const void *data, uint32_t len) {
+  guard_t g;
+  GUARD(g, b, return ZL_SHM_ECORRUPT);
+  int r = zl_shm_send(b->shm, data, len);
+  UNGUARD();
+  return r;
+}
+
+static int recv_guarded(bridge_t *b, void *out, uint32_t cap, uint32_t *len, uint64_t *seq) {
+  guard_t g;
+  GUARD(g, b, return ZL_SHM_ECORRUPT);
+  int r = zl_shm__recv_seq(b->shm, out, cap, len, seq);
+  UNGUARD();
+  return r;
 }
 
 /* snapshotRead(b) -> [version, Buffer] | null. The buffer is the snapshot's size, not the
@@ -128,14 +241,14 @@ static napi_value js_snapshot_read(napi_env env, napi_callback_info info) {
   uint32_t cap = zl_shm_identity_of(b->shm)->snapshot_capacity;
   uint32_t len = 0;
   uint64_t version = 0;
-  int r = zl_shm_snapshot_read(b->shm, NULL, 0, &len, &version);
+  int r = read_guarded(b, NULL, 0, &len, &version);
   napi_value buf = NULL;
   uint32_t room = 0;
   for (int tries = 1; r == ZL_SHM_ETRUNC; tries++) {
     room = tries < 4 && len <= cap ? len : cap;
     void *data = NULL;
     napi_create_buffer(env, room, &data, &buf);
-    r = zl_shm_snapshot_read(b->shm, data, room, &len, &version);
+    r = read_guarded(b, data, room, &len, &version);
   }
   napi_value out;
   if (r == ZL_SHM_EEMPTY) {
@@ -179,8 +292,7 @@ static napi_value js_snapshot_write(napi_env env, napi_callback_info info) {
   double expected = -1;
   napi_get_value_double(env, argv[2], &expected);
   uint64_t version = 0;
-  int r = expected < 0 ? zl_shm_snapshot_write(b->shm, data, (uint32_t)len, &version)
-                       : zl_shm_snapshot_write_if(b->shm, data, (uint32_t)len, (uint64_t)expected, &version);
+  int r = write_guarded(b, data, (uint32_t)len, expected, &version);
   if (len > UINT32_MAX) r = ZL_SHM_ETOOBIG;
   if (r != ZL_SHM_OK) {
     throw_code(env, r);
@@ -201,7 +313,7 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   void *data = NULL;
   size_t len = 0;
   napi_get_buffer_info(env, argv[1], &data, &len);
-  int r = zl_shm_send(b->shm, data, (uint32_t)len);
+  int r = send_guarded(b, data, (uint32_t)len);
   napi_value out;
   napi_create_int32(env, r, &out);
   return out;
@@ -214,9 +326,9 @@ static napi_value js_recv(napi_env env, napi_callback_info info) {
   uint8_t tmp[65536];
   uint32_t len = 0;
   uint64_t seq = UINT64_MAX;
-  int r = zl_shm__recv_seq(b->shm, tmp, sizeof tmp, &len, &seq);
+  int r = recv_guarded(b, tmp, sizeof tmp, &len, &seq);
   napi_value out;
-  if (r == ZL_SHM_EEMPTY) {
+  if (r == ZL_SHM_EEMPTY || r == ZL_SHM_ECORRUPT) { /* nothing more from a lost segment */
     napi_get_null(env, &out);
     return out;
   }
@@ -262,6 +374,9 @@ static napi_value js_recv_batch(napi_env env, napi_callback_info info) {
   uint8_t *tmp = scratch;
   uint64_t first = 0, want = UINT64_MAX;
   uint32_t used = 0, count = 0;
+  napi_value out;
+  guard_t g;
+  GUARD(g, b, napi_get_null(env, &out); return out); /* what was taken of a lost segment is dropped */
   while (used + 4 + (slot - ZL_SHM_PREFIX) <= max) {
     uint32_t len = 0;
     /* a batch's sequences are consecutive: a message after skipped slots starts the next one */
@@ -273,7 +388,7 @@ static napi_value js_recv_batch(napi_env env, napi_callback_info info) {
     used += 4 + len;
     count++;
   }
-  napi_value out;
+  UNGUARD();
   if (count == 0) {
     napi_get_null(env, &out);
     return out;
@@ -308,6 +423,8 @@ static napi_value js_spin(napi_env env, napi_callback_info info) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   uint64_t start = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
   int32_t r = 0;
+  guard_t g;
+  GUARD(g, b, napi_create_int32(env, 4, &out); return out); /* 4: the segment is lost */
   for (uint32_t i = 0;; i++) {
     if ((double)atomic_load_explicit(&h->snap.version, memory_order_acquire) != seen) r |= 1;
     if (atomic_load_explicit(&h->c2n_prod.head, memory_order_acquire) != atomic_load(&h->c2n_cons.tail)) r |= 2;
@@ -320,6 +437,7 @@ static napi_value js_spin(napi_env env, napi_callback_info info) {
     __builtin_ia32_pause();
 #endif
   }
+  UNGUARD();
   napi_create_int32(env, r, &out);
   return out;
 }
@@ -329,7 +447,21 @@ static napi_value js_version(napi_env env, napi_callback_info info) {
   napi_value out;
   bridge_t *b = only_bridge(env, info);
   if (b == NULL) return NULL;
-  napi_create_double(env, (double)atomic_load(&b->h->snap.version), &out);
+  guard_t g;
+  GUARD(g, b, napi_create_double(env, (double)atomic_load(&b->last_version), &out); return out);
+  uint64_t v = atomic_load(&b->h->snap.version);
+  UNGUARD();
+  atomic_store(&b->last_version, v);
+  napi_create_double(env, (double)v, &out);
+  return out;
+}
+
+/* lost(b) -> true once a SIGBUS showed the segment truncated under us */
+static napi_value js_lost(napi_env env, napi_callback_info info) {
+  napi_value out;
+  bridge_t *b = only_bridge(env, info);
+  if (b == NULL) return NULL;
+  napi_get_boolean(env, atomic_load(&b->lost) != 0, &out);
   return out;
 }
 
@@ -348,6 +480,8 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   if (b == NULL) return NULL;
   zl_shm_header *h = b->h;
   const zl_shm_identity *id = zl_shm_identity_of(b->shm);
+  guard_t g;
+  GUARD(g, b, throw_code(env, ZL_SHM_ECORRUPT); return NULL);
   double v[] = {
       id->snapshot_capacity, id->ring_slots, id->ring_slot_size, (double)id->total_size,
       (double)atomic_load(&h->snap.version), atomic_load(&h->snap.lock), (double)atomic_load(&h->snap.steals),
@@ -357,6 +491,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
       (double)atomic_load(&h->n2c_prod.dropped), atomic_load(&h->c2n_prod.pid), atomic_load(&h->n2c_cons.pid),
       (double)atomic_load(&h->c2n_prod.heartbeat_ms), (double)atomic_load(&h->n2c_cons.heartbeat_ms),
       id->creator_pid, (double)zl_shm_corrupt(b->shm)};
+  UNGUARD();
   napi_value out;
   size_t n = sizeof v / sizeof v[0];
   napi_create_array_with_length(env, n, &out);
@@ -384,21 +519,33 @@ static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
 /* A sleeping waiter looks at `stop` at least this often (close() also wakes it at once). */
 static const struct timespec STOP_CHECK = {1, 0};
 
+/* A waiter whose segment was lost: tells JavaScript once (WAKE_LOST) and ends. */
+static void *lost_waiter(bridge_t *b) {
+  if (atomic_exchange(&b->lost_posted, 1) == 0)
+    napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)WAKE_LOST, napi_tsfn_nonblocking);
+  atomic_fetch_add(&b->exited, 1);
+  return NULL;
+}
+
 /* Two waiter threads, one per futex word (a thread can sleep on one word only): each posts to
    the event loop when its word moves and sleeps again; 0 % CPU while nothing happens. */
 static void *wait_snapshot(void *arg) {
   bridge_t *b = arg;
+  guard_t g;
+  GUARD(g, b, return lost_waiter(b));
   _Atomic uint32_t *word = &b->h->snap.notify;
   uint32_t seen = atomic_load(word);
   while (!atomic_load(&b->stop)) {
     uint32_t now = atomic_load(word);
     if (now != seen) {
       seen = now;
-      napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)1, napi_tsfn_nonblocking);
+      napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)WAKE_SNAPSHOT, napi_tsfn_nonblocking);
       continue;
     }
+    /* a truncated page: EFAULT here, and the next load faults (the guard) */
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, seen, &STOP_CHECK, NULL, 0);
   }
+  UNGUARD();
   atomic_fetch_add(&b->exited, 1);
   return NULL;
 }
@@ -411,6 +558,8 @@ static void *wait_snapshot(void *arg) {
 static void *wait_ring(void *arg) {
   bridge_t *b = arg;
   zl_shm_header *h = b->h;
+  guard_t g;
+  GUARD(g, b, return lost_waiter(b));
   uint64_t posted = atomic_load(&h->c2n_prod.head);
   while (!atomic_load(&b->stop)) {
     uint32_t drained = atomic_load(&b->drained);
@@ -419,7 +568,7 @@ static void *wait_ring(void *arg) {
     if (head != tail) {
       if (head != posted) {
         posted = head;
-        napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)2, napi_tsfn_nonblocking);
+        napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)WAKE_MESSAGES, napi_tsfn_nonblocking);
       }
       struct timespec nap = {0, 1000000}; /* a backstop: caughtUp() ends the nap */
       atomic_store(&b->napping, 1u);
@@ -433,6 +582,7 @@ static void *wait_ring(void *arg) {
       syscall(SYS_futex, (uint32_t *)&h->c2n_prod.notify, FUTEX_WAIT, (uint32_t)tail, &STOP_CHECK, NULL, 0);
     atomic_store(&h->c2n_cons.waiting, 0u);
   }
+  UNGUARD();
   atomic_fetch_add(&b->exited, 1);
   return NULL;
 }
@@ -506,6 +656,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor props[] = {
       {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
       {"snapshotRead", NULL, js_snapshot_read, NULL, NULL, NULL, napi_default, NULL},
+      {"lost", NULL, js_lost, NULL, NULL, NULL, napi_default, NULL},
       {"snapshotWrite", NULL, js_snapshot_write, NULL, NULL, NULL, napi_default, NULL},
       {"send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL},
       {"recv", NULL, js_recv, NULL, NULL, NULL, napi_default, NULL},

@@ -227,7 +227,7 @@ export const metrics = {
   shmMessages: counter('zipline_shm_messages_total', 'Shared-memory messages.', ['bridge', 'direction']),
   shmCorrupt: counter(
     'zipline_shm_corrupt_total',
-    'Malformed shared-memory data a peer wrote (ZL_SHM_CORRUPT): C → Node ring slots skipped, snapshot reads refused.',
+    'Malformed shared-memory data a peer wrote (ZL_SHM_CORRUPT): C → Node ring slots skipped, snapshot reads refused, the segment truncated under zipline (`segment`).',
     ['bridge', 'part'],
   ),
   // process and config

@@ -53,6 +53,10 @@ type Listener = () => void;
 
 /** The addon's wake-up kinds (native/addon/shm_addon.c). */
 const WAKE_MESSAGES = 2;
+/** The waiter threads found the segment truncated under us (native/addon/shm_addon.c). */
+const WAKE_LOST = 3;
+/** `spin`'s answer when the segment is lost. */
+const SPIN_LOST = 4;
 /** How long one event-loop turn spins on the segment in `wake: poll` (other work runs between turns). */
 const POLL_SPIN_US = 50;
 /** Bytes taken off the C → Node ring per native call. */
@@ -74,6 +78,7 @@ export class ShmBridge {
   /** Malformed C → Node slots skipped so far (the addon's count), and when that was last logged. */
   private corruptSeen = 0;
   private corruptLoggedAt = 0;
+  private lostReported = false;
   /** What the `/shm` POST bodies being received hold (at least one full snapshot fits). */
   readonly uploads: UploadBudget;
 
@@ -104,7 +109,8 @@ export class ShmBridge {
         if (kind === WAKE_MESSAGES) {
           this.drain();
           if (this.handle !== null) this.binding.caughtUp(this.handle);
-        } else this.onWake();
+        } else if (kind === WAKE_LOST) this.reportLost();
+        else this.onWake();
       });
   }
 
@@ -115,6 +121,10 @@ export class ShmBridge {
   private poll(): void {
     if (this.handle === null) return;
     const r = this.binding.spin(this.handle, this.lastVersion, POLL_SPIN_US);
+    if (r === SPIN_LOST) {
+      this.reportLost(); // nothing more to poll
+      return;
+    }
     if (r & 1) this.onWake();
     else if (r & 2) this.drain();
     this.pollTimer = setImmediate(() => this.poll());
@@ -137,6 +147,7 @@ export class ShmBridge {
           'ZL_SHM_BUSY',
           'no consistent snapshot within ~2 ms: a writer is rewriting it',
         );
+      if (code === SHM_ERRORS.ecorrupt && this.isLost()) throw this.lostError();
       if (code === SHM_ERRORS.ecorrupt) {
         metrics.shmCorrupt.labels(this.settings.name, 'snapshot').inc();
         throw new ZiplineError(
@@ -164,6 +175,7 @@ export class ShmBridge {
         throw new ZiplineError('ZL_SHM_PRECONDITION', 'the snapshot changed since the version in If-Match');
       if (code === SHM_ERRORS.ebusy)
         throw new ZiplineError('ZL_SHM_BUSY', 'the snapshot lock is held by a live writer');
+      if (code === SHM_ERRORS.ecorrupt && this.isLost()) throw this.lostError();
       throw err;
     }
   }
@@ -180,6 +192,7 @@ export class ShmBridge {
         'ZL_SHM_TOO_LARGE',
         `larger than a ring slot (${this.settings.slotSize - 16} bytes)`,
       );
+    if (r === SHM_ERRORS.ecorrupt && this.isLost()) throw this.lostError();
     throw new ZiplineError(
       'ZL_SHM_BUSY',
       'the ring to C is full (its reader is behind); the message was dropped',
@@ -257,6 +270,33 @@ export class ShmBridge {
     }
   }
 
+  /** True once the segment was found truncated under us (SIGBUS): nothing touches it any more. */
+  isLost(): boolean {
+    if (this.handle === null || !this.binding.lost(this.handle)) return false;
+    this.reportLost();
+    return true;
+  }
+
+  private lostError(): ZiplineError {
+    return new ZiplineError(
+      'ZL_SHM_CORRUPT',
+      `the segment ${this.settings.segment} was truncated under zipline (a peer's ftruncate, or an open with O_TRUNC): this bridge is out of service until zipline restarts and creates it again`,
+    );
+  }
+
+  /** Logs (once) and counts a lost segment; stops polling it. */
+  private reportLost(): void {
+    if (this.lostReported) return;
+    this.lostReported = true;
+    if (this.pollTimer !== null) clearImmediate(this.pollTimer);
+    this.pollTimer = null;
+    metrics.shmCorrupt.labels(this.settings.name, 'segment').inc();
+    this.log?.error(
+      { shm: this.settings.name, segment: this.settings.segment, code: 'ZL_SHM_CORRUPT' },
+      'shared-memory segment truncated under zipline (SIGBUS caught): the bridge answers 502 until zipline restarts and creates it again; the rest of zipline runs on',
+    );
+  }
+
   /** Counts and reports (at most once a minute) C → Node slots the addon skipped as malformed. */
   private countCorrupt(): void {
     if (this.handle === null) return;
@@ -274,6 +314,13 @@ export class ShmBridge {
   }
 
   stats(): Record<string, unknown> {
+    if (this.isLost())
+      return {
+        name: this.settings.name,
+        segment: this.settings.segment,
+        http: this.settings.http,
+        lost: true,
+      };
     const n = this.binding.stats(this.h);
     const at = (i: number): number => n[i] ?? 0;
     const now = Date.now();

@@ -30,15 +30,17 @@ export interface ShmBinding {
   /** [first sequence, count, buffer of (u32 LE length, bytes)…] of every waiting message that fits, or null. */
   recvBatch(h: ShmHandle, maxBytes: number): [number, number, Buffer] | null;
   stats(h: ShmHandle): number[];
+  /** True once the segment was truncated under us (a SIGBUS caught): reads and writes then answer ECORRUPT. */
+  lost(h: ShmHandle): boolean;
   /** C → Node ring slots skipped as malformed so far (a wrong `seq`, a length over the slot, an impossible head). */
   corrupt(h: ShmHandle): number;
   /** The published snapshot version (0 before the first write), without copying it. */
   version(h: ShmHandle): number;
-  /** Checks the segment in a tight native loop for up to `us` µs: bit 1 snapshot ≠ `version`, bit 2 messages. */
+  /** Checks the segment in a tight native loop for up to `us` µs: bit 1 snapshot ≠ `version`, bit 2 messages; 4 alone: the segment is lost. */
   spin(h: ShmHandle, version: number, us: number): number;
   /** JavaScript drained the C → Node ring (`wake: futex`): the ring waiter stops napping. */
   caughtUp(h: ShmHandle): void;
-  /** Starts the waiter threads; `onWake(1)` after a new snapshot, `onWake(2)` after C → Node messages. */
+  /** Starts the waiter threads; `onWake(1)` after a new snapshot, `onWake(2)` after C → Node messages, `onWake(3)` once when the segment is lost. */
   watch(h: ShmHandle, onWake: (kind: number) => void): void;
   close(h: ShmHandle): void;
   unlink(name: string): number;

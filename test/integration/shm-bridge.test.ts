@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -19,7 +19,7 @@ import { parseResponse, rawRequest } from '../helpers/http.js';
 import { dial, readAll, splitAddress, until } from '../helpers/net.js';
 import { buildShmTools, type ShmTools } from '../helpers/shm.js';
 import { tempDir } from '../helpers/temp.js';
-import { runCli, startRuntime } from '../helpers/zipline.js';
+import { runCli, spawnZipline, startRuntime } from '../helpers/zipline.js';
 
 const linux = process.platform === 'linux' && existsSync('/dev/shm');
 let tools: ShmTools | undefined;
@@ -497,6 +497,40 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       await z.stop();
     }
   });
+
+  for (const wake of ['futex', 'poll'] as const) {
+    test(`a peer truncating the segment does not take zipline down: the bridge answers 502 ZL_SHM_CORRUPT, counted and logged, the rest runs on (wake: ${wake})`, async () => {
+      const seg = t().segment();
+      // a process of its own: a SIGBUS nobody catches kills the whole process (as it did)
+      const z = await spawnZipline(
+        yaml(seg).replace('remove_on_exit: true }', `remove_on_exit: true, wake: ${wake} }`),
+      );
+      try {
+        const url = (JSON.parse(await z.waitForLog(/shm bridge serving/)) as { http: string }).http;
+        assert.match((await curl(['-i', '-d', 'before', `${url}/tele`])).out, /^HTTP\/1\.1 200/);
+        // what a C program opening the segment with O_TRUNC does, for a moment or for good
+        truncateSync(`/dev/shm${seg}`, 0);
+        const got = await curl(['-i', `${url}/tele`]);
+        assert.match(got.out, /^HTTP\/1\.1 502/);
+        assert.match(got.out, /x-zipline-error: ZL_SHM_CORRUPT/i);
+        assert.match(got.out, /truncated under zipline/);
+        assert.match((await curl(['-i', '-d', 'after', `${url}/tele`])).out, /^HTTP\/1\.1 502/);
+        assert.match((await curl(['-i', '-d', 'to C', `${url}/tele/messages`])).out, /^HTTP\/1\.1 502/);
+        assert.equal((JSON.parse((await curl([`${url}/tele/stats`])).out) as { lost?: boolean }).lost, true);
+        const line = JSON.parse(await z.waitForLog(/segment truncated under zipline/)) as {
+          level: string;
+          code: string;
+        };
+        assert.deepEqual([line.level, line.code], ['error', 'ZL_SHM_CORRUPT']);
+        const metricsText = await (await fetch(`${z.admin}metrics`)).text();
+        assert.match(metricsText, /zipline_shm_corrupt_total\{bridge="tele",part="segment"\} 1\n/);
+        assert.equal(z.proc.exitCode, null, 'still running');
+        assert.equal((await fetch(`${z.admin}healthz`)).status, 200);
+      } finally {
+        await z.stop();
+      }
+    });
+  }
 
   test('wake: poll delivers C → Node messages from the event loop (no waiter threads)', async () => {
     const seg = t().segment();
