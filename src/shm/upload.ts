@@ -106,7 +106,9 @@ export function readUpload(req: IncomingMessage, limit: number, budget: UploadBu
     });
     // aborted before the end: the reservation goes back at once
     req.on('close', () => {
-      if (!req.complete) giveBack();
+      if (req.complete) return;
+      giveBack();
+      reject(new ZiplineError('ZL_CLIENT_ABORTED', 'the client went away before the end of the body'));
     });
     req.on('error', (err) => {
       giveBack();
