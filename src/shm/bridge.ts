@@ -79,6 +79,7 @@ export class ShmBridge {
   private corruptSeen = 0;
   private corruptLoggedAt = 0;
   private lostReported = false;
+  private readonly lostListeners = new Set<() => void>();
   /** What the `/shm` POST bodies being received hold (at least one full snapshot fits). */
   readonly uploads: UploadBudget;
 
@@ -277,6 +278,17 @@ export class ShmBridge {
     return true;
   }
 
+  /** Throws `ZL_SHM_CORRUPT` when the segment is lost (before a stream is opened on it). */
+  assertUsable(): void {
+    if (this.isLost()) throw this.lostError();
+  }
+
+  /** Called once if the segment is lost (SSE streams end then: nothing more will come). */
+  onLost(l: () => void): () => void {
+    this.lostListeners.add(l);
+    return () => this.lostListeners.delete(l);
+  }
+
   private lostError(): ZiplineError {
     return new ZiplineError(
       'ZL_SHM_CORRUPT',
@@ -295,6 +307,8 @@ export class ShmBridge {
       { shm: this.settings.name, segment: this.settings.segment, code: 'ZL_SHM_CORRUPT' },
       'shared-memory segment truncated under zipline (SIGBUS caught): the bridge answers 502 until zipline restarts and creates it again; the rest of zipline runs on',
     );
+    for (const l of [...this.lostListeners]) l();
+    this.lostListeners.clear();
   }
 
   /** Counts and reports (at most once a minute) C → Node slots the addon skipped as malformed. */

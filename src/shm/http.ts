@@ -199,7 +199,7 @@ export class ShmHttpServer {
    * it, without bound.
    */
   private stream(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): void {
-    this.openSse(res);
+    this.openSse(bridge, req, res);
     let missed = false;
     let sent = -1; // the version last sent: a wake-up for a version it already has sends nothing
     const send = (): void => {
@@ -238,7 +238,7 @@ export class ShmHttpServer {
    * Before, every message was queued for it, without bound.
    */
   private messages(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): void {
-    this.openSse(res);
+    this.openSse(bridge, req, res);
     let next = 0; // the sequence this subscriber expects next
     let behind = false;
     const write = (m: ShmMessage): void => {
@@ -277,7 +277,9 @@ export class ShmHttpServer {
     });
   }
 
-  private openSse(res: ServerResponse): void {
+  /** The response head of a stream, after which it follows `bridge` until the client or the segment goes. */
+  private openSse(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): void {
+    bridge.assertUsable(); // a lost segment: 502 now, not a stream that never says anything
     res.writeHead(200, {
       'Content-Type': 'text/event-stream',
       'Cache-Control': 'no-cache',
@@ -288,6 +290,12 @@ export class ShmHttpServer {
     const beat = setInterval(() => res.write(': keep-alive\n\n'), SSE_HEARTBEAT_MS);
     beat.unref();
     res.on('close', () => clearInterval(beat));
+    const offLost = bridge.onLost(() => {
+      res.end(
+        'event: error\ndata: {"error":"ZL_SHM_CORRUPT","message":"the segment was truncated under zipline"}\n\n',
+      );
+    });
+    req.on('close', offLost);
   }
 
   private error(res: ServerResponse, err: unknown): void {

@@ -508,6 +508,10 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       try {
         const url = (JSON.parse(await z.waitForLog(/shm bridge serving/)) as { http: string }).http;
         assert.match((await curl(['-i', '-d', 'before', `${url}/tele`])).out, /^HTTP\/1\.1 200/);
+        const live = sse(`${url}/tele/stream`, 2);
+        const subscribers = async (): Promise<number> =>
+          (JSON.parse((await curl([`${url}/tele/stats`])).out) as { subscribers: number }).subscribers;
+        await until(async () => (await subscribers()) === 1, 'the stream subscribed');
         // what a C program opening the segment with O_TRUNC does, for a moment or for good
         truncateSync(`/dev/shm${seg}`, 0);
         const got = await curl(['-i', `${url}/tele`]);
@@ -517,6 +521,12 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
         assert.match((await curl(['-i', '-d', 'after', `${url}/tele`])).out, /^HTTP\/1\.1 502/);
         assert.match((await curl(['-i', '-d', 'to C', `${url}/tele/messages`])).out, /^HTTP\/1\.1 502/);
         assert.equal((JSON.parse((await curl([`${url}/tele/stats`])).out) as { lost?: boolean }).lost, true);
+        // an open stream ends with an error event; a new one is refused
+        assert.deepEqual(
+          (await live).map((e) => e.event),
+          ['snapshot', 'error'],
+        );
+        assert.match((await curl(['-i', `${url}/tele/stream`])).out, /^HTTP\/1\.1 502/);
         const line = JSON.parse(await z.waitForLog(/segment truncated under zipline/)) as {
           level: string;
           code: string;
