@@ -90,8 +90,10 @@ static void install_sigbus(void) {
 }
 
 /* Runs what follows, up to UNGUARD(), under a guard: when the bridge is lost, or a SIGBUS in its
-   mapping ends that access, `on_lost` runs instead (it must leave: return). Only segment accesses
-   go between the two (never N-API calls: a jump out of V8 would corrupt it). */
+   mapping ends that access, `on_lost` runs instead (it must leave: return). The jump is taken only
+   for a fault inside the mapping, which only the segment accesses between the two can cause: a
+   call there that never touches the mapping (a thread-safe-function post) is never cut short, but
+   an N-API call into V8 must stay outside, as anything that could touch the mapping inside V8. */
 #define GUARD(g, b, on_lost)                  \
   (g).lo = (b)->lo;                           \
   (g).hi = (b)->hi;                           \
