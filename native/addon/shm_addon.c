@@ -159,10 +159,11 @@ static void finalize(napi_env env, void *data, void *hint) {
   free(b);
 }
 
-/* open(name, create, mode, capacity, slots, slotSize) -> external */
+/* open(name, create, mode, capacity, slots, slotSize, observe) -> external; `observe`: the
+   observer role (no ring end, no pid stamped: `zipline shm inspect`), else the Node role */
 static napi_value js_open(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   char name[256] = {0};
   size_t len = 0;
@@ -174,8 +175,10 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   napi_get_value_uint32(env, argv[3], &cap);
   napi_get_value_uint32(env, argv[4], &slots);
   napi_get_value_uint32(env, argv[5], &slot);
+  bool observe = false;
+  napi_get_value_bool(env, argv[6], &observe);
   zl_shm_options o = {.create = create, .mode = mode, .snapshot_capacity = cap, .ring_slots = slots,
-                      .ring_slot_size = slot, .role = ZL_SHM_ROLE_NODE};
+                      .ring_slot_size = slot, .role = observe ? ZL_SHM_ROLE_OBSERVER : ZL_SHM_ROLE_NODE};
   zl_shm *shm = NULL;
   int r = zl_shm_open(name, &o, &shm);
   if (r != ZL_SHM_OK) {

@@ -139,11 +139,17 @@ typedef struct {
   uint32_t snapshot_capacity;  /* on create (default 64 KiB); on attach 0 = accept the segment's */
   uint32_t ring_slots;         /* on create (default 1024, a power of two) */
   uint32_t ring_slot_size;     /* on create (default 256, prefix included, multiple of 16) */
-  int role;                    /* ZL_SHM_ROLE_C (default) or ZL_SHM_ROLE_NODE: which rings it produces */
+  int role;                    /* ZL_SHM_ROLE_C (default) or ZL_SHM_ROLE_NODE: which rings it produces;
+                                  ZL_SHM_ROLE_OBSERVER: neither (inspection tools, see below) */
 } zl_shm_options;
 
 #define ZL_SHM_ROLE_C 0
 #define ZL_SHM_ROLE_NODE 1
+/* Attaches without taking a ring end: stamps no pid, and zl_shm_send / zl_shm_recv answer
+   ZL_SHM_EINVAL; snapshot reads and the header's figures work as for the other roles
+   (`zipline shm inspect` and `create` use it, so that they neither consume messages nor pose as
+   a peer). */
+#define ZL_SHM_ROLE_OBSERVER 2
 
 /* errors (negative); zl_shm_strerror() describes them */
 #define ZL_SHM_OK 0

@@ -148,6 +148,7 @@ int zl_shm_open(const char *name, const zl_shm_options *opts, zl_shm **out) {
   uint32_t slots = o.ring_slots ? o.ring_slots : 1024;
   uint32_t slot_size = o.ring_slot_size ? o.ring_slot_size : 256;
   if (!is_pow2(slots) || slot_size < 32 || slot_size % 16 != 0) return ZL_SHM_EINVAL;
+  if (o.role != ZL_SHM_ROLE_C && o.role != ZL_SHM_ROLE_NODE && o.role != ZL_SHM_ROLE_OBSERVER) return ZL_SHM_EINVAL;
   int created = 0;
   int fd = shm_open(name, O_RDWR, 0);
   if (fd < 0 && errno == ENOENT && o.create) {
@@ -233,7 +234,7 @@ int zl_shm_open(const char *name, const zl_shm_options *opts, zl_shm **out) {
   if (s->role == ZL_SHM_ROLE_C) {
     atomic_store(&h->c2n_prod.pid, me);
     atomic_store(&h->n2c_cons.pid, me);
-  } else {
+  } else if (s->role == ZL_SHM_ROLE_NODE) {
     atomic_store(&h->n2c_prod.pid, me);
     atomic_store(&h->c2n_cons.pid, me);
   }
@@ -392,7 +393,7 @@ static zl_shm_slot *slot_at(zl_shm *s, uint8_t *slots, uint64_t seq) {
 }
 
 int zl_shm_send(zl_shm *s, const void *msg, uint32_t len) {
-  if (s == NULL || (msg == NULL && len != 0)) return ZL_SHM_EINVAL;
+  if (s == NULL || (msg == NULL && len != 0) || s->role == ZL_SHM_ROLE_OBSERVER) return ZL_SHM_EINVAL;
   const zl_shm_identity *id = &s->id;
   if (len > id->ring_slot_size - ZL_SHM_PREFIX) return ZL_SHM_ETOOBIG;
   int c = s->role == ZL_SHM_ROLE_C;
@@ -454,7 +455,7 @@ static uint64_t skip_malformed(zl_shm *s, ring_in r, uint64_t head, uint64_t tai
 /* `*seq_io` (when given): in, the sequence the message must have (UINT64_MAX: any), else
    EEMPTY without taking it; out, the sequence it had. */
 static int recv_at(zl_shm *s, void *buf, uint32_t cap, uint32_t *len_out, int timeout_ms, uint64_t *seq_io) {
-  if (s == NULL || (buf == NULL && cap != 0)) return ZL_SHM_EINVAL;
+  if (s == NULL || (buf == NULL && cap != 0) || s->role == ZL_SHM_ROLE_OBSERVER) return ZL_SHM_EINVAL;
   ring_in r = incoming(s);
   uint64_t deadline = timeout_ms > 0 ? mono_ns() + (uint64_t)timeout_ms * 1000000u : 0;
   uint64_t tail = atomic_load_explicit(&r.q->tail, memory_order_relaxed);

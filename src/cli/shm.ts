@@ -52,7 +52,8 @@ function open(name: string, create: boolean, o?: ShmCreateOptions): ShmBridge {
     http: '',
     wake: 'futex',
   });
-  bridge.open();
+  // an observer: inspecting a segment must not consume what C sent for zipline
+  bridge.open('observe');
   return bridge;
 }
 

@@ -93,16 +93,30 @@ export class ShmBridge {
     this.uploads = new UploadBudget(Math.max(settings.uploadBuffer, settings.snapshotCapacity));
   }
 
-  open(): void {
+  /**
+   * Opens (or creates) the segment. Serving, it takes the Node end of both rings, drains what C
+   * sent meanwhile and follows it from then on; `observe` (`zipline shm create|inspect`) only
+   * attaches: it consumes no message and poses as no peer.
+   */
+  open(mode: 'serve' | 'observe' = 'serve'): void {
     const s = this.settings;
     try {
-      this.handle = this.binding.open(s.segment, s.create, s.mode, s.snapshotCapacity, s.slots, s.slotSize);
+      this.handle = this.binding.open(
+        s.segment,
+        s.create,
+        s.mode,
+        s.snapshotCapacity,
+        s.slots,
+        s.slotSize,
+        mode === 'observe',
+      );
     } catch (err) {
       throw new ZiplineError('ZL_SHM_ATTACH', `shm ${s.name} (${s.segment}): ${(err as Error).message}`, {
         cause: err,
       });
     }
     this.lastVersion = this.binding.version(this.handle);
+    if (mode === 'observe') return;
     this.drain();
     if (s.wake === 'poll') this.poll();
     else

@@ -18,6 +18,8 @@ export interface ShmBinding {
     capacity: number,
     slots: number,
     slotSize: number,
+    /** The observer role: takes no ring end and stamps no pid (inspection). */
+    observe: boolean,
   ): ShmHandle;
   /** [version, data] or null before the first write. */
   snapshotRead(h: ShmHandle): [number, Buffer] | null;

@@ -583,8 +583,32 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       1024,
     );
     await t().run(['put', seg, 'from C']);
-    const inspected = await runCli(['shm', 'inspect', seg]);
-    assert.equal((JSON.parse(inspected.stdout) as { snapshot: { version: number } }).snapshot.version, 1);
+    await t().run(['ring', seg, '3']);
+    // inspecting is only looking: the messages C sent stay for zipline (an inspect used to take
+    // them off the ring, and they were lost)
+    for (let i = 0; i < 2; i++) {
+      const inspected = JSON.parse((await runCli(['shm', 'inspect', seg])).stdout) as {
+        snapshot: { version: number };
+        c_to_node: { lag: number };
+      };
+      assert.deepEqual([inspected.snapshot.version, inspected.c_to_node.lag], [1, 3]);
+    }
+    const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+shm:
+  - { name: tele, segment: ${seg}, snapshot_capacity: 1KiB, slots: 16, slot_size: 64, http: 127.0.0.1:0, create: false }
+`);
+    try {
+      assert.deepEqual(
+        bridgesOf(z)
+          .bridges.get('tele')
+          ?.recentMessages()
+          .map((m) => m.data.toString()),
+        ['m0', 'm1', 'm2'],
+      );
+    } finally {
+      await z.stop();
+    }
     assert.equal((await runCli(['shm', 'rm', seg])).code, 0);
     assert.equal(existsSync(`/dev/shm${seg}`), false);
     const again = await runCli(['shm', 'inspect', seg]);
