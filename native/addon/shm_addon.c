@@ -26,6 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +42,7 @@ typedef struct bridge {
   _Atomic int lost;       /* truncated under us: never touched again */
   _Atomic int lost_posted;
   _Atomic uint64_t last_version;
+  int lock_fd; /* serving: an exclusive flock on the segment (one zipline per segment), else -1 */
   napi_threadsafe_function tsfn;
   pthread_t waiter_snap, waiter_ring;
   int watching;
@@ -155,12 +159,33 @@ static void finalize(napi_env env, void *data, void *hint) {
   if (b->shm != NULL) {
     stop_waiter(b);
     zl_shm_close(b->shm);
+    if (b->lock_fd >= 0) close(b->lock_fd);
   }
   free(b);
 }
 
+/* One zipline serves a segment: its rings have one consumer each, and a second one would take
+   messages meant for the first and race it on the Node -> C ring. Serving takes an exclusive
+   flock on the segment's file (released by the kernel when the process ends, however it ends);
+   -1 with *busy set when another process holds it, -1 alone when there is no file yet or the
+   lock cannot be had for another reason (carries on without it). */
+static int lock_segment(const char *name, int *busy) {
+  *busy = 0;
+  int fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0) return fd;
+  *busy = errno == EWOULDBLOCK;
+  close(fd);
+  return -1;
+}
+
+static void throw_in_use(napi_env env) {
+  napi_throw_error(env, "EINUSE",
+                   "another zipline process serves this segment (it holds the segment's lock); one zipline per segment");
+}
+
 /* open(name, create, mode, capacity, slots, slotSize, observe) -> external; `observe`: the
-   observer role (no ring end, no pid stamped: `zipline shm inspect`), else the Node role */
+   observer role (no ring end, no pid stamped, no lock: `zipline shm inspect`), else the Node role */
 static napi_value js_open(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value argv[7];
@@ -179,18 +204,33 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   napi_get_value_bool(env, argv[6], &observe);
   zl_shm_options o = {.create = create, .mode = mode, .snapshot_capacity = cap, .ring_slots = slots,
                       .ring_slot_size = slot, .role = observe ? ZL_SHM_ROLE_OBSERVER : ZL_SHM_ROLE_NODE};
+  int busy = 0, lock_fd = -1;
+  /* before the library stamps our pid into the header over the serving process's */
+  if (!observe && (lock_fd = lock_segment(name, &busy)) < 0 && busy) {
+    throw_in_use(env);
+    return NULL;
+  }
   zl_shm *shm = NULL;
   int r = zl_shm_open(name, &o, &shm);
   if (r != ZL_SHM_OK) {
+    if (lock_fd >= 0) close(lock_fd);
     throw_code(env, r);
+    return NULL;
+  }
+  if (!observe && lock_fd < 0 && (lock_fd = lock_segment(name, &busy)) < 0 && busy) {
+    /* created just now, and another process took the lock first */
+    zl_shm_close(shm);
+    throw_in_use(env);
     return NULL;
   }
   bridge_t *b = calloc(1, sizeof *b);
   if (b == NULL) {
     zl_shm_close(shm);
+    if (lock_fd >= 0) close(lock_fd);
     throw_code(env, ZL_SHM_ESYS);
     return NULL;
   }
+  b->lock_fd = lock_fd;
   install_sigbus();
   b->shm = shm;
   b->h = zl_shm_header_of(shm);
@@ -643,6 +683,8 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   stop_waiter(b);
   zl_shm_close(b->shm);
   b->shm = NULL;
+  if (b->lock_fd >= 0) close(b->lock_fd);
+  b->lock_fd = -1;
   return NULL;
 }
 

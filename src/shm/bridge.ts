@@ -111,9 +111,8 @@ export class ShmBridge {
         mode === 'observe',
       );
     } catch (err) {
-      throw new ZiplineError('ZL_SHM_ATTACH', `shm ${s.name} (${s.segment}): ${(err as Error).message}`, {
-        cause: err,
-      });
+      // the library's message is in ours (a cause too would print it twice in the log)
+      throw new ZiplineError('ZL_SHM_ATTACH', `shm ${s.name} (${s.segment}): ${(err as Error).message}`);
     }
     this.lastVersion = this.binding.version(this.handle);
     if (mode === 'observe') return;

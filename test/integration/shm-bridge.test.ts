@@ -562,6 +562,33 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
     }
   });
 
+  test('one zipline per segment: a second one is refused at start (ZL_SHM_ATTACH), the first keeps its messages; once it is gone the segment can be served again', async () => {
+    const seg = t().segment();
+    const first = await startRuntime(yaml(seg));
+    let firstStopped = false;
+    try {
+      // its own http address: only the segment is shared
+      const second = await startRuntime(yaml(seg)).catch((err: Error & { code?: string }) => err);
+      if (!(second instanceof Error)) {
+        await second.stop();
+        assert.fail('a second zipline served the segment too');
+      }
+      assert.equal(second.code, 'ZL_SHM_ATTACH');
+      assert.match(second.message, /another zipline process serves this segment/);
+      // the refused one took nothing: C's messages all reach the first
+      await t().run(['ring', seg, '3']);
+      const bridge = bridgesOf(first).bridges.get('tele');
+      await until(() => bridge?.recentMessages().length === 3, 'the three messages at the first');
+      await first.stop();
+      firstStopped = true;
+      // (the first removed its segment on stop: the next one creates it and serves it)
+      const next = await startRuntime(yaml(seg));
+      await next.stop();
+    } finally {
+      if (!firstStopped) await first.stop();
+    }
+  });
+
   test('a segment of other sizes is refused at start with ZL_SHM_ATTACH; the process does not run half-configured', async () => {
     const seg = t().segment();
     const created = await createSmall(seg);
