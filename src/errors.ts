@@ -226,9 +226,9 @@ export const ERROR_CATALOG = {
       'The shared-memory addon is not available (not Linux, or `npm install` could not build it); the rest of zipline runs.',
   },
   ZL_SHM_ATTACH: {
-    status: 0,
+    status: 502,
     description:
-      'A segment could not be opened or attached: missing, not a zipline segment, another version or other sizes.',
+      'A segment could not be opened or attached: missing, not a zipline segment, another version or other sizes, or served by another zipline. At start zipline does not run; later (a peer replaced the segment with one zipline cannot attach to) `/shm` answers 502 until it can.',
   },
   ZL_SHM_NOT_FOUND: { status: 404, description: 'No shared-memory bridge of that name.' },
   ZL_SHM_BAD_REQUEST: { status: 400, description: 'A malformed HTTP request to the `/shm` API.' },

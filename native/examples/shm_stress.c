@@ -11,6 +11,7 @@
  *                                            while the ring is full (none dropped)
  *   shm_stress attach NAME CAPACITY          attach only, expecting that snapshot capacity; prints the result
  *   shm_stress scribble NAME WHAT            a peer writing outside the protocol (WHAT below); prints JSON
+ *   shm_stress replace NAME CAP SLOTS SLOT   removes the segment and creates another of those sizes at once
  */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -109,6 +110,16 @@ int main(int argc, char **argv) {
     zl_shm *a = NULL;
     int r = zl_shm_open(argv[2], &o, &a);
     printf("{\"result\":%d,\"error\":\"%s\"}\n", r, zl_shm_strerror(r));
+    if (a) zl_shm_close(a);
+    return 0;
+  }
+  if (strcmp(cmd, "replace") == 0 && argc >= 6) {
+    zl_shm_unlink(argv[2]);
+    zl_shm_options o = {.create = 1, .snapshot_capacity = (uint32_t)atoi(argv[3]),
+                        .ring_slots = (uint32_t)atoi(argv[4]), .ring_slot_size = (uint32_t)atoi(argv[5])};
+    zl_shm *a = NULL;
+    int r = zl_shm_open(argv[2], &o, &a);
+    printf("{\"result\":%d}\n", r);
     if (a) zl_shm_close(a);
     return 0;
   }

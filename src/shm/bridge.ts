@@ -9,6 +9,7 @@ import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { SHM_ERRORS } from './layout.js';
 import { loadShm, type ShmBinding, type ShmHandle, shmCode } from './native.js';
+import { SegmentWatch } from './segment-watch.js';
 import { UploadBudget } from './upload.js';
 
 export interface ShmBridgeSettings {
@@ -79,6 +80,11 @@ export class ShmBridge {
   private corruptSeen = 0;
   private corruptLoggedAt = 0;
   private lostReported = false;
+  /** Serving: follows the segment's name (a peer may remove it and create it again). */
+  private watch: SegmentWatch | null = null;
+  /** Why the bridge has no segment now (a replaced one it cannot attach to), or null. */
+  private detached: ZiplineError | null = null;
+  private detachLoggedAt = 0;
   private readonly lostListeners = new Set<() => void>();
   /** What the `/shm` POST bodies being received hold (at least one full snapshot fits). */
   readonly uploads: UploadBudget;
@@ -95,10 +101,65 @@ export class ShmBridge {
 
   /**
    * Opens (or creates) the segment. Serving, it takes the Node end of both rings, drains what C
-   * sent meanwhile and follows it from then on; `observe` (`zipline shm create|inspect`) only
-   * attaches: it consumes no message and poses as no peer.
+   * sent meanwhile and follows it from then on, and follows its name too (segment-watch.ts);
+   * `observe` (`zipline shm create|inspect`) only attaches: it consumes no message and poses as
+   * no peer.
    */
   open(mode: 'serve' | 'observe' = 'serve'): void {
+    this.attach(mode);
+    if (mode === 'observe') return;
+    this.watch ??= new SegmentWatch(this.settings.segment, (now) => this.follow(now));
+    this.watch.markMapped();
+  }
+
+  /**
+   * The segment's name names another file now, or none (a peer removed it, and maybe created it
+   * again): zipline lets go of the old mapping, which nobody else can reach any more, and attaches
+   * to the new file (creating it when `create`). What it cannot attach to (other sizes, or gone
+   * with `create: false`) leaves the bridge answering 502 `ZL_SHM_ATTACH` until it can.
+   */
+  private follow(now: 'replaced' | 'removed'): void {
+    if (this.handle === null && now === 'removed' && !this.settings.create) return; // still gone
+    if (this.handle !== null) {
+      if (this.pollTimer !== null) clearImmediate(this.pollTimer);
+      this.pollTimer = null;
+      this.binding.close(this.handle);
+      this.handle = null;
+    }
+    // what the old segment carried: its messages and counters were its own
+    this.recent.length = 0;
+    this.recentCount = 0;
+    this.corruptSeen = 0;
+    this.lostReported = false;
+    try {
+      this.attach('serve');
+    } catch (err) {
+      this.detached = err as ZiplineError;
+      const at = Date.now();
+      if (at - this.detachLoggedAt >= 60_000) {
+        this.detachLoggedAt = at;
+        this.log?.error(
+          {
+            shm: this.settings.name,
+            segment: this.settings.segment,
+            code: 'ZL_SHM_ATTACH',
+            reason: this.detached.message,
+          },
+          `the segment was ${now} by a peer and zipline cannot attach to what is there now: /shm answers 502 until it can (checked each second)`,
+        );
+      }
+      return;
+    }
+    this.detached = null;
+    this.watch?.markMapped();
+    this.log?.warn(
+      { shm: this.settings.name, segment: this.settings.segment },
+      `the segment was ${now} by a peer: zipline now serves the one under its name (${this.settings.create && now === 'removed' ? 'created again' : 'attached'})`,
+    );
+    for (const l of [...this.snapshotListeners]) l();
+  }
+
+  private attach(mode: 'serve' | 'observe'): void {
     const s = this.settings;
     try {
       this.handle = this.binding.open(
@@ -146,7 +207,7 @@ export class ShmBridge {
 
   private get h(): ShmHandle {
     if (this.handle === null)
-      throw new ZiplineError('ZL_SHM_NOT_FOUND', `shm ${this.settings.name} is closed`);
+      throw this.detached ?? new ZiplineError('ZL_SHM_NOT_FOUND', `shm ${this.settings.name} is closed`);
     return this.handle;
   }
 
@@ -341,6 +402,13 @@ export class ShmBridge {
   }
 
   stats(): Record<string, unknown> {
+    if (this.handle === null)
+      return {
+        name: this.settings.name,
+        segment: this.settings.segment,
+        http: this.settings.http,
+        detached: this.detached?.message ?? 'closed',
+      };
     if (this.isLost())
       return {
         name: this.settings.name,
@@ -384,6 +452,7 @@ export class ShmBridge {
   }
 
   close(): void {
+    this.watch?.stop();
     if (this.pollTimer !== null) clearImmediate(this.pollTimer);
     this.pollTimer = null;
     if (this.handle === null) return;

@@ -589,6 +589,38 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
     }
   });
 
+  test('a peer that removes the segment and creates it again: zipline follows the name (attaches to the new one); one of other sizes is 502 ZL_SHM_ATTACH until it fits', async () => {
+    const seg = t().segment();
+    const z = await startRuntime(yaml(seg));
+    try {
+      const base = `http://${bridgesOf(z).address('tele')}/shm/tele`;
+      const bridge = bridgesOf(z).bridges.get('tele');
+      await t().run(['put', seg, 'old segment']);
+      assert.equal((await curl([base])).out, 'old segment');
+      // a C program's clean-up at exit, then its next start: a new file under the same name
+      assert.equal((await runCli(['shm', 'rm', seg])).code, 0);
+      await t().run(['put', seg, 'new segment']);
+      await until(async () => (await curl([base])).out === 'new segment', 'zipline serving the new segment');
+      await t().run(['ring', seg, '2']);
+      await until(() => bridge?.recentMessages().length === 2, 'messages from the new segment');
+      assert.match((await curl(['-i', '-d', 'to the new one', base])).out, /^HTTP\/1\.1 200/);
+      assert.equal((await t().run(['get', seg])).text, 'to the new one');
+      // replaced by one of other sizes (in one go: else zipline may create its own in between):
+      // nothing to attach to, 502 until a fitting one is there
+      assert.equal((await t().run(['replace', seg, '1024', '16', '64'])).result, 0);
+      await until(async () => /^HTTP\/1\.1 502/.test((await curl(['-i', base])).out), 'a 502 for the misfit');
+      const misfit = await curl(['-i', base]);
+      assert.match(misfit.out, /x-zipline-error: ZL_SHM_ATTACH/i);
+      assert.match(misfit.out, /sizes/);
+      assert.ok((await curl([`${base}/stats`])).out.includes('"detached"'));
+      assert.equal((await runCli(['shm', 'rm', seg])).code, 0);
+      await t().run(['put', seg, 'fits again']);
+      await until(async () => (await curl([base])).out === 'fits again', 'attached once it fits');
+    } finally {
+      await z.stop();
+    }
+  });
+
   test('a segment of other sizes is refused at start with ZL_SHM_ATTACH; the process does not run half-configured', async () => {
     const seg = t().segment();
     const created = await createSmall(seg);
