@@ -29,6 +29,12 @@ export class SegmentWatch {
   /** The file behind the name now is the one just mapped; checks start (once). */
   markMapped(): void {
     this.mapped = fileId(this.path);
+    if (this.mapped === null) {
+      // the segment just opened is not where it is looked for: nothing to compare, no following
+      // (rather than taking it for removed each second)
+      this.stop();
+      return;
+    }
     if (this.timer !== null) return;
     this.timer = setInterval(() => this.check(), SEGMENT_CHECK_MS);
     this.timer.unref();
