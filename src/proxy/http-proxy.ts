@@ -4,7 +4,8 @@
  * origin in origin-form with `Connection: close`; the client connection closes after the
  * response, so one proxied request per connection, as Squid does without persistent server
  * connections). The head is parsed by zipline's strict HTTP/1.1 parser (smuggling defences).
- * Failures: 403 not allowed, 504 timeout, 502 the rest, with `X-Zipline-Error`.
+ * Failures: 403 not allowed, 504 timeout, 503 the relay at its stream limit, 502 the rest, with
+ * `X-Zipline-Error`.
  */
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
@@ -147,8 +148,11 @@ export async function serveHttpProxy(
   try {
     far = await dialer.connectTcp(dest);
   } catch (err) {
-    const [status, reason] = statusForDial(statusOf(err));
-    fail(status, reason, isZiplineError(err) ? err.code : 'ZL_TUNNEL_DIAL_FAILED');
+    const code = isZiplineError(err) ? err.code : 'ZL_TUNNEL_DIAL_FAILED';
+    // the relay at its stream limit is a load refusal (nginx limit_conn: 503), not a bad gateway
+    const [status, reason] =
+      code === 'ZL_TUNNEL_LIMIT' ? [503, 'Service Unavailable'] : statusForDial(statusOf(err));
+    fail(status, reason, code);
     return;
   }
   clearTimeout(timer);

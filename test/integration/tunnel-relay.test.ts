@@ -20,6 +20,7 @@ import { encodeHello } from '../../src/tunnel/handshake.js';
 import { engine } from '../../src/tunnel/native/binding.js';
 import { have, run } from '../helpers/daemons.js';
 import { renderDashboard } from '../helpers/dashboard.js';
+import { rawRequest } from '../helpers/http.js';
 import { seriesValue } from '../helpers/metrics.js';
 import { closeServer, listen, openFds, port, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
@@ -617,7 +618,7 @@ describe('the agent data paths', () => {
         uecho.close();
       });
       const { entry, agent } = await startPair(
-        `    native: ${native}\n    forwards:\n      - { listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)} }\n      - { listen: 127.0.0.1:0, to: 127.0.0.1:${port(uecho)}, protocol: udp, receive_buffer: 1MiB }`,
+        `    native: ${native}\n    http_proxy: 127.0.0.1:0\n    forwards:\n      - { listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)} }\n      - { listen: 127.0.0.1:0, to: 127.0.0.1:${port(uecho)}, protocol: udp, receive_buffer: 1MiB }`,
         { relay: '    limits: { max_streams: 2 }' },
       );
       const [h, p] = splitAddress(entry('forwards[0]'));
@@ -639,6 +640,17 @@ describe('the agent data paths', () => {
       );
       assert.equal(line?.error, 'ZL_TUNNEL_LIMIT');
       assert.equal(line?.reply, 1);
+      // the HTTP proxy entry: 503, the relay refusing for load
+      const refused = await rawRequest(
+        entry('http_proxy'),
+        `CONNECT 127.0.0.1:${port(echo)} HTTP/1.1\r\nHost: x\r\n\r\n`,
+        5000,
+        (d) => d.includes('\r\n\r\n'),
+      );
+      assert.match(
+        refused.data.toString(),
+        /^HTTP\/1\.1 503 [^\r]*\r\n[\s\S]*X-Zipline-Error: ZL_TUNNEL_LIMIT\r\n/,
+      );
       // UDP: a new client needs a stream too; its datagram is dropped, counted with the reason
       const label = 'listener="tunnel.agent.forwards[1]",code="ZL_TUNNEL_LIMIT"';
       const before = await seriesValue(`zipline_udp_dropped_total{${label}}`);
