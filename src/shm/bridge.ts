@@ -366,7 +366,7 @@ export class ShmBridge {
   private lostError(): ZiplineError {
     return new ZiplineError(
       'ZL_SHM_CORRUPT',
-      `the segment ${this.settings.segment} was truncated under zipline (a peer's ftruncate, or an open with O_TRUNC): this bridge is out of service until zipline restarts and creates it again`,
+      `the segment ${this.settings.segment} was truncated under zipline (a peer's ftruncate, or an open with O_TRUNC): this bridge is out of service until the segment is replaced (zipline shm rm ${this.settings.segment}: zipline then creates it again, or attaches to the one a peer creates)`,
     );
   }
 
@@ -379,7 +379,7 @@ export class ShmBridge {
     metrics.shmCorrupt.labels(this.settings.name, 'segment').inc();
     this.log?.error(
       { shm: this.settings.name, segment: this.settings.segment, code: 'ZL_SHM_CORRUPT' },
-      'shared-memory segment truncated under zipline (SIGBUS caught): the bridge answers 502 until zipline restarts and creates it again; the rest of zipline runs on',
+      'shared-memory segment truncated under zipline (SIGBUS caught): the bridge answers 502 until the segment is replaced (remove it: zipline creates it again or attaches to the one a peer creates); the rest of zipline runs on',
     );
     for (const l of [...this.lostListeners]) l();
     this.lostListeners.clear();

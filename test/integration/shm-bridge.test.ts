@@ -536,6 +536,14 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
         assert.match(metricsText, /zipline_shm_corrupt_total\{bridge="tele",part="segment"\} 1\n/);
         assert.equal(z.proc.exitCode, null, 'still running');
         assert.equal((await fetch(`${z.admin}healthz`)).status, 200);
+        // the way back: remove the truncated file; zipline creates the segment again and serves it
+        assert.equal((await runCli(['shm', 'rm', seg])).code, 0);
+        await until(
+          async () => /^HTTP\/1\.1 204/.test((await curl(['-i', `${url}/tele`])).out),
+          'a fresh segment',
+        );
+        assert.match((await curl(['-i', '-d', 'again', `${url}/tele`])).out, /^HTTP\/1\.1 200/);
+        assert.equal((await curl([`${url}/tele`])).out, 'again');
       } finally {
         await z.stop();
       }
