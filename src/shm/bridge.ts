@@ -85,6 +85,8 @@ export class ShmBridge {
   /** Why the bridge has no segment now (a replaced one it cannot attach to), or null. */
   private detached: ZiplineError | null = null;
   private detachLoggedAt = 0;
+  /** The last snapshot read, shared by the readers of its version. */
+  private lastRead: { readonly version: number; readonly data: Buffer } | null = null;
   private readonly lostListeners = new Set<() => void>();
   /** What the `/shm` POST bodies being received hold (at least one full snapshot fits). */
   readonly uploads: UploadBudget;
@@ -126,7 +128,8 @@ export class ShmBridge {
       this.binding.close(this.handle);
       this.handle = null;
     }
-    // what the old segment carried: its messages and counters were its own
+    // what the old segment carried: its messages, counters and versions were its own
+    this.lastRead = null;
     this.recent.length = 0;
     this.recentCount = 0;
     this.corruptSeen = 0;
@@ -211,10 +214,18 @@ export class ShmBridge {
     return this.handle;
   }
 
+  /**
+   * The published snapshot. Readers of a version already read share its copy: concurrent GETs
+   * of a large snapshot by slow clients held one copy each (256 MiB apiece at the largest
+   * capacity) and copied it each time.
+   */
   read(): { version: number; data: Buffer } | null {
+    const h = this.h;
+    const last = this.lastRead;
+    if (last !== null && this.binding.version(h) === last.version && !this.binding.lost(h)) return last;
     let r: [number, Buffer] | null;
     try {
-      r = this.binding.snapshotRead(this.h);
+      r = this.binding.snapshotRead(h);
     } catch (err) {
       const code = shmCode(err);
       if (code === SHM_ERRORS.ebusy)
@@ -232,7 +243,8 @@ export class ShmBridge {
       }
       throw err;
     }
-    return r === null ? null : { version: r[0], data: r[1] };
+    this.lastRead = r === null ? null : { version: r[0], data: r[1] };
+    return this.lastRead;
   }
 
   /** Replaces the snapshot; `ifMatch` makes it a compare-and-set. Returns the new version. */

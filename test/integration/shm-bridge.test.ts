@@ -172,6 +172,12 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       assert.equal(small?.data.toString(), '0123456789');
       // a GET used to allocate the whole capacity (4 KiB here; up to 256 MiB) for every read
       assert.equal(small?.data.buffer.byteLength, 10, 'the buffer is the size of the snapshot');
+      // readers of the same version share one copy (concurrent GETs of a large snapshot held one each)
+      assert.equal(bridge.read()?.data, small?.data, 'the same copy while the version stays');
+      await t().run(['put', seg, 'next']);
+      const next = bridge.read();
+      assert.equal(next?.data.toString(), 'next');
+      assert.notEqual(next?.version, small?.version);
       // payload: 1 + w % 512 words, each = w; the reader looks up the size, then reads: a writer
       // growing or shrinking it between the two must never give a cut or padded snapshot
       const writer = t().run(['write', seg, '1.5', 'varying']);
