@@ -10,6 +10,7 @@ import {
   hostPort,
   knownCiphers,
   listenAddress,
+  receiveBuffer,
   sizeIn,
 } from './schema-values.js';
 
@@ -89,7 +90,6 @@ export const relayRef = z.preprocess(
   }),
 );
 
-const receiveBuffer = sizeIn(0, 256 * 1024 * 1024, 'expected 0 (the kernel default) to 256MiB');
 const UDP_FORWARD_RECEIVE_BUFFER = receiveBuffer.parse(def('tunnel.agent.forwards[].receive_buffer'));
 
 export const forward = z

@@ -66,6 +66,9 @@ export const size = z.union([z.int().min(0), z.string()]).transform((v, ctx) => 
 export const sizeIn = (min: number, max: number, range: string) =>
   size.refine((n) => n >= min && n <= max, range);
 
+/** A UDP socket's SO_RCVBUF (UDP listeners, the tunnel agent's UDP forwards): 0 keeps the kernel's. */
+export const receiveBuffer = sizeIn(0, 256 * 1024 * 1024, 'expected 0 (the kernel default) to 256MiB');
+
 /**
  * A request rate, in requests per second: a number (`50`, `0.5`), or `N/s`, `N/m`, `N/h` (nginx's
  * `30r/m` is read too). At most 1,000,000 per second.

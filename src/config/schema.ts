@@ -17,6 +17,7 @@ import {
   knownCiphers,
   listenAddress,
   percent,
+  receiveBuffer,
   requestRate,
   size,
   sizeIn,
@@ -178,9 +179,7 @@ const udpListener = z.strictObject({
       idle_timeout: duration.prefault(def('listeners[].udp.idle_timeout')),
       max_sessions: count(1, 10_000_000).prefault(def('listeners[].udp.max_sessions')),
       max_queue: count(1, 100_000).prefault(def('listeners[].udp.max_queue')),
-      receive_buffer: sizeIn(0, 256 * 1024 * 1024, 'expected 0 (the kernel default) to 256MiB').prefault(
-        def('listeners[].udp.receive_buffer'),
-      ),
+      receive_buffer: receiveBuffer.prefault(def('listeners[].udp.receive_buffer')),
     })
     .prefault({}),
   native: z.enum(['auto', 'off']).prefault(def('listeners[].native')),

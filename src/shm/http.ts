@@ -331,12 +331,6 @@ function json(
   res.end(text);
 }
 
-/**
- * The request body, refused with 413 as soon as it exceeds `limit`. The rest of a body refused
- * on the way (chunked) is read and dropped for up to BODY_LINGER_MS, as nginx's lingering close:
- * closing at once, with the client still sending, would reset the connection and the client would
- * lose the 413 before reading it.
- */
 /** SSE `data:` lines (one per line of the payload, as text). */
 function dataLines(data: Buffer): string {
   return `${data

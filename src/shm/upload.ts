@@ -8,7 +8,8 @@
  * of that size; a chunked one reserves each chunk as it arrives. Over the bound: 503
  * `ZL_SHM_BUSY` (+ `Retry-After`), as when the lock is busy. Over the limit of what it is for
  * (capacity, slot): 413 `ZL_SHM_TOO_LARGE`. Either way, a chunked body's rest is read and dropped
- * for up to `BODY_LINGER_MS` so that the client reads the answer instead of a reset (a
+ * for up to `BODY_LINGER_MS`, as nginx's lingering close: closing at once, with the client still
+ * sending, would reset the connection and the client would lose the answer before reading it (a
  * `Content-Length` one is refused before it is read, and node:http drops its rest).
  */
 import type { IncomingMessage } from 'node:http';
