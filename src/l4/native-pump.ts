@@ -136,9 +136,11 @@ export class NativePump {
   private binding: Binding | null;
   private readonly tcp = new Map<number, PumpClient>();
   private readonly udp = new Map<number, NativeUdpOwner>();
-  private readonly acceptors = new Map<number, (fd: number) => void>();
-  /** Told when the native acceptor pauses: out of descriptors or memory (the errno). */
-  private readonly acceptPaused = new Map<number, (errno: number) => void>();
+  /** Each native acceptor's owner: its new fds, and its pauses (out of descriptors or memory: the errno). */
+  private readonly acceptors = new Map<
+    number,
+    { readonly onFd: (fd: number) => void; readonly onPaused: (errno: number) => void }
+  >();
   private readonly bodies = new Map<number, BodyClient>();
   private readonly acceptClosing = new Map<number, () => void>();
   private nextId = 1;
@@ -195,9 +197,9 @@ export class NativePump {
         this.acceptClosing.get(lid)?.();
         this.acceptClosing.delete(lid);
       } else if (type === EV.acceptPaused) {
-        this.acceptPaused.get(lid)?.(errno);
+        this.acceptors.get(lid)?.onPaused(errno);
       } else if (type === EV.accepted) {
-        const onFd = this.acceptors.get(lid);
+        const onFd = this.acceptors.get(lid)?.onFd;
         if (onFd === undefined)
           closeSync(id); // the listener stopped meanwhile
         else onFd(id);
@@ -249,14 +251,12 @@ export class NativePump {
     const b = fd < 0 ? null : this.ready();
     if (b === null) return null;
     const lid = this.nextListenerId++;
-    this.acceptors.set(lid, onFd);
-    this.acceptPaused.set(lid, onPaused);
+    this.acceptors.set(lid, { onFd, onPaused });
     try {
       b.command(CMD.acceptAdd, 0, lid, fd, -1, 0, 0, 0, 0, '', 0);
     } catch {
       // ZL_PUMP (the listening socket not duplicated, out of memory): libuv accepts alone
       this.acceptors.delete(lid);
-      this.acceptPaused.delete(lid);
       return null;
     }
     return lid;
@@ -269,7 +269,6 @@ export class NativePump {
    */
   acceptOff(lid: number): Promise<void> {
     this.acceptors.delete(lid);
-    this.acceptPaused.delete(lid);
     const b = this.binding;
     if (b === null) return Promise.resolve();
     return new Promise((resolve) => {
