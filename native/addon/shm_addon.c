@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -184,11 +185,14 @@ static void throw_in_use(napi_env env) {
                    "another zipline process serves this segment (it holds the segment's lock); one zipline per segment");
 }
 
-/* open(name, create, mode, capacity, slots, slotSize, observe) -> external; `observe`: the
-   observer role (no ring end, no pid stamped, no lock: `zipline shm inspect`), else the Node role */
+/* open(name, create, mode, capacity, slots, slotSize, observe, allowOtherOwner) -> external;
+   `observe`: the observer role (no ring end, no pid stamped, no lock: `zipline shm inspect`), else
+   the Node role, which serves only a segment of its own user unless `allowOtherOwner` (/dev/shm is
+   writable by every local user: one could create the name first and read or feed what zipline
+   serves) */
 static napi_value js_open(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   char name[256] = {0};
   size_t len = 0;
@@ -200,8 +204,9 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   napi_get_value_uint32(env, argv[3], &cap);
   napi_get_value_uint32(env, argv[4], &slots);
   napi_get_value_uint32(env, argv[5], &slot);
-  bool observe = false;
+  bool observe = false, allow_other = false;
   napi_get_value_bool(env, argv[6], &observe);
+  napi_get_value_bool(env, argv[7], &allow_other);
   zl_shm_options o = {.create = create, .mode = mode, .snapshot_capacity = cap, .ring_slots = slots,
                       .ring_slot_size = slot, .role = observe ? ZL_SHM_ROLE_OBSERVER : ZL_SHM_ROLE_NODE};
   int busy = 0, lock_fd = -1;
@@ -221,6 +226,18 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     /* created just now, and another process took the lock first */
     zl_shm_close(shm);
     throw_in_use(env);
+    return NULL;
+  }
+  struct stat st;
+  if (!observe && !allow_other && lock_fd >= 0 && fstat(lock_fd, &st) == 0 && st.st_uid != geteuid()) {
+    zl_shm_close(shm);
+    close(lock_fd);
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "the segment belongs to uid %u, not zipline's (%u): another local user may have planted it "
+             "(allow_other_owner: true serves it anyway)",
+             (unsigned)st.st_uid, (unsigned)geteuid());
+    napi_throw_error(env, "EOWNER", msg);
     return NULL;
   }
   bridge_t *b = calloc(1, sizeof *b);

@@ -466,6 +466,10 @@ export const CONFIG_REFERENCE = {
     doc: 'Create the segment when missing (else attach only). An existing segment must have the same sizes.',
   },
   'shm[].mode': { default: '0600', doc: 'Permissions of a segment zipline creates.' },
+  'shm[].allow_other_owner': {
+    default: false,
+    doc: "Serve a segment another user owns. Off by default: an existing segment must belong to zipline's own user, else `run` refuses it (`ZL_SHM_ATTACH`): `/dev/shm` is writable by every local user, who could create the name first (or while zipline follows it) and read or feed what zipline serves. Turn it on when the C program runs as another user and creates the segment itself (with a `mode` that lets zipline in).",
+  },
   'shm[].wake': {
     default: 'futex',
     doc: "`futex`: two native threads sleep on the segment's wake-up words and post to the event loop (0 % CPU idle; ~20 µs C→Node). `poll`: the event loop checks the segment on every turn (`setImmediate`), for a spare core: ~2 µs C→Node, and the process stays busy.",

@@ -399,6 +399,7 @@ const shmBridge = z.strictObject({
     .prefault(def('shm[].slot_size')),
   http: hostPort.prefault(def('shm[].http')),
   create: z.boolean().prefault(def('shm[].create')),
+  allow_other_owner: z.boolean().prefault(def('shm[].allow_other_owner')),
   mode: z
     .string()
     .regex(/^0?[0-7]{3}$/, 'an octal mode such as 0600')

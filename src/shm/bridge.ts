@@ -21,6 +21,8 @@ export interface ShmBridgeSettings {
   readonly slots: number;
   readonly slotSize: number;
   readonly create: boolean;
+  /** Serve a segment another user owns (else refused: a local user could have planted it). */
+  readonly allowOtherOwner?: boolean;
   readonly mode: number;
   readonly removeOnExit: boolean;
   readonly http: string;
@@ -173,6 +175,7 @@ export class ShmBridge {
         s.slots,
         s.slotSize,
         mode === 'observe',
+        s.allowOtherOwner === true,
       );
     } catch (err) {
       // the library's message is in ours (a cause too would print it twice in the log)

@@ -17,6 +17,7 @@ export function bridgeSettings(cfg: ShmBridgeConfig): ShmBridgeSettings {
     slots: cfg.slots,
     slotSize: cfg.slot_size,
     create: cfg.create,
+    allowOtherOwner: cfg.allow_other_owner,
     mode: Number.parseInt(cfg.mode, 8),
     removeOnExit: cfg.remove_on_exit,
     http: cfg.http,

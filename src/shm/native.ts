@@ -20,6 +20,8 @@ export interface ShmBinding {
     slotSize: number,
     /** The observer role: takes no ring end and stamps no pid (inspection). */
     observe: boolean,
+    /** Serving: accept a segment owned by another user (else EOWNER). */
+    allowOtherOwner: boolean,
   ): ShmHandle;
   /** [version, data] or null before the first write. */
   snapshotRead(h: ShmHandle): [number, Buffer] | null;

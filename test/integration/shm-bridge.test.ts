@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -630,6 +630,29 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       assert.equal((await runCli(['shm', 'rm', seg])).code, 0);
       await t().run(['put', seg, 'fits again']);
       await until(async () => (await curl([base])).out === 'fits again', 'attached once it fits');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('a segment another user owns is refused unless allow_other_owner (a local user could have planted the name)', {
+    skip: process.getuid?.() === 0 ? false : 'chown of the segment needs root',
+  }, async () => {
+    const seg = t().segment();
+    await t().run(['put', seg, 'planted']); // created by the test tool, then given to nobody
+    chownSync(`/dev/shm${seg}`, 65534, 65534);
+    const refused = await startRuntime(yaml(seg)).catch((err: Error & { code?: string }) => err);
+    if (!(refused instanceof Error)) {
+      await refused.stop();
+      assert.fail('a segment of uid 65534 was served');
+    }
+    assert.equal(refused.code, 'ZL_SHM_ATTACH');
+    assert.match(refused.message, /belongs to uid 65534/);
+    const z = await startRuntime(
+      yaml(seg).replace('remove_on_exit: true }', 'remove_on_exit: true, allow_other_owner: true }'),
+    );
+    try {
+      assert.equal((await curl([`http://${bridgesOf(z).address('tele')}/shm/tele`])).out, 'planted');
     } finally {
       await z.stop();
     }
