@@ -10,7 +10,8 @@ import { type ErrorCode, isZiplineError } from '../errors.js';
 import { KernelDropCounter } from '../l4/kernel-drops.js';
 import { metrics } from '../metrics/catalog.js';
 import type { UdpChannel } from '../proxy/dialer.js';
-import { addressLength, type Destination, readAddress, writeAddress } from './address.js';
+import type { EntryResult } from '../proxy/entry-server.js';
+import { addressLength, type Destination, formatDestination, readAddress, writeAddress } from './address.js';
 import type { SessionApi, SessionStream } from './session-api.js';
 
 export class TunnelUdpChannel implements UdpChannel {
@@ -71,6 +72,26 @@ export interface UdpForwardOptions {
   /** SO_RCVBUF of the local socket (0: the system default). */
   readonly receiveBuffer: number;
   readonly idleMs: number;
+  /** An association that was open has ended: its access line (as the agent's TCP entries'). */
+  readonly onEnd?: (
+    peer: { remoteAddress: string; remotePort: number },
+    r: EntryResult,
+    startedAt: number,
+  ) => void;
+}
+
+/** One client address's association. */
+interface UdpClient {
+  readonly address: string;
+  readonly port: number;
+  ch: UdpChannel | null;
+  /** Datagrams it sent while the association was being opened. */
+  readonly queue: Buffer[];
+  readonly timer: NodeJS.Timeout;
+  readonly startedAt: number;
+  /** Bytes from the client into the tunnel, and back to it. */
+  bytesIn: number;
+  bytesOut: number;
 }
 
 /** Datagrams a client sends while its association is being opened. */
@@ -78,10 +99,7 @@ const OPENING_QUEUE = 64;
 
 export class UdpForward {
   private readonly socket: UdpSocket;
-  private readonly clients = new Map<
-    string,
-    { ch: UdpChannel | null; queue: Buffer[]; timer: NodeJS.Timeout }
-  >();
+  private readonly clients = new Map<string, UdpClient>();
   /** Dropped here (queue full while opening, association refused); the kernel's are `kernel`'s. */
   private droppedHere = 0;
   private readonly kernel: KernelDropCounter;
@@ -144,10 +162,15 @@ export class UdpForward {
     const key = `${address}|${port}`;
     let c = this.clients.get(key);
     if (c === undefined) {
-      const entry = {
-        ch: null as UdpChannel | null,
+      const entry: UdpClient = {
+        address,
+        port,
+        ch: null,
         queue: [msg],
         timer: setTimeout(() => this.end(key), this.opts.idleMs),
+        startedAt: Date.now(),
+        bytesIn: 0,
+        bytesOut: 0,
       };
       entry.timer.unref();
       c = entry;
@@ -161,10 +184,11 @@ export class UdpForward {
           entry.ch = ch;
           ch.onMessage((_from, data) => {
             entry.timer.refresh();
+            entry.bytesOut += data.length;
             this.socket.send(data, port, address);
           });
           ch.onClose(() => this.end(key));
-          for (const q of entry.queue.splice(0)) ch.send(this.to, q);
+          for (const q of entry.queue.splice(0)) this.forward(entry, ch, q);
         },
         (err: unknown) => {
           // refused (the relay's max_streams, its allow list, no relay up): what was queued is lost
@@ -178,7 +202,12 @@ export class UdpForward {
     if (c.ch === null) {
       if (c.queue.length < OPENING_QUEUE) c.queue.push(msg);
       else this.drop('ZL_UDP_QUEUE_FULL');
-    } else c.ch.send(this.to, msg);
+    } else this.forward(c, c.ch, msg);
+  }
+
+  private forward(c: UdpClient, ch: UdpChannel, msg: Buffer): void {
+    c.bytesIn += msg.length;
+    ch.send(this.to, msg);
   }
 
   private end(key: string): void {
@@ -186,7 +215,21 @@ export class UdpForward {
     if (c === undefined) return;
     this.clients.delete(key);
     clearTimeout(c.timer);
-    c.ch?.close();
+    if (c.ch === null) return; // never opened: counted as dropped, no access line
+    c.ch.close();
+    this.opts.onEnd?.(
+      { remoteAddress: c.address, remotePort: c.port },
+      {
+        method: 'FORWARD',
+        dest: formatDestination(this.to),
+        status: 200,
+        reply: 0,
+        bytesIn: c.bytesIn,
+        bytesOut: c.bytesOut,
+        error: null,
+      },
+      c.startedAt,
+    );
   }
 
   private closed = false;

@@ -82,10 +82,13 @@ export class TunnelAgent implements Dialer {
         const to = parseHostPort(f.to) as Destination;
         if (f.protocol === 'udp') {
           const listen = parseHostPort(f.listen) as Destination;
+          const name = `tunnel.agent.forwards[${i}]`;
           const fw = new UdpForward(listen, to, (d) => this.openUdp(d), {
-            name: `tunnel.agent.forwards[${i}]`,
+            name,
             receiveBuffer: f.receive_buffer,
             idleMs: UDP_IDLE_MS,
+            onEnd: (peer, r, startedAt) =>
+              reportEntry(this.ctx.accessLog, name, 'tunnel-udp', peer, r, startedAt),
           });
           await fw.start();
           this.udpForwards.push(fw);

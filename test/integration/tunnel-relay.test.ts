@@ -511,6 +511,36 @@ describe('the agent data paths', () => {
     ctl.destroy();
   });
 
+  test('UDP forward: an association that ended has its access line at the agent too (bytes both ways), as at the relay', async () => {
+    const echo = await udpEcho();
+    cleanup.push(() => {
+      echo.close();
+    });
+    const { agent } = await startPair(
+      `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)}, protocol: udp }]`,
+      { relay: '    udp_idle_timeout: 300ms' },
+    );
+    const client = createSocket('udp4');
+    cleanup.push(() => {
+      client.close();
+    });
+    const replies: Buffer[] = [];
+    client.on('message', (m) => replies.push(m));
+    const [uh, up] = splitAddress(agent.rt.agent?.addresses()['udp[0]'] ?? '');
+    for (let i = 0; i < 3; i++) client.send(`d${i}`, up, uh);
+    await until(() => replies.length === 3, 'the echoes');
+    // the relay ends the idle association; the agent's side of it writes its line then
+    const line = await until(
+      () => agent.access.find((l) => l.protocol === 'tunnel-udp'),
+      'the association logged at the agent',
+    );
+    assert.deepEqual(
+      [line?.listener, line?.method, line?.path, line?.status, line?.bytes_in, line?.bytes_out, line?.error],
+      ['tunnel.agent.forwards[0]', 'FORWARD', `127.0.0.1:${port(echo)}`, 200, 6, 6, null],
+    );
+    assert.equal(line?.client_port, client.address().port);
+  });
+
   test('zstd: JSON-like data compresses (ratio in /stats), random data passes intact and stops being compressed', {
     skip: zstdAvailable
       ? false
