@@ -78,6 +78,18 @@ async function startPair(
   return { relay, agent, relayAddr, entry };
 }
 
+/** A client of the agent's UDP forward `udp[index]`: what it receives is kept in `replies`. */
+function forwardClient(agent: Awaited<ReturnType<typeof startPair>>['agent'], index = 0) {
+  const client = createSocket('udp4');
+  cleanup.push(() => {
+    client.close();
+  });
+  const replies: Buffer[] = [];
+  client.on('message', (m) => replies.push(m));
+  const [host, p] = splitAddress(agent.rt.agent?.addresses()[`udp[${index}]`] ?? '');
+  return { client, replies, send: (text: string) => client.send(text, p, host) };
+}
+
 /**
  * A raw client speaking frames to a plain relay: HELLO (valid or not), then whatever the test
  * sends. Frames received are kept in `frames`, or given to `onFrame` instead (nothing kept).
@@ -455,14 +467,8 @@ describe('the agent data paths', () => {
     const { entry, agent } = await startPair(
       `    socks5: 127.0.0.1:0\n    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)}, protocol: udp }]`,
     );
-    const client = createSocket('udp4');
-    cleanup.push(() => {
-      client.close();
-    });
-    const replies: Buffer[] = [];
-    client.on('message', (m) => replies.push(m));
-    const [uh, up] = splitAddress(agent.rt.agent?.addresses()['udp[0]'] ?? '');
-    for (let i = 0; i < 5; i++) client.send(`dgram-${i}`, up, uh);
+    const { replies, send } = forwardClient(agent);
+    for (let i = 0; i < 5; i++) send(`dgram-${i}`);
     await until(() => replies.length === 5, '5 echoed datagrams');
     assert.deepEqual(
       replies.map(String).sort(),
@@ -520,14 +526,8 @@ describe('the agent data paths', () => {
       `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(echo)}, protocol: udp }]`,
       { relay: '    udp_idle_timeout: 300ms' },
     );
-    const client = createSocket('udp4');
-    cleanup.push(() => {
-      client.close();
-    });
-    const replies: Buffer[] = [];
-    client.on('message', (m) => replies.push(m));
-    const [uh, up] = splitAddress(agent.rt.agent?.addresses()['udp[0]'] ?? '');
-    for (let i = 0; i < 3; i++) client.send(`d${i}`, up, uh);
+    const { client, replies, send } = forwardClient(agent);
+    for (let i = 0; i < 3; i++) send(`d${i}`);
     await until(() => replies.length === 3, 'the echoes');
     // the relay ends the idle association; the agent's side of it writes its line then
     const line = await until(
