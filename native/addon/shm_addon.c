@@ -580,6 +580,8 @@ static void call_js(napi_env env, napi_value cb, void *ctx, void *data) {
 
 /* A sleeping waiter looks at `stop` at least this often (close() also wakes it at once). */
 static const struct timespec STOP_CHECK = {1, 0};
+/* How long a waiter waits before posting again when the event loop's queue was full. */
+static const struct timespec QUEUE_FULL_NAP = {0, 1000000};
 
 /* A waiter whose segment was lost: tells JavaScript once (WAKE_LOST) and ends. */
 static void *lost_waiter(bridge_t *b) {
@@ -596,12 +598,18 @@ static void *wait_snapshot(void *arg) {
   guard_t g;
   GUARD(g, b, return lost_waiter(b));
   _Atomic uint32_t *word = &b->h->snap.notify;
-  uint32_t seen = atomic_load(word);
+  /* one post to start with: a snapshot published between JavaScript's first look and this thread's
+     start (a busy machine can take tens of ms to run it) would otherwise wait for the next one;
+     JavaScript compares versions, so a post with nothing new costs one look */
+  uint32_t seen = atomic_load(word) - 1u;
   while (!atomic_load(&b->stop)) {
     uint32_t now = atomic_load(word);
     if (now != seen) {
-      seen = now;
-      napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)WAKE_SNAPSHOT, napi_tsfn_nonblocking);
+      /* only once it is queued: a post lost to a full queue is tried again */
+      if (napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)WAKE_SNAPSHOT, napi_tsfn_nonblocking) == napi_ok)
+        seen = now;
+      else
+        nanosleep(&QUEUE_FULL_NAP, NULL);
       continue;
     }
     /* a truncated page: EFAULT here, and the next load faults (the guard) */
@@ -622,16 +630,19 @@ static void *wait_ring(void *arg) {
   zl_shm_header *h = b->h;
   guard_t g;
   GUARD(g, b, return lost_waiter(b));
-  uint64_t posted = atomic_load(&h->c2n_prod.head);
+  /* what JavaScript has taken: messages sent before this thread ran (a busy machine can take tens
+     of ms to start it) are posted like any others; starting from the head, they waited for the
+     next message, and a test saw three of them wait 10 s */
+  uint64_t posted = atomic_load(&h->c2n_cons.tail);
   while (!atomic_load(&b->stop)) {
     uint32_t drained = atomic_load(&b->drained);
     uint64_t head = atomic_load(&h->c2n_prod.head);
     uint64_t tail = atomic_load(&h->c2n_cons.tail);
     if (head != tail) {
-      if (head != posted) {
+      /* only once it is queued: a post lost to a full queue is tried again after the nap */
+      if (head != posted &&
+          napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)WAKE_MESSAGES, napi_tsfn_nonblocking) == napi_ok)
         posted = head;
-        napi_call_threadsafe_function(b->tsfn, (void *)(intptr_t)WAKE_MESSAGES, napi_tsfn_nonblocking);
-      }
       struct timespec nap = {0, 1000000}; /* a backstop: caughtUp() ends the nap */
       atomic_store(&b->napping, 1u);
       if (atomic_load(&b->drained) == drained)

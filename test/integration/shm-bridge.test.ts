@@ -15,6 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Runtime } from '../../src/core/runtime.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import type { ShmBridges } from '../../src/shm/bridges.js';
+import { loadShm } from '../../src/shm/native.js';
 import { parseResponse, rawRequest } from '../helpers/http.js';
 import { dial, readAll, splitAddress, until } from '../helpers/net.js';
 import { buildShmTools, type ShmTools } from '../helpers/shm.js';
@@ -555,6 +556,24 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       }
     });
   }
+
+  test('waiter threads started after C wrote still post it: messages and a snapshot that came before them are not left waiting for the next one', async () => {
+    const seg = t().segment();
+    const binding = loadShm();
+    const h = binding.open(seg, true, 0o600, 4096, 64, 128, false, false);
+    try {
+      // what a busy machine does when the threads start late: C writes between the bridge's
+      // first look and the threads' first look
+      await t().run(['ring', seg, '3']);
+      await t().run(['put', seg, 'before the waiters']);
+      const kinds = new Set<number>();
+      binding.watch(h, (kind) => kinds.add(kind));
+      await until(() => kinds.has(1) && kinds.has(2), 'a snapshot and messages posted');
+    } finally {
+      binding.close(h);
+      binding.unlink(seg);
+    }
+  });
 
   test('wake: poll delivers C → Node messages from the event loop (no waiter threads)', async () => {
     const seg = t().segment();
