@@ -14,7 +14,7 @@
  * descriptors allow. `onShed` counts each connection closed so. It mends a spare lost to a passing
  * thread; one that keeps every descriptor it can get defeats it as it defeats libuv's (docs/L4.md).
  */
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import type { Server } from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import type { Logger } from '../log/logger.js';
@@ -87,23 +87,17 @@ export function reserveSize(): number {
   return reserve.length;
 }
 
-/**
- * The soft descriptor limit, read once when this module loads: reading it needs a descriptor,
- * which is what is missing when it is reported. Read at each listener's start instead (as first
- * written), the local-exhaustion test's event loop spun in about one run in twenty (8 of 175;
- * 0 of 90 before, 0 of 60 read at load): that test lowers the limit below descriptors already open,
- * and where the numbers fall decides whether libuv's spare descriptor still helps.
- */
-const NOFILE = descriptorLimit();
-
 /** At most one warning per listener this often; every pause is counted. */
 const PAUSE_WARN_EVERY_MS = 60_000;
 
 /**
  * What a listener does when its native acceptor could not accept for want of descriptors or
  * memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): count it (`zipline_accept_errors_total`) and warn,
- * at most once a minute, with the descriptor limit, as nginx logs its accept4() failures. Until
- * then, the connections libuv shed with its spare descriptor went unseen.
+ * at most once a minute, as nginx logs its accept4() failures. Until then, the connections libuv
+ * shed with its spare descriptor went unseen. (The warning does not read the descriptor limit:
+ * reading /proc/self/limits takes a descriptor, and done at each listener's start it made the
+ * local-exhaustion test's event loop spin in 8 of 175 runs, 1 of 60 read once at load, 0 of 150
+ * without it: the test lowers the limit below descriptors already open.)
  */
 export function acceptPausedReporter(listener: string, log: Logger): (errno: number) => void {
   let warnedAt = -PAUSE_WARN_EVERY_MS;
@@ -114,7 +108,7 @@ export function acceptPausedReporter(listener: string, log: Logger): (errno: num
     if (now - warnedAt < PAUSE_WARN_EVERY_MS) return;
     warnedAt = now;
     log.warn(
-      { listener, code: 'ZL_LOCAL_EXHAUSTED', errno: code, nofile: NOFILE },
+      { listener, code: 'ZL_LOCAL_EXHAUSTED', errno: code },
       code === 'EMFILE' || code === 'ENFILE'
         ? 'out of file descriptors accepting connections: new ones wait or are closed unanswered until descriptors free up (raise `ulimit -n` / LimitNOFILE)'
         : 'out of kernel memory accepting connections: new ones wait or are closed unanswered',
@@ -127,15 +121,5 @@ function errnoName(errno: number): string {
     return getSystemErrorName(-Math.abs(errno));
   } catch {
     return `errno ${errno}`;
-  }
-}
-
-/** The soft "Max open files" of this process (Linux), or null. */
-function descriptorLimit(): number | null {
-  try {
-    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'latin1'));
-    return m === null ? null : Number(m[1]);
-  } catch {
-    return null;
   }
 }

@@ -148,8 +148,8 @@ describe('local exhaustion', {
       assert.ok(await counted(), 'zipline_accept_errors_total counted the EMFILE');
       const warning = JSON.parse(await z.waitForLog(/out of file descriptors accepting connections/));
       assert.deepEqual(
-        [warning.level, warning.code, warning.errno, warning.nofile],
-        ['warn', 'ZL_LOCAL_EXHAUSTED', 'EMFILE', soft],
+        [warning.level, warning.code, warning.errno],
+        ['warn', 'ZL_LOCAL_EXHAUSTED', 'EMFILE'],
       );
       assert.equal((await fetch(`http://${addr}/after`)).status, 200);
     } finally {
