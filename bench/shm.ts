@@ -173,7 +173,7 @@ async function getLatency(): Promise<number[]> {
   const seg = `/zl-bench-${process.pid}-http`;
   const b = bridge(seg, 'futex');
   b.write(Buffer.alloc(64, 'x'), null);
-  const server = new ShmHttpServer('127.0.0.1:0', new Map([['bench', b]]), pino({ level: 'silent' }));
+  const server = new ShmHttpServer('127.0.0.1:0', new Map([['bench', b]]), pino({ level: 'silent' }), 16);
   await server.start();
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const [host, port] = server.address().split(':') as [string, string];

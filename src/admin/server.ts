@@ -18,6 +18,7 @@ import { formatHostPort, parseHostPort } from '../config/units.js';
 import type { Runtime } from '../core/runtime.js';
 import { type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { bindFailure } from '../l4/bind-failure.js';
+import { OverLimit } from '../log/over-limit.js';
 import { METRICS_CONTENT_TYPE } from '../metrics/catalog.js';
 import { exposureWarning, tokenMatches } from './auth.js';
 import { answerClientError } from './client-error.js';
@@ -25,11 +26,16 @@ import { DASHBOARD_HTML } from './dashboard.js';
 
 export class AdminServer {
   private server: Server | null = null;
+  /** `admin.max_connections` now. */
+  private limit = 256;
+  private readonly overLimit: OverLimit;
 
-  constructor(private readonly runtime: Runtime) {}
+  constructor(private readonly runtime: Runtime) {
+    this.overLimit = new OverLimit('admin', runtime.log, () => this.limit, 'admin.max_connections');
+  }
 
   /** `token`: the admin token this address will be served with ('' = none). */
-  async start(listen: string, token: string): Promise<void> {
+  async start(listen: string, token: string, maxConnections: number): Promise<void> {
     const hp = parseHostPort(listen, '127.0.0.1');
     if (hp === undefined) throw new ZiplineError('ZL_LISTEN_FAILED', `bad admin address ${listen}`);
     const server = createServer(
@@ -54,6 +60,10 @@ export class AdminServer {
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
       answerClientError(err, socket, 'admin', 'ZL_ADMIN_BAD_REQUEST', 'ZL_ADMIN_REQUEST_TIMEOUT'),
     );
+    // net.Server closes a connection over its maxConnections as it is accepted, then says 'drop'
+    this.limit = maxConnections;
+    server.maxConnections = maxConnections;
+    server.on('drop', () => this.overLimit.refused());
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(
@@ -85,9 +95,15 @@ export class AdminServer {
     return a !== null && typeof a === 'object' ? `http://${formatHostPort(a.address, a.port)}/` : '';
   }
 
-  async rebind(listen: string, token: string): Promise<void> {
+  async rebind(listen: string, token: string, maxConnections: number): Promise<void> {
     await this.close();
-    await this.start(listen, token);
+    await this.start(listen, token, maxConnections);
+  }
+
+  /** A reload's `admin.max_connections`: for connections from now on. */
+  setMaxConnections(n: number): void {
+    this.limit = n;
+    if (this.server !== null) this.server.maxConnections = n;
   }
 
   close(): Promise<void> {

@@ -24,6 +24,10 @@ export const CONFIG_REFERENCE = {
     default: '',
     doc: 'If set, every admin endpoint except `/healthz` requires `Authorization: Bearer TOKEN` (compared in constant time). Use `${ENV}` or `${file:PATH}`; never logged.',
   },
+  'admin.max_connections': {
+    default: 256,
+    doc: 'Connections the admin server holds at once (HAProxy\'s `stats maxconn`); more are closed at once, counted as `ZL_LISTENER_OVER_LIMIT` in `zipline_downstream_rejected_total{listener="admin"}` and logged as a warning at most every 10 s, so a flood of connections to it cannot take the descriptors the proxy\'s listeners need. A reload applies it to new connections.',
+  },
   log: { doc: 'Process and access logs.' },
   'log.level': {
     default: 'info',
@@ -460,6 +464,10 @@ export const CONFIG_REFERENCE = {
   'shm[].http': {
     default: '127.0.0.1:8090',
     doc: 'Address of the `/shm` HTTP API (loopback by default). Bridges with the same address share one server. The API has no authentication: bound beyond loopback, `run` logs a warning.',
+  },
+  'shm[].max_connections': {
+    default: 1024,
+    doc: 'Connections the `/shm` HTTP API at this bridge\'s `http` address holds at once (long polls and event streams included; bridges sharing an address: the largest of theirs); more are closed at once, counted as `ZL_LISTENER_OVER_LIMIT` in `zipline_downstream_rejected_total{listener="shm.http"}` and logged as a warning at most every 10 s.',
   },
   'shm[].create': {
     default: true,

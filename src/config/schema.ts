@@ -398,6 +398,7 @@ const shmBridge = z.strictObject({
     )
     .prefault(def('shm[].slot_size')),
   http: hostPort.prefault(def('shm[].http')),
+  max_connections: count(1, 1_000_000).prefault(def('shm[].max_connections')),
   create: z.boolean().prefault(def('shm[].create')),
   allow_other_owner: z.boolean().prefault(def('shm[].allow_other_owner')),
   mode: z
@@ -416,6 +417,7 @@ export const configSchema = z.strictObject({
         .preprocess((v) => (typeof v === 'number' ? `:${v}` : v), hostPort)
         .prefault(def('admin.listen')),
       token: z.string().prefault(def('admin.token')),
+      max_connections: count(1, 1_000_000).prefault(def('admin.max_connections')),
     })
     .prefault({}),
   log: z

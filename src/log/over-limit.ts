@@ -3,7 +3,8 @@
  * only a reset. Every one is counted (`zipline_downstream_rejected_total`, code
  * `ZL_LISTENER_OVER_LIMIT`) and, as nginx says "worker_connections are not enough" and HAProxy
  * that a frontend "reached maxconn" in their logs, said as a warning: the first at once, then at
- * most one per listener every 10 s, with how many were refused since the previous line.
+ * most one per listener every 10 s, with how many were refused since the previous line. The admin
+ * and `/shm` HTTP servers report theirs the same way (listener `admin`, `shm.http`).
  * (`clients` and `max_connections_per_client` refusals stay at debug: a scanner must not fill the
  * log; client-access.ts.)
  */
@@ -22,6 +23,8 @@ export class OverLimit {
     private readonly log: Logger,
     /** The limit now (a reload may change it). */
     private readonly limit: () => number,
+    /** The config key that sets it, for the warning. */
+    private readonly key = 'limits.max_connections',
   ) {}
 
   /** One connection was closed because the listener is full. */
@@ -38,7 +41,7 @@ export class OverLimit {
         max_connections: this.limit(),
         refused: this.since,
       },
-      'connections refused: the listener is at limits.max_connections (more within 10 s are counted, not logged)',
+      `connections refused: the listener is at ${this.key} (more within 10 s are counted, not logged)`,
     );
     this.since = 0;
   }

@@ -78,7 +78,7 @@ export const metrics = {
   ),
   downstreamRejected: counter(
     'zipline_downstream_rejected_total',
-    'Connections or datagrams refused by a listener limit, drain, or descriptors running out (ZL_LOCAL_EXHAUSTED).',
+    'Connections or datagrams refused by a listener limit, drain, or descriptors running out (ZL_LOCAL_EXHAUSTED); listener "admin" and "shm.http" for the admin and /shm servers at their max_connections.',
     ['listener', 'code'],
   ),
   acceptErrors: counter(

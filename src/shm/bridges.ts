@@ -33,7 +33,9 @@ export class ShmBridges {
 
   async start(configs: readonly ShmBridgeConfig[]): Promise<void> {
     const byAddress = new Map<string, Map<string, ShmBridge>>();
+    const limits = new Map<string, number>(); // the largest max_connections of a shared address
     for (const cfg of configs) {
+      limits.set(cfg.http, Math.max(limits.get(cfg.http) ?? 0, cfg.max_connections));
       const bridge = new ShmBridge(bridgeSettings(cfg), this.log);
       bridge.open();
       this.bridges.set(cfg.name, bridge);
@@ -42,7 +44,7 @@ export class ShmBridges {
       byAddress.set(cfg.http, group);
     }
     for (const [address, group] of byAddress) {
-      const server = new ShmHttpServer(address, group, this.log);
+      const server = new ShmHttpServer(address, group, this.log, limits.get(address) ?? 1);
       await server.start();
       this.servers.push(server);
       this.log.info({ shm: [...group.keys()], http: `http://${server.address()}/shm` }, 'shm bridge serving');

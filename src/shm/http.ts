@@ -29,6 +29,7 @@ import { parseHostPort } from '../config/units.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { bindFailure } from '../l4/bind-failure.js';
 import type { Logger } from '../log/logger.js';
+import { OverLimit } from '../log/over-limit.js';
 import type { ShmBridge, ShmMessage } from './bridge.js';
 import { readUpload } from './upload.js';
 
@@ -43,6 +44,8 @@ export class ShmHttpServer {
     readonly listen: string,
     private readonly bridges: Map<string, ShmBridge>,
     private readonly log: Logger,
+    /** The largest `max_connections` of the bridges on this address. */
+    private readonly maxConnections: number,
   ) {}
 
   async start(): Promise<void> {
@@ -58,6 +61,10 @@ export class ShmHttpServer {
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
       answerClientError(err, socket, 'shm.http', 'ZL_SHM_BAD_REQUEST', 'ZL_SHM_REQUEST_TIMEOUT'),
     );
+    // net.Server closes a connection over its maxConnections as it is accepted, then says 'drop'
+    server.maxConnections = this.maxConnections;
+    const overLimit = new OverLimit('shm.http', this.log, () => this.maxConnections, 'shm[].max_connections');
+    server.on('drop', () => overLimit.refused());
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(

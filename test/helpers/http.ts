@@ -301,3 +301,23 @@ export async function webSocketEcho(url: string, count: number, step: number): P
   await new Promise((r) => ws.once('close', r));
   return got;
 }
+
+/**
+ * A server's connection cap, tried as a client would: `held` keep-alive connections, each answered
+ * once (so the server has accepted and counts them), then one more, which must be closed
+ * unanswered. Returns the held clients (the caller closes them) and what the extra one got.
+ */
+export async function fillToCap(
+  address: string,
+  held: number,
+  path: string,
+): Promise<{ clients: KeepAliveClient[]; extra: RawResult }> {
+  const clients: KeepAliveClient[] = [];
+  for (let i = 0; i < held; i++) {
+    const c = await KeepAliveClient.open(address);
+    clients.push(c);
+    const r = await c.send(get(path));
+    if (r.status >= 500) throw new Error(`held connection ${i} answered ${r.status}`);
+  }
+  return { clients, extra: await rawRequest(address, get(path, 'x.test', 'Connection: close\r\n')) };
+}

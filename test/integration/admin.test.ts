@@ -6,8 +6,9 @@ import { connect, createServer, type Server } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { exposureWarning } from '../../src/admin/auth.js';
 import { answerClientError } from '../../src/admin/client-error.js';
+import { loadConfigText } from '../../src/config/load.js';
 import { have } from '../helpers/daemons.js';
-import { rawRequest } from '../helpers/http.js';
+import { fillToCap, get, type KeepAliveClient, rawRequest } from '../helpers/http.js';
 import {
   closeServer,
   dial,
@@ -162,6 +163,48 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
         /^zipline_connection_errors_total\{listener="admin",code="ZL_ADMIN_BAD_REQUEST"\} (\d+)$/m.exec(text);
       assert.ok(counted !== null && Number(counted[1]) >= 3, 'the three refusals are counted');
     } finally {
+      await z.stop();
+    }
+  });
+
+  test('admin.max_connections: one more is closed unanswered and counted; a reload moves the cap', async () => {
+    const yaml = (n: number): string => `admin: { listen: 127.0.0.1:0, max_connections: ${n} }\n`;
+    const z = await startRuntime(yaml(3));
+    const clients: KeepAliveClient[] = [];
+    let scrapesRefused = 0;
+    const refusedCount = async (): Promise<number | null> => {
+      const r = await rawRequest(
+        z.rt.admin.url().slice(7, -1),
+        get('/metrics', 'x', 'Connection: close\r\n'),
+      );
+      // a scrape sent before the server saw a held connection close is refused (and counted) too
+      if (r.data.length === 0) scrapesRefused++;
+      const m =
+        /^zipline_downstream_rejected_total\{listener="admin",code="ZL_LISTENER_OVER_LIMIT"\} (\d+)$/m.exec(
+          r.data.toString(),
+        );
+      return m === null ? null : Number(m[1]);
+    };
+    try {
+      const addr = z.rt.admin.url().slice(7, -1);
+      const first = await fillToCap(addr, 3, '/healthz');
+      clients.push(...first.clients);
+      assert.equal(first.extra.closed, true, 'the fourth connection is closed');
+      assert.equal(first.extra.data.length, 0, 'unanswered');
+      // one held connection goes: there is room again (once the server has seen the close)
+      clients.shift()?.close();
+      assert.equal(await until(refusedCount, 'a metrics scrape answered'), 1 + scrapesRefused);
+
+      const next = loadConfigText(yaml(5), {});
+      assert.ok(next.ok);
+      await z.rt.reload(next.config);
+      const second = await fillToCap(addr, 3, '/healthz'); // 2 held before + 3 = 5
+      clients.push(...second.clients);
+      assert.equal(second.extra.data.length, 0, 'the sixth is refused at the new cap');
+      for (const c of clients.splice(0)) c.close();
+      assert.equal(await until(refusedCount, 'a metrics scrape answered'), 2 + scrapesRefused);
+    } finally {
+      for (const c of clients) c.close();
       await z.stop();
     }
   });

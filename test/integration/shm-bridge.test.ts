@@ -16,7 +16,7 @@ import type { Runtime } from '../../src/core/runtime.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import type { ShmBridges } from '../../src/shm/bridges.js';
 import { loadShm } from '../../src/shm/native.js';
-import { parseResponse, rawRequest } from '../helpers/http.js';
+import { fillToCap, parseResponse, rawRequest } from '../helpers/http.js';
 import { dial, readAll, splitAddress, until } from '../helpers/net.js';
 import { buildShmTools, type ShmTools } from '../helpers/shm.js';
 import { tempDir } from '../helpers/temp.js';
@@ -265,6 +265,31 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       await until(() => bridge.uploads.inUse === 0, 'the aborted upload gave its bytes back');
       const whole = await rawRequest(address, `${head(4096)}${'e'.repeat(4096)}`, 5000, complete);
       assert.match(whole.data.toString(), /^HTTP\/1\.1 200/, 'one full snapshot always fits');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('shm[].max_connections: bridges sharing an address get the largest cap; one more is closed unanswered and counted', async () => {
+    const [a, b] = [t().segment(), t().segment()];
+    const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+shm:
+  - { name: a, segment: ${a}, snapshot_capacity: 1KiB, slots: 16, slot_size: 64, http: 127.0.0.1:0, max_connections: 1, remove_on_exit: true }
+  - { name: b, segment: ${b}, snapshot_capacity: 1KiB, slots: 16, slot_size: 64, http: 127.0.0.1:0, max_connections: 2, remove_on_exit: true }
+`);
+    const before = (await metrics.downstreamRejected.get()).values.find(
+      (v) => v.labels.listener === 'shm.http' && v.labels.code === 'ZL_LISTENER_OVER_LIMIT',
+    );
+    try {
+      const { clients, extra } = await fillToCap(bridgesOf(z).address('a'), 2, '/shm/a/stats');
+      for (const c of clients) c.close();
+      assert.equal(extra.closed, true, 'the third connection is closed');
+      assert.equal(extra.data.length, 0, 'unanswered');
+      const after = (await metrics.downstreamRejected.get()).values.find(
+        (v) => v.labels.listener === 'shm.http' && v.labels.code === 'ZL_LISTENER_OVER_LIMIT',
+      );
+      assert.equal((after?.value ?? 0) - (before?.value ?? 0), 1);
     } finally {
       await z.stop();
     }
