@@ -552,7 +552,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
       (double)atomic_load(&h->n2c_prod.head), (double)atomic_load(&h->n2c_cons.tail),
       (double)atomic_load(&h->n2c_prod.dropped), atomic_load(&h->c2n_prod.pid), atomic_load(&h->n2c_cons.pid),
       (double)atomic_load(&h->c2n_prod.heartbeat_ms), (double)atomic_load(&h->n2c_cons.heartbeat_ms),
-      id->creator_pid, (double)zl_shm_corrupt(b->shm)};
+      id->creator_pid, (double)zl_shm_corrupt(b->shm), (double)id->created_unix_ms};
   UNGUARD();
   napi_value out;
   size_t n = sizeof v / sizeof v[0];

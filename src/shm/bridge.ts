@@ -7,6 +7,7 @@
 import { ZiplineError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
+import { segmentTag } from './etag.js';
 import { SHM_ERRORS } from './layout.js';
 import { loadShm, type ShmBinding, type ShmHandle, shmCode } from './native.js';
 import { SegmentWatch } from './segment-watch.js';
@@ -75,6 +76,8 @@ export class ShmBridge {
   private readonly snapshotListeners = new Set<Listener>();
   private readonly messageListeners = new Set<(m: ShmMessage) => void>();
   private lastVersion = 0;
+  /** Names the segment attached now among those its name has had, for ETags and SSE ids (etag.ts). */
+  tag = '';
   private pollTimer: NodeJS.Immediate | null = null;
   private readonly rx;
   private readonly tx;
@@ -182,6 +185,8 @@ export class ShmBridge {
       throw new ZiplineError('ZL_SHM_ATTACH', `shm ${s.name} (${s.segment}): ${(err as Error).message}`);
     }
     this.lastVersion = this.binding.version(this.handle);
+    const id = this.binding.stats(this.handle);
+    this.tag = segmentTag(id[20] ?? 0, id[18] ?? 0);
     if (mode === 'observe') return;
     this.drain();
     if (s.wake === 'poll') this.poll();
@@ -312,6 +317,11 @@ export class ShmBridge {
 
   get version(): number {
     return this.lastVersion;
+  }
+
+  /** The sequence of the next C → Node message to be taken (what was taken is below it). */
+  nextSeq(): number {
+    return this.binding.stats(this.h)[9] ?? 0;
   }
 
   /** A new snapshot may be there (and, when polling, messages too). */

@@ -3,12 +3,12 @@
  * hot path, so plain `node:http`. Every handler is bounded: reads and writes of the segment never
  * block the event loop beyond the library's ~2 ms lock spin.
  *
- *   GET  /shm/NAME            latest snapshot; ETag "V"; If-None-Match → 304; 204 before the first
- *                             write; ?since=V&timeout=MS long-polls for a version after V
- *   POST /shm/NAME (or PUT)   replace it; If-Match "V" → compare-and-set (412); 413 over capacity;
- *                             503 + Retry-After when a live writer holds the lock
- *   GET  /shm/NAME/stream     Server-Sent Events: each new version (id = version)
- *   GET  /shm/NAME/messages   Server-Sent Events of C → Node messages (id = sequence; Last-Event-ID
+ *   GET  /shm/NAME            latest snapshot; ETag "V-TAG" (etag.ts); If-None-Match → 304; 204
+ *                             before the first write; ?since=V&timeout=MS long-polls while V is current
+ *   POST /shm/NAME (or PUT)   replace it; If-Match "V-TAG" or "V" → compare-and-set (412); 413 over
+ *                             capacity; 503 + Retry-After when a live writer holds the lock
+ *   GET  /shm/NAME/stream     Server-Sent Events: each new version (id = V-TAG)
+ *   GET  /shm/NAME/messages   Server-Sent Events of C → Node messages (id = SEQ-TAG; Last-Event-ID
  *                             replays what is still kept, else a `gap` event)
  *   POST /shm/NAME/messages   one message to C
  *   GET  /shm/NAME/stats      layout, versions, lock owner, ring positions, peers
@@ -31,6 +31,7 @@ import { bindFailure } from '../l4/bind-failure.js';
 import type { Logger } from '../log/logger.js';
 import { OverLimit } from '../log/over-limit.js';
 import type { ShmBridge, ShmMessage } from './bridge.js';
+import { etagOf, eventId, ifMatchVersion, noneMatch, parseRef } from './etag.js';
 import { readUpload } from './upload.js';
 
 const MAX_LONG_POLL_MS = 60_000;
@@ -157,18 +158,22 @@ export class ShmHttpServer {
 
   private async get(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const since = url.searchParams.get('since');
-    if (since !== null) {
-      const after = Number(since);
+    const ref = since === null ? null : parseRef(since);
+    if (ref !== null) {
       const timeout = Math.min(Number(url.searchParams.get('timeout') ?? '30000') || 0, MAX_LONG_POLL_MS);
-      if (bridge.version <= after && timeout > 0) await waitForVersion(bridge, after, timeout, req);
+      // waits while the client has the latest: a version of another segment (before a peer
+      // replaced it) is answered at once, as is a bare number that is not the current one
+      const current =
+        ref.tag === null ? ref.n === bridge.version : ref.tag === bridge.tag && ref.n >= bridge.version;
+      if (current && timeout > 0) await waitForVersion(bridge, ref.n, timeout, req);
     }
     const snap = bridge.read();
     if (snap === null) {
       res.writeHead(204).end();
       return;
     }
-    const etag = `"${snap.version}"`;
-    if (req.headers['if-none-match'] === etag) {
+    const etag = etagOf(snap.version, bridge.tag);
+    if (noneMatch(req.headers['if-none-match'], etag)) {
       res.writeHead(304, { ETag: etag }).end();
       return;
     }
@@ -182,13 +187,7 @@ export class ShmHttpServer {
   }
 
   private async put(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const ifMatch = req.headers['if-match'];
-    let expected: number | null = null;
-    if (typeof ifMatch === 'string') {
-      const m = /^"?(\d+)"?$/.exec(ifMatch.trim());
-      if (m === null) throw new ZiplineError('ZL_SHM_PRECONDITION', 'If-Match must be a version ETag ("7")');
-      expected = Number(m[1]);
-    }
+    const expected = ifMatchVersion(req.headers['if-match'], bridge.tag);
     const upload = await readUpload(req, bridge.settings.snapshotCapacity, bridge.uploads);
     let version: number;
     try {
@@ -196,7 +195,7 @@ export class ShmHttpServer {
     } finally {
       upload.release();
     }
-    res.writeHead(200, { ETag: `"${version}"`, 'Content-Type': 'application/json' });
+    res.writeHead(200, { ETag: etagOf(version, bridge.tag), 'Content-Type': 'application/json' });
     res.end(`{"version":${version}}\n`);
   }
 
@@ -222,7 +221,7 @@ export class ShmHttpServer {
       }
       if (snap === null || snap.version === sent) return;
       sent = snap.version;
-      res.write(`id: ${snap.version}\nevent: snapshot\n${dataLines(snap.data)}\n`);
+      res.write(`id: ${eventId(snap.version, bridge.tag)}\nevent: snapshot\n${dataLines(snap.data)}\n`);
     };
     res.on('drain', () => {
       if (missed) {
@@ -247,10 +246,12 @@ export class ShmHttpServer {
   private messages(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): void {
     this.openSse(bridge, req, res);
     let next = 0; // the sequence this subscriber expects next
+    let of = bridge.tag; // in this segment (a peer may replace it: etag.ts)
     let behind = false;
     const write = (m: ShmMessage): void => {
-      res.write(`id: ${m.seq}\nevent: message\n${dataLines(m.data)}\n`);
+      res.write(`id: ${eventId(m.seq, bridge.tag)}\nevent: message\n${dataLines(m.data)}\n`);
       next = m.seq + 1;
+      of = bridge.tag;
     };
     const catchUp = (from: number): void => {
       const kept = bridge.recentMessages();
@@ -273,10 +274,15 @@ export class ShmHttpServer {
       behind = res.writableNeedDrain;
     };
     res.on('drain', () => {
-      if (behind) catchUp(next);
+      if (behind) catchUp(of === bridge.tag ? next : 0);
     });
     const last = req.headers['last-event-id'];
-    if (typeof last === 'string' && /^\d+$/.test(last)) catchUp(Number(last) + 1);
+    const ref = typeof last === 'string' ? parseRef(last) : null;
+    if (ref !== null) {
+      // an id of another segment (or, bare, one this segment has not reached): all it kept
+      const elsewhere = ref.tag === null ? ref.n >= bridge.nextSeq() : ref.tag !== bridge.tag;
+      catchUp(elsewhere ? 0 : ref.n + 1);
+    }
     const off = bridge.onMessage(send);
     req.on('close', () => {
       off();
@@ -360,8 +366,9 @@ function waitForVersion(
       req.off('close', done);
       resolve();
     };
+    const tag = bridge.tag;
     const off = bridge.onSnapshot(() => {
-      if (bridge.version > after) done();
+      if (bridge.version > after || bridge.tag !== tag) done();
     });
     const timer = setTimeout(done, timeoutMs);
     req.on('close', done);

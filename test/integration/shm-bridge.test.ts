@@ -113,9 +113,10 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       assert.equal((await t().run(['put', seg, 'written by C'])).result, 0);
       const got = await curl(['-i', base]);
       assert.match(got.out, /^HTTP\/1\.1 200/);
-      assert.match(got.out, /ETag: "1"/i);
+      const etag = /ETag: ("1-[0-9a-z]+")/i.exec(got.out)?.[1] ?? assert.fail(got.out);
       assert.match(got.out, /written by C$/);
-      assert.match((await curl(['-i', '-H', 'If-None-Match: "1"', base])).out, /^HTTP\/1\.1 304/);
+      assert.match((await curl(['-i', '-H', `If-None-Match: ${etag}`, base])).out, /^HTTP\/1\.1 304/);
+      assert.match((await curl(['-i', '-H', `If-None-Match: "0-x", ${etag}`, base])).out, /^HTTP\/1\.1 304/);
       // with one bridge on this address, /shm alone names it
       assert.match((await curl([`http://${bridgesOf(z).address('tele')}/shm`])).out, /written by C/);
       const post = await curl(['-i', '-d', 'posted by curl', base]);
@@ -126,6 +127,11 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       assert.match(stale.out, /^HTTP\/1\.1 412/);
       assert.match(stale.out, /ZL_SHM_PRECONDITION/);
       assert.match((await curl(['-i', '-H', 'If-Match: "2"', '-d', 'cas', base])).out, /^HTTP\/1\.1 200/);
+      const tagged = etag.replace('"1-', '"3-'); // the ETag the compare-and-set above answered with
+      assert.match(
+        (await curl(['-i', '-H', `If-Match: ${tagged}`, '-d', 'cas', base])).out,
+        /^HTTP\/1\.1 200/,
+      );
       const big = await curl(['-i', '-d', 'x'.repeat(5000), base]);
       assert.match(big.out, /^HTTP\/1\.1 413/);
       // chunked, so refused on the way while curl still sends: the client reads its 413 (the rest
@@ -146,7 +152,7 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
         assert.match(chunked.out, /HTTP\/1\.1 413 [\s\S]*x-zipline-error: ZL_SHM_TOO_LARGE/i);
       }
       const stats = JSON.parse((await curl([`${base}/stats`])).out) as { snapshot: { version: number } };
-      assert.equal(stats.snapshot.version, 3);
+      assert.equal(stats.snapshot.version, 4);
       // garbage on the port: a coded 400, and the API still answers
       const garbage = (
         await rawRequest(bridgesOf(z).address('tele'), '\x16\x03\x01 not http\r\n\r\n')
@@ -401,7 +407,7 @@ shm:
       assert.ok(queued() <= 64 * 1024, `${queued()} bytes queued for the subscriber`);
       // it reads again: it gets what was sent, then a gap event, then the messages still kept
       client.read();
-      await until(() => client.text().includes(`\nid: ${N - 1}\n`), 'the last message');
+      await until(() => client.text().includes(`\nid: ${N - 1}-`), 'the last message');
       client.socket.destroy();
       const events = client
         .text()
@@ -426,7 +432,7 @@ shm:
           assert.equal(g.from, expect, 'a gap starts at the first message not sent');
           expect = g.to + 1;
         } else {
-          assert.equal(Number(e.id), expect, 'messages in order, none twice');
+          assert.equal(Number.parseInt(e.id ?? '', 10), expect, 'messages in order, none twice');
           assert.ok(e.data?.startsWith(`m${expect} `));
           expect++;
         }
@@ -441,7 +447,10 @@ shm:
       await until(() => bridge.version === last, 'the last version seen');
       assert.ok(queued() <= 64 * 1024, `${queued()} bytes queued for the stream (before: 130 MB)`);
       watcher.read();
-      await until(() => watcher.text().includes(`\nid: ${last}\nevent: snapshot\n`), 'the latest version');
+      await until(
+        () => watcher.text().includes(`\nid: ${last}-${bridge.tag}\nevent: snapshot\n`),
+        'the latest version',
+      );
       watcher.socket.destroy();
     } finally {
       await z.stop();
@@ -471,7 +480,7 @@ shm:
       await t().run(['ring', seg, '2']);
       const got = await live;
       assert.deepEqual(
-        got.map((e) => `${e.id}:${e.data}`),
+        got.map((e) => `${Number.parseInt(e.id, 10)}:${e.data}`),
         ['0:m0', '1:m1', '4:m0', '5:m1'],
       );
       await until(() => bridge?.subscribers === 0, 'the message subscriber gone');
@@ -674,6 +683,59 @@ shm:
       assert.equal((await runCli(['shm', 'rm', seg])).code, 0);
       await t().run(['put', seg, 'fits again']);
       await until(async () => (await curl([base])).out === 'fits again', 'attached once it fits');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('after a peer replaced the segment, its versions and ids start again: an ETag, Last-Event-ID or long poll from the old one matches nothing in the new one', async () => {
+    const seg = t().segment();
+    const z = await startRuntime(yaml(seg));
+    try {
+      const base = `http://${bridgesOf(z).address('tele')}/shm/tele`;
+      const bridge = bridgesOf(z).bridges.get('tele') ?? assert.fail('no bridge');
+      for (const v of ['old 1', 'old 2', 'old 3']) await t().run(['put', seg, v]);
+      const old = await curl(['-i', base]);
+      const etag = /ETag: ("3-[0-9a-z]+")/i.exec(old.out)?.[1] ?? assert.fail(old.out);
+      await t().run(['ring', seg, '3']); // ids 0-2 of the old segment
+      await until(() => bridge.recentMessages().length === 3, 'the old messages taken');
+      const oldTag = bridge.tag;
+      // a C program's clean-up at exit, then its next start: versions and sequences from 1 and 0
+      assert.equal((await runCli(['shm', 'rm', seg])).code, 0);
+      await t().run(['put', seg, 'new 1']);
+      await until(async () => (await curl([base])).out === 'new 1', 'zipline serving the new segment');
+      assert.notEqual(bridge.tag, oldTag);
+      // a long poll from the old segment's version 3: answered at once with what is there now
+      const poll = await curl(['-i', '-m', '10', `${base}?since=3&timeout=30000`]);
+      assert.equal(poll.code, 0, 'answered, not held for the timeout');
+      assert.match(poll.out, /new 1$/);
+      for (const v of ['new 2', 'new 3']) await t().run(['put', seg, v]);
+      await t().run(['ring', seg, '2']);
+      await until(() => bridge.recentMessages().length === 2, 'the new messages taken');
+      // version 3 of the old segment is not version 3 of this one
+      const cached = await curl(['-i', '-H', `If-None-Match: ${etag}`, base]);
+      assert.match(cached.out, /^HTTP\/1\.1 200/);
+      assert.match(cached.out, /new 3$/);
+      const cas = await curl(['-i', '-H', `If-Match: ${etag}`, '-d', 'x', base]);
+      assert.match(cas.out, /^HTTP\/1\.1 412/);
+      assert.match(cas.out, /replaced/);
+      // an EventSource reconnecting with an id of the old segment gets the new one's messages
+      const deadline = (ms: number) =>
+        new Promise<never>((_, no) => setTimeout(() => no(new Error('no replay')), ms));
+      for (const id of ['2', `2-${oldTag}`]) {
+        const replay = await Promise.race([
+          sse(`${base}/messages`, 2, { 'Last-Event-ID': id }),
+          deadline(5000),
+        ]);
+        assert.deepEqual(
+          replay.map((e) => [e.id, e.data]),
+          [
+            [`0-${bridge.tag}`, 'm0'],
+            [`1-${bridge.tag}`, 'm1'],
+          ],
+          `Last-Event-ID ${id}`,
+        );
+      }
     } finally {
       await z.stop();
     }
