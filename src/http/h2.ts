@@ -31,6 +31,7 @@ import type { Downstream } from './downstream.js';
 import { Exchange } from './exchange.js';
 import { connectionNamed } from './forward-response.js';
 import type { HttpListener } from './listener.js';
+import { MAX_FIELDS } from './parser/fields.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
 import { latin1, lowerAscii } from './parser/tokens.js';
@@ -85,7 +86,13 @@ export class H2Front {
   readonly streams = new Set<H2Downstream>();
 
   constructor(private readonly listener: HttpListener) {
-    this.server = loadHttp2().createServer({ maxSessionMemory: 16, settings: { maxConcurrentStreams: 256 } });
+    this.server = loadHttp2().createServer({
+      maxSessionMemory: 16,
+      // a request head that HTTP/1.1 would take, or answer 431 for (over MAX_FIELDS fields), must
+      // reach the same parser over h2: Node's default (128 fields) resets the stream instead
+      maxHeaderListPairs: 2 * MAX_FIELDS,
+      settings: { maxConcurrentStreams: 256 },
+    });
     this.server.on('session', (session: Http2Session) => {
       const counted = session as CountedSession;
       counted[kStreams] = 0;

@@ -20,7 +20,7 @@ import { loadConfigText } from '../../src/config/load.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import { have, startNginx } from '../helpers/daemons.js';
 import { rawRequest, testPeers, webSocketEcho } from '../helpers/http.js';
-import { port, splitAddress, until } from '../helpers/net.js';
+import { closeServer, port, splitAddress, tcpServer, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
 import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
 
@@ -266,6 +266,52 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
       assert.match(r.data.toString('latin1'), /^HTTP\/1\.1 505 /);
     } finally {
       await off.stop();
+    }
+  });
+
+  test('HTTP/2 request heads meet the HTTP/1.1 limits: what h1 serves h2 serves, what h1 answers 431 h2 answers 431 (not a stream reset), after a reload too', async () => {
+    // an origin with no head limit of its own, answering once the head is in
+    const o = await tcpServer((s) => {
+      let head = '';
+      s.on('error', () => {});
+      s.on('data', (c: Buffer) => {
+        head += c.toString('latin1');
+        if (head.includes('\r\n\r\n'))
+          s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
+      });
+    });
+    const yaml = (max: string): string =>
+      config(
+        [`127.0.0.1:${port(o)}`],
+        `  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app, limits: { max_header_bytes: ${max} } }`,
+      );
+    const z = await startRuntime(yaml('16KiB'));
+    try {
+      const status = async (version: string, fields: number, length: number): Promise<string> => {
+        const args = [version, '-o', '/dev/null', '-w', '%{http_code}'];
+        for (let i = 0; i < fields; i++) args.push('-H', `x-f${i}: ${'a'.repeat(length)}`);
+        return (await curl([...args, `http://${z.addr('web')}/`])).stdout;
+      };
+      // 150 fields (nghttp2's default is 128), 300 fields (the parser's limit is 200), 20 KB
+      for (const [fields, length, want] of [
+        [150, 80, '200'],
+        [300, 30, '431'],
+        [1, 20_000, '431'],
+      ] as const) {
+        assert.equal(await status('--http1.1', fields, length), want, `HTTP/1.1, ${fields} × ${length}`);
+        assert.equal(
+          await status('--http2-prior-knowledge', fields, length),
+          want,
+          `h2, ${fields} × ${length}`,
+        );
+      }
+      const next = loadConfigText(yaml('64KiB'), {});
+      assert.ok(next.ok);
+      await z.rt.reload(next.config);
+      assert.equal(await status('--http2-prior-knowledge', 1, 60_000), '200', 'h2 at the reloaded limit');
+    } finally {
+      await z.stop();
+      await closeServer(o);
     }
   });
 
