@@ -207,7 +207,9 @@ export class ShmHttpServer {
   private stream(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): void {
     this.openSse(bridge, req, res);
     let missed = false;
-    let sent = -1; // the version last sent: a wake-up for a version it already has sends nothing
+    // the version last sent: a wake-up for a version it already has sends nothing (the same number
+    // in a segment that replaced the old one is another version: etag.ts)
+    let sent = '';
     const send = (): void => {
       if (res.writableNeedDrain) {
         missed = true;
@@ -219,9 +221,11 @@ export class ShmHttpServer {
       } catch {
         return; // busy or malformed (counted): this subscriber gets the next version that reads
       }
-      if (snap === null || snap.version === sent) return;
-      sent = snap.version;
-      res.write(`id: ${eventId(snap.version, bridge.tag)}\nevent: snapshot\n${dataLines(snap.data)}\n`);
+      if (snap === null) return;
+      const id = eventId(snap.version, bridge.tag);
+      if (id === sent) return;
+      sent = id;
+      res.write(`id: ${id}\nevent: snapshot\n${dataLines(snap.data)}\n`);
     };
     res.on('drain', () => {
       if (missed) {

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { chownSync, existsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -736,6 +736,34 @@ shm:
           `Last-Event-ID ${id}`,
         );
       }
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test("a /stream subscriber across a replacement gets the new segment's snapshot even when its version number is the one it had", async () => {
+    const [seg, next] = [t().segment(), t().segment()];
+    const z = await startRuntime(yaml(seg));
+    try {
+      const base = `http://${bridgesOf(z).address('tele')}/shm/tele`;
+      const bridge = bridgesOf(z).bridges.get('tele') ?? assert.fail('no bridge');
+      for (const v of ['old 1', 'old 2', 'old 3']) await t().run(['put', seg, v]);
+      await until(() => bridge.version === 3, 'version 3 seen');
+      const events = sse(`${base}/stream`, 2);
+      await until(() => bridge.subscribers === 1, 'stream subscribed');
+      // the new segment reaches version 3 before zipline sees it: made aside, then renamed over the
+      // name in one step (as a peer's unlink + create + three writes between two looks would)
+      for (const v of ['new 1', 'new 2', 'new 3']) await t().run(['put', next, v]);
+      renameSync(`/dev/shm${next}`, `/dev/shm${seg}`);
+      const deadline = new Promise<never>((_, no) =>
+        setTimeout(() => no(new Error('no new snapshot')), 5000),
+      );
+      const got = await Promise.race([events, deadline]);
+      assert.deepEqual(
+        got.map((e) => e.data),
+        ['old 3', 'new 3'],
+      );
+      assert.notEqual(got[0]?.id, got[1]?.id);
     } finally {
       await z.stop();
     }
