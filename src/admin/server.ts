@@ -14,6 +14,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { ValidConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
 import type { Runtime } from '../core/runtime.js';
 import { type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
@@ -34,8 +35,9 @@ export class AdminServer {
     this.overLimit = new OverLimit('admin', runtime.log, () => this.limit, 'admin.max_connections');
   }
 
-  /** `token`: the admin token this address will be served with ('' = none). */
-  async start(listen: string, token: string, maxConnections: number): Promise<void> {
+  /** `cfg.token`: the admin token this address will be served with ('' = none). */
+  async start(cfg: ValidConfig['admin']): Promise<void> {
+    const { listen, token, max_connections: maxConnections } = cfg;
     const hp = parseHostPort(listen, '127.0.0.1');
     if (hp === undefined) throw new ZiplineError('ZL_LISTEN_FAILED', `bad admin address ${listen}`);
     const server = createServer(
@@ -95,9 +97,9 @@ export class AdminServer {
     return a !== null && typeof a === 'object' ? `http://${formatHostPort(a.address, a.port)}/` : '';
   }
 
-  async rebind(listen: string, token: string, maxConnections: number): Promise<void> {
+  async rebind(cfg: ValidConfig['admin']): Promise<void> {
     await this.close();
-    await this.start(listen, token, maxConnections);
+    await this.start(cfg);
   }
 
   /** A reload's `admin.max_connections`: for connections from now on. */

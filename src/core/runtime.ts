@@ -130,10 +130,7 @@ export class Runtime {
 
   async start(): Promise<void> {
     try {
-      if (this.runsServices) {
-        const { listen, token, max_connections } = this.config.admin;
-        await this.admin.start(listen, token, max_connections);
-      }
+      if (this.runsServices) await this.admin.start(this.config.admin);
       if (this.servesTraffic) {
         for (const [name, cfg] of Object.entries(this.config.upstreams)) this.addUpstream(name, cfg);
         await Promise.all([...this.upstreams.values()].map((u) => u.start()));
@@ -317,7 +314,7 @@ export class Runtime {
       this.accessLog.reopen(); // after logrotate moved the file: SIGHUP (or POST /reload) opens it anew
     }
     if (this.runsServices && next.admin.listen !== this.config.admin.listen) {
-      await this.admin.rebind(next.admin.listen, next.admin.token, next.admin.max_connections);
+      await this.admin.rebind(next.admin);
     } else if (this.runsServices) {
       this.admin.setMaxConnections(next.admin.max_connections);
       // the token was removed, the address kept
