@@ -169,7 +169,10 @@ export class AdminServer {
         if (worker === undefined) {
           return sendError(res, 'ZL_ADMIN_BAD_REQUEST', 'worker must be "primary" or a worker index 0…N-1');
         }
-        const profile = await this.runtime.profile(seconds, worker);
+        // a client that goes away ends the profile, so the next request need not wait for it
+        const gone = new AbortController();
+        res.once('close', () => gone.abort());
+        const profile = await this.runtime.profile(seconds, worker, gone.signal);
         res.writeHead(200, {
           'content-type': 'application/json',
           'content-disposition': `attachment; filename="zipline-${process.pid}-${Date.now()}.cpuprofile"`,

@@ -437,9 +437,9 @@ export class Runtime {
   }
 
   /** `GET /debug/profile`: this process, or (primary) worker `worker` (default 0). */
-  profile(seconds: number, worker: number | null): Promise<string> {
-    if (this.workers === null || worker === -1) return captureCpuProfile(seconds);
-    return this.workers.profile(worker ?? 0, seconds);
+  profile(seconds: number, worker: number | null, signal: AbortSignal): Promise<string> {
+    if (this.workers === null || worker === -1) return captureCpuProfile(seconds, signal);
+    return this.workers.profile(worker ?? 0, seconds, signal);
   }
 
   localStats(): Record<string, unknown> {

@@ -7,6 +7,8 @@
  *                      reload { config }        → answer: the worker's ReloadReport
  *                      stats | metrics | ready  → answer: Runtime.localStats() / metrics JSON / readiness
  *                      profile { seconds }      → answer: a .cpuprofile (JSON text)
+ *                      profile-stop             → (no answer) the profile being taken ends now (its
+ *                                                 client went away; its answer still comes)
  *                      drain                    → (no answer) the worker drains and exits 0
  */
 import type { ValidConfig } from '../config/schema.js';
@@ -18,7 +20,7 @@ export type WorkerRequest =
   | { readonly id: number; readonly t: 'stats' | 'metrics' | 'ready' }
   | { readonly id: number; readonly t: 'profile'; readonly seconds: number };
 
-export type WorkerCommand = WorkerRequest | { readonly t: 'drain' };
+export type WorkerCommand = WorkerRequest | { readonly t: 'drain' } | { readonly t: 'profile-stop' };
 
 export type WorkerAnswer =
   | { readonly id: number; readonly ok: true; readonly value: unknown }

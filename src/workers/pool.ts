@@ -244,11 +244,17 @@ export class WorkerPool {
     return AggregatorRegistry.aggregate(all).metrics();
   }
 
-  profile(index: number, seconds: number): Promise<string> {
+  /** A CPU profile of worker `index`, ended early when `signal` aborts (its client went away). */
+  async profile(index: number, seconds: number, signal: AbortSignal): Promise<string> {
     const w = this.procs[index];
-    if (w === undefined)
-      return Promise.reject(new ZiplineError('ZL_ADMIN_BAD_REQUEST', `no worker ${index}`));
-    return w.request({ t: 'profile', seconds }, seconds * 1000 + QUERY_TIMEOUT_MS) as Promise<string>;
+    if (w === undefined) throw new ZiplineError('ZL_ADMIN_BAD_REQUEST', `no worker ${index}`);
+    const stop = (): void => w.stopProfile();
+    signal.addEventListener('abort', stop);
+    try {
+      return (await w.request({ t: 'profile', seconds }, seconds * 1000 + QUERY_TIMEOUT_MS)) as string;
+    } finally {
+      signal.removeEventListener('abort', stop);
+    }
   }
 
   /** Drains every worker (each bounded by `timeoutMs`); resolves when all have exited. */

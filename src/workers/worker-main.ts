@@ -6,7 +6,7 @@
  * gone (the IPC channel closed): a worker never outlives its primary. SIGHUP is the primary's
  * to act on; a worker ignores it.
  */
-import { captureCpuProfile } from '../admin/profile.js';
+import { captureCpuProfile, stopCpuProfile } from '../admin/profile.js';
 import { EXIT } from '../cli/exit.js';
 import { Runtime } from '../core/runtime.js';
 import { isZiplineError } from '../errors.js';
@@ -54,6 +54,10 @@ async function answer(m: WorkerRequest): Promise<unknown> {
 async function onMessage(m: WorkerCommand): Promise<void> {
   if (m.t === 'drain') {
     drainAndExit('asked by the primary');
+    return;
+  }
+  if (m.t === 'profile-stop') {
+    stopCpuProfile();
     return;
   }
   try {

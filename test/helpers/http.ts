@@ -321,3 +321,40 @@ export async function fillToCap(
   }
   return { clients, extra: await rawRequest(address, get(path, 'x.test', 'Connection: close\r\n')) };
 }
+
+/**
+ * `/debug/profile` left by its client, at admin URL `admin` (`…/`) with `query` (`&worker=1`): a
+ * 60 s profile is asked for on a connection of its own, until a second request is refused as busy
+ * (it runs), then that client leaves. Resolves with how many more requests were refused before
+ * one was served (200), or rejects if none was within `withinMs` (the left profile kept running).
+ */
+export async function profileAfterLeaving(admin: string, query: string, withinMs = 5000): Promise<number> {
+  const url = (seconds: number): string => `${admin}debug/profile?seconds=${seconds}${query}`;
+  const [host, p] = splitAddress(new URL(admin).host);
+  const left = connect(p, host);
+  left.on('error', () => {});
+  const ask = get(`/debug/profile?seconds=60${query}`, 'admin');
+  let answered = false; // refused as busy, because a profile asked for below was running
+  left.on('data', () => {
+    answered = true;
+  });
+  left.write(ask);
+  for (;;) {
+    if (answered) {
+      answered = false;
+      left.write(ask);
+    }
+    const r = await fetch(url(1));
+    await r.arrayBuffer();
+    if (r.status === 409) break;
+  }
+  left.destroy();
+  const deadline = Date.now() + withinMs;
+  for (let refused = 0; ; refused++) {
+    const r = await fetch(url(1));
+    await r.arrayBuffer();
+    if (r.status === 200) return refused;
+    if (Date.now() > deadline) throw new Error(`still ${r.status} ${withinMs} ms after the client left`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

@@ -8,7 +8,7 @@ import { exposureWarning } from '../../src/admin/auth.js';
 import { answerClientError } from '../../src/admin/client-error.js';
 import { loadConfigText } from '../../src/config/load.js';
 import { have } from '../helpers/daemons.js';
-import { fillToCap, get, type KeepAliveClient, rawRequest } from '../helpers/http.js';
+import { fillToCap, get, type KeepAliveClient, profileAfterLeaving, rawRequest } from '../helpers/http.js';
 import {
   closeServer,
   dial,
@@ -341,6 +341,9 @@ listeners:
       assert.ok(profile.endTime > profile.startTime);
       for (const bad of ['0', '61', '1e1', '1.0', '', 'abc'])
         assert.equal((await fetch(`${z.rt.admin.url()}debug/profile?seconds=${bad}`)).status, 400, bad);
+      // a client that leaves ends its profile (as Go's pprof does): the next is served at once,
+      // not refused for the 60 s it had asked for
+      await profileAfterLeaving(z.rt.admin.url(), '');
     } finally {
       await z.stop();
     }

@@ -11,7 +11,7 @@ import type { Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { HEAP_FLAGS } from '../../src/cli/heap-flags.js';
 import { renderDashboard } from '../helpers/dashboard.js';
-import { type Origin, startOrigin } from '../helpers/http.js';
+import { type Origin, profileAfterLeaving, startOrigin } from '../helpers/http.js';
 import {
   closeServer,
   dial,
@@ -160,6 +160,7 @@ describe('workers: 2', { skip }, () => {
       const prof = await fetch(`${z.admin}debug/profile?seconds=1&worker=1`);
       assert.equal(prof.status, 200);
       assert.ok(Array.isArray(((await prof.json()) as { nodes?: unknown }).nodes), 'a .cpuprofile');
+      await profileAfterLeaving(z.admin, '&worker=1'); // the worker's profile ends with its client
       const badWorker = await fetch(`${z.admin}debug/profile?seconds=1&worker=2`);
       assert.equal(badWorker.status, 400);
       assert.equal(badWorker.headers.get('x-zipline-error'), 'ZL_ADMIN_BAD_REQUEST');
