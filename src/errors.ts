@@ -243,7 +243,8 @@ export const ERROR_CATALOG = {
   },
   ZL_SHM_PRECONDITION: {
     status: 412,
-    description: '`If-Match` names a version that is no longer the current one.',
+    description:
+      '`If-Match` names a version that is no longer the current one, or an ETag of a segment that was replaced since.',
   },
   ZL_SHM_BUSY: {
     status: 503,
