@@ -338,11 +338,16 @@ export async function profileAfterLeaving(admin: string, query: string, withinMs
   left.on('data', () => {
     answered = true;
   });
-  left.write(ask);
+  const send = async (): Promise<void> => {
+    left.write(ask);
+    await (await fetch(`${admin}healthz`)).arrayBuffer(); // a round trip: the ask is in first
+  };
+  await new Promise((resolve) => left.once('connect', resolve));
+  await send();
   for (;;) {
     if (answered) {
       answered = false;
-      left.write(ask);
+      await send();
     }
     const r = await fetch(url(1));
     await r.arrayBuffer();
