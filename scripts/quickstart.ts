@@ -123,11 +123,12 @@ child.stderr.on('data', async (chunk: string) => {
     ].join('\n'),
   );
 });
-const stop = (): void => {
-  child.kill('SIGTERM');
-};
-process.on('SIGINT', stop);
-process.on('SIGTERM', stop);
+// Passed on as the other signal. When the whole process group is signalled (a terminal's Ctrl-C,
+// `timeout`, systemd's control-group kill), zipline gets the original as well, and zipline takes a
+// different signal within 0.5 s of the first for a supervisor's copy of it (src/cli/run.ts); the
+// same signal twice would force an exit without draining.
+process.on('SIGINT', () => child.kill('SIGTERM'));
+process.on('SIGTERM', () => child.kill('SIGINT'));
 child.on('exit', (code) => {
   a.close();
   b.close();
