@@ -27,8 +27,8 @@ import { DASHBOARD_HTML } from './dashboard.js';
 
 export class AdminServer {
   private server: Server | null = null;
-  /** `admin.max_connections` now. */
-  private limit = 256;
+  /** `admin.max_connections` now (set by `start`, a reload by `setMaxConnections`). */
+  private limit = 0;
   private readonly overLimit: OverLimit;
 
   constructor(private readonly runtime: Runtime) {

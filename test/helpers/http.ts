@@ -342,18 +342,21 @@ export async function profileAfterLeaving(admin: string, query: string, withinMs
     left.write(ask);
     await (await fetch(`${admin}healthz`)).arrayBuffer(); // a round trip: the ask is in first
   };
-  await new Promise((resolve) => left.once('connect', resolve));
-  await send();
-  for (;;) {
-    if (answered) {
-      answered = false;
-      await send();
+  try {
+    await new Promise((resolve) => left.once('connect', resolve));
+    await send();
+    for (;;) {
+      if (answered) {
+        answered = false;
+        await send();
+      }
+      const r = await fetch(url(1));
+      await r.arrayBuffer();
+      if (r.status === 409) break;
     }
-    const r = await fetch(url(1));
-    await r.arrayBuffer();
-    if (r.status === 409) break;
+  } finally {
+    left.destroy(); // the client leaves (on a failure above too)
   }
-  left.destroy();
   const deadline = Date.now() + withinMs;
   for (let refused = 0; ; refused++) {
     const r = await fetch(url(1));
