@@ -23,12 +23,50 @@ export function tcpEcho(): Promise<Server> {
   );
 }
 
-/** A port on which nothing listens: connections are refused. */
+/**
+ * A port on which nothing listens (connections are refused), also free for a daemon a test
+ * starts there. It is taken below the kernel's ephemeral range, where `listen(0)` and a
+ * client's source port never land: a port freed inside the range could next be given to the
+ * listener of the zipline under test (which then proxies to itself until its connection limit:
+ * `ZL_UPSTREAM_OVER_LIMIT` where the test expected a refusal), to another test's server, or
+ * be the source port of a connection to it (a TCP self-connect).
+ */
 export async function refusedPort(): Promise<number> {
+  const low = ephemeralLow();
+  if (low > 10_000) {
+    for (let i = 0; i < 100; i++) {
+      const p = 10_000 + Math.floor(Math.random() * (low - 10_000));
+      if (await refuses(p)) return p;
+    }
+  }
+  // elsewhere: a port freed inside the range (the kernel may give it out again)
   const s = await listen(createServer());
   const p = port(s);
   await new Promise<void>((r) => s.close(() => r()));
   return p;
+}
+
+/** The first port of the kernel's ephemeral range (Linux; 0 when unknown). */
+function ephemeralLow(): number {
+  try {
+    return (
+      Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'latin1').trim().split(/\s+/)[0]) || 0
+    );
+  } catch {
+    return 0;
+  }
+}
+
+/** A connection to 127.0.0.1:`p` is refused (nothing listens there). */
+function refuses(p: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect({ host: '127.0.0.1', port: p });
+    c.once('connect', () => {
+      c.destroy();
+      resolve(false);
+    });
+    c.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'));
+  });
 }
 
 /** A server whose handler is given each socket (for custom misbehaviour). */
