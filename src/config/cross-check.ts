@@ -42,6 +42,12 @@ function checkUpstreams(upstreams: Record<string, unknown>, report: Report): voi
     const up = obj(u);
     if (up === undefined) continue;
     const hc = obj(up.health_check);
+    if (hc !== undefined && hc.type === 'http' && (up.http_version === 2 || up.http_version === '2')) {
+      report(
+        ['upstreams', name, 'health_check', 'type'],
+        'an `http` health check speaks HTTP/1.1, which an `http_version: 2` server may not: use `type: tcp`',
+      );
+    }
     if (hc !== undefined) {
       // an unset timeout follows the interval (upstream/settings.ts): only a given one can clash
       const interval = dur(hc.interval ?? '5s');

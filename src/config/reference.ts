@@ -115,6 +115,10 @@ export const CONFIG_REFERENCE = {
     default: 1000,
     doc: 'Requests per upstream connection before it is retired.',
   },
+  'upstreams.*.http_version': {
+    default: '1.1',
+    doc: "What http/https listeners speak to the servers: `1.1` (pooled HTTP/1.1 connections), or `2`: HTTP/2, one connection per server carrying every request as a stream (Envoy's HTTP/2 clusters, Caddy `versions 2`/`h2c`, nginx `grpc_pass`), over TLS with ALPN `h2` when `tls` is set and in clear text (h2c, prior knowledge) otherwise. `2` is what gRPC needs: trailers reach HTTP/2 clients (an HTTP/1.1 client gets the body without them). `keepalive.idle_timeout` closes a connection without streams, `keepalive.max_requests` is streams per connection, `max_connections` counts requests in flight. An `http` health check speaks HTTP/1.1, so use `type: tcp` with `2`. tcp listeners pass bytes and ignore it.",
+  },
   'upstreams.*.send_proxy': {
     default: 'off',
     doc: "tcp listeners: begin each connection to a server with a PROXY protocol header (HAProxy `send-proxy` / `send-proxy-v2`, nginx stream `proxy_protocol on`) naming the client and the address it connected to (a `proxy_protocol` listener passes on the addresses its header gave): `v1` (text) or `v2` (binary); `off` sends none. The server must expect it (nginx `listen … proxy_protocol`, HAProxy `accept-proxy`). With `tls` the header precedes the handshake (HAProxy `send-proxy` with `ssl`). An `http` health check sends a v1 `UNKNOWN` / v2 `LOCAL` header first; a `tcp` check sends nothing. Not for upstreams of http/https listeners (their connections are pooled and carry many clients' requests; `X-Forwarded-For` says who the client is).",

@@ -86,6 +86,10 @@ const upstream = z.strictObject({
     .refine((list) => list.some((s) => !s.backup), 'every server is a backup: at least one must not be'),
   health_check: healthCheck.optional(),
   tls: originTls,
+  http_version: z
+    .union([z.literal('1.1'), z.literal('2'), z.literal(1.1), z.literal(2)])
+    .transform((v) => String(v) as '1.1' | '2')
+    .prefault(def('upstreams.*.http_version')),
   send_proxy: z.enum(['off', 'v1', 'v2']).prefault(def('upstreams.*.send_proxy')),
   keepalive: z
     .strictObject({

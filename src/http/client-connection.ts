@@ -25,12 +25,12 @@ import { ClientBody } from './client-body.js';
 import type { ClientReads, ReadTarget } from './client-reads.js';
 import type { Downstream } from './downstream.js';
 import { errorResponse } from './error-response.js';
-import { Exchange } from './exchange.js';
 import { buildClientHead, buildInterimHead, type ClientFraming } from './forward-response.js';
 import type { HttpListener } from './listener.js';
 import type { LocalReply } from './local-reply.js';
 import { isH2Preface, parseRequestHead, type RequestHead, requestHeadEnd } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
+import { createExchange, type ProxyExchange } from './proxy-exchange.js';
 import { ReadAhead } from './read-ahead.js';
 import { UpgradePump } from './upgrade-pump.js';
 import type { UpstreamConnection } from './upstream-connection.js';
@@ -49,7 +49,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   readonly clientHash: number;
   readonly httpVersion = null;
   passesChunked = true;
-  exchange: Exchange | null = null;
+  exchange: ProxyExchange | null = null;
   upgraded: UpgradePump | null = null;
   requests = 0;
   closed = false;
@@ -189,7 +189,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     }
     this.body.limit = match.route.value.maxBody;
     const upstream = this.listener.upstream(match.route.value.upstream) as Upstream;
-    const ex = new Exchange(this.listener, this, head, match, upstream);
+    const ex = createExchange(this.listener, this, head, match, upstream);
     this.exchange = ex;
     this.listener.onExchangeStart();
     // the rest of this read (body bytes, or the next pipelined request) is taken in before the
@@ -309,7 +309,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     if (this.passesChunked && !this.closed) this.send(buildInterimHead(resp));
   }
 
-  sendHead(ex: Exchange, resp: ResponseHead, inline: Buffer | null): void {
+  sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): void {
     if (this.closed) return;
     const framing: ClientFraming =
       resp.body === 'close' || (resp.body === 'chunked' && !this.passesChunked) ? 'close' : 'same';
@@ -336,7 +336,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     return writeText(this.socket, text, this.listener.directWrites);
   }
 
-  finish(ex: Exchange): void {
+  finish(ex: ProxyExchange): void {
     if (this.exchange !== ex) return;
     this.exchange = null;
     if (this.closed) return;
@@ -353,7 +353,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     this.nextWhenTaken();
   }
 
-  fail(ex: Exchange, code: ErrorCode): void {
+  fail(ex: ProxyExchange, code: ErrorCode): void {
     if (this.exchange !== ex) return;
     this.exchange = null;
     if (this.closed) return;
@@ -384,7 +384,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     if (!this.closed && this.upgraded === null && !this.ahead.full) this.socket.resume();
   }
 
-  upgrade(ex: Exchange, upstream: UpstreamConnection, head: string, upstreamRest: Buffer): boolean {
+  upgrade(ex: ProxyExchange, upstream: UpstreamConnection, head: string, upstreamRest: Buffer): boolean {
     if (this.exchange !== ex || this.closed) return false;
     this.exchange = null;
     const pump = new UpgradePump(this.socket, upstream.socket, head, this.ahead.take(), upstreamRest);

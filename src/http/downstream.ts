@@ -3,8 +3,8 @@
  * connection (`ClientConnection`) or an HTTP/2 stream (`H2Downstream`).
  */
 import type { ErrorCode } from '../errors.js';
-import type { Exchange } from './exchange.js';
 import type { ResponseHead } from './parser/response-head.js';
+import type { ProxyExchange } from './proxy-exchange.js';
 import type { UpstreamConnection } from './upstream-connection.js';
 
 export interface Downstream {
@@ -26,19 +26,19 @@ export interface Downstream {
    * one write for both; the exchange completes right after). `inline` views the upstream read
    * buffer: valid during the call only.
    */
-  sendHead(ex: Exchange, resp: ResponseHead, inline: Buffer | null): void;
+  sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): void;
   /**
    * Response body bytes; false when the client is not keeping up (wait for `onClientDrain`).
    * `chunk` may be a view of the upstream read buffer: valid during the call only (copy to keep).
    */
   write(chunk: Buffer): boolean;
   /** The response is complete. */
-  finish(ex: Exchange): void;
+  finish(ex: ProxyExchange): void;
   /**
    * The exchange failed: before the head, an error response with this code; after it, the client
    * connection (or stream) is aborted so a truncated body is never taken for a complete one.
    */
-  fail(ex: Exchange, code: ErrorCode): void;
+  fail(ex: ProxyExchange, code: ErrorCode): void;
   /**
    * The plain TCP socket response bytes may be spliced into natively, once everything written so
    * far has left Node (flushed now); null when not possible (TLS, HTTP/2, bytes still queued).
@@ -51,5 +51,5 @@ export interface Downstream {
    * The upstream connection's reads must then be diverted to the pump. `upstreamRest` is valid
    * during the call only.
    */
-  upgrade(ex: Exchange, upstream: UpstreamConnection, head: string, upstreamRest: Buffer): boolean;
+  upgrade(ex: ProxyExchange, upstream: UpstreamConnection, head: string, upstreamRest: Buffer): boolean;
 }

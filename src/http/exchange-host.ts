@@ -2,7 +2,7 @@
  * What an exchange needs from the listener it runs for (`HttpListener`), as `Downstream` is what
  * it needs from the client side.
  */
-import type { Exchange } from './exchange.js';
+import type { ProxyExchange } from './proxy-exchange.js';
 import type { HttpListenerSettings } from './settings.js';
 
 export interface ExchangeHost {
@@ -14,5 +14,5 @@ export interface ExchangeHost {
   /** Small writes to plain TCP sockets may be sent directly (write-batch.ts). */
   readonly directWrites: boolean;
   /** The exchange is over: metrics and its access-log line. */
-  onExchangeEnd(ex: Exchange): void;
+  onExchangeEnd(ex: ProxyExchange): void;
 }

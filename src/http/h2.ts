@@ -18,7 +18,6 @@ import type {
   OutgoingHttpHeaders,
   ServerHttp2Stream,
 } from 'node:http2';
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
 import { listed } from '../config/address-list.js';
@@ -28,13 +27,14 @@ import { clientAddressOf } from '../proxy-protocol/reader.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { admitRequest } from './admission.js';
 import type { Downstream } from './downstream.js';
-import { Exchange } from './exchange.js';
 import { connectionNamed } from './forward-response.js';
+import { loadHttp2 } from './http2-module.js';
 import type { HttpListener } from './listener.js';
 import { MAX_FIELDS } from './parser/fields.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
 import { latin1, lowerAscii } from './parser/tokens.js';
+import { createExchange, type ProxyExchange } from './proxy-exchange.js';
 import { lastRetryAfter } from './rate-limit.js';
 
 const DROP_REQUEST = new Set([
@@ -68,17 +68,6 @@ const kStreams = Symbol('zipline.h2.streams');
 const noop = (): void => {};
 const kResets = Symbol('zipline.h2.resets');
 type CountedSession = Http2Session & { [kStreams]: number; [kResets]: number };
-
-/**
- * `node:http2` is loaded when the first listener offering `h2` starts, not with this module:
- * it is the heaviest of Node's built-ins (~3 MiB of RSS per process), and plain HTTP listeners,
- * workers without TLS and the tunnel never need it.
- */
-let http2: typeof import('node:http2') | undefined;
-function loadHttp2(): typeof import('node:http2') {
-  http2 ??= createRequire(import.meta.url)('node:http2') as typeof import('node:http2');
-  return http2;
-}
 
 export class H2Front {
   private readonly server: Http2Server;
@@ -193,7 +182,7 @@ export class H2Downstream implements Downstream {
   readonly clientHash: number;
   readonly httpVersion = '2';
   readonly passesChunked = false;
-  exchange: Exchange | null = null;
+  exchange: ProxyExchange | null = null;
   private chunkedBody = false;
   private responded = false;
 
@@ -236,7 +225,7 @@ export class H2Downstream implements Downstream {
     }
     const maxBody = match.route.value.maxBody;
     const upstream = this.listener.upstream(match.route.value.upstream) as Upstream;
-    const ex = new Exchange(this.listener, this, head, match, upstream);
+    const ex = createExchange(this.listener, this, head, match, upstream);
     this.exchange = ex;
     this.front.streams.add(this);
     this.listener.onExchangeStart();
@@ -326,7 +315,7 @@ export class H2Downstream implements Downstream {
       this.stream.additionalHeaders({ ':status': resp.status });
   }
 
-  sendHead(ex: Exchange, resp: ResponseHead, inline: Buffer | null): void {
+  sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): void {
     if (this.stream.destroyed) return;
     const headers: OutgoingHttpHeaders = { ':status': resp.status };
     const rules = ex.route.response;
@@ -347,8 +336,16 @@ export class H2Downstream implements Downstream {
     // §8.6) and nghttp2 clients reset the stream over a non-zero one
     if (resp.body === 'chunked' || resp.status === 204) delete headers['content-length'];
     this.responded = true;
-    this.stream.respond(headers, { endStream: resp.body === 'none' });
+    // an HTTP/2 upstream's trailers (gRPC's status) end the stream once the body has gone
+    const wait = ex.trailersExpected === true && resp.body !== 'none';
+    const ended = resp.body === 'none' || (!wait && resp.body === 'length' && resp.contentLength === 0);
+    this.stream.respond(headers, { endStream: ended, waitForTrailers: wait });
+    if (wait) this.stream.once('wantTrailers', () => this.sendTrailers(ex));
     if (inline !== null) this.stream.write(Buffer.from(inline)); // a copy: it views the upstream read buffer
+  }
+
+  private sendTrailers(ex: ProxyExchange): void {
+    if (!this.stream.destroyed) this.stream.sendTrailers(ex.trailers ?? {});
   }
 
   write(chunk: Buffer): boolean {
@@ -356,14 +353,14 @@ export class H2Downstream implements Downstream {
     return this.stream.write(Buffer.from(chunk)); // a copy: `chunk` views the upstream read buffer
   }
 
-  finish(ex: Exchange): void {
+  finish(ex: ProxyExchange): void {
     if (this.exchange !== ex) return;
     this.exchange = null;
     this.front.streams.delete(this);
     if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
   }
 
-  fail(ex: Exchange, code: ErrorCode): void {
+  fail(ex: ProxyExchange, code: ErrorCode): void {
     if (this.exchange !== ex) return;
     this.exchange = null;
     this.front.streams.delete(this);

@@ -26,10 +26,10 @@ import type { Routed } from './admission.js';
 import { ClientConnection } from './client-connection.js';
 import { type ClientReads, sharedReads } from './client-reads.js';
 import { errorResponse } from './error-response.js';
-import type { Exchange } from './exchange.js';
 import type { ExchangeHost } from './exchange-host.js';
 import { H2Front } from './h2.js';
 import type { RequestHead } from './parser/request-head.js';
+import type { ProxyExchange } from './proxy-exchange.js';
 import { realIpWarning, requestClientIp } from './real-ip.js';
 import { type LocalPeer, RequestLog } from './request-log.js';
 import { compileHttpListener, type HttpListenerSettings } from './settings.js';
@@ -217,7 +217,7 @@ export class HttpListener implements Listener, ExchangeHost {
     this.activeRequests++;
   }
 
-  onExchangeEnd(ex: Exchange): void {
+  onExchangeEnd(ex: ProxyExchange): void {
     this.activeRequests--;
     this.requests.exchange(ex);
   }

@@ -21,6 +21,7 @@ import { type ErrorCode, upstreamConnectCode } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
+import { H2Sessions } from './h2-upstream/sessions.js';
 import { type ConnectionHome, connectUpstream, UpstreamConnection } from './upstream-connection.js';
 
 export type ConnectCallback = (conn: UpstreamConnection | null, code: ErrorCode | null) => void;
@@ -51,6 +52,9 @@ export class HttpPool implements ConnectionHome {
   reusedRequests = 0;
   private readonly newCounter;
   private readonly reusedCounter;
+
+  /** The HTTP/2 sessions of an `http_version: 2` upstream (created on first use). */
+  private h2sessions: H2Sessions | null = null;
 
   constructor(readonly upstream: Upstream) {
     this.newCounter = metrics.upstreamRequests.labels(upstream.name, 'new');
@@ -169,10 +173,12 @@ export class HttpPool implements ConnectionHome {
 
   /** Adds what happened since the last scrape to the counters (no counter call per request). */
   refreshMetrics(): void {
-    this.newCounter.inc(this.opened - this.flushedOpened);
-    this.reusedCounter.inc(this.reusedRequests - this.flushedReused);
-    this.flushedOpened = this.opened;
-    this.flushedReused = this.reusedRequests;
+    const opened = this.opened + (this.h2sessions?.opened ?? 0);
+    const reused = this.reusedRequests + (this.h2sessions?.reusedRequests ?? 0);
+    this.newCounter.inc(opened - this.flushedOpened);
+    this.reusedCounter.inc(reused - this.flushedReused);
+    this.flushedOpened = opened;
+    this.flushedReused = reused;
   }
 
   idleCount(): number {
@@ -183,6 +189,15 @@ export class HttpPool implements ConnectionHome {
 
   /** For `/stats` (`http_pool` of the upstream). */
   stats(): Record<string, number> {
+    const h2 = this.h2sessions;
+    if (h2 !== null) {
+      return {
+        h2_sessions: h2.size,
+        opened: h2.opened,
+        reused_requests: h2.reusedRequests,
+        pending: this.pending,
+      };
+    }
     return {
       idle: this.idleCount(),
       opened: this.opened,
@@ -213,7 +228,13 @@ export class HttpPool implements ConnectionHome {
     return this.waiters.length;
   }
 
+  get h2(): H2Sessions {
+    this.h2sessions ??= new H2Sessions(this.upstream);
+    return this.h2sessions;
+  }
+
   close(): void {
+    this.h2sessions?.close();
     for (const stack of this.idle.values()) for (const c of stack.conns) c.destroy();
     this.idle.clear();
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);

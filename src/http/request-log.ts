@@ -7,10 +7,10 @@ import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
 import { isoNow, jsonNumber, jsonString } from '../log/access-line.js';
 import type { AccessLog } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
-import type { Exchange } from './exchange.js';
 import { F, fieldName } from './parser/names.js';
 import type { RequestHead } from './parser/request-head.js';
 import { latin1 } from './parser/tokens.js';
+import type { ProxyExchange } from './proxy-exchange.js';
 import { pathOf } from './route-table.js';
 import type { CompiledRoute } from './settings.js';
 
@@ -55,7 +55,7 @@ export class RequestLog {
   }
 
   /** A proxied request ended (response complete, failed, or the client gone). */
-  exchange(ex: Exchange): void {
+  exchange(ex: ProxyExchange): void {
     const seconds = (performance.now() - ex.startedAt) / 1000;
     const cls = classOf(ex.status);
     (this.answered[cls] as number)++;

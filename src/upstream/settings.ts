@@ -64,6 +64,8 @@ export interface UpstreamSettings {
   readonly tls: OriginTls | null;
   /** `send_proxy` (tcp listeners): the PROXY header version each connection begins with, 0 none. */
   readonly sendProxy: SendProxy;
+  /** `http_version: 2`: HTTP listeners speak HTTP/2 to the servers (h2-upstream/). */
+  readonly http2: boolean;
   /** The validated config this was compiled from, for reload diffs. */
   readonly source: UpstreamConfig;
 }
@@ -140,6 +142,7 @@ export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSett
     }),
     tls,
     sendProxy: sendProxyVersion(cfg.send_proxy),
+    http2: cfg.http_version === '2',
     source: cfg,
   });
 }

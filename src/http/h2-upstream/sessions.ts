@@ -1,0 +1,217 @@
+/**
+ * HTTP/2 connections to the servers of an upstream with `http_version: 2` (Envoy's HTTP/2
+ * clusters, Caddy `versions 2`): one session per server, shared by every request to it, each
+ * request a stream. h2c with prior knowledge without `tls`; with it, TLS offering ALPN `h2` only
+ * (a server that does not select it fails the connect as `ZL_UPSTREAM_TLS`).
+ *
+ * Requests asking while a server's session is being opened wait for that one connect (bounded by
+ * `timeouts.connect`, the TLS handshake included). A session that received GOAWAY, failed, or has
+ * started `keepalive.max_requests` streams takes no new ones; those in flight finish, and it is
+ * closed once they have. A session without streams for `keepalive.idle_timeout` is closed. More
+ * streams than the server's SETTINGS_MAX_CONCURRENT_STREAMS wait in nghttp2 for a slot.
+ */
+import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
+import { connect as connectTcp, type Socket } from 'node:net';
+import { connect as connectTls, type TLSSocket } from 'node:tls';
+import { nowMs } from '../../core/clock.js';
+import { type ErrorCode, upstreamConnectCode } from '../../errors.js';
+import { metrics } from '../../metrics/catalog.js';
+import type { Endpoint } from '../../upstream/endpoint.js';
+import type { OriginTls } from '../../upstream/origin-tls.js';
+import type { Upstream } from '../../upstream/upstream.js';
+import { loadHttp2 } from '../http2-module.js';
+
+export type SessionCallback = (session: H2Session | null, code: ErrorCode | null) => void;
+
+/** Request fields the server may send per stream (as many as HTTP/1.1 heads may carry, ×2). */
+const MAX_HEADER_PAIRS = 400;
+export class H2Session {
+  /** Streams open on it now, and started over its life. */
+  streams = 0;
+  started = 0;
+  /** Takes no new streams (GOAWAY received, failed, or at `max_requests`). */
+  closing = false;
+  idleSince = nowMs();
+
+  constructor(
+    readonly session: ClientHttp2Session,
+    readonly endpoint: Endpoint,
+    /** The upstream's TLS settings it was opened with (a reload may bring new ones). */
+    readonly tls: OriginTls | null,
+  ) {}
+
+  /** A stream for one request (throws what `ClientHttp2Session.request` throws). */
+  request(headers: OutgoingHttpHeaders, endStream: boolean): ClientHttp2Stream {
+    const stream = this.session.request(headers, { endStream });
+    this.streams++;
+    this.started++;
+    stream.once('close', () => {
+      this.streams--;
+      if (this.streams > 0) return;
+      this.idleSince = nowMs();
+      if (this.closing) this.session.close();
+    });
+    return stream;
+  }
+}
+
+export class H2Sessions {
+  private readonly ready = new Map<Endpoint, H2Session>();
+  private readonly waiting = new Map<Endpoint, SessionCallback[]>();
+  private sweepTimer: NodeJS.Timeout | null = null;
+  /** Sessions opened over the pool's life, and requests that went on one already in use. */
+  opened = 0;
+  reusedRequests = 0;
+
+  constructor(private readonly upstream: Upstream) {}
+
+  /**
+   * A session to `e` able to take a stream, now or once connected; `cb` gets it or the connect's
+   * error code. The returned function withdraws `cb` (the connect goes on for the others).
+   */
+  session(e: Endpoint, cb: SessionCallback): () => void {
+    const current = this.ready.get(e);
+    if (current !== undefined && this.usable(current)) {
+      this.reusedRequests++;
+      cb(current, null);
+      return noop;
+    }
+    let list = this.waiting.get(e);
+    if (list === undefined) {
+      list = [];
+      this.waiting.set(e, list);
+      this.open(e);
+    }
+    list.push(cb);
+    return () => {
+      const i = list.indexOf(cb);
+      if (i >= 0) list.splice(i, 1);
+    };
+  }
+
+  /** Sessions open now (for `/stats`). */
+  get size(): number {
+    return this.ready.size;
+  }
+
+  close(): void {
+    for (const s of this.ready.values()) s.session.destroy();
+    this.ready.clear();
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+  }
+
+  private usable(s: H2Session): boolean {
+    const settings = this.upstream.settings;
+    if (s.closing || s.session.destroyed || s.session.closed || s.tls !== settings.tls) {
+      this.retire(s);
+      return false;
+    }
+    if (s.started >= settings.keepaliveMaxRequests) {
+      this.retire(s);
+      return false;
+    }
+    return true;
+  }
+
+  /** No new streams on `s`; it closes once those in flight ended. */
+  private retire(s: H2Session): void {
+    s.closing = true;
+    if (this.ready.get(s.endpoint) === s) this.ready.delete(s.endpoint);
+    if (s.streams === 0 && !s.session.destroyed) s.session.close();
+  }
+
+  private open(e: Endpoint): void {
+    const settings = this.upstream.settings;
+    const tls = settings.tls;
+    const started = performance.now();
+    const socket: Socket =
+      tls === null
+        ? connectTcp({ host: e.ip, port: e.port, noDelay: true })
+        : connectTls({ ...tls.connectOptions(e), ALPNProtocols: ['h2'] });
+    if (tls !== null) socket.on('session', (ticket: Buffer) => tls.remember(e, ticket));
+    let done = false;
+    const finish = (session: H2Session | null, code: ErrorCode | null): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      const list = this.waiting.get(e) ?? [];
+      this.waiting.delete(e);
+      list.forEach((cb, i) => {
+        if (session !== null && !this.usable(session)) cb(null, 'ZL_UPSTREAM_RESET');
+        else {
+          if (session !== null && i > 0) this.reusedRequests++; // the first opened it
+          cb(session, code);
+        }
+      });
+    };
+    const fail = (code: ErrorCode): void => {
+      socket.on('error', noop);
+      socket.destroy();
+      finish(null, code);
+    };
+    const timer = setTimeout(fail, settings.connectTimeoutMs, 'ZL_UPSTREAM_CONNECT_TIMEOUT');
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      const code = upstreamConnectCode(err, tls !== null);
+      if (code === 'ZL_UPSTREAM_TLS') this.upstream.tlsFailed(e, err);
+      fail(code);
+    });
+    socket.once(tls === null ? 'connect' : 'secureConnect', () => {
+      if (tls !== null && (socket as TLSSocket).alpnProtocol !== 'h2') {
+        this.upstream.tlsFailed(e, new Error('the server did not select ALPN h2 (http_version: 2)'));
+        fail('ZL_UPSTREAM_TLS');
+        return;
+      }
+      socket.removeAllListeners('error');
+      metrics.upstreamConnectDuration
+        .labels(this.upstream.name)
+        .observe((performance.now() - started) / 1000);
+      this.opened++;
+      finish(this.adopt(e, socket, tls), null);
+    });
+  }
+
+  /** The HTTP/2 session over a connected socket, pooled for `e`. */
+  private adopt(e: Endpoint, socket: Socket, tls: OriginTls | null): H2Session {
+    const session = loadHttp2().connect(`${tls === null ? 'http' : 'https'}://${e.address}`, {
+      createConnection: () => socket,
+      settings: { enablePush: false },
+      maxHeaderListPairs: MAX_HEADER_PAIRS,
+      maxSessionMemory: 16,
+    });
+    const s = new H2Session(session, e, tls);
+    // its streams hear about a failure (each ends with its code); the session only leaves the pool
+    session.on('error', noop);
+    session.on('goaway', () => this.retire(s));
+    session.once('close', () => {
+      s.closing = true;
+      if (this.ready.get(e) === s) this.ready.delete(e);
+    });
+    const previous = this.ready.get(e);
+    if (previous !== undefined) this.retire(previous);
+    this.ready.set(e, s);
+    this.scheduleSweep();
+    return s;
+  }
+
+  private scheduleSweep(): void {
+    if (this.sweepTimer !== null) return;
+    const every = Math.max(10, Math.min(1000, Math.floor(this.upstream.settings.keepaliveIdleTimeoutMs / 4)));
+    this.sweepTimer = setInterval(() => this.sweep(), every);
+    this.sweepTimer.unref();
+  }
+
+  private sweep(): void {
+    const now = nowMs();
+    const limit = this.upstream.settings.keepaliveIdleTimeoutMs;
+    for (const s of [...this.ready.values()]) {
+      if (s.streams === 0 && now - s.idleSince >= limit) this.retire(s);
+    }
+    if (this.ready.size === 0 && this.sweepTimer !== null) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = null;
+    }
+  }
+}
+
+function noop(): void {}
