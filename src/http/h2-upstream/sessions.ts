@@ -5,10 +5,11 @@
  * (a server that does not select it fails the connect as `ZL_UPSTREAM_TLS`).
  *
  * Requests asking while a server's session is being opened wait for that one connect (bounded by
- * `timeouts.connect`, the TLS handshake included). A session that received GOAWAY, failed, or has
- * started `keepalive.max_requests` streams takes no new ones; those in flight finish, and it is
- * closed once they have. A session without streams for `keepalive.idle_timeout` is closed. More
- * streams than the server's SETTINGS_MAX_CONCURRENT_STREAMS wait in nghttp2 for a slot.
+ * `timeouts.connect`, the TLS handshake included), and all go on it. A session that received
+ * GOAWAY, failed, or has started `keepalive.max_requests` streams takes no new ones; those in
+ * flight finish, and it is closed once they have. A session without streams for
+ * `keepalive.idle_timeout` is closed. More streams than the server's
+ * SETTINGS_MAX_CONCURRENT_STREAMS wait in nghttp2 for a slot.
  */
 import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import { connect as connectTcp, type Socket } from 'node:net';
@@ -137,8 +138,10 @@ export class H2Sessions {
       clearTimeout(timer);
       const list = this.waiting.get(e) ?? [];
       this.waiting.delete(e);
+      // every request that waited goes on it, `max_requests` or not (the next one asking opens
+      // another); only a session that died already (a GOAWAY at once) fails them, as a reset
       list.forEach((cb, i) => {
-        if (session !== null && !this.usable(session)) cb(null, 'ZL_UPSTREAM_RESET');
+        if (session !== null && (session.closing || session.session.destroyed)) cb(null, 'ZL_UPSTREAM_RESET');
         else {
           if (session !== null && i > 0) this.reusedRequests++; // the first opened it
           cb(session, code);
