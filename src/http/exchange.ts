@@ -14,75 +14,31 @@
  * once the head was sent), `clientGone()` (499). Each gives back the connection (to the pool only
  * when it is clean) and what it holds on the upstream (`UpstreamAccount`), once.
  */
-import { hash32 } from '../balancer/hash-fn.js';
 import { nowMs } from '../core/clock.js';
-import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
-import type { Upstream } from '../upstream/upstream.js';
-import type { Downstream } from './downstream.js';
-import type { ExchangeHost } from './exchange-host.js';
-import { buildForwardHead, type ForwardedHead, headFor } from './forward-head.js';
+import { ExchangeBase } from './exchange-base.js';
+import { headFor } from './forward-head.js';
 import { buildSwitchingHead } from './forward-response.js';
-import type { RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
-import { type HttpPool, poolOf } from './pool.js';
-import { requestClientIp } from './real-ip.js';
 import { RequestBody } from './request-body.js';
 import { type ResponseEvents, ResponseReader } from './response-reader.js';
-import {
-  codeForStatus,
-  type FailureKind,
-  honourRetryAfter,
-  mayRetry,
-  requestHash,
-  safeToRepeat,
-} from './retry-policy.js';
-import type { RouteMatch } from './route-table.js';
-import { type PickOwner, ServerPicker } from './server-picker.js';
-import type { CompiledRoute } from './settings.js';
+import type { FailureKind } from './retry-policy.js';
 import { SplicedBody, type SpliceOwner } from './spliced-body.js';
-import { StallClock } from './stall-clock.js';
-import { UpstreamAccount } from './upstream-account.js';
 import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.js';
 import { writeText } from './write-batch.js';
 
 /** Response bodies up to this size that arrived with their head go out in the head's write. */
 const INLINE_BODY_MAX = 8 * 1024;
 
-export type ExchangeState =
-  | 'picking'
-  | 'queued'
-  | 'backoff'
-  | 'connecting'
-  | 'waiting'
-  | 'streaming'
-  | 'done';
-
-export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, PickOwner {
-  state: ExchangeState = 'picking';
-  readonly startedAt = performance.now();
-  readonly requestId: string;
-  /** The error that ended it, if any. */
-  code: ErrorCode | null = null;
-  /** Status sent (or to be sent) to the client; 0 until known. */
-  status = 0;
-  /** The request's client: the connection's, or the one `real_ip_header` names (real-ip.ts). */
-  readonly clientIp: string;
-  /** Response body bytes sent to the client. */
-  bytesOut = 0;
-  /** The client has the response head: no retry, and failures abort the client. */
-  headSent = false;
-  private readonly forward: ForwardedHead;
-  private readonly pool: HttpPool;
+export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEvents, SpliceOwner {
   private conn: UpstreamConnection | null = null;
-  private cancelConnect: (() => void) | null = null;
-  private readonly picker: ServerPicker;
-  /** Counters, server and breaker admission held on the upstream; given back once. */
-  private readonly account: UpstreamAccount;
   private staleRetried = false;
-  private lastCode: ErrorCode = 'ZL_UPSTREAM_UNAVAILABLE';
-  private readonly body: RequestBody;
+  private readonly body = new RequestBody(
+    this.host.maxBodyReplay,
+    this.head.contentLength <= 0 && !this.head.chunked,
+  );
   private sentContinue = false;
   private reader: ResponseReader | null = null;
   private dirty = false;
@@ -92,37 +48,6 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
   private awaitingSplice = false;
   /** Response body bytes that went through the native splice pump. */
   splicedBytes = 0;
-  private readonly clock = new StallClock();
-
-  constructor(
-    private readonly host: ExchangeHost,
-    readonly down: Downstream,
-    readonly head: RequestHead,
-    readonly match: RouteMatch<CompiledRoute>,
-    readonly upstream: Upstream,
-  ) {
-    const s = host.settings;
-    this.clientIp = requestClientIp(s.realIpHeader, s.trusted, head, down);
-    this.forward = buildForwardHead(head, {
-      clientIp: down.clientIp,
-      realIp: this.clientIp,
-      proto: s.proto,
-      trusted: down.trusted,
-      path: match.path,
-      rules: match.route.value.request,
-    });
-    this.requestId = this.forward.requestId;
-    this.pool = poolOf(upstream);
-    this.account = new UpstreamAccount(upstream, this.pool, this.startedAt);
-    const client = this.clientIp === down.clientIp ? down.clientHash : hash32(this.clientIp);
-    this.picker = new ServerPicker(
-      upstream,
-      this.pool,
-      requestHash(upstream, client, head, match.path),
-      this,
-    );
-    this.body = new RequestBody(host.maxBodyReplay, head.contentLength <= 0 && !head.chunked);
-  }
 
   /** Request body bytes received from the client. */
   get bodyBytes(): number {
@@ -134,44 +59,8 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     return this.body.done;
   }
 
-  get route(): CompiledRoute {
-    return this.match.route.value;
-  }
-
-  /** Tries on a server (connects included), and the server of the current (or the last) one. */
-  get attempts(): number {
-    return this.account.attempts;
-  }
-
-  get endpoint(): Endpoint | null {
-    return this.account.endpoint;
-  }
-
-  start(): void {
-    if (!this.account.admit(nowMs())) {
-      this.fail('ZL_CIRCUIT_OPEN');
-      return;
-    }
-    this.attempt();
-  }
-
-  private attempt(): void {
-    if (this.state === 'done') return;
-    this.state = 'picking';
-    this.picker.next(this.account.attempts === 0);
-  }
-
-  // PickOwner (server-picker.ts): a server was picked, or none yet, or none at all
   onPicked(e: Endpoint): void {
     this.connectTo(e, false);
-  }
-
-  onWaiting(state: 'backoff' | 'queued'): void {
-    this.state = state;
-  }
-
-  onNoServer(code: ErrorCode): void {
-    this.fail(this.account.attempts === 0 ? code : this.lastCode);
   }
 
   /** `fresh`: the keep-alive race's replay, on a new connection (not an attempt, not a retry). */
@@ -192,7 +81,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
       const c = code ?? 'ZL_UPSTREAM_CONNECT_FAILED';
       const e = this.endpoint;
       if (e !== null) metrics.upstreamConnectFailures.labels(this.upstream.name, e.address, c).inc();
-      this.attemptFailed(c, 'connect', false);
+      this.attemptFailed(c, 'connect');
       return;
     }
     this.conn = conn;
@@ -217,44 +106,21 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
    * An attempt failed before the client got anything. `stale`: it ran on a reused connection
    * that died before any response byte (the keep-alive race), which is not the server's fault.
    */
-  private attemptFailed(code: ErrorCode, kind: FailureKind, stale: boolean): void {
+  protected attemptFailed(code: ErrorCode, kind: FailureKind, stale = false): void {
     const e = this.endpoint;
-    const now = nowMs();
     this.dropConnection();
-    this.lastCode = code;
-    if (stale && !this.staleRetried && this.replayableRequest() && e !== null) {
+    if (stale && !this.staleRetried && this.replayable() && e !== null) {
+      this.lastCode = code;
       this.staleRetried = true;
       this.account.release();
       this.connectTo(e, true); // not an attempt of the retry policy, nor a retry
       return;
     }
-    // zipline's own descriptors or ports ran out: no verdict on the server, no retry into that wall
-    const local = code === 'ZL_LOCAL_EXHAUSTED';
-    if (local) this.account.abandon();
-    else if (kind !== 'status') this.account.judge(false, now);
-    this.account.release();
-    if (!local && this.mayRetry(kind)) {
-      this.account.enterRetry();
-      this.attempt();
-      return;
-    }
-    this.fail(code);
+    this.retryOrFail(code, kind);
   }
 
-  /** The retry policy (retry-policy.ts) on this exchange. */
-  private mayRetry(kind: FailureKind): boolean {
-    return mayRetry(this.upstream, kind, {
-      headSent: this.headSent,
-      attempts: this.account.attempts,
-      retrying: this.account.retrying,
-      replayable: this.replayableRequest(),
-      bodyLost: this.body.lost,
-    });
-  }
-
-  /** Safe to repeat (see retry-policy.ts) and its body still at hand. */
-  private replayableRequest(): boolean {
-    return !this.body.lost && safeToRepeat(this.head);
+  protected bodyIsLost(): boolean {
+    return this.body.lost;
   }
 
   /** Request body bytes as framed for the upstream (Content-Length bytes, or chunked coding). */
@@ -350,22 +216,11 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
 
   onFinalHead(resp: ResponseHead, buf: Buffer, end: number): void {
     // a 408 on a reused connection is the keep-alive race too (RFC 9110 §15.5.9)
-    if (resp.status === 408 && this.conn?.reused === true && !this.staleRetried && this.replayableRequest()) {
+    if (resp.status === 408 && this.conn?.reused === true && !this.staleRetried && this.replayable()) {
       this.attemptFailed('ZL_UPSTREAM_RESET', 'reset', true);
       return;
     }
-    const s = this.upstream.settings;
-    const e = this.endpoint as Endpoint;
-    const now = nowMs();
-    const retryable = s.retryStatuses.has(resp.status);
-    this.account.judge(!retryable, now);
-    if (retryable) {
-      if (resp.status === 503) honourRetryAfter(e, resp, now);
-      if (this.mayRetry('status')) {
-        this.attemptFailed(codeForStatus(resp.status), 'status', false);
-        return;
-      }
-    }
+    if (this.retriedStatus(resp)) return;
     this.status = resp.status;
     this.state = 'streaming';
     const len = resp.contentLength;
@@ -429,51 +284,18 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     this.down.finish(this);
   }
 
-  /** Ends the exchange with an error: an error response, or an abort once the head was sent. */
-  fail(code: ErrorCode): void {
-    if (this.state === 'done') return;
-    this.state = 'done';
-    this.code = code;
-    if (!this.headSent) this.status = ERROR_CATALOG[code].status;
-    this.cleanup();
-    this.finished();
-    this.down.fail(this, code);
-  }
-
-  /** The client went away (499). */
-  clientGone(): void {
-    if (this.state === 'done') return;
-    this.state = 'done';
-    this.code = 'ZL_CLIENT_ABORTED';
-    if (!this.headSent) this.status = 499;
-    this.account.abandon();
-    this.cleanup();
-    this.finished();
-  }
-
   /** Timeouts, called by the listener's sweep with the current time. */
   tick(now: number, clientIdleMs: number): void {
     // a spliced body is timed by the native thread
     if (this.state !== 'waiting' && (this.state !== 'streaming' || this.spliced !== null)) return;
-    const up = this.upstream.settings;
-    const header = this.route.responseHeaderTimeoutMs ?? up.responseHeaderTimeoutMs;
-    const idle = this.route.idleTimeoutMs ?? up.idleTimeoutMs;
     const mark = (this.reader?.bytes ?? 0) + this.body.bytes + this.bytesOut;
-    const code = this.clock.due(this.state, mark, now, clientIdleMs, header, idle);
-    if (code === 'ZL_UPSTREAM_RESPONSE_TIMEOUT') this.attemptFailed(code, 'timeout', false);
-    else if (code !== null) this.fail(code);
+    this.checkDeadlines(this.state, mark, now, clientIdleMs);
   }
 
-  private cleanup(): void {
-    this.picker.cancel();
+  protected dropAttempt(): void {
     this.awaitingSplice = this.spliced?.cancel((bytes) => this.splicedUntil(bytes)) === true;
     this.spliced = null;
-    if (this.cancelConnect !== null) {
-      this.cancelConnect();
-      this.cancelConnect = null;
-    }
     this.dropConnection();
-    this.account.release();
   }
 
   private dropConnection(): void {
@@ -482,7 +304,7 @@ export class Exchange implements UpstreamOwner, ResponseEvents, SpliceOwner, Pic
     if (conn !== null) conn.destroy();
   }
 
-  private finished(): void {
+  protected finished(): void {
     // it can end before it started (a malformed body read with its head): close() gives back what was taken
     this.account.close();
     this.body.release();

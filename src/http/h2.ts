@@ -28,7 +28,7 @@ import type { Upstream } from '../upstream/upstream.js';
 import { admitRequest } from './admission.js';
 import type { Downstream } from './downstream.js';
 import { connectionNamed } from './forward-response.js';
-import { loadHttp2 } from './http2-module.js';
+import { CONNECTION_SPECIFIC, loadHttp2 } from './http2-module.js';
 import type { HttpListener } from './listener.js';
 import { MAX_FIELDS } from './parser/fields.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
@@ -37,25 +37,8 @@ import { latin1, lowerAscii } from './parser/tokens.js';
 import { createExchange, type ProxyExchange } from './proxy-exchange.js';
 import { lastRetryAfter } from './rate-limit.js';
 
-const DROP_REQUEST = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'host',
-  'te',
-  'http2-settings',
-]);
-const DROP_RESPONSE = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-  'trailer',
-]);
+const DROP_REQUEST = new Set([...CONNECTION_SPECIFIC, 'host', 'http2-settings']);
+const DROP_RESPONSE = new Set([...CONNECTION_SPECIFIC, 'trailer']);
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
 /**

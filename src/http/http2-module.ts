@@ -11,3 +11,16 @@ export function loadHttp2(): typeof import('node:http2') {
   http2 ??= createRequire(import.meta.url)('node:http2') as typeof import('node:http2');
   return http2;
 }
+
+/**
+ * HTTP/1.1 fields that are connection-specific (RFC 9113 §8.2.2): never sent in an HTTP/2 header
+ * list, nor passed on from one (`te` is, as `te: trailers` only, where a request needs it).
+ */
+export const CONNECTION_SPECIFIC: readonly string[] = [
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+];

@@ -22,6 +22,7 @@ import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { H2Sessions } from './h2-upstream/sessions.js';
+import { idleSweepTimer } from './idle-sweep.js';
 import { type ConnectionHome, connectUpstream, UpstreamConnection } from './upstream-connection.js';
 
 export type ConnectCallback = (conn: UpstreamConnection | null, code: ErrorCode | null) => void;
@@ -243,9 +244,7 @@ export class HttpPool implements ConnectionHome {
 
   private scheduleSweep(): void {
     if (this.sweepTimer !== null) return;
-    const every = Math.max(10, Math.min(1000, Math.floor(this.upstream.settings.keepaliveIdleTimeoutMs / 4)));
-    this.sweepTimer = setInterval(() => this.sweep(), every);
-    this.sweepTimer.unref();
+    this.sweepTimer = idleSweepTimer(this.upstream.settings.keepaliveIdleTimeoutMs, () => this.sweep());
   }
 
   private sweep(): void {

@@ -15,35 +15,16 @@
  * HTTP/2 client (gRPC's status) and are dropped for an HTTP/1.1 one.
  */
 import type { ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
-import { hash32 } from '../../balancer/hash-fn.js';
 import { nowMs } from '../../core/clock.js';
-import { ERROR_CATALOG, type ErrorCode } from '../../errors.js';
+import type { ErrorCode } from '../../errors.js';
 import { metrics } from '../../metrics/catalog.js';
 import type { Endpoint } from '../../upstream/endpoint.js';
-import type { Upstream } from '../../upstream/upstream.js';
-import type { Downstream } from '../downstream.js';
-import type { ExchangeHost } from '../exchange-host.js';
-import { buildForwardHead, type ForwardedHead, headFor } from '../forward-head.js';
+import { ExchangeBase } from '../exchange-base.js';
+import { headFor } from '../forward-head.js';
 import { loadHttp2 } from '../http2-module.js';
 import { ChunkedDecoder } from '../parser/chunked.js';
-import type { RequestHead } from '../parser/request-head.js';
 import type { ResponseHead } from '../parser/response-head.js';
-import { type HttpPool, poolOf } from '../pool.js';
-import type { ProxyExchange } from '../proxy-exchange.js';
-import { requestClientIp } from '../real-ip.js';
-import {
-  codeForStatus,
-  type FailureKind,
-  honourRetryAfter,
-  mayRetry,
-  requestHash,
-  safeToRepeat,
-} from '../retry-policy.js';
-import type { RouteMatch } from '../route-table.js';
-import { type PickOwner, ServerPicker } from '../server-picker.js';
-import type { CompiledRoute } from '../settings.js';
-import { StallClock } from '../stall-clock.js';
-import { UpstreamAccount } from '../upstream-account.js';
+import type { FailureKind } from '../retry-policy.js';
 import { requestHeaders, responseHead, trailerFields } from './messages.js';
 import type { H2Session } from './sessions.js';
 
@@ -57,119 +38,36 @@ const PROTOCOL_ERRORS = new Set([
   'ERR_HTTP2_TOO_MANY_INVALID_FRAMES',
 ]);
 
-type State = 'picking' | 'queued' | 'backoff' | 'connecting' | 'waiting' | 'streaming' | 'done';
-
-export class H2Exchange implements ProxyExchange, PickOwner {
-  state: State = 'picking';
-  readonly startedAt = performance.now();
-  readonly requestId: string;
-  code: ErrorCode | null = null;
-  status = 0;
-  readonly clientIp: string;
-  bytesOut = 0;
+export class H2Exchange extends ExchangeBase {
   readonly splicedBytes = 0;
-  headSent = false;
   bodyBytes = 0;
-  bodyDone: boolean;
-  trailersExpected: boolean;
+  bodyDone = this.head.contentLength <= 0 && !this.head.chunked;
+  trailersExpected = this.down.httpVersion === '2';
   trailers: OutgoingHttpHeaders | null = null;
-  private readonly forward: ForwardedHead;
-  private readonly pool: HttpPool;
-  private readonly picker: ServerPicker;
-  private readonly account: UpstreamAccount;
-  private readonly clock = new StallClock();
   private stream: ClientHttp2Stream | null = null;
   /** The error the current stream ended with (Node's code), if any. */
   private streamError = '';
   /** The current stream's response ended (END_STREAM, or its session's end). */
   private ended = false;
-  private cancelSession: (() => void) | null = null;
-  private lastCode: ErrorCode = 'ZL_UPSTREAM_UNAVAILABLE';
   /** The request body (decoded) kept for a retry, while it fits `max_body_replay`. */
   private kept: Buffer[] = [];
   private keptBytes = 0;
   /** Part of the body went upstream and was not kept: no retry. */
   private bodyLost = false;
-  private readonly decoder: ChunkedDecoder | null;
+  private readonly decoder = this.head.chunked ? new ChunkedDecoder() : null;
   /** The response goes to an HTTP/1.1 client in chunked coding. */
   private chunkedOut = false;
   private sentContinue = false;
-
-  constructor(
-    private readonly host: ExchangeHost,
-    readonly down: Downstream,
-    readonly head: RequestHead,
-    readonly match: RouteMatch<CompiledRoute>,
-    readonly upstream: Upstream,
-  ) {
-    const s = host.settings;
-    this.clientIp = requestClientIp(s.realIpHeader, s.trusted, head, down);
-    this.forward = buildForwardHead(head, {
-      clientIp: down.clientIp,
-      realIp: this.clientIp,
-      proto: s.proto,
-      trusted: down.trusted,
-      path: match.path,
-      rules: match.route.value.request,
-    });
-    this.requestId = this.forward.requestId;
-    this.pool = poolOf(upstream);
-    this.account = new UpstreamAccount(upstream, this.pool, this.startedAt);
-    const client = this.clientIp === down.clientIp ? down.clientHash : hash32(this.clientIp);
-    this.picker = new ServerPicker(
-      upstream,
-      this.pool,
-      requestHash(upstream, client, head, match.path),
-      this,
-    );
-    this.bodyDone = head.contentLength <= 0 && !head.chunked;
-    this.decoder = head.chunked ? new ChunkedDecoder() : null;
-    this.trailersExpected = down.httpVersion === '2';
-  }
-
-  get route(): CompiledRoute {
-    return this.match.route.value;
-  }
-
-  get attempts(): number {
-    return this.account.attempts;
-  }
-
-  get endpoint(): Endpoint | null {
-    return this.account.endpoint;
-  }
-
-  start(): void {
-    if (!this.account.admit(nowMs())) {
-      this.fail('ZL_CIRCUIT_OPEN');
-      return;
-    }
-    this.attempt();
-  }
-
-  private attempt(): void {
-    if (this.state === 'done') return;
-    this.state = 'picking';
-    this.picker.next(this.account.attempts === 0);
-  }
 
   onPicked(e: Endpoint): void {
     this.account.acquire(e);
     this.state = 'connecting';
     const cancel = this.pool.h2.session(e, (s, code) => this.onSession(s, code));
-    if (this.state === 'connecting') this.cancelSession = cancel;
-  }
-
-  onWaiting(state: 'backoff' | 'queued'): void {
-    this.state = state;
-  }
-
-  onNoServer(code: ErrorCode): void {
-    this.fail(this.account.attempts === 0 ? code : this.lastCode);
+    if (this.state === 'connecting') this.cancelConnect = cancel;
   }
 
   private onSession(s: H2Session | null, code: ErrorCode | null): void {
-    this.cancelSession = null;
+    this.cancelConnect = null;
     if (this.state !== 'connecting') return;
     if (s === null) {
       const c = code ?? 'ZL_UPSTREAM_CONNECT_FAILED';
@@ -279,28 +177,17 @@ export class H2Exchange implements ProxyExchange, PickOwner {
 
   private onResponse(stream: ClientHttp2Stream, h: IncomingHttpHeaders, flags: number): void {
     if (stream !== this.stream || this.state !== 'waiting') return;
-    const status = Number(h[':status']);
-    const e = this.endpoint as Endpoint;
-    const now = nowMs();
     let resp: ResponseHead;
     try {
       resp = responseHead(h, this.head.method, (flags & END_STREAM) !== 0);
     } catch {
-      this.account.judge(false, now);
-      this.dropStream();
+      this.account.judge(false, nowMs());
+      this.dropAttempt();
       this.fail('ZL_UPSTREAM_BAD_RESPONSE');
       return;
     }
-    const retryable = this.upstream.settings.retryStatuses.has(status);
-    this.account.judge(!retryable, now);
-    if (retryable) {
-      if (status === 503) honourRetryAfter(e, resp, now);
-      if (this.mayRetry('status')) {
-        this.attemptFailed(codeForStatus(status), 'status');
-        return;
-      }
-    }
-    this.status = status;
+    if (this.retriedStatus(resp)) return;
+    this.status = resp.status;
     this.state = 'streaming';
     this.headSent = true;
     // a response that ended with its head has no trailers (gRPC's "trailers-only" answer)
@@ -342,29 +229,13 @@ export class H2Exchange implements ProxyExchange, PickOwner {
   }
 
   /** An attempt failed before the client got anything. */
-  private attemptFailed(code: ErrorCode, kind: FailureKind): void {
-    this.dropStream();
-    this.lastCode = code;
-    const local = code === 'ZL_LOCAL_EXHAUSTED';
-    if (local) this.account.abandon();
-    else if (kind !== 'status') this.account.judge(false, nowMs());
-    this.account.release();
-    if (!local && this.mayRetry(kind)) {
-      this.account.enterRetry();
-      this.attempt();
-      return;
-    }
-    this.fail(code);
+  protected attemptFailed(code: ErrorCode, kind: FailureKind): void {
+    this.dropAttempt();
+    this.retryOrFail(code, kind);
   }
 
-  private mayRetry(kind: FailureKind): boolean {
-    return mayRetry(this.upstream, kind, {
-      headSent: this.headSent,
-      attempts: this.account.attempts,
-      retrying: this.account.retrying,
-      replayable: !this.bodyLost && safeToRepeat(this.head),
-      bodyLost: this.bodyLost,
-    });
+  protected bodyIsLost(): boolean {
+    return this.bodyLost;
   }
 
   private complete(): void {
@@ -380,54 +251,19 @@ export class H2Exchange implements ProxyExchange, PickOwner {
     this.down.finish(this);
   }
 
-  fail(code: ErrorCode): void {
-    if (this.state === 'done') return;
-    this.state = 'done';
-    this.code = code;
-    if (!this.headSent) this.status = ERROR_CATALOG[code].status;
-    this.cleanup();
-    this.finished();
-    this.down.fail(this, code);
-  }
-
-  clientGone(): void {
-    if (this.state === 'done') return;
-    this.state = 'done';
-    this.code = 'ZL_CLIENT_ABORTED';
-    if (!this.headSent) this.status = 499;
-    this.account.abandon();
-    this.cleanup();
-    this.finished();
-  }
-
   /** Timeouts, called by the listener's sweep with the current time. */
   tick(now: number, clientIdleMs: number): void {
     if (this.state !== 'waiting' && this.state !== 'streaming') return;
-    const up = this.upstream.settings;
-    const header = this.route.responseHeaderTimeoutMs ?? up.responseHeaderTimeoutMs;
-    const idle = this.route.idleTimeoutMs ?? up.idleTimeoutMs;
-    const code = this.clock.due(this.state, this.bodyBytes + this.bytesOut, now, clientIdleMs, header, idle);
-    if (code === 'ZL_UPSTREAM_RESPONSE_TIMEOUT') this.attemptFailed(code, 'timeout');
-    else if (code !== null) this.fail(code);
+    this.checkDeadlines(this.state, this.bodyBytes + this.bytesOut, now, clientIdleMs);
   }
 
-  private cleanup(): void {
-    this.picker.cancel();
-    if (this.cancelSession !== null) {
-      this.cancelSession();
-      this.cancelSession = null;
-    }
-    this.dropStream();
-    this.account.release();
-  }
-
-  private dropStream(): void {
+  protected dropAttempt(): void {
     const stream = this.stream;
     this.stream = null;
     if (stream !== null && !stream.closed) stream.close(loadHttp2().constants.NGHTTP2_CANCEL);
   }
 
-  private finished(): void {
+  protected finished(): void {
     this.account.close();
     this.kept = [];
     this.host.onExchangeEnd(this);

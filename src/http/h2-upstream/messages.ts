@@ -9,20 +9,11 @@
 import { STATUS_CODES } from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
 import { ZiplineError } from '../../errors.js';
+import { CONNECTION_SPECIFIC } from '../http2-module.js';
 import { parseResponseHead, type ResponseHead } from '../parser/response-head.js';
 
-/** Connection-specific fields (RFC 9113 §8.2.2) and framing HTTP/2 does itself. */
-const DROP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-  'trailer',
-  'http2-settings',
-  'host',
-]);
+/** Connection-specific fields and framing HTTP/2 does itself; `Host` becomes `:authority`. */
+const DROP = new Set([...CONNECTION_SPECIFIC, 'trailer', 'http2-settings', 'host']);
 /** Fields a trailer section must not carry (RFC 9110 §6.5.1): framing, routing, and the like. */
 const NOT_TRAILERS = new Set([...DROP, 'content-length', 'content-type', 'content-encoding', 'set-cookie']);
 const NAME_RE = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;

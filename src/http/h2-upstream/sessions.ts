@@ -21,6 +21,7 @@ import type { Endpoint } from '../../upstream/endpoint.js';
 import type { OriginTls } from '../../upstream/origin-tls.js';
 import type { Upstream } from '../../upstream/upstream.js';
 import { loadHttp2 } from '../http2-module.js';
+import { idleSweepTimer } from '../idle-sweep.js';
 
 export type SessionCallback = (session: H2Session | null, code: ErrorCode | null) => void;
 
@@ -199,9 +200,7 @@ export class H2Sessions {
 
   private scheduleSweep(): void {
     if (this.sweepTimer !== null) return;
-    const every = Math.max(10, Math.min(1000, Math.floor(this.upstream.settings.keepaliveIdleTimeoutMs / 4)));
-    this.sweepTimer = setInterval(() => this.sweep(), every);
-    this.sweepTimer.unref();
+    this.sweepTimer = idleSweepTimer(this.upstream.settings.keepaliveIdleTimeoutMs, () => this.sweep());
   }
 
   private sweep(): void {
