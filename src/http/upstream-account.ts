@@ -2,7 +2,9 @@
  * What one exchange holds on its upstream, each taken and given back exactly once:
  * - its place in the upstream's `activeRequests` (from `admit` to `close`);
  * - the circuit breaker's admission, and the verdict it owes it (`judge`, or `abandon` when the
- *   client leaves first);
+ *   client leaves first, or when it ends with no attempt judged: no server could be picked, the
+ *   request body failed; a half-open probe left without either would keep the breaker refusing
+ *   every request for good);
  * - the server of the current attempt (`acquire` … `release`, which also wakes the pool's queue);
  * - the attempt count, and its place in the retry budget's `activeRetries` once it retries.
  */
@@ -22,6 +24,8 @@ export class UpstreamAccount {
   private acquired = false;
   private admission: Admission = 'normal';
   private admitted = false;
+  /** The breaker heard about this exchange (an attempt judged, or its admission given back). */
+  private heard = false;
 
   constructor(
     private readonly upstream: Upstream,
@@ -67,11 +71,14 @@ export class UpstreamAccount {
     if (e === null) return;
     if (ok) e.recordSuccess(performance.now() - this.startedAt);
     else e.recordFailure(now);
+    this.heard = true;
     this.upstream.breaker.record(this.admission, ok, now);
   }
 
-  /** The client left before a verdict: the breaker's admission is given back without one. */
+  /** No verdict (the client left, or the exchange ended before any): the admission is given back. */
   abandon(): void {
+    if (this.heard) return;
+    this.heard = true;
     this.upstream.breaker.abandon(this.admission);
   }
 
@@ -87,6 +94,7 @@ export class UpstreamAccount {
     if (this.admitted) {
       this.admitted = false;
       this.upstream.activeRequests--;
+      this.abandon();
     }
     if (this.retrying) {
       this.retrying = false;

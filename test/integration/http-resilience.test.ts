@@ -330,6 +330,38 @@ describe('circuit breaker', () => {
       await z.stop();
     }
   });
+
+  test('a half-open probe that finds no server up frees the probe: the next request is another probe, not refused for good', async () => {
+    const [a, b] = [await refusedPort(), await refusedPort()];
+    const z = await startRuntime(
+      config(
+        [`127.0.0.1:${a}`, `127.0.0.1:${b}`],
+        '    retry: { attempts: 1, backoff: { base: 1ms, max: 2ms } }\n    circuit_breaker: { failure_ratio: 0.5, min_requests: 1, window: 10s, open_for: 100ms }',
+      ),
+    );
+    try {
+      // both servers refuse: each is out of rotation for its fail_timeout (10 s), the breaker opens
+      assert.equal((await load(z.addr('web'), 1, 1))[0], 502);
+      assert.equal(z.access.at(-1)?.attempts, 2);
+      const codes = (): unknown[] => z.access.slice(-3).map((l) => l.error);
+      // after open_for the breaker lets one probe through; it finds no server (503 unavailable)
+      await until(
+        async () => (await load(z.addr('web'), 1, 1)) && z.access.at(-1)?.error === 'ZL_UPSTREAM_UNAVAILABLE',
+        'a half-open probe',
+        5000,
+        20,
+      );
+      // that probe had no verdict: the next request is a probe again (before: refused forever)
+      await load(z.addr('web'), 2, 1);
+      assert.deepEqual(codes(), [
+        'ZL_UPSTREAM_UNAVAILABLE',
+        'ZL_UPSTREAM_UNAVAILABLE',
+        'ZL_UPSTREAM_UNAVAILABLE',
+      ]);
+    } finally {
+      await z.stop();
+    }
+  });
 });
 
 describe('connection limits', () => {

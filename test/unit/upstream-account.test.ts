@@ -71,7 +71,7 @@ test('attempts, retries and the replay: only a second attempt is a retry; the re
   ]);
 });
 
-test('counters are taken and given back once; the breaker hears a verdict or an abandon', () => {
+test('counters are taken and given back once; the breaker hears a verdict or one abandon, never neither', () => {
   const { up, log, endpoint, account } = fakes('acct-counters');
   assert.equal(account.admit(0), true);
   assert.equal(up.activeRequests, 1);
@@ -85,7 +85,21 @@ test('counters are taken and given back once; the breaker hears a verdict or an 
   account.close();
   assert.equal(up.activeRequests, 0);
   assert.equal(up.activeRetries, 0);
-  assert.deepEqual(log, ['acquire a:1', 'failure a:1', 'record normal false', 'abandon normal']);
+  // a verdict was given: the abandon has nothing left to give back
+  assert.deepEqual(log, ['acquire a:1', 'failure a:1', 'record normal false']);
+  // a half-open probe that ends with no attempt judged (no server could be picked): the close
+  // gives its admission back once, so the breaker lets the next request probe
+  const probe = fakes('acct-probe', 'probe');
+  assert.equal(probe.account.admit(0), true);
+  probe.account.close();
+  probe.account.close();
+  assert.deepEqual(probe.log, ['abandon probe']);
+  // the client left first: one abandon, not another at the close
+  const left = fakes('acct-left', 'probe');
+  left.account.admit(0);
+  left.account.abandon();
+  left.account.close();
+  assert.deepEqual(left.log, ['abandon probe']);
   // refused by the breaker: counted in until closed, like any other
   const refused = fakes('acct-refused', 'refused');
   assert.equal(refused.account.admit(0), false);
