@@ -330,7 +330,9 @@ upstreams:
   dead_first:
     http_version: 2
     balance: round_robin
-    servers: [127.0.0.1:${dead}, ${silent.address}]
+    servers:
+      - { address: '127.0.0.1:${dead}', max_fails: 0 }
+      - { address: '${silent.address}', max_fails: 0 }
     timeouts: { response_header: 300ms }
     retry: { attempts: 1 }
   resetting: { http_version: 2, servers: [${resetting.address}] }
@@ -349,6 +351,11 @@ listeners:
     assert.equal(r.status, 504);
     assert.equal(r.headers.get('x-zipline-error')?.[0], 'ZL_UPSTREAM_RESPONSE_TIMEOUT');
     assert.equal(z.access[0]?.attempts, 2, 'the refused server first, then the silent one');
+    // a session whose stream got no answer in time may be dead (a server gone without a reset):
+    // the next request opens another
+    const again = await request(z.addr('web'), 'GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal(again.status, 504);
+    assert.equal(silent.sessions(), 2);
     const session = h2connect(`http://${z.addr('web')}`);
     cleanups.push(() => session.destroy());
     for (const path of ['/reset', '/die']) {

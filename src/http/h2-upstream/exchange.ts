@@ -45,6 +45,8 @@ export class H2Exchange extends ExchangeBase {
   trailersExpected = this.down.httpVersion === '2';
   trailers: OutgoingHttpHeaders | null = null;
   private stream: ClientHttp2Stream | null = null;
+  /** The session of the current stream. */
+  private session: H2Session | null = null;
   /** The error the current stream ended with (Node's code), if any. */
   private streamError = '';
   /** The current stream's response ended (END_STREAM, or its session's end). */
@@ -100,6 +102,7 @@ export class H2Exchange extends ExchangeBase {
       return;
     }
     this.stream = stream;
+    this.session = s;
     this.streamError = '';
     this.ended = false;
     this.state = 'waiting';
@@ -230,6 +233,7 @@ export class H2Exchange extends ExchangeBase {
 
   /** An attempt failed before the client got anything. */
   protected attemptFailed(code: ErrorCode, kind: FailureKind): void {
+    if (kind === 'timeout') this.session?.suspect();
     this.dropAttempt();
     this.retryOrFail(code, kind);
   }

@@ -55,11 +55,24 @@ export class H2Session {
     });
     return stream;
   }
+
+  /**
+   * A stream on it got no answer in time: the connection may be dead without either side
+   * knowing (a server gone without a reset), so it takes no new streams and closes once those
+   * in flight end; the next request opens a new one (which fails fast if the server is gone).
+   */
+  suspect(): void {
+    this.closing = true;
+    if (this.streams === 0 && !this.session.destroyed) this.session.close();
+  }
 }
 
 export class H2Sessions {
   private readonly ready = new Map<Endpoint, H2Session>();
+  /** Every session not closed yet: the pooled ones and those finishing their streams. */
+  private readonly live = new Set<H2Session>();
   private readonly waiting = new Map<Endpoint, SessionCallback[]>();
+  private closed = false;
   private sweepTimer: NodeJS.Timeout | null = null;
   /** Sessions opened over the pool's life, and requests that went on one already in use. */
   opened = 0;
@@ -96,8 +109,11 @@ export class H2Sessions {
     return this.ready.size;
   }
 
+  /** The upstream is gone (a reload removed it, or shutdown): every session ends now. */
   close(): void {
-    for (const s of this.ready.values()) s.session.destroy();
+    this.closed = true;
+    for (const s of this.live) s.session.destroy();
+    this.live.clear();
     this.ready.clear();
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
@@ -166,6 +182,10 @@ export class H2Sessions {
         fail('ZL_UPSTREAM_TLS');
         return;
       }
+      if (this.closed) {
+        fail('ZL_UPSTREAM_RESET');
+        return;
+      }
       socket.removeAllListeners('error');
       metrics.upstreamConnectDuration
         .labels(this.upstream.name)
@@ -189,8 +209,10 @@ export class H2Sessions {
     session.on('goaway', () => this.retire(s));
     session.once('close', () => {
       s.closing = true;
+      this.live.delete(s);
       if (this.ready.get(e) === s) this.ready.delete(e);
     });
+    this.live.add(s);
     const previous = this.ready.get(e);
     if (previous !== undefined) this.retire(previous);
     this.ready.set(e, s);
