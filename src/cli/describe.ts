@@ -53,8 +53,9 @@ export function describeConfig(c: ValidConfig): string {
         ? ''
         : `, tls${t.server_name ? ` ${t.server_name}` : ''}${t.verify ? '' : ' NOT VERIFIED'}${t.ca ? ` ca ${t.ca}` : ''}${t.cert ? ' with client certificate' : ''}`;
     const pp = u.send_proxy === 'off' ? '' : `, send_proxy ${u.send_proxy}`;
+    const h2 = u.http_version === '2' ? (t === undefined ? ', HTTP/2 (h2c)' : ', HTTP/2') : '';
     lines.push(
-      `upstream ${name}: ${u.balance}, ${u.servers.map((s) => (s.backup ? `${s.address} (backup)` : s.address)).join(' ')}${hc}${tls}${pp}`,
+      `upstream ${name}: ${u.balance}, ${u.servers.map((s) => (s.backup ? `${s.address} (backup)` : s.address)).join(' ')}${hc}${tls}${h2}${pp}`,
     );
   }
   for (const b of c.shm) {

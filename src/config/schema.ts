@@ -87,7 +87,9 @@ const upstream = z.strictObject({
   health_check: healthCheck.optional(),
   tls: originTls,
   http_version: z
-    .union([z.literal('1.1'), z.literal('2'), z.literal(1.1), z.literal(2)])
+    .union([z.literal('1.1'), z.literal('2'), z.literal(1.1), z.literal(2)], {
+      error: 'expected 1.1 (HTTP/1.1) or 2 (HTTP/2)',
+    })
     .transform((v) => String(v) as '1.1' | '2')
     .prefault(def('upstreams.*.http_version')),
   send_proxy: z.enum(['off', 'v1', 'v2']).prefault(def('upstreams.*.send_proxy')),
