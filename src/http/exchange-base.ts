@@ -8,6 +8,7 @@
 import { hash32 } from '../balancer/hash-fn.js';
 import { nowMs } from '../core/clock.js';
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
+import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { Downstream } from './downstream.js';
@@ -137,6 +138,14 @@ export abstract class ExchangeBase implements PickOwner, ProxyExchange {
 
   onNoServer(code: ErrorCode): void {
     this.fail(this.account.attempts === 0 ? code : this.lastCode);
+  }
+
+  /** The attempt's connection (or session) could not be opened: counted, then retried or the end. */
+  protected connectFailed(code: ErrorCode | null): void {
+    const c = code ?? 'ZL_UPSTREAM_CONNECT_FAILED';
+    const e = this.endpoint;
+    if (e !== null) metrics.upstreamConnectFailures.labels(this.upstream.name, e.address, c).inc();
+    this.attemptFailed(c, 'connect');
   }
 
   /** An attempt failed before the client got anything (its connection or stream dropped). */

@@ -16,7 +16,6 @@
  */
 import { nowMs } from '../core/clock.js';
 import type { ErrorCode } from '../errors.js';
-import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import { ExchangeBase } from './exchange-base.js';
 import { headFor } from './forward-head.js';
@@ -78,10 +77,7 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
       return;
     }
     if (conn === null) {
-      const c = code ?? 'ZL_UPSTREAM_CONNECT_FAILED';
-      const e = this.endpoint;
-      if (e !== null) metrics.upstreamConnectFailures.labels(this.upstream.name, e.address, c).inc();
-      this.attemptFailed(c, 'connect');
+      this.connectFailed(code);
       return;
     }
     this.conn = conn;

@@ -17,7 +17,6 @@
 import type { ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
 import { nowMs } from '../../core/clock.js';
 import type { ErrorCode } from '../../errors.js';
-import { metrics } from '../../metrics/catalog.js';
 import type { Endpoint } from '../../upstream/endpoint.js';
 import { ExchangeBase } from '../exchange-base.js';
 import { headFor } from '../forward-head.js';
@@ -72,10 +71,7 @@ export class H2Exchange extends ExchangeBase {
     this.cancelConnect = null;
     if (this.state !== 'connecting') return;
     if (s === null) {
-      const c = code ?? 'ZL_UPSTREAM_CONNECT_FAILED';
-      const e = this.endpoint;
-      if (e !== null) metrics.upstreamConnectFailures.labels(this.upstream.name, e.address, c).inc();
-      this.attemptFailed(c, 'connect');
+      this.connectFailed(code);
       return;
     }
     const text = headFor(this.forward, this.endpoint?.server);
