@@ -42,10 +42,13 @@ function checkUpstreams(upstreams: Record<string, unknown>, report: Report): voi
     const up = obj(u);
     if (up === undefined) continue;
     const hc = obj(up.health_check);
+    if (hc !== undefined && hc.service !== undefined && hc.type !== 'grpc') {
+      report(['upstreams', name, 'health_check', 'service'], '`service` is for `type: grpc` checks');
+    }
     if (hc !== undefined && hc.type === 'http' && (up.http_version === 2 || up.http_version === '2')) {
       report(
         ['upstreams', name, 'health_check', 'type'],
-        'an `http` health check speaks HTTP/1.1, which an `http_version: 2` server may not: use `type: tcp`',
+        'an `http` health check speaks HTTP/1.1, which an `http_version: 2` server may not: use `type: tcp`, or `grpc` for a gRPC server',
       );
     }
     if (hc !== undefined) {

@@ -85,7 +85,11 @@ export const CONFIG_REFERENCE = {
   'upstreams.*.health_check': { doc: 'Active health checks (optional). Passive health is always on.' },
   'upstreams.*.health_check.type': {
     default: 'tcp',
-    doc: '`tcp` (connect succeeds) or `http` (GET `path` returns an expected status).',
+    doc: '`tcp` (connect succeeds), `http` (GET `path` returns an expected status; HTTP/1.1) or `grpc` (the gRPC health checking protocol, grpc.health.v1 `Health/Check` for `service`, over HTTP/2: passes on `SERVING`).',
+  },
+  'upstreams.*.health_check.service': {
+    default: '',
+    doc: "`type: grpc`: the service name asked about (`''`: the server as a whole, as grpc-health-probe and Envoy ask by default).",
   },
   'upstreams.*.health_check.path': { default: '/', doc: 'Path for `type: http`.' },
   'upstreams.*.health_check.host': { doc: 'Host header for `type: http` (default: the server address).' },
@@ -117,7 +121,7 @@ export const CONFIG_REFERENCE = {
   },
   'upstreams.*.http_version': {
     default: '1.1',
-    doc: "What http/https listeners speak to the servers: `1.1` (pooled HTTP/1.1 connections), or `2`: HTTP/2, one connection per server carrying every request as a stream (Envoy's HTTP/2 clusters, Caddy `versions 2`/`h2c`, nginx `grpc_pass`), over TLS with ALPN `h2` when `tls` is set and in clear text (h2c, prior knowledge) otherwise. `2` is what gRPC needs: trailers reach HTTP/2 clients (an HTTP/1.1 client gets the body without them). `keepalive.idle_timeout` closes a connection without streams, `keepalive.max_requests` is streams per connection, `max_connections` counts requests in flight. An `http` health check speaks HTTP/1.1, so use `type: tcp` with `2`. tcp listeners pass bytes and ignore it.",
+    doc: "What http/https listeners speak to the servers: `1.1` (pooled HTTP/1.1 connections), or `2`: HTTP/2, one connection per server carrying every request as a stream (Envoy's HTTP/2 clusters, Caddy `versions 2`/`h2c`, nginx `grpc_pass`), over TLS with ALPN `h2` when `tls` is set and in clear text (h2c, prior knowledge) otherwise. `2` is what gRPC needs: trailers reach HTTP/2 clients (an HTTP/1.1 client gets the body without them). `keepalive.idle_timeout` closes a connection without streams, `keepalive.max_requests` is streams per connection, `max_connections` counts requests in flight. An `http` health check speaks HTTP/1.1, so use `type: grpc` (or `tcp`) with `2`. tcp listeners pass bytes and ignore it.",
   },
   'upstreams.*.send_proxy': {
     default: 'off',

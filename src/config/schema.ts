@@ -36,9 +36,10 @@ const serverObject = z.strictObject({
 const server = z.preprocess((v) => (typeof v === 'string' ? { address: v } : v), serverObject);
 
 const healthCheck = z.strictObject({
-  type: z.enum(['tcp', 'http']).prefault(def('upstreams.*.health_check.type')),
+  type: z.enum(['tcp', 'http', 'grpc']).prefault(def('upstreams.*.health_check.type')),
   path: z.string().startsWith('/').prefault(def('upstreams.*.health_check.path')),
   host: z.string().min(1).optional(),
+  service: z.string().prefault(def('upstreams.*.health_check.service')),
   interval: duration.prefault(def('upstreams.*.health_check.interval')),
   timeout: duration.optional(), // unset: min(2s, interval / 2), in upstream/settings.ts
   rise: count(1, 100).prefault(def('upstreams.*.health_check.rise')),

@@ -1,6 +1,6 @@
 /**
- * Active health checks for one upstream: every `interval`, each endpoint gets a `tcp` connect or
- * an `http` GET bounded by `timeout`. `fall` consecutive failures take an endpoint out of
+ * Active health checks for one upstream: every `interval`, each endpoint gets a `tcp` connect, an
+ * `http` GET or a `grpc` health call (grpc-check.ts) bounded by `timeout`. `fall` consecutive failures take an endpoint out of
  * rotation, `rise` consecutive passes bring it back. At most one check per endpoint is in flight.
  */
 import { request } from 'node:http';
@@ -14,6 +14,7 @@ import { localProxyHeader } from '../proxy-protocol/header.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { OriginTls } from '../upstream/origin-tls.js';
 import type { HealthSettings } from '../upstream/settings.js';
+import { checkGrpc } from './grpc-check.js';
 
 export class HealthChecker {
   private readonly inFlight = new Set<Endpoint>();
@@ -92,6 +93,7 @@ export class HealthChecker {
 
   private check(e: Endpoint, done: (error: string | null) => void): void {
     if (this.settings.type === 'tcp') checkTcp(e, this.settings.timeoutMs, done);
+    else if (this.settings.type === 'grpc') checkGrpc(e, this.settings, done);
     else checkHttp(e, this.settings, done);
   }
 }

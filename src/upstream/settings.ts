@@ -21,8 +21,10 @@ export interface ServerSpec {
 }
 
 export interface HealthSettings {
-  readonly type: 'tcp' | 'http';
+  readonly type: 'tcp' | 'http' | 'grpc';
   readonly path: string;
+  /** `type: grpc`: the service asked about ('' the whole server). */
+  readonly service: string;
   readonly host: string | undefined;
   readonly intervalMs: number;
   readonly timeoutMs: number;
@@ -110,6 +112,7 @@ export function compileUpstream(name: string, cfg: UpstreamConfig): UpstreamSett
             type: hc.type,
             path: hc.path,
             host: hc.host,
+            service: hc.service,
             intervalMs: hc.interval,
             timeoutMs: hc.timeout ?? Math.min(HEALTH_TIMEOUT_MS, Math.floor(hc.interval / 2)),
             rise: hc.rise,

@@ -379,6 +379,90 @@ listeners:
   }
 });
 
+/** A gRPC server with only grpc.health.v1 `Health/Check`: `status()` answers for '' and `zl.Test`. */
+async function healthServer(status: () => number, withHealth = true, tls = false): Promise<{ port: number }> {
+  const server = new grpc.Server();
+  if (withHealth) {
+    server.addService(
+      {
+        check: {
+          path: '/grpc.health.v1.Health/Check',
+          requestStream: false,
+          responseStream: false,
+          ...wire(),
+        },
+      },
+      {
+        check: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+          // HealthCheckRequest { string service = 1 }: empty, or 0x0a, length, name
+          const name = call.request.length === 0 ? '' : call.request.subarray(2).toString();
+          cb(null, Buffer.from([0x08, name === '' || name === 'zl.Test' ? status() : 3]));
+        },
+      },
+    );
+  } else server.addService(SERVICE, {});
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      '127.0.0.1:0',
+      tls
+        ? grpc.ServerCredentials.createSsl(null, [
+            {
+              cert_chain: readFileSync(join(TLS, 'good.crt')),
+              private_key: readFileSync(join(TLS, 'good.key')),
+            },
+          ])
+        : grpc.ServerCredentials.createInsecure(),
+      (err, p) => (err ? reject(err) : resolve(p)),
+    ),
+  );
+  cleanups.push(() => server.forceShutdown());
+  return { port };
+}
+
+test('health_check type grpc: SERVING stays in rotation (h2c and TLS), NOT_SERVING, SERVICE_UNKNOWN and no health service leave it', async () => {
+  let bStatus = 2; // NOT_SERVING
+  const a = await healthServer(() => 1);
+  const b = await healthServer(() => bStatus);
+  const c = await healthServer(() => 1, false);
+  const d = await healthServer(() => 1, true, true);
+  const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 2s
+upstreams:
+  g:
+    http_version: 2
+    servers: [127.0.0.1:${a.port}, 127.0.0.1:${b.port}, 127.0.0.1:${c.port}]
+    health_check: { type: grpc, interval: 100ms, timeout: 90ms, fall: 1, rise: 1 }
+  named:
+    http_version: 2
+    servers: [127.0.0.1:${a.port}]
+    health_check: { type: grpc, service: other.Service, interval: 100ms, timeout: 90ms, fall: 1 }
+  secure:
+    http_version: 2
+    servers: [127.0.0.1:${d.port}]
+    tls: { ca: ${TLS}/ca.crt, server_name: good.test }
+    health_check: { type: grpc, service: zl.Test, interval: 100ms, timeout: 90ms, fall: 1 }
+listeners:
+  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: g }
+`);
+  try {
+    const [ea, eb, ec] = z.rt.upstreams.get('g')?.endpoints ?? [];
+    assert.ok(ea && eb && ec);
+    await until(() => ea.checkPasses >= 1 && !eb.activeHealthy && !ec.activeHealthy, 'checks to decide');
+    assert.equal(ea.activeHealthy, true);
+    assert.equal(eb.lastCheckError, 'NOT_SERVING');
+    assert.equal(ec.lastCheckError, `grpc-status ${grpc.status.UNIMPLEMENTED}`);
+    const named = z.rt.upstreams.get('named')?.endpoints[0];
+    await until(() => named?.lastCheckError === 'SERVICE_UNKNOWN', 'the unknown service to fail');
+    const secure = z.rt.upstreams.get('secure')?.endpoints[0];
+    await until(() => (secure?.checkPasses ?? 0) >= 1, 'a check over TLS (ALPN h2) to pass');
+    bStatus = 1;
+    await until(() => eb.activeHealthy, 'b back in rotation once SERVING');
+  } finally {
+    await z.stop();
+  }
+});
+
 test('check: an http health check with http_version 2 is refused with its place', () => {
   const r = loadConfigText(
     `
@@ -396,6 +480,11 @@ listeners:
   assert.ok(
     !r.ok && r.issues.some((i) => i.path === 'upstreams.g.health_check.type' && /type: tcp/.test(i.message)),
   );
+  const service = loadConfigText(
+    'upstreams: { g: { servers: [127.0.0.1:9], health_check: { type: tcp, service: x } } }\nlisteners: []\n',
+    {},
+  );
+  assert.ok(!service.ok && service.issues.some((i) => i.path === 'upstreams.g.health_check.service'));
   const bad = loadConfigText(
     'upstreams: { g: { http_version: 3, servers: [127.0.0.1:9] } }\nlisteners: []\n',
     {},
