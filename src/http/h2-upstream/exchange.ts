@@ -52,7 +52,8 @@ export class H2Exchange extends ExchangeBase {
   private ended = false;
   /** The request body (decoded) kept for a retry, while it fits `max_body_replay`. */
   private kept: Buffer[] = [];
-  private keptBytes = 0;
+  /** Request body bytes (decoded) received so far; only those up to `max_body_replay` are kept. */
+  private bodyDataBytes = 0;
   /** Part of the body went upstream and was not kept: no retry. */
   private bodyLost = false;
   private readonly decoder = this.head.chunked ? new ChunkedDecoder() : null;
@@ -83,7 +84,7 @@ export class H2Exchange extends ExchangeBase {
         this.match.path,
         this.upstream.settings.tls !== null,
       );
-      stream = s.request(headers, this.bodyDone && this.keptBytes === 0);
+      stream = s.request(headers, this.bodyDone && this.bodyDataBytes === 0);
     } catch (err) {
       const c = (err as NodeJS.ErrnoException).code ?? '';
       // the session went away between the pick and now (GOAWAY, a reset): nothing was sent
@@ -124,9 +125,9 @@ export class H2Exchange extends ExchangeBase {
     });
     let ok = true;
     for (const chunk of this.kept) ok = stream.write(chunk) && ok;
-    if (this.keptBytes > this.host.maxBodyReplay) this.forget();
+    if (this.bodyDataBytes > this.host.maxBodyReplay) this.forget();
     if (this.bodyDone) {
-      if (this.keptBytes > 0 || this.bodyLost) stream.end();
+      if (this.bodyDataBytes > 0) stream.end(); // else it went with END_STREAM on its HEADERS
       this.clock.requestSentAt = nowMs();
     } else if (this.head.expectContinue && !this.sentContinue) {
       this.sentContinue = true;
@@ -147,16 +148,14 @@ export class H2Exchange extends ExchangeBase {
   private bodyData(data: Buffer): void {
     if (data.length === 0) return;
     const stream = this.stream;
-    if (!this.bodyLost) {
-      this.kept.push(data);
-      this.keptBytes += data.length;
-    }
+    this.bodyDataBytes += data.length;
+    if (!this.bodyLost) this.kept.push(data);
     if (stream === null) {
       // not connected yet: kept until then, and the client paused past what a replay may keep
-      if (this.keptBytes > this.host.maxBodyReplay) this.down.pauseBody();
+      if (this.bodyDataBytes > this.host.maxBodyReplay) this.down.pauseBody();
       return;
     }
-    if (this.keptBytes > this.host.maxBodyReplay) this.forget();
+    if (this.bodyDataBytes > this.host.maxBodyReplay) this.forget();
     if (!stream.write(data)) this.down.pauseBody();
   }
 
@@ -181,7 +180,6 @@ export class H2Exchange extends ExchangeBase {
       resp = responseHead(h, this.head.method, (flags & END_STREAM) !== 0);
     } catch {
       this.account.judge(false, nowMs());
-      this.dropAttempt();
       this.fail('ZL_UPSTREAM_BAD_RESPONSE');
       return;
     }
@@ -229,7 +227,7 @@ export class H2Exchange extends ExchangeBase {
 
   /** An attempt failed before the client got anything. */
   protected attemptFailed(code: ErrorCode, kind: FailureKind): void {
-    if (kind === 'timeout') this.session?.suspect();
+    if (kind === 'timeout') this.session?.drain();
     this.dropAttempt();
     this.retryOrFail(code, kind);
   }

@@ -57,11 +57,12 @@ export class H2Session {
   }
 
   /**
-   * A stream on it got no answer in time: the connection may be dead without either side
-   * knowing (a server gone without a reset), so it takes no new streams and closes once those
-   * in flight end; the next request opens a new one (which fails fast if the server is gone).
+   * It takes no new streams and closes once those in flight end: after GOAWAY, `max_requests`
+   * or an idle time, and when a stream on it got no answer in time (the connection may be dead
+   * without either side knowing: the next request opens a new one, which fails fast if the
+   * server is gone).
    */
-  suspect(): void {
+  drain(): void {
     this.closing = true;
     if (this.streams === 0 && !this.session.destroyed) this.session.close();
   }
@@ -121,22 +122,20 @@ export class H2Sessions {
 
   private usable(s: H2Session): boolean {
     const settings = this.upstream.settings;
-    if (s.closing || s.session.destroyed || s.session.closed || s.tls !== settings.tls) {
-      this.retire(s);
-      return false;
-    }
-    if (s.started >= settings.keepaliveMaxRequests) {
-      this.retire(s);
-      return false;
-    }
-    return true;
+    const ok =
+      !s.closing &&
+      !s.session.destroyed &&
+      !s.session.closed &&
+      s.tls === settings.tls &&
+      s.started < settings.keepaliveMaxRequests;
+    if (!ok) this.retire(s);
+    return ok;
   }
 
-  /** No new streams on `s`; it closes once those in flight ended. */
+  /** Out of the pool: no new streams on `s`, and it closes once those in flight ended. */
   private retire(s: H2Session): void {
-    s.closing = true;
+    s.drain();
     if (this.ready.get(s.endpoint) === s) this.ready.delete(s.endpoint);
-    if (s.streams === 0 && !s.session.destroyed) s.session.close();
   }
 
   private open(e: Endpoint): void {
