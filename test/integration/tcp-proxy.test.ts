@@ -101,9 +101,11 @@ for (const mode of ['auto', 'off'] as const) {
     test('a refusing server: every connection succeeds, it is marked down after max_fails and retried after fail_timeout', async () => {
       const echo = await keep(tcpEcho());
       const dead = await refusedPort();
+      // fail_timeout outlasts the 20 connections below even on a loaded machine (at 400 ms a
+      // slow run saw the dead server come back mid-loop and counted a third failure)
       const z = await startRuntime(
         config([
-          `{ address: 127.0.0.1:${dead}, max_fails: 2, fail_timeout: 400ms }`,
+          `{ address: 127.0.0.1:${dead}, max_fails: 2, fail_timeout: 1500ms }`,
           `127.0.0.1:${port(echo)}`,
         ]),
       );
@@ -121,7 +123,7 @@ for (const mode of ['auto', 'off'] as const) {
         assert.equal(deadEp.failures, 2, 'tried exactly max_fails times, then skipped');
         assert.equal(deadEp.state(Date.now()), 'down');
         const retriedAt = deadEp.downUntil;
-        await until(() => Date.now() >= retriedAt, 'fail_timeout to pass', 2000);
+        await until(() => Date.now() >= retriedAt, 'fail_timeout to pass', 3000);
         const c = await dial(z.addr('t'));
         c.end('after');
         assert.equal((await readAll(c)).toString(), 'after');
