@@ -95,6 +95,19 @@ export interface RawResponse {
   readonly head: string;
   readonly headers: Map<string, string[]>;
   readonly body: Buffer;
+  /** A chunked body's trailer section, names lower case (empty for any other body). */
+  readonly trailers?: Map<string, string[]>;
+}
+
+/** `name: value` lines, names lower case; repeated names in order. */
+function fieldMap(lines: string[]): Map<string, string[]> {
+  const fields = new Map<string, string[]>();
+  for (const l of lines) {
+    const i = l.indexOf(':');
+    const name = l.slice(0, i).toLowerCase();
+    fields.set(name, [...(fields.get(name) ?? []), l.slice(i + 1).trim()]);
+  }
+  return fields;
 }
 
 /** Parses one complete response from `buf` (Content-Length, chunked or close-delimited). */
@@ -104,12 +117,7 @@ export function parseResponse(buf: Buffer, method = 'GET'): { resp: RawResponse;
   const head = buf.toString('latin1', 0, end);
   const [line = '', ...lines] = head.split('\r\n');
   const status = Number(line.split(' ')[1]);
-  const headers = new Map<string, string[]>();
-  for (const l of lines) {
-    const i = l.indexOf(':');
-    const name = l.slice(0, i).toLowerCase();
-    headers.set(name, [...(headers.get(name) ?? []), l.slice(i + 1).trim()]);
-  }
+  const headers = fieldMap(lines);
   let pos = end + 4;
   if (status < 200 || status === 204 || status === 304 || method === 'HEAD') {
     return { resp: { status, head, headers, body: Buffer.alloc(0) }, rest: buf.subarray(pos) };
@@ -129,7 +137,12 @@ export function parseResponse(buf: Buffer, method = 'GET'): { resp: RawResponse;
       if (size === 0) {
         const fin = buf.indexOf('\r\n\r\n', eol);
         if (fin < 0) return null;
-        return { resp: { status, head, headers, body: Buffer.concat(parts) }, rest: buf.subarray(fin + 4) };
+        const trailerLines = fin > eol ? buf.toString('latin1', eol + 2, fin).split('\r\n') : [];
+        const trailers = fieldMap(trailerLines);
+        return {
+          resp: { status, head, headers, body: Buffer.concat(parts), trailers },
+          rest: buf.subarray(fin + 4),
+        };
       }
       if (buf.length < eol + 2 + size + 2) return null;
       parts.push(buf.subarray(eol + 2, eol + 2 + size));

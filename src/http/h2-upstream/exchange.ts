@@ -11,8 +11,9 @@
  * may go elsewhere whatever its method (RFC 9113 §8.7).
  *
  * The response head is given to the client side as an HTTP/1.1 head (messages.ts); its body
- * goes out as it comes, chunked for an HTTP/1.1 client when it has no length; trailers reach an
- * HTTP/2 client (gRPC's status) and are dropped for an HTTP/1.1 one.
+ * goes out as it comes, chunked for an HTTP/1.1 client when it has no length. Trailers reach an
+ * HTTP/2 client (gRPC's status) in a HEADERS frame and an HTTP/1.1 one in the last chunk's trailer
+ * section (RFC 9112 §7.1.2; dropped when the response has a Content-Length and so no such section).
  */
 import type { ClientHttp2Stream, IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
 import { nowMs } from '../../core/clock.js';
@@ -24,11 +25,10 @@ import { loadHttp2 } from '../http2-module.js';
 import { ChunkedDecoder } from '../parser/chunked.js';
 import type { ResponseHead } from '../parser/response-head.js';
 import type { FailureKind } from '../retry-policy.js';
-import { requestHeaders, responseHead, trailerFields } from './messages.js';
+import { lastChunk, requestHeaders, responseHead, trailerFields } from './messages.js';
 import type { H2Session } from './sessions.js';
 
 const CRLF = Buffer.from('\r\n', 'latin1');
-const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 const END_STREAM = 0x1;
 /** Node's codes for a session the server broke (bytes that are not HTTP/2 frames, a flood). */
 const PROTOCOL_ERRORS = new Set([
@@ -243,7 +243,7 @@ export class H2Exchange extends ExchangeBase {
     // the server answered before the whole request body: the rest is not wanted
     if (stream !== null && !stream.closed && !this.bodyDone)
       stream.close(loadHttp2().constants.NGHTTP2_NO_ERROR);
-    if (this.chunkedOut) this.down.write(LAST_CHUNK);
+    if (this.chunkedOut) this.down.write(lastChunk(this.trailers));
     this.account.release();
     this.finished();
     this.down.finish(this);

@@ -90,6 +90,19 @@ export function trailerFields(t: IncomingHttpHeaders): OutgoingHttpHeaders | nul
   return out;
 }
 
+const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
+
+/** The last chunk of a chunked body for an HTTP/1.1 client, with `trailers` (from `trailerFields`). */
+export function lastChunk(trailers: OutgoingHttpHeaders | null): Buffer {
+  if (trailers === null) return LAST_CHUNK;
+  let text = '0\r\n';
+  for (const name of Object.keys(trailers)) {
+    const value = trailers[name] as string | string[];
+    for (const v of Array.isArray(value) ? value : [value]) text += `${name}: ${v}\r\n`;
+  }
+  return Buffer.from(`${text}\r\n`, 'latin1');
+}
+
 function checked(name: string, value: string): string {
   if (!NAME_RE.test(name) || !VALUE_RE.test(value)) {
     throw new ZiplineError(
