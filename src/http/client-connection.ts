@@ -34,7 +34,7 @@ import { createExchange, type ProxyExchange } from './proxy-exchange.js';
 import { ReadAhead } from './read-ahead.js';
 import { UpgradePump } from './upgrade-pump.js';
 import type { UpstreamConnection } from './upstream-connection.js';
-import { releaseWrites, writeText } from './write-batch.js';
+import { abortWrites, releaseWrites, writeText } from './write-batch.js';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -56,8 +56,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   readonly startedAt = Date.now();
   /** Set when the head of a request started arriving but is not complete (client_header). */
   headStartedAt = 0;
-  // idle tracking for the sweep
-  private idleMark = -1;
+  private idleMark = -1; // idle tracking for the sweep
   private idleAt = Date.now();
 
   /** Bytes read ahead (a partial head, pipelined requests): bounded. */
@@ -68,6 +67,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   private readonly body = new ClientBody();
   private keepAlive = true;
   private responseKeepAlive = true;
+  private closeDelimited = false; // the response's end is the connection's close
   private clientAskedClose = false; // `Connection: close`, or HTTP/1.0 without keep-alive
   private clientEnded = false;
   private method = '';
@@ -105,11 +105,9 @@ export class ClientConnection implements Downstream, ReadTarget {
       return;
     }
     switch (this.reading) {
-      case 'body': {
-        const used = this.feedBody(chunk, 0);
-        if (used < chunk.length && !this.closed) this.stash(chunk.subarray(used));
+      case 'body':
+        this.takeBody(chunk);
         return;
-      }
       case 'none':
         this.stash(chunk);
         return;
@@ -121,6 +119,12 @@ export class ClientConnection implements Downstream, ReadTarget {
         return;
       }
     }
+  }
+
+  /** Request body bytes (a view), and what follows the body's end kept for later. */
+  private takeBody(bytes: Buffer): void {
+    const used = this.feedBody(bytes, 0);
+    if (used < bytes.length && !this.closed) this.stash(bytes.subarray(used));
   }
 
   /** Keeps `bytes` (a view) for later: copied. */
@@ -196,12 +200,8 @@ export class ClientConnection implements Downstream, ReadTarget {
     // exchange starts, so that anything it does synchronously sees a consistent connection
     if (end < buf.length) {
       const rest = buf.subarray(end);
-      if (this.reading === 'body') {
-        const used = this.feedBody(rest, 0);
-        if (used < rest.length && !this.closed) this.stash(rest.subarray(used));
-      } else {
-        this.stash(rest);
-      }
+      if (this.reading === 'body') this.takeBody(rest);
+      else this.stash(rest);
     }
     if (this.exchange === ex) ex.start();
   }
@@ -311,9 +311,10 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): void {
     if (this.closed) return;
-    const framing: ClientFraming =
-      resp.body === 'close' || (resp.body === 'chunked' && !this.passesChunked) ? 'close' : 'same';
-    this.responseKeepAlive = this.keepAlive && framing === 'same' && ex.bodyDone && !this.listener.draining();
+    this.closeDelimited = resp.body === 'close' || (resp.body === 'chunked' && !this.passesChunked);
+    const framing: ClientFraming = this.closeDelimited ? 'close' : 'same';
+    this.responseKeepAlive =
+      this.keepAlive && !this.closeDelimited && ex.bodyDone && !this.listener.draining();
     const head = buildClientHead(resp, {
       framing,
       keepAlive: this.responseKeepAlive,
@@ -359,7 +360,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     if (this.closed) return;
     if (ex.headSent) {
       // mid-body: never let a truncated response look complete
-      this.socket.destroy();
+      abortWrites(this.socket, this.closeDelimited && this.listener.protocol === 'http');
       return;
     }
     const keep =

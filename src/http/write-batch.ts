@@ -111,6 +111,18 @@ export function releaseWrites(socket: Socket): void {
   s.uncork();
 }
 
+/**
+ * Closes `socket` abortively once what it holds this turn (a response head, body bytes) is sent,
+ * so a client whose response breaks sees what a proxy writing as it goes would have sent.
+ * `reset`: with an RST, for a body only the close delimits (a FIN would say it is complete);
+ * TLS sockets have none (their missing close_notify says it).
+ */
+export function abortWrites(socket: Socket, reset: boolean): void {
+  releaseWrites(socket);
+  if (!reset) socket.destroy();
+  else if (!socket.destroyed) socket.resetAndDestroy();
+}
+
 function enqueue(s: Holdable): void {
   held.push(s);
   scheduleTurnEnd();

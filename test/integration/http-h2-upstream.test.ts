@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { loadConfigText } from '../../src/config/load.js';
-import { KeepAliveClient, type RawResponse } from '../helpers/http.js';
+import { KeepAliveClient, parseResponse, type RawResponse, rawRequest } from '../helpers/http.js';
 import { closeServer, refusedPort, tcpServer, until } from '../helpers/net.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
@@ -334,6 +334,12 @@ test('failures are coded: a refused connect fails over, a silent server is 504, 
     stream.write('partial');
     setImmediate(() => stream.session?.destroy());
   });
+  // the head, the body's bytes and the stream's end arrive in one read, and the end breaks the
+  // head's content-length (a stream error): all in one turn, before any write left
+  const short = await h2Origin((stream) => {
+    stream.respond({ ':status': 200, 'content-length': '50' });
+    stream.end('0123456789');
+  });
   const z = await startRuntime(`
 admin: { listen: 127.0.0.1:0 }
 drain_timeout: 2s
@@ -348,6 +354,7 @@ upstreams:
     retry: { attempts: 1 }
   resetting: { http_version: 2, servers: [${resetting.address}] }
   dying: { http_version: 2, servers: [${dying.address}] }
+  short: { http_version: 2, servers: [${short.address}] }
 listeners:
   - name: web
     protocol: http
@@ -355,6 +362,7 @@ listeners:
     routes:
       - { match: { path_prefix: /reset }, upstream: resetting }
       - { match: { path_prefix: /die }, upstream: dying }
+      - { match: { path_prefix: /short }, upstream: short }
       - { upstream: dead_first }
 `);
   try {
@@ -385,6 +393,13 @@ listeners:
       await until(() => z.access.some((l) => l.path === path), `${path} access line`);
       assert.equal(z.access.find((l) => l.path === path)?.error, 'ZL_UPSTREAM_RESET');
     }
+    // an HTTP/1.1 client gets what a proxy writing as it goes would have sent, then the close
+    const cut = await rawRequest(z.addr('web'), 'GET /short HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.ok(cut.closed, 'closed, not hanging');
+    const text = cut.data.toString('latin1');
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\ncontent-length: 50\r\n/);
+    assert.ok(text.endsWith('\r\n\r\n0123456789'), JSON.stringify(text));
+    assert.equal(parseResponse(cut.data), null, 'short of its content-length');
   } finally {
     await z.stop();
   }

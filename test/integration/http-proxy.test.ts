@@ -741,9 +741,22 @@ listeners:
         assert.match(r.data.toString(), /^HTTP\/1\.1 200/);
         await until(() => z.access.length === 1, 'access line');
         assert.equal(z.access[0]?.error, 'ZL_UPSTREAM_PREMATURE_CLOSE');
+        assert.equal(r.reset, false, 'a framed body: a FIN, and the length tells the client');
       } finally {
         await z.stop();
       }
+    }
+    // to an HTTP/1.0 client the chunked body goes close-delimited: a FIN would say "complete"
+    const z = await startRuntime(config([`127.0.0.1:${port(cutChunked)}`]));
+    try {
+      const r = await rawRequest(z.addr('web'), 'GET / HTTP/1.0\r\nHost: x\r\n\r\n');
+      assert.ok(r.closed, 'closed, not hanging');
+      const text = r.data.toString('latin1');
+      assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.doesNotMatch(text, /transfer-encoding/i, 'close-delimited: HTTP/1.0 has no chunked coding');
+      assert.equal(r.reset, true, 'a close-delimited body cut short ends with RST');
+    } finally {
+      await z.stop();
     }
   });
 
