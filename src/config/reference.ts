@@ -159,7 +159,7 @@ export const CONFIG_REFERENCE = {
   },
   'upstreams.*.timeouts.idle': {
     default: '60s',
-    doc: 'HTTP: longest gap between two reads from the server (`0`: no limit).',
+    doc: 'HTTP: longest time without progress while a body streams: no byte of the response from the server, or none of the request body taken by it (nginx `proxy_read_timeout` and `proxy_send_timeout`; `0`: no limit).',
   },
   'upstreams.*.retry': { doc: 'Retries of failed attempts on other servers.' },
   'upstreams.*.retry.attempts': {

@@ -62,6 +62,8 @@ export abstract class ExchangeBase implements PickOwner, ProxyExchange {
   /** Counters, server and breaker admission held on the upstream; given back once. */
   protected readonly account: UpstreamAccount;
   protected readonly clock = new StallClock();
+  /** The client's request body is paused because the upstream takes no more (its stall is the upstream's). */
+  private bodyHeld = false;
   protected lastCode: ErrorCode = 'ZL_UPSTREAM_UNAVAILABLE';
   /** Withdraws the attempt's wait for a connection (or session) while it is being opened. */
   protected cancelConnect: (() => void) | null = null;
@@ -204,6 +206,13 @@ export abstract class ExchangeBase implements PickOwner, ProxyExchange {
     return true;
   }
 
+  /** Resumes the client's request body when the upstream takes `more`, else pauses it. */
+  protected upstreamTakes(more: boolean): void {
+    this.bodyHeld = !more;
+    if (more) this.down.resumeBody();
+    else this.down.pauseBody();
+  }
+
   /**
    * The deadline due at `now`, if any, with `mark` the bytes moved so far: the response header's
    * (retried as a timeout), else the request body's or the response's stall (the end).
@@ -217,7 +226,7 @@ export abstract class ExchangeBase implements PickOwner, ProxyExchange {
     const up = this.upstream.settings;
     const header = this.route.responseHeaderTimeoutMs ?? up.responseHeaderTimeoutMs;
     const idle = this.route.idleTimeoutMs ?? up.idleTimeoutMs;
-    const code = this.clock.due(phase, mark, now, clientIdleMs, header, idle);
+    const code = this.clock.due(phase, mark, now, clientIdleMs, header, idle, this.bodyHeld);
     if (code === 'ZL_UPSTREAM_RESPONSE_TIMEOUT') this.attemptFailed(code, 'timeout');
     else if (code !== null) this.fail(code);
   }

@@ -94,8 +94,7 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
       this.sentContinue = true;
       this.down.sendContinue();
     }
-    if (ok) this.down.resumeBody();
-    else this.down.pauseBody();
+    this.upstreamTakes(ok);
   }
 
   /**
@@ -122,7 +121,7 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
   /** Request body bytes as framed for the upstream (Content-Length bytes, or chunked coding). */
   bodyChunk(chunk: Buffer): void {
     if (this.state === 'done') return;
-    if (!this.body.add(chunk, this.conn?.socket ?? null)) this.down.pauseBody();
+    if (!this.body.add(chunk, this.conn?.socket ?? null)) this.upstreamTakes(false);
   }
 
   bodyEnd(): void {
@@ -152,7 +151,7 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
   }
 
   onUpstreamDrain(conn: UpstreamConnection): void {
-    if (conn === this.conn) this.down.resumeBody();
+    if (conn === this.conn) this.upstreamTakes(true);
   }
 
   /** The client can take more response bytes. */

@@ -25,9 +25,10 @@ export class StallClock {
   }
 
   /**
-   * The deadline passed at `now`, if any. Waiting for the response: the request body's
-   * `client_idle` while it is still being received, then `response_header` from when it was sent.
-   * Streaming the response: the body's `idle`.
+   * The deadline passed at `now`, if any. Waiting for the response: while the request body is
+   * still being sent, the client's `client_idle`, or the upstream's `idle` when it is the upstream
+   * that takes no more (`bodyHeld`: the client is paused for it, nginx `proxy_send_timeout`);
+   * then `response_header` from when it was sent. Streaming the response: the body's `idle`.
    */
   due(
     phase: 'waiting' | 'streaming',
@@ -36,8 +37,10 @@ export class StallClock {
     clientIdleMs: number,
     responseHeaderMs: number,
     idleMs: number,
+    bodyHeld: boolean,
   ): ErrorCode | null {
-    if (phase === 'streaming') return this.stalled(mark, now, idleMs) ? 'ZL_UPSTREAM_IDLE_TIMEOUT' : null;
+    if (phase === 'streaming' || (this.requestSentAt === 0 && bodyHeld))
+      return this.stalled(mark, now, idleMs) ? 'ZL_UPSTREAM_IDLE_TIMEOUT' : null;
     if (this.requestSentAt === 0)
       return this.stalled(mark, now, clientIdleMs) ? 'ZL_HTTP_BODY_TIMEOUT' : null;
     // `responseHeaderMs` 0: no deadline

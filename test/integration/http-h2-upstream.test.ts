@@ -319,7 +319,7 @@ test('a stream the server refuses goes to another server, whatever its method; a
   }
 });
 
-test('failures are coded: a refused connect fails over, a silent server is 504, a reset or a lost connection mid-body aborts an HTTP/2 client', async () => {
+test('failures are coded: a refused connect fails over, a silent server is 504, a reset or a lost connection mid-body aborts an HTTP/2 client, a body the server does not take is 504', async () => {
   const dead = await refusedPort();
   const silent = await h2Origin(() => {});
   const resetting = await h2Origin((stream) => {
@@ -340,6 +340,12 @@ test('failures are coded: a refused connect fails over, a silent server is 504, 
     stream.respond({ ':status': 200, 'content-length': '50' });
     stream.end('0123456789');
   });
+  // a server that gives no flow-control window: it takes no request body at all
+  const windowless = h2server({ settings: { initialWindowSize: 0 } });
+  windowless.on('stream', (stream) => stream.on('error', () => {}));
+  windowless.listen(0, '127.0.0.1');
+  await once(windowless, 'listening');
+  cleanups.push(() => new Promise((r) => windowless.close(r)));
   const z = await startRuntime(`
 admin: { listen: 127.0.0.1:0 }
 drain_timeout: 2s
@@ -355,6 +361,10 @@ upstreams:
   resetting: { http_version: 2, servers: [${resetting.address}] }
   dying: { http_version: 2, servers: [${dying.address}] }
   short: { http_version: 2, servers: [${short.address}] }
+  windowless:
+    http_version: 2
+    servers: ['127.0.0.1:${(windowless.address() as AddressInfo).port}']
+    timeouts: { idle: 300ms }
 listeners:
   - name: web
     protocol: http
@@ -363,6 +373,7 @@ listeners:
       - { match: { path_prefix: /reset }, upstream: resetting }
       - { match: { path_prefix: /die }, upstream: dying }
       - { match: { path_prefix: /short }, upstream: short }
+      - { match: { path_prefix: /upload }, upstream: windowless }
       - { upstream: dead_first }
 `);
   try {
@@ -400,6 +411,16 @@ listeners:
     assert.match(text, /^HTTP\/1\.1 200 OK\r\ncontent-length: 50\r\n/);
     assert.ok(text.endsWith('\r\n\r\n0123456789'), JSON.stringify(text));
     assert.equal(parseResponse(cut.data), null, 'short of its content-length');
+    // a request body the server does not take is its stall (504 at its idle), not the client's
+    const upload = await request(
+      z.addr('web'),
+      Buffer.concat([
+        Buffer.from('POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n'),
+        Buffer.alloc(100_000),
+      ]),
+    );
+    assert.equal(upload.status, 504);
+    assert.equal(upload.headers.get('x-zipline-error')?.[0], 'ZL_UPSTREAM_IDLE_TIMEOUT');
   } finally {
     await z.stop();
   }

@@ -778,6 +778,38 @@ listeners:
     }
   });
 
+  test("a request body that stops: the client not sending it is 408 at client_idle, the origin not taking it 504 at the upstream's idle", async () => {
+    const taking = await raw((s) => s.resume()); // reads everything, never answers
+    const sink = await raw((s) => s.pause()); // reads nothing: its buffers fill, then zipline's
+    const cases = [
+      { srv: taking, length: 1_000_000, sent: 1000, status: 408, code: 'ZL_HTTP_BODY_TIMEOUT' },
+      { srv: sink, length: 64 << 20, sent: 64 << 20, status: 504, code: 'ZL_UPSTREAM_IDLE_TIMEOUT' },
+    ];
+    for (const c of cases) {
+      const z = await startRuntime(
+        config(
+          [`127.0.0.1:${port(c.srv)}`],
+          '    timeouts: { client_idle: 300ms }',
+          '    timeouts: { idle: 300ms, response_header: 30s }',
+        ),
+      );
+      try {
+        const head = `POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: ${c.length}\r\n\r\n`;
+        const r = await rawRequest(
+          z.addr('web'),
+          [head, Buffer.alloc(c.sent)],
+          10_000,
+          (d) => parseResponse(d) !== null,
+        );
+        const res = parseResponse(r.data)?.resp;
+        assert.equal(res?.status, c.status, r.data.toString('latin1', 0, 200));
+        assert.equal(res?.headers.get('x-zipline-error')?.[0], c.code);
+      } finally {
+        await z.stop();
+      }
+    }
+  });
+
   test("routes[].timeouts: a slow route waits past its upstream's response_header, a streaming one past its idle; other routes keep the upstream's", async () => {
     // every answer comes 400 ms late; /stream sends its head and first chunk at once, the rest late
     const o = await origin((req, res) => {

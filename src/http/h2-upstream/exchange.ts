@@ -121,7 +121,7 @@ export class H2Exchange extends ExchangeBase {
     });
     stream.on('close', () => this.onClose(stream));
     stream.on('drain', () => {
-      if (stream === this.stream) this.down.resumeBody();
+      if (stream === this.stream) this.upstreamTakes(true);
     });
     let ok = true;
     for (const chunk of this.kept) ok = stream.write(chunk) && ok;
@@ -133,8 +133,7 @@ export class H2Exchange extends ExchangeBase {
       this.sentContinue = true;
       this.down.sendContinue();
     }
-    if (ok) this.down.resumeBody();
-    else this.down.pauseBody();
+    this.upstreamTakes(ok);
   }
 
   /** Request body bytes as the client side frames them (chunked coding is decoded here). */
@@ -152,11 +151,11 @@ export class H2Exchange extends ExchangeBase {
     if (!this.bodyLost) this.kept.push(data);
     if (stream === null) {
       // not connected yet: kept until then, and the client paused past what a replay may keep
-      if (this.bodyDataBytes > this.host.maxBodyReplay) this.down.pauseBody();
+      if (this.bodyDataBytes > this.host.maxBodyReplay) this.upstreamTakes(false);
       return;
     }
     if (this.bodyDataBytes > this.host.maxBodyReplay) this.forget();
-    if (!stream.write(data)) this.down.pauseBody();
+    if (!stream.write(data)) this.upstreamTakes(false);
   }
 
   bodyEnd(): void {
