@@ -25,7 +25,7 @@ import { ClientBody } from './client-body.js';
 import type { ClientReads, ReadTarget } from './client-reads.js';
 import type { Downstream } from './downstream.js';
 import { errorResponse } from './error-response.js';
-import { buildClientHead, buildInterimHead, type ClientFraming } from './forward-response.js';
+import { buildClientHead, buildInterimHead } from './forward-response.js';
 import type { HttpListener } from './listener.js';
 import type { LocalReply } from './local-reply.js';
 import { isH2Preface, parseRequestHead, type RequestHead, requestHeadEnd } from './parser/request-head.js';
@@ -36,8 +36,6 @@ import { UpgradePump } from './upgrade-pump.js';
 import type { UpstreamConnection } from './upstream-connection.js';
 import { abortWrites, releaseWrites, writeText } from './write-batch.js';
 
-const CR = 0x0d;
-const LF = 0x0a;
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 
 type Reading = 'head' | 'body' | 'none';
@@ -61,8 +59,7 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   /** Bytes read ahead (a partial head, pipelined requests): bounded. */
   readonly ahead = new ReadAhead(() => this.listener.settings.maxHeaderBytes);
-  /** The next request waits for 'drain' (nextWhenTaken). */
-  private awaitingDrain = false;
+  private awaitingDrain = false; // the next request waits for 'drain' (nextWhenTaken)
   private reading: Reading = 'head';
   private readonly body = new ClientBody();
   private keepAlive = true;
@@ -129,15 +126,16 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   /** Keeps `bytes` (a view) for later: copied. */
   private stash(bytes: Buffer): void {
+    if (this.socket.writableEnded) return; // closing: what the client still sends is dropped
     this.ahead.keep(bytes);
     if (this.ahead.full) this.socket.pause();
   }
 
   private parseHead(input: Buffer): void {
     let buf = input;
-    // RFC 9112 §2.2: empty lines before a request line are ignored
+    // RFC 9112 §2.2: empty lines (CR LF) before a request line are ignored
     let start = 0;
-    while (start + 1 < buf.length && buf[start] === CR && buf[start + 1] === LF) start += 2;
+    while (start + 1 < buf.length && buf[start] === 0x0d && buf[start + 1] === 0x0a) start += 2;
     if (start > 0) buf = buf.subarray(start);
     if (buf.length === 0) return;
     let head: RequestHead;
@@ -312,11 +310,10 @@ export class ClientConnection implements Downstream, ReadTarget {
   sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): void {
     if (this.closed) return;
     this.closeDelimited = resp.body === 'close' || (resp.body === 'chunked' && !this.passesChunked);
-    const framing: ClientFraming = this.closeDelimited ? 'close' : 'same';
     this.responseKeepAlive =
       this.keepAlive && !this.closeDelimited && ex.bodyDone && !this.listener.draining();
     const head = buildClientHead(resp, {
-      framing,
+      framing: this.closeDelimited ? 'close' : 'same',
       keepAlive: this.responseKeepAlive,
       clientMinor: this.passesChunked ? 1 : 0,
       rules: ex.route.response,
@@ -439,7 +436,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     this.reading = 'none';
     this.ahead.clear();
     releaseWrites(this.socket); // what is held goes before the FIN
-    this.socket.end(); // a client that never reads is closed by the sweep (client_idle)
+    this.socket.end().resume(); // FIN, then reads (dropped) until the client closes, or client_idle
   }
 
   /** Timeouts, from the listener's sweep. */
@@ -465,8 +462,9 @@ export class ClientConnection implements Downstream, ReadTarget {
       if (now - this.headStartedAt >= s.clientHeaderMs) this.reject('ZL_HTTP_HEADER_TIMEOUT');
       return;
     }
-    // bytes the client takes count as activity (a client reading a backlog of responses slowly)
-    const mark = this.socket.bytesRead + this.requests + this.socket.writableLength;
+    // activity: bytes the client takes (a slow reader of a backlog), or sends unless zipline closes
+    const mark =
+      (this.socket.writableEnded ? 0 : this.socket.bytesRead) + this.requests + this.socket.writableLength;
     if (mark !== this.idleMark) {
       this.idleMark = mark;
       this.idleAt = now;

@@ -778,18 +778,25 @@ listeners:
     }
   });
 
-  test("a request body that stops: the client not sending it is 408 at client_idle, the origin not taking it 504 at the upstream's idle", async () => {
+  test("a request body that stops: the client not sending it is 408 at client_idle, the origin not taking it 504 at the upstream's idle; the connection then closes with the client", async () => {
     const taking = await raw((s) => s.resume()); // reads everything, never answers
     const sink = await raw((s) => s.pause()); // reads nothing: its buffers fill, then zipline's
     const cases = [
-      { srv: taking, length: 1_000_000, sent: 1000, status: 408, code: 'ZL_HTTP_BODY_TIMEOUT' },
-      { srv: sink, length: 64 << 20, sent: 64 << 20, status: 504, code: 'ZL_UPSTREAM_IDLE_TIMEOUT' },
+      { srv: taking, idle: '300ms', length: 1e6, sent: 1000, status: 408, code: 'ZL_HTTP_BODY_TIMEOUT' },
+      {
+        srv: sink,
+        idle: '30s',
+        length: 64 << 20,
+        sent: 64 << 20,
+        status: 504,
+        code: 'ZL_UPSTREAM_IDLE_TIMEOUT',
+      },
     ];
     for (const c of cases) {
       const z = await startRuntime(
         config(
           [`127.0.0.1:${port(c.srv)}`],
-          '    timeouts: { client_idle: 300ms }',
+          `    timeouts: { client_idle: ${c.idle} }`,
           '    timeouts: { idle: 300ms, response_header: 30s }',
         ),
       );
@@ -804,9 +811,39 @@ listeners:
         const res = parseResponse(r.data)?.resp;
         assert.equal(res?.status, c.status, r.data.toString('latin1', 0, 200));
         assert.equal(res?.headers.get('x-zipline-error')?.[0], c.code);
+        // the client closed: zipline, which had stopped reading it, sees that now (not at client_idle)
+        await until(() => z.rt.activeCount() === 0, 'the connection closed with the client', 3000);
       } finally {
         await z.stop();
       }
+    }
+  });
+
+  test('after its answer and FIN zipline reads and drops what the client still sends, for client_idle at most', async () => {
+    const o = await origin();
+    const z = await startRuntime(
+      config([o.address], '    limits: { max_body: 1KiB }\n    timeouts: { client_idle: 300ms }'),
+    );
+    try {
+      const [host, p] = splitAddress(z.addr('web'));
+      const s = connect({ port: p, host, allowHalfOpen: true }); // zipline's FIN does not end it
+      s.on('error', () => {});
+      let answer = '';
+      s.on('data', (d: Buffer) => {
+        answer += d.toString('latin1');
+      });
+      s.write('POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n');
+      // a client that keeps sending whatever the answer (a 413, then zipline's FIN)
+      const chunk = Buffer.alloc(16 * 1024);
+      const pump = setInterval(() => s.writable && s.write(chunk), 5);
+      const started = Date.now();
+      await until(() => s.closed, 'zipline to close the connection', 5000).finally(() => clearInterval(pump));
+      const elapsed = Date.now() - started;
+      assert.match(answer, /^HTTP\/1\.1 413 /);
+      assert.ok(elapsed >= 250 && elapsed < 3000, `closed after ${elapsed} ms (client_idle 300 ms)`);
+      assert.equal(o.requests, 0);
+    } finally {
+      await z.stop();
     }
   });
 
