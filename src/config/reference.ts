@@ -121,7 +121,7 @@ export const CONFIG_REFERENCE = {
   },
   'upstreams.*.http_version': {
     default: '1.1',
-    doc: "What http/https listeners speak to the servers: `1.1` (pooled HTTP/1.1 connections), or `2`: HTTP/2, one connection per server carrying every request as a stream (Envoy's HTTP/2 clusters, Caddy `versions 2`/`h2c`, nginx `grpc_pass`), over TLS with ALPN `h2` when `tls` is set and in clear text (h2c, prior knowledge) otherwise. `2` is what gRPC needs: trailers reach HTTP/2 clients, and HTTP/1.1 clients in a chunked body's last chunk. `keepalive.idle_timeout` closes a connection without streams, `keepalive.max_requests` is streams per connection, `max_connections` counts requests in flight. An `http` health check speaks HTTP/1.1, so use `type: grpc` (or `tcp`) with `2`. tcp listeners pass bytes and ignore it.",
+    doc: "What http/https listeners speak to the servers: `1.1` (pooled HTTP/1.1 connections), or `2`: HTTP/2, one connection per server carrying every request as a stream, more when the server's SETTINGS_MAX_CONCURRENT_STREAMS is reached (Envoy's HTTP/2 clusters, Caddy `versions 2`/`h2c`, nginx `grpc_pass`), over TLS with ALPN `h2` when `tls` is set and in clear text (h2c, prior knowledge) otherwise. `2` is what gRPC needs: trailers reach HTTP/2 clients, and HTTP/1.1 clients in a chunked body's last chunk. `keepalive.idle_timeout` closes a connection without streams, `keepalive.max_requests` is streams per connection, `max_connections` counts requests in flight. An `http` health check speaks HTTP/1.1, so use `type: grpc` (or `tcp`) with `2`. tcp listeners pass bytes and ignore it.",
   },
   'upstreams.*.send_proxy': {
     default: 'off',

@@ -285,6 +285,43 @@ test('HTTP/1.1 clients: chunked request and response bodies, trailers in the las
   }
 });
 
+test("a server's SETTINGS_MAX_CONCURRENT_STREAMS: requests past it go on another session, none waits behind long-lived streams", async () => {
+  const held: ServerHttp2Stream[] = [];
+  const sessions = new Set<unknown>();
+  const server = h2server({ settings: { maxConcurrentStreams: 2 } });
+  server.on('stream', (stream, h) => {
+    stream.on('error', () => {});
+    sessions.add(stream.session);
+    if (h[':path'] === '/hold')
+      held.push(stream); // answered later (a watch, a long poll)
+    else stream.end(`ok ${h[':path']}`);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  cleanups.push(() => new Promise((r) => server.close(r)));
+  const z = await startRuntime(config(`127.0.0.1:${(server.address() as AddressInfo).port}`));
+  const clients: KeepAliveClient[] = [];
+  try {
+    // the first session learns the server's limit
+    assert.equal((await request(z.addr('web'), 'GET /first HTTP/1.1\r\nHost: x\r\n\r\n')).status, 200);
+    for (let i = 0; i < 5; i++) clients.push(await KeepAliveClient.open(z.addr('web')));
+    const answers = clients.map((c) => c.send('GET /hold HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await until(() => held.length === 5, 'all five at the server at once (two per connection)');
+    assert.equal(sessions.size, 3, 'one session, then one more for each two streams');
+    for (const stream of held) {
+      stream.respond({ ':status': 200 });
+      stream.end('held');
+    }
+    for (const r of await Promise.all(answers)) assert.equal(r.body.toString(), 'held');
+    // a session with room again takes the next request: no new one
+    assert.equal((await request(z.addr('web'), 'GET /after HTTP/1.1\r\nHost: x\r\n\r\n')).status, 200);
+    assert.equal(sessions.size, 3);
+  } finally {
+    for (const c of clients) c.close();
+    await z.stop();
+  }
+});
+
 test('a stream the server refuses goes to another server, whatever its method; a server that is no HTTP/2 server is 502', async () => {
   const refusing = await h2Origin((stream) => stream.close(h2.NGHTTP2_REFUSED_STREAM));
   const good = await h2Origin((stream, h) => {

@@ -1,15 +1,18 @@
 /**
  * HTTP/2 connections to the servers of an upstream with `http_version: 2` (Envoy's HTTP/2
- * clusters, Caddy `versions 2`): one session per server, shared by every request to it, each
+ * clusters, Caddy `versions 2`): a session per server, shared by every request to it, each
  * request a stream. h2c with prior knowledge without `tls`; with it, TLS offering ALPN `h2` only
  * (a server that does not select it fails the connect as `ZL_UPSTREAM_TLS`).
  *
- * Requests asking while a server's session is being opened wait for that one connect (bounded by
- * `timeouts.connect`, the TLS handshake included), and all go on it. A session that received
- * GOAWAY, failed, or has started `keepalive.max_requests` streams takes no new ones; those in
- * flight finish, and it is closed once they have. A session without streams for
- * `keepalive.idle_timeout` is closed. More streams than the server's
- * SETTINGS_MAX_CONCURRENT_STREAMS wait in nghttp2 for a slot.
+ * A session with as many streams open as the server's SETTINGS_MAX_CONCURRENT_STREAMS allows
+ * takes no more: the next request goes on another session to that server, opened if none has
+ * room (as Envoy and Go's transport do), so long-lived streams (gRPC watches) never wait behind a
+ * full connection. Requests asking while a server's session is being opened wait for that one
+ * connect (bounded by `timeouts.connect`, the TLS handshake included), and all go on it (the
+ * server's limit is not known before its SETTINGS: those past it wait in nghttp2 for a slot, as
+ * do streams on a server that allows 0). A session that received GOAWAY, failed, or has started
+ * `keepalive.max_requests` streams takes no new ones; those in flight finish, and it is closed
+ * once they have. A session without streams for `keepalive.idle_timeout` is closed.
  */
 import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import { connect as connectTcp, type Socket } from 'node:net';
@@ -42,6 +45,12 @@ export class H2Session {
     readonly tls: OriginTls | null,
   ) {}
 
+  /** As many streams open as the server allows (an advertised 0 is waited out, not counted). */
+  full(): boolean {
+    const max = this.session.remoteSettings?.maxConcurrentStreams;
+    return max !== undefined && max > 0 && this.streams >= max;
+  }
+
   /** A stream for one request (throws what `ClientHttp2Session.request` throws). */
   request(headers: OutgoingHttpHeaders, endStream: boolean): ClientHttp2Stream {
     const stream = this.session.request(headers, { endStream });
@@ -69,7 +78,8 @@ export class H2Session {
 }
 
 export class H2Sessions {
-  private readonly ready = new Map<Endpoint, H2Session>();
+  /** The sessions taking new streams, per server. */
+  private readonly ready = new Map<Endpoint, H2Session[]>();
   /** Every session not closed yet: the pooled ones and those finishing their streams. */
   private readonly live = new Set<H2Session>();
   private readonly waiting = new Map<Endpoint, SessionCallback[]>();
@@ -86,8 +96,8 @@ export class H2Sessions {
    * error code. The returned function withdraws `cb` (the connect goes on for the others).
    */
   session(e: Endpoint, cb: SessionCallback): () => void {
-    const current = this.ready.get(e);
-    if (current !== undefined && this.usable(current)) {
+    const current = this.withRoom(e);
+    if (current !== null) {
       this.reusedRequests++;
       cb(current, null);
       return noop;
@@ -105,9 +115,11 @@ export class H2Sessions {
     };
   }
 
-  /** Sessions open now (for `/stats`). */
+  /** Sessions taking new streams now (for `/stats`). */
   get size(): number {
-    return this.ready.size;
+    let n = 0;
+    for (const list of this.ready.values()) n += list.length;
+    return n;
   }
 
   /** The upstream is gone (a reload removed it, or shutdown): every session ends now. */
@@ -118,6 +130,22 @@ export class H2Sessions {
     this.ready.clear();
     if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
+  }
+
+  /** A session to `e` able to take one more stream now, if any (retiring those that never will). */
+  private withRoom(e: Endpoint): H2Session | null {
+    const list = this.ready.get(e);
+    if (list === undefined) return null;
+    for (let i = 0; i < list.length; ) {
+      const s = list[i] as H2Session;
+      if (!this.usable(s)) {
+        if (list[i] === s) i++; // (retired: out of the list, the next one is at i)
+        continue;
+      }
+      if (!s.full()) return s;
+      i++;
+    }
+    return null;
   }
 
   private usable(s: H2Session): boolean {
@@ -135,7 +163,15 @@ export class H2Sessions {
   /** Out of the pool: no new streams on `s`, and it closes once those in flight ended. */
   private retire(s: H2Session): void {
     s.drain();
-    if (this.ready.get(s.endpoint) === s) this.ready.delete(s.endpoint);
+    this.unlist(s);
+  }
+
+  private unlist(s: H2Session): void {
+    const list = this.ready.get(s.endpoint);
+    const i = list?.indexOf(s) ?? -1;
+    if (list === undefined || i < 0) return;
+    list.splice(i, 1);
+    if (list.length === 0) this.ready.delete(s.endpoint);
   }
 
   private open(e: Endpoint): void {
@@ -209,12 +245,12 @@ export class H2Sessions {
     session.once('close', () => {
       s.closing = true;
       this.live.delete(s);
-      if (this.ready.get(e) === s) this.ready.delete(e);
+      this.unlist(s);
     });
     this.live.add(s);
-    const previous = this.ready.get(e);
-    if (previous !== undefined) this.retire(previous);
-    this.ready.set(e, s);
+    const list = this.ready.get(e);
+    if (list === undefined) this.ready.set(e, [s]);
+    else list.push(s);
     this.scheduleSweep();
     return s;
   }
@@ -227,8 +263,8 @@ export class H2Sessions {
   private sweep(): void {
     const now = nowMs();
     const limit = this.upstream.settings.keepaliveIdleTimeoutMs;
-    for (const s of [...this.ready.values()]) {
-      if (s.streams === 0 && now - s.idleSince >= limit) this.retire(s);
+    for (const list of [...this.ready.values()]) {
+      for (const s of [...list]) if (s.streams === 0 && now - s.idleSince >= limit) this.retire(s);
     }
     if (this.ready.size === 0 && this.sweepTimer !== null) {
       clearInterval(this.sweepTimer);
