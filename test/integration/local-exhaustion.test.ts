@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { nativePump } from '../../src/l4/native-pump.js';
@@ -41,6 +41,34 @@ function allowNew(pid: number, n: number): void {
     free++;
   }
   prlimit(pid, limit);
+}
+
+/**
+ * Fills the free descriptor numbers below libuv's spare one (its `/dev/null`, opened at the first
+ * listen) with idle connections to `address`, each accepted into the lowest free number. Out of
+ * descriptors for real, no number below the limit is free; `allowNew(pid, 0)` on a process with
+ * a hole below the spare would put the limit there, where libuv's EMFILE trick (close the spare,
+ * accept, close) cannot work and its loop spins: an artefact of lowering the limit, not zipline's.
+ */
+async function fillHolesBelowSpare(pid: number, address: string, keep: Socket[]): Promise<void> {
+  const fds = (): number[] => readdirSync(`/proc/${pid}/fd`).map(Number);
+  const target = (fd: number): string => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return ''; // closed meanwhile
+    }
+  };
+  const spare = Math.max(...fds().filter((fd) => target(fd) === '/dev/null'));
+  const holes = (): number => {
+    const open = new Set(fds());
+    let n = 0;
+    for (let fd = 0; fd < spare; fd++) if (!open.has(fd)) n++;
+    return n;
+  };
+  const [host, p] = splitAddress(address);
+  for (let i = holes(); i > 0; i--) keep.push(connect(p, host).on('error', () => {}));
+  await until(() => holes() === 0, 'the holes below the spare descriptor filled');
 }
 
 function config(server: string, listener: string): string {
@@ -98,6 +126,7 @@ describe('local exhaustion', {
     try {
       const addr = await z.listener('web');
       const soft = softLimit(pid);
+      await fillHolesBelowSpare(pid, addr, waiting);
       allowNew(pid, 0);
       const ticks = (): number => {
         const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
