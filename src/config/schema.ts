@@ -210,6 +210,7 @@ const MANAGED_FIELDS = new Set([
   'te',
   'trailer',
   'proxy-connection',
+  'http2-settings',
 ]);
 const MANAGED_MESSAGE =
   'zipline writes this field itself (message framing or connection management); a header rule cannot set or remove it';

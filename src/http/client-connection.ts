@@ -307,8 +307,8 @@ export class ClientConnection implements Downstream, ReadTarget {
     if (this.passesChunked && !this.closed) this.send(buildInterimHead(resp));
   }
 
-  sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): void {
-    if (this.closed) return;
+  sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): boolean {
+    if (this.closed) return true;
     this.closeDelimited = resp.body === 'close' || (resp.body === 'chunked' && !this.passesChunked);
     this.responseKeepAlive =
       this.keepAlive && !this.closeDelimited && ex.bodyDone && !this.listener.draining();
@@ -320,6 +320,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     });
     // a small body goes in the head's write; a streamed one's first bytes join it (held writes)
     this.send(inline === null ? head : head + inline.toString('latin1'));
+    return true;
   }
 
   write(chunk: Buffer): boolean {

@@ -24,9 +24,10 @@ export interface Downstream {
   /**
    * The final response head, with the whole body when it is small and already at hand (`inline`:
    * one write for both; the exchange completes right after). `inline` views the upstream read
-   * buffer: valid during the call only.
+   * buffer: valid during the call only. False when this client cannot be given that head (HTTP/2
+   * refuses some HTTP/1.1 can carry): nothing was sent, and the exchange answers 502 instead.
    */
-  sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): void;
+  sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): boolean;
   /**
    * Response body bytes; false when the client is not keeping up (wait for `onClientDrain`).
    * `chunk` may be a view of the upstream read buffer: valid during the call only (copy to keep).

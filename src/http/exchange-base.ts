@@ -206,6 +206,16 @@ export abstract class ExchangeBase implements PickOwner, ProxyExchange {
     return true;
   }
 
+  /** Gives the client the response head; false when it cannot take it (the exchange then failed: 502). */
+  protected sendHeadToClient(resp: ResponseHead, inline: Buffer | null): boolean {
+    if (!this.down.sendHead(this, resp, inline)) {
+      this.fail('ZL_UPSTREAM_BAD_RESPONSE');
+      return false;
+    }
+    this.headSent = true;
+    return true;
+  }
+
   /** Resumes the client's request body when the upstream takes `more`, else pauses it. */
   protected upstreamTakes(more: boolean): void {
     this.bodyHeld = !more;

@@ -188,11 +188,11 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
   }
 
   onHeadOut(resp: ResponseHead): void {
-    this.headSent = true;
-    this.down.sendHead(this, resp, null);
+    this.sendHeadToClient(resp, null);
   }
 
   onBody(chunk: Buffer): void {
+    if (this.state !== 'streaming') return; // the head was refused (502 instead)
     this.bytesOut += chunk.length;
     if (!this.down.write(chunk)) this.conn?.pauseReads();
   }
@@ -221,8 +221,7 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
     const len = resp.contentLength;
     if (resp.body === 'length' && len > 0 && len <= INLINE_BODY_MAX && buf.length - end >= len) {
       // the common small response: head and body in one write
-      this.headSent = true;
-      this.down.sendHead(this, resp, buf.subarray(end, end + len));
+      if (!this.sendHeadToClient(resp, buf.subarray(end, end + len))) return;
       this.bytesOut += len;
       this.dirty = end + len < buf.length;
       this.complete();

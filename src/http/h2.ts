@@ -37,7 +37,7 @@ import { latin1, lowerAscii } from './parser/tokens.js';
 import { createExchange, type ProxyExchange } from './proxy-exchange.js';
 import { lastRetryAfter } from './rate-limit.js';
 
-const DROP_REQUEST = new Set([...CONNECTION_SPECIFIC, 'host', 'http2-settings']);
+const DROP_REQUEST = new Set([...CONNECTION_SPECIFIC, 'host']);
 const DROP_RESPONSE = new Set([...CONNECTION_SPECIFIC, 'trailer']);
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
@@ -298,8 +298,8 @@ export class H2Downstream implements Downstream {
       this.stream.additionalHeaders({ ':status': resp.status });
   }
 
-  sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): void {
-    if (this.stream.destroyed) return;
+  sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): boolean {
+    if (this.stream.destroyed) return true;
     const headers: OutgoingHttpHeaders = { ':status': resp.status };
     const rules = ex.route.response;
     const named = connectionNamed(resp);
@@ -322,9 +322,16 @@ export class H2Downstream implements Downstream {
     // an HTTP/2 upstream's trailers (gRPC's status) end the stream once the body has gone
     const wait = ex.trailersExpected === true && resp.body !== 'none';
     const ended = resp.body === 'none' || (!wait && resp.body === 'length' && resp.contentLength === 0);
-    this.stream.respond(headers, { endStream: ended, waitForTrailers: wait });
+    try {
+      this.stream.respond(headers, { endStream: ended, waitForTrailers: wait });
+    } catch {
+      // a head Node will not send (it checks more than HTTP/1.1 does): the exchange answers 502
+      this.responded = false;
+      return false;
+    }
     if (wait) this.stream.once('wantTrailers', () => this.sendTrailers(ex));
     if (inline !== null) this.stream.write(Buffer.from(inline)); // a copy: it views the upstream read buffer
+    return true;
   }
 
   private sendTrailers(ex: ProxyExchange): void {

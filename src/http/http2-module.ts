@@ -13,8 +13,9 @@ export function loadHttp2(): typeof import('node:http2') {
 }
 
 /**
- * HTTP/1.1 fields that are connection-specific (RFC 9113 §8.2.2): never sent in an HTTP/2 header
- * list, nor passed on from one (`te` is, as `te: trailers` only, where a request needs it).
+ * HTTP/1.1 fields that are connection-specific (RFC 9113 §8.2.2, and `HTTP2-Settings` of the h2c
+ * upgrade): never sent in an HTTP/2 header list (Node refuses them), nor passed on from one (`te`
+ * is, as `te: trailers` only, where a request needs it).
  */
 export const CONNECTION_SPECIFIC: readonly string[] = [
   'connection',
@@ -23,4 +24,5 @@ export const CONNECTION_SPECIFIC: readonly string[] = [
   'transfer-encoding',
   'upgrade',
   'te',
+  'http2-settings',
 ];

@@ -1,6 +1,7 @@
 /** The HTTP reverse proxy on real loopback sockets: forwarding semantics, routing, hostile input. */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import type { IncomingHttpHeaders } from 'node:http2';
 import { connect } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
@@ -697,24 +698,46 @@ listeners:
     }
   });
 
-  test('an origin that sends garbage, a coding other than chunked, or a chunked body bad from its first bytes → 502 ZL_UPSTREAM_BAD_RESPONSE', async () => {
+  test('an origin that sends garbage, a status outside 100–599, a coding other than chunked, or a chunked body bad from its first bytes → 502 ZL_UPSTREAM_BAD_RESPONSE, over HTTP/1.1 and HTTP/2', async () => {
     const answers: Record<string, string> = {
       '/': 'HTTP/1.1 two hundred OK\r\n\r\n',
+      '/999': 'HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n',
       '/gzip': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n',
       // the head is fine; the chunk size read with it is not: nothing reached the client yet
       '/badchunk': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n',
     };
+    // fine for HTTP/1.1; HTTP/2 refuses the field (connection-specific), so it is dropped there
+    const h2settings = 'HTTP/1.1 200 OK\r\nHTTP2-Settings: AAMAAABk\r\nContent-Length: 2\r\n\r\nok';
     const bad = await raw((s) => {
-      s.once('data', (d: Buffer) => s.end(answers[d.toString('latin1').split(' ')[1] ?? '/'] ?? ''));
+      s.once('data', (d: Buffer) => {
+        const path = d.toString('latin1').split(' ')[1] ?? '/';
+        s.end(path === '/h2settings' ? h2settings : (answers[path] ?? ''));
+      });
     });
     const z = await startRuntime(config([`127.0.0.1:${port(bad)}`]));
+    const h2 = await import('node:http2');
+    const session = h2.connect(`http://${z.addr('web')}`);
+    const h2get = (path: string): Promise<IncomingHttpHeaders> =>
+      new Promise((resolve, reject) => {
+        const req = session.request({ ':path': path });
+        req.on('response', resolve);
+        req.on('error', reject);
+        req.resume();
+      });
     try {
       for (const path of Object.keys(answers)) {
         const r = await one(z.addr('web'), get(path));
         assert.equal(r.status, 502, path);
         assert.equal(r.headers.get('x-zipline-error')?.[0], 'ZL_UPSTREAM_BAD_RESPONSE');
+        const h = await h2get(path);
+        assert.equal(h[':status'], 502, `h2 ${path}`);
+        assert.equal(h['x-zipline-error'], 'ZL_UPSTREAM_BAD_RESPONSE');
       }
+      const h = await h2get('/h2settings');
+      assert.equal(h[':status'], 200);
+      assert.equal(h['http2-settings'], undefined);
     } finally {
+      session.close();
       await z.stop();
     }
   });

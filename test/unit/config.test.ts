@@ -484,13 +484,14 @@ listeners:
       - upstream: app
         headers:
           request: { set: { Host: example.com, Content-Length: "5" }, remove: [x-a, connection] }
-          response: { remove: [Transfer-Encoding, server] }
+          response: { remove: [Transfer-Encoding, server], set: { HTTP2-Settings: x } }
 `).join('\n');
   const managed = /zipline writes this field itself/;
   assert.match(text, new RegExp(`headers\\.request\\.set\\.Content-Length .*${managed.source}`));
   assert.match(text, new RegExp(`headers\\.request\\.remove\\[1\\] .*${managed.source}`));
   assert.match(text, new RegExp(`headers\\.response\\.remove\\[0\\] .*${managed.source}`));
-  assert.equal(text.split('\n').length, 3, 'Host, x-a and server are fine');
+  assert.match(text, new RegExp(`headers\\.response\\.set\\.HTTP2-Settings .*${managed.source}`));
+  assert.equal(text.split('\n').length, 4, 'Host, x-a and server are fine');
 });
 
 test('YAML syntax errors and duplicate keys are located', () => {

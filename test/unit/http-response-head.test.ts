@@ -91,6 +91,9 @@ describe('response head', () => {
     refused('HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
     refused('HTTP/1.1 20 OK\r\n\r\n');
     refused('HTTP/1.1 099 Low\r\n\r\n');
+    // RFC 9110 §15: outside 100–599 is invalid (HTTP/2 cannot even carry it)
+    refused('HTTP/1.1 600 High\r\n\r\n');
+    refused('HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n');
     refused('HTTP/2 200 OK\r\n\r\n');
     refused('ICY 200 OK\r\n\r\n');
     refused('HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n');

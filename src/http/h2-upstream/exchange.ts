@@ -185,11 +185,10 @@ export class H2Exchange extends ExchangeBase {
     if (this.retriedStatus(resp)) return;
     this.status = resp.status;
     this.state = 'streaming';
-    this.headSent = true;
     // a response that ended with its head has no trailers (gRPC's "trailers-only" answer)
     if ((flags & END_STREAM) !== 0) this.trailersExpected = false;
     this.chunkedOut = resp.body === 'chunked' && this.down.passesChunked;
-    this.down.sendHead(this, resp, null);
+    this.sendHeadToClient(resp, null);
   }
 
   private onData(stream: ClientHttp2Stream, chunk: Buffer): void {

@@ -13,7 +13,7 @@ import { CONNECTION_SPECIFIC } from '../http2-module.js';
 import { parseResponseHead, type ResponseHead } from '../parser/response-head.js';
 
 /** Connection-specific fields and framing HTTP/2 does itself; `Host` becomes `:authority`. */
-const DROP = new Set([...CONNECTION_SPECIFIC, 'trailer', 'http2-settings', 'host']);
+const DROP = new Set([...CONNECTION_SPECIFIC, 'trailer', 'host']);
 /** Fields a trailer section must not carry (RFC 9110 §6.5.1): framing, routing, and the like. */
 const NOT_TRAILERS = new Set([...DROP, 'content-length', 'content-type', 'content-encoding', 'set-cookie']);
 const NAME_RE = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;

@@ -140,7 +140,9 @@ function parseStatusLine(buf: Buffer, lineEnd: number): { minor: 0 | 1; status: 
     if (d < 0 || d > 9) throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'malformed status code');
     status = status * 10 + d;
   }
-  if (status < 100) throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'status code below 100');
+  // RFC 9110 §15: 600–999 are invalid, and HTTP/2 cannot carry them; a recipient treats them as 5xx
+  if (status < 100 || status > 599)
+    throw new ZiplineError('ZL_HTTP_BAD_REQUEST', `status code ${status} outside 100–599`);
   if (lineEnd > 12 && buf[12] !== 0x20)
     throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'malformed status line');
   return {
