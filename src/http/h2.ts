@@ -27,6 +27,7 @@ import { clientAddressOf } from '../proxy-protocol/reader.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { admitRequest } from './admission.js';
 import type { Downstream } from './downstream.js';
+import type { HeaderRules } from './forward-head.js';
 import { connectionNamed } from './forward-response.js';
 import { CONNECTION_SPECIFIC, loadHttp2 } from './http2-module.js';
 import type { HttpListener } from './listener.js';
@@ -293,27 +294,22 @@ export class H2Downstream implements Downstream {
     if (!this.stream.destroyed) this.stream.additionalHeaders({ ':status': 100 });
   }
 
+  /** A 1xx head (103 Early Hints with its Link fields, 102) as HEADERS without END_STREAM. */
   sendInterim(resp: ResponseHead): void {
-    if (!this.stream.destroyed && resp.status !== 100)
-      this.stream.additionalHeaders({ ':status': resp.status });
+    if (this.stream.destroyed || resp.status === 100) return;
+    const headers = headerList(resp, null);
+    delete headers['content-length'];
+    try {
+      this.stream.additionalHeaders(headers);
+    } catch {
+      // advisory: an interim head HTTP/2 cannot carry is left out, the final one follows
+    }
   }
 
   sendHead(ex: ProxyExchange, resp: ResponseHead, inline: Buffer | null): boolean {
     if (this.stream.destroyed) return true;
-    const headers: OutgoingHttpHeaders = { ':status': resp.status };
     const rules = ex.route.response;
-    const named = connectionNamed(resp);
-    for (let f = 0; f < resp.fieldCount; f++) {
-      const k = f * 4;
-      const name = lowerAscii(resp.raw, resp.fields[k] as number, resp.fields[k + 1] as number);
-      if (DROP_RESPONSE.has(name) || rules.remove.has(name) || named?.has(name)) continue;
-      const value = latin1(resp.raw, resp.fields[k + 2] as number, resp.fields[k + 3] as number);
-      const prev = headers[name];
-      if (prev === undefined) headers[name] = value;
-      else if (Array.isArray(prev)) prev.push(value);
-      else if (name === 'set-cookie') headers[name] = [String(prev), value];
-      else headers[name] = `${String(prev)}, ${value}`;
-    }
+    const headers = headerList(resp, rules);
     for (const [name, value] of rules.set) headers[name.toLowerCase()] = value;
     // chunked: HTTP/2 frames the body itself; 204: a Content-Length there is forbidden (RFC 9110
     // §8.6) and nghttp2 clients reset the stream over a non-zero one
@@ -405,3 +401,25 @@ export class H2Downstream implements Downstream {
 }
 
 const CRLF = Buffer.from('\r\n', 'latin1');
+
+/**
+ * An upstream head's fields as an HTTP/2 header list: names lower case, connection-specific ones
+ * (and those its Connection names, and `rules.remove`'s) left out, repeats joined with ", " but
+ * Set-Cookie's kept apart.
+ */
+function headerList(resp: ResponseHead, rules: HeaderRules | null): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = { ':status': resp.status };
+  const named = connectionNamed(resp);
+  for (let f = 0; f < resp.fieldCount; f++) {
+    const k = f * 4;
+    const name = lowerAscii(resp.raw, resp.fields[k] as number, resp.fields[k + 1] as number);
+    if (DROP_RESPONSE.has(name) || rules?.remove.has(name) === true || named?.has(name) === true) continue;
+    const value = latin1(resp.raw, resp.fields[k + 2] as number, resp.fields[k + 3] as number);
+    const prev = headers[name];
+    if (prev === undefined) headers[name] = value;
+    else if (Array.isArray(prev)) prev.push(value);
+    else if (name === 'set-cookie') headers[name] = [String(prev), value];
+    else headers[name] = `${String(prev)}, ${value}`;
+  }
+  return headers;
+}

@@ -162,7 +162,7 @@ describe('forwarding semantics', () => {
     }
   });
 
-  test('a 204 or 1xx from the origin reaches the client without the Content-Length it should not have sent', async () => {
+  test('a 204 or 1xx from the origin reaches the client without the Content-Length it should not have sent; a 103 keeps its Link over HTTP/2 too', async () => {
     const bad = await raw((s) => {
       s.on('data', (d: Buffer) => {
         const path = d.toString('latin1').split(' ')[1];
@@ -185,6 +185,20 @@ describe('forwarding semantics', () => {
         hints.data.toString('latin1'),
         /^HTTP\/1\.1 103 Early Hints\r\nLink: <\/a>\r\n\r\nHTTP\/1\.1 200 OK\r\nContent-Length: 2\r\n/,
       );
+      // HTTP/2 (h2c): the 103 is a HEADERS frame of its own, with its Link field
+      const h2 = await import('node:http2');
+      const session = h2.connect(`http://${z.addr('web')}`);
+      try {
+        const req = session.request({ ':path': '/103' });
+        const [[interim], [final]] = await Promise.all([once(req, 'headers'), once(req, 'response')]);
+        req.resume();
+        assert.equal(interim[':status'], 103);
+        assert.equal(interim.link, '</a>');
+        assert.equal(interim['content-length'], undefined);
+        assert.equal(final[':status'], 200);
+      } finally {
+        session.close();
+      }
     } finally {
       await z.stop();
     }
