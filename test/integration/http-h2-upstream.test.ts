@@ -301,19 +301,33 @@ test("a server's SETTINGS_MAX_CONCURRENT_STREAMS: requests past it go on another
   cleanups.push(() => new Promise((r) => server.close(r)));
   const z = await startRuntime(config(`127.0.0.1:${(server.address() as AddressInfo).port}`));
   const clients: KeepAliveClient[] = [];
-  try {
-    // the first session learns the server's limit
-    assert.equal((await request(z.addr('web'), 'GET /first HTTP/1.1\r\nHost: x\r\n\r\n')).status, 200);
-    for (let i = 0; i < 5; i++) clients.push(await KeepAliveClient.open(z.addr('web')));
-    const answers = clients.map((c) => c.send('GET /hold HTTP/1.1\r\nHost: x\r\n\r\n'));
-    await until(() => held.length === 5, 'all five at the server at once (two per connection)');
-    assert.equal(sessions.size, 3, 'one session, then one more for each two streams');
-    for (const stream of held) {
+  const release = (): void => {
+    for (const stream of held.splice(0)) {
       stream.respond({ ':status': 200 });
       stream.end('held');
     }
-    for (const r of await Promise.all(answers)) assert.equal(r.body.toString(), 'held');
-    // a session with room again takes the next request: no new one
+  };
+  try {
+    // five at once on a cold pool: they wait for the first session's SETTINGS, two go on it, the
+    // others on the sessions opened after it
+    for (let i = 0; i < 5; i++) clients.push(await KeepAliveClient.open(z.addr('web')));
+    const burst = clients.map((c) => c.send('GET /hold HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await until(() => held.length === 5, 'all five at the server at once (two per connection)');
+    assert.equal(sessions.size, 3, 'two streams per session');
+    release();
+    for (const r of await Promise.all(burst)) assert.equal(r.body.toString(), 'held');
+    // none was sent past the limit (the server would refuse it, REFUSED_STREAM, and cost a retry)
+    await until(() => z.access.length === 5, 'five access lines');
+    assert.deepEqual(
+      z.access.map((l) => l.attempts),
+      [1, 1, 1, 1, 1],
+    );
+    // with the limit known: two more held on a session with room, the next three where there is room
+    const more = clients.map((c) => c.send('GET /hold HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await until(() => held.length === 5, 'five held again');
+    assert.equal(sessions.size, 3, 'the sessions with room took them: no new one');
+    release();
+    for (const r of await Promise.all(more)) assert.equal(r.body.toString(), 'held');
     assert.equal((await request(z.addr('web'), 'GET /after HTTP/1.1\r\nHost: x\r\n\r\n')).status, 200);
     assert.equal(sessions.size, 3);
   } finally {

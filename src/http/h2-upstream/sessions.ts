@@ -7,12 +7,13 @@
  * A session with as many streams open as the server's SETTINGS_MAX_CONCURRENT_STREAMS allows
  * takes no more: the next request goes on another session to that server, opened if none has
  * room (as Envoy and Go's transport do), so long-lived streams (gRPC watches) never wait behind a
- * full connection. Requests asking while a server's session is being opened wait for that one
- * connect (bounded by `timeouts.connect`, the TLS handshake included), and all go on it (the
- * server's limit is not known before its SETTINGS: those past it wait in nghttp2 for a slot, as
- * do streams on a server that allows 0). A session that received GOAWAY, failed, or has started
- * `keepalive.max_requests` streams takes no new ones; those in flight finish, and it is closed
- * once they have. A session without streams for `keepalive.idle_timeout` is closed.
+ * full connection. Requests asking while a server's session is being opened wait for that
+ * connect and the server's first SETTINGS (bounded by `timeouts.connect`, the TLS handshake
+ * included); as many as it has room for go on it, and the rest on the next one opened (a server
+ * that allows 0 streams is waited out: they queue in nghttp2). A session that received GOAWAY,
+ * failed, or has started `keepalive.max_requests` streams takes no new ones; those in flight
+ * finish, and it is closed once they have. A session without streams for
+ * `keepalive.idle_timeout` is closed.
  */
 import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import { connect as connectTcp, type Socket } from 'node:net';
@@ -190,15 +191,22 @@ export class H2Sessions {
       clearTimeout(timer);
       const list = this.waiting.get(e) ?? [];
       this.waiting.delete(e);
-      // every request that waited goes on it, `max_requests` or not (the next one asking opens
-      // another); only a session that died already (a GOAWAY at once) fails them, as a reset
-      list.forEach((cb, i) => {
-        if (session !== null && (session.closing || session.session.destroyed)) cb(null, 'ZL_UPSTREAM_RESET');
-        else {
-          if (session !== null && i > 0) this.reusedRequests++; // the first opened it
-          cb(session, code);
-        }
-      });
+      if (session === null || session.closing || session.session.destroyed) {
+        // the connect failed, or the session died at once (a GOAWAY, bytes that are not HTTP/2)
+        for (const cb of list.splice(0)) cb(null, code ?? 'ZL_UPSTREAM_RESET');
+        return;
+      }
+      this.pool(session);
+      // as many as it has room for (the server's stream limit, `max_requests`; the first opened
+      // it); the rest wait for another (the same array: their withdrawals still find them)
+      for (let first = true; list.length > 0 && this.usable(session) && !session.full(); first = false) {
+        if (!first) this.reusedRequests++;
+        (list.shift() as SessionCallback)(session, null);
+      }
+      if (list.length > 0) {
+        this.waiting.set(e, list);
+        this.open(e);
+      }
     };
     const fail = (code: ErrorCode): void => {
       socket.on('error', noop);
@@ -222,15 +230,24 @@ export class H2Sessions {
         return;
       }
       socket.removeAllListeners('error');
-      metrics.upstreamConnectDuration
-        .labels(this.upstream.name)
-        .observe((performance.now() - started) / 1000);
-      this.opened++;
-      finish(this.adopt(e, socket, tls), null);
+      const s = this.adopt(e, socket, tls);
+      // the server's SETTINGS first: its stream limit says how many of the waiting requests it takes
+      let broken = false;
+      s.session.once('error', () => {
+        broken = true;
+      });
+      s.session.once('remoteSettings', () => {
+        metrics.upstreamConnectDuration
+          .labels(this.upstream.name)
+          .observe((performance.now() - started) / 1000);
+        this.opened++;
+        finish(s, null);
+      });
+      s.session.once('close', () => finish(null, broken ? 'ZL_UPSTREAM_BAD_RESPONSE' : 'ZL_UPSTREAM_RESET'));
     });
   }
 
-  /** The HTTP/2 session over a connected socket, pooled for `e`. */
+  /** The HTTP/2 session over a connected socket (pooled once the server's SETTINGS came). */
   private adopt(e: Endpoint, socket: Socket, tls: OriginTls | null): H2Session {
     const session = loadHttp2().connect(`${tls === null ? 'http' : 'https'}://${e.address}`, {
       createConnection: () => socket,
@@ -248,11 +265,15 @@ export class H2Sessions {
       this.unlist(s);
     });
     this.live.add(s);
-    const list = this.ready.get(e);
-    if (list === undefined) this.ready.set(e, [s]);
+    return s;
+  }
+
+  /** `s` takes new streams to its server from now on. */
+  private pool(s: H2Session): void {
+    const list = this.ready.get(s.endpoint);
+    if (list === undefined) this.ready.set(s.endpoint, [s]);
     else list.push(s);
     this.scheduleSweep();
-    return s;
   }
 
   private scheduleSweep(): void {
