@@ -224,6 +224,11 @@ function sha(b: Buffer): string {
 
 test('HTTP/1.1 clients: chunked request and response bodies, trailers in the last chunk, keep-alive, HEAD; one session for all', async () => {
   const origin = await h2Origin((stream, h, body) => {
+    if (h[':path'] === '/dup') {
+      stream.respond({ ':status': 200 });
+      stream.end(JSON.stringify([h['if-none-match'], h['x-a'], h.cookie]));
+      return;
+    }
     if (h[':method'] === 'HEAD') {
       stream.respond({ ':status': 200, 'content-length': '1234' }, { endStream: true });
       return;
@@ -270,6 +275,13 @@ test('HTTP/1.1 clients: chunked request and response bodies, trailers in the las
       assert.equal(r.body.toString(), `GET /n${i}`);
       assert.deepEqual(r.trailers?.get('x-trailer'), ['end']);
     }
+    // repeated fields: one field, values joined (Node refuses repeats of If-None-Match); cookies
+    const dup = await c.send(
+      'GET /dup HTTP/1.1\r\nHost: x\r\nIf-None-Match: "a"\r\nX-A: 1\r\nCookie: a=1\r\n' +
+        'If-None-Match: "b"\r\nX-A: 2\r\nCookie: b=2\r\n\r\n',
+    );
+    assert.equal(dup.status, 200, dup.body.toString());
+    assert.deepEqual(JSON.parse(dup.body.toString()), ['"a", "b"', '1, 2', 'a=1; b=2']);
     const head = await c.send('HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n', 'HEAD');
     assert.equal(head.status, 200);
     assert.equal(head.headers.get('content-length')?.[0], '1234');

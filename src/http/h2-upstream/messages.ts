@@ -21,7 +21,10 @@ const VALUE_RE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 /**
  * The request's header list: pseudo-fields, then the forwarded head's fields (`text`, an
- * HTTP/1.1 head ending with its blank line) in their order, repeated names as lists.
+ * HTTP/1.1 head ending with its blank line) in their order. A repeated field is one, its values
+ * joined with ", " (RFC 9110 §5.3; Node refuses repeats of If-None-Match, Authorization and the
+ * other fields it takes as single-valued), except Cookie, whose crumbs HTTP/2 sends apart
+ * (RFC 9113 §8.2.3).
  */
 export function requestHeaders(
   text: string,
@@ -117,5 +120,5 @@ function add(headers: OutgoingHttpHeaders, name: string, value: string): void {
   const prev = headers[name];
   if (prev === undefined) headers[name] = value;
   else if (Array.isArray(prev)) prev.push(value);
-  else headers[name] = [String(prev), value];
+  else headers[name] = name === 'cookie' ? [String(prev), value] : `${String(prev)}, ${value}`;
 }
