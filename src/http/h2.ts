@@ -331,7 +331,14 @@ export class H2Downstream implements Downstream {
   }
 
   private sendTrailers(ex: ProxyExchange): void {
-    if (!this.stream.destroyed) this.stream.sendTrailers(ex.trailers ?? {});
+    if (this.stream.destroyed) return;
+    try {
+      this.stream.sendTrailers(ex.trailers ?? {});
+    } catch {
+      // trailers Node will not send (trailerFields keeps only what it takes): the stream is reset
+      // rather than left waiting for an end that cannot come
+      this.stream.close(loadHttp2().constants.NGHTTP2_INTERNAL_ERROR);
+    }
   }
 
   write(chunk: Buffer): boolean {
