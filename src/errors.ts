@@ -203,7 +203,7 @@ export const ERROR_CATALOG = {
   ZL_HTTP_BODY_TIMEOUT: {
     status: 408,
     description:
-      'The client sent no request body bytes for `timeouts.client_idle` while the body was incomplete.',
+      'The client sent no request body bytes for `timeouts.client_idle` while the body was incomplete and zipline was reading it (a body the server stops taking is `ZL_UPSTREAM_IDLE_TIMEOUT`).',
   },
   ZL_HTTP_NOT_IMPLEMENTED: {
     status: 501,
