@@ -27,8 +27,9 @@ export class StallClock {
   /**
    * The deadline passed at `now`, if any. Waiting for the response: while the request body is
    * still being sent, the client's `client_idle`, or the upstream's `idle` when it is the upstream
-   * that takes no more (`bodyHeld`: the client is paused for it, nginx `proxy_send_timeout`);
-   * then `response_header` from when it was sent. Streaming the response: the body's `idle`.
+   * that takes no more (`bodyHeld`: the client is paused for it, nginx `proxy_send_timeout`; an
+   * `idle` of 0, meant for quiet response streams, leaves `client_idle` as its bound); then
+   * `response_header` from when it was sent. Streaming the response: the body's `idle`.
    */
   due(
     phase: 'waiting' | 'streaming',
@@ -39,8 +40,11 @@ export class StallClock {
     idleMs: number,
     bodyHeld: boolean,
   ): ErrorCode | null {
-    if (phase === 'streaming' || (this.requestSentAt === 0 && bodyHeld))
-      return this.stalled(mark, now, idleMs) ? 'ZL_UPSTREAM_IDLE_TIMEOUT' : null;
+    if (phase === 'streaming') return this.stalled(mark, now, idleMs) ? 'ZL_UPSTREAM_IDLE_TIMEOUT' : null;
+    if (this.requestSentAt === 0 && bodyHeld) {
+      const limit = idleMs > 0 ? idleMs : clientIdleMs;
+      return this.stalled(mark, now, limit) ? 'ZL_UPSTREAM_IDLE_TIMEOUT' : null;
+    }
     if (this.requestSentAt === 0)
       return this.stalled(mark, now, clientIdleMs) ? 'ZL_HTTP_BODY_TIMEOUT' : null;
     // `responseHeaderMs` 0: no deadline
