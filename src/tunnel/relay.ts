@@ -199,8 +199,14 @@ export class TunnelRelay {
     }
     this.pending.add(socket);
     socket.once('close', () => this.pending.delete(socket));
+    let refused = false; // counted once, under one reason
+    const refuse = (reason: 'handshake_timeout' | 'tls_handshake'): void => {
+      if (refused) return;
+      refused = true;
+      metrics.tunnelRejected.labels(reason).inc();
+    };
     const deadline = setTimeout(() => {
-      metrics.tunnelRejected.labels('handshake_timeout').inc();
+      refuse('handshake_timeout');
       socket.destroy();
     }, HANDSHAKE_TIMEOUT_MS);
     socket.once('close', () => clearTimeout(deadline));
@@ -211,10 +217,14 @@ export class TunnelRelay {
     const tls = new TLSSocket(socket, { isServer: true, secureContext: this.secureContext });
     let secured = false;
     tls.on('error', () => {
-      // not TLS, a failed handshake, or a peer that went away mid-handshake (counted whether or
-      // not the raw socket has already closed)
-      if (!secured) metrics.tunnelRejected.labels('tls_handshake').inc();
+      // not TLS, a failed handshake (counted whether or not the raw socket has already closed)
+      if (!secured) refuse('tls_handshake');
       socket.destroy();
+    });
+    // a peer that went away mid-handshake: a server-side TLSSocket reports no error for a close
+    // while TLS waits for the rest of a record (the native engine counts it as tls-error)
+    socket.once('close', () => {
+      if (!secured && !this.ctx.draining()) refuse('tls_handshake');
     });
     tls.once('secure', () => {
       secured = true;
