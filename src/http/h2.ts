@@ -31,6 +31,7 @@ import type { HeaderRules } from './forward-head.js';
 import { connectionNamed } from './forward-response.js';
 import { CONNECTION_SPECIFIC, loadHttp2 } from './http2-module.js';
 import type { HttpListener } from './listener.js';
+import { LAST_CHUNK } from './parser/chunked.js';
 import { MAX_FIELDS } from './parser/fields.js';
 import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
@@ -40,7 +41,6 @@ import { lastRetryAfter } from './rate-limit.js';
 
 const DROP_REQUEST = new Set([...CONNECTION_SPECIFIC, 'host']);
 const DROP_RESPONSE = new Set([...CONNECTION_SPECIFIC, 'trailer']);
-const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
 /**
  * Streams a session must have opened before the reset check applies, and the share of them the

@@ -10,6 +10,7 @@ import { STATUS_CODES } from 'node:http';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2';
 import { ZiplineError } from '../../errors.js';
 import { CONNECTION_SPECIFIC } from '../http2-module.js';
+import { LAST_CHUNK } from '../parser/chunked.js';
 import { parseResponseHead, type ResponseHead } from '../parser/response-head.js';
 
 /** Connection-specific fields and framing HTTP/2 does itself; `Host` becomes `:authority`. */
@@ -92,8 +93,6 @@ export function trailerFields(t: IncomingHttpHeaders): OutgoingHttpHeaders | nul
   }
   return out;
 }
-
-const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
 /** The last chunk of a chunked body for an HTTP/1.1 client, with `trailers` (from `trailerFields`). */
 export function lastChunk(trailers: OutgoingHttpHeaders | null): Buffer {

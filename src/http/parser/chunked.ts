@@ -54,6 +54,9 @@ const BACKSLASH = 0x5c;
 const CONTENT_LENGTH = Buffer.from('content-length');
 const TRANSFER_ENCODING = Buffer.from('transfer-encoding');
 
+/** The last chunk of a chunked body without trailers (RFC 9112 §7.1). */
+export const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
+
 export type ChunkSink = (data: Buffer) => void;
 
 export class ChunkedDecoder {
