@@ -5,6 +5,7 @@ import type { HttpRouteConfig, ValidConfig } from '../config/schema.js';
 import { formatDuration, formatHostPort, parseHostPort } from '../config/units.js';
 import { listenerName } from '../config/valid.js';
 import { realIpWarning } from '../http/real-ip.js';
+import { h2HeadWarning } from '../http/settings.js';
 import { openProxyWarning } from '../proxy/proxy-listener.js';
 
 export function describeConfig(c: ValidConfig): string {
@@ -33,14 +34,15 @@ export function describeConfig(c: ValidConfig): string {
         : '';
     const clients = clientLists(l.clients);
     const host = parseHostPort(l.listen)?.host ?? '';
-    const warning =
+    const warnings =
       l.protocol === 'socks5' || l.protocol === 'http_proxy'
-        ? openProxyWarning(host, l.clients)
-        : http
-          ? realIpWarning(host, l.trusted_proxies, l.real_ip_header)
-          : null;
+        ? [openProxyWarning(host, l.clients)]
+        : l.protocol === 'http' || l.protocol === 'https'
+          ? [realIpWarning(host, l.trusted_proxies, l.real_ip_header), h2HeadWarning(l)]
+          : [];
+    const warning = warnings.filter((w) => w !== null).join('; ');
     lines.push(
-      `listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${realIp}${limit}${pp}${clients}${warning === null ? '' : `; ${warning}`}`,
+      `listener ${listenerName(l)}: ${l.protocol} ${String(l.listen)}${up}${routes}${fin}${realIp}${limit}${pp}${clients}${warning === '' ? '' : `; ${warning}`}`,
     );
   }
   for (const [name, u] of Object.entries(c.upstreams)) {

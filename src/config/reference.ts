@@ -336,7 +336,7 @@ export const CONFIG_REFERENCE = {
   },
   'listeners[].h2c': {
     default: true,
-    doc: "http only: a client that opens with the HTTP/2 connection preface (prior knowledge: `curl --http2-prior-knowledge`, `h2load http://…`) is served HTTP/2 in clear text, as Envoy's automatic codec does; every other client gets HTTP/1.1 as before. `false`: such a client gets 505, as nginx without `http2 on`. Upstreams are still spoken to in HTTP/1.1; an HTTP/1.1 `Upgrade: h2c` request (`curl --http2` on `http://`) is served as HTTP/1.1, as Envoy does.",
+    doc: "http only: a client that opens with the HTTP/2 connection preface (prior knowledge: `curl --http2-prior-knowledge`, `h2load http://…`) is served HTTP/2 in clear text, as Envoy's automatic codec does; every other client gets HTTP/1.1 as before. `false`: such a client gets 505, as nginx without `http2 on`. Upstreams are spoken to as their `http_version` says; an HTTP/1.1 `Upgrade: h2c` request (`curl --http2` on `http://`) is served as HTTP/1.1, as Envoy does.",
   },
   'listeners[].merge_slashes': {
     default: true,
@@ -362,7 +362,7 @@ export const CONFIG_REFERENCE = {
   },
   'listeners[].tls.alpn': {
     default: ['h2', 'http/1.1'],
-    doc: 'Protocols offered by ALPN, in preference order. `h2` serves HTTP/2 to clients that ask for it (browsers, `curl --http2`); upstreams are always spoken to in HTTP/1.1.',
+    doc: 'Protocols offered by ALPN, in preference order. `h2` serves HTTP/2 to clients that ask for it (browsers, `curl --http2`); upstreams are spoken to as their `http_version` says, whatever the client spoke.',
   },
   'listeners[].timeouts': { doc: 'Downstream timeouts.' },
   'listeners[].timeouts.client_header': {
@@ -384,7 +384,7 @@ export const CONFIG_REFERENCE = {
   },
   'listeners[].limits.max_header_bytes': {
     default: '16KiB',
-    doc: 'http/https: a request head larger than this gets 431 and the connection is closed.',
+    doc: 'http/https: a request head larger than this gets 431 and the connection is closed (over HTTP/2, the stream is answered 431). HTTP/2 clients cannot send a head past 64 KiB whatever this says: Node\'s HTTP/2 layer refuses the stream (REFUSED_STREAM) before zipline sees it, so above 64 KiB `run` and `check` warn on listeners that offer HTTP/2.',
   },
   'listeners[].limits.max_body_replay': {
     default: '64KiB',

@@ -32,7 +32,7 @@ import type { RequestHead } from './parser/request-head.js';
 import type { ProxyExchange } from './proxy-exchange.js';
 import { realIpWarning, requestClientIp } from './real-ip.js';
 import { type LocalPeer, RequestLog } from './request-log.js';
-import { compileHttpListener, type HttpListenerSettings } from './settings.js';
+import { compileHttpListener, type HttpListenerSettings, h2HeadWarning } from './settings.js';
 import { TlsState } from './tls.js';
 import { directWritesAvailable, prepareWrites } from './write-batch.js';
 
@@ -108,7 +108,7 @@ export class HttpListener implements Listener, ExchangeHost {
 
   async start(): Promise<void> {
     await listenOn(this.server, this.source.listen, this.name, this.ctx.reusePort);
-    this.warnAbout(this.source);
+    this.warnAbout(this.source, null);
     if (this.protocol === 'http') this.adoptLibuvAccepts();
     if (this.source.native === 'auto') {
       this.acceptId = nativePump.acceptOn(
@@ -130,21 +130,21 @@ export class HttpListener implements Listener, ExchangeHost {
       // new certificates for new handshakes; throws ZL_TLS_CONFIG (the reload reports it)
       this.server.setSecureContext(this.tls.reload(cfg.tls));
     }
-    const trustChanged =
-      cfg.real_ip_header !== this.source.real_ip_header ||
-      cfg.trusted_proxies.join() !== this.source.trusted_proxies.join();
+    const previous = this.source;
     this.source = cfg;
     this.settings = next;
     this.server.maxConnections = next.maxConnections;
     this.scheduleSweep();
-    if (trustChanged) this.warnAbout(cfg);
+    this.warnAbout(cfg, previous);
   }
 
-  /** Warnings about settings that make this listener easy to misuse (at start, and on a reload that changes them). */
-  private warnAbout(cfg: HttpListenerConfig): void {
-    const host = parseHostPort(this.address())?.host ?? '';
-    const warning = realIpWarning(host, cfg.trusted_proxies, cfg.real_ip_header);
-    if (warning !== null) this.ctx.log.warn({ listener: this.name, address: this.address() }, warning);
+  /** Warnings about settings that make this listener easy to misuse: at start, and on a reload that brings one. */
+  private warnAbout(cfg: HttpListenerConfig, previous: HttpListenerConfig | null): void {
+    const said = previous === null ? [] : warningsFor(previous, this.address());
+    for (const warning of warningsFor(cfg, this.address())) {
+      if (!said.includes(warning))
+        this.ctx.log.warn({ listener: this.name, address: this.address() }, warning);
+    }
   }
 
   async stopAccepting(): Promise<void> {
@@ -451,4 +451,10 @@ function countStates(conns: Iterable<ClientConnection>): Record<string, number> 
     out[s] = (out[s] ?? 0) + 1;
   }
   return out;
+}
+
+function warningsFor(cfg: HttpListenerConfig, address: string): string[] {
+  const host = parseHostPort(address)?.host ?? '';
+  const found = [realIpWarning(host, cfg.trusted_proxies, cfg.real_ip_header), h2HeadWarning(cfg)];
+  return found.filter((w): w is string => w !== null);
 }

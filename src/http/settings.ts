@@ -206,3 +206,18 @@ export function compileHttpListener(
     limiters: limiters.made,
   });
 }
+
+/** The largest header list Node's HTTP/2 layer (nghttp2) takes; a larger one resets the stream. */
+const H2_HEADER_LIST_MAX = 65536;
+
+/**
+ * `limits.max_header_bytes` above what HTTP/2 clients can send: over HTTP/2 (ALPN `h2`, `h2c`), a
+ * request head past 64 KiB is refused by nghttp2 (REFUSED_STREAM) before zipline sees it, whatever
+ * the limit says; only HTTP/1.1 clients get the larger heads through. Said by `run` and `check`.
+ */
+export function h2HeadWarning(cfg: HttpListenerConfig): string | null {
+  if (cfg.limits.max_header_bytes <= H2_HEADER_LIST_MAX) return null;
+  const h2 = cfg.protocol === 'https' ? (cfg.tls?.alpn ?? ['h2']).includes('h2') : cfg.h2c !== false;
+  if (!h2) return null;
+  return 'limits.max_header_bytes is over 64 KiB, the most an HTTP/2 client can send: a larger head over HTTP/2 has its stream refused (REFUSED_STREAM), not 431';
+}

@@ -61,6 +61,8 @@ listeners:
       - { match: { path_prefix: / }, redirect: { to: "https://{host}{uri}" } }
   - { name: edge, protocol: http, listen: 0.0.0.0:8081, upstream: api, trusted_proxies: [10.0.0.0/8, 0.0.0.0/0], real_ip_header: X-Real-IP }
   - { name: inner, protocol: http, listen: 127.0.0.1:8082, upstream: api, trusted_proxies: [0.0.0.0/0], real_ip_header: X-Real-IP }
+  - { name: big, protocol: http, listen: 127.0.0.1:8083, upstream: api, limits: { max_header_bytes: 128KiB } }
+  - { name: big1, protocol: http, listen: 127.0.0.1:8084, upstream: api, h2c: false, limits: { max_header_bytes: 128KiB } }
 `);
     const r = await runCli(['check', '-c', file], { TOKEN: 'super-secret-token' });
     assert.equal(r.code, 0, r.stderr);
@@ -77,6 +79,11 @@ listeners:
       r.stdout,
       /^listener open5: socks5 0\.0\.0\.0:1081; reachable beyond this host without clients\.allow: anyone who can connect can use it to reach its allow list$/m,
     );
+    assert.match(
+      r.stdout,
+      /^listener big: http 127\.0\.0\.1:8083 -> api; limits\.max_header_bytes is over 64 KiB, the most an HTTP\/2 client can send/m,
+    );
+    assert.match(r.stdout, /^listener big1: http 127\.0\.0\.1:8084 -> api$/m, 'no HTTP/2 offered: nothing to say');
     assert.match(
       r.stdout,
       /^listener edge: http 0\.0\.0\.0:8081 -> api, client from x-real-ip; real_ip_header is believed from every address \(trusted_proxies has a \/0 block\), so every client can name its own address/m,

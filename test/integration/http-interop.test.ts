@@ -15,6 +15,7 @@ import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
+import pino from 'pino';
 import { WebSocketServer } from 'ws';
 import { loadConfigText } from '../../src/config/load.js';
 import { metrics } from '../../src/metrics/catalog.js';
@@ -285,7 +286,9 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
         [`127.0.0.1:${port(o)}`],
         `  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app, limits: { max_header_bytes: ${max} } }`,
       );
-    const z = await startRuntime(yaml('16KiB'));
+    const warnings: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(line) });
+    const z = await startRuntime(yaml('16KiB'), { log });
     try {
       const status = async (version: string, fields: number, length: number): Promise<string> => {
         const args = [version, '-o', '/dev/null', '-w', '%{http_code}'];
@@ -309,6 +312,17 @@ describe('curl', { skip: have('curl') ? false : 'curl not installed' }, () => {
       assert.ok(next.ok);
       await z.rt.reload(next.config);
       assert.equal(await status('--http2-prior-knowledge', 1, 60_000), '200', 'h2 at the reloaded limit');
+      const h2Cap = () => warnings.filter((w) => w.includes('the most an HTTP/2 client can send')).length;
+      assert.equal(h2Cap(), 0, 'up to 64 KiB, nothing to say');
+      // past 64 KiB, Node's HTTP/2 layer refuses the stream whatever the limit: said by the reload
+      const larger = loadConfigText(yaml('128KiB'), {});
+      assert.ok(larger.ok);
+      await z.rt.reload(larger.config);
+      assert.equal(h2Cap(), 1, 'the reload that raises the limit past 64 KiB warns');
+      assert.match(warnings.find((w) => w.includes('HTTP/2 client')) ?? '', /"listener":"web"/);
+      assert.equal(await status('--http1.1', 1, 100_000), '200', 'HTTP/1.1 at the raised limit');
+      assert.equal(await status('--http2-prior-knowledge', 1, 60_000), '200', 'h2 below 64 KiB');
+      assert.equal(await status('--http2-prior-knowledge', 2, 34_000), '000', 'h2 past 64 KiB: refused');
     } finally {
       await z.stop();
       await closeServer(o);
