@@ -384,7 +384,7 @@ export const CONFIG_REFERENCE = {
   },
   'listeners[].limits.max_header_bytes': {
     default: '16KiB',
-    doc: 'http/https: a request head larger than this gets 431 and the connection is closed (over HTTP/2, the stream is answered 431). HTTP/2 clients cannot send a head past 64 KiB whatever this says: Node\'s HTTP/2 layer refuses the stream (REFUSED_STREAM) before zipline sees it, so above 64 KiB `run` and `check` warn on listeners that offer HTTP/2.',
+    doc: "http/https: a request head larger than this gets 431 and the connection is closed (over HTTP/2, the stream is answered 431). HTTP/2 clients cannot send a head past 64 KiB whatever this says: Node's HTTP/2 layer refuses the stream (REFUSED_STREAM) before zipline sees it, so above 64 KiB `run` and `check` warn on listeners that offer HTTP/2.",
   },
   'listeners[].limits.max_body_replay': {
     default: '64KiB',

@@ -83,7 +83,11 @@ listeners:
       r.stdout,
       /^listener big: http 127\.0\.0\.1:8083 -> api; limits\.max_header_bytes is over 64 KiB, the most an HTTP\/2 client can send/m,
     );
-    assert.match(r.stdout, /^listener big1: http 127\.0\.0\.1:8084 -> api$/m, 'no HTTP/2 offered: nothing to say');
+    assert.match(
+      r.stdout,
+      /^listener big1: http 127\.0\.0\.1:8084 -> api$/m,
+      'no HTTP/2 offered: nothing to say',
+    );
     assert.match(
       r.stdout,
       /^listener edge: http 0\.0\.0\.0:8081 -> api, client from x-real-ip; real_ip_header is believed from every address \(trusted_proxies has a \/0 block\), so every client can name its own address/m,
