@@ -87,7 +87,9 @@ interface UdpClient {
   ch: UdpChannel | null;
   /** Datagrams it sent while the association was being opened. */
   readonly queue: Buffer[];
-  readonly timer: NodeJS.Timeout;
+  /** Why its association was refused: its datagrams are dropped with this code until `timer`. */
+  refused: ErrorCode | null;
+  timer: NodeJS.Timeout;
   readonly startedAt: number;
   /** Bytes from the client into the tunnel, and back to it. */
   bytesIn: number;
@@ -96,6 +98,12 @@ interface UdpClient {
 
 /** Datagrams a client sends while its association is being opened. */
 const OPENING_QUEUE = 64;
+/**
+ * How long a client whose association was refused has its datagrams dropped before the next one
+ * asks again (at most the idle time). Without it, a client that keeps sending would have an OPEN
+ * sent, and refused, once per round trip to the relay, while the relay is at `max_streams`.
+ */
+const REFUSED_HOLD_MS = 1000;
 
 export class UdpForward {
   private readonly socket: UdpSocket;
@@ -135,8 +143,11 @@ export class UdpForward {
     return a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
   }
 
+  /** Associations open or being opened (not the clients held off after a refusal). */
   get sessions(): number {
-    return this.clients.size;
+    let n = 0;
+    for (const c of this.clients.values()) if (c.refused === null) n++;
+    return n;
   }
 
   /** Datagrams dropped so far, the kernel's included (read from /proc on Linux). */
@@ -167,6 +178,7 @@ export class UdpForward {
         port,
         ch: null,
         queue: [msg],
+        refused: null,
         timer: setTimeout(() => this.end(key), this.opts.idleMs),
         startedAt: Date.now(),
         bytesIn: 0,
@@ -191,11 +203,20 @@ export class UdpForward {
           for (const q of entry.queue.splice(0)) this.forward(entry, ch, q);
         },
         (err: unknown) => {
-          // refused (the relay's max_streams, its allow list, no relay up): what was queued is lost
-          if (this.clients.get(key) === entry) this.drop(dialCode(err), entry.queue.length);
-          this.end(key);
+          // refused (the relay's max_streams, its allow list, no relay up): what was queued is lost,
+          // and so is what the client sends for a while, with the same code
+          if (this.clients.get(key) !== entry) return;
+          entry.refused = dialCode(err);
+          this.drop(entry.refused, entry.queue.splice(0).length);
+          clearTimeout(entry.timer);
+          entry.timer = setTimeout(() => this.end(key), Math.min(REFUSED_HOLD_MS, this.opts.idleMs));
+          entry.timer.unref();
         },
       );
+      return;
+    }
+    if (c.refused !== null) {
+      this.drop(c.refused);
       return;
     }
     c.timer.refresh();
