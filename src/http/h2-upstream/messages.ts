@@ -60,7 +60,7 @@ export function requestHeaders(
  */
 export function responseHead(h: IncomingHttpHeaders, method: string, ended: boolean): ResponseHead {
   const status = Number(h[':status']);
-  if (!Number.isInteger(status) || status < 200 || status > 999) {
+  if (!Number.isInteger(status) || status < 200 || status > 599) {
     throw new ZiplineError('ZL_UPSTREAM_BAD_RESPONSE', `HTTP/2 upstream: status ${String(h[':status'])}`);
   }
   let text = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
