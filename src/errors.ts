@@ -109,7 +109,8 @@ export const ERROR_CATALOG = {
   ZL_CLIENT_RESET: { status: 499, description: 'The client reset its connection.' },
   ZL_CLIENT_IDLE_TIMEOUT: {
     status: 408,
-    description: 'The client was idle for longer than `timeouts.client_idle`.',
+    description:
+      'The client was idle for longer than `timeouts.client_idle`. HTTP: also a client that took no byte of its response for that long (nginx `send_timeout`); its connection is reset, so what it left unread is dropped.',
   },
   ZL_LISTENER_OVER_LIMIT: {
     status: 503,

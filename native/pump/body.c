@@ -10,8 +10,11 @@
  * cancels the job, and the thread closes its dups.
  *
  * Ends (EV_BODY_DONE, reason): done (all N bytes delivered), upstream EOF or error before N
- * (R_ERR_A), client write error (R_ERR_B), idle longer than the job's idle timeout (R_IDLE),
- * cancel (R_CANCEL), setup failure (R_SETUP). n[0] is the bytes delivered to the client.
+ * (R_ERR_A), client write error (R_ERR_B), no byte from the upstream for the job's idle timeout
+ * (R_IDLE), cancel (R_CANCEL), setup failure (R_SETUP), or no byte taken by the client for its
+ * client idle timeout while bytes wait for it in the pipe (B_CLIENT_IDLE: its stall, not the
+ * upstream's; a client idle of 0 leaves the idle timeout as the bound). n[0] is the bytes
+ * delivered to the client.
  */
 #include "pump.h"
 
@@ -23,8 +26,8 @@
 
 #define BODY_PIPE (256 * 1024)
 
-/* mirrors pump.c's completion reasons */
-enum { B_DONE = 0, B_ERR_A = 1, B_ERR_B = 2, B_IDLE = 3, B_CANCEL = 4, B_SETUP = 5 };
+/* mirrors pump.c's completion reasons, and one of its own */
+enum { B_DONE = 0, B_ERR_A = 1, B_ERR_B = 2, B_IDLE = 3, B_CANCEL = 4, B_SETUP = 5, B_CLIENT_IDLE = 6 };
 
 typedef struct body {
   uint32_t id;
@@ -34,6 +37,7 @@ typedef struct body {
   size_t pending;   /* bytes in the pipe */
   uint64_t sent;    /* bytes delivered to `out` */
   uint32_t idle_ms;
+  uint32_t client_idle_ms;
   uint64_t last_ms;
   tag_t tags[2];
   struct body *next;
@@ -123,6 +127,7 @@ void body_command(cmd_t *m) {
   b->pr = b->pw = -1;
   b->left = (uint64_t)m->u[0] | ((uint64_t)m->u[1] << 32);
   b->idle_ms = m->u[2];
+  b->client_idle_ms = m->u[3];
   b->last_ms = pump_now_ms();
   b->next = bodies;
   bodies = b;
@@ -151,7 +156,10 @@ void body_sweep(uint64_t now) {
   body_t *b = bodies;
   while (b != NULL) {
     body_t *next = b->next;
-    if (b->idle_ms > 0 && now - b->last_ms >= b->idle_ms) body_finish(b, B_IDLE, 0);
+    /* bytes wait in the pipe only while the client takes none (body_pump returns on its EAGAIN) */
+    int held = b->pending > 0;
+    uint32_t limit = held && b->client_idle_ms > 0 ? b->client_idle_ms : b->idle_ms;
+    if (limit > 0 && now - b->last_ms >= limit) body_finish(b, held ? B_CLIENT_IDLE : B_IDLE, 0);
     b = next;
   }
 }

@@ -159,7 +159,7 @@ export const CONFIG_REFERENCE = {
   },
   'upstreams.*.timeouts.idle': {
     default: '60s',
-    doc: 'HTTP: longest time without progress while a body streams: no byte of the response from the server, or none of the request body taken by it (nginx `proxy_read_timeout` and `proxy_send_timeout`; `0`: no limit).',
+    doc: "HTTP: longest time without progress while a body streams: no byte of the response from the server, or none of the request body taken by it (nginx `proxy_read_timeout` and `proxy_send_timeout`; `0`: no limit). A response the client takes no byte of is bounded by the listener's `client_idle` instead.",
   },
   'upstreams.*.retry': { doc: 'Retries of failed attempts on other servers.' },
   'upstreams.*.retry.attempts': {
@@ -371,7 +371,7 @@ export const CONFIG_REFERENCE = {
   },
   'listeners[].timeouts.client_idle': {
     default: '10m',
-    doc: 'tcp: a connection with no data in either direction for this long is closed (nginx `proxy_timeout`). http/https (default `60s`): a keep-alive connection idle between requests this long is closed (nginx `keepalive_timeout`), and so is an upgraded (WebSocket) connection with no data either way.',
+    doc: "tcp: a connection with no data in either direction for this long is closed (nginx `proxy_timeout`). http/https (default `60s`): a keep-alive connection idle between requests this long is closed (nginx `keepalive_timeout`), and so is an upgraded (WebSocket) connection with no data either way; a client that takes no byte of its response this long has its connection reset (`ZL_CLIENT_IDLE_TIMEOUT`, nginx `send_timeout`; `0`: the upstream's `idle` bounds it).",
   },
   'listeners[].limits': { doc: 'Downstream limits.' },
   'listeners[].limits.max_connections': {

@@ -204,10 +204,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     if (this.exchange === ex) ex.start();
   }
 
-  /**
-   * The socket goes to node:http2 (listener.acceptH2c), which reads it natively from now on: this
-   * connection lets go of it without closing it (its handlers see `closed`).
-   */
+  /** The socket goes to node:http2 (listener.acceptH2c), which reads it natively: it is let go, not closed. */
   private handOffToH2(bytes: Buffer): void {
     this.closed = true;
     this.ahead.clear();
@@ -357,8 +354,9 @@ export class ClientConnection implements Downstream, ReadTarget {
     this.exchange = null;
     if (this.closed) return;
     if (ex.headSent) {
-      // mid-body: never let a truncated response look complete
-      abortWrites(this.socket, this.closeDelimited && this.listener.protocol === 'http');
+      // mid-body: a truncated response never looks complete; a client that took nothing is reset
+      const reset = this.closeDelimited || code === 'ZL_CLIENT_IDLE_TIMEOUT'; // unread bytes dropped
+      abortWrites(this.socket, reset && this.listener.protocol === 'http');
       return;
     }
     const keep =

@@ -64,6 +64,8 @@ export abstract class ExchangeBase implements PickOwner, ProxyExchange {
   protected readonly clock = new StallClock();
   /** The client's request body is paused because the upstream takes no more (its stall is the upstream's). */
   private bodyHeld = false;
+  /** The response is paused because the client takes no more (its stall is the client's). */
+  private responseHeld = false;
   protected lastCode: ErrorCode = 'ZL_UPSTREAM_UNAVAILABLE';
   /** Withdraws the attempt's wait for a connection (or session) while it is being opened. */
   protected cancelConnect: (() => void) | null = null;
@@ -216,6 +218,14 @@ export abstract class ExchangeBase implements PickOwner, ProxyExchange {
     return true;
   }
 
+  /**
+   * The client took no more of the response (`more` false: the subclass pauses the upstream) or
+   * can take more again (it resumes it). Only the stall's attribution is kept here.
+   */
+  protected clientTakes(more: boolean): void {
+    this.responseHeld = !more;
+  }
+
   /** Resumes the client's request body when the upstream takes `more`, else pauses it. */
   protected upstreamTakes(more: boolean): void {
     this.bodyHeld = !more;
@@ -225,7 +235,8 @@ export abstract class ExchangeBase implements PickOwner, ProxyExchange {
 
   /**
    * The deadline due at `now`, if any, with `mark` the bytes moved so far: the response header's
-   * (retried as a timeout), else the request body's or the response's stall (the end).
+   * (retried as a timeout), else the request body's or the response's stall (the end), timed by
+   * the side that is not taking bytes.
    */
   protected checkDeadlines(
     phase: 'waiting' | 'streaming',
@@ -236,7 +247,8 @@ export abstract class ExchangeBase implements PickOwner, ProxyExchange {
     const up = this.upstream.settings;
     const header = this.route.responseHeaderTimeoutMs ?? up.responseHeaderTimeoutMs;
     const idle = this.route.idleTimeoutMs ?? up.idleTimeoutMs;
-    const code = this.clock.due(phase, mark, now, clientIdleMs, header, idle, this.bodyHeld);
+    const held = phase === 'waiting' ? this.bodyHeld : this.responseHeld;
+    const code = this.clock.due(phase, mark, now, clientIdleMs, header, idle, held);
     if (code === 'ZL_UPSTREAM_RESPONSE_TIMEOUT') this.attemptFailed(code, 'timeout');
     else if (code !== null) this.fail(code);
   }

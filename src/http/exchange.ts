@@ -156,6 +156,7 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
 
   /** The client can take more response bytes. */
   onClientDrain(): void {
+    this.clientTakes(true);
     this.conn?.resumeReads();
   }
 
@@ -194,7 +195,10 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
   onBody(chunk: Buffer): void {
     if (this.state !== 'streaming') return; // the head was refused (502 instead)
     this.bytesOut += chunk.length;
-    if (!this.down.write(chunk)) this.conn?.pauseReads();
+    if (!this.down.write(chunk)) {
+      this.clientTakes(false);
+      this.conn?.pauseReads();
+    }
   }
 
   onComplete(extra: boolean): void {
@@ -231,7 +235,9 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
     // large Content-Length bodies: the rest goes through the native splice pump when it can
     if (this.state === 'streaming' && this.host.spliceBodies && this.conn !== null && !this.conn.encrypted) {
       const idle = this.route.idleTimeoutMs ?? this.upstream.settings.idleTimeoutMs;
-      this.spliced = SplicedBody.start(this, this.conn, this.reader as ResponseReader, this.down, idle);
+      const reader = this.reader as ResponseReader;
+      const clientIdle = this.host.settings.clientIdleMs;
+      this.spliced = SplicedBody.start(this, this.conn, reader, this.down, idle, clientIdle);
     }
   }
 

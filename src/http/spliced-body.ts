@@ -38,7 +38,8 @@ export class SplicedBody implements BodyClient {
 
   /**
    * Starts a job for the rest of `reader`'s Content-Length body, from `upstream` to the client
-   * behind `down` (the reader stops), or returns null: stay in JavaScript.
+   * behind `down` (the reader stops), or returns null: stay in JavaScript. A stall is bounded by
+   * `idleMs` when the upstream sends nothing, by `clientIdleMs` when the client takes nothing.
    */
   static start(
     owner: SpliceOwner,
@@ -46,6 +47,7 @@ export class SplicedBody implements BodyClient {
     reader: ResponseReader,
     down: Downstream,
     idleMs: number,
+    clientIdleMs: number,
   ): SplicedBody | null {
     const bytes = reader.remainingBody;
     if (bytes < SPLICE_MIN || upstream.socket.readableLength > 0) return null;
@@ -53,7 +55,7 @@ export class SplicedBody implements BodyClient {
     if (client === null) return null;
     upstream.handOff();
     const body = new SplicedBody(upstream, owner);
-    body.id = nativePump.body(body, upstream.socket, client, bytes, idleMs);
+    body.id = nativePump.body(body, upstream.socket, client, bytes, idleMs, clientIdleMs);
     if (body.id === null) {
       upstream.takeBack();
       return null;
@@ -96,6 +98,7 @@ export class SplicedBody implements BodyClient {
       this.owner.onSpliced(null, bytes);
     } else if (reason === PUMP_REASON.errorB) this.owner.onSpliced('ZL_CLIENT_ABORTED', bytes);
     else if (reason === PUMP_REASON.idle) this.owner.onSpliced('ZL_UPSTREAM_IDLE_TIMEOUT', bytes);
+    else if (reason === PUMP_REASON.clientIdle) this.owner.onSpliced('ZL_CLIENT_IDLE_TIMEOUT', bytes);
     else this.owner.onSpliced('ZL_UPSTREAM_PREMATURE_CLOSE', bytes);
   }
 }

@@ -12,7 +12,16 @@ import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 /** How a native pump run ended; mirrors the enum in pump.c. */
-export const PUMP_REASON = { done: 0, errorA: 1, errorB: 2, idle: 3, cancel: 4, setup: 5 } as const;
+/** `clientIdle`: body jobs only (native/pump/body.c): the client took nothing for its idle timeout. */
+export const PUMP_REASON = {
+  done: 0,
+  errorA: 1,
+  errorB: 2,
+  idle: 3,
+  cancel: 4,
+  setup: 5,
+  clientIdle: 6,
+} as const;
 export type PumpReason = (typeof PUMP_REASON)[keyof typeof PUMP_REASON];
 
 /** What a native HTTP body job reports to (native/pump/body.c). */
@@ -283,9 +292,17 @@ export class NativePump {
 
   /**
    * Splices exactly `bytes` from `from` to `to` on the native thread (an HTTP body). The caller
-   * has stopped libuv reading `from` and has nothing queued on `to`. Null when not available.
+   * has stopped libuv reading `from` and has nothing queued on `to`. `idleMs` bounds a stall of
+   * `from`, `clientIdleMs` one of `to` (0: `idleMs`). Null when not available.
    */
-  body(client: BodyClient, from: Socket, to: Socket, bytes: number, idleMs: number): number | null {
+  body(
+    client: BodyClient,
+    from: Socket,
+    to: Socket,
+    bytes: number,
+    idleMs: number,
+    clientIdleMs: number,
+  ): number | null {
     const fa = fdOf(from);
     const fb = fdOf(to);
     const b = fa < 0 || fb < 0 ? null : this.ready();
@@ -296,7 +313,7 @@ export class NativePump {
     const lo = bytes % 0x1_0000_0000;
     const hi = Math.floor(bytes / 0x1_0000_0000);
     try {
-      b.command(CMD.bodyAdd, id, 0, fa, fb, lo, hi, idleMs, 0, '', 0);
+      b.command(CMD.bodyAdd, id, 0, fa, fb, lo, hi, idleMs, clientIdleMs, '', 0);
     } catch {
       this.bodies.delete(id);
       return null;

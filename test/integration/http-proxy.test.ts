@@ -856,6 +856,89 @@ listeners:
     }
   });
 
+  test("a response body that stops: the origin not sending it is the upstream's idle, the client not taking it client_idle (ZL_CLIENT_IDLE_TIMEOUT, reset); chunked and spliced, HTTP/1.1 and h2c", async () => {
+    let originClosed = 0;
+    // `endless`: the body as fast as the connection takes it, for ever; else 16 KiB, then nothing.
+    // Chunked, or with a Content-Length (1 GiB: spliced natively where the pump runs)
+    const origin = (endless: boolean, chunked: boolean) =>
+      raw((s) => {
+        s.on('close', () => originClosed++);
+        s.once('data', () => {
+          const framing = chunked ? 'Transfer-Encoding: chunked' : `Content-Length: ${2 ** 30}`;
+          s.write(`HTTP/1.1 200 OK\r\n${framing}\r\n\r\n`);
+          const data = 'z'.repeat(0x4000);
+          const chunk = Buffer.from(chunked ? `4000\r\n${data}\r\n` : data, 'latin1');
+          const pump = (): void => {
+            while (!s.destroyed && s.write(chunk) && endless);
+            if (!s.destroyed && endless) s.once('drain', pump);
+          };
+          pump();
+        });
+      });
+    const spliced = nativePump.available && process.platform === 'linux';
+    for (const chunked of [true, false]) {
+      for (const endless of [false, true]) {
+        const srv = await origin(endless, chunked);
+        const code = endless ? 'ZL_CLIENT_IDLE_TIMEOUT' : 'ZL_UPSTREAM_IDLE_TIMEOUT';
+        const what = `${chunked ? 'chunked' : 'Content-Length'}, ${code}`;
+        // the limit of the side that stalls is short, the other one long
+        const [clientIdle, idle] = endless ? ['300ms', '5s'] : ['5s', '300ms'];
+        const z = await startRuntime(
+          config(
+            [`127.0.0.1:${port(srv)}`],
+            `    timeouts: { client_idle: ${clientIdle} }`,
+            `    timeouts: { idle: ${idle} }`,
+          ),
+        );
+        try {
+          // HTTP/1.1: a client that reads nothing once its request is sent (endless), or reads
+          const closedBefore = originClosed;
+          const [host, p] = splitAddress(z.addr('web'));
+          const client = connect(p, host);
+          let received = 0;
+          client.on('data', (d: Buffer) => {
+            received += d.length;
+          });
+          client.on('error', () => {});
+          client.write('GET /stream HTTP/1.1\r\nHost: x\r\n\r\n');
+          if (endless) client.pause();
+          await until(() => z.access.length === 1, `${what}: the exchange ended`, 5000);
+          const line = z.access[0];
+          assert.equal(line?.error, code, what);
+          assert.equal(line?.status, 200);
+          assert.equal(line?.data_path, spliced && !chunked ? 'native' : 'js', what);
+          const ms = Number(line?.response_time) * 1000;
+          assert.ok(ms >= 250 && ms < 3000, `${what} after ${ms} ms`);
+          if (endless) {
+            // reset: what zipline had sent and the client had not taken is dropped (after a FIN it
+            // would wait in zipline's kernel buffers for the client, megabytes of it)
+            client.resume();
+            await until(() => client.closed, `${what}: the client connection closed`);
+            const sent = Number(line?.bytes_out);
+            assert.ok(sent > 1e6 && received < sent / 2, `${what}: received ${received} of ${sent} bytes`);
+          }
+          await until(() => originClosed > closedBefore || !endless, `${what}: the origin connection closed`);
+          client.destroy();
+          // h2c: a client that gives the stream no flow-control window (endless), or reads
+          const h2 = await import('node:http2');
+          const settings = endless ? { initialWindowSize: 0 } : {};
+          const session = h2.connect(`http://${z.addr('web')}`, { settings });
+          session.on('error', () => {});
+          const req = session.request({ ':path': '/stream' });
+          req.on('error', () => {});
+          req.resume();
+          await new Promise((resolve) => req.once('close', resolve));
+          session.destroy();
+          await until(() => z.access.length === 2, `${what}: the h2 exchange ended`, 5000);
+          assert.equal(z.access[1]?.error, code, `${what}, over h2c`);
+          assert.equal(z.access[1]?.http_version, '2');
+        } finally {
+          await z.stop();
+        }
+      }
+    }
+  });
+
   test('after its answer and FIN zipline reads and drops what the client still sends, for client_idle at most', async () => {
     const o = await origin();
     const z = await startRuntime(

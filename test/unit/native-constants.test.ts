@@ -66,13 +66,18 @@ test('completion reasons match pump.c, body.c and udp.c', () => {
     idle: 'R_IDLE',
     cancel: 'R_CANCEL',
     setup: 'R_SETUP',
+    clientIdle: 'R_CLIENT_IDLE',
   };
-  for (const [k, v] of Object.entries(PUMP_REASON))
-    assert.equal(tcp.get(names[k as keyof typeof names]), v, k);
-  // HTTP body jobs report with the same numbers (body.c: B_DONE …)
+  for (const [k, v] of Object.entries(PUMP_REASON)) {
+    if (k !== 'clientIdle') assert.equal(tcp.get(names[k as keyof typeof names]), v, k);
+  }
+  // HTTP body jobs report with the same numbers (body.c: B_DONE …), and one of their own
   const body = cEnum('body.c', 'B_DONE');
   for (const [k, v] of Object.entries(PUMP_REASON))
     assert.equal(body.get(names[k as keyof typeof names].replace('R_', 'B_')), v, k);
+  assert.equal(body.size, Object.keys(PUMP_REASON).length);
+  assert.equal(tcp.has('R_CLIENT_IDLE'), false, 'body jobs only');
+  assert.equal([...tcp.values()].includes(PUMP_REASON.clientIdle), false, 'a number no TCP pump uses');
   const udp = cEnum('udp.c', 'END_RESPONSES');
   for (const [k, v] of Object.entries(UDP_END)) assert.equal(udp.get(`END_${k.toUpperCase()}`), v, k);
   assert.equal(udp.size, Object.keys(UDP_END).length);

@@ -56,7 +56,7 @@ test('a pump thread that cannot start: every caller gets null (JavaScript path),
     ),
     null,
   );
-  assert.equal(pump.body(client, sock(10), sock(11), 1 << 20, 1000), null);
+  assert.equal(pump.body(client, sock(10), sock(11), 1 << 20, 1000, 1000), null);
   assert.throws(() => pump.udpListen({} as never, '127.0.0.1', 0, {} as never), /ZL_PUMP/);
   assert.equal(b.starts, 1);
 });
@@ -73,7 +73,7 @@ test('a command that cannot be queued: that connection gets null, the next one i
     ),
     null,
   );
-  assert.equal(pump.body(client, sock(10), sock(11), 1 << 20, 1000), null);
+  assert.equal(pump.body(client, sock(10), sock(11), 1 << 20, 1000, 1000), null);
   assert.equal(pump.available, true, 'the thread runs; only those commands failed');
   const ok = binding({});
   const healthy = new NativePump(ok);

@@ -48,3 +48,15 @@ test('the request sent: response_header from then; streaming: idle, and idle 0 n
   ]);
   assert.equal(firstDue('streaming', { clientIdle: 1000, header: 300, idle: 0, held: false }), null);
 });
+
+test("a response the client does not take: client_idle, the client blamed; with client_idle 0, the upstream's idle", () => {
+  assert.deepEqual(firstDue('streaming', { clientIdle: 1000, header: 300, idle: 200, held: true }), [
+    1000,
+    'ZL_CLIENT_IDLE_TIMEOUT',
+  ]);
+  assert.deepEqual(firstDue('streaming', { clientIdle: 0, header: 300, idle: 200, held: true }), [
+    200,
+    'ZL_CLIENT_IDLE_TIMEOUT',
+  ]);
+  assert.equal(firstDue('streaming', { clientIdle: 0, header: 300, idle: 0, held: true }), null);
+});

@@ -200,11 +200,15 @@ export class H2Exchange extends ExchangeBase {
       this.down.write(chunk);
       ok = this.down.write(CRLF);
     } else ok = this.down.write(chunk);
-    if (!ok) stream.pause();
+    if (!ok) {
+      this.clientTakes(false);
+      stream.pause();
+    }
   }
 
   /** The client can take more response bytes. */
   onClientDrain(): void {
+    this.clientTakes(true);
     if (this.stream !== null && !this.stream.destroyed) this.stream.resume();
   }
 
