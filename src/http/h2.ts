@@ -169,6 +169,8 @@ export class H2Downstream implements Downstream {
   exchange: ProxyExchange | null = null;
   private chunkedBody = false;
   private responded = false;
+  /** The response ends with trailers, sent when its body has gone (`wantTrailers`). */
+  private trailing = false;
 
   constructor(
     private readonly front: H2Front,
@@ -325,6 +327,7 @@ export class H2Downstream implements Downstream {
       this.responded = false;
       return false;
     }
+    this.trailing = wait;
     if (wait) this.stream.once('wantTrailers', () => this.sendTrailers(ex));
     if (inline !== null) this.stream.write(Buffer.from(inline)); // a copy: it views the upstream read buffer
     return true;
@@ -334,6 +337,7 @@ export class H2Downstream implements Downstream {
     if (this.stream.destroyed) return;
     try {
       this.stream.sendTrailers(ex.trailers ?? {});
+      this.refuseRestOfBody();
     } catch {
       // trailers Node will not send (trailerFields keeps only what it takes): the stream is reset
       // rather than left waiting for an end that cannot come
@@ -351,6 +355,7 @@ export class H2Downstream implements Downstream {
     this.exchange = null;
     this.front.streams.delete(this);
     if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
+    if (!this.trailing) this.refuseRestOfBody();
   }
 
   fail(ex: ProxyExchange, code: ErrorCode): void {
@@ -383,10 +388,22 @@ export class H2Downstream implements Downstream {
     this.responded = true;
     this.stream.respond(headers);
     this.stream.end(body);
-    // a body still coming is not wanted: RST_STREAM NO_ERROR once the response is out (RFC 9113 §8.1)
-    if (!this.stream.endAfterHeaders && !this.stream.readableEnded) {
-      this.stream.close(loadHttp2().constants.NGHTTP2_NO_ERROR);
-    }
+    this.refuseRestOfBody();
+  }
+
+  /**
+   * The response is complete (or its trailers are on their way): a request body still coming is
+   * not wanted. RST_STREAM NO_ERROR once the response is out (RFC 9113 §8.1; Node sends it after
+   * the stream's last write), as nginx does; a client that waits for its upload to end before it
+   * ends the stream (Node's own client, grpc-js) would otherwise wait for ever, zipline no longer
+   * reading it.
+   */
+  private refuseRestOfBody(): void {
+    if (this.stream.destroyed || this.stream.endAfterHeaders || this.stream.readableEnded) return;
+    // closed with NO_ERROR, Node destroys a stream only once its readable side has ended: one left
+    // paused (the body was held for the upstream) would never close, nor let its session close
+    if (this.stream.isPaused()) this.stream.resume();
+    this.stream.close(loadHttp2().constants.NGHTTP2_NO_ERROR);
   }
 
   pauseBody(): void {

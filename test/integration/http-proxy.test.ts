@@ -939,6 +939,60 @@ listeners:
     }
   });
 
+  test('an origin that answers before the request body is in: an HTTP/2 client gets the answer, then RST_STREAM NO_ERROR for the rest of its upload (RFC 9113 §8.1), and its session ends with it', async () => {
+    let originClosed = false;
+    const early = await raw((s) => {
+      s.on('end', () => {
+        originClosed = true; // zipline's FIN (the origin socket allows half-open)
+      });
+      s.once('data', () => s.write('HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope'));
+    });
+    const z = await startRuntime(config([`127.0.0.1:${port(early)}`]));
+    const h2 = await import('node:http2');
+    const session = h2.connect(`http://${z.addr('web')}`);
+    session.on('error', () => {});
+    try {
+      // Node's client ends a stream only once its request is sent or the server resets it: a
+      // 50 MiB upload that zipline no longer reads would leave it waiting for ever
+      const total = 50 * 2 ** 20;
+      const req = session.request({ ':method': 'POST', ':path': '/up', 'content-length': String(total) });
+      const chunk = Buffer.alloc(64 * 1024);
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < total && !req.destroyed) {
+          sent += chunk.length;
+          if (!req.write(chunk)) return void req.once('drain', pump);
+        }
+        if (!req.destroyed) req.end();
+      };
+      pump();
+      let status = 0;
+      let body = '';
+      req.on('response', (h) => {
+        status = Number(h[':status']);
+      });
+      req.on('data', (d: Buffer) => {
+        body += d.toString();
+      });
+      req.on('error', () => {});
+      await until(() => req.closed, 'the stream closed', 5000);
+      assert.equal(status, 403);
+      assert.equal(body, 'nope');
+      assert.equal(req.rstCode, h2.constants.NGHTTP2_NO_ERROR);
+      assert.ok(sent < total, `the upload stopped early (${sent} of ${total} bytes)`);
+      await until(() => z.access.length === 1, 'the access line');
+      assert.equal(z.access[0]?.status, 403);
+      // its request was not sent in full: that connection cannot carry another
+      await until(() => originClosed, 'the origin connection closed');
+      // and the client's session ends with the client (a stream left paused never closed)
+      session.destroy();
+      await until(() => z.rt.activeCount() === 0, 'the HTTP/2 session gone', 3000);
+    } finally {
+      session.destroy();
+      await z.stop();
+    }
+  });
+
   test('after its answer and FIN zipline reads and drops what the client still sends, for client_idle at most', async () => {
     const o = await origin();
     const z = await startRuntime(
