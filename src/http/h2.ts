@@ -235,18 +235,31 @@ export class H2Downstream implements Downstream {
         } else ex.bodyChunk(chunk);
       });
       stream.on('end', () => {
+        // RST_STREAM NO_ERROR from the client (Node's `req.close()`) ends the stream as END_STREAM
+        // does: a body cut short, never to reach the upstream as complete ('close' follows: 499)
+        if (stream.aborted) return;
         if (this.chunkedBody) ex.bodyChunk(LAST_CHUNK);
         if (!ex.bodyDone) ex.bodyEnd();
       });
+      // A reset stream's 'close' comes only once its readable side has ended, which one paused for
+      // the upstream never does: the exchange hears of it now, and what the body still holds is dropped
+      stream.once('aborted', () => {
+        stream.removeAllListeners('data');
+        stream.resume();
+        this.clientLeft();
+      });
     }
-    stream.on('close', () => {
-      this.front.streams.delete(this);
-      const current = this.exchange;
-      this.exchange = null;
-      current?.clientGone();
-    });
+    stream.on('close', () => this.clientLeft());
     stream.on('drain', () => this.exchange?.onClientDrain());
     ex.start();
+  }
+
+  /** The client reset or closed the stream before the exchange ended: 499, the upstream request cancelled. */
+  private clientLeft(): void {
+    this.front.streams.delete(this);
+    const current = this.exchange;
+    this.exchange = null;
+    current?.clientGone();
   }
 
   /** The stream's request as an HTTP/1.1 head, parsed by the same strict parser as HTTP/1.1. */
@@ -384,7 +397,7 @@ export class H2Downstream implements Downstream {
 
   /** zipline's own answer (an error, a route's redirect/respond); the request's body is not read. */
   private respond(headers: OutgoingHttpHeaders, body: string | Buffer): void {
-    if (this.stream.destroyed) return;
+    if (this.stream.destroyed || this.stream.closed) return;
     this.responded = true;
     this.stream.respond(headers);
     this.stream.end(body);
