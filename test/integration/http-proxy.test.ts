@@ -993,6 +993,60 @@ listeners:
     }
   });
 
+  test('an HTTP/2 client that resets its stream while its upload is held for a slow origin: 499 at once, and the session ends with the client', async () => {
+    // reads nothing: the buffers fill, then zipline stops reading the client's stream
+    const sink = await raw((s) => s.pause());
+    const z = await startRuntime(config([`127.0.0.1:${port(sink)}`], '', '    timeouts: { idle: 10s }'));
+    const h2 = await import('node:http2');
+    const session = h2.connect(`http://${z.addr('web')}`);
+    session.on('error', () => {});
+    try {
+      const req = session.request({ ':method': 'POST', ':path': '/up' });
+      req.on('error', () => {});
+      const chunk = Buffer.alloc(64 * 1024);
+      let sent = 0;
+      const pump = (): void => {
+        for (let more = true; more && !req.destroyed; sent += chunk.length) more = req.write(chunk);
+        if (!req.destroyed) req.once('drain', pump);
+      };
+      pump();
+      // (an http listener's HTTP/2 front is made with its first h2c connection)
+      const listener = z.rt.listeners.get('web') as unknown as { h2: { streams: Set<unknown> } | null };
+      type Held = { stream: { isPaused(): boolean; readableLength: number } };
+      const held = (): boolean =>
+        [...(listener.h2?.streams ?? [])].some((d) => {
+          const { stream } = d as Held;
+          return stream.isPaused() && stream.readableLength > 0;
+        });
+      // megabytes in the buffers between zipline and the origin, and the client's flow-control
+      // window used up (what it queued no longer moves: five looks in a row), so that its
+      // END_STREAM cannot go out before its reset
+      let queued = -1;
+      let still = 0;
+      await until(() => {
+        const q = req.writableLength;
+        still = held() && sent >= 4 * 2 ** 20 && q > 0 && q === queued ? still + 1 : 0;
+        queued = q;
+        return still >= 5;
+      }, 'the upload held');
+      const started = Date.now();
+      // Node's client sends RST_STREAM NO_ERROR; Node's server ends such a stream only once its
+      // readable side ends, which a paused one with bytes buffered never did: the exchange waited
+      // for the origin's idle (10 s), and its 504 then threw on the closed stream
+      req.close();
+      await until(() => z.access.length === 1, 'the exchange ended', 5000);
+      assert.equal(z.access[0]?.status, 499);
+      assert.equal(z.access[0]?.error, 'ZL_CLIENT_ABORTED');
+      const took = Date.now() - started;
+      assert.ok(took < 2000, `at once, not at the upstream idle (${took} ms)`);
+      session.destroy();
+      await until(() => z.rt.activeCount() === 0, 'the HTTP/2 session gone', 3000);
+    } finally {
+      session.destroy();
+      await z.stop();
+    }
+  });
+
   test('after its answer and FIN zipline reads and drops what the client still sends, for client_idle at most', async () => {
     const o = await origin();
     const z = await startRuntime(
