@@ -37,7 +37,7 @@ export function describeConfig(c: ValidConfig): string {
     const warnings =
       l.protocol === 'socks5' || l.protocol === 'http_proxy'
         ? [openProxyWarning(host, l.clients)]
-        : l.protocol === 'http' || l.protocol === 'https'
+        : http
           ? [realIpWarning(host, l.trusted_proxies, l.real_ip_header), h2HeadWarning(l)]
           : [];
     const warning = warnings.filter((w) => w !== null).join('; ');

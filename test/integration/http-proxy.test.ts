@@ -1,7 +1,7 @@
 /** The HTTP reverse proxy on real loopback sockets: forwarding semantics, routing, hostile input. */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import type { IncomingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
 import { connect } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
@@ -19,6 +19,24 @@ const raw = peers.raw;
 /** The listener has a client connection whose FIN it has read. */
 function clientSideClosed(l: { connections: Set<unknown> }): boolean {
   return [...l.connections].some((c) => (c as { socket: { readableEnded: boolean } }).socket.readableEnded);
+}
+
+/**
+ * Writes 64 KiB chunks into an HTTP/2 request as fast as it takes them: `total` bytes, then
+ * END_STREAM, or without end. Returns what was written so far.
+ */
+function upload(req: ClientHttp2Stream, total = Number.POSITIVE_INFINITY): () => number {
+  const chunk = Buffer.alloc(64 * 1024);
+  let sent = 0;
+  const pump = (): void => {
+    while (sent < total && !req.destroyed) {
+      sent += chunk.length;
+      if (!req.write(chunk)) return void req.once('drain', pump);
+    }
+    if (!req.destroyed) req.end();
+  };
+  pump();
+  return () => sent;
 }
 
 function config(servers: string[], listenerExtra = '', upstreamExtra = ''): string {
@@ -956,16 +974,7 @@ listeners:
       // 50 MiB upload that zipline no longer reads would leave it waiting for ever
       const total = 50 * 2 ** 20;
       const req = session.request({ ':method': 'POST', ':path': '/up', 'content-length': String(total) });
-      const chunk = Buffer.alloc(64 * 1024);
-      let sent = 0;
-      const pump = (): void => {
-        while (sent < total && !req.destroyed) {
-          sent += chunk.length;
-          if (!req.write(chunk)) return void req.once('drain', pump);
-        }
-        if (!req.destroyed) req.end();
-      };
-      pump();
+      const sent = upload(req, total);
       let status = 0;
       let body = '';
       req.on('response', (h) => {
@@ -979,7 +988,7 @@ listeners:
       assert.equal(status, 403);
       assert.equal(body, 'nope');
       assert.equal(req.rstCode, h2.constants.NGHTTP2_NO_ERROR);
-      assert.ok(sent < total, `the upload stopped early (${sent} of ${total} bytes)`);
+      assert.ok(sent() < total, `the upload stopped early (${sent()} of ${total} bytes)`);
       await until(() => z.access.length === 1, 'the access line');
       assert.equal(z.access[0]?.status, 403);
       // its request was not sent in full: that connection cannot carry another
@@ -1003,13 +1012,7 @@ listeners:
     try {
       const req = session.request({ ':method': 'POST', ':path': '/up' });
       req.on('error', () => {});
-      const chunk = Buffer.alloc(64 * 1024);
-      let sent = 0;
-      const pump = (): void => {
-        for (let more = true; more && !req.destroyed; sent += chunk.length) more = req.write(chunk);
-        if (!req.destroyed) req.once('drain', pump);
-      };
-      pump();
+      const sent = upload(req);
       // (an http listener's HTTP/2 front is made with its first h2c connection)
       const listener = z.rt.listeners.get('web') as unknown as { h2: { streams: Set<unknown> } | null };
       type Held = { stream: { isPaused(): boolean; readableLength: number } };
@@ -1025,7 +1028,7 @@ listeners:
       let still = 0;
       await until(() => {
         const q = req.writableLength;
-        still = held() && sent >= 4 * 2 ** 20 && q > 0 && q === queued ? still + 1 : 0;
+        still = held() && sent() >= 4 * 2 ** 20 && q > 0 && q === queued ? still + 1 : 0;
         queued = q;
         return still >= 5;
       }, 'the upload held');
