@@ -51,11 +51,12 @@ const RESET_SHARE = 0.5;
 const kStreams = Symbol('zipline.h2.streams');
 const noop = (): void => {};
 const kResets = Symbol('zipline.h2.resets');
-type CountedSession = Http2Session & { [kStreams]: number; [kResets]: number };
+const kOpenedAt = Symbol('zipline.h2.openedAt');
+type CountedSession = Http2Session & { [kStreams]: number; [kResets]: number; [kOpenedAt]: number };
 
 export class H2Front {
   private readonly server: Http2Server;
-  private readonly sessions = new Set<Http2Session>();
+  private readonly sessions = new Set<CountedSession>();
   readonly streams = new Set<H2Downstream>();
 
   constructor(private readonly listener: HttpListener) {
@@ -70,6 +71,7 @@ export class H2Front {
       const counted = session as CountedSession;
       counted[kStreams] = 0;
       counted[kResets] = 0;
+      counted[kOpenedAt] = Date.now();
       // counted here, where the session is known: a stream whose RST came in the same read as its
       // HEADERS arrives destroyed, without its session
       session.on('stream', (stream: ServerHttp2Stream) => {
@@ -80,9 +82,9 @@ export class H2Front {
         if (stream.destroyed) this.onClientReset(counted);
         else stream.once('aborted', () => this.onClientReset(counted));
       });
-      this.sessions.add(session);
+      this.sessions.add(counted);
       listener.trackSession(session);
-      session.on('close', () => this.sessions.delete(session));
+      session.on('close', () => this.sessions.delete(counted));
       session.on('error', (err: NodeJS.ErrnoException) => this.onSessionError(session, err));
       const idle = listener.settings.clientIdleMs;
       if (idle > 0) session.setTimeout(idle, () => session.close());
@@ -146,8 +148,21 @@ export class H2Front {
     return this.sessions.size;
   }
 
+  /**
+   * Timeouts, from the listener's sweep: the streams' exchanges, and sessions that have opened no
+   * stream within `client_header`, which are closed as an HTTP/1.1 connection without a request
+   * is. This also ends a session nghttp2 has given up on: for a frame longer than the size limit,
+   * nghttp2 sends GOAWAY FRAME_SIZE_ERROR and skips the frame's length, and Node stops reading the
+   * socket without closing it or saying so (not even the client's FIN is seen); such a session
+   * would otherwise wait for `client_idle`.
+   */
   tick(now: number): void {
-    for (const s of [...this.streams]) s.exchange?.tick(now, this.listener.settings.clientIdleMs);
+    const s = this.listener.settings;
+    for (const stream of [...this.streams]) stream.exchange?.tick(now, s.clientIdleMs);
+    if (s.clientHeaderMs === 0) return;
+    for (const session of this.sessions) {
+      if (session[kStreams] === 0 && now - session[kOpenedAt] >= s.clientHeaderMs) session.destroy();
+    }
   }
 
   closeIdle(): void {

@@ -539,6 +539,73 @@ describe('HTTP/2 floods left to nghttp2', () => {
       await z.stop();
     }
   });
+
+  test('a frame over the size limit: GOAWAY FRAME_SIZE_ERROR, then the connection is closed at client_header (Node stops reading it); a session whose stream outlasts client_header is kept', {
+    timeout: 20_000,
+  }, async () => {
+    let release = (): void => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const o = await origin((_req, res) => void held.then(() => res.end('late')));
+    const z = await startRuntime(
+      config(
+        [o.address],
+        '  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app, timeouts: { client_header: 300ms } }',
+      ),
+    );
+    try {
+      const sessions = (): number =>
+        (z.rt.listeners.get('web')?.stats() as { h2_sessions?: number } | undefined)?.h2_sessions ?? -1;
+      // a session whose one stream waits for the origin for longer than client_header
+      const good = h2Connect(`http://${z.addr('web')}`);
+      good.on('error', () => {});
+      const slow = good.request({ ':path': '/slow' });
+      const body: Buffer[] = [];
+      slow.on('data', (c: Buffer) => body.push(c));
+      const answered = once(slow, 'response');
+      const ended = once(slow, 'end');
+      await until(() => o.requests === 1, 'the slow request at the origin');
+      // a client that announces a 1,000,000-byte frame (the limit is 16,384), sends part of it, and FIN
+      const [host, p] = splitAddress(z.addr('web'));
+      const sock = netConnect(p, host);
+      sock.on('error', () => {});
+      const got: Buffer[] = [];
+      sock.on('data', (d: Buffer) => got.push(d));
+      const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()));
+      const oversized = frame(4, 0, 0);
+      oversized.writeUIntBE(1_000_000, 0, 3);
+      const started = Date.now();
+      sock.end(
+        Buffer.concat([
+          Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+          frame(4, 0, 0),
+          oversized,
+          Buffer.alloc(40_000),
+        ]),
+      );
+      await closed; // without the client_header rule: only at client_idle (60 s), past this test's timeout
+      assert.ok(Date.now() - started >= 250, 'closed by the client_header rule, not at once');
+      const goaways: number[] = [];
+      const wire = Buffer.concat(got);
+      for (let at = 0; at + 9 <= wire.length; at += 9 + wire.readUIntBE(at, 3)) {
+        if (wire[at + 3] === 7) goaways.push(wire.readUInt32BE(at + 9 + 4));
+      }
+      assert.deepEqual(goaways, [h2constants.NGHTTP2_FRAME_SIZE_ERROR]);
+      // the session with a stream in flight was not closed with it
+      assert.equal(sessions(), 1);
+      release();
+      const [headers] = (await answered) as [Record<string, unknown>];
+      await ended;
+      assert.equal(headers[':status'], 200);
+      assert.equal(Buffer.concat(body).toString(), 'late');
+      good.close();
+      await until(() => sessions() === 0, 'the good session ends with its client');
+    } finally {
+      release();
+      await z.stop();
+    }
+  });
 });
 
 describe('nginx as the origin', {
