@@ -367,7 +367,7 @@ export const CONFIG_REFERENCE = {
   'listeners[].timeouts': { doc: 'Downstream timeouts.' },
   'listeners[].timeouts.client_header': {
     default: '10s',
-    doc: 'http/https: a request head (and the TLS handshake) not complete this long after its first byte gets 408 and the connection is closed (nginx `client_header_timeout`).',
+    doc: 'http/https: a request head (and the TLS handshake) not complete this long after its first byte gets 408 and the connection is closed (nginx `client_header_timeout`); a new connection that sends no request this long, or an HTTP/2 session that opens no stream, is closed without an answer. socks5/http_proxy: the handshake (the SOCKS5 greeting and request, the proxy request head) within this, else closed (http_proxy: 408); a client refused there is answered, then closed once it closes its side, or after this (at most 5 s) if it does not. `0`: no limit.',
   },
   'listeners[].timeouts.client_idle': {
     default: '10m',

@@ -7,6 +7,16 @@ import type { Socket } from 'node:net';
 
 export type ParseStep<T> = { need: true } | { done: T; used: number };
 
+/** The longest a refused client is waited for to close, after its answer (nginx `lingering_timeout`). */
+export const REFUSAL_LINGER_MS = 5_000;
+
+const drop = (): void => {};
+
+/** How long a refused entry client is waited for: `client_header` when shorter (0: no limit). */
+export function lingerFor(opts: { readonly headerTimeoutMs: number }): number {
+  return opts.headerTimeoutMs > 0 ? Math.min(opts.headerTimeoutMs, REFUSAL_LINGER_MS) : REFUSAL_LINGER_MS;
+}
+
 export class HandshakeReader {
   private buf: Buffer = Buffer.alloc(0);
   private waiter: (() => void) | null = null;
@@ -61,5 +71,22 @@ export class HandshakeReader {
     const rest = this.buf;
     this.buf = Buffer.alloc(0);
     return rest;
+  }
+
+  /**
+   * Refuses the client: `answer`, then FIN; what it still sends is read and dropped until it
+   * closes, for at most `lingerMs` (as nginx's lingering close). Closing with unread bytes would
+   * reset the connection, and the client could lose the answer; waiting for a client that never
+   * closes, or reading nothing (a paused socket never sees the FIN), would keep it for ever.
+   */
+  refuse(answer: Buffer | string, lingerMs: number): void {
+    this.detach();
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    socket.on('data', drop);
+    socket.end(answer);
+    socket.resume();
+    const timer = setTimeout(() => socket.destroy(), lingerMs);
+    socket.once('close', () => clearTimeout(timer));
   }
 }

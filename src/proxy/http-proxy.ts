@@ -18,7 +18,7 @@ import type { Destination } from '../tunnel/address.js';
 import { OPEN_STATUS } from '../tunnel/constants.js';
 import { type Dialer, statusOf } from './dialer.js';
 import type { EntryOptions, EntryResult } from './entry-server.js';
-import { HandshakeReader, type ParseStep } from './handshake-reader.js';
+import { HandshakeReader, lingerFor, type ParseStep } from './handshake-reader.js';
 import { pipeStream } from './pipe.js';
 
 const MAX_HEAD = 16 * 1024;
@@ -41,11 +41,11 @@ function parseHead(b: Buffer): ParseStep<RequestHead> {
   return { done: parseRequestHead(b, end), used: end };
 }
 
-function respond(socket: Socket, status: number, reason: string, code: string | null): void {
+function answer(status: number, reason: string, code: string | null): string {
   const body = `${status} ${reason}\n`;
-  socket.end(
+  return (
     `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n` +
-      `${code !== null ? `X-Zipline-Error: ${code}\r\n` : ''}Connection: close\r\n\r\n${body}`,
+    `${code !== null ? `X-Zipline-Error: ${code}\r\n` : ''}Connection: close\r\n\r\n${body}`
   );
 }
 
@@ -97,15 +97,19 @@ export async function serveHttpProxy(
   done: (r: EntryResult) => void,
 ): Promise<void> {
   const reader = new HandshakeReader(socket, MAX_HEAD);
-  const timer = setTimeout(() => {
-    respond(socket, 408, 'Request Timeout', 'ZL_HTTP_HEADER_TIMEOUT');
-    socket.destroySoon();
-  }, opts.headerTimeoutMs);
+  // a client too slow to send its head is answered and closed (the read below then fails); 0: no limit
+  const timer =
+    opts.headerTimeoutMs > 0
+      ? setTimeout(() => {
+          socket.end(answer(408, 'Request Timeout', 'ZL_HTTP_HEADER_TIMEOUT'));
+          socket.destroySoon();
+        }, opts.headerTimeoutMs)
+      : undefined;
   socket.on('error', () => {});
   let result: EntryResult = { method: '', dest: '', status: 0, bytesIn: 0, bytesOut: 0, error: null };
   const fail = (status: number, reason: string, code: ErrorCode): void => {
     clearTimeout(timer);
-    respond(socket, status, reason, code);
+    reader.refuse(answer(status, reason, code), lingerFor(opts));
     done({ ...result, status, error: code });
   };
   let head: RequestHead;

@@ -16,7 +16,7 @@ import { addressLength, type Destination, readAddress, writeAddress } from '../t
 import { OPEN_STATUS } from '../tunnel/constants.js';
 import { type Dialer, httpStatusOfReply, statusOf } from './dialer.js';
 import type { EntryOptions, EntryResult } from './entry-server.js';
-import { HandshakeReader, type ParseStep } from './handshake-reader.js';
+import { HandshakeReader, lingerFor, type ParseStep } from './handshake-reader.js';
 import { pipeStream } from './pipe.js';
 
 const CMD = { CONNECT: 1, BIND: 2, UDP_ASSOCIATE: 3 } as const;
@@ -71,24 +71,21 @@ export async function serveSocks5(
   done: (r: EntryResult) => void,
 ): Promise<void> {
   const reader = new HandshakeReader(socket, 1024);
-  const timer = setTimeout(() => socket.destroy(), opts.headerTimeoutMs);
+  const timer =
+    opts.headerTimeoutMs > 0 ? setTimeout(() => socket.destroy(), opts.headerTimeoutMs) : undefined;
   let result: EntryResult = { method: 'SOCKS5', dest: '', status: 400, bytesIn: 0, bytesOut: 0, error: null };
   /** Answers `status` (a SOCKS5 reply) and closes; the access line's status follows it unless given. */
   const fail = (status: number, error: ErrorCode | null, logged = httpStatusOfReply(status)): void => {
     clearTimeout(timer);
     result = { ...result, status: logged, reply: status, error };
-    if (!socket.destroyed) socket.end(reply(status));
-    socket.destroySoon();
+    reader.refuse(reply(status), lingerFor(opts));
     done(result);
   };
   /** Refused at the greeting: an answer in the client's protocol when there is one, then closed. */
   const refuse = (answer: Buffer | null): void => {
     clearTimeout(timer);
     if (answer === null) socket.destroy();
-    else {
-      socket.end(answer);
-      socket.destroySoon();
-    }
+    else reader.refuse(answer, lingerFor(opts));
     done({ ...result, status: 400, error: 'ZL_PROXY_BAD_REQUEST' });
   };
   socket.on('error', () => {});
@@ -142,7 +139,7 @@ export async function serveSocks5(
       result = { ...result, method: 'UDP_ASSOCIATE' };
       clearTimeout(timer);
       reader.detach();
-      await udpAssociate(socket, dialer, req.dest, (r) => done({ ...result, ...r }));
+      await udpAssociate(socket, dialer, req.dest, reader, lingerFor(opts), (r) => done({ ...result, ...r }));
       return;
     }
     fail(7, 'ZL_PROXY_BAD_REQUEST'); // command not supported
@@ -157,6 +154,8 @@ async function udpAssociate(
   control: Socket,
   dialer: Dialer,
   hint: Destination,
+  reader: HandshakeReader,
+  lingerMs: number,
   done: (r: Partial<EntryResult>) => void,
 ): Promise<void> {
   const local = control.localAddress ?? '127.0.0.1';
@@ -167,7 +166,7 @@ async function udpAssociate(
     channel = await dialer.openUdp(hint);
   } catch (err) {
     relay.close();
-    control.end(reply(statusOf(err)));
+    reader.refuse(reply(statusOf(err)), lingerMs);
     done({
       status: httpStatusOfReply(statusOf(err)),
       reply: statusOf(err),
@@ -211,8 +210,13 @@ async function udpAssociate(
     relay.send([head, data], client.port, client.address);
   });
   channel.onClose(end);
+  // RFC 1928 §7: the association ends with the TCP connection, which only marks its life: it is
+  // read (the handshake left it paused, and a paused socket never sees the client's FIN), and
+  // the client's FIN ends it as its close does
   control.on('close', end);
-  control.on('data', () => {}); // RFC 1928: the TCP connection only marks the association's life
+  control.on('end', end);
+  control.on('data', () => {});
+  control.resume();
   relay.bind(0, local, () => {
     const a = relay.address();
     control.write(reply(OPEN_STATUS.OK, { host: a.address, port: a.port }));

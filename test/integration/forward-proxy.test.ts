@@ -1,0 +1,98 @@
+/**
+ * `socks5` and `http_proxy` listeners (the same entries the tunnel agent runs) closing what they
+ * refuse: the answer reaches the client, then the connection is closed, whether the client sent
+ * far more than a handshake, never closes its side, or ends a UDP association with a FIN; and
+ * `client_header: 0` means no limit, as on http listeners.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { test } from 'node:test';
+import { splitAddress, until } from '../helpers/net.js';
+import { startRuntime } from '../helpers/zipline.js';
+
+/**
+ * A client that reads everything; `closed` once the connection is closed. `halfOpen`: it does not
+ * answer zipline's FIN with its own (Node's default does), as a client that never closes.
+ */
+async function client(
+  address: string,
+  halfOpen = false,
+): Promise<{ s: Socket; got: () => Buffer; closed: Promise<void> }> {
+  const [host, port] = splitAddress(address);
+  const s = connect({ host, port, allowHalfOpen: halfOpen });
+  const chunks: Buffer[] = [];
+  s.on('data', (d: Buffer) => chunks.push(d));
+  s.on('error', () => {});
+  const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+  await once(s, 'connect');
+  return { s, got: () => Buffer.concat(chunks), closed };
+}
+
+test('socks5 and http_proxy close what they refuse: a head far over the limit, a client that never closes, a UDP association ended by a FIN', {
+  timeout: 20_000,
+}, async () => {
+  const z = await startRuntime(`
+listeners:
+  - { name: hp, protocol: http_proxy, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 300ms } }
+  - { name: sk, protocol: socks5, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 300ms } }
+  - { name: sk0, protocol: socks5, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 0s } }
+`);
+  const logged = async (listener: string, n: number): Promise<void> => {
+    await until(
+      () => z.access.filter((l) => l.listener === listener).length === n,
+      `${n} access lines of ${listener}`,
+    );
+  };
+  try {
+    // 200 KB after an unfinished request line (the head limit is 16 KiB), then FIN: the answer and
+    // a close. Zipline used to stop reading at the limit, so past its first read (64 KiB) it never
+    // saw the FIN, and kept the connection (and its place under max_connections) for ever.
+    const big = await client(z.addr('hp'));
+    big.s.end(Buffer.concat([Buffer.from('CONNECT [::1 HTTP/1.1\r\n'), Buffer.alloc(200_000, 0x61)]));
+    await big.closed;
+    assert.match(big.got().toString('latin1'), /^HTTP\/1\.1 4\d\d .*X-Zipline-Error: ZL_PROXY_BAD_REQUEST/s);
+    await logged('hp', 1);
+    assert.equal(z.rt.activeCount(), 0);
+
+    // a refused request from a client that never closes its side: closed after client_header
+    const stays = await client(z.addr('hp'), true);
+    stays.s.write('CONNECT 127.0.0.2:80 HTTP/1.1\r\nHost: 127.0.0.2:80\r\n\r\n');
+    await once(stays.s, 'end'); // the answer, then zipline's FIN
+    assert.match(stays.got().toString('latin1'), /^HTTP\/1\.1 403 /);
+    await until(() => z.rt.activeCount() === 0, 'zipline closes its side'); // before: kept for ever
+    await logged('hp', 2);
+    stays.s.destroy();
+
+    // the same over SOCKS5: reply 2 (not allowed), then closed although the client does not close
+    const socks = await client(z.addr('sk'), true);
+    socks.s.write(Buffer.from([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 2, 0, 80]));
+    await once(socks.s, 'end');
+    assert.deepEqual([...socks.got()], [5, 0, 5, 2, 0, 1, 0, 0, 0, 0, 0, 0]);
+    await until(() => z.rt.activeCount() === 0, 'zipline closes its side');
+    await logged('sk', 1);
+    socks.s.destroy();
+
+    // UDP ASSOCIATE lives as long as its TCP connection (RFC 1928 §7): the client's FIN ends it.
+    // The connection was left paused after the handshake, so the FIN was never read.
+    const udp = await client(z.addr('sk'));
+    udp.s.write(Buffer.from([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]));
+    await until(() => udp.got().length >= 12, 'the UDP ASSOCIATE reply');
+    assert.deepEqual([...udp.got().subarray(0, 4)], [5, 0, 5, 0]);
+    udp.s.end();
+    await udp.closed;
+    await logged('sk', 2);
+    assert.equal(z.access.filter((l) => l.listener === 'sk')[1]?.method, 'UDP_ASSOCIATE');
+    assert.equal(z.rt.activeCount(), 0);
+
+    // client_header 0: no limit (it used to close every connection at once)
+    const unlimited = await client(z.addr('sk0'));
+    unlimited.s.write(Buffer.from([5, 1, 0]));
+    await until(() => unlimited.got().length >= 2, 'the method selection');
+    unlimited.s.write(Buffer.from([5, 1, 0, 1, 127, 0, 0, 2, 0, 80]));
+    await unlimited.closed;
+    assert.deepEqual([...unlimited.got().subarray(0, 4)], [5, 0, 5, 2], 'the request answered too');
+  } finally {
+    await z.stop();
+  }
+});
