@@ -30,6 +30,7 @@ import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../
 import { bindFailure } from '../l4/bind-failure.js';
 import type { Logger } from '../log/logger.js';
 import { OverLimit } from '../log/over-limit.js';
+import { metrics } from '../metrics/catalog.js';
 import type { ShmBridge, ShmMessage } from './bridge.js';
 import { etagOf, eventId, ifMatchVersion, noneMatch, parseRef } from './etag.js';
 import { readUpload } from './upload.js';
@@ -316,6 +317,12 @@ export class ShmHttpServer {
   }
 
   private error(res: ServerResponse, err: unknown): void {
+    if (isZiplineError(err) && err.code === 'ZL_CLIENT_ABORTED') {
+      // nobody to answer: counted beside the API's other client errors
+      metrics.connectionErrors.labels('shm.http', err.code).inc();
+      res.destroy();
+      return;
+    }
     let code: ErrorCode = 'ZL_INTERNAL';
     let message = 'internal error';
     if (isZiplineError(err)) {

@@ -111,9 +111,11 @@ export function readUpload(req: IncomingMessage, limit: number, budget: UploadBu
       giveBack();
       reject(new ZiplineError('ZL_CLIENT_ABORTED', 'the client went away before the end of the body'));
     });
-    req.on('error', (err) => {
+    // node:http errors a request only when its connection fails before the body's end ('aborted',
+    // ECONNRESET): the client went away, as above, not a fault of zipline's
+    req.on('error', () => {
       giveBack();
-      reject(err);
+      reject(new ZiplineError('ZL_CLIENT_ABORTED', 'the client went away before the end of the body'));
     });
   });
 }

@@ -12,11 +12,13 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
 import type { Runtime } from '../../src/core/runtime.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import type { ShmBridges } from '../../src/shm/bridges.js';
 import { loadShm } from '../../src/shm/native.js';
 import { fillToCap, parseResponse, rawRequest } from '../helpers/http.js';
+import { seriesValue } from '../helpers/metrics.js';
 import { dial, readAll, splitAddress, until } from '../helpers/net.js';
 import { buildShmTools, type ShmTools } from '../helpers/shm.js';
 import { tempDir } from '../helpers/temp.js';
@@ -218,9 +220,12 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
 
   test('uploads being received hold at most upload_buffer (never below one full snapshot): over it 503 ZL_SHM_BUSY, aborted ones give their bytes back', async () => {
     const seg = t().segment();
+    const errors: Record<string, unknown>[] = [];
+    const log = pino({ level: 'error' }, { write: (line: string) => errors.push(JSON.parse(line)) });
     // upload_buffer 1KiB is raised to the 4 KiB capacity
     const z = await startRuntime(
       yaml(seg).replace('remove_on_exit: true }', 'remove_on_exit: true, upload_buffer: 1KiB }'),
+      { log },
     );
     try {
       const address = bridgesOf(z).address('tele');
@@ -267,8 +272,14 @@ describe('shared-memory bridge: zipline ⇄ C', { skip: linux ? false : 'POSIX s
       const gone = await dial(address);
       gone.write(`${head(4096)}${'d'.repeat(100)}`);
       await until(() => bridge.uploads.inUse === 4096, 'the upload reserved its length');
+      const aborted = (): Promise<number> =>
+        seriesValue('zipline_connection_errors_total{listener="shm.http",code="ZL_CLIENT_ABORTED"}');
+      const abortedBefore = await aborted();
       gone.destroy();
       await until(() => bridge.uploads.inUse === 0, 'the aborted upload gave its bytes back');
+      // a client going away is counted, not logged as a failure of zipline's (it was, at error)
+      await until(async () => (await aborted()) === abortedBefore + 1, 'the abort counted');
+      assert.deepEqual(errors, []);
       const whole = await rawRequest(address, `${head(4096)}${'e'.repeat(4096)}`, 5000, complete);
       assert.match(whole.data.toString(), /^HTTP\/1\.1 200/, 'one full snapshot always fits');
     } finally {
