@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -34,9 +35,19 @@ function freePort(): Promise<string> {
   });
 }
 
-async function pick(envName: string, preferred: string): Promise<string> {
+function udpPortFree(hostPort: string): Promise<boolean> {
+  const [host, port] = hostPort.split(':');
+  return new Promise((resolve) => {
+    const s = createSocket('udp4');
+    s.once('error', () => resolve(false));
+    s.bind(Number(port), host, () => s.close(() => resolve(true)));
+  });
+}
+
+/** The address asked for (env) or the usual one, or port 0 (any free one) when it is taken. */
+async function pick(envName: string, preferred: string, udp = false): Promise<string> {
   const v = process.env[envName] ?? preferred;
-  return (await portFree(v)) ? v : v.replace(/:\d+$/, ':0');
+  return (await (udp ? udpPortFree(v) : portFree(v))) ? v : v.replace(/:\d+$/, ':0');
 }
 
 const a = await startTcpEcho();
@@ -67,7 +78,7 @@ const env = {
   QUICKSTART_HTTP_LISTEN: await pick('QUICKSTART_HTTP_LISTEN', '127.0.0.1:8080'),
   ZIPLINE_ADMIN_LISTEN: await pick('ZIPLINE_ADMIN_LISTEN', '127.0.0.1:9901'),
   QUICKSTART_TCP_LISTEN: await pick('QUICKSTART_TCP_LISTEN', '127.0.0.1:7001'),
-  QUICKSTART_UDP_LISTEN: process.env.QUICKSTART_UDP_LISTEN ?? '127.0.0.1:7002',
+  QUICKSTART_UDP_LISTEN: await pick('QUICKSTART_UDP_LISTEN', '127.0.0.1:7002', true),
 };
 const child = spawn(
   process.execPath,

@@ -1,7 +1,9 @@
 /** `npm start`'s quickstart as a new user meets it: the banner, then socat through the proxy. */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
+import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ROOT } from '../helpers/zipline.js';
@@ -23,14 +25,21 @@ function curlGet(url: string): Promise<string> {
   });
 }
 
-test('quickstart: prints the admin URL; curl reaches both HTTP origins (directly and through the tunnel); socat echoes over TCP and UDP', async () => {
+test('quickstart: prints the admin URL; curl reaches both HTTP origins (directly and through the tunnel); socat echoes over TCP and UDP; a port that is taken is replaced by a free one', async () => {
+  // the UDP and HTTP addresses asked for are taken (another quickstart running, say)
+  const takenUdp = createSocket('udp4');
+  await new Promise<void>((resolve) => takenUdp.bind(0, '127.0.0.1', resolve));
+  const takenTcp = createServer();
+  await new Promise<void>((resolve) => takenTcp.listen(0, '127.0.0.1', resolve));
+  const udpTaken = `127.0.0.1:${takenUdp.address().port}`;
+  const httpTaken = `127.0.0.1:${(takenTcp.address() as AddressInfo).port}`;
   const qs = spawn(process.execPath, [join(ROOT, 'dist/scripts/quickstart.js')], {
     env: {
       ...process.env,
       ZIPLINE_ADMIN_LISTEN: '127.0.0.1:0',
       QUICKSTART_TCP_LISTEN: '127.0.0.1:0',
-      QUICKSTART_HTTP_LISTEN: '127.0.0.1:0',
-      QUICKSTART_UDP_LISTEN: '127.0.0.1:0',
+      QUICKSTART_HTTP_LISTEN: httpTaken,
+      QUICKSTART_UDP_LISTEN: udpTaken,
       QUICKSTART_RELAY_LISTEN: '127.0.0.1:0',
       QUICKSTART_SOCKS5_LISTEN: '127.0.0.1:0',
       QUICKSTART_HTTP_PROXY_LISTEN: '127.0.0.1:0',
@@ -54,6 +63,8 @@ test('quickstart: prints the admin URL; curl reaches both HTTP origins (directly
     const http = /curl (http:\S+)/.exec(out)?.[1];
     const socks = /curl --socks5-hostname (\S+) (http:\S+)/.exec(out);
     assert.ok(admin && tcp && udp && http && socks, out);
+    assert.notEqual(udp, `UDP:${udpTaken}`);
+    assert.ok(!http.startsWith(`http://${httpTaken}/`), http);
     const origins = new Set<string>();
     for (let i = 0; i < 4; i++) {
       const body = await curlGet(http);
@@ -79,8 +90,12 @@ test('quickstart: prints the admin URL; curl reaches both HTTP origins (directly
   } finally {
     // the whole group, as `timeout` and systemd's control-group kill do (a terminal's Ctrl-C
     // too, with SIGINT): zipline gets the signal itself and the quickstart's copy of it
-    process.kill(-(qs.pid as number), 'SIGTERM');
-    const [code] = (await once(qs, 'exit')) as [number | null];
-    assert.equal(code, 0, 'drains and exits 0 (not a forced exit 1 on the copy)');
+    takenUdp.close();
+    takenTcp.close();
+    if (qs.exitCode === null && qs.signalCode === null) {
+      process.kill(-(qs.pid as number), 'SIGTERM');
+      const [code] = (await once(qs, 'exit')) as [number | null];
+      assert.equal(code, 0, 'drains and exits 0 (not a forced exit 1 on the copy)');
+    }
   }
 });
