@@ -354,9 +354,10 @@ export class ClientConnection implements Downstream, ReadTarget {
     this.exchange = null;
     if (this.closed) return;
     if (ex.headSent) {
-      // mid-body: a truncated response never looks complete; a client that took nothing is reset
-      const reset = this.closeDelimited || code === 'ZL_CLIENT_IDLE_TIMEOUT'; // unread bytes dropped
-      abortWrites(this.socket, reset && this.listener.protocol === 'http');
+      // mid-body: a truncated response never looks complete (plain: an RST, not the FIN ending a
+      // close-delimited body; TLS: no close_notify); a client that took nothing is reset
+      const plain = this.listener.protocol === 'http';
+      abortWrites(this.socket, (this.closeDelimited && plain) || code === 'ZL_CLIENT_IDLE_TIMEOUT');
       return;
     }
     const keep =

@@ -114,13 +114,23 @@ export function releaseWrites(socket: Socket): void {
 /**
  * Closes `socket` abortively once what it holds this turn (a response head, body bytes) is sent,
  * so a client whose response breaks sees what a proxy writing as it goes would have sent.
- * `reset`: with an RST, for a body only the close delimits (a FIN would say it is complete);
- * TLS sockets have none (their missing close_notify says it).
+ * `reset`: with an RST, which also drops what the kernel still holds for the client. A TLS
+ * socket has no reset of its own: the TCP connection under it is reset (Node's `_parent`, the
+ * socket the TLS one was made over).
  */
 export function abortWrites(socket: Socket, reset: boolean): void {
   releaseWrites(socket);
-  if (!reset) socket.destroy();
-  else if (!socket.destroyed) socket.resetAndDestroy();
+  if (!reset || socket.destroyed) {
+    socket.destroy();
+    return;
+  }
+  if ((socket as { encrypted?: boolean }).encrypted !== true) {
+    socket.resetAndDestroy();
+    return;
+  }
+  const under = (socket as { _parent?: Socket | null })._parent;
+  if (under !== null && under !== undefined && !under.destroyed) under.resetAndDestroy();
+  socket.destroy();
 }
 
 function enqueue(s: Holdable): void {

@@ -3,18 +3,21 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
 import { loadConfigText } from '../../src/config/load.js';
 import { nativePump } from '../../src/l4/native-pump.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import { get, KeepAliveClient, parseResponse, rawRequest, testPeers } from '../helpers/http.js';
 import { port, splitAddress, until } from '../helpers/net.js';
-import { startRuntime } from '../helpers/zipline.js';
+import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const peers = testPeers();
 after(() => peers.cleanup());
 const origin = peers.origin;
 const raw = peers.raw;
+const TLS = join(ROOT, 'test/fixtures/tls');
 
 /** The listener has a client connection whose FIN it has read. */
 function clientSideClosed(l: { connections: Set<unknown> }): boolean {
@@ -954,6 +957,55 @@ listeners:
           await z.stop();
         }
       }
+    }
+  });
+
+  test('an https client that takes no byte of its response is reset too (ZL_CLIENT_IDLE_TIMEOUT): the TCP connection under its TLS one, so its unread bytes are dropped', async () => {
+    const chunk = Buffer.from(`4000\r\n${'z'.repeat(0x4000)}\r\n`, 'latin1');
+    const endless = await raw((s) => {
+      s.once('data', () => {
+        s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+        const pump = (): void => {
+          while (!s.destroyed && s.write(chunk));
+          if (!s.destroyed) s.once('drain', pump);
+        };
+        pump();
+      });
+    });
+    const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 2s
+upstreams:
+  app: { servers: [127.0.0.1:${port(endless)}], timeouts: { idle: 5s } }
+listeners:
+  - name: tls
+    protocol: https
+    listen: 127.0.0.1:0
+    upstream: app
+    tls: { cert: ${TLS}/a.crt, key: ${TLS}/a.key }
+    timeouts: { client_idle: 300ms }
+`);
+    const [host, p] = splitAddress(z.addr('tls'));
+    const client = tlsConnect({ host, port: p, servername: 'a.test', rejectUnauthorized: false });
+    try {
+      let received = 0;
+      client.on('data', (d: Buffer) => {
+        received += d.length;
+      });
+      client.on('error', () => {});
+      await once(client, 'secureConnect');
+      client.write('GET /stream HTTP/1.1\r\nHost: a.test\r\n\r\n');
+      client.pause();
+      await until(() => z.access.length === 1, 'the exchange ended', 5000);
+      assert.equal(z.access[0]?.error, 'ZL_CLIENT_IDLE_TIMEOUT');
+      // closed with a FIN, the client would still receive all of it from zipline's kernel buffers
+      client.resume();
+      await until(() => client.closed, 'the client connection closed');
+      const sent = Number(z.access[0]?.bytes_out);
+      assert.ok(sent > 1e6 && received < sent / 2, `received ${received} of ${sent} bytes`);
+    } finally {
+      client.destroy();
+      await z.stop();
     }
   });
 
