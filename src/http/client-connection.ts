@@ -449,7 +449,7 @@ export class ClientConnection implements Downstream, ReadTarget {
         this.idleMark = mark;
         this.idleAt = now;
       } else if (s.clientIdleMs > 0 && now - this.idleAt >= s.clientIdleMs) {
-        this.upgraded.destroy();
+        this.upgraded.timeOut();
       }
       return;
     }

@@ -5,7 +5,7 @@
  * and the connection counts as idle (for `client_idle`) when no byte moved either way.
  */
 import type { Socket } from 'node:net';
-import { releaseWrites } from './write-batch.js';
+import { abortWrites, releaseWrites } from './write-batch.js';
 
 export class UpgradePump {
   private done = false;
@@ -55,6 +55,17 @@ export class UpgradePump {
   /** Changes whenever bytes moved (for the idle sweep). */
   activity(): number {
     return this.client.bytesRead + this.upstream.bytesRead;
+  }
+
+  /**
+   * `client_idle` with no byte moved: a side that leaves bytes queued in zipline is not reading
+   * (the other side is paused for it), so it is reset and what waits for it dropped, as an HTTP
+   * response the client takes nothing of; a FIN would leave them in the kernel for it.
+   */
+  timeOut(): void {
+    if (this.client.writableLength > 0) abortWrites(this.client, true);
+    if (this.upstream.writableLength > 0) abortWrites(this.upstream, true);
+    this.destroy();
   }
 
   destroy(): void {

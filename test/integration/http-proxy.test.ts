@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
@@ -1002,6 +1002,46 @@ listeners:
       client.resume();
       await until(() => client.closed, 'the client connection closed');
       const sent = Number(z.access[0]?.bytes_out);
+      assert.ok(sent > 1e6 && received < sent / 2, `received ${received} of ${sent} bytes`);
+    } finally {
+      client.destroy();
+      await z.stop();
+    }
+  });
+
+  test('an upgraded connection whose client takes nothing is reset at client_idle, so what waits for it is dropped', async () => {
+    const chunk = Buffer.alloc(0x4000, 0x7a);
+    const ws = await raw((s) => {
+      s.on('error', () => {});
+      s.once('data', () => {
+        s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n');
+        const pump = (): void => {
+          while (!s.destroyed && s.write(chunk));
+          if (!s.destroyed) s.once('drain', pump);
+        };
+        pump();
+      });
+    });
+    const z = await startRuntime(config([`127.0.0.1:${port(ws)}`], '    timeouts: { client_idle: 300ms }'));
+    const [host, p] = splitAddress(z.addr('web'));
+    const client = connect(p, host);
+    try {
+      let received = 0;
+      client.on('data', (d: Buffer) => {
+        received += d.length;
+      });
+      client.on('error', () => {});
+      await once(client, 'connect');
+      client.write('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n');
+      client.pause();
+      const l = z.rt.listeners.get('web') as unknown as { connections: Set<{ socket: Socket }> };
+      await until(() => l.connections.size === 1, 'the connection upgraded');
+      const zside = [...l.connections][0]?.socket as Socket;
+      await until(() => l.connections.size === 0, 'closed at client_idle', 5000);
+      // closed with a FIN, the client would still receive all of it from zipline's kernel buffers
+      client.resume();
+      await until(() => client.closed, 'the client connection closed');
+      const sent = zside.bytesWritten;
       assert.ok(sent > 1e6 && received < sent / 2, `received ${received} of ${sent} bytes`);
     } finally {
       client.destroy();
