@@ -28,6 +28,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +38,9 @@
 
 /* completion reasons, mirrored in src/l4/native-pump.ts */
 enum { R_DONE = 0, R_ERR_A = 1, R_ERR_B = 2, R_IDLE = 3, R_CANCEL = 4, R_SETUP = 5 };
+
+/* R_IDLE's second word: the sides that left bytes unread (mirrored as IDLE_UNREAD) */
+enum { UNREAD_A = 1, UNREAD_B = 2 };
 
 typedef struct {
   int in, out;
@@ -233,12 +238,25 @@ static void run_commands(void) {
   }
 }
 
+/* At the idle timeout, the sides not reading what waits for them (in the pipe towards them, or
+   unsent in their socket: SIOCOUTQ); JavaScript resets them, so the kernel drops those bytes. */
+static int unread_sides(const conn_t *c) {
+  int mask = 0;
+  for (int i = 0; i < 2; i++) {
+    const dir_t *d = &c->d[i];
+    int queued = 0;
+    if (d->pending > 0 || (ioctl(d->out, SIOCOUTQ, &queued) == 0 && queued > 0))
+      mask |= d->out == c->fd[0] ? UNREAD_A : UNREAD_B;
+  }
+  return mask;
+}
+
 static void sweep_idle(void) {
   uint64_t now = pump_now_ms();
   conn_t *c = P.conns;
   while (c != NULL) {
     conn_t *next = c->next;
-    if (c->idle_ms > 0 && now - c->last_active_ms >= c->idle_ms) finish(c, R_IDLE, 0);
+    if (c->idle_ms > 0 && now - c->last_active_ms >= c->idle_ms) finish(c, R_IDLE, unread_sides(c));
     c = next;
   }
 }

@@ -371,7 +371,7 @@ export const CONFIG_REFERENCE = {
   },
   'listeners[].timeouts.client_idle': {
     default: '10m',
-    doc: "tcp: a connection with no data in either direction for this long is closed (nginx `proxy_timeout`). http/https (default `60s`): a keep-alive connection idle between requests this long is closed (nginx `keepalive_timeout`), and so is an upgraded (WebSocket) connection with no data either way (reset on a side that leaves bytes unread); a client that takes no byte of its response this long has its connection reset (`ZL_CLIENT_IDLE_TIMEOUT`, nginx `send_timeout`; `0`: the upstream's `idle` bounds it).",
+    doc: "tcp: a connection with no data in either direction for this long is closed (nginx `proxy_timeout`; a side that leaves bytes unread is reset). http/https (default `60s`): a keep-alive connection idle between requests this long is closed (nginx `keepalive_timeout`), and so is an upgraded (WebSocket) connection with no data either way (reset on a side that leaves bytes unread); a client that takes no byte of its response this long has its connection reset (`ZL_CLIENT_IDLE_TIMEOUT`, nginx `send_timeout`; `0`: the upstream's `idle` bounds it).",
   },
   'listeners[].limits': { doc: 'Downstream limits.' },
   'listeners[].limits.max_connections': {

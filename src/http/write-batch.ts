@@ -27,6 +27,7 @@
 import type { Socket } from 'node:net';
 import { onTurnEnd, scheduleTurnEnd } from '../core/turn-end.js';
 import { nativePump } from '../l4/native-pump.js';
+import { resetSocket } from '../l4/reset-socket.js';
 
 /** Corked this turn (a property, not a Set: no hashing or rehashing per turn). */
 const HELD = Symbol('zipline.heldWrites');
@@ -114,22 +115,11 @@ export function releaseWrites(socket: Socket): void {
 /**
  * Closes `socket` abortively once what it holds this turn (a response head, body bytes) is sent,
  * so a client whose response breaks sees what a proxy writing as it goes would have sent.
- * `reset`: with an RST, which also drops what the kernel still holds for the client. A TLS
- * socket has no reset of its own: the TCP connection under it is reset (Node's `_parent`, the
- * socket the TLS one was made over).
+ * `reset`: with an RST, which also drops what the kernel still holds for the client.
  */
 export function abortWrites(socket: Socket, reset: boolean): void {
   releaseWrites(socket);
-  if (!reset || socket.destroyed) {
-    socket.destroy();
-    return;
-  }
-  if ((socket as { encrypted?: boolean }).encrypted !== true) {
-    socket.resetAndDestroy();
-    return;
-  }
-  const under = (socket as { _parent?: Socket | null })._parent;
-  if (under !== null && under !== undefined && !under.destroyed) under.resetAndDestroy();
+  if (reset) resetSocket(socket);
   socket.destroy();
 }
 

@@ -24,6 +24,9 @@ export const PUMP_REASON = {
 } as const;
 export type PumpReason = (typeof PUMP_REASON)[keyof typeof PUMP_REASON];
 
+/** With `idle` (TCP), the second word names the sides that left bytes unread: A the client, B the upstream. */
+export const IDLE_UNREAD = { a: 1, b: 2 } as const;
+
 /** What a native HTTP body job reports to (native/pump/body.c). */
 export interface BodyClient {
   /** Once, on the event loop; the job has closed its own copies of both sockets. */

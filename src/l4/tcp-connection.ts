@@ -18,7 +18,8 @@ import { clientAddressOf, localAddressOf } from '../proxy-protocol/reader.js';
 import { Dial } from '../upstream/dial.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
-import { nativePump, PUMP_REASON, type PumpClient, type PumpReason } from './native-pump.js';
+import { IDLE_UNREAD, nativePump, PUMP_REASON, type PumpClient, type PumpReason } from './native-pump.js';
+import { resetSocket } from './reset-socket.js';
 import type { TcpListener } from './tcp-listener.js';
 
 const kPeer = Symbol('zipline.peer');
@@ -170,7 +171,7 @@ export class TcpConnection implements PumpClient {
   }
 
   /** Native pump callback: it has let go of both sockets; finish them the way it ended. */
-  onPumpDone(reason: PumpReason, _errno: number, toUpstream: number, toClient: number): void {
+  onPumpDone(reason: PumpReason, errno: number, toUpstream: number, toClient: number): void {
     this.pumpId = null;
     this.nativeBytes = [toUpstream, toClient];
     const up = this.upstreamSocket;
@@ -192,6 +193,9 @@ export class TcpConnection implements PumpClient {
         return;
       case PUMP_REASON.idle:
         this.fail('ZL_CLIENT_IDLE_TIMEOUT');
+        // a side that left bytes unread is reset: the kernel drops them rather than keep them for it
+        if ((errno & IDLE_UNREAD.a) !== 0) resetSocket(this.client);
+        if ((errno & IDLE_UNREAD.b) !== 0) resetSocket(up);
         break;
       default:
         // done (both FINs forwarded) or cancel (destroy() recorded why)
@@ -224,6 +228,12 @@ export class TcpConnection implements PumpClient {
       return;
     }
     this.dial?.cancel();
+    if (code === 'ZL_CLIENT_IDLE_TIMEOUT') {
+      // as the native pump: a side with bytes queued for it is not reading them, and is reset
+      if (this.client.writableLength > 0) resetSocket(this.client);
+      const up = this.upstreamSocket;
+      if (up !== null && up.writableLength > 0) resetSocket(up);
+    }
     this.client.destroy();
     this.upstreamSocket?.destroy();
   }

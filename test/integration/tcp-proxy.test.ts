@@ -237,6 +237,42 @@ for (const mode of ['auto', 'off'] as const) {
       }
     });
 
+    test('a client that reads nothing is reset at the idle timeout, so what waits for it is dropped', async () => {
+      const chunk = Buffer.alloc(64 * 1024, 1);
+      const srv = await keep(
+        tcpServer((s) => {
+          s.on('error', () => {});
+          const pump = (): void => {
+            while (!s.destroyed && s.write(chunk));
+            if (!s.destroyed) s.once('drain', pump);
+          };
+          pump();
+        }),
+      );
+      const z = await startRuntime(
+        config([`127.0.0.1:${port(srv)}`], '', ', timeouts: { client_idle: 300ms }'),
+      );
+      try {
+        const c = await dial(z.addr('t'));
+        c.pause();
+        let received = 0;
+        c.on('data', (d: Buffer) => {
+          received += d.length;
+        });
+        c.on('error', () => {});
+        await until(() => z.access.length === 1, 'closed at the idle timeout', 5000);
+        const line = z.access[0];
+        assert.equal(line?.error, 'ZL_CLIENT_IDLE_TIMEOUT');
+        // closed with a FIN, the client would still receive all of it from zipline's kernel buffers
+        c.resume();
+        await until(() => c.readableEnded || c.closed, 'the end of what the client can read');
+        const sent = Number(line?.bytes_out);
+        assert.ok(sent > 1e6 && received < sent / 2, `received ${received} of ${sent} bytes`);
+      } finally {
+        await z.stop();
+      }
+    });
+
     test('backpressure: a client that does not read keeps proxy memory bounded', async () => {
       // Between origin and client sit two loopback hops whose kernel buffers autotune (up to 72 MiB
       // with tcp_rmem max 32 MiB); the proxy may add at most a few MiB on top (the splice pump

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { CMD, EV, PUMP_REASON, UDP_END } from '../../src/l4/native-pump.js';
+import { CMD, EV, IDLE_UNREAD, PUMP_REASON, UDP_END } from '../../src/l4/native-pump.js';
 import {
   CRC_SIZE,
   ERROR,
@@ -77,6 +77,9 @@ test('completion reasons match pump.c, body.c and udp.c', () => {
     assert.equal(body.get(names[k as keyof typeof names].replace('R_', 'B_')), v, k);
   assert.equal(body.size, Object.keys(PUMP_REASON).length);
   assert.equal(tcp.has('R_CLIENT_IDLE'), false, 'body jobs only');
+  // R_IDLE's second word
+  const unread = cEnum('pump.c', 'UNREAD_A');
+  assert.deepEqual(Object.fromEntries(unread), { UNREAD_A: IDLE_UNREAD.a, UNREAD_B: IDLE_UNREAD.b });
   assert.equal([...tcp.values()].includes(PUMP_REASON.clientIdle), false, 'a number no TCP pump uses');
   const udp = cEnum('udp.c', 'END_RESPONSES');
   for (const [k, v] of Object.entries(UDP_END)) assert.equal(udp.get(`END_${k.toUpperCase()}`), v, k);
