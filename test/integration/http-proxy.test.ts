@@ -19,6 +19,30 @@ const origin = peers.origin;
 const raw = peers.raw;
 const TLS = join(ROOT, 'test/fixtures/tls');
 
+/** An origin that answers any request with `head`, then `chunk` for as long as it is taken. */
+const endlessAfter = (head: string, chunk: Buffer) =>
+  raw((s) => {
+    s.on('error', () => {});
+    s.once('data', () => {
+      s.write(head);
+      const pump = (): void => {
+        while (!s.destroyed && s.write(chunk));
+        if (!s.destroyed) s.once('drain', pump);
+      };
+      pump();
+    });
+  });
+
+/** Counts what `socket` receives (once it reads); errors are expected (resets). */
+function bytesReceived(socket: Socket): () => number {
+  let n = 0;
+  socket.on('data', (d: Buffer) => {
+    n += d.length;
+  });
+  socket.on('error', () => {});
+  return () => n;
+}
+
 /** The listener has a client connection whose FIN it has read. */
 function clientSideClosed(l: { connections: Set<unknown> }): boolean {
   return [...l.connections].some((c) => (c as { socket: { readableEnded: boolean } }).socket.readableEnded);
@@ -961,17 +985,10 @@ listeners:
   });
 
   test('an https client that takes no byte of its response is reset too (ZL_CLIENT_IDLE_TIMEOUT): the TCP connection under its TLS one, so its unread bytes are dropped', async () => {
-    const chunk = Buffer.from(`4000\r\n${'z'.repeat(0x4000)}\r\n`, 'latin1');
-    const endless = await raw((s) => {
-      s.once('data', () => {
-        s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
-        const pump = (): void => {
-          while (!s.destroyed && s.write(chunk));
-          if (!s.destroyed) s.once('drain', pump);
-        };
-        pump();
-      });
-    });
+    const endless = await endlessAfter(
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n',
+      Buffer.from(`4000\r\n${'z'.repeat(0x4000)}\r\n`, 'latin1'),
+    );
     const z = await startRuntime(`
 admin: { listen: 127.0.0.1:0 }
 drain_timeout: 2s
@@ -988,11 +1005,7 @@ listeners:
     const [host, p] = splitAddress(z.addr('tls'));
     const client = tlsConnect({ host, port: p, servername: 'a.test', rejectUnauthorized: false });
     try {
-      let received = 0;
-      client.on('data', (d: Buffer) => {
-        received += d.length;
-      });
-      client.on('error', () => {});
+      const received = bytesReceived(client);
       await once(client, 'secureConnect');
       client.write('GET /stream HTTP/1.1\r\nHost: a.test\r\n\r\n');
       client.pause();
@@ -1002,7 +1015,7 @@ listeners:
       client.resume();
       await until(() => client.closed, 'the client connection closed');
       const sent = Number(z.access[0]?.bytes_out);
-      assert.ok(sent > 1e6 && received < sent / 2, `received ${received} of ${sent} bytes`);
+      assert.ok(sent > 1e6 && received() < sent / 2, `received ${received()} of ${sent} bytes`);
     } finally {
       client.destroy();
       await z.stop();
@@ -1010,27 +1023,15 @@ listeners:
   });
 
   test('an upgraded connection whose client takes nothing is reset at client_idle, so what waits for it is dropped', async () => {
-    const chunk = Buffer.alloc(0x4000, 0x7a);
-    const ws = await raw((s) => {
-      s.on('error', () => {});
-      s.once('data', () => {
-        s.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n');
-        const pump = (): void => {
-          while (!s.destroyed && s.write(chunk));
-          if (!s.destroyed) s.once('drain', pump);
-        };
-        pump();
-      });
-    });
+    const ws = await endlessAfter(
+      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n',
+      Buffer.alloc(0x4000, 0x7a),
+    );
     const z = await startRuntime(config([`127.0.0.1:${port(ws)}`], '    timeouts: { client_idle: 300ms }'));
     const [host, p] = splitAddress(z.addr('web'));
     const client = connect(p, host);
     try {
-      let received = 0;
-      client.on('data', (d: Buffer) => {
-        received += d.length;
-      });
-      client.on('error', () => {});
+      const received = bytesReceived(client);
       await once(client, 'connect');
       client.write('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n');
       client.pause();
@@ -1042,7 +1043,7 @@ listeners:
       client.resume();
       await until(() => client.closed, 'the client connection closed');
       const sent = zside.bytesWritten;
-      assert.ok(sent > 1e6 && received < sent / 2, `received ${received} of ${sent} bytes`);
+      assert.ok(sent > 1e6 && received() < sent / 2, `received ${received()} of ${sent} bytes`);
     } finally {
       client.destroy();
       await z.stop();
