@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 export type ParseStep<T> = { need: true } | { done: T; used: number };
 
 /** The longest a refused client is waited for to close, after its answer (nginx `lingering_timeout`). */
-export const REFUSAL_LINGER_MS = 5_000;
+const REFUSAL_LINGER_MS = 5_000;
 
 const drop = (): void => {};
 

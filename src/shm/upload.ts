@@ -105,17 +105,16 @@ export function readUpload(req: IncomingMessage, limit: number, budget: UploadBu
       if (settled) return;
       resolve({ data: whole ?? Buffer.concat(chunks, size), release: giveBack });
     });
-    // aborted before the end: the reservation goes back at once
+    // aborted before the end: the reservation goes back at once. node:http errors a request only
+    // when its connection fails before the body's end ('aborted', ECONNRESET): the same client
+    // going away, not a fault of zipline's
+    const aborted = (): void => {
+      giveBack();
+      reject(new ZiplineError('ZL_CLIENT_ABORTED', 'the client went away before the end of the body'));
+    };
     req.on('close', () => {
-      if (req.complete) return;
-      giveBack();
-      reject(new ZiplineError('ZL_CLIENT_ABORTED', 'the client went away before the end of the body'));
+      if (!req.complete) aborted();
     });
-    // node:http errors a request only when its connection fails before the body's end ('aborted',
-    // ECONNRESET): the client went away, as above, not a fault of zipline's
-    req.on('error', () => {
-      giveBack();
-      reject(new ZiplineError('ZL_CLIENT_ABORTED', 'the client went away before the end of the body'));
-    });
+    req.on('error', aborted);
   });
 }
