@@ -223,6 +223,9 @@ export class TunnelSession extends EventEmitter implements StreamHost, SessionAp
   }
 
   private onFrame(type: number, flags: number, id: number, payload: Buffer): void {
+    // a fatal frame ends the session in the middle of a chunk: the frames after it are not acted
+    // on (an OPEN there would dial a stream nothing could ever close)
+    if (this.closed) return;
     this.liveness.seen(Date.now());
     this.frames.received(type);
     switch (type) {
@@ -478,6 +481,8 @@ export class TunnelSession extends EventEmitter implements StreamHost, SessionAp
       s.abort(new ZiplineError('ZL_TUNNEL_CLOSED', 'tunnel session closed'));
     }
     this.streams.clear();
+    // its frames reach the metric now: a session that ends between two scrapes is counted too
+    this.frames.flush();
     this.emit('close');
   }
 }

@@ -287,6 +287,49 @@ for (const impl of impls) {
 }
 
 for (const impl of impls) {
+  test(`${impl} relay: a session's frames reach zipline_tunnel_frames_total when it ends, with no scrape while it lived`, async () => {
+    const counted = async (): Promise<number> =>
+      (await metrics.tunnelFrames.get()).values.find(
+        (v) => v.labels.type === 'window_update' && v.labels.direction === 'in',
+      )?.value ?? 0;
+    const before = await counted();
+    const [raw, sock] = await socketPair();
+    cleanup.push(() => raw.destroy());
+    const relay = await session(impl, sock, { role: 'relay' }, false);
+    relay.setPeer({ maxPayload: 16384, initialWindow: 256 * 1024, connectionWindow: 32 << 20 });
+    const delta = Buffer.alloc(4);
+    delta.writeUInt32BE(1);
+    const update = encodeFrame(FRAME.WINDOW_UPDATE, 0, 0, delta);
+    raw.end(Buffer.concat([update, update, update, update, update]));
+    await once(relay, 'close');
+    await until(async () => (await counted()) === before + 5, '5 WINDOW_UPDATEs counted');
+  });
+
+  test(`${impl} relay: frames after a fatal one in the same read are not acted on (no OPEN after it)`, async () => {
+    const [raw, sock] = await socketPair();
+    cleanup.push(() => raw.destroy());
+    raw.on('data', () => {});
+    const relay = await session(impl, sock, { role: 'relay' }, false);
+    relay.setPeer({ maxPayload: 16384, initialWindow: 256 * 1024, connectionWindow: 32 << 20 });
+    const opened: number[] = [];
+    relay.on('stream', (s: SessionStream) => opened.push(s.id));
+    const fatal = once(relay, 'fatal') as Promise<[number, string]>;
+    const closed = once(relay, 'close');
+    // the session finds the second OPEN fatal (an even id is the relay's own); the OPEN behind
+    // it, in the same write, comes too late
+    const open = (id: number): Buffer =>
+      encodeFrame(FRAME.OPEN, 0, id, Buffer.concat([Buffer.from([OPEN_KIND.TCP]), DEST]));
+    raw.write(Buffer.concat([open(1), open(2), open(3)]));
+    const [code] = await fatal;
+    assert.equal(code, ERROR.PROTOCOL_ERROR);
+    await closed;
+    await once(raw, 'end');
+    assert.deepEqual(opened, [1], 'only the OPEN before the fatal frame');
+    assert.equal(relay.streams.size, 0);
+  });
+}
+
+for (const impl of impls) {
   test(`${impl} relay: a recorded session written in random cuts (1-byte writes among them) decodes as sent`, async () => {
     const [raw, sock] = await socketPair();
     cleanup.push(() => raw.destroy());

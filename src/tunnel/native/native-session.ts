@@ -383,6 +383,8 @@ export class NativeSession extends EventEmitter implements SessionApi, NativeStr
     if (this.released) return;
     this.refresh();
     this.released = true;
+    // its frames reach the metric now: a session that ends between two scrapes is counted too
+    this.flushFrameMetrics();
     // attached streams reported before EV.closed; any left (never attached) end here
     for (const s of [...this.streams.values()]) {
       s.reset = true;
