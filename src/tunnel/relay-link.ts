@@ -16,14 +16,14 @@ import { isZiplineError, ZiplineError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { fullJitterBackoff } from '../upstream/backoff.js';
-import { ERROR, ERROR_NAMES, FRAME } from './constants.js';
+import { ERROR, ERROR_NAMES, FRAME, OPEN_STATUS } from './constants.js';
 import { dialRelay, proxyFor } from './egress.js';
 import { CODEC, decodeHelloAck, encodeHello } from './handshake.js';
 import { engine } from './native/binding.js';
 import { dropTlsContext, NativeSession, type NativeTls, tlsContext } from './native/native-session.js';
 import { ewma } from './score.js';
 import { type SessionOptions, TunnelSession } from './session.js';
-import type { SessionApi } from './session-api.js';
+import type { SessionApi, SessionStream } from './session-api.js';
 import { connectTls, DEFAULT_TUNNEL_CIPHERS, normalizeFingerprint } from './tls.js';
 
 export type RelayRef = TunnelAgentConfig['relays'][number];
@@ -217,6 +217,10 @@ export class RelayLink extends EventEmitter {
         session = new TunnelSession(sock, this.sessionOptions());
       }
       attempt.session = session;
+      // streams are the agent's to open: a relay's OPEN is refused at once (status 2), not left
+      // unanswered for the session's life with its window of bytes buffered
+      const own = session;
+      own.on('stream', (s: SessionStream) => own.answer(s, OPEN_STATUS.NOT_ALLOWED));
       if (this.isStopped()) throw new ZiplineError('ZL_TUNNEL_CLOSED', 'stopped');
       const want = cfg.compression === 'zstd' && session.codecAvailable ? CODEC.ZSTD : 0;
       session.sendControl(

@@ -14,10 +14,12 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { zstdAvailable } from '../../src/tunnel/compression.js';
-import { ERROR, FRAME } from '../../src/tunnel/constants.js';
+import { ERROR, FRAME, OPEN_KIND, OPEN_STATUS } from '../../src/tunnel/constants.js';
 import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
-import { encodeHello } from '../../src/tunnel/handshake.js';
+import { encodeHello, encodeHelloAck } from '../../src/tunnel/handshake.js';
 import { engine } from '../../src/tunnel/native/binding.js';
+import { TunnelSession } from '../../src/tunnel/session.js';
+import type { SessionApi } from '../../src/tunnel/session-api.js';
 import { have, run } from '../helpers/daemons.js';
 import { renderDashboard } from '../helpers/dashboard.js';
 import { rawRequest } from '../helpers/http.js';
@@ -870,3 +872,51 @@ test('relay clients: a refused address gets no TLS handshake and is not a failed
   );
   assert.equal(relay.rt.relay?.authFailures, 0);
 });
+
+for (const native of engine.available ? ['auto', 'off'] : ['off']) {
+  test(`an agent refuses a stream its relay opens toward it: OPEN_ACK 2 at once, nothing kept (agent native: ${native})`, async () => {
+    // a relay of our own: answers the HELLO, then opens a stream toward the agent
+    const relayOpened = new Promise<SessionApi>((resolve) => {
+      const server = createServer((sock) => {
+        const s = new TunnelSession(sock, { role: 'relay' });
+        cleanup.push(() => s.destroy());
+        s.on('frame', (type: number) => {
+          if (type !== FRAME.HELLO) return;
+          s.setPeer({ maxPayload: 16384, initialWindow: 262144, connectionWindow: 32 << 20 });
+          s.sendControl(
+            FRAME.HELLO_ACK,
+            0,
+            0,
+            encodeHelloAck({
+              sessionId: Buffer.alloc(16, 7),
+              codecs: 0,
+              maxPayload: 16384,
+              initialWindow: 262144,
+              connectionWindow: 32 << 20,
+              sessions: 1,
+              streams: 0,
+              loadPermille: 0,
+            }),
+          );
+          resolve(s);
+        });
+      });
+      cleanup.push(() => closeServer(server));
+      server.listen(0, '127.0.0.1');
+      once(server, 'listening').then(async () => {
+        const agent = await startRuntime(
+          agentYaml(`127.0.0.1:${port(server)}`, `    native: ${native}`, 'tls: false'),
+        );
+        cleanup.push(() => agent.stop());
+      });
+    });
+    const relay = await relayOpened;
+    const refused = await relay.open(OPEN_KIND.TCP, Buffer.from([1, 127, 0, 0, 1, 0, 80])).then(
+      () => null,
+      (err: { openStatus?: number }) => err.openStatus,
+    );
+    // (left unanswered, the OPEN would time out: status 6)
+    assert.equal(refused, OPEN_STATUS.NOT_ALLOWED);
+    assert.equal(relay.streams.size, 0);
+  });
+}
