@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ErrorCode } from '../errors.js';
 import { isZiplineError } from '../errors.js';
+import { resetSocket } from '../l4/reset-socket.js';
 
 export interface PipeResult {
   /** Bytes the socket read and wrote over its life (handshakes included). */
@@ -31,6 +32,24 @@ export function pipeStream(
   idleTimeoutMs: number,
   done: (r: PipeResult) => void,
 ): void {
+  if (stream.destroyed) {
+    // it ended before it reached us (its tunnel session closed in the read that accepted it): its
+    // 'close' has been and gone, so nothing below would ever see it end
+    if (stream.reset === true) resetSocket(socket);
+    else socket.destroy();
+    const why = stream.errored;
+    done({
+      fromSocket: socket.bytesRead,
+      toSocket: socket.bytesWritten,
+      // a tunnel stream (it has `reset`) or a socket to a destination
+      error: isZiplineError(why)
+        ? why.code
+        : stream.reset === undefined
+          ? 'ZL_UPSTREAM_RESET'
+          : 'ZL_TUNNEL_CLOSED',
+    });
+    return;
+  }
   if (stream.attachSocket?.(socket, idleTimeoutMs, done) === true) return;
   let error: PipeResult['error'] = null;
   let closed = 0;
@@ -59,7 +78,7 @@ export function pipeStream(
   stream.once('close', () => {
     if (!socket.destroyed && !(socket.writableFinished && socket.readableEnded)) {
       // the stream was reset (or its session ended): abortive, as the peer intended
-      if (stream.reset === true) socket.resetAndDestroy();
+      if (stream.reset === true) resetSocket(socket);
       else socket.destroy();
     }
     finish();

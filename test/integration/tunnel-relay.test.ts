@@ -14,12 +14,10 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { zstdAvailable } from '../../src/tunnel/compression.js';
-import { ERROR, FRAME, OPEN_KIND, OPEN_STATUS } from '../../src/tunnel/constants.js';
+import { ERROR, FRAME, OPEN_STATUS } from '../../src/tunnel/constants.js';
 import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
 import { encodeHello, encodeHelloAck } from '../../src/tunnel/handshake.js';
 import { engine } from '../../src/tunnel/native/binding.js';
-import { TunnelSession } from '../../src/tunnel/session.js';
-import type { SessionApi } from '../../src/tunnel/session-api.js';
 import { have, run } from '../helpers/daemons.js';
 import { renderDashboard } from '../helpers/dashboard.js';
 import { rawRequest } from '../helpers/http.js';
@@ -873,50 +871,97 @@ test('relay clients: a refused address gets no TLS handshake and is not a failed
   assert.equal(relay.rt.relay?.authFailures, 0);
 });
 
-for (const native of engine.available ? ['auto', 'off'] : ['off']) {
-  test(`an agent refuses a stream its relay opens toward it: OPEN_ACK 2 at once, nothing kept (agent native: ${native})`, async () => {
-    // a relay of our own: answers the HELLO, then opens a stream toward the agent
-    const relayOpened = new Promise<SessionApi>((resolve) => {
-      const server = createServer((sock) => {
-        const s = new TunnelSession(sock, { role: 'relay' });
-        cleanup.push(() => s.destroy());
-        s.on('frame', (type: number) => {
-          if (type !== FRAME.HELLO) return;
-          s.setPeer({ maxPayload: 16384, initialWindow: 262144, connectionWindow: 32 << 20 });
-          s.sendControl(
-            FRAME.HELLO_ACK,
-            0,
-            0,
-            encodeHelloAck({
-              sessionId: Buffer.alloc(16, 7),
-              codecs: 0,
-              maxPayload: 16384,
-              initialWindow: 262144,
-              connectionWindow: 32 << 20,
-              sessions: 1,
-              streams: 0,
-              loadPermille: 0,
-            }),
-          );
-          resolve(s);
-        });
-      });
-      cleanup.push(() => closeServer(server));
-      server.listen(0, '127.0.0.1');
-      once(server, 'listening').then(async () => {
-        const agent = await startRuntime(
-          agentYaml(`127.0.0.1:${port(server)}`, `    native: ${native}`, 'tls: false'),
-        );
-        cleanup.push(() => agent.stop());
-      });
-    });
-    const relay = await relayOpened;
-    const refused = await relay.open(OPEN_KIND.TCP, Buffer.from([1, 127, 0, 0, 1, 0, 80])).then(
-      () => null,
-      (err: { openStatus?: number }) => err.openStatus,
+/**
+ * A relay of the test's own, frames in and out by hand: `onFrame` sees each frame the agent sends
+ * (the HELLO first) with the connection to answer on. An agent runtime (engine `native`) is
+ * started against it, with `body` (its entries).
+ */
+async function agentAgainst(
+  native: string,
+  body: string,
+  onFrame: (type: number, id: number, payload: Buffer, sock: Socket) => void,
+) {
+  const server = createServer((sock) => {
+    sock.on('error', () => {});
+    const dec = new FrameDecoder(
+      (type, _f, id, payload) => onFrame(type, id, Buffer.from(payload), sock),
+      65536,
     );
-    // (left unanswered, the OPEN would time out: status 6)
-    assert.equal(refused, OPEN_STATUS.NOT_ALLOWED);
-    assert.equal(relay.streams.size, 0);
+    sock.on('data', (c: Buffer) => dec.feed(c));
+  });
+  await listen(server);
+  cleanup.push(() => closeServer(server));
+  const agent = await startRuntime(
+    agentYaml(`127.0.0.1:${port(server)}`, `    native: ${native}\n${body}`, 'tls: false'),
+  );
+  cleanup.push(() => agent.stop());
+  return agent;
+}
+
+const HELLO_ACK = encodeFrame(
+  FRAME.HELLO_ACK,
+  0,
+  0,
+  encodeHelloAck({
+    sessionId: Buffer.alloc(16, 7),
+    codecs: 0,
+    maxPayload: 16384,
+    initialWindow: 262144,
+    connectionWindow: 32 << 20,
+    sessions: 1,
+    streams: 0,
+    loadPermille: 0,
+  }),
+);
+
+for (const native of engine.available ? ['auto', 'off'] : ['off']) {
+  test(`an agent refuses a stream its relay opens toward it: OPEN_ACK 2 at once (agent native: ${native})`, async () => {
+    let answered: (status: number) => void = () => {};
+    const answer = new Promise<number>((r) => {
+      answered = r;
+    });
+    await agentAgainst(native, '', (type, id, payload, sock) => {
+      // HELLO_ACK, then an OPEN of the relay's own (an even id) toward the agent
+      if (type === FRAME.HELLO)
+        sock.write(
+          Buffer.concat([HELLO_ACK, encodeFrame(FRAME.OPEN, 0, 2, Buffer.from([1, 1, 127, 0, 0, 1, 0, 80]))]),
+        );
+      if (type === FRAME.OPEN_ACK && id === 2) answered(payload[0] as number);
+    });
+    // left unanswered, the relay would wait for its own open timeout
+    assert.equal(await answer, OPEN_STATUS.NOT_ALLOWED);
+  });
+
+  test(`a stream whose session ends in the read that accepted it: the client is closed at once, not left to idle_timeout (agent native: ${native})`, async () => {
+    const agent = await agentAgainst(
+      native,
+      '    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:9 }]',
+      (type, id, _payload, sock) => {
+        if (type === FRAME.HELLO) sock.write(HELLO_ACK);
+        // OPEN_ACK 0 and, in the same write, a frame that ends the session (WINDOW_UPDATE of 0)
+        if (type === FRAME.OPEN)
+          sock.write(
+            Buffer.concat([
+              encodeFrame(FRAME.OPEN_ACK, 0, id, Buffer.from([OPEN_STATUS.OK])),
+              encodeFrame(FRAME.WINDOW_UPDATE, 0, 0, Buffer.alloc(4)),
+            ]),
+          );
+      },
+    );
+    await until(() => agent.rt.agent?.links[0]?.state === 'up', 'agent session up');
+    const [h, p] = splitAddress(agent.rt.agent?.addresses()['forwards[0]'] ?? '');
+    const client = connect(p, h);
+    const gone = new Promise<void>((r) => client.once('close', () => r()));
+    client.on('error', () => {});
+    client.resume();
+    client.write('hello');
+    // (without the fix the connection waited for idle_timeout: 10 minutes)
+    const line = await until(
+      () => agent.access.find((l) => l.listener === 'tunnel.agent.forwards[0]'),
+      'access line',
+      5000,
+    );
+    await gone;
+    assert.equal(line?.error, 'ZL_TUNNEL_CLOSED');
   });
 }
