@@ -250,6 +250,11 @@ export class TunnelSession extends EventEmitter implements StreamHost, SessionAp
           this.consumed(data.length);
           return;
         }
+        if (s.finReceived) {
+          // (as the native engine; pushing after the end would throw in Node's stream)
+          this.fatal(ERROR.PROTOCOL_ERROR, `DATA after FIN on stream ${id}`);
+          return;
+        }
         if (!s.receive(data, (flags & FLAG.FIN) !== 0)) {
           this.fatal(ERROR.FLOW_CONTROL_ERROR, `stream ${id} sent beyond its window`);
           return;

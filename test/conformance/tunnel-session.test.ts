@@ -327,6 +327,26 @@ for (const impl of impls) {
     assert.deepEqual(opened, [1], 'only the OPEN before the fatal frame');
     assert.equal(relay.streams.size, 0);
   });
+
+  test(`${impl} relay: DATA on a stream after its FIN is a PROTOCOL_ERROR for the session`, async () => {
+    const [raw, sock] = await socketPair();
+    cleanup.push(() => raw.destroy());
+    raw.on('data', () => {});
+    const relay = await session(impl, sock, { role: 'relay' }, false);
+    relay.setPeer({ maxPayload: 16384, initialWindow: 256 * 1024, connectionWindow: 32 << 20 });
+    relay.on('stream', (s: SessionStream) => s.resume());
+    const fatal = once(relay, 'fatal') as Promise<[number, string]>;
+    raw.write(
+      Buffer.concat([
+        encodeFrame(FRAME.OPEN, 0, 1, Buffer.concat([Buffer.from([OPEN_KIND.TCP]), DEST])),
+        encodeFrame(FRAME.DATA, FLAG.FIN, 1, Buffer.from('last')),
+        encodeFrame(FRAME.DATA, 0, 1, Buffer.from('after the last')),
+      ]),
+    );
+    const [code, reason] = await fatal;
+    assert.equal(code, ERROR.PROTOCOL_ERROR);
+    assert.match(reason, /DATA after FIN on stream 1/);
+  });
 }
 
 for (const impl of impls) {
