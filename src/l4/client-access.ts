@@ -35,9 +35,15 @@ export function compileClientAccess(cfg: ClientAccessConfig | undefined): Client
   });
 }
 
-/** Whether a listener with `access` serves the client at `ip`. */
+/**
+ * Whether a listener with `access` serves the client at `ip`. An unknown address ('': the client
+ * reset the connection before its address was read, when the kernel no longer names the peer,
+ * though the bytes it sent can still be read) is refused whenever there are rules: a denied client
+ * must not get its bytes through by resetting at once.
+ */
 export function clientAllowed(access: ClientAccess | null, ip: string): boolean {
   if (access === null) return true;
+  if (ip === '') return false;
   if (access.deny !== null && listed(access.deny, ip)) return false;
   return access.allow === null || listed(access.allow, ip);
 }

@@ -7,13 +7,13 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { connect as connectTls } from 'node:tls';
 import { loadConfigText } from '../../src/config/load.js';
 import { okAndEcho } from '../helpers/http.js';
 import { seriesValue } from '../helpers/metrics.js';
-import { splitAddress, udpEcho, until } from '../helpers/net.js';
+import { closeServer, listen, port, splitAddress, udpEcho, until } from '../helpers/net.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const TLS_DIR = `${ROOT}test/fixtures/tls`;
@@ -78,6 +78,41 @@ listeners:
       assert.deepEqual(z.access.map((l) => l.client_ip).sort(), ['127.0.0.1', '127.0.0.2', '127.0.0.2']);
     } finally {
       await z.stop();
+    }
+  });
+
+  test('a refused client that resets at once (its address then unknown) still gets nothing through', async () => {
+    // a server that counts what reaches it
+    let reached = 0;
+    const server = createServer((s) => {
+      reached++;
+      s.destroy();
+    });
+    await listen(server);
+    const z = await startRuntime(`
+upstreams:
+  counted: { servers: [127.0.0.1:${port(server)}] }
+listeners:
+  - { name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: counted, clients: { deny: [127.0.0.3] } }
+`);
+    try {
+      const [host, p] = splitAddress(z.addr('t'));
+      for (let i = 0; i < 200; i++) {
+        // connect, send, reset: zipline may find the kernel no longer names the peer
+        const s = connect({ host, port: p, localAddress: '127.0.0.3' });
+        s.on('error', () => {});
+        await once(s, 'connect');
+        s.write('x');
+        s.resetAndDestroy();
+        await once(s, 'close');
+      }
+      // one allowed client afterwards: when it has reached the server, the others had their turn
+      await exchange(z.addr('t'), '127.0.0.1', 'hello');
+      await until(() => reached >= 1, 'the allowed client to reach the server');
+      assert.equal(reached, 1, 'only the allowed client reached the server');
+    } finally {
+      await z.stop();
+      await closeServer(server);
     }
   });
 
