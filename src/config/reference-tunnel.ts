@@ -41,7 +41,7 @@ export const TUNNEL_REFERENCE = {
   },
   'tunnel.relay.max_sessions': {
     default: 1000,
-    doc: 'Agent connections at once, sessions and connections still in their handshake (10 s at most) together; a connection beyond it is closed at once, unanswered (no TLS handshake, no GOAWAY), counted in `zipline_tunnel_rejected_total{reason="max_sessions"}`.',
+    doc: 'Agent connections at once, sessions and connections still in their handshake (10 s at most) together. At the limit a new connection takes the place of the oldest one still in its handshake (closed, counted as `handshake_displaced`), so connections that never authenticate cannot keep agents out; when every place is a session it is closed at once, unanswered (no TLS handshake, no GOAWAY), counted in `zipline_tunnel_rejected_total{reason="max_sessions"}`.',
   },
   'tunnel.relay.limits': { doc: 'Per-session caps; both sides apply their own to what they receive.' },
   'tunnel.relay.limits.max_streams': {

@@ -204,7 +204,7 @@ export const metrics = {
   ),
   tunnelRejected: counter(
     'zipline_tunnel_rejected_total',
-    'Relay: connections refused before a session (max_sessions, handshake_timeout, tls_handshake).',
+    'Relay: connections refused before a session (max_sessions, handshake_timeout, tls_handshake, handshake_displaced).',
     ['reason'],
   ),
   tunnelCompressedBytes: counter(

@@ -185,7 +185,7 @@ export class TunnelRelay {
       socket.destroy();
       return;
     }
-    if (this.sessions.size + this.pending.size >= this.cfg.max_sessions) {
+    if (this.sessions.size + this.pending.size >= this.cfg.max_sessions && !this.displacePending()) {
       metrics.tunnelRejected.labels('max_sessions').inc();
       socket.destroy();
       return;
@@ -230,6 +230,20 @@ export class TunnelRelay {
       secured = true;
       this.beginSession(new TunnelSession(tls, this.sessionOptions()), socket, source, deadline);
     });
+  }
+
+  /**
+   * At max_sessions, a new connection takes the place of the oldest one still in its handshake
+   * (insertion order), so connections that never authenticate cannot keep agents out by holding
+   * every place for the handshake's 10 s. Sessions are never displaced. False: none to displace.
+   */
+  private displacePending(): boolean {
+    const oldest = this.pending.values().next();
+    if (oldest.done === true) return false;
+    this.pending.delete(oldest.value);
+    metrics.tunnelRejected.labels('handshake_displaced').inc();
+    oldest.value.destroy();
+    return true;
   }
 
   /** The connection goes to the native engine at once; TLS and frames run there. */

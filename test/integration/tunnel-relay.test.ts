@@ -408,6 +408,37 @@ test('max_sessions: a connection beyond it is closed before any frame, and count
   first.sock.destroy();
 });
 
+for (const native of engine.available ? ['auto', 'off'] : ['off']) {
+  test(`max_sessions: connections that never say HELLO cannot keep an agent out, the oldest gives way (relay native: ${native})`, async () => {
+    const relay = await startRuntime(relayYaml(`    max_sessions: 2\n    native: ${native}`));
+    cleanup.push(() => relay.stop());
+    const addr = relay.rt.relay?.address() ?? '';
+    const [h, p] = splitAddress(addr);
+    // every place held by a connection in its handshake that will never finish it
+    const silent: Socket[] = [];
+    const silentClosed: Promise<unknown>[] = [];
+    for (let i = 0; i < 2; i++) {
+      const s = connect(p, h);
+      s.on('error', () => {});
+      silentClosed.push(once(s, 'close'));
+      await once(s, 'connect');
+      silent.push(s);
+      await until(() => relay.rt.relay?.activeCount() === i + 1, `silent connection ${i + 1} held`);
+    }
+    const before = await metricValue('zipline_tunnel_rejected_total', 'reason="handshake_displaced"');
+    const agent = await rawSession(addr, 'real-agent');
+    await until(() => agent.frames.some((f) => f.type === FRAME.HELLO_ACK), 'the agent gets its session');
+    await silentClosed[0];
+    assert.equal(silent[1]?.closed, false, 'the younger silent connection keeps its place');
+    assert.equal(
+      await metricValue('zipline_tunnel_rejected_total', 'reason="handshake_displaced"'),
+      before + 1,
+    );
+    agent.sock.destroy();
+    for (const s of silent) s.destroy();
+  });
+}
+
 describe('the agent data paths', () => {
   test('with TLS no payload byte is visible on the wire (and without TLS it is: the check can fail)', async () => {
     const echo = await tcpEcho();
