@@ -219,8 +219,7 @@ export class RelayLink extends EventEmitter {
       attempt.session = session;
       // streams are the agent's to open: a relay's OPEN is refused at once (status 2), not left
       // unanswered for the session's life with its window of bytes buffered
-      const own = session;
-      own.on('stream', (s: SessionStream) => own.answer(s, OPEN_STATUS.NOT_ALLOWED));
+      session.on('stream', (s: SessionStream) => session.answer(s, OPEN_STATUS.NOT_ALLOWED));
       if (this.isStopped()) throw new ZiplineError('ZL_TUNNEL_CLOSED', 'stopped');
       const want = cfg.compression === 'zstd' && session.codecAvailable ? CODEC.ZSTD : 0;
       session.sendControl(

@@ -16,10 +16,10 @@ import type { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import { ERROR, FRAME } from '../../src/tunnel/constants.js';
 import { encodeFrame, goawayPayload } from '../../src/tunnel/frame.js';
-import { encodeHelloAck } from '../../src/tunnel/handshake.js';
 import { seriesValue } from '../helpers/metrics.js';
 import { closeServer, listen, openFds, port, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
+import { helloAckFrame } from '../helpers/tunnel.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -47,21 +47,7 @@ const GOAWAY_FOREVER = encodeFrame(
 ).toString('hex');
 /** A HELLO_ACK and, in the same write, a frame that ends the session (WINDOW_UPDATE of 0). */
 const ACK_THEN_FATAL = Buffer.concat([
-  encodeFrame(
-    FRAME.HELLO_ACK,
-    0,
-    0,
-    encodeHelloAck({
-      sessionId: Buffer.alloc(16, 1),
-      codecs: 0,
-      maxPayload: 16384,
-      initialWindow: 262144,
-      connectionWindow: 32 << 20,
-      sessions: 1,
-      streams: 0,
-      loadPermille: 0,
-    }),
-  ),
+  helloAckFrame(),
   encodeFrame(FRAME.WINDOW_UPDATE, 0, 0, Buffer.alloc(4)),
 ]).toString('hex');
 const HOSTILE = `

@@ -16,7 +16,7 @@ import { after, describe, test } from 'node:test';
 import { zstdAvailable } from '../../src/tunnel/compression.js';
 import { ERROR, FRAME, OPEN_STATUS } from '../../src/tunnel/constants.js';
 import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
-import { encodeHello, encodeHelloAck } from '../../src/tunnel/handshake.js';
+import { encodeHello } from '../../src/tunnel/handshake.js';
 import { engine } from '../../src/tunnel/native/binding.js';
 import { have, run } from '../helpers/daemons.js';
 import { renderDashboard } from '../helpers/dashboard.js';
@@ -24,6 +24,7 @@ import { rawRequest } from '../helpers/http.js';
 import { seriesValue } from '../helpers/metrics.js';
 import { closeServer, listen, openFds, port, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
+import { helloAckFrame } from '../helpers/tunnel.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -929,21 +930,7 @@ async function agentAgainst(
   return agent;
 }
 
-const HELLO_ACK = encodeFrame(
-  FRAME.HELLO_ACK,
-  0,
-  0,
-  encodeHelloAck({
-    sessionId: Buffer.alloc(16, 7),
-    codecs: 0,
-    maxPayload: 16384,
-    initialWindow: 262144,
-    connectionWindow: 32 << 20,
-    sessions: 1,
-    streams: 0,
-    loadPermille: 0,
-  }),
-);
+const HELLO_ACK = helloAckFrame();
 
 for (const native of engine.available ? ['auto', 'off'] : ['off']) {
   test(`an agent refuses a stream its relay opens toward it: OPEN_ACK 2 at once (agent native: ${native})`, async () => {
