@@ -221,9 +221,11 @@ export class TunnelAgent implements Dialer {
     const stream = await this.openStream(OPEN_KIND.UDP, first);
     const link = this.links.find((l) => l.address === stream.info.relay);
     const session = link?.session;
-    if (link === undefined || session === null || session === undefined) {
+    // (the stream too may have ended in the read that accepted it, reset or with its session: a
+    // channel made of it would never hear its close, and the client would send into nothing)
+    if (link === undefined || session === null || session === undefined || stream.destroyed) {
       stream.destroy();
-      throw dialError('ZL_TUNNEL_CLOSED', OPEN_STATUS.FAILURE, 'the session ended');
+      throw dialError('ZL_TUNNEL_CLOSED', OPEN_STATUS.FAILURE, 'the stream ended as it opened');
     }
     return new TunnelUdpChannel(session, stream, link.datagramSinks);
   }

@@ -983,3 +983,38 @@ for (const native of engine.available ? ['auto', 'off'] : ['off']) {
     assert.equal(line?.error, 'ZL_TUNNEL_CLOSED');
   });
 }
+
+for (const native of engine.available ? ['auto', 'off'] : ['off']) {
+  test(`a UDP forward whose stream is reset in the read that accepted it does not send into it: the client's next datagrams open a new one (agent native: ${native})`, async () => {
+    let opens = 0;
+    const agent = await agentAgainst(
+      native,
+      '    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:9, protocol: udp }]',
+      (type, id, _payload, sock) => {
+        if (type === FRAME.HELLO) sock.write(HELLO_ACK);
+        // OPEN_ACK 0 and, in the same write, RST for the same stream
+        if (type === FRAME.OPEN) {
+          opens++;
+          const cancel = Buffer.alloc(4);
+          cancel.writeUInt32BE(ERROR.CANCEL);
+          sock.write(
+            Buffer.concat([
+              encodeFrame(FRAME.OPEN_ACK, 0, id, Buffer.from([OPEN_STATUS.OK])),
+              encodeFrame(FRAME.RST, 0, id, cancel),
+            ]),
+          );
+        }
+      },
+    );
+    await until(() => agent.rt.agent?.links[0]?.state === 'up', 'agent session up');
+    const client = forwardClient(agent);
+    // a client that keeps asking (a resolver retrying): each datagram would keep a dead
+    // association alive for ever
+    const asking = setInterval(() => client.send('query'), 100);
+    try {
+      await until(() => opens >= 2, 'a second association opened');
+    } finally {
+      clearInterval(asking);
+    }
+  });
+}
