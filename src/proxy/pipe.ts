@@ -23,6 +23,12 @@ export interface PipeResult {
  */
 export type FarSide = Duplex & {
   reset?: boolean;
+  /**
+   * It closes itself once both halves are over and its FIN has gone out (a JavaScript tunnel
+   * stream, whose FIN waits in the session's data lane): destroying it sooner would reset it and
+   * drop what it still queues.
+   */
+  readonly closesWhenDone?: boolean;
   attachSocket?: (socket: Socket, idleTimeoutMs: number, done: (r: PipeResult) => void) => boolean;
 };
 
@@ -87,7 +93,7 @@ export function pipeStream(
   const maybeClose = (): void => {
     if (stream.readableEnded && socket.readableEnded && stream.writableFinished && socket.writableFinished) {
       socket.destroy();
-      stream.destroy();
+      if (stream.closesWhenDone !== true) stream.destroy();
     }
   };
   socket.on('end', maybeClose);

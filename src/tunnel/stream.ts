@@ -71,6 +71,9 @@ export class TunnelStream extends Duplex implements SessionStream {
     this.once('finish', this.maybeClose);
   }
 
+  /** pipeStream leaves the close to maybeClose: see FarSide.closesWhenDone. */
+  readonly closesWhenDone = true;
+
   /** Closes once both halves are over: our FIN sent, the peer's read to the end. */
   readonly maybeClose = (): void => {
     if (!this.destroyed && this.finSent && this.readableEnded && this.writableFinished) this.destroy();

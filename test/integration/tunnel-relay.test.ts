@@ -1018,3 +1018,36 @@ for (const native of engine.available ? ['auto', 'off'] : ['off']) {
     }
   });
 }
+
+for (const [relayNative, agentNative] of engine.available
+  ? [
+      ['off', 'auto'],
+      ['off', 'off'],
+      ['auto', 'off'],
+    ]
+  : [['off', 'off']]) {
+  test(`a reply and its FIN in one read arrive whole, every time (relay native: ${relayNative}, agent native: ${agentNative})`, async () => {
+    // a destination that answers and closes at once: the reply and its FIN reach the relay together
+    const origin = createServer((s) => {
+      s.on('error', () => {});
+      s.once('data', () => s.end('reply'));
+    });
+    await listen(origin);
+    cleanup.push(() => closeServer(origin));
+    const { agent, entry } = await startPair(
+      `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(origin)} }]`,
+      { relay: `    native: ${relayNative}`, agent: `    native: ${agentNative}` },
+    );
+    const [fh, fp] = splitAddress(entry('forwards[0]'));
+    for (let i = 0; i < 50; i++) {
+      const s = connect(fp, fh);
+      s.on('error', () => {});
+      s.end('ask');
+      let out = '';
+      for await (const c of s) out += String(c);
+      assert.equal(out, 'reply', `round trip ${i}`);
+    }
+    await until(() => agent.access.length === 50, '50 access lines');
+    assert.deepEqual([...new Set(agent.access.map((l) => l.error))], [null]);
+  });
+}
