@@ -90,10 +90,18 @@ export function pipeStream(
     finish();
   });
   // both halves ended cleanly: close what is left
+  let finAwaited = false;
   const maybeClose = (): void => {
     if (stream.readableEnded && socket.readableEnded && stream.writableFinished && socket.writableFinished) {
       socket.destroy();
       if (stream.closesWhenDone !== true) stream.destroy();
+      else if (idleTimeoutMs > 0 && !finAwaited) {
+        // its FIN may wait behind bytes its peer grants no window for: not longer than idle
+        finAwaited = true;
+        const deadline = setTimeout(() => abort('idle_timeout'), idleTimeoutMs);
+        deadline.unref();
+        stream.once('close', () => clearTimeout(deadline));
+      }
     }
   };
   socket.on('end', maybeClose);
