@@ -8,9 +8,9 @@
   "targets": [
     {
       "target_name": "zipline_pump",
-      "sources": ["native/pump/pump.c", "native/pump/udp.c", "native/pump/accept.c", "native/pump/body.c", "native/pump/send.c", "native/common/deferred.c"],
+      "sources": ["native/pump/pump.c", "native/pump/udp.c", "native/pump/accept.c", "native/pump/body.c", "native/pump/send.c", "native/pump/sockerr.c", "native/common/deferred.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/pump/pump.c", "native/pump/udp.c", "native/pump/accept.c", "native/pump/body.c", "native/pump/send.c", "native/common/deferred.c"] }]]
+      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/pump/pump.c", "native/pump/udp.c", "native/pump/accept.c", "native/pump/body.c", "native/pump/send.c", "native/pump/sockerr.c", "native/common/deferred.c"] }]]
     },
     {
       "target_name": "zipline_shm",

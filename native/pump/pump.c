@@ -480,7 +480,8 @@ static napi_value js_udp_counters(napi_env env, napi_callback_info info) {
   return out;
 }
 
-napi_value js_send_latin1(napi_env env, napi_callback_info info); /* send.c */
+napi_value js_send_latin1(napi_env env, napi_callback_info info);  /* send.c */
+napi_value js_socket_error(napi_env env, napi_callback_info info); /* sockerr.c */
 
 /* lets udp.c change its listener list under the same lock udpCounters reads it with */
 void pump_lock(void) { pthread_mutex_lock(&P.mu); }
@@ -493,6 +494,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"bindSocket", NULL, js_bind_socket, NULL, NULL, NULL, napi_default, NULL},
       {"udpCounters", NULL, js_udp_counters, NULL, NULL, NULL, napi_default, NULL},
       {"sendLatin1", NULL, js_send_latin1, NULL, NULL, NULL, napi_default, NULL},
+      {"socketError", NULL, js_socket_error, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -14,6 +14,7 @@
 import { connect, type Socket } from 'node:net';
 import { connect as connectTls, TLSSocket } from 'node:tls';
 import { type ErrorCode, upstreamConnectCode } from '../errors.js';
+import { endedByReset } from '../l4/reset-socket.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { OriginTls } from '../upstream/origin-tls.js';
 import { prepareWrites } from './write-batch.js';
@@ -93,6 +94,9 @@ export class UpstreamConnection {
     private readonly home: ConnectionHome,
   ) {
     socket.on('end', () => {
+      // an RST that came with the last bytes reaches Node as an end (reset-socket.ts): a
+      // close-delimited body it cut short must not look complete
+      if (this.errorCode === null && endedByReset(socket)) this.errorCode = 'ZL_UPSTREAM_RESET';
       // an end after an error (a TLS alert) closes with that error's code, not as a clean end
       if (this.owner !== null && this.errorCode === null) this.owner.onUpstreamEnd(this);
       else socket.destroy();

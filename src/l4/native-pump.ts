@@ -131,6 +131,8 @@ export interface Binding {
   udpCounters(lid: number): number[];
   /** One send(2) of a latin1 string (at most 16 KiB) on a socket: bytes sent, or -errno. */
   sendLatin1(fd: number, text: string): number;
+  /** getsockopt SO_ERROR: the error the peer left pending (and cleared by asking), 0, or -errno. */
+  socketError(fd: number): number;
 }
 
 function load(): Binding | null {
@@ -172,6 +174,16 @@ export class NativePump {
   get sender(): ((fd: number, text: string) => number) | null {
     const b = this.binding;
     return b === null ? null : (fd, text) => b.sendLatin1(fd, text);
+  }
+
+  /**
+   * The error a socket's peer left pending (native/pump/sockerr.c), 0 when there is none or
+   * without the addon. Asking clears it.
+   */
+  socketError(s: Socket): number {
+    const b = this.binding;
+    const fd = b === null ? -1 : fdOf(s);
+    return fd < 0 ? 0 : (b as Binding).socketError(fd);
   }
 
   /**
@@ -415,12 +427,12 @@ export class NativePump {
   }
 }
 
-/** The socket's file descriptor (libuv TCP handle; -1 when it has none, e.g. on Windows). */
 /** A UDP listener's command that carries its settings (listen, update). */
 function udpSettingsCommand(b: Binding, kind: number, lid: number, fd: number, s: UdpSettingsNative): void {
   b.command(kind, 0, lid, fd, -1, s.responses, s.idleTimeoutMs, s.maxQueue, s.maxSessions, '', 0);
 }
 
+/** The socket's file descriptor (libuv TCP handle; -1 when it has none, e.g. on Windows). */
 function fdOf(s: Socket): number {
   const handle = (s as unknown as { _handle?: { fd?: number } | null })._handle;
   return typeof handle?.fd === 'number' ? handle.fd : -1;

@@ -19,7 +19,7 @@ import { Dial } from '../upstream/dial.js';
 import type { Endpoint } from '../upstream/endpoint.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { IDLE_UNREAD, nativePump, PUMP_REASON, type PumpClient, type PumpReason } from './native-pump.js';
-import { resetSocket } from './reset-socket.js';
+import { endedByReset, resetSocket } from './reset-socket.js';
 import type { TcpListener } from './tcp-listener.js';
 
 const kPeer = Symbol('zipline.peer');
@@ -295,21 +295,30 @@ function onDrain(this: ProxySocket): void {
 }
 
 function onEnd(this: ProxySocket): void {
+  // an RST that came with the last bytes reaches Node as an end (reset-socket.ts): a reset
+  if (endedByReset(this)) {
+    abortPair(this, true);
+    this.destroy();
+    return;
+  }
   // half-close: forward the FIN, keep the other direction open
   const peer = this[kPeer];
   if (peer !== null && !peer.destroyed) peer.end();
 }
 
 function onSocketError(this: ProxySocket, err: NodeJS.ErrnoException): void {
-  const conn = this[kConn];
-  const fromClient = this === conn.client;
+  abortPair(this, err.code === 'ECONNRESET' || err.code === 'EPIPE');
+}
+
+function abortPair(s: ProxySocket, reset: boolean): void {
+  const conn = s[kConn];
+  const fromClient = s === conn.client;
   conn.fail(fromClient ? 'ZL_CLIENT_RESET' : 'ZL_UPSTREAM_RESET');
-  const peer = this[kPeer];
+  const peer = s[kPeer];
   // an abortive close on one side is propagated as an abortive close (RST) on the other
+  // (a TLS socket: the TCP socket under it, when zipline has it: reset-socket.ts)
   if (peer !== null && !peer.destroyed) {
-    // (a TLS socket has no RST of its own to send: Node refuses resetAndDestroy on it)
-    if ((err.code === 'ECONNRESET' || err.code === 'EPIPE') && !(peer instanceof TLSSocket))
-      peer.resetAndDestroy();
+    if (reset) resetSocket(peer);
     else peer.destroy();
   }
 }

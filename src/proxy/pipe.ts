@@ -1,13 +1,14 @@
 /**
- * Joins a stream (a tunnel stream or a socket to a destination) and a client socket both ways: bytes with backpressure (pipe), half-close
- * carried as FIN both ways, and one teardown on the first error, reset or idle timeout. `done`
- * runs exactly once, when both sides are closed, with the first error code if any.
+ * Joins a stream (a tunnel stream or a socket to a destination) and a client socket both ways:
+ * bytes with backpressure (pipe), half-close carried as FIN both ways, a reset passed on as a
+ * reset, and one teardown on the first error, reset or idle timeout. `done` runs exactly once,
+ * when both sides are closed, with the first error code if any.
  */
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ErrorCode } from '../errors.js';
 import { isZiplineError } from '../errors.js';
-import { resetSocket } from '../l4/reset-socket.js';
+import { endedByReset, resetSocket } from '../l4/reset-socket.js';
 
 export interface PipeResult {
   /** Bytes the socket read and wrote over its life (handshakes included). */
@@ -67,15 +68,28 @@ export function pipeStream(
   };
   const abort = (code: PipeResult['error']): void => {
     error ??= code;
-    socket.destroy();
+    // a far side its peer reset (an RST frame) is passed on as a reset; otherwise a close
+    if (stream.reset === true) resetSocket(socket);
+    else socket.destroy();
     stream.destroy();
   };
   socket.setNoDelay(true);
   if (idleTimeoutMs > 0) {
     socket.setTimeout(idleTimeoutMs, () => abort('idle_timeout'));
   }
-  socket.on('error', () => abort(null));
-  stream.on('error', (err: Error) => abort(isZiplineError(err) ? err.code : null));
+  // a reset on one side is passed on as a reset: a socket is reset, a tunnel stream's destroy
+  // sends its RST
+  const passReset = (to: Duplex): void => {
+    if (to instanceof Socket) resetSocket(to);
+  };
+  socket.on('error', (err: NodeJS.ErrnoException) => {
+    if (isReset(err)) passReset(stream);
+    abort(null);
+  });
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (stream instanceof Socket && isReset(err)) passReset(socket);
+    abort(isZiplineError(err) ? err.code : null);
+  });
   socket.once('close', () => {
     // a socket that closed without both FINs (reset) takes the stream with it
     if (!stream.destroyed && !(stream.writableFinished && stream.readableEnded)) stream.destroy();
@@ -104,10 +118,31 @@ export function pipeStream(
       }
     }
   };
-  socket.on('end', maybeClose);
-  stream.on('end', maybeClose);
+  // a FIN is passed on; an RST that came with a socket's last bytes reaches Node as an end too
+  // (reset-socket.ts), and is a reset
+  const ended = (from: Duplex, to: Duplex) => (): void => {
+    if (from instanceof Socket && endedByReset(from)) {
+      passReset(to);
+      abort(null);
+      return;
+    }
+    to.end();
+    maybeClose();
+  };
+  const socketEnded = ended(socket, stream);
+  const streamEnded = ended(stream, socket);
+  socket.on('end', socketEnded);
+  stream.on('end', streamEnded);
   socket.on('finish', maybeClose);
   stream.on('finish', maybeClose);
-  socket.pipe(stream);
-  stream.pipe(socket);
+  socket.pipe(stream, { end: false });
+  stream.pipe(socket, { end: false });
+  // a side whose end came before this (a client's FIN with its request) ends no more: as pipe()
+  // does for it, its end is passed on now
+  if (socket.readableEnded) process.nextTick(socketEnded);
+  if (stream.readableEnded) process.nextTick(streamEnded);
+}
+
+function isReset(err: NodeJS.ErrnoException): boolean {
+  return err.code === 'ECONNRESET' || err.code === 'EPIPE';
 }

@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { type AddressInfo, connect, type Server as NetServer, type Socket } from 'node:net';
 import { after, before } from 'node:test';
 import { WebSocket } from 'ws';
+import { endedByReset } from '../../src/l4/reset-socket.js';
 import { closeServer, splitAddress, tcpEcho, tcpServer } from './net.js';
 
 export interface Origin {
@@ -189,6 +190,10 @@ export function rawRequest(
     });
     s.on('error', () => {
       reset = true;
+    });
+    // an RST that came with the last bytes reaches Node as an end (endOf in net.ts)
+    s.once('end', () => {
+      if (endedByReset(s)) reset = true;
     });
     s.on('close', () => {
       clearTimeout(timer);

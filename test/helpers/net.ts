@@ -3,6 +3,8 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
+import { nativePump } from '../../src/l4/native-pump.js';
+import { endedByReset } from '../../src/l4/reset-socket.js';
 
 export function port(server: Server | UdpSocket): number {
   return (server.address() as AddressInfo).port;
@@ -123,6 +125,31 @@ export function closed(s: Socket): Promise<NodeJS.ErrnoException | null> {
     s.once('close', () => resolve(error));
   });
 }
+
+/**
+ * How the peer ended `s`, and what it sent first. libuv reports an RST that arrives with the last
+ * bytes as an end of stream, as it does a FIN, so an 'end' is checked against the kernel's pending
+ * socket error (`endedByReset`); tests that tell the two apart skip without the addon
+ * (`RESETS_TOLD`).
+ */
+export function endOf(s: Socket): Promise<{ kind: 'fin' | 'reset'; data: Buffer }> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let kind: 'fin' | 'reset' = 'reset';
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.once('end', () => {
+      kind = endedByReset(s) ? 'reset' : 'fin';
+      s.end();
+    });
+    s.on('error', () => {
+      kind = 'reset';
+    });
+    s.once('close', () => resolve({ kind, data: Buffer.concat(chunks) }));
+  });
+}
+
+/** Whether `endOf` can tell an RST from a FIN here (Linux with the native addon). */
+export const RESETS_TOLD = nativePump.available;
 
 export function udpEcho(): Promise<UdpSocket> {
   const s = createSocket('udp4');

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { splitAddress, until } from '../helpers/net.js';
+import { closeServer, endOf, port, RESETS_TOLD, splitAddress, tcpServer, until } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 /**
@@ -94,5 +94,50 @@ listeners:
     assert.deepEqual([...unlimited.got().subarray(0, 4)], [5, 0, 5, 2], 'the request answered too');
   } finally {
     await z.stop();
+  }
+});
+
+test('a destination that resets resets the client, through CONNECT and SOCKS5: an RST is passed on as an RST, never a FIN', {
+  skip: RESETS_TOLD ? false : 'telling an RST from a FIN needs the native addon',
+}, async () => {
+  // once the client talks, one resets with its last bytes (libuv reports that as a plain end),
+  // the other with nothing more to send
+  const atOnce = await tcpServer((s) => {
+    s.once('data', () => {
+      s.write('bye');
+      s.resetAndDestroy();
+    });
+  });
+  const later = await tcpServer((s) => {
+    s.write('hello');
+    s.once('data', () => s.resetAndDestroy());
+  });
+  const z = await startRuntime(`
+listeners:
+  - { name: hp, protocol: http_proxy, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'] }
+  - { name: sk, protocol: socks5, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'] }
+`);
+  try {
+    for (const dest of [atOnce, later]) {
+      const p = port(dest);
+      const viaConnect = await client(z.addr('hp'));
+      const end1 = endOf(viaConnect.s);
+      viaConnect.s.write(`CONNECT 127.0.0.1:${p} HTTP/1.1\r\nHost: 127.0.0.1:${p}\r\n\r\n`);
+      await until(() => viaConnect.got().includes('\r\n\r\n'), 'the CONNECT answer');
+      viaConnect.s.write('talk');
+      assert.equal((await end1).kind, 'reset', `CONNECT to ${p}`);
+
+      const viaSocks = await client(z.addr('sk'));
+      const end2 = endOf(viaSocks.s);
+      viaSocks.s.write(Buffer.from([5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, p >> 8, p & 255]));
+      await until(() => viaSocks.got().length >= 12, 'the SOCKS5 reply');
+      viaSocks.s.write('talk');
+      assert.equal((await end2).kind, 'reset', `SOCKS5 to ${p}`);
+    }
+    await until(() => z.rt.activeCount() === 0, 'every connection closed');
+  } finally {
+    await z.stop();
+    await closeServer(atOnce);
+    await closeServer(later);
   }
 });

@@ -10,7 +10,7 @@ import { loadConfigText } from '../../src/config/load.js';
 import { nativePump } from '../../src/l4/native-pump.js';
 import { metrics } from '../../src/metrics/catalog.js';
 import { get, KeepAliveClient, parseResponse, rawRequest, testPeers } from '../helpers/http.js';
-import { port, splitAddress, until } from '../helpers/net.js';
+import { dial, endOf, port, RESETS_TOLD, splitAddress, until } from '../helpers/net.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const peers = testPeers();
@@ -837,6 +837,57 @@ listeners:
       assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
       assert.doesNotMatch(text, /transfer-encoding/i, 'close-delimited: HTTP/1.0 has no chunked coding');
       assert.equal(r.reset, true, 'a close-delimited body cut short ends with RST');
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('an origin that resets right after its last bytes: a close-delimited body is aborted, not completed', {
+    skip: RESETS_TOLD ? false : 'telling an RST from a FIN needs the native addon',
+  }, async () => {
+    // libuv reports an RST that comes with the last bytes as a plain end, as it does a FIN
+    const reset = await raw((s) => {
+      s.once('data', () => {
+        s.write(`HTTP/1.1 200 OK\r\n\r\n${'x'.repeat(20000)}`);
+        s.resetAndDestroy();
+      });
+    });
+    const fin = await raw((s) => {
+      s.once('data', () => s.end(`HTTP/1.1 200 OK\r\n\r\n${'x'.repeat(20000)}`));
+    });
+    const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  resets: { servers: [127.0.0.1:${port(reset)}] }
+  fins: { servers: [127.0.0.1:${port(fin)}] }
+listeners:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:0
+    routes:
+      - { match: { path_prefix: /fin }, upstream: fins }
+      - { match: { path_prefix: / }, upstream: resets }
+`);
+    try {
+      for (let i = 0; i < 5; i++) {
+        const c = await dial(z.addr('web'));
+        const end = endOf(c);
+        c.write(get('/'));
+        const { kind, data } = await end;
+        assert.match(data.toString('latin1'), /^HTTP\/1\.1 200 OK\r\n/);
+        assert.equal(kind, 'reset', `request ${i}: the client is reset, as its server reset zipline`);
+      }
+      await until(() => z.access.length === 5, 'access lines');
+      for (const a of z.access) assert.equal(a.error, 'ZL_UPSTREAM_RESET');
+      // the same body ended by a FIN is complete
+      const c = await dial(z.addr('web'));
+      const end = endOf(c);
+      c.write(get('/fin'));
+      const { kind, data } = await end;
+      assert.equal(kind, 'fin');
+      assert.ok(data.toString('latin1').endsWith('x'.repeat(20000)));
+      await until(() => z.access.length === 6, 'access line');
+      assert.equal(z.access[5]?.error, null);
     } finally {
       await z.stop();
     }

@@ -10,9 +10,11 @@ import {
   closed,
   closeServer,
   dial,
+  endOf,
   kernelTcpBufferMax,
   openFds,
   port,
+  RESETS_TOLD,
   readAll,
   refusedPort,
   splitAddress,
@@ -187,6 +189,33 @@ for (const mode of ['auto', 'off'] as const) {
         assert.equal(Buffer.concat(received).toString(), 'partial');
         await until(() => z.access.length === 1, 'access line');
         assert.equal(z.access[0]?.error, 'ZL_UPSTREAM_RESET');
+      } finally {
+        await z.stop();
+      }
+    });
+
+    test('an upstream that resets right after its last bytes resets the client (an RST, never a FIN)', {
+      skip: RESETS_TOLD ? false : 'telling an RST from a FIN needs the native addon',
+    }, async () => {
+      // libuv reports an RST that comes with the last bytes as a plain end, as it does a FIN
+      const srv = await keep(
+        tcpServer((s) => {
+          s.once('data', () => {
+            s.write('last words');
+            s.resetAndDestroy();
+          });
+        }),
+      );
+      const z = await startRuntime(config([`127.0.0.1:${port(srv)}`]));
+      try {
+        for (let i = 0; i < 5; i++) {
+          const c = await dial(z.addr('t'));
+          const end = endOf(c);
+          c.write('go');
+          assert.equal((await end).kind, 'reset', `connection ${i}`);
+        }
+        await until(() => z.access.length === 5, 'access lines');
+        for (const a of z.access) assert.equal(a.error, 'ZL_UPSTREAM_RESET');
       } finally {
         await z.stop();
       }

@@ -22,7 +22,18 @@ import { have, run } from '../helpers/daemons.js';
 import { renderDashboard } from '../helpers/dashboard.js';
 import { rawRequest } from '../helpers/http.js';
 import { seriesValue } from '../helpers/metrics.js';
-import { closeServer, listen, openFds, port, splitAddress, tcpEcho, udpEcho, until } from '../helpers/net.js';
+import {
+  closeServer,
+  endOf,
+  listen,
+  openFds,
+  port,
+  RESETS_TOLD,
+  splitAddress,
+  tcpEcho,
+  udpEcho,
+  until,
+} from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
 import { helloAckFrame } from '../helpers/tunnel.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
@@ -1049,5 +1060,40 @@ for (const [relayNative, agentNative] of engine.available
     }
     await until(() => agent.access.length === 50, '50 access lines');
     assert.deepEqual([...new Set(agent.access.map((l) => l.error))], [null]);
+  });
+}
+
+for (const [relayNative, agentNative] of engine.available
+  ? [
+      ['off', 'auto'],
+      ['off', 'off'],
+      ['auto', 'off'],
+    ]
+  : [['off', 'off']]) {
+  test(`a destination that resets right after its reply resets the forward's client, never a FIN (relay native: ${relayNative}, agent native: ${agentNative})`, {
+    skip: RESETS_TOLD ? false : 'telling an RST from a FIN needs the native addon',
+  }, async () => {
+    // libuv reports an RST that comes with the last bytes as a plain end, as it does a FIN
+    const origin = createServer((s) => {
+      s.on('error', () => {});
+      s.once('data', () => {
+        s.write('reply');
+        s.resetAndDestroy();
+      });
+    });
+    await listen(origin);
+    cleanup.push(() => closeServer(origin));
+    const { relay, entry } = await startPair(
+      `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(origin)} }]`,
+      { relay: `    native: ${relayNative}`, agent: `    native: ${agentNative}` },
+    );
+    const [fh, fp] = splitAddress(entry('forwards[0]'));
+    for (let i = 0; i < 5; i++) {
+      const s = connect(fp, fh);
+      const end = endOf(s);
+      s.write('ask');
+      assert.equal((await end).kind, 'reset', `connection ${i}`);
+    }
+    await until(() => relay.access.length === 5, '5 access lines at the relay');
   });
 }

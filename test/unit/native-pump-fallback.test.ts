@@ -36,6 +36,9 @@ function binding(opts: {
     sendLatin1(): number {
       throw new Error('not in this test');
     },
+    socketError(): number {
+      throw new Error('not in this test');
+    },
   };
   return b;
 }
