@@ -5,10 +5,10 @@
  * framed, or de-chunked for clients that cannot take chunked coding) or until the connection
  * closes. Bodies are never buffered: body bytes go to `onBody` as subarrays of what was read.
  */
-import { isZiplineError } from '../errors.js';
+import { isZiplineError, ZiplineError } from '../errors.js';
 import { ChunkedDecoder } from './parser/chunked.js';
 import { findHeadEnd } from './parser/request-head.js';
-import { parseResponseHead, type ResponseHead } from './parser/response-head.js';
+import { mayStartStatusLine, parseResponseHead, type ResponseHead } from './parser/response-head.js';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
 /**
@@ -130,6 +130,7 @@ export class ResponseReader {
       try {
         end = findHeadEnd(buf, buf.length, MAX_RESPONSE_HEAD);
         if (end < 0) {
+          if (!mayStartStatusLine(buf)) throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'not a status line');
           this.pending = owned ? buf : Buffer.from(buf);
           return;
         }

@@ -801,6 +801,32 @@ listeners:
     }
   });
 
+  test('an origin that answers in another protocol and waits (a TLS alert, an SSH banner) → 502 at once, not at response_header', async () => {
+    const answers: Record<string, string> = {
+      '/tls': '\x15\x03\x03\x00\x02\x02\x46',
+      '/ssh': 'SSH-2.0-OpenSSH_9.6\r\n',
+      '/h': 'H', // a head's first byte is no answer yet, and the server then says nothing
+    };
+    const other = await raw((s) => {
+      s.once('data', (d: Buffer) => s.write(answers[d.toString('latin1').split(' ')[1] ?? ''] ?? ''));
+    });
+    const z = await startRuntime(
+      config([`127.0.0.1:${port(other)}`], '', '    timeouts: { response_header: 1s }'),
+    );
+    try {
+      for (const path of ['/tls', '/ssh']) {
+        // at the response_header timeout it would be 504 ZL_UPSTREAM_RESPONSE_TIMEOUT
+        const r = await one(z.addr('web'), get(path));
+        assert.equal(r.status, 502, path);
+        assert.equal(r.headers.get('x-zipline-error')?.[0], 'ZL_UPSTREAM_BAD_RESPONSE', path);
+      }
+      const r = await one(z.addr('web'), get('/h'));
+      assert.equal(r.headers.get('x-zipline-error')?.[0], 'ZL_UPSTREAM_RESPONSE_TIMEOUT', 'a prefix waits');
+    } finally {
+      await z.stop();
+    }
+  });
+
   test('an origin that stops mid-body → the client connection is aborted, never a short body taken as complete', async () => {
     const cut = await raw((s) => {
       s.once('data', () => {

@@ -89,6 +89,11 @@ describe('response head', () => {
     refused('HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n');
     refused('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n');
     refused('HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+    // where the fields frame nothing (HEAD, 204, 304) they are still checked, as nginx does
+    refused('HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n', 'HEAD');
+    refused('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n', 'HEAD');
+    refused('HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n');
+    refused('HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: gzip\r\n\r\n');
     refused('HTTP/1.1 20 OK\r\n\r\n');
     refused('HTTP/1.1 099 Low\r\n\r\n');
     // RFC 9110 §15: outside 100–599 is invalid (HTTP/2 cannot even carry it)

@@ -82,11 +82,10 @@ function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
     }
   }
   let keepAlive = persists(connection, minor);
-  let body: BodyKind;
-  if (method === 'HEAD' || status < 200 || status === 204 || status === 304) {
-    body = 'none'; // §6.3 rules 1 and 2: whatever the fields say
-    contentLength = -1;
-  } else if (te !== null) {
+  // a final head's framing fields are checked even where they frame nothing (HEAD, 204, 304), as
+  // its Content-Length is: a HEAD's mirror a GET's, and a server that sends both is as broken
+  // there (nginx refuses them for every response)
+  if (te !== null && status >= 200) {
     if (contentLength !== -1)
       throw new ZiplineError('ZL_HTTP_BAD_REQUEST', 'both Transfer-Encoding and Content-Length');
     if (minor === 0)
@@ -94,6 +93,12 @@ function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
     // other codings would reach the client without them (nginx: "upstream sent unknown
     // Transfer-Encoding", 502)
     onlyChunked(te, 'ZL_HTTP_BAD_REQUEST');
+  }
+  let body: BodyKind;
+  if (method === 'HEAD' || status < 200 || status === 204 || status === 304) {
+    body = 'none'; // §6.3 rules 1 and 2: whatever the fields say
+    contentLength = -1;
+  } else if (te !== null) {
     body = 'chunked';
   } else if (contentLength !== -1) {
     body = 'length';
@@ -115,6 +120,19 @@ function parse(buf: Buffer, headEnd: number, method: string): ResponseHead {
     connection,
     statusLineEnd,
   };
+}
+
+const STATUS_LINE_START = Buffer.from('HTTP/1.', 'latin1');
+
+/**
+ * Whether the bytes of a head not yet complete can still begin a status line (`HTTP/1.`): a
+ * server that answers in another protocol (TLS, SSH, a Redis error) is bad at once rather than
+ * when its response_header timeout runs out.
+ */
+export function mayStartStatusLine(buf: Buffer): boolean {
+  const n = Math.min(buf.length, STATUS_LINE_START.length);
+  for (let i = 0; i < n; i++) if (buf[i] !== STATUS_LINE_START[i]) return false;
+  return true;
 }
 
 /** `HTTP/1.x SP 3DIGIT [SP reason]`, byte by byte (a regex here cost ~4 % per request). */
