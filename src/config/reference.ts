@@ -36,7 +36,7 @@ export const CONFIG_REFERENCE = {
   },
   'log.access': {
     default: 'stdout',
-    doc: 'Access log: `stdout`, `stderr`, `off`, or a file path (appended). One JSON line per L4 connection, UDP session or HTTP request.',
+    doc: 'Access log: `stdout`, `stderr`, `off`, or a file path (appended). One JSON line per L4 connection, UDP session or HTTP request. `on`, `true` and `yes` are refused rather than taken as file names (`./on` for a file so named).',
   },
   workers: {
     default: 1,

@@ -431,7 +431,15 @@ export const configSchema = z.strictObject({
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error']).prefault(def('log.level')),
-      access: z.string().min(1).prefault(def('log.access')),
+      access: z
+        .string()
+        .min(1)
+        // `access: on` (YAML 1.2 reads it as the string "on") would append to a file named "on"
+        .refine(
+          (v) => !/^(on|true|yes)$/i.test(v),
+          'a destination: stdout, stderr, off, or a file path (./on for a file so named)',
+        )
+        .prefault(def('log.access')),
     })
     .prefault({}),
   workers: z.union([count(1, 256), z.literal('auto')]).prefault(def('workers')),

@@ -526,3 +526,16 @@ listeners:
     'listeners[0].h2c (line 4:67): `h2c` is for `protocol: http`; https offers h2 by `tls.alpn`',
   ]);
 });
+
+test('log.access: `on` (a string in YAML 1.2) is refused, not taken as a file named "on"; ./on is a file', () => {
+  for (const v of ['on', 'ON', 'yes', '"true"']) {
+    const out = issues(`log: { access: ${v} }\n${GOOD}`);
+    assert.equal(out.length, 1, v);
+    assert.match(out[0] ?? '', /log\.access .*a destination: stdout, stderr, off, or a file path/, v);
+  }
+  for (const v of ['./on', 'off', 'stdout', '/var/log/zipline/access.log']) {
+    const r = loadConfigText(`log: { access: ${v} }\n${GOOD}`, {});
+    assert.ok(r.ok, v);
+    assert.equal(r.config.log.access, v);
+  }
+});
