@@ -29,6 +29,7 @@ import { admitRequest } from './admission.js';
 import type { Downstream } from './downstream.js';
 import type { HeaderRules } from './forward-head.js';
 import { connectionNamed } from './forward-response.js';
+import { resetStream } from './h2-reset.js';
 import { CONNECTION_SPECIFIC, loadHttp2 } from './http2-module.js';
 import type { HttpListener } from './listener.js';
 import { LAST_CHUNK } from './parser/chunked.js';
@@ -369,7 +370,7 @@ export class H2Downstream implements Downstream {
     } catch {
       // trailers Node will not send (trailerFields keeps only what it takes): the stream is reset
       // rather than left waiting for an end that cannot come
-      this.stream.close(loadHttp2().constants.NGHTTP2_INTERNAL_ERROR);
+      resetStream(this.stream);
     }
   }
 
@@ -391,7 +392,7 @@ export class H2Downstream implements Downstream {
     this.exchange = null;
     this.front.streams.delete(this);
     if (ex.headSent || this.responded) {
-      this.stream.close(loadHttp2().constants.NGHTTP2_INTERNAL_ERROR);
+      resetStream(this.stream); // never an END_STREAM first: the client would take it as complete
       return;
     }
     this.respondError(code, ex.requestId);

@@ -17,7 +17,7 @@ import {
   type IncomingHttpHeaders,
   type ServerHttp2Stream,
 } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
@@ -602,4 +602,47 @@ listeners:
   assert.ok(
     !bad.ok && bad.issues.some((i) => i.path === 'upstreams.g.http_version' && /1\.1.*or 2/.test(i.message)),
   );
+});
+
+test("a client that leaves mid-upload: the server's stream is reset (CANCEL), never ended as a complete request", async () => {
+  // Node's stream.close(code) ends the stream before it resets it: a chunked upload cut short
+  // would reach the server as complete (END_STREAM: its 'end'), the reset coming after
+  const seen: string[] = [];
+  let received = 0;
+  const server = h2server();
+  server.on('stream', (stream) => {
+    stream.on('error', () => {});
+    stream.on('data', (d: Buffer) => {
+      received += d.length;
+    });
+    stream.on('end', () => seen.push(`end ${received}${stream.aborted ? ' aborted' : ''}`));
+    stream.on('close', () => seen.push(`close ${stream.rstCode}`));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  cleanups.push(() => new Promise((r) => server.close(r)));
+  const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  app: { http_version: 2, servers: ['127.0.0.1:${(server.address() as AddressInfo).port}'] }
+listeners:
+  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app }
+`);
+  try {
+    const [host, p] = z.addr('web').split(':') as [string, string];
+    const c = connect(Number(p), host);
+    c.on('error', () => {});
+    c.write(
+      `POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n${'a'.repeat(4096)}\r\n`,
+    );
+    await until(() => received === 4096, 'the first chunk at the server');
+    c.resetAndDestroy();
+    await until(() => seen.some((s) => s.startsWith('close')), 'the server stream closed');
+    assert.deepEqual(seen.at(-1), `close ${h2.NGHTTP2_CANCEL}`, seen.join(', '));
+    assert.ok(!seen.includes('end 4096'), `never a complete request: ${seen.join(', ')}`);
+    await until(() => z.access.length === 1, 'access line');
+    assert.equal(z.access[0]?.status, 499);
+  } finally {
+    await z.stop();
+  }
 });

@@ -801,6 +801,52 @@ listeners:
     }
   });
 
+  test('an origin that stops mid-body after the client has its first bytes: an HTTP/2 client gets RST_STREAM INTERNAL_ERROR, never END_STREAM', async () => {
+    // Node's stream.close(code) ends the stream before it resets it; with nothing queued that end
+    // goes out at once, and the client takes the truncated body as complete. The origin stops only
+    // once the client has read what came before, so nothing is queued in zipline any more.
+    let stop: () => void = () => {};
+    const cut = await raw((s) => {
+      s.once('data', (d: Buffer) => {
+        const chunked = d.toString('latin1').startsWith('GET /chunked');
+        s.write(
+          chunked
+            ? 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n'
+            : 'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789',
+        );
+        stop = () => s.end();
+      });
+    });
+    const z = await startRuntime(config([`127.0.0.1:${port(cut)}`]));
+    const h2 = await import('node:http2');
+    const session = h2.connect(`http://${z.addr('web')}`);
+    session.on('error', () => {});
+    try {
+      for (const path of ['/chunked', '/length']) {
+        const req = session.request({ ':path': path });
+        req.on('error', () => {}); // the reset, checked below by its code
+        req.once('data', () => stop());
+        let ended = false;
+        req.on('end', () => {
+          ended = req.rstCode === h2.constants.NGHTTP2_NO_ERROR;
+        });
+        req.end();
+        await new Promise((resolve) => req.on('close', resolve));
+        assert.equal(
+          req.rstCode,
+          h2.constants.NGHTTP2_INTERNAL_ERROR,
+          `${path}: reset, not ended as complete`,
+        );
+        assert.equal(ended, false, path);
+      }
+      await until(() => z.access.length === 2, 'access lines');
+      for (const a of z.access) assert.equal(a.error, 'ZL_UPSTREAM_PREMATURE_CLOSE');
+    } finally {
+      session.destroy();
+      await z.stop();
+    }
+  });
+
   test('an origin that answers in another protocol and waits (a TLS alert, an SSH banner) → 502 at once, not at response_header', async () => {
     const answers: Record<string, string> = {
       '/tls': '\x15\x03\x03\x00\x02\x02\x46',
