@@ -30,9 +30,10 @@ export function resetSocket(socket: Socket): void {
  * native/pump/sockerr.c); the kernel still holds it as the socket's pending error, which this
  * reads. Call it from the 'end' handler, once: asking clears the error. Without the addon
  * (Windows, macOS, `ZIPLINE_NO_NATIVE`) it is false: an end is taken as a FIN, as before.
- * EPIPE is an RST that came after the peer's FIN: that FIN really ended what it sent.
+ * Only ECONNRESET counts: EPIPE is an RST that came after the peer's FIN (which really ended what
+ * it sent), and SO_ERROR also returns a soft error left by an ICMP message on a connection that
+ * then finished cleanly.
  */
 export function endedByReset(socket: Socket): boolean {
-  const err = nativePump.socketError(socket);
-  return err > 0 && err !== constants.errno.EPIPE;
+  return nativePump.socketError(socket) === constants.errno.ECONNRESET;
 }
