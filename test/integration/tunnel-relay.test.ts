@@ -1030,37 +1030,20 @@ for (const native of engine.available ? ['auto', 'off'] : ['off']) {
   });
 }
 
-for (const [relayNative, agentNative] of engine.available
-  ? [
-      ['off', 'auto'],
-      ['off', 'off'],
-      ['auto', 'off'],
-    ]
-  : [['off', 'off']]) {
-  test(`a reply and its FIN in one read arrive whole, every time (relay native: ${relayNative}, agent native: ${agentNative})`, async () => {
-    // a destination that answers and closes at once: the reply and its FIN reach the relay together
-    const origin = createServer((s) => {
-      s.on('error', () => {});
-      s.once('data', () => s.end('reply'));
-    });
-    await listen(origin);
-    cleanup.push(() => closeServer(origin));
-    const { agent, entry } = await startPair(
-      `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(origin)} }]`,
-      { relay: `    native: ${relayNative}`, agent: `    native: ${agentNative}` },
-    );
-    const [fh, fp] = splitAddress(entry('forwards[0]'));
-    for (let i = 0; i < 50; i++) {
-      const s = connect(fp, fh);
-      s.on('error', () => {});
-      s.end('ask');
-      let out = '';
-      for await (const c of s) out += String(c);
-      assert.equal(out, 'reply', `round trip ${i}`);
-    }
-    await until(() => agent.access.length === 50, '50 access lines');
-    assert.deepEqual([...new Set(agent.access.map((l) => l.error))], [null]);
+/** A forward through a relay and an agent on the given engines to a destination run by `serve`. */
+async function forwardTo(serve: (s: Socket) => void, relayNative: string, agentNative: string) {
+  const origin = createServer((s) => {
+    s.on('error', () => {});
+    serve(s);
   });
+  await listen(origin);
+  cleanup.push(() => closeServer(origin));
+  const pair = await startPair(`    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(origin)} }]`, {
+    relay: `    native: ${relayNative}`,
+    agent: `    native: ${agentNative}`,
+  });
+  const [host, p] = splitAddress(pair.entry('forwards[0]'));
+  return { ...pair, dial: (): Socket => connect(p, host) };
 }
 
 for (const [relayNative, agentNative] of engine.available
@@ -1070,26 +1053,40 @@ for (const [relayNative, agentNative] of engine.available
       ['auto', 'off'],
     ]
   : [['off', 'off']]) {
+  test(`a reply and its FIN in one read arrive whole, every time (relay native: ${relayNative}, agent native: ${agentNative})`, async () => {
+    // a destination that answers and closes at once: the reply and its FIN reach the relay together
+    const { agent, dial } = await forwardTo(
+      (s) => s.once('data', () => s.end('reply')),
+      relayNative as string,
+      agentNative as string,
+    );
+    for (let i = 0; i < 50; i++) {
+      const s = dial();
+      s.on('error', () => {});
+      s.end('ask');
+      let out = '';
+      for await (const c of s) out += String(c);
+      assert.equal(out, 'reply', `round trip ${i}`);
+    }
+    await until(() => agent.access.length === 50, '50 access lines');
+    assert.deepEqual([...new Set(agent.access.map((l) => l.error))], [null]);
+  });
+
   test(`a destination that resets right after its reply resets the forward's client, never a FIN (relay native: ${relayNative}, agent native: ${agentNative})`, {
     skip: RESETS_TOLD ? false : 'telling an RST from a FIN needs the native addon',
   }, async () => {
     // libuv reports an RST that comes with the last bytes as a plain end, as it does a FIN
-    const origin = createServer((s) => {
-      s.on('error', () => {});
-      s.once('data', () => {
-        s.write('reply');
-        s.resetAndDestroy();
-      });
-    });
-    await listen(origin);
-    cleanup.push(() => closeServer(origin));
-    const { relay, entry } = await startPair(
-      `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(origin)} }]`,
-      { relay: `    native: ${relayNative}`, agent: `    native: ${agentNative}` },
+    const { relay, dial } = await forwardTo(
+      (s) =>
+        s.once('data', () => {
+          s.write('reply');
+          s.resetAndDestroy();
+        }),
+      relayNative as string,
+      agentNative as string,
     );
-    const [fh, fp] = splitAddress(entry('forwards[0]'));
     for (let i = 0; i < 5; i++) {
-      const s = connect(fp, fh);
+      const s = dial();
       const end = endOf(s);
       s.write('ask');
       assert.equal((await end).kind, 'reset', `connection ${i}`);
