@@ -6,7 +6,7 @@
  * END_STREAM: the peer takes what it got as complete (a client, a truncated response; a server,
  * a truncated chunked upload) and ignores the RST_STREAM that follows for a stream it saw end.
  * `destroy(err)` resets without ending the writable side: INTERNAL_ERROR, or CANCEL for Node's
- * own AbortError (as for requests made with a `signal`).
+ * own AbortError (as for requests made with a `signal`); `destroy()` with no error, NO_ERROR.
  */
 import { EventEmitter, on } from 'node:events';
 import type { Http2Stream } from 'node:http2';
@@ -24,6 +24,11 @@ const AbortErrorClass: new () => Error = (() => {
 /** RST_STREAM INTERNAL_ERROR: the response (or request) failed part way. */
 export function resetStream(stream: Http2Stream): void {
   if (!stream.destroyed) stream.destroy(new Error('stream reset by zipline'));
+}
+
+/** RST_STREAM NO_ERROR: the answer is complete, the rest of the peer's body is not wanted. */
+export function refuseStream(stream: Http2Stream): void {
+  if (!stream.destroyed) stream.destroy();
 }
 
 /** RST_STREAM CANCEL: zipline no longer wants the stream (its client left, a retry elsewhere). */

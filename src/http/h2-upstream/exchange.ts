@@ -21,7 +21,7 @@ import type { ErrorCode } from '../../errors.js';
 import type { Endpoint } from '../../upstream/endpoint.js';
 import { ExchangeBase } from '../exchange-base.js';
 import { headFor } from '../forward-head.js';
-import { cancelStream } from '../h2-reset.js';
+import { cancelStream, refuseStream } from '../h2-reset.js';
 import { loadHttp2 } from '../http2-module.js';
 import { ChunkedDecoder } from '../parser/chunked.js';
 import type { ResponseHead } from '../parser/response-head.js';
@@ -243,9 +243,8 @@ export class H2Exchange extends ExchangeBase {
     this.state = 'done';
     const stream = this.stream;
     this.stream = null;
-    // the server answered before the whole request body: the rest is not wanted (RST_STREAM
-    // NO_ERROR, RFC 9113 §8.1; not close(), whose END_STREAM would end the body as if complete)
-    if (stream !== null && !stream.closed && !this.bodyDone) stream.destroy();
+    // the server answered before the whole request body: the rest is not wanted (RFC 9113 §8.1)
+    if (stream !== null && !stream.closed && !this.bodyDone) refuseStream(stream);
     if (this.chunkedOut) this.down.write(lastChunk(this.trailers));
     this.account.release();
     this.finished();
