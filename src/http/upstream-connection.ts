@@ -95,8 +95,10 @@ export class UpstreamConnection {
   ) {
     socket.on('end', () => {
       // an RST that came with the last bytes reaches Node as an end (reset-socket.ts): a
-      // close-delimited body it cut short must not look complete
-      if (this.errorCode === null && endedByReset(socket)) this.errorCode = 'ZL_UPSTREAM_RESET';
+      // close-delimited body it cut short must not look complete (an idle pooled connection's
+      // end, the common one, needs no asking: it is closed either way)
+      if (this.owner !== null && this.errorCode === null && endedByReset(socket))
+        this.errorCode = 'ZL_UPSTREAM_RESET';
       // an end after an error (a TLS alert) closes with that error's code, not as a clean end
       if (this.owner !== null && this.errorCode === null) this.owner.onUpstreamEnd(this);
       else socket.destroy();
