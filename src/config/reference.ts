@@ -332,7 +332,7 @@ export const CONFIG_REFERENCE = {
   },
   'listeners[].client_fin': {
     default: 'abort',
-    doc: 'http/https: what a client FIN (half-close) while a request is in flight means. `abort` (nginx): the client gave up, the request ends as 499 and its upstream request is cancelled. `finish` (HAProxy): a request received in full is still answered, and so are requests pipelined before the FIN, then the connection closes; a request cut short is still 499. A client that closed both ways looks the same as a half-closed one until zipline writes to it: under `finish` its request runs to its answer (logged with the upstream status). `abort` is the default because a FIN is how most clients leave (a timeout, Ctrl-C): it frees the upstream at once and logs 499.',
+    doc: 'http/https: what a client FIN (half-close) while a request is in flight means. `abort` (nginx): the client gave up, the request ends as 499 and its upstream request is cancelled. `finish` (HAProxy): a request received in full is still answered, and so are requests pipelined before the FIN, then the connection closes; a request cut short is still 499. A client that closed both ways looks the same as a half-closed one until zipline writes to it: under `finish` its request runs to its answer (logged with the upstream status). A client that resets (RST) is 499 in either mode. `abort` is the default because a FIN is how most clients leave (a timeout, Ctrl-C): it frees the upstream at once and logs 499.',
   },
   'listeners[].h2c': {
     default: true,

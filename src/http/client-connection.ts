@@ -18,6 +18,7 @@ import type { Socket } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
 import { listed } from '../config/address-list.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
+import { endedByReset } from '../l4/reset-socket.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
 import type { Upstream } from '../upstream/upstream.js';
 import { admitRequest, type Routed } from './admission.js';
@@ -269,19 +270,24 @@ export class ClientConnection implements Downstream, ReadTarget {
    * means the client gave up: 499, the upstream request cancelled. `client_fin: finish` (HAProxy)
    * answers a request received in full and those pipelined before the FIN (`finish()`, or on
    * 'drain'); only one cut short is 499. Between requests a FIN simply ends the connection.
+   * An RST that came with the request's last bytes reaches Node as an end too (reset-socket.ts):
+   * that client wants no answer, so its request is 499 in either mode.
    */
   private onEnd(): void {
     if (this.closed) return; // handed to HTTP/2, or already torn down
     this.clientEnded = true;
     const ex = this.exchange;
-    if ((ex?.bodyDone || this.awaitingDrain) && this.listener.settings.finishOnClientFin) return;
+    const finishing = (ex?.bodyDone || this.awaitingDrain) && this.listener.settings.finishOnClientFin;
+    const reset = finishing && endedByReset(this.socket);
+    if (finishing && !reset) return;
     if (ex !== null) {
       this.exchange = null;
       ex.clientGone();
       this.socket.destroy();
       return;
     }
-    if (this.upgraded === null) this.closeAfterWrite();
+    if (reset) this.socket.destroy();
+    else if (this.upgraded === null) this.closeAfterWrite();
   }
 
   private onClose(): void {

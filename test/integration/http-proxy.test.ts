@@ -1476,6 +1476,30 @@ listeners:
     }
   });
 
+  test('client_fin: finish and a client that resets right after its request (the RST read as an end): 499, the upstream request cancelled', {
+    skip: RESETS_TOLD ? false : 'telling an RST from a FIN needs the native addon',
+  }, async () => {
+    const o = await origin((_req, res) => {
+      // answered on the next turn: by then zipline has read what the client did after its request
+      setImmediate(() => {
+        if (!res.destroyed) res.end('late');
+      });
+    });
+    const z = await startRuntime(config([o.address], '    client_fin: finish'));
+    try {
+      for (let i = 0; i < 5; i++) {
+        const s = await dial(z.addr('web'));
+        s.write(get(`/r${i}`));
+        s.resetAndDestroy();
+        await until(() => z.access.length === i + 1, `access line ${i + 1}`);
+        assert.equal(z.access[i]?.status, 499, `try ${i}: ${JSON.stringify(z.access[i])}`);
+        assert.equal(z.access[i]?.error, 'ZL_CLIENT_ABORTED');
+      }
+    } finally {
+      await z.stop();
+    }
+  });
+
   test("coded errors are counted in zipline_http_errors_total; /stats counts each listener's requests by status class", async () => {
     const o = await origin();
     const z = await startRuntime(
