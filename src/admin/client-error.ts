@@ -2,12 +2,18 @@
  * The answer to a request Node's HTTP parser refused, for zipline's own `node:http` servers (the
  * admin API and the `/shm` API): a coded JSON error, `timedOut` (408) when Node's timeouts cut the
  * request short, `bad` (400) when it was malformed, counted in `zipline_connection_errors_total`
- * under `label`; then the connection closes. A reset peer just goes.
+ * under `label`; then the connection closes, as nginx's lingering close: what the client still
+ * sends is read and dropped until it closes, for `LINGER_MS` at most. A reset peer just goes.
  */
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
+
+/** How long a refused client is waited for to close after its answer (nginx `lingering_timeout`). */
+const LINGER_MS = 5_000;
+
+const drop = (): void => {};
 
 export function answerClientError(
   err: NodeJS.ErrnoException,
@@ -30,4 +36,11 @@ export function answerClientError(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
       `x-zipline-error: ${code}\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
   );
+  // Node's HTTP server sockets stay half-open after their FIN: a client that never reads its
+  // answer (so never sees the FIN) and never closes held the connection, and one of the server's
+  // max_connections, for ever
+  socket.on('data', drop);
+  socket.resume();
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  socket.once('close', () => clearTimeout(timer));
 }

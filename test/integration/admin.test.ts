@@ -209,6 +209,27 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
     }
   });
 
+  test('clients that never read their 400 do not keep admin.max_connections taken: they are closed after the lingering close (5 s)', async () => {
+    const z = await startRuntime('admin: { listen: 127.0.0.1:0, max_connections: 2 }\n');
+    const address = z.rt.admin.url().slice(7, -1);
+    const held = [await dial(address), await dial(address)];
+    try {
+      // refused, answered and half-closed by zipline, but never read (so never closed) by them
+      for (const s of held) s.write('NOT HTTP\r\n\r\n');
+      const healthz = async (): Promise<boolean> =>
+        (await rawRequest(address, get('/healthz', 'x', 'Connection: close\r\n'), 2000)).data.includes(
+          ' 200 ',
+        );
+      await until(async () => !(await healthz()), 'both slots taken by the refused clients');
+      const t0 = Date.now();
+      await until(healthz, 'a slot given back', 10_000, 200);
+      assert.ok(Date.now() - t0 < 8000, `within the linger: ${Date.now() - t0} ms`);
+    } finally {
+      for (const s of held) s.destroy();
+      await z.stop();
+    }
+  });
+
   test("the parser's refusals: a timed-out request head is 408 ZL_ADMIN_REQUEST_TIMEOUT, a malformed one 400", async () => {
     const answer = async (code: string): Promise<string> => {
       const server = await listen(
