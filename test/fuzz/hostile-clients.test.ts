@@ -7,17 +7,19 @@
  * request (the origin echoes the id, length and digest of the body it read); an invalid request
  * is a 400 (or 501) from zipline, and one whose head is invalid never reaches the origin; a
  * request cut short never reaches the origin as complete (docs/HTTP.md). Deterministic requests
- * (seeded); the first failure names its connection and request.
+ * (seeded); the first failure names its connection and request. Run over plain HTTP and over
+ * TLS (an `https` listener: its reads are 'data' events, not the shared-buffer path).
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect } from 'node:net';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { after, test } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
 import { closeServer, listen, port, splitAddress, until } from '../helpers/net.js';
 import { rng } from '../helpers/rng.js';
 import { type Answer, reader } from '../helpers/strict-reader.js';
-import { startRuntime } from '../helpers/zipline.js';
+import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const CONNECTIONS = 600;
 
@@ -140,98 +142,104 @@ function check(q: Req, a: Answer, what: string): void {
   assert.deepEqual(got, { id: q.id, len: q.len, digest: q.digest }, `its own request's body: ${what}`);
 }
 
-let origin: Server | null = null;
-after(async () => {
-  if (origin !== null) await closeServer(origin);
-});
+const origin = createServer({ keepAliveTimeout: 60_000 }, record);
+after(() => closeServer(origin));
 
-test(`hostile clients: ${CONNECTIONS} connections of random requests (pipelined, in pieces, invalid, cut by RST or FIN) — each answer is its own request's, invalid ones are 400 and cut ones never reach the origin complete`, {
-  timeout: 120_000,
-}, async () => {
-  const server = createServer({ keepAliveTimeout: 60_000 }, record);
-  origin = server;
-  await listen(server);
-  const z = await startRuntime(`
+const TLS_DIR = `${ROOT}test/fixtures/tls`;
+
+for (const tls of [false, true])
+  test(`hostile clients${tls ? ' over TLS' : ''}: ${CONNECTIONS} connections of random requests (pipelined, in pieces, invalid, cut by ${tls ? 'close' : 'RST'} or FIN) — each answer is its own request's, invalid ones are 400 and cut ones never reach the origin complete`, {
+    timeout: 120_000,
+  }, async () => {
+    if (!origin.listening) await listen(origin);
+    const z = await startRuntime(`
 log: { access: off }
 upstreams:
   origin:
-    servers: [127.0.0.1:${port(server)}]
+    servers: [127.0.0.1:${port(origin)}]
 listeners:
-  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: origin }
+  - name: web
+    protocol: ${tls ? 'https' : 'http'}
+    listen: 127.0.0.1:0
+    upstream: origin
+${tls ? `    tls: { cert: ${TLS_DIR}/a.crt, key: ${TLS_DIR}/a.key }` : ''}
 `);
-  const [host, p] = splitAddress(z.addr('web'));
-  const sent = new Map<string, Req>();
-  const seen = { complete: 0, invalid: 0, cut: 0, pipelined: 0 };
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < CONNECTIONS) {
-      const conn = next++;
-      const r = rng(conn * 7919 + 3);
-      const batch: Req[] = [];
-      // up to four requests; nothing follows an invalid or cut one
-      for (let i = 0, n = 1 + Math.floor(r() * 4); i < n; i++) {
-        const q = makeRequest(r, `/c/${conn}/${i}`);
-        batch.push(q);
-        sent.set(q.id, q);
-        if (q.kind !== 'complete') break;
-      }
-      const pipelined = batch.length > 1 && r() < 0.3;
-      const s = connect(p, host);
-      s.on('error', () => {});
-      await new Promise((resolve) => s.once('connect', resolve));
-      const read = reader(s);
-      const what = (q: Req, a?: Answer): string =>
-        `connection ${conn}${pipelined ? ' (pipelined)' : ''}, ${q.id} ${q.method} ${q.kind} ${q.len} B: ${JSON.stringify({ ...a, body: a?.body?.toString().slice(0, 120) })}`;
-      const answers: Promise<Answer>[] = [];
-      for (const q of batch) {
-        // one at a time: ask for this answer before writing, and wait for it after
-        if (!pipelined && q.kind !== 'cut') answers.push(read(q.method));
-        for (let off = 0; off < q.bytes.length; ) {
-          const k = r() < 0.6 ? q.bytes.length - off : 1 + Math.floor(r() * (q.bytes.length - off));
-          s.write(q.bytes.subarray(off, off + k));
-          off += k;
-          if (r() < 0.2) await new Promise((resolve) => setImmediate(resolve));
+    const [host, p] = splitAddress(z.addr('web'));
+    const sent = new Map<string, Req>();
+    const seen = { complete: 0, invalid: 0, cut: 0, pipelined: 0 };
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < CONNECTIONS) {
+        const conn = next++;
+        const r = rng(conn * 7919 + 3);
+        const batch: Req[] = [];
+        // up to four requests; nothing follows an invalid or cut one
+        for (let i = 0, n = 1 + Math.floor(r() * 4); i < n; i++) {
+          const q = makeRequest(r, `/${tls ? 's' : 'c'}/${conn}/${i}`);
+          batch.push(q);
+          sent.set(q.id, q);
+          if (q.kind !== 'complete') break;
         }
-        if (q.kind === 'cut') {
-          seen.cut++;
-          if (q.end === 'rst') s.resetAndDestroy();
-          else s.end();
-          break;
-        }
-        if (!pipelined) {
-          check(q, await (answers.shift() as Promise<Answer>), what(q));
-          seen[q.kind === 'complete' ? 'complete' : 'invalid']++;
-        }
-      }
-      // a pipelined batch the client cut itself has nothing to check: its answers may never come
-      if (pipelined && !batch.some((q) => q.kind === 'cut')) {
-        seen.pipelined++;
+        const pipelined = batch.length > 1 && r() < 0.3;
+        const s: Socket = tls
+          ? tlsConnect({ host, port: p, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+          : connect(p, host);
+        s.on('error', () => {});
+        await new Promise((resolve) => s.once(tls ? 'secureConnect' : 'connect', resolve));
+        const read = reader(s);
+        const what = (q: Req, a?: Answer): string =>
+          `connection ${conn}${pipelined ? ' (pipelined)' : ''}, ${q.id} ${q.method} ${q.kind} ${q.len} B: ${JSON.stringify({ ...a, body: a?.body?.toString().slice(0, 120) })}`;
+        const answers: Promise<Answer>[] = [];
         for (const q of batch) {
-          const a = await read(q.method);
-          check(q, a, what(q, a));
-          seen[q.kind === 'complete' ? 'complete' : 'invalid']++;
+          // one at a time: ask for this answer before writing, and wait for it after
+          if (!pipelined && q.kind !== 'cut') answers.push(read(q.method));
+          for (let off = 0; off < q.bytes.length; ) {
+            const k = r() < 0.6 ? q.bytes.length - off : 1 + Math.floor(r() * (q.bytes.length - off));
+            s.write(q.bytes.subarray(off, off + k));
+            off += k;
+            if (r() < 0.2) await new Promise((resolve) => setImmediate(resolve));
+          }
+          if (q.kind === 'cut') {
+            seen.cut++;
+            // (a TLS socket has no reset of its own: a close)
+            if (q.end === 'rst') tls ? s.destroy() : s.resetAndDestroy();
+            else s.end();
+            break;
+          }
+          if (!pipelined) {
+            check(q, await (answers.shift() as Promise<Answer>), what(q));
+            seen[q.kind === 'complete' ? 'complete' : 'invalid']++;
+          }
         }
+        // a pipelined batch the client cut itself has nothing to check: its answers may never come
+        if (pipelined && !batch.some((q) => q.kind === 'cut')) {
+          seen.pipelined++;
+          for (const q of batch) {
+            const a = await read(q.method);
+            check(q, a, what(q, a));
+            seen[q.kind === 'complete' ? 'complete' : 'invalid']++;
+          }
+        }
+        s.destroy();
       }
-      s.destroy();
+    };
+    try {
+      await Promise.all(Array.from({ length: 8 }, worker));
+      assert.ok(
+        seen.complete > 600 && seen.invalid > 40 && seen.cut > 60 && seen.pipelined > 40,
+        JSON.stringify(seen),
+      );
+      // every exchange over at both ends before the origin's record is read
+      await until(() => z.rt.activeCount() === 0 && inFlight === 0, 'every client and origin exchange over');
+      for (const [id, q] of sent) {
+        if (q.kind === 'invalid-head')
+          assert.ok(!heads.has(id), `an invalid head never reaches the origin: ${id}`);
+        const got = complete.get(id);
+        if (q.kind !== 'complete')
+          assert.equal(got, undefined, `${q.kind} ${id} reached the origin as complete`);
+        else if (got !== undefined) assert.deepEqual(got, { len: q.len, digest: q.digest }, id);
+      }
+    } finally {
+      await z.stop();
     }
-  };
-  try {
-    await Promise.all(Array.from({ length: 8 }, worker));
-    assert.ok(
-      seen.complete > 600 && seen.invalid > 40 && seen.cut > 60 && seen.pipelined > 40,
-      JSON.stringify(seen),
-    );
-    // every exchange over at both ends before the origin's record is read
-    await until(() => z.rt.activeCount() === 0 && inFlight === 0, 'every client and origin exchange over');
-    for (const [id, q] of sent) {
-      if (q.kind === 'invalid-head')
-        assert.ok(!heads.has(id), `an invalid head never reaches the origin: ${id}`);
-      const got = complete.get(id);
-      if (q.kind !== 'complete')
-        assert.equal(got, undefined, `${q.kind} ${id} reached the origin as complete`);
-      else if (got !== undefined) assert.deepEqual(got, { len: q.len, digest: q.digest }, id);
-    }
-  } finally {
-    await z.stop();
-  }
-});
+  });
