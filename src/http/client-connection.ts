@@ -269,24 +269,18 @@ export class ClientConnection implements Downstream, ReadTarget {
    * The client sent FIN. By default (nginx `proxy_ignore_client_abort off`) a FIN during a request
    * means the client gave up: 499, the upstream request cancelled. `client_fin: finish` (HAProxy)
    * answers a request received in full and those pipelined before the FIN (`finish()`, or on
-   * 'drain'); only one cut short is 499. Between requests a FIN simply ends the connection.
-   * An RST that came with the request's last bytes reaches Node as an end too (reset-socket.ts):
-   * that client wants no answer, so its request is 499 in either mode.
+   * 'drain'); only one cut short is 499. Between requests a FIN simply ends the connection. An
+   * RST that came with the last bytes is an end in Node (reset-socket.ts): 499 in either mode.
    */
   private onEnd(): void {
     if (this.closed) return; // handed to HTTP/2, or already torn down
     this.clientEnded = true;
     const ex = this.exchange;
     const finishing = (ex?.bodyDone || this.awaitingDrain) && this.listener.settings.finishOnClientFin;
-    const reset = finishing && endedByReset(this.socket);
-    if (finishing && !reset) return;
-    if (ex !== null) {
-      this.exchange = null;
-      ex.clientGone();
-      this.socket.destroy();
-      return;
-    }
-    if (reset) this.socket.destroy();
+    if (finishing && !endedByReset(this.socket)) return;
+    this.exchange = null;
+    ex?.clientGone();
+    if (ex !== null || finishing) this.socket.destroy();
     else if (this.upgraded === null) this.closeAfterWrite();
   }
 
