@@ -8,12 +8,11 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
+import { lingeringClose } from '../l4/lingering-close.js';
 import { metrics } from '../metrics/catalog.js';
 
 /** How long a refused client is waited for to close after its answer (nginx `lingering_timeout`). */
 const LINGER_MS = 5_000;
-
-const drop = (): void => {};
 
 export function answerClientError(
   err: NodeJS.ErrnoException,
@@ -32,15 +31,10 @@ export function answerClientError(
   const status = ERROR_CATALOG[code].status;
   const message = late ? 'request not received in time' : 'malformed HTTP request';
   const body = `${JSON.stringify({ error: code, message })}\n`;
-  socket.end(
+  lingeringClose(
+    socket,
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
       `x-zipline-error: ${code}\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+    LINGER_MS,
   );
-  // Node's HTTP server sockets stay half-open after their FIN: a client that never reads its
-  // answer (so never sees the FIN) and never closes held the connection, and one of the server's
-  // max_connections, for ever
-  socket.on('data', drop);
-  socket.resume();
-  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
-  socket.once('close', () => clearTimeout(timer));
 }

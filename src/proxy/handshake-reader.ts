@@ -4,13 +4,12 @@
  * data after the handshake is never lost. Not a hot path: chunks are concatenated.
  */
 import type { Socket } from 'node:net';
+import { lingeringClose } from '../l4/lingering-close.js';
 
 export type ParseStep<T> = { need: true } | { done: T; used: number };
 
 /** The longest a refused client is waited for to close, after its answer (nginx `lingering_timeout`). */
 const REFUSAL_LINGER_MS = 5_000;
-
-const drop = (): void => {};
 
 /** How long a refused entry client is waited for: `client_header` when shorter (0: no limit). */
 export function lingerFor(opts: { readonly headerTimeoutMs: number }): number {
@@ -73,20 +72,9 @@ export class HandshakeReader {
     return rest;
   }
 
-  /**
-   * Refuses the client: `answer`, then FIN; what it still sends is read and dropped until it
-   * closes, for at most `lingerMs` (as nginx's lingering close). Closing with unread bytes would
-   * reset the connection, and the client could lose the answer; waiting for a client that never
-   * closes, or reading nothing (a paused socket never sees the FIN), would keep it for ever.
-   */
+  /** Refuses the client: `answer`, then its lingering close for at most `lingerMs`. */
   refuse(answer: Buffer | string, lingerMs: number): void {
     this.detach();
-    const socket = this.socket;
-    if (socket.destroyed) return;
-    socket.on('data', drop);
-    socket.end(answer);
-    socket.resume();
-    const timer = setTimeout(() => socket.destroy(), lingerMs);
-    socket.once('close', () => clearTimeout(timer));
+    if (!this.socket.destroyed) lingeringClose(this.socket, answer, lingerMs);
   }
 }
