@@ -1,21 +1,27 @@
 /**
  * Out of descriptors at accept (EMFILE, ENFILE). libuv sheds the waiting connections with a
- * reserve descriptor of its own ("the EMFILE trick": close the reserve, accept and close each,
+ * spare descriptor of its own ("the EMFILE trick": close the spare, accept and close each,
  * reopen it), and says itself that the trick is unreliable with other threads: when another
- * thread takes the freed number first (zipline's native acceptor or pump, libuv's thread pool),
- * the reopen fails and the reserve is gone. libuv 1.46 (Node 20) then calls back with EMFILE and
- * tries the accept again, in a loop: the event loop spins at 100 % CPU and serves nothing until
- * a descriptor is freed elsewhere (libuv 1.49 no longer loops; its reserve comes back at the next
- * socket it makes).
+ * thread takes the freed number first (zipline's native acceptor, which accepts on the same
+ * socket, or libuv's thread pool), the reopen fails and the spare is gone. libuv 1.46 (Node 20)
+ * then tells nobody: it accepts once per wake-up, the accept fails, the socket is still readable,
+ * and the event loop spins at 100 % CPU, serving nothing, until a descriptor is freed elsewhere
+ * (seen with strace: epoll_pwait and a failing accept4, in turn, on the main thread; 4 of 30
+ * runs of the local-exhaustion test). libuv opens its spare again whenever it makes a stream
+ * handle while it has none.
  *
- * The guard keeps reserve descriptors of its own. On an EMFILE or ENFILE callback it closes one,
- * so that libuv's next accept succeeds; that connection, and every one accepted until the queue
- * is empty, is closed unanswered (the same shedding), and the reserve is taken back as soon as
- * descriptors allow. `onShed` counts each connection closed so. It mends a spare lost to a passing
- * thread; one that keeps every descriptor it can get defeats it as it defeats libuv's (docs/L4.md).
+ * The guard keeps reserve descriptors of its own and uses them two ways:
+ * - `restoreLibuvSpare`, when the native acceptor meets EMFILE or ENFILE (libuv cannot say): one
+ *   reserve is closed and a pipe handle made (a connect to a path that cannot exist), so a lost
+ *   spare takes that number; an existing one leaves it free for the reserve to take back.
+ * - On an EMFILE or ENFILE accept callback (libuv versions that make one, which also retried in a
+ *   loop) one reserve is closed so that libuv's next accept succeeds; that connection, and every
+ *   one accepted until the queue is empty, is closed unanswered (`onShed` counts them).
+ * The reserve is taken back as soon as descriptors allow. A thread that keeps every descriptor
+ * it can get defeats this as it defeats libuv's spare (docs/L4.md).
  */
 import { closeSync, openSync } from 'node:fs';
-import type { Server } from 'node:net';
+import { type Server, Socket } from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
@@ -61,6 +67,26 @@ function shed(): boolean {
   return true;
 }
 
+/** A Unix socket path no process can listen on (its directory does not exist). */
+const NO_SUCH_PATH = '/nonexistent-zipline/spare.sock';
+
+const ignore = (): void => {};
+
+/**
+ * After the native acceptor met EMFILE or ENFILE: gives libuv back its spare descriptor if
+ * another thread took it (see above), from the reserve. No-op on Windows.
+ */
+export function restoreLibuvSpare(): void {
+  if (process.platform === 'win32') return;
+  const fd = reserve.pop();
+  if (fd === undefined) return;
+  closeSync(fd);
+  // making the pipe handle is what reopens libuv's spare; its connect then fails (no descriptor
+  // left, or no such path) and it is destroyed
+  new Socket().on('error', ignore).connect(NO_SUCH_PATH);
+  setImmediate(refill);
+}
+
 /** Wraps the accept callback of `server`'s listening handle (after listen). No-op on Windows. */
 export function guardAccepts(server: Server, onShed: () => void): void {
   if (process.platform === 'win32') return;
@@ -104,6 +130,7 @@ export function acceptPausedReporter(listener: string, log: Logger): (errno: num
   return (errno) => {
     const code = errnoName(errno);
     metrics.acceptErrors.labels(listener, code).inc();
+    if (code === 'EMFILE' || code === 'ENFILE') restoreLibuvSpare();
     const now = performance.now();
     if (now - warnedAt < PAUSE_WARN_EVERY_MS) return;
     warnedAt = now;
