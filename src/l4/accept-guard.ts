@@ -82,9 +82,9 @@ export function restoreLibuvSpare(): void {
   if (fd === undefined) return;
   closeSync(fd);
   // making the pipe handle is what reopens libuv's spare; its connect then fails (no descriptor
-  // left, or no such path) and it is destroyed
-  new Socket().on('error', ignore).connect(NO_SUCH_PATH);
-  setImmediate(refill);
+  // left, or no such path), and once it is closed (with the descriptor it may have taken for
+  // itself) the reserve is taken back
+  new Socket().on('error', ignore).on('close', refill).connect(NO_SUCH_PATH);
 }
 
 /** Wraps the accept callback of `server`'s listening handle (after listen). No-op on Windows. */
