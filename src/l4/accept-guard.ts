@@ -82,9 +82,10 @@ export function restoreLibuvSpare(): void {
   if (fd === undefined) return;
   closeSync(fd);
   // making the pipe handle is what reopens libuv's spare; its connect then fails (no descriptor
-  // left, or no such path), and once it is closed (with the descriptor it may have taken for
-  // itself) the reserve is taken back
-  new Socket().on('error', ignore).on('close', refill).connect(NO_SUCH_PATH);
+  // left, or no such path; should it connect after all, it is closed), and once it is closed
+  // (with the descriptor it may have taken for itself) the reserve is taken back
+  const probe = new Socket().on('error', ignore).on('close', refill);
+  probe.connect(NO_SUCH_PATH, () => probe.destroy());
 }
 
 /** Wraps the accept callback of `server`'s listening handle (after listen). No-op on Windows. */
