@@ -189,10 +189,9 @@ ${tls ? `    tls: { cert: ${TLS_DIR}/a.crt, key: ${TLS_DIR}/a.key }` : ''}
         const read = reader(s);
         const what = (q: Req, a?: Answer): string =>
           `connection ${conn}${pipelined ? ' (pipelined)' : ''}, ${q.id} ${q.method} ${q.kind} ${q.len} B: ${JSON.stringify({ ...a, body: a?.body?.toString().slice(0, 120) })}`;
-        const answers: Promise<Answer>[] = [];
         for (const q of batch) {
           // one at a time: ask for this answer before writing, and wait for it after
-          if (!pipelined && q.kind !== 'cut') answers.push(read(q.method));
+          const answer = pipelined || q.kind === 'cut' ? null : read(q.method);
           for (let off = 0; off < q.bytes.length; ) {
             const k = r() < 0.6 ? q.bytes.length - off : 1 + Math.floor(r() * (q.bytes.length - off));
             s.write(q.bytes.subarray(off, off + k));
@@ -206,8 +205,9 @@ ${tls ? `    tls: { cert: ${TLS_DIR}/a.crt, key: ${TLS_DIR}/a.key }` : ''}
             else s.end();
             break;
           }
-          if (!pipelined) {
-            check(q, await (answers.shift() as Promise<Answer>), what(q));
+          if (answer !== null) {
+            const a = await answer;
+            check(q, a, what(q, a));
             seen[q.kind === 'complete' ? 'complete' : 'invalid']++;
           }
         }
