@@ -10,14 +10,13 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import { ERROR, FRAME } from '../../src/tunnel/constants.js';
 import { encodeFrame, goawayPayload } from '../../src/tunnel/frame.js';
 import { seriesValue } from '../helpers/metrics.js';
-import { closeServer, listen, openFds, port, until } from '../helpers/net.js';
+import { openFds, refusedPort, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
 import { helloAckFrame } from '../helpers/tunnel.js';
 import { startRuntime } from '../helpers/zipline.js';
@@ -95,10 +94,9 @@ const endedAttempts = async (relay: string): Promise<number> =>
   (await seriesValue(`zipline_tunnel_reconnects_total{relay="${relay}",result="up"}`));
 
 test('every failed attempt to reach a relay frees what it made, whatever the failure', async () => {
-  // a port that was just free: connection refused
-  const gone = await listen(createServer());
-  const refused = `127.0.0.1:${port(gone)}`;
-  await closeServer(gone);
+  // connection refused (below the ephemeral range: a port just freed there could be the next
+  // listen(0)'s, the hostile relays' below among them)
+  const refused = `127.0.0.1:${await refusedPort()}`;
   const hostile = await hostileRelays();
   const at = (kind: string): string => `127.0.0.1:${hostile[kind]}`;
   const relay = await startRuntime(`
