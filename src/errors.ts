@@ -238,6 +238,11 @@ export const ERROR_CATALOG = {
     description:
       'A request to the `/shm` API whose head did not arrive within 10 s (or the whole request within 120 s).',
   },
+  ZL_SHM_SEND_TIMEOUT: {
+    status: 0,
+    description:
+      'A `/shm` API client took no byte of its response for 30–60 s (nginx `send_timeout`); its connection was reset.',
+  },
   ZL_SHM_TOO_LARGE: {
     status: 413,
     description: 'The body is larger than the snapshot capacity (or a ring slot, for messages).',
@@ -343,6 +348,11 @@ export const ERROR_CATALOG = {
   ZL_ADMIN_REQUEST_TIMEOUT: {
     status: 408,
     description: 'The admin request head did not arrive within 10 s (or the whole request within 70 s).',
+  },
+  ZL_ADMIN_SEND_TIMEOUT: {
+    status: 0,
+    description:
+      'An admin client took no byte of its response for 30–60 s (nginx `send_timeout`); its connection was reset.',
   },
   ZL_ADMIN_BUSY: { status: 409, description: 'Another CPU profile is being taken; one at a time.' },
   ZL_INTERNAL: { status: 500, description: 'A bug: an unexpected exception. It is logged with its stack.' },

@@ -24,6 +24,7 @@ import { METRICS_CONTENT_TYPE } from '../metrics/catalog.js';
 import { exposureWarning, tokenMatches } from './auth.js';
 import { answerClientError } from './client-error.js';
 import { DASHBOARD_HTML } from './dashboard.js';
+import { armSendTimeout } from './send-timeout.js';
 
 export class AdminServer {
   private server: Server | null = null;
@@ -49,7 +50,8 @@ export class AdminServer {
         // default): a client that sent nothing would be kept up to 40 s instead of 10
         connectionsCheckingInterval: 1_000,
       },
-      (req, res) =>
+      (req, res) => {
+        armSendTimeout(req, res, 'admin', 'ZL_ADMIN_SEND_TIMEOUT');
         this.handle(req, res).catch((err: unknown) => {
           if (isZiplineError(err)) {
             sendError(res, err.code, err.message);
@@ -57,7 +59,8 @@ export class AdminServer {
           }
           this.runtime.log.error({ err }, 'admin handler failed');
           sendError(res, 'ZL_INTERNAL', 'internal error');
-        }),
+        });
+      },
     );
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
       answerClientError(err, socket, 'admin', 'ZL_ADMIN_BAD_REQUEST', 'ZL_ADMIN_REQUEST_TIMEOUT'),

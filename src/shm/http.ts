@@ -25,6 +25,7 @@ import {
 import type { Socket } from 'node:net';
 import { isLoopback } from '../admin/auth.js';
 import { answerClientError } from '../admin/client-error.js';
+import { armSendTimeout } from '../admin/send-timeout.js';
 import { parseHostPort } from '../config/units.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { bindFailure } from '../l4/bind-failure.js';
@@ -57,6 +58,7 @@ export class ShmHttpServer {
       // Node enforces the two timeouts when it sweeps its connections: each second, not every 30
       { requestTimeout: 120_000, headersTimeout: 10_000, connectionsCheckingInterval: 1_000 },
       (req, res) => {
+        armSendTimeout(req, res, 'shm.http', 'ZL_SHM_SEND_TIMEOUT');
         this.handle(req, res).catch((err: unknown) => this.error(res, err));
       },
     );
