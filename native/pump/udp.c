@@ -8,8 +8,9 @@
  * CMD_UDP_ACCEPT (the thread connects, flushes the queue in order, then relays) or
  * CMD_UDP_REFUSE. Ordering within a session therefore holds across the hand-off.
  *
- * A session ends after `responses` replies, after `idle_ms` without a datagram either way, on an
- * ICMP error (ECONNREFUSED), or on CMD_UDP_END; EV_UDP_END carries its counters.
+ * A session ends after `responses` replies per datagram sent on for the client, after `idle_ms`
+ * without a datagram either way, on an ICMP error (ECONNREFUSED), or on CMD_UDP_END; EV_UDP_END
+ * carries its counters.
  * Listener-wide counters are read by JavaScript at scrape time (udp_counters, under pump_lock).
  */
 #include "pump.h"
@@ -276,7 +277,8 @@ static void from_upstream(session_t *s) {
     s->bout += (uint64_t)n;
     l->dout++;
     l->bout += (double)n;
-    if (l->responses > 0 && s->dout >= l->responses) {
+    // nginx `proxy_responses`: replies expected per datagram the client sent (and that was sent on)
+    if (l->responses > 0 && s->dout >= (uint64_t)l->responses * s->din) {
       end_session(s, END_RESPONSES, 0);
       return;
     }

@@ -421,7 +421,7 @@ export const CONFIG_REFERENCE = {
   'listeners[].udp': { doc: 'UDP session settings.' },
   'listeners[].udp.responses': {
     default: 0,
-    doc: 'Replies after which a session ends (nginx `proxy_responses`); `0` is unlimited.',
+    doc: 'Replies expected per datagram the client sent: a session ends once it has had this many for each (nginx `proxy_responses`; `1` for DNS: one query, one answer); `0` is unlimited.',
   },
   'listeners[].udp.idle_timeout': {
     default: '30s',

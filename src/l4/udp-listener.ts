@@ -2,7 +2,8 @@
  * A `protocol: udp` listener (nginx `stream { listen … udp; proxy_responses; }`): datagrams from
  * one client address form a session with its own connected upstream socket, chosen by the
  * balancer once per session. Replies go back from the listening socket. A session ends after
- * `responses` replies (when set), after `idle_timeout` without traffic, or on an ICMP error.
+ * `responses` replies per datagram the client sent (when set), after `idle_timeout` without
+ * traffic, or on an ICMP error.
  *
  * Order: a session's datagrams are sent in arrival order (queued in order while its socket
  * connects; `dgram` sends in call order afterwards).

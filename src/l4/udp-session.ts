@@ -85,8 +85,10 @@ export class UdpSession {
     this.datagramsOut++;
     this.bytesOut += msg.length;
     this.listener.reply(this, msg);
+    // nginx `proxy_responses`: replies expected per datagram the client sent (and was not dropped)
     const limit = this.listener.settings.responses;
-    if (limit > 0 && this.datagramsOut >= limit) this.close(null, 'responses');
+    if (limit > 0 && this.datagramsOut >= limit * (this.datagramsIn - this.dropped))
+      this.close(null, 'responses');
   }
 
   private onError(err: NodeJS.ErrnoException): void {

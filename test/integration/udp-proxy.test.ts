@@ -77,6 +77,27 @@ for (const mode of ['auto', 'off'] as const) {
       }
     });
 
+    test('responses: 1 is per datagram: two queries sent at once from one port (A and AAAA) both get their answer', async () => {
+      const e = await echo();
+      const z = await startRuntime(config([`127.0.0.1:${port(e)}`], '{ responses: 1, idle_timeout: 30s }'));
+      try {
+        const c = await client();
+        const got: string[] = [];
+        c.on('message', (m: Buffer) => got.push(m.toString()));
+        const [host, p] = splitAddress(z.addr('u'));
+        c.send('a', p, host);
+        c.send('aaaa', p, host);
+        await until(() => got.length === 2, 'both answers', 3000);
+        assert.deepEqual(got.sort(), ['a', 'aaaa']);
+        await until(() => z.access.length === 1, 'the session to end after its two answers');
+        assert.equal(z.access[0]?.close, 'responses');
+        assert.equal(z.access[0]?.datagrams_in, 2);
+        assert.equal(z.access[0]?.datagrams_out, 2);
+      } finally {
+        await z.stop();
+      }
+    });
+
     test("receive_buffer sets the listening socket's SO_RCVBUF (4MiB by default, capped by rmem_max); 0 keeps the kernel default", {
       skip: have('ss') ? false : 'ss (iproute2) reads the socket buffer',
     }, async () => {
