@@ -186,6 +186,11 @@ export const ERROR_CATALOG = {
     status: 431,
     description: 'The request head exceeds `limits.max_header_bytes` (or 200 fields).',
   },
+  ZL_HTTP_URI_TOO_LONG: {
+    status: 414,
+    description:
+      'The request line alone exceeds `limits.max_header_bytes` (nginx answers 414 for a request line over its buffer too).',
+  },
   ZL_HTTP_RATE_LIMITED: {
     status: 429,
     description:

@@ -34,7 +34,7 @@ import { CONNECTION_SPECIFIC, loadHttp2 } from './http2-module.js';
 import type { HttpListener } from './listener.js';
 import { LAST_CHUNK } from './parser/chunked.js';
 import { MAX_FIELDS } from './parser/fields.js';
-import { findHeadEnd, parseRequestHead, type RequestHead } from './parser/request-head.js';
+import { parseRequestHead, type RequestHead, requestHeadEnd } from './parser/request-head.js';
 import type { ResponseHead } from './parser/response-head.js';
 import { latin1, lowerAscii } from './parser/tokens.js';
 import { createExchange, type ProxyExchange } from './proxy-exchange.js';
@@ -317,7 +317,7 @@ export class H2Downstream implements Downstream {
       text += 'transfer-encoding: chunked\r\n';
     }
     const buf = Buffer.from(`${text}\r\n`, 'latin1');
-    const end = findHeadEnd(buf, buf.length, this.listener.settings.maxHeaderBytes);
+    const end = requestHeadEnd(buf, this.listener.settings.maxHeaderBytes);
     return parseRequestHead(buf, end);
   }
 

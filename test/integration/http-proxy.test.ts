@@ -639,7 +639,7 @@ describe('bad input', () => {
     });
   }
 
-  test('a head over max_header_bytes → 431; a client dribbling its head → 408 at client_header', async () => {
+  test('a head over max_header_bytes → 431 (its request line alone → 414); a client dribbling its head → 408 at client_header', async () => {
     const o = await origin();
     const z = await startRuntime(
       config([o.address], '    limits: { max_header_bytes: 2KiB }\n    timeouts: { client_header: 300ms }'),
@@ -648,6 +648,11 @@ describe('bad input', () => {
       const big = await one(z.addr('web'), get('/', 'x', `X-Big: ${'a'.repeat(3000)}\r\n`));
       assert.equal(big.status, 431);
       assert.ok(big.closed);
+      // a request line alone over the limit: 414, as nginx answers
+      const long = await one(z.addr('web'), get(`/${'a'.repeat(3000)}`, 'x'));
+      assert.equal(long.status, 414);
+      assert.equal(long.headers.get('x-zipline-error')?.[0], 'ZL_HTTP_URI_TOO_LONG');
+      assert.ok(long.closed);
       const t0 = Date.now();
       const slow = await rawRequest(z.addr('web'), 'GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n', 5000);
       const elapsed = Date.now() - t0;

@@ -216,6 +216,16 @@ describe('request head: refused (smuggling and malformed framing)', () => {
     const fields = Array.from({ length: 201 }, (_, i) => `X${i}: v\r\n`).join('');
     refused(`GET / HTTP/1.1\r\nHost: a\r\n${fields}\r\n`, 'ZL_HTTP_HEADERS_TOO_LARGE');
   });
+  test('a request line that alone does not fit is 414, complete or not; bytes no request starts with stay 400', () => {
+    const long = Buffer.from(`GET /${'a'.repeat(200)} HTTP/1.1\r\nHost: a\r\n\r\n`);
+    assert.throws(() => requestHeadEnd(long, 100), { code: 'ZL_HTTP_URI_TOO_LONG' });
+    const partial = Buffer.from(`GET /${'a'.repeat(200)}`);
+    assert.throws(() => requestHeadEnd(partial, 100), { code: 'ZL_HTTP_URI_TOO_LONG' });
+    // the line fits, the fields do not: 431
+    const fields = Buffer.from(`GET / HTTP/1.1\r\nHost: a\r\nX: ${'v'.repeat(200)}`);
+    assert.throws(() => requestHeadEnd(fields, 100), { code: 'ZL_HTTP_HEADERS_TOO_LARGE' });
+    assert.throws(() => requestHeadEnd(Buffer.alloc(200, 0x16), 100), { code: 'ZL_HTTP_BAD_REQUEST' });
+  });
   test('requestHeadEnd refuses an incomplete head at once when no request line can start so', () => {
     const valid = Buffer.from('PROPFIND /a HTTP/1.1\r\nHost: a\r\n\r\n');
     for (let n = 0; n < valid.length; n++) assert.equal(requestHeadEnd(valid.subarray(0, n), 1024), -1);

@@ -110,7 +110,19 @@ function tooLarge(): ZiplineError {
  * lines before a request line; a lone CR may be the first half of one more, and waits.)
  */
 export function requestHeadEnd(buf: Buffer, maxBytes: number): number {
-  const end = findHeadEnd(buf, buf.length, maxBytes);
+  let end: number;
+  try {
+    end = findHeadEnd(buf, buf.length, maxBytes);
+  } catch (err) {
+    if ((err as ZiplineError).code !== 'ZL_HTTP_HEADERS_TOO_LARGE') throw err;
+    // a request line that alone does not fit is 414, as nginx answers (431 is for the fields)
+    refuseNonRequest(buf);
+    const lf = buf.indexOf(LF);
+    if (lf === -1 || lf >= maxBytes) {
+      throw new ZiplineError('ZL_HTTP_URI_TOO_LONG', 'request line larger than limits.max_header_bytes');
+    }
+    throw err;
+  }
   if (end < 0) refuseNonRequest(buf);
   return end;
 }
