@@ -182,6 +182,14 @@ describe('request head: refused (smuggling and malformed framing)', () => {
     refused('GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n');
     refused('GET / HTTP/1.1\r\nHost: a b\r\n\r\n');
     refused('GET / HTTP/1.1\r\nHost: a/b\r\n\r\n');
+    // an empty label, as nginx refuses it (a wildcard route would otherwise match `a..example.com`)
+    refused('GET / HTTP/1.1\r\nHost: a..example.com\r\n\r\n');
+    refused('GET http://a..example.com/ HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.equal(
+      parse('GET / HTTP/1.1\r\nHost: example.com.\r\n\r\n').host,
+      'example.com.',
+      'a root dot is fine',
+    );
   });
   test('a Host like the last one read is still read and checked from its own bytes', () => {
     assert.equal(parse('GET / HTTP/1.1\r\nHost: app.example:80\r\n\r\n').host, 'app.example:80');

@@ -305,7 +305,7 @@ function frame(
 let lastHost = '';
 
 /**
- * The Host value at `raw[start, end)`, checked against `HOST_RE` (400 otherwise). The same bytes
+ * The Host value at `raw[start, end)`, checked by `validHost` (400 otherwise). The same bytes
  * as the last one give that string back: no call into C++ for the copy, no regular expression.
  */
 function hostAt(raw: Buffer, start: number, end: number): string {
@@ -316,7 +316,7 @@ function hostAt(raw: Buffer, start: number, end: number): string {
     if (i === len) return lastHost;
   }
   const host = latin1(raw, start, end);
-  if (!HOST_RE.test(host)) throw bad('malformed Host header');
+  if (!validHost(host)) throw bad('malformed Host header');
   lastHost = host;
   return host;
 }
@@ -332,8 +332,13 @@ const ABSOLUTE_RE = /^https?:\/\/([^/?#]*)/i;
 function authorityOf(target: string): string {
   const m = ABSOLUTE_RE.exec(target);
   const authority = m === null ? '' : (m[1] as string);
-  if (authority === '' || !HOST_RE.test(authority)) throw bad('malformed request target');
+  if (authority === '' || !validHost(authority)) throw bad('malformed request target');
   return authority;
+}
+
+/** RFC 3986 reg-name characters, and no empty label (`a..b`, refused by nginx too). */
+function validHost(host: string): boolean {
+  return HOST_RE.test(host) && !host.includes('..');
 }
 
 const HOST_RE = /^[A-Za-z0-9.\-_~!$&'()*+,;=%:[\]]*$/;
