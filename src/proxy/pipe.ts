@@ -40,11 +40,13 @@ export function pipeStream(
   done: (r: PipeResult) => void,
 ): void {
   if (stream.destroyed) {
-    // it ended before it reached us (its tunnel session closed in the read that accepted it): its
-    // 'close' has been and gone, so nothing below would ever see it end
-    if (stream.reset === true) resetSocket(socket);
-    else socket.destroy();
-    const why = stream.errored;
+    // it ended before it reached us (its tunnel session closed in the read that accepted it, or
+    // its server reset it): its 'close' has been and gone, so nothing below would ever see it end.
+    // A reset is passed on as a reset, as on the live path
+    const why = stream.errored as NodeJS.ErrnoException | null;
+    if (stream.reset === true || (stream instanceof Socket && why !== null && isReset(why))) {
+      resetSocket(socket);
+    } else socket.destroy();
     done({
       fromSocket: socket.bytesRead,
       toSocket: socket.bytesWritten,
