@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createSecureContext, TLSSocket, connect as tlsConnect } from 'node:tls';
@@ -26,7 +26,7 @@ import { NativeSession, tlsContext } from '../../src/tunnel/native/native-sessio
 import { type SessionOptions, TunnelSession } from '../../src/tunnel/session.js';
 import type { SessionApi, SessionStream } from '../../src/tunnel/session-api.js';
 import { fingerprintOf } from '../../src/tunnel/tls.js';
-import { closed, listen, port, readAll as readSocket, tcpEcho, until } from '../helpers/net.js';
+import { closed, port, readAll as readSocket, socketPair, tcpEcho, until } from '../helpers/net.js';
 import { rng } from '../helpers/rng.js';
 import { ROOT } from '../helpers/zipline.js';
 
@@ -40,17 +40,6 @@ const DEST = Buffer.from([ADDRESS.IPV4, 127, 0, 0, 1, 0x1f, 0x90]);
 const CERT = readFileSync(join(ROOT, 'test/fixtures/tls/a.crt'), 'utf8');
 const KEY = readFileSync(join(ROOT, 'test/fixtures/tls/a.key'), 'utf8');
 const CIPHERS = 'TLS_CHACHA20_POLY1305_SHA256';
-
-async function socketPair(): Promise<[Socket, Socket]> {
-  const server = createServer({ allowHalfOpen: true });
-  await listen(server);
-  const accepted = once(server, 'connection') as Promise<[Socket]>;
-  const client = connect({ port: port(server), host: '127.0.0.1', allowHalfOpen: true });
-  await once(client, 'connect');
-  const [sock] = await accepted;
-  server.close();
-  return [client, sock];
-}
 
 let nativeServerCtx = 0;
 let nativeClientCtx = 0;

@@ -194,6 +194,21 @@ export function kernelTcpBufferMax(): number {
   );
 }
 
+/**
+ * Both ends of one loopback TCP connection, half-open capable: [the side that connected, the side
+ * that was accepted]. The server stops listening at once (the connection stays).
+ */
+export async function socketPair(): Promise<[Socket, Socket]> {
+  const server = createServer({ allowHalfOpen: true });
+  await listen(server);
+  const accepted = once(server, 'connection') as Promise<[Socket]>;
+  const client = connect({ port: port(server), host: '127.0.0.1', allowHalfOpen: true });
+  await once(client, 'connect');
+  const [sock] = await accepted;
+  server.close();
+  return [client, sock];
+}
+
 export function openFds(pid: number | 'self' = 'self'): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }

@@ -1,27 +1,20 @@
 /** `pipeStream` on real loopback sockets: what a far side that is already over does to the client. */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { connect, createServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { after, test } from 'node:test';
 import { type PipeResult, pipeStream } from '../../src/proxy/pipe.js';
-import { closeServer, endOf, listen, port, RESETS_TOLD } from '../helpers/net.js';
+import { endOf, RESETS_TOLD, socketPair } from '../helpers/net.js';
 
-const server = createServer({ allowHalfOpen: true });
 const sockets: Socket[] = [];
 after(() => {
   for (const s of sockets) s.destroy();
-  return closeServer(server);
 });
 
 /** [the side the test holds, the side zipline would hold] of one loopback connection. */
 async function pair(): Promise<[Socket, Socket]> {
-  if (!server.listening) await listen(server);
-  const accepted = once(server, 'connection') as Promise<[Socket]>;
-  const held = connect({ port: port(server), host: '127.0.0.1', allowHalfOpen: true });
-  await once(held, 'connect');
-  const [other] = await accepted;
-  sockets.push(held, other);
-  return [held, other];
+  const both = await socketPair();
+  sockets.push(...both);
+  return both;
 }
 
 test('a destination its server reset before the pipe began: the client is reset too, ZL_UPSTREAM_RESET', {
