@@ -3,16 +3,13 @@
  * admin API and the `/shm` API): a coded JSON error, `timedOut` (408) when Node's timeouts cut the
  * request short, `bad` (400) when it was malformed, counted in `zipline_connection_errors_total`
  * under `label`; then the connection closes, as nginx's lingering close: what the client still
- * sends is read and dropped until it closes, for `LINGER_MS` at most. A reset peer just goes.
+ * sends is read and dropped until it closes, for `LINGERING_TIMEOUT_MS` at most. A reset peer just goes.
  */
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
-import { lingeringClose } from '../l4/lingering-close.js';
+import { LINGERING_TIMEOUT_MS, lingeringClose } from '../l4/lingering-close.js';
 import { metrics } from '../metrics/catalog.js';
-
-/** How long a refused client is waited for to close after its answer (nginx `lingering_timeout`). */
-const LINGER_MS = 5_000;
 
 export function answerClientError(
   err: NodeJS.ErrnoException,
@@ -35,6 +32,6 @@ export function answerClientError(
     socket,
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
       `x-zipline-error: ${code}\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
-    LINGER_MS,
+    LINGERING_TIMEOUT_MS,
   );
 }

@@ -7,6 +7,9 @@
  */
 import type { Socket } from 'node:net';
 
+/** How long a refused peer is waited for to close after its answer (nginx `lingering_timeout`). */
+export const LINGERING_TIMEOUT_MS = 5_000;
+
 const drop = (): void => {};
 
 export function lingeringClose(socket: Socket, answer: string | Buffer, lingerMs: number): void {

@@ -4,16 +4,15 @@
  * data after the handshake is never lost. Not a hot path: chunks are concatenated.
  */
 import type { Socket } from 'node:net';
-import { lingeringClose } from '../l4/lingering-close.js';
+import { LINGERING_TIMEOUT_MS, lingeringClose } from '../l4/lingering-close.js';
 
 export type ParseStep<T> = { need: true } | { done: T; used: number };
 
-/** The longest a refused client is waited for to close, after its answer (nginx `lingering_timeout`). */
-const REFUSAL_LINGER_MS = 5_000;
-
 /** How long a refused entry client is waited for: `client_header` when shorter (0: no limit). */
 export function lingerFor(opts: { readonly headerTimeoutMs: number }): number {
-  return opts.headerTimeoutMs > 0 ? Math.min(opts.headerTimeoutMs, REFUSAL_LINGER_MS) : REFUSAL_LINGER_MS;
+  return opts.headerTimeoutMs > 0
+    ? Math.min(opts.headerTimeoutMs, LINGERING_TIMEOUT_MS)
+    : LINGERING_TIMEOUT_MS;
 }
 
 export class HandshakeReader {

@@ -8,15 +8,13 @@
  * of that size; a chunked one reserves each chunk as it arrives. Over the bound: 503
  * `ZL_SHM_BUSY` (+ `Retry-After`), as when the lock is busy. Over the limit of what it is for
  * (capacity, slot): 413 `ZL_SHM_TOO_LARGE`. Either way, a chunked body's rest is read and dropped
- * for up to `BODY_LINGER_MS`, as nginx's lingering close: closing at once, with the client still
+ * for up to `LINGERING_TIMEOUT_MS`, as nginx's lingering close: closing at once, with the client still
  * sending, would reset the connection and the client would lose the answer before reading it (a
  * `Content-Length` one is refused before it is read, and node:http drops its rest).
  */
 import type { IncomingMessage } from 'node:http';
 import { ZiplineError } from '../errors.js';
-
-/** How long the rest of a refused body is read and dropped before the connection is closed. */
-const BODY_LINGER_MS = 5_000;
+import { LINGERING_TIMEOUT_MS } from '../l4/lingering-close.js';
 
 /** Bytes held by the bodies being received for one bridge. */
 export class UploadBudget {
@@ -76,7 +74,7 @@ export function readUpload(req: IncomingMessage, limit: number, budget: UploadBu
       chunks.length = 0;
       req.off('data', collect);
       req.on('data', () => {}); // dropped
-      const linger = setTimeout(() => req.socket.destroy(), BODY_LINGER_MS);
+      const linger = setTimeout(() => req.socket.destroy(), LINGERING_TIMEOUT_MS);
       linger.unref();
       req.once('close', () => clearTimeout(linger));
       reject(err);
