@@ -33,7 +33,7 @@ import { isH2Preface, parseRequestHead, type RequestHead, requestHeadEnd } from 
 import type { ResponseHead } from './parser/response-head.js';
 import { createExchange, type ProxyExchange } from './proxy-exchange.js';
 import { ReadAhead } from './read-ahead.js';
-import { UpgradePump } from './upgrade-pump.js';
+import { type UpgradeEnded, UpgradePump } from './upgrade-pump.js';
 import type { UpstreamConnection } from './upstream-connection.js';
 import { abortWrites, releaseWrites, writeText } from './write-batch.js';
 
@@ -291,7 +291,8 @@ export class ClientConnection implements Downstream, ReadTarget {
     const ex = this.exchange;
     this.exchange = null;
     ex?.clientGone();
-    this.listener.onConnectionClosed(this);
+    // an upgraded connection stays the listener's (idle sweep, drain) until its pump ends
+    if (this.upgraded === null) this.listener.onConnectionClosed(this);
   }
 
   // ---- Downstream -------------------------------------------------------------------------------
@@ -382,10 +383,20 @@ export class ClientConnection implements Downstream, ReadTarget {
     if (!this.closed && this.upgraded === null && !this.ahead.full) this.socket.resume();
   }
 
-  upgrade(ex: ProxyExchange, upstream: UpstreamConnection, head: string, upstreamRest: Buffer): boolean {
+  upgrade(
+    ex: ProxyExchange,
+    upstream: UpstreamConnection,
+    head: string,
+    upstreamRest: Buffer,
+    ended: UpgradeEnded,
+  ): boolean {
     if (this.exchange !== ex || this.closed) return false;
     this.exchange = null;
-    const pump = new UpgradePump(this.socket, upstream.socket, head, this.ahead.take(), upstreamRest);
+    const early = this.ahead.take();
+    const pump = new UpgradePump(this.socket, upstream.socket, head, early, upstreamRest, (i, o, code) => {
+      ended(i, o, code);
+      this.listener.onConnectionClosed(this);
+    });
     upstream.divert = (view) => pump.fromUpstream(view);
     this.upgraded = pump;
     return true;
@@ -441,8 +452,8 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   /** Timeouts, from the listener's sweep. */
   tick(now: number): void {
-    if (this.closed) return;
     const s = this.listener.settings;
+    // upgraded: until both sides are closed (the client's may be, cleanly, before the upstream's)
     if (this.upgraded !== null) {
       const mark = this.upgraded.activity();
       if (mark !== this.idleMark) {
@@ -453,6 +464,7 @@ export class ClientConnection implements Downstream, ReadTarget {
       }
       return;
     }
+    if (this.closed) return;
     const ex = this.exchange;
     if (ex !== null) {
       ex.tick(now, s.clientIdleMs);
@@ -490,8 +502,9 @@ export class ClientConnection implements Downstream, ReadTarget {
     if (this.exchange === null && this.upgraded === null && this.headStartedAt === 0) this.closeAfterWrite();
   }
 
+  /** Drain timeout: closed now. */
   destroy(): void {
-    this.upgraded?.destroy();
+    this.upgraded?.destroy('ZL_DRAIN_TIMEOUT');
     this.socket.destroy();
   }
 }

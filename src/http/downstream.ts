@@ -5,6 +5,7 @@
 import type { ErrorCode } from '../errors.js';
 import type { ResponseHead } from './parser/response-head.js';
 import type { ProxyExchange } from './proxy-exchange.js';
+import type { UpgradeEnded } from './upgrade-pump.js';
 import type { UpstreamConnection } from './upstream-connection.js';
 
 export interface Downstream {
@@ -50,7 +51,14 @@ export interface Downstream {
   /**
    * 101 from upstream: switch to a raw two-way pump (HTTP/1.1 only; false if not possible).
    * The upstream connection's reads must then be diverted to the pump. `upstreamRest` is valid
-   * during the call only.
+   * during the call only. `ended` is called once when the upgraded session is over (both sides
+   * closed), with the bytes it moved each way.
    */
-  upgrade(ex: ProxyExchange, upstream: UpstreamConnection, head: string, upstreamRest: Buffer): boolean;
+  upgrade(
+    ex: ProxyExchange,
+    upstream: UpstreamConnection,
+    head: string,
+    upstreamRest: Buffer,
+    ended: UpgradeEnded,
+  ): boolean;
 }

@@ -25,6 +25,7 @@ import { RequestBody } from './request-body.js';
 import { type ResponseEvents, ResponseReader } from './response-reader.js';
 import type { FailureKind } from './retry-policy.js';
 import { SplicedBody, type SpliceOwner } from './spliced-body.js';
+import type { UpgradeEnded } from './upgrade-pump.js';
 import type { UpstreamConnection, UpstreamOwner } from './upstream-connection.js';
 import { writeText } from './write-batch.js';
 
@@ -43,14 +44,19 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
   private dirty = false;
   /** The native job carrying the rest of the response body, if any. */
   private spliced: SplicedBody | null = null;
-  /** A cancelled native body job has yet to say what it delivered: the end (metrics, log) waits. */
-  private awaitingSplice = false;
+  /**
+   * The end (metrics, access line) waits: for a cancelled native body job to say what it
+   * delivered, or for an upgraded session to close.
+   */
+  private endDeferred = false;
+  /** Bytes the client sent through an upgraded session. */
+  private upgradeBytesIn = 0;
   /** Response body bytes that went through the native splice pump. */
   splicedBytes = 0;
 
   /** Request body bytes received from the client. */
   get bodyBytes(): number {
-    return this.body.bytes;
+    return this.body.bytes + this.upgradeBytesIn;
   }
 
   /** The request body was fully received. */
@@ -264,9 +270,23 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
     this.headSent = true;
     this.state = 'done';
     this.account.release();
+    this.endDeferred = true; // the session's end is the request's (upgradeEnded)
     this.finished();
     const head = buildSwitchingHead(resp, this.route.response);
-    if (!this.down.upgrade(this, conn, head, rest)) socket.destroy();
+    const ended: UpgradeEnded = (i, o, code) => this.upgradeEnded(i, o, code);
+    if (!this.down.upgrade(this, conn, head, rest, ended)) {
+      socket.destroy();
+      this.upgradeEnded(0, 0, 'ZL_CLIENT_ABORTED');
+    }
+  }
+
+  /** The upgraded session closed: bytes each way after the heads, and why (null: cleanly). */
+  private upgradeEnded(bytesIn: number, bytesOut: number, code: ErrorCode | null): void {
+    this.endDeferred = false;
+    this.upgradeBytesIn = bytesIn;
+    this.bytesOut = bytesOut;
+    this.code = code;
+    this.host.onExchangeEnd(this);
   }
 
   private complete(): void {
@@ -293,7 +313,7 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
   }
 
   protected dropAttempt(): void {
-    this.awaitingSplice = this.spliced?.cancel((bytes) => this.splicedUntil(bytes)) === true;
+    this.endDeferred = this.spliced?.cancel((bytes) => this.splicedUntil(bytes)) === true;
     this.spliced = null;
     this.dropConnection();
   }
@@ -308,12 +328,12 @@ export class Exchange extends ExchangeBase implements UpstreamOwner, ResponseEve
     // it can end before it started (a malformed body read with its head): close() gives back what was taken
     this.account.close();
     this.body.release();
-    if (!this.awaitingSplice) this.host.onExchangeEnd(this);
+    if (!this.endDeferred) this.host.onExchangeEnd(this);
   }
 
   /** A cancelled body job delivered `bytes` (0: it did not say in time); the exchange ends now. */
   private splicedUntil(bytes: number): void {
-    this.awaitingSplice = false;
+    this.endDeferred = false;
     this.bytesOut += bytes;
     this.splicedBytes = bytes;
     this.host.onExchangeEnd(this);

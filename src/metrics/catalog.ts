@@ -111,10 +111,14 @@ export const metrics = {
     'code',
   ]),
   // HTTP
-  requestsActive: gauge('zipline_requests_active', 'HTTP requests in flight.', ['listener']),
+  requestsActive: gauge(
+    'zipline_requests_active',
+    'HTTP requests in flight (an upgraded WebSocket session until it closes).',
+    ['listener'],
+  ),
   requestDuration: fastHistogram(
     'zipline_request_duration_seconds',
-    'HTTP request duration.',
+    'HTTP request duration (an upgraded WebSocket session: its length, in the 1xx class).',
     ['listener', 'route', 'upstream', 'code_class'],
     LATENCY_BUCKETS,
   ),

@@ -671,8 +671,21 @@ describe('WebSocket', () => {
     try {
       const got = await webSocketEcho(`ws://${z.addr('web')}/chat`, 100, 100);
       assert.equal(got[99], `message 99 ${'x'.repeat(9900)}`);
-      assert.equal(z.access[0]?.status, 101);
       await until(() => z.rt.activeCount() === 0, 'upgraded connection torn down');
+      // one line at the close (as nginx): the session's bytes, frames and all, each way
+      await until(() => z.access.length === 1, 'the access line');
+      const line = z.access[0];
+      assert.equal(line?.status, 101);
+      assert.equal(line?.error, null);
+      let payload = 0;
+      for (let i = 0; i < 100; i++) payload += `message ${i} `.length + i * 100;
+      // frame headers: at most 8 bytes a frame (client frames are masked), and the close frames
+      for (const bytes of [line?.bytes_in, line?.bytes_out]) {
+        assert.ok(
+          Number(bytes) > payload && Number(bytes) <= payload + 100 * 8 + 16,
+          `${bytes} for ${payload}`,
+        );
+      }
     } finally {
       await z.stop();
     }

@@ -1150,6 +1150,49 @@ listeners:
     }
   });
 
+  test('an upgraded session is one request until it closes: an active request meanwhile, then its access line with the bytes each way and its duration', async () => {
+    const ws = await raw((sock) => {
+      sock.once('data', () => {
+        sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n');
+        sock.on('data', (d: Buffer) => sock.write(d)); // echo
+        sock.on('end', () => sock.end());
+      });
+    });
+    const z = await startRuntime(config([`127.0.0.1:${port(ws)}`]));
+    const [host, p] = splitAddress(z.addr('web'));
+    const client = connect(p, host);
+    const active = async () =>
+      ((await z.rt.stats()).listeners as Record<string, { requests_active: number }>).web?.requests_active;
+    try {
+      let got = Buffer.alloc(0);
+      client.on('data', (d: Buffer) => {
+        got = Buffer.concat([got, d]);
+      });
+      const ended = once(client, 'end');
+      await once(client, 'connect');
+      client.write('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n');
+      await until(() => got.includes('\r\n\r\n'), 'the 101');
+      const headLength = got.indexOf('\r\n\r\n') + 4;
+      client.write(Buffer.alloc(100_000, 0x61));
+      await until(() => got.length === headLength + 100_000, 'the echo');
+      assert.equal(z.access.length, 0, 'no access line while the session is open');
+      assert.equal(await active(), 1);
+      client.end();
+      await ended;
+      await until(() => z.access.length === 1, 'the access line at the close');
+      const line = z.access[0];
+      assert.equal(line?.status, 101);
+      assert.equal(line?.error, null);
+      assert.equal(line?.bytes_in, 100_000);
+      assert.equal(line?.bytes_out, 100_000);
+      assert.ok(Number(line?.response_time) > 0);
+      assert.equal(await active(), 0);
+    } finally {
+      client.destroy();
+      await z.stop();
+    }
+  });
+
   test('an upgraded connection whose client takes nothing is reset at client_idle, so what waits for it is dropped', async () => {
     const ws = await endlessAfter(
       'HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n',
@@ -1167,6 +1210,9 @@ listeners:
       await until(() => l.connections.size === 1, 'the connection upgraded');
       const zside = [...l.connections][0]?.socket as Socket;
       await until(() => l.connections.size === 0, 'closed at client_idle', 5000);
+      assert.equal(z.access.length, 1);
+      assert.equal(z.access[0]?.status, 101);
+      assert.equal(z.access[0]?.error, 'ZL_CLIENT_IDLE_TIMEOUT');
       // closed with a FIN, the client would still receive all of it from zipline's kernel buffers
       client.resume();
       await until(() => client.closed, 'the client connection closed');
