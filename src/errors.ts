@@ -23,7 +23,11 @@ export const ERROR_CATALOG = {
     status: 0,
     description: 'A reload was refused (invalid config, draining); the running configuration is kept.',
   },
-  ZL_DRAIN_TIMEOUT: { status: 0, description: 'Connections still open at `drain_timeout` were closed.' },
+  ZL_DRAIN_TIMEOUT: {
+    status: 503,
+    description:
+      'Connections still open at `drain_timeout` were closed; their access lines carry the code (HTTP: status 503 when no response head had been sent).',
+  },
   ZL_ACCESS_LOG_WRITE: {
     status: 0,
     description:

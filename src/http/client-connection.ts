@@ -291,7 +291,7 @@ export class ClientConnection implements Downstream, ReadTarget {
     const ex = this.exchange;
     this.exchange = null;
     ex?.clientGone();
-    // an upgraded connection stays the listener's (idle sweep, drain) until its pump ends
+    // an upgraded connection stays the listener's (idle sweep, drain) until both sides closed
     if (this.upgraded === null) this.listener.onConnectionClosed(this);
   }
 
@@ -385,20 +385,17 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   upgrade(
     ex: ProxyExchange,
-    upstream: UpstreamConnection,
+    up: UpstreamConnection,
     head: string,
-    upstreamRest: Buffer,
+    rest: Buffer,
     ended: UpgradeEnded,
   ): boolean {
     if (this.exchange !== ex || this.closed) return false;
     this.exchange = null;
-    const early = this.ahead.take();
-    const pump = new UpgradePump(this.socket, upstream.socket, head, early, upstreamRest, (i, o, code) => {
+    this.upgraded = new UpgradePump(this.socket, up, head, this.ahead.take(), rest, (i, o, code) => {
       ended(i, o, code);
       this.listener.onConnectionClosed(this);
     });
-    upstream.divert = (view) => pump.fromUpstream(view);
-    this.upgraded = pump;
     return true;
   }
 
@@ -453,17 +450,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   /** Timeouts, from the listener's sweep. */
   tick(now: number): void {
     const s = this.listener.settings;
-    // upgraded: until both sides are closed (the client's may be, cleanly, before the upstream's)
-    if (this.upgraded !== null) {
-      const mark = this.upgraded.activity();
-      if (mark !== this.idleMark) {
-        this.idleMark = mark;
-        this.idleAt = now;
-      } else if (s.clientIdleMs > 0 && now - this.idleAt >= s.clientIdleMs) {
-        this.upgraded.timeOut();
-      }
-      return;
-    }
+    if (this.upgraded !== null) return void this.upgraded.tick(now, s.clientIdleMs);
     if (this.closed) return;
     const ex = this.exchange;
     if (ex !== null) {
@@ -502,9 +489,10 @@ export class ClientConnection implements Downstream, ReadTarget {
     if (this.exchange === null && this.upgraded === null && this.headStartedAt === 0) this.closeAfterWrite();
   }
 
-  /** Drain timeout: closed now. */
+  /** Drain timeout: closed now, what is in flight ended with `ZL_DRAIN_TIMEOUT`. */
   destroy(): void {
     this.upgraded?.destroy('ZL_DRAIN_TIMEOUT');
+    this.exchange?.clientGone('ZL_DRAIN_TIMEOUT'); // before the close's clientGone() (then a no-op)
     this.socket.destroy();
   }
 }

@@ -264,12 +264,12 @@ export abstract class ExchangeBase implements PickOwner, ProxyExchange {
     this.down.fail(this, code);
   }
 
-  /** The client went away (499). */
-  clientGone(): void {
+  /** The client went away (499), or zipline closed its connection (`ZL_DRAIN_TIMEOUT`). */
+  clientGone(code: ErrorCode = 'ZL_CLIENT_ABORTED'): void {
     if (this.state === 'done') return;
     this.state = 'done';
-    this.code = 'ZL_CLIENT_ABORTED';
-    if (!this.headSent) this.status = 499;
+    this.code = code;
+    if (!this.headSent) this.status = ERROR_CATALOG[code].status;
     this.account.abandon();
     this.cleanup();
     this.finished();

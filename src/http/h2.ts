@@ -170,7 +170,9 @@ export class H2Front {
     for (const s of this.sessions) s.close(); // GOAWAY: open streams finish, no new ones
   }
 
+  /** Drain timeout: what is in flight ends with `ZL_DRAIN_TIMEOUT`, then every session goes. */
   destroyAll(): void {
+    for (const d of [...this.streams]) d.cut('ZL_DRAIN_TIMEOUT');
     for (const s of this.sessions) s.destroy();
   }
 }
@@ -268,6 +270,13 @@ export class H2Downstream implements Downstream {
     stream.on('close', () => this.clientLeft());
     stream.on('drain', () => this.exchange?.onClientDrain());
     ex.start();
+  }
+
+  /** zipline closes the stream (drain timeout): the exchange ends with `code`, the upstream request cancelled. */
+  cut(code: ErrorCode): void {
+    const current = this.exchange;
+    this.exchange = null;
+    current?.clientGone(code);
   }
 
   /** The client reset or closed the stream before the exchange ended: 499, the upstream request cancelled. */

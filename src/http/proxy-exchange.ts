@@ -54,7 +54,8 @@ export interface ProxyExchange extends BodySink {
   start(): void;
   bodyEnd(): void;
   fail(code: ErrorCode): void;
-  clientGone(): void;
+  /** The client went away (499), or zipline closed its connection (`ZL_DRAIN_TIMEOUT`). */
+  clientGone(code?: ErrorCode): void;
   onClientDrain(): void;
   tick(now: number, clientIdleMs: number): void;
 }

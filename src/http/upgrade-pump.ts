@@ -14,22 +14,36 @@ import { abortWrites, releaseWrites } from './write-batch.js';
 /** The session ended: bytes the client sent after its request head, bytes it was sent after the 101 head, and why (null: both sides closed cleanly). */
 export type UpgradeEnded = (bytesIn: number, bytesOut: number, code: ErrorCode | null) => void;
 
+/** The upstream side: its socket, and where its reads go (upstream-connection.ts diverts them after a 101). */
+export interface DivertedUpstream {
+  readonly socket: Socket;
+  divert: ((view: Buffer) => void) | null;
+}
+
 export class UpgradePump {
   private done = false;
   /** Bytes from the client on to the upstream (what it sent after its request head). */
   private bytesIn = 0;
   /** Bytes from the upstream on to the client (after the 101 head). */
   private bytesOut = 0;
+  /** Idle tracking for `client_idle`: the byte count at `idleAt`. */
+  private idleMark = 0;
+  private idleAt = Date.now();
+
+  private readonly upstream: Socket;
 
   constructor(
     private readonly client: Socket,
-    private readonly upstream: Socket,
+    diverted: DivertedUpstream,
     /** The 101 head for the client. */
     head: string,
+    /** What the client sent after its request head, and the upstream after the 101's. */
     early: Buffer | null,
     upstreamRest: Buffer,
     private readonly ended: UpgradeEnded,
   ) {
+    const upstream = diverted.socket;
+    this.upstream = upstream;
     // the client connection's own 'end' and 'drain' handlers give way to the pump's
     client.removeAllListeners('end');
     client.removeAllListeners('drain');
@@ -43,8 +57,9 @@ export class UpgradePump {
       this.bytesIn += early.length;
       upstream.write(early);
     }
-    // both ways the connections' reads are diverted here (`fromClient`, `fromUpstream`): views
-    // of shared read buffers, copied before they are written
+    // both ways the connections' reads are diverted here (`fromClient` by the client connection,
+    // `fromUpstream`): views of shared read buffers, copied before they are written
+    diverted.divert = (view) => this.fromUpstream(view);
     upstream.on('drain', () => client.resume());
     client.on('drain', () => upstream.resume());
     // FIN is passed on (an RST that came with the last bytes is an end in Node: a reset);
@@ -71,17 +86,23 @@ export class UpgradePump {
     if (!this.client.write(Buffer.from(view))) this.upstream.pause();
   }
 
-  /** Changes whenever bytes moved (for the idle sweep). */
-  activity(): number {
-    return this.bytesIn + this.bytesOut;
+  /** From the listener's sweep: `client_idle` with no byte moved either way ends the session. */
+  tick(now: number, clientIdleMs: number): void {
+    const mark = this.bytesIn + this.bytesOut;
+    if (mark !== this.idleMark) {
+      this.idleMark = mark;
+      this.idleAt = now;
+    } else if (clientIdleMs > 0 && now - this.idleAt >= clientIdleMs && !this.done) {
+      this.timeOut();
+    }
   }
 
   /**
-   * `client_idle` with no byte moved: a side that leaves bytes queued in zipline is not reading
-   * (the other side is paused for it), so it is reset and what waits for it dropped, as an HTTP
-   * response the client takes nothing of; a FIN would leave them in the kernel for it.
+   * Idle: a side that leaves bytes queued in zipline is not reading (the other side is paused for
+   * it), so it is reset and what waits for it dropped, as an HTTP response the client takes
+   * nothing of; a FIN would leave them in the kernel for it.
    */
-  timeOut(): void {
+  private timeOut(): void {
     if (this.client.writableLength > 0) abortWrites(this.client, true);
     if (this.upstream.writableLength > 0) abortWrites(this.upstream, true);
     this.destroy('ZL_CLIENT_IDLE_TIMEOUT');

@@ -158,6 +158,59 @@ describe('http lifecycle', () => {
     await until(() => busy.closed, 'busy connection closed after its response');
   });
 
+  test('drain_timeout: what it cuts is logged as ZL_DRAIN_TIMEOUT (503 with no response yet, HTTP/1.1 and h2c; the status sent mid-body; an upgraded session 101), not as a client abort', async () => {
+    const origin = await peers.raw((sock) => {
+      sock.on('error', () => {});
+      sock.once('data', (d: Buffer) => {
+        const path = d.toString('latin1').split(' ')[1];
+        if (path === '/body') sock.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart');
+        else if (path === '/ws')
+          sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n');
+        // anything else: never answered
+      });
+    });
+    const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 300ms
+upstreams:
+  app: { servers: [127.0.0.1:${(origin.address() as { port: number }).port}] }
+listeners:
+  - { name: web, protocol: http, listen: 127.0.0.1:0, upstream: app }
+`);
+    const [host, port] = splitAddress(z.addr('web'));
+    const clients = ['/none', '/body', '/ws'].map((path) => {
+      const c = connect(port, host);
+      c.on('error', () => {});
+      const upgrade = path === '/ws' ? 'Connection: Upgrade\r\nUpgrade: test\r\n' : '';
+      c.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n${upgrade}\r\n`);
+      return c;
+    });
+    const h2 = await import('node:http2');
+    const session = h2.connect(`http://${z.addr('web')}`);
+    session.on('error', () => {});
+    const stream = session.request({ ':path': '/h2' });
+    stream.on('error', () => {});
+    try {
+      const l = z.rt.listeners.get('web') as unknown as HttpListener;
+      await until(async () => {
+        const web = ((await z.rt.stats()).listeners as Record<string, { requests_active: number }>).web;
+        return web?.requests_active === 4;
+      }, 'four requests in flight');
+      assert.ok(l.activeCount() >= 4);
+      await z.stop();
+      const byPath = Object.fromEntries(z.access.map((a) => [a.path, [a.status, a.error]]));
+      assert.deepEqual(byPath, {
+        '/none': [503, 'ZL_DRAIN_TIMEOUT'],
+        '/body': [200, 'ZL_DRAIN_TIMEOUT'],
+        '/ws': [101, 'ZL_DRAIN_TIMEOUT'],
+        '/h2': [503, 'ZL_DRAIN_TIMEOUT'],
+      });
+    } finally {
+      for (const c of clients) c.destroy();
+      session.destroy();
+    }
+  });
+
   test('random bytes on the listener: coded 4xx or a close, never a crash; fds return', async () => {
     const o = await origin();
     const z = await startRuntime(yaml(o.address, o.address, '/b/'));

@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { after, test } from 'node:test';
 import type { ErrorCode } from '../../src/errors.js';
-import { UpgradePump } from '../../src/http/upgrade-pump.js';
+import { type DivertedUpstream, UpgradePump } from '../../src/http/upgrade-pump.js';
 import { endOf, socketPair, until } from '../helpers/net.js';
 
 const HEAD = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n';
@@ -33,11 +33,12 @@ async function pumped(beforePump: (zUpstream: Socket) => void = () => {}) {
   zUpstream.pause();
   beforePump(zUpstream);
   const ends: Ended[] = [];
-  const pump = new UpgradePump(zClient, zUpstream, HEAD, null, Buffer.alloc(0), (bytesIn, bytesOut, code) =>
+  const upstream: DivertedUpstream = { socket: zUpstream, divert: null };
+  const pump = new UpgradePump(zClient, upstream, HEAD, null, Buffer.alloc(0), (bytesIn, bytesOut, code) =>
     ends.push({ bytesIn, bytesOut, code }),
   );
   zClient.on('data', (v: Buffer) => pump.fromClient(v));
-  zUpstream.on('data', (v: Buffer) => pump.fromUpstream(v));
+  zUpstream.on('data', (v: Buffer) => upstream.divert?.(v));
   return { client, zClient, zUpstream, origin, ends, pump };
 }
 
