@@ -961,6 +961,46 @@ for (const native of engine.available ? ['auto', 'off'] : ['off']) {
     assert.equal(await answer, OPEN_STATUS.NOT_ALLOWED);
   });
 
+  test(`a forward's client that resets while its stream is opening is seen gone: 499 when the relay answers, the stream reset (agent native: ${native})`, async () => {
+    let ack: (() => void) | null = null;
+    const resets: number[] = [];
+    const agent = await agentAgainst(
+      native,
+      '    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:9 }]',
+      (type, id, _payload, sock) => {
+        if (type === FRAME.HELLO) sock.write(HELLO_ACK);
+        // the OPEN is answered only when the test says so
+        if (type === FRAME.OPEN)
+          ack = () => sock.write(encodeFrame(FRAME.OPEN_ACK, 0, id, Buffer.from([OPEN_STATUS.OK])));
+        if (type === FRAME.RST) resets.push(id);
+      },
+    );
+    await until(() => agent.rt.agent?.links[0]?.state === 'up', 'agent session up');
+    const [h, p] = splitAddress(agent.rt.agent?.addresses()['forwards[0]'] ?? '');
+    const client = connect(p, h);
+    client.on('error', () => {});
+    await once(client, 'connect');
+    client.write('early');
+    await until(() => ack !== null, 'the OPEN at the relay');
+    client.resetAndDestroy();
+    // `pause()` leaves Node reading up to the socket's high-water mark, so the RST is read now;
+    // a handle that stopped reading would only find out once the pipe began
+    await until(
+      () => agent.rt.agent?.activeCount() === 0,
+      "the client's reset seen while the stream opens",
+      5000,
+    );
+    (ack as unknown as () => void)();
+    const line = await until(
+      () => agent.access.find((l) => l.listener === 'tunnel.agent.forwards[0]'),
+      'access line',
+      5000,
+    );
+    assert.equal(line?.status, 499);
+    assert.equal(line?.error, 'ZL_CLIENT_ABORTED');
+    await until(() => resets.length === 1, 'the stream reset toward the relay', 5000);
+  });
+
   test(`a stream whose session ends in the read that accepted it: the client is closed at once, not left to idle_timeout (agent native: ${native})`, async () => {
     const agent = await agentAgainst(
       native,
