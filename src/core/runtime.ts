@@ -24,6 +24,7 @@ import { existingPool } from '../http/pool.js';
 import type { L4Context } from '../l4/context.js';
 import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
+import { RetiredListeners } from '../l4/retired-listeners.js';
 import { TcpListener } from '../l4/tcp-listener.js';
 import { udpKeysForRestart } from '../l4/udp-common.js';
 import { UdpListener } from '../l4/udp-listener.js';
@@ -67,7 +68,7 @@ export class Runtime {
   readonly upstreams = new Map<string, Upstream>();
   readonly listeners = new Map<string, Listener>();
   /** Listeners removed by a reload that still have connections. */
-  private readonly retired = new Set<Listener>();
+  private readonly retired = new RetiredListeners();
   readonly admin: AdminServer;
   /**
    * The shm bridges, the tunnel and the proxy entries (socks5, http_proxy) are loaded when the
@@ -325,19 +326,16 @@ export class Runtime {
   private async retire(l: Listener): Promise<void> {
     this.listeners.delete(l.name);
     await l.stopAccepting();
-    if (l.activeCount() > 0) this.retired.add(l);
+    this.retired.add(l); // kept while it has connections
   }
 
   /** Open connections and sessions across current and retired listeners. */
   activeCount(): number {
     let n = 0;
     for (const l of this.listeners.values()) n += l.activeCount();
-    for (const l of this.retired) {
-      const c = l.activeCount();
-      if (c === 0) this.retired.delete(l);
-      n += c;
-    }
-    return n + (this.relay?.activeCount() ?? 0) + (this.agent?.activeCount() ?? 0);
+    return (
+      n + this.retired.activeCount() + (this.relay?.activeCount() ?? 0) + (this.agent?.activeCount() ?? 0)
+    );
   }
 
   /** Ready when this process is, and (primary) every worker is running and ready. */
@@ -375,8 +373,8 @@ export class Runtime {
     metrics.draining.set(1);
     const started = Date.now();
     for (const l of [...this.listeners.values()]) {
-      this.retired.add(l);
       await l.stopAccepting();
+      this.retired.add(l);
     }
     this.listeners.clear();
     await this.relay?.stopAccepting();
@@ -392,7 +390,7 @@ export class Runtime {
         { left, code: 'ZL_DRAIN_TIMEOUT' satisfies ErrorCode },
         'drain timeout: closing what is left',
       );
-      for (const l of this.retired) l.destroyAll();
+      this.retired.destroyAll();
       this.agent?.destroyAll();
       this.relay?.destroyAll();
       // native data paths confirm asynchronously: let their last access lines be written first
@@ -459,7 +457,7 @@ export class Runtime {
       draining: this.draining,
       listeners,
       upstreams,
-      retired_listeners: [...this.retired].map((l) => ({ name: l.name, active: l.activeCount() })),
+      retired_listeners: this.retired.stats(),
       tunnel:
         this.relay === null && this.agent === null
           ? null
@@ -475,7 +473,7 @@ export class Runtime {
       existingPool(u)?.refreshMetrics();
     }
     for (const l of this.listeners.values()) l.refreshMetrics();
-    for (const l of this.retired) l.refreshMetrics();
+    this.retired.refreshMetrics();
     this.relay?.refreshMetrics();
     this.agent?.refreshMetrics();
   }

@@ -55,7 +55,11 @@ export class HttpListener implements Listener, ExchangeHost {
   private readonly totalCounter;
   /** The native acceptor draining this listener's queue, if any. */
   private acceptId: number | null = null;
+  /** Stopped accepting (retired by a reload, or draining). */
+  private stopped = false;
   private activeRequests = 0;
+  /** What `zipline_requests_active` was last given. */
+  private reportedActive = 0;
   /** Metrics, /stats counts and access lines of the requests answered. */
   readonly requests: RequestLog;
 
@@ -148,6 +152,7 @@ export class HttpListener implements Listener, ExchangeHost {
   }
 
   async stopAccepting(): Promise<void> {
+    this.stopped = true;
     if (this.acceptId !== null) {
       const id = this.acceptId;
       this.acceptId = null;
@@ -186,9 +191,13 @@ export class HttpListener implements Listener, ExchangeHost {
     };
   }
 
-  /** `zipline_requests_active` is set from a plain counter at scrape time (no gauge call per request). */
+  /**
+   * `zipline_requests_active` follows a plain counter at scrape time (no gauge call per request),
+   * by what changed since the last scrape: a retired listener of the same name adds its share.
+   */
   refreshMetrics(): void {
-    this.activeGauge.set(this.activeRequests);
+    this.activeGauge.inc(this.activeRequests - this.reportedActive);
+    this.reportedActive = this.activeRequests;
   }
 
   // ---- what connections and exchanges use -------------------------------------------------------
@@ -209,8 +218,9 @@ export class HttpListener implements Listener, ExchangeHost {
     return this.ctx.upstream(name);
   }
 
+  /** The process drains, or a reload retired this listener: responses close their connections. */
   draining(): boolean {
-    return this.ctx.draining();
+    return this.stopped || this.ctx.draining();
   }
 
   onExchangeStart(): void {

@@ -211,6 +211,56 @@ listeners:
     }
   });
 
+  test('a listener a reload retired with a request in flight: its response closes the connection, requests_active counts it beside its successor, and it leaves /stats when done', async () => {
+    const waiting: (() => void)[] = [];
+    const slow = await origin((_req, res) => {
+      waiting.push(() => res.end('done'));
+    });
+    const at = (host: string) => `
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  a: { servers: [${slow.address}] }
+listeners:
+  - { name: web, protocol: http, listen: ${host}:0, upstream: a }
+`;
+    const z = await startRuntime(at('127.0.0.1'));
+    const active = async () => {
+      const text = await (await fetch(`${z.rt.admin.url()}metrics`)).text();
+      return Number(/^zipline_requests_active\{listener="web"\} (\d+)/m.exec(text)?.[1]);
+    };
+    const retired = async () => (await z.rt.stats()).retired_listeners as { name: string; active: number }[];
+    try {
+      const old = await KeepAliveClient.open(z.addr('web'));
+      const first = old.send(get('/a'));
+      first.catch(() => {}); // awaited below; a failed assertion before would leave it unhandled
+      await until(() => waiting.length === 1, 'the first request at the origin');
+      const next = loadConfigText(at('127.0.0.2'), {});
+      assert.ok(next.ok);
+      await z.rt.reload(next.config);
+      const clients = [await KeepAliveClient.open(z.addr('web')), await KeepAliveClient.open(z.addr('web'))];
+      const later = clients.map((c) => c.send(get('/b')));
+      for (const l of later) l.catch(() => {});
+      await until(() => waiting.length === 3, 'two more requests at the origin, on the new listener');
+      assert.equal(await active(), 3, "the retired listener's request and its successor's two");
+      assert.deepEqual(await retired(), [{ name: 'web', active: 1 }]);
+      for (const answer of waiting.splice(0)) answer();
+      const r = await first;
+      assert.equal(
+        r.headers.get('connection')?.[0],
+        'close',
+        'the retired listener keeps no connection alive',
+      );
+      await until(() => old.closed, 'the connection to the retired listener closed');
+      for (const l of await Promise.all(later)) assert.notEqual(l.headers.get('connection')?.[0], 'close');
+      await until(async () => (await retired()).length === 0, 'the retired listener gone from /stats');
+      assert.equal(await active(), 0);
+      for (const c of clients) c.close();
+    } finally {
+      for (const answer of waiting.splice(0)) answer(); // a failed assertion left them waiting
+      await z.stop();
+    }
+  });
+
   test('random bytes on the listener: coded 4xx or a close, never a crash; fds return', async () => {
     const o = await origin();
     const z = await startRuntime(yaml(o.address, o.address, '/b/'));
