@@ -20,6 +20,7 @@ import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
 import { OverLimit } from '../log/over-limit.js';
 import { metrics } from '../metrics/catalog.js';
+import { ScrapedGauge } from '../metrics/scraped-gauge.js';
 import { ProxyGate } from '../proxy-protocol/gate.js';
 import type { Upstream } from '../upstream/upstream.js';
 import type { Routed } from './admission.js';
@@ -51,15 +52,15 @@ export class HttpListener implements Listener, ExchangeHost {
   private readonly overLimit: OverLimit;
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweepEveryMs = 0;
-  private readonly activeGauge;
+  /** `zipline_requests_active` and `zipline_downstream_connections_active`. */
+  private readonly requestsGauge: ScrapedGauge;
+  private readonly connectionsGauge: ScrapedGauge;
   private readonly totalCounter;
   /** The native acceptor draining this listener's queue, if any. */
   private acceptId: number | null = null;
   /** Stopped accepting (retired by a reload, or draining). */
   private stopped = false;
   private activeRequests = 0;
-  /** What `zipline_requests_active` was last given. */
-  private reportedActive = 0;
   /** Metrics, /stats counts and access lines of the requests answered. */
   readonly requests: RequestLog;
 
@@ -73,7 +74,8 @@ export class HttpListener implements Listener, ExchangeHost {
     this.requests = new RequestLog(name, cfg.protocol, () => ctx.accessLog);
     this.source = cfg;
     this.settings = compileHttpListener(cfg);
-    this.activeGauge = metrics.requestsActive.labels(name);
+    this.requestsGauge = new ScrapedGauge(metrics.requestsActive.labels(name));
+    this.connectionsGauge = new ScrapedGauge(metrics.downstreamActive.labels(name));
     this.totalCounter = metrics.downstreamTotal.labels(name);
     this.proxyGate = new ProxyGate(name, ctx.log, () => this.settings.proxyProtocol);
     this.clientGate = new ClientGate(name, ctx.log);
@@ -191,13 +193,10 @@ export class HttpListener implements Listener, ExchangeHost {
     };
   }
 
-  /**
-   * `zipline_requests_active` follows a plain counter at scrape time (no gauge call per request),
-   * by what changed since the last scrape: a retired listener of the same name adds its share.
-   */
+  /** Requests and connections open, as gauges at scrape time (scraped-gauge.ts). */
   refreshMetrics(): void {
-    this.activeGauge.inc(this.activeRequests - this.reportedActive);
-    this.reportedActive = this.activeRequests;
+    this.requestsGauge.report(this.activeRequests);
+    this.connectionsGauge.report(this.activeCount());
   }
 
   // ---- what connections and exchanges use -------------------------------------------------------

@@ -68,7 +68,7 @@ export const metrics = {
   // downstream
   downstreamActive: gauge(
     'zipline_downstream_connections_active',
-    'Open client connections (UDP: sessions).',
+    'Open client connections (UDP: sessions; http/https listeners too since 2026-12-07, HTTP/2 ones included).',
     ['listener'],
   ),
   downstreamTotal: counter(

@@ -211,7 +211,7 @@ listeners:
     }
   });
 
-  test('a listener a reload retired with a request in flight: its response closes the connection, requests_active counts it beside its successor, and it leaves /stats when done', async () => {
+  test('a listener a reload retired with a request in flight: its response closes the connection, requests_active and downstream_connections_active count it beside its successor, and it leaves /stats when done', async () => {
     const waiting: (() => void)[] = [];
     const slow = await origin((_req, res) => {
       waiting.push(() => res.end('done'));
@@ -224,9 +224,14 @@ listeners:
   - { name: web, protocol: http, listen: ${host}:0, upstream: a }
 `;
     const z = await startRuntime(at('127.0.0.1'));
-    const active = async () => {
+    const gauges = async () => {
       const text = await (await fetch(`${z.rt.admin.url()}metrics`)).text();
-      return Number(/^zipline_requests_active\{listener="web"\} (\d+)/m.exec(text)?.[1]);
+      const value = (name: string) =>
+        Number(new RegExp(`^${name}\\{listener="web"\\} (\\d+)`, 'm').exec(text)?.[1]);
+      return {
+        requests: value('zipline_requests_active'),
+        connections: value('zipline_downstream_connections_active'),
+      };
     };
     const retired = async () => (await z.rt.stats()).retired_listeners as { name: string; active: number }[];
     try {
@@ -241,7 +246,8 @@ listeners:
       const later = clients.map((c) => c.send(get('/b')));
       for (const l of later) l.catch(() => {});
       await until(() => waiting.length === 3, 'two more requests at the origin, on the new listener');
-      assert.equal(await active(), 3, "the retired listener's request and its successor's two");
+      // the retired listener's request and connection, and its successor's two
+      assert.deepEqual(await gauges(), { requests: 3, connections: 3 });
       assert.deepEqual(await retired(), [{ name: 'web', active: 1 }]);
       for (const answer of waiting.splice(0)) answer();
       const r = await first;
@@ -253,8 +259,9 @@ listeners:
       await until(() => old.closed, 'the connection to the retired listener closed');
       for (const l of await Promise.all(later)) assert.notEqual(l.headers.get('connection')?.[0], 'close');
       await until(async () => (await retired()).length === 0, 'the retired listener gone from /stats');
-      assert.equal(await active(), 0);
+      assert.deepEqual(await gauges(), { requests: 0, connections: 2 });
       for (const c of clients) c.close();
+      await until(async () => (await gauges()).connections === 0, 'no connection open');
     } finally {
       for (const answer of waiting.splice(0)) answer(); // a failed assertion left them waiting
       await z.stop();
