@@ -943,6 +943,28 @@ async function agentAgainst(
 
 const HELLO_ACK = helloAckFrame();
 
+/**
+ * An agent with one TCP forward against a relay of the test's own that answers HELLO (`onFrame`
+ * sees every later frame), once its session is up; `client()` connects to the forward.
+ */
+async function forwardAgainst(
+  native: string,
+  onFrame: (type: number, id: number, payload: Buffer, sock: Socket) => void,
+) {
+  const agent = await agentAgainst(
+    native,
+    '    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:9 }]',
+    (type, id, payload, sock) => {
+      if (type === FRAME.HELLO) sock.write(HELLO_ACK);
+      else onFrame(type, id, payload, sock);
+    },
+  );
+  await until(() => agent.rt.agent?.links[0]?.state === 'up', 'agent session up');
+  const [h, p] = splitAddress(agent.rt.agent?.addresses()['forwards[0]'] ?? '');
+  const client = (): Socket => connect(p, h).on('error', () => {});
+  return { agent, client };
+}
+
 for (const native of engine.available ? ['auto', 'off'] : ['off']) {
   test(`an agent refuses a stream its relay opens toward it: OPEN_ACK 2 at once (agent native: ${native})`, async () => {
     let answered: (status: number) => void = () => {};
@@ -964,21 +986,13 @@ for (const native of engine.available ? ['auto', 'off'] : ['off']) {
   test(`a forward's client that resets while its stream is opening is seen gone: 499 when the relay answers, the stream reset (agent native: ${native})`, async () => {
     let ack: (() => void) | null = null;
     const resets: number[] = [];
-    const agent = await agentAgainst(
-      native,
-      '    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:9 }]',
-      (type, id, _payload, sock) => {
-        if (type === FRAME.HELLO) sock.write(HELLO_ACK);
-        // the OPEN is answered only when the test says so
-        if (type === FRAME.OPEN)
-          ack = () => sock.write(encodeFrame(FRAME.OPEN_ACK, 0, id, Buffer.from([OPEN_STATUS.OK])));
-        if (type === FRAME.RST) resets.push(id);
-      },
-    );
-    await until(() => agent.rt.agent?.links[0]?.state === 'up', 'agent session up');
-    const [h, p] = splitAddress(agent.rt.agent?.addresses()['forwards[0]'] ?? '');
-    const client = connect(p, h);
-    client.on('error', () => {});
+    const { agent, client: forwardClient } = await forwardAgainst(native, (type, id, _payload, sock) => {
+      // the OPEN is answered only when the test says so
+      if (type === FRAME.OPEN)
+        ack = () => sock.write(encodeFrame(FRAME.OPEN_ACK, 0, id, Buffer.from([OPEN_STATUS.OK])));
+      if (type === FRAME.RST) resets.push(id);
+    });
+    const client = forwardClient();
     await once(client, 'connect');
     client.write('early');
     await until(() => ack !== null, 'the OPEN at the relay');
@@ -1002,26 +1016,18 @@ for (const native of engine.available ? ['auto', 'off'] : ['off']) {
   });
 
   test(`a stream whose session ends in the read that accepted it: the client is closed at once, not left to idle_timeout (agent native: ${native})`, async () => {
-    const agent = await agentAgainst(
-      native,
-      '    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:9 }]',
-      (type, id, _payload, sock) => {
-        if (type === FRAME.HELLO) sock.write(HELLO_ACK);
-        // OPEN_ACK 0 and, in the same write, a frame that ends the session (WINDOW_UPDATE of 0)
-        if (type === FRAME.OPEN)
-          sock.write(
-            Buffer.concat([
-              encodeFrame(FRAME.OPEN_ACK, 0, id, Buffer.from([OPEN_STATUS.OK])),
-              encodeFrame(FRAME.WINDOW_UPDATE, 0, 0, Buffer.alloc(4)),
-            ]),
-          );
-      },
-    );
-    await until(() => agent.rt.agent?.links[0]?.state === 'up', 'agent session up');
-    const [h, p] = splitAddress(agent.rt.agent?.addresses()['forwards[0]'] ?? '');
-    const client = connect(p, h);
+    const { agent, client: forwardClient } = await forwardAgainst(native, (type, id, _payload, sock) => {
+      // OPEN_ACK 0 and, in the same write, a frame that ends the session (WINDOW_UPDATE of 0)
+      if (type === FRAME.OPEN)
+        sock.write(
+          Buffer.concat([
+            encodeFrame(FRAME.OPEN_ACK, 0, id, Buffer.from([OPEN_STATUS.OK])),
+            encodeFrame(FRAME.WINDOW_UPDATE, 0, 0, Buffer.alloc(4)),
+          ]),
+        );
+    });
+    const client = forwardClient();
     const gone = new Promise<void>((r) => client.once('close', () => r()));
-    client.on('error', () => {});
     client.resume();
     client.write('hello');
     // (without the fix the connection waited for idle_timeout: 10 minutes)
