@@ -645,6 +645,29 @@ describe('the agent data paths', () => {
     assert.ok(offered <= 8 * 16384, `${offered} bytes offered to zstd out of ${random.length}`);
   });
 
+  test('agent entries count their connections as every listener does (zipline_downstream_connections_active and _total)', async () => {
+    const { entry } = await startPair('    socks5: 127.0.0.1:0');
+    const series = (name: string) => metricValue(name, 'listener="tunnel.agent.socks5"');
+    const active = await series('zipline_downstream_connections_active');
+    const total = await series('zipline_downstream_connections_total');
+    const [h, p] = splitAddress(entry('socks5'));
+    const clients = [connect(p, h), connect(p, h)];
+    for (const c of clients) {
+      c.on('error', () => {});
+      await once(c, 'connect');
+    }
+    await until(
+      async () => (await series('zipline_downstream_connections_active')) === active + 2,
+      'two open connections counted',
+    );
+    assert.equal(await series('zipline_downstream_connections_total'), total + 2);
+    for (const c of clients) c.destroy();
+    await until(
+      async () => (await series('zipline_downstream_connections_active')) === active,
+      'both closed',
+    );
+  });
+
   test('HTTP-proxy entry: CONNECT with early data in the same write; the access line counts each byte once', async () => {
     const echo = await tcpEcho();
     cleanup.push(() => closeServer(echo));
