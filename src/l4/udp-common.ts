@@ -3,7 +3,7 @@
  * pre-bound metrics, and the accounting of an ended session (metrics + one access-log line).
  */
 import type { UdpListenerConfig } from '../config/schema.js';
-import type { ErrorCode } from '../errors.js';
+import { ERROR_CATALOG, type ErrorCode } from '../errors.js';
 import { isoNow } from '../log/access-line.js';
 import { metrics } from '../metrics/catalog.js';
 import { type ClientAccess, compileClientAccess } from './client-access.js';
@@ -97,7 +97,8 @@ export function recordUdpSessionEnd(
     protocol: 'udp',
     client_ip: s.clientIp,
     client_port: s.clientPort,
-    status: s.error === null ? 200 : 502,
+    // as a TCP line's: the code's HTTP-like status (502 for those that have none)
+    status: s.error === null ? 200 : ERROR_CATALOG[s.error].status || 502,
     upstream: settings.upstream,
     upstream_addr: s.upstreamAddr,
     attempts: 1,

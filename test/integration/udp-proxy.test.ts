@@ -284,6 +284,7 @@ for (const mode of ['auto', 'off'] as const) {
       assert.equal(z.access.length, 1, 'the session was logged before drain() resolved');
       assert.equal(z.access[0]?.close, 'drain');
       assert.equal(z.access[0]?.error, 'ZL_DRAIN_TIMEOUT');
+      assert.equal(z.access[0]?.status, 503);
       assert.equal(z.rt.activeCount(), 0);
     });
 
@@ -296,6 +297,7 @@ for (const mode of ['auto', 'off'] as const) {
         c.send('anyone?', p, host);
         await until(() => z.access.length === 1, 'the session to end on ICMP unreachable');
         assert.equal(z.access[0]?.error, 'ZL_UPSTREAM_CONNECT_REFUSED');
+        assert.equal(z.access[0]?.status, 502);
         assert.equal(z.access[0]?.close, 'error');
         assert.equal(z.rt.listeners.get('u')?.activeCount(), 0);
       } finally {
