@@ -142,6 +142,7 @@ export class H2Front {
     // listener sockets allow half-open (HTTP/1.1 needs it); HTTP/2 has no use for it, and node:http2
     // ends a session only when its socket closes: a client's FIN would leave ours in CLOSE_WAIT
     socket.once('end', () => socket.end());
+    socket.once('close', () => this.listener.countBytes(socket));
     this.server.emit('connection', socket);
   }
 

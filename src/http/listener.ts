@@ -35,7 +35,7 @@ import { realIpWarning, requestClientIp } from './real-ip.js';
 import { type LocalPeer, RequestLog } from './request-log.js';
 import { compileHttpListener, type HttpListenerSettings, h2HeadWarning } from './settings.js';
 import { TlsState } from './tls.js';
-import { directWritesAvailable, prepareWrites } from './write-batch.js';
+import { bytesWritten, directWritesAvailable, prepareWrites } from './write-batch.js';
 
 export class HttpListener implements Listener, ExchangeHost {
   readonly protocol: 'http' | 'https';
@@ -56,6 +56,9 @@ export class HttpListener implements Listener, ExchangeHost {
   private readonly requestsGauge: ScrapedGauge;
   private readonly connectionsGauge: ScrapedGauge;
   private readonly totalCounter;
+  /** `zipline_downstream_bytes_total`, added as each client socket closes. */
+  private readonly rxBytes;
+  private readonly txBytes;
   /** The native acceptor draining this listener's queue, if any. */
   private acceptId: number | null = null;
   /** Stopped accepting (retired by a reload, or draining). */
@@ -77,6 +80,8 @@ export class HttpListener implements Listener, ExchangeHost {
     this.requestsGauge = new ScrapedGauge(metrics.requestsActive.labels(name));
     this.connectionsGauge = new ScrapedGauge(metrics.downstreamActive.labels(name));
     this.totalCounter = metrics.downstreamTotal.labels(name);
+    this.rxBytes = metrics.downstreamBytes.labels(name, 'rx');
+    this.txBytes = metrics.downstreamBytes.labels(name, 'tx');
     this.proxyGate = new ProxyGate(name, ctx.log, () => this.settings.proxyProtocol);
     this.clientGate = new ClientGate(name, ctx.log);
     this.overLimit = new OverLimit(name, ctx.log, () => this.settings.maxConnections);
@@ -228,6 +233,8 @@ export class HttpListener implements Listener, ExchangeHost {
 
   onExchangeEnd(ex: ProxyExchange): void {
     this.activeRequests--;
+    // a spliced body went out around Node, where the socket's byte count does not see it
+    if (ex.splicedBytes > 0) this.txBytes.inc(ex.splicedBytes);
     this.requests.exchange(ex);
   }
 
@@ -390,8 +397,16 @@ export class HttpListener implements Listener, ExchangeHost {
     });
   }
 
+  /** An HTTP/1.1 connection ended (once; an upgraded one when both its sides closed). */
   onConnectionClosed(conn: ClientConnection): void {
     this.connections.delete(conn);
+    this.countBytes(conn.socket);
+  }
+
+  /** A client socket closed (HTTP/1.1, or HTTP/2 from h2.ts): the bytes it read and wrote (after TLS). */
+  countBytes(socket: Socket): void {
+    this.rxBytes.inc(socket.bytesRead);
+    this.txBytes.inc(bytesWritten(socket));
   }
 
   // ---- timeouts ---------------------------------------------------------------------------------

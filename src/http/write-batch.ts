@@ -35,7 +35,14 @@ const HELD = Symbol('zipline.heldWrites');
 const TEXT = Symbol('zipline.heldText');
 /** The socket's fd for direct sends, -1 when it takes none (looked up once). */
 const FD = Symbol('zipline.directFd');
-type Holdable = Socket & { [HELD]?: boolean; [TEXT]?: string | undefined; [FD]?: number | undefined };
+/** Bytes sent directly: `socket.bytesWritten` does not see them. */
+const SENT = Symbol('zipline.directSent');
+type Holdable = Socket & {
+  [HELD]?: boolean;
+  [TEXT]?: string | undefined;
+  [FD]?: number | undefined;
+  [SENT]?: number;
+};
 
 /** The most text held for one direct send (native/pump/send.c `SEND_MAX`). */
 export const DIRECT_MAX = 16 * 1024;
@@ -79,6 +86,12 @@ export function prepareWrites(socket: Socket): void {
   s[HELD] = false;
   s[TEXT] = undefined;
   s[FD] = undefined;
+  s[SENT] = 0;
+}
+
+/** Bytes written to `socket`: what Node wrote and what direct sends did. */
+export function bytesWritten(socket: Socket): number {
+  return socket.bytesWritten + ((socket as Holdable)[SENT] ?? 0);
 }
 
 /** Writes `bytes` to `socket` at the end of this turn (corked), after what is held. */
@@ -149,6 +162,7 @@ function sendText(s: Holdable): void {
   // destroyed meanwhile: nothing more goes out (as for corked writes)
   if (s.destroyed || send === null) return;
   const n = send(s[FD] as number, text);
+  if (n > 0) s[SENT] = (s[SENT] ?? 0) + n;
   if (n === text.length) return;
   // the rest, or all of it after EAGAIN or an error: Node queues it, or reports the error
   s.write(n > 0 ? text.slice(n) : text, 'latin1');

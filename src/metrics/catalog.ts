@@ -86,10 +86,11 @@ export const metrics = {
     'Accepts that failed for want of descriptors or memory (by errno: EMFILE, ENFILE, ENOBUFS, ENOMEM); each pauses the native acceptor for 250 ms.',
     ['listener', 'code'],
   ),
-  downstreamBytes: counter('zipline_downstream_bytes_total', 'Bytes to (tx) and from (rx) clients.', [
-    'listener',
-    'direction',
-  ]),
+  downstreamBytes: counter(
+    'zipline_downstream_bytes_total',
+    'Bytes to (tx) and from (rx) clients, added as each connection ends (http/https: after TLS, since 2026-12-07).',
+    ['listener', 'direction'],
+  ),
   connectionErrors: counter(
     'zipline_connection_errors_total',
     'Connections or sessions that ended with an error code.',

@@ -5,19 +5,24 @@
  * garbage never takes the process down.
  */
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
 import { loadConfigText } from '../../src/config/load.js';
 import type { HttpListener } from '../../src/http/listener.js';
 import { existingPool } from '../../src/http/pool.js';
 import { get, KeepAliveClient, parseResponse, rawRequest, testPeers } from '../helpers/http.js';
+import { seriesValue } from '../helpers/metrics.js';
 import { openFds, splitAddress, until } from '../helpers/net.js';
 import { rng } from '../helpers/rng.js';
-import { startRuntime } from '../helpers/zipline.js';
+import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const peers = testPeers();
 after(() => peers.cleanup());
 const origin = peers.origin;
+const TLS = join(ROOT, 'test/fixtures/tls');
 
 function yaml(a: string, b: string, prefixForB: string): string {
   return `
@@ -264,6 +269,69 @@ listeners:
       await until(async () => (await gauges()).connections === 0, 'no connection open');
     } finally {
       for (const answer of waiting.splice(0)) answer(); // a failed assertion left them waiting
+      await z.stop();
+    }
+  });
+
+  test('zipline_downstream_bytes_total: every byte HTTP/1.1 clients sent and received (direct sends, a spliced 1 MiB body, TLS), and HTTP/2 sessions', async () => {
+    const big = Buffer.alloc(1 << 20, 0x62);
+    const o = await origin((req, res) => res.end(req.url === '/big' ? big : 'ok'));
+    const z = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  a: { servers: [${o.address}] }
+listeners:
+  - { name: counted, protocol: http, listen: 127.0.0.1:0, upstream: a }
+  - name: counted_tls
+    protocol: https
+    listen: 127.0.0.1:0
+    upstream: a
+    tls: { cert: ${join(TLS, 'a.crt')}, key: ${join(TLS, 'a.key')} }
+`);
+    const bytes = async (listener: string): Promise<[number, number]> => {
+      const series = (d: string) =>
+        seriesValue(`zipline_downstream_bytes_total{listener="${listener}",direction="${d}"}`);
+      return [await series('rx'), await series('tx')];
+    };
+    /** Three requests on one connection (the last asks to close): what the client sent and received. */
+    const exchange = async (open: () => Socket): Promise<[number, number]> => {
+      const c = open();
+      let received = 0;
+      c.on('data', (d: Buffer) => {
+        received += d.length;
+      });
+      const text = get('/small') + get('/big') + get('/small', 'x.test', 'Connection: close\r\n');
+      c.write(text);
+      await once(c, 'end');
+      c.destroy();
+      return [Buffer.byteLength(text), received];
+    };
+    try {
+      const [h, p] = splitAddress(z.addr('counted'));
+      const plain = await exchange(() => connect(p, h));
+      assert.ok(plain[1] > big.length, 'the 1 MiB body came');
+      await until(async () => (await bytes('counted')).join() === plain.join(), 'plain HTTP/1.1 counted');
+      const [th, tp] = splitAddress(z.addr('counted_tls'));
+      const tls = await exchange(() => tlsConnect({ host: th, port: tp, rejectUnauthorized: false }));
+      await until(
+        async () => (await bytes('counted_tls')).join() === tls.join(),
+        'HTTP/1.1 over TLS counted',
+      );
+      // HTTP/2 (h2c): at least the body each way's frames carry
+      const h2 = await import('node:http2');
+      const session = h2.connect(`http://${z.addr('counted')}`);
+      await new Promise<void>((resolve) => {
+        const req = session.request({ ':path': '/big' });
+        req.resume();
+        req.on('end', () => resolve());
+      });
+      session.close();
+      await until(
+        async () => (await bytes('counted'))[1] >= plain[1] + big.length,
+        'the HTTP/2 session counted',
+      );
+      assert.ok((await bytes('counted'))[0] > plain[0] + 24, 'its preface and frames read');
+    } finally {
       await z.stop();
     }
   });
