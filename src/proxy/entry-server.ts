@@ -33,7 +33,7 @@ export interface EntryResult {
   readonly error: ErrorCode | 'idle_timeout' | null;
 }
 
-/** Counts an entry connection's error and writes its access line (socks5/http_proxy listeners, agent entries). */
+/** Counts an entry connection's bytes and error and writes its access line (socks5/http_proxy listeners, agent entries). */
 export function reportEntry(
   accessLog: AccessLog,
   listener: string,
@@ -42,6 +42,8 @@ export function reportEntry(
   r: EntryResult,
   startedAt: number,
 ): void {
+  metrics.downstreamBytes.labels(listener, 'rx').inc(r.bytesIn);
+  metrics.downstreamBytes.labels(listener, 'tx').inc(r.bytesOut);
   if (r.error !== null) metrics.connectionErrors.labels(listener, r.error).inc();
   if (!accessLog.enabled) return;
   accessLog.write({

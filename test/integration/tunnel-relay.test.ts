@@ -674,6 +674,9 @@ describe('the agent data paths', () => {
     const { agent, entry } = await startPair('    http_proxy: 127.0.0.1:0');
     const [h, p] = splitAddress(entry('http_proxy'));
     const head = `CONNECT 127.0.0.1:${port(echo)} HTTP/1.1\r\nHost: 127.0.0.1:${port(echo)}\r\n\r\n`;
+    const bytes = (d: string) =>
+      metricValue('zipline_downstream_bytes_total', `listener="tunnel.agent.http_proxy",direction="${d}"`);
+    const [rx, tx] = [await bytes('rx'), await bytes('tx')];
     const s = connect(p, h);
     s.end(`${head}early`); // the request and bytes for the destination in one write
     let out = '';
@@ -686,6 +689,9 @@ describe('the agent data paths', () => {
     assert.ok(line);
     assert.equal(line.bytes_in, head.length + 'early'.length);
     assert.equal(line.bytes_out, out.length);
+    // and the listener's byte series, as every listener's
+    assert.equal(await bytes('rx'), rx + head.length + 'early'.length);
+    assert.equal(await bytes('tx'), tx + out.length);
   });
 
   test('HTTP-proxy entry, absolute-form: the origin gets origin-form and Connection: close, and keeps its framing even when Connection names it', async () => {
