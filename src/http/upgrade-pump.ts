@@ -37,8 +37,9 @@ export class UpgradePump {
     diverted: DivertedUpstream,
     /** The 101 head for the client. */
     head: string,
-    /** What the client sent after its request head, and the upstream after the 101's. */
+    /** What the client sent after its request head. */
     early: Buffer | null,
+    /** What the upstream sent after the 101's head (a view, valid during the call). */
     upstreamRest: Buffer,
     private readonly ended: UpgradeEnded,
   ) {
