@@ -15,9 +15,12 @@
  */
 #include "pump.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define ACCEPT_BATCH 256
@@ -36,7 +39,10 @@ typedef struct acceptor {
 
 static acceptor_t *acceptors;
 
-static void post_fd(uint32_t lid, int fd) {
+/* The peer's address goes with the fd: accept4() gives it even when the peer has reset the
+   connection since (getpeername() would then fail with ENOTCONN, and the access log would have
+   no client address for exactly the connections worth looking into). */
+static void post_fd(uint32_t lid, int fd, const struct sockaddr_storage *from) {
   event_t *ev = calloc(1, sizeof *ev);
   if (ev == NULL) {
     close(fd);
@@ -45,6 +51,15 @@ static void post_fd(uint32_t lid, int fd) {
   ev->type = EV_ACCEPTED;
   ev->lid = lid;
   ev->id = (uint32_t)fd;
+  if (from->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)from;
+    inet_ntop(AF_INET, &a->sin_addr, ev->ip, sizeof ev->ip);
+    ev->port = ntohs(a->sin_port);
+  } else if (from->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)from;
+    inet_ntop(AF_INET6, &a->sin6_addr, ev->ip, sizeof ev->ip);
+    ev->port = ntohs(a->sin6_port);
+  }
   pump_post(ev);
 }
 
@@ -91,9 +106,12 @@ void accept_command(cmd_t *m) {
 void accept_event(tag_t *t) {
   acceptor_t *a = t->obj;
   for (int i = 0; i < ACCEPT_BATCH; i++) {
-    int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct sockaddr_storage from;
+    socklen_t len = sizeof from;
+    from.ss_family = AF_UNSPEC;
+    int fd = accept4(a->fd, (struct sockaddr *)&from, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      post_fd(a->lid, fd);
+      post_fd(a->lid, fd, &from);
       continue;
     }
     int err = errno;

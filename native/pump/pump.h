@@ -20,12 +20,12 @@ typedef struct tag {
 enum { EV_TCP_DONE = 0, EV_UDP_NEW = 1, EV_UDP_END = 2, EV_ACCEPTED = 3, EV_BODY_DONE = 4, EV_ACCEPT_CLOSED = 5, EV_ACCEPT_PAUSED = 6 };
 typedef struct {
   int type;
-  uint32_t id;  /* TCP connection id or UDP session id */
-  uint32_t lid; /* UDP listener id */
+  uint32_t id;  /* TCP connection id, UDP session id, or an accepted fd */
+  uint32_t lid; /* UDP listener id, or the acceptor's */
   int reason;
   int err;
   double n[4];
-  char ip[64];
+  char ip[64]; /* a new UDP client's address, an accepted connection's peer ("" if not IP) */
   int port;
 } event_t;
 

@@ -124,7 +124,7 @@ export class HttpListener implements Listener, ExchangeHost {
     if (this.source.native === 'auto') {
       this.acceptId = nativePump.acceptOn(
         this.server as never,
-        (fd) => this.acceptFd(fd),
+        (fd, ip, port) => this.acceptFd(fd, ip, port),
         acceptPausedReporter(this.name, this.ctx.log),
       );
     }
@@ -292,15 +292,17 @@ export class HttpListener implements Listener, ExchangeHost {
   }
 
   /** A connection the native thread accepted (native/pump/accept.c). */
-  private acceptFd(fd: number): void {
+  private acceptFd(fd: number, ip: string, port: number): void {
     // plain HTTP reads into the shared buffer (client-connection.ts); TLS reads the socket itself
     const reads: ClientReads | null = this.protocol === 'http' ? { conn: null } : null;
     const socket: Socket | null =
       reads === null
-        ? socketFromFd(fd, false)
+        ? socketFromFd(fd, false, ip, port)
         : socketFromFd(
             fd,
             false,
+            ip,
+            port,
             sharedReads(reads, () => socket),
           );
     if (socket === null) return;

@@ -82,11 +82,16 @@ export async function bindSocket(
 
 /**
  * A socket for an fd the native thread accepted (null, fd closed, if Node refuses it). `paused`
- * gives what `pauseOnConnect` gives: nothing is read until the owner resumes it.
+ * gives what `pauseOnConnect` gives: nothing is read until the owner resumes it. `ip`/`port`:
+ * the peer as accept4() gave it, which the socket reports as its `remoteAddress`/`remotePort`
+ * (Node's own cache of getpeername(), `_peername`, since 0.x) — also after the peer reset the
+ * connection, when getpeername() fails.
  */
 export function socketFromFd(
   fd: number,
   paused: boolean,
+  ip: string,
+  port: number,
   onread?: { buffer: Buffer; callback: (n: number, buf: Uint8Array) => boolean },
 ): Socket | null {
   try {
@@ -98,7 +103,12 @@ export function socketFromFd(
       pauseOnCreate: paused,
       ...(onread === undefined ? {} : { onread }),
     };
-    return new Socket(opts as ConstructorParameters<typeof Socket>[0]);
+    const socket = new Socket(opts as ConstructorParameters<typeof Socket>[0]);
+    if (ip !== '') {
+      const family = ip.includes(':') ? 'IPv6' : 'IPv4';
+      (socket as unknown as { _peername: object })._peername = { address: ip, family, port };
+    }
+    return socket;
   } catch {
     closeSync(fd);
     return null;

@@ -33,6 +33,9 @@ export interface BodyClient {
   onBodyDone(reason: PumpReason, errno: number, bytes: number): void;
 }
 
+/** A connection the native thread accepted: its fd and its peer's address ("" and 0 if not IP). */
+export type AcceptedFd = (fd: number, ip: string, port: number) => void;
+
 export interface PumpClient {
   /** Called once, on the event loop, when the pump has let go of both sockets. */
   onPumpDone(reason: PumpReason, errno: number, bytesAtoB: number, bytesBtoA: number): void;
@@ -153,7 +156,7 @@ export class NativePump {
   /** Each native acceptor's owner: its new fds, and its pauses (out of descriptors or memory: the errno). */
   private readonly acceptors = new Map<
     number,
-    { readonly onFd: (fd: number) => void; readonly onPaused: (errno: number) => void }
+    { readonly onFd: AcceptedFd; readonly onPaused: (errno: number) => void }
   >();
   private readonly bodies = new Map<number, BodyClient>();
   private readonly acceptClosing = new Map<number, () => void>();
@@ -226,7 +229,7 @@ export class NativePump {
         const onFd = this.acceptors.get(lid)?.onFd;
         if (onFd === undefined)
           closeSync(id); // the listener stopped meanwhile
-        else onFd(id);
+        else onFd(id, ip, port);
       } else if (type === EV.udpEnd) {
         this.udp.get(lid)?.onSessionEnd(id, reason as UdpEndReason, errno, {
           datagramsIn: n0,
@@ -261,13 +264,13 @@ export class NativePump {
 
   /**
    * Drains `listening`'s accept queue on the native thread (see native/pump/accept.c); each new
-   * connection's fd goes to `onFd` on the event loop, and `onPaused` hears of each accept that
+   * connection's fd goes to `onFd` on the event loop with its peer's address from accept4(), and `onPaused` hears of each accept that
    * failed for want of descriptors or memory (the thread then leaves the socket for 250 ms).
    * Returns an id for `acceptOff`, or null when the native path is not available.
    */
   acceptOn(
     listening: { _handle?: unknown },
-    onFd: (fd: number) => void,
+    onFd: AcceptedFd,
     onPaused: (errno: number) => void,
   ): number | null {
     const handle = listening._handle as { fd?: number } | null | undefined;

@@ -100,7 +100,7 @@ export class TcpListener implements Listener {
     if (this.settings.native)
       this.acceptId = nativePump.acceptOn(
         this.server as never,
-        (fd) => this.acceptFd(fd),
+        (fd, ip, port) => this.acceptFd(fd, ip, port),
         acceptPausedReporter(this.name, this.ctx.log),
       );
   }
@@ -159,8 +159,8 @@ export class TcpListener implements Listener {
   }
 
   /** A connection the native thread accepted: paused, as `pauseOnConnect` gives them. */
-  private acceptFd(fd: number): void {
-    const socket = socketFromFd(fd, true);
+  private acceptFd(fd: number, ip: string, port: number): void {
+    const socket = socketFromFd(fd, true, ip, port);
     if (socket === null) return;
     socket.setNoDelay(true);
     socket.setKeepAlive(true);

@@ -19,12 +19,17 @@ type Annotated = Socket & { [kClientAddress]?: ProxyAddress; [kLocalAddress]?: P
 
 /**
  * The client's address: the one a PROXY header gave for this socket (or for the TCP socket under
- * this TLS one), else the socket's peer.
+ * this TLS one), else the socket's peer (a TLS socket's own, else the one its TCP socket knows:
+ * accept4()'s when the native thread accepted it, which outlives a reset; see listen.ts).
  */
 export function clientAddressOf(socket: Socket): ProxyAddress {
   const s = socket as Annotated;
-  const given = s[kClientAddress] ?? (s as { _parent?: Annotated | null })._parent?.[kClientAddress];
-  return given ?? { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 };
+  const parent = (s as { _parent?: Annotated | null })._parent;
+  const given = s[kClientAddress] ?? parent?.[kClientAddress];
+  if (given !== undefined) return given;
+  const ip = socket.remoteAddress ?? parent?.remoteAddress;
+  if (ip !== undefined) return { ip, port: socket.remotePort ?? parent?.remotePort ?? 0 };
+  return { ip: '', port: 0 };
 }
 
 /** The address the client connected to: the header's destination, else the socket's own. */
