@@ -108,7 +108,8 @@ export const ERROR_CATALOG = {
   // downstream
   ZL_CLIENT_ABORTED: {
     status: 499,
-    description: 'HTTP: the client closed its connection before the response was complete (logged as 499).',
+    description:
+      'HTTP: the client closed its connection before the response was complete (logged as 499). socks5/http_proxy entries: the client closed it before its handshake was complete.',
   },
   ZL_CLIENT_RESET: { status: 499, description: 'The client reset its connection.' },
   ZL_CLIENT_IDLE_TIMEOUT: {
@@ -207,7 +208,8 @@ export const ERROR_CATALOG = {
   },
   ZL_HTTP_HEADER_TIMEOUT: {
     status: 408,
-    description: 'The request head (or TLS handshake) was not complete within `timeouts.client_header`.',
+    description:
+      'The request head (or TLS handshake) was not complete within `timeouts.client_header`; socks5/http_proxy entries: the SOCKS5 greeting and request or the proxy request head.',
   },
   ZL_HTTP_NO_ROUTE: { status: 404, description: 'No route of the listener matches the host and path.' },
   ZL_HTTP_BODY_TIMEOUT: {

@@ -188,6 +188,6 @@ export const TUNNEL_REFERENCE = {
   },
   'tunnel.agent.native': {
     default: 'auto',
-    doc: '`auto` runs sessions on the native tunnel engine when it was built (Linux): TLS, frames, windows and the bytes between local connections and the tunnel stay in one native thread. `off` runs them in JavaScript, as on Windows and macOS. A reload applies a change to the next session with each relay.',
+    doc: '`auto` runs sessions on the native tunnel engine when it was built (Linux): TLS, frames, windows and the bytes between local connections and the tunnel stay in one native thread; the entries also accept on the native thread (docs/CONFIG.md, `listeners[].native`). `off` runs them in JavaScript, as on Windows and macOS. A reload applies a change to the next session with each relay (to how the entries accept: at restart).',
   },
 } as const satisfies Record<string, KeyDoc>;

@@ -7,9 +7,11 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { formatHostPort } from '../config/units.js';
 import type { ErrorCode } from '../errors.js';
-import { listenOn } from '../l4/listen.js';
+import { acceptPausedReporter } from '../l4/accept-guard.js';
+import { listenOn, socketFromFd } from '../l4/listen.js';
+import { nativePump } from '../l4/native-pump.js';
 import { isoNow } from '../log/access-line.js';
-import type { AccessLog } from '../log/logger.js';
+import type { AccessLog, Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import type { ProxyGate } from '../proxy-protocol/gate.js';
 import { clientAddressOf } from '../proxy-protocol/reader.js';
@@ -84,6 +86,8 @@ export class EntryServer {
   private admit: Admit | null = null;
   /** socks5/http_proxy `proxy_protocol`: connections from the balancers begin with a PROXY header. */
   proxyGate: ProxyGate | null = null;
+  /** The native acceptor draining this server's queue, if any (Linux with the addon). */
+  private acceptId: number | null = null;
 
   constructor(
     readonly name: string,
@@ -107,8 +111,28 @@ export class EntryServer {
     this.admit = admit;
   }
 
-  listen(address: string, reusePort = false): Promise<void> {
-    return listenOn(this.server, address, this.name, reusePort);
+  /**
+   * Listens. `nativeAccept`, where the addon is built: the native thread accepts beside libuv, as
+   * for tcp and http listeners (native/pump/accept.c): a burst is taken at once, and each
+   * connection comes with its peer's address from accept4(), which a client that reset at once
+   * no longer has by the time JavaScript asks.
+   */
+  async listen(address: string, log: Logger, nativeAccept: boolean, reusePort = false): Promise<void> {
+    await listenOn(this.server, address, this.name, reusePort);
+    if (!nativeAccept) return;
+    this.acceptId = nativePump.acceptOn(
+      this.server as never,
+      (fd, ip, port) => this.acceptFd(fd, ip, port),
+      acceptPausedReporter(this.name, log),
+    );
+  }
+
+  private acceptFd(fd: number, ip: string, port: number): void {
+    const socket = socketFromFd(fd, false, ip, port);
+    if (socket === null) return;
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true);
+    this.onConnection(socket);
   }
 
   address(): string {
@@ -173,7 +197,12 @@ export class EntryServer {
   }
 
   /** Stops accepting; open connections continue. */
-  stop(): Promise<void> {
+  async stop(): Promise<void> {
+    if (this.acceptId !== null) {
+      const id = this.acceptId;
+      this.acceptId = null;
+      await nativePump.acceptOff(id); // the thread's copy of the listening socket first
+    }
     return new Promise((resolve) => {
       if (!this.server.listening) return resolve();
       this.server.close(() => resolve());

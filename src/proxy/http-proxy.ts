@@ -18,7 +18,7 @@ import type { Destination } from '../tunnel/address.js';
 import { OPEN_STATUS } from '../tunnel/constants.js';
 import { type Dialer, statusOf } from './dialer.js';
 import type { EntryOptions, EntryResult } from './entry-server.js';
-import { HandshakeReader, lingerFor, type ParseStep } from './handshake-reader.js';
+import { HandshakeReader, handshakeFailure, lingerFor, type ParseStep } from './handshake-reader.js';
 import { pipeStream } from './pipe.js';
 
 const MAX_HEAD = 16 * 1024;
@@ -97,10 +97,12 @@ export async function serveHttpProxy(
   done: (r: EntryResult) => void,
 ): Promise<void> {
   const reader = new HandshakeReader(socket, MAX_HEAD);
+  let timedOut = false;
   // a client too slow to send its head is answered and closed (the read below then fails); 0: no limit
   const timer =
     opts.headerTimeoutMs > 0
       ? setTimeout(() => {
+          timedOut = true;
           socket.end(answer(408, 'Request Timeout', 'ZL_HTTP_HEADER_TIMEOUT'));
           socket.destroySoon();
         }, opts.headerTimeoutMs)
@@ -122,7 +124,7 @@ export async function serveHttpProxy(
     } else {
       clearTimeout(timer);
       socket.destroy();
-      done({ ...result, error: 'ZL_PROXY_BAD_REQUEST' });
+      done(handshakeFailure(result, err, timedOut));
     }
     return;
   }

@@ -108,7 +108,7 @@ export class ProxyListener implements Listener {
   }
 
   async start(): Promise<void> {
-    await this.entry.listen(this.source.listen, this.reusePort);
+    await this.entry.listen(this.source.listen, this.log, true, this.reusePort);
     const host = parseHostPort(this.address())?.host ?? '';
     const warning = openProxyWarning(host, this.source.clients);
     if (warning !== null)

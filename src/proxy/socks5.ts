@@ -16,7 +16,7 @@ import { addressLength, type Destination, readAddress, writeAddress } from '../t
 import { OPEN_STATUS } from '../tunnel/constants.js';
 import { type Dialer, httpStatusOfReply, statusOf } from './dialer.js';
 import type { EntryOptions, EntryResult } from './entry-server.js';
-import { HandshakeReader, lingerFor, type ParseStep } from './handshake-reader.js';
+import { HandshakeReader, handshakeFailure, lingerFor, type ParseStep } from './handshake-reader.js';
 import { pipeStream } from './pipe.js';
 
 const CMD = { CONNECT: 1, BIND: 2, UDP_ASSOCIATE: 3 } as const;
@@ -71,8 +71,14 @@ export async function serveSocks5(
   done: (r: EntryResult) => void,
 ): Promise<void> {
   const reader = new HandshakeReader(socket, 1024);
+  let timedOut = false;
   const timer =
-    opts.headerTimeoutMs > 0 ? setTimeout(() => socket.destroy(), opts.headerTimeoutMs) : undefined;
+    opts.headerTimeoutMs > 0
+      ? setTimeout(() => {
+          timedOut = true;
+          socket.destroy();
+        }, opts.headerTimeoutMs)
+      : undefined;
   let result: EntryResult = { method: 'SOCKS5', dest: '', status: 400, bytesIn: 0, bytesOut: 0, error: null };
   /** Answers `status` (a SOCKS5 reply) and closes; the access line's status follows it unless given. */
   const fail = (status: number, error: ErrorCode | null, logged = httpStatusOfReply(status)): void => {
@@ -143,10 +149,10 @@ export async function serveSocks5(
       return;
     }
     fail(7, 'ZL_PROXY_BAD_REQUEST'); // command not supported
-  } catch {
+  } catch (err) {
     clearTimeout(timer);
     socket.destroy();
-    done({ ...result, error: result.error ?? 'ZL_PROXY_BAD_REQUEST' });
+    done(handshakeFailure(result, err, timedOut));
   }
 }
 

@@ -89,7 +89,7 @@ export class TunnelAgent implements Dialer {
         },
         this.ctx.draining,
       );
-      await server.listen(listen);
+      await server.listen(listen, this.ctx.log, this.cfg.native !== 'off');
       this.entries.push({ kind, server });
     };
     try {

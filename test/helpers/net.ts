@@ -1,4 +1,5 @@
 /** Socket helpers for tests: fake upstreams that behave and misbehave, and small clients. */
+import { spawnSync } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -230,4 +231,35 @@ export async function until<T>(
     if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/** Child script: connects N clients to host:port, resets each as it connects, prints their ports. */
+const RESET_AT_ONCE = `
+const net = require('node:net');
+const [host, port, n] = process.argv.slice(1);
+const ports = [];
+for (let i = 0; i < Number(n); i++) {
+  const s = net.connect(Number(port), host, () => {
+    ports.push(s.localPort);
+    s.resetAndDestroy();
+    if (ports.length === Number(n)) console.log(ports.join(' '));
+  });
+  s.on('error', (err) => { console.error(err.message); process.exit(1); });
+}`;
+
+/**
+ * `n` clients that connect to `host:port` and reset at once, from a child process run while this
+ * process's event loop is blocked: a native acceptor (native/pump/accept.c) in this process
+ * accepts every connection meanwhile, and each has been reset before JavaScript sees it. Returns
+ * the clients' ports, sorted.
+ */
+export function resetAtOnceBlocking(host: string, port: number, n: number): number[] {
+  const child = spawnSync(process.execPath, ['-e', RESET_AT_ONCE, host, String(port), String(n)], {
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+  if (child.status !== 0) throw new Error(`the resetting clients failed: ${child.stderr}`);
+  const ports = child.stdout.trim().split(/\s+/).map(Number);
+  if (ports.length !== n) throw new Error(`${ports.length} of ${n} clients connected`);
+  return ports.sort((a, b) => a - b);
 }

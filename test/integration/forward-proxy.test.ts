@@ -2,13 +2,24 @@
  * `socks5` and `http_proxy` listeners (the same entries the tunnel agent runs) closing what they
  * refuse: the answer reaches the client, then the connection is closed, whether the client sent
  * far more than a handshake, never closes its side, or ends a UDP association with a FIN; and
- * `client_header: 0` means no limit, as on http listeners.
+ * `client_header: 0` means no limit, as on http listeners. A handshake that does not complete is
+ * logged as what ended it, with the client's address.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { closeServer, endOf, port, RESETS_TOLD, splitAddress, tcpServer, until } from '../helpers/net.js';
+import { nativePump } from '../../src/l4/native-pump.js';
+import {
+  closeServer,
+  endOf,
+  port,
+  RESETS_TOLD,
+  resetAtOnceBlocking,
+  splitAddress,
+  tcpServer,
+  until,
+} from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
 
 /**
@@ -139,5 +150,81 @@ listeners:
     await z.stop();
     await closeServer(atOnce);
     await closeServer(later);
+  }
+});
+
+test('a handshake that does not complete is logged as what ended it: the client FIN 499 ZL_CLIENT_ABORTED, its RST 499 ZL_CLIENT_RESET, client_header 408 ZL_HTTP_HEADER_TIMEOUT', {
+  timeout: 20_000,
+}, async () => {
+  const z = await startRuntime(`
+listeners:
+  - { name: hp, protocol: http_proxy, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 300ms } }
+  - { name: sk, protocol: socks5, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 300ms } }
+`);
+  const lineOf = async (listener: string, n: number): Promise<[unknown, unknown]> => {
+    await until(
+      () => z.access.filter((l) => l.listener === listener).length === n,
+      `${n} access lines of ${listener}`,
+    );
+    const line = z.access.filter((l) => l.listener === listener)[n - 1];
+    return [line?.status, line?.error];
+  };
+  try {
+    for (const [name, partial] of [
+      ['hp', 'CONNECT 127.0.0.1'],
+      ['sk', '\u0005'],
+    ] as const) {
+      // a FIN before the handshake is complete, with part of it sent, then with nothing
+      const fin = await client(z.addr(name));
+      fin.s.end(partial, 'latin1');
+      await fin.closed;
+      assert.deepEqual(await lineOf(name, 1), [499, 'ZL_CLIENT_ABORTED'], `${name}: FIN`);
+      const empty = await client(z.addr(name));
+      empty.s.end();
+      await empty.closed;
+      assert.deepEqual(await lineOf(name, 2), [499, 'ZL_CLIENT_ABORTED'], `${name}: FIN, no byte`);
+      // an RST (before: 400 and ZL_PROXY_BAD_REQUEST, or status 0 from the HTTP proxy)
+      const rst = await client(z.addr(name));
+      rst.s.resetAndDestroy();
+      assert.deepEqual(await lineOf(name, 3), [499, 'ZL_CLIENT_RESET'], `${name}: RST`);
+      // silence past client_header: closed (the HTTP proxy answers 408 first)
+      const quiet = await client(z.addr(name));
+      await quiet.closed;
+      assert.deepEqual(await lineOf(name, 4), [408, 'ZL_HTTP_HEADER_TIMEOUT'], `${name}: timeout`);
+      if (name === 'hp') assert.match(quiet.got().toString('latin1'), /^HTTP\/1\.1 408 /);
+      else assert.equal(quiet.got().length, 0);
+    }
+    await until(() => z.rt.activeCount() === 0, 'every connection closed');
+  } finally {
+    await z.stop();
+  }
+});
+
+test('socks5 and http_proxy clients that reset at once are logged with their address (the native acceptor: accept4 gives it)', {
+  skip: nativePump.available ? false : 'the native acceptor (Linux, addon built)',
+}, async () => {
+  const z = await startRuntime(`
+listeners:
+  - { name: hp, protocol: http_proxy, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'] }
+  - { name: sk, protocol: socks5, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'] }
+`);
+  try {
+    for (const name of ['hp', 'sk']) {
+      const [host, p] = splitAddress(z.addr(name));
+      const ports = resetAtOnceBlocking(host, p, 10);
+      await until(() => z.access.filter((l) => l.listener === name).length === 10, `${name}: access lines`);
+      const lines = z.access.filter((l) => l.listener === name);
+      assert.deepEqual(
+        lines.map((l) => l.client_ip),
+        ports.map(() => '127.0.0.1'),
+      );
+      assert.deepEqual(
+        lines.map((l) => Number(l.client_port)).sort((a, b) => a - b),
+        ports,
+      );
+      for (const l of lines) assert.deepEqual([l.status, l.error], [499, 'ZL_CLIENT_RESET']);
+    }
+  } finally {
+    await z.stop();
   }
 });

@@ -1,6 +1,5 @@
 /** The TCP proxy on real loopback sockets, against fake upstreams that behave and misbehave. */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type { Server, Socket } from 'node:net';
@@ -18,6 +17,7 @@ import {
   RESETS_TOLD,
   readAll,
   refusedPort,
+  resetAtOnceBlocking,
   splitAddress,
   tcpEcho,
   tcpServer,
@@ -36,20 +36,6 @@ async function keep(s: Promise<Server>): Promise<Server> {
 }
 
 let native: 'auto' | 'off' = 'auto';
-
-/** Child script: connects N clients to host:port, resets each as it connects, prints their ports. */
-const RESET_AT_ONCE = `
-const net = require('node:net');
-const [host, port, n] = process.argv.slice(1);
-const ports = [];
-for (let i = 0; i < Number(n); i++) {
-  const s = net.connect(Number(port), host, () => {
-    ports.push(s.localPort);
-    s.resetAndDestroy();
-    if (ports.length === Number(n)) console.log(ports.join(' '));
-  });
-  s.on('error', (err) => { console.error(err.message); process.exit(1); });
-}`;
 
 function config(upstreamServers: string[], extra = '', listenerExtra = ''): string {
   return `
@@ -270,19 +256,7 @@ for (const mode of ['auto', 'off'] as const) {
       const z = await startRuntime(config([`127.0.0.1:${port(echo)}`]));
       try {
         const [host, p] = splitAddress(z.addr('t'));
-        // the event loop is blocked while the child runs: the native thread accepts every
-        // connection, and each has been reset before JavaScript sees it
-        const child = spawnSync(process.execPath, ['-e', RESET_AT_ONCE, host, String(p), '20'], {
-          encoding: 'utf8',
-          timeout: 20_000,
-        });
-        assert.equal(child.status, 0, child.stderr);
-        const ports = child.stdout
-          .trim()
-          .split(/\s+/)
-          .map(Number)
-          .sort((a, b) => a - b);
-        assert.equal(ports.length, 20);
+        const ports = resetAtOnceBlocking(host, p, 20); // native-accepted, reset before JavaScript ran
         await until(() => z.access.length === 20, 'access lines');
         assert.deepEqual(
           z.access.map((a) => a.client_ip),
