@@ -20,7 +20,7 @@ import {
   tcpServer,
   until,
 } from '../helpers/net.js';
-import { startRuntime } from '../helpers/zipline.js';
+import { type AccessLine, startRuntime } from '../helpers/zipline.js';
 
 /**
  * A client that reads everything; `closed` once the connection is closed. `halfOpen`: it does not
@@ -40,21 +40,26 @@ async function client(
   return { s, got: () => Buffer.concat(chunks), closed };
 }
 
+/** Listeners: an http_proxy (`hp`) and a socks5 (`sk`) one, with `client_header: 300ms`. */
+const ENTRIES_300MS = `
+listeners:
+  - { name: hp, protocol: http_proxy, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 300ms } }
+  - { name: sk, protocol: socks5, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 300ms } }`;
+
+/** Waits for `listener`'s n-th access line (and no more), and returns it. */
+async function nthLine(access: readonly AccessLine[], listener: string, n: number): Promise<AccessLine> {
+  const of = (): AccessLine[] => access.filter((l) => l.listener === listener);
+  await until(() => of().length === n, `${n} access lines of ${listener}`);
+  return of()[n - 1] as AccessLine;
+}
+
 test('socks5 and http_proxy close what they refuse: a head far over the limit, a client that never closes, a UDP association ended by a FIN', {
   timeout: 20_000,
 }, async () => {
-  const z = await startRuntime(`
-listeners:
-  - { name: hp, protocol: http_proxy, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 300ms } }
-  - { name: sk, protocol: socks5, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 300ms } }
+  const z = await startRuntime(`${ENTRIES_300MS}
   - { name: sk0, protocol: socks5, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 0s } }
 `);
-  const logged = async (listener: string, n: number): Promise<void> => {
-    await until(
-      () => z.access.filter((l) => l.listener === listener).length === n,
-      `${n} access lines of ${listener}`,
-    );
-  };
+  const logged = (listener: string, n: number): Promise<AccessLine> => nthLine(z.access, listener, n);
   try {
     // 200 KB after an unfinished request line (the head limit is 16 KiB), then FIN: the answer and
     // a close. Zipline used to stop reading at the limit, so past its first read (64 KiB) it never
@@ -156,18 +161,10 @@ listeners:
 test('a handshake that does not complete is logged as what ended it: the client FIN 499 ZL_CLIENT_ABORTED, its RST 499 ZL_CLIENT_RESET, client_header 408 ZL_HTTP_HEADER_TIMEOUT', {
   timeout: 20_000,
 }, async () => {
-  const z = await startRuntime(`
-listeners:
-  - { name: hp, protocol: http_proxy, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 300ms } }
-  - { name: sk, protocol: socks5, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'], timeouts: { client_header: 300ms } }
-`);
+  const z = await startRuntime(ENTRIES_300MS);
   const lineOf = async (listener: string, n: number): Promise<[unknown, unknown]> => {
-    await until(
-      () => z.access.filter((l) => l.listener === listener).length === n,
-      `${n} access lines of ${listener}`,
-    );
-    const line = z.access.filter((l) => l.listener === listener)[n - 1];
-    return [line?.status, line?.error];
+    const line = await nthLine(z.access, listener, n);
+    return [line.status, line.error];
   };
   try {
     for (const [name, partial] of [
@@ -203,11 +200,7 @@ listeners:
 test('socks5 and http_proxy clients that reset at once are logged with their address (the native acceptor: accept4 gives it)', {
   skip: nativePump.available ? false : 'the native acceptor (Linux, addon built)',
 }, async () => {
-  const z = await startRuntime(`
-listeners:
-  - { name: hp, protocol: http_proxy, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'] }
-  - { name: sk, protocol: socks5, listen: 127.0.0.1:0, allow: ['127.0.0.1:*'] }
-`);
+  const z = await startRuntime(ENTRIES_300MS);
   try {
     for (const name of ['hp', 'sk']) {
       const [host, p] = splitAddress(z.addr(name));
