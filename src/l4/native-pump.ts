@@ -264,8 +264,9 @@ export class NativePump {
 
   /**
    * Drains `listening`'s accept queue on the native thread (see native/pump/accept.c); each new
-   * connection's fd goes to `onFd` on the event loop with its peer's address from accept4(), and `onPaused` hears of each accept that
-   * failed for want of descriptors or memory (the thread then leaves the socket for 250 ms).
+   * connection's fd goes to `onFd` on the event loop with its peer's address from accept4(), and
+   * `onPaused` hears of each accept that failed for want of descriptors or memory (the thread
+   * then leaves the socket for 250 ms).
    * Returns an id for `acceptOff`, or null when the native path is not available.
    */
   acceptOn(

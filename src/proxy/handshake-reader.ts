@@ -12,7 +12,7 @@ import type { EntryResult } from './entry-server.js';
 /**
  * The peer left before the handshake was complete: `ZL_CLIENT_ABORTED` after its FIN,
  * `ZL_CLIENT_RESET` after its RST (an RST that came with the last bytes included, where the addon
- * can tell), or `null` when the socket was destroyed on zipline's side (a deadline).
+ * can tell), or `null` when zipline destroyed the socket (the handshake's deadline, the drain's).
  */
 export class HandshakeEnded extends Error {
   constructor(readonly code: 'ZL_CLIENT_ABORTED' | 'ZL_CLIENT_RESET' | null) {
