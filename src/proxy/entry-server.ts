@@ -30,8 +30,13 @@ export interface EntryResult {
   readonly status: number;
   /** SOCKS5 / OPEN_ACK reply when there was one. */
   readonly reply?: number;
-  readonly bytesIn: number;
-  readonly bytesOut: number;
+  /**
+   * Bytes from and to the client. Absent: what its connection carried when it closed, handshake
+   * and answers included (a refused or unfinished handshake too); a UDP association gives its
+   * datagrams' payload bytes instead.
+   */
+  readonly bytesIn?: number;
+  readonly bytesOut?: number;
   readonly error: ErrorCode | 'idle_timeout' | null;
 }
 
@@ -44,8 +49,10 @@ export function reportEntry(
   r: EntryResult,
   startedAt: number,
 ): void {
-  metrics.downstreamBytes.labels(listener, 'rx').inc(r.bytesIn);
-  metrics.downstreamBytes.labels(listener, 'tx').inc(r.bytesOut);
+  const bytesIn = r.bytesIn ?? 0;
+  const bytesOut = r.bytesOut ?? 0;
+  metrics.downstreamBytes.labels(listener, 'rx').inc(bytesIn);
+  metrics.downstreamBytes.labels(listener, 'tx').inc(bytesOut);
   if (r.error !== null) metrics.connectionErrors.labels(listener, r.error).inc();
   if (!accessLog.enabled) return;
   accessLog.write({
@@ -62,8 +69,8 @@ export function reportEntry(
     upstream_addr: r.dest,
     attempts: 1,
     response_time: (Date.now() - startedAt) / 1000,
-    bytes_in: r.bytesIn,
-    bytes_out: r.bytesOut,
+    bytes_in: bytesIn,
+    bytes_out: bytesOut,
     error: r.error,
   });
 }
@@ -182,7 +189,9 @@ export class EntryServer {
     const finish = (): void => {
       if (reported || pending === null || !closed) return;
       reported = true;
-      this.events.onResult(peer, pending, startedAt);
+      const r: EntryResult = pending;
+      const bytes = { bytesIn: r.bytesIn ?? socket.bytesRead, bytesOut: r.bytesOut ?? socket.bytesWritten };
+      this.events.onResult(peer, { ...r, ...bytes }, startedAt);
     };
     socket.once('close', () => {
       this.sockets.delete(socket);

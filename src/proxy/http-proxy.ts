@@ -108,7 +108,7 @@ export async function serveHttpProxy(
         }, opts.headerTimeoutMs)
       : undefined;
   socket.on('error', () => {});
-  let result: EntryResult = { method: '', dest: '', status: 0, bytesIn: 0, bytesOut: 0, error: null };
+  let result: EntryResult = { method: '', dest: '', status: 0, error: null };
   const fail = (status: number, reason: string, code: ErrorCode): void => {
     clearTimeout(timer);
     reader.refuse(answer(status, reason, code), lingerFor(opts));

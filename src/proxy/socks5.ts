@@ -79,7 +79,7 @@ export async function serveSocks5(
           socket.destroy();
         }, opts.headerTimeoutMs)
       : undefined;
-  let result: EntryResult = { method: 'SOCKS5', dest: '', status: 400, bytesIn: 0, bytesOut: 0, error: null };
+  let result: EntryResult = { method: 'SOCKS5', dest: '', status: 400, error: null };
   /** Answers `status` (a SOCKS5 reply) and closes; the access line's status follows it unless given. */
   const fail = (status: number, error: ErrorCode | null, logged = httpStatusOfReply(status)): void => {
     clearTimeout(timer);

@@ -250,8 +250,6 @@ export class TunnelAgent implements Dialer {
       method: 'FORWARD',
       dest: formatDestination(to),
       status: 0,
-      bytesIn: 0,
-      bytesOut: 0,
       error: null,
     };
     socket.pause();

@@ -73,11 +73,14 @@ test('socks5 and http_proxy close what they refuse: a head far over the limit, a
 
     // a refused request from a client that never closes its side: closed after client_header
     const stays = await client(z.addr('hp'), true);
-    stays.s.write('CONNECT 127.0.0.2:80 HTTP/1.1\r\nHost: 127.0.0.2:80\r\n\r\n');
+    const refusedHead = 'CONNECT 127.0.0.2:80 HTTP/1.1\r\nHost: 127.0.0.2:80\r\n\r\n';
+    stays.s.write(refusedHead);
     await once(stays.s, 'end'); // the answer, then zipline's FIN
     assert.match(stays.got().toString('latin1'), /^HTTP\/1\.1 403 /);
     await until(() => z.rt.activeCount() === 0, 'zipline closes its side'); // before: kept for ever
-    await logged('hp', 2);
+    const refused = await logged('hp', 2);
+    // the request and the answer are counted (they were 0: only a piped stream counted its bytes)
+    assert.deepEqual([refused.bytes_in, refused.bytes_out], [refusedHead.length, stays.got().length]);
     stays.s.destroy();
 
     // the same over SOCKS5: reply 2 (not allowed), then closed although the client does not close
@@ -162,9 +165,10 @@ test('a handshake that does not complete is logged as what ended it: the client 
   timeout: 20_000,
 }, async () => {
   const z = await startRuntime(ENTRIES_300MS);
-  const lineOf = async (listener: string, n: number): Promise<[unknown, unknown]> => {
+  /** The n-th line's status, code, and bytes from and to the client (its handshake and answer). */
+  const lineOf = async (listener: string, n: number): Promise<unknown[]> => {
     const line = await nthLine(z.access, listener, n);
-    return [line.status, line.error];
+    return [line.status, line.error, line.bytes_in, line.bytes_out];
   };
   try {
     for (const [name, partial] of [
@@ -175,19 +179,24 @@ test('a handshake that does not complete is logged as what ended it: the client 
       const fin = await client(z.addr(name));
       fin.s.end(partial, 'latin1');
       await fin.closed;
-      assert.deepEqual(await lineOf(name, 1), [499, 'ZL_CLIENT_ABORTED'], `${name}: FIN`);
+      assert.deepEqual(await lineOf(name, 1), [499, 'ZL_CLIENT_ABORTED', partial.length, 0], `${name}: FIN`);
       const empty = await client(z.addr(name));
       empty.s.end();
       await empty.closed;
-      assert.deepEqual(await lineOf(name, 2), [499, 'ZL_CLIENT_ABORTED'], `${name}: FIN, no byte`);
+      assert.deepEqual(await lineOf(name, 2), [499, 'ZL_CLIENT_ABORTED', 0, 0], `${name}: FIN, no byte`);
       // an RST (before: 400 and ZL_PROXY_BAD_REQUEST, or status 0 from the HTTP proxy)
       const rst = await client(z.addr(name));
       rst.s.resetAndDestroy();
-      assert.deepEqual(await lineOf(name, 3), [499, 'ZL_CLIENT_RESET'], `${name}: RST`);
+      assert.deepEqual(await lineOf(name, 3), [499, 'ZL_CLIENT_RESET', 0, 0], `${name}: RST`);
       // silence past client_header: closed (the HTTP proxy answers 408 first)
       const quiet = await client(z.addr(name));
       await quiet.closed;
-      assert.deepEqual(await lineOf(name, 4), [408, 'ZL_HTTP_HEADER_TIMEOUT'], `${name}: timeout`);
+      const answered = quiet.got().length;
+      assert.deepEqual(
+        await lineOf(name, 4),
+        [408, 'ZL_HTTP_HEADER_TIMEOUT', 0, answered],
+        `${name}: timeout`,
+      );
       if (name === 'hp') assert.match(quiet.got().toString('latin1'), /^HTTP\/1\.1 408 /);
       else assert.equal(quiet.got().length, 0);
     }
