@@ -1,6 +1,7 @@
 /**
  * A TCP server whose connections are each served by an entry handler (SOCKS5, HTTP proxy, a
- * tunnel forward). It tracks open connections (for drain and leak checks), caps them, and
+ * tunnel forward). It tracks open connections (for drain and leak checks; counted in
+ * `zipline_downstream_connections_active` and `_total`, as every listener's), caps them, and
  * reports one result per connection (the access line). Used by the `socks5`/`http_proxy`
  * listeners and by the tunnel agent's entries.
  */
@@ -95,6 +96,9 @@ export class EntryServer {
   proxyGate: ProxyGate | null = null;
   /** The native acceptor draining this server's queue, if any (Linux with the addon). */
   private acceptId: number | null = null;
+  /** Its connections, as every listener's: `zipline_downstream_connections_active` and `_total`. */
+  private readonly activeSeries: ReturnType<typeof metrics.downstreamActive.labels>;
+  private readonly totalSeries: ReturnType<typeof metrics.downstreamTotal.labels>;
 
   constructor(
     readonly name: string,
@@ -103,6 +107,8 @@ export class EntryServer {
     private readonly events: EntryEvents,
     private readonly draining: () => boolean = () => false,
   ) {
+    this.activeSeries = metrics.downstreamActive.labels(name);
+    this.totalSeries = metrics.downstreamTotal.labels(name);
     this.server = createServer({ allowHalfOpen: true, noDelay: true, keepAlive: true });
     this.server.on('connection', (s) => this.onConnection(s));
     this.server.on('error', () => {});
@@ -179,6 +185,8 @@ export class EntryServer {
       return;
     }
     this.total++;
+    this.activeSeries.inc();
+    this.totalSeries.inc();
     this.sockets.add(socket);
     const client = clientAddressOf(socket); // a PROXY header's, if one was read
     const peer = { remoteAddress: client.ip, remotePort: client.port };
@@ -189,6 +197,7 @@ export class EntryServer {
     const finish = (): void => {
       if (reported || pending === null || !closed) return;
       reported = true;
+      this.activeSeries.dec();
       const r: EntryResult = pending;
       const bytes = { bytesIn: r.bytesIn ?? socket.bytesRead, bytesOut: r.bytesOut ?? socket.bytesWritten };
       this.events.onResult(peer, { ...r, ...bytes }, startedAt);

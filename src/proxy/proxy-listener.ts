@@ -67,16 +67,12 @@ export class ProxyListener implements Listener {
       allow: new AllowList(cfg.allow),
       connectTimeoutMs: cfg.timeouts.connect,
     });
-    const active = metrics.downstreamActive.labels(name);
     this.entry = new EntryServer(
       name,
       (s) => s.destroy(), // replaced just below
       cfg.limits.max_connections,
       {
-        onResult: (peer, r, startedAt) => {
-          active.dec();
-          reportEntry(ctx.accessLog, name, cfg.protocol, peer, r, startedAt);
-        },
+        onResult: (peer, r, startedAt) => reportEntry(ctx.accessLog, name, cfg.protocol, peer, r, startedAt),
         onRejected: (reason) => {
           if (reason === 'draining') metrics.downstreamRejected.labels(name, 'ZL_DRAINING').inc();
           else this.overLimit.refused();
@@ -89,19 +85,11 @@ export class ProxyListener implements Listener {
     this.applyHandler(cfg);
   }
 
-  /** The EntryServer calls the handler for accepted connections only: counted there. */
   private applyHandler(cfg: ProxyListenerConfig): void {
-    const inner = handlerFor(cfg, this.dialer);
-    const active = metrics.downstreamActive.labels(this.name);
-    const total = metrics.downstreamTotal.labels(this.name);
     const clients = compileClientAccess(cfg.clients);
     const perClient = cfg.limits.max_connections_per_client;
     this.entry.setHandler(
-      (s, done) => {
-        active.inc();
-        total.inc();
-        inner(s, done);
-      },
+      handlerFor(cfg, this.dialer),
       cfg.limits.max_connections,
       clients === null && perClient === 0 ? null : (s) => this.clientGate.admit(s, clients, perClient),
     );

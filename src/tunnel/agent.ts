@@ -65,23 +65,13 @@ export class TunnelAgent implements Dialer {
     const opts = { headerTimeoutMs: 10_000, idleTimeoutMs: this.cfg.idle_timeout };
     const add = async (kind: string, listen: string, handler: EntryHandler): Promise<void> => {
       const name = `tunnel.agent.${kind}`;
-      // counted as every listener's connections are (the EntryServer calls the handler for accepted ones)
-      const active = metrics.downstreamActive.labels(name);
-      const total = metrics.downstreamTotal.labels(name);
-      const counted: EntryHandler = (s, done) => {
-        active.inc();
-        total.inc();
-        handler(s, done);
-      };
       const server = new EntryServer(
         name,
-        counted,
+        handler,
         MAX_ENTRY_CONNECTIONS,
         {
-          onResult: (peer, r, startedAt) => {
-            active.dec();
-            reportEntry(this.ctx.accessLog, name, 'tunnel', peer, r, startedAt);
-          },
+          onResult: (peer, r, startedAt) =>
+            reportEntry(this.ctx.accessLog, name, 'tunnel', peer, r, startedAt),
           onRejected: (reason) =>
             metrics.downstreamRejected
               .labels(name, reason === 'draining' ? 'ZL_DRAINING' : 'ZL_LISTENER_OVER_LIMIT')
