@@ -166,6 +166,9 @@ describe('forwarding semantics', () => {
       assert.equal(line.http_version, '1.1');
       assert.equal(line.status, 200);
       assert.equal(line.bytes_in, 5);
+      // seconds to the microsecond (a difference of performance.now() readings, divided, printed
+      // digits of float noise: 0.003574637000000621)
+      assert.match(String(line.response_time), /^0\.\d{1,6}$/);
       // nginx's combined format has them: $http_user_agent, $http_referer
       assert.equal(line.user_agent, 'probe/1.0 "q"');
       assert.equal(line.referer, 'https://r.test/');
