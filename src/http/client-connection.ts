@@ -257,10 +257,12 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   /** A request that cannot be parsed: its coded status, then the connection is closed. */
   private reject(code: ErrorCode): void {
+    // logged with the time its head took (a dribbled one: client_header), as nginx's $request_time
+    const seconds = this.headStartedAt > 0 ? (Date.now() - this.headStartedAt) / 1000 : 0;
     this.headStartedAt = 0;
     this.ahead.clear();
     this.reading = 'none';
-    this.listener.localError(this, null, code);
+    this.listener.localError(this, null, code, seconds);
     this.writeError(code, false, null);
     this.closeAfterWrite();
   }

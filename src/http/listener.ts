@@ -238,9 +238,12 @@ export class HttpListener implements Listener, ExchangeHost {
     this.requests.exchange(ex);
   }
 
-  /** A request zipline answered with an error itself (parse error, no route, header timeout, rate limit). */
-  localError(peer: LocalPeer, head: RequestHead | null, code: ErrorCode): void {
-    this.requests.local(this.clientOf(peer, head), head, code);
+  /**
+   * A request zipline answered with an error itself (parse error, no route, header timeout, rate
+   * limit); `seconds` since its head's first byte.
+   */
+  localError(peer: LocalPeer, head: RequestHead | null, code: ErrorCode, seconds = 0): void {
+    this.requests.local(this.clientOf(peer, head), head, code, undefined, null, 0, seconds);
   }
 
   /** A request zipline answered itself: an error, or its route's `redirect`/`respond`. */

@@ -100,6 +100,7 @@ export class RequestLog {
   /**
    * A request zipline answered itself: an error (parse error, no route, header timeout, rate
    * limit: `code`), or a route's `redirect`/`respond` (`code` null, `status` and `route` given).
+   * `seconds`: since the head's first byte, for a head that came in more than one read (0 else).
    */
   local(
     peer: LocalPeer,
@@ -108,6 +109,7 @@ export class RequestLog {
     status = code === null ? 200 : ERROR_CATALOG[code].status || 500,
     route: string | null = null,
     bytesOut = 0,
+    seconds = 0,
   ): void {
     if (code !== null) metrics.httpErrors.labels(this.name, code).inc();
     (this.answered[classOf(status)] as number)++;
@@ -129,7 +131,7 @@ export class RequestLog {
       upstream: null,
       upstream_addr: null,
       attempts: 0,
-      response_time: 0,
+      response_time: seconds,
       bytes_in: 0,
       bytes_out: bytesOut,
       data_path: null,

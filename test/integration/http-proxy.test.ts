@@ -663,6 +663,10 @@ describe('bad input', () => {
       assert.match(slow.data.toString(), /^HTTP\/1\.1 408 /);
       assert.match(slow.data.toString(), /ZL_HTTP_HEADER_TIMEOUT/);
       assert.ok(elapsed >= 300 && elapsed < 2000, `408 after ${elapsed} ms`);
+      // its line says how long the head took, as nginx's $request_time (was 0)
+      const line = z.access.at(-1);
+      assert.equal(line?.error, 'ZL_HTTP_HEADER_TIMEOUT');
+      assert.ok(Number(line?.response_time) >= 0.29, `response_time ${line?.response_time}`);
       assert.equal(o.requests, 0);
     } finally {
       await z.stop();
