@@ -8,8 +8,8 @@
  *   POST /shm/NAME (or PUT)   replace it; If-Match "V-TAG" or "V" → compare-and-set (412); 413 over
  *                             capacity; 503 + Retry-After when a live writer holds the lock
  *   GET  /shm/NAME/stream     Server-Sent Events: each new version (id = V-TAG)
- *   GET  /shm/NAME/messages   Server-Sent Events of C → Node messages (id = SEQ-TAG; Last-Event-ID
- *                             replays what is still kept, else a `gap` event)
+ *   GET  /shm/NAME/messages   Server-Sent Events of C → Node messages (id = SEQ-TAG; Last-Event-ID,
+ *                             or ?from=SEQ without one, replays what is still kept, else a `gap` event)
  *   POST /shm/NAME/messages   one message to C
  *   GET  /shm/NAME/stats      layout, versions, lock owner, ring positions, peers
  * `/shm` alone names the bridge when only one is served here.
@@ -141,7 +141,7 @@ export class ShmHttpServer {
     if (sub === undefined && (method === 'GET' || method === 'HEAD')) return this.get(bridge, req, res, url);
     if (sub === undefined && (method === 'POST' || method === 'PUT')) return this.put(bridge, req, res);
     if (sub === 'stream' && method === 'GET') return this.stream(bridge, req, res);
-    if (sub === 'messages' && method === 'GET') return this.messages(bridge, req, res);
+    if (sub === 'messages' && method === 'GET') return this.messages(bridge, req, res, url);
     if (sub === 'messages' && method === 'POST') {
       const upload = await readUpload(req, bridge.settings.slotSize - 16, bridge.uploads);
       try {
@@ -250,7 +250,7 @@ export class ShmHttpServer {
    * Last-Event-ID would: the messages still kept, and a `gap` event for those that are not.
    * Before, every message was queued for it, without bound.
    */
-  private messages(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse): void {
+  private messages(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse, url: URL): void {
     this.openSse(bridge, req, res);
     let next = 0; // the sequence this subscriber expects next
     let of = bridge.tag; // in this segment (a peer may replace it: etag.ts)
@@ -285,10 +285,15 @@ export class ShmHttpServer {
     });
     const last = req.headers['last-event-id'];
     const ref = typeof last === 'string' ? parseRef(last) : null;
+    const from = url.searchParams.get('from');
     if (ref !== null) {
       // an id of another segment (or, bare, one this segment has not reached): all it kept
       const elsewhere = ref.tag === null ? ref.n >= bridge.nextSeq() : ref.tag !== bridge.tag;
       catchUp(elsewhere ? 0 : ref.n + 1);
+    } else if (from !== null && /^\d{1,15}$/.test(from)) {
+      // a first subscriber's start (0: all that is kept); an EventSource that reconnects sends
+      // Last-Event-ID with the same URL, and that one wins, so it is not replayed from here again
+      catchUp(Number(from));
     }
     const off = bridge.onMessage(send);
     req.on('close', () => {

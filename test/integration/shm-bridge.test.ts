@@ -57,6 +57,11 @@ function sse(
 ): Promise<{ id: string; event: string; data: string }[]> {
   return new Promise((resolve, reject) => {
     const events: { id: string; event: string; data: string }[] = [];
+    // a stream that never brings them fails the test instead of holding it
+    const timer = setTimeout(() => {
+      req.destroy();
+      reject(new Error(`${url}: ${events.length} of ${count} events within 10 s`));
+    }, 10_000);
     const req = request(url, { headers }, (res) => {
       let buf = '';
       res.setEncoding('utf8');
@@ -79,6 +84,7 @@ function sse(
           }
           if (has) events.push(ev);
           if (events.length >= count) {
+            clearTimeout(timer);
             req.destroy();
             resolve(events);
             return;
@@ -351,6 +357,20 @@ shm:
       assert.deepEqual(
         replay.map((e) => e.data),
         ['m3', 'm4'],
+      );
+      // a first subscriber asks for what is kept from a sequence on (0: all of it); Last-Event-ID,
+      // which an EventSource sends when it reconnects to the same URL, wins over it
+      assert.deepEqual(
+        (await sse(`${base}/messages?from=0`, 5)).map((e) => e.data),
+        ['m0', 'm1', 'm2', 'm3', 'm4'],
+      );
+      assert.deepEqual(
+        (await sse(`${base}/messages?from=3`, 2)).map((e) => e.data),
+        ['m3', 'm4'],
+      );
+      assert.deepEqual(
+        (await sse(`${base}/messages?from=0`, 1, { 'Last-Event-ID': got[3]?.id ?? '' })).map((e) => e.data),
+        ['m4'],
       );
       // Node → C: the example program prints the first message it receives
       assert.match((await curl(['-i', '-d', 'hello C', `${base}/messages`])).out, /^HTTP\/1\.1 202/);
