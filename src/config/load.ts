@@ -174,6 +174,53 @@ function childSchema(schema: unknown, seg: PathSegment): unknown {
   return undefined;
 }
 
+/** At most this many lines with YAML syntax errors are listed (the rest mostly follow from the first). */
+const MAX_YAML_LINES = 5;
+
+/**
+ * The YAML parser's errors as issues: the first on each line, for the first MAX_YAML_LINES lines
+ * (one mistake in a flow mapping makes an error of every token after it, 30 lines of them), then
+ * how many more there were. A `${…}` unquoted in a flow collection, as in
+ * `- { listen: ${ADDR} }`, is read by YAML as a nested mapping: that error says to quote it.
+ */
+function yamlIssues(
+  text: string,
+  errors: readonly { pos: [number, number]; message: string }[],
+  lineCounter: LineCounter,
+  issues: ConfigIssue[],
+): void {
+  const lines = text.split('\n');
+  const seen = new Set<number>();
+  const hidden = new Set<number>();
+  let firstHidden = { line: 0, col: 0 };
+  let hinted = false;
+  for (const e of errors) {
+    const pos = lineCounter.linePos(e.pos[0]);
+    if (seen.has(pos.line) || hidden.has(pos.line)) continue;
+    if (seen.size === MAX_YAML_LINES) {
+      if (hidden.size === 0) firstHidden = pos;
+      hidden.add(pos.line);
+      continue;
+    }
+    seen.add(pos.line);
+    let message = e.message.split('\n')[0] ?? e.message;
+    if (!hinted && /[{[][^}\]]*\$\{/.test(lines[pos.line - 1] ?? '')) {
+      hinted = true;
+      message += ' (inside { } or [ ], a value with ${…} must be quoted: "${NAME}")';
+    }
+    issues.push({ path: '(yaml)', line: pos.line, col: pos.col, message });
+  }
+  if (hidden.size > 0) {
+    const n = hidden.size;
+    issues.push({
+      path: '(yaml)',
+      line: firstHidden.line,
+      col: firstHidden.col,
+      message: `and errors on ${n} more line${n === 1 ? '' : 's'} from here (often consequences of the first)`,
+    });
+  }
+}
+
 export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.env): LoadResult {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
@@ -183,15 +230,7 @@ export function loadConfigText(text: string, env: NodeJS.ProcessEnv = process.en
     issues.push({ path: formatPath(path), line: pos.line, col: pos.col, message });
   };
   if (doc.errors.length > 0) {
-    for (const e of doc.errors) {
-      const pos = lineCounter.linePos(e.pos[0]);
-      issues.push({
-        path: '(yaml)',
-        line: pos.line,
-        col: pos.col,
-        message: e.message.split('\n')[0] ?? e.message,
-      });
-    }
+    yamlIssues(text, doc.errors, lineCounter, issues);
     return { ok: false, issues };
   }
   let raw: unknown;

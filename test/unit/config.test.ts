@@ -499,6 +499,27 @@ test('YAML syntax errors and duplicate keys are located', () => {
   assert.match(issues('drain_timeout: 1s\ndrain_timeout: 2s\n')[0] as string, /line 2:1/);
 });
 
+test('an unquoted ${…} in a flow mapping: the first YAML error says to quote it; the cascade after it is cut short', () => {
+  const yaml = [
+    'upstreams:',
+    '  web: { servers: [127.0.0.1:9000] }',
+    'listeners:',
+    '  - { name: d, protocol: http, listen: ${ADDR}, upstream: web }',
+    ...Array.from(
+      { length: 8 },
+      (_, i) => `  - { name: l${i}, protocol: tcp, listen: 127.0.0.1:${8000 + i}, upstream: web }`,
+    ),
+  ].join('\n');
+  const out = issues(yaml, { ADDR: '127.0.0.1:8000' });
+  // the parser reports an error for nearly every token after it (41 here), on every later line
+  assert.match(out[0] as string, /^\(yaml\) \(line 4:\d+\): .*must be quoted: "\$\{NAME\}"/);
+  assert.equal(out.length, 6, out.join('\n'));
+  assert.match(out[5] as string, /^\(yaml\) \(line 9:\d+\): and errors on 4 more lines from here/);
+  // quoted, it is what the docs say: interpolated
+  const ok = loadConfigText(yaml.replace('${ADDR}', '"${ADDR}"'), { ADDR: '127.0.0.1:8100' });
+  assert.ok(ok.ok, ok.ok ? '' : ok.issues.map(formatIssue).join('\n'));
+});
+
 test('regression (found by the fuzzer): an unresolved alias or an alias bomb is an issue, not a crash', () => {
   assert.match(issues('drain_timeout: *nope\n')[0] as string, /^\(yaml\) \(line 1:1\): .*alias/i);
   const bomb = [
