@@ -33,7 +33,19 @@ const RENAMED_KEYS: Readonly<Record<string, string>> = {
   healthcheck: 'health_check',
   health: 'health_check',
   drain: 'drain_timeout',
+  // a key of one protocol's listeners written on another's
+  timeouts: 'udp.idle_timeout',
+  idle_timeout: 'timeouts.client_idle',
 };
+
+/** `name` (or `section.name`) is a key of `shape`. */
+function hasKey(shape: Record<string, unknown>, name: string): boolean {
+  const [first, second] = name.split('.') as [string, string | undefined];
+  if (!Object.hasOwn(shape, first)) return false;
+  if (second === undefined) return true;
+  const inner = objectShape(shape[first]);
+  return inner !== undefined && Object.hasOwn(inner, second);
+}
 
 export function formatPath(path: readonly PathSegment[]): string {
   let out = '';
@@ -275,7 +287,7 @@ function addZodIssue(
     for (const key of issue.keys) {
       const renamed = RENAMED_KEYS[key];
       const guess =
-        renamed !== undefined && known.includes(renamed)
+        renamed !== undefined && hasKey(shape, renamed)
           ? renamed
           : (closestKey(key, known) ?? nestedKey(shape, key));
       at([...path, key], `unknown key "${key}"${guess ? `; did you mean "${guess}"?` : ''}`);

@@ -202,6 +202,20 @@ upstreams:
   }
 });
 
+test("a timeout key of one protocol's listeners written on another's gets the right name", () => {
+  const out = issues(`
+upstreams:
+  a: { servers: [127.0.0.1:1] }
+listeners:
+  - { name: u, protocol: udp, listen: 127.0.0.1:5353, upstream: a, timeouts: { idle: 5s } }
+  - { name: t, protocol: tcp, listen: 127.0.0.1:6000, upstream: a, idle_timeout: 5m }
+`);
+  assert.deepEqual(out, [
+    'listeners[0].timeouts (line 5:68): unknown key "timeouts"; did you mean "udp.idle_timeout"?',
+    'listeners[1].idle_timeout (line 6:68): unknown key "idle_timeout"; did you mean "timeouts.client_idle"?',
+  ]);
+});
+
 test('renamed keys get a hint; unknown sections and protocols are refused', () => {
   const out = issues(`
 upstreams:
