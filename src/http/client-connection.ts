@@ -110,10 +110,8 @@ export class ClientConnection implements Downstream, ReadTarget {
         this.stash(chunk);
         return;
       case 'head': {
-        // joined with what was kept: a new buffer, not a view
-        const kept = this.ahead.take();
-        const buf = kept === null ? chunk : Buffer.concat([kept, chunk]);
-        this.parseHead(buf);
+        const kept = this.ahead.take(); // joined with what was kept: a new buffer, not a view
+        this.parseHead(kept === null ? chunk : Buffer.concat([kept, chunk]));
         return;
       }
     }
@@ -257,12 +255,11 @@ export class ClientConnection implements Downstream, ReadTarget {
 
   /** A request that cannot be parsed: its coded status, then the connection is closed. */
   private reject(code: ErrorCode): void {
-    // logged with the time its head took (a dribbled one: client_header), as nginx's $request_time
-    const seconds = this.headStartedAt > 0 ? (Date.now() - this.headStartedAt) / 1000 : 0;
+    const since = this.headStartedAt; // its line's response_time: how long the head took
     this.headStartedAt = 0;
     this.ahead.clear();
     this.reading = 'none';
-    this.listener.localError(this, null, code, seconds);
+    this.listener.localError(this, null, code, since);
     this.writeError(code, false, null);
     this.closeAfterWrite();
   }

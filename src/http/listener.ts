@@ -240,9 +240,12 @@ export class HttpListener implements Listener, ExchangeHost {
 
   /**
    * A request zipline answered with an error itself (parse error, no route, header timeout, rate
-   * limit); `seconds` since its head's first byte.
+   * limit). `headStartedAt`: when its head's first byte came, if the head took more than one read
+   * (a dribbled one: client_header); the line's response_time counts from there, as nginx's
+   * $request_time does.
    */
-  localError(peer: LocalPeer, head: RequestHead | null, code: ErrorCode, seconds = 0): void {
+  localError(peer: LocalPeer, head: RequestHead | null, code: ErrorCode, headStartedAt = 0): void {
+    const seconds = headStartedAt > 0 ? (Date.now() - headStartedAt) / 1000 : 0;
     this.requests.local(this.clientOf(peer, head), head, code, undefined, null, 0, seconds);
   }
 
