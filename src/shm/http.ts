@@ -251,6 +251,9 @@ export class ShmHttpServer {
    * Before, every message was queued for it, without bound.
    */
   private messages(bridge: ShmBridge, req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const start = url.searchParams.get('from');
+    if (start !== null && !/^\d{1,15}$/.test(start))
+      throw new ZiplineError('ZL_SHM_BAD_REQUEST', '?from must be a message sequence number (0: all kept)');
     this.openSse(bridge, req, res);
     let next = 0; // the sequence this subscriber expects next
     let of = bridge.tag; // in this segment (a peer may replace it: etag.ts)
@@ -285,15 +288,14 @@ export class ShmHttpServer {
     });
     const last = req.headers['last-event-id'];
     const ref = typeof last === 'string' ? parseRef(last) : null;
-    const from = url.searchParams.get('from');
     if (ref !== null) {
       // an id of another segment (or, bare, one this segment has not reached): all it kept
       const elsewhere = ref.tag === null ? ref.n >= bridge.nextSeq() : ref.tag !== bridge.tag;
       catchUp(elsewhere ? 0 : ref.n + 1);
-    } else if (from !== null && /^\d{1,15}$/.test(from)) {
+    } else if (start !== null) {
       // a first subscriber's start (0: all that is kept); an EventSource that reconnects sends
       // Last-Event-ID with the same URL, and that one wins, so it is not replayed from here again
-      catchUp(Number(from));
+      catchUp(Number(start));
     }
     const off = bridge.onMessage(send);
     req.on('close', () => {

@@ -372,6 +372,10 @@ shm:
         (await sse(`${base}/messages?from=0`, 1, { 'Last-Event-ID': got[3]?.id ?? '' })).map((e) => e.data),
         ['m4'],
       );
+      assert.match(
+        (await curl(['-i', '--max-time', '5', `${base}/messages?from=-1`])).out,
+        /^HTTP\/1\.1 400[\s\S]*ZL_SHM_BAD_REQUEST/,
+      );
       // Node → C: the example program prints the first message it receives
       assert.match((await curl(['-i', '-d', 'hello C', `${base}/messages`])).out, /^HTTP\/1\.1 202/);
       const out = execFileSync(t().example, [seg, 'snap from example', '0'], { encoding: 'utf8' });
