@@ -1,9 +1,10 @@
 /**
  * The upstream half of a reload (before the listeners: they look upstreams up by name on every
  * new connection). An upstream whose name stays keeps its endpoints and is given the new settings
- * when they differ; one whose new settings cannot be compiled (a file of its `tls` cannot be
- * read) keeps its previous settings, and a new one that cannot be is not added: the reload is
- * then `partial`, with the reason in `errors`.
+ * when they differ, or when a file of its `tls` was renewed in place (same path, new bytes); one
+ * whose new settings cannot be compiled (a file of its `tls` cannot be read) keeps its previous
+ * settings, and a new one that cannot be is not added: the reload is then `partial`, with the
+ * reason in `errors`.
  */
 import type { ValidConfig } from '../config/schema.js';
 import { sameConfig as same } from '../config/valid.js';
@@ -27,7 +28,7 @@ export async function reloadUpstreams(
       if (cur === undefined) {
         await add(name, cfg).start();
         report.upstreams.added.push(name);
-      } else if (!same(cur.settings.source, cfg)) {
+      } else if (!same(cur.settings.source, cfg) || cur.settings.tls?.filesChanged() === true) {
         cur.apply(compileUpstream(name, cfg));
         report.upstreams.changed.push(name);
       }

@@ -268,15 +268,18 @@ export class Runtime {
           report.listeners.rebound.push(name);
           toStart.push(cfg);
         }
-      } else if (!same(cfg, l.source)) {
-        if (cfg.protocol === 'udp' && l.source.protocol === 'udp') {
-          for (const key of udpKeysForRestart(l.source, cfg)) {
-            errors.push(
-              `listener ${name}: "${key}" of a UDP listener takes effect at restart; the rest was applied`,
-            );
-          }
-        }
+      } else {
         try {
+          // the same config: applied again only when a file it names was renewed in place
+          // (an https listener's certificate, written by certbot to the same path)
+          if (same(cfg, l.source) && l.filesChanged?.() !== true) continue;
+          if (cfg.protocol === 'udp' && l.source.protocol === 'udp') {
+            for (const key of udpKeysForRestart(l.source, cfg)) {
+              errors.push(
+                `listener ${name}: "${key}" of a UDP listener takes effect at restart; the rest was applied`,
+              );
+            }
+          }
           l.update(cfg);
           report.listeners.changed.push(name);
         } catch (err) {

@@ -135,6 +135,10 @@ export class HttpListener implements Listener, ExchangeHost {
     return a !== null && typeof a === 'object' ? formatHostPort(a.address, a.port) : '';
   }
 
+  filesChanged(): boolean {
+    return this.tls?.filesChanged() ?? false;
+  }
+
   update(cfg: HttpListenerConfig): void {
     const next = compileHttpListener(cfg, this.settings);
     if (cfg.tls !== undefined && this.tls !== null && 'setSecureContext' in this.server) {

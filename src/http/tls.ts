@@ -9,6 +9,7 @@
 import { constants, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext, type TlsOptions } from 'node:tls';
+import { NamedFiles } from '../config/named-files.js';
 import type { HttpListenerConfig } from '../config/schema.js';
 import { ZiplineError } from '../errors.js';
 
@@ -38,9 +39,9 @@ function read(path: string, what: string): Buffer {
   }
 }
 
-function load(certPath: string, keyPath: string): Loaded {
-  const cert = read(certPath, 'certificate');
-  const key = read(keyPath, 'key');
+function load(files: NamedFiles, certPath: string, keyPath: string): Loaded {
+  const cert = files.take(certPath, 'certificate');
+  const key = files.take(keyPath, 'key');
   let names: string[] = [];
   try {
     const x509 = new X509Certificate(cert);
@@ -78,6 +79,8 @@ interface Contexts {
   readonly exact: Map<string, SecureContext>;
   readonly wildcard: Map<string, SecureContext>;
   readonly first: Loaded;
+  /** What they were made from, as read. */
+  readonly files: NamedFiles;
 }
 
 function build(cfg: TlsConfig): Contexts {
@@ -85,7 +88,8 @@ function build(cfg: TlsConfig): Contexts {
     ...(cfg.cert !== undefined && cfg.key !== undefined ? [{ cert: cfg.cert, key: cfg.key }] : []),
     ...cfg.certificates,
   ];
-  const loaded = pairs.map((p) => ({ ...load(p.cert, p.key), where: p.cert }));
+  const files = new NamedFiles(read);
+  const loaded = pairs.map((p) => ({ ...load(files, p.cert, p.key), where: p.cert }));
   const first = loaded[0];
   if (first === undefined) throw new ZiplineError('ZL_TLS_CONFIG', 'no certificate configured');
   const exact = new Map<string, SecureContext>();
@@ -98,7 +102,7 @@ function build(cfg: TlsConfig): Contexts {
       if (!map.has(key)) map.set(key, ctx);
     }
   }
-  return { exact, wildcard, first };
+  return { exact, wildcard, first, files };
 }
 
 /**
@@ -130,6 +134,15 @@ export class TlsState {
         cb(null, exact.get(name) ?? (dot > 0 ? wildcard.get(name.slice(dot + 1)) : undefined));
       },
     };
+  }
+
+  /**
+   * A certificate or key file was renewed in place since it was read (certbot writes the same
+   * paths): a reload with the same config then loads it. Throws ZL_TLS_CONFIG when one cannot be
+   * read.
+   */
+  filesChanged(): boolean {
+    return this.contexts.files.changed();
   }
 
   /** Loads `cfg`'s certificates; returns the default context's options for `setSecureContext`. */

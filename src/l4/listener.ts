@@ -12,6 +12,12 @@ export interface Listener {
   address(): string;
   /** Applies a config with the same protocol and listen address without rebinding. */
   update(source: ListenerConfig): void;
+  /**
+   * Files its config names (an https listener's certificates) were renewed in place since they
+   * were read, so a reload with the same config applies it again; throws a coded error when one
+   * cannot be read. Absent: it reads none.
+   */
+  filesChanged?(): boolean;
   /** Stops accepting; established connections and sessions continue. */
   stopAccepting(): Promise<void>;
   /** Open connections (TCP) or sessions (UDP). */

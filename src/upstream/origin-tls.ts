@@ -13,6 +13,7 @@ import {
   type PeerCertificate,
   type SecureContext,
 } from 'node:tls';
+import { NamedFiles } from '../config/named-files.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { parseHostPort } from '../config/units.js';
 import { ZiplineError } from '../errors.js';
@@ -39,23 +40,31 @@ export class OriginTls {
   private readonly context: SecureContext;
   private readonly serverName: string | undefined;
   private readonly sessions = new Map<string, Buffer>();
+  private readonly files: NamedFiles;
 
   constructor(upstream: string, cfg: OriginTlsConfig) {
     this.verify = cfg.verify;
     this.serverName = cfg.server_name;
+    const files = new NamedFiles((path, what) => read(upstream, path, what));
+    this.files = files;
     try {
       this.context = createSecureContext({
         minVersion: cfg.min_version,
-        ...(cfg.ca !== undefined ? { ca: read(upstream, cfg.ca, 'CA file') } : {}),
-        ...(cfg.crl !== undefined ? { crl: read(upstream, cfg.crl, 'CRL file') } : {}),
+        ...(cfg.ca !== undefined ? { ca: files.take(cfg.ca, 'CA file') } : {}),
+        ...(cfg.crl !== undefined ? { crl: files.take(cfg.crl, 'CRL file') } : {}),
         ...(cfg.cert !== undefined && cfg.key !== undefined
-          ? { cert: read(upstream, cfg.cert, 'certificate'), key: read(upstream, cfg.key, 'key') }
+          ? { cert: files.take(cfg.cert, 'certificate'), key: files.take(cfg.key, 'key') }
           : {}),
       });
     } catch (err) {
       if (err instanceof ZiplineError) throw err;
       throw new ZiplineError('ZL_TLS_CONFIG', `upstream ${upstream}: tls: ${(err as Error).message}`);
     }
+  }
+
+  /** A file it was made from was renewed in place (a reload then rebuilds it); throws ZL_TLS_CONFIG when one cannot be read. */
+  filesChanged(): boolean {
+    return this.files.changed();
   }
 
   /**

@@ -2,16 +2,18 @@
  * An https listener's TLS policy as a scanner (sslscan, testssl.sh) sees it: TLS 1.2 offers only
  * forward-secret AEAD suites by default, `tls.ciphers` widens or narrows that (and survives a
  * reload), TLS 1.3 is unaffected, a cipher list OpenSSL cannot use is a config error, and a
- * client-initiated renegotiation is refused.
+ * client-initiated renegotiation is refused. A certificate renewed in place is read again at reload.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { loadConfigText } from '../../src/config/load.js';
 import { testPeers } from '../helpers/http.js';
 import { splitAddress } from '../helpers/net.js';
+import { tempDir } from '../helpers/temp.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
 const peers = testPeers();
@@ -130,4 +132,53 @@ test('a cipher list OpenSSL cannot use is a config error at its path', () => {
   const issue = r.issues.find((i) => i.path.includes('ciphers'));
   assert.ok(issue, JSON.stringify(r.issues));
   assert.match(issue.message, /OpenSSL knows none of these cipher suites/);
+});
+
+test('a certificate renewed in place (same paths, as certbot writes them) is read again at reload: new handshakes get it; a broken one keeps the old', async () => {
+  const o = await peers.origin();
+  const dir = tempDir('zl-renew-');
+  const [crt, key] = [join(dir, 'site.crt'), join(dir, 'site.key')];
+  const install = (name: string): void => {
+    copyFileSync(join(TLS, `${name}.crt`), crt);
+    copyFileSync(join(TLS, `${name}.key`), key);
+  };
+  install('a');
+  const text = `
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  app: { servers: [${o.address}] }
+listeners:
+  - { name: tls, protocol: https, listen: 127.0.0.1:0, upstream: app, tls: { cert: ${crt}, key: ${key} } }
+`;
+  const cfg = loadConfigText(text, {});
+  assert.ok(cfg.ok);
+  const z = await startRuntime(text);
+  try {
+    const [, p] = splitAddress(z.addr('tls'));
+    const served = (): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const s = tlsConnect({ host: '127.0.0.1', port: p, rejectUnauthorized: false });
+        s.once('secureConnect', () => {
+          resolve(String(s.getPeerCertificate().subject.CN));
+          s.destroy();
+        });
+        s.once('error', reject);
+      });
+    assert.equal(await served(), 'a.test');
+    const unchanged = await z.rt.reload(cfg.config);
+    assert.deepEqual(unchanged.listeners.changed, [], 'nothing renewed: nothing applied');
+    install('b');
+    const renewed = await z.rt.reload(cfg.config);
+    assert.equal(renewed.result, 'applied', renewed.errors.join('; '));
+    assert.deepEqual(renewed.listeners.changed, ['tls']);
+    assert.equal(await served(), 'b.test');
+    // half written (a key that is not a key): refused, the renewed one stays
+    writeFileSync(key, 'not a key\n');
+    const broken = await z.rt.reload(cfg.config);
+    assert.equal(broken.result, 'partial');
+    assert.match(broken.errors.join('\n'), /listener tls: .*; its previous settings stay/);
+    assert.equal(await served(), 'b.test');
+  } finally {
+    await z.stop();
+  }
 });

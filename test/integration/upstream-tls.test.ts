@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { join } from 'node:path';
@@ -19,6 +19,7 @@ import { WebSocketServer } from 'ws';
 import { loadConfigText } from '../../src/config/load.js';
 import { webSocketEcho } from '../helpers/http.js';
 import { closeServer, dial, readAll, until } from '../helpers/net.js';
+import { tempDir } from '../helpers/temp.js';
 import { ROOT, spawnZipline, startRuntime } from '../helpers/zipline.js';
 
 const TLS = join(ROOT, 'test/fixtures/tls');
@@ -335,6 +336,35 @@ listeners:
       assert.match(line, /"code":"ZL_UPSTREAM_TLS"/);
       assert.match(line, /"reason":"DEPTH_ZERO_SELF_SIGNED_CERT"/);
       assert.equal([...z.stdout, ...z.stderr].filter((l) => /TLS with the server failed/.test(l)).length, 1);
+    } finally {
+      await z.stop();
+    }
+  });
+
+  test('a CA file renewed in place (same path, new bytes) is read again at reload; an unchanged one is not re-applied', async () => {
+    const ca = join(tempDir('zl-ca-'), 'ca.pem');
+    copyFileSync(join(TLS, 'b.crt'), ca); // not the CA of a.test's certificate
+    const text = config({ app: `{ servers: [a.test:${plain.port}], tls: { ca: ${ca} } }` });
+    const cfg = loadConfigText(text, {});
+    assert.ok(cfg.ok);
+    const z = await startRuntime(text, { lookup });
+    try {
+      const status = async (): Promise<string> => {
+        const r = await fetch(`http://${z.addr('web')}/app`);
+        await r.arrayBuffer();
+        return `${r.status} ${r.headers.get('x-zipline-error') ?? ''}`.trim();
+      };
+      assert.equal(await status(), '502 ZL_UPSTREAM_TLS');
+      assert.deepEqual(
+        (await z.rt.reload(cfg.config)).upstreams.changed,
+        [],
+        'nothing renewed: nothing applied',
+      );
+      copyFileSync(A_CRT, ca);
+      const report = await z.rt.reload(cfg.config);
+      assert.equal(report.result, 'applied', report.errors.join('; '));
+      assert.deepEqual(report.upstreams.changed, ['app']);
+      assert.equal(await status(), '200');
     } finally {
       await z.stop();
     }
