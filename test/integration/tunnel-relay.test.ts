@@ -903,11 +903,14 @@ listeners:
   });
 });
 
-test('the admin dashboard renders the tunnel: the agent relays and the relay sessions', async () => {
-  const { relay, agent } = await startPair('');
+test('the admin dashboard renders the tunnel: the agent relays and entries, and the relay sessions', async () => {
+  const { relay, agent } = await startPair('    socks5: 127.0.0.1:0');
   const a = await renderDashboard(agent.rt.admin.url());
   assert.match(a, /<h2>Tunnel agent/);
   assert.match(a, new RegExp(`<code>${relay.rt.relay?.address()}</code></td><td class="up">up`));
+  // the agent's entries with their addresses and connection counts
+  const socks = agent.rt.agent?.addresses().socks5;
+  assert.match(a, new RegExp(`<td>socks5</td><td><code>${socks}</code></td><td>0</td><td>0</td>`));
   const r = await renderDashboard(relay.rt.admin.url());
   assert.match(r, /<h2>Tunnel relay/);
   assert.match(r, /<td>agent-under-test<\/td>/);
