@@ -17,6 +17,16 @@ async function check(file: string): Promise<number> {
   const { loadConfigFile } = await import('../config/load.js');
   const r = loadConfigFile(file);
   if (!r.ok) return reportInvalidConfig(file, r.issues);
+  const { tlsFileProblems } = await import('./check-files.js');
+  const files = tlsFileProblems(r.config);
+  if (files.length > 0) {
+    const n = files.length;
+    process.stderr.write(
+      `${file}: ZL_TLS_CONFIG: ${n} problem${n === 1 ? '' : 's'} with the TLS files it names\n`,
+    );
+    for (const line of files) process.stderr.write(`  ${line}\n`);
+    return EXIT.config;
+  }
   process.stdout.write(`${file}: ok\n${describeConfig(r.config)}`);
   return EXIT.ok;
 }

@@ -1,6 +1,7 @@
 /** The `zipline` command as a user runs it. */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { HEAP_FLAGS, heapFlagArgv } from '../../src/cli/heap-flags.js';
 import { ROOT, runCli, spawnZipline, writeConfig } from '../helpers/zipline.js';
@@ -103,6 +104,33 @@ listeners:
     assert.match(r.stdout, /token set/);
     assert.match(r.stdout, /drain_timeout: 30s,/);
     assert.doesNotMatch(r.stdout + r.stderr, /super-secret-token/);
+  });
+
+  test('check: the TLS files a config names are loaded as run would (nginx -t reads them too): missing or unusable ones are exit 1', async () => {
+    const tls = join(ROOT, 'test/fixtures/tls');
+    const notAKey = writeConfig('not a key\n');
+    const file = writeConfig(`
+upstreams:
+  o: { servers: [127.0.0.1:9000], tls: { ca: /nonexistent/ca.pem } }
+  fine: { servers: [127.0.0.1:9001], tls: { ca: ${tls}/ca.crt, crl: ${tls}/ca.crl } }
+listeners:
+  - { name: s, protocol: https, listen: 127.0.0.1:8443, upstream: o, tls: { cert: /nonexistent/a.crt, key: /nonexistent/a.key } }
+  - { name: k, protocol: https, listen: 127.0.0.1:8444, upstream: o, tls: { cert: ${tls}/a.crt, key: ${notAKey} } }
+  - { name: ok, protocol: https, listen: 127.0.0.1:8445, upstream: fine, tls: { cert: ${tls}/a.crt, key: ${tls}/a.key } }
+tunnel:
+  relay: { listen: 127.0.0.1:7000, tls: { cert: /nonexistent/relay.crt, key: ${tls}/a.key }, tokens: [0123456789abcdef] }
+`);
+    const r = await runCli(['check', '-c', file]);
+    assert.equal(r.code, 1, r.stdout);
+    const lines = r.stderr.trim().split('\n');
+    // the key that is not a key: OpenSSL's reason, after the pair's certificate path
+    assert.match(lines.splice(2, 1)[0] ?? '', /^ {2}listeners\[1\] \(k\)\.tls: \S+a\.crt: \S/);
+    assert.deepEqual(lines, [
+      `${file}: ZL_TLS_CONFIG: 4 problems with the TLS files it names`,
+      '  listeners[0] (s).tls: cannot read TLS certificate /nonexistent/a.crt: ENOENT',
+      '  upstreams.o.tls: upstream o: cannot read TLS CA file /nonexistent/ca.pem: ENOENT',
+      '  tunnel.relay.tls.cert: cannot read /nonexistent/relay.crt: ENOENT',
+    ]);
   });
 
   test('check: a bare admin port stays on loopback; an admin bound beyond it without a token is pointed out', async () => {
