@@ -37,7 +37,9 @@ export async function runCommand(file: string): Promise<number> {
   try {
     await runtime.start();
   } catch (err) {
-    log.error({ err, code: isZiplineError(err) ? err.code : 'ZL_INTERNAL' }, 'could not start');
+    // a coded error says what to do in its message (no stack: it is not a bug); anything else is
+    if (isZiplineError(err)) log.error({ code: err.code }, `could not start: ${err.message}`);
+    else log.error({ err, code: 'ZL_INTERNAL' }, 'could not start');
     return EXIT.start;
   }
   log.info({ config: file, admin: runtime.admin.url() }, 'zipline started');

@@ -15,7 +15,7 @@ import type { ErrorCode } from '../errors.js';
 import { acceptPausedReporter, guardAccepts } from '../l4/accept-guard.js';
 import { ClientGate } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
-import { listenOn, shedCounter, socketFromFd } from '../l4/listen.js';
+import { listenOn, onServerError, shedCounter, socketFromFd } from '../l4/listen.js';
 import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
 import { OverLimit } from '../log/over-limit.js';
@@ -111,7 +111,7 @@ export class HttpListener implements Listener, ExchangeHost {
     }
     this.server.maxConnections = this.settings.maxConnections;
     this.server.on('drop', () => this.overLimit.refused());
-    this.server.on('error', (err) => ctx.log.error({ listener: name, err }, 'listener error'));
+    onServerError(this.server, (err) => ctx.log.error({ listener: name, err }, 'listener error'));
     this.scheduleSweep();
   }
 

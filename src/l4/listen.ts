@@ -55,6 +55,17 @@ export async function listenOn(
   guardAccepts(server, shedCounter(name));
 }
 
+/**
+ * A listening server's errors after it listens (an accept that failed, as net.Server reports
+ * them). A failed listen is not one: `listenOn` rejects with it (ZL_LISTEN_FAILED, what to do) and
+ * start reports that, so it is not logged a second time here with a stack.
+ */
+export function onServerError(server: Server, report: (err: Error) => void): void {
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.syscall !== 'listen') report(err);
+  });
+}
+
 /** Counts a connection closed unanswered because descriptors ran out (a rare path: the series is made then). */
 export function shedCounter(listener: string): () => void {
   return () => metrics.downstreamRejected.labels(listener, 'ZL_LOCAL_EXHAUSTED').inc();

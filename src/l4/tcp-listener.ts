@@ -18,7 +18,7 @@ import { acceptPausedReporter } from './accept-guard.js';
 import { type ClientAccess, ClientGate, compileClientAccess } from './client-access.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
-import { listenOn, socketFromFd } from './listen.js';
+import { listenOn, onServerError, socketFromFd } from './listen.js';
 import type { Listener } from './listener.js';
 import { nativePump } from './native-pump.js';
 import { TcpConnection } from './tcp-connection.js';
@@ -90,7 +90,7 @@ export class TcpListener implements Listener {
     this.server.maxConnections = this.settings.maxConnections;
     this.server.on('connection', (socket) => this.onConnection(socket));
     this.server.on('drop', () => this.overLimit.refused());
-    this.server.on('error', (err) => ctx.log.error({ listener: name, err }, 'listener error'));
+    onServerError(this.server, (err) => ctx.log.error({ listener: name, err }, 'listener error'));
     this.scheduleSweep();
   }
 

@@ -12,7 +12,7 @@ import type { TunnelRelayConfig } from '../config/schema.js';
 import { formatHostPort } from '../config/units.js';
 import { type ClientAccess, ClientGate, compileClientAccess } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
-import { listenOn } from '../l4/listen.js';
+import { listenOn, onServerError } from '../l4/listen.js';
 import { metrics } from '../metrics/catalog.js';
 import { DirectDialer } from '../proxy/dialer.js';
 import { ProxyGate } from '../proxy-protocol/gate.js';
@@ -77,7 +77,7 @@ export class TunnelRelay {
         this.proxyGate.read(s, false, (sock, rest) => this.onConnection(sock, rest));
       else this.onConnection(s, null);
     });
-    this.server.on('error', (err) => ctx.log.error({ err }, 'tunnel relay listener error'));
+    onServerError(this.server, (err) => ctx.log.error({ err }, 'tunnel relay listener error'));
     this.loadTimer = setInterval(() => this.measureLoad(), 2000);
     this.loadTimer.unref();
   }

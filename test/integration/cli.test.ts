@@ -182,6 +182,9 @@ listeners: [{ protocol: tcp, listen: 127.0.0.1:${p}, upstream: a }]
     s.close();
     assert.equal(r.code, 3);
     assert.match(r.stderr, /ZL_LISTEN_FAILED/);
+    // said as what to do, not as a crash: the reason in the message, no stack trace
+    assert.match(r.stderr, /"msg":"could not start: listener \S+: cannot listen on /);
+    assert.doesNotMatch(r.stderr, /"stack"/);
     assert.match(
       r.stderr,
       new RegExp(
