@@ -37,7 +37,8 @@ export async function runCommand(file: string): Promise<number> {
   try {
     await runtime.start();
   } catch (err) {
-    // a coded error says what to do in its message (no stack: it is not a bug); anything else is
+    // a coded error says what to do in its message (no stack: it is not a bug); any other may
+    // be one, and keeps its stack
     if (isZiplineError(err)) log.error({ code: err.code }, `could not start: ${err.message}`);
     else log.error({ err, code: 'ZL_INTERNAL' }, 'could not start');
     return EXIT.start;
