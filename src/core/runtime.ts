@@ -356,7 +356,7 @@ export class Runtime {
     if (this.draining) reasons.push('draining');
     const now = Date.now();
     for (const [name, up] of this.upstreams)
-      if (!up.isReady(now)) reasons.push(`upstream ${name}: no healthy server`);
+      if (!up.isReady(now)) reasons.push(`upstream ${name}: ${up.whyNotReady()}`);
     if (this.agent !== null && !this.agent.links.some((l) => l.state === 'up'))
       reasons.push('tunnel agent: no relay session is up');
     return { ready: reasons.length === 0, reasons };

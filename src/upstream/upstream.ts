@@ -148,6 +148,11 @@ export class Upstream {
     return this.endpoints.some((e) => e.isUp(now));
   }
 
+  /** Why it is not ready (`/readyz`): a name that never resolved has no server to be healthy. */
+  whyNotReady(): string {
+    return this.endpoints.length === 0 ? 'no server address resolved' : 'no healthy server';
+  }
+
   /**
    * Applies a new config of the same name (reload). Endpoints whose server and address stay are
    * kept with their state; the balancer is rebuilt only when the policy changes.

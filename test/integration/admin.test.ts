@@ -59,13 +59,21 @@ describe('admin', () => {
     const echo = await tcpEcho();
     servers.push(echo);
     const dead = await refusedPort();
-    const z = await startRuntime(`
+    const z = await startRuntime(
+      `
 admin: { listen: 127.0.0.1:0 }
 upstreams:
   up: { servers: ["127.0.0.1:${port(echo)}", "127.0.0.1:${dead}"] }
   gone: { servers: ["127.0.0.1:${dead}"], health_check: { type: tcp, interval: 100ms, timeout: 50ms, fall: 1 } }
+  unnamed: { servers: ["nowhere.invalid:80"] }
 listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
-`);
+`,
+      // a name the resolver does not know (only `unnamed` has one)
+      {
+        lookup: (host, cb) =>
+          cb(Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' }), []),
+      },
+    );
     try {
       const base = z.rt.admin.url();
       assert.equal((await fetch(`${base}healthz`)).status, 200);
@@ -74,7 +82,10 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
         'readyz 503: upstream gone has no healthy server',
       );
       const ready = (await (await fetch(`${base}readyz`)).json()) as { reasons: string[] };
-      assert.deepEqual(ready.reasons, ['upstream gone: no healthy server']);
+      assert.deepEqual(ready.reasons, [
+        'upstream gone: no healthy server',
+        'upstream unnamed: no server address resolved',
+      ]);
       const stats = (await (await fetch(`${base}stats`)).json()) as {
         listeners: Record<string, { address: string }>;
         upstreams: Record<
