@@ -90,7 +90,8 @@ export class RequestLog {
         `"method":${jsonString(head.method)},"host":${jsonString(head.host)},"path":${jsonString(logPath(head))},` +
         `"http_version":${jsonString(httpVersion(ex.down, head))},"status":${ex.status},` +
         `"route":${jsonString(route.name)},"upstream":${jsonString(route.upstream)},` +
-        `"upstream_addr":${jsonString(addr)},"attempts":${ex.attempts},"response_time":${jsonNumber(Math.round(seconds * 1e6) / 1e6)},` +
+        `"upstream_addr":${jsonString(addr)},"attempts":${ex.attempts},` +
+        `"response_time":${jsonNumber(Math.round(seconds * 1e6) / 1e6)},` +
         `"bytes_in":${ex.bodyBytes},"bytes_out":${ex.bytesOut},"data_path":"${ex.splicedBytes > 0 ? 'native' : 'js'}",` +
         `"request_id":${jsonString(ex.requestId)},"user_agent":${jsonString(userAgent)},` +
         `"referer":${jsonString(referer)},"error":${jsonString(ex.code)}}\n`,

@@ -62,7 +62,10 @@ export class OriginTls {
     }
   }
 
-  /** A file it was made from was renewed in place (a reload then rebuilds it); throws ZL_TLS_CONFIG when one cannot be read. */
+  /**
+   * A file it was made from was renewed in place (a reload then rebuilds it); throws
+   * ZL_TLS_CONFIG when one cannot be read.
+   */
   filesChanged(): boolean {
     return this.files.changed();
   }
