@@ -92,6 +92,17 @@ export async function bindSocket(
 }
 
 /**
+ * A natively accepted connection of a tcp listener or a proxy entry, set up as their net.Server
+ * sets up its own (`noDelay`, `keepAlive`); null as `socketFromFd`.
+ */
+export function keptAliveSocketFromFd(fd: number, paused: boolean, ip: string, port: number): Socket | null {
+  const socket = socketFromFd(fd, paused, ip, port);
+  socket?.setNoDelay(true);
+  socket?.setKeepAlive(true);
+  return socket;
+}
+
+/**
  * A socket for an fd the native thread accepted (null, fd closed, if Node refuses it). `paused`
  * gives what `pauseOnConnect` gives: nothing is read until the owner resumes it. `ip`/`port`:
  * the peer as accept4() gave it, which the socket reports as its `remoteAddress`/`remotePort`

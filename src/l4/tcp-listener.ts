@@ -18,7 +18,7 @@ import { acceptPausedReporter } from './accept-guard.js';
 import { type ClientAccess, ClientGate, compileClientAccess } from './client-access.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
-import { listenOn, onServerError, socketFromFd } from './listen.js';
+import { keptAliveSocketFromFd, listenOn, onServerError } from './listen.js';
 import type { Listener } from './listener.js';
 import { nativePump } from './native-pump.js';
 import { TcpConnection } from './tcp-connection.js';
@@ -160,11 +160,8 @@ export class TcpListener implements Listener {
 
   /** A connection the native thread accepted: paused, as `pauseOnConnect` gives them. */
   private acceptFd(fd: number, ip: string, port: number): void {
-    const socket = socketFromFd(fd, true, ip, port);
-    if (socket === null) return;
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true);
-    this.onConnection(socket);
+    const socket = keptAliveSocketFromFd(fd, true, ip, port);
+    if (socket !== null) this.onConnection(socket);
   }
 
   private onConnection(socket: Socket): void {

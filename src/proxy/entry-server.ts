@@ -9,7 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { formatHostPort } from '../config/units.js';
 import type { ErrorCode } from '../errors.js';
 import { acceptPausedReporter } from '../l4/accept-guard.js';
-import { listenOn, socketFromFd } from '../l4/listen.js';
+import { keptAliveSocketFromFd, listenOn } from '../l4/listen.js';
 import { nativePump } from '../l4/native-pump.js';
 import { isoNow } from '../log/access-line.js';
 import type { AccessLog, Logger } from '../log/logger.js';
@@ -141,11 +141,8 @@ export class EntryServer {
   }
 
   private acceptFd(fd: number, ip: string, port: number): void {
-    const socket = socketFromFd(fd, false, ip, port);
-    if (socket === null) return;
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true);
-    this.onConnection(socket);
+    const socket = keptAliveSocketFromFd(fd, false, ip, port);
+    if (socket !== null) this.onConnection(socket);
   }
 
   address(): string {
