@@ -19,11 +19,32 @@ const SUITES: Record<string, (root: string) => Promise<string>> = {
   tunnel: runTunnel,
 };
 
-const names = process.argv.slice(2).filter((a) => a !== '--');
+const USAGE = `usage: npm run bench [-- SUITE...]   (suites: l4, http, shm, tunnel; none: all four)
+
+Each suite runs zipline beside its peers (nginx, HAProxy, Caddy, node proxies; shadowsocks-libev
+and stunnel for the tunnel), writes bench/results/DATE-SUITE.md and updates bench/README.md.
+A suite takes 5-10 minutes. Knobs (environment):
+  BENCH_REPS=N              l4, http, tunnel: repetitions (default 3; medians, min-max beside)
+  BENCH_SECONDS=S           http: seconds per wrk run (default 5)
+  BENCH_RTTS=N              l4, tunnel: round trips per latency run (default 20000)
+  BENCH_BULK_BYTES=N        l4, tunnel: bytes per bulk run (default 1 GiB)
+  BENCH_UDP_FLOOD=N         l4: datagrams in the UDP flood (default 300000)
+  BENCH_SHM_COUNT=N         shm: latency samples (default 20000)
+  BENCH_SHM_FLOOD=N         shm: messages in the flood (default 2000000)
+  BENCH_ONLY=TEXT           tunnel: only the targets whose name contains TEXT
+  BENCH_SCENARIOS=0         tunnel: skip the two application scenarios
+  ZIPLINE_BENCH_INSTALL=0   never apt-get missing peers (by default: when run as root)
+`;
+const args = process.argv.slice(2).filter((a) => a !== '--');
+if (args.some((a) => a === '-h' || a === '--help' || a === 'help')) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+const names = args;
 const chosen = names.length > 0 ? names : Object.keys(SUITES);
 const unknown = chosen.filter((n) => SUITES[n] === undefined);
 if (unknown.length > 0) {
-  process.stderr.write(`unknown suite ${unknown.join(', ')}; suites: ${Object.keys(SUITES).join(', ')}\n`);
+  process.stderr.write(`unknown suite ${unknown.join(', ')}\n${USAGE}`);
   process.exit(2);
 }
 // the peers each suite compares with, installed first when they can be (bench/lib/peers.ts)
