@@ -7,6 +7,7 @@ import { createLogger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { workerCount } from '../workers/pool.js';
 import { EXIT, reportInvalidConfig } from './exit.js';
+import { signalPlan } from './signals.js';
 
 /** A different signal this soon after the first is a supervisor's copy of it (see `stop`). */
 const FORWARDED_SIGNAL_MS = 500;
@@ -44,10 +45,13 @@ export async function runCommand(file: string): Promise<number> {
     return EXIT.start;
   }
   log.info({ config: file, admin: runtime.admin.url() }, 'zipline started');
-  process.on('SIGHUP', () => {
-    log.info('SIGHUP: reloading');
-    void runtime.reloadFromSource();
-  });
+  const signals = signalPlan(process.platform);
+  for (const sig of signals.reload) {
+    process.on(sig, () => {
+      log.info(`${sig}: reloading`);
+      void runtime.reloadFromSource();
+    });
+  }
   let firstSignal: { readonly sig: string; readonly at: number } | null = null;
   const stop = (sig: string): void => {
     const now = performance.now();
@@ -66,7 +70,6 @@ export async function runCommand(file: string): Promise<number> {
     log.info({ signal: sig }, 'draining before exit');
     void runtime.drain().then(() => process.exit(EXIT.ok));
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  for (const sig of signals.drain) process.on(sig, () => stop(sig));
   return EXIT.ok;
 }

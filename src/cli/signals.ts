@@ -1,0 +1,15 @@
+/**
+ * Which signals reload and which drain, per platform. On Windows there is no SIGHUP to send: Node
+ * raises it when the console window is closed, and Windows ends the process ~10 s later whatever
+ * it does, so there it drains (as do Ctrl-C's SIGINT and Ctrl-Break's SIGBREAK); reloads come
+ * from `POST /reload`.
+ */
+export interface SignalPlan {
+  readonly reload: readonly NodeJS.Signals[];
+  readonly drain: readonly NodeJS.Signals[];
+}
+
+export function signalPlan(platform: NodeJS.Platform): SignalPlan {
+  if (platform === 'win32') return { reload: [], drain: ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] };
+  return { reload: ['SIGHUP'], drain: ['SIGTERM', 'SIGINT'] };
+}
