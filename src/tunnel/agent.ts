@@ -13,7 +13,13 @@ import { isZiplineError } from '../errors.js';
 import type { L4Context } from '../l4/context.js';
 import { metrics } from '../metrics/catalog.js';
 import { type Dialer, dialError, httpStatusOfReply, type UdpChannel } from '../proxy/dialer.js';
-import { type EntryHandler, type EntryResult, EntryServer, reportEntry } from '../proxy/entry-server.js';
+import {
+  type EntryHandler,
+  type EntryOptions,
+  type EntryResult,
+  EntryServer,
+  reportEntry,
+} from '../proxy/entry-server.js';
 import { serveHttpProxy } from '../proxy/http-proxy.js';
 import { pipeStream } from '../proxy/pipe.js';
 import { serveSocks5 } from '../proxy/socks5.js';
@@ -62,7 +68,8 @@ export class TunnelAgent implements Dialer {
   }
 
   async start(): Promise<void> {
-    const opts = { headerTimeoutMs: 10_000, idleTimeoutMs: this.cfg.idle_timeout };
+    // read per connection: a reload's idle_timeout applies to the entries' next connections
+    const opts = (): EntryOptions => ({ headerTimeoutMs: 10_000, idleTimeoutMs: this.cfg.idle_timeout });
     const add = async (kind: string, listen: string, handler: EntryHandler): Promise<void> => {
       const name = `tunnel.agent.${kind}`;
       const server = new EntryServer(
@@ -102,10 +109,10 @@ export class TunnelAgent implements Dialer {
         }
       }
       if (this.cfg.socks5 !== undefined) {
-        await add('socks5', this.cfg.socks5, (s, done) => void serveSocks5(s, this, opts, done));
+        await add('socks5', this.cfg.socks5, (s, done) => void serveSocks5(s, this, opts(), done));
       }
       if (this.cfg.http_proxy !== undefined) {
-        await add('http_proxy', this.cfg.http_proxy, (s, done) => void serveHttpProxy(s, this, opts, done));
+        await add('http_proxy', this.cfg.http_proxy, (s, done) => void serveHttpProxy(s, this, opts(), done));
       }
     } catch (err) {
       await this.stopAccepting();

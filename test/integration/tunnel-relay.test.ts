@@ -13,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { loadConfigText } from '../../src/config/load.js';
 import { zstdAvailable } from '../../src/tunnel/compression.js';
 import { ERROR, FRAME, OPEN_STATUS } from '../../src/tunnel/constants.js';
 import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
@@ -666,6 +667,52 @@ describe('the agent data paths', () => {
       async () => (await series('zipline_downstream_connections_active')) === active,
       'both closed',
     );
+  });
+
+  test("a reload's idle_timeout applies to the SOCKS5 and HTTP-proxy entries' next connections", async () => {
+    const echo = await tcpEcho();
+    cleanup.push(() => closeServer(echo));
+    const body = '    socks5: 127.0.0.1:0\n    http_proxy: 127.0.0.1:0';
+    const { agent, relayAddr, entry } = await startPair(body); // idle_timeout: the default 10m
+    const next = loadConfigText(agentYaml(relayAddr, `    idle_timeout: 300ms\n${body}`, 'tls: false'), {});
+    assert.ok(next.ok);
+    const report = await agent.rt.reload(next.config);
+    assert.equal(report.result, 'applied', JSON.stringify(report));
+    const dest = port(echo);
+    const opened = async (kind: 'socks5' | 'http_proxy'): Promise<Socket> => {
+      const [h, p] = splitAddress(entry(kind));
+      const s = connect(p, h);
+      s.on('error', () => {});
+      await once(s, 'connect');
+      const reply = async (n: number): Promise<Buffer> =>
+        (await until(
+          () => (s.readableLength >= n ? (s.read(n) as Buffer) : null),
+          `${kind} reply`,
+        )) as Buffer;
+      if (kind === 'socks5') {
+        s.write(Buffer.from([5, 1, 0]));
+        assert.deepEqual([...(await reply(2))], [5, 0]);
+        s.write(Buffer.from([5, 1, 0, 1, 127, 0, 0, 1, dest >> 8, dest & 0xff]));
+        assert.equal((await reply(10))[1], 0, 'SOCKS5 CONNECT succeeded');
+      } else {
+        s.write(`CONNECT 127.0.0.1:${dest} HTTP/1.1\r\nHost: 127.0.0.1:${dest}\r\n\r\n`);
+        const ok = 'HTTP/1.1 200 Connection Established\r\n\r\n';
+        assert.equal(String(await reply(ok.length)), ok);
+      }
+      return s;
+    };
+    for (const kind of ['socks5', 'http_proxy'] as const) {
+      const s = await opened(kind);
+      const started = Date.now();
+      // nothing either way: the new idle_timeout (300ms), not the one the entry started with
+      await until(
+        () => s.closed || s.readableEnded,
+        `${kind}: closed after the reloaded idle_timeout`,
+        5_000,
+      );
+      assert.ok(Date.now() - started >= 250, `${kind}: not before it`);
+      s.destroy();
+    }
   });
 
   test('HTTP-proxy entry: CONNECT with early data in the same write; the access line counts each byte once', async () => {
