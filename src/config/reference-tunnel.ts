@@ -139,6 +139,10 @@ export const TUNNEL_REFERENCE = {
     default: '10m',
     doc: 'A forwarded TCP connection with no byte either way for this long is closed.',
   },
+  'tunnel.agent.max_connections': {
+    default: 10_000,
+    doc: 'Connections each local entry (`socks5`, `http_proxy`, each tcp forward) holds at once; more are accepted and closed at once, counted as `ZL_LISTENER_OVER_LIMIT` in `zipline_downstream_rejected_total{listener="tunnel.agent.socks5"}` (…`http_proxy`, …`forwards[N]`), as `listeners[].limits.max_connections`. A reload applies it to new connections.',
+  },
   'tunnel.agent.forwards': { doc: 'Local ports carried to destinations on the relay side.' },
   'tunnel.agent.forwards[]': { doc: 'One forward.' },
   'tunnel.agent.forwards[].listen': { doc: 'Local `host:port` (a bare port binds all interfaces).' },

@@ -135,6 +135,7 @@ export const tunnelAgent = z.strictObject({
     .prefault({}),
   connect_timeout: duration.prefault(def('tunnel.agent.connect_timeout')),
   idle_timeout: duration.prefault(def('tunnel.agent.idle_timeout')),
+  max_connections: count(1, 10_000_000).prefault(def('tunnel.agent.max_connections')),
   forwards: z.array(forward).prefault([]),
   socks5: listenAddress.optional(),
   http_proxy: listenAddress.optional(),

@@ -124,6 +124,11 @@ export class EntryServer {
     this.admit = admit;
   }
 
+  /** A reload's cap: connections beyond it from now on are refused (open ones stay). */
+  setMaxConnections(maxConnections: number): void {
+    this.maxConnections = maxConnections;
+  }
+
   /**
    * Listens. `nativeAccept`, where the addon is built: the native thread accepts beside libuv, as
    * for tcp and http listeners (native/pump/accept.c): a burst is taken at once, and each

@@ -33,8 +33,6 @@ import { choose, scores } from './score.js';
 import type { SessionStream } from './session-api.js';
 
 const UDP_IDLE_MS = 60_000;
-/** Connections one agent entry serves at once; more are closed and counted (ZL_LISTENER_OVER_LIMIT). */
-const MAX_ENTRY_CONNECTIONS = 10_000;
 
 export class TunnelAgent implements Dialer {
   cfg: TunnelAgentConfig;
@@ -75,7 +73,7 @@ export class TunnelAgent implements Dialer {
       const server = new EntryServer(
         name,
         handler,
-        MAX_ENTRY_CONNECTIONS,
+        this.cfg.max_connections, // more are closed and counted (ZL_LISTENER_OVER_LIMIT)
         {
           onResult: (peer, r, startedAt) =>
             reportEntry(this.ctx.accessLog, name, 'tunnel', peer, r, startedAt),
@@ -284,6 +282,7 @@ export class TunnelAgent implements Dialer {
 
   update(cfg: TunnelAgentConfig): void {
     this.cfg = cfg;
+    for (const e of this.entries) e.server.setMaxConnections(cfg.max_connections);
     for (const l of this.links) l.update(cfg);
   }
 

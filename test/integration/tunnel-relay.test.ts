@@ -715,6 +715,45 @@ describe('the agent data paths', () => {
     }
   });
 
+  test('max_connections caps each agent entry (the next is closed and counted); a reload raises it for new connections', async () => {
+    const body = '    max_connections: 2\n    socks5: 127.0.0.1:0';
+    const { agent, relayAddr, entry } = await startPair(body);
+    const refused = () =>
+      metricValue(
+        'zipline_downstream_rejected_total',
+        'listener="tunnel.agent.socks5",code="ZL_LISTENER_OVER_LIMIT"',
+      );
+    const before = await refused();
+    const [h, p] = splitAddress(entry('socks5'));
+    const open = async (): Promise<Socket> => {
+      const c = connect(p, h);
+      c.on('error', () => {});
+      cleanup.push(() => {
+        c.destroy();
+      });
+      await once(c, 'connect');
+      return c;
+    };
+    const held = [await open(), await open()];
+    await until(() => agent.rt.agent?.activeCount() === 2 || null, 'two connections held');
+    const third = await open();
+    await until(() => third.closed || third.readableEnded, 'the third closed at once');
+    await until(async () => (await refused()) === before + 1, 'and counted as over the limit');
+    assert.ok(
+      held.every((c) => !c.closed && !c.readableEnded),
+      'the first two stay',
+    );
+    const next = loadConfigText(agentYaml(relayAddr, body.replace(': 2', ': 3'), 'tls: false'), {});
+    assert.ok(next.ok);
+    assert.equal((await agent.rt.reload(next.config)).result, 'applied');
+    const fourth = await open();
+    fourth.write(Buffer.from([5, 1, 0])); // a greeting: served, not closed
+    await until(() => fourth.readableLength >= 2 || fourth.closed, 'the greeting answered');
+    assert.ok(fourth.readableLength >= 2, 'served under the raised cap, not refused');
+    assert.deepEqual([...(fourth.read(2) as Buffer)], [5, 0]);
+    assert.equal(await refused(), before + 1);
+  });
+
   test('HTTP-proxy entry: CONNECT with early data in the same write; the access line counts each byte once', async () => {
     const echo = await tcpEcho();
     cleanup.push(() => closeServer(echo));
