@@ -12,7 +12,9 @@ export const TUNNEL_REFERENCE = {
     doc: '`auto`: TLS 1.3 with a self-signed P-256 certificate created once in `state_dir` and reused (its fingerprint is printed at start and shown in `/stats`); `{ cert, key }`: your files; `off`: plain TCP (loopback tests and benchmarks only: the token proof then relies on a timestamp and nonce).',
   },
   'tunnel.relay.tls.cert': { doc: 'PEM certificate (chain) file of the relay.' },
-  'tunnel.relay.tls.key': { doc: 'PEM private key file of the relay.' },
+  'tunnel.relay.tls.key': {
+    doc: 'PEM private key file of the relay. Both files are read again at each reload; renewed in place, they are what new sessions get (docs/TUNNEL.md, "Reload").',
+  },
   'tunnel.relay.ciphers': {
     default: 'TLS_CHACHA20_POLY1305_SHA256',
     doc: 'TLS 1.3 suites the relay accepts, in order (OpenSSL names, `:`-separated): e.g. `TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256` where AES-NI makes AES faster.',

@@ -238,7 +238,10 @@ export class Runtime {
       if (!same(next.shm, this.config.shm)) {
         errors.push('shm: bridge changes take effect at restart (segments outlive config generations)');
       }
-      reloadTunnel(this.config.tunnel, next.tunnel, this.relay, this.agent, errors);
+      reloadTunnel(this.config.tunnel, next.tunnel, this.relay, this.agent, {
+        errors,
+        changed: report.listeners.changed as string[],
+      });
     }
     await this.applyProcessSettings(next);
     this.config = next;

@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { createSecureContext, type SecureContext, TLSSocket } from 'node:tls';
 import type { TunnelRelayConfig } from '../config/schema.js';
 import { formatHostPort } from '../config/units.js';
+import { ZiplineError } from '../errors.js';
 import { type ClientAccess, ClientGate, compileClientAccess } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
 import { listenOn, onServerError } from '../l4/listen.js';
@@ -26,7 +27,7 @@ import { dropTlsContext, NativeSession, tlsContext } from './native/native-sessi
 import { RelaySession } from './relay-session.js';
 import { type SessionOptions, TunnelSession } from './session.js';
 import type { SessionApi } from './session-api.js';
-import { type RelayTls, relaySecureOptions, relayTls } from './tls.js';
+import { type RelayTls, relaySecureOptions, relayTls, relayTlsFromFiles } from './tls.js';
 
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -85,22 +86,7 @@ export class TunnelRelay {
   async start(): Promise<void> {
     if (this.cfg.tls !== 'off') {
       const files = this.cfg.tls === 'auto' ? 'auto' : { ...this.cfg.tls, ciphers: this.cfg.ciphers };
-      this.tls = await relayTls(files, this.cfg.state_dir, this.cfg.ciphers);
-      this.secureContext = createSecureContext(relaySecureOptions(this.tls));
-      if (engine.available) {
-        try {
-          this.nativeCtx = tlsContext(true, {
-            cert: this.tls.cert.toString(),
-            key: this.tls.key.toString(),
-            ciphers: this.tls.ciphers,
-          });
-        } catch (err) {
-          this.ctx.log.warn(
-            { code: 'ZL_TUNNEL_TLS', err: (err as Error).message },
-            'tunnel relay: the native engine cannot use this certificate; sessions run in JavaScript',
-          );
-        }
-      }
+      this.useTls(await relayTls(files, this.cfg.state_dir, this.cfg.ciphers));
     }
     if (this.useNative()) engine.warm();
     await listenOn(this.server, this.cfg.listen, 'tunnel.relay');
@@ -118,6 +104,57 @@ export class TunnelRelay {
         ? 'tunnel relay listening (plain TCP)'
         : `tunnel relay listening; fingerprint ${this.tls.fingerprint}`,
     );
+  }
+
+  /**
+   * The certificate new sessions get, for both engines. Throws (the old one stays) when Node's
+   * TLS cannot use it; the native engine's refusal only sends new sessions to JavaScript.
+   */
+  private useTls(tls: RelayTls): void {
+    const secureContext = createSecureContext(relaySecureOptions(tls));
+    let nativeCtx = 0;
+    if (engine.available) {
+      try {
+        nativeCtx = tlsContext(true, {
+          cert: tls.cert.toString(),
+          key: tls.key.toString(),
+          ciphers: tls.ciphers,
+        });
+      } catch (err) {
+        this.ctx.log.warn(
+          { code: 'ZL_TUNNEL_TLS', err: (err as Error).message },
+          'tunnel relay: the native engine cannot use this certificate; sessions run in JavaScript',
+        );
+      }
+    }
+    // sessions made from the old native context keep their own reference
+    if (this.nativeCtx !== 0) dropTlsContext(this.nativeCtx);
+    this.tls = tls;
+    this.secureContext = secureContext;
+    this.nativeCtx = nativeCtx;
+  }
+
+  /**
+   * `tls: { cert, key }` renewed in place (same paths, as certbot writes them): read again at
+   * each reload and, when the bytes differ, what new sessions get (open sessions keep theirs).
+   * True when applied; throws a coded error when a file cannot be read or used (the old stays).
+   */
+  renewTls(): boolean {
+    const files = this.cfg.tls;
+    if (files === 'off' || files === 'auto' || this.tls === null) return false;
+    const next = relayTlsFromFiles({ ...files, ciphers: this.cfg.ciphers });
+    if (String(next.cert) === String(this.tls.cert) && String(next.key) === String(this.tls.key))
+      return false;
+    try {
+      this.useTls(next);
+    } catch (err) {
+      throw new ZiplineError('ZL_TLS_CONFIG', `tunnel relay: ${(err as Error).message}`, { cause: err });
+    }
+    this.ctx.log.info(
+      { fingerprint: next.fingerprint, certificate: next.certPath },
+      `tunnel relay: renewed certificate for new sessions; fingerprint ${next.fingerprint}`,
+    );
+    return true;
   }
 
   get fingerprint(): string | null {

@@ -6,17 +6,19 @@ import type { TunnelRelay } from './relay.js';
 
 /**
  * Relay tokens, allow list, timeouts and limits, and the agent's token, timeouts and
- * compression apply at once (new sessions and streams); addresses, TLS, relays and entries
- * take effect at restart (sessions and local ports outlive a config generation).
+ * compression apply at once (new sessions and streams); addresses, TLS settings, relays and
+ * entries take effect at restart (sessions and local ports outlive a config generation). The
+ * relay's certificate files are read again at every reload: one renewed in place is what new
+ * sessions get (`tunnel.relay` listed in `changed`).
  */
 export function reloadTunnel(
   cur: ValidConfig['tunnel'],
   nxt: ValidConfig['tunnel'],
   relay: TunnelRelay | null,
   agent: TunnelAgent | null,
-  errors: string[],
+  report: { readonly errors: string[]; readonly changed: string[] },
 ): void {
-  if (same(cur, nxt)) return;
+  const { errors } = report;
   const r0 = cur?.relay;
   const r1 = nxt?.relay;
   if (
@@ -27,13 +29,19 @@ export function reloadTunnel(
     same(r0.tls, r1.tls) &&
     r0.ciphers === r1.ciphers
   ) {
-    relay.update(r1);
+    if (!same(r0, r1)) relay.update(r1);
+    try {
+      if (relay.renewTls()) report.changed.push('tunnel.relay');
+    } catch (err) {
+      errors.push(`${(err as Error).message}; the previous certificate stays`);
+    }
   } else if (!same(r0, r1))
     errors.push('tunnel.relay: listen/tls changes (or adding/removing the relay) take effect at restart');
   const a0 = cur?.agent;
   const a1 = nxt?.agent;
+  if (same(a0, a1)) return;
   const fixed = (a: typeof a0) =>
     a === undefined ? null : [a.relays, a.forwards, a.socks5, a.http_proxy, a.id];
   if (agent !== null && a1 !== undefined && same(fixed(a0), fixed(a1))) agent.update(a1);
-  else if (!same(a0, a1)) errors.push('tunnel.agent: relays, entries and id take effect at restart');
+  else errors.push('tunnel.agent: relays, entries and id take effect at restart');
 }

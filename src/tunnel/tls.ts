@@ -58,21 +58,11 @@ function step<T>(what: string, fn: () => T): T {
 }
 
 export async function relayTls(
-  tls: 'auto' | { cert: string; key: string; ciphers: string },
+  tls: 'auto' | RelayTlsFiles,
   stateDir: string,
   ciphers: string,
 ): Promise<RelayTls> {
-  if (tls !== 'auto') {
-    const cert = step(`cannot read the certificate ${tls.cert}`, () => readFileSync(tls.cert));
-    return {
-      key: step(`cannot read the key ${tls.key}`, () => readFileSync(tls.key)),
-      cert,
-      ciphers: tls.ciphers,
-      fingerprint: step(`${tls.cert} is not a PEM certificate`, () => fingerprintOf(cert)),
-      certPath: tls.cert,
-      created: false,
-    };
-  }
+  if (tls !== 'auto') return relayTlsFromFiles(tls);
   const certPath = join(stateDir, 'relay-cert.pem');
   const keyPath = join(stateDir, 'relay-key.pem');
   if (existsSync(certPath) && existsSync(keyPath)) {
@@ -111,6 +101,25 @@ export async function relayTls(
     fingerprint: fingerprintOf(pems.cert),
     certPath,
     created: true,
+  };
+}
+
+export interface RelayTlsFiles {
+  readonly cert: string;
+  readonly key: string;
+  readonly ciphers: string;
+}
+
+/** `tls: { cert, key }`: read now (at start, and again at each reload to find a renewal). */
+export function relayTlsFromFiles(tls: RelayTlsFiles): RelayTls {
+  const cert = step(`cannot read the certificate ${tls.cert}`, () => readFileSync(tls.cert));
+  return {
+    key: step(`cannot read the key ${tls.key}`, () => readFileSync(tls.key)),
+    cert,
+    ciphers: tls.ciphers,
+    fingerprint: step(`${tls.cert} is not a PEM certificate`, () => fingerprintOf(cert)),
+    certPath: tls.cert,
+    created: false,
   };
 }
 

@@ -9,16 +9,18 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
 import { loadConfigText } from '../../src/config/load.js';
 import { zstdAvailable } from '../../src/tunnel/compression.js';
 import { ERROR, FRAME, OPEN_STATUS } from '../../src/tunnel/constants.js';
 import { encodeFrame, FrameDecoder } from '../../src/tunnel/frame.js';
 import { encodeHello } from '../../src/tunnel/handshake.js';
 import { engine } from '../../src/tunnel/native/binding.js';
+import { fingerprintOf } from '../../src/tunnel/tls.js';
 import { have, run } from '../helpers/daemons.js';
 import { renderDashboard } from '../helpers/dashboard.js';
 import { rawRequest } from '../helpers/http.js';
@@ -385,6 +387,58 @@ test('relay certificate from files, verified by the agent against a CA and a nam
     'a name mismatch refused',
   );
   assert.notEqual(wrong.rt.agent?.links[0]?.state, 'up');
+});
+
+test("the relay's certificate renewed in place is read again at reload: new sessions get it, open ones stay; a broken one keeps the old", async () => {
+  const fixtures = join(ROOT, 'test/fixtures/tls');
+  const dir = tempDir('zl-relay-renew-');
+  const [crt, key] = [join(dir, 'relay.crt'), join(dir, 'relay.key')];
+  const install = (name: string): void => {
+    copyFileSync(join(fixtures, `${name}.crt`), crt);
+    copyFileSync(join(fixtures, `${name}.key`), key);
+  };
+  install('a');
+  const yaml = relayYaml('').replace('tls: off', `tls: { cert: ${crt}, key: ${key} }`);
+  const cfg = loadConfigText(yaml, {});
+  assert.ok(cfg.ok);
+  const relay = await startRuntime(yaml);
+  cleanup.push(() => relay.stop());
+  const addr = relay.rt.relay?.address() ?? '';
+  const [h, p] = splitAddress(addr);
+  const served = (): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const s = tlsConnect({ host: h, port: p, rejectUnauthorized: false });
+      s.once('secureConnect', () => {
+        resolve(String(s.getPeerCertificate().subject.CN));
+        s.destroy();
+      });
+      s.once('error', reject);
+    });
+  const agent = await startRuntime(
+    agentYaml(addr, '', `ca: ${join(fixtures, 'a.crt')}, server_name: a.test`),
+  );
+  cleanup.push(() => agent.stop());
+  await until(() => agent.rt.agent?.links[0]?.state === 'up', 'a session on the first certificate');
+  const session = agent.rt.agent?.links[0]?.session;
+  assert.equal(await served(), 'a.test');
+  assert.deepEqual(
+    (await relay.rt.reload(cfg.config)).listeners.changed,
+    [],
+    'nothing renewed: nothing applied',
+  );
+  install('b');
+  const renewed = await relay.rt.reload(cfg.config);
+  assert.equal(renewed.result, 'applied', renewed.errors.join('; '));
+  assert.deepEqual(renewed.listeners.changed, ['tunnel.relay']);
+  assert.equal(await served(), 'b.test');
+  assert.equal(relay.rt.relay?.fingerprint, fingerprintOf(readFileSync(join(fixtures, 'b.crt'))));
+  assert.equal(agent.rt.agent?.links[0]?.session, session, 'the open session stays');
+  // half written (a key that is not a key): refused, the renewed one stays
+  writeFileSync(key, 'not a key\n');
+  const broken = await relay.rt.reload(cfg.config);
+  assert.equal(broken.result, 'partial');
+  assert.match(broken.errors.join('\n'), /tunnel relay: .*; the previous certificate stays/);
+  assert.equal(await served(), 'b.test');
 });
 
 test('a session refuses OPENs beyond max_streams with RST REFUSED_STREAM', async () => {
