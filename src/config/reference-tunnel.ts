@@ -109,7 +109,7 @@ export const TUNNEL_REFERENCE = {
     doc: "Pin: `sha256:` + SHA-256 of the relay's DER certificate (as `openssl x509 -noout -fingerprint -sha256` prints; colons and case ignored).",
   },
   'tunnel.agent.relays[].ca': {
-    doc: 'A CA file to verify the relay against (name checked against `server_name` or the address host). Without `fingerprint` or `ca` the system CAs are used.',
+    doc: 'A CA file to verify the relay against (name checked against `server_name` or the address host). Without `fingerprint` or `ca` the system CAs are used. Read again at each reload: renewed in place, it is what the next connection verifies with.',
   },
   'tunnel.agent.relays[].tls': { default: true, doc: '`false` for a relay with `tls: off`.' },
   'tunnel.agent.relays[].server_name': {

@@ -286,6 +286,13 @@ export class TunnelAgent implements Dialer {
     for (const l of this.links) l.update(cfg);
   }
 
+  /** Relays' `ca` files renewed in place (RelayLink.renewCa): true when one changed. */
+  renewCa(): boolean {
+    let changed = false;
+    for (const l of this.links) changed = l.renewCa() || changed;
+    return changed;
+  }
+
   async stopAccepting(): Promise<void> {
     for (const e of this.entries) await e.server.stop();
     for (const f of this.udpForwards) f.close();

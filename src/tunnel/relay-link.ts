@@ -50,7 +50,7 @@ export class RelayLink extends EventEmitter {
   sessionsOpened = 0;
   readonly host: string;
   readonly port: number;
-  private readonly caFile: Buffer | undefined;
+  private caFile: Buffer | undefined;
   /** The pin, normalized (hex), when the relay is pinned. */
   private readonly pin: string | undefined;
   /** The native engine's TLS context for this relay (0: not made yet). */
@@ -175,6 +175,29 @@ export class RelayLink extends EventEmitter {
 
   update(cfg: TunnelAgentConfig): void {
     this.cfg = cfg;
+  }
+
+  /**
+   * The relay's `ca` file renewed in place: read again (at each reload) and, when its bytes
+   * differ, what the next connection verifies with (the open session stays). True when it
+   * changed; throws a coded error when it cannot be read (the previous one stays).
+   */
+  renewCa(): boolean {
+    if (this.ref.ca === undefined || this.caFile === undefined) return false;
+    const path = this.ref.ca;
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(path);
+    } catch (err) {
+      const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      throw new ZiplineError('ZL_TLS_CONFIG', `tunnel agent: cannot read the CA file ${path}: ${why}`);
+    }
+    if (bytes.equals(this.caFile)) return false;
+    this.caFile = bytes;
+    // the native engine's context is made again from it at the next connection
+    if (this.nativeCtx !== 0) dropTlsContext(this.nativeCtx);
+    this.nativeCtx = 0;
+    return true;
   }
 
   private async connect(): Promise<void> {

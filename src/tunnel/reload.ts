@@ -8,8 +8,8 @@ import type { TunnelRelay } from './relay.js';
  * Relay tokens, allow list, timeouts and limits, and the agent's token, timeouts and
  * compression apply at once (new sessions and streams); addresses, TLS settings, relays and
  * entries take effect at restart (sessions and local ports outlive a config generation). The
- * relay's certificate files are read again at every reload: one renewed in place is what new
- * sessions get (`tunnel.relay` listed in `changed`).
+ * relay's certificate files and the agent's CA files are read again at every reload: renewed in
+ * place, they are what new sessions get (`tunnel.relay`, `tunnel.agent` listed in `changed`).
  */
 export function reloadTunnel(
   cur: ValidConfig['tunnel'],
@@ -39,9 +39,14 @@ export function reloadTunnel(
     errors.push('tunnel.relay: listen/tls changes (or adding/removing the relay) take effect at restart');
   const a0 = cur?.agent;
   const a1 = nxt?.agent;
-  if (same(a0, a1)) return;
   const fixed = (a: typeof a0) =>
     a === undefined ? null : [a.relays, a.forwards, a.socks5, a.http_proxy, a.id];
-  if (agent !== null && a1 !== undefined && same(fixed(a0), fixed(a1))) agent.update(a1);
-  else errors.push('tunnel.agent: relays, entries and id take effect at restart');
+  if (agent !== null && a1 !== undefined && same(fixed(a0), fixed(a1))) {
+    if (!same(a0, a1)) agent.update(a1);
+    try {
+      if (agent.renewCa()) report.changed.push('tunnel.agent');
+    } catch (err) {
+      errors.push(`${(err as Error).message}; the previous one stays`);
+    }
+  } else if (!same(a0, a1)) errors.push('tunnel.agent: relays, entries and id take effect at restart');
 }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -439,6 +439,54 @@ test("the relay's certificate renewed in place is read again at reload: new sess
   assert.equal(broken.result, 'partial');
   assert.match(broken.errors.join('\n'), /tunnel relay: .*; the previous certificate stays/);
   assert.equal(await served(), 'b.test');
+});
+
+test("an agent's CA file renewed in place is read again at reload: the next connection verifies with it", async () => {
+  // two certificates for one name from different keys: the relay moves from the first to the second
+  const selfsigned = await import('selfsigned');
+  const made = () => selfsigned.generate([{ name: 'commonName', value: 'relay.test' }], { keyType: 'ec' });
+  const [first, second] = [await made(), await made()];
+  const dir = tempDir('zl-agent-ca-');
+  const [crt, key, ca] = [join(dir, 'relay.crt'), join(dir, 'relay.key'), join(dir, 'agent-ca.pem')];
+  const put = (pems: { cert: string; private: string }): void => {
+    writeFileSync(crt, pems.cert);
+    writeFileSync(key, pems.private);
+  };
+  put(first);
+  writeFileSync(ca, first.cert);
+  const relayText = relayYaml('').replace('tls: off', `tls: { cert: ${crt}, key: ${key} }`);
+  const relayCfg = loadConfigText(relayText, {});
+  assert.ok(relayCfg.ok);
+  const relay = await startRuntime(relayText);
+  cleanup.push(() => relay.stop());
+  const addr = relay.rt.relay?.address() ?? '';
+  const agentText = agentYaml(
+    addr,
+    '    reconnect: { base: 20ms, max: 100ms }',
+    `ca: ${ca}, server_name: relay.test`,
+  );
+  const agentCfg = loadConfigText(agentText, {});
+  assert.ok(agentCfg.ok);
+  const agent = await startRuntime(agentText);
+  cleanup.push(() => agent.stop());
+  const link = agent.rt.agent?.links[0];
+  await until(() => link?.state === 'up', 'verified against the first certificate');
+  // the relay moves to the second certificate and the session ends: the agent, still trusting
+  // the first, cannot verify it when it reconnects
+  put(second);
+  assert.deepEqual((await relay.rt.reload(relayCfg.config)).listeners.changed, ['tunnel.relay']);
+  link?.session?.destroy();
+  await until(() => /ZL_TUNNEL_TLS/.test(link?.lastError ?? ''), 'the second certificate refused');
+  writeFileSync(ca, second.cert);
+  const renewed = await agent.rt.reload(agentCfg.config);
+  assert.equal(renewed.result, 'applied', renewed.errors.join('; '));
+  assert.deepEqual(renewed.listeners.changed, ['tunnel.agent']);
+  await until(() => link?.state === 'up', 'verified against the renewed CA file');
+  // unreadable: refused, the renewed one stays
+  rmSync(ca);
+  const broken = await agent.rt.reload(agentCfg.config);
+  assert.equal(broken.result, 'partial');
+  assert.match(broken.errors.join('\n'), /cannot read the CA file .*; the previous one stays/);
 });
 
 test('a session refuses OPENs beyond max_streams with RST REFUSED_STREAM', async () => {
