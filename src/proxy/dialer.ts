@@ -7,8 +7,9 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { connect, isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { formatHostPort } from '../config/units.js';
 import { type ErrorCode, ZiplineError } from '../errors.js';
-import type { Destination } from '../tunnel/address.js';
+import { type Destination, formatDestination } from '../tunnel/address.js';
 import type { AllowList } from '../tunnel/allow-list.js';
 import { OPEN_STATUS } from '../tunnel/constants.js';
 import { destinationResolver } from './name-resolver.js';
@@ -139,7 +140,7 @@ export class DirectDialer {
           dialError(
             'ZL_TUNNEL_DIAL_FAILED',
             OPEN_STATUS.TIMEOUT,
-            `connect to ${address}:${dest.port} timed out`,
+            `connect to ${formatHostPort(address, dest.port)} timed out`,
           ),
         );
       }, this.opts.connectTimeoutMs);
@@ -155,7 +156,7 @@ export class DirectDialer {
           dialError(
             'ZL_TUNNEL_DIAL_FAILED',
             statusOfErrno(err.code),
-            `connect to ${address}:${dest.port}: ${err.code ?? err.message}`,
+            `connect to ${formatHostPort(address, dest.port)}: ${err.code ?? err.message}`,
           ),
         );
       });
@@ -167,7 +168,7 @@ function notAllowed(dest: Destination): DialError {
   return dialError(
     'ZL_TUNNEL_NOT_ALLOWED',
     OPEN_STATUS.NOT_ALLOWED,
-    `${dest.host}:${dest.port} is not on the allow list`,
+    `${formatDestination(dest)} is not on the allow list`,
   );
 }
 

@@ -14,7 +14,7 @@ import { type ErrorCode, isZiplineError } from '../errors.js';
 import { connectionOptions } from '../http/parser/connection-options.js';
 import { parseRequestHead, type RequestHead, requestHeadEnd } from '../http/parser/request-head.js';
 import { lowerAscii } from '../http/parser/tokens.js';
-import type { Destination } from '../tunnel/address.js';
+import { type Destination, formatDestination } from '../tunnel/address.js';
 import { OPEN_STATUS } from '../tunnel/constants.js';
 import { type Dialer, statusOf } from './dialer.js';
 import type { EntryOptions, EntryResult } from './entry-server.js';
@@ -149,7 +149,7 @@ export async function serveHttpProxy(
     dest = abs.dest;
     forward = originHead(head, abs.path);
   }
-  result = { ...result, dest: `${dest.host}:${dest.port}` };
+  result = { ...result, dest: formatDestination(dest) };
   let far: Awaited<ReturnType<Dialer['connectTcp']>>;
   try {
     far = await dialer.connectTcp(dest);

@@ -12,7 +12,13 @@ import { createSocket } from 'node:dgram';
 import { isIP, type Socket } from 'node:net';
 import { unmappedIp } from '../config/address-list.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
-import { addressLength, type Destination, readAddress, writeAddress } from '../tunnel/address.js';
+import {
+  addressLength,
+  type Destination,
+  formatDestination,
+  readAddress,
+  writeAddress,
+} from '../tunnel/address.js';
 import { OPEN_STATUS } from '../tunnel/constants.js';
 import { type Dialer, httpStatusOfReply, statusOf } from './dialer.js';
 import type { EntryOptions, EntryResult } from './entry-server.js';
@@ -110,7 +116,7 @@ export async function serveSocks5(
       fail(req === BAD ? OPEN_STATUS.FAILURE : REPLY_ADDRESS_TYPE_NOT_SUPPORTED, 'ZL_PROXY_BAD_REQUEST', 400);
       return;
     }
-    result = { ...result, dest: `${req.dest.host}:${req.dest.port}` };
+    result = { ...result, dest: formatDestination(req.dest) };
     if (req.cmd === CMD.CONNECT) {
       result = { ...result, method: 'CONNECT' };
       let far: Awaited<ReturnType<Dialer['connectTcp']>>;

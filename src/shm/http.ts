@@ -26,7 +26,7 @@ import type { Socket } from 'node:net';
 import { isLoopback } from '../admin/auth.js';
 import { answerClientError } from '../admin/client-error.js';
 import { armSendTimeout } from '../admin/send-timeout.js';
-import { parseHostPort } from '../config/units.js';
+import { formatHostPort, parseHostPort } from '../config/units.js';
 import { ERROR_CATALOG, type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { bindFailure } from '../l4/bind-failure.js';
 import type { Logger } from '../log/logger.js';
@@ -94,7 +94,7 @@ export class ShmHttpServer {
 
   address(): string {
     const a = this.server?.address();
-    return a !== null && typeof a === 'object' && a !== undefined ? `${a.address}:${a.port}` : '';
+    return a !== null && typeof a === 'object' && a !== undefined ? formatHostPort(a.address, a.port) : '';
   }
 
   close(): Promise<void> {

@@ -230,3 +230,25 @@ test('socks5 and http_proxy clients that reset at once are logged with their add
     await z.stop();
   }
 });
+
+test('an IPv6 destination is written [addr]:port in the access line, for SOCKS5 and CONNECT alike', async () => {
+  const z = await startRuntime(ENTRIES_300MS);
+  try {
+    // [::1] is not on allow (127.0.0.1:* is): refused, and logged as what was asked
+    const sk = await client(z.addr('sk'));
+    sk.s.write(Buffer.from([5, 1, 0]));
+    sk.s.write(Buffer.concat([Buffer.from([5, 1, 0, 4]), Buffer.alloc(15), Buffer.from([1, 0x1f, 0x90])]));
+    await sk.closed;
+    const hp = await client(z.addr('hp'));
+    hp.s.write('CONNECT [::1]:8080 HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n');
+    await hp.closed;
+    for (const name of ['sk', 'hp']) {
+      const line = await nthLine(z.access, name, 1);
+      assert.equal(line.status, 403, name);
+      assert.equal(line.path, '[::1]:8080', name);
+      assert.equal(line.upstream_addr, '[::1]:8080', name);
+    }
+  } finally {
+    await z.stop();
+  }
+});
