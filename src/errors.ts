@@ -350,6 +350,11 @@ export const ERROR_CATALOG = {
   },
   // admin
   ZL_ADMIN_UNAUTHORIZED: { status: 401, description: 'The admin token was missing or wrong.' },
+  ZL_ADMIN_FORBIDDEN: {
+    status: 403,
+    description:
+      'With no `admin.token`, `POST /reload` and `/debug/profile` are answered only to this host (loopback); set a token to call them from elsewhere.',
+  },
   ZL_ADMIN_NOT_FOUND: { status: 404, description: 'No such admin endpoint.' },
   ZL_ADMIN_METHOD_NOT_ALLOWED: {
     status: 405,

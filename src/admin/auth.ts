@@ -18,7 +18,18 @@ export function tokenMatches(header: string | undefined, token: string): boolean
  */
 export function exposureWarning(address: string, token: string): string | null {
   if (token !== '' || isLoopback(address)) return null;
-  return 'admin API reachable beyond this host without admin.token: anyone who can connect can read stats, reload and profile';
+  return 'admin API reachable beyond this host without admin.token: anyone who can connect can read stats and metrics (reload and CPU profiles are refused to other hosts until a token is set)';
+}
+
+/** Endpoints that change or load the process: without a token, only this host may call them. */
+const CONTROL_PATHS: ReadonlySet<string> = new Set(['/reload', '/debug/profile']);
+
+/**
+ * No token set and a peer beyond loopback asking for a control endpoint: refused (403), so that an
+ * admin API bound to 0.0.0.0 for scrapes does not let the network reload or profile the process.
+ */
+export function controlRefused(path: string, token: string, peer: string): boolean {
+  return token === '' && CONTROL_PATHS.has(path) && !isLoopback(peer);
 }
 
 /** 127.0.0.0/8, ::1 and IPv4-mapped loopback: the addresses only this host reaches. */

@@ -21,7 +21,7 @@ import { type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { bindFailure } from '../l4/bind-failure.js';
 import { OverLimit } from '../log/over-limit.js';
 import { METRICS_CONTENT_TYPE } from '../metrics/catalog.js';
-import { exposureWarning, tokenMatches } from './auth.js';
+import { controlRefused, exposureWarning, tokenMatches } from './auth.js';
 import { answerClientError } from './client-error.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 import { armSendTimeout } from './send-timeout.js';
@@ -143,6 +143,9 @@ export class AdminServer {
     if (method !== allowed) {
       res.setHeader('allow', allowed === 'GET' ? 'GET, HEAD' : allowed);
       return sendError(res, 'ZL_ADMIN_METHOD_NOT_ALLOWED', `${path} takes ${allowed}, not ${method}`);
+    }
+    if (controlRefused(path, this.runtime.config.admin.token, req.socket.remoteAddress ?? '')) {
+      return sendError(res, 'ZL_ADMIN_FORBIDDEN', `${path} from another host needs admin.token to be set`);
     }
     switch (path) {
       case '/readyz': {

@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, createServer, type Server } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { after, describe, test } from 'node:test';
-import { exposureWarning } from '../../src/admin/auth.js';
+import { controlRefused, exposureWarning } from '../../src/admin/auth.js';
 import { answerClientError } from '../../src/admin/client-error.js';
 import { loadConfigText } from '../../src/config/load.js';
 import { have } from '../helpers/daemons.js';
@@ -20,6 +21,11 @@ import {
   until,
 } from '../helpers/net.js';
 import { startRuntime } from '../helpers/zipline.js';
+
+/** An IPv4 address of this host that is not loopback, to be a peer from "another host". */
+const NON_LOOPBACK = Object.values(networkInterfaces())
+  .flat()
+  .find((i) => i !== undefined && i.family === 'IPv4' && !i.internal)?.address;
 
 const servers: Server[] = [];
 after(async () => {
@@ -294,6 +300,39 @@ listeners: [{ name: t, protocol: tcp, listen: 127.0.0.1:0, upstream: up }]
     for (const a of ['127.0.0.1', '127.3.2.1', '::1', '::ffff:127.0.0.1'])
       assert.equal(exposureWarning(a, ''), null, a);
     assert.equal(exposureWarning('0.0.0.0', 's3cret'), null);
+  });
+
+  test('without a token, reload and profiles are refused to other hosts (403); reads stay open; a token or loopback lifts it', () => {
+    for (const path of ['/reload', '/debug/profile']) {
+      for (const peer of ['10.1.2.3', '192.168.0.9', 'fd00::1', '::ffff:10.0.0.1'])
+        assert.equal(controlRefused(path, '', peer), true, `${path} from ${peer}`);
+      for (const peer of ['127.0.0.1', '127.9.9.9', '::1', '::ffff:127.0.0.1'])
+        assert.equal(controlRefused(path, '', peer), false, `${path} from ${peer}`);
+      assert.equal(controlRefused(path, 's3cret', '10.1.2.3'), false, `${path} with a token`);
+    }
+    for (const path of ['/stats', '/metrics', '/readyz', '/'])
+      assert.equal(controlRefused(path, '', '10.1.2.3'), false, path);
+  });
+
+  test("bound to 0.0.0.0 without a token: a peer from this host's non-loopback address is refused POST /reload, served /metrics", {
+    skip: NON_LOOPBACK === undefined ? 'this host has no non-loopback IPv4 address' : false,
+  }, async () => {
+    const z = await startRuntime('admin: { listen: 0.0.0.0:0 }\n');
+    try {
+      const p = new URL(z.rt.admin.url()).port;
+      const base = `http://${NON_LOOPBACK}:${p}/`;
+      const reload = await fetch(`${base}reload`, { method: 'POST' });
+      assert.equal(reload.status, 403);
+      assert.equal(reload.headers.get('x-zipline-error'), 'ZL_ADMIN_FORBIDDEN');
+      assert.equal((await fetch(`${base}debug/profile?seconds=1`)).status, 403);
+      assert.equal((await fetch(`${base}metrics`)).status, 200);
+      // from loopback it is served (this runtime has no config file to read again: 422, not 403)
+      const local = await fetch(`http://127.0.0.1:${p}/reload`, { method: 'POST' });
+      assert.notEqual(local.headers.get('x-zipline-error'), 'ZL_ADMIN_FORBIDDEN');
+      assert.ok([200, 422].includes(local.status), String(local.status));
+    } finally {
+      await z.stop();
+    }
   });
 
   test('the dashboard in a real browser (headless chromium): every listener with where it goes, a live rate per server', {
