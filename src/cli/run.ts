@@ -53,7 +53,7 @@ export async function runCommand(file: string): Promise<number> {
     });
   }
   let firstSignal: { readonly sig: string; readonly at: number } | null = null;
-  const stop = (sig: string): void => {
+  const stop = (sig: NodeJS.Signals): void => {
     const now = performance.now();
     const first = firstSignal;
     if (first !== null) {
@@ -68,7 +68,7 @@ export async function runCommand(file: string): Promise<number> {
     }
     firstSignal = { sig, at: now };
     log.info({ signal: sig }, 'draining before exit');
-    void runtime.drain().then(() => process.exit(EXIT.ok));
+    void runtime.drain(signals.drainWithin[sig]).then(() => process.exit(EXIT.ok));
   };
   for (const sig of signals.drain) process.on(sig, () => stop(sig));
   return EXIT.ok;

@@ -1,15 +1,19 @@
 /**
  * Which signals reload and which drain, per platform. On Windows there is no SIGHUP to send: Node
  * raises it when the console window is closed, and Windows ends the process ~10 s later whatever
- * it does, so there it drains (as do Ctrl-C's SIGINT and Ctrl-Break's SIGBREAK); reloads come
- * from `POST /reload`.
+ * it does, so there it drains (as do Ctrl-C's SIGINT and Ctrl-Break's SIGBREAK), within 8 s
+ * whatever `drain_timeout` says; reloads come from `POST /reload`.
  */
 export interface SignalPlan {
   readonly reload: readonly NodeJS.Signals[];
   readonly drain: readonly NodeJS.Signals[];
+  /** Drains that must end sooner than `drain_timeout` (ms), by signal. */
+  readonly drainWithin: Partial<Record<NodeJS.Signals, number>>;
 }
 
 export function signalPlan(platform: NodeJS.Platform): SignalPlan {
-  if (platform === 'win32') return { reload: [], drain: ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] };
-  return { reload: ['SIGHUP'], drain: ['SIGTERM', 'SIGINT'] };
+  if (platform === 'win32') {
+    return { reload: [], drain: ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'], drainWithin: { SIGHUP: 8_000 } };
+  }
+  return { reload: ['SIGHUP'], drain: ['SIGTERM', 'SIGINT'], drainWithin: {} };
 }

@@ -367,14 +367,17 @@ export class Runtime {
 
   /**
    * Graceful drain: stop accepting everywhere, wait for open connections to finish, close what is
-   * left at `drain_timeout`. Resolves when everything is closed. Idempotent.
+   * left at `drain_timeout` (or `withinMs` when sooner: Windows ends a process whose console
+   * closed ~10 s later). Resolves when everything is closed. Idempotent.
    */
-  drain(): Promise<void> {
-    this.drainPromise ??= this.doDrain();
+  drain(withinMs?: number): Promise<void> {
+    this.drainPromise ??= this.doDrain(
+      Math.min(withinMs ?? Number.POSITIVE_INFINITY, this.config.drain_timeout),
+    );
     return this.drainPromise;
   }
 
-  private async doDrain(): Promise<void> {
+  private async doDrain(timeoutMs: number): Promise<void> {
     this.draining = true;
     metrics.draining.set(1);
     const started = Date.now();
@@ -386,10 +389,10 @@ export class Runtime {
     await this.relay?.stopAccepting();
     await this.agent?.stopAccepting();
     // workers drain their own connections, each bounded by the same drain_timeout
-    const workersDrained = this.workers?.drain(this.config.drain_timeout);
+    const workersDrained = this.workers?.drain(timeoutMs);
     // logged once nothing accepts any more, so "draining" means no new connections
-    this.log.info({ active: this.activeCount(), drain_timeout_ms: this.config.drain_timeout }, 'draining');
-    await waitFor(() => this.activeCount() === 0, this.config.drain_timeout);
+    this.log.info({ active: this.activeCount(), drain_timeout_ms: timeoutMs }, 'draining');
+    await waitFor(() => this.activeCount() === 0, timeoutMs);
     const left = this.activeCount();
     if (left > 0) {
       this.log.warn(

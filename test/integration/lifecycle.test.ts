@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { closed, closeServer, dial, port, readAll, tcpEcho, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
-import { spawnZipline } from '../helpers/zipline.js';
+import { spawnZipline, startRuntime } from '../helpers/zipline.js';
 
 function config(a: number, b: number, balance: string, extraListener = ''): string {
   return `
@@ -275,6 +275,29 @@ describe('lifecycle', () => {
       assert.equal(await z.exited, 0);
       assert.ok(Date.now() - t0 < 5000);
       await z.waitForLog(/"msg":"drain timeout: closing what is left"/);
+    } finally {
+      await closeServer(a);
+    }
+  });
+
+  test('a drain asked to end sooner (Windows: the console closed) closes what is left then, not at drain_timeout', async () => {
+    const a = await tcpEcho();
+    const z = await startRuntime(`
+drain_timeout: 30s
+upstreams:
+  up: { servers: [127.0.0.1:${port(a)}] }
+listeners:
+  - { name: main, protocol: tcp, listen: 127.0.0.1:0, upstream: up }
+`);
+    try {
+      const open = await dial(z.addr('main'));
+      open.write('x');
+      await once(open, 'data');
+      const gone = closed(open);
+      const t0 = Date.now();
+      await z.rt.drain(300);
+      await gone;
+      assert.ok(Date.now() - t0 < 5000, `${Date.now() - t0} ms: the 300 ms, not drain_timeout's 30 s`);
     } finally {
       await closeServer(a);
     }

@@ -8,6 +8,7 @@ test('Linux and macOS: SIGHUP reloads, SIGTERM and SIGINT drain', () => {
     const plan = signalPlan(platform);
     assert.deepEqual(plan.reload, ['SIGHUP'], platform);
     assert.deepEqual([...plan.drain].sort(), ['SIGINT', 'SIGTERM'], platform);
+    assert.deepEqual(plan.drainWithin, {}, `${platform}: drain_timeout as configured`);
   }
 });
 
@@ -15,4 +16,6 @@ test('Windows: closing the console (SIGHUP) and Ctrl-Break drain like Ctrl-C; no
   const plan = signalPlan('win32');
   assert.deepEqual(plan.reload, []);
   assert.deepEqual([...plan.drain].sort(), ['SIGBREAK', 'SIGHUP', 'SIGINT', 'SIGTERM']);
+  // Windows ends the process ~10 s after its console closed: the drain ends before that
+  assert.ok((plan.drainWithin.SIGHUP ?? Number.POSITIVE_INFINITY) < 10_000);
 });
