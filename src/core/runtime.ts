@@ -42,6 +42,7 @@ import { WorkerPool, workerCount } from '../workers/pool.js';
 import { type ReloadReport, refused } from './reload-report.js';
 import { reloadUpstreams } from './reload-upstreams.js';
 import { Turns } from './turns.js';
+import { waitFor } from './wait-for.js';
 
 export type RuntimeRole = 'single' | 'primary' | 'worker';
 
@@ -491,16 +492,4 @@ export class Runtime {
 export interface Readiness {
   ready: boolean;
   reasons: string[];
-}
-
-/** Resolves when `done()` holds or after `ms` (checked every 10 ms; drain is not a hot path). */
-function waitFor(done: () => boolean, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve) => {
-    const check = (): void => {
-      if (done() || Date.now() >= deadline) resolve();
-      else setTimeout(check, 10);
-    };
-    check();
-  });
 }

@@ -389,6 +389,16 @@ test('relay certificate from files, verified by the agent against a CA and a nam
   assert.notEqual(wrong.rt.agent?.links[0]?.state, 'up');
 });
 
+/** A relay runtime with `tls: { cert, key }` from these files, and its config for reloads. */
+async function fileTlsRelay(crt: string, key: string) {
+  const yaml = relayYaml('').replace('tls: off', `tls: { cert: ${crt}, key: ${key} }`);
+  const loaded = loadConfigText(yaml, {});
+  assert.ok(loaded.ok);
+  const relay = await startRuntime(yaml);
+  cleanup.push(() => relay.stop());
+  return { relay, config: loaded.config, addr: relay.rt.relay?.address() ?? '' };
+}
+
 test("the relay's certificate renewed in place is read again at reload: new sessions get it, open ones stay; a broken one keeps the old", async () => {
   const fixtures = join(ROOT, 'test/fixtures/tls');
   const dir = tempDir('zl-relay-renew-');
@@ -398,12 +408,7 @@ test("the relay's certificate renewed in place is read again at reload: new sess
     copyFileSync(join(fixtures, `${name}.key`), key);
   };
   install('a');
-  const yaml = relayYaml('').replace('tls: off', `tls: { cert: ${crt}, key: ${key} }`);
-  const cfg = loadConfigText(yaml, {});
-  assert.ok(cfg.ok);
-  const relay = await startRuntime(yaml);
-  cleanup.push(() => relay.stop());
-  const addr = relay.rt.relay?.address() ?? '';
+  const { relay, config, addr } = await fileTlsRelay(crt, key);
   const [h, p] = splitAddress(addr);
   const served = (): Promise<string> =>
     new Promise((resolve, reject) => {
@@ -421,13 +426,9 @@ test("the relay's certificate renewed in place is read again at reload: new sess
   await until(() => agent.rt.agent?.links[0]?.state === 'up', 'a session on the first certificate');
   const session = agent.rt.agent?.links[0]?.session;
   assert.equal(await served(), 'a.test');
-  assert.deepEqual(
-    (await relay.rt.reload(cfg.config)).listeners.changed,
-    [],
-    'nothing renewed: nothing applied',
-  );
+  assert.deepEqual((await relay.rt.reload(config)).listeners.changed, [], 'nothing renewed: nothing applied');
   install('b');
-  const renewed = await relay.rt.reload(cfg.config);
+  const renewed = await relay.rt.reload(config);
   assert.equal(renewed.result, 'applied', renewed.errors.join('; '));
   assert.deepEqual(renewed.listeners.changed, ['tunnel.relay']);
   assert.equal(await served(), 'b.test');
@@ -435,7 +436,7 @@ test("the relay's certificate renewed in place is read again at reload: new sess
   assert.equal(agent.rt.agent?.links[0]?.session, session, 'the open session stays');
   // half written (a key that is not a key): refused, the renewed one stays
   writeFileSync(key, 'not a key\n');
-  const broken = await relay.rt.reload(cfg.config);
+  const broken = await relay.rt.reload(config);
   assert.equal(broken.result, 'partial');
   assert.match(broken.errors.join('\n'), /tunnel relay: .*; the previous certificate stays/);
   assert.equal(await served(), 'b.test');
@@ -454,12 +455,7 @@ test("an agent's CA file renewed in place is read again at reload: the next conn
   };
   put(first);
   writeFileSync(ca, first.cert);
-  const relayText = relayYaml('').replace('tls: off', `tls: { cert: ${crt}, key: ${key} }`);
-  const relayCfg = loadConfigText(relayText, {});
-  assert.ok(relayCfg.ok);
-  const relay = await startRuntime(relayText);
-  cleanup.push(() => relay.stop());
-  const addr = relay.rt.relay?.address() ?? '';
+  const { relay, config: relayConfig, addr } = await fileTlsRelay(crt, key);
   const agentText = agentYaml(
     addr,
     '    reconnect: { base: 20ms, max: 100ms }',
@@ -474,7 +470,7 @@ test("an agent's CA file renewed in place is read again at reload: the next conn
   // the relay moves to the second certificate and the session ends: the agent, still trusting
   // the first, cannot verify it when it reconnects
   put(second);
-  assert.deepEqual((await relay.rt.reload(relayCfg.config)).listeners.changed, ['tunnel.relay']);
+  assert.deepEqual((await relay.rt.reload(relayConfig)).listeners.changed, ['tunnel.relay']);
   link?.session?.destroy();
   await until(() => /ZL_TUNNEL_TLS/.test(link?.lastError ?? ''), 'the second certificate refused');
   writeFileSync(ca, second.cert);
