@@ -5,9 +5,20 @@
  * bytes are not. nginx and HAProxy read them again at every reload; so does zipline, and applies
  * them only when they differ.
  */
+import { readFileSync } from 'node:fs';
+import { ZiplineError } from '../errors.js';
 
 /** Reads a file or throws a coded error naming it (`what`: "certificate", "CA file", …). */
 export type ReadFile = (path: string, what: string) => Buffer;
+
+/** The file's bytes, or ZL_TLS_CONFIG `${problem}: ENOENT` (what each TLS user's ReadFile throws). */
+export function readTlsFile(path: string, problem: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ZiplineError('ZL_TLS_CONFIG', `${problem}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
+}
 
 export class NamedFiles {
   private readonly files: { path: string; what: string; bytes: Buffer }[] = [];

@@ -7,9 +7,8 @@
  */
 
 import { constants, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext, type TlsOptions } from 'node:tls';
-import { NamedFiles } from '../config/named-files.js';
+import { NamedFiles, readTlsFile } from '../config/named-files.js';
 import type { HttpListenerConfig } from '../config/schema.js';
 import { ZiplineError } from '../errors.js';
 
@@ -29,14 +28,7 @@ interface Loaded {
 }
 
 function read(path: string, what: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new ZiplineError(
-      'ZL_TLS_CONFIG',
-      `cannot read TLS ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`,
-    );
-  }
+  return readTlsFile(path, `cannot read TLS ${what} ${path}`);
 }
 
 function load(files: NamedFiles, certPath: string, keyPath: string): Loaded {

@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { rootCertificates, type TLSSocket } from 'node:tls';
+import { readTlsFile } from '../config/named-files.js';
 import type { TunnelAgentConfig } from '../config/schema.js';
 import { parseHostPort } from '../config/units.js';
 import { isZiplineError, ZiplineError } from '../errors.js';
@@ -184,14 +185,7 @@ export class RelayLink extends EventEmitter {
    */
   renewCa(): boolean {
     if (this.ref.ca === undefined || this.caFile === undefined) return false;
-    const path = this.ref.ca;
-    let bytes: Buffer;
-    try {
-      bytes = readFileSync(path);
-    } catch (err) {
-      const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-      throw new ZiplineError('ZL_TLS_CONFIG', `tunnel agent: cannot read the CA file ${path}: ${why}`);
-    }
+    const bytes = readTlsFile(this.ref.ca, `tunnel agent: cannot read the CA file ${this.ref.ca}`);
     if (bytes.equals(this.caFile)) return false;
     this.caFile = bytes;
     // the native engine's context is made again from it at the next connection

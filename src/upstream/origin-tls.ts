@@ -4,7 +4,6 @@
  * never logged), the name each server's certificate is checked against, and the last TLS session
  * per server address, so that a new pooled connection resumes instead of a full handshake.
  */
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import {
   type ConnectionOptions,
@@ -13,7 +12,7 @@ import {
   type PeerCertificate,
   type SecureContext,
 } from 'node:tls';
-import { NamedFiles } from '../config/named-files.js';
+import { NamedFiles, readTlsFile } from '../config/named-files.js';
 import type { UpstreamConfig } from '../config/schema.js';
 import { parseHostPort } from '../config/units.js';
 import { ZiplineError } from '../errors.js';
@@ -25,14 +24,7 @@ type OriginTlsConfig = NonNullable<UpstreamConfig['tls']>;
 const MAX_SESSIONS = 1024;
 
 function read(upstream: string, path: string, what: string): Buffer {
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new ZiplineError(
-      'ZL_TLS_CONFIG',
-      `upstream ${upstream}: cannot read TLS ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`,
-    );
-  }
+  return readTlsFile(path, `upstream ${upstream}: cannot read TLS ${what} ${path}`);
 }
 
 export class OriginTls {
