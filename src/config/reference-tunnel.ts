@@ -101,7 +101,7 @@ export const TUNNEL_REFERENCE = {
     doc: 'Agent id sent in HELLO (default: the host name). A new session with the same id replaces the old one on the relay (GOAWAY REPLACED).',
   },
   'tunnel.agent.relays': {
-    doc: 'Relays to keep sessions with. New streams go to the best by the adaptive score (docs/TUNNEL.md); a dead relay is skipped at once.',
+    doc: 'Relays to keep sessions with. New streams go to the best by the adaptive score (docs/TUNNEL.md); a dead relay is skipped at once. A reload applies the list: added relays are connected to, removed ones finish their open streams (docs/TUNNEL.md, "Reload").',
   },
   'tunnel.agent.relays[]': { doc: 'One relay, as `host:port` or an object.' },
   'tunnel.agent.relays[].address': { doc: '`host:port` of the relay.' },

@@ -9,6 +9,7 @@
 import type { Socket } from 'node:net';
 import type { TunnelAgentConfig } from '../config/schema.js';
 import { parseHostPort } from '../config/units.js';
+import { sameConfig as same } from '../config/valid.js';
 import { isZiplineError } from '../errors.js';
 import type { L4Context } from '../l4/context.js';
 import { metrics } from '../metrics/catalog.js';
@@ -28,15 +29,18 @@ import { TunnelUdpChannel, UdpForward } from './agent-udp.js';
 import { zstdAvailable } from './compression.js';
 import { OPEN_KIND, OPEN_STATUS } from './constants.js';
 import { engine } from './native/binding.js';
-import { RelayLink } from './relay-link.js';
+import { RelayLink, type RelayRef } from './relay-link.js';
 import { choose, scores } from './score.js';
-import type { SessionStream } from './session-api.js';
+import type { SessionApi, SessionStream } from './session-api.js';
 
 const UDP_IDLE_MS = 60_000;
 
 export class TunnelAgent implements Dialer {
   cfg: TunnelAgentConfig;
-  readonly links: RelayLink[];
+  /** The relay list's links, in config order (a reload may replace the list: `setRelays`). */
+  links: RelayLink[];
+  /** Links that left the list at a reload, until their sessions' last streams ended. */
+  private readonly retired = new Set<RelayLink>();
   private preferred = -1;
   private readonly entries: { kind: string; server: EntryServer }[] = [];
   private readonly udpForwards: UdpForward[] = [];
@@ -49,12 +53,7 @@ export class TunnelAgent implements Dialer {
     private readonly ctx: L4Context,
   ) {
     this.cfg = cfg;
-    this.links = cfg.relays.map((r) => new RelayLink(r, cfg, ctx.log));
-    for (const l of this.links)
-      l.on('change', () => {
-        this.rescore();
-        if (this.preferred >= 0) for (const w of [...this.waiters]) w();
-      });
+    this.links = cfg.relays.map((r) => this.makeLink(r));
     this.scoreTimer = setInterval(() => this.rescore(), 2000);
     this.scoreTimer.unref();
     if (cfg.compression === 'zstd' && !zstdAvailable) {
@@ -63,6 +62,15 @@ export class TunnelAgent implements Dialer {
         'tunnel: compression zstd needs the optional zstd-napi module; running uncompressed',
       );
     }
+  }
+
+  private makeLink(ref: RelayRef): RelayLink {
+    const l = new RelayLink(ref, this.cfg, this.ctx.log);
+    l.on('change', () => {
+      this.rescore();
+      if (this.preferred >= 0) for (const w of [...this.waiters]) w();
+    });
+    return l;
   }
 
   async start(): Promise<void> {
@@ -184,7 +192,10 @@ export class TunnelAgent implements Dialer {
   }
 
   /** Opens a stream of `kind` to `dest` on the best relay, once more elsewhere if the session dies first. */
-  private async openStream(kind: number, dest: Destination): Promise<SessionStream> {
+  private async openStream(
+    kind: number,
+    dest: Destination,
+  ): Promise<{ stream: SessionStream; link: RelayLink; session: SessionApi }> {
     let tried: RelayLink | null = null;
     for (let round = 0; round < 2; round++) {
       const link = await this.link(tried);
@@ -198,7 +209,7 @@ export class TunnelAgent implements Dialer {
         stream.info = { kind, dest: formatDestination(dest), relay: link.address, openedAt: Date.now() };
         this.streamsGauge.inc();
         stream.once('close', () => this.streamsGauge.dec());
-        return stream;
+        return { stream, link, session };
       } catch (err) {
         const status = (err as { openStatus?: number }).openStatus;
         if (isZiplineError(err) && err.code === 'ZL_TUNNEL_LIMIT') {
@@ -223,17 +234,16 @@ export class TunnelAgent implements Dialer {
     throw dialError('ZL_TUNNEL_NO_RELAY', OPEN_STATUS.NETWORK_UNREACHABLE, 'no tunnel relay is up');
   }
 
-  connectTcp(dest: Destination): Promise<SessionStream> {
-    return this.openStream(OPEN_KIND.TCP, dest);
+  async connectTcp(dest: Destination): Promise<SessionStream> {
+    return (await this.openStream(OPEN_KIND.TCP, dest)).stream;
   }
 
   async openUdp(first: Destination): Promise<UdpChannel> {
-    const stream = await this.openStream(OPEN_KIND.UDP, first);
-    const link = this.links.find((l) => l.address === stream.info.relay);
-    const session = link?.session;
+    // the link that opened it (a reload may have replaced the list's link for that address since)
+    const { stream, link, session } = await this.openStream(OPEN_KIND.UDP, first);
     // (the stream too may have ended in the read that accepted it, reset or with its session: a
     // channel made of it would never hear its close, and the client would send into nothing)
-    if (link === undefined || session === null || session === undefined || stream.destroyed) {
+    if (link.session !== session || stream.destroyed) {
       stream.destroy();
       throw dialError('ZL_TUNNEL_CLOSED', OPEN_STATUS.FAILURE, 'the stream ended as it opened');
     }
@@ -286,6 +296,39 @@ export class TunnelAgent implements Dialer {
     for (const l of this.links) l.update(cfg);
   }
 
+  /**
+   * A reload's relay list. A relay whose entry is unchanged keeps its link and session; a new
+   * entry, or one whose settings changed, gets a new link (started now); a link no longer wanted
+   * is retired: no new streams, its open session ends when its streams have. Throws (changing
+   * nothing) when a new entry's CA file cannot be read. True when the list changed.
+   */
+  setRelays(refs: readonly RelayRef[]): boolean {
+    const left = new Set(this.links);
+    const next: (RelayLink | RelayRef)[] = refs.map((ref) => {
+      for (const l of left)
+        if (same(l.ref, ref)) {
+          left.delete(l);
+          return l;
+        }
+      return ref;
+    });
+    if (left.size === 0 && next.every((l) => l instanceof RelayLink)) return false;
+    const made = next.map((l) => (l instanceof RelayLink ? l : this.makeLink(l)));
+    const preferred = this.links[this.preferred];
+    for (const l of left) {
+      this.retired.add(l);
+      l.once('retired', () => this.retired.delete(l));
+      l.removeAllListeners('change');
+      l.retire(!refs.some((r) => r.address === l.address));
+      if (!made.some((m) => m.address === l.address)) metrics.tunnelRelayScore.remove(l.address);
+    }
+    this.links = made;
+    this.preferred = preferred === undefined ? -1 : made.indexOf(preferred);
+    for (const l of made) if (!(next as unknown[]).includes(l)) l.start();
+    this.rescore();
+    return true;
+  }
+
   /** Relays' `ca` files renewed in place (RelayLink.renewCa): true when one changed. */
   renewCa(): boolean {
     let changed = false;
@@ -302,6 +345,7 @@ export class TunnelAgent implements Dialer {
   close(): void {
     clearInterval(this.scoreTimer);
     for (const l of this.links) l.stop();
+    for (const l of this.retired) l.stop();
   }
 
   activeCount(): number {
@@ -320,6 +364,8 @@ export class TunnelAgent implements Dialer {
       id: this.links[0]?.agentId,
       preferred: pref?.address ?? null,
       relays: this.links.map((l) => l.stats()),
+      // left the list at a reload; each is listed until its session's last stream ended
+      retired_relays: [...this.retired].map((l) => l.stats()),
       entries: Object.fromEntries(
         this.entries.map((e) => [
           e.kind,

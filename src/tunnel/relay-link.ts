@@ -17,9 +17,10 @@ import { isZiplineError, ZiplineError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
 import { fullJitterBackoff } from '../upstream/backoff.js';
+import { helloExchange } from './agent-hello.js';
 import { ERROR, ERROR_NAMES, FRAME, OPEN_STATUS } from './constants.js';
 import { dialRelay, proxyFor } from './egress.js';
-import { CODEC, decodeHelloAck, encodeHello } from './handshake.js';
+import { CODEC } from './handshake.js';
 import { engine } from './native/binding.js';
 import { dropTlsContext, NativeSession, type NativeTls, tlsContext } from './native/native-session.js';
 import { ewma } from './score.js';
@@ -56,6 +57,8 @@ export class RelayLink extends EventEmitter {
   private readonly pin: string | undefined;
   /** The native engine's TLS context for this relay (0: not made yet). */
   private nativeCtx = 0;
+  /** Left the relay list at a reload (`retire`): its session closes once its streams have ended. */
+  private retired: { forget: boolean } | null = null;
   /** The session being set up (destroyed if the link stops meanwhile). */
   private connecting: {
     transport: Socket | null;
@@ -74,7 +77,10 @@ export class RelayLink extends EventEmitter {
     const hp = parseHostPort(ref.address) as { host: string; port: number };
     this.host = hp.host;
     this.port = hp.port;
-    this.caFile = ref.ca !== undefined ? readFileSync(ref.ca) : undefined;
+    this.caFile =
+      ref.ca !== undefined
+        ? readTlsFile(ref.ca, `tunnel agent: cannot read the CA file ${ref.ca}`)
+        : undefined;
     this.pin =
       ref.fingerprint !== undefined ? (normalizeFingerprint(ref.fingerprint) ?? undefined) : undefined;
   }
@@ -238,70 +244,13 @@ export class RelayLink extends EventEmitter {
       // unanswered for the session's life with its window of bytes buffered
       session.on('stream', (s: SessionStream) => session.answer(s, OPEN_STATUS.NOT_ALLOWED));
       if (this.isStopped()) throw new ZiplineError('ZL_TUNNEL_CLOSED', 'stopped');
-      const want = cfg.compression === 'zstd' && session.codecAvailable ? CODEC.ZSTD : 0;
-      session.sendControl(
-        FRAME.HELLO,
-        0,
-        0,
-        encodeHello(
-          {
-            agentId: this.agentId,
-            codecs: session.codecAvailable ? CODEC.ZSTD : 0,
-            want,
-            maxPayload: cfg.limits.max_payload,
-            initialWindow: cfg.limits.stream_window,
-            connectionWindow: cfg.limits.session_window,
-          },
-          cfg.token,
-          session.binding(),
-        ),
-      );
-      const ack = await new Promise<ReturnType<typeof decodeHelloAck>>((resolve, reject) => {
-        const t = setTimeout(
-          () =>
-            reject(new ZiplineError('ZL_TUNNEL_HANDSHAKE', `no HELLO_ACK within ${cfg.connect_timeout} ms`)),
-          left(),
-        );
-        session.on('frame', (type: number, _f: number, id: number, payload: Buffer) => {
-          if (type === FRAME.HELLO_ACK && id === 0) {
-            clearTimeout(t);
-            resolve(decodeHelloAck(payload));
-          }
-        });
-        session.once('goaway', (code: number, retryAfter: number) => {
-          clearTimeout(t);
-          this.retryAfterMs = retryAfter;
-          reject(
-            code === ERROR.AUTH_FAILED
-              ? new ZiplineError('ZL_TUNNEL_AUTH_FAILED', 'the relay refused our token (GOAWAY AUTH_FAILED)')
-              : new ZiplineError(
-                  'ZL_TUNNEL_CLOSED',
-                  `GOAWAY ${ERROR_NAMES[code] ?? code} during the handshake`,
-                ),
-          );
-        });
-        session.once('close', () => {
-          clearTimeout(t);
-          reject(
-            new ZiplineError('ZL_TUNNEL_HANDSHAKE', 'the relay closed the connection during the handshake'),
-          );
-        });
+      const { ack, zstdRefused } = await helloExchange(session, this.agentId, cfg, left(), (ms) => {
+        this.retryAfterMs = ms;
       });
-      if (ack === null) throw new ZiplineError('ZL_TUNNEL_HANDSHAKE', 'malformed HELLO_ACK');
       if (this.isStopped()) throw new ZiplineError('ZL_TUNNEL_CLOSED', 'stopped');
-      // the HELLO_ACK and what ended the session (a bad frame, a GOAWAY, the close) can come in
-      // one read: they were handled before this line runs, so up() would listen for them too late
-      // and keep a closed session as 'up' for ever
-      if (session.closed || session.goneAway) {
-        throw new ZiplineError('ZL_TUNNEL_CLOSED', 'the relay ended the session together with its HELLO_ACK');
-      }
-      session.removeAllListeners('goaway');
-      session.removeAllListeners('close');
-      session.compression = (ack.codecs & CODEC.ZSTD) !== 0;
-      session.setPeer(ack);
       this.connecting = null;
       established = { session, load: ack.loadPermille / 1000, codecs: ack.codecs };
-      if (want !== 0 && !session.compression) {
+      if (zstdRefused) {
         this.log.warn({ relay: this.address }, 'tunnel: the relay does not offer zstd; running uncompressed');
       }
     } catch (err) {
@@ -348,6 +297,7 @@ export class RelayLink extends EventEmitter {
       'tunnel session up',
     );
     session.on('rtt', (ms: number) => {
+      if (this.retired !== null) return; // its address may have a successor by now
       this.rttMs = ewma(this.rttMs, ms);
       metrics.tunnelRtt.labels(this.address).set(this.rttMs / 1000);
       this.emit('change');
@@ -358,6 +308,7 @@ export class RelayLink extends EventEmitter {
     });
     session.on('goaway', (code: number, retryAfter: number) => {
       // no new streams here; the session closes when its streams are done
+      if (this.state === 'stopped') return; // stopped or retired: it is going away already
       this.retryAfterMs = retryAfter;
       this.state = 'draining';
       this.log.info({ relay: this.address, code: ERROR_NAMES[code] ?? code }, 'tunnel: relay going away');
@@ -372,12 +323,17 @@ export class RelayLink extends EventEmitter {
     });
     session.once('close', () => {
       metrics.tunnelSessions.labels('agent').dec();
-      metrics.tunnelRelayUp.labels(this.address).set(0);
+      // a retired link's address may have a successor whose session is up by now
+      if (this.retired === null) metrics.tunnelRelayUp.labels(this.address).set(0);
+      else if (this.retired.forget) this.forgetGauges();
       if (this.pollTimer !== null) clearInterval(this.pollTimer);
       this.pollTimer = null;
       this.session = null;
       this.datagramSinks.clear();
-      if (this.state === 'stopped') return;
+      if (this.state === 'stopped') {
+        if (this.retired !== null) this.emit('retired');
+        return;
+      }
       this.log.warn({ relay: this.address }, 'tunnel session lost');
       this.down(0);
     });
@@ -387,12 +343,19 @@ export class RelayLink extends EventEmitter {
     this.emit('change');
   }
 
-  private closeWhenIdle(): void {
-    const s = this.session;
-    if (s === null) return;
-    if (s.streams.size === 0) s.close();
-    else
-      for (const st of s.streams.values()) st.once('close', () => setImmediate(() => this.closeWhenIdle()));
+  /** Closes `s` once its streams have ended (after a GOAWAY either way: no new ones come). */
+  private closeWhenIdle(s: SessionApi | null = this.session): void {
+    if (s === null || s.closed) return;
+    let left = s.streams.size;
+    if (left === 0) {
+      s.close();
+      return;
+    }
+    // counted once per stream, then looked at again (a stream opened meanwhile is waited for too)
+    const ended = (): void => {
+      if (--left === 0) setImmediate(() => this.closeWhenIdle(s));
+    };
+    for (const st of s.streams.values()) st.once('close', ended);
   }
 
   private pollLoad(): void {
@@ -440,7 +403,33 @@ export class RelayLink extends EventEmitter {
     this.timer.unref();
   }
 
+  /** Stops for good: no reconnects; the open session says GOAWAY and closes now. */
   stop(): void {
+    this.end('now');
+  }
+
+  /**
+   * Left the agent's relay list at a reload (or its settings changed, and a new link took its
+   * place): no reconnects, and no new streams (GOAWAY); its open session closes once its streams
+   * have ended, then 'retired' is emitted. `forget`: the address left the list, so its gauges go
+   * (as a removed upstream's).
+   */
+  retire(forget: boolean): void {
+    this.retired = { forget };
+    const idle = this.session === null;
+    this.end('idle');
+    if (idle) {
+      if (forget) this.forgetGauges();
+      setImmediate(() => this.emit('retired'));
+    }
+  }
+
+  private forgetGauges(): void {
+    metrics.tunnelRelayUp.remove(this.address);
+    metrics.tunnelRtt.remove(this.address);
+  }
+
+  private end(session: 'now' | 'idle'): void {
     this.state = 'stopped';
     if (this.timer !== null) clearTimeout(this.timer);
     if (this.pollTimer !== null) clearInterval(this.pollTimer);
@@ -452,10 +441,11 @@ export class RelayLink extends EventEmitter {
       c.tls?.destroy();
       c.transport?.destroy();
     }
-    if (this.session !== null) {
-      this.session.goAway(ERROR.NO_ERROR);
-      const s = this.session;
-      setImmediate(() => s.close());
+    const s = this.session;
+    if (s !== null) {
+      s.goAway(ERROR.NO_ERROR);
+      if (session === 'now') setImmediate(() => s.close());
+      else this.closeWhenIdle(s);
     }
     // sessions made from it keep their own reference
     if (this.nativeCtx !== 0) dropTlsContext(this.nativeCtx);

@@ -6,8 +6,9 @@ import type { TunnelRelay } from './relay.js';
 
 /**
  * Relay tokens, allow list, timeouts and limits, and the agent's token, timeouts and
- * compression apply at once (new sessions and streams); addresses, TLS settings, relays and
- * entries take effect at restart (sessions and local ports outlive a config generation). The
+ * compression apply at once (new sessions and streams), as does the agent's relay list (relays
+ * added or changed are connected to, those removed retired: `TunnelAgent.setRelays`); the relay's
+ * address and TLS settings and the agent's entries and id take effect at restart (sessions and local ports outlive a config generation). The
  * relay's certificate files and the agent's CA files are read again at every reload: renewed in
  * place, they are what new sessions get (`tunnel.relay`, `tunnel.agent` listed in `changed`).
  */
@@ -39,14 +40,20 @@ export function reloadTunnel(
     errors.push('tunnel.relay: listen/tls changes (or adding/removing the relay) take effect at restart');
   const a0 = cur?.agent;
   const a1 = nxt?.agent;
-  const fixed = (a: typeof a0) =>
-    a === undefined ? null : [a.relays, a.forwards, a.socks5, a.http_proxy, a.id];
+  const fixed = (a: typeof a0) => (a === undefined ? null : [a.forwards, a.socks5, a.http_proxy, a.id]);
   if (agent !== null && a1 !== undefined && same(fixed(a0), fixed(a1))) {
     if (!same(a0, a1)) agent.update(a1);
+    let changed = false;
     try {
-      if (agent.renewCa()) report.changed.push('tunnel.agent');
+      changed = agent.setRelays(a1.relays);
+    } catch (err) {
+      errors.push(`${(err as Error).message}; the previous relay list stays`);
+    }
+    try {
+      changed = agent.renewCa() || changed;
     } catch (err) {
       errors.push(`${(err as Error).message}; the previous one stays`);
     }
-  } else if (!same(a0, a1)) errors.push('tunnel.agent: relays, entries and id take effect at restart');
+    if (changed) report.changed.push('tunnel.agent');
+  } else if (!same(a0, a1)) errors.push('tunnel.agent: entries and id take effect at restart');
 }

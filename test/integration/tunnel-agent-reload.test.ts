@@ -1,0 +1,152 @@
+/**
+ * The agent's relay list at reload, in one process (real loopback sockets): a relay added is
+ * connected to, one removed gets no new streams while its open ones run to their end (then its
+ * session closes and its gauges go), an unchanged entry keeps its session, and a new entry whose
+ * CA file cannot be read leaves the list as it was.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { Socket } from 'node:net';
+import { after, test } from 'node:test';
+import { loadConfigText } from '../../src/config/load.js';
+import type { ValidConfig } from '../../src/config/schema.js';
+import { registry } from '../../src/metrics/catalog.js';
+import { closeServer, dial, port, tcpEcho, until } from '../helpers/net.js';
+import { tempDir } from '../helpers/temp.js';
+import { startRuntime } from '../helpers/zipline.js';
+
+const TOKEN = 'test-token-0123456789abcdef';
+const cleanup: (() => Promise<void> | void)[] = [];
+after(async () => {
+  for (const c of cleanup.reverse()) await c();
+});
+
+async function startRelay() {
+  const relay = await startRuntime(`
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 1s
+tunnel:
+  relay:
+    listen: 127.0.0.1:0
+    tls: off
+    state_dir: ${tempDir('zl-relay-')}
+    tokens: ["${TOKEN}"]
+    allow: ["127.0.0.1:*"]
+`);
+  cleanup.push(() => relay.stop());
+  return relay;
+}
+
+function agentConfig(relays: string[], echoPort: number): { text: string; config: ValidConfig } {
+  const text = `
+admin: { listen: 127.0.0.1:0 }
+drain_timeout: 1s
+tunnel:
+  agent:
+    id: agent-under-test
+    relays: [${relays.join(', ')}]
+    token: "${TOKEN}"
+    connect_timeout: 5s
+    reconnect: { base: 20ms, max: 100ms }
+    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${echoPort} }]
+`;
+  const loaded = loadConfigText(text, {});
+  assert.ok(loaded.ok);
+  return { text, config: loaded.config };
+}
+
+/** Writes `text` and reads its echo back through the agent's forward. */
+async function roundTrip(s: Socket, text: string): Promise<void> {
+  s.write(text);
+  let got = '';
+  while (got.length < text.length) got += String((await once(s, 'data'))[0]);
+  assert.equal(got, text);
+}
+
+async function relayUpSeries(): Promise<string[]> {
+  return (await registry.metrics()).split('\n').filter((l) => l.startsWith('zipline_tunnel_relay_up{'));
+}
+
+test("a reload's relay list: added relays are used, removed ones keep their open streams to the end, unchanged ones keep their session", async () => {
+  const echo = await tcpEcho();
+  cleanup.push(() => closeServer(echo));
+  const [a, b] = [await startRelay(), await startRelay()];
+  const [addrA, addrB] = [a.rt.relay?.address() ?? '', b.rt.relay?.address() ?? ''];
+  const ref = (addr: string, extra = ''): string => `{ address: "${addr}", tls: false${extra} }`;
+  const first = agentConfig([ref(addrA)], port(echo));
+  const agent = await startRuntime(first.text);
+  cleanup.push(() => agent.stop());
+  const tunnel = agent.rt.agent;
+  assert.ok(tunnel);
+  const linkA = tunnel.links[0];
+  await until(() => linkA?.state === 'up', 'a session with relay A');
+  const forward = tunnel.addresses()['forwards[0]'] ?? '';
+  const held = await dial(forward);
+  cleanup.push(() => {
+    held.destroy();
+  });
+  await roundTrip(held, 'through A');
+  assert.equal(linkA?.session?.streams.size, 1);
+
+  // the same list again: nothing changes
+  const same = await agent.rt.reload(first.config);
+  assert.deepEqual([same.result, same.listeners.changed], ['applied', []]);
+  assert.equal(tunnel.links[0], linkA, 'the link (and its session) stays');
+
+  // A leaves, B joins
+  const second = agentConfig([ref(addrB)], port(echo));
+  const moved = await agent.rt.reload(second.config);
+  assert.equal(moved.result, 'applied', moved.errors.join('; '));
+  assert.deepEqual(moved.listeners.changed, ['tunnel.agent']);
+  assert.deepEqual(
+    tunnel.links.map((l) => l.address),
+    [addrB],
+  );
+  await until(() => tunnel.links[0]?.state === 'up', 'a session with relay B');
+  const fresh = await dial(forward);
+  cleanup.push(() => {
+    fresh.destroy();
+  });
+  await roundTrip(fresh, 'through B');
+  assert.equal(tunnel.links[0]?.session?.streams.size, 1, 'the new connection went to B');
+  // the connection opened through A goes on, and A is listed until it ends
+  await roundTrip(held, 'still through A');
+  const retired = (): { address: string; streams: number }[] =>
+    (tunnel.stats() as { retired_relays: { address: string; streams: number }[] }).retired_relays;
+  assert.deepEqual(
+    retired().map((r) => [r.address, r.streams]),
+    [[addrA, 1]],
+  );
+  assert.equal(linkA?.state, 'stopped', 'no reconnects to A');
+  // A drains meanwhile (GOAWAY SHUTTING_DOWN): the retired link must not take that for a relay
+  // to come back to once the session closes
+  const drained = a.rt.drain();
+  await until(() => linkA?.session?.goneAway === true, "A's GOAWAY reached the agent");
+  held.end();
+  await until(() => retired().length === 0, "A's session closed after its last stream");
+  await drained;
+  assert.equal(linkA?.session, null);
+  assert.equal(linkA?.state, 'stopped', 'not reconnecting to A');
+  const series = await relayUpSeries();
+  assert.ok(!series.some((l) => l.includes(addrA)), `A's gauge went: ${series.join(' ')}`);
+  assert.ok(
+    series.some((l) => l.includes(addrB) && l.endsWith(' 1')),
+    `B up: ${series.join(' ')}`,
+  );
+
+  // a new entry whose CA file cannot be read: refused, the list stays as it was
+  const linkB = tunnel.links[0];
+  const missing = `${tempDir('zl-agent-ca-')}/none.pem`;
+  const broken = agentConfig(
+    [ref(addrB), `{ address: "${addrA}", ca: "${missing}", server_name: relay.test }`],
+    port(echo),
+  );
+  const refused = await agent.rt.reload(broken.config);
+  assert.equal(refused.result, 'partial');
+  assert.match(
+    refused.errors.join('\n'),
+    /cannot read the CA file .*none\.pem.*; the previous relay list stays/,
+  );
+  assert.deepEqual(tunnel.links, [linkB]);
+  await roundTrip(fresh, 'B still serves');
+});
