@@ -145,7 +145,7 @@ export const TUNNEL_REFERENCE = {
     default: 10_000,
     doc: 'Connections each local entry (`socks5`, `http_proxy`, each tcp forward) holds at once; more are accepted and closed at once, counted as `ZL_LISTENER_OVER_LIMIT` in `zipline_downstream_rejected_total{listener="tunnel.agent.socks5"}` (…`http_proxy`, …`forwards[N]`), as `listeners[].limits.max_connections`. A reload applies it to new connections.',
   },
-  'tunnel.agent.forwards': { doc: 'Local ports carried to destinations on the relay side.' },
+  'tunnel.agent.forwards': { doc: 'Local ports carried to destinations on the relay side. A reload applies TCP forwards as listeners (docs/TUNNEL.md, "Reload"); UDP forwards change at restart.' },
   'tunnel.agent.forwards[]': { doc: 'One forward.' },
   'tunnel.agent.forwards[].listen': { doc: 'Local `host:port` (a bare port binds all interfaces).' },
   'tunnel.agent.forwards[].to': {
@@ -194,6 +194,6 @@ export const TUNNEL_REFERENCE = {
   },
   'tunnel.agent.native': {
     default: 'auto',
-    doc: '`auto` runs sessions on the native tunnel engine when it was built (Linux): TLS, frames, windows and the bytes between local connections and the tunnel stay in one native thread; the entries also accept on the native thread (docs/CONFIG.md, `listeners[].native`). `off` runs them in JavaScript, as on Windows and macOS. A reload applies a change to the next session with each relay (to how the entries accept: at restart).',
+    doc: '`auto` runs sessions on the native tunnel engine when it was built (Linux): TLS, frames, windows and the bytes between local connections and the tunnel stay in one native thread; the entries also accept on the native thread (docs/CONFIG.md, `listeners[].native`). `off` runs them in JavaScript, as on Windows and macOS. A reload applies a change to the next session with each relay (to how an entry accepts: when it is bound again, as entries added or re-addressed by a reload are; others at restart).',
   },
 } as const satisfies Record<string, KeyDoc>;

@@ -239,9 +239,9 @@ export class Runtime {
       if (!same(next.shm, this.config.shm)) {
         errors.push('shm: bridge changes take effect at restart (segments outlive config generations)');
       }
-      reloadTunnel(this.config.tunnel, next.tunnel, this.relay, this.agent, {
+      await reloadTunnel(this.config.tunnel, next.tunnel, this.relay, this.agent, {
         errors,
-        changed: report.listeners.changed as string[],
+        listeners: report.listeners,
       });
     }
     await this.applyProcessSettings(next);

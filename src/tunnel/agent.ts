@@ -6,26 +6,15 @@
  * that dies with its session before OPEN_ACK (no byte was delivered) is tried once on another
  * relay.
  */
-import type { Socket } from 'node:net';
 import type { TunnelAgentConfig } from '../config/schema.js';
-import { parseHostPort } from '../config/units.js';
 import { sameConfig as same } from '../config/valid.js';
 import { isZiplineError } from '../errors.js';
 import type { L4Context } from '../l4/context.js';
 import { metrics } from '../metrics/catalog.js';
-import { type Dialer, dialError, httpStatusOfReply, type UdpChannel } from '../proxy/dialer.js';
-import {
-  type EntryHandler,
-  type EntryOptions,
-  type EntryResult,
-  EntryServer,
-  reportEntry,
-} from '../proxy/entry-server.js';
-import { serveHttpProxy } from '../proxy/http-proxy.js';
-import { pipeStream } from '../proxy/pipe.js';
-import { serveSocks5 } from '../proxy/socks5.js';
+import { type Dialer, dialError, type UdpChannel } from '../proxy/dialer.js';
 import { type Destination, encodeAddress, formatDestination } from './address.js';
-import { TunnelUdpChannel, UdpForward } from './agent-udp.js';
+import { AgentEntries, type EntriesReport } from './agent-entries.js';
+import { TunnelUdpChannel } from './agent-udp.js';
 import { zstdAvailable } from './compression.js';
 import { OPEN_KIND, OPEN_STATUS } from './constants.js';
 import { engine } from './native/binding.js';
@@ -33,17 +22,14 @@ import { RelayLink, type RelayRef } from './relay-link.js';
 import { choose, scores } from './score.js';
 import type { SessionApi, SessionStream } from './session-api.js';
 
-const UDP_IDLE_MS = 60_000;
-
 export class TunnelAgent implements Dialer {
   cfg: TunnelAgentConfig;
   /** The relay list's links, in config order (a reload may replace the list: `setRelays`). */
   links: RelayLink[];
   /** Links that left the list at a reload, until their sessions' last streams ended. */
-  private readonly retired = new Set<RelayLink>();
+  private readonly retiredLinks = new Set<RelayLink>();
   private preferred = -1;
-  private readonly entries: { kind: string; server: EntryServer }[] = [];
-  private readonly udpForwards: UdpForward[] = [];
+  private readonly entries: AgentEntries;
   private readonly waiters = new Set<() => void>();
   private readonly scoreTimer: NodeJS.Timeout;
   private readonly streamsGauge = metrics.tunnelStreams.labels('agent');
@@ -54,6 +40,7 @@ export class TunnelAgent implements Dialer {
   ) {
     this.cfg = cfg;
     this.links = cfg.relays.map((r) => this.makeLink(r));
+    this.entries = new AgentEntries(this, ctx);
     this.scoreTimer = setInterval(() => this.rescore(), 2000);
     this.scoreTimer.unref();
     if (cfg.compression === 'zstd' && !zstdAvailable) {
@@ -74,72 +61,14 @@ export class TunnelAgent implements Dialer {
   }
 
   async start(): Promise<void> {
-    // read per connection: a reload's idle_timeout applies to the entries' next connections
-    const opts = (): EntryOptions => ({ headerTimeoutMs: 10_000, idleTimeoutMs: this.cfg.idle_timeout });
-    const add = async (kind: string, listen: string, handler: EntryHandler): Promise<void> => {
-      const name = `tunnel.agent.${kind}`;
-      const server = new EntryServer(
-        name,
-        handler,
-        this.cfg.max_connections, // more are closed and counted (ZL_LISTENER_OVER_LIMIT)
-        {
-          onResult: (peer, r, startedAt) =>
-            reportEntry(this.ctx.accessLog, name, 'tunnel', peer, r, startedAt),
-          onRejected: (reason) =>
-            metrics.downstreamRejected
-              .labels(name, reason === 'draining' ? 'ZL_DRAINING' : 'ZL_LISTENER_OVER_LIMIT')
-              .inc(),
-        },
-        this.ctx.draining,
-      );
-      await server.listen(listen, this.ctx.log, this.cfg.native !== 'off');
-      this.entries.push({ kind, server });
-    };
-    try {
-      for (const [i, f] of this.cfg.forwards.entries()) {
-        const to = parseHostPort(f.to) as Destination;
-        if (f.protocol === 'udp') {
-          const listen = parseHostPort(f.listen) as Destination;
-          const name = `tunnel.agent.forwards[${i}]`;
-          const fw = new UdpForward(listen, to, (d) => this.openUdp(d), {
-            name,
-            receiveBuffer: f.receive_buffer,
-            idleMs: UDP_IDLE_MS,
-            onEnd: (peer, r, startedAt) =>
-              reportEntry(this.ctx.accessLog, name, 'tunnel-udp', peer, r, startedAt),
-          });
-          await fw.start();
-          this.udpForwards.push(fw);
-        } else {
-          await add(`forwards[${i}]`, f.listen, (s, done) => this.forwardTcp(s, to, done));
-        }
-      }
-      if (this.cfg.socks5 !== undefined) {
-        await add('socks5', this.cfg.socks5, (s, done) => void serveSocks5(s, this, opts(), done));
-      }
-      if (this.cfg.http_proxy !== undefined) {
-        await add('http_proxy', this.cfg.http_proxy, (s, done) => void serveHttpProxy(s, this, opts(), done));
-      }
-    } catch (err) {
-      await this.stopAccepting();
-      throw err;
-    }
+    await this.entries.start();
     if (this.cfg.native !== 'off') engine.warm();
     for (const l of this.links) l.start();
-    for (const e of this.entries)
-      this.ctx.log.info({ entry: e.kind, address: e.server.address() }, 'tunnel agent entry listening');
-    for (const f of this.udpForwards)
-      this.ctx.log.info({ entry: 'udp forward', address: f.address() }, 'tunnel agent entry listening');
   }
 
   /** Entry addresses by kind (`socks5`, `http_proxy`, `forwards[0]`, `udp[0]`). */
   addresses(): Record<string, string> {
-    const out: Record<string, string> = {};
-    for (const e of this.entries) out[e.kind] = e.server.address();
-    this.udpForwards.forEach((f, i) => {
-      out[`udp[${i}]`] = f.address();
-    });
-    return out;
+    return this.entries.addresses();
   }
 
   // ---- choosing a relay -----------------------------------------------------------------------
@@ -250,50 +179,12 @@ export class TunnelAgent implements Dialer {
     return new TunnelUdpChannel(session, stream, link.datagramSinks);
   }
 
-  private forwardTcp(socket: Socket, to: Destination, done: (r: EntryResult) => void): void {
-    const base: EntryResult = {
-      method: 'FORWARD',
-      dest: formatDestination(to),
-      status: 0,
-      error: null,
-    };
-    socket.pause();
-    socket.on('error', () => {});
-    this.connectTcp(to).then(
-      (stream) => {
-        if (socket.destroyed) {
-          stream.destroy();
-          done({ ...base, status: 499, error: 'ZL_CLIENT_ABORTED' });
-          return;
-        }
-        pipeStream(stream, socket, this.cfg.idle_timeout, (r) =>
-          done({
-            ...base,
-            status: 200,
-            reply: OPEN_STATUS.OK,
-            bytesIn: r.fromSocket,
-            bytesOut: r.toSocket,
-            error: r.error,
-          }),
-        );
-      },
-      (err) => {
-        socket.resetAndDestroy();
-        const status = (err as { openStatus?: number }).openStatus ?? OPEN_STATUS.FAILURE;
-        done({
-          ...base,
-          status: httpStatusOfReply(status),
-          reply: status,
-          error: isZiplineError(err) ? err.code : 'ZL_TUNNEL_DIAL_FAILED',
-        });
-      },
-    );
-  }
-
-  update(cfg: TunnelAgentConfig): void {
+  /** A reload's settings: timeouts, token, limits and the entries (see AgentEntries.reload). */
+  update(cfg: TunnelAgentConfig): Promise<EntriesReport> {
+    const prev = this.cfg;
     this.cfg = cfg;
-    for (const e of this.entries) e.server.setMaxConnections(cfg.max_connections);
     for (const l of this.links) l.update(cfg);
+    return this.entries.reload(prev);
   }
 
   /**
@@ -312,21 +203,26 @@ export class TunnelAgent implements Dialer {
         }
       return ref;
     });
-    if (left.size === 0 && next.every((l) => l instanceof RelayLink)) return false;
     const made = next.map((l) => (l instanceof RelayLink ? l : this.makeLink(l)));
     const preferred = this.links[this.preferred];
+    const changed = left.size > 0 || made.some((l) => !this.links.includes(l));
     for (const l of left) {
-      this.retired.add(l);
-      l.once('retired', () => this.retired.delete(l));
+      this.retiredLinks.add(l);
+      l.once('retired', () => this.retiredLinks.delete(l));
       l.removeAllListeners('change');
+      this.ctx.log.info(
+        { relay: l.address, streams: l.session?.streams.size ?? 0 },
+        'tunnel: relay left the list at reload; its session ends with its last stream',
+      );
       l.retire(!refs.some((r) => r.address === l.address));
       if (!made.some((m) => m.address === l.address)) metrics.tunnelRelayScore.remove(l.address);
     }
-    this.links = made;
+    const fresh = made.filter((l) => !this.links.includes(l));
+    this.links = made; // (in the config's order, also when only the order changed)
     this.preferred = preferred === undefined ? -1 : made.indexOf(preferred);
-    for (const l of made) if (!(next as unknown[]).includes(l)) l.start();
-    this.rescore();
-    return true;
+    for (const l of fresh) l.start();
+    if (changed) this.rescore();
+    return changed;
   }
 
   /** Relays' `ca` files renewed in place (RelayLink.renewCa): true when one changed. */
@@ -336,26 +232,23 @@ export class TunnelAgent implements Dialer {
     return changed;
   }
 
-  async stopAccepting(): Promise<void> {
-    for (const e of this.entries) await e.server.stop();
-    for (const f of this.udpForwards) f.close();
+  stopAccepting(): Promise<void> {
+    return this.entries.stopAccepting();
   }
 
   /** Closes the relay sessions (after the entries' connections ended or were closed). */
   close(): void {
     clearInterval(this.scoreTimer);
     for (const l of this.links) l.stop();
-    for (const l of this.retired) l.stop();
+    for (const l of this.retiredLinks) l.stop();
   }
 
   activeCount(): number {
-    let n = 0;
-    for (const e of this.entries) n += e.server.sockets.size;
-    return n;
+    return this.entries.activeCount();
   }
 
   destroyAll(): void {
-    for (const e of this.entries) e.server.destroyAll();
+    this.entries.destroyAll();
   }
 
   stats(): Record<string, unknown> {
@@ -365,23 +258,13 @@ export class TunnelAgent implements Dialer {
       preferred: pref?.address ?? null,
       relays: this.links.map((l) => l.stats()),
       // left the list at a reload; each is listed until its session's last stream ended
-      retired_relays: [...this.retired].map((l) => l.stats()),
-      entries: Object.fromEntries(
-        this.entries.map((e) => [
-          e.kind,
-          { address: e.server.address(), active: e.server.sockets.size, total: e.server.total },
-        ]),
-      ),
-      udp_forwards: this.udpForwards.map((f) => ({
-        address: f.address(),
-        sessions: f.sessions,
-        dropped: f.dropped,
-      })),
+      retired_relays: [...this.retiredLinks].map((l) => l.stats()),
+      ...this.entries.stats(),
     };
   }
 
   refreshMetrics(): void {
     for (const l of this.links) l.session?.flushFrameMetrics();
-    for (const f of this.udpForwards) f.refreshMetrics();
+    this.entries.refreshMetrics();
   }
 }

@@ -1,25 +1,29 @@
 /** What a reload changes in a running tunnel relay and agent (`Runtime.reload`). */
 import type { ValidConfig } from '../config/schema.js';
 import { sameConfig as same } from '../config/valid.js';
+import type { ReloadReport } from '../core/reload-report.js';
 import type { TunnelAgent } from './agent.js';
 import type { TunnelRelay } from './relay.js';
 
 /**
  * Relay tokens, allow list, timeouts and limits, and the agent's token, timeouts and
- * compression apply at once (new sessions and streams), as does the agent's relay list (relays
- * added or changed are connected to, those removed retired: `TunnelAgent.setRelays`); the relay's
- * address and TLS settings and the agent's entries and id take effect at restart (sessions and local ports outlive a config generation). The
- * relay's certificate files and the agent's CA files are read again at every reload: renewed in
- * place, they are what new sessions get (`tunnel.relay`, `tunnel.agent` listed in `changed`).
+ * compression apply at once (new sessions and streams), as do the agent's relay list (relays
+ * added or changed are connected to, those removed retired: `TunnelAgent.setRelays`) and its TCP
+ * entries (`AgentEntries.reload`: as listeners, listed under `listeners` as `tunnel.agent.KIND`);
+ * the relay's address and TLS settings, the agent's `id` and its UDP forwards take effect at
+ * restart. The relay's certificate files and the agent's CA files are read again at every reload:
+ * renewed in place, they are what new sessions get (`tunnel.relay`, `tunnel.agent` listed in
+ * `changed`).
  */
-export function reloadTunnel(
+export async function reloadTunnel(
   cur: ValidConfig['tunnel'],
   nxt: ValidConfig['tunnel'],
   relay: TunnelRelay | null,
   agent: TunnelAgent | null,
-  report: { readonly errors: string[]; readonly changed: string[] },
-): void {
+  report: { readonly errors: string[]; readonly listeners: ReloadReport['listeners'] },
+): Promise<void> {
   const { errors } = report;
+  const changed = report.listeners.changed;
   const r0 = cur?.relay;
   const r1 = nxt?.relay;
   if (
@@ -32,7 +36,7 @@ export function reloadTunnel(
   ) {
     if (!same(r0, r1)) relay.update(r1);
     try {
-      if (relay.renewTls()) report.changed.push('tunnel.relay');
+      if (relay.renewTls()) changed.push('tunnel.relay');
     } catch (err) {
       errors.push(`${(err as Error).message}; the previous certificate stays`);
     }
@@ -40,20 +44,25 @@ export function reloadTunnel(
     errors.push('tunnel.relay: listen/tls changes (or adding/removing the relay) take effect at restart');
   const a0 = cur?.agent;
   const a1 = nxt?.agent;
-  const fixed = (a: typeof a0) => (a === undefined ? null : [a.forwards, a.socks5, a.http_proxy, a.id]);
-  if (agent !== null && a1 !== undefined && same(fixed(a0), fixed(a1))) {
-    if (!same(a0, a1)) agent.update(a1);
-    let changed = false;
+  if (agent !== null && a0 !== undefined && a1 !== undefined && a0.id === a1.id) {
+    if (!same(a0, a1)) {
+      const entries = await agent.update(a1);
+      for (const key of ['added', 'removed', 'rebound', 'changed'] as const)
+        report.listeners[key].push(...entries[key]);
+      errors.push(...entries.errors);
+    }
+    let renewed = false;
     try {
-      changed = agent.setRelays(a1.relays);
+      renewed = agent.setRelays(a1.relays);
     } catch (err) {
       errors.push(`${(err as Error).message}; the previous relay list stays`);
     }
     try {
-      changed = agent.renewCa() || changed;
+      renewed = agent.renewCa() || renewed;
     } catch (err) {
       errors.push(`${(err as Error).message}; the previous one stays`);
     }
-    if (changed) report.changed.push('tunnel.agent');
-  } else if (!same(a0, a1)) errors.push('tunnel.agent: entries and id take effect at restart');
+    if (renewed) changed.push('tunnel.agent');
+  } else if (!same(a0, a1))
+    errors.push('tunnel.agent: `id` (or adding/removing the agent) takes effect at restart');
 }

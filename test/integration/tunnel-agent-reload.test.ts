@@ -1,8 +1,11 @@
 /**
- * The agent's relay list at reload, in one process (real loopback sockets): a relay added is
- * connected to, one removed gets no new streams while its open ones run to their end (then its
- * session closes and its gauges go), an unchanged entry keeps its session, and a new entry whose
- * CA file cannot be read leaves the list as it was.
+ * The tunnel agent at reload, in one process (real loopback sockets). Its relay list: a relay
+ * added is connected to, one removed gets no new streams while its open ones run to their end
+ * (then its session closes and its gauges go), an unchanged entry keeps its session, and a new
+ * entry whose CA file cannot be read leaves the list as it was. Its entries, as listeners: a TCP
+ * forward's new `to` applies to its next connections, an added SOCKS5 entry is bound, a removed
+ * forward stops accepting while its open connection runs on; a changed UDP forward waits for a
+ * restart.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -11,7 +14,7 @@ import { after, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
 import type { ValidConfig } from '../../src/config/schema.js';
 import { registry } from '../../src/metrics/catalog.js';
-import { closeServer, dial, port, tcpEcho, until } from '../helpers/net.js';
+import { closeServer, dial, port, tcpEcho, tcpServer, until } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
 import { startRuntime } from '../helpers/zipline.js';
 
@@ -37,7 +40,11 @@ tunnel:
   return relay;
 }
 
-function agentConfig(relays: string[], echoPort: number): { text: string; config: ValidConfig } {
+function agentConfig(
+  relays: string[],
+  echoPort: number,
+  entries = `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${echoPort} }]`,
+): { text: string; config: ValidConfig } {
   const text = `
 admin: { listen: 127.0.0.1:0 }
 drain_timeout: 1s
@@ -48,7 +55,7 @@ tunnel:
     token: "${TOKEN}"
     connect_timeout: 5s
     reconnect: { base: 20ms, max: 100ms }
-    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${echoPort} }]
+${entries}
 `;
   const loaded = loadConfigText(text, {});
   assert.ok(loaded.ok);
@@ -149,4 +156,92 @@ test("a reload's relay list: added relays are used, removed ones keep their open
   );
   assert.deepEqual(tunnel.links, [linkB]);
   await roundTrip(fresh, 'B still serves');
+});
+
+/** Reads exactly `n` bytes. */
+async function take(s: Socket, n: number): Promise<Buffer> {
+  let got = Buffer.alloc(0);
+  while (got.length < n) {
+    const chunk = s.read(n - got.length) as Buffer | null;
+    if (chunk !== null) got = Buffer.concat([got, chunk]);
+    else await once(s, 'readable');
+  }
+  return got;
+}
+
+test("a reload's entries: a forward's new `to`, an added SOCKS5 entry, a removed forward whose open connection runs on; UDP forwards at restart", async () => {
+  const one = await tcpEcho();
+  const two = await tcpServer((s) => {
+    s.write('two:');
+    s.pipe(s);
+  });
+  cleanup.push(() => closeServer(one));
+  cleanup.push(() => closeServer(two));
+  const relay = await startRelay();
+  const ref = `{ address: "${relay.rt.relay?.address()}", tls: false }`;
+  const forward = (to: number): string => `{ listen: 127.0.0.1:0, to: 127.0.0.1:${to} }`;
+  const start = agentConfig([ref], 0, `    forwards: [${forward(port(one))}]`);
+  const agent = await startRuntime(start.text);
+  cleanup.push(() => agent.stop());
+  const tunnel = agent.rt.agent;
+  assert.ok(tunnel);
+  await until(() => tunnel.links[0]?.state === 'up', 'a session with the relay');
+  const fwd = tunnel.addresses()['forwards[0]'] ?? '';
+  const held = await dial(fwd);
+  cleanup.push(() => {
+    held.destroy();
+  });
+  await roundTrip(held, 'to one');
+
+  // the forward's destination changes and a SOCKS5 entry is added
+  const next = agentConfig([ref], 0, `    forwards: [${forward(port(two))}]\n    socks5: 127.0.0.1:0`);
+  const applied = await agent.rt.reload(next.config);
+  assert.equal(applied.result, 'applied', applied.errors.join('; '));
+  assert.deepEqual(applied.listeners.changed, ['tunnel.agent.forwards[0]']);
+  assert.deepEqual(applied.listeners.added, ['tunnel.agent.socks5']);
+  assert.equal(tunnel.addresses()['forwards[0]'], fwd, 'the forward keeps its socket');
+  const toTwo = await dial(fwd);
+  cleanup.push(() => {
+    toTwo.destroy();
+  });
+  assert.equal(String(await take(toTwo, 4)), 'two:', "the forward's next connection goes to the new `to`");
+  await roundTrip(held, 'still to one');
+  toTwo.destroy();
+  const socks = await dial(tunnel.addresses().socks5 ?? '');
+  cleanup.push(() => {
+    socks.destroy();
+  });
+  socks.write(Buffer.from([5, 1, 0]));
+  assert.deepEqual([...(await take(socks, 2))], [5, 0]);
+  const p = port(one);
+  socks.write(Buffer.from([5, 1, 0, 1, 127, 0, 0, 1, p >> 8, p & 0xff]));
+  assert.equal((await take(socks, 10))[1], 0, 'CONNECT through the added SOCKS5 entry succeeded');
+  await roundTrip(socks, 'through socks5');
+  socks.destroy();
+
+  // the forward is removed: its port stops accepting, its open connection runs on and counts
+  const gone = agentConfig([ref], 0, '    forwards: []\n    socks5: 127.0.0.1:0');
+  const removed = await agent.rt.reload(gone.config);
+  assert.equal(removed.result, 'applied', removed.errors.join('; '));
+  assert.deepEqual(removed.listeners.removed, ['tunnel.agent.forwards[0]']);
+  assert.equal(tunnel.addresses()['forwards[0]'], undefined);
+  await assert.rejects(dial(fwd), /ECONNREFUSED/);
+  await roundTrip(held, 'one is still there');
+  const retired = (): unknown[] => (tunnel.stats() as { retired_entries: unknown[] }).retired_entries;
+  assert.deepEqual(retired(), [{ name: 'tunnel.agent.forwards[0]', active: 1 }]);
+  assert.equal(tunnel.activeCount(), 1, 'it counts for a drain');
+  held.end();
+  await until(() => tunnel.activeCount() === 0, 'the open connection ended');
+  assert.deepEqual(retired(), []);
+
+  // a UDP forward added: at restart
+  const udp = agentConfig(
+    [ref],
+    0,
+    `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${p}, protocol: udp }]\n    socks5: 127.0.0.1:0`,
+  );
+  const later = await agent.rt.reload(udp.config);
+  assert.equal(later.result, 'partial');
+  assert.match(later.errors.join('\n'), /UDP forwards .* take effect at restart/);
+  assert.equal(tunnel.addresses()['udp[0]'], undefined);
 });
