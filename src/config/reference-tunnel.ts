@@ -98,7 +98,7 @@ export const TUNNEL_REFERENCE = {
     doc: 'Connects to relays and carries local entries (forwards, SOCKS5, HTTP proxy) through them.',
   },
   'tunnel.agent.id': {
-    doc: 'Agent id sent in HELLO (default: the host name). A new session with the same id replaces the old one on the relay (GOAWAY REPLACED).',
+    doc: 'Agent id sent in HELLO (default: the host name). A new session with the same id replaces the old one on the relay (GOAWAY REPLACED). A reload with a new id makes new sessions with every relay; the old ones finish their streams.',
   },
   'tunnel.agent.relays': {
     doc: 'Relays to keep sessions with. New streams go to the best by the adaptive score (docs/TUNNEL.md); a dead relay is skipped at once. A reload applies the list: added relays are connected to, removed ones finish their open streams (docs/TUNNEL.md, "Reload").',

@@ -18,7 +18,8 @@ import { TunnelUdpChannel } from './agent-udp.js';
 import { zstdAvailable } from './compression.js';
 import { OPEN_KIND, OPEN_STATUS } from './constants.js';
 import { engine } from './native/binding.js';
-import { RelayLink, type RelayRef } from './relay-link.js';
+import { RelayLink } from './relay-link.js';
+import type { RelayRef } from './relay-trust.js';
 import { choose, scores } from './score.js';
 import type { SessionApi, SessionStream } from './session-api.js';
 
@@ -188,24 +189,31 @@ export class TunnelAgent implements Dialer {
   }
 
   /**
-   * A reload's relay list. A relay whose entry is unchanged keeps its link and session; a new
-   * entry, or one whose settings changed, gets a new link (started now); a link no longer wanted
-   * is retired: no new streams, its open session ends when its streams have. Throws (changing
-   * nothing) when a new entry's CA file cannot be read. True when the list changed.
+   * A reload's relay list, matched by address. A relay that stays keeps its link and session (new
+   * `fingerprint`, `ca`, `tls` or `server_name` settings apply from its next connection: a second
+   * session from this agent would replace the open one at the relay); a new one gets a link,
+   * started now; one that left is retired: no new streams, its open session ends when its streams
+   * have. Throws (changing nothing) when a CA file cannot be read. True when something changed.
+   * `renew`: every relay gets a new link (the agent's `id` changed: a session says who it is in its
+   * HELLO; the relay sees another agent, so the old sessions finish beside the new ones).
    */
-  setRelays(refs: readonly RelayRef[]): boolean {
-    const left = new Set(this.links);
-    const next: (RelayLink | RelayRef)[] = refs.map((ref) => {
+  setRelays(refs: readonly RelayRef[], renew = false): boolean {
+    const left = new Set(renew ? [] : this.links);
+    const reconfigure: (() => void)[] = [];
+    const made = refs.map((ref) => {
       for (const l of left)
-        if (same(l.ref, ref)) {
+        if (l.address === ref.address) {
           left.delete(l);
+          if (!same(l.ref, ref)) reconfigure.push(l.reconfigure(ref));
           return l;
         }
-      return ref;
+      return this.makeLink(ref);
     });
-    const made = next.map((l) => (l instanceof RelayLink ? l : this.makeLink(l)));
+    // nothing has changed up to here: from here on nothing throws
+    for (const apply of reconfigure) apply();
+    if (renew) for (const l of this.links) left.add(l);
+    const fresh = made.filter((l) => !this.links.includes(l));
     const preferred = this.links[this.preferred];
-    const changed = left.size > 0 || made.some((l) => !this.links.includes(l));
     for (const l of left) {
       this.retiredLinks.add(l);
       l.once('retired', () => this.retiredLinks.delete(l));
@@ -217,10 +225,10 @@ export class TunnelAgent implements Dialer {
       l.retire(!refs.some((r) => r.address === l.address));
       if (!made.some((m) => m.address === l.address)) metrics.tunnelRelayScore.remove(l.address);
     }
-    const fresh = made.filter((l) => !this.links.includes(l));
     this.links = made; // (in the config's order, also when only the order changed)
     this.preferred = preferred === undefined ? -1 : made.indexOf(preferred);
     for (const l of fresh) l.start();
+    const changed = reconfigure.length > 0 || fresh.length > 0 || left.size > 0;
     if (changed) this.rescore();
     return changed;
   }

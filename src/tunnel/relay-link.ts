@@ -6,11 +6,9 @@
  * timers).
  */
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
-import { rootCertificates, type TLSSocket } from 'node:tls';
-import { readTlsFile } from '../config/named-files.js';
+import type { TLSSocket } from 'node:tls';
 import type { TunnelAgentConfig } from '../config/schema.js';
 import { parseHostPort } from '../config/units.js';
 import { isZiplineError, ZiplineError } from '../errors.js';
@@ -22,18 +20,17 @@ import { ERROR, ERROR_NAMES, FRAME, OPEN_STATUS } from './constants.js';
 import { dialRelay, proxyFor } from './egress.js';
 import { CODEC } from './handshake.js';
 import { engine } from './native/binding.js';
-import { dropTlsContext, NativeSession, type NativeTls, tlsContext } from './native/native-session.js';
+import { NativeSession, type NativeTls } from './native/native-session.js';
+import { AGENT_CIPHERS, type RelayRef, RelayTrust } from './relay-trust.js';
 import { ewma } from './score.js';
 import { type SessionOptions, TunnelSession } from './session.js';
 import type { SessionApi, SessionStream } from './session-api.js';
-import { connectTls, DEFAULT_TUNNEL_CIPHERS, normalizeFingerprint } from './tls.js';
+import { connectTls } from './tls.js';
 
-export type RelayRef = TunnelAgentConfig['relays'][number];
 export type LinkState = 'connecting' | 'up' | 'draining' | 'backoff' | 'stopped';
 
 const HEALTHY_RESET_MS = 60_000;
 const LOAD_POLL_MS = 10_000;
-const AGENT_CIPHERS = `${DEFAULT_TUNNEL_CIPHERS}:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256`;
 
 export class RelayLink extends EventEmitter {
   state: LinkState = 'backoff';
@@ -52,11 +49,8 @@ export class RelayLink extends EventEmitter {
   sessionsOpened = 0;
   readonly host: string;
   readonly port: number;
-  private caFile: Buffer | undefined;
-  /** The pin, normalized (hex), when the relay is pinned. */
-  private readonly pin: string | undefined;
-  /** The native engine's TLS context for this relay (0: not made yet). */
-  private nativeCtx = 0;
+  /** The pin or CA it is verified with, and the native engine's TLS context. */
+  private readonly trust: RelayTrust;
   /** Left the relay list at a reload (`retire`): its session closes once its streams have ended. */
   private retired: { forget: boolean } | null = null;
   /** The session being set up (destroyed if the link stops meanwhile). */
@@ -69,20 +63,35 @@ export class RelayLink extends EventEmitter {
   readonly datagramSinks = new Map<number, (payload: Buffer) => void>();
 
   constructor(
-    readonly ref: RelayRef,
+    private entry: RelayRef,
     private cfg: TunnelAgentConfig,
     private readonly log: Logger,
   ) {
     super();
-    const hp = parseHostPort(ref.address) as { host: string; port: number };
+    const hp = parseHostPort(entry.address) as { host: string; port: number };
     this.host = hp.host;
     this.port = hp.port;
-    this.caFile =
-      ref.ca !== undefined
-        ? readTlsFile(ref.ca, `tunnel agent: cannot read the CA file ${ref.ca}`)
-        : undefined;
-    this.pin =
-      ref.fingerprint !== undefined ? (normalizeFingerprint(ref.fingerprint) ?? undefined) : undefined;
+    this.trust = new RelayTrust(entry);
+  }
+
+  /** Its entry in the relay list. */
+  get ref(): RelayRef {
+    return this.entry;
+  }
+
+  /**
+   * Another entry for this relay's address (a reload changed `fingerprint`, `ca`, `tls` or
+   * `server_name`): reads the files it names now (a coded error, nothing changed, when it cannot)
+   * and returns the change to apply. It applies from the next connection on; the open session
+   * stays, as an upstream's new TLS settings apply to new connections. (A second session from
+   * this agent would replace it at the relay: REPLACED.)
+   */
+  reconfigure(entry: RelayRef): () => void {
+    const apply = this.trust.reconfigure(entry);
+    return () => {
+      this.entry = entry;
+      apply();
+    };
   }
 
   /**
@@ -91,25 +100,6 @@ export class RelayLink extends EventEmitter {
    */
   private useNative(): boolean {
     return this.cfg.native !== 'off' && engine.available && (this.cfg.compression !== 'zstd' || engine.zstd);
-  }
-
-  /** The engine's TLS context: no verification with a pin (checked here), else the CA or system CAs. */
-  private nativeContext(): number {
-    if (this.nativeCtx !== 0) return this.nativeCtx;
-    let ca: string | undefined;
-    if (this.pin === undefined) {
-      ca = this.caFile?.toString() ?? rootCertificates.join('\n');
-      const extra = process.env.NODE_EXTRA_CA_CERTS;
-      if (this.caFile === undefined && extra !== undefined && extra !== '') {
-        try {
-          ca += `\n${readFileSync(extra, 'utf8')}`;
-        } catch {
-          // as Node: an unreadable NODE_EXTRA_CA_CERTS adds nothing
-        }
-      }
-    }
-    this.nativeCtx = tlsContext(false, { ciphers: AGENT_CIPHERS, ...(ca !== undefined ? { ca } : {}) });
-    return this.nativeCtx;
   }
 
   private sessionOptions(): SessionOptions {
@@ -133,11 +123,11 @@ export class RelayLink extends EventEmitter {
     let session: NativeSession;
     try {
       // inside the try: a context the engine cannot make (a CA file it refuses) frees the socket
-      if (this.ref.tls)
+      if (this.entry.tls)
         tls = {
-          ctx: this.nativeContext(),
-          serverName: this.ref.server_name ?? this.host,
-          verifyName: this.pin === undefined,
+          ctx: this.trust.nativeContext(),
+          serverName: this.entry.server_name ?? this.host,
+          verifyName: this.trust.pin === undefined,
         };
       session = NativeSession.start(transport, this.sessionOptions(), tls);
     } catch (err) {
@@ -147,7 +137,8 @@ export class RelayLink extends EventEmitter {
     if (tls === null) return session;
     if (this.connecting !== null) this.connecting.session = session;
     const info = await session.handshake(timeoutMs);
-    if (this.pin !== undefined && info.fingerprint !== this.pin) {
+    const pin = this.trust.pin;
+    if (pin !== undefined && info.fingerprint !== pin) {
       session.destroy();
       throw new ZiplineError(
         'ZL_TUNNEL_TLS',
@@ -158,7 +149,7 @@ export class RelayLink extends EventEmitter {
   }
 
   get address(): string {
-    return this.ref.address;
+    return this.entry.address;
   }
 
   get agentId(): string {
@@ -190,14 +181,7 @@ export class RelayLink extends EventEmitter {
    * changed; throws a coded error when it cannot be read (the previous one stays).
    */
   renewCa(): boolean {
-    if (this.ref.ca === undefined || this.caFile === undefined) return false;
-    const bytes = readTlsFile(this.ref.ca, `tunnel agent: cannot read the CA file ${this.ref.ca}`);
-    if (bytes.equals(this.caFile)) return false;
-    this.caFile = bytes;
-    // the native engine's context is made again from it at the next connection
-    if (this.nativeCtx !== 0) dropTlsContext(this.nativeCtx);
-    this.nativeCtx = 0;
-    return true;
+    return this.trust.renewCa();
   }
 
   private async connect(): Promise<void> {
@@ -223,14 +207,14 @@ export class RelayLink extends EventEmitter {
         session = await this.nativeSession(transport, left());
       } else {
         let sock: Socket | TLSSocket = attempt.transport;
-        if (this.ref.tls) {
+        if (this.entry.tls) {
           attempt.tls = await connectTls(
             attempt.transport,
             {
               host: this.host,
-              fingerprint: this.pin,
-              ca: this.caFile,
-              serverName: this.ref.server_name,
+              fingerprint: this.trust.pin,
+              ca: this.trust.caFile,
+              serverName: this.entry.server_name,
               ciphers: AGENT_CIPHERS,
             },
             left(),
@@ -409,7 +393,7 @@ export class RelayLink extends EventEmitter {
   }
 
   /**
-   * Left the agent's relay list at a reload (or its settings changed, and a new link took its
+   * Left the agent's relay list at a reload (or the agent's id changed, and a new link took its
    * place): no reconnects, and no new streams (GOAWAY); its open session closes once its streams
    * have ended, then 'retired' is emitted. `forget`: the address left the list, so its gauges go
    * (as a removed upstream's).
@@ -447,9 +431,7 @@ export class RelayLink extends EventEmitter {
       if (session === 'now') setImmediate(() => s.close());
       else this.closeWhenIdle(s);
     }
-    // sessions made from it keep their own reference
-    if (this.nativeCtx !== 0) dropTlsContext(this.nativeCtx);
-    this.nativeCtx = 0;
+    this.trust.dropContext(); // sessions made from it keep their own reference
   }
 
   stats(): Record<string, unknown> {

@@ -10,10 +10,10 @@ import type { TunnelRelay } from './relay.js';
  * compression apply at once (new sessions and streams), as do the agent's relay list (relays
  * added or changed are connected to, those removed retired: `TunnelAgent.setRelays`) and its TCP
  * entries (`AgentEntries.reload`: as listeners, listed under `listeners` as `tunnel.agent.KIND`);
- * the relay's address and TLS settings, the agent's `id` and its UDP forwards take effect at
- * restart. The relay's certificate files and the agent's CA files are read again at every reload:
- * renewed in place, they are what new sessions get (`tunnel.relay`, `tunnel.agent` listed in
- * `changed`).
+ * a new agent `id` makes new sessions with every relay (the open ones finish their streams); the
+ * relay's address and TLS settings and the agent's UDP forwards take effect at restart. The
+ * relay's certificate files and the agent's CA files are read again at every reload: renewed in
+ * place, they are what new sessions get (`tunnel.relay`, `tunnel.agent` listed in `changed`).
  */
 export async function reloadTunnel(
   cur: ValidConfig['tunnel'],
@@ -44,7 +44,7 @@ export async function reloadTunnel(
     errors.push('tunnel.relay: listen/tls changes (or adding/removing the relay) take effect at restart');
   const a0 = cur?.agent;
   const a1 = nxt?.agent;
-  if (agent !== null && a0 !== undefined && a1 !== undefined && a0.id === a1.id) {
+  if (agent !== null && a0 !== undefined && a1 !== undefined) {
     if (!same(a0, a1)) {
       const entries = await agent.update(a1);
       for (const key of ['added', 'removed', 'rebound', 'changed'] as const)
@@ -53,7 +53,8 @@ export async function reloadTunnel(
     }
     let renewed = false;
     try {
-      renewed = agent.setRelays(a1.relays);
+      // a new id: every session again, saying it in its HELLO (open ones finish their streams)
+      renewed = agent.setRelays(a1.relays, a0.id !== a1.id);
     } catch (err) {
       errors.push(`${(err as Error).message}; the previous relay list stays`);
     }

@@ -24,14 +24,14 @@ after(async () => {
   for (const c of cleanup.reverse()) await c();
 });
 
-async function startRelay() {
+async function startRelay(tls = 'off') {
   const relay = await startRuntime(`
 admin: { listen: 127.0.0.1:0 }
 drain_timeout: 1s
 tunnel:
   relay:
     listen: 127.0.0.1:0
-    tls: off
+    tls: ${tls}
     state_dir: ${tempDir('zl-relay-')}
     tokens: ["${TOKEN}"]
     allow: ["127.0.0.1:*"]
@@ -44,13 +44,14 @@ function agentConfig(
   relays: string[],
   echoPort: number,
   entries = `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${echoPort} }]`,
+  id = 'agent-under-test',
 ): { text: string; config: ValidConfig } {
   const text = `
 admin: { listen: 127.0.0.1:0 }
 drain_timeout: 1s
 tunnel:
   agent:
-    id: agent-under-test
+    id: ${id}
     relays: [${relays.join(', ')}]
     token: "${TOKEN}"
     connect_timeout: 5s
@@ -244,4 +245,62 @@ test("a reload's entries: a forward's new `to`, an added SOCKS5 entry, a removed
   assert.equal(later.result, 'partial');
   assert.match(later.errors.join('\n'), /UDP forwards .* take effect at restart/);
   assert.equal(tunnel.addresses()['udp[0]'], undefined);
+});
+
+test("a relay's entry with other settings keeps its session (the next connection uses them); a new agent id makes new sessions while the old ones finish", async () => {
+  const echo = await tcpEcho();
+  cleanup.push(() => closeServer(echo));
+  const relay = await startRelay('auto');
+  const addr = relay.rt.relay?.address() ?? '';
+  const pinned = (fp: string): string => `{ address: "${addr}", fingerprint: "${fp}" }`;
+  const right = relay.rt.relay?.fingerprint ?? '';
+  const wrong = `sha256:${'0'.repeat(64)}`;
+  const first = agentConfig([pinned(right)], port(echo));
+  const agent = await startRuntime(first.text);
+  cleanup.push(() => agent.stop());
+  const tunnel = agent.rt.agent;
+  assert.ok(tunnel);
+  const link = tunnel.links[0];
+  await until(() => link?.state === 'up', 'pinned session up');
+  const session = link?.session;
+  const held = await dial(tunnel.addresses()['forwards[0]'] ?? '');
+  cleanup.push(() => {
+    held.destroy();
+  });
+  await roundTrip(held, 'before');
+
+  // another pin for the same relay: the open session and its stream stay...
+  const repinned = await agent.rt.reload(agentConfig([pinned(wrong)], port(echo)).config);
+  assert.equal(repinned.result, 'applied', repinned.errors.join('; '));
+  assert.deepEqual(repinned.listeners.changed, ['tunnel.agent']);
+  assert.equal(tunnel.links[0], link);
+  assert.equal(link?.session, session, 'the open session stays');
+  await roundTrip(held, 'after the new pin');
+  // ...and the next connection is checked against the new pin (ending the session resets `held`)
+  held.on('error', () => {});
+  session?.destroy();
+  await until(() => /ZL_TUNNEL_TLS/.test(link?.lastError ?? ''), 'the relay refused by the new pin');
+  const back = await agent.rt.reload(agentConfig([pinned(right)], port(echo)).config);
+  assert.equal(back.result, 'applied', back.errors.join('; '));
+  await until(() => link?.state === 'up', 'up again with the right pin');
+
+  // a new id: a new session beside the old one, which finishes its stream
+  const held2 = await dial(tunnel.addresses()['forwards[0]'] ?? '');
+  cleanup.push(() => {
+    held2.destroy();
+  });
+  await roundTrip(held2, 'as agent-under-test');
+  const renamed = await agent.rt.reload(
+    agentConfig([pinned(right)], port(echo), undefined, 'renamed').config,
+  );
+  assert.equal(renamed.result, 'applied', renamed.errors.join('; '));
+  assert.notEqual(tunnel.links[0], link, 'a new link');
+  await until(() => tunnel.links[0]?.state === 'up', 'a session as the new id');
+  const agents = (): string[] =>
+    ((relay.rt.relay?.stats().sessions ?? []) as { agent: string }[]).map((s) => s.agent).sort();
+  assert.deepEqual(agents(), ['agent-under-test', 'renamed']);
+  await roundTrip(held2, 'the old session still carries it');
+  held2.end();
+  await until(() => agents().length === 1, 'the old session closed after its stream');
+  assert.deepEqual(agents(), ['renamed']);
 });
