@@ -145,7 +145,9 @@ export const TUNNEL_REFERENCE = {
     default: 10_000,
     doc: 'Connections each local entry (`socks5`, `http_proxy`, each tcp forward) holds at once; more are accepted and closed at once, counted as `ZL_LISTENER_OVER_LIMIT` in `zipline_downstream_rejected_total{listener="tunnel.agent.socks5"}` (…`http_proxy`, …`forwards[N]`), as `listeners[].limits.max_connections`. A reload applies it to new connections.',
   },
-  'tunnel.agent.forwards': { doc: 'Local ports carried to destinations on the relay side. A reload applies TCP forwards as listeners (docs/TUNNEL.md, "Reload"); UDP forwards change at restart.' },
+  'tunnel.agent.forwards': {
+    doc: 'Local ports carried to destinations on the relay side. A reload applies them as listeners (docs/TUNNEL.md, "Reload").',
+  },
   'tunnel.agent.forwards[]': { doc: 'One forward.' },
   'tunnel.agent.forwards[].listen': { doc: 'Local `host:port` (a bare port binds all interfaces).' },
   'tunnel.agent.forwards[].to': {

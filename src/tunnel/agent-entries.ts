@@ -2,9 +2,10 @@
  * The agent's local entries — TCP forwards, SOCKS5, the HTTP proxy (each an `EntryServer`) and
  * UDP forwards — whose connections the agent carries through its relays. A reload applies them as
  * listeners are applied (docs/TUNNEL.md, "Reload"): an entry whose address is unchanged keeps its
- * socket (a TCP forward's `to` applies to its next connections); a new one is bound; a removed or
- * re-addressed one stops accepting and its open connections run to their end (they still count
- * for a drain). UDP forwards change at restart only.
+ * socket (a forward's `to` applies to its next connections or associations); a new one is bound;
+ * a removed or re-addressed one stops accepting and its open connections run to their end (the
+ * TCP ones still count for a drain). Forwards are named by their place in the list
+ * (`forwards[N]`, their metrics' label).
  */
 import type { Socket } from 'node:net';
 import type { TunnelAgentConfig } from '../config/schema.js';
@@ -59,7 +60,10 @@ export class AgentEntries {
   private readonly tcp = new Map<string, TcpEntry>();
   /** Entries a reload removed or re-addressed, until their last connection closed. */
   private readonly retired = new Set<EntryServer>();
-  private readonly udp: UdpForward[] = [];
+  /** UDP forwards by kind (`forwards[N]`), in the config's order. */
+  private udp = new Map<string, { readonly listen: string; readonly fw: UdpForward }>();
+  /** UDP forwards a reload removed or re-addressed, until their last association ended. */
+  private readonly retiredUdp = new Set<UdpForward>();
 
   constructor(
     private readonly host: EntryHost,
@@ -70,35 +74,36 @@ export class AgentEntries {
   async start(): Promise<void> {
     const cfg = this.host.cfg;
     try {
-      for (const [i, f] of cfg.forwards.entries()) {
-        if (f.protocol !== 'udp') continue;
-        const name = `tunnel.agent.forwards[${i}]`;
-        const fw = new UdpForward(
-          parseHostPort(f.listen) as Destination,
-          parseHostPort(f.to) as Destination,
-          (d) => this.host.openUdp(d),
-          {
-            name,
-            receiveBuffer: f.receive_buffer,
-            idleMs: UDP_IDLE_MS,
-            onEnd: (peer, r, startedAt) =>
-              reportEntry(this.ctx.accessLog, name, 'tunnel-udp', peer, r, startedAt),
-          },
-        );
-        await fw.start();
-        this.udp.push(fw);
-      }
+      for (const w of wantedUdp(cfg)) await this.bindUdp(w);
       for (const w of wantedTcp(cfg)) await this.bind(w);
     } catch (err) {
       await this.stopAccepting();
       throw err;
     }
     for (const e of this.tcp.values()) this.listening(e.kind, e.server.address());
-    for (const f of this.udp) this.listening('udp forward', f.address());
+    for (const u of this.udp.values()) this.listening('udp forward', u.fw.address());
   }
 
   private listening(entry: string, address: string): void {
     this.ctx.log.info({ entry, address }, 'tunnel agent entry listening');
+  }
+
+  private async bindUdp(w: WantedUdp): Promise<UdpForward> {
+    const name = `tunnel.agent.${w.kind}`;
+    const fw = new UdpForward(parseHostPort(w.listen) as Destination, w.to, (d) => this.host.openUdp(d), {
+      name,
+      receiveBuffer: w.receiveBuffer,
+      idleMs: UDP_IDLE_MS,
+      onEnd: (peer, r, startedAt) => reportEntry(this.ctx.accessLog, name, 'tunnel-udp', peer, r, startedAt),
+    });
+    try {
+      await fw.start();
+    } catch (err) {
+      fw.close(); // (its socket, which could not bind)
+      throw err;
+    }
+    this.udp.set(w.kind, { listen: w.listen, fw });
+    return fw;
   }
 
   private async bind(w: Wanted): Promise<TcpEntry> {
@@ -133,20 +138,12 @@ export class AgentEntries {
 
   /**
    * A reload's entries (the settings in `host.cfg` already): unchanged addresses keep their
-   * sockets, new ones are bound, removed or re-addressed ones retired. A UDP forward that changed
-   * (or moved in the list) is reported in `errors`: it changes at restart.
+   * sockets, new ones are bound, removed or re-addressed ones retired; one that cannot be bound
+   * is reported in `errors`.
    */
-  async reload(prev: TunnelAgentConfig): Promise<EntriesReport> {
+  async reload(): Promise<EntriesReport> {
     const cfg = this.host.cfg;
     const report: EntriesReport = { added: [], removed: [], rebound: [], changed: [], errors: [] };
-    // with their places in the list: their names (`forwards[N]`) are their metrics' labels
-    const udpOf = (c: TunnelAgentConfig) =>
-      c.forwards.flatMap((f, i) => (f.protocol === 'udp' ? [[i, f]] : []));
-    if (!same(udpOf(prev), udpOf(cfg))) {
-      report.errors.push(
-        'tunnel.agent.forwards: UDP forwards (and their places in the list) take effect at restart',
-      );
-    }
     for (const e of this.tcp.values()) e.server.setMaxConnections(cfg.max_connections);
     const wanted = new Map(wantedTcp(cfg).map((w) => [w.kind, w]));
     const toBind: Wanted[] = [];
@@ -187,7 +184,48 @@ export class AgentEntries {
         report.errors.push(`tunnel.agent.${w.kind}: ${(err as Error).message}`);
       }
     }
+    await this.reloadUdp(cfg, report);
     return report;
+  }
+
+  /**
+   * UDP forwards as the TCP ones, by kind: one whose `listen` stays keeps its socket (a new `to`
+   * applies to new associations, a new `receive_buffer` at once); one removed or re-addressed takes
+   * no new associations and closes once its open ones ended (their address stays bound until
+   * then: a forward added on it meanwhile fails, and the reload says so).
+   */
+  private async reloadUdp(cfg: TunnelAgentConfig, report: EntriesReport): Promise<void> {
+    const wanted = wantedUdp(cfg);
+    const kept = new Map<string, { readonly listen: string; readonly fw: UdpForward }>();
+    for (const [kind, u] of this.udp) {
+      const w = wanted.find((x) => x.kind === kind);
+      if (w !== undefined && w.listen === u.listen) {
+        kept.set(kind, u);
+        continue;
+      }
+      u.fw.stopAccepting();
+      if (!u.fw.done) this.retiredUdp.add(u.fw);
+      this.ctx.log.info(
+        { entry: kind, address: u.fw.address() },
+        'tunnel agent entry stopped accepting (reload)',
+      );
+      (w === undefined ? report.removed : report.rebound).push(`tunnel.agent.${kind}`);
+    }
+    this.udp = new Map();
+    for (const w of wanted) {
+      const u = kept.get(w.kind);
+      if (u !== undefined) {
+        if (u.fw.update(w.to, w.receiveBuffer)) report.changed.push(`tunnel.agent.${w.kind}`);
+        this.udp.set(w.kind, u);
+        continue;
+      }
+      if (!report.rebound.includes(`tunnel.agent.${w.kind}`)) report.added.push(`tunnel.agent.${w.kind}`);
+      try {
+        this.listening('udp forward', (await this.bindUdp(w)).address());
+      } catch (err) {
+        report.errors.push(`tunnel.agent.${w.kind}: ${(err as Error).message}`);
+      }
+    }
   }
 
   private forwardTcp(socket: Socket, to: Destination, done: (r: EntryResult) => void): void {
@@ -234,15 +272,16 @@ export class AgentEntries {
   addresses(): Record<string, string> {
     const out: Record<string, string> = {};
     for (const e of this.tcp.values()) out[e.kind] = e.server.address();
-    this.udp.forEach((f, i) => {
-      out[`udp[${i}]`] = f.address();
-    });
+    let i = 0;
+    for (const u of this.udp.values()) out[`udp[${i++}]`] = u.fw.address();
     return out;
   }
 
   async stopAccepting(): Promise<void> {
     for (const e of this.tcp.values()) await e.server.stop();
-    for (const f of this.udp) f.close();
+    for (const u of this.udp.values()) u.fw.close();
+    for (const fw of this.retiredUdp) fw.close();
+    this.retiredUdp.clear();
   }
 
   /** Open connections, those of retired entries included. */
@@ -263,6 +302,7 @@ export class AgentEntries {
 
   stats(): Record<string, unknown> {
     this.activeCount(); // forgets retired entries whose connections all ended
+    for (const fw of this.retiredUdp) if (fw.done) this.retiredUdp.delete(fw);
     return {
       entries: Object.fromEntries(
         [...this.tcp.values()].map((e) => [
@@ -270,14 +310,44 @@ export class AgentEntries {
           { address: e.server.address(), active: e.server.sockets.size, total: e.server.total },
         ]),
       ),
-      retired_entries: [...this.retired].map((s) => ({ name: s.name, active: s.sockets.size })),
-      udp_forwards: this.udp.map((f) => ({ address: f.address(), sessions: f.sessions, dropped: f.dropped })),
+      retired_entries: [
+        ...[...this.retired].map((s) => ({ name: s.name, active: s.sockets.size })),
+        ...[...this.retiredUdp].map((fw) => ({ name: fw.name, active: fw.sessions })),
+      ],
+      udp_forwards: [...this.udp.values()].map(({ fw }) => ({
+        address: fw.address(),
+        sessions: fw.sessions,
+        dropped: fw.dropped,
+      })),
     };
   }
 
   refreshMetrics(): void {
-    for (const f of this.udp) f.refreshMetrics();
+    for (const u of this.udp.values()) u.fw.refreshMetrics();
   }
+}
+
+type WantedUdp = {
+  readonly kind: string;
+  readonly listen: string;
+  readonly to: Destination;
+  readonly receiveBuffer: number;
+};
+
+/** The UDP forwards a config asks for, in its order. */
+function wantedUdp(cfg: TunnelAgentConfig): WantedUdp[] {
+  return cfg.forwards.flatMap((f, i) =>
+    f.protocol === 'udp'
+      ? [
+          {
+            kind: `forwards[${i}]`,
+            listen: f.listen,
+            to: parseHostPort(f.to) as Destination,
+            receiveBuffer: f.receive_buffer,
+          },
+        ]
+      : [],
+  );
 }
 
 /** The TCP entries a config asks for, in the order they are bound. */

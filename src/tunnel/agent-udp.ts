@@ -84,6 +84,8 @@ export interface UdpForwardOptions {
 interface UdpClient {
   readonly address: string;
   readonly port: number;
+  /** Where its datagrams go (the forward's `to` when it began: a reload's applies to new ones). */
+  readonly to: Destination;
   ch: UdpChannel | null;
   /** Datagrams it sent while the association was being opened. */
   readonly queue: Buffer[];
@@ -112,14 +114,17 @@ export class UdpForward {
   private droppedHere = 0;
   private readonly kernel: KernelDropCounter;
   private bound = false;
+  /** SO_RCVBUF asked for (0: the system default). */
+  private receiveBuffer: number;
 
   constructor(
     private readonly listen: { host: string; port: number },
-    private readonly to: Destination,
+    private to: Destination,
     private readonly open: (to: Destination) => Promise<UdpChannel>,
     private readonly opts: UdpForwardOptions,
   ) {
     this.kernel = new KernelDropCounter(opts.name);
+    this.receiveBuffer = opts.receiveBuffer;
     this.socket = createSocket({ type: isIP(listen.host) === 6 ? 'udp6' : 'udp4' });
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo.address, rinfo.port));
     this.socket.on('error', () => {});
@@ -132,7 +137,7 @@ export class UdpForward {
         this.socket.off('error', reject);
         this.bound = true;
         // the kernel's default (~208 KiB on Linux) drops a burst from a few thousand clients
-        if (this.opts.receiveBuffer > 0) this.socket.setRecvBufferSize(this.opts.receiveBuffer);
+        if (this.receiveBuffer > 0) this.socket.setRecvBufferSize(this.receiveBuffer);
         resolve();
       });
     });
@@ -173,9 +178,14 @@ export class UdpForward {
     const key = `${address}|${port}`;
     let c = this.clients.get(key);
     if (c === undefined) {
+      if (!this.accepting) {
+        this.drop('ZL_DRAINING'); // a reload removed it: its open associations only
+        return;
+      }
       const entry: UdpClient = {
         address,
         port,
+        to: this.to,
         ch: null,
         queue: [msg],
         refused: null,
@@ -187,7 +197,7 @@ export class UdpForward {
       entry.timer.unref();
       c = entry;
       this.clients.set(key, entry);
-      this.open(this.to).then(
+      this.open(entry.to).then(
         (ch) => {
           if (this.clients.get(key) !== entry) {
             ch.close();
@@ -228,7 +238,7 @@ export class UdpForward {
 
   private forward(c: UdpClient, ch: UdpChannel, msg: Buffer): void {
     c.bytesIn += msg.length;
-    ch.send(this.to, msg);
+    ch.send(c.to, msg);
   }
 
   private end(key: string): void {
@@ -236,13 +246,14 @@ export class UdpForward {
     if (c === undefined) return;
     this.clients.delete(key);
     clearTimeout(c.timer);
+    if (!this.accepting && this.clients.size === 0) setImmediate(() => this.close());
     if (c.ch === null) return; // never opened: counted as dropped, no access line
     c.ch.close();
     this.opts.onEnd?.(
       { remoteAddress: c.address, remotePort: c.port },
       {
         method: 'FORWARD',
-        dest: formatDestination(this.to),
+        dest: formatDestination(c.to),
         status: 200,
         reply: 0,
         bytesIn: c.bytesIn,
@@ -254,6 +265,40 @@ export class UdpForward {
   }
 
   private closed = false;
+  private accepting = true;
+
+  /**
+   * A reload's settings for the same address: `to` for new associations, the socket's buffer at
+   * once. True when either changed.
+   */
+  update(to: Destination, receiveBuffer: number): boolean {
+    const changed =
+      to.host !== this.to.host || to.port !== this.to.port || receiveBuffer !== this.receiveBuffer;
+    this.to = to;
+    if (receiveBuffer !== this.receiveBuffer && receiveBuffer > 0 && this.bound && !this.closed)
+      this.socket.setRecvBufferSize(receiveBuffer);
+    this.receiveBuffer = receiveBuffer;
+    return changed;
+  }
+
+  /** Its listener name (`tunnel.agent.forwards[N]`). */
+  get name(): string {
+    return this.opts.name;
+  }
+
+  /**
+   * Removed by a reload: no new associations (their datagrams are dropped as `ZL_DRAINING`); the
+   * open ones go on until they end, then the socket closes.
+   */
+  stopAccepting(): void {
+    this.accepting = false;
+    if (this.clients.size === 0) this.close();
+  }
+
+  /** Closed: by `close`, or after `stopAccepting` once its last association ended. */
+  get done(): boolean {
+    return this.closed;
+  }
 
   close(): void {
     if (this.closed) return;

@@ -182,10 +182,9 @@ export class TunnelAgent implements Dialer {
 
   /** A reload's settings: timeouts, token, limits and the entries (see AgentEntries.reload). */
   update(cfg: TunnelAgentConfig): Promise<EntriesReport> {
-    const prev = this.cfg;
     this.cfg = cfg;
     for (const l of this.links) l.update(cfg);
-    return this.entries.reload(prev);
+    return this.entries.reload();
   }
 
   /**

@@ -8,12 +8,12 @@ import type { TunnelRelay } from './relay.js';
 /**
  * Relay tokens, allow list, timeouts and limits, and the agent's token, timeouts and
  * compression apply at once (new sessions and streams), as do the agent's relay list (relays
- * added or changed are connected to, those removed retired: `TunnelAgent.setRelays`) and its TCP
- * entries (`AgentEntries.reload`: as listeners, listed under `listeners` as `tunnel.agent.KIND`);
- * a new agent `id` makes new sessions with every relay (the open ones finish their streams); the
- * relay's address and TLS settings and the agent's UDP forwards take effect at restart. The
- * relay's certificate files and the agent's CA files are read again at every reload: renewed in
- * place, they are what new sessions get (`tunnel.relay`, `tunnel.agent` listed in `changed`).
+ * added are connected to, those removed retired: `TunnelAgent.setRelays`) and its entries
+ * (`AgentEntries.reload`: as listeners, listed under `listeners` as `tunnel.agent.KIND`); a new
+ * agent `id` makes new sessions with every relay (the open ones finish their streams). The
+ * relay's address and TLS settings take effect at restart. The relay's certificate files and the
+ * agent's CA files are read again at every reload: renewed in place, they are what new sessions
+ * get (`tunnel.relay`, `tunnel.agent` listed in `changed`).
  */
 export async function reloadTunnel(
   cur: ValidConfig['tunnel'],

@@ -4,17 +4,29 @@
  * (then its session closes and its gauges go), an unchanged entry keeps its session, and a new
  * entry whose CA file cannot be read leaves the list as it was. Its entries, as listeners: a TCP
  * forward's new `to` applies to its next connections, an added SOCKS5 entry is bound, a removed
- * forward stops accepting while its open connection runs on; a changed UDP forward waits for a
- * restart.
+ * forward stops accepting while its open connection runs on; a UDP forward's new `to` is for new
+ * associations, and a removed one closes after its last.
  */
 import assert from 'node:assert/strict';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { after, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
 import type { ValidConfig } from '../../src/config/schema.js';
 import { registry } from '../../src/metrics/catalog.js';
-import { closeServer, dial, port, tcpEcho, tcpServer, until } from '../helpers/net.js';
+import { seriesValue } from '../helpers/metrics.js';
+import {
+  closeServer,
+  dial,
+  port,
+  splitAddress,
+  tcpEcho,
+  tcpServer,
+  udpClient,
+  udpEcho,
+  until,
+} from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
 import { startRuntime } from '../helpers/zipline.js';
 
@@ -170,7 +182,7 @@ async function take(s: Socket, n: number): Promise<Buffer> {
   return got;
 }
 
-test("a reload's entries: a forward's new `to`, an added SOCKS5 entry, a removed forward whose open connection runs on; UDP forwards at restart", async () => {
+test("a reload's entries: a forward's new `to`, an added SOCKS5 entry, a removed forward whose open connection runs on", async () => {
   const one = await tcpEcho();
   const two = await tcpServer((s) => {
     s.write('two:');
@@ -234,17 +246,74 @@ test("a reload's entries: a forward's new `to`, an added SOCKS5 entry, a removed
   held.end();
   await until(() => tunnel.activeCount() === 0, 'the open connection ended');
   assert.deepEqual(retired(), []);
+});
 
-  // a UDP forward added: at restart
-  const udp = agentConfig(
-    [ref],
-    0,
-    `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${p}, protocol: udp }]\n    socks5: 127.0.0.1:0`,
-  );
-  const later = await agent.rt.reload(udp.config);
-  assert.equal(later.result, 'partial');
-  assert.match(later.errors.join('\n'), /UDP forwards .* take effect at restart/);
+test("a reload's UDP forwards: a new `to` for new associations only; a removed one keeps its open associations, refuses new ones, and closes after the last", async () => {
+  const one = await udpEcho();
+  const two = createSocket('udp4');
+  two.on('message', (m, r) => two.send(Buffer.concat([Buffer.from('two:'), m]), r.port, r.address));
+  await new Promise<void>((resolve) => two.bind(0, '127.0.0.1', () => resolve()));
+  cleanup.push(() => {
+    one.close();
+    two.close();
+  });
+  const relay = await startRelay();
+  const ref = `{ address: "${relay.rt.relay?.address()}", tls: false }`;
+  const forward = (to: UdpSocket): string =>
+    `    forwards: [{ listen: 127.0.0.1:0, to: 127.0.0.1:${port(to)}, protocol: udp }]`;
+  const agent = await startRuntime(agentConfig([ref], 0, forward(one)).text);
+  cleanup.push(() => agent.stop());
+  const tunnel = agent.rt.agent;
+  assert.ok(tunnel);
+  await until(() => tunnel.links[0]?.state === 'up', 'a session with the relay');
+  const address = tunnel.addresses()['udp[0]'] ?? '';
+  const [host, udpPort] = splitAddress(address);
+  const clients: UdpSocket[] = [];
+  /** A datagram from `c` through the forward, and the answer it gets. */
+  const ask = async (c: UdpSocket, text: string): Promise<string> => {
+    const answer = once(c, 'message');
+    c.send(text, udpPort, host);
+    return String((await answer)[0]);
+  };
+  const client = async (): Promise<UdpSocket> => {
+    const c = await udpClient();
+    clients.push(c);
+    cleanup.push(() => {
+      c.close();
+    });
+    return c;
+  };
+  const first = await client();
+  assert.equal(await ask(first, 'a'), 'a');
+
+  const retargeted = await agent.rt.reload(agentConfig([ref], 0, forward(two)).config);
+  assert.equal(retargeted.result, 'applied', retargeted.errors.join('; '));
+  assert.deepEqual(retargeted.listeners.changed, ['tunnel.agent.forwards[0]']);
+  assert.equal(tunnel.addresses()['udp[0]'], address, 'the forward keeps its socket');
+  assert.equal(await ask(first, 'b'), 'b', 'an open association keeps its destination');
+  const second = await client();
+  assert.equal(await ask(second, 'c'), 'two:c', 'a new association goes to the new `to`');
+
+  const removed = await agent.rt.reload(agentConfig([ref], 0, '    forwards: []').config);
+  assert.equal(removed.result, 'applied', removed.errors.join('; '));
+  assert.deepEqual(removed.listeners.removed, ['tunnel.agent.forwards[0]']);
   assert.equal(tunnel.addresses()['udp[0]'], undefined);
+  assert.equal(await ask(first, 'd'), 'd', 'open associations go on');
+  const series = 'zipline_udp_dropped_total{listener="tunnel.agent.forwards[0]",code="ZL_DRAINING"}';
+  const before = await seriesValue(series);
+  (await client()).send('e', udpPort, host);
+  await until(async () => (await seriesValue(series)) > before, 'a new client refused (ZL_DRAINING)');
+  const retired = (): unknown[] => (tunnel.stats() as { retired_entries: unknown[] }).retired_entries;
+  assert.deepEqual(retired(), [{ name: 'tunnel.agent.forwards[0]', active: 2 }]);
+  // the associations end with the session that carried them; then the socket closes
+  tunnel.links[0]?.session?.destroy();
+  await until(() => retired().length === 0, 'the removed forward closed after its last association');
+  const rebind = createSocket('udp4');
+  await new Promise<void>((resolve, reject) => {
+    rebind.once('error', reject);
+    rebind.bind(udpPort, host, () => resolve());
+  });
+  rebind.close();
 });
 
 test("a relay's entry with other settings keeps its session (the next connection uses them); a new agent id makes new sessions while the old ones finish", async () => {
