@@ -28,26 +28,17 @@ import {
   until,
 } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
+import { relayYaml, TUNNEL_TOKEN } from '../helpers/tunnel.js';
 import { startRuntime } from '../helpers/zipline.js';
 
-const TOKEN = 'test-token-0123456789abcdef';
+const TOKEN = TUNNEL_TOKEN;
 const cleanup: (() => Promise<void> | void)[] = [];
 after(async () => {
   for (const c of cleanup.reverse()) await c();
 });
 
 async function startRelay(tls = 'off') {
-  const relay = await startRuntime(`
-admin: { listen: 127.0.0.1:0 }
-drain_timeout: 1s
-tunnel:
-  relay:
-    listen: 127.0.0.1:0
-    tls: ${tls}
-    state_dir: ${tempDir('zl-relay-')}
-    tokens: ["${TOKEN}"]
-    allow: ["127.0.0.1:*"]
-`);
+  const relay = await startRuntime(relayYaml('', tls));
   cleanup.push(() => relay.stop());
   return relay;
 }

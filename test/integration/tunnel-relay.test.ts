@@ -38,29 +38,14 @@ import {
   until,
 } from '../helpers/net.js';
 import { tempDir } from '../helpers/temp.js';
-import { helloAckFrame } from '../helpers/tunnel.js';
+import { helloAckFrame, relayYaml, TUNNEL_TOKEN } from '../helpers/tunnel.js';
 import { ROOT, startRuntime } from '../helpers/zipline.js';
 
-const TOKEN = 'test-token-0123456789abcdef';
+const TOKEN = TUNNEL_TOKEN;
 const cleanup: (() => Promise<void> | void)[] = [];
 after(async () => {
   for (const c of cleanup.reverse()) await c();
 });
-
-function relayYaml(extra = '', tls = 'off'): string {
-  return `
-admin: { listen: 127.0.0.1:0 }
-drain_timeout: 1s
-tunnel:
-  relay:
-    listen: 127.0.0.1:0
-    tls: ${tls}
-    state_dir: ${tempDir('zl-relay-')}
-    tokens: ["${TOKEN}"]
-    allow: ["127.0.0.1:*"]
-    heartbeat: { interval: 500ms, misses: 3 }
-${extra}`;
-}
 
 function agentYaml(relay: string, body: string, relayExtra: string): string {
   return `
