@@ -197,19 +197,25 @@ export class AgentEntries {
   private async reloadUdp(cfg: TunnelAgentConfig, report: EntriesReport): Promise<void> {
     const wanted = wantedUdp(cfg);
     const kept = new Map<string, { readonly listen: string; readonly fw: UdpForward }>();
+    const moved = new Set<string>();
     for (const [kind, u] of this.udp) {
       const w = wanted.find((x) => x.kind === kind);
       if (w !== undefined && w.listen === u.listen) {
         kept.set(kind, u);
         continue;
       }
-      u.fw.stopAccepting();
-      if (!u.fw.done) this.retiredUdp.add(u.fw);
+      // (its address first: with no association open, it closes at once)
       this.ctx.log.info(
         { entry: kind, address: u.fw.address() },
         'tunnel agent entry stopped accepting (reload)',
       );
-      (w === undefined ? report.removed : report.rebound).push(`tunnel.agent.${kind}`);
+      u.fw.stopAccepting();
+      if (!u.fw.done) this.retiredUdp.add(u.fw);
+      if (w === undefined) report.removed.push(`tunnel.agent.${kind}`);
+      else {
+        report.rebound.push(`tunnel.agent.${kind}`);
+        moved.add(kind);
+      }
     }
     this.udp = new Map();
     for (const w of wanted) {
@@ -219,7 +225,7 @@ export class AgentEntries {
         this.udp.set(w.kind, u);
         continue;
       }
-      if (!report.rebound.includes(`tunnel.agent.${w.kind}`)) report.added.push(`tunnel.agent.${w.kind}`);
+      if (!moved.has(w.kind)) report.added.push(`tunnel.agent.${w.kind}`);
       try {
         this.listening('udp forward', (await this.bindUdp(w)).address());
       } catch (err) {

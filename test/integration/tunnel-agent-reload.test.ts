@@ -227,7 +227,7 @@ test("a reload's entries: a forward's new `to`, an added SOCKS5 entry, a removed
   const gone = agentConfig([ref], 0, '    forwards: []\n    socks5: 127.0.0.1:0');
   const removed = await agent.rt.reload(gone.config);
   assert.equal(removed.result, 'applied', removed.errors.join('; '));
-  assert.deepEqual(removed.listeners.removed, ['tunnel.agent.forwards[0]']);
+  assert.deepEqual(removed.listeners.removed, ['tunnel.agent.forwards[0]', 'tunnel.agent.forwards[1]']);
   assert.equal(tunnel.addresses()['forwards[0]'], undefined);
   await assert.rejects(dial(fwd), /ECONNREFUSED/);
   await roundTrip(held, 'one is still there');
@@ -277,9 +277,12 @@ test("a reload's UDP forwards: a new `to` for new associations only; a removed o
   const first = await client();
   assert.equal(await ask(first, 'a'), 'a');
 
-  const retargeted = await agent.rt.reload(agentConfig([ref], 0, forward(two)).config);
+  // a new `to`, and a second forward that nobody uses
+  const idle = `, { listen: 127.0.0.1:0, to: 127.0.0.1:${port(one)}, protocol: udp }]`;
+  const retargeted = await agent.rt.reload(agentConfig([ref], 0, forward(two).replace(/]$/, idle)).config);
   assert.equal(retargeted.result, 'applied', retargeted.errors.join('; '));
   assert.deepEqual(retargeted.listeners.changed, ['tunnel.agent.forwards[0]']);
+  assert.deepEqual(retargeted.listeners.added, ['tunnel.agent.forwards[1]']);
   assert.equal(tunnel.addresses()['udp[0]'], address, 'the forward keeps its socket');
   assert.equal(await ask(first, 'b'), 'b', 'an open association keeps its destination');
   const second = await client();
@@ -287,7 +290,7 @@ test("a reload's UDP forwards: a new `to` for new associations only; a removed o
 
   const removed = await agent.rt.reload(agentConfig([ref], 0, '    forwards: []').config);
   assert.equal(removed.result, 'applied', removed.errors.join('; '));
-  assert.deepEqual(removed.listeners.removed, ['tunnel.agent.forwards[0]']);
+  assert.deepEqual(removed.listeners.removed, ['tunnel.agent.forwards[0]', 'tunnel.agent.forwards[1]']);
   assert.equal(tunnel.addresses()['udp[0]'], undefined);
   assert.equal(await ask(first, 'd'), 'd', 'open associations go on');
   const series = 'zipline_udp_dropped_total{listener="tunnel.agent.forwards[0]",code="ZL_DRAINING"}';
@@ -295,6 +298,7 @@ test("a reload's UDP forwards: a new `to` for new associations only; a removed o
   (await client()).send('e', udpPort, host);
   await until(async () => (await seriesValue(series)) > before, 'a new client refused (ZL_DRAINING)');
   const retired = (): unknown[] => (tunnel.stats() as { retired_entries: unknown[] }).retired_entries;
+  // (the unused one closed at once)
   assert.deepEqual(retired(), [{ name: 'tunnel.agent.forwards[0]', active: 2 }]);
   // the associations end with the session that carried them; then the socket closes
   tunnel.links[0]?.session?.destroy();
