@@ -158,12 +158,12 @@ export class AgentEntries {
         continue;
       }
       this.tcp.delete(kind);
-      await e.server.stop();
-      if (e.server.sockets.size > 0) this.retired.add(e.server);
       this.ctx.log.info(
-        { entry: kind, address: e.server.address() },
+        { entry: kind, address: e.server.address() }, // (before it stops: then it has none)
         'tunnel agent entry stopped accepting (reload)',
       );
+      await e.server.stop();
+      if (e.server.sockets.size > 0) this.retired.add(e.server);
       if (w === undefined) report.removed.push(`tunnel.agent.${kind}`);
       else {
         report.rebound.push(`tunnel.agent.${kind}`);

@@ -63,20 +63,20 @@ export class RelayLink extends EventEmitter {
   readonly datagramSinks = new Map<number, (payload: Buffer) => void>();
 
   constructor(
-    private entry: RelayRef,
+    private relayRef: RelayRef,
     private cfg: TunnelAgentConfig,
     private readonly log: Logger,
   ) {
     super();
-    const hp = parseHostPort(entry.address) as { host: string; port: number };
+    const hp = parseHostPort(relayRef.address) as { host: string; port: number };
     this.host = hp.host;
     this.port = hp.port;
-    this.trust = new RelayTrust(entry);
+    this.trust = new RelayTrust(relayRef);
   }
 
   /** Its entry in the relay list. */
   get ref(): RelayRef {
-    return this.entry;
+    return this.relayRef;
   }
 
   /**
@@ -89,7 +89,7 @@ export class RelayLink extends EventEmitter {
   reconfigure(entry: RelayRef): () => void {
     const apply = this.trust.reconfigure(entry);
     return () => {
-      this.entry = entry;
+      this.relayRef = entry;
       apply();
     };
   }
@@ -123,10 +123,10 @@ export class RelayLink extends EventEmitter {
     let session: NativeSession;
     try {
       // inside the try: a context the engine cannot make (a CA file it refuses) frees the socket
-      if (this.entry.tls)
+      if (this.relayRef.tls)
         tls = {
           ctx: this.trust.nativeContext(),
-          serverName: this.entry.server_name ?? this.host,
+          serverName: this.relayRef.server_name ?? this.host,
           verifyName: this.trust.pin === undefined,
         };
       session = NativeSession.start(transport, this.sessionOptions(), tls);
@@ -149,7 +149,7 @@ export class RelayLink extends EventEmitter {
   }
 
   get address(): string {
-    return this.entry.address;
+    return this.relayRef.address;
   }
 
   get agentId(): string {
@@ -207,14 +207,14 @@ export class RelayLink extends EventEmitter {
         session = await this.nativeSession(transport, left());
       } else {
         let sock: Socket | TLSSocket = attempt.transport;
-        if (this.entry.tls) {
+        if (this.relayRef.tls) {
           attempt.tls = await connectTls(
             attempt.transport,
             {
               host: this.host,
               fingerprint: this.trust.pin,
               ca: this.trust.caFile,
-              serverName: this.entry.server_name,
+              serverName: this.relayRef.server_name,
               ciphers: AGENT_CIPHERS,
             },
             left(),

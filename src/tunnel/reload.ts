@@ -64,6 +64,5 @@ export async function reloadTunnel(
       errors.push(`${(err as Error).message}; the previous one stays`);
     }
     if (renewed) changed.push('tunnel.agent');
-  } else if (!same(a0, a1))
-    errors.push('tunnel.agent: `id` (or adding/removing the agent) takes effect at restart');
+  } else if (!same(a0, a1)) errors.push('tunnel.agent: adding or removing the agent takes effect at restart');
 }
