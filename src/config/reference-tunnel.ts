@@ -6,10 +6,12 @@ export const TUNNEL_REFERENCE = {
     doc: 'The tunnel (docs/TUNNEL.md): a `relay` (server side), an `agent` (client side), or both in one process.',
   },
   'tunnel.relay': { doc: 'Accepts agent sessions and opens their streams to allowed destinations.' },
-  'tunnel.relay.listen': { doc: '`host:port` agents connect to.' },
+  'tunnel.relay.listen': {
+    doc: '`host:port` agents connect to. A reload binds a new one beside the old, which stops accepting; open sessions go on (docs/TUNNEL.md, "Reload").',
+  },
   'tunnel.relay.tls': {
     default: 'auto',
-    doc: '`auto`: TLS 1.3 with a self-signed P-256 certificate created once in `state_dir` and reused (its fingerprint is printed at start and shown in `/stats`); `{ cert, key }`: your files; `off`: plain TCP (loopback tests and benchmarks only: the token proof then relies on a timestamp and nonce).',
+    doc: '`auto`: TLS 1.3 with a self-signed P-256 certificate created once in `state_dir` and reused (its fingerprint is printed at start and shown in `/stats`); `{ cert, key }`: your files; `off`: plain TCP (loopback tests and benchmarks only: the token proof then relies on a timestamp and nonce). A reload applies a change to new sessions.',
   },
   'tunnel.relay.tls.cert': { doc: 'PEM certificate (chain) file of the relay.' },
   'tunnel.relay.tls.key': {

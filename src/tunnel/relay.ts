@@ -6,7 +6,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
-import { performance } from 'node:perf_hooks';
 import { createSecureContext, type SecureContext, TLSSocket } from 'node:tls';
 import type { TunnelRelayConfig } from '../config/schema.js';
 import { formatHostPort } from '../config/units.js';
@@ -24,6 +23,7 @@ import { ERROR, FRAME } from './constants.js';
 import { AuthLimiter, CODEC, decodeHello, encodeHelloAck, NonceCache, verifyProof } from './handshake.js';
 import { engine } from './native/binding.js';
 import { dropTlsContext, NativeSession, tlsContext } from './native/native-session.js';
+import { RelayLoad } from './relay-load.js';
 import { RelaySession } from './relay-session.js';
 import { type SessionOptions, TunnelSession } from './session.js';
 import type { SessionApi } from './session-api.js';
@@ -36,7 +36,7 @@ export class TunnelRelay {
   dialer: DirectDialer;
   readonly sessions = new Set<RelaySession>();
   private readonly byAgent = new Map<string, RelaySession>();
-  private readonly server: Server;
+  private server: Server;
   private readonly limiter = new AuthLimiter();
   private readonly nonces = new NonceCache();
   private tls: RelayTls | null = null;
@@ -45,11 +45,7 @@ export class TunnelRelay {
   private nativeCtx = 0;
   /** Connections still in TLS or HELLO. */
   private readonly pending = new Set<{ destroy(): void }>();
-  private elu = performance.eventLoopUtilization();
-  private lastBusy = 0;
-  private lastAt = 0;
-  private loadPermille = 0;
-  private readonly loadTimer: NodeJS.Timeout;
+  private readonly loadMeter = new RelayLoad();
   authFailures = 0;
   /** `proxy_protocol`: the load balancers whose connections begin with a PROXY header. */
   private proxyProtocol: ProxyProtocolSettings | null;
@@ -67,20 +63,23 @@ export class TunnelRelay {
       allow: new AllowList(cfg.allow),
       connectTimeoutMs: cfg.connect_timeout,
     });
-    this.server = createServer({ allowHalfOpen: false, noDelay: true, keepAlive: true });
     this.proxyGate = new ProxyGate('tunnel.relay', ctx.log, () => this.proxyProtocol);
     this.proxyProtocol = compileProxyProtocol(cfg.proxy_protocol);
     this.clients = compileClientAccess(cfg.clients);
     this.clientGate = new ClientGate('tunnel.relay', ctx.log);
-    this.server.on('connection', (s) => {
+    this.server = this.makeServer();
+  }
+
+  private makeServer(): Server {
+    const server = createServer({ allowHalfOpen: false, noDelay: true, keepAlive: true });
+    server.on('connection', (s) => {
       // behind a load balancer: its PROXY header names the agent (source, rate limiting, logs)
       if (this.proxyGate.applies(s))
         this.proxyGate.read(s, false, (sock, rest) => this.onConnection(sock, rest));
       else this.onConnection(s, null);
     });
-    onServerError(this.server, (err) => ctx.log.error({ err }, 'tunnel relay listener error'));
-    this.loadTimer = setInterval(() => this.measureLoad(), 2000);
-    this.loadTimer.unref();
+    onServerError(server, (err) => this.ctx.log.error({ err }, 'tunnel relay listener error'));
+    return server;
   }
 
   async start(): Promise<void> {
@@ -90,6 +89,10 @@ export class TunnelRelay {
     }
     if (this.useNative()) engine.warm();
     await listenOn(this.server, this.cfg.listen, 'tunnel.relay');
+    this.logListening();
+  }
+
+  private logListening(): void {
     this.ctx.log.info(
       {
         address: this.address(),
@@ -103,6 +106,33 @@ export class TunnelRelay {
       this.tls === null
         ? 'tunnel relay listening (plain TCP)'
         : `tunnel relay listening; fingerprint ${this.tls.fingerprint}`,
+    );
+  }
+
+  /**
+   * A reload's new `listen`: bound first (when that fails, a coded error and the relay stays where
+   * it is; an address that overlaps the old one, the same port, needs a restart), then the old
+   * listener stops accepting. Sessions accepted there go on.
+   */
+  async rebind(listen: string): Promise<void> {
+    const next = this.makeServer();
+    await listenOn(next, listen, 'tunnel.relay');
+    const old = this.server;
+    this.server = next;
+    old.close();
+    this.logListening();
+  }
+
+  /**
+   * A reload's new `tls`, `ciphers` (or `state_dir` for `tls: auto`): what new sessions get; open
+   * sessions keep theirs. A coded error when the certificate cannot be read or used (the previous
+   * settings stay).
+   */
+  async setTls(cfg: TunnelRelayConfig): Promise<void> {
+    const files = cfg.tls === 'off' || cfg.tls === 'auto' ? cfg.tls : { ...cfg.tls, ciphers: cfg.ciphers };
+    this.switchTls(
+      files === 'off' ? null : await relayTls(files, cfg.state_dir, cfg.ciphers),
+      'new TLS settings',
     );
   }
 
@@ -145,6 +175,20 @@ export class TunnelRelay {
     const next = relayTlsFromFiles({ ...files, ciphers: this.cfg.ciphers });
     if (String(next.cert) === String(this.tls.cert) && String(next.key) === String(this.tls.key))
       return false;
+    this.switchTls(next, 'renewed certificate');
+    return true;
+  }
+
+  /** What new sessions get (null: plain TCP); a coded error when Node's TLS cannot use it. */
+  private switchTls(next: RelayTls | null, what: string): void {
+    if (next === null) {
+      if (this.nativeCtx !== 0) dropTlsContext(this.nativeCtx);
+      this.nativeCtx = 0;
+      this.tls = null;
+      this.secureContext = null;
+      this.ctx.log.info({ tls: 'off' }, `tunnel relay: ${what}: new sessions in plain TCP`);
+      return;
+    }
     try {
       this.useTls(next);
     } catch (err) {
@@ -152,9 +196,8 @@ export class TunnelRelay {
     }
     this.ctx.log.info(
       { fingerprint: next.fingerprint, certificate: next.certPath },
-      `tunnel relay: renewed certificate for new sessions; fingerprint ${next.fingerprint}`,
+      `tunnel relay: ${what} for new sessions; fingerprint ${next.fingerprint}`,
     );
-    return true;
   }
 
   get fingerprint(): string | null {
@@ -174,24 +217,9 @@ export class TunnelRelay {
     this.dialer.update({ allow: new AllowList(cfg.allow), connectTimeoutMs: cfg.connect_timeout });
   }
 
+  /** Load, ‰ (src/tunnel/relay-load.ts). */
   get load(): number {
-    return this.loadPermille;
-  }
-
-  /**
-   * Load, ‰: the busier of the event loop and the native engine's thread (where native sessions'
-   * bytes move; the event loop barely sees them), over the last interval.
-   */
-  private measureLoad(): void {
-    const now = performance.eventLoopUtilization();
-    const elu = performance.eventLoopUtilization(now, this.elu).utilization;
-    this.elu = now;
-    const busy = engine.busyNs();
-    const at = performance.now();
-    const thread = this.lastAt > 0 ? (busy - this.lastBusy) / ((at - this.lastAt) * 1e6) : 0;
-    this.lastBusy = busy;
-    this.lastAt = at;
-    this.loadPermille = Math.min(1000, Math.round(Math.max(elu, thread) * 1000));
+    return this.loadMeter.permille;
   }
 
   /** New sessions run on the native engine (native: auto, built, and able to use our TLS). */
@@ -375,7 +403,7 @@ export class TunnelRelay {
         connectionWindow: limits.session_window,
         sessions: this.sessions.size,
         streams: this.streamCount(),
-        loadPermille: this.loadPermille,
+        loadPermille: this.load,
       }),
     );
     this.ctx.log.info(
@@ -412,7 +440,7 @@ export class TunnelRelay {
       this.server.close(() => resolve());
       setImmediate(resolve);
     });
-    clearInterval(this.loadTimer);
+    this.loadMeter.stop();
   }
 
   /** Open streams (drain waits for them). */
@@ -441,7 +469,7 @@ export class TunnelRelay {
       engine: this.useNative() ? 'native' : 'js',
       sessions: [...this.sessions].map((rs) => rs.stats()),
       auth_failures: this.authFailures,
-      load_permille: this.loadPermille,
+      load_permille: this.load,
     };
   }
 

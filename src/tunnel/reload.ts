@@ -6,14 +6,14 @@ import type { TunnelAgent } from './agent.js';
 import type { TunnelRelay } from './relay.js';
 
 /**
- * Relay tokens, allow list, timeouts and limits, and the agent's token, timeouts and
- * compression apply at once (new sessions and streams), as do the agent's relay list (relays
- * added are connected to, those removed retired: `TunnelAgent.setRelays`) and its entries
- * (`AgentEntries.reload`: as listeners, listed under `listeners` as `tunnel.agent.KIND`); a new
- * agent `id` makes new sessions with every relay (the open ones finish their streams). The
- * relay's address and TLS settings take effect at restart. The relay's certificate files and the
- * agent's CA files are read again at every reload: renewed in place, they are what new sessions
- * get (`tunnel.relay`, `tunnel.agent` listed in `changed`).
+ * Everything in the tunnel section applies at reload but adding or removing the relay or the
+ * agent. The relay: tokens, allow list, timeouts and limits for new sessions and streams; new
+ * TLS settings (and certificate files renewed in place) for new sessions; a new `listen` bound
+ * beside the old one, which then stops accepting (`rebound`). The agent: its settings for new
+ * sessions, streams and connections, its relay list (`TunnelAgent.setRelays`), its entries
+ * (`AgentEntries.reload`, listed under `listeners` as `tunnel.agent.KIND`), a new `id` (new
+ * sessions with every relay; the open ones finish their streams), its CA files renewed in place.
+ * `tunnel.relay` and `tunnel.agent` are listed in `changed` when their TLS or relays changed.
  */
 export async function reloadTunnel(
   cur: ValidConfig['tunnel'],
@@ -26,22 +26,29 @@ export async function reloadTunnel(
   const changed = report.listeners.changed;
   const r0 = cur?.relay;
   const r1 = nxt?.relay;
-  if (
-    relay !== null &&
-    r0 !== undefined &&
-    r1 !== undefined &&
-    r0.listen === r1.listen &&
-    same(r0.tls, r1.tls) &&
-    r0.ciphers === r1.ciphers
-  ) {
+  if (relay !== null && r0 !== undefined && r1 !== undefined) {
     if (!same(r0, r1)) relay.update(r1);
+    const newTls =
+      !same(r0.tls, r1.tls) ||
+      r0.ciphers !== r1.ciphers ||
+      (r1.tls === 'auto' && r0.state_dir !== r1.state_dir);
     try {
-      if (relay.renewTls()) changed.push('tunnel.relay');
+      if (newTls) {
+        await relay.setTls(r1);
+        changed.push('tunnel.relay');
+      } else if (relay.renewTls()) changed.push('tunnel.relay');
     } catch (err) {
       errors.push(`${(err as Error).message}; the previous certificate stays`);
     }
-  } else if (!same(r0, r1))
-    errors.push('tunnel.relay: listen/tls changes (or adding/removing the relay) take effect at restart');
+    if (r0.listen !== r1.listen) {
+      try {
+        await relay.rebind(r1.listen);
+        report.listeners.rebound.push('tunnel.relay');
+      } catch (err) {
+        errors.push(`${(err as Error).message}; the relay stays on ${relay.address()}`);
+      }
+    }
+  } else if (!same(r0, r1)) errors.push('tunnel.relay: adding or removing the relay takes effect at restart');
   const a0 = cur?.agent;
   const a1 = nxt?.agent;
   if (agent !== null && a0 !== undefined && a1 !== undefined) {

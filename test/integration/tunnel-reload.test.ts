@@ -1,5 +1,7 @@
 /**
- * The tunnel agent at reload, in one process (real loopback sockets). Its relay list: a relay
+ * The tunnel at reload, in one process (real loopback sockets). The relay: new TLS settings for
+ * new sessions and a new `listen` bound beside the old one, while a session accepted before goes
+ * on; a certificate or address it cannot use leaves it as it was. The agent's relay list: a relay
  * added is connected to, one removed gets no new streams while its open ones run to their end
  * (then its session closes and its gauges go), an unchanged entry keeps its session, and a new
  * entry whose CA file cannot be read leaves the list as it was. Its entries, as listeners: a TCP
@@ -367,4 +369,68 @@ test("a relay's entry with other settings keeps its session (the next connection
   held2.end();
   await until(() => agents().length === 1, 'the old session closed after its stream');
   assert.deepEqual(agents(), ['renamed']);
+});
+
+test("the relay's TLS settings and listen at reload: new sessions get them, a session accepted before goes on; what cannot be used leaves it as it was", async () => {
+  const echo = await tcpEcho();
+  cleanup.push(() => closeServer(echo));
+  const stateDir = tempDir('zl-relay-');
+  const relayText = (listen: string, tls: string): string =>
+    relayYaml('', tls)
+      .replace('\n    listen: 127.0.0.1:0', `\n    listen: ${listen}`)
+      .replace(/state_dir: .*/, `state_dir: ${stateDir}`);
+  const relayConfig = (listen: string, tls: string): ValidConfig => {
+    const loaded = loadConfigText(relayText(listen, tls), {});
+    assert.ok(loaded.ok);
+    return loaded.config;
+  };
+  const relay = await startRuntime(relayText('127.0.0.1:0', 'off'));
+  cleanup.push(() => relay.stop());
+  const first = relay.rt.relay?.address() ?? '';
+  const agent = await startRuntime(agentConfig([`{ address: "${first}", tls: false }`], port(echo)).text);
+  cleanup.push(() => agent.stop());
+  const tunnel = agent.rt.agent;
+  assert.ok(tunnel);
+  await until(() => tunnel.links[0]?.state === 'up', 'a plain session');
+  const held = await dial(tunnel.addresses()['forwards[0]'] ?? '');
+  cleanup.push(() => {
+    held.destroy();
+  });
+  await roundTrip(held, 'plain');
+
+  // TLS on and another address
+  const moved = await relay.rt.reload(relayConfig('127.0.0.2:0', 'auto'));
+  assert.equal(moved.result, 'applied', moved.errors.join('; '));
+  assert.deepEqual(moved.listeners.changed, ['tunnel.relay']);
+  assert.deepEqual(moved.listeners.rebound, ['tunnel.relay']);
+  const second = relay.rt.relay?.address() ?? '';
+  assert.match(second, /^127\.0\.0\.2:\d+$/);
+  const fingerprint = relay.rt.relay?.fingerprint;
+  assert.ok(fingerprint);
+  await assert.rejects(dial(first), /ECONNREFUSED/, 'the old address no longer accepts');
+  await roundTrip(held, 'the plain session goes on');
+  const pinned = await startRuntime(
+    agentConfig([`{ address: "${second}", fingerprint: "${fingerprint}" }`], port(echo), undefined, 'pinned')
+      .text,
+  );
+  cleanup.push(() => pinned.stop());
+  await until(() => pinned.rt.agent?.links[0]?.state === 'up', 'a TLS session at the new address, pinned');
+
+  // an address it cannot bind, a certificate it cannot read: partial, nothing moves
+  const taken = await tcpServer(() => {});
+  cleanup.push(() => closeServer(taken));
+  const missing = `{ cert: ${stateDir}/none.crt, key: ${stateDir}/none.key }`;
+  const refused = await relay.rt.reload(relayConfig(`127.0.0.1:${port(taken)}`, missing));
+  assert.equal(refused.result, 'partial');
+  assert.match(
+    refused.errors.join('\n'),
+    /cannot read the certificate .*none\.crt.*; the previous certificate stays/,
+  );
+  assert.match(
+    refused.errors.join('\n'),
+    /cannot listen on 127\.0\.0\.1:\d+.*; the relay stays on 127\.0\.0\.2:\d+/,
+  );
+  assert.equal(relay.rt.relay?.address(), second);
+  assert.equal(relay.rt.relay?.fingerprint, fingerprint);
+  await roundTrip(held, 'still plain');
 });
