@@ -50,13 +50,15 @@ async function tick(){
   const tn=s.tunnel;
   if(tn&&tn.agent){
     h+='<h2>Tunnel agent <small>(preferred '+esc(tn.agent.preferred??'none')+')</small></h2><table><tr><th>relay</th><th>state</th><th>rtt ms</th><th>load</th><th>score</th><th>streams</th><th>bytes in / out</th><th>zstd ratio</th><th>last error</th><th>engine</th></tr>';
-    for(const r of tn.agent.relays)h+='<tr><td><code>'+esc(r.address)+'</code></td><td class="'+(r.state==='up'?'up':'down')+'">'+esc(r.state)+'</td><td>'+esc(r.rtt_ms??'')+'</td><td>'+esc(r.load)+'</td><td>'+esc(r.score??'')+'</td><td>'+r.streams+'</td><td>'+r.bytes_in+' / '+r.bytes_out+'</td><td>'+esc(r.compression_ratio??'')+'</td><td>'+esc(r.last_error??'')+'</td><td>'+esc(r.engine??'')+'</td></tr>';
+    const rr=(tn.agent.retired_relays??[]).map(r=>Object.assign({},r,{state:'retiring'}));
+    for(const r of tn.agent.relays.concat(rr))h+='<tr><td><code>'+esc(r.address)+'</code></td><td class="'+(r.state==='up'?'up':r.state==='retiring'?'':'down')+'">'+esc(r.state)+'</td><td>'+esc(r.rtt_ms??'')+'</td><td>'+esc(r.load)+'</td><td>'+esc(r.score??'')+'</td><td>'+r.streams+'</td><td>'+r.bytes_in+' / '+r.bytes_out+'</td><td>'+esc(r.compression_ratio??'')+'</td><td>'+esc(r.last_error??'')+'</td><td>'+esc(r.engine??'')+'</td></tr>';
     h+='</table>';
-    const en=Object.entries(tn.agent.entries??{}),uf=tn.agent.udp_forwards??[];
-    if(en.length+uf.length>0){
+    const en=Object.entries(tn.agent.entries??{}),uf=tn.agent.udp_forwards??[],re=tn.agent.retired_entries??[];
+    if(en.length+uf.length+re.length>0){
       h+='<h3>Agent entries</h3><table><tr><th>entry</th><th>address</th><th>active</th><th>total</th><th>per s</th></tr>';
       for(const [k,e] of en)h+='<tr><td>'+esc(k)+'</td><td><code>'+esc(e.address)+'</code></td><td>'+e.active+'</td><td>'+e.total+'</td><td class="rate">'+rate('entry '+k,e.total)+'</td></tr>';
       uf.forEach((f,i)=>{h+='<tr><td>udp forward '+i+'</td><td><code>'+esc(f.address)+'</code></td><td>'+esc(f.sessions)+' sessions</td><td></td><td></td></tr>';});
+      for(const e of re)h+='<tr><td>'+esc(e.name)+' <small>(retiring)</small></td><td></td><td>'+e.active+'</td><td></td><td></td></tr>';
       h+='</table>';
     }
   }

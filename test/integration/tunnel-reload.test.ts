@@ -17,6 +17,7 @@ import { after, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.js';
 import type { ValidConfig } from '../../src/config/schema.js';
 import { registry } from '../../src/metrics/catalog.js';
+import { renderDashboard } from '../helpers/dashboard.js';
 import { seriesValue } from '../helpers/metrics.js';
 import {
   closeServer,
@@ -130,6 +131,13 @@ test("a reload's relay list: added relays are used, removed ones keep their open
     retired().map((r) => [r.address, r.streams]),
     [[addrA, 1]],
   );
+  const page = await renderDashboard(agent.rt.admin.url());
+  assert.match(
+    page,
+    new RegExp(`<code>${addrA}</code></td><td class="">retiring</td>`),
+    'the dashboard shows A retiring',
+  );
+  assert.match(page, new RegExp(`<code>${addrB}</code></td><td class="up">up</td>`));
   assert.equal(linkA?.state, 'stopped', 'no reconnects to A');
   // A drains meanwhile (GOAWAY SHUTTING_DOWN): the retired link must not take that for a relay
   // to come back to once the session closes
@@ -235,6 +243,10 @@ test("a reload's entries: a forward's new `to`, an added SOCKS5 entry, a removed
   await roundTrip(held, 'one is still there');
   const retired = (): unknown[] => (tunnel.stats() as { retired_entries: unknown[] }).retired_entries;
   assert.deepEqual(retired(), [{ name: 'tunnel.agent.forwards[0]', active: 1 }]);
+  assert.match(
+    await renderDashboard(agent.rt.admin.url()),
+    /<td>tunnel\.agent\.forwards\[0\] <small>\(retiring\)<\/small><\/td><td><\/td><td>1<\/td>/,
+  );
   assert.equal(tunnel.activeCount(), 1, 'it counts for a drain');
   held.end();
   await until(() => tunnel.activeCount() === 0, 'the open connection ended');
