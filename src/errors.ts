@@ -23,6 +23,11 @@ export const ERROR_CATALOG = {
     status: 0,
     description: 'A reload was refused (invalid config, draining); the running configuration is kept.',
   },
+  ZL_UPGRADE_FAILED: {
+    status: 0,
+    description:
+      'An upgrade (SIGUSR2, `POST /upgrade`) was refused (Windows, shm bridges, draining, one already running) or its new process did not start serving; the running process goes on as before.',
+  },
   ZL_DRAIN_TIMEOUT: {
     status: 503,
     description:

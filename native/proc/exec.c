@@ -2,7 +2,7 @@
  * execv(2) for the `zipline` launcher (Linux): replaces the process image, same PID, so that
  * `zipline run` can restart itself once with the V8 heap flags it needs (src/cli/heap-flags.ts).
  * Node 20 has no process.execve. Standard input, output and error are kept (Node marks them
- * close-on-exec). Returns only on failure (the errno, as a number).
+ * close-on-exec). Returns only on failure (the errno, as a number). Also `cloexec` (below).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -58,9 +58,29 @@ static napi_value js_exec(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* cloexec(fd: number): number (0, or the errno). Marks a descriptor close-on-exec: the listening
+   sockets an upgrade hands to this process (src/core/handover.ts) are not to reach its own
+   children (workers, the config checker). */
+static napi_value js_cloexec(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value args[1];
+  napi_value result;
+  int32_t fd = -1;
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  int err = EINVAL;
+  if (argc == 1 && napi_get_value_int32(env, args[0], &fd) == napi_ok && fd > 2) {
+    int flags = fcntl(fd, F_GETFD);
+    err = flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0 ? errno : 0;
+  }
+  napi_create_int32(env, err, &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "exec", NAPI_AUTO_LENGTH, js_exec, NULL, &fn);
   napi_set_named_property(env, exports, "exec", fn);
+  napi_create_function(env, "cloexec", NAPI_AUTO_LENGTH, js_cloexec, NULL, &fn);
+  napi_set_named_property(env, exports, "cloexec", fn);
   return exports;
 }

@@ -367,7 +367,11 @@ void udp_command(cmd_t *m) {
     }
     case CMD_UDP_STOP_ACCEPTING: {
       listener_t *l = find_listener(m->lid);
-      if (l != NULL) l->accepting = 0;
+      if (l == NULL) return;
+      l->accepting = 0;
+      /* u[0] = 1 (an upgrade: the successor process reads this socket now): stop reading it;
+         the sessions still answer their clients through it */
+      if (m->u[0] == 1) epoll_ctl(pump_ep, EPOLL_CTL_DEL, l->fd, NULL);
       return;
     }
     case CMD_UDP_UPDATE: {

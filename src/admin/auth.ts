@@ -22,11 +22,11 @@ export function exposureWarning(address: string, token: string): string | null {
 }
 
 /** Endpoints that change or load the process: without a token, only this host may call them. */
-const CONTROL_PATHS: ReadonlySet<string> = new Set(['/reload', '/debug/profile']);
+const CONTROL_PATHS: ReadonlySet<string> = new Set(['/reload', '/upgrade', '/debug/profile']);
 
 /**
  * No token set and a peer beyond loopback asking for a control endpoint: refused (403), so that an
- * admin API bound to 0.0.0.0 for scrapes does not let the network reload or profile the process.
+ * admin API bound to 0.0.0.0 for scrapes does not let the network reload, upgrade or profile the process.
  */
 export function controlRefused(path: string, token: string, peer: string): boolean {
   return token === '' && CONTROL_PATHS.has(path) && !isLoopback(peer);

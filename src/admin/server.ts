@@ -6,6 +6,7 @@
  *   GET  /stats                   JSON: listeners, upstreams (per server), tunnel, shm
  *   GET  /metrics                 Prometheus text
  *   POST /reload                  as SIGHUP; 200 with what changed, 422 with why it was refused
+ *   POST /upgrade                 as SIGUSR2; 200 once the new process serves, 409 refused, 500 failed
  *   GET  /debug/profile?seconds=N a .cpuprofile (1–60 s); with workers, `&worker=I|primary` (default 0)
  *   GET  /                        a small live dashboard
  *
@@ -16,9 +17,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import type { ValidConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
+import { inherited } from '../core/handover.js';
 import type { Runtime } from '../core/runtime.js';
 import { type ErrorCode, isZiplineError, ZiplineError } from '../errors.js';
 import { bindFailure } from '../l4/bind-failure.js';
+import { offerServer } from '../l4/listen.js';
 import { OverLimit } from '../log/over-limit.js';
 import { METRICS_CONTENT_TYPE } from '../metrics/catalog.js';
 import { controlRefused, exposureWarning, tokenMatches } from './auth.js';
@@ -78,8 +81,11 @@ export class AdminServer {
           ),
         ),
       );
-      server.listen({ host: hp.host, port: hp.port }, () => resolve());
+      // an upgrade handed this process the old one's admin socket (core/handover.ts)
+      const handed = inherited('tcp', 'admin', listen);
+      server.listen(handed ? { fd: handed.fd } : { host: hp.host, port: hp.port }, () => resolve());
     });
+    offerServer(server, 'admin', listen);
     server.removeAllListeners('error');
     server.on('error', (err) => this.runtime.log.error({ err }, 'admin server error'));
     this.server = server;
@@ -109,6 +115,14 @@ export class AdminServer {
   setMaxConnections(n: number): void {
     this.limit = n;
     if (this.server !== null) this.server.maxConnections = n;
+  }
+
+  /**
+   * An upgrade's new process serves this address now: new connections go to it. Requests on
+   * connections open here are still answered (Node closes the idle ones) until `close`.
+   */
+  stopAccepting(): void {
+    this.server?.close();
   }
 
   close(): Promise<void> {
@@ -165,6 +179,13 @@ export class AdminServer {
         const report = await this.runtime.reloadFromSource();
         return sendJson(res, report.result === 'refused' ? 422 : 200, report);
       }
+      case '/upgrade': {
+        req.resume();
+        const outcome = await this.runtime.upgrade();
+        const status = outcome.result === 'upgraded' ? 200 : outcome.result === 'refused' ? 409 : 500;
+        if (outcome.error !== undefined) res.setHeader('x-zipline-error', outcome.error);
+        return sendJson(res, status, outcome);
+      }
       case '/debug/profile': {
         const given = url.searchParams.get('seconds') ?? '10';
         const seconds = /^[0-9]{1,2}$/.test(given) ? Number(given) : 0;
@@ -201,6 +222,7 @@ const ENDPOINT_METHODS = new Map([
   ['/stats', 'GET'],
   ['/metrics', 'GET'],
   ['/reload', 'POST'],
+  ['/upgrade', 'POST'],
   ['/debug/profile', 'GET'],
   ['/', 'GET'],
 ]);

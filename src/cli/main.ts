@@ -49,7 +49,9 @@ export async function main(argv: string[]): Promise<number> {
   let code: number = EXIT.ok;
   program
     .command('run')
-    .description('run everything the config declares (SIGHUP reloads, SIGTERM/SIGINT drain and exit)')
+    .description(
+      'run everything the config declares (SIGHUP reloads, SIGTERM/SIGINT drain and exit, SIGUSR2 upgrades in place)',
+    )
     .requiredOption('-c, --config <file>', 'config file (YAML)', 'zipline.yaml')
     .argument('[file]', 'the config file, as -c')
     .action(async (file: string | undefined, opts: { config: string }, cmd: Command) => {

@@ -1,7 +1,9 @@
 /** `zipline run`: start the runtime, wire signals, drain on exit. */
 import { formatIssue } from '../config/issue.js';
 import { loadConfigIsolated } from '../config/load-isolated.js';
+import { signalReady } from '../core/handover.js';
 import { Runtime } from '../core/runtime.js';
+import { startSuccessor, type UpgradeOutcome, upgradeRefused } from '../core/upgrade.js';
 import { isZiplineError } from '../errors.js';
 import { createLogger } from '../log/logger.js';
 import { metrics } from '../metrics/catalog.js';
@@ -17,7 +19,33 @@ export async function runCommand(file: string): Promise<number> {
   const first = await loadConfigIsolated(file);
   if (!first.ok) return reportInvalidConfig(file, first.issues);
   const log = createLogger(first.config.log.level);
+  let upgrading: Promise<UpgradeOutcome> | null = null;
+  const upgrade = (): Promise<UpgradeOutcome> => {
+    const why = upgradeBlocker(runtime, upgrading !== null);
+    if (why !== null) {
+      log.warn({ code: 'ZL_UPGRADE_FAILED' }, `upgrade refused: ${why}`);
+      return Promise.resolve(upgradeRefused(why));
+    }
+    upgrading = startSuccessor(log).then((outcome) => {
+      if (outcome.result !== 'upgraded') {
+        log.error(
+          { code: outcome.error },
+          `upgrade failed: ${outcome.message}; this process goes on serving`,
+        );
+        upgrading = null;
+        return outcome;
+      }
+      log.info({ new_pid: outcome.pid, sockets: outcome.sockets }, `upgrade: ${outcome.message}`);
+      void runtime
+        .handOver()
+        .then(() => runtime.drain())
+        .then(() => process.exit(EXIT.ok));
+      return outcome;
+    });
+    return upgrading;
+  };
   const runtime = new Runtime(first.config, {
+    upgrade,
     // workers > 1: this process is the primary (admin, tunnel, shm) and forks the workers
     role: workerCount(first.config) > 1 ? 'primary' : 'single',
     log,
@@ -45,7 +73,17 @@ export async function runCommand(file: string): Promise<number> {
     return EXIT.start;
   }
   log.info({ config: file, admin: runtime.admin.url() }, 'zipline started');
+  // started by an upgrade: the old process drains once told (sockets nothing took are closed)
+  const unclaimed = signalReady();
+  if (unclaimed.length > 0)
+    log.info({ sockets: unclaimed }, 'upgrade: closed sockets the config no longer uses');
   const signals = signalPlan(process.platform);
+  for (const sig of signals.upgrade) {
+    process.on(sig, () => {
+      log.info(`${sig}: upgrading`);
+      void upgrade();
+    });
+  }
   for (const sig of signals.reload) {
     process.on(sig, () => {
       log.info(`${sig}: reloading`);
@@ -72,4 +110,15 @@ export async function runCommand(file: string): Promise<number> {
   };
   for (const sig of signals.drain) process.on(sig, () => stop(sig));
   return EXIT.ok;
+}
+
+/** Why an upgrade cannot run now (null: it can). */
+function upgradeBlocker(runtime: Runtime, running: boolean): string | null {
+  if (process.platform === 'win32')
+    return 'Windows cannot hand listening sockets to a new process; restart instead';
+  if (running) return 'an upgrade is already running';
+  if (runtime.config.shm.length > 0) {
+    return 'shm bridges serve their segments from one process at a time (docs/SHM.md); restart instead';
+  }
+  return null;
 }

@@ -26,7 +26,6 @@ import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
 import { RetiredListeners } from '../l4/retired-listeners.js';
 import { TcpListener } from '../l4/tcp-listener.js';
-import { udpKeysForRestart } from '../l4/udp-common.js';
 import { UdpListener } from '../l4/udp-listener.js';
 import { NativeUdpListener } from '../l4/udp-native-listener.js';
 import { type AccessLog, createAccessLog, createLogger, type Logger } from '../log/logger.js';
@@ -39,9 +38,11 @@ import { compileUpstream } from '../upstream/settings.js';
 import { type LookupAll, Upstream } from '../upstream/upstream.js';
 import { ZIPLINE_VERSION } from '../version.js';
 import { WorkerPool, workerCount } from '../workers/pool.js';
+import { reloadListeners } from './reload-listeners.js';
 import { type ReloadReport, refused } from './reload-report.js';
 import { reloadUpstreams } from './reload-upstreams.js';
 import { Turns } from './turns.js';
+import { type UpgradeOutcome, upgradeRefused } from './upgrade.js';
 import { waitFor } from './wait-for.js';
 
 export type RuntimeRole = 'single' | 'primary' | 'worker';
@@ -55,6 +56,8 @@ export interface RuntimeOptions {
   readonly lookup?: LookupAll;
   /** Re-reads and validates the config file for SIGHUP / POST /reload. */
   readonly reloadSource?: () => ReloadSource | Promise<ReloadSource>;
+  /** Starts a new process that takes this one's sockets, for SIGUSR2 / POST /upgrade (cli/run.ts). */
+  readonly upgrade?: () => Promise<UpgradeOutcome>;
 }
 
 export type { ReloadReport };
@@ -255,57 +258,15 @@ export class Runtime {
 
   /** Upstreams and listeners of a new config generation (see the reload rules above). */
   private async reloadTraffic(next: ValidConfig, report: ReloadReport): Promise<void> {
-    const errors = report.errors as string[];
     // upstreams first: listeners look them up by name on every new connection
     const removedUpstreams = await reloadUpstreams(this.upstreams, next.upstreams, report, (n, c) =>
       this.addUpstream(n, c),
     );
-    // listeners: stop what goes away or moves, then bind what is new
-    const wanted = new Map(next.listeners.map((l) => [listenerName(l), l as ListenerConfig]));
-    const toStart: ListenerConfig[] = [];
-    for (const [name, l] of this.listeners) {
-      const cfg = wanted.get(name);
-      if (cfg === undefined || cfg.protocol !== l.protocol || cfg.listen !== l.source.listen) {
-        await this.retire(l);
-        if (cfg === undefined) report.listeners.removed.push(name);
-        else {
-          report.listeners.rebound.push(name);
-          toStart.push(cfg);
-        }
-      } else {
-        try {
-          // the same config: applied again only when a file it names was renewed in place
-          // (an https listener's certificate, written by certbot to the same path)
-          if (same(cfg, l.source) && l.filesChanged?.() !== true) continue;
-          if (cfg.protocol === 'udp' && l.source.protocol === 'udp') {
-            for (const key of udpKeysForRestart(l.source, cfg)) {
-              errors.push(
-                `listener ${name}: "${key}" of a UDP listener takes effect at restart; the rest was applied`,
-              );
-            }
-          }
-          l.update(cfg);
-          report.listeners.changed.push(name);
-        } catch (err) {
-          // e.g. an https listener's new certificate cannot be read: it keeps the old settings
-          errors.push(`listener ${name}: ${(err as Error).message}; its previous settings stay`);
-        }
-      }
-    }
-    for (const [name, cfg] of wanted) {
-      if (!this.listeners.has(name) && !toStart.includes(cfg)) {
-        toStart.push(cfg);
-        report.listeners.added.push(name);
-      }
-    }
-    for (const cfg of toStart) {
-      try {
-        const l = await this.addListener(cfg);
-        this.log.info({ listener: l.name, protocol: l.protocol, address: l.address() }, 'listening');
-      } catch (err) {
-        errors.push((err as Error).message);
-      }
-    }
+    await reloadListeners(this.listeners, next, report, {
+      retire: (l) => this.retire(l),
+      add: (cfg) => this.addListener(cfg),
+      log: this.log,
+    });
     for (const up of removedUpstreams) {
       up.close();
       existingPool(up)?.close();
@@ -364,6 +325,29 @@ export class Runtime {
     if (this.agent !== null && !this.agent.links.some((l) => l.state === 'up'))
       reasons.push('tunnel agent: no relay session is up');
     return { ready: reasons.length === 0, reasons };
+  }
+
+  /** An upgrade (SIGUSR2, POST /upgrade): what the new process did, or why there is none. */
+  upgrade(): Promise<UpgradeOutcome> {
+    if (this.options.upgrade === undefined) {
+      return Promise.resolve(upgradeRefused('this process was not started by `zipline run`'));
+    }
+    if (this.draining) return Promise.resolve(upgradeRefused('the process is draining'));
+    return this.options.upgrade();
+  }
+
+  /**
+   * A new process serves every socket now (an upgrade): this one stops accepting everywhere, and
+   * UDP listeners stop reading, before `drain` (which follows) counts as draining, so that what
+   * it accepted meanwhile is served rather than refused.
+   */
+  async handOver(): Promise<void> {
+    this.admin.stopAccepting();
+    for (const l of this.listeners.values()) l.handOver?.();
+    await Promise.all([...this.listeners.values()].map((l) => l.stopAccepting()));
+    // agents may open their next session at once: the new process accepts them
+    await this.relay?.stopAccepting(0);
+    await this.agent?.stopAccepting();
   }
 
   /**

@@ -483,8 +483,14 @@ export class ClientConnection implements Downstream, ReadTarget {
     return this.reading === 'head' ? 'idle' : `reading_${this.reading}`;
   }
 
-  /** Drain: close now if no request is in flight (the next response says `Connection: close`). */
+  /**
+   * Drain: close now if it waits between requests (the next response says `Connection: close`).
+   * A connection that has not sent its first request yet was accepted moments ago, and its
+   * request is most likely on its way (or read already, unparsed): it is answered, with
+   * `Connection: close`, or closed at `client_header` as ever.
+   */
   closeIfIdle(): void {
+    if (this.requests === 0) return;
     if (this.exchange === null && this.upgraded === null && this.headStartedAt === 0) this.closeAfterWrite();
   }
 

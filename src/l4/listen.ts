@@ -1,9 +1,11 @@
 /** Binding a TCP-based listener, and wrapping natively accepted fds, shared by tcp and http listeners. */
 
+import type { Socket as DgramSocket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import { closeSync } from 'node:fs';
 import { isIP, type Server, Socket } from 'node:net';
 import { parseHostPort } from '../config/units.js';
+import { type Bound, inherited, offer, withdraw } from '../core/handover.js';
 import { ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import { guardAccepts } from './accept-guard.js';
@@ -34,7 +36,9 @@ export async function listenOn(
         cause: err,
       },
     );
-  let target: { host: string; port: number } | { fd: number } = hp;
+  // an upgrade handed this process the old one's socket (core/handover.ts)
+  const handed = reusePort ? undefined : inherited('tcp', name, listen);
+  let target: { host: string; port: number } | { fd: number } = handed ? { fd: handed.fd } : hp;
   if (reusePort) {
     try {
       target = { fd: (await bindReusePort(hp.host, hp.port, true))[0] };
@@ -53,6 +57,35 @@ export async function listenOn(
   });
   // out of descriptors, libuv's accept loop must not spin (accept-guard.ts)
   guardAccepts(server, shedCounter(name));
+  if (!reusePort) offerServer(server, name, listen);
+}
+
+/** A listening net.Server's socket, for a successor process to take over at an upgrade. */
+export function offerServer(server: Server, name: string, listen: string): void {
+  offer(server, 'tcp', name, listen, () => {
+    // Node's `_handle` (since 0.x): null once the server closed
+    const fd = (server as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+    const a = server.address();
+    return typeof fd === 'number' && a !== null && typeof a === 'object' ? { fd, port: a.port } : null;
+  });
+  server.once('close', () => withdraw(server));
+}
+
+/**
+ * A bound dgram socket's descriptor and port, for an upgrade (core/handover.ts); null once
+ * closed. Its handle is in the socket's state (`Symbol('state symbol')`, lib/internal/dgram.js
+ * since Node 12; the `_handle` getter is deprecated, DEP0112, and warns).
+ */
+export function dgramBound(socket: DgramSocket): Bound {
+  const key = Object.getOwnPropertySymbols(socket).find((k) => k.description === 'state symbol');
+  const state = key === undefined ? undefined : (socket as unknown as Record<symbol, unknown>)[key];
+  const fd = (state as { handle?: { fd?: unknown } | null } | undefined)?.handle?.fd;
+  if (typeof fd !== 'number') return null;
+  try {
+    return { fd, port: socket.address().port };
+  } catch {
+    return null; // not bound
+  }
 }
 
 /**

@@ -20,6 +20,11 @@ export interface Listener {
   filesChanged?(): boolean;
   /** Stops accepting; established connections and sessions continue. */
   stopAccepting(): Promise<void>;
+  /**
+   * An upgrade handed its socket to a new process, which reads it from now on (UDP: a listening
+   * TCP socket simply stops being accepted on). Absent: nothing to do.
+   */
+  handOver?(): void;
   /** Open connections (TCP) or sessions (UDP). */
   activeCount(): number;
   /** Closes every connection/session at once. */

@@ -10,6 +10,7 @@ import { closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import type { BoundSocket } from '../core/handover.js';
 
 /** How a native pump run ended; mirrors the enum in pump.c. */
 /** `clientIdle`: body jobs only (native/pump/body.c): the client took nothing for its idle timeout. */
@@ -228,7 +229,7 @@ export class NativePump {
       } else if (type === EV.accepted) {
         const onFd = this.acceptors.get(lid)?.onFd;
         if (onFd === undefined)
-          closeSync(id); // the listener stopped meanwhile
+          closeSync(id); // the listener is gone (the backstop fired)
         else onFd(id, ip, port);
       } else if (type === EV.udpEnd) {
         this.udp.get(lid)?.onSessionEnd(id, reason as UdpEndReason, errno, {
@@ -293,18 +294,23 @@ export class NativePump {
   /**
    * Stops the native acceptor; resolves once the thread has closed its copy of the listening
    * socket (only then does closing the server stop the port from listening). Connections it
-   * accepted meanwhile are closed.
+   * accepted before that are still handed to the listener (they come before the thread's
+   * answer): a client the kernel let in is served, not reset.
    */
   acceptOff(lid: number): Promise<void> {
-    this.acceptors.delete(lid);
     const b = this.binding;
-    if (b === null) return Promise.resolve();
+    if (b === null) {
+      this.acceptors.delete(lid);
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, 1000); // a backstop; the thread answers in microseconds
-      this.acceptClosing.set(lid, () => {
+      const done = (): void => {
         clearTimeout(timer);
+        this.acceptors.delete(lid);
         resolve();
-      });
+      };
+      const timer = setTimeout(done, 1000); // a backstop; the thread answers in microseconds
+      this.acceptClosing.set(lid, done);
       b.command(CMD.acceptRemove, 0, lid, -1, -1, 0, 0, 0, 0, '', 0);
     });
   }
@@ -372,10 +378,14 @@ export class NativePump {
     s: UdpSettingsNative,
     reusePort = false,
     receiveBuffer = 0,
-  ): { lid: number; port: number } {
+    handed?: BoundSocket,
+  ): { lid: number; port: number; fd: number } {
     const b = this.ready();
     if (b === null) throw new Error('native data path not available (ZL_PUMP: its thread could not start)');
-    const [fd, bound] = b.bindSocket(ip, port, false, reusePort, receiveBuffer);
+    // `handed`: an upgrade's socket, bound by the old process (core/handover.ts)
+    const [fd, bound] = handed
+      ? [handed.fd, handed.port]
+      : b.bindSocket(ip, port, false, reusePort, receiveBuffer);
     const lid = this.nextListenerId++;
     this.udp.set(lid, owner);
     try {
@@ -385,7 +395,7 @@ export class NativePump {
       closeSync(fd);
       throw err;
     }
-    return { lid, port: bound };
+    return { lid, port: bound, fd };
   }
 
   udpAccept(sessionId: number, ip: string, port: number): void {
@@ -400,8 +410,9 @@ export class NativePump {
     this.binding?.command(CMD.udpEnd, sessionId, 0, -1, -1, 0, 0, 0, 0, '', 0);
   }
 
-  udpStopAccepting(lid: number): void {
-    this.binding?.command(CMD.udpStopAccepting, 0, lid, -1, -1, 0, 0, 0, 0, '', 0);
+  /** `stopReading`: an upgrade's new process reads the socket now; the sessions still answer through it. */
+  udpStopAccepting(lid: number, stopReading = false): void {
+    this.binding?.command(CMD.udpStopAccepting, 0, lid, -1, -1, stopReading ? 1 : 0, 0, 0, 0, '', 0);
   }
 
   udpUpdate(lid: number, s: UdpSettingsNative): void {

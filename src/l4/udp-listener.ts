@@ -14,6 +14,7 @@ import { isIPv6 } from 'node:net';
 import { hash32 } from '../balancer/hash-fn.js';
 import type { UdpListenerConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
+import { inherited, offer, withdraw } from '../core/handover.js';
 import { type ErrorCode, ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import { bindFailure } from './bind-failure.js';
@@ -21,7 +22,7 @@ import { clientAllowed } from './client-access.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
 import { KernelDropCounter } from './kernel-drops.js';
-import { bindReusePort } from './listen.js';
+import { bindReusePort, dgramBound } from './listen.js';
 import type { Listener } from './listener.js';
 import {
   compileUdp,
@@ -70,7 +71,10 @@ export class UdpListener implements Listener {
         `listener ${this.name}: cannot bind ${this.source.listen}: ${bindFailure(err, this.source.listen)}`,
         { cause: err },
       );
-    let target: { address: string; port: number } | { fd: number } = { address: hp.host, port: hp.port };
+    const handed = this.ctx.reusePort ? undefined : inherited('udp', this.name, this.source.listen);
+    let target: { address: string; port: number } | { fd: number } = handed
+      ? { fd: handed.fd }
+      : { address: hp.host, port: hp.port };
     if (this.ctx.reusePort) {
       try {
         target = { fd: (await bindReusePort(hp.host, hp.port, false))[0] };
@@ -88,6 +92,10 @@ export class UdpListener implements Listener {
         resolve();
       });
     });
+    if (!this.ctx.reusePort) {
+      offer(this, 'udp', this.name, this.source.listen, () => dgramBound(this.socket));
+      this.socket.once('close', () => withdraw(this));
+    }
   }
 
   address(): string {
@@ -114,6 +122,16 @@ export class UdpListener implements Listener {
     this.accepting = false;
     this.closeIfIdle();
     return Promise.resolve();
+  }
+
+  /**
+   * An upgrade: the new process reads this socket now. Node's dgram cannot stop reading a socket
+   * it keeps, so this one's sessions end here and it closes (the native listener's go on).
+   */
+  handOver(): void {
+    this.accepting = false;
+    for (const s of [...this.sessions.values()]) s.close('ZL_DRAINING', 'drain');
+    this.closeIfIdle();
   }
 
   activeCount(): number {

@@ -9,6 +9,7 @@
 import { hash32 } from '../balancer/hash-fn.js';
 import type { UdpListenerConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
+import { inherited, offer, withdraw } from '../core/handover.js';
 import { type ErrorCode, ZiplineError } from '../errors.js';
 import { metrics } from '../metrics/catalog.js';
 import type { Endpoint } from '../upstream/endpoint.js';
@@ -111,10 +112,17 @@ export class NativeUdpListener implements Listener, NativeUdpOwner {
         nativeSettings(this.settings),
         this.ctx.reusePort,
         this.settings.receiveBuffer,
+        this.ctx.reusePort ? undefined : inherited('udp', this.name, this.source.listen),
       );
       this.lid = r.lid;
       this.host = hp.host;
       this.port = r.port;
+      // the native thread closes it (udpClose); not offered once this listener is closed
+      if (!this.ctx.reusePort) {
+        offer(this, 'udp', this.name, this.source.listen, () =>
+          this.closed ? null : { fd: r.fd, port: r.port },
+        );
+      }
       return Promise.resolve();
     } catch (err) {
       return Promise.reject(
@@ -144,6 +152,13 @@ export class NativeUdpListener implements Listener, NativeUdpOwner {
     nativePump.udpStopAccepting(this.lid);
     this.closeIfIdle();
     return Promise.resolve();
+  }
+
+  /** An upgrade: the new process reads the socket now; these sessions still answer through it. */
+  handOver(): void {
+    this.accepting = false;
+    nativePump.udpStopAccepting(this.lid, true);
+    this.closeIfIdle();
   }
 
   activeCount(): number {
@@ -247,6 +262,7 @@ export class NativeUdpListener implements Listener, NativeUdpOwner {
     this.refreshMetrics();
     nativePump.udpClose(this.lid);
     this.closed = true;
+    withdraw(this);
   }
 
   stats(): Record<string, unknown> {

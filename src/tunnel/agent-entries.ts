@@ -92,6 +92,7 @@ export class AgentEntries {
     const name = `tunnel.agent.${w.kind}`;
     const fw = new UdpForward(parseHostPort(w.listen) as Destination, w.to, (d) => this.host.openUdp(d), {
       name,
+      listenText: w.listen,
       receiveBuffer: w.receiveBuffer,
       idleMs: UDP_IDLE_MS,
       onEnd: (peer, r, startedAt) => reportEntry(this.ctx.accessLog, name, 'tunnel-udp', peer, r, startedAt),

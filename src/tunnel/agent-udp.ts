@@ -6,8 +6,10 @@
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { isIP } from 'node:net';
+import { inherited, offer, withdraw } from '../core/handover.js';
 import { type ErrorCode, isZiplineError } from '../errors.js';
 import { KernelDropCounter } from '../l4/kernel-drops.js';
+import { dgramBound } from '../l4/listen.js';
 import { metrics } from '../metrics/catalog.js';
 import type { UdpChannel } from '../proxy/dialer.js';
 import type { EntryResult } from '../proxy/entry-server.js';
@@ -69,6 +71,8 @@ export class TunnelUdpChannel implements UdpChannel {
 export interface UdpForwardOptions {
   /** Metric label: `tunnel.agent.forwards[N]`. */
   readonly name: string;
+  /** Its `listen` as configured (an upgrade's new process takes over the socket by it). */
+  readonly listenText: string;
   /** SO_RCVBUF of the local socket (0: the system default). */
   readonly receiveBuffer: number;
   readonly idleMs: number;
@@ -131,15 +135,22 @@ export class UdpForward {
   }
 
   start(): Promise<void> {
+    const { name, listenText } = this.opts;
+    // an upgrade handed this process the old one's socket (core/handover.ts)
+    const handed = inherited('udp', name, listenText);
     return new Promise((resolve, reject) => {
       this.socket.once('error', reject);
-      this.socket.bind(this.listen.port, this.listen.host, () => {
-        this.socket.off('error', reject);
-        this.bound = true;
-        // the kernel's default (~208 KiB on Linux) drops a burst from a few thousand clients
-        if (this.receiveBuffer > 0) this.socket.setRecvBufferSize(this.receiveBuffer);
-        resolve();
-      });
+      this.socket.bind(
+        handed ? { fd: handed.fd } : { port: this.listen.port, address: this.listen.host },
+        () => {
+          this.socket.off('error', reject);
+          this.bound = true;
+          // the kernel's default (~208 KiB on Linux) drops a burst from a few thousand clients
+          if (this.receiveBuffer > 0) this.socket.setRecvBufferSize(this.receiveBuffer);
+          offer(this, 'udp', name, listenText, () => (this.bound ? dgramBound(this.socket) : null));
+          resolve();
+        },
+      );
     });
   }
 
@@ -303,6 +314,7 @@ export class UdpForward {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    withdraw(this);
     for (const key of [...this.clients.keys()]) this.end(key);
     this.socket.close();
   }

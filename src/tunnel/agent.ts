@@ -58,7 +58,33 @@ export class TunnelAgent implements Dialer {
       this.rescore();
       if (this.preferred >= 0) for (const w of [...this.waiters]) w();
     });
+    l.once('relay-draining', (retryAfterMs: number) => this.succeed(l, retryAfterMs));
     return l;
+  }
+
+  /**
+   * The relay told `l`'s session GOAWAY SHUTTING_DOWN while streams were open on it (it drains:
+   * stopped, restarted, or upgraded in place with its socket handed to a new process). A new link
+   * to the same relay connects after the GOAWAY's retry-after (0 from an upgrade; backing off as
+   * usual while nothing accepts there), so new streams need not wait for the old session's last
+   * one; that session finishes its streams as a retired link.
+   */
+  private succeed(l: RelayLink, retryAfterMs: number): void {
+    const i = this.links.indexOf(l);
+    if (i < 0) return;
+    const next = this.makeLink(l.ref);
+    this.links[i] = next;
+    this.retireLink(l, false);
+    next.start(Math.min(retryAfterMs, this.cfg.reconnect.max));
+    this.rescore();
+  }
+
+  private retireLink(l: RelayLink, forget: boolean): void {
+    this.retiredLinks.add(l);
+    l.once('retired', () => this.retiredLinks.delete(l));
+    l.removeAllListeners('change');
+    l.removeAllListeners('relay-draining');
+    l.retire(forget);
   }
 
   async start(): Promise<void> {
@@ -144,8 +170,11 @@ export class TunnelAgent implements Dialer {
         const status = (err as { openStatus?: number }).openStatus;
         if (isZiplineError(err) && err.code === 'ZL_TUNNEL_LIMIT') {
           // refused before anything was opened: another relay that is up now may take it; waiting
-          // for one (as after a session died) would only hold the client for connect_timeout
+          // for one (as after a session died) would only hold the client for connect_timeout.
+          // Unless the relay refused it because it is going away (its GOAWAY came first, and the
+          // link drains or was succeeded): then the next session, or another relay, takes it.
           tried = link;
+          if (round === 0 && link.state !== 'up') continue;
           if (round === 0 && this.links.some((l) => l !== link && l.state === 'up')) continue;
           throw dialError('ZL_TUNNEL_LIMIT', OPEN_STATUS.FAILURE, `${link.address}: ${err.message}`);
         }
@@ -214,14 +243,11 @@ export class TunnelAgent implements Dialer {
     const fresh = made.filter((l) => !this.links.includes(l));
     const preferred = this.links[this.preferred];
     for (const l of left) {
-      this.retiredLinks.add(l);
-      l.once('retired', () => this.retiredLinks.delete(l));
-      l.removeAllListeners('change');
       this.ctx.log.info(
         { relay: l.address, streams: l.session?.streams.size ?? 0 },
         'tunnel: relay left the list at reload; its session ends with its last stream',
       );
-      l.retire(!refs.some((r) => r.address === l.address));
+      this.retireLink(l, !refs.some((r) => r.address === l.address));
       if (!made.some((m) => m.address === l.address)) metrics.tunnelRelayScore.remove(l.address);
     }
     this.links = made; // (in the config's order, also when only the order changed)

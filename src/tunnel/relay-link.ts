@@ -166,9 +166,19 @@ export class RelayLink extends EventEmitter {
     return this.state === 'stopped';
   }
 
-  start(): void {
+  /** Connects, now or after `delayMs` (a relay's retry-after). */
+  start(delayMs = 0): void {
     if (this.state === 'stopped') return;
-    void this.connect();
+    if (delayMs <= 0) {
+      void this.connect();
+      return;
+    }
+    this.state = 'backoff';
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.connect();
+    }, delayMs);
+    this.timer.unref();
   }
 
   update(cfg: TunnelAgentConfig): void {
@@ -297,7 +307,11 @@ export class RelayLink extends EventEmitter {
       this.state = 'draining';
       this.log.info({ relay: this.address, code: ERROR_NAMES[code] ?? code }, 'tunnel: relay going away');
       this.emit('change');
+      // the relay drains with streams open here: new streams need not wait for their end, its
+      // address may be served again by then (a restart), or at once (an upgrade: retry-after 0)
+      const busy = code === ERROR.SHUTTING_DOWN && (this.session?.streams.size ?? 0) > 0;
       this.closeWhenIdle();
+      if (busy) this.emit('relay-draining', retryAfter);
     });
     session.on('fatal', (code: number, reason: string) => {
       this.log.warn(

@@ -17,6 +17,8 @@ export class RelaySession {
   authenticated = false;
   agentId = '';
   sessionId: Buffer = Buffer.alloc(16);
+  /** Told GOAWAY SHUTTING_DOWN (`drain`). */
+  private drained = false;
   private readonly udp = new Map<number, UdpChannel>();
   /** Per UDP association: counts a datagram toward the agent's side and refreshes its idle timer. */
   private readonly udpIn = new Map<number, (n: number) => void>();
@@ -57,9 +59,14 @@ export class RelaySession {
     return `agent:${this.agentId}`;
   }
 
-  /** GOAWAY SHUTTING_DOWN; the connection closes when the last stream does. */
-  drain(): void {
-    this.session.goAway(ERROR.SHUTTING_DOWN, 1000);
+  /**
+   * GOAWAY SHUTTING_DOWN; the connection closes when the last stream does. `retryAfterMs`: when
+   * the agent may come back (0 at an upgrade: a new process serves this address already).
+   */
+  drain(retryAfterMs = 1000): void {
+    if (this.drained) return;
+    this.drained = true;
+    this.session.goAway(ERROR.SHUTTING_DOWN, retryAfterMs);
     const closeWhenIdle = (): void => {
       if (this.session.streams.size === 0) this.session.close();
     };

@@ -431,10 +431,13 @@ export class TunnelRelay {
     return n;
   }
 
-  /** Stops accepting; sessions are told GOAWAY SHUTTING_DOWN and end when their streams do. */
-  async stopAccepting(): Promise<void> {
+  /**
+   * Stops accepting; sessions are told GOAWAY SHUTTING_DOWN and end when their streams do.
+   * `retryAfterMs`: when their agents may come back (0 at an upgrade: the new process accepts).
+   */
+  async stopAccepting(retryAfterMs = 1000): Promise<void> {
     for (const s of [...this.pending]) s.destroy();
-    for (const rs of this.sessions) rs.drain();
+    for (const rs of this.sessions) rs.drain(retryAfterMs);
     await new Promise<void>((resolve) => {
       if (!this.server.listening) return resolve();
       this.server.close(() => resolve());
