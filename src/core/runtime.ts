@@ -87,6 +87,8 @@ export class Runtime {
   /** Reloads apply one at a time, in the order asked. */
   private readonly reloads = new Turns();
   private draining = false;
+  /** Connections that still reach a listener are refused (`ZL_DRAINING`): set once a drain stopped them all. */
+  private refusing = false;
   /** True once every listener of the first config is bound. */
   private started = false;
   private drainPromise: Promise<void> | null = null;
@@ -110,7 +112,7 @@ export class Runtime {
         return self.accessLog;
       },
       upstream: (name) => this.upstreams.get(name),
-      draining: () => this.draining,
+      draining: () => this.refusing,
       reusePort: this.role === 'worker',
     };
     this.admin = new AdminServer(this);
@@ -366,13 +368,15 @@ export class Runtime {
     this.draining = true;
     metrics.draining.set(1);
     const started = Date.now();
-    for (const l of [...this.listeners.values()]) {
-      await l.stopAccepting();
-      this.retired.add(l);
-    }
+    // every listener at once, and what one accepts before it has stopped is served (counted
+    // below), not refused: only then do connections that still arrive count as refused
+    const stopping = [...this.listeners.values()];
+    await Promise.all(stopping.map((l) => l.stopAccepting()));
+    for (const l of stopping) this.retired.add(l);
     this.listeners.clear();
     await this.relay?.stopAccepting();
     await this.agent?.stopAccepting();
+    this.refusing = true;
     // workers drain their own connections, each bounded by the same drain_timeout
     const workersDrained = this.workers?.drain(timeoutMs);
     // logged once nothing accepts any more, so "draining" means no new connections

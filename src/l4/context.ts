@@ -7,6 +7,7 @@ export interface L4Context {
   readonly accessLog: AccessLog;
   /** The upstream of that name in the *current* config generation. */
   upstream(name: string): Upstream | undefined;
+  /** A drain has stopped every listener: a connection that still arrives is refused (`ZL_DRAINING`). */
   draining(): boolean;
   /**
    * This process is one of several workers (`workers` > 1): listeners bind their own socket with

@@ -17,12 +17,17 @@
  * closes it: if that fails, the address is someone else's and the listener fails with
  * ZL_LISTEN_FAILED, as it would in one process. (A check, not a lock: two instances started in the
  * same instant can both pass it.)
+ *
+ * An upgrade (core/handover.ts): the old primary hands its TCP reservations to the new one, which
+ * keeps their ports, and the new primary does not probe the fixed addresses of its first config:
+ * the old workers hold them until they have drained, beside the new workers' sockets.
  */
 
 import { closeSync } from 'node:fs';
 import type { ValidConfig } from '../config/schema.js';
 import { formatHostPort, parseHostPort } from '../config/units.js';
 import { listenerName } from '../config/valid.js';
+import { inherited, isSuccessor, offer, withdraw } from '../core/handover.js';
 import { ZiplineError } from '../errors.js';
 import { bindFailure } from '../l4/bind-failure.js';
 import { bindSocket } from '../l4/listen.js';
@@ -46,6 +51,8 @@ export class PortReservations {
   private readonly held = new Map<string, Reservation>();
   /** Fixed addresses the workers have been given (`tcp|udp address`): not probed again. */
   private owned = new Set<string>();
+  /** Started by an upgrade and not resolved yet: the old workers hold the fixed addresses. */
+  private trustFixed = isSuccessor();
 
   /**
    * The config the workers run: port-0 listeners on their reserved port, and fixed addresses
@@ -65,7 +72,7 @@ export class PortReservations {
       const udp = l.protocol === 'udp';
       if (hp.port !== 0) {
         const key = `${udp ? 'udp' : 'tcp'} ${l.listen}`;
-        if (!this.owned.has(key)) {
+        if (!this.owned.has(key) && !this.trustFixed) {
           const err = await probe(listenerName(l), hp.host, hp.port, udp);
           if (err !== null) {
             errors.push(err);
@@ -80,7 +87,7 @@ export class PortReservations {
       wanted.add(key);
       let r = this.held.get(key);
       if (r === undefined) {
-        r = await reserve(listenerName(l), hp.host, l.protocol === 'udp');
+        r = await reserve(listenerName(l), l.listen, hp.host, l.protocol === 'udp');
         this.held.set(key, r);
       }
       listeners.push({ ...l, listen: formatHostPort(hp.host, r.port) });
@@ -92,6 +99,7 @@ export class PortReservations {
       }
     }
     this.owned = owned;
+    this.trustFixed = false;
     return { config: { ...config, listeners }, errors };
   }
 
@@ -125,10 +133,15 @@ async function probe(name: string, host: string, port: number, udp: boolean): Pr
   }
 }
 
-async function reserve(name: string, host: string, udp: boolean): Promise<Reservation> {
+async function reserve(name: string, listen: string, host: string, udp: boolean): Promise<Reservation> {
+  const kind = udp ? 'udp' : 'tcp';
   try {
-    const [fd, port] = await bindSocket(host, 0, !udp, true);
-    return { port, fd, udp };
+    // an upgrade's: the old primary's reservation, and with it the port its workers listen on
+    const handed = inherited(kind, name, listen);
+    const [fd, port] = handed ? [handed.fd, handed.port] : await bindSocket(host, 0, !udp, true);
+    const r: Reservation = { port, fd, udp };
+    offer(r, kind, name, listen, () => (r.fd >= 0 ? { fd: r.fd, port: r.port } : null));
+    return r;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     throw new ZiplineError(
@@ -142,6 +155,7 @@ async function reserve(name: string, host: string, udp: boolean): Promise<Reserv
 }
 
 function release(r: Reservation): void {
+  withdraw(r);
   if (r.fd >= 0) closeSync(r.fd);
   r.fd = -1;
 }

@@ -9,7 +9,7 @@ import { get } from 'node:http';
 import type { Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { startOrigin } from '../helpers/http.js';
-import { closeServer, dial, port, tcpEcho, udpClient, udpEcho, until } from '../helpers/net.js';
+import { closeServer, dial, port, refusedPort, tcpEcho, udpClient, udpEcho, until } from '../helpers/net.js';
 import { relayYaml, TUNNEL_TOKEN } from '../helpers/tunnel.js';
 import { spawnZipline, startRuntime, type ZiplineProcess } from '../helpers/zipline.js';
 
@@ -54,13 +54,23 @@ class NewConnections {
         if (r.status === 200 && r.body === 'ok') this.ok++;
         else this.failures.push(`${r.status} ${r.body}`);
       } catch (err) {
-        this.failures.push((err as Error).message);
+        const e = err as NodeJS.ErrnoException;
+        this.failures.push(`${e.code ?? ''} ${e.message}`);
       }
     }
   }
   stop(): Promise<void> {
     this.stopped = true;
     return this.done;
+  }
+}
+
+/** Linux moves a closing SO_REUSEPORT socket's queued connections to the others of its group. */
+function migrateRequests(): boolean {
+  try {
+    return readFileSync('/proc/sys/net/ipv4/tcp_migrate_req', 'utf8').trim() === '1';
+  } catch {
+    return false;
   }
 }
 
@@ -229,5 +239,63 @@ tunnel:
     held.end();
     assert.equal(await relay.exited, 0);
     await stopSuccessor(relay, outcome.pid, outputClosed);
+  });
+
+  test('with workers: the new primary keeps the ports (port 0 too) and its workers take over; no connection is refused', {
+    skip:
+      process.platform !== 'linux'
+        ? 'workers need SO_REUSEPORT (Linux)'
+        : process.env.ZIPLINE_NO_NATIVE === '1'
+          ? 'the portable pass (ZIPLINE_NO_NATIVE=1): workers need the native module'
+          : false,
+  }, async () => {
+    const origin = await startOrigin((_req, res) => res.end('ok'));
+    cleanup.push(() => origin.close());
+    // a fixed port below the ephemeral range (nothing else is given it), and port 0
+    const fixed = await refusedPort();
+    const z = await spawnZipline(`
+log: { access: off }
+drain_timeout: 10s
+workers: 2
+upstreams:
+  web: { servers: [${origin.address}] }
+listeners:
+  - { name: fixed, protocol: http, listen: 127.0.0.1:${fixed}, routes: [{ upstream: web }] }
+  - { name: any, protocol: http, listen: 127.0.0.1:0, routes: [{ upstream: web }] }
+`);
+    const outputClosed = once(z.proc.stdout as NodeJS.ReadableStream, 'close');
+    cleanup.push(() => z.stop('SIGKILL'));
+    const any = await z.listener('any');
+    // several clients each, so that connections are being accepted when the old workers stop
+    const urls = [`http://127.0.0.1:${fixed}/`, `http://${any}/`];
+    const clients = Array.from({ length: 8 }, (_, i) => new NewConnections(urls[i % 2] as string));
+    await until(() => clients.every((c) => c.ok >= 20), 'requests through the old workers');
+
+    const res = await fetch(`${z.admin}upgrade`, { method: 'POST' });
+    const outcome = (await res.json()) as { result: string; pid: number };
+    assert.equal(res.status, 200, JSON.stringify(outcome));
+    cleanup.push(() => stopSuccessor(z, outcome.pid, outputClosed));
+    assert.equal(await z.exited, 0, 'the old primary exits once its workers drained');
+    const after = clients.map((c) => c.ok);
+    await until(
+      () => clients.every((c, i) => c.ok >= (after[i] ?? 0) + 20),
+      'requests through the new workers',
+    );
+    for (const c of clients) await c.stop();
+    // Each worker has a SO_REUSEPORT socket of its own: the kernel resets the connections still
+    // waiting in an old worker's accept queue when it closes (docs/OPERATIONS.md), unless
+    // net.ipv4.tcp_migrate_req moves them to another socket of the group. Nothing else may fail.
+    const failures = clients.flatMap((c) => c.failures);
+    const ok = clients.reduce((n, c) => n + c.ok, 0);
+    if (migrateRequests()) assert.deepEqual(failures, [], 'no request failed across the upgrade');
+    else {
+      assert.ok(
+        failures.every((f) => f.startsWith('ECONNRESET ')),
+        `only resets of queued connections: ${failures.join(', ')}`,
+      );
+      assert.ok(failures.length <= ok / 100, `${failures.length} resets for ${ok} requests`);
+    }
+    assert.equal(await z.listener('any'), any, 'the port-0 listener kept its port');
+    await stopSuccessor(z, outcome.pid, outputClosed);
   });
 });
