@@ -483,15 +483,10 @@ export class ClientConnection implements Downstream, ReadTarget {
     return this.reading === 'head' ? 'idle' : `reading_${this.reading}`;
   }
 
-  /**
-   * Drain: close now if it waits between requests (the next response says `Connection: close`).
-   * A connection that has not sent its first request yet was accepted moments ago, and its
-   * request is most likely on its way (or read already, unparsed): it is answered, with
-   * `Connection: close`, or closed at `client_header` as ever.
-   */
+  /** Drain: closed if between requests; one yet to send its first (its request on the way) is answered. */
   closeIfIdle(): void {
-    if (this.requests === 0) return;
-    if (this.exchange === null && this.upgraded === null && this.headStartedAt === 0) this.closeAfterWrite();
+    const idle = this.exchange === null && this.upgraded === null && this.headStartedAt === 0;
+    if (idle && this.requests > 0) this.closeAfterWrite();
   }
 
   /** Drain timeout: closed now, what is in flight ended with `ZL_DRAIN_TIMEOUT`. */

@@ -1,5 +1,5 @@
 /** HTTP test peers: a counting origin (node:http), raw-socket clients, and response parsing. */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, connect, type Server as NetServer, type Socket } from 'node:net';
 import { after, before } from 'node:test';
 import { WebSocket } from 'ws';
@@ -383,4 +383,25 @@ export async function profileAfterLeaving(admin: string, query: string, withinMs
     if (Date.now() > deadline) throw new Error(`still ${r.status} ${withinMs} ms after the client left`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/**
+ * One GET to `address` (`host:port`) on a connection of its own (no agent): each is accepted anew,
+ * so SO_REUSEPORT may pick any worker, and one accepted across an upgrade is one of the test's.
+ */
+export function getOnce(address: string, path = '/'): Promise<{ status: number; body: string }> {
+  const [host, port] = splitAddress(address);
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port, path, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        body += c;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -5,10 +5,9 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { get } from 'node:http';
 import type { Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
-import { startOrigin } from '../helpers/http.js';
+import { getOnce, startOrigin } from '../helpers/http.js';
 import { closeServer, dial, port, refusedPort, tcpEcho, udpClient, udpEcho, until } from '../helpers/net.js';
 import { relayYaml, TUNNEL_TOKEN } from '../helpers/tunnel.js';
 import { spawnZipline, startRuntime, type ZiplineProcess } from '../helpers/zipline.js';
@@ -18,24 +17,8 @@ after(async () => {
   for (const f of cleanup.reverse()) await f();
 });
 
-/** GET on a new connection each time (no keep-alive: each one is accepted anew). */
-function getOnce(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = get(url, { agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => {
-        body += c;
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-  });
-}
-
 async function pidOf(z: ZiplineProcess): Promise<number> {
-  return (JSON.parse((await getOnce(`${z.admin}stats`)).body) as { pid: number }).pid;
+  return (JSON.parse((await getOnce(new URL(z.admin).host, '/stats')).body) as { pid: number }).pid;
 }
 
 /** Requests on new connections, one after another, until stopped: every failure kept. */
@@ -44,13 +27,13 @@ class NewConnections {
   readonly failures: string[] = [];
   private stopped = false;
   readonly done: Promise<void>;
-  constructor(url: string) {
-    this.done = this.run(url);
+  constructor(address: string) {
+    this.done = this.run(address);
   }
-  private async run(url: string): Promise<void> {
+  private async run(address: string): Promise<void> {
     while (!this.stopped) {
       try {
-        const r = await getOnce(url);
+        const r = await getOnce(address);
         if (r.status === 200 && r.body === 'ok') this.ok++;
         else this.failures.push(`${r.status} ${r.body}`);
       } catch (err) {
@@ -131,7 +114,7 @@ describe('upgrade in place', { skip: process.platform === 'win32' ? 'not on Wind
     const udp = await z.listener('udp');
     const held = await dial(tcp);
     assert.equal(await echoOnce(held, 'a'), 'a');
-    const clients = new NewConnections(`http://${web}/`);
+    const clients = new NewConnections(web);
     await until(() => clients.ok >= 20, 'requests through the old process');
 
     const res = await fetch(`${z.admin}upgrade`, { method: 'POST' });
@@ -178,7 +161,7 @@ describe('upgrade in place', { skip: process.platform === 'win32' ? 'not on Wind
     const failed = await z.waitForLog(/upgrade failed/);
     assert.match(failed, /ZL_UPGRADE_FAILED/);
     assert.match(failed, /exited \(code \d+\) before it served/);
-    assert.deepEqual(await getOnce(`http://${web}/`), { status: 200, body: 'ok' });
+    assert.deepEqual(await getOnce(web), { status: 200, body: 'ok' });
     assert.equal(await pidOf(z), oldPid);
 
     writeFileSync(z.configFile, good);
@@ -188,7 +171,7 @@ describe('upgrade in place', { skip: process.platform === 'win32' ? 'not on Wind
     cleanup.push(() => stopSuccessor(z, newPid, outputClosed));
     assert.equal(await z.exited, 0);
     assert.equal(await pidOf(z), newPid);
-    assert.deepEqual(await getOnce(`http://${web}/`), { status: 200, body: 'ok' });
+    assert.deepEqual(await getOnce(web), { status: 200, body: 'ok' });
     await stopSuccessor(z, newPid, outputClosed);
   });
 
@@ -267,8 +250,8 @@ listeners:
     cleanup.push(() => z.stop('SIGKILL'));
     const any = await z.listener('any');
     // several clients each, so that connections are being accepted when the old workers stop
-    const urls = [`http://127.0.0.1:${fixed}/`, `http://${any}/`];
-    const clients = Array.from({ length: 8 }, (_, i) => new NewConnections(urls[i % 2] as string));
+    const addresses = [`127.0.0.1:${fixed}`, any];
+    const clients = Array.from({ length: 8 }, (_, i) => new NewConnections(addresses[i % 2] as string));
     await until(() => clients.every((c) => c.ok >= 20), 'requests through the old workers');
 
     const res = await fetch(`${z.admin}upgrade`, { method: 'POST' });

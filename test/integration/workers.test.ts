@@ -6,12 +6,11 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import type { Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { HEAP_FLAGS } from '../../src/cli/heap-flags.js';
 import { renderDashboard } from '../helpers/dashboard.js';
-import { type Origin, profileAfterLeaving, startOrigin } from '../helpers/http.js';
+import { getOnce, type Origin, profileAfterLeaving, startOrigin } from '../helpers/http.js';
 import {
   closeServer,
   dial,
@@ -32,23 +31,6 @@ interface WorkerStat {
   state: string;
   restarts: number;
   last_exit: string | null;
-}
-
-/** One request on a connection of its own (no agent), so SO_REUSEPORT may pick any worker. */
-function getOnce(address: string, path: string): Promise<{ status: number; body: string }> {
-  const [host, port] = splitAddress(address);
-  return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => {
-        body += c;
-      });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
 }
 
 function alive(pid: number): boolean {
