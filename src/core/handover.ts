@@ -114,7 +114,8 @@ function parse(text: string | undefined): { ready: number; sockets: Inherited[] 
         }
       },
     );
-    for (const s of sockets) closeOnExec(s.fd);
+    // neither the sockets nor the readiness pipe are for this process's own children
+    for (const fd of [READY_FD, ...sockets.map((s) => s.fd)]) closeOnExec(fd);
     return { ready: READY_FD, sockets };
   } catch {
     return null;
