@@ -81,7 +81,7 @@ export async function runCommand(file: string): Promise<number> {
   for (const sig of signals.upgrade) {
     process.on(sig, () => {
       log.info(`${sig}: upgrading`);
-      void upgrade();
+      void runtime.upgrade(); // (refused while draining, as POST /upgrade is)
     });
   }
   for (const sig of signals.reload) {

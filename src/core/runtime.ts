@@ -331,11 +331,15 @@ export class Runtime {
 
   /** An upgrade (SIGUSR2, POST /upgrade): what the new process did, or why there is none. */
   upgrade(): Promise<UpgradeOutcome> {
-    if (this.options.upgrade === undefined) {
-      return Promise.resolve(upgradeRefused('this process was not started by `zipline run`'));
-    }
-    if (this.draining) return Promise.resolve(upgradeRefused('the process is draining'));
-    return this.options.upgrade();
+    const why =
+      this.options.upgrade === undefined
+        ? 'this process was not started by `zipline run`'
+        : this.draining
+          ? 'the process is draining'
+          : null;
+    if (why === null && this.options.upgrade !== undefined) return this.options.upgrade();
+    this.log.warn({ code: 'ZL_UPGRADE_FAILED' satisfies ErrorCode }, `upgrade refused: ${why}`);
+    return Promise.resolve(upgradeRefused(why ?? ''));
   }
 
   /**

@@ -75,7 +75,10 @@ export function startSuccessor(log: Logger, timeoutMs = UPGRADE_READY_TIMEOUT_MS
     ready.on('data', (chunk: string) => {
       said += chunk;
       if (!said.includes('\n')) return;
-      if (!said.startsWith('ready ')) return settle(failed(`the new process said ${JSON.stringify(said)}`));
+      if (!said.startsWith('ready ')) {
+        child.kill('SIGKILL'); // not a zipline that serves: it must not keep the sockets
+        return settle(failed(`the new process said ${JSON.stringify(said)}`));
+      }
       // it runs on by itself: this process's exit must not wait for it
       child.unref();
       settle({

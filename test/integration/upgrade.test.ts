@@ -281,4 +281,19 @@ listeners:
     assert.equal(await z.listener('any'), any, 'the port-0 listener kept its port');
     await stopSuccessor(z, outcome.pid, outputClosed);
   });
+
+  test('SIGUSR2 during a drain is refused: no new process starts', async () => {
+    const { z, outputClosed } = await start();
+    const held = await dial(await z.listener('tcp'));
+    assert.equal(await echoOnce(held, 'a'), 'a');
+    z.proc.kill('SIGTERM');
+    await z.waitForLog(/"msg":"draining"/);
+    z.proc.kill('SIGUSR2');
+    assert.match(await z.waitForLog(/upgrade refused/), /ZL_UPGRADE_FAILED.*the process is draining/);
+    held.end();
+    assert.equal(await z.exited, 0);
+    // nothing else writes to the output: no process was started
+    await outputClosed;
+    assert.equal(z.stdout.filter((l) => l.includes('upgrade: starting')).length, 0);
+  });
 });
