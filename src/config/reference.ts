@@ -44,7 +44,7 @@ export const CONFIG_REFERENCE = {
   },
   drain_timeout: {
     default: '30s',
-    doc: 'On SIGTERM/SIGINT: stop accepting, let open connections finish for this long, then close them and exit 0.',
+    doc: 'On SIGTERM/SIGINT (and in the old process once an upgrade, SIGUSR2, has a new one serving): stop accepting, let open connections finish for this long, then close them and exit 0.',
   },
   upstreams: { doc: 'Named pools of servers that listeners forward to.' },
   'upstreams.*': { doc: 'One upstream (a cluster in Envoy terms).' },
