@@ -90,6 +90,10 @@ const child = spawn(
 );
 let printed = false;
 let buffered = '';
+/** zipline's admin URL, once it said it (its log). */
+let adminUrl: string | null = null;
+/** The zipline that serves: the child, or after an upgrade (SIGUSR2, POST /upgrade) the one it started. */
+let serving = child.pid;
 child.stderr.setEncoding('utf8');
 child.stderr.on('data', async (chunk: string) => {
   process.stderr.write(chunk);
@@ -99,6 +103,7 @@ child.stderr.on('data', async (chunk: string) => {
   if (m === null) return;
   printed = true;
   const admin = m[1] as string;
+  adminUrl = admin;
   const stats = (await fetch(`${admin}stats`)
     .then((r) => r.json())
     .catch((err: unknown) => {
@@ -138,13 +143,44 @@ child.stderr.on('data', async (chunk: string) => {
 // `timeout`, systemd's control-group kill), zipline gets the original as well, and zipline takes a
 // different signal within 0.5 s of the first for a supervisor's copy of it (src/cli/run.ts); the
 // same signal twice would force an exit without draining.
-process.on('SIGINT', () => child.kill('SIGTERM'));
-process.on('SIGTERM', () => child.kill('SIGINT'));
+process.on('SIGINT', () => signal('SIGTERM'));
+process.on('SIGTERM', () => signal('SIGINT'));
 child.on('exit', (code) => {
+  void successor().then((pid) => {
+    if (pid === null) return finish(code ?? 0);
+    // upgraded in place: the demo origins stay for the new process, whose output is the same
+    // pipe, which ends when it exits
+    serving = pid;
+    process.stderr.write(`quickstart: zipline was upgraded in place; process ${pid} serves now\n`);
+    child.stderr.once('end', () => finish(0));
+  });
+});
+
+function signal(sig: NodeJS.Signals): void {
+  try {
+    if (serving !== undefined) process.kill(serving, sig);
+  } catch {
+    // gone already
+  }
+}
+
+/** After the child exited: the process an upgrade left serving at the admin address, if any. */
+async function successor(): Promise<number | null> {
+  if (adminUrl === null) return null;
+  try {
+    const r = await fetch(`${adminUrl}stats`, { signal: AbortSignal.timeout(2000) });
+    const pid = ((await r.json()) as { pid?: unknown }).pid;
+    return typeof pid === 'number' && pid !== child.pid ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+function finish(code: number): void {
   a.close();
   b.close();
   u.close();
   ha.close();
   hb.close();
-  process.exit(code ?? 0);
-});
+  process.exit(code);
+}

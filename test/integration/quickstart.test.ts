@@ -3,9 +3,11 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { until } from '../helpers/net.js';
 import { ROOT } from '../helpers/zipline.js';
 
 function socat(args: string[], input: string): Promise<string> {
@@ -96,6 +98,74 @@ test('quickstart: prints the admin URL; curl reaches both HTTP origins (directly
       process.kill(-(qs.pid as number), 'SIGTERM');
       const [code] = (await once(qs, 'exit')) as [number | null];
       assert.equal(code, 0, 'drains and exits 0 (not a forced exit 1 on the copy)');
+    }
+  }
+});
+
+/** Exited: no such process, or one waiting to be reaped (its parent, the old zipline, is gone). */
+function exited(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}
+
+test('quickstart: upgraded in place (POST /upgrade), it follows the new zipline: the demo origins stay, and a signal to the quickstart drains the new process and exits', async () => {
+  const qs = spawn(process.execPath, [join(ROOT, 'dist/scripts/quickstart.js')], {
+    env: {
+      ...process.env,
+      ZIPLINE_ADMIN_LISTEN: '127.0.0.1:0',
+      QUICKSTART_TCP_LISTEN: '127.0.0.1:0',
+      QUICKSTART_HTTP_LISTEN: '127.0.0.1:0',
+      QUICKSTART_UDP_LISTEN: '127.0.0.1:0',
+      QUICKSTART_RELAY_LISTEN: '127.0.0.1:0',
+      QUICKSTART_SOCKS5_LISTEN: '127.0.0.1:0',
+      QUICKSTART_HTTP_PROXY_LISTEN: '127.0.0.1:0',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let successor: number | null = null;
+  let err = '';
+  qs.stderr.setEncoding('utf8');
+  qs.stderr.on('data', (c: string) => {
+    err += c;
+  });
+  try {
+    let out = '';
+    qs.stdout.setEncoding('utf8');
+    await new Promise<void>((resolve, reject) => {
+      qs.stdout.on('data', (c: string) => {
+        out += c;
+        if (/Ctrl-C/.test(out)) resolve();
+      });
+      qs.once('exit', (code) => reject(new Error(`quickstart exited ${code}: ${out}`)));
+    });
+    const admin = /admin \/ dashboard:\s+(http:\S+)/.exec(out)?.[1];
+    const http = /curl (http:\S+)/.exec(out)?.[1];
+    assert.ok(admin && http, out);
+    const res = await fetch(`${admin}upgrade`, { method: 'POST' });
+    const outcome = (await res.json()) as { result: string; pid: number };
+    assert.equal(outcome.result, 'upgraded');
+    successor = outcome.pid;
+    // the old zipline has drained and exited: the quickstart says so and stays
+    await until(() => /upgraded in place; process \d+ serves now/.test(err), 'word of the upgrade', 15_000);
+    assert.equal(qs.exitCode, null, 'the quickstart runs on');
+    assert.match((JSON.parse(await curlGet(http)) as { origin: string }).origin, /^demo-[ab]$/);
+    // SIGINT to the quickstart alone (not its group): passed on to the new zipline
+    qs.kill('SIGINT');
+    const [code] = (await once(qs, 'exit')) as [number | null];
+    assert.equal(code, 0);
+    assert.ok(exited(successor), 'the new zipline is gone too');
+  } finally {
+    if (qs.exitCode === null && qs.signalCode === null) process.kill(-(qs.pid as number), 'SIGKILL');
+    if (successor !== null) {
+      try {
+        process.kill(successor, 'SIGKILL');
+      } catch {
+        // gone
+      }
     }
   }
 });
