@@ -1,11 +1,12 @@
 /** `npm start`'s quickstart as a new user meets it: the banner, then socat through the proxy. */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { type ChildProcessByStdio, execFile, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { until } from '../helpers/net.js';
 import { ROOT } from '../helpers/zipline.js';
@@ -27,6 +28,40 @@ function curlGet(url: string): Promise<string> {
   });
 }
 
+type Quickstart = ChildProcessByStdio<null, Readable, Readable>;
+
+/** `npm start`'s script with every address on port 0 but those in `listen`, in a process group of its own. */
+function spawnQuickstart(listen: Record<string, string> = {}): Quickstart {
+  return spawn(process.execPath, [join(ROOT, 'dist/scripts/quickstart.js')], {
+    env: {
+      ...process.env,
+      ZIPLINE_ADMIN_LISTEN: '127.0.0.1:0',
+      QUICKSTART_TCP_LISTEN: '127.0.0.1:0',
+      QUICKSTART_HTTP_LISTEN: '127.0.0.1:0',
+      QUICKSTART_UDP_LISTEN: '127.0.0.1:0',
+      QUICKSTART_RELAY_LISTEN: '127.0.0.1:0',
+      QUICKSTART_SOCKS5_LISTEN: '127.0.0.1:0',
+      QUICKSTART_HTTP_PROXY_LISTEN: '127.0.0.1:0',
+      ...listen,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // a process group of its own, signalled as a whole
+  });
+}
+
+/** Its banner, once printed (rejects if it exits first). */
+function banner(qs: Quickstart): Promise<string> {
+  let out = '';
+  qs.stdout.setEncoding('utf8');
+  return new Promise((resolve, reject) => {
+    qs.stdout.on('data', (c: string) => {
+      out += c;
+      if (/Ctrl-C/.test(out)) resolve(out);
+    });
+    qs.once('exit', (code) => reject(new Error(`quickstart exited ${code}: ${out}`)));
+  });
+}
+
 test('quickstart: prints the admin URL; curl reaches both HTTP origins (directly and through the tunnel); socat echoes over TCP and UDP; a port that is taken is replaced by a free one', async () => {
   // the UDP and HTTP addresses asked for are taken (another quickstart running, say)
   const takenUdp = createSocket('udp4');
@@ -35,30 +70,9 @@ test('quickstart: prints the admin URL; curl reaches both HTTP origins (directly
   await new Promise<void>((resolve) => takenTcp.listen(0, '127.0.0.1', resolve));
   const udpTaken = `127.0.0.1:${takenUdp.address().port}`;
   const httpTaken = `127.0.0.1:${(takenTcp.address() as AddressInfo).port}`;
-  const qs = spawn(process.execPath, [join(ROOT, 'dist/scripts/quickstart.js')], {
-    env: {
-      ...process.env,
-      ZIPLINE_ADMIN_LISTEN: '127.0.0.1:0',
-      QUICKSTART_TCP_LISTEN: '127.0.0.1:0',
-      QUICKSTART_HTTP_LISTEN: httpTaken,
-      QUICKSTART_UDP_LISTEN: udpTaken,
-      QUICKSTART_RELAY_LISTEN: '127.0.0.1:0',
-      QUICKSTART_SOCKS5_LISTEN: '127.0.0.1:0',
-      QUICKSTART_HTTP_PROXY_LISTEN: '127.0.0.1:0',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true, // a process group of its own, signalled as a whole below
-  });
+  const qs = spawnQuickstart({ QUICKSTART_HTTP_LISTEN: httpTaken, QUICKSTART_UDP_LISTEN: udpTaken });
   try {
-    let out = '';
-    qs.stdout.setEncoding('utf8');
-    await new Promise<void>((resolve, reject) => {
-      qs.stdout.on('data', (c: string) => {
-        out += c;
-        if (/Ctrl-C/.test(out)) resolve();
-      });
-      qs.once('exit', (code) => reject(new Error(`quickstart exited ${code}: ${out}`)));
-    });
+    const out = await banner(qs);
     const admin = /admin \/ dashboard:\s+(http:\S+)/.exec(out)?.[1];
     const tcp = /socat - (TCP:\S+)/.exec(out)?.[1];
     const udp = /socat - (UDP:\S+)/.exec(out)?.[1];
@@ -112,20 +126,7 @@ function exited(pid: number): boolean {
 }
 
 test('quickstart: upgraded in place (POST /upgrade), it follows the new zipline: the demo origins stay, and a signal to the quickstart drains the new process and exits', async () => {
-  const qs = spawn(process.execPath, [join(ROOT, 'dist/scripts/quickstart.js')], {
-    env: {
-      ...process.env,
-      ZIPLINE_ADMIN_LISTEN: '127.0.0.1:0',
-      QUICKSTART_TCP_LISTEN: '127.0.0.1:0',
-      QUICKSTART_HTTP_LISTEN: '127.0.0.1:0',
-      QUICKSTART_UDP_LISTEN: '127.0.0.1:0',
-      QUICKSTART_RELAY_LISTEN: '127.0.0.1:0',
-      QUICKSTART_SOCKS5_LISTEN: '127.0.0.1:0',
-      QUICKSTART_HTTP_PROXY_LISTEN: '127.0.0.1:0',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
+  const qs = spawnQuickstart();
   let successor: number | null = null;
   let err = '';
   qs.stderr.setEncoding('utf8');
@@ -133,15 +134,7 @@ test('quickstart: upgraded in place (POST /upgrade), it follows the new zipline:
     err += c;
   });
   try {
-    let out = '';
-    qs.stdout.setEncoding('utf8');
-    await new Promise<void>((resolve, reject) => {
-      qs.stdout.on('data', (c: string) => {
-        out += c;
-        if (/Ctrl-C/.test(out)) resolve();
-      });
-      qs.once('exit', (code) => reject(new Error(`quickstart exited ${code}: ${out}`)));
-    });
+    const out = await banner(qs);
     const admin = /admin \/ dashboard:\s+(http:\S+)/.exec(out)?.[1];
     const http = /curl (http:\S+)/.exec(out)?.[1];
     assert.ok(admin && http, out);
