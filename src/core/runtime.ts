@@ -343,17 +343,14 @@ export class Runtime {
   }
 
   /**
-   * A new process serves every socket now (an upgrade): this one stops accepting everywhere, and
-   * UDP listeners stop reading, before `drain` (which follows) counts as draining, so that what
-   * it accepted meanwhile is served rather than refused.
+   * A new process serves every socket now (an upgrade), before `drain` (which follows and stops
+   * the listeners): the admin address goes to it, UDP listeners stop reading, and the relay's
+   * agents are told they may open their next session at once (the new process accepts them).
    */
-  async handOver(): Promise<void> {
+  handOver(): Promise<void> {
     this.admin.stopAccepting();
     for (const l of this.listeners.values()) l.handOver?.();
-    await Promise.all([...this.listeners.values()].map((l) => l.stopAccepting()));
-    // agents may open their next session at once: the new process accepts them
-    await this.relay?.stopAccepting(0);
-    await this.agent?.stopAccepting();
+    return this.relay?.stopAccepting(0) ?? Promise.resolve();
   }
 
   /**
