@@ -373,6 +373,10 @@ export const CONFIG_REFERENCE = {
     default: '10m',
     doc: "tcp: a connection with no data in either direction for this long is closed (nginx `proxy_timeout`; a side that leaves bytes unread is reset). http/https (default `60s`): a keep-alive connection idle between requests this long is closed (nginx `keepalive_timeout`), and so is an upgraded (WebSocket) connection with no data either way (reset on a side that leaves bytes unread); a client that takes no byte of its response this long has its connection reset (`ZL_CLIENT_IDLE_TIMEOUT`, nginx `send_timeout`; `0`: the upstream's `idle` bounds it).",
   },
+  'listeners[].timeouts.drain_idle': {
+    default: '1s',
+    doc: 'http/https: once the listener drains (SIGTERM, the old process of an upgrade, a reload that retires it), a keep-alive connection between requests is closed when it has been idle this long (`client_idle` if shorter), and a request it sends first is answered with `Connection: close`: a client that sends its next request as the drain begins gets its response, not a closed connection (HAProxy `option idle-close-on-response`, bounded). `0`: idle connections are closed at once, as nginx and HAProxy do by default. HTTP/2 sessions get a GOAWAY either way.',
+  },
   'listeners[].limits': { doc: 'Downstream limits.' },
   'listeners[].limits.max_connections': {
     default: 10000,

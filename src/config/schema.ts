@@ -332,6 +332,7 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
       .strictObject({
         client_header: duration.prefault(def('listeners[].timeouts.client_header')),
         client_idle: duration.prefault(HTTP_CLIENT_IDLE_DEFAULT as never),
+        drain_idle: duration.prefault(def('listeners[].timeouts.drain_idle')),
       })
       .prefault({}),
     limits: z

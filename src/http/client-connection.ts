@@ -33,6 +33,7 @@ import { isH2Preface, parseRequestHead, type RequestHead, requestHeadEnd } from 
 import type { ResponseHead } from './parser/response-head.js';
 import { createExchange, type ProxyExchange } from './proxy-exchange.js';
 import { ReadAhead } from './read-ahead.js';
+import { keepAliveIdleMs } from './settings.js';
 import { type UpgradeEnded, UpgradePump } from './upgrade-pump.js';
 import type { UpstreamConnection } from './upstream-connection.js';
 import { abortWrites, releaseWrites, writeText } from './write-batch.js';
@@ -58,8 +59,7 @@ export class ClientConnection implements Downstream, ReadTarget {
   private idleMark = -1; // idle tracking for the sweep
   private idleAt = Date.now();
 
-  /** Bytes read ahead (a partial head, pipelined requests): bounded. */
-  readonly ahead = new ReadAhead(() => this.listener.settings.maxHeaderBytes);
+  readonly ahead = new ReadAhead(() => this.listener.settings.maxHeaderBytes); // partial head, pipelined
   private awaitingDrain = false; // the next request waits for 'drain' (nextWhenTaken)
   private reading: Reading = 'head';
   private readonly body = new ClientBody();
@@ -267,9 +267,9 @@ export class ClientConnection implements Downstream, ReadTarget {
   /**
    * The client sent FIN. By default (nginx `proxy_ignore_client_abort off`) a FIN during a request
    * means the client gave up: 499, the upstream request cancelled. `client_fin: finish` (HAProxy)
-   * answers a request received in full and those pipelined before the FIN (`finish()`, or on
-   * 'drain'); only one cut short is 499. Between requests a FIN simply ends the connection. An
-   * RST that came with the last bytes is an end in Node (reset-socket.ts): 499 in either mode.
+   * answers a request received in full and those pipelined before the FIN (`finish()`, or on 'drain');
+   * only one cut short is 499. Between requests a FIN ends the connection. An RST that came with the
+   * last bytes is an end in Node (reset-socket.ts): 499 in either mode.
    */
   private onEnd(): void {
     if (this.closed) return; // handed to HTTP/2, or already torn down
@@ -469,7 +469,7 @@ export class ClientConnection implements Downstream, ReadTarget {
       return;
     }
     // waiting for a request: the first within client_header, later ones within client_idle
-    const limit = this.requests === 0 ? s.clientHeaderMs : s.clientIdleMs;
+    const limit = this.requests === 0 ? s.clientHeaderMs : keepAliveIdleMs(s, this.listener.draining());
     if (limit > 0 && now - this.idleAt >= limit) this.socket.destroy();
   }
 
@@ -483,10 +483,10 @@ export class ClientConnection implements Downstream, ReadTarget {
     return this.reading === 'head' ? 'idle' : `reading_${this.reading}`;
   }
 
-  /** Drain: closed if between requests; one yet to send its first (its request on the way) is answered. */
+  /** Drain, `drain_idle: 0`: closed if between requests (else the sweep does it). A first request is awaited. */
   closeIfIdle(): void {
     const idle = this.exchange === null && this.upgraded === null && this.headStartedAt === 0;
-    if (idle && this.requests > 0) this.closeAfterWrite();
+    if (idle && this.requests > 0 && this.listener.settings.drainIdleMs === 0) this.closeAfterWrite();
   }
 
   /** Drain timeout: closed now, what is in flight ended with `ZL_DRAIN_TIMEOUT`. */

@@ -163,19 +163,22 @@ export class HttpListener implements Listener, ExchangeHost {
   }
 
   async stopAccepting(): Promise<void> {
-    this.stopped = true;
     if (this.acceptId !== null) {
       const id = this.acceptId;
       this.acceptId = null;
       await nativePump.acceptOff(id);
     }
-    for (const c of this.connections) c.closeIfIdle();
-    this.h2?.closeIdle();
-    return new Promise((resolve) => {
+    const closed = new Promise<void>((resolve) => {
       if (!this.server.listening) return resolve();
       this.server.close(() => resolve());
       setImmediate(resolve);
     });
+    // `Connection: close` only now: no reconnect it brings may queue on a socket closing (SO_REUSEPORT)
+    this.stopped = true;
+    for (const c of this.connections) c.closeIfIdle();
+    this.h2?.closeIdle();
+    this.scheduleSweep(); // drain_idle joins the timeouts it sweeps for
+    return closed;
   }
 
   activeCount(): number {
@@ -430,6 +433,7 @@ export class HttpListener implements Listener, ExchangeHost {
   private scheduleSweep(): void {
     const s = this.settings;
     let shortest = Math.min(positive(s.clientHeaderMs), positive(s.clientIdleMs), ...s.routeTimeouts);
+    if (this.draining()) shortest = Math.min(shortest, positive(s.drainIdleMs));
     for (const name of s.upstreams) {
       const up = this.ctx.upstream(name);
       if (up === undefined) continue;

@@ -51,6 +51,8 @@ export interface HttpListenerSettings {
   readonly realIpHeader: RealIpHeader | null;
   readonly clientHeaderMs: number;
   readonly clientIdleMs: number;
+  /** `timeouts.drain_idle`: the keep-alive idle limit once this listener drains (0: closed at once). */
+  readonly drainIdleMs: number;
   readonly maxConnections: number;
   readonly maxHeaderBytes: number;
   readonly maxBodyReplay: number;
@@ -194,6 +196,7 @@ export function compileHttpListener(
     realIpHeader: cfg.real_ip_header ?? null,
     clientHeaderMs: cfg.timeouts.client_header,
     clientIdleMs: cfg.timeouts.client_idle,
+    drainIdleMs: cfg.timeouts.drain_idle,
     maxConnections: cfg.limits.max_connections,
     maxHeaderBytes: cfg.limits.max_header_bytes,
     maxBodyReplay: cfg.limits.max_body_replay,
@@ -205,6 +208,15 @@ export function compileHttpListener(
     maxPerClient: cfg.limits.max_connections_per_client,
     limiters: limiters.made,
   });
+}
+
+/**
+ * How long a keep-alive connection may wait for its next request: `client_idle` (0: no limit), at
+ * most `drain_idle` once the listener drains (its next request is answered with `Connection: close`).
+ */
+export function keepAliveIdleMs(s: HttpListenerSettings, draining: boolean): number {
+  if (!draining || s.drainIdleMs === 0) return s.clientIdleMs;
+  return s.clientIdleMs > 0 ? Math.min(s.clientIdleMs, s.drainIdleMs) : s.drainIdleMs;
 }
 
 /** The largest header list Node's HTTP/2 layer (nghttp2) takes; a larger one resets the stream. */

@@ -1,7 +1,8 @@
 /**
  * HTTP listeners across reloads and drains, and random bytes thrown at them: a reload changes
  * routes for the next request (keep-alive connections stay open), a drain lets the request in
- * flight finish with `Connection: close` and closes idle keep-alive connections at once, and
+ * flight finish with `Connection: close` and answers an idle keep-alive connection's next
+ * request with `Connection: close` within `drain_idle` (closed at once with `0`), and
  * garbage never takes the process down.
  */
 import assert from 'node:assert/strict';
@@ -138,7 +139,7 @@ describe('http lifecycle', () => {
     });
   }
 
-  test('drain: the request in flight completes with Connection: close, idle keep-alive connections close at once', async () => {
+  test('drain: the request in flight completes with Connection: close; an idle keep-alive connection has its next request answered with Connection: close (drain_idle), and one that sends none is closed', async () => {
     let release: () => void = () => {};
     const held = new Promise<void>((r) => {
       release = r;
@@ -148,19 +149,49 @@ describe('http lifecycle', () => {
       else res.end('quick');
     });
     const z = await startRuntime(yaml(slow.address, slow.address, '/never/'));
-    const idle = await KeepAliveClient.open(z.addr('web'));
-    assert.equal((await idle.send(get('/quick'))).status, 200);
+    const l = z.rt.listeners.get('web') as unknown as HttpListener;
+    const next = await KeepAliveClient.open(z.addr('web'));
+    assert.equal((await next.send(get('/quick'))).status, 200);
+    const silent = await KeepAliveClient.open(z.addr('web'));
+    assert.equal((await silent.send(get('/quick'))).status, 200);
     const busy = await KeepAliveClient.open(z.addr('web'));
     const inFlight = busy.send(get('/slow'));
-    await until(() => slow.requests === 2, 'slow request at the origin');
+    await until(() => slow.requests === 3, 'slow request at the origin');
     const drained = z.stop();
-    await until(() => idle.closed, 'idle keep-alive connection closed by the drain', 2000);
+    await until(() => l.draining(), 'the listener draining');
+    // the client sends its next request as the drain begins: answered, not a closed connection
+    const answered = await next.send(get('/quick'));
+    assert.equal(answered.status, 200);
+    assert.equal(answered.headers.get('connection')?.[0], 'close');
+    await until(() => next.closed, 'the connection closed after that response');
+    await until(() => silent.closed, 'the connection that sent nothing closed once idle drain_idle');
+    assert.equal(busy.closed, false);
     release();
     const r = await inFlight;
     assert.equal(r.body.toString(), 'finally');
     assert.equal(r.headers.get('connection')?.[0], 'close');
     await drained;
     await until(() => busy.closed, 'busy connection closed after its response');
+  });
+
+  test('drain with drain_idle: 0: idle keep-alive connections close at once (nginx)', async () => {
+    const o = await origin((_req, res) => res.end('quick'));
+    const z = await startRuntime(
+      yaml(o.address, o.address, '/never/').replace(
+        'upstream: a\n',
+        'upstream: a\n    timeouts: { drain_idle: 0s, client_idle: 1h }\n',
+      ),
+    );
+    const l = z.rt.listeners.get('web') as unknown as HttpListener;
+    const idle = await KeepAliveClient.open(z.addr('web'));
+    assert.equal((await idle.send(get('/quick'))).status, 200);
+    const stopping = z.stop();
+    await until(() => l.draining(), 'the listener draining');
+    // ended (or gone) as the listener stopped, not left to the sweep as drain_idle would be
+    const open = [...l.connections].filter((c) => !c.socket.writableEnded);
+    assert.equal(open.length, 0);
+    await until(() => idle.closed, 'idle keep-alive connection closed by the drain');
+    await stopping;
   });
 
   test('drain_timeout: what it cuts is logged as ZL_DRAIN_TIMEOUT (503 with no response yet, HTTP/1.1 and h2c; the status sent mid-body; an upgraded session 101), not as a client abort', async () => {
