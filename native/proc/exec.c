@@ -2,7 +2,8 @@
  * execv(2) for the `zipline` launcher (Linux): replaces the process image, same PID, so that
  * `zipline run` can restart itself once with the V8 heap flags it needs (src/cli/heap-flags.ts).
  * Node 20 has no process.execve. Standard input, output and error are kept (Node marks them
- * close-on-exec). Returns only on failure (the errno, as a number). Also `cloexec` (below).
+ * close-on-exec). Returns only on failure (the errno, as a number). Also `cloexec` (below) and
+ * `notify` (notify.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "proc.h"
 
 static char *dup_string(napi_env env, napi_value v) {
   size_t n = 0;
@@ -82,5 +85,7 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "exec", fn);
   napi_create_function(env, "cloexec", NAPI_AUTO_LENGTH, js_cloexec, NULL, &fn);
   napi_set_named_property(env, exports, "cloexec", fn);
+  napi_create_function(env, "notify", NAPI_AUTO_LENGTH, zl_proc_notify, NULL, &fn);
+  napi_set_named_property(env, exports, "notify", fn);
   return exports;
 }

@@ -1,8 +1,9 @@
 /** `zipline run`: start the runtime, wire signals, drain on exit. */
 import { formatIssue } from '../config/issue.js';
 import { loadConfigIsolated } from '../config/load-isolated.js';
-import { signalReady } from '../core/handover.js';
+import { isSuccessor, signalReady } from '../core/handover.js';
 import { Runtime } from '../core/runtime.js';
+import { ServiceNotifier } from '../core/systemd.js';
 import { startSuccessor, type UpgradeOutcome, upgradeRefused } from '../core/upgrade.js';
 import { isZiplineError } from '../errors.js';
 import { createLogger } from '../log/logger.js';
@@ -19,6 +20,8 @@ export async function runCommand(file: string): Promise<number> {
   const first = await loadConfigIsolated(file);
   if (!first.ok) return reportInvalidConfig(file, first.issues);
   const log = createLogger(first.config.log.level);
+  // under systemd (Type=notify): told when zipline serves, reloads, drains, is upgraded
+  const systemd = ServiceNotifier.fromEnv(process.env, log);
   let upgrading: Promise<UpgradeOutcome> | null = null;
   const upgrade = (): Promise<UpgradeOutcome> => {
     const why = upgradeBlocker(runtime, upgrading !== null);
@@ -36,6 +39,7 @@ export async function runCommand(file: string): Promise<number> {
         return outcome;
       }
       log.info({ new_pid: outcome.pid, sockets: outcome.sockets }, `upgrade: ${outcome.message}`);
+      if (outcome.pid !== undefined) systemd?.mainPid(outcome.pid);
       void runtime
         .handOver()
         .then(() => runtime.drain())
@@ -44,11 +48,16 @@ export async function runCommand(file: string): Promise<number> {
     });
     return upgrading;
   };
+  const ready = (): void =>
+    systemd?.ready(
+      `serving ${runtime.config.listeners.length} listeners, config generation ${runtime.generation}`,
+    );
   const runtime = new Runtime(first.config, {
     upgrade,
     // workers > 1: this process is the primary (admin, tunnel, shm) and forks the workers
     role: workerCount(first.config) > 1 ? 'primary' : 'single',
     log,
+    ...(systemd === null ? {} : { reloadHooks: { begin: () => systemd.reloading(), end: () => ready() } }),
     reloadSource: async () => {
       try {
         const r = await loadConfigIsolated(file);
@@ -73,6 +82,9 @@ export async function runCommand(file: string): Promise<number> {
     return EXIT.start;
   }
   log.info({ config: file, admin: runtime.admin.url() }, 'zipline started');
+  // a new process of an upgrade: the old one names it the main PID once it serves
+  if (!isSuccessor()) ready();
+  systemd?.startWatchdog(process.env, isSuccessor());
   // started by an upgrade: the old process drains once told (sockets nothing took are closed)
   const unclaimed = signalReady();
   if (unclaimed.length > 0)
@@ -106,6 +118,7 @@ export async function runCommand(file: string): Promise<number> {
     }
     firstSignal = { sig, at: now };
     log.info({ signal: sig }, 'draining before exit');
+    systemd?.stopping();
     void runtime.drain(signals.drainWithin[sig]).then(() => process.exit(EXIT.ok));
   };
   for (const sig of signals.drain) process.on(sig, () => stop(sig));

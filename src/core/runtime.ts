@@ -58,6 +58,8 @@ export interface RuntimeOptions {
   readonly reloadSource?: () => ReloadSource | Promise<ReloadSource>;
   /** Starts a new process that takes this one's sockets, for SIGUSR2 / POST /upgrade (cli/run.ts). */
   readonly upgrade?: () => Promise<UpgradeOutcome>;
+  /** Told when a reload from the source begins and ends (systemd's RELOADING=1, READY=1: systemd.ts). */
+  readonly reloadHooks?: { begin(): void; end(): void };
 }
 
 export type { ReloadReport };
@@ -199,20 +201,26 @@ export class Runtime {
 
   /** Reload from the configured source (SIGHUP, POST /reload). */
   reloadFromSource(): Promise<ReloadReport> {
+    const hooks = this.options.reloadHooks;
     return this.reloads.run(async () => {
-      // the file is read when this reload's turn comes: the last one asked applies the latest
-      const src = await this.options.reloadSource?.();
-      if (src === undefined) return refused(['this process was not started from a config file']);
-      if (!src.ok) {
-        metrics.reloads.labels('refused').inc();
-        this.log.error(
-          { errors: src.errors, code: 'ZL_RELOAD_REFUSED' satisfies ErrorCode },
-          'reload refused: the new config is invalid; keeping the old one',
-        );
-        return refused(src.errors);
-      }
-      return this.applyReload(src.config);
+      hooks?.begin();
+      return this.reloadFromSourceNow().finally(() => hooks?.end());
     });
+  }
+
+  private async reloadFromSourceNow(): Promise<ReloadReport> {
+    // the file is read when this reload's turn comes: the last one asked applies the latest
+    const src = await this.options.reloadSource?.();
+    if (src === undefined) return refused(['this process was not started from a config file']);
+    if (!src.ok) {
+      metrics.reloads.labels('refused').inc();
+      this.log.error(
+        { errors: src.errors, code: 'ZL_RELOAD_REFUSED' satisfies ErrorCode },
+        'reload refused: the new config is invalid; keeping the old one',
+      );
+      return refused(src.errors);
+    }
+    return this.applyReload(src.config);
   }
 
   /** Moves to `next` (after any reload still running: reloads apply one at a time, in order). */

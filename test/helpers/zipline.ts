@@ -180,6 +180,26 @@ export async function spawnZipline(
 }
 
 /**
+ * Ends the process an upgrade started (not the test's child), and the old one if a failed test
+ * left it draining, and waits until both are gone (their shared output closed: `outputClosed` is
+ * `once(z.proc.stdout, 'close')`, taken before the upgrade).
+ */
+export async function stopSuccessor(
+  z: ZiplineProcess,
+  pid: number,
+  outputClosed: Promise<unknown>,
+): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    // already gone
+  }
+  if (z.proc.exitCode === null && z.proc.signalCode === null) z.proc.kill('SIGKILL');
+  await outputClosed;
+  await z.exited;
+}
+
+/**
  * Runs the CLI to completion. A command still running after `timeoutMs` (a `run` that was meant
  * to fail but started) is killed: its code is then null.
  */

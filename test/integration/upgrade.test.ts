@@ -10,7 +10,7 @@ import { after, describe, test } from 'node:test';
 import { getOnce, startOrigin } from '../helpers/http.js';
 import { closeServer, dial, port, refusedPort, tcpEcho, udpClient, udpEcho, until } from '../helpers/net.js';
 import { relayYaml, TUNNEL_TOKEN } from '../helpers/tunnel.js';
-import { spawnZipline, startRuntime, type ZiplineProcess } from '../helpers/zipline.js';
+import { spawnZipline, startRuntime, stopSuccessor, type ZiplineProcess } from '../helpers/zipline.js';
 
 const cleanup: Array<() => unknown> = [];
 after(async () => {
@@ -61,21 +61,6 @@ async function echoOnce(s: Socket, text: string): Promise<string> {
   s.write(text);
   const [d] = (await once(s, 'data')) as [Buffer];
   return d.toString();
-}
-
-/**
- * Ends the process an upgrade started (not this test's child), and the old one if a failed test
- * left it draining, and waits until both are gone (their shared output closed).
- */
-async function stopSuccessor(z: ZiplineProcess, pid: number, outputClosed: Promise<unknown>): Promise<void> {
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    // already gone
-  }
-  if (z.proc.exitCode === null && z.proc.signalCode === null) z.proc.kill('SIGKILL');
-  await outputClosed;
-  await z.exited;
 }
 
 async function start(): Promise<{ z: ZiplineProcess; outputClosed: Promise<unknown> }> {
