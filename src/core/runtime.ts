@@ -350,6 +350,11 @@ export class Runtime {
     return Promise.resolve(upgradeRefused(why ?? ''));
   }
 
+  /** Closes every listening socket, serving on (a worker, before its primary has them all drain). */
+  async closeListeningSockets(): Promise<void> {
+    await Promise.all([...this.listeners.values()].map((l) => l.closeSocket?.()));
+  }
+
   /**
    * A new process serves every socket now (an upgrade), before `drain` (which follows and stops
    * the listeners): the admin address goes to it, UDP listeners stop reading, and the relay's

@@ -15,7 +15,7 @@ import type { ErrorCode } from '../errors.js';
 import { acceptPausedReporter, guardAccepts } from '../l4/accept-guard.js';
 import { ClientGate } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
-import { listenOn, onServerError, shedCounter, socketFromFd } from '../l4/listen.js';
+import { closeListening, listenOn, onServerError, shedCounter, socketFromFd } from '../l4/listen.js';
 import type { Listener } from '../l4/listener.js';
 import { nativePump } from '../l4/native-pump.js';
 import { OverLimit } from '../log/over-limit.js';
@@ -61,8 +61,8 @@ export class HttpListener implements Listener, ExchangeHost {
   private readonly txBytes;
   /** The native acceptor draining this listener's queue, if any. */
   private acceptId: number | null = null;
-  /** Stopped accepting (retired by a reload, or draining). */
-  private stopped = false;
+  private stopped = false; // stopped accepting (retired by a reload, or draining)
+  private socketClosed: Promise<void> | null = null;
   private activeRequests = 0;
   /** Metrics, /stats counts and access lines of the requests answered. */
   readonly requests: RequestLog;
@@ -163,22 +163,18 @@ export class HttpListener implements Listener, ExchangeHost {
   }
 
   async stopAccepting(): Promise<void> {
-    if (this.acceptId !== null) {
-      const id = this.acceptId;
-      this.acceptId = null;
-      await nativePump.acceptOff(id);
-    }
-    const closed = new Promise<void>((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-      setImmediate(resolve);
-    });
+    await this.closeSocket();
     // `Connection: close` only now: no reconnect it brings may queue on a socket closing (SO_REUSEPORT)
     this.stopped = true;
     for (const c of this.connections) c.closeIfIdle();
     this.h2?.closeIdle();
     this.scheduleSweep(); // drain_idle joins the timeouts it sweeps for
-    return closed;
+  }
+
+  closeSocket(): Promise<void> {
+    this.socketClosed ??= closeListening(this.server, this.acceptId);
+    this.acceptId = null;
+    return this.socketClosed;
   }
 
   activeCount(): number {

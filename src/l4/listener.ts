@@ -21,6 +21,12 @@ export interface Listener {
   /** Stops accepting; established connections and sessions continue. */
   stopAccepting(): Promise<void>;
   /**
+   * Closes the listening socket only, serving as before until `stopAccepting` (workers: every
+   * worker's socket closes before any drains, so the reconnects a drain's `Connection: close`
+   * brings never queue on a socket about to close). Absent: `stopAccepting` does it.
+   */
+  closeSocket?(): Promise<void>;
+  /**
    * An upgrade handed its socket to a new process, which reads it from now on (UDP: a listening
    * TCP socket simply stops being accepted on). Absent: nothing to do.
    */

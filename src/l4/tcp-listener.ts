@@ -18,7 +18,7 @@ import { acceptPausedReporter } from './accept-guard.js';
 import { type ClientAccess, ClientGate, compileClientAccess } from './client-access.js';
 import type { L4Context } from './context.js';
 import { sweepIdle, sweepPeriod } from './idle-sweep.js';
-import { keptAliveSocketFromFd, listenOn, onServerError } from './listen.js';
+import { closeListening, keptAliveSocketFromFd, listenOn, onServerError } from './listen.js';
 import type { Listener } from './listener.js';
 import { nativePump } from './native-pump.js';
 import { TcpConnection } from './tcp-connection.js';
@@ -134,19 +134,11 @@ export class TcpListener implements Listener {
     if (idle > 0) sweepIdle(this.connections, elapsedMs, idle, expireConnection);
   }
 
-  async stopAccepting(): Promise<void> {
-    if (this.acceptId !== null) {
-      const id = this.acceptId;
-      this.acceptId = null;
-      await nativePump.acceptOff(id);
-    }
+  stopAccepting(): Promise<void> {
+    const id = this.acceptId;
+    this.acceptId = null;
     // the sweep keeps running for the connections that remain; it is unref'd
-    return new Promise((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-      // server.close waits for connections; we only want the listening socket gone
-      setImmediate(resolve);
-    });
+    return closeListening(this.server, id);
   }
 
   activeCount(): number {

@@ -9,7 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { formatHostPort } from '../config/units.js';
 import type { ErrorCode } from '../errors.js';
 import { acceptPausedReporter } from '../l4/accept-guard.js';
-import { keptAliveSocketFromFd, listenOn } from '../l4/listen.js';
+import { closeListening, keptAliveSocketFromFd, listenOn } from '../l4/listen.js';
 import { nativePump } from '../l4/native-pump.js';
 import { isoNow } from '../log/access-line.js';
 import type { AccessLog, Logger } from '../log/logger.js';
@@ -217,17 +217,10 @@ export class EntryServer {
   }
 
   /** Stops accepting; open connections continue. */
-  async stop(): Promise<void> {
-    if (this.acceptId !== null) {
-      const id = this.acceptId;
-      this.acceptId = null;
-      await nativePump.acceptOff(id); // the thread's copy of the listening socket first
-    }
-    return new Promise((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-      setImmediate(resolve);
-    });
+  stop(): Promise<void> {
+    const id = this.acceptId;
+    this.acceptId = null;
+    return closeListening(this.server, id);
   }
 
   destroyAll(): void {

@@ -12,7 +12,7 @@ import { formatHostPort } from '../config/units.js';
 import { ZiplineError } from '../errors.js';
 import { type ClientAccess, ClientGate, compileClientAccess } from '../l4/client-access.js';
 import type { L4Context } from '../l4/context.js';
-import { listenOn, onServerError } from '../l4/listen.js';
+import { closeListening, listenOn, onServerError } from '../l4/listen.js';
 import { metrics } from '../metrics/catalog.js';
 import { DirectDialer } from '../proxy/dialer.js';
 import { ProxyGate } from '../proxy-protocol/gate.js';
@@ -438,11 +438,7 @@ export class TunnelRelay {
   async stopAccepting(retryAfterMs = 1000): Promise<void> {
     for (const s of [...this.pending]) s.destroy();
     for (const rs of this.sessions) rs.drain(retryAfterMs);
-    await new Promise<void>((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-      setImmediate(resolve);
-    });
+    await closeListening(this.server, null);
     this.loadMeter.stop();
   }
 

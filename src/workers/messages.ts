@@ -9,6 +9,8 @@
  *                      profile { seconds }      → answer: a .cpuprofile (JSON text)
  *                      profile-stop             → (no answer) the profile being taken ends now (its
  *                                                 client went away; its answer still comes)
+ *                      close-sockets            → answer: null once its listening sockets are closed
+ *                                                 (it serves on; every worker's close before any drains)
  *                      drain                    → (no answer) the worker drains and exits 0
  */
 import type { ValidConfig } from '../config/schema.js';
@@ -17,7 +19,7 @@ import type { ErrorCode } from '../errors.js';
 export type WorkerRequest =
   | { readonly id: number; readonly t: 'start'; readonly config: ValidConfig }
   | { readonly id: number; readonly t: 'reload'; readonly config: ValidConfig }
-  | { readonly id: number; readonly t: 'stats' | 'metrics' | 'ready' }
+  | { readonly id: number; readonly t: 'stats' | 'metrics' | 'ready' | 'close-sockets' }
   | { readonly id: number; readonly t: 'profile'; readonly seconds: number };
 
 export type WorkerCommand = WorkerRequest | { readonly t: 'drain' } | { readonly t: 'profile-stop' };

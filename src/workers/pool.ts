@@ -257,8 +257,17 @@ export class WorkerPool {
     }
   }
 
-  /** Drains every worker (each bounded by `timeoutMs`); resolves when all have exited. */
-  drain(timeoutMs: number): Promise<void> {
+  /**
+   * Drains every worker (each bounded by `timeoutMs`); resolves when all have exited. Every
+   * worker's listening sockets are closed first: a drain's `Connection: close` sends clients to
+   * reconnect, and with SO_REUSEPORT one could land in another old worker's queue, which the
+   * kernel resets when that socket closes (after an upgrade, new workers' sockets take them).
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true; // no restarts from here
+    await Promise.all(
+      this.procs.map((w) => w.request({ t: 'close-sockets' }, QUERY_TIMEOUT_MS).catch(() => {})),
+    );
     return this.stopAll(timeoutMs + DRAIN_GRACE_MS);
   }
 

@@ -48,6 +48,10 @@ async function answer(m: WorkerRequest): Promise<unknown> {
       return registry.getMetricsAsJSON();
     case 'profile':
       return captureCpuProfile(m.seconds);
+    case 'close-sockets':
+      await started.catch(() => {});
+      await rt.closeListeningSockets();
+      return null;
   }
 }
 
