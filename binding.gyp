@@ -21,9 +21,9 @@
     },
     {
       "target_name": "zipline_proc",
-      "sources": ["native/proc/exec.c", "native/proc/notify.c"],
+      "sources": ["native/proc/exec.c", "native/proc/systemd.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/proc/exec.c", "native/proc/notify.c"] }]]
+      "conditions": [["OS!='linux'", { "type": "none", "sources!": ["native/proc/exec.c", "native/proc/systemd.c"] }]]
     },
     {
       "target_name": "zipline_crc",

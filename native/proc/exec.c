@@ -3,7 +3,7 @@
  * `zipline run` can restart itself once with the V8 heap flags it needs (src/cli/heap-flags.ts).
  * Node 20 has no process.execve. Standard input, output and error are kept (Node marks them
  * close-on-exec). Returns only on failure (the errno, as a number). Also `cloexec` (below) and
- * `notify` (notify.c).
+ * `notify`, `sockinfo` (systemd.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +21,11 @@ static char *dup_string(napi_env env, napi_value v) {
   if (s == NULL) return NULL;
   napi_get_value_string_utf8(env, v, s, n + 1, &n);
   return s;
+}
+
+static void keep_open(int fd) {
+  int flags = fcntl(fd, F_GETFD);
+  if (flags >= 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
 }
 
 /* exec(path: string, argv: string[]): number (errno; never returns on success) */
@@ -45,10 +50,13 @@ static napi_value js_exec(napi_env env, napi_callback_info info) {
       if ((argv[i] = dup_string(env, item)) == NULL) break;
     }
     if (i == n) {
-      /* Node marks its stdio close-on-exec: keep 0-2 for the new image */
-      for (int fd = 0; fd <= 2; fd++) {
-        int flags = fcntl(fd, F_GETFD);
-        if (flags >= 0) fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+      /* Node marks its stdio close-on-exec: keep 0-2 for the new image, and the sockets systemd
+         passed this process (socket activation: LISTEN_FDS from 3, LISTEN_PID ours, same PID after) */
+      for (int fd = 0; fd <= 2; fd++) keep_open(fd);
+      const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+      if (pid != NULL && fds != NULL && strtol(pid, NULL, 10) == (long)getpid()) {
+        long n = strtol(fds, NULL, 10);
+        for (long fd = 3; n > 0 && n < 1024 && fd < 3 + n; fd++) keep_open((int)fd);
       }
       execv(path, argv);
       err = errno;
@@ -87,5 +95,7 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "cloexec", fn);
   napi_create_function(env, "notify", NAPI_AUTO_LENGTH, zl_proc_notify, NULL, &fn);
   napi_set_named_property(env, exports, "notify", fn);
+  napi_create_function(env, "sockinfo", NAPI_AUTO_LENGTH, zl_proc_sockinfo, NULL, &fn);
+  napi_set_named_property(env, exports, "sockinfo", fn);
   return exports;
 }

@@ -4,5 +4,6 @@
 #include <node_api.h>
 
 napi_value zl_proc_notify(napi_env env, napi_callback_info info);
+napi_value zl_proc_sockinfo(napi_env env, napi_callback_info info);
 
 #endif

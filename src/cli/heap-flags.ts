@@ -35,8 +35,7 @@
  * already given (yours wins; any other V8 flag of yours comes after ours and wins too),
  * the parent forked it with an IPC channel, or `ZIPLINE_NO_REEXEC=1`.
  */
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { procBinding } from '../core/proc-binding.js';
 
 export const HEAP_FLAGS: readonly string[] = [
   '--initial-old-space-size=32',
@@ -44,10 +43,6 @@ export const HEAP_FLAGS: readonly string[] = [
   '--max-semi-space-size=8',
   '--no-allocation-site-pretenuring',
 ];
-
-interface ProcBinding {
-  exec(path: string, argv: string[]): number;
-}
 
 /** The node command line `zipline run` restarts itself with (null: run as started). */
 export function heapFlagArgv(
@@ -67,12 +62,6 @@ export function applyHeapFlags(): void {
   if (process.platform !== 'linux') return;
   const next = heapFlagArgv(process.argv, process.execArgv, process.env);
   if (next === null) return;
-  let binding: ProcBinding;
-  try {
-    const require = createRequire(import.meta.url);
-    binding = require(fileURLToPath(new URL('../../../build/Release/zipline_proc.node', import.meta.url)));
-  } catch {
-    return; // not built: run without the flags
-  }
-  binding.exec(process.execPath, next); // returns only if execv failed: run without the flags
+  // not built: run without the flags; exec returns only if execv failed: the same
+  procBinding()?.exec(process.execPath, next);
 }

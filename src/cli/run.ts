@@ -3,6 +3,7 @@ import { formatIssue } from '../config/issue.js';
 import { loadConfigIsolated } from '../config/load-isolated.js';
 import { isSuccessor, signalReady } from '../core/handover.js';
 import { Runtime } from '../core/runtime.js';
+import { activatedCount, unclaimedActivated } from '../core/socket-activation.js';
 import { ServiceNotifier } from '../core/systemd.js';
 import { startSuccessor, type UpgradeOutcome, upgradeRefused } from '../core/upgrade.js';
 import { isZiplineError } from '../errors.js';
@@ -22,6 +23,13 @@ export async function runCommand(file: string): Promise<number> {
   const log = createLogger(first.config.log.level);
   // under systemd (Type=notify): told when zipline serves, reloads, drains, is upgraded
   const systemd = ServiceNotifier.fromEnv(process.env, log);
+  if (activatedCount() > 0 && workerCount(first.config) > 1) {
+    log.error(
+      { code: 'ZL_LISTEN_FAILED' },
+      `could not start: systemd passed ${activatedCount()} sockets (socket activation), but with workers each worker binds its own SO_REUSEPORT socket; use workers: 1 with a .socket unit`,
+    );
+    return EXIT.start;
+  }
   let upgrading: Promise<UpgradeOutcome> | null = null;
   const upgrade = (): Promise<UpgradeOutcome> => {
     const why = upgradeBlocker(runtime, upgrading !== null);
@@ -89,6 +97,7 @@ export async function runCommand(file: string): Promise<number> {
   const unclaimed = signalReady();
   if (unclaimed.length > 0)
     log.info({ sockets: unclaimed }, 'upgrade: closed sockets the config no longer uses');
+  for (const line of unclaimedActivated()) log.warn(`systemd socket not used: ${line}`);
   const signals = signalPlan(process.platform);
   for (const sig of signals.upgrade) {
     process.on(sig, () => {

@@ -13,8 +13,8 @@
  * Descriptors nothing claimed are closed once the process started.
  */
 import { closeSync, writeSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { procBinding } from './proc-binding.js';
+import { activatedSocket } from './socket-activation.js';
 
 export const HANDOVER_ENV = 'ZIPLINE_HANDOVER';
 /** The descriptor the new process writes `ready` to once it serves (then closes it). */
@@ -132,6 +132,8 @@ export function isSuccessor(): boolean {
  * same name and `listen` first; else the same `listen` when its port is fixed (not `:0`).
  */
 export function inherited(kind: SocketKind, name: string, listen: string): BoundSocket | undefined {
+  const activated = activatedSocket(kind, name); // systemd's, by name (socket-activation.ts)
+  if (activated !== undefined) return activated;
   if (received === null) return undefined;
   const free = received.sockets.filter((s) => !s.claimed && s.kind === kind && s.listen === listen);
   const hit = free.find((s) => s.name === name) ?? (/:0$/.test(listen) ? undefined : free[0]);
@@ -168,16 +170,5 @@ function closeQuietly(fd: number): void {
 
 /** Linux: the addon marks it close-on-exec; elsewhere it stays inheritable (children are short-lived there). */
 function closeOnExec(fd: number): void {
-  if (process.platform !== 'linux') return;
-  try {
-    const require = createRequire(import.meta.url);
-    const proc = require(
-      fileURLToPath(new URL('../../../build/Release/zipline_proc.node', import.meta.url)),
-    ) as {
-      cloexec?(fd: number): number;
-    };
-    proc.cloexec?.(fd);
-  } catch {
-    // not built
-  }
+  procBinding()?.cloexec(fd);
 }

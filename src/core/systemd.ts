@@ -9,13 +9,8 @@
  * turns. Without `NOTIFY_SOCKET` (not under systemd) nothing is sent. Linux only (the addon sends
  * the datagram: Node has no AF_UNIX datagram sockets); docs/OPERATIONS.md, "systemd".
  */
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log/logger.js';
-
-interface NotifyBinding {
-  notify(socketPath: string, text: string): number;
-}
+import { type ProcBinding, procBinding } from './proc-binding.js';
 
 /** Tells systemd what the service is doing; every method is a no-op when not under systemd. */
 export class ServiceNotifier {
@@ -24,7 +19,7 @@ export class ServiceNotifier {
 
   private constructor(
     private readonly socketPath: string,
-    private readonly binding: NotifyBinding,
+    private readonly binding: ProcBinding,
     private readonly log: Logger,
   ) {}
 
@@ -32,7 +27,7 @@ export class ServiceNotifier {
   static fromEnv(env: NodeJS.ProcessEnv, log: Logger): ServiceNotifier | null {
     const socketPath = env.NOTIFY_SOCKET ?? '';
     if (socketPath === '') return null;
-    const binding = loadBinding();
+    const binding = procBinding();
     if (binding === null) {
       log.warn(
         { notify_socket: socketPath },
@@ -90,18 +85,5 @@ export class ServiceNotifier {
       { notify_socket: this.socketPath, errno },
       `could not notify systemd (${text.split('\n')[0]}): errno ${errno}`,
     );
-  }
-}
-
-function loadBinding(): NotifyBinding | null {
-  if (process.platform !== 'linux') return null;
-  try {
-    const require = createRequire(import.meta.url);
-    const b = require(fileURLToPath(new URL('../../../build/Release/zipline_proc.node', import.meta.url))) as
-      | Partial<NotifyBinding>
-      | undefined;
-    return typeof b?.notify === 'function' ? (b as NotifyBinding) : null;
-  } catch {
-    return null;
   }
 }

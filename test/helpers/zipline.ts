@@ -96,19 +96,21 @@ export function writeConfig(yaml: string): string {
 
 /**
  * Runs `bin/zipline.js run -c FILE` and resolves once it has started (admin URL known). `wrap`: a
- * command that execs its arguments (same PID), e.g. `unshare -m sh -c '…; exec "$@"' sh`.
+ * command that execs its arguments (same PID), e.g. `unshare -m sh -c '…; exec "$@"' sh`. `fds`:
+ * descriptors of this process the child gets from descriptor 3 on (as systemd passes sockets).
  */
 export async function spawnZipline(
   yaml: string,
   env: NodeJS.ProcessEnv = {},
   wrap: readonly string[] = [],
+  fds: readonly number[] = [],
 ): Promise<ZiplineProcess> {
   // never a fixed port: a config that does not place the admin server gets one on port 0
   const configFile = writeConfig(/^admin:/m.test(yaml) ? yaml : `admin: { listen: 127.0.0.1:0 }\n${yaml}`);
   const argv = [...wrap, process.execPath, BIN, 'run', '-c', configFile];
   const proc = spawn(argv[0] as string, argv.slice(1), {
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe', ...fds],
   });
   const stdout: string[] = [];
   const stderr: string[] = [];
