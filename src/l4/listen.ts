@@ -89,11 +89,6 @@ export function dgramBound(socket: DgramSocket): Bound {
 }
 
 /**
- * A listening server's errors after it listens (an accept that failed, as net.Server reports
- * them). A failed listen is not one: `listenOn` rejects with it (ZL_LISTEN_FAILED, what to do) and
- * start reports that, so it is not logged a second time here with a stack.
- */
-/**
  * Closes a listening socket without waiting for its connections (`server.close` alone would):
  * the native acceptor's copy first (`acceptId`; what it accepted meanwhile is still handed over),
  * then the server's. Resolves once it is closed.
@@ -107,6 +102,11 @@ export async function closeListening(server: Server, acceptId: number | null): P
   });
 }
 
+/**
+ * A listening server's errors after it listens (an accept that failed, as net.Server reports
+ * them). A failed listen is not one: `listenOn` rejects with it (ZL_LISTEN_FAILED, what to do) and
+ * start reports that, so it is not logged a second time here with a stack.
+ */
 export function onServerError(server: Server, report: (err: Error) => void): void {
   server.on('error', (err: NodeJS.ErrnoException) => {
     if (err.syscall !== 'listen') report(err);
