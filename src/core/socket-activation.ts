@@ -8,7 +8,7 @@
  * instead of one it binds, whatever its `listen` says; the kind must match (stream for tcp, http,
  * https, socks5, http_proxy; datagram for udp). Read once at load and removed from the
  * environment, so children (workers, the config checker, a process started by an upgrade, which
- * is handed the sockets as any upgrade's) never take them. docs/OPERATIONS.md, "systemd".
+ * is handed the sockets as at every upgrade) never take them. docs/OPERATIONS.md, "systemd".
  */
 import type { BoundSocket, SocketKind } from './handover.js';
 import { procBinding } from './proc-binding.js';
