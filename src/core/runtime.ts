@@ -363,6 +363,7 @@ export class Runtime {
   handOver(): Promise<void> {
     this.admin.stopAccepting();
     for (const l of this.listeners.values()) l.handOver?.();
+    this.workers?.handOver();
     return this.relay?.stopAccepting(0) ?? Promise.resolve();
   }
 

@@ -22,6 +22,7 @@ import { metrics } from '../metrics/catalog.js';
 import { fullJitterBackoff } from '../upstream/backoff.js';
 import { mergeStats } from './merge-stats.js';
 import { PortReservations } from './ports.js';
+import { migratesQueuedConnections } from './queue-migration.js';
 import { RetiredSeries } from './retired-series.js';
 import { WorkerProcess } from './worker-process.js';
 
@@ -255,6 +256,14 @@ export class WorkerPool {
     } finally {
       signal.removeEventListener('abort', stop);
     }
+  }
+
+  /** An upgrade serves in new workers now: says what the old workers' closing sockets may cost. */
+  handOver(): void {
+    if (process.platform !== 'linux' || migratesQueuedConnections()) return;
+    this.log.info(
+      'upgrade: new connections still waiting in an old worker\'s accept queue when it closes its socket are reset by the kernel; `sysctl net.ipv4.tcp_migrate_req=1` moves them to the new workers (docs/OPERATIONS.md, "Upgrade")',
+    );
   }
 
   /**

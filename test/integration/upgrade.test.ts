@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
+import { migratesQueuedConnections } from '../../src/workers/queue-migration.js';
 import { getOnce, startOrigin } from '../helpers/http.js';
 import { closeServer, dial, port, refusedPort, tcpEcho, udpClient, udpEcho, until } from '../helpers/net.js';
 import { relayYaml, TUNNEL_TOKEN } from '../helpers/tunnel.js';
@@ -45,15 +46,6 @@ class NewConnections {
   stop(): Promise<void> {
     this.stopped = true;
     return this.done;
-  }
-}
-
-/** Linux moves a closing SO_REUSEPORT socket's queued connections to the others of its group. */
-function migrateRequests(): boolean {
-  try {
-    return readFileSync('/proc/sys/net/ipv4/tcp_migrate_req', 'utf8').trim() === '1';
-  } catch {
-    return false;
   }
 }
 
@@ -255,7 +247,7 @@ listeners:
     // net.ipv4.tcp_migrate_req moves them to another socket of the group. Nothing else may fail.
     const failures = clients.flatMap((c) => c.failures);
     const ok = clients.reduce((n, c) => n + c.ok, 0);
-    if (migrateRequests()) assert.deepEqual(failures, [], 'no request failed across the upgrade');
+    if (migratesQueuedConnections()) assert.deepEqual(failures, [], 'no request failed across the upgrade');
     else {
       assert.ok(
         failures.every((f) => f.startsWith('ECONNRESET ')),
@@ -264,6 +256,9 @@ listeners:
       assert.ok(failures.length <= ok / 100, `${failures.length} resets for ${ok} requests`);
     }
     assert.equal(await z.listener('any'), any, 'the port-0 listener kept its port');
+    // the old primary said so when the kernel would reset them (it has exited: its lines are in)
+    const told = [...z.stdout, ...z.stderr].some((l) => l.includes('tcp_migrate_req=1'));
+    assert.equal(told, !migratesQueuedConnections());
     await stopSuccessor(z, outcome.pid, outputClosed);
   });
 
