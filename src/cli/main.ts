@@ -1,5 +1,5 @@
 /**
- * The `zipline` CLI: run | check | shm | version | help.
+ * The `zipline` CLI: run | check | schema | shm | version | help.
  *
  * Exit codes: 0 success · 1 invalid configuration · 2 usage error · 3 could not start
  * (an address in use, a permission) · 70 internal error.
@@ -64,6 +64,13 @@ export async function main(argv: string[]): Promise<number> {
     .argument('[file]', 'the config file, as -c')
     .action(async (file: string | undefined, opts: { config: string }, cmd: Command) => {
       code = await check(configFile(file, opts, cmd));
+    });
+  program
+    .command('schema')
+    .description("print the config's JSON Schema, for editors (yaml-language-server: $schema=FILE)")
+    .action(async () => {
+      const { configJsonSchema } = await import('../config/json-schema.js');
+      process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`);
     });
   program
     .command('shm <action> <name>')

@@ -8,6 +8,7 @@ import {
   count,
   duration,
   hostPort,
+  inputAlso,
   knownCiphers,
   listenAddress,
   receiveBuffer,
@@ -76,19 +77,21 @@ export const tunnelRelay = z.strictObject({
     .optional(),
 });
 
-export const relayRef = z.preprocess(
-  (v) => (typeof v === 'string' ? { address: v } : v),
-  z.strictObject({
-    address: hostPort,
-    fingerprint: z
-      .string()
-      .refine((f) => normalizeFingerprint(f) !== null, 'expected sha256: followed by 64 hex digits')
-      .optional(),
-    ca: z.string().min(1).optional(),
-    tls: z.boolean().prefault(def('tunnel.agent.relays[].tls')),
-    server_name: z.string().min(1).optional(),
-  }),
-);
+export const relayRef = z
+  .preprocess(
+    (v) => (typeof v === 'string' ? { address: v } : v),
+    z.strictObject({
+      address: hostPort,
+      fingerprint: z
+        .string()
+        .refine((f) => normalizeFingerprint(f) !== null, 'expected sha256: followed by 64 hex digits')
+        .optional(),
+      ca: z.string().min(1).optional(),
+      tls: z.boolean().prefault(def('tunnel.agent.relays[].tls')),
+      server_name: z.string().min(1).optional(),
+    }),
+  )
+  .meta(inputAlso({ type: 'string' }));
 
 const UDP_FORWARD_RECEIVE_BUFFER = receiveBuffer.parse(def('tunnel.agent.forwards[].receive_buffer'));
 

@@ -51,7 +51,15 @@ export const hostPort = z.string().refine((s) => parseHostPort(s) !== undefined,
 export const count = (min: number, max: number) => z.int().min(min).max(max);
 
 /** A listen address; a bare port (`6432` or `"6432"`) means all interfaces, as nginx `listen 6432;`. */
-export const listenAddress = z.preprocess(normalizeListen, hostPort);
+export const listenAddress = z.preprocess(normalizeListen, hostPort).meta(inputAlso({ type: 'integer' }));
+
+/**
+ * What a `z.preprocess` also takes before it rewrites it (a bare port, `host:port` for an object),
+ * for the JSON Schema (`json-schema.ts`), which describes the rewritten form only.
+ */
+export function inputAlso(schema: Record<string, unknown>): { inputAlso: Record<string, unknown> } {
+  return { inputAlso: schema };
+}
 
 export const size = z.union([z.int().min(0), z.string()]).transform((v, ctx) => {
   const n = typeof v === 'number' ? v : parseSize(v);

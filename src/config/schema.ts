@@ -14,6 +14,7 @@ import {
   count,
   duration,
   hostPort,
+  inputAlso,
   knownCiphers,
   listenAddress,
   percent,
@@ -33,7 +34,9 @@ const serverObject = z.strictObject({
 });
 
 /** A server may be written as a bare `host:port` string. */
-const server = z.preprocess((v) => (typeof v === 'string' ? { address: v } : v), serverObject);
+const server = z
+  .preprocess((v) => (typeof v === 'string' ? { address: v } : v), serverObject)
+  .meta(inputAlso({ type: 'string' }));
 
 const healthCheck = z.strictObject({
   type: z.enum(['tcp', 'http', 'grpc']).prefault(def('upstreams.*.health_check.type')),
@@ -57,23 +60,25 @@ const hashKey = z
 const retryOn = z.union([z.enum(['connect_failure', 'reset', 'timeout']), count(500, 599)]);
 
 /** TLS to an upstream's servers; `true` is `{}` (every default), `false` none. */
-const originTls = z.preprocess(
-  (v) => (v === true ? {} : v === false ? undefined : v),
-  z
-    .strictObject({
-      server_name: z.string().min(1).optional(),
-      verify: z.boolean().prefault(def('upstreams.*.tls.verify')),
-      ca: z.string().min(1).optional(),
-      crl: z.string().min(1).optional(),
-      cert: z.string().min(1).optional(),
-      key: z.string().min(1).optional(),
-      min_version: z.enum(['TLSv1.2', 'TLSv1.3']).prefault(def('upstreams.*.tls.min_version')),
-    })
-    .refine((t) => (t.cert === undefined) === (t.key === undefined), {
-      message: '`cert` and `key` go together (a client certificate needs its key)',
-    })
-    .optional(),
-);
+const originTls = z
+  .preprocess(
+    (v) => (v === true ? {} : v === false ? undefined : v),
+    z
+      .strictObject({
+        server_name: z.string().min(1).optional(),
+        verify: z.boolean().prefault(def('upstreams.*.tls.verify')),
+        ca: z.string().min(1).optional(),
+        crl: z.string().min(1).optional(),
+        cert: z.string().min(1).optional(),
+        key: z.string().min(1).optional(),
+        min_version: z.enum(['TLSv1.2', 'TLSv1.3']).prefault(def('upstreams.*.tls.min_version')),
+      })
+      .refine((t) => (t.cert === undefined) === (t.key === undefined), {
+        message: '`cert` and `key` go together (a client certificate needs its key)',
+      })
+      .optional(),
+  )
+  .meta(inputAlso({ type: 'boolean' }));
 
 const upstream = z.strictObject({
   balance: z
@@ -323,6 +328,12 @@ function httpListenerOf<P extends 'http' | 'https'>(protocol: P) {
         (v) => (typeof v === 'string' ? v.toLowerCase() : v),
         z.enum(['x-forwarded-for', 'x-real-ip']),
       )
+      .meta(
+        inputAlso({
+          type: 'string',
+          pattern: '^[Xx]-([Ff][Oo][Rr][Ww][Aa][Rr][Dd][Ee][Dd]-[Ff][Oo][Rr]|[Rr][Ee][Aa][Ll]-[Ii][Pp])$',
+        }),
+      )
       .optional(),
     client_fin: z.enum(['abort', 'finish']).prefault(def('listeners[].client_fin')),
     h2c: z.boolean().optional(), // http only (cross-check.ts); on unless false
@@ -424,6 +435,7 @@ export const configSchema = z.strictObject({
       // a bare port stays on loopback (`:9901` does: the admin server's default host)
       listen: z
         .preprocess((v) => (typeof v === 'number' ? `:${v}` : v), hostPort)
+        .meta(inputAlso({ type: 'integer' }))
         .prefault(def('admin.listen')),
       token: z.string().prefault(def('admin.token')),
       max_connections: count(1, 1_000_000).prefault(def('admin.max_connections')),
