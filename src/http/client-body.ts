@@ -1,7 +1,9 @@
 /**
  * Where a client's request body ends (RFC 9112 §6.3): after Content-Length bytes, or at the last
- * chunk of a chunked body validated as it arrives (`parser/chunked.ts`, passed on as framed). One
- * per client connection, reset for each request.
+ * chunk of a chunked body validated as it arrives (`parser/chunked.ts`, passed on as framed, its
+ * chunk extensions dropped: nginx, HAProxy and Envoy re-chunk, so servers never see them, and a
+ * server that reads one differently could be told a different body). One per client connection,
+ * reset for each request.
  */
 import { ZiplineError } from '../errors.js';
 import { ChunkedDecoder } from './parser/chunked.js';
@@ -20,6 +22,11 @@ export class ClientBody {
   limit = Number.POSITIVE_INFINITY;
   private remaining = 0;
   private decoder: ChunkedDecoder | null = null;
+  /** Chunk extensions in the bytes being fed ([from, to) pairs): not forwarded. */
+  private readonly extensions: number[] = [];
+  private readonly onExtension = (from: number, to: number): void => {
+    this.extensions.push(from, to);
+  };
 
   /** The body of the request `head` starts; false when it has none. */
   begin(head: RequestHead): boolean {
@@ -38,8 +45,9 @@ export class ClientBody {
   feed(buf: Buffer, start: number, sink: BodySink | null): number {
     const decoder = this.decoder;
     let stop: number;
+    this.extensions.length = 0;
     if (decoder !== null) {
-      stop = decoder.feed(buf, start, buf.length, ignoreData);
+      stop = decoder.feed(buf, start, buf.length, ignoreData, this.onExtension);
       if (decoder.received > this.limit) {
         throw new ZiplineError(
           'ZL_HTTP_BODY_TOO_LARGE',
@@ -52,7 +60,13 @@ export class ClientBody {
       this.remaining -= stop - start;
       this.done = this.remaining === 0;
     }
-    if (stop > start) sink?.bodyChunk(Buffer.from(buf.subarray(start, stop)));
+    if (stop > start && sink !== null) {
+      sink.bodyChunk(
+        this.extensions.length === 0
+          ? Buffer.from(buf.subarray(start, stop))
+          : withoutRanges(buf, start, stop, this.extensions),
+      );
+    }
     if (this.done) this.decoder = null;
     return stop;
   }
@@ -67,3 +81,18 @@ export class ClientBody {
 }
 
 function ignoreData(): void {}
+
+/** A copy of `buf[start, stop)` without the `[from, to)` pairs in `ranges` (in order, inside it). */
+function withoutRanges(buf: Buffer, start: number, stop: number, ranges: readonly number[]): Buffer {
+  let kept = stop - start;
+  for (let r = 0; r < ranges.length; r += 2) kept -= (ranges[r + 1] as number) - (ranges[r] as number);
+  const out = Buffer.allocUnsafe(kept);
+  let at = 0;
+  let from = start;
+  for (let r = 0; r < ranges.length; r += 2) {
+    at += buf.copy(out, at, from, ranges[r] as number);
+    from = ranges[r + 1] as number;
+  }
+  buf.copy(out, at, from, stop);
+  return out;
+}

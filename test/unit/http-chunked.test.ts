@@ -2,7 +2,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isZiplineError } from '../../src/errors.js';
+import { ClientBody } from '../../src/http/client-body.js';
 import { ChunkedDecoder } from '../../src/http/parser/chunked.js';
+import type { RequestHead } from '../../src/http/parser/request-head.js';
 
 function decode(text: string, split = 0): { body: string; used: number; done: boolean } {
   const buf = Buffer.from(text, 'latin1');
@@ -82,7 +84,7 @@ describe('chunked decoding', () => {
   });
 
   test('chunk extensions: exactly RFC 9112 §7.1.1, or refused', () => {
-    // passed through as framed: the next hop must read them as this decoder did
+    // validated as the RFC writes them (a client body's are then dropped, below)
     for (const ext of [
       ';a',
       ';a=b',
@@ -113,6 +115,29 @@ describe('chunked decoding', () => {
       ' ;a', // whitespace between a size and `;`: RFC 9112 allows it, llhttp and nginx do not
     ]) {
       refused(`1${ext}\r\nx\r\n0\r\n\r\n`);
+    }
+  });
+
+  test('chunk extensions are dropped from what a client body forwards: the framing stays, under every cut of the input', () => {
+    const sent = '5;a=b\r\nhello\r\n6; name="q;x\\"" ;y\r\n world\r\n0;last\r\nX-T: 1\r\n\r\n';
+    const forwarded = '5\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n';
+    const head = { chunked: true, contentLength: -1 } as RequestHead;
+    const buf = Buffer.from(sent, 'latin1');
+    for (let cut = 0; cut < buf.length; cut++) {
+      for (const step of [buf.length, 1]) {
+        const body = new ClientBody();
+        body.begin(head);
+        const parts: Buffer[] = [];
+        const sink = { bodyChunk: (c: Buffer) => parts.push(c) };
+        // the first `cut` bytes at once, then `step` at a time (a fresh view each: the read buffer)
+        let pos = cut === 0 ? 0 : body.feed(Buffer.from(buf.subarray(0, cut)), 0, sink);
+        while (pos < buf.length) {
+          const piece = Buffer.from(buf.subarray(pos, Math.min(buf.length, pos + step)));
+          pos += body.feed(piece, 0, sink);
+        }
+        assert.equal(Buffer.concat(parts).toString('latin1'), forwarded, `cut at ${cut}, step ${step}`);
+        assert.equal(body.done, true);
+      }
     }
   });
 

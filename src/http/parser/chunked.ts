@@ -58,6 +58,8 @@ const TRANSFER_ENCODING = Buffer.from('transfer-encoding');
 export const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
 export type ChunkSink = (data: Buffer) => void;
+/** Told `buf[from, to)` is chunk-extension bytes (from its `;` up to the CR of its size line). */
+export type ExtensionSink = (from: number, to: number) => void;
 
 export class ChunkedDecoder {
   state: State = 'size';
@@ -81,9 +83,14 @@ export class ChunkedDecoder {
     return this.state === 'done';
   }
 
-  /** Decodes `buf[start, end)`; returns the offset where it stopped (end, or the message's end). */
-  feed(buf: Buffer, start: number, end: number, sink: ChunkSink): number {
+  /**
+   * Decodes `buf[start, end)`; returns the offset where it stopped (end, or the message's end).
+   * `extensions`, if given, is told where chunk extensions are (a proxy forwarding the framing
+   * drops them, as nginx, HAProxy and Envoy do by re-chunking).
+   */
+  feed(buf: Buffer, start: number, end: number, sink: ChunkSink, extensions?: ExtensionSink): number {
     let i = start;
+    let extFrom = this.state === 'ext' ? start : -1;
     while (i < end && this.state !== 'done') {
       if (this.state === 'data') {
         const n = Math.min(this.remaining, end - i);
@@ -94,9 +101,16 @@ export class ChunkedDecoder {
         if (this.remaining === 0) this.state = 'data_cr';
         continue;
       }
+      const before = this.state;
       this.step(buf[i] as number);
+      if (before === 'size' && this.state === 'ext') extFrom = i;
+      else if (before === 'ext' && this.state !== 'ext') {
+        extensions?.(extFrom, i); // up to the CR, which stays
+        extFrom = -1;
+      }
       i++;
     }
+    if (this.state === 'ext' && extFrom >= 0) extensions?.(extFrom, i);
     return i;
   }
 
