@@ -61,11 +61,11 @@ export class ClientBody {
       this.done = this.remaining === 0;
     }
     if (stop > start && sink !== null) {
-      sink.bodyChunk(
+      const chunk =
         this.extensions.length === 0
           ? Buffer.from(buf.subarray(start, stop))
-          : withoutRanges(buf, start, stop, this.extensions),
-      );
+          : withoutRanges(buf, start, stop, this.extensions);
+      if (chunk.length > 0) sink.bodyChunk(chunk); // a read of extension bytes alone forwards nothing
     }
     if (this.done) this.decoder = null;
     return stop;

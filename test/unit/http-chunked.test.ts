@@ -136,6 +136,10 @@ describe('chunked decoding', () => {
           pos += body.feed(piece, 0, sink);
         }
         assert.equal(Buffer.concat(parts).toString('latin1'), forwarded, `cut at ${cut}, step ${step}`);
+        assert.ok(
+          parts.every((p) => p.length > 0),
+          'a read of extension bytes alone forwards no empty chunk',
+        );
         assert.equal(body.done, true);
       }
     }
