@@ -44,7 +44,8 @@ napi_value zl_proc_notify(napi_env env, napi_callback_info info) {
     if (fd < 0) {
       err = errno;
     } else {
-      ssize_t n = sendto(fd, text, text_len, MSG_NOSIGNAL, (struct sockaddr *)&addr, len);
+      /* never waits: a full notify queue is an error to log, not a stalled event loop */
+      ssize_t n = sendto(fd, text, text_len, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&addr, len);
       err = n < 0 ? errno : 0;
       close(fd);
     }
